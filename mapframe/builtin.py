@@ -1,0 +1,52 @@
+"""mapframe's built-in components, registered through the ``mapframe`` entry-point group
+exactly like a third-party plugin (see ``setup.cfg``: ``builtin = mapframe.builtin``)."""
+
+from __future__ import annotations
+
+from mapframe.plugin import ComponentRegistry, hookimpl
+
+
+@hookimpl
+def mapframe_register_components(registry: ComponentRegistry) -> None:
+    """Register every built-in evaluator, sampler, surrogate, solver, strategy, store and
+    executor."""
+    from mapframe.evaluators.callable import CallableEvaluator
+    from mapframe.examples.digits import DigitsEvaluator
+    from mapframe.executors.inprocess import InProcessExecutor
+    from mapframe.merging.task_arithmetic import TaskArithmetic
+    from mapframe.samplers.space_filling import (
+        GridSampler,
+        LatinHypercubeSampler,
+        RandomSampler,
+        SobolSampler,
+    )
+    from mapframe.solvers.pymoo_solvers import GridSolver, NSGA2Solver, NSGA3Solver
+    from mapframe.storage.memory import MemoryStore
+    from mapframe.storage.sqlite import SQLiteStore
+    from mapframe.surrogates.quadratic import (
+        AutoSurrogate,
+        QuadraticSurrogate,
+        SigmoidQuadraticSurrogate,
+        SoftplusQuadraticSurrogate,
+    )
+
+    for cls in (
+        CallableEvaluator,
+        DigitsEvaluator,
+        RandomSampler,
+        SobolSampler,
+        LatinHypercubeSampler,
+        GridSampler,
+        QuadraticSurrogate,
+        SigmoidQuadraticSurrogate,
+        SoftplusQuadraticSurrogate,
+        AutoSurrogate,
+        NSGA2Solver,
+        NSGA3Solver,
+        GridSolver,
+        TaskArithmetic,
+        MemoryStore,
+        SQLiteStore,
+        InProcessExecutor,
+    ):
+        registry.register(cls)

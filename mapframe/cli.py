@@ -1,0 +1,267 @@
+"""The ``mapframe`` command line: ``run``, ``example`` and ``plugins``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from mapframe._version import __version__
+from mapframe.errors import MapframeError
+
+__all__ = ["main"]
+
+DESCRIPTION = """\
+mapframe finds the Pareto front of model merges with MAP: it evaluates a few dozen merges
+theta0 + sum_i c_i tau_i, fits one quadratic surrogate per task, solves the multi-objective
+problem on the surrogates, and writes the whole trade-off front (and, for a preference, the
+merged model) to a results folder.
+
+commands:
+  run CONFIG.yaml   run (or resume) the study a YAML config describes
+  example           train the built-in offline example (digits, cached) and run it
+  plugins           list installed plugins and the components they provide
+
+Evaluations are stored in SQLite as they finish; re-running the same command resumes an
+interrupted study without redoing finished evaluations.
+"""
+
+
+class Progress:
+    """A one-line progress display on stderr (plain lines when not a terminal)."""
+
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.tty = self.stream.isatty()
+        self._last_line = 0.0
+        self._stage = ""
+
+    def __call__(self, ev: Any) -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        stage_changed = ev.stage != self._stage
+        self._stage = ev.stage
+        if ev.stage in ("evaluate", "verify"):
+            width = 24
+            frac = min(ev.done / ev.total, 1.0) if ev.total else 1.0
+            bar = "#" * int(frac * width) + "." * (width - int(frac * width))
+            rate = ev.done / ev.elapsed if ev.elapsed > 0 else 0.0
+            line = (f"{ev.stage:8s} [{bar}] {ev.done}/{ev.total}  reused {ev.reused}  "
+                    f"failed {ev.failed}  {ev.elapsed:6.1f}s  ({rate:.1f}/s)")
+            if self.tty:
+                self.stream.write("\r" + line)
+                self.stream.flush()
+            elif stage_changed or ev.done == ev.total or now - self._last_line > 5:
+                self.stream.write(line + "\n")
+                self._last_line = now
+        else:
+            if self.tty:
+                self.stream.write("\n")
+            self.stream.write(f"{ev.stage} ...\n" if ev.stage != "done" else "done.\n")
+            self.stream.flush()
+
+
+def _print_summary(result: Any, paths: dict[str, Path], out: TextIO) -> None:
+    s = result.summary()
+    n_ver = (s["verification"] or {}).get("n_verified", 0)
+    out.write(f"\nstudy {s['study']!r}: {s['n_search_evaluations']} search + {n_ver} "
+              "verification evaluations "
+              f"({s['n_evaluated_this_run']} new this run, {s['n_reused_from_store']} reused "
+              f"from the store, {s['n_failed_or_invalid']} failed/invalid)\n")
+    out.write("surrogate fit per task (R2 / leave-one-out R2):\n")
+    for task, d in s["surrogates"].items():
+        r2, loo = d.get("r2"), d.get("loo_r2")
+        out.write(f"  {task:20s} {r2 if r2 is None else f'{r2:.3f}'} / "
+                  f"{loo if loo is None else f'{loo:.3f}'}  ({d.get('model', '')})\n")
+    out.write(f"front: {s['front_size']} points\n")
+    ver = s["verification"]
+    if ver and ver.get("mean_abs_error"):
+        errs = ", ".join(f"{k} {v:.4f}" for k, v in ver["mean_abs_error"].items())
+        out.write(f"verified {ver['n_verified']} front points; mean |predicted - real|: "
+                  f"{errs}\n")
+    if s["selected"]:
+        sel = s["selected"]
+        out.write(f"selected for preference {s['preference']}: "
+                  + ", ".join(f"{k}={v:.4g}" for k, v in sel.items()
+                              if k.startswith(("c_", "predicted_")) and v is not None) + "\n")
+    for key, p in paths.items():
+        out.write(f"  {key:16s} {p}\n")
+
+
+def _run_config(cfg: dict[str, Any], args: argparse.Namespace) -> int:
+    from mapframe.config import build_study
+
+    progress = Progress(quiet=args.quiet)
+    overrides = {"budget": args.budget, "seed": args.seed,
+                 "output": os.path.abspath(args.output) if args.output else None}
+    study, options = build_study(cfg, **overrides)
+    study.progress = progress
+    output = Path(options["output"])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = _show_warning  # type: ignore[assignment]
+            result = study.run()
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            f"\ninterrupted; finished evaluations are stored in {study.storage.describe()}; "
+            "run the same command again to resume\n")
+        return 130
+    paths = result.save(output, plot=not args.no_plot)
+    if options["export"] and result.merge_spec is not None:
+        index = result.selected if result.selected is not None else None
+        if index is None:
+            sys.stderr.write("export: no preference given, so no model was selected to "
+                             "export; set study.preference\n")
+        else:
+            paths["merged_model"] = result.export(output / "selected.safetensors", index)
+    if study.storage.name == "sqlite":
+        paths["store"] = Path(study.storage.describe()["path"])
+    _print_summary(result, paths, sys.stdout)
+    return 0
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int,
+                  file: Any = None, line: Any = None) -> None:
+    sys.stderr.write(f"\nwarning: {message}\n")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mapframe.config import load_config
+
+    return _run_config(load_config(args.config), args)
+
+
+def cmd_example(args: argparse.Namespace) -> int:
+    import yaml
+
+    from mapframe.config import validate_config
+    from mapframe.examples import digits
+
+    if args.tasks:
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    else:
+        tasks = list(digits.TASKS[: args.n_tasks])
+    output = Path(args.output or "results/digits").absolute()
+    sys.stderr.write(f"preparing the digits example ({len(tasks)} tasks: {', '.join(tasks)}; "
+                     "trained once, then cached) ...\n")
+    t0 = time.perf_counter()
+    ck = digits.prepare_checkpoints(args.cache_dir, tasks=tasks)
+    sys.stderr.write(f"checkpoints ready in {time.perf_counter() - t0:.1f}s: "
+                     f"{Path(ck['pretrained']).parent}\n")
+    config = digits.digits_study_config(output, tasks, checkpoints=ck,
+                                        budget=args.budget, preference=args.preference)
+    output.mkdir(parents=True, exist_ok=True)
+    cfg_path = output / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    sys.stderr.write(f"config written to {cfg_path} (edit it and run: mapframe run "
+                     f"{cfg_path})\n")
+    args.budget = None  # already in the config
+    return _run_config(validate_config(config, base_dir=output, source=str(cfg_path)), args)
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from mapframe.plugin import get_registry
+
+    registry = get_registry(strict=False)
+    rows = []
+    for info in registry.plugins:
+        rows.append({"plugin": info.name, "package": info.package, "version": info.version,
+                     "module": info.module, "components": [f"{k}:{n}" for k, n in
+                                                           info.components],
+                     "error": info.error})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 1 if any(r["error"] for r in rows) else 0
+    for r in rows:
+        status = "BROKEN" if r["error"] else "ok"
+        print(f"{r['plugin']}  ({r['package']} {r['version']}, {r['module']})  [{status}]")
+        if r["error"]:
+            print(f"    failed to load: {r['error']}")
+        by_kind: dict[str, list[str]] = {}
+        for comp in r["components"]:
+            kind, name = comp.split(":", 1)
+            by_kind.setdefault(kind, []).append(name)
+        for kind in registry.kinds:
+            if kind in by_kind:
+                print(f"    {kind:15s} {', '.join(by_kind[kind])}")
+    if not rows:
+        print("no plugins found in the 'mapframe' entry-point group: is mapframe installed "
+              "with pip?")
+        return 1
+    return 1 if any(r["error"] for r in rows) else 0
+
+
+def _preference(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"preference must be comma-separated numbers, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mapframe", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"mapframe {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--output", "-o", help="results folder (default: the config's "
+                       "study.output, else results/<study name>)")
+        p.add_argument("--budget", type=int, help="override study.budget (evaluations)")
+        p.add_argument("--seed", type=int, help="override study.seed")
+        p.add_argument("--no-plot", action="store_true", help="do not draw front.png")
+        p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+
+    p_run = sub.add_parser("run", help="run or resume the study of a YAML config",
+                           description="Run (or resume) the study described by CONFIG. "
+                           "Relative paths in the file are relative to the file's folder.")
+    p_run.add_argument("config", help="the study's YAML config file")
+    common(p_run)
+    p_run.set_defaults(func=cmd_run)
+
+    p_ex = sub.add_parser("example", help="train (once) and run the built-in digits example",
+                          description="Train a small network on scikit-learn's bundled "
+                          "digits, fine-tune it into task variants (cached on disk), write a "
+                          "config and run MAP on it. Fully offline.")
+    p_ex.add_argument("--n-tasks", type=int, default=2, help="number of tasks (2..8)")
+    p_ex.add_argument("--tasks", help="comma-separated task names instead of --n-tasks")
+    p_ex.add_argument("--preference", type=_preference,
+                      help="preference weights, comma-separated (one per task)")
+    p_ex.add_argument("--cache-dir", help="checkpoint cache (default $MAPFRAME_CACHE or "
+                      "~/.cache/mapframe)")
+    common(p_ex)
+    p_ex.set_defaults(func=cmd_example)
+
+    p_pl = sub.add_parser("plugins", help="list plugins and their components")
+    p_pl.add_argument("--json", action="store_true", help="machine-readable output")
+    p_pl.set_defaults(func=cmd_plugins)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mapframe`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except MapframeError as exc:
+        sys.stderr.write(f"\nmapframe: error: {exc}\n")
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""What every pluggable component shares: a registry name and a description of its settings."""
+
+from __future__ import annotations
+
+from abc import ABC
+from typing import Any, ClassVar
+
+__all__ = ["Component"]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return repr(value)
+
+
+class Component(ABC):
+    """Base of all component kinds.
+
+    Subclasses set ``name`` (the string configs use) and inherit ``kind`` from their family
+    base class (``"sampler"``, ``"surrogate"``, ...). :meth:`describe` reports the public
+    settings (attributes not starting with ``_``) so that results and the store record how a
+    study was run.
+    """
+
+    kind: ClassVar[str] = "component"
+    name: ClassVar[str] = ""
+
+    def describe(self) -> dict[str, Any]:
+        """The component's name and public settings, as JSON-compatible values."""
+        settings = {
+            k: _jsonable(v)
+            for k, v in vars(self).items()
+            if not k.startswith("_") and not callable(v)
+        }
+        return {"name": self.name, **settings}
+
+    def __repr__(self) -> str:
+        desc = self.describe()
+        desc.pop("name", None)
+        args = ", ".join(f"{k}={v!r}" for k, v in desc.items())
+        return f"{type(self).__name__}({args})"

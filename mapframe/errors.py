@@ -1,0 +1,65 @@
+"""The exceptions mapframe raises.
+
+Every error mapframe raises on purpose derives from :class:`MapframeError`. Its message is one
+line that names the problem and the fix; the command line prints it without a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BudgetError",
+    "CheckpointError",
+    "ComponentError",
+    "ConfigError",
+    "EvaluationError",
+    "MapframeError",
+    "MapframeWarning",
+    "MetricError",
+    "PluginLoadError",
+    "StoreError",
+    "UnknownComponentError",
+]
+
+
+class MapframeError(Exception):
+    """Root of all errors mapframe raises on purpose."""
+
+
+class ConfigError(MapframeError, ValueError):
+    """A configuration (YAML file or keyword arguments) is invalid."""
+
+
+class ComponentError(MapframeError, TypeError):
+    """A component is not of the expected kind or was registered twice."""
+
+
+class UnknownComponentError(MapframeError, LookupError):
+    """No component of the asked kind is registered under the asked name."""
+
+
+class PluginLoadError(MapframeError, ImportError):
+    """A plugin's entry point failed to load."""
+
+
+class CheckpointError(MapframeError, ValueError):
+    """Checkpoints are missing, unreadable, unsafe, or disagree in keys, shapes or dtypes."""
+
+
+class BudgetError(MapframeError, ValueError):
+    """The evaluation budget cannot identify the surrogate."""
+
+
+class EvaluationError(MapframeError, RuntimeError):
+    """An evaluator or objective failed or returned something unusable."""
+
+
+class MetricError(EvaluationError):
+    """A metric is NaN, infinite, or outside its declared range."""
+
+
+class StoreError(MapframeError, RuntimeError):
+    """The evaluation store cannot be opened or does not match the study."""
+
+
+class MapframeWarning(UserWarning):
+    """Warnings mapframe emits (weak designs, poor surrogate fits, ...)."""

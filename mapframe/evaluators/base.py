@@ -1,0 +1,110 @@
+"""The :class:`Evaluator` component: merges and measures, one batch of coefficients at a time."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from mapframe.component import Component
+from mapframe.errors import ConfigError
+from mapframe.problem import Task
+
+if TYPE_CHECKING:
+    import torch
+
+    from mapframe.merging.merger import Merger
+
+__all__ = ["Evaluator", "ModelEvaluator"]
+
+
+class Evaluator(Component):
+    """Turns a batch of coefficient vectors into a batch of task metrics.
+
+    Call order (in whichever process evaluates: this one by default, a worker under a
+    distributed executor)::
+
+        evaluator.setup(merger)        # once; merger is None for black-box objectives
+        evaluator.evaluate(C)          # many times; C: (B, N) -> metrics (B, T)
+        evaluator.close()              # once, at the end
+
+    ``tasks`` names the T objectives with their directions and known metric ranges; it must
+    be available before :meth:`setup`. ``max_batch_size`` caps B (``None``: no cap). An
+    evaluator that can merge and score several models at once (vectorised over the batch)
+    should do so: per-merge Python overhead dominates for small models. Metrics are returned
+    in natural units (accuracy in [0, 1], loss, ...); NaN marks a metric that could not be
+    computed, and the study records it as invalid instead of fitting it.
+    """
+
+    kind: ClassVar[str] = "evaluator"
+    #: The evaluator merges checkpoints itself and needs a :class:`Merger` in :meth:`setup`.
+    needs_merger: ClassVar[bool] = False
+    max_batch_size: int | None = None
+
+    @property
+    @abstractmethod
+    def tasks(self) -> list[Task]:
+        """The objectives, in the column order :meth:`evaluate` returns."""
+
+    def setup(self, merger: Merger | None) -> None:
+        """Prepare for evaluation (load data, build the resident model...). Default: no-op."""
+        if self.needs_merger and merger is None:
+            raise ConfigError(
+                f"evaluator {self.name!r} merges checkpoints: give the study checkpoints "
+                "(pretrained + finetuned) and a merge strategy"
+            )
+        self._merger = merger
+
+    @abstractmethod
+    def evaluate(self, coefficients: np.ndarray) -> np.ndarray:
+        """Evaluate each row of ``coefficients`` (B, N); return metrics of shape (B, T)."""
+
+    def close(self) -> None:
+        """Release resources. Default: no-op."""
+
+    @property
+    def merger(self) -> Merger:
+        merger = getattr(self, "_merger", None)
+        if merger is None:
+            raise ConfigError(f"evaluator {self.name!r} was used before setup(merger)")
+        return merger
+
+
+class ModelEvaluator(Evaluator):
+    """An evaluator for one torch model whose weights mapframe merges in place.
+
+    Subclasses implement :meth:`build_model` (the architecture; its weights are overwritten)
+    and :meth:`score` (one metric per task for the current weights). The default
+    :meth:`evaluate` keeps one resident model and, per coefficient vector, writes the merged
+    weights into it and scores it: no model copies, no checkpoint reloads.
+    """
+
+    needs_merger: ClassVar[bool] = True
+
+    @abstractmethod
+    def build_model(self) -> torch.nn.Module:
+        """Return the model architecture (weights will be overwritten by merges)."""
+
+    @abstractmethod
+    def score(self, model: torch.nn.Module) -> Sequence[float]:
+        """Return one metric per task (order of :attr:`tasks`) for ``model`` as it is now."""
+
+    def setup(self, merger: Merger | None) -> None:
+        super().setup(merger)
+        assert merger is not None
+        self._model = self.build_model()
+        self._model.eval()
+        self._params = merger.resident_params(self._model)
+
+    def evaluate(self, coefficients: np.ndarray) -> np.ndarray:
+        import torch
+
+        C = np.atleast_2d(np.asarray(coefficients, dtype=float))
+        out = np.empty((C.shape[0], len(self.tasks)))
+        with torch.no_grad():
+            for b, c in enumerate(C):
+                self.merger.merge_into(self._params, c)
+                out[b] = np.asarray(self.score(self._model), dtype=float)
+        return out

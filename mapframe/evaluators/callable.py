@@ -1,0 +1,108 @@
+"""Black-box objectives: a Python function from coefficients to metrics."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mapframe.errors import ConfigError
+from mapframe.evaluators.base import Evaluator
+from mapframe.problem import Task, as_tasks
+
+__all__ = ["CallableEvaluator", "resolve_callable"]
+
+
+def resolve_callable(spec: str | Callable[..., Any]) -> Callable[..., Any]:
+    """Resolve ``"package.module:attribute"`` (or a callable) to a callable."""
+    if callable(spec):
+        return spec
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ConfigError(
+            f"function must be a callable or a 'module:attribute' string, got {spec!r}"
+        )
+    mod_name, _, attr = spec.partition(":")
+    try:
+        obj: Any = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"cannot import module {mod_name!r} for function {spec!r} ({exc}); check the name "
+            "and that the module is on PYTHONPATH"
+        ) from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(f"module {mod_name!r} has no attribute {attr!r}") from None
+    if not callable(obj):
+        raise ConfigError(f"{spec!r} is not callable")
+    return obj
+
+
+class CallableEvaluator(Evaluator):
+    """Wraps a function ``f(C) -> M`` mapping ``(B, N)`` coefficients to ``(B, T)`` metrics.
+
+    This is what ``MergeStudy(objective=f, task_names=[...])`` uses. With
+    ``vectorized=False`` the function takes one coefficient vector ``(N,)`` and returns
+    ``(T,)`` metrics. ``function`` may be a ``"module:attribute"`` string (for YAML configs).
+    Metrics are maximised unless ``directions`` says ``"min"``; ``ranges`` gives each
+    metric's known ``[low, high]`` (e.g. ``[0, 1]`` for accuracy).
+    """
+
+    name: ClassVar[str] = "callable"
+
+    def __init__(
+        self,
+        function: str | Callable[[np.ndarray], Any],
+        tasks: Sequence[str | Task | dict[str, Any]],
+        directions: Sequence[str] | str | None = None,
+        ranges: Sequence[tuple[float, float] | None] | None = None,
+        vectorized: bool = True,
+        batch_size: int | None = None,
+    ) -> None:
+        self.function = function if isinstance(function, str) else _qualname(function)
+        self._fn = resolve_callable(function)
+        self._tasks = as_tasks(tasks=tasks, directions=directions, ranges=ranges)
+        self.vectorized = bool(vectorized)
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.max_batch_size = batch_size
+
+    @property
+    def tasks(self) -> list[Task]:
+        return list(self._tasks)
+
+    def evaluate(self, coefficients: np.ndarray) -> np.ndarray:
+        C = np.atleast_2d(np.asarray(coefficients, dtype=float))
+        if self.vectorized:
+            return self._fn(C)
+        return np.array([np.asarray(self._fn(c), dtype=float).reshape(-1) for c in C])
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "function": self.function,
+            "tasks": [t.to_dict() for t in self._tasks],
+            "vectorized": self.vectorized,
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if ":" in self.function and not self.function.startswith("<"):
+            state["_fn"] = None  # re-resolved by name in the worker
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._fn is None:
+            self._fn = resolve_callable(self.function)
+
+
+def _qualname(fn: Callable[..., Any]) -> str:
+    mod = getattr(fn, "__module__", None)
+    qn = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    if mod and "<" not in qn:
+        return f"{mod}:{qn}"
+    return f"<{mod}.{qn}>"

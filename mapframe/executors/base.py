@@ -1,0 +1,127 @@
+"""The evaluation seam: an :class:`Executor` runs evaluation jobs and hands back results.
+
+The study never calls an evaluator directly. It submits :class:`Job` s and consumes
+:class:`JobResult` s in whatever order they complete, storing each as it arrives. The
+default executor runs them in this process; distributed executors (Ray, Dask, ...) run the
+same evaluator in workers behind the same interface.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from mapframe.component import Component
+
+if TYPE_CHECKING:
+    from mapframe.evaluators.base import Evaluator
+    from mapframe.merging.base import MergeStrategy
+    from mapframe.merging.checkpoints import TaskVectors
+    from mapframe.merging.merger import Merger
+
+__all__ = ["Executor", "Job", "JobResult", "MergeSpec"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One coefficient vector to evaluate."""
+
+    key: str
+    coefficients: np.ndarray
+    phase: str = "search"
+    round: int = 0
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What came back for a :class:`Job`: metrics, or the error that stopped it."""
+
+    job: Job
+    metrics: np.ndarray | None
+    error: str | None = None
+    duration: float = 0.0
+    worker: str = "local"
+
+
+@dataclass
+class MergeSpec:
+    """How to build a :class:`~mapframe.merging.merger.Merger` wherever evaluation runs.
+
+    Holds either checkpoint paths (cheap to send to workers, each of which loads them once)
+    or already loaded :class:`TaskVectors`.
+    """
+
+    strategy: MergeStrategy
+    pretrained: str | None = None
+    finetuned: Mapping[str, str] = field(default_factory=dict)
+    task_vectors: TaskVectors | None = None
+    allow_pickle: bool = False
+
+    def build(self) -> Merger:
+        from mapframe.merging.checkpoints import TaskVectors
+        from mapframe.merging.merger import Merger
+
+        tv = self.task_vectors
+        if tv is None:
+            assert self.pretrained is not None
+            tv = TaskVectors.from_files(self.pretrained, self.finetuned, self.allow_pickle)
+            self.task_vectors = tv
+        return Merger(self.strategy, tv)
+
+    def describe(self) -> dict[str, object]:
+        def stat(p: str) -> dict[str, object]:
+            path = Path(p)
+            st = path.stat() if path.exists() else None
+            return {"path": os.path.abspath(p), "size": st.st_size if st else None}
+
+        return {
+            "strategy": self.strategy.describe(),
+            "pretrained": stat(self.pretrained) if self.pretrained else None,
+            "finetuned": {k: stat(v) for k, v in self.finetuned.items()},
+            "in_memory": self.pretrained is None,
+        }
+
+
+class Executor(Component):
+    """Runs evaluation jobs, here or elsewhere, and yields results as they complete.
+
+    Call order, driven by :class:`~mapframe.study.MergeStudy`::
+
+        executor.start(evaluator, merge_spec)   # once; merge_spec is None for objectives
+        executor.submit(jobs)                   # any number of times
+        for result in executor.as_completed():  # results of all submitted jobs, any order
+            ...                                 # the study stores each one immediately
+        executor.shutdown()                     # once
+
+    ``capacity`` says how many evaluations can run at once; adaptive samplers use it to size
+    their batches. Executors report evaluator exceptions as :class:`JobResult` s with
+    ``error`` set rather than raising, so one failing point never loses the others.
+    """
+
+    kind: ClassVar[str] = "executor"
+
+    @abstractmethod
+    def start(self, evaluator: Evaluator, merge_spec: MergeSpec | None) -> None:
+        """Prepare workers: each sets up ``evaluator`` with ``merge_spec.build()``."""
+
+    @abstractmethod
+    def submit(self, jobs: Sequence[Job]) -> None:
+        """Queue jobs for evaluation."""
+
+    @abstractmethod
+    def as_completed(self) -> Iterator[JobResult]:
+        """Yield one result per submitted job, as each completes, until none is pending."""
+
+    @property
+    def capacity(self) -> int:
+        """How many evaluations can run concurrently."""
+        return 1
+
+    def shutdown(self) -> None:
+        """Stop workers and release resources. Default: no-op."""

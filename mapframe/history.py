@@ -1,0 +1,105 @@
+"""Evaluations and the history of a study: what samplers and surrogates see."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+__all__ = ["Evaluation", "History", "coefficient_key"]
+
+Status = Literal["ok", "failed", "invalid"]
+Phase = Literal["search", "verify", "baseline", "grid"]
+
+
+def coefficient_key(coefficients: Iterable[float]) -> str:
+    """A stable key for one coefficient vector (exact float bits, so no two points collide).
+
+    ``float.hex`` is exact and platform independent; rounding would merge distinct points.
+    """
+    return ",".join(float(c).hex() for c in coefficients)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluated coefficient vector.
+
+    ``status`` is ``"ok"`` when every metric is finite and inside its declared range,
+    ``"invalid"`` when the evaluator returned NaN/inf or out-of-range metrics (kept, never
+    fitted), and ``"failed"`` when the evaluator raised; ``error`` then says why.
+    """
+
+    coefficients: np.ndarray
+    metrics: np.ndarray | None
+    status: Status = "ok"
+    error: str | None = None
+    phase: Phase = "search"
+    round: int = 0
+    duration: float = 0.0
+    key: str = field(default="")
+
+    def __post_init__(self) -> None:
+        c = np.asarray(self.coefficients, dtype=float).reshape(-1)
+        object.__setattr__(self, "coefficients", c)
+        if self.metrics is not None:
+            object.__setattr__(
+                self, "metrics", np.asarray(self.metrics, dtype=float).reshape(-1)
+            )
+        if not self.key:
+            object.__setattr__(self, "key", coefficient_key(c))
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class History:
+    """The evaluations of a study so far, in the order they were stored.
+
+    ``X``/``Y`` hold the successful search evaluations (the data surrogates are fitted on);
+    failed or invalid ones stay visible through iteration and :attr:`failures`.
+    """
+
+    def __init__(self, n_dims: int, n_tasks: int, evaluations: Iterable[Evaluation] = ()):
+        self.n_dims = int(n_dims)
+        self.n_tasks = int(n_tasks)
+        self._items: list[Evaluation] = []
+        self._keys: dict[tuple[str, str], Evaluation] = {}
+        for ev in evaluations:
+            self.add(ev)
+
+    def add(self, evaluation: Evaluation) -> None:
+        self._items.append(evaluation)
+        self._keys[(evaluation.phase, evaluation.key)] = evaluation
+
+    def get(self, key: str, phase: str = "search") -> Evaluation | None:
+        return self._keys.get((phase, key))
+
+    def __contains__(self, key: object) -> bool:
+        return ("search", key) in self._keys
+
+    def __iter__(self) -> Iterator[Evaluation]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        """Number of search evaluations made (successful or not): what the budget counts."""
+        return sum(1 for ev in self._items if ev.phase == "search")
+
+    def select(self, phase: str = "search", ok: bool = True) -> list[Evaluation]:
+        return [e for e in self._items if e.phase == phase and (e.ok or not ok)]
+
+    @property
+    def X(self) -> np.ndarray:
+        rows = [e.coefficients for e in self.select()]
+        return np.array(rows, dtype=float).reshape(len(rows), self.n_dims)
+
+    @property
+    def Y(self) -> np.ndarray:
+        rows = [e.metrics for e in self.select()]
+        return np.array(rows, dtype=float).reshape(len(rows), self.n_tasks)
+
+    @property
+    def failures(self) -> list[Evaluation]:
+        return [e for e in self._items if not e.ok]

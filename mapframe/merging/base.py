@@ -1,0 +1,82 @@
+"""The :class:`MergeStrategy` component: how coefficients turn task vectors into weights."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from mapframe.component import Component
+from mapframe.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from mapframe.merging.checkpoints import TaskVectors
+
+__all__ = ["MergeStrategy"]
+
+
+class MergeStrategy(Component):
+    """Writes the merged weights ``θ(c)`` for a coefficient vector ``c`` into given tensors.
+
+    Call order::
+
+        strategy.prepare(task_vectors)            # once, after checkpoints are loaded
+        strategy.merge_into(params, c)            # per evaluation, in place, tensor by tensor
+        strategy.merge_batch(C, out)              # optional: B merges at once (vectorised
+                                                  # evaluators); default loops merge_into
+
+    ``task_vectors`` holds the pretrained weights ``θ0`` and the task vectors ``τ_i``;
+    ``params`` maps parameter names to the tensors of one resident model (a subset of the
+    checkpoint keys is fine: keys absent from ``params`` are skipped). Strategies overwrite
+    ``params`` in place and must not allocate a full model copy per call: work one tensor at a
+    time. Any tensors ``prepare`` derives (trimmed or sign-elected vectors, ...) are computed
+    once, not per merge.
+    """
+
+    kind: ClassVar[str] = "merge_strategy"
+
+    def prepare(self, task_vectors: TaskVectors) -> None:
+        """Precompute whatever does not depend on the coefficients (default: keep a reference)."""
+        self._tv = task_vectors
+
+    @property
+    def task_vectors(self) -> TaskVectors:
+        tv = getattr(self, "_tv", None)
+        if tv is None:
+            raise ConfigError(
+                f"merge strategy {self.name!r} was used before prepare(task_vectors) was called"
+            )
+        return tv
+
+    def check_coefficients(self, coefficients: np.ndarray) -> np.ndarray:
+        c = np.asarray(coefficients, dtype=float).reshape(-1)
+        n = self.task_vectors.n_tasks
+        if c.size != n:
+            raise ConfigError(
+                f"merge strategy {self.name!r} got {c.size} coefficients for {n} task vectors; "
+                "pass one coefficient per fine-tuned checkpoint"
+            )
+        if not np.all(np.isfinite(c)):
+            raise ConfigError(f"coefficients must be finite numbers, got {c.tolist()}")
+        return c
+
+    @abstractmethod
+    def merge_into(
+        self, params: MutableMapping[str, torch.Tensor], coefficients: np.ndarray
+    ) -> None:
+        """Overwrite each tensor in ``params`` with the merged weights for ``coefficients``."""
+
+    def merge_batch(
+        self, coefficients: np.ndarray, out: MutableMapping[str, torch.Tensor]
+    ) -> None:
+        """Write ``B`` merges at once: ``out[k]`` has shape ``(B, *shape_k)``.
+
+        The default loops :meth:`merge_into` over rows, writing into views of ``out``.
+        """
+        C = np.atleast_2d(np.asarray(coefficients, dtype=float))
+        for b in range(C.shape[0]):
+            self.merge_into({k: v[b] for k, v in out.items()}, C[b])

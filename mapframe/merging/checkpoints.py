@@ -1,0 +1,219 @@
+"""Loading checkpoints safely and building task vectors ``τ_i = θ_i − θ0`` once."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mapframe.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["TaskVectors", "load_state_dict", "save_state_dict"]
+
+_SAFETENSORS = (".safetensors",)
+_TORCH = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
+    if isinstance(obj, torch.nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(
+            f"{path}: expected a state dict (a mapping of names to tensors), found "
+            f"{type(obj).__name__}; save it with torch.save(model.state_dict(), path)"
+        )
+    out = {}
+    for k, v in obj.items():
+        if isinstance(v, torch.Tensor):
+            out[str(k)] = v
+    if not out:
+        raise CheckpointError(f"{path}: the checkpoint holds no tensors")
+    return out
+
+
+def load_state_dict(
+    path: str | os.PathLike[str], allow_pickle: bool = False
+) -> dict[str, torch.Tensor]:
+    """Load a checkpoint as a dict of CPU tensors.
+
+    ``.safetensors`` files load with safetensors; ``.pt``/``.pth``/``.bin``/``.ckpt`` with
+    ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects. A checkpoint
+    that needs full unpickling (e.g. a whole pickled ``nn.Module``) is refused unless
+    ``allow_pickle=True``: unpickling runs code from the file, so only do it for files you
+    trust.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p} (check the path in your config)")
+    suffix = p.suffix.lower()
+    if suffix in _SAFETENSORS:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(p), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{p}: not a readable safetensors file ({exc})") from None
+    if suffix not in _TORCH:
+        raise CheckpointError(
+            f"{p}: unknown checkpoint format {suffix!r}; use .safetensors or a torch state dict "
+            f"({', '.join(_TORCH)})"
+        )
+    import torch
+
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not allow_pickle:
+            raise CheckpointError(
+                f"{p}: refused to unpickle this checkpoint (it holds Python objects beyond "
+                "tensors, and unpickling runs code from the file); convert it to safetensors, "
+                "or set allow_pickle: true if you trust the file"
+            ) from None
+        try:
+            obj = torch.load(str(p), map_location="cpu", weights_only=False)
+        except Exception as exc2:
+            raise CheckpointError(f"{p}: could not be unpickled ({exc2})") from None
+        del exc
+    except (RuntimeError, OSError, EOFError) as exc:
+        raise CheckpointError(f"{p}: not a readable torch checkpoint ({exc})") from None
+    return _unwrap(obj, p)
+
+
+def save_state_dict(
+    tensors: Mapping[str, torch.Tensor],
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Save tensors to a ``.safetensors`` file (contiguous CPU copies; metadata as strings)."""
+    from safetensors.torch import save_file
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    save_file(data, str(p), metadata=dict(metadata or {}))
+    return p
+
+
+class TaskVectors:
+    """Pretrained weights ``θ0`` and the task vectors ``τ_i = θ_i − θ0``, built once.
+
+    Task vectors are stored per tensor, stacked over tasks (``vectors(key)`` has shape
+    ``(N, *shape)``), so merges read one contiguous block per tensor. Only floating-point
+    tensors take part in merging; other entries (integer buffers such as BatchNorm counters)
+    are kept from the pretrained checkpoint.
+    """
+
+    def __init__(
+        self,
+        base: Mapping[str, torch.Tensor],
+        finetuned: Sequence[Mapping[str, torch.Tensor]],
+        task_names: Sequence[str] | None = None,
+        sources: Sequence[str] | None = None,
+    ) -> None:
+        import torch
+
+        if not finetuned:
+            raise CheckpointError("at least one fine-tuned checkpoint is needed")
+        names = list(task_names) if task_names is not None else [
+            f"task{i}" for i in range(len(finetuned))
+        ]
+        if len(names) != len(finetuned):
+            raise CheckpointError(
+                f"{len(names)} task names for {len(finetuned)} fine-tuned checkpoints"
+            )
+        srcs = list(sources) if sources is not None else names
+        base_keys = set(base)
+        self._base: dict[str, torch.Tensor] = {}
+        self._other: dict[str, torch.Tensor] = {}
+        for i, ft in enumerate(finetuned):
+            keys = set(ft)
+            if keys != base_keys:
+                missing = sorted(base_keys - keys)[:3]
+                extra = sorted(keys - base_keys)[:3]
+                raise CheckpointError(
+                    f"checkpoint {srcs[i]} does not match the pretrained checkpoint's keys "
+                    f"(missing: {missing or 'none'}, unexpected: {extra or 'none'}); all "
+                    "checkpoints must come from the same architecture"
+                )
+            for k in base:
+                if tuple(ft[k].shape) != tuple(base[k].shape):
+                    raise CheckpointError(
+                        f"checkpoint {srcs[i]}: tensor {k!r} has shape {tuple(ft[k].shape)}, "
+                        f"the pretrained one has {tuple(base[k].shape)}; all checkpoints must "
+                        "come from the same architecture"
+                    )
+        self._vectors: dict[str, torch.Tensor] = {}
+        for k, b in base.items():
+            if not torch.is_floating_point(b):
+                self._other[k] = b.clone()
+                continue
+            b32 = b.detach().to(torch.float32)
+            stacked = torch.stack(
+                [ft[k].detach().to(torch.float32) - b32 for ft in finetuned]
+            )
+            if not torch.isfinite(stacked).all():
+                raise CheckpointError(
+                    f"tensor {k!r} holds NaN or infinite values in a checkpoint; check "
+                    "the fine-tuned files"
+                )
+            self._base[k] = b.detach().clone()
+            self._vectors[k] = stacked.to(b.dtype)
+        self.task_names: list[str] = names
+        self.sources: list[str] = srcs
+
+    @classmethod
+    def from_files(
+        cls,
+        pretrained: str | os.PathLike[str],
+        finetuned: Mapping[str, str | os.PathLike[str]],
+        allow_pickle: bool = False,
+    ) -> TaskVectors:
+        """Load ``pretrained`` and each ``{task: path}`` in ``finetuned`` and subtract."""
+        base = load_state_dict(pretrained, allow_pickle=allow_pickle)
+        fts = [load_state_dict(p, allow_pickle=allow_pickle) for p in finetuned.values()]
+        return cls(base, fts, list(finetuned), [str(p) for p in finetuned.values()])
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.task_names)
+
+    def keys(self) -> Iterator[str]:
+        """Names of the merged (floating-point) tensors."""
+        return iter(self._vectors)
+
+    def base(self, key: str) -> torch.Tensor:
+        return self._base[key]
+
+    def vectors(self, key: str) -> torch.Tensor:
+        """The task vectors of one tensor, stacked: shape ``(N, *shape)``."""
+        return self._vectors[key]
+
+    def unmerged(self) -> dict[str, torch.Tensor]:
+        """Tensors kept from the pretrained checkpoint (non floating-point)."""
+        return dict(self._other)
+
+    def norm_ratios(self) -> list[float]:
+        """``||τ_i|| / ||θ0||`` per task (MAP's Taylor argument wants these small)."""
+        import torch
+
+        base_sq = sum(float(torch.sum(self._base[k].float() ** 2)) for k in self._base)
+        out = []
+        for i in range(self.n_tasks):
+            tv_sq = sum(float(torch.sum(self._vectors[k][i].float() ** 2)) for k in self._vectors)
+            out.append((tv_sq / base_sq) ** 0.5 if base_sq > 0 else float("inf"))
+        return out
+
+    def nbytes(self) -> int:
+        return sum(v.numel() * v.element_size() for v in self._vectors.values()) + sum(
+            v.numel() * v.element_size() for v in self._base.values()
+        )

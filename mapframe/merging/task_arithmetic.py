@@ -1,0 +1,51 @@
+"""Task arithmetic: ``θ(c) = θ0 + Σ_i c_i τ_i`` (Ilharco et al., 2023)."""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from mapframe.merging.base import MergeStrategy
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["TaskArithmetic"]
+
+
+class TaskArithmetic(MergeStrategy):
+    """``θ(c) = θ0 + Σ_i c_i τ_i``: coefficient ``c_i`` scales task vector ``i``.
+
+    Works one tensor at a time, accumulating in float32 and writing back in the tensor's own
+    dtype; the only extra memory is one tensor's worth.
+    """
+
+    name: ClassVar[str] = "task_arithmetic"
+
+    def merge_into(
+        self, params: MutableMapping[str, torch.Tensor], coefficients: np.ndarray
+    ) -> None:
+        import torch
+
+        tv = self.task_vectors
+        c = torch.as_tensor(np.asarray(coefficients, dtype=np.float32))
+        for key, target in params.items():
+            vec = tv.vectors(key)
+            acc = torch.tensordot(c, vec.to(torch.float32), dims=1)
+            acc += tv.base(key).to(torch.float32)
+            target.copy_(acc)
+
+    def merge_batch(
+        self, coefficients: np.ndarray, out: MutableMapping[str, torch.Tensor]
+    ) -> None:
+        import torch
+
+        tv = self.task_vectors
+        C = torch.as_tensor(np.atleast_2d(np.asarray(coefficients, dtype=np.float32)))
+        for key, target in out.items():
+            vec = tv.vectors(key).to(torch.float32)
+            acc = (C @ vec.reshape(vec.shape[0], -1)).reshape(C.shape[0], *vec.shape[1:])
+            acc += tv.base(key).to(torch.float32)
+            target.copy_(acc)

@@ -1,0 +1,142 @@
+"""Loading plugins from the ``mapframe`` entry-point group with pluggy."""
+
+from __future__ import annotations
+
+import threading
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from mapframe.errors import PluginLoadError
+from mapframe.plugin import hookspecs
+from mapframe.plugin.registry import ComponentRegistry, PluginInfo
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "get_plugin_manager",
+    "get_registry",
+    "register_plugin",
+    "reset_plugins",
+]
+
+ENTRY_POINT_GROUP = "mapframe"
+
+_lock = threading.RLock()
+_state: dict[str, Any] = {"pm": None, "registry": None, "extra": []}
+
+
+def _dist_of(ep: metadata.EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "<unknown package>", ""
+    return dist.metadata["Name"] or "<unknown package>", dist.version or ""
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for ep in sorted(eps, key=lambda e: (e.name != "builtin", e.name)):
+        if (ep.name, ep.value) in seen:  # the same dist on sys.path twice
+            continue
+        seen.add((ep.name, ep.value))
+        out.append(ep)
+    return out
+
+
+def _build() -> tuple[pluggy.PluginManager, ComponentRegistry]:
+    pm = pluggy.PluginManager("mapframe")
+    pm.add_hookspecs(hookspecs)
+    registry = ComponentRegistry()
+    plugins: list[tuple[PluginInfo, Any]] = []
+    for ep in _entry_points():
+        package, version = _dist_of(ep)
+        info = PluginInfo(ep.name, package, version, ep.value)
+        try:
+            obj = ep.load()
+        except Exception as exc:
+            info.error = f"{type(exc).__name__}: {exc}"
+            registry.plugins.append(info)
+            continue
+        plugins.append((info, obj))
+    for obj, name in _state["extra"]:
+        mod = obj.__name__ if isinstance(obj, ModuleType) else type(obj).__qualname__
+        plugins.append((PluginInfo(name, "<registered in code>", "", mod), obj))
+    for info, obj in plugins:
+        try:
+            pm.register(obj, name=f"{info.package}:{info.name}")
+        except ValueError as exc:
+            info.error = f"{type(exc).__name__}: {exc}"
+            registry.plugins.append(info)
+            continue
+        registry.plugins.append(info)
+        others = [p for p in pm.get_plugins() if p is not obj]
+        caller = pm.subset_hook_caller("mapframe_register_components", remove_plugins=others)
+        registry._current_plugin = f"plugin {info.name!r} (package {info.package})"
+        registry._current_info = info
+        try:
+            caller(registry=registry)
+        except Exception as exc:
+            info.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            registry._current_plugin = "<direct>"
+            registry._current_info = None
+    return pm, registry
+
+
+def _ensure() -> None:
+    with _lock:
+        if _state["pm"] is None:
+            _state["pm"], _state["registry"] = _build()
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The pluggy manager with every plugin of the ``mapframe`` group registered."""
+    _ensure()
+    return _state["pm"]
+
+
+def get_registry(strict: bool = True) -> ComponentRegistry:
+    """The component registry built from all plugins.
+
+    With ``strict`` (the default) a plugin that failed to load raises
+    :class:`~mapframe.errors.PluginLoadError` naming its package; ``mapframe plugins`` uses
+    ``strict=False`` to list broken plugins instead.
+    """
+    _ensure()
+    registry: ComponentRegistry = _state["registry"]
+    if strict:
+        for info in registry.plugins:
+            if info.error:
+                raise PluginLoadError(
+                    f"plugin {info.name!r} from package {info.package!r} failed to load "
+                    f"({info.error}); fix or uninstall that package (pip uninstall "
+                    f"{info.package})"
+                )
+    return registry
+
+
+def register_plugin(plugin: Any, name: str | None = None) -> None:
+    """Register a plugin object or module in code (tests, notebooks, embedding systems).
+
+    The registry is rebuilt on next use, with this plugin added after the installed ones.
+    """
+    with _lock:
+        label = name or getattr(plugin, "__name__", type(plugin).__qualname__)
+        _state["extra"].append((plugin, label))
+        _state["pm"] = _state["registry"] = None
+
+
+def unregister_plugin(plugin: Any) -> None:
+    """Undo :func:`register_plugin`."""
+    with _lock:
+        _state["extra"] = [(p, n) for p, n in _state["extra"] if p is not plugin]
+        _state["pm"] = _state["registry"] = None
+
+
+def reset_plugins() -> None:
+    """Forget loaded plugins; the next use re-reads the entry points."""
+    with _lock:
+        _state["pm"] = _state["registry"] = None

@@ -1,0 +1,314 @@
+"""Built-in front solvers: NSGA-II and NSGA-III (from pymoo) and a dense grid.
+
+All three solve the surrogate problem ``max/min_c (m_1(c), ..., m_T(c))`` over the box of
+coefficient vectors and finish the same way (:func:`_finish`): the candidates are clipped to
+the box, predicted once more, filtered to the mutually non-dominated, distinct points and
+sorted by the first objective, so that ``SolverResult.F`` is exactly ``predict(SolverResult.X)``.
+
+==========  =================================  ===========================================
+name        how                                use when
+==========  =================================  ===========================================
+``nsga3``   pymoo NSGA-III, Das-Dennis dirs    default; spreads points evenly for T >= 3
+``nsga2``   pymoo NSGA-II, crowding distance   T = 2 or 3, or to cross-check NSGA-III
+``grid``    regular grid / Sobol sample        N <= 3 (exact up to grid spacing), ground truth
+==========  =================================  ===========================================
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mapframe.errors import ConfigError, EvaluationError
+from mapframe.metrics import pareto_mask
+from mapframe.problem import SearchSpace, Task
+from mapframe.solvers.base import FrontSolver, SolverResult
+
+__all__ = ["GridSolver", "NSGA2Solver", "NSGA3Solver", "default_partitions"]
+
+Predict = Callable[[np.ndarray], np.ndarray]
+
+# Das-Dennis partitions per number of objectives, chosen so that the number of reference
+# directions C(p + T - 1, T - 1) stays between ~85 and ~130: fronts fine enough to pick from,
+# populations small enough that a whole solve stays well under a second.
+_PARTITIONS = {2: 99, 3: 13, 4: 7, 5: 5, 6: 4, 7: 3, 8: 3}
+# Population of the single-objective GA used when there is only one task.
+_SINGLE_OBJECTIVE_POP = 50
+# Rows per predict call in the grid solver; bounds the memory a surrogate may need per call.
+_GRID_BATCH = 16384
+
+
+def default_partitions(n_obj: int) -> int:
+    """Das-Dennis partitions used for ``n_obj`` objectives (about 85-130 directions up to 8).
+
+    Beyond 8 objectives two partitions are used (``n_obj * (n_obj + 1) / 2`` directions).
+    """
+    if n_obj < 2:
+        raise ConfigError(f"reference directions need at least 2 objectives, got {n_obj}")
+    return _PARTITIONS.get(n_obj, 2)
+
+
+def _n_directions(n_obj: int, n_partitions: int) -> int:
+    return math.comb(n_partitions + n_obj - 1, n_obj - 1)
+
+
+def _directions(tasks: Sequence[Task]) -> list[str]:
+    if len(tasks) == 0:
+        raise ConfigError("the solver needs at least one task")
+    return [t.direction for t in tasks]
+
+
+def _predict_checked(predict: Predict, X: np.ndarray, n_obj: int) -> np.ndarray:
+    """``predict(X)`` as a float (M, T) array; :class:`EvaluationError` when it is not usable."""
+    try:
+        out = np.asarray(predict(X), dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise EvaluationError(
+            f"predict must return a numeric array of shape (M, T); converting its output "
+            f"failed: {exc}"
+        ) from exc
+    expected = (X.shape[0], n_obj)
+    if out.shape != expected:
+        raise EvaluationError(
+            f"predict returned shape {out.shape} for {X.shape[0]} points and {n_obj} tasks; "
+            f"it must return one row per point and one column per task, shape {expected}"
+        )
+    bad = ~np.all(np.isfinite(out), axis=1)
+    if bad.any():
+        raise EvaluationError(
+            f"predict returned NaN or infinite values for {int(bad.sum())} of "
+            f"{X.shape[0]} points (first: c={X[bad][0].tolist()}); the surrogate must be "
+            "finite on the whole search box"
+        )
+    return out
+
+
+def _finish(
+    predict: Predict,
+    X: np.ndarray,
+    space: SearchSpace,
+    directions: Sequence[str],
+    n_evaluations: int,
+) -> SolverResult:
+    """Clip candidates to the box, predict, keep the distinct non-dominated ones, sort."""
+    X = np.clip(np.asarray(X, dtype=float).reshape(-1, space.n_dims), space.lower, space.upper)
+    F = _predict_checked(predict, X, len(directions))
+    keep = pareto_mask(F, directions)
+    X, F = X[keep], F[keep]
+    order = np.lexsort(F.T[::-1])
+    return SolverResult(X=X[order], F=F[order], n_evaluations=n_evaluations + len(keep))
+
+
+def _make_problem(predict: Predict, space: SearchSpace, directions: Sequence[str]) -> Any:
+    """The surrogate problem as a vectorised pymoo ``Problem`` in minimisation form."""
+    from pymoo.core.problem import Problem
+
+    signs = np.array([1.0 if d == "max" else -1.0 for d in directions])
+    n_obj = len(directions)
+
+    class SurrogateProblem(Problem):
+        """Evaluates a whole population with one ``predict`` call; maximised columns negated."""
+
+        def _evaluate(self, x: np.ndarray, out: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+            out["F"] = -_predict_checked(predict, x, n_obj) * signs
+
+    return SurrogateProblem(
+        n_var=space.n_dims, n_obj=n_obj, xl=space.lower, xu=space.upper, vtype=float
+    )
+
+
+class _PymooSolver(FrontSolver):
+    """Shared driver of the pymoo solvers: build the algorithm, run it, finish the front.
+
+    With a single task both solvers run pymoo's single-objective ``GA`` (NSGA-III's reference
+    directions need two objectives) and return the best point found.
+    """
+
+    default_n_gen: ClassVar[int] = 100
+
+    def __init__(
+        self,
+        pop_size: int | None = None,
+        n_gen: int | None = None,
+        eliminate_duplicates: bool = False,
+    ) -> None:
+        if pop_size is not None and (int(pop_size) != pop_size or pop_size < 4):
+            raise ConfigError(f"pop_size must be an integer >= 4 or None, got {pop_size!r}")
+        if n_gen is None:
+            n_gen = self.default_n_gen
+        if int(n_gen) != n_gen or n_gen < 1:
+            raise ConfigError(f"n_gen must be a positive integer, got {n_gen!r}")
+        self.pop_size = None if pop_size is None else int(pop_size)
+        self.n_gen = int(n_gen)
+        self.eliminate_duplicates = bool(eliminate_duplicates)
+
+    @abstractmethod
+    def _algorithm(self, n_obj: int) -> Any:
+        """A fresh pymoo algorithm for ``n_obj >= 2`` objectives."""
+
+    def _single_objective(self) -> Any:
+        from pymoo.algorithms.soo.nonconvex.ga import GA
+
+        return GA(
+            pop_size=self.pop_size or _SINGLE_OBJECTIVE_POP,
+            eliminate_duplicates=self.eliminate_duplicates,
+        )
+
+    def solve(
+        self,
+        predict: Predict,
+        space: SearchSpace,
+        tasks: Sequence[Task],
+        seed: int | None = None,
+    ) -> SolverResult:
+        """Run the genetic algorithm on the surrogates and return its non-dominated set."""
+        from pymoo.optimize import minimize
+
+        directions = _directions(tasks)
+        n_obj = len(directions)
+        algorithm = self._single_objective() if n_obj == 1 else self._algorithm(n_obj)
+        problem = _make_problem(predict, space, directions)
+        res = minimize(
+            problem,
+            algorithm,
+            ("n_gen", self.n_gen),
+            seed=seed,
+            verbose=False,
+            copy_algorithm=False,
+        )
+        X = res.pop.get("X")
+        return _finish(predict, X, space, directions, int(algorithm.evaluator.n_eval))
+
+
+class NSGA2Solver(_PymooSolver):
+    """NSGA-II (pymoo) on the surrogate problem.
+
+    Args:
+        pop_size: population size; ``None`` uses the NSGA-III default for the same number of
+            objectives (100 for 2 tasks, about 85-130 up to 8 tasks) so that both solvers
+            return fronts of similar size.
+        n_gen: number of generations (default 100).
+        eliminate_duplicates: let pymoo drop duplicate offspring; off by default because
+            real-valued crossover rarely makes exact duplicates and the check costs time.
+    """
+
+    name: ClassVar[str] = "nsga2"
+
+    def _algorithm(self, n_obj: int) -> Any:
+        from pymoo.algorithms.moo.nsga2 import NSGA2
+
+        pop = self.pop_size or _n_directions(n_obj, default_partitions(n_obj))
+        return NSGA2(pop_size=pop, eliminate_duplicates=self.eliminate_duplicates)
+
+
+class NSGA3Solver(_PymooSolver):
+    """NSGA-III (pymoo) with Das-Dennis reference directions on the surrogate problem.
+
+    Args:
+        pop_size: population size; ``None`` uses the number of reference directions.
+        n_gen: number of generations (default 100).
+        n_partitions: Das-Dennis partitions; ``None`` uses :func:`default_partitions`
+            (T=2: 99 -> 100 directions, T=3: 13 -> 105, T=4: 7 -> 120, T=5: 5 -> 126,
+            T=6: 4 -> 126, T=7: 3 -> 84, T=8: 3 -> 120).
+        eliminate_duplicates: as for :class:`NSGA2Solver`.
+    """
+
+    name: ClassVar[str] = "nsga3"
+
+    def __init__(
+        self,
+        pop_size: int | None = None,
+        n_gen: int | None = None,
+        n_partitions: int | None = None,
+        eliminate_duplicates: bool = False,
+    ) -> None:
+        super().__init__(pop_size=pop_size, n_gen=n_gen, eliminate_duplicates=eliminate_duplicates)
+        if n_partitions is not None and (int(n_partitions) != n_partitions or n_partitions < 1):
+            raise ConfigError(
+                f"n_partitions must be a positive integer or None, got {n_partitions!r}"
+            )
+        self.n_partitions = None if n_partitions is None else int(n_partitions)
+
+    def _algorithm(self, n_obj: int) -> Any:
+        from pymoo.algorithms.moo.nsga3 import NSGA3
+        from pymoo.operators.selection.rnd import RandomSelection
+        from pymoo.util.ref_dirs import get_reference_directions
+
+        partitions = self.n_partitions or default_partitions(n_obj)
+        ref_dirs = get_reference_directions("das-dennis", n_obj, n_partitions=partitions)
+        return NSGA3(
+            ref_dirs=ref_dirs,
+            pop_size=self.pop_size or len(ref_dirs),
+            # The surrogate problem has no constraints, so NSGA-III's default tournament
+            # (feasibility first, then a coin flip, in a Python loop) is random selection.
+            selection=RandomSelection(),
+            eliminate_duplicates=self.eliminate_duplicates,
+        )
+
+
+class GridSolver(FrontSolver):
+    """Dense sampling of the box followed by non-dominated filtering.
+
+    For ``N <= 3`` coefficients a regular grid with ``points_per_dim`` points per axis
+    (default: 2001 for N=1, 201 for N=2, 41 for N=3), which includes the box's corners; for
+    larger ``N`` the first ``n_samples`` points of a scrambled Sobol sequence (seeded with the
+    ``seed`` given to :meth:`solve`). Exact up to the grid spacing and fast for small ``N``;
+    the ground truth to compare the genetic solvers against. The number of points does not
+    grow with the generations of a GA, so for large ``N`` coverage is coarse.
+
+    Args:
+        points_per_dim: grid points per axis for ``N <= 3``; ``None`` picks the default above.
+        n_samples: Sobol points for ``N > 3`` (default 16384 = 2**14; a power of two keeps the
+            Sobol sequence balanced).
+    """
+
+    name: ClassVar[str] = "grid"
+    default_points_per_dim: ClassVar[dict[int, int]] = {1: 2001, 2: 201, 3: 41}
+
+    def __init__(self, points_per_dim: int | None = None, n_samples: int = 16384) -> None:
+        if points_per_dim is not None and (
+            int(points_per_dim) != points_per_dim or points_per_dim < 2
+        ):
+            raise ConfigError(
+                f"points_per_dim must be an integer >= 2 or None, got {points_per_dim!r}"
+            )
+        if int(n_samples) != n_samples or n_samples < 1:
+            raise ConfigError(f"n_samples must be a positive integer, got {n_samples!r}")
+        self.points_per_dim = None if points_per_dim is None else int(points_per_dim)
+        self.n_samples = int(n_samples)
+
+    def candidates(self, space: SearchSpace, seed: int | None = None) -> np.ndarray:
+        """The points of the box this solver evaluates, shape (M, N)."""
+        n = space.n_dims
+        if n <= 3:
+            k = self.points_per_dim or self.default_points_per_dim[n]
+            axes = [np.linspace(0.0, 1.0, k)] * n
+            unit = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, n)
+        else:
+            from scipy.stats import qmc
+
+            m = max(0, math.ceil(math.log2(self.n_samples)))
+            unit = qmc.Sobol(d=n, scramble=True, seed=seed).random_base2(m)[: self.n_samples]
+        return space.scale(unit)
+
+    def solve(
+        self,
+        predict: Predict,
+        space: SearchSpace,
+        tasks: Sequence[Task],
+        seed: int | None = None,
+    ) -> SolverResult:
+        """Evaluate the grid (or Sobol sample) in batches and return its non-dominated set."""
+        directions = _directions(tasks)
+        X = self.candidates(space, seed)
+        parts = [
+            _predict_checked(predict, X[i : i + _GRID_BATCH], len(directions))
+            for i in range(0, len(X), _GRID_BATCH)
+        ]
+        F = np.concatenate(parts)
+        keep = pareto_mask(F, directions)
+        return _finish(predict, X[keep], space, directions, len(X))

@@ -1,0 +1,55 @@
+"""An in-memory evaluation store (the default for studies embedded in code)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar
+
+from mapframe.history import Evaluation
+from mapframe.storage.base import EvaluationStore
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(EvaluationStore):
+    """Keeps evaluations in this process only; reusing the same instance resumes a study."""
+
+    name: ClassVar[str] = "memory"
+
+    def __init__(self) -> None:
+        self._studies: dict[str, tuple[dict[str, Any], dict[tuple[str, str], Evaluation],
+                                       dict[str, Any]]] = {}
+        self._open: str | None = None
+
+    def open(self, study_name: str, fingerprint: dict[str, Any]) -> None:
+        if study_name in self._studies:
+            self._check_fingerprint(
+                study_name, self._studies[study_name][0], fingerprint, "this memory store"
+            )
+        else:
+            self._studies[study_name] = (copy.deepcopy(fingerprint), {}, {})
+        self._open = study_name
+
+    def _current(self):
+        from mapframe.errors import StoreError
+
+        if self._open is None:
+            raise StoreError("the store is not open: call open(study_name, fingerprint) first")
+        return self._studies[self._open]
+
+    def load(self) -> list[Evaluation]:
+        return list(self._current()[1].values())
+
+    def add(self, evaluation: Evaluation) -> None:
+        rows = self._current()[1]
+        rows.pop((evaluation.phase, evaluation.key), None)
+        rows[(evaluation.phase, evaluation.key)] = evaluation
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._current()[2][key] = copy.deepcopy(value)
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        return copy.deepcopy(self._current()[2].get(key, default))
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}

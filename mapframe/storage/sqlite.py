@@ -1,0 +1,173 @@
+"""A persistent SQLite evaluation store (stdlib ``sqlite3``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mapframe.errors import StoreError
+from mapframe.history import Evaluation
+from mapframe.storage.base import EvaluationStore
+
+__all__ = ["SQLiteStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    fingerprint TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evaluations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    study_id INTEGER NOT NULL REFERENCES studies(id),
+    phase TEXT NOT NULL,
+    key TEXT NOT NULL,
+    coefficients TEXT NOT NULL,
+    metrics TEXT,
+    status TEXT NOT NULL,
+    error TEXT,
+    round INTEGER NOT NULL,
+    duration REAL NOT NULL,
+    created REAL NOT NULL,
+    UNIQUE (study_id, phase, key)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    study_id INTEGER NOT NULL REFERENCES studies(id),
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (study_id, key)
+);
+"""
+
+
+def _floats(values: np.ndarray | None) -> str | None:
+    if values is None:
+        return None
+    # float repr round-trips exactly; NaN/inf use Python's JSON extensions.
+    return json.dumps([float(v) for v in np.asarray(values).reshape(-1)])
+
+
+class SQLiteStore(EvaluationStore):
+    """Evaluations in one SQLite file; each is committed as soon as it is added.
+
+    The file is opened in WAL mode, so a process killed at any moment (even ``kill -9``)
+    loses at most the evaluation that was running, and readers (another process plotting the
+    study, say) never block the study. One file can hold many studies, told apart by name.
+    """
+
+    name: ClassVar[str] = "sqlite"
+
+    def __init__(self, path: str | os.PathLike[str] = "mapframe.sqlite") -> None:
+        self.path = str(path)
+        self._conn: sqlite3.Connection | None = None
+        self._study_id: int | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            p = Path(self.path)
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(str(p), timeout=30.0, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(_SCHEMA)
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreError(
+                    f"cannot open the evaluation store {p} ({exc}); check the path is a "
+                    "writable SQLite file"
+                ) from None
+            self._conn = conn
+        return self._conn
+
+    def open(self, study_name: str, fingerprint: dict[str, Any]) -> None:
+        conn = self._connect()
+        fp = json.dumps(fingerprint, sort_keys=True, default=str)
+        row = conn.execute(
+            "SELECT id, fingerprint FROM studies WHERE name = ?", (study_name,)
+        ).fetchone()
+        if row is None:
+            cur = conn.execute(
+                "INSERT INTO studies (name, fingerprint, created) VALUES (?, ?, ?)",
+                (study_name, fp, time.time()),
+            )
+            self._study_id = int(cur.lastrowid)  # type: ignore[arg-type]
+        else:
+            self._check_fingerprint(
+                study_name, json.loads(row[1]), json.loads(fp), f"the store {self.path}"
+            )
+            self._study_id = int(row[0])
+
+    def _sid(self) -> int:
+        if self._study_id is None:
+            raise StoreError("the store is not open: call open(study_name, fingerprint) first")
+        return self._study_id
+
+    def load(self) -> list[Evaluation]:
+        rows = self._connect().execute(
+            "SELECT coefficients, metrics, status, error, phase, round, duration, key "
+            "FROM evaluations WHERE study_id = ? ORDER BY seq",
+            (self._sid(),),
+        ).fetchall()
+        out = []
+        for coef, metrics, status, error, phase, rnd, duration, key in rows:
+            out.append(
+                Evaluation(
+                    coefficients=np.array(json.loads(coef), dtype=float),
+                    metrics=None if metrics is None else np.array(json.loads(metrics), float),
+                    status=status,
+                    error=error,
+                    phase=phase,
+                    round=int(rnd),
+                    duration=float(duration),
+                    key=key,
+                )
+            )
+        return out
+
+    def add(self, evaluation: Evaluation) -> None:
+        conn = self._connect()
+        conn.execute(
+            "INSERT OR REPLACE INTO evaluations (study_id, phase, key, coefficients, metrics, "
+            "status, error, round, duration, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self._sid(),
+                evaluation.phase,
+                evaluation.key,
+                _floats(evaluation.coefficients),
+                _floats(evaluation.metrics),
+                evaluation.status,
+                evaluation.error,
+                int(evaluation.round),
+                float(evaluation.duration),
+                time.time(),
+            ),
+        )
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._connect().execute(
+            "INSERT OR REPLACE INTO meta (study_id, key, value) VALUES (?, ?, ?)",
+            (self._sid(), key, json.dumps(value, default=str)),
+        )
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self._connect().execute(
+            "SELECT value FROM meta WHERE study_id = ? AND key = ?", (self._sid(), key)
+        ).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._study_id = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Connections cannot cross processes; a copy reconnects lazily.
+        return {"path": self.path, "_conn": None, "_study_id": None}

@@ -1,0 +1,23 @@
+"""Surrogates: cheap per-task models of a metric over the coefficients."""
+
+from mapframe.surrogates.base import Surrogate
+from mapframe.surrogates.quadratic import (
+    AutoSurrogate,
+    QuadraticSurrogate,
+    SigmoidQuadraticSurrogate,
+    SoftplusQuadraticSurrogate,
+    check_identifiable,
+    n_quadratic_params,
+    quadratic_features,
+)
+
+__all__ = [
+    "AutoSurrogate",
+    "QuadraticSurrogate",
+    "SigmoidQuadraticSurrogate",
+    "SoftplusQuadraticSurrogate",
+    "Surrogate",
+    "check_identifiable",
+    "n_quadratic_params",
+    "quadratic_features",
+]

@@ -1,0 +1,50 @@
+"""The :class:`Surrogate` component: a cheap model of one task's metric over coefficients."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mapframe.component import Component
+from mapframe.problem import Task
+
+__all__ = ["Surrogate"]
+
+
+class Surrogate(Component):
+    """Predicts one task's metric from a coefficient vector.
+
+    Call order: the study keeps one *prototype* surrogate and, for each task, fits a fresh
+    copy (``copy.deepcopy``) on that task's evaluations::
+
+        n = surrogate.n_params(N)            # checked against the budget before any evaluation
+        s = copy.deepcopy(surrogate)
+        s.fit(X, y, task)                    # X: (K, N) coefficients, y: (K,) metric values
+        s.predict(Xnew)                      # (M,) predictions, called many times by solvers
+        s.diagnostics()                      # {"r2": ..., "loo_r2": ..., ...}
+
+    ``fit`` is called again from scratch whenever new evaluations arrive (adaptive sampling).
+    ``predict`` must be vectorised over rows and cheap: front solvers call it on whole
+    populations. ``task`` carries the metric's direction and known range, which warped
+    surrogates use.
+    """
+
+    kind: ClassVar[str] = "surrogate"
+
+    @abstractmethod
+    def n_params(self, n_dims: int) -> int:
+        """Number of free parameters for ``n_dims`` coefficients (the minimum sample size)."""
+
+    @abstractmethod
+    def fit(self, X: np.ndarray, y: np.ndarray, task: Task) -> Surrogate:
+        """Fit to ``K`` points; return ``self``."""
+
+    @abstractmethod
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predict the metric at each row of ``X``; returns shape ``(M,)``."""
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Fit quality after :meth:`fit` (at least ``r2``; ``loo_r2`` where available)."""
+        return {}

@@ -1,0 +1,435 @@
+"""The contract test classes (see :mod:`mapframe.testing`)."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mapframe.errors import BudgetError, ConfigError, StoreError
+from mapframe.evaluators.base import Evaluator
+from mapframe.executors.base import Executor, Job, MergeSpec
+from mapframe.history import Evaluation, History
+from mapframe.merging.base import MergeStrategy
+from mapframe.merging.checkpoints import TaskVectors
+from mapframe.metrics import pareto_mask
+from mapframe.plugin import get_registry
+from mapframe.problem import SearchSpace, Task
+from mapframe.samplers.base import Sampler
+from mapframe.solvers.base import FrontSolver
+from mapframe.storage.base import EvaluationStore
+from mapframe.surrogates.base import Surrogate
+
+__all__ = [
+    "EvaluatorContract",
+    "ExecutorContract",
+    "FrontSolverContract",
+    "MergeStrategyContract",
+    "SamplerContract",
+    "StoreContract",
+    "SurrogateContract",
+    "tiny_task_vectors",
+]
+
+
+def _registered(component: Any) -> None:
+    cls = type(component)
+    registry = get_registry()
+    kind = registry.kind_of(cls)
+    assert isinstance(cls.name, str) and cls.name, f"{cls.__qualname__} needs a name"
+    assert cls.name in registry.names(kind), (
+        f"{kind} {cls.name!r} is not registered through the 'mapframe' entry points"
+    )
+    assert registry.get(kind, cls.name) is cls
+
+
+def tiny_task_vectors(n_tasks: int = 3, seed: int = 0, dtype: Any = None) -> TaskVectors:
+    """A small random pretrained state dict and ``n_tasks`` fine-tunes of it."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    dt = dtype or torch.float32
+    base = {"layer.weight": torch.randn(4, 5, generator=g).to(dt),
+            "layer.bias": torch.randn(4, generator=g).to(dt),
+            "head.weight": torch.randn(3, 4, generator=g).to(dt),
+            "bn.num_batches_tracked": torch.tensor(7)}
+    fts = []
+    for _ in range(n_tasks):
+        ft = {k: (v + 0.1 * torch.randn(v.shape, generator=g).to(dt)
+                  if torch.is_floating_point(v) else v.clone()) for k, v in base.items()}
+        fts.append(ft)
+    return TaskVectors(base, fts, [f"t{i}" for i in range(n_tasks)])
+
+
+class SamplerContract:
+    """Checks for :class:`~mapframe.samplers.Sampler` implementations."""
+
+    n_dims: int = 3
+
+    def make_sampler(self) -> Sampler:
+        raise NotImplementedError("override make_sampler() to return your sampler")
+
+    def _space(self) -> SearchSpace:
+        return SearchSpace(np.array([-0.5, 0.0, 0.2][: self.n_dims]),
+                           np.array([1.5, 1.0, 0.3][: self.n_dims]))
+
+    def _propose(self, seed: int, n: int = 12) -> np.ndarray:
+        s = self.make_sampler()
+        space = self._space()
+        history = History(space.n_dims, 2)
+        return np.asarray(s.propose(n, space, history, np.random.default_rng(seed)))
+
+    def test_is_registered(self) -> None:
+        _registered(self.make_sampler())
+
+    def test_shape_and_box(self) -> None:
+        X = self._propose(0)
+        space = self._space()
+        assert X.shape == (12, space.n_dims)
+        assert np.all(np.isfinite(X))
+        assert np.all(space.contains(X))
+
+    def test_reproducible_under_seed(self) -> None:
+        np.testing.assert_array_equal(self._propose(3), self._propose(3))
+
+    def test_seed_changes_design(self) -> None:
+        a, b = self._propose(1), self._propose(2)
+        if getattr(self.make_sampler(), "deterministic", False):
+            np.testing.assert_array_equal(a, b)
+        else:
+            assert not np.array_equal(a, b)
+
+    def test_single_point(self) -> None:
+        assert self._propose(0, n=1).shape == (1, self.n_dims)
+
+    def test_batch_size_bounds(self) -> None:
+        s = self.make_sampler()
+        n = s.batch_size(10, History(self.n_dims, 2))
+        assert 1 <= n <= 10
+
+
+class SurrogateContract:
+    """Checks for :class:`~mapframe.surrogates.Surrogate` implementations."""
+
+    def make_surrogate(self) -> Surrogate:
+        raise NotImplementedError("override make_surrogate() to return your surrogate")
+
+    def make_task(self) -> Task:
+        return Task("t", "max", 0.0, 1.0)
+
+    def _data(self, n_dims: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        X = rng.uniform(0, 1, (k, n_dims))
+        z = 1.5 * X.sum(axis=1) - 2.0 * (X**2).sum(axis=1) + 0.3 * X[:, 0] * X[:, -1] - 0.2
+        task = self.make_task()
+        if task.bounded:
+            y = task.lower + (task.upper - task.lower) / (1 + np.exp(-z))
+        elif np.isfinite(task.lower):
+            y = task.lower + np.log1p(np.exp(z))
+        else:
+            y = z
+        return X, y
+
+    def test_is_registered(self) -> None:
+        _registered(self.make_surrogate())
+
+    def test_n_params(self) -> None:
+        s = self.make_surrogate()
+        for n in (1, 2, 4):
+            p = s.n_params(n)
+            assert isinstance(p, int) and p >= n + 1
+
+    def test_fit_predict_shapes(self) -> None:
+        s = self.make_surrogate()
+        X, y = self._data(2, 3 * s.n_params(2))
+        assert s.fit(X, y, self.make_task()) is s
+        pred = s.predict(np.random.default_rng(1).uniform(0, 1, (7, 2)))
+        assert pred.shape == (7,) and np.all(np.isfinite(pred))
+
+    def test_fits_smooth_data(self) -> None:
+        s = self.make_surrogate()
+        X, y = self._data(3, 4 * s.n_params(3))
+        s.fit(X, y, self.make_task())
+        Xt, yt = self._data(3, 50, seed=9)
+        err = np.abs(s.predict(Xt) - yt)
+        assert err.mean() < 0.05 * (np.ptp(yt) + 1e-12)
+        diag = s.diagnostics()
+        assert diag.get("r2", 0.0) > 0.95
+
+    def test_too_few_points(self) -> None:
+        s = self.make_surrogate()
+        X, y = self._data(3, s.n_params(3) - 1)
+        with pytest.raises(BudgetError):
+            s.fit(X, y, self.make_task())
+
+    def test_copy_is_independent(self) -> None:
+        s = self.make_surrogate()
+        X, y = self._data(2, 3 * s.n_params(2))
+        s.fit(X, y, self.make_task())
+        twin = copy.deepcopy(s)
+        twin.fit(X, y[::-1].copy(), self.make_task())
+        Xt = X[:5]
+        assert not np.allclose(s.predict(Xt), twin.predict(Xt))
+
+
+class FrontSolverContract:
+    """Checks for :class:`~mapframe.solvers.FrontSolver` implementations."""
+
+    def make_solver(self) -> FrontSolver:
+        raise NotImplementedError("override make_solver() to return your front solver")
+
+    @staticmethod
+    def _predict(C: np.ndarray) -> np.ndarray:
+        # Two concave tasks with optima at (0.8, 0.2) and (0.2, 0.8): a real trade-off.
+        a = -((C[:, 0] - 0.8) ** 2) - (C[:, 1] - 0.2) ** 2
+        b = -((C[:, 0] - 0.2) ** 2) - (C[:, 1] - 0.8) ** 2
+        return np.column_stack([a, b])
+
+    def _solve(self, tasks: list[Task] | None = None, predict: Any = None) -> Any:
+        space = SearchSpace.box(2, (0.0, 1.0))
+        tasks = tasks or [Task("a"), Task("b")]
+        return self.make_solver().solve(predict or self._predict, space, tasks, seed=0)
+
+    def test_is_registered(self) -> None:
+        _registered(self.make_solver())
+
+    def test_front_is_nondominated_and_inside(self) -> None:
+        res = self._solve()
+        assert res.X.shape[1] == 2 and res.F.shape == (res.X.shape[0], 2)
+        assert res.X.shape[0] >= 5
+        assert np.all((res.X >= -1e-9) & (res.X <= 1 + 1e-9))
+        assert pareto_mask(res.F).all()
+        np.testing.assert_allclose(res.F, self._predict(res.X), atol=1e-8)
+
+    def test_front_spans_tradeoff(self) -> None:
+        res = self._solve()
+        # best achievable per task is 0 (at each optimum); the front should reach near both
+        assert res.F[:, 0].max() > -0.01 and res.F[:, 1].max() > -0.01
+
+    def test_minimisation_direction(self) -> None:
+        res = self._solve([Task("a", "min"), Task("b")],
+                          lambda C: self._predict(C) * np.array([-1.0, 1.0]))
+        assert res.F[:, 0].min() < 0.01
+        assert pareto_mask(res.F, ["min", "max"]).all()
+
+    def test_reproducible(self) -> None:
+        a, b = self._solve(), self._solve()
+        np.testing.assert_allclose(a.X, b.X)
+
+
+class MergeStrategyContract:
+    """Checks for :class:`~mapframe.merging.MergeStrategy` implementations."""
+
+    def make_strategy(self) -> MergeStrategy:
+        raise NotImplementedError("override make_strategy() to return your merge strategy")
+
+    n_tasks: int = 3
+
+    def _prepared(self, dtype: Any = None) -> tuple[MergeStrategy, TaskVectors]:
+        tv = tiny_task_vectors(self.n_tasks, dtype=dtype)
+        s = self.make_strategy()
+        s.prepare(tv)
+        return s, tv
+
+    def test_is_registered(self) -> None:
+        _registered(self.make_strategy())
+
+    def test_merges_in_place(self) -> None:
+        s, tv = self._prepared()
+        params = {k: tv.base(k).clone() for k in tv.keys()}
+        ptrs = {k: v.data_ptr() for k, v in params.items()}
+        s.merge_into(params, np.full(self.n_tasks, 0.5))
+        assert {k: v.data_ptr() for k, v in params.items()} == ptrs
+        assert any(not np.allclose(params[k].numpy(), tv.base(k).numpy()) for k in params)
+
+    def test_deterministic(self) -> None:
+        s, tv = self._prepared()
+        c = np.linspace(0.2, 0.9, self.n_tasks)
+        a = {k: tv.base(k).clone() for k in tv.keys()}
+        b = {k: tv.base(k).clone() * 0 for k in tv.keys()}
+        s.merge_into(a, c)
+        s.merge_into(b, c)
+        for k in a:
+            np.testing.assert_array_equal(a[k].numpy(), b[k].numpy())
+
+    def test_batch_matches_rows(self) -> None:
+        import torch
+
+        s, tv = self._prepared()
+        C = np.random.default_rng(0).uniform(0, 1, (4, self.n_tasks))
+        out = {k: torch.empty((4, *tv.base(k).shape)) for k in tv.keys()}
+        s.merge_batch(C, out)
+        for b in range(4):
+            row = {k: tv.base(k).clone() for k in tv.keys()}
+            s.merge_into(row, C[b])
+            for k in row:
+                np.testing.assert_allclose(out[k][b].numpy(), row[k].numpy(), atol=1e-6)
+
+    def test_dtype_preserved(self) -> None:
+        import torch
+
+        s, tv = self._prepared(dtype=torch.bfloat16)
+        params = {k: tv.base(k).clone() for k in tv.keys()}
+        s.merge_into(params, np.full(self.n_tasks, 0.3))
+        assert all(v.dtype == torch.bfloat16 for v in params.values())
+
+    def test_wrong_number_of_coefficients(self) -> None:
+        from mapframe.merging.merger import Merger
+
+        merger = Merger(self.make_strategy(), tiny_task_vectors(self.n_tasks))
+        params = {k: merger.task_vectors.base(k).clone() for k in merger.task_vectors.keys()}
+        with pytest.raises(ConfigError):
+            merger.merge_into(params, np.ones(self.n_tasks + 1))
+
+
+class EvaluatorContract:
+    """Checks for :class:`~mapframe.evaluators.Evaluator` implementations.
+
+    Override :meth:`make_evaluator`, and :meth:`make_merge_spec` when the evaluator merges
+    checkpoints (``needs_merger = True``).
+    """
+
+    def make_evaluator(self) -> Evaluator:
+        raise NotImplementedError("override make_evaluator() to return your evaluator")
+
+    def make_merge_spec(self) -> MergeSpec | None:
+        return None
+
+    @pytest.fixture
+    def ready(self):
+        ev = self.make_evaluator()
+        spec = self.make_merge_spec()
+        ev.setup(spec.build() if spec is not None else None)
+        yield ev
+        ev.close()
+
+    def _C(self, ev: Evaluator, n: int) -> np.ndarray:
+        spec = self.make_merge_spec()
+        n_dims = (spec.build().n_tasks if spec is not None else len(ev.tasks))
+        return np.random.default_rng(0).uniform(0, 1, (n, n_dims))
+
+    def test_is_registered(self) -> None:
+        _registered(self.make_evaluator())
+
+    def test_tasks(self) -> None:
+        tasks = self.make_evaluator().tasks
+        assert tasks and all(isinstance(t, Task) for t in tasks)
+        assert len({t.name for t in tasks}) == len(tasks)
+
+    def test_batch_shape_and_range(self, ready: Evaluator) -> None:
+        C = self._C(ready, 3)
+        M = np.asarray(ready.evaluate(C), dtype=float)
+        assert M.shape == (3, len(ready.tasks))
+        for j, t in enumerate(ready.tasks):
+            assert np.all((M[:, j] >= t.lower) & (M[:, j] <= t.upper))
+
+    def test_batch_equals_rows(self, ready: Evaluator) -> None:
+        C = self._C(ready, 3)
+        M = np.asarray(ready.evaluate(C), dtype=float)
+        rows = np.vstack([np.asarray(ready.evaluate(C[i : i + 1]), dtype=float)
+                          for i in range(3)])
+        np.testing.assert_allclose(M, rows, rtol=1e-5, atol=1e-6)
+
+    def test_picklable(self) -> None:
+        # Distributed executors send evaluators to workers.
+        ev = self.make_evaluator()
+        clone = pickle.loads(pickle.dumps(ev))
+        assert [t.name for t in clone.tasks] == [t.name for t in ev.tasks]
+
+
+class StoreContract:
+    """Checks for :class:`~mapframe.storage.EvaluationStore` implementations."""
+
+    def make_store(self, tmp_path: Any) -> EvaluationStore:
+        raise NotImplementedError("override make_store(tmp_path) to return your store")
+
+    reopens_across_instances: bool = True
+
+    def test_is_registered(self, tmp_path: Any) -> None:
+        _registered(self.make_store(tmp_path))
+
+    def test_round_trip_exact(self, tmp_path: Any) -> None:
+        store = self.make_store(tmp_path)
+        store.open("s", {"tasks": ["a", "b"]})
+        c = np.array([0.1, 1 / 3])
+        store.add(Evaluation(c, np.array([0.5, float("nan")]), "invalid", "NaN metric"))
+        store.add(Evaluation(np.array([0.2, 0.7]), np.array([0.25, 0.75])))
+        rows = store.load()
+        assert len(rows) == 2
+        np.testing.assert_array_equal(rows[0].coefficients, c)
+        assert rows[0].status == "invalid" and np.isnan(rows[0].metrics[1])
+        assert rows[1].ok and rows[1].key == Evaluation(np.array([0.2, 0.7]), None).key
+        store.close()
+
+    def test_replace_same_key(self, tmp_path: Any) -> None:
+        store = self.make_store(tmp_path)
+        store.open("s", {})
+        c = np.array([0.3, 0.4])
+        store.add(Evaluation(c, None, "failed", "boom"))
+        store.add(Evaluation(c, np.array([1.0, 2.0])))
+        rows = store.load()
+        assert len(rows) == 1 and rows[0].ok
+
+    def test_fingerprint_mismatch(self, tmp_path: Any) -> None:
+        store = self.make_store(tmp_path)
+        store.open("s", {"tasks": ["a"]})
+        store.add(Evaluation(np.array([0.5]), np.array([1.0])))
+        if self.reopens_across_instances:
+            store.close()
+            store = self.make_store(tmp_path)
+        with pytest.raises(StoreError, match="tasks"):
+            store.open("s", {"tasks": ["b"]})
+        store.open("s", {"tasks": ["a"]})
+        assert len(store.load()) == 1
+
+    def test_meta(self, tmp_path: Any) -> None:
+        store = self.make_store(tmp_path)
+        store.open("s", {})
+        store.set_meta("summary", {"x": [1, 2]})
+        assert store.get_meta("summary") == {"x": [1, 2]}
+        assert store.get_meta("absent", 3) == 3
+
+
+class ExecutorContract:
+    """Checks for :class:`~mapframe.executors.Executor` implementations."""
+
+    def make_executor(self) -> Executor:
+        raise NotImplementedError("override make_executor() to return your executor")
+
+    def _evaluator(self) -> Evaluator:
+        from mapframe.evaluators.callable import CallableEvaluator
+
+        return CallableEvaluator(_contract_objective, ["a", "b"])
+
+    def test_is_registered(self) -> None:
+        _registered(self.make_executor())
+
+    def test_all_results_come_back(self) -> None:
+        ex = self.make_executor()
+        ex.start(self._evaluator(), None)
+        C = np.random.default_rng(0).uniform(0, 1, (7, 2))
+        ex.submit([Job(str(i), C[i]) for i in range(7)])
+        results = {r.job.key: r for r in ex.as_completed()}
+        ex.shutdown()
+        assert set(results) == {str(i) for i in range(7)}
+        for i in range(7):
+            np.testing.assert_allclose(results[str(i)].metrics, _contract_objective(C[i:i+1])[0])
+
+    def test_failures_are_results(self) -> None:
+        ex = self.make_executor()
+        ex.start(self._evaluator(), None)
+        C = np.array([[0.1, 0.2], [-1.0, 0.5], [0.3, 0.3]])  # -1 makes the objective raise
+        ex.submit([Job(str(i), C[i]) for i in range(3)])
+        results = {r.job.key: r for r in ex.as_completed()}
+        ex.shutdown()
+        assert results["1"].error and "negative" in results["1"].error
+        assert results["0"].error is None and results["2"].error is None
+
+
+def _contract_objective(C: np.ndarray) -> np.ndarray:
+    if np.any(C < 0):
+        raise ValueError("negative coefficient")
+    return np.column_stack([C.sum(axis=1), (C**2).sum(axis=1)])

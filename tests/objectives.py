@@ -1,0 +1,27 @@
+"""Objectives used by CLI and subprocess tests (importable by module path)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+
+def two_quadratics(C):
+    """Two concave tasks with optima at (0.8, 0.2) and (0.2, 0.8)."""
+    C = np.atleast_2d(C)
+    a = 1.0 - ((C - [0.8, 0.2]) ** 2).sum(axis=1)
+    b = 1.0 - ((C - [0.2, 0.8]) ** 2).sum(axis=1)
+    return np.column_stack([a, b])
+
+
+def slow_logged(C):
+    """Like two_quadratics, but slow, and it appends one line per evaluated row to a log."""
+    log = os.environ["MAPFRAME_TEST_LOG"]
+    out = two_quadratics(C)
+    for row in np.atleast_2d(C):
+        time.sleep(float(os.environ.get("MAPFRAME_TEST_DELAY", "0.3")))
+        with open(log, "a") as fh:
+            fh.write(",".join(f"{v!r}" for v in row) + "\n")
+    return out

@@ -1,0 +1,126 @@
+"""Loading checkpoints safely, task vectors, in-place merging and export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mapframe.errors import CheckpointError, ConfigError  # noqa: E402
+from mapframe.merging import Merger, TaskArithmetic, TaskVectors, load_state_dict  # noqa: E402
+from mapframe.merging.checkpoints import save_state_dict  # noqa: E402
+
+
+class Net(torch.nn.Module):
+    def __init__(self, width=4):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, width)
+        self.bn = torch.nn.BatchNorm1d(width)
+        self.head = torch.nn.Linear(width, 2)
+
+
+def _sd(seed, width=4):
+    torch.manual_seed(seed)
+    return Net(width).state_dict()
+
+
+def test_safetensors_and_torch_state_dicts(tmp_path):
+    sd = _sd(0)
+    save_state_dict(sd, tmp_path / "a.safetensors")
+    torch.save(sd, tmp_path / "b.pt")
+    torch.save({"state_dict": sd, "epoch": 3}, tmp_path / "c.ckpt")
+    for name in ("a.safetensors", "b.pt", "c.ckpt"):
+        loaded = load_state_dict(tmp_path / name)
+        assert set(loaded) == set(sd)
+        for k in sd:
+            torch.testing.assert_close(loaded[k], sd[k])
+
+
+def test_pickled_module_is_refused_unless_allowed(tmp_path):
+    net = Net()
+    torch.save(net, tmp_path / "finetuned.pt")  # task_vectors-style whole-module pickle
+    with pytest.raises(CheckpointError, match=r"refused to unpickle.*allow_pickle"):
+        load_state_dict(tmp_path / "finetuned.pt")
+    loaded = load_state_dict(tmp_path / "finetuned.pt", allow_pickle=True)
+    torch.testing.assert_close(loaded["fc.weight"], net.fc.weight.detach())
+
+
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("missing.safetensors", None, "checkpoint not found"),
+        ("bad.safetensors", b"not a safetensors file", "not a readable safetensors"),
+        ("bad.pt", b"garbage", "not a readable torch checkpoint|refused to unpickle"),
+        ("weights.npz", b"x", "unknown checkpoint format"),
+    ],
+)
+def test_unreadable_checkpoints(tmp_path, name, content, match):
+    p = tmp_path / name
+    if content is not None:
+        p.write_bytes(content)
+    with pytest.raises(CheckpointError, match=match):
+        load_state_dict(p)
+
+
+def test_mismatched_keys_and_shapes():
+    base = _sd(0)
+    other = dict(_sd(1))
+    other.pop("head.bias")
+    with pytest.raises(CheckpointError, match=r"missing: \['head.bias'\]"):
+        TaskVectors(base, [_sd(1), other], ["a", "b"])
+    with pytest.raises(CheckpointError, match=r"'fc.weight' has shape \(5, 3\)"):
+        TaskVectors(base, [_sd(1, width=5)], ["a"])
+
+
+def test_task_vectors_and_in_place_merge():
+    base, fts = _sd(0), [_sd(1), _sd(2)]
+    tv = TaskVectors(base, fts, ["a", "b"])
+    assert "bn.num_batches_tracked" not in set(tv.keys())  # integer buffers are not merged
+    torch.testing.assert_close(tv.vectors("fc.weight")[1], fts[1]["fc.weight"] -
+                               base["fc.weight"])
+    merger = Merger(TaskArithmetic(), tv)
+    model = Net()
+    params = merger.resident_params(model)
+    ptr = model.fc.weight.data_ptr()
+    c = np.array([0.3, 0.6])
+    with torch.no_grad():
+        merger.merge_into(params, c)
+    assert model.fc.weight.data_ptr() == ptr  # written in place, no new model
+    for k in params:
+        expect = base[k] + 0.3 * (fts[0][k] - base[k]) + 0.6 * (fts[1][k] - base[k])
+        torch.testing.assert_close(model.state_dict()[k], expect)
+    with pytest.raises(ConfigError, match="got 3 coefficients for 2 task vectors"):
+        merger.merge_into(params, np.ones(3))
+    with pytest.raises(ConfigError, match="finite"):
+        merger.merge_into(params, np.array([np.nan, 1.0]))
+
+
+def test_resident_model_must_match_checkpoints():
+    tv = TaskVectors(_sd(0), [_sd(1)], ["a"])
+    merger = Merger(TaskArithmetic(), tv)
+    with pytest.raises(CheckpointError, match="another architecture"):
+        merger.resident_params(Net(width=5))
+
+
+def test_export_round_trip(tmp_path):
+    base, fts = _sd(0), [_sd(1), _sd(2)]
+    merger = Merger(TaskArithmetic(), TaskVectors(base, fts, ["a", "b"]))
+    path = merger.export(tmp_path / "m.safetensors", np.array([1.0, 0.0]))
+    merged = load_state_dict(path)
+    for k in base:
+        torch.testing.assert_close(merged[k], fts[0][k] if k != "bn.num_batches_tracked"
+                                   else base[k])
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata()
+    assert '"a": 1.0' in meta["mapframe.coefficients"]
+
+
+def test_bf16_dtype_preserved():
+    base = {k: v.to(torch.bfloat16) for k, v in _sd(0).items() if v.is_floating_point()}
+    ft = {k: v.to(torch.bfloat16) for k, v in _sd(1).items() if v.is_floating_point()}
+    merger = Merger(TaskArithmetic(), TaskVectors(base, [ft], ["a"]))
+    out = merger.merged_state_dict(np.array([0.5]))
+    assert all(v.dtype == torch.bfloat16 for v in out.values())

@@ -1,0 +1,154 @@
+"""The command line: run, config validation errors without tracebacks, help, kill + resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mapframe.cli import main
+
+TESTS = Path(__file__).parent
+
+
+def _config(tmp_path, **study):
+    cfg = {
+        "study": {"name": "quad", "budget": 12, "seed": 0, "verify": 3,
+                  "preference": [0.5, 0.5], **study},
+        "evaluator": {"name": "callable", "function": "objectives:two_quadratics",
+                      "tasks": ["a", "b"]},
+        "sampler": "lhs",
+        "front_solver": {"name": "nsga2", "n_gen": 60},
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_run_writes_results_folder(tmp_path, capsys):
+    cfg = _config(tmp_path, output="out")
+    assert main(["run", str(cfg), "--quiet"]) == 0
+    out = tmp_path / "out"
+    for name in ("front.csv", "front.json", "evaluations.csv", "surrogates.json",
+                 "summary.json", "front.png", "evaluations.sqlite"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_search_evaluations"] == 12
+    assert summary["verification"]["n_verified"] == 3
+    assert summary["selected"] is not None
+    text = capsys.readouterr().out
+    assert "R2" in text and "front:" in text
+    # second run: everything comes from the store
+    assert main(["run", str(cfg), "--quiet"]) == 0
+    assert "0 new this run, 15 reused" in capsys.readouterr().out
+
+
+def test_cli_overrides(tmp_path):
+    cfg = _config(tmp_path, output="out")
+    assert main(["run", str(cfg), "-q", "--budget", "15", "--output",
+                 str(tmp_path / "o2"), "--no-plot"]) == 0
+    summary = json.loads((tmp_path / "o2" / "summary.json").read_text())
+    assert summary["n_search_evaluations"] == 15
+    assert not (tmp_path / "o2" / "front.png").exists()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("study: [unclosed\n", "invalid YAML"),
+        ("- just\n- a list\n", "must be a mapping"),
+        ("study: {budget: 10}\n", "missing required field 'evaluator'"),
+        ("evaluator: callable\nsampelr: sobol\n", "did you mean 'sampler'"),
+        ("evaluator: {name: callable}\nstudy: {budgte: 3}\n", "did you mean 'budget'"),
+        ("evaluator: {name: callable}\nstudy: {budget: ten}\n", "study.budget must be int"),
+        ("evaluator: {name: nope}\n", "evaluator 'nope' is not available"),
+        ("evaluator: {name: callable, function: 'objectives:two_quadratics', tasks: [a, b]}\n"
+         "study: {budget: 4}\n", "set budget >= 6"),
+        ("evaluator: {name: callable, function: 'objectives:two_quadratics', tasks: [a, b]}\n"
+         "study: {search_bounds: [0, .inf]}\n", "search bounds must be finite"),
+        ("evaluator: {name: callable, function: 'objectives:two_quadratics', tasks: [a, b],"
+         " colour: red}\n", "does not take parameter(s) colour"),
+        ("evaluator: {name: callable, function: 'no_such_mod:f', tasks: [a]}\n",
+         "cannot import module 'no_such_mod'"),
+        ("evaluator: digits\ncheckpoints: {pretrained: x.safetensors}\n",
+         "needs both 'pretrained"),
+    ],
+)
+def test_config_errors_are_one_line(tmp_path, capsys, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert main(["run", str(path), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.strip()]) == 1
+
+
+def test_missing_config_file(capsys):
+    assert main(["run", "/nonexistent/study.yaml"]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_help_explains(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "Pareto front" in out and "resume" in out and "plugins" in out
+
+
+def _count(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(str(db), timeout=5) as conn:
+            return conn.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_kill_minus_nine_and_resume(tmp_path):
+    """A study killed with SIGKILL mid-evaluation resumes without redoing stored points."""
+    cfg = {
+        "study": {"name": "slow", "budget": 12, "seed": 0, "output": "out"},
+        "evaluator": {"name": "callable", "function": "objectives:slow_logged",
+                      "tasks": ["a", "b"], "batch_size": 1},
+        "front_solver": {"name": "nsga2", "n_gen": 30},
+    }
+    path = tmp_path / "slow.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get(
+        "PYTHONPATH", "")]), "MAPFRAME_TEST_LOG": str(log), "MAPFRAME_TEST_DELAY": "0.25"}
+    cmd = [sys.executable, "-m", "mapframe.cli", "run", str(path), "-q", "--no-plot"]
+    db = tmp_path / "out" / "evaluations.sqlite"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while _count(db) < 4:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "the study never stored 4 evaluations"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stored_at_kill = _count(db)
+    assert 4 <= stored_at_kill < 12
+    calls_before = len(log.read_text().splitlines())
+    # at most the evaluation in flight is lost
+    assert calls_before - stored_at_kill <= 1
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"{12 - stored_at_kill} new this run, {stored_at_kill} reused" in done.stdout
+    with sqlite3.connect(str(db)) as conn:
+        rows = conn.execute("SELECT key FROM evaluations WHERE phase='search'").fetchall()
+    assert len(rows) == 12 and len({r[0] for r in rows}) == 12
+    calls = log.read_text().splitlines()
+    # every point evaluated once, except possibly the one killed in flight
+    assert len(calls) - 12 <= 1

@@ -1,0 +1,188 @@
+"""Plugin discovery, the registry's checks, hooks, and `mapframe plugins`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mapframe import MergeStudy
+from mapframe.cli import main
+from mapframe.errors import ComponentError, PluginLoadError, UnknownComponentError
+from mapframe.plugin import (
+    ComponentRegistry,
+    get_registry,
+    hookimpl,
+    register_plugin,
+    unregister_plugin,
+)
+from mapframe.samplers.base import Sampler
+from mapframe.samplers.space_filling import RandomSampler
+
+GOOD_PLUGIN = '''
+import numpy as np
+from mapframe.evaluators import Evaluator
+from mapframe.plugin import hookimpl
+from mapframe.problem import Task
+
+class SphereEvaluator(Evaluator):
+    """Two tasks whose optima sit at opposite corners."""
+    name = "sphere"
+
+    @property
+    def tasks(self):
+        return [Task("near_zero"), Task("near_one")]
+
+    def evaluate(self, coefficients):
+        C = np.atleast_2d(coefficients)
+        return np.column_stack([-(C ** 2).sum(1), -((C - 1) ** 2).sum(1)])
+
+@hookimpl
+def mapframe_register_components(registry):
+    registry.register(SphereEvaluator)
+'''
+
+
+def test_builtins_come_from_the_entry_point():
+    registry = get_registry()
+    builtin = [p for p in registry.plugins if p.name == "builtin"]
+    assert builtin and builtin[0].package == "mapframe" and builtin[0].error is None
+    for kind, name in [("sampler", "sobol"), ("surrogate", "quadratic"),
+                       ("front_solver", "nsga3"), ("merge_strategy", "task_arithmetic"),
+                       ("storage", "sqlite"), ("executor", "inprocess"),
+                       ("evaluator", "digits")]:
+        assert name in registry.names(kind)
+        assert (kind, name) in builtin[0].components
+
+
+def test_unknown_name_lists_available():
+    with pytest.raises(UnknownComponentError) as err:
+        get_registry().get("sampler", "sobolx")
+    msg = str(err.value)
+    assert "not available (plugin may not be installed)" in msg
+    assert "sobol" in msg and "lhs" in msg
+
+
+def test_study_with_unknown_component_name():
+    with pytest.raises(UnknownComponentError, match="front solver 'nsga4'"):
+        MergeStudy(objective=lambda C: C, task_names=["a", "b"], front_solver="nsga4")
+
+
+def test_registry_rejects_duplicates_and_non_components():
+    registry = ComponentRegistry()
+    registry.register(RandomSampler)
+    registry.register(RandomSampler)  # the same class again is harmless
+
+    class OtherRandom(RandomSampler):
+        name = "random"
+
+    with pytest.raises(ComponentError, match="registered twice"):
+        registry.register(OtherRandom)
+    with pytest.raises(ComponentError, match="not a mapframe component"):
+        registry.register(dict)  # type: ignore[arg-type]
+
+    class Nameless(RandomSampler):
+        name = ""
+
+    with pytest.raises(ComponentError, match="has no `name`"):
+        registry.register(Nameless)
+
+    class Abstract(Sampler):
+        name = "abstract"
+
+    with pytest.raises(ComponentError, match="abstract: implement propose"):
+        registry.register(Abstract)
+
+
+def test_create_rejects_unknown_parameters():
+    from mapframe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="does not take parameter"):
+        get_registry().create("executor", {"name": "inprocess", "workers": 3})
+
+
+def test_third_party_plugin_is_discovered(fake_dist, capsys):
+    fake_dist("mapframe-sphere", {"sphere": "sphere_plugin"},
+              {"sphere_plugin.py": GOOD_PLUGIN})
+    registry = get_registry()
+    assert "sphere" in registry.names("evaluator")
+    result = MergeStudy(evaluator="sphere", budget=12, seed=0).run()
+    assert result.front.coefficients.shape[1] == 2
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "sphere" in out and "mapframe-sphere" in out and "1.2.3" in out
+
+
+def test_broken_plugin_names_its_package(fake_dist, capsys, tmp_path):
+    fake_dist("mapframe-broken", {"broken": "broken_plugin"},
+              {"broken_plugin.py": "import not_a_real_module_xyz\n"})
+    with pytest.raises(PluginLoadError) as err:
+        get_registry()
+    assert "mapframe-broken" in str(err.value)
+    assert "not_a_real_module_xyz" in str(err.value)
+    # `mapframe plugins` still lists everything, marking the broken one.
+    assert main(["plugins"]) == 1
+    out = capsys.readouterr().out
+    assert "BROKEN" in out and "builtin" in out
+    # ... and the CLI reports it as a one-line error for any study command.
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text("evaluator: {name: callable, function: 'objectives:two_quadratics', "
+                   "tasks: [a, b]}\n")
+    assert main(["run", str(cfg), "-q"]) == 2
+    assert "mapframe-broken" in capsys.readouterr().err
+
+
+def test_plugin_that_registers_a_duplicate_is_reported(fake_dist):
+    src = '''
+from mapframe.plugin import hookimpl
+from mapframe.samplers.space_filling import RandomSampler
+
+class Clash(RandomSampler):
+    name = "sobol"
+
+@hookimpl
+def mapframe_register_components(registry):
+    registry.register(Clash)
+'''
+    fake_dist("mapframe-clash", {"clash": "clash_plugin"}, {"clash_plugin.py": src})
+    with pytest.raises(PluginLoadError, match="registered twice"):
+        get_registry()
+
+
+def test_study_hooks_are_called(fresh_plugins):
+    seen = {"started": 0, "stored": 0, "finished": 0}
+
+    class Listener:
+        @hookimpl
+        def mapframe_study_started(self, study):
+            seen["started"] += 1
+
+        @hookimpl
+        def mapframe_evaluation_stored(self, study, evaluation):
+            seen["stored"] += 1
+
+        @hookimpl
+        def mapframe_study_finished(self, study, result):
+            seen["finished"] += 1
+
+    listener = Listener()
+    register_plugin(listener)
+    try:
+        MergeStudy(objective=lambda C: -(C**2), task_names=["a", "b"], budget=8,
+                   seed=1).run()
+    finally:
+        unregister_plugin(listener)
+    assert seen == {"started": 1, "stored": 8, "finished": 1}
+
+
+def test_plugins_json(capsys):
+    import json
+
+    assert main(["plugins", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert any(r["plugin"] == "builtin" and "sampler:sobol" in r["components"] for r in rows)
+
+
+def test_sampler_instances_are_accepted():
+    s = RandomSampler()
+    study = MergeStudy(objective=lambda C: -np.abs(C), task_names=["a", "b"], sampler=s)
+    assert study.sampler is s

@@ -1,0 +1,176 @@
+"""Tests for the space-filling samplers: inside the box, reproducible, well spread."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mapframe.errors import ConfigError
+from mapframe.history import History
+from mapframe.problem import SearchSpace
+from mapframe.samplers.base import Sampler
+from mapframe.samplers.space_filling import (
+    GridSampler,
+    LatinHypercubeSampler,
+    RandomSampler,
+    SobolSampler,
+)
+from mapframe.surrogates.quadratic import check_identifiable, n_quadratic_params
+
+SAMPLERS = [
+    RandomSampler(),
+    SobolSampler(),
+    LatinHypercubeSampler(),
+    LatinHypercubeSampler(optimization="random-cd"),
+    GridSampler(),
+]
+IDS = ["random", "sobol", "lhs", "lhs-cd", "grid"]
+
+BOX = SearchSpace(np.array([-1.0, 0.5, 2.0]), np.array([0.0, 1.5, 5.0]))
+
+
+def propose(sampler: Sampler, n: int, space: SearchSpace = BOX, seed: int = 0) -> np.ndarray:
+    history = History(space.n_dims, space.n_dims)
+    return sampler.propose(n, space, history, np.random.default_rng(seed))
+
+
+def to_unit(X: np.ndarray, space: SearchSpace) -> np.ndarray:
+    return (X - space.lower) / (space.upper - space.lower)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS, ids=IDS)
+@pytest.mark.parametrize("n", [1, 7, 30])
+def test_points_inside_non_unit_box(sampler: Sampler, n: int) -> None:
+    X = propose(sampler, n)
+    assert X.shape == (n, 3)
+    assert X.dtype == float
+    assert np.all(BOX.contains(X, atol=0.0))
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS, ids=IDS)
+def test_reproducible_with_the_same_seed(sampler: Sampler) -> None:
+    np.random.seed(1)
+    a = propose(sampler, 20, seed=123)
+    np.random.seed(2)  # global state must not matter
+    b = propose(sampler, 20, seed=123)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS[:4], ids=IDS[:4])
+def test_different_seeds_give_different_designs(sampler: Sampler) -> None:
+    assert not np.allclose(propose(sampler, 20, seed=1), propose(sampler, 20, seed=2))
+
+
+def test_grid_does_not_depend_on_the_seed() -> None:
+    np.testing.assert_array_equal(propose(GridSampler(), 20, seed=1),
+                                  propose(GridSampler(), 20, seed=2))
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS, ids=IDS)
+def test_zero_points(sampler: Sampler) -> None:
+    assert propose(sampler, 0).shape == (0, 3)
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, "3", True])
+def test_bad_n_is_rejected(bad: object) -> None:
+    with pytest.raises(ConfigError):
+        propose(SobolSampler(), bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS, ids=IDS)
+def test_sampler_contract(sampler: Sampler) -> None:
+    assert isinstance(sampler, Sampler)
+    assert sampler.kind == "sampler"
+    assert sampler.adaptive is False
+    assert sampler.batch_size(17, History(3, 3)) == 17
+    assert sampler.describe()["name"] == sampler.name
+
+
+def test_names() -> None:
+    assert [RandomSampler.name, SobolSampler.name, LatinHypercubeSampler.name,
+            GridSampler.name] == ["random", "sobol", "lhs", "grid"]
+
+
+@pytest.mark.parametrize("sampler", [RandomSampler(), SobolSampler()], ids=["random", "sobol"])
+def test_prefix_property(sampler: Sampler) -> None:
+    short = propose(sampler, 10, seed=7)
+    long = propose(sampler, 37, seed=7)
+    np.testing.assert_array_equal(short, long[:10])
+
+
+@pytest.mark.parametrize("optimization", [None, "random-cd"])
+@pytest.mark.parametrize("n", [5, 30])
+def test_lhs_stratification(optimization: str | None, n: int) -> None:
+    X = propose(LatinHypercubeSampler(optimization=optimization), n, seed=3)  # type: ignore[arg-type]
+    strata = np.floor(to_unit(X, BOX) * n).astype(int)
+    for j in range(BOX.n_dims):
+        assert sorted(strata[:, j]) == list(range(n))
+
+
+def test_lhs_rejects_unknown_optimization() -> None:
+    with pytest.raises(ConfigError):
+        LatinHypercubeSampler(optimization="lloyd")  # type: ignore[arg-type]
+
+
+def test_sobol_without_scrambling_is_deterministic() -> None:
+    a = propose(SobolSampler(scramble=False), 8, seed=1)
+    b = propose(SobolSampler(scramble=False), 8, seed=2)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(("n_dims", "n", "k"), [(2, 9, 3), (2, 16, 4), (3, 27, 3), (1, 5, 5)])
+def test_full_grid(n_dims: int, n: int, k: int) -> None:
+    space = SearchSpace.box(n_dims, (0.0, 2.0))
+    X = propose(GridSampler(), n, space)
+    assert GridSampler().levels(n, n_dims) == k
+    assert len(np.unique(X, axis=0)) == n
+    for j in range(n_dims):
+        np.testing.assert_allclose(np.unique(X[:, j]), np.linspace(0.0, 2.0, k))
+    # lexicographic order, first coordinate slowest
+    assert np.all(np.diff(X[:, 0]) >= 0)
+
+
+def test_grid_never_has_fewer_than_three_levels() -> None:
+    assert GridSampler().levels(4, 2) == 3  # 2 ** 2 would be enough points but not identifiable
+    assert GridSampler().levels(8, 3) == 3
+    with pytest.raises(ConfigError, match="at least 3"):
+        GridSampler(points_per_dim=2)
+    with pytest.raises(ConfigError):
+        GridSampler(points_per_dim=3.5)  # type: ignore[arg-type]
+
+
+def test_grid_points_per_dim_is_raised_when_too_small() -> None:
+    sampler = GridSampler(points_per_dim=3)
+    assert sampler.levels(20, 2) == 5
+    X = propose(sampler, 20, SearchSpace.box(2))
+    assert X.shape == (20, 2)
+    assert set(np.round(X.ravel() * 4, 12)) <= {0.0, 1.0, 2.0, 3.0, 4.0}
+
+
+def test_grid_subset_is_spread_and_distinct() -> None:
+    space = SearchSpace.box(2)
+    X = propose(GridSampler(points_per_dim=5), 12, space)
+    levels = np.round(X * 4, 12)
+    assert np.all(levels == np.round(levels))
+    assert len(np.unique(X, axis=0)) == 12
+    for j in range(2):
+        counts = np.bincount(levels[:, j].astype(int), minlength=5)
+        assert counts.min() >= 1 and counts.max() - counts.min() <= 2
+
+
+@pytest.mark.parametrize(("n_dims", "n"), [(2, 6), (3, 10), (3, 20), (4, 30), (8, 90), (8, 250)])
+def test_grid_designs_identify_the_quadratic(n_dims: int, n: int) -> None:
+    assert n >= n_quadratic_params(n_dims)
+    X = propose(GridSampler(), n, SearchSpace.box(n_dims))
+    assert X.shape == (n, n_dims)
+    assert len(np.unique(X, axis=0)) == n
+    for j in range(n_dims):
+        assert len(np.unique(X[:, j])) >= 3
+    check_identifiable(X, n_dims)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS[:4], ids=IDS[:4])
+@pytest.mark.parametrize("n_dims", [2, 3, 8])
+def test_space_filling_designs_identify_the_quadratic(sampler: Sampler, n_dims: int) -> None:
+    space = SearchSpace.box(n_dims)
+    check_identifiable(propose(sampler, 2 * n_quadratic_params(n_dims), space), n_dims)

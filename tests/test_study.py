@@ -1,0 +1,294 @@
+"""MergeStudy end to end on black-box objectives and on tiny checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mapframe import (
+    BudgetError,
+    CheckpointError,
+    ConfigError,
+    EvaluationError,
+    MapframeWarning,
+    MergeStudy,
+    MetricError,
+    StoreError,
+)
+from mapframe.metrics import hypervolume, pareto_mask
+
+OPT_A, OPT_B = np.array([0.8, 0.2]), np.array([0.2, 0.8])
+
+
+def quad(C):
+    """Two concave quadratic tasks with optima at OPT_A and OPT_B: a real trade-off."""
+    C = np.atleast_2d(C)
+    a = 1.0 - ((C - OPT_A) ** 2).sum(axis=1)
+    b = 1.0 - ((C - OPT_B) ** 2).sum(axis=1)
+    return np.column_stack([a, b])
+
+
+def test_embedding_example_exactly_as_documented():
+    f = quad
+    study = MergeStudy(objective=f, task_names=["a", "b"], budget=20, seed=0)
+    result = study.run()
+    K = result.front.coefficients.shape[0]
+    assert result.front.coefficients.shape == (K, 2) and K >= 10
+    assert result.front.predicted.shape == (K, 2)
+    # quadratic objective: the surrogate is exact, so predictions equal the truth
+    np.testing.assert_allclose(result.front.predicted, f(result.front.coefficients), atol=1e-6)
+    assert all(d["r2"] > 0.999999 for d in result.diagnostics.values())
+    # the Pareto set of this problem is the segment between the two optima
+    C = result.front.coefficients
+    t = np.clip((C - OPT_B) @ (OPT_A - OPT_B) / np.sum((OPT_A - OPT_B) ** 2), 0, 1)
+    seg = OPT_B + t[:, None] * (OPT_A - OPT_B)
+    assert np.max(np.linalg.norm(C - seg, axis=1)) < 0.02
+    assert pareto_mask(result.front.predicted).all()
+    # hypervolume close to that of the analytic front
+    tt = np.linspace(0, 1, 501)[:, None]
+    true_front = f(OPT_B + tt * (OPT_A - OPT_B))
+    ref = np.array([0.0, 0.0])
+    assert hypervolume(result.front.predicted, ref) >= 0.99 * hypervolume(true_front, ref)
+    assert result.n_evaluated == 20 and len(result.history) == 20
+
+
+def test_minimised_metrics_respect_direction():
+    def loss(C):
+        return 2.0 - quad(C)  # losses: lower is better, optimum where quad is best
+
+    res = MergeStudy(objective=loss, task_names=["a", "b"], directions="min", budget=15,
+                     seed=0).run()
+    assert res.front.predicted[:, 0].min() < 1.0 + 1e-3
+    assert pareto_mask(res.front.predicted, ["min", "min"]).all()
+    best_a = res.front.coefficients[np.argmin(res.front.predicted[:, 0])]
+    np.testing.assert_allclose(best_a, OPT_A, atol=0.05)
+
+
+def test_seed_reproducibility():
+    a = MergeStudy(objective=quad, task_names=["a", "b"], budget=12, seed=3).run()
+    b = MergeStudy(objective=quad, task_names=["a", "b"], budget=12, seed=3).run()
+    np.testing.assert_array_equal(a.history.X, b.history.X)
+    np.testing.assert_allclose(a.front.coefficients, b.front.coefficients)
+    c = MergeStudy(objective=quad, task_names=["a", "b"], budget=12, seed=4).run()
+    assert not np.array_equal(a.history.X, c.history.X)
+
+
+def test_store_reuses_every_evaluation(tmp_path):
+    calls = []
+
+    def f(C):
+        calls.append(len(C))
+        return quad(C)
+
+    db = tmp_path / "s.sqlite"
+    r1 = MergeStudy(objective=f, task_names=["a", "b"], budget=14, seed=0, storage=db).run()
+    n_calls = sum(calls)
+    assert n_calls == 14 and r1.n_evaluated == 14
+    r2 = MergeStudy(objective=f, task_names=["a", "b"], budget=14, seed=0, storage=db).run()
+    assert sum(calls) == n_calls, "a finished evaluation was redone"
+    assert r2.n_evaluated == 0 and r2.n_reused == 14
+    np.testing.assert_allclose(r1.front.coefficients, r2.front.coefficients)
+    # a bigger budget evaluates only the new points
+    r3 = MergeStudy(objective=f, task_names=["a", "b"], budget=20, seed=0, storage=db).run()
+    assert r3.n_reused + r3.n_evaluated == 20 and r3.n_evaluated <= 20 - 14 + 14
+
+
+def test_store_refuses_other_setup(tmp_path):
+    db = tmp_path / "s.sqlite"
+    MergeStudy(objective=quad, task_names=["a", "b"], budget=6, storage=db).run()
+    with pytest.raises(StoreError, match="different setup"):
+        MergeStudy(objective=quad, task_names=["a", "c"], budget=6, storage=db).run()
+
+
+def test_nan_metrics_are_recorded_not_fitted():
+    def f(C):
+        out = quad(C)
+        out[C[:, 0] > 0.9, 1] = np.nan
+        return out
+
+    with pytest.warns(MapframeWarning, match="NaN or infinite metric"):
+        res = MergeStudy(objective=f, task_names=["a", "b"], budget=30, seed=0).run()
+    bad = [e for e in res.history if e.status == "invalid"]
+    assert bad and all(e.coefficients[0] > 0.9 for e in bad)
+    assert res.history.X.shape[0] == 30 - len(bad)
+    assert np.all(np.isfinite(res.front.predicted))
+
+
+def test_infinite_metrics_everywhere_is_a_clear_error():
+    with pytest.warns(MapframeWarning), pytest.raises(BudgetError, match="succeeded"):
+        MergeStudy(objective=lambda C: np.full((len(C), 2), np.inf), task_names=["a", "b"],
+                   budget=8).run()
+
+
+def test_metric_outside_declared_range():
+    with pytest.raises(MetricError, match=r"outside its declared range \[0, 1\]"):
+        MergeStudy(objective=lambda C: 100 * quad(C), task_names=["a", "b"],
+                   metric_ranges=[(0, 1), (0, 1)], budget=10).run()
+
+
+def test_objective_wrong_shape():
+    with pytest.raises(EvaluationError, match=r"must return shape \(10, 2\)"):
+        MergeStudy(objective=lambda C: C.sum(axis=1), task_names=["a", "b"], budget=10).run()
+
+
+def test_objective_exception_raise_and_record():
+    def f(C):
+        if np.any(C[:, 0] < 0.25):
+            raise RuntimeError("bad merge")
+        return quad(C)
+
+    with pytest.raises(EvaluationError, match=r"bad merge.*on_error='record'"):
+        MergeStudy(objective=f, task_names=["a", "b"], budget=20, seed=0).run()
+    res = MergeStudy(objective=f, task_names=["a", "b"], budget=20, seed=0,
+                     on_error="record").run()
+    failed = [e for e in res.history if e.status == "failed"]
+    assert failed and all(e.coefficients[0] < 0.25 for e in failed)
+    assert "bad merge" in failed[0].error
+
+
+def test_budget_below_parameter_count():
+    with pytest.raises(BudgetError, match=r"set budget >= 10"):
+        MergeStudy(objective=quad, task_names=["a", "b", "c"], budget=9)
+
+
+@pytest.mark.parametrize("bounds", [(0.0, np.inf), (np.nan, 1.0), (1.0, 0.0)])
+def test_bad_search_bounds(bounds):
+    with pytest.raises(ConfigError, match="search bounds"):
+        MergeStudy(objective=quad, task_names=["a", "b"], search_bounds=bounds)
+
+
+def test_bad_arguments():
+    with pytest.raises(ConfigError, match="exactly one of objective"):
+        MergeStudy(task_names=["a"])
+    with pytest.raises(ConfigError, match="task names must be unique"):
+        MergeStudy(objective=quad, task_names=["a", "a"])
+    with pytest.raises(ConfigError, match="preference has 3 weights"):
+        MergeStudy(objective=quad, task_names=["a", "b"], preference=[1, 1, 1])
+    with pytest.raises(ConfigError, match="non-negative"):
+        MergeStudy(objective=quad, task_names=["a", "b"], preference=[-1, 1])
+    with pytest.raises(ConfigError, match="budget must be a positive integer"):
+        MergeStudy(objective=quad, task_names=["a", "b"], budget=0)
+
+
+def test_verify_and_preference():
+    res = MergeStudy(objective=quad, task_names=["a", "b"], budget=16, seed=0, verify=4,
+                     preference=[1.0, 0.0]).run()
+    ver = res.verification
+    assert ver["n_verified"] == 4
+    assert max(ver["mean_abs_error"].values()) < 1e-6  # exact surrogate
+    assert res.front.verified.sum() == 4
+    np.testing.assert_allclose(res.front.real[res.front.verified],
+                               quad(res.front.coefficients[res.front.verified]))
+    # all weight on task a: the selected point is task a's best
+    assert res.selected == int(np.argmax(res.front.predicted[:, 0]))
+    assert res.select([0, 1]) == int(np.argmax(res.front.predicted[:, 1]))
+
+
+def test_progress_callback():
+    events = []
+    MergeStudy(objective=quad, task_names=["a", "b"], budget=8, progress=events.append).run()
+    stages = [e.stage for e in events]
+    assert stages.count("evaluate") == 8 and stages[-1] == "done"
+    assert [e.done for e in events if e.stage == "evaluate"] == list(range(1, 9))
+
+
+# -- checkpoint-based studies ---------------------------------------------------------------
+torch = pytest.importorskip("torch")
+
+
+class TinyNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 2)
+
+
+def _write_checkpoints(tmp_path, n=2):
+    from mapframe.merging.checkpoints import save_state_dict
+
+    torch.manual_seed(0)
+    base = TinyNet().state_dict()
+    pre = save_state_dict(base, tmp_path / "pre.safetensors")
+    ft = {}
+    for i in range(n):
+        sd = {k: v + 0.1 * (i + 1) * torch.randn_like(v) for k, v in base.items()}
+        ft[f"t{i}"] = save_state_dict(sd, tmp_path / f"t{i}.safetensors")
+    return pre, ft
+
+
+def test_checkpoint_study_merges_and_exports(tmp_path):
+    from mapframe.evaluators import ModelEvaluator
+    from mapframe.merging.checkpoints import load_state_dict
+    from mapframe.plugin import get_registry
+    from mapframe.problem import Task
+
+    pre, ft = _write_checkpoints(tmp_path)
+    x = torch.linspace(-1, 1, 3)
+    target = torch.tensor([0.3, -0.2])
+
+    class DistanceEvaluator(ModelEvaluator):
+        name = "distance-test"
+
+        @property
+        def tasks(self):
+            return [Task("t0", "min", 0, np.inf), Task("t1", "min", 0, np.inf)]
+
+        def build_model(self):
+            return TinyNet()
+
+        def score(self, model):
+            y = model.lin(x)
+            return [float(((y - target) ** 2).sum()), float(((y + target) ** 2).sum())]
+
+    ev = DistanceEvaluator()
+    study = MergeStudy(evaluator=ev, checkpoints={"pretrained": pre, "finetuned": ft},
+                       budget=15, seed=0, verify=2, preference=[0.5, 0.5])
+    assert get_registry().kind_of(DistanceEvaluator) == "evaluator"
+    res = study.run()
+    assert res.coefficient_names == ["t0", "t1"]
+    path = res.export(tmp_path / "merged.safetensors")
+    merged = load_state_dict(path)
+    c = res.front.coefficients[res.selected]
+    base = load_state_dict(pre)
+    tvs = [load_state_dict(p) for p in ft.values()]
+    for k in base:
+        expect = base[k] + sum(ci * (tv[k] - base[k]) for ci, tv in zip(c, tvs))
+        torch.testing.assert_close(merged[k], expect, rtol=1e-5, atol=1e-6)
+    # the real metric of a verified point is the evaluator's score of that exact merge
+    i = int(np.flatnonzero(res.front.verified)[0])
+    model = TinyNet()
+    sd = {k: base[k] + sum(ci * (tv[k] - base[k]) for ci, tv in
+                           zip(res.front.coefficients[i], tvs)) for k in base}
+    model.load_state_dict(sd)
+    np.testing.assert_allclose(res.front.real[i], ev.score(model), rtol=1e-5)
+
+
+def test_checkpoint_errors(tmp_path):
+    from mapframe.evaluators.callable import CallableEvaluator
+
+    pre, ft = _write_checkpoints(tmp_path)
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        MergeStudy(evaluator=CallableEvaluator(quad, ["a", "b"]),
+                   checkpoints={"pretrained": tmp_path / "nope.safetensors", "finetuned": ft})
+    with pytest.raises(ConfigError, match="checkpoints must be a mapping"):
+        MergeStudy(evaluator=CallableEvaluator(quad, ["a", "b"]),
+                   checkpoints={"base": pre, "finetuned": ft})
+
+
+def test_export_needs_checkpoints():
+    res = MergeStudy(objective=quad, task_names=["a", "b"], budget=8).run()
+    with pytest.raises(ConfigError, match="no checkpoints to merge"):
+        res.export("x.safetensors", 0)
+
+
+def test_result_save_writes_everything(tmp_path):
+    res = MergeStudy(objective=quad, task_names=["a", "b"], budget=10, verify=2).run()
+    paths = res.save(tmp_path / "out")
+    for key in ("front_csv", "front_json", "evaluations_csv", "surrogates_json",
+                "summary_json", "front_png"):
+        assert paths[key].is_file() and paths[key].stat().st_size > 0
+    import csv
+
+    rows = list(csv.DictReader(paths["front_csv"].open()))
+    assert len(rows) == len(res.front)
+    assert {"c_a", "c_b", "predicted_a", "predicted_b", "real_a", "real_b"} <= set(rows[0])
+    assert sum(1 for r in rows if r["real_a"]) == 2
