@@ -233,7 +233,12 @@ def hypervolume(
         )
     n_obj = ref.size
     ref = _as_vector(ref, "ref_point", n_obj)
-    arr = _as_matrix(F, "F", n_obj)
+    arr = _as_matrix(F, "F", None if np.size(F) else n_obj)
+    if arr.shape[1] != n_obj:
+        raise ConfigError(
+            f"ref_point has {n_obj} values but F has {arr.shape[1]} objectives; give one "
+            "reference value per objective"
+        )
     s = _signs(directions, n_obj)
     pts, r = -arr * s, -ref * s
     pts = pts[np.all(pts < r, axis=1)]

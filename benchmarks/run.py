@@ -1,0 +1,89 @@
+"""Run mapframe's benchmarks and write docs/benchmarks.md.
+
+    python benchmarks/run.py                 # every benchmark
+    python benchmarks/run.py plain_map       # just one (others keep their stored results)
+    python benchmarks/run.py --quick         # a smoke run with fewer budgets and seeds
+
+Each benchmark stores its raw numbers in benchmarks/results/<name>.json; docs/benchmarks.md is
+regenerated from all stored results, so every number there comes from a rerunnable command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks.common import machine  # noqa: E402
+
+BENCHMARKS = {
+    "plain_map": ("Front quality: Plain MAP vs random search", "benchmarks.bench_plain_map"),
+    "fit_solve": ("Surrogate fit + front solve time", "benchmarks.bench_fit_solve"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run: {', '.join(BENCHMARKS)} "
+                        "(default: all)")
+    parser.add_argument("--quick", action="store_true", help="fewer budgets/seeds (smoke test)")
+    parser.add_argument("--results", default=str(HERE / "results"))
+    parser.add_argument("--doc", default=str(HERE.parent / "docs" / "benchmarks.md"))
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from "
+                     f"{', '.join(BENCHMARKS)}")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    for name in args.names or list(BENCHMARKS):
+        title, module = BENCHMARKS[name]
+        print(f"running {name} ...", flush=True)
+        t0 = time.perf_counter()
+        data = importlib.import_module(module).run(quick=args.quick)
+        data["_meta"] = {"machine": machine(), "seconds": time.perf_counter() - t0,
+                         "quick": args.quick,
+                         "command": f"python benchmarks/run.py {name}"
+                         + (" --quick" if args.quick else "")}
+        (results / f"{name}.json").write_text(json.dumps(data, indent=1, default=float))
+        print(f"  done in {data['_meta']['seconds']:.0f} s", flush=True)
+    write_doc(results, Path(args.doc))
+    print(f"wrote {args.doc}")
+    return 0
+
+
+def write_doc(results: Path, doc: Path) -> None:
+    parts = [
+        "# Benchmarks",
+        "",
+        "Every number on this page was measured by `python benchmarks/run.py` (one section per "
+        "benchmark; `python benchmarks/run.py NAME` reruns one). Raw results are in "
+        "`benchmarks/results/`. Methods are compared within one run, so ratios are more "
+        "trustworthy than absolute times on a noisy machine.",
+        "",
+    ]
+    for name, (title, module) in BENCHMARKS.items():
+        path = results / f"{name}.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        meta = data["_meta"]
+        mod = importlib.import_module(module)
+        parts += [f"## {title}", "", (mod.__doc__ or "").strip(), "",
+                  f"Command: `{meta['command']}` — {meta['machine']}; took "
+                  f"{meta['seconds']:.0f} s.", "", mod.report(data), ""]
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text("\n".join(parts).rstrip() + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
