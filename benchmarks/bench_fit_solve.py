@@ -16,10 +16,10 @@ import numpy as np
 
 from benchmarks.common import DigitsProblem
 from mapframe.examples.digits import TASKS
+from mapframe.history import History
 from mapframe.plugin import get_registry
 from mapframe.problem import SearchSpace
 from mapframe.samplers.base import Sampler
-from mapframe.history import History
 
 REPEATS = 3
 

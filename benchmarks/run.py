@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     for name in args.names or list(BENCHMARKS):
-        title, module = BENCHMARKS[name]
+        _title, module = BENCHMARKS[name]
         print(f"running {name} ...", flush=True)
         t0 = time.perf_counter()
         data = importlib.import_module(module).run(quick=args.quick)

@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mapframe.executors.base import MergeSpec
+from mapframe.testing import EvaluatorContract
+
 pytest.importorskip("sklearn")
 torch = pytest.importorskip("torch")
 
@@ -367,3 +370,42 @@ def test_import_is_light() -> None:
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+class TestDigitsEvaluatorContract(EvaluatorContract):
+    """The digits evaluator passes the evaluator contract that third parties run too."""
+
+    @pytest.fixture(autouse=True)
+    def _checkpoints(self, ckpts: dict) -> None:
+        self._ckpts = ckpts
+
+    def make_evaluator(self) -> digits.DigitsEvaluator:
+        return digits.DigitsEvaluator(tasks=TRAINED)
+
+    def make_merge_spec(self) -> MergeSpec:
+        return MergeSpec(TaskArithmetic(), self._ckpts["pretrained"],
+                         {t: self._ckpts["finetuned"][t] for t in TRAINED})
+
+
+def test_cli_example_end_to_end(cache_dir: Path, tmp_path: Path, capsys) -> None:
+    """`mapframe example` trains (cached), writes a config, runs MAP and exports a model."""
+    import json
+
+    from mapframe.cli import main
+    from mapframe.merging.checkpoints import load_state_dict
+
+    out = tmp_path / "ex"
+    argv = ["example", "--tasks", ",".join(TRAINED[:2]), "--cache-dir", str(cache_dir),
+            "--output", str(out), "--preference", "0.5,0.5", "-q", "--budget", "12"]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_search_evaluations"] == 12
+    assert summary["verification"]["n_verified"] == 5
+    assert all(d["model"] == "sigmoid_quadratic" for d in summary["surrogates"].values())
+    merged = load_state_dict(out / "selected.safetensors")
+    assert set(merged) == set(load_state_dict(Path(summary["settings"]["merge"]["pretrained"]
+                                                   ["path"])))
+    assert (out / "config.yaml").is_file() and (out / "front.png").stat().st_size > 1000
+    # rerunning the written config reuses every evaluation
+    assert main(["run", str(out / "config.yaml"), "-q", "--budget", "12"]) == 0
+    assert "0 new this run, 17 reused" in capsys.readouterr().out

@@ -38,7 +38,10 @@ class Sampler(Component):
     """
 
     kind: ClassVar[str] = "sampler"
+    #: Proposes in rounds using the history (True) or the whole design at once (False).
     adaptive: ClassVar[bool] = False
+    #: The design does not depend on the random generator (a regular grid, say).
+    deterministic: ClassVar[bool] = False
 
     def batch_size(self, remaining: int, history: History) -> int:
         """How many points to propose in the next round (default: all remaining at once)."""

@@ -148,6 +148,7 @@ class GridSampler(Sampler):
     """
 
     name: ClassVar[str] = "grid"
+    deterministic: ClassVar[bool] = True
 
     def __init__(self, points_per_dim: int | None = None) -> None:
         if points_per_dim is not None:

@@ -56,6 +56,14 @@ def _n_directions(n_obj: int, n_partitions: int) -> int:
     return math.comb(n_partitions + n_obj - 1, n_obj - 1)
 
 
+def _int_setting(value: object, name: str, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``; :class:`ConfigError` otherwise (bools rejected)."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not float(value).is_integer() or value < minimum:  # type: ignore[arg-type,operator]
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)  # type: ignore[arg-type]
+
+
 def _directions(tasks: Sequence[Task]) -> list[str]:
     if len(tasks) == 0:
         raise ConfigError("the solver needs at least one task")
@@ -128,22 +136,14 @@ class _PymooSolver(FrontSolver):
     directions need two objectives) and return the best point found.
     """
 
-    default_n_gen: ClassVar[int] = 100
-
     def __init__(
         self,
         pop_size: int | None = None,
-        n_gen: int | None = None,
+        n_gen: int = 100,
         eliminate_duplicates: bool = False,
     ) -> None:
-        if pop_size is not None and (int(pop_size) != pop_size or pop_size < 4):
-            raise ConfigError(f"pop_size must be an integer >= 4 or None, got {pop_size!r}")
-        if n_gen is None:
-            n_gen = self.default_n_gen
-        if int(n_gen) != n_gen or n_gen < 1:
-            raise ConfigError(f"n_gen must be a positive integer, got {n_gen!r}")
-        self.pop_size = None if pop_size is None else int(pop_size)
-        self.n_gen = int(n_gen)
+        self.pop_size = None if pop_size is None else _int_setting(pop_size, "pop_size", 4)
+        self.n_gen = _int_setting(n_gen, "n_gen", 1)
         self.eliminate_duplicates = bool(eliminate_duplicates)
 
     @abstractmethod
@@ -194,6 +194,9 @@ class NSGA2Solver(_PymooSolver):
         n_gen: number of generations (default 100).
         eliminate_duplicates: let pymoo drop duplicate offspring; off by default because
             real-valued crossover rarely makes exact duplicates and the check costs time.
+
+    With a single task it runs pymoo's single-objective ``GA`` instead and returns the one
+    best point found.
     """
 
     name: ClassVar[str] = "nsga2"
@@ -215,6 +218,11 @@ class NSGA3Solver(_PymooSolver):
             (T=2: 99 -> 100 directions, T=3: 13 -> 105, T=4: 7 -> 120, T=5: 5 -> 126,
             T=6: 4 -> 126, T=7: 3 -> 84, T=8: 3 -> 120).
         eliminate_duplicates: as for :class:`NSGA2Solver`.
+
+    Parents are drawn uniformly at random: the surrogate problem has no constraints, so this
+    is what NSGA-III's feasibility tournament amounts to, without its Python loop. With a
+    single task (reference directions need two objectives) it runs pymoo's single-objective
+    ``GA`` instead and returns the one best point found.
     """
 
     name: ClassVar[str] = "nsga3"
@@ -222,16 +230,14 @@ class NSGA3Solver(_PymooSolver):
     def __init__(
         self,
         pop_size: int | None = None,
-        n_gen: int | None = None,
+        n_gen: int = 100,
         n_partitions: int | None = None,
         eliminate_duplicates: bool = False,
     ) -> None:
         super().__init__(pop_size=pop_size, n_gen=n_gen, eliminate_duplicates=eliminate_duplicates)
-        if n_partitions is not None and (int(n_partitions) != n_partitions or n_partitions < 1):
-            raise ConfigError(
-                f"n_partitions must be a positive integer or None, got {n_partitions!r}"
-            )
-        self.n_partitions = None if n_partitions is None else int(n_partitions)
+        self.n_partitions = (
+            None if n_partitions is None else _int_setting(n_partitions, "n_partitions", 1)
+        )
 
     def _algorithm(self, n_obj: int) -> Any:
         from pymoo.algorithms.moo.nsga3 import NSGA3
@@ -270,16 +276,10 @@ class GridSolver(FrontSolver):
     default_points_per_dim: ClassVar[dict[int, int]] = {1: 2001, 2: 201, 3: 41}
 
     def __init__(self, points_per_dim: int | None = None, n_samples: int = 16384) -> None:
-        if points_per_dim is not None and (
-            int(points_per_dim) != points_per_dim or points_per_dim < 2
-        ):
-            raise ConfigError(
-                f"points_per_dim must be an integer >= 2 or None, got {points_per_dim!r}"
-            )
-        if int(n_samples) != n_samples or n_samples < 1:
-            raise ConfigError(f"n_samples must be a positive integer, got {n_samples!r}")
-        self.points_per_dim = None if points_per_dim is None else int(points_per_dim)
-        self.n_samples = int(n_samples)
+        self.points_per_dim = (
+            None if points_per_dim is None else _int_setting(points_per_dim, "points_per_dim", 2)
+        )
+        self.n_samples = _int_setting(n_samples, "n_samples", 1)
 
     def candidates(self, space: SearchSpace, seed: int | None = None) -> np.ndarray:
         """The points of the box this solver evaluates, shape (M, N)."""
