@@ -20,7 +20,12 @@ def mapframe_register_components(registry: ComponentRegistry) -> None:
         RandomSampler,
         SobolSampler,
     )
-    from mapframe.solvers.pymoo_solvers import GridSolver, NSGA2Solver, NSGA3Solver
+    from mapframe.solvers.pymoo_solvers import (
+        AutoFrontSolver,
+        GridSolver,
+        NSGA2Solver,
+        NSGA3Solver,
+    )
     from mapframe.storage.memory import MemoryStore
     from mapframe.storage.sqlite import SQLiteStore
     from mapframe.surrogates.quadratic import (
@@ -44,6 +49,7 @@ def mapframe_register_components(registry: ComponentRegistry) -> None:
         NSGA2Solver,
         NSGA3Solver,
         GridSolver,
+        AutoFrontSolver,
         TaskArithmetic,
         MemoryStore,
         SQLiteStore,

@@ -22,7 +22,7 @@ TOP_LEVEL_KEYS = {
     "merge_strategy": "the merge strategy component (default task_arithmetic)",
     "sampler": "the sampler component (default sobol)",
     "surrogate": "the surrogate component (default auto)",
-    "front_solver": "the front solver component (default nsga3)",
+    "front_solver": "the front solver component (default auto)",
     "executor": "the executor component (default inprocess)",
 }
 STUDY_KEYS = {

@@ -494,6 +494,37 @@ def select_by_preference(
 
 # --------------------------------------------------------------------------- fit quality
 
+def spread_subset(F: np.ndarray, k: int, directions: Directions = None) -> np.ndarray:
+    """Indices of ``k`` rows of ``F`` spread over the front (sorted ascending).
+
+    Starts from each objective's best row, then adds the row farthest (Euclidean, objectives
+    scaled to [0, 1] over ``F``) from those already chosen, until ``k`` are chosen. Used to
+    thin a dense front and to pick the front points to verify. All rows when ``k >= len(F)``.
+    """
+    arr = _as_matrix(F, "F")
+    n = arr.shape[0]
+    if not isinstance(k, (int, np.integer)) or k < 0:
+        raise ConfigError(f"k must be a non-negative integer, got {k!r}")
+    if k >= n:
+        return np.arange(n)
+    if k == 0:
+        return np.arange(0)
+    G = to_minimization(arr, directions)
+    span = np.ptp(G, axis=0)
+    Z = (G - G.min(axis=0)) / np.where(span > 0, span, 1.0)
+    chosen: list[int] = []
+    for j in range(Z.shape[1]):
+        i = int(np.argmin(Z[:, j]))
+        if i not in chosen and len(chosen) < k:
+            chosen.append(i)
+    dist = np.min(np.linalg.norm(Z[:, None, :] - Z[chosen][None, :, :], axis=2), axis=1)
+    while len(chosen) < k:
+        i = int(np.argmax(dist))
+        chosen.append(i)
+        dist = np.minimum(dist, np.linalg.norm(Z - Z[i], axis=1))
+    return np.array(sorted(chosen))
+
+
 
 def r2_score(y: np.ndarray, yhat: np.ndarray) -> float:
     """Coefficient of determination ``1 - SS_res / SS_tot`` of predictions ``yhat`` for ``y``.

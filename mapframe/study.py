@@ -33,6 +33,7 @@ from mapframe.executors.base import Executor, Job, JobResult, MergeSpec
 from mapframe.history import Evaluation, History, coefficient_key
 from mapframe.merging.base import MergeStrategy
 from mapframe.merging.checkpoints import TaskVectors
+from mapframe.metrics import spread_subset
 from mapframe.plugin import get_plugin_manager, get_registry
 from mapframe.problem import SearchSpace, Task, as_tasks
 from mapframe.results import Front, StudyResult
@@ -96,7 +97,7 @@ class MergeStudy:
         n_coefficients: int | None = None,
         sampler: Sampler | str | Mapping[str, Any] = "sobol",
         surrogate: Surrogate | str | Mapping[str, Any] = "auto",
-        front_solver: FrontSolver | str | Mapping[str, Any] = "nsga3",
+        front_solver: FrontSolver | str | Mapping[str, Any] = "auto",
         storage: EvaluationStore | str | os.PathLike[str] | Mapping[str, Any] | None = None,
         study_name: str = "study",
         executor: Executor | str | Mapping[str, Any] = "inprocess",
@@ -300,7 +301,7 @@ class MergeStudy:
             t = time.perf_counter()
             verification = None
             if self.verify > 0:
-                idx = _spread_indices(F_front, self.tasks, self.verify)
+                idx = spread_subset(F_front, self.verify, [t.direction for t in self.tasks])
                 jobs = self._reuse_or_schedule(X_front[idx], "verify", round_no, history,
                                                stored)
                 if jobs:
@@ -516,26 +517,6 @@ def _check_preference(preference: Sequence[float], n: int) -> np.ndarray:
             f"preference weights must be finite, non-negative and not all zero, got {p.tolist()}"
         )
     return p / p.sum()
-
-
-def _spread_indices(F: np.ndarray, tasks: Sequence[Task], k: int) -> list[int]:
-    """Pick ``k`` front points spread over the front: each task's best, then farthest-point."""
-    n = F.shape[0]
-    if k >= n:
-        return list(range(n))
-    span = np.ptp(F, axis=0)
-    Z = (F - F.min(axis=0)) / np.where(span > 0, span, 1.0)
-    chosen: list[int] = []
-    for j, t in enumerate(tasks):
-        i = int(np.argmax(F[:, j] * t.sign))
-        if i not in chosen and len(chosen) < k:
-            chosen.append(i)
-    dist = np.min(np.linalg.norm(Z[:, None, :] - Z[chosen][None, :, :], axis=2), axis=1)
-    while len(chosen) < k:
-        i = int(np.argmax(dist))
-        chosen.append(i)
-        dist = np.minimum(dist, np.linalg.norm(Z - Z[i], axis=1))
-    return sorted(chosen)
 
 
 def _verification_report(

@@ -14,7 +14,12 @@ from mapframe.samplers.space_filling import (
     RandomSampler,
     SobolSampler,
 )
-from mapframe.solvers.pymoo_solvers import GridSolver, NSGA2Solver, NSGA3Solver
+from mapframe.solvers.pymoo_solvers import (
+    AutoFrontSolver,
+    GridSolver,
+    NSGA2Solver,
+    NSGA3Solver,
+)
 from mapframe.storage.memory import MemoryStore
 from mapframe.storage.sqlite import SQLiteStore
 from mapframe.surrogates.quadratic import (
@@ -96,6 +101,11 @@ class TestNSGA3Solver(FrontSolverContract):
 class TestNSGA2Solver(FrontSolverContract):
     def make_solver(self):
         return NSGA2Solver()
+
+
+class TestAutoFrontSolver(FrontSolverContract):
+    def make_solver(self):
+        return AutoFrontSolver()
 
 
 class TestGridSolver(FrontSolverContract):

@@ -342,7 +342,7 @@ def test_study_config(ckpts: dict, tmp_path: Path) -> None:
         "finetuned": {t: str(ckpts["finetuned"][t]) for t in ("rot90", "flip")},
     }
     assert cfg["merge_strategy"] == "task_arithmetic"
-    assert (cfg["sampler"], cfg["surrogate"], cfg["front_solver"]) == ("sobol", "auto", "nsga3")
+    assert (cfg["sampler"], cfg["surrogate"], cfg["front_solver"]) == ("sobol", "auto", "auto")
     with_pref = digits.digits_study_config(tmp_path, ["rot90", "flip"], checkpoints=ckpts,
                                            preference=[1, 3])
     assert with_pref["study"]["preference"] == [1.0, 3.0] and with_pref["study"]["export"]

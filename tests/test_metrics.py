@@ -343,3 +343,17 @@ def test_r2_score() -> None:
         r2_score(y, y[:2])
     with pytest.raises(ConfigError, match="NaN"):
         r2_score(y, np.array([1.0, np.nan, 3.0]))
+
+
+def test_spread_subset_hand_computed():
+    from mapframe.metrics import spread_subset
+
+    # five points on a line from (0, 1) to (1, 0); k=3 -> both ends, then the middle
+    F = np.array([[0.0, 1.0], [0.25, 0.75], [0.5, 0.5], [0.75, 0.25], [1.0, 0.0]])
+    assert spread_subset(F, 3).tolist() == [0, 2, 4]
+    assert spread_subset(F, 10).tolist() == [0, 1, 2, 3, 4]
+    assert spread_subset(F, 0).tolist() == []
+    # for minimisation the "best" ends are the same two rows
+    assert set(spread_subset(F, 2, ["min", "min"]).tolist()) == {0, 4}
+    with pytest.raises(ConfigError):
+        spread_subset(F, -1)

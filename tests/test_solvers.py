@@ -246,7 +246,8 @@ def test_names_defaults_and_describe() -> None:
         "eliminate_duplicates": False,
         "n_partitions": None,
     }
-    assert GridSolver().describe() == {"name": "grid", "points_per_dim": None, "n_samples": 16384}
+    assert GridSolver().describe() == {"name": "grid", "points_per_dim": None, "n_samples": 16384,
+                                       "max_points": 100}
     assert [default_partitions(t) for t in range(2, 9)] == [99, 13, 7, 5, 4, 3, 3]
     with pytest.raises(ConfigError):
         default_partitions(1)
@@ -257,3 +258,21 @@ def test_custom_population_size() -> None:
     check_result(result, SPACE, TWO_TASKS, two_quadratics)
     assert len(result.X) <= 20
     assert result.n_evaluations == 20 * 10 + len(result.X)
+
+
+def test_grid_solver_thins_dense_fronts():
+    space = SearchSpace.box(2, (0.0, 1.0))
+    tasks = [Task("a"), Task("b")]
+
+    def predict(C):
+        return np.column_stack([C[:, 0] - 0.1 * C[:, 1] ** 2, C[:, 1] - 0.1 * C[:, 0] ** 2])
+
+    full = GridSolver(max_points=None).solve(predict, space, tasks, seed=0)
+    thin = GridSolver(max_points=20).solve(predict, space, tasks, seed=0)
+    assert len(full.X) > 100 and len(thin.X) == 20
+    # the thinned front keeps both extremes of the full one
+    assert thin.F[:, 0].max() == full.F[:, 0].max()
+    assert thin.F[:, 1].max() == full.F[:, 1].max()
+    # every thinned point is one of the full front's points
+    full_rows = {tuple(r) for r in np.round(full.X, 12)}
+    assert all(tuple(r) in full_rows for r in np.round(thin.X, 12))

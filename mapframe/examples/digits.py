@@ -917,5 +917,5 @@ def digits_study_config(
         "merge_strategy": "task_arithmetic",
         "sampler": "sobol",
         "surrogate": "auto",
-        "front_solver": "nsga3",
+        "front_solver": "auto",
     }
