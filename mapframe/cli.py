@@ -172,7 +172,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from mapframe.plugin import get_registry
 
     registry = get_registry(strict=False)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for info in registry.plugins:
         rows.append({"plugin": info.name, "package": info.package, "version": info.version,
                      "module": info.module, "components": [f"{k}:{n}" for k, n in

@@ -25,7 +25,7 @@ TOP_LEVEL_KEYS = {
     "front_solver": "the front solver component (default auto)",
     "executor": "the executor component (default inprocess)",
 }
-STUDY_KEYS = {
+STUDY_KEYS: dict[str, Any] = {
     "name": str,
     "budget": int,
     "seed": (int, type(None)),

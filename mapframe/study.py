@@ -160,7 +160,7 @@ class MergeStudy:
             cnames = [t.name for t in self.tasks]
         else:
             cnames = [f"c{i}" for i in range(n_dims)]
-        self.space = SearchSpace.box(n_dims, search_bounds, cnames)
+        self.space = SearchSpace.box(n_dims, search_bounds, cnames)  # type: ignore[arg-type]
 
         # -- how it is searched -------------------------------------------------------------
         self.sampler: Sampler = registry.create("sampler", sampler)  # type: ignore[assignment]
@@ -193,7 +193,7 @@ class MergeStudy:
                                                                                    np.integer))):
             raise ConfigError(f"seed must be an integer or None, got {seed!r}")
         self.seed = int(seed) if seed is not None else int(
-            np.random.SeedSequence().entropy % (2**31))
+            int(np.random.SeedSequence().entropy) % (2**31))  # type: ignore[arg-type]
         if not isinstance(verify, (int, np.integer)) or isinstance(verify, bool) or verify < 0:
             raise ConfigError(f"verify must be a non-negative integer, got {verify!r}")
         self.verify = int(verify)
@@ -240,7 +240,8 @@ class MergeStudy:
         """Run the study (resuming from the store) and return its :class:`StudyResult`."""
         t_start = time.perf_counter()
         self.storage.open(self.study_name, self.fingerprint())
-        stored = {(e.phase, e.key): e for e in self.storage.load() if e.status != "failed"}
+        stored: dict[tuple[str, str], Evaluation] = {
+            (e.phase, e.key): e for e in self.storage.load() if e.status != "failed"}
         self._counts = {"new": 0, "reused": 0, "failed": 0}
         self._t0 = t_start
         self._hooks.mapframe_study_started(study=self)
@@ -372,7 +373,7 @@ class MergeStudy:
         phase: str,
         round_no: int,
         history: History,
-        stored: dict[tuple[str, str], Evaluation],
+        stored: Mapping[tuple[str, str], Evaluation],
     ) -> list[Job]:
         jobs: list[Job] = []
         seen: set[str] = set()
@@ -417,8 +418,8 @@ class MergeStudy:
 
     def _record(self, res: JobResult) -> Evaluation:
         job = res.job
-        base = {"coefficients": job.coefficients, "phase": job.phase, "round": job.round,
-                "duration": res.duration, "key": job.key}
+        base: dict[str, Any] = {"coefficients": job.coefficients, "phase": job.phase,
+                                "round": job.round, "duration": res.duration, "key": job.key}
         if res.error is not None or res.metrics is None:
             return Evaluation(metrics=None, status="failed", error=res.error or "no metrics",
                               **base)

@@ -62,7 +62,7 @@ def _int_setting(value: object, name: str, minimum: int) -> int:
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     if not ok or not float(value).is_integer() or value < minimum:  # type: ignore[arg-type,operator]
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)  # type: ignore[arg-type]
+    return int(value)  # type: ignore[call-overload]
 
 
 def _directions(tasks: Sequence[Task]) -> list[str]:

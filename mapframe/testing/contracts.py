@@ -360,7 +360,8 @@ class StoreContract:
         rows = store.load()
         assert len(rows) == 2
         np.testing.assert_array_equal(rows[0].coefficients, c)
-        assert rows[0].status == "invalid" and np.isnan(rows[0].metrics[1])
+        assert rows[0].metrics is not None and rows[0].status == "invalid"
+        assert np.isnan(rows[0].metrics[1])
         assert rows[1].ok and rows[1].key == Evaluation(np.array([0.2, 0.7]), None).key
         store.close()
 
@@ -416,7 +417,9 @@ class ExecutorContract:
         ex.shutdown()
         assert set(results) == {str(i) for i in range(7)}
         for i in range(7):
-            np.testing.assert_allclose(results[str(i)].metrics, _contract_objective(C[i:i+1])[0])
+            got = results[str(i)].metrics
+            assert got is not None
+            np.testing.assert_allclose(got, _contract_objective(C[i : i + 1])[0])
 
     def test_failures_are_results(self) -> None:
         ex = self.make_executor()
