@@ -258,6 +258,9 @@ class MergeStudy:
                 n = max(1, min(n, remaining))
                 rng = np.random.default_rng([self.seed, round_no])
                 X = self._check_proposal(self.sampler.propose(n, self.space, history, rng), n)
+                if round_no == 0 and not self.sampler.adaptive and n == self.budget:
+                    # A fixed design that cannot identify the surrogate would waste the budget.
+                    self.surrogate.check_design(X)
                 before = len(history)
                 jobs = self._reuse_or_schedule(X, "search", round_no, history, stored)
                 if jobs:

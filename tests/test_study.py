@@ -294,3 +294,55 @@ def test_result_save_writes_everything(tmp_path):
     assert len(rows) == len(res.front)
     assert {"c_a", "c_b", "predicted_a", "predicted_b", "real_a", "real_b"} <= set(rows[0])
     assert sum(1 for r in rows if r["real_a"]) == 2
+
+
+def test_unidentifiable_design_is_refused_before_evaluating():
+    from mapframe.samplers.base import Sampler
+
+    class Corners(Sampler):
+        """Only 0/1 coordinates: c_j**2 == c_j, so the quadratic's diagonal is lost."""
+
+        name = "corners-test"
+
+        def propose(self, n, space, history, rng):
+            return rng.integers(0, 2, size=(n, space.n_dims)).astype(float)
+
+    calls = []
+
+    def f(C):
+        calls.append(len(C))
+        return quad(C)
+
+    with pytest.raises(BudgetError, match="does not identify the quadratic"):
+        MergeStudy(objective=f, task_names=["a", "b"], budget=12, sampler=Corners()).run()
+    assert calls == [], "a useless design must not cost evaluations"
+
+
+def test_in_memory_task_vectors_are_part_of_the_store_identity(tmp_path):
+    from mapframe.evaluators import ModelEvaluator
+    from mapframe.merging import TaskVectors
+    from mapframe.problem import Task
+
+    class Norm(ModelEvaluator):
+        name = "norm-test"
+
+        @property
+        def tasks(self):
+            return [Task("w"), Task("b")]
+
+        def build_model(self):
+            return TinyNet()
+
+        def score(self, model):
+            return [float(model.lin.weight.sum()), float(model.lin.bias.sum())]
+
+    torch.manual_seed(0)
+    base = TinyNet().state_dict()
+    fts = [{k: v + torch.randn_like(v) for k, v in base.items()} for _ in range(2)]
+    db = tmp_path / "s.sqlite"
+    MergeStudy(evaluator=Norm(), task_vectors=TaskVectors(base, fts, ["x", "y"]), budget=6,
+               storage=db).run()
+    other = [{k: v + 2 * torch.randn_like(v) for k, v in base.items()} for _ in range(2)]
+    with pytest.raises(StoreError, match="merge"):
+        MergeStudy(evaluator=Norm(), task_vectors=TaskVectors(base, other, ["x", "y"]),
+                   budget=6, storage=db).run()

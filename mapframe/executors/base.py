@@ -84,7 +84,8 @@ class MergeSpec:
             "strategy": self.strategy.describe(),
             "pretrained": stat(self.pretrained) if self.pretrained else None,
             "finetuned": {k: stat(v) for k, v in self.finetuned.items()},
-            "in_memory": self.pretrained is None,
+            "in_memory": (self.task_vectors.fingerprint()
+                          if self.pretrained is None and self.task_vectors is not None else None),
         }
 
 

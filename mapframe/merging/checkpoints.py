@@ -213,6 +213,20 @@ class TaskVectors:
             out.append((tv_sq / base_sq) ** 0.5 if base_sq > 0 else float("inf"))
         return out
 
+    def fingerprint(self) -> dict[str, object]:
+        """A cheap identity of the loaded weights (names, shapes, per-task norms), so that a
+        store never mixes evaluations of different in-memory task vectors."""
+        import torch
+
+        norms = [
+            float(sum(float(torch.sum(self._vectors[k][i].float() ** 2)) for k in self._vectors))
+            for i in range(self.n_tasks)
+        ]
+        base = float(sum(float(torch.sum(v.float() ** 2)) for v in self._base.values()))
+        return {"tasks": list(self.task_names), "tensors": len(self._vectors),
+                "params": sum(v[0].numel() for v in self._vectors.values()),
+                "base_sq_norm": base, "task_sq_norms": norms}
+
     def nbytes(self) -> int:
         return sum(v.numel() * v.element_size() for v in self._vectors.values()) + sum(
             v.numel() * v.element_size() for v in self._base.values()

@@ -45,6 +45,14 @@ class Surrogate(Component):
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predict the metric at each row of ``X``; returns shape ``(M,)``."""
 
+    def check_design(self, X: np.ndarray) -> None:
+        """Raise :class:`~mapframe.errors.BudgetError` if a fit on the design ``X`` (all the
+        points a non-adaptive sampler will evaluate) cannot identify the model.
+
+        The study calls this *before* evaluating a fixed design, so that a useless design
+        (say, only 0/1 coordinates for a quadratic) costs no evaluations. Default: no check.
+        """
+
     def diagnostics(self) -> dict[str, Any]:
         """Fit quality after :meth:`fit` (at least ``r2``; ``loo_r2`` where available)."""
         return {}

@@ -257,6 +257,10 @@ class _QuadraticModel(Surrogate):
     # How leave-one-out residuals come from leverages: exact for OLS, linearised when warped.
     _leverage_kind: ClassVar[str] = "exact"
 
+    def check_design(self, X: np.ndarray) -> None:
+        """Raise :class:`BudgetError` unless ``X`` identifies the quadratic."""
+        check_identifiable(X)
+
     def __init__(self, ridge: float = 0.0) -> None:
         self.ridge = _check_settings(ridge=ridge)["ridge"]
         self._beta: np.ndarray | None = None
@@ -661,6 +665,10 @@ class AutoSurrogate(Surrogate):
     """
 
     name: ClassVar[str] = "auto"
+
+    def check_design(self, X: np.ndarray) -> None:
+        """Raise :class:`BudgetError` unless ``X`` identifies the quadratic."""
+        check_identifiable(X)
 
     def __init__(
         self,
