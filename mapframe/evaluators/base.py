@@ -33,7 +33,9 @@ class Evaluator(Component):
     ``tasks`` names the T objectives with their directions and known metric ranges; it must
     be available before :meth:`setup`. ``max_batch_size`` caps B (``None``: no cap). An
     evaluator that can merge and score several models at once (vectorised over the batch)
-    should do so: per-merge Python overhead dominates for small models. Metrics are returned
+    should do so: per-merge Python overhead dominates for small models. The results of one
+    call are stored when it returns, so a process killed mid-call loses that batch: keep
+    ``max_batch_size`` at 1 for evaluations that take long each. Metrics are returned
     in natural units (accuracy in [0, 1], loss, ...); NaN marks a metric that could not be
     computed, and the study records it as invalid instead of fitting it.
     """
@@ -82,6 +84,9 @@ class ModelEvaluator(Evaluator):
     """
 
     needs_merger: ClassVar[bool] = True
+    #: One merge per call: this evaluator scores models one at a time anyway, and a batch of
+    #: one lets the store keep each result the moment it exists (nothing is lost on a crash).
+    max_batch_size: int | None = 1
 
     @abstractmethod
     def build_model(self) -> torch.nn.Module:
