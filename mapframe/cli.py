@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mapframe._version import __version__
-from mapframe.errors import MapframeError
+from mapframe.errors import ConfigError, MapframeError
 
 __all__ = ["main"]
 
@@ -149,6 +149,9 @@ def cmd_example(args: argparse.Namespace) -> int:
     if args.tasks:
         tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     else:
+        if not 1 <= args.n_tasks <= len(digits.TASKS):
+            raise ConfigError(f"--n-tasks must be between 1 and {len(digits.TASKS)}, got "
+                              f"{args.n_tasks}")
         tasks = list(digits.TASKS[: args.n_tasks])
     output = Path(args.output or "results/digits").absolute()
     sys.stderr.write(f"preparing the digits example ({len(tasks)} tasks: {', '.join(tasks)}; "
@@ -216,8 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--output", "-o", help="results folder (default: the config's "
-                       "study.output, else results/<study name>)")
+        p.add_argument("--output", "-o", help="results folder (run: default the config's "
+                       "study.output, else results/<study name>; example: results/digits)")
         p.add_argument("--budget", type=int, help="override study.budget (evaluations)")
         p.add_argument("--seed", type=int, help="override study.seed")
         p.add_argument("--no-plot", action="store_true", help="do not draw front.png")
@@ -234,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Train a small network on scikit-learn's bundled "
                           "digits, fine-tune it into task variants (cached on disk), write a "
                           "config and run MAP on it. Fully offline.")
-    p_ex.add_argument("--n-tasks", type=int, default=2, help="number of tasks (2..8)")
+    p_ex.add_argument("--n-tasks", type=int, default=2, help="number of tasks (1..8)")
     p_ex.add_argument("--tasks", help="comma-separated task names instead of --n-tasks")
     p_ex.add_argument("--preference", type=_preference,
                       help="preference weights, comma-separated (one per task)")

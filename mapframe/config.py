@@ -80,6 +80,12 @@ def _component(value: Any, where: str) -> Any:
     )
 
 
+def _is_component_name(kind: str, name: str) -> bool:
+    from mapframe.plugin import get_registry
+
+    return name in get_registry().names(kind)
+
+
 def _path(value: Any, base_dir: Path, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where} must be a path string, got {value!r}")
@@ -123,8 +129,12 @@ def validate_config(
         checked[key] = value
     if "output" in checked:
         checked["output"] = _path(checked["output"], base, "study.output")
-    if isinstance(checked.get("storage"), str) and checked["storage"] not in ("memory",):
-        checked["storage"] = _path(checked["storage"], base, "study.storage")
+    storage = checked.get("storage")
+    if isinstance(storage, str) and not _is_component_name("storage", storage):
+        checked["storage"] = _path(storage, base, "study.storage")
+    elif isinstance(storage, Mapping) and isinstance(storage.get("path"), str):
+        checked["storage"] = {**storage, "path": _path(storage["path"], base,
+                                                      "study.storage.path")}
     cfg["study"] = checked
     if "checkpoints" in data:
         ck = data["checkpoints"]

@@ -45,6 +45,8 @@ from mapframe.surrogates.base import Surrogate
 __all__ = ["MergeStudy", "ProgressEvent"]
 
 _MAX_IDLE_ROUNDS = 3
+#: Surrogates whose in-sample R² falls below this trigger a MapframeWarning.
+POOR_FIT_R2 = 0.8
 
 
 @dataclass(frozen=True)
@@ -254,7 +256,7 @@ class MergeStudy:
             round_no, idle = 0, 0
             while len(history) < self.budget:
                 remaining = self.budget - len(history)
-                n = int(self.sampler.batch_size(remaining, history))
+                n = int(self.sampler.batch_size(remaining, history, self.executor.capacity))
                 n = max(1, min(n, remaining))
                 rng = np.random.default_rng([self.seed, round_no])
                 X = self._check_proposal(self.sampler.propose(n, self.space, history, rng), n)
@@ -322,6 +324,7 @@ class MergeStudy:
         finally:
             if started:
                 self.executor.shutdown()
+            self.storage.close()
         # 8. select the point for the user's preference
         front = Front(X_front, F_front, real, self.task_names,
                       [t.direction for t in self.tasks])
@@ -347,7 +350,11 @@ class MergeStudy:
         if self.preference is not None:
             result.selected = result.select(self.preference)
         timings["total_s"] = time.perf_counter() - t_start
-        self.storage.set_meta("summary", result.summary())
+        self.storage.open(self.study_name, self.fingerprint())
+        try:
+            self.storage.set_meta("summary", result.summary())
+        finally:
+            self.storage.close()
         self._report("done", len(history))
         self._hooks.mapframe_study_finished(study=self, result=result)
         return result
@@ -389,6 +396,7 @@ class MergeStudy:
             if old is not None:
                 history.add(old)
                 self._counts["reused"] += 1
+                _raise_if_out_of_range(old)
                 continue
             jobs.append(Job(key, x.copy(), phase, round_no))
         return jobs
@@ -416,8 +424,7 @@ class MergeStudy:
                     f"failed: {first}; fix the evaluator, or pass on_error='record' to skip "
                     "failing points"
                 )
-            if ev.status == "invalid" and ev.error and ev.error.startswith("out of range"):
-                raise MetricError(ev.error.removeprefix("out of range: "))
+            _raise_if_out_of_range(ev)
 
     def _record(self, res: JobResult) -> Evaluation:
         job = res.job
@@ -466,6 +473,12 @@ class MergeStudy:
             s.fit(X, Y[:, j], task)
             surrogates.append(s)
             diagnostics[task.name] = dict(s.diagnostics())
+            r2 = diagnostics[task.name].get("r2")
+            if r2 is not None and np.isfinite(r2) and r2 < POOR_FIT_R2:
+                warnings.warn(
+                    f"the {s.name} surrogate of task {task.name!r} fits poorly (R² {r2:.2f}): "
+                    "its part of the front is unreliable; raise the budget, narrow the search "
+                    "box, or verify more front points", MapframeWarning, stacklevel=3)
         return surrogates, diagnostics
 
     def _report(self, stage: str, done: int) -> None:
@@ -477,6 +490,12 @@ class MergeStudy:
 
 
 # ----------------------------------------------------------------------------------------
+def _raise_if_out_of_range(ev: Evaluation) -> None:
+    """Metrics outside their declared range mean a scale bug: stop, also on a resumed run."""
+    if ev.status == "invalid" and ev.error and ev.error.startswith("out of range"):
+        raise MetricError(ev.error.removeprefix("out of range: "))
+
+
 def _merge_spec(
     strategy: Any,
     checkpoints: Mapping[str, Any] | None,

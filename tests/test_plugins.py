@@ -186,3 +186,18 @@ def test_sampler_instances_are_accepted():
     s = RandomSampler()
     study = MergeStudy(objective=lambda C: -np.abs(C), task_names=["a", "b"], sampler=s)
     assert study.sampler is s
+
+
+def test_plugin_with_a_misnamed_hook_argument_is_reported(fake_dist, capsys):
+    src = '''
+from mapframe.plugin import hookimpl
+
+@hookimpl
+def mapframe_register_components(reg):
+    pass
+'''
+    fake_dist("mapframe-typo", {"typo": "typo_plugin"}, {"typo_plugin.py": src})
+    with pytest.raises(PluginLoadError, match="mapframe-typo"):
+        get_registry()
+    assert main(["plugins"]) == 1
+    assert "BROKEN" in capsys.readouterr().out

@@ -346,3 +346,43 @@ def test_in_memory_task_vectors_are_part_of_the_store_identity(tmp_path):
     with pytest.raises(StoreError, match="merge"):
         MergeStudy(evaluator=Norm(), task_vectors=TaskVectors(base, other, ["x", "y"]),
                    budget=6, storage=db).run()
+
+
+def test_out_of_range_metrics_stop_a_resumed_study_too(tmp_path):
+    db = tmp_path / "s.sqlite"
+    kwargs = dict(task_names=["a", "b"], metric_ranges=[(0, 1), (0, 1)], budget=10,
+                  storage=db)
+    with pytest.raises(MetricError):
+        MergeStudy(objective=lambda C: 100 * quad(C), **kwargs).run()
+    with pytest.raises(MetricError, match="outside its declared range"):
+        MergeStudy(objective=lambda C: 100 * quad(C), **kwargs).run()
+
+
+def test_poor_surrogate_fit_warns():
+    rng = np.random.default_rng(0)
+
+    def noise(C):
+        return rng.uniform(0, 1, (len(C), 2))
+
+    with pytest.warns(MapframeWarning, match="fits poorly"):
+        MergeStudy(objective=noise, task_names=["a", "b"], budget=40).run()
+
+
+def test_retrained_checkpoint_is_not_confused_with_the_old_one(tmp_path):
+    import os
+
+    from mapframe.evaluators.callable import CallableEvaluator
+
+    pre, ft = _write_checkpoints(tmp_path)
+    db = tmp_path / "s.sqlite"
+
+    def study():
+        return MergeStudy(evaluator=CallableEvaluator("objectives:two_quadratics", ["a", "b"]),
+                          checkpoints={"pretrained": pre, "finetuned": ft}, budget=6,
+                          storage=db)
+
+    study().run()
+    st = os.stat(ft["t0"])
+    os.utime(ft["t0"], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # rewritten in place
+    with pytest.raises(StoreError, match="merge"):
+        study().run()

@@ -78,7 +78,10 @@ class MergeSpec:
         def stat(p: str) -> dict[str, object]:
             path = Path(p)
             st = path.stat() if path.exists() else None
-            return {"path": os.path.abspath(p), "size": st.st_size if st else None}
+            # Size and modification time: a checkpoint retrained in place must not reuse the
+            # evaluations of its old weights (hashing multi-GB files would cost more).
+            return {"path": os.path.abspath(p), "size": st.st_size if st else None,
+                    "mtime_ns": st.st_mtime_ns if st else None}
 
         return {
             "strategy": self.strategy.describe(),
@@ -100,9 +103,11 @@ class Executor(Component):
             ...                                 # the study stores each one immediately
         executor.shutdown()                     # once
 
-    ``capacity`` says how many evaluations can run at once; adaptive samplers use it to size
-    their batches. Executors report evaluator exceptions as :class:`JobResult` s with
-    ``error`` set rather than raising, so one failing point never loses the others.
+    ``capacity`` says how many evaluations can run at once; the study passes it to
+    :meth:`Sampler.batch_size <mapframe.samplers.Sampler.batch_size>` so that adaptive
+    samplers can size their rounds to keep every worker busy. Executors report evaluator
+    exceptions as :class:`JobResult` s with ``error`` set rather than raising, so one failing
+    point never loses the others.
     """
 
     kind: ClassVar[str] = "executor"

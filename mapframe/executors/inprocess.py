@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from mapframe.errors import EvaluationError
+from mapframe.errors import ConfigError, EvaluationError
 from mapframe.executors.base import Executor, Job, JobResult, MergeSpec
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class InProcessExecutor(Executor):
 
     def __init__(self, batch_size: int | None = None) -> None:
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise EvaluationError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.batch_size = batch_size
         self._queue: deque[Job] = deque()
         self._evaluator: Evaluator | None = None

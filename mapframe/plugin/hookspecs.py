@@ -28,7 +28,8 @@ import pluggy
 if TYPE_CHECKING:
     from mapframe.history import Evaluation
     from mapframe.plugin.registry import ComponentRegistry
-    from mapframe.study import MergeStudy, StudyResult
+    from mapframe.results import StudyResult
+    from mapframe.study import MergeStudy
 
 __all__ = [
     "hookimpl",

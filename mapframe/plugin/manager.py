@@ -67,7 +67,7 @@ def _build() -> tuple[pluggy.PluginManager, ComponentRegistry]:
     for info, obj in plugins:
         try:
             pm.register(obj, name=f"{info.package}:{info.name}")
-        except ValueError as exc:
+        except Exception as exc:  # pluggy's PluginValidationError, among others
             info.error = f"{type(exc).__name__}: {exc}"
             registry.plugins.append(info)
             continue

@@ -21,7 +21,7 @@ class Sampler(Component):
 
         remaining = budget - len(history)
         while remaining > 0:
-            n = sampler.batch_size(remaining, history)      # how many to ask for now
+            n = sampler.batch_size(remaining, history, capacity)  # how many to ask for now
             X = sampler.propose(n, space, history, rng)     # (n, N) points inside the box
             ... evaluate X (possibly elsewhere, possibly out of order), store, refit ...
             # history grows with every stored evaluation
@@ -43,8 +43,12 @@ class Sampler(Component):
     #: The design does not depend on the random generator (a regular grid, say).
     deterministic: ClassVar[bool] = False
 
-    def batch_size(self, remaining: int, history: History) -> int:
-        """How many points to propose in the next round (default: all remaining at once)."""
+    def batch_size(self, remaining: int, history: History, capacity: int = 1) -> int:
+        """How many points to propose in the next round (default: all remaining at once).
+
+        ``capacity`` is how many evaluations the executor runs at once; an adaptive sampler
+        proposes at least that many per round when it can, so no worker idles.
+        """
         return remaining
 
     @abstractmethod

@@ -27,8 +27,9 @@ class SolverResult:
 class FrontSolver(Component):
     """Finds the Pareto set of the surrogate problem ``max/min_c (m_1(c), ..., m_T(c))``.
 
-    Call order: after the surrogates are fitted, the study calls :meth:`solve` once (and again
-    after each refit in adaptive studies)::
+    Call order: after the surrogates are fitted, the study calls :meth:`solve` once (a
+    sampler or a later round may call it again on other surrogates; keep no state between
+    calls)::
 
         result = solver.solve(predict, space, tasks, seed)
 

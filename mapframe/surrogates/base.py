@@ -25,7 +25,8 @@ class Surrogate(Component):
         s.predict(Xnew)                      # (M,) predictions, called many times by solvers
         s.diagnostics()                      # {"r2": ..., "loo_r2": ..., ...}
 
-    ``fit`` is called again from scratch whenever new evaluations arrive (adaptive sampling).
+    The study fits once, after sampling; a fitted copy is never refitted in place (fit a
+    fresh copy on more data instead), so adaptive samplers can keep their own fitted copies.
     ``predict`` must be vectorised over rows and cheap: front solvers call it on whole
     populations. ``task`` carries the metric's direction and known range, which warped
     surrogates use.

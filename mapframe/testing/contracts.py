@@ -109,6 +109,7 @@ class SamplerContract:
         s = self.make_sampler()
         n = s.batch_size(10, History(self.n_dims, 2))
         assert 1 <= n <= 10
+        assert 1 <= s.batch_size(10, History(self.n_dims, 2), capacity=4) <= 10
 
 
 class SurrogateContract:
