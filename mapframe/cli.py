@@ -91,7 +91,8 @@ def _print_summary(result: Any, paths: dict[str, Path], out: TextIO) -> None:
         sel = s["selected"]
         out.write(f"selected for preference {s['preference']}: "
                   + ", ".join(f"{k}={v:.4g}" for k, v in sel.items()
-                              if k.startswith(("c_", "predicted_")) and v is not None) + "\n")
+                              if k.startswith(("c_", "predicted_", "real_")) and v is not None)
+                  + "\n")
     for key, p in paths.items():
         out.write(f"  {key:16s} {p}\n")
 

@@ -33,7 +33,7 @@ from mapframe.executors.base import Executor, Job, JobResult, MergeSpec
 from mapframe.history import Evaluation, History, coefficient_key
 from mapframe.merging.base import MergeStrategy
 from mapframe.merging.checkpoints import TaskVectors
-from mapframe.metrics import spread_subset
+from mapframe.metrics import select_by_preference, spread_subset
 from mapframe.plugin import get_plugin_manager, get_registry
 from mapframe.problem import SearchSpace, Task, as_tasks
 from mapframe.results import Front, StudyResult
@@ -307,7 +307,14 @@ class MergeStudy:
             t = time.perf_counter()
             verification = None
             if self.verify > 0:
-                idx = spread_subset(F_front, self.verify, [t.direction for t in self.tasks])
+                directions = [t.direction for t in self.tasks]
+                idx = spread_subset(F_front, self.verify, directions)
+                if self.preference is not None:
+                    # Always check for real the point step 8 will hand the user.
+                    chosen = select_by_preference(F_front, self.preference, directions)
+                    if chosen not in idx:
+                        idx = np.union1d(spread_subset(F_front, self.verify - 1, directions),
+                                         [chosen])
                 jobs = self._reuse_or_schedule(X_front[idx], "verify", round_no, history,
                                                stored)
                 if jobs:

@@ -386,3 +386,12 @@ def test_retrained_checkpoint_is_not_confused_with_the_old_one(tmp_path):
     os.utime(ft["t0"], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # rewritten in place
     with pytest.raises(StoreError, match="merge"):
         study().run()
+
+
+def test_selected_point_is_verified():
+    res = MergeStudy(objective=quad, task_names=["a", "b"], budget=12, seed=0, verify=2,
+                     preference=[0.3, 0.7]).run()
+    assert res.front.verified[res.selected]
+    assert res.verification["n_verified"] == 2
+    np.testing.assert_allclose(res.front.real[res.selected],
+                               quad(res.front.coefficients[res.selected])[0])
