@@ -27,6 +27,7 @@ class DigitsProblem:
     checkpoints: dict
     val: digits.DigitsEvaluator
     test: digits.DigitsEvaluator
+    task_vectors: TaskVectors | None = None
 
     @classmethod
     def make(cls, tasks: list[str]) -> DigitsProblem:
@@ -37,7 +38,17 @@ class DigitsProblem:
             ev = digits.DigitsEvaluator(tasks=tasks, split=split)
             ev.setup(Merger(TaskArithmetic(), tv))
             evs.append(ev)
-        return cls(list(tasks), ck, evs[0], evs[1])
+        return cls(list(tasks), ck, evs[0], evs[1], tv)
+
+    def evaluator(self, strategy: object, split: str) -> digits.DigitsEvaluator:
+        """A ready evaluator that merges with ``strategy`` (a name, spec or instance)."""
+        from mapframe.plugin import get_registry
+
+        strat = get_registry().create("merge_strategy", strategy)
+        ev = digits.DigitsEvaluator(tasks=self.tasks, split=split)
+        assert self.task_vectors is not None
+        ev.setup(Merger(strat, self.task_vectors))  # type: ignore[arg-type]
+        return ev
 
     def evaluate(self, C: np.ndarray, split: str = "test", chunk: int = 512) -> np.ndarray:
         ev = self.test if split == "test" else self.val

@@ -26,6 +26,8 @@ from benchmarks.common import machine  # noqa: E402
 BENCHMARKS = {
     "plain_map": ("Front quality: Plain MAP vs random search", "benchmarks.bench_plain_map"),
     "fit_solve": ("Surrogate fit + front solve time", "benchmarks.bench_fit_solve"),
+    "preference": ("Preference-weighted score: MAP vs single-model merging (Table 4)",
+                   "benchmarks.bench_preference"),
 }
 
 

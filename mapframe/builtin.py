@@ -13,7 +13,14 @@ def mapframe_register_components(registry: ComponentRegistry) -> None:
     from mapframe.evaluators.callable import CallableEvaluator
     from mapframe.examples.digits import DigitsEvaluator
     from mapframe.executors.inprocess import InProcessExecutor
+    from mapframe.merging.interpolation import (
+        ModelSoup,
+        PreferenceTaskArithmetic,
+        ScalarTaskArithmetic,
+        Slerp,
+    )
     from mapframe.merging.task_arithmetic import TaskArithmetic
+    from mapframe.merging.ties_dare import DareTaskArithmetic, DareTies, TiesMerging
     from mapframe.samplers.space_filling import (
         GridSampler,
         LatinHypercubeSampler,
@@ -51,6 +58,13 @@ def mapframe_register_components(registry: ComponentRegistry) -> None:
         GridSolver,
         AutoFrontSolver,
         TaskArithmetic,
+        ScalarTaskArithmetic,
+        PreferenceTaskArithmetic,
+        TiesMerging,
+        DareTaskArithmetic,
+        DareTies,
+        Slerp,
+        ModelSoup,
         MemoryStore,
         SQLiteStore,
         InProcessExecutor,
