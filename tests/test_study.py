@@ -395,3 +395,40 @@ def test_selected_point_is_verified():
     assert res.verification["n_verified"] == 2
     np.testing.assert_allclose(res.front.real[res.selected],
                                quad(res.front.coefficients[res.selected])[0])
+
+
+@pytest.mark.parametrize("strategy", ["task_arithmetic", "task_arithmetic_scalar",
+                                      "task_arithmetic_preference", "ties",
+                                      "dare_task_arithmetic", "dare_ties", "slerp", "soup"])
+def test_map_runs_over_every_merge_strategy_by_name(tmp_path, strategy):
+    from mapframe.evaluators import ModelEvaluator
+    from mapframe.merging.checkpoints import load_state_dict
+    from mapframe.problem import Task
+
+    pre, ft = _write_checkpoints(tmp_path)
+    x = torch.linspace(-1, 1, 3)
+
+    class Outputs(ModelEvaluator):
+        name = "outputs-test"
+
+        @property
+        def tasks(self):
+            return [Task("y0"), Task("y1")]
+
+        def build_model(self):
+            return TinyNet()
+
+        def score(self, model):
+            y = model.lin(x)
+            return [float(y[0]), float(-y[1])]
+
+    res = MergeStudy(evaluator=Outputs(), checkpoints={"pretrained": pre, "finetuned": ft},
+                     merge_strategy=strategy, search_bounds=(0.05, 1.0), budget=8, seed=0,
+                     verify=1, preference=[0.5, 0.5]).run()
+    assert res.settings["merge"]["strategy"]["name"] == strategy
+    merged = load_state_dict(res.export(tmp_path / "m.safetensors"))
+    model = TinyNet()
+    model.load_state_dict(merged)
+    with torch.no_grad():
+        np.testing.assert_allclose(Outputs().score(model), res.front.real[res.selected],
+                                   rtol=1e-5, atol=1e-6)
