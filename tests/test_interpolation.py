@@ -21,11 +21,7 @@ from mapframe.merging.interpolation import (  # noqa: E402
     Slerp,
 )
 from mapframe.plugin import (  # noqa: E402
-    ComponentRegistry,
     get_registry,
-    hookimpl,
-    register_plugin,
-    unregister_plugin,
 )
 from mapframe.testing import MergeStrategyContract, tiny_task_vectors  # noqa: E402
 
@@ -33,24 +29,6 @@ STRATEGIES = (Slerp, ModelSoup, ScalarTaskArithmetic, PreferenceTaskArithmetic)
 REWEIGHTED = (ModelSoup, ScalarTaskArithmetic, PreferenceTaskArithmetic)
 
 
-class _InterpolationPlugin:
-    """Registers the four strategies for this module's tests. Once mapframe/builtin.py
-    registers them too, the second registration of the same class is a no-op."""
-
-    @hookimpl
-    def mapframe_register_components(self, registry: ComponentRegistry) -> None:
-        for cls in STRATEGIES:
-            registry.register(cls)
-
-
-_PLUGIN = _InterpolationPlugin()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _registered_strategies():
-    register_plugin(_PLUGIN, name="test_interpolation")
-    yield
-    unregister_plugin(_PLUGIN)
 
 
 def _tv(base: list[float], vectors: list[list[float]], dtype: Any = None) -> TaskVectors:

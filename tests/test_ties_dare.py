@@ -14,35 +14,13 @@ from mapframe.merging import Merger, TaskArithmetic, TaskVectors  # noqa: E402
 from mapframe.merging.base import MergeStrategy  # noqa: E402
 from mapframe.merging.ties_dare import DareTaskArithmetic, DareTies, TiesMerging  # noqa: E402
 from mapframe.plugin import (  # noqa: E402
-    ComponentRegistry,
     get_registry,
-    hookimpl,
-    register_plugin,
-    unregister_plugin,
 )
 from mapframe.testing import MergeStrategyContract, tiny_task_vectors  # noqa: E402
 
 STRATEGIES = (TiesMerging, DareTaskArithmetic, DareTies)
 
 
-class _TiesDarePlugin:
-    """Registers the three strategies for this module's tests. Once mapframe/builtin.py
-    registers them too, the second registration of the same class is a no-op."""
-
-    @hookimpl
-    def mapframe_register_components(self, registry: ComponentRegistry) -> None:
-        for cls in STRATEGIES:
-            registry.register(cls)
-
-
-_PLUGIN = _TiesDarePlugin()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _registered_strategies():
-    register_plugin(_PLUGIN, name="test_ties_dare")
-    yield
-    unregister_plugin(_PLUGIN)
 
 
 def _tv(base: list[float], vectors: list[list[float]], dtype: Any = None) -> TaskVectors:
