@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from mapframe.merging.checkpoints import TaskVectors
 
-__all__ = ["MergeStrategy"]
+__all__ = ["MergeStrategy", "TensorwiseMergeStrategy"]
 
 
 class MergeStrategy(Component):
@@ -80,3 +80,35 @@ class MergeStrategy(Component):
         C = np.atleast_2d(np.asarray(coefficients, dtype=float))
         for b in range(C.shape[0]):
             self.merge_into({k: v[b] for k, v in out.items()}, C[b])
+
+
+class TensorwiseMergeStrategy(MergeStrategy):
+    """A strategy defined by one per-tensor rule :meth:`merged` over rows of coefficients.
+
+    :meth:`merge_into` and :meth:`merge_batch` both check every row, then write
+    ``merged(key, C)`` tensor by tensor, so a batch row always equals the single merge.
+    """
+
+    @abstractmethod
+    def merged(self, key: str, C: np.ndarray) -> torch.Tensor:
+        """``θ(C[b])`` of tensor ``key`` for each checked row of ``C``: ``(B, *shape)``."""
+
+    def merge_into(
+        self, params: MutableMapping[str, torch.Tensor], coefficients: np.ndarray
+    ) -> None:
+        """Overwrite each tensor in ``params`` with ``θ(c)``, one tensor at a time."""
+        C = self._coefficient_rows(coefficients)
+        for key, target in params.items():
+            target.copy_(self.merged(key, C)[0])
+
+    def merge_batch(
+        self, coefficients: np.ndarray, out: MutableMapping[str, torch.Tensor]
+    ) -> None:
+        """Write ``B`` merges: ``out[k][b]`` is ``θ(C[b])`` for tensor ``k``."""
+        C = self._coefficient_rows(coefficients)
+        for key, target in out.items():
+            target.copy_(self.merged(key, C))
+
+    def _coefficient_rows(self, coefficients: np.ndarray) -> np.ndarray:
+        C = np.atleast_2d(np.asarray(coefficients, dtype=float))
+        return np.stack([self.check_coefficients(row) for row in C])

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from mapframe.errors import ConfigError
-from mapframe.merging.base import MergeStrategy
+from mapframe.merging.base import MergeStrategy, TensorwiseMergeStrategy
 from mapframe.merging.task_arithmetic import TaskArithmetic
 
 if TYPE_CHECKING:
@@ -207,7 +207,7 @@ class PreferenceTaskArithmetic(ReweightedTaskArithmetic):
 
 
 # -- SLERP ----------------------------------------------------------------------------------
-class Slerp(MergeStrategy):
+class Slerp(TensorwiseMergeStrategy):
     """Spherical linear interpolation (SLERP) of the two task vectors of a two-model merge.
 
     With ``c = (c1, c2)``, the interpolation point is ``t = c2 / (c1 + c2)`` and the
@@ -280,26 +280,6 @@ class Slerp(MergeStrategy):
         _check_non_negative(self.name, c, allow_zero=True)
         return c
 
-    def merge_into(
-        self, params: MutableMapping[str, torch.Tensor], coefficients: np.ndarray
-    ) -> None:
-        """Overwrite each tensor in ``params`` with ``θ0 + m · slerp(τ1, τ2; t)``."""
-        C = self._coefficient_rows(coefficients)
-        for key, target in params.items():
-            target.copy_(self._merged(key, C)[0])
-
-    def merge_batch(
-        self, coefficients: np.ndarray, out: MutableMapping[str, torch.Tensor]
-    ) -> None:
-        """Write ``B`` merges: ``out[k][b]`` is ``θ(C[b])`` for tensor ``k``."""
-        C = self._coefficient_rows(coefficients)
-        for key, target in out.items():
-            target.copy_(self._merged(key, C))
-
-    def _coefficient_rows(self, coefficients: np.ndarray) -> np.ndarray:
-        C = np.atleast_2d(np.asarray(coefficients, dtype=float))
-        return np.stack([self.check_coefficients(row) for row in C])
-
     def weights(self, key: str, coefficients: np.ndarray) -> np.ndarray:
         """The weights ``(B, 2)`` of ``(τ1, τ2)`` of tensor ``key`` for rows ``C`` of ``c``.
 
@@ -317,7 +297,7 @@ class Slerp(MergeStrategy):
         return np.column_stack([m * np.sin((1.0 - t) * omega) / sin_omega,
                                 m * np.sin(t * omega) / sin_omega])
 
-    def _merged(self, key: str, C: np.ndarray) -> torch.Tensor:
+    def merged(self, key: str, C: np.ndarray) -> torch.Tensor:
         """``θ(C[b])`` for tensor ``key``, float32, shape ``(B, *shape)``.
 
         ``merge_into`` and ``merge_batch`` both come here, so a batch row equals the single

@@ -23,14 +23,13 @@ import math
 import numbers
 import zlib
 from abc import abstractmethod
-from collections.abc import MutableMapping
 from fractions import Fraction
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from mapframe.errors import ConfigError
-from mapframe.merging.base import MergeStrategy
+from mapframe.merging.base import TensorwiseMergeStrategy
 
 if TYPE_CHECKING:
     import torch
@@ -153,7 +152,7 @@ def _ties_mask(
 
 
 # -- the shared merge rule ----------------------------------------------------------------
-class MaskedMergeStrategy(MergeStrategy):
+class MaskedMergeStrategy(TensorwiseMergeStrategy):
     """Base of merges defined by per-task boolean masks fixed in :meth:`prepare`.
 
     Subclasses implement :meth:`build_mask` (``None`` means "keep every entry"), and set
@@ -187,34 +186,7 @@ class MaskedMergeStrategy(MergeStrategy):
             key: self.build_mask(key, task_vectors.vectors(key)) for key in task_vectors.keys()
         }
 
-    def merge_into(
-        self, params: MutableMapping[str, torch.Tensor], coefficients: np.ndarray
-    ) -> None:
-        """Overwrite each tensor in ``params`` with ``θ(c)``, one tensor at a time."""
-        C = self._coefficient_rows(coefficients)
-        for key, target in params.items():
-            target.copy_(self._merged(key, C)[0])
-
-    def merge_batch(
-        self, coefficients: np.ndarray, out: MutableMapping[str, torch.Tensor]
-    ) -> None:
-        """Write ``B`` merges: ``out[k][b]`` is ``θ(C[b])`` for tensor ``k``."""
-        C = self._coefficient_rows(coefficients)
-        for key, target in out.items():
-            target.copy_(self._merged(key, C))
-
-    def _coefficient_rows(self, coefficients: np.ndarray) -> torch.Tensor:
-        import torch
-
-        C = np.atleast_2d(np.asarray(coefficients, dtype=float))
-        rows = [self.check_coefficients(row) for row in C]
-        if not hasattr(self, "_masks"):
-            raise ConfigError(
-                f"merge strategy {self.name!r} was used before prepare(task_vectors) was called"
-            )
-        return torch.as_tensor(np.stack(rows), dtype=torch.float32)
-
-    def _merged(self, key: str, C: torch.Tensor) -> torch.Tensor:
+    def merged(self, key: str, C: np.ndarray) -> torch.Tensor:
         """``θ(C[b])`` for tensor ``key``, float32, shape ``(B, *shape)``."""
         import torch
 
@@ -222,9 +194,9 @@ class MaskedMergeStrategy(MergeStrategy):
         vectors = tv.vectors(key)
         mask = self._masks[key]
         shape = tuple(vectors.shape[1:])
-        C = C.to(vectors.device)
-        column = (C.shape[0],) + (1,) * len(shape)
-        acc = torch.zeros((C.shape[0], *shape), dtype=torch.float32, device=vectors.device)
+        weights = torch.as_tensor(C, dtype=torch.float32, device=vectors.device)
+        column = (weights.shape[0],) + (1,) * len(shape)
+        acc = torch.zeros((weights.shape[0], *shape), dtype=torch.float32, device=vectors.device)
         # reused buffers: no allocation inside the task loop
         masked = torch.empty(shape, dtype=torch.float32, device=vectors.device)
         count = None
@@ -236,7 +208,7 @@ class MaskedMergeStrategy(MergeStrategy):
                 masked.mul_(mask[i])  # task vectors are finite, so this zeroes exactly
                 if count is not None:
                     count.add_(mask[i])
-            acc.addcmul_(C[:, i].reshape(column), masked)
+            acc.addcmul_(weights[:, i].reshape(column), masked)
         if count is not None:
             acc /= count.clamp_(min=1.0)
         scale = self.rescale
