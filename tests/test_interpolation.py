@@ -11,36 +11,22 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from strategy_helpers import merge as _merge  # noqa: E402
+from strategy_helpers import one_tensor_task_vectors as _tv  # noqa: E402
+
 from mapframe.errors import ConfigError  # noqa: E402
 from mapframe.merging import Merger, TaskArithmetic, TaskVectors  # noqa: E402
-from mapframe.merging.base import MergeStrategy  # noqa: E402
 from mapframe.merging.interpolation import (  # noqa: E402
     ModelSoup,
     PreferenceTaskArithmetic,
     ScalarTaskArithmetic,
     Slerp,
 )
-from mapframe.plugin import (  # noqa: E402
-    get_registry,
-)
+from mapframe.plugin import get_registry  # noqa: E402
 from mapframe.testing import MergeStrategyContract, tiny_task_vectors  # noqa: E402
 
 STRATEGIES = (Slerp, ModelSoup, ScalarTaskArithmetic, PreferenceTaskArithmetic)
 REWEIGHTED = (ModelSoup, ScalarTaskArithmetic, PreferenceTaskArithmetic)
-
-
-
-
-def _tv(base: list[float], vectors: list[list[float]], dtype: Any = None) -> TaskVectors:
-    """TaskVectors of one tensor ``w`` with ``θ0 = base`` and ``τ_i = vectors[i]``."""
-    dt = dtype or torch.float32
-    b = torch.tensor(base, dtype=dt)
-    fts = [{"w": b + torch.tensor(v, dtype=dt)} for v in vectors]
-    return TaskVectors({"w": b}, fts)
-
-
-def _merge(strategy: MergeStrategy, tv: TaskVectors, c) -> dict[str, Any]:
-    return Merger(strategy, tv).merged_state_dict(np.asarray(c, dtype=float))
 
 
 def _models(n: int, seed: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -9,31 +9,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from strategy_helpers import merge as _merge  # noqa: E402
+from strategy_helpers import one_tensor_task_vectors as _tv  # noqa: E402
+
 from mapframe.errors import ConfigError  # noqa: E402
 from mapframe.merging import Merger, TaskArithmetic, TaskVectors  # noqa: E402
-from mapframe.merging.base import MergeStrategy  # noqa: E402
 from mapframe.merging.ties_dare import DareTaskArithmetic, DareTies, TiesMerging  # noqa: E402
-from mapframe.plugin import (  # noqa: E402
-    get_registry,
-)
+from mapframe.plugin import get_registry  # noqa: E402
 from mapframe.testing import MergeStrategyContract, tiny_task_vectors  # noqa: E402
 
 STRATEGIES = (TiesMerging, DareTaskArithmetic, DareTies)
-
-
-
-
-def _tv(base: list[float], vectors: list[list[float]], dtype: Any = None) -> TaskVectors:
-    """TaskVectors of one tensor ``w`` with ``θ0 = base`` and ``τ_i = vectors[i]``."""
-    dt = dtype or torch.float32
-    b = torch.tensor(base, dtype=dt)
-    fts = [{"w": b + torch.tensor(v, dtype=dt)} for v in vectors]
-    return TaskVectors({"w": b}, fts)
-
-
-def _merge(strategy: MergeStrategy, tv: TaskVectors, c) -> dict[str, Any]:
-    merger = Merger(strategy, tv)
-    return merger.merged_state_dict(np.asarray(c, dtype=float))
 
 
 # -- contracts ------------------------------------------------------------------------------
