@@ -100,6 +100,19 @@ class History:
         rows = [e.metrics for e in self.select()]
         return np.array(rows, dtype=float).reshape(len(rows), self.n_tasks)
 
+    def canonical(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(X, Y)`` of the successful search evaluations sorted by coefficients.
+
+        The row order no longer depends on the order in which evaluations finished, so a
+        sampler that reads this is the same function of the data in a live run (results
+        arriving out of order) and in a resumed one (results read back from the store).
+        """
+        X, Y = self.X, self.Y
+        if X.shape[0] == 0:
+            return X, Y
+        order = np.lexsort(X.T[::-1])
+        return X[order], Y[order]
+
     @property
     def failures(self) -> list[Evaluation]:
         return [e for e in self._items if not e.ok]

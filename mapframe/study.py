@@ -37,7 +37,7 @@ from mapframe.metrics import select_by_preference, spread_subset
 from mapframe.plugin import get_plugin_manager, get_registry
 from mapframe.problem import SearchSpace, Task, as_tasks
 from mapframe.results import Front, StudyResult
-from mapframe.samplers.base import Sampler
+from mapframe.samplers.base import Sampler, SamplerContext
 from mapframe.solvers.base import FrontSolver
 from mapframe.storage.base import EvaluationStore
 from mapframe.surrogates.base import Surrogate
@@ -248,6 +248,9 @@ class MergeStudy:
         self._t0 = t_start
         self._hooks.mapframe_study_started(study=self)
         history = History(self.space.n_dims, len(self.tasks))
+        self.sampler.setup(SamplerContext(
+            space=self.space, tasks=tuple(self.tasks), surrogate=self.surrogate,
+            budget=self.budget, seed=self.seed, capacity=self.executor.capacity))
         timings: dict[str, float] = {}
         started = False
         try:

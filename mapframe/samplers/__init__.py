@@ -1,6 +1,6 @@
 """Samplers: which coefficient vectors to evaluate."""
 
-from mapframe.samplers.base import Sampler
+from mapframe.samplers.base import Sampler, SamplerContext
 from mapframe.samplers.space_filling import (
     GridSampler,
     LatinHypercubeSampler,
@@ -8,4 +8,11 @@ from mapframe.samplers.space_filling import (
     SobolSampler,
 )
 
-__all__ = ["GridSampler", "LatinHypercubeSampler", "RandomSampler", "Sampler", "SobolSampler"]
+__all__ = [
+    "GridSampler",
+    "LatinHypercubeSampler",
+    "RandomSampler",
+    "Sampler",
+    "SamplerContext",
+    "SobolSampler",
+]

@@ -3,15 +3,41 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from mapframe.component import Component
 from mapframe.history import History
-from mapframe.problem import SearchSpace
+from mapframe.problem import SearchSpace, Task
 
-__all__ = ["Sampler"]
+if TYPE_CHECKING:
+    from mapframe.surrogates.base import Surrogate
+
+__all__ = ["Sampler", "SamplerContext"]
+
+
+@dataclass(frozen=True)
+class SamplerContext:
+    """What a study tells its sampler before the first round (see :meth:`Sampler.setup`).
+
+    ``surrogate`` is the study's *prototype* surrogate (unfitted): an adaptive sampler that
+    wants to know where the surrogate is wrong fits its own ``copy.deepcopy`` of it.
+    ``capacity`` is how many evaluations the executor runs at once.
+    """
+
+    space: SearchSpace
+    tasks: tuple[Task, ...]
+    surrogate: Surrogate | None = None
+    budget: int = 0
+    seed: int = 0
+    capacity: int = 1
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def directions(self) -> list[str]:
+        return [t.direction for t in self.tasks]
 
 
 class Sampler(Component):
@@ -19,8 +45,9 @@ class Sampler(Component):
 
     Call order, as :class:`~mapframe.study.MergeStudy` drives it::
 
+        sampler.setup(context)                              # once per run: tasks, box, ...
         remaining = budget - len(history)
-        while remaining > 0:
+        while remaining > 0 and not stopped:
             n = sampler.batch_size(remaining, history, capacity)  # how many to ask for now
             X = sampler.propose(n, space, history, rng)     # (n, N) points inside the box
             ... evaluate X (possibly elsewhere, possibly out of order), store, refit ...
@@ -28,11 +55,15 @@ class Sampler(Component):
 
     A non-adaptive sampler (``adaptive = False``) proposes the whole design in one call: its
     :meth:`batch_size` returns ``remaining``. An adaptive sampler proposes in rounds and may use
-    everything in ``history`` (coefficients and metrics evaluated so far, in any order).
+    everything in ``history`` (coefficients and metrics evaluated so far, in any order); it
+    should read it through :meth:`History.canonical`, so that the order in which evaluations
+    finished (which differs between a live and a resumed run) cannot change its proposals.
 
     ``rng`` is derived from the study seed and the round number, so that a sampler which draws
     only from ``rng`` (never from global state) is reproducible, and a resumed study proposes
-    the same points again: those already in the store are then not re-evaluated.
+    the same points again: those already in the store are then not re-evaluated. An adaptive
+    sampler must therefore be a function of ``(history, rng)`` and its settings only; state
+    kept between rounds would be lost on resume.
     Proposals must lie inside ``space``; duplicates of evaluated points are allowed but waste
     budget.
     """
@@ -42,6 +73,29 @@ class Sampler(Component):
     adaptive: ClassVar[bool] = False
     #: The design does not depend on the random generator (a regular grid, say).
     deterministic: ClassVar[bool] = False
+
+    _context: SamplerContext | None = None
+
+    def setup(self, context: SamplerContext) -> None:
+        """Receive the study's tasks, box, surrogate prototype, budget, seed and capacity.
+
+        Called once per :meth:`~mapframe.study.MergeStudy.run`, before the first
+        :meth:`batch_size`. The default keeps ``context`` for :meth:`context_for`.
+        """
+        self._context = context
+
+    def context_for(self, space: SearchSpace, history: History) -> SamplerContext:
+        """The context given to :meth:`setup`; without one (``propose`` called directly), a
+        default: every task maximised with an unknown range, the ``auto`` surrogate."""
+        ctx = self._context
+        if ctx is not None and ctx.space.n_dims == space.n_dims and (
+            len(ctx.tasks) == history.n_tasks
+        ):
+            return ctx
+        from mapframe.surrogates.quadratic import AutoSurrogate
+
+        tasks = tuple(Task(f"task{j}") for j in range(history.n_tasks))
+        return SamplerContext(space=space, tasks=tasks, surrogate=AutoSurrogate())
 
     def batch_size(self, remaining: int, history: History, capacity: int = 1) -> int:
         """How many points to propose in the next round (default: all remaining at once).

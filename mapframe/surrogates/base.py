@@ -46,6 +46,15 @@ class Surrogate(Component):
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predict the metric at each row of ``X``; returns shape ``(M,)``."""
 
+    def predict_std(self, X: np.ndarray) -> np.ndarray | None:
+        """The predictive standard deviation at each row of ``X`` (shape ``(M,)``), or
+        ``None`` when the surrogate has no notion of its own uncertainty (the default).
+
+        Where it is given, the study reports it for every front point
+        (:attr:`~mapframe.results.Front.predicted_std`).
+        """
+        return None
+
     def check_design(self, X: np.ndarray) -> None:
         """Raise :class:`~mapframe.errors.BudgetError` if a fit on the design ``X`` (all the
         points a non-adaptive sampler will evaluate) cannot identify the model.

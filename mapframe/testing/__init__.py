@@ -13,6 +13,7 @@ The contracts need ``pytest`` (and ``torch`` for merge strategies and model eval
 """
 
 from mapframe.testing.contracts import (
+    AdaptiveSamplerContract,
     EvaluatorContract,
     ExecutorContract,
     FrontSolverContract,
@@ -24,6 +25,7 @@ from mapframe.testing.contracts import (
 )
 
 __all__ = [
+    "AdaptiveSamplerContract",
     "EvaluatorContract",
     "ExecutorContract",
     "FrontSolverContract",

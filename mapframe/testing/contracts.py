@@ -18,12 +18,13 @@ from mapframe.merging.checkpoints import TaskVectors
 from mapframe.metrics import pareto_mask
 from mapframe.plugin import get_registry
 from mapframe.problem import SearchSpace, Task
-from mapframe.samplers.base import Sampler
+from mapframe.samplers.base import Sampler, SamplerContext
 from mapframe.solvers.base import FrontSolver
 from mapframe.storage.base import EvaluationStore
 from mapframe.surrogates.base import Surrogate
 
 __all__ = [
+    "AdaptiveSamplerContract",
     "EvaluatorContract",
     "ExecutorContract",
     "FrontSolverContract",
@@ -110,6 +111,88 @@ class SamplerContract:
         n = s.batch_size(10, History(self.n_dims, 2))
         assert 1 <= n <= 10
         assert 1 <= s.batch_size(10, History(self.n_dims, 2), capacity=4) <= 10
+
+
+def _two_task_objective(C: np.ndarray) -> np.ndarray:
+    """A smooth trade-off in ``[0, 1]``: task 0 likes large ``c_0``, task 1 large ``c_-1``."""
+    C = np.atleast_2d(C)
+    z0 = 2.0 * C[:, 0] - 1.2 * C[:, -1] ** 2 - 0.3 * C.sum(axis=1) ** 2 + 0.2
+    z1 = 2.0 * C[:, -1] - 1.2 * C[:, 0] ** 2 - 0.3 * C.sum(axis=1) ** 2 + 0.2
+    return np.column_stack([1 / (1 + np.exp(-z0)), 1 / (1 + np.exp(-z1))])
+
+
+class AdaptiveSamplerContract(SamplerContract):
+    """Extra checks for adaptive samplers (``adaptive = True``): proposals that use the
+    history, order independence, rounds, and resuming a study without re-evaluation."""
+
+    #: History size used by the checks (enough to fit a quadratic in 3 dimensions).
+    n_history: int = 16
+
+    def _tasks(self) -> tuple[Task, ...]:
+        return (Task("a", "max", 0.0, 1.0), Task("b", "max", 0.0, 1.0))
+
+    def _history(self, seed: int = 0, shuffle: int | None = None) -> History:
+        space = self._space()
+        rng = np.random.default_rng(seed)
+        X = space.scale(rng.random((self.n_history, space.n_dims)))
+        Y = _two_task_objective((X - space.lower) / (space.upper - space.lower))
+        order = np.arange(len(X))
+        if shuffle is not None:
+            order = np.random.default_rng(shuffle).permutation(len(X))
+        return History(space.n_dims, 2, [Evaluation(X[i], Y[i]) for i in order])
+
+    def _ready(self) -> Sampler:
+        s = self.make_sampler()
+        from mapframe.surrogates.quadratic import AutoSurrogate
+
+        s.setup(SamplerContext(space=self._space(), tasks=self._tasks(),
+                               surrogate=AutoSurrogate(), budget=40, seed=0))
+        return s
+
+    def test_is_adaptive(self) -> None:
+        assert self.make_sampler().adaptive is True
+
+    def test_proposals_with_history(self) -> None:
+        s, space, history = self._ready(), self._space(), self._history()
+        X = np.asarray(s.propose(3, space, history, np.random.default_rng(5)))
+        assert X.shape == (3, space.n_dims)
+        assert np.all(space.contains(X))
+        seen = {tuple(x) for x in history.X}
+        assert not any(tuple(x) in seen for x in X), "proposed an already evaluated point"
+        again = np.asarray(self._ready().propose(3, space, history, np.random.default_rng(5)))
+        np.testing.assert_array_equal(X, again)
+
+    def test_history_order_does_not_matter(self) -> None:
+        space = self._space()
+        a = self._ready().propose(3, space, self._history(shuffle=1), np.random.default_rng(2))
+        b = self._ready().propose(3, space, self._history(shuffle=2), np.random.default_rng(2))
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-9)
+
+    def test_proposes_in_rounds(self) -> None:
+        s, history = self._ready(), self._history()
+        assert 1 <= s.batch_size(30, history) < 30
+        assert s.batch_size(30, history, capacity=4) >= 4
+
+    def test_study_resumes_without_reevaluating(self, tmp_path: Any) -> None:
+        from mapframe.study import MergeStudy
+
+        calls: list[int] = []
+
+        def objective(C: np.ndarray) -> np.ndarray:
+            calls.append(len(C))
+            return _two_task_objective(C)
+
+        def study() -> Any:
+            return MergeStudy(objective, ["a", "b"], metric_ranges=[(0, 1), (0, 1)],
+                              budget=12, seed=3, sampler=self.make_sampler(),
+                              storage=str(tmp_path / "s.sqlite"), front_solver="grid")
+
+        first = study().run()
+        assert len(first.history) == 12 and sum(calls) == 12
+        second = study().run()
+        assert sum(calls) == 12, "the resumed study evaluated points again"
+        assert second.n_evaluated == 0 and second.n_reused == 12
+        np.testing.assert_array_equal(first.history.X, second.history.X)
 
 
 class SurrogateContract:
