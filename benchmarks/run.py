@@ -28,6 +28,7 @@ BENCHMARKS = {
     "fit_solve": ("Surrogate fit + front solve time", "benchmarks.bench_fit_solve"),
     "preference": ("Preference-weighted score: MAP vs single-model merging (Table 4)",
                    "benchmarks.bench_preference"),
+    "bayesian": ("Bayesian MAP: adaptive sampling vs Plain MAP", "benchmarks.bench_bayesian"),
 }
 
 

@@ -21,6 +21,8 @@ def mapframe_register_components(registry: ComponentRegistry) -> None:
     )
     from mapframe.merging.task_arithmetic import TaskArithmetic
     from mapframe.merging.ties_dare import DareTaskArithmetic, DareTies, TiesMerging
+    from mapframe.samplers.bins import BinSampler
+    from mapframe.samplers.gp import GPSampler
     from mapframe.samplers.space_filling import (
         GridSampler,
         LatinHypercubeSampler,
@@ -33,8 +35,10 @@ def mapframe_register_components(registry: ComponentRegistry) -> None:
         NSGA2Solver,
         NSGA3Solver,
     )
+    from mapframe.stopping import PlateauStopping
     from mapframe.storage.memory import MemoryStore
     from mapframe.storage.sqlite import SQLiteStore
+    from mapframe.surrogates.gp import GPSurrogate
     from mapframe.surrogates.quadratic import (
         AutoSurrogate,
         QuadraticSurrogate,
@@ -49,10 +53,13 @@ def mapframe_register_components(registry: ComponentRegistry) -> None:
         SobolSampler,
         LatinHypercubeSampler,
         GridSampler,
+        BinSampler,
+        GPSampler,
         QuadraticSurrogate,
         SigmoidQuadraticSurrogate,
         SoftplusQuadraticSurrogate,
         AutoSurrogate,
+        GPSurrogate,
         NSGA2Solver,
         NSGA3Solver,
         GridSolver,
@@ -68,5 +75,6 @@ def mapframe_register_components(registry: ComponentRegistry) -> None:
         MemoryStore,
         SQLiteStore,
         InProcessExecutor,
+        PlateauStopping,
     ):
         registry.register(cls)

@@ -76,6 +76,11 @@ def _print_summary(result: Any, paths: dict[str, Path], out: TextIO) -> None:
               "verification evaluations "
               f"({s['n_evaluated_this_run']} new this run, {s['n_reused_from_store']} reused "
               f"from the store, {s['n_failed_or_invalid']} failed/invalid)\n")
+    if s.get("stopped_early"):
+        out.write(f"stopped early: {s['stopped_early']}\n")
+    if len(s.get("rounds") or []) > 1:
+        prop = sum(r["propose_s"] for r in s["rounds"])
+        out.write(f"sampling: {len(s['rounds'])} rounds, the sampler's own time {prop:.2f} s\n")
     out.write("surrogate fit per task (R2 / leave-one-out R2):\n")
     for task, d in s["surrogates"].items():
         r2, loo = d.get("r2"), d.get("loo_r2")
@@ -91,7 +96,8 @@ def _print_summary(result: Any, paths: dict[str, Path], out: TextIO) -> None:
         sel = s["selected"]
         out.write(f"selected for preference {s['preference']}: "
                   + ", ".join(f"{k}={v:.4g}" for k, v in sel.items()
-                              if k.startswith(("c_", "predicted_", "real_")) and v is not None)
+                              if k.startswith(("c_", "predicted_", "std_", "real_"))
+                              and v is not None)
                   + "\n")
     for key, p in paths.items():
         out.write(f"  {key:16s} {p}\n")

@@ -24,6 +24,7 @@ TOP_LEVEL_KEYS = {
     "surrogate": "the surrogate component (default auto)",
     "front_solver": "the front solver component (default auto)",
     "executor": "the executor component (default inprocess)",
+    "stopping": "a stopping rule for adaptive samplers (default none: spend the budget)",
 }
 STUDY_KEYS: dict[str, Any] = {
     "name": str,
@@ -108,7 +109,8 @@ def validate_config(
         raise ConfigError(f"{source}: missing required field 'evaluator' (e.g. evaluator: "
                           "{name: digits, tasks: [rot90, flip]})")
     cfg: dict[str, Any] = {"evaluator": _component(data["evaluator"], "evaluator")}
-    for key in ("merge_strategy", "sampler", "surrogate", "front_solver", "executor"):
+    for key in ("merge_strategy", "sampler", "surrogate", "front_solver", "executor",
+                "stopping"):
         if key in data:
             cfg[key] = _component(data[key], key)
     study = data.get("study") or {}
@@ -183,7 +185,8 @@ def build_study(cfg: Mapping[str, Any], **overrides: Any) -> tuple[Any, dict[str
             kwargs[key] = study[key]
     if "search_bounds" in study:
         kwargs["search_bounds"] = study["search_bounds"]
-    for key in ("merge_strategy", "sampler", "surrogate", "front_solver", "executor"):
+    for key in ("merge_strategy", "sampler", "surrogate", "front_solver", "executor",
+                "stopping"):
         if key in cfg:
             kwargs[key] = cfg[key]
     if "checkpoints" in cfg:

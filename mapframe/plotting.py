@@ -37,6 +37,7 @@ def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120
     evals = result.history.select("search")
     Y = np.array([e.metrics for e in evals]).reshape(len(evals), T)
     F = result.front.predicted
+    S = result.front.predicted_std
     R = result.front.real
     ver = result.front.verified
     sel = result.selected
@@ -46,6 +47,9 @@ def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120
         order = np.argsort(F[:, i])
         ax.plot(F[order, i], F[order, j], "-", c="tab:blue", lw=1, alpha=0.6)
         ax.scatter(F[:, i], F[:, j], s=10, c="tab:blue", label="predicted front")
+        if S is not None:
+            ax.errorbar(F[:, i], F[:, j], xerr=S[:, i], yerr=S[:, j], fmt="none",
+                        ecolor="tab:blue", alpha=0.25, lw=0.8, label="predictive ±1 std")
         if ver.any():
             ax.scatter(R[ver, i], R[ver, j], s=40, marker="x", c="tab:red",
                        label="front, evaluated for real")

@@ -35,6 +35,9 @@ class Front:
     real: np.ndarray
     task_names: list[str]
     directions: list[str]
+    #: ``(K, T)`` predictive standard deviations of ``predicted`` (surrogates that report
+    #: their uncertainty, such as ``gp``), else ``None``.
+    predicted_std: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.coefficients.shape[0])
@@ -53,6 +56,9 @@ class Front:
             row.update({f"c_{n}": float(v) for n, v in zip(cnames, self.coefficients[k])})
             row.update({f"predicted_{n}": float(v) for n, v in zip(self.task_names,
                                                                    self.predicted[k])})
+            if self.predicted_std is not None:
+                row.update({f"std_{n}": float(v) for n, v in zip(self.task_names,
+                                                                 self.predicted_std[k])})
             row.update({f"real_{n}": (float(v) if np.isfinite(v) else None)
                         for n, v in zip(self.task_names, self.real[k])})
             out.append(row)
@@ -86,6 +92,13 @@ class StudyResult:
     timings: dict[str, float]
     settings: dict[str, Any] = field(default_factory=dict)
     merge_spec: MergeSpec | None = None
+    #: One record per sampling round: points proposed, new and reused evaluations, the
+    #: sampler's own time (``propose_s``) and the evaluation time.
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    #: Why an adaptive study stopped before its budget (``None`` if it did not).
+    stopped_early: str | None = None
+    #: What the stopping rule measured after each round (empty without a rule).
+    stopping_trace: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def task_names(self) -> list[str]:
@@ -154,6 +167,9 @@ class StudyResult:
             "preference": self.preference,
             "selected": sel,
             "timings_s": self.timings,
+            "rounds": self.rounds,
+            "stopped_early": self.stopped_early,
+            "stopping_trace": self.stopping_trace,
             "settings": self.settings,
         }
 

@@ -39,6 +39,7 @@ from mapframe.problem import SearchSpace, Task, as_tasks
 from mapframe.results import Front, StudyResult
 from mapframe.samplers.base import Sampler, SamplerContext
 from mapframe.solvers.base import FrontSolver
+from mapframe.stopping import RoundState, StoppingRule
 from mapframe.storage.base import EvaluationStore
 from mapframe.surrogates.base import Surrogate
 
@@ -103,6 +104,7 @@ class MergeStudy:
         storage: EvaluationStore | str | os.PathLike[str] | Mapping[str, Any] | None = None,
         study_name: str = "study",
         executor: Executor | str | Mapping[str, Any] = "inprocess",
+        stopping: StoppingRule | str | Mapping[str, Any] | None = None,
         verify: int = 0,
         preference: Sequence[float] | None = None,
         on_error: str = "raise",
@@ -171,6 +173,16 @@ class MergeStudy:
         self.front_solver: FrontSolver = registry.create(  # type: ignore[assignment]
             "front_solver", front_solver)
         self.executor: Executor = registry.create("executor", executor)  # type: ignore[assignment]
+        self.stopping: StoppingRule | None = None
+        if stopping is not None:
+            rule: StoppingRule = registry.create("stopping", stopping)  # type: ignore[assignment]
+            self.stopping = rule
+            if not self.sampler.adaptive:
+                raise ConfigError(
+                    f"stopping={rule.name!r} needs an adaptive sampler (one that "
+                    f"proposes in rounds, such as 'bins' or 'gp'); {self.sampler.name!r} "
+                    "proposes its whole design at once"
+                )
         if storage is None:
             storage = "memory"
         elif isinstance(storage, (str, os.PathLike)) and (
@@ -232,6 +244,7 @@ class MergeStudy:
             "surrogate": self.surrogate.describe(),
             "front_solver": self.front_solver.describe(),
             "executor": self.executor.describe(),
+            "stopping": self.stopping.describe() if self.stopping else None,
             "storage": self.storage.describe(),
             "verify": self.verify,
             **self.fingerprint(),
@@ -251,7 +264,11 @@ class MergeStudy:
         self.sampler.setup(SamplerContext(
             space=self.space, tasks=tuple(self.tasks), surrogate=self.surrogate,
             budget=self.budget, seed=self.seed, capacity=self.executor.capacity))
-        timings: dict[str, float] = {}
+        timings: dict[str, float] = {"propose_s": 0.0}
+        rounds: list[dict[str, Any]] = []
+        stopped: str | None = None
+        if self.stopping is not None:
+            self.stopping.reset()
         started = False
         try:
             # 1-4. sample -> merge -> evaluate -> store, in rounds (one for a fixed design)
@@ -262,17 +279,30 @@ class MergeStudy:
                 n = int(self.sampler.batch_size(remaining, history, self.executor.capacity))
                 n = max(1, min(n, remaining))
                 rng = np.random.default_rng([self.seed, round_no])
+                t_prop = time.perf_counter()
                 X = self._check_proposal(self.sampler.propose(n, self.space, history, rng), n)
+                t_prop = time.perf_counter() - t_prop
+                timings["propose_s"] += t_prop
                 if round_no == 0 and not self.sampler.adaptive and n == self.budget:
                     # A fixed design that cannot identify the surrogate would waste the budget.
                     self.surrogate.check_design(X)
                 before = len(history)
+                t_eval = time.perf_counter()
                 jobs = self._reuse_or_schedule(X, "search", round_no, history, stored)
                 if jobs:
                     if not started:
                         self.executor.start(self.evaluator, self.merge_spec)
                         started = True
                     self._evaluate(jobs, history, "evaluate")
+                record: dict[str, Any] = {
+                    "round": round_no, "proposed": int(X.shape[0]), "new": len(jobs),
+                    "reused": len(history) - before - len(jobs), "n_evaluated": len(history),
+                    "propose_s": t_prop, "evaluate_s": time.perf_counter() - t_eval}
+                rounds.append(record)
+                if self.stopping is not None and len(history) < self.budget:
+                    stopped = self._check_stopping(round_no, history, record)
+                    if stopped is not None:
+                        break
                 idle = idle + 1 if len(history) == before else 0
                 if idle >= _MAX_IDLE_ROUNDS:
                     raise EvaluationError(
@@ -303,6 +333,7 @@ class MergeStudy:
                 )
             order = np.argsort(F_front[:, 0] * -self.tasks[0].sign, kind="stable")
             X_front, F_front = X_front[order], F_front[order]
+            std_front = _predicted_std(surrogates, X_front)
             real = np.full_like(F_front, np.nan)
             timings["solve_s"] = time.perf_counter() - t
 
@@ -337,7 +368,7 @@ class MergeStudy:
             self.storage.close()
         # 8. select the point for the user's preference
         front = Front(X_front, F_front, real, self.task_names,
-                      [t.direction for t in self.tasks])
+                      [t.direction for t in self.tasks], predicted_std=std_front)
         result = StudyResult(
             study_name=self.study_name,
             tasks=list(self.tasks),
@@ -356,6 +387,9 @@ class MergeStudy:
             timings=timings,
             settings=self.settings(),
             merge_spec=self.merge_spec,
+            rounds=rounds,
+            stopped_early=stopped,
+            stopping_trace=self.stopping.trace() if self.stopping is not None else [],
         )
         if self.preference is not None:
             result.selected = result.select(self.preference)
@@ -491,6 +525,28 @@ class MergeStudy:
                     "box, or verify more front points", MapframeWarning, stacklevel=3)
         return surrogates, diagnostics
 
+    def _check_stopping(self, round_no: int, history: History,
+                        record: dict[str, Any]) -> str | None:
+        """Fit the surrogates on everything so far and ask the stopping rule."""
+        assert self.stopping is not None
+        n_params = self.surrogate.n_params(self.space.n_dims)
+        if history.X.shape[0] < n_params:
+            return None
+        X, Y = history.canonical()
+        surrogates, diagnostics = [], {}
+        for j, task in enumerate(self.tasks):
+            s = copy.deepcopy(self.surrogate)
+            s.fit(X, Y[:, j], task)
+            surrogates.append(s)
+            diagnostics[task.name] = dict(s.diagnostics())
+        state = RoundState(round=round_no, n_evaluated=len(history), budget=self.budget,
+                           history=history, surrogates=surrogates, diagnostics=diagnostics,
+                           tasks=tuple(self.tasks), space=self.space, n_params=n_params)
+        t = time.perf_counter()
+        reason = self.stopping.update(state)
+        record["stopping_s"] = time.perf_counter() - t
+        return reason
+
     def _report(self, stage: str, done: int) -> None:
         if self.progress is None:
             return
@@ -500,6 +556,17 @@ class MergeStudy:
 
 
 # ----------------------------------------------------------------------------------------
+def _predicted_std(surrogates: Sequence[Surrogate], X: np.ndarray) -> np.ndarray | None:
+    """``(K, T)`` predictive standard deviations at the front, when every surrogate has them."""
+    cols = []
+    for s in surrogates:
+        sd = s.predict_std(X)
+        if sd is None:
+            return None
+        cols.append(np.asarray(sd, dtype=float).reshape(-1))
+    return np.column_stack(cols)
+
+
 def _raise_if_out_of_range(ev: Evaluation) -> None:
     """Metrics outside their declared range mean a scale bug: stop, also on a resumed run."""
     if ev.status == "invalid" and ev.error and ev.error.startswith("out of range"):

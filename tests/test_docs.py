@@ -348,3 +348,21 @@ def test_every_metric_is_in_the_reference():
     page = _page("reference.md")
     for name in metrics.__all__:
         assert f"`{name}(" in page, f"mapframe.metrics.{name} is missing from reference.md"
+
+
+def test_adaptive_sampling_page_matches_the_components(tmp_path):
+    import yaml
+
+    page = _page("adaptive-sampling.md")
+    registry = get_registry()
+    for kind, name in (("sampler", "bins"), ("sampler", "gp"), ("surrogate", "gp"),
+                       ("stopping", "plateau")):
+        for param in inspect.signature(registry.get(kind, name)).parameters:
+            assert f"| `{param}` |" in page or f"`{param}`" in page, (kind, name, param)
+    configs = [yaml.safe_load(body) for info, body in _blocks("adaptive-sampling.md")
+               if info == "yaml"]
+    assert configs
+    for data in configs:
+        cfg = validate_config(data, base_dir=tmp_path)
+        registry.create("sampler", cfg["sampler"])
+        registry.create("stopping", cfg["stopping"])

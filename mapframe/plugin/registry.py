@@ -20,6 +20,7 @@ def component_bases() -> dict[str, type[Component]]:
     from mapframe.merging.base import MergeStrategy
     from mapframe.samplers.base import Sampler
     from mapframe.solvers.base import FrontSolver
+    from mapframe.stopping import StoppingRule
     from mapframe.storage.base import EvaluationStore
     from mapframe.surrogates.base import Surrogate
 
@@ -31,6 +32,7 @@ def component_bases() -> dict[str, type[Component]]:
         "merge_strategy": MergeStrategy,
         "storage": EvaluationStore,
         "executor": Executor,
+        "stopping": StoppingRule,
     }
 
 

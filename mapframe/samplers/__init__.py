@@ -1,6 +1,8 @@
 """Samplers: which coefficient vectors to evaluate."""
 
 from mapframe.samplers.base import Sampler, SamplerContext
+from mapframe.samplers.bins import BinSampler
+from mapframe.samplers.gp import GPSampler
 from mapframe.samplers.space_filling import (
     GridSampler,
     LatinHypercubeSampler,
@@ -9,6 +11,8 @@ from mapframe.samplers.space_filling import (
 )
 
 __all__ = [
+    "BinSampler",
+    "GPSampler",
     "GridSampler",
     "LatinHypercubeSampler",
     "RandomSampler",

@@ -1,6 +1,7 @@
 """Surrogates: cheap per-task models of a metric over the coefficients."""
 
 from mapframe.surrogates.base import Surrogate
+from mapframe.surrogates.gp import GPSurrogate
 from mapframe.surrogates.quadratic import (
     AutoSurrogate,
     QuadraticSurrogate,
@@ -13,6 +14,7 @@ from mapframe.surrogates.quadratic import (
 
 __all__ = [
     "AutoSurrogate",
+    "GPSurrogate",
     "QuadraticSurrogate",
     "SigmoidQuadraticSurrogate",
     "SoftplusQuadraticSurrogate",

@@ -1,0 +1,234 @@
+"""Stopping rules: end an adaptive study before its budget when more evaluations stop helping.
+
+With a stopping rule the ``budget`` becomes a *maximum*: the user says how much they can
+afford, and the study stops as soon as the front it would return has settled. The study calls
+the rule after every round of an adaptive sampler, with surrogates fitted on everything
+evaluated so far; the rule answers with a reason to stop, or ``None``.
+
+Rules must be a function of the rounds they have seen (no wall clock, no global random
+state): a resumed study replays the same rounds from the store and must stop at the same one.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mapframe.component import Component
+from mapframe.errors import ConfigError
+from mapframe.history import History
+from mapframe.problem import SearchSpace, Task
+
+__all__ = ["PlateauStopping", "RoundState", "StoppingRule"]
+
+#: Leave-one-out error changes (in units of the metric's spread) below this are round-off.
+_LOO_FLOOR = 1e-6
+
+
+@dataclass(frozen=True)
+class RoundState:
+    """What a stopping rule sees after a round.
+
+    ``surrogates`` are fitted (one per task, in task order) on every successful search
+    evaluation so far; ``diagnostics`` are their :meth:`~mapframe.surrogates.Surrogate.
+    diagnostics`. ``n_evaluated`` counts search evaluations, failed ones included (what the
+    budget counts).
+    """
+
+    round: int
+    n_evaluated: int
+    budget: int
+    history: History
+    surrogates: Sequence[Any]
+    diagnostics: dict[str, dict[str, Any]]
+    tasks: tuple[Task, ...]
+    space: SearchSpace
+    n_params: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self, C: np.ndarray) -> np.ndarray:
+        """Surrogate predictions ``(M, T)`` at coefficient vectors ``(M, N)``."""
+        C = np.atleast_2d(C)
+        return np.column_stack([s.predict(C) for s in self.surrogates])
+
+
+class StoppingRule(Component):
+    """Decides, after each adaptive round, whether the study should stop before its budget.
+
+    Call order, as :class:`~mapframe.study.MergeStudy` drives it::
+
+        rule.reset()                       # at the start of every run
+        after each round of an adaptive sampler, while budget remains:
+            reason = rule.update(state)    # a RoundState; surrogates fitted on all data
+            if reason: stop sampling, record the reason, fit/solve/verify as usual
+        rule.trace()                       # per-round records, kept in the result
+
+    Rounds in which the surrogates cannot be fitted yet (fewer successful evaluations than
+    they have parameters) are not passed to the rule.
+    """
+
+    kind: ClassVar[str] = "stopping"
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget earlier rounds (a study may be run more than once)."""
+
+    @abstractmethod
+    def update(self, state: RoundState) -> str | None:
+        """Take one round into account; return why the study should stop, or ``None``."""
+
+    def trace(self) -> list[dict[str, Any]]:
+        """Per-round values the rule looked at (JSON-compatible), for the study summary."""
+        return []
+
+
+class PlateauStopping(StoppingRule):
+    """Stop when the predicted front and the surrogates' error have both stopped improving
+    (``name = "plateau"``).
+
+    After each round it computes two numbers:
+
+    - **front hypervolume**: the hypervolume of the non-dominated surrogate predictions over a
+      fixed set of ``n_candidates`` scrambled-Sobol' points in the box (plus the evaluated
+      points), against a reference point and scale fixed at the first round it sees (worst
+      observed value minus 10 % of the observed range, per task). The same candidates are
+      used every round, so changes come from the surrogates only;
+    - **leave-one-out error**: the mean over tasks of the surrogate's ``loo_rmse`` divided
+      by the spread (standard deviation) of that task's observed metric. Surrogates that do
+      not report ``loo_rmse`` leave this criterion out.
+
+    A round is *settled* when the hypervolume moved by at most ``hv_tol`` (relative) since the
+    previous round and the leave-one-out error is not below ``(1 − loo_tol)`` times the best
+    seen so far. The study stops after ``patience`` settled rounds in a row, once at least
+    ``min_evaluations`` search evaluations were made (``"auto"``: twice the surrogate's
+    parameter count, the paper's recommended budget).
+    """
+
+    name: ClassVar[str] = "plateau"
+
+    def __init__(
+        self,
+        patience: int = 3,
+        hv_tol: float = 0.005,
+        loo_tol: float = 0.02,
+        min_evaluations: int | str = "auto",
+        n_candidates: int = 2048,
+    ) -> None:
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ConfigError(f"plateau: patience must be an integer >= 1, got {patience!r}")
+        for key, val in (("hv_tol", hv_tol), ("loo_tol", loo_tol)):
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not (
+                0 <= val < 1
+            ):
+                raise ConfigError(f"plateau: {key} must be a number in [0, 1), got {val!r}")
+        if min_evaluations != "auto" and (
+            isinstance(min_evaluations, bool) or not isinstance(min_evaluations, int)
+            or min_evaluations < 1
+        ):
+            raise ConfigError(
+                f"plateau: min_evaluations must be 'auto' or an integer >= 1, got "
+                f"{min_evaluations!r}"
+            )
+        if isinstance(n_candidates, bool) or not isinstance(n_candidates, int) or (
+            n_candidates < 16
+        ):
+            raise ConfigError(
+                f"plateau: n_candidates must be an integer >= 16, got {n_candidates!r}")
+        self.patience = patience
+        self.hv_tol = float(hv_tol)
+        self.loo_tol = float(loo_tol)
+        self.min_evaluations = min_evaluations
+        self.n_candidates = n_candidates
+        self.reset()
+
+    def reset(self) -> None:
+        self._trace: list[dict[str, Any]] = []
+        self._ref: np.ndarray | None = None
+        self._scale: np.ndarray | None = None
+        self._candidates: np.ndarray | None = None
+        self._best_loo = math.inf
+        self._settled = 0
+
+    def trace(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._trace]
+
+    def _candidate_set(self, space: SearchSpace) -> np.ndarray:
+        if self._candidates is None or self._candidates.shape[1] != space.n_dims:
+            from scipy.stats import qmc
+
+            from mapframe.samplers.space_filling import _qmc_rng
+
+            engine = qmc.Sobol(space.n_dims, scramble=True,
+                               **_qmc_rng(qmc.Sobol, np.random.default_rng(0)))
+            self._candidates = space.scale(engine.random(self.n_candidates))
+        return self._candidates
+
+    def front_hypervolume(self, state: RoundState) -> float:
+        """Normalised hypervolume of the predicted front (see the class docstring)."""
+        from mapframe.metrics import hypervolume, pareto_mask
+
+        directions = [t.direction for t in state.tasks]
+        X, Y = state.history.canonical()
+        if self._ref is None:
+            signs = np.array([1.0 if d == "max" else -1.0 for d in directions])
+            G = Y * signs  # larger is better
+            span = np.ptp(G, axis=0)
+            span = np.where(span > 0, span, 1.0)
+            self._ref = (G.min(axis=0) - 0.1 * span) * signs
+            self._scale = span
+        C = np.vstack([self._candidate_set(state.space), X])
+        P = state.predict(C)
+        P = P[np.all(np.isfinite(P), axis=1)]
+        if P.shape[0] == 0:
+            return 0.0
+        P = P[pareto_mask(P, directions)]
+        assert self._scale is not None
+        return hypervolume(P / self._scale, self._ref / self._scale, directions)
+
+    @staticmethod
+    def loo_error(state: RoundState) -> float:
+        """Mean over tasks of ``loo_rmse / std(metric)``; NaN when no surrogate reports it."""
+        _, Y = state.history.canonical()
+        errs = []
+        for j, task in enumerate(state.tasks):
+            v = state.diagnostics.get(task.name, {}).get("loo_rmse")
+            sd = float(np.std(Y[:, j])) if Y.shape[0] else 0.0
+            if v is None or not math.isfinite(float(v)) or sd <= 0:
+                continue
+            errs.append(float(v) / sd)
+        return float(np.mean(errs)) if errs else math.nan
+
+    def update(self, state: RoundState) -> str | None:
+        hv = self.front_hypervolume(state)
+        loo = self.loo_error(state)
+        prev = self._trace[-1]["hypervolume"] if self._trace else None
+        hv_change = math.inf if prev is None or prev <= 0 else abs(hv - prev) / prev
+        hv_settled = hv_change <= self.hv_tol
+        if math.isnan(loo):
+            loo_settled = True
+        else:
+            # "Improved" means by more than loo_tol of the best so far (and by more than a
+            # numerical floor, so an exact surrogate's round-off noise counts as settled).
+            loo_settled = math.isfinite(self._best_loo) and (
+                self._best_loo - loo <= self.loo_tol * self._best_loo + _LOO_FLOOR)
+            self._best_loo = min(self._best_loo, loo)
+        self._settled = self._settled + 1 if (hv_settled and loo_settled) else 0
+        floor = (2 * state.n_params if self.min_evaluations == "auto"
+                 else int(self.min_evaluations))
+        self._trace.append({
+            "round": state.round, "n_evaluated": state.n_evaluated, "hypervolume": hv,
+            "hv_change": None if math.isinf(hv_change) else hv_change,
+            "loo_error": None if math.isnan(loo) else loo, "settled": hv_settled and loo_settled,
+        })
+        if self._settled >= self.patience and state.n_evaluated >= floor:
+            what = "front hypervolume" + ("" if math.isnan(loo) else
+                                          " and surrogate leave-one-out error")
+            return (f"{what} settled for {self._settled} rounds (hypervolume change "
+                    f"<= {self.hv_tol:g}, leave-one-out error improvement < {self.loo_tol:g}) "
+                    f"after {state.n_evaluated} of {state.budget} evaluations")
+        return None

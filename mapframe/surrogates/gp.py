@@ -1,0 +1,612 @@
+"""A Gaussian-process surrogate (``"gp"``) and the small exact-GP fitter behind it.
+
+:func:`fit_gp` fits an exact GP with gpytorch and returns a :class:`FittedGP`, a plain
+float64 (numpy) posterior that the ``gp`` surrogate and the ``gp`` sampler query many times:
+
+* model: constant mean, ``ScaleKernel(Matern(nu))`` with one lengthscale per input (ARD),
+  Gaussian likelihood whose noise variance is bounded below by ``noise_floor``;
+* priors: lengthscales ``LogNormal(√2 + log(d)/2, √3)`` (the dimension-scaled prior of
+  Hvarfner et al., 2024, BoTorch's default since 0.12), outputscale ``Gamma(2, 0.15)``, noise
+  ``LogNormal(-4, 1)``; no prior on the constant;
+* scaling: inputs mapped to the unit cube (the given bounds, or the data's per-dimension
+  min/max), outputs standardised to mean 0 and standard deviation 1; every hyper-parameter
+  lives on those scales;
+* fitting: the exact marginal log likelihood plus the log priors is maximised with
+  ``torch.optim.LBFGS`` (strong Wolfe line search) from ``restarts`` fixed starting points
+  (no random initialisation), keeping the best. The same data therefore gives the same fit.
+
+gpytorch and torch are imported only inside :func:`fit_gp`, so ``import mapframe`` does not
+load them; predictions never touch them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import math
+import warnings
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy.linalg import cho_solve, cholesky, solve_triangular
+
+from mapframe.errors import BudgetError, ConfigError, MapframeError, MetricError
+from mapframe.problem import Task
+from mapframe.surrogates.base import Surrogate
+from mapframe.surrogates.quadratic import _one_blas_thread
+
+__all__ = ["FittedGP", "GPSurrogate", "fit_gp"]
+
+_HINT = "the gp {what} needs gpytorch: pip install 'mapframe[gp]'"
+#: Supported Matérn smoothness values.
+NU_VALUES = (0.5, 1.5, 2.5)
+#: Fixed starting points of the optimisation: (lengthscale / prior mode, noise variance).
+_STARTS = ((1.0, 1e-3), (4.0, 1e-2), (0.25, 1e-4), (2.0, 1e-1), (0.5, 1e-5), (8.0, 1e-3))
+#: LBFGS iterations per start.
+_MAX_ITER = 100
+#: Lower bound on every lengthscale (unit-cube inputs), as in BoTorch.
+_MIN_LENGTHSCALE = 2.5e-2
+#: Rows of the first argument handled at once when building kernel matrices.
+_CHUNK_ELEMS = 1 << 21
+
+
+def _require_gpytorch(what: str) -> None:
+    """Raise :class:`ConfigError` (cheaply, without importing it) when gpytorch is missing."""
+    try:
+        found = importlib.util.find_spec("gpytorch") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ConfigError(_HINT.format(what=what))
+
+
+def _import_torch(what: str) -> tuple[Any, Any]:
+    try:
+        with warnings.catch_warnings():
+            # linear_operator decorates helpers with torch.jit.script at import time, which
+            # recent torch deprecates; that is gpytorch's business, not the user's.
+            warnings.filterwarnings("ignore", category=DeprecationWarning,
+                                    message=r".*torch\.jit\.script.*")
+            import gpytorch
+            import torch
+    except ImportError:
+        raise ConfigError(_HINT.format(what=what)) from None
+    return gpytorch, torch
+
+
+@contextlib.contextmanager
+def _single_threaded(torch: Any) -> Iterator[None]:
+    """Run torch (and BLAS) on one thread inside the block, restoring torch's setting after.
+
+    The matrices of a GP fit are tiny; extra threads gain nothing, and where several
+    processes share the cores their spinning made a 0.15 s fit take 3 s.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with _one_blas_thread():
+            yield
+    finally:
+        torch.set_num_threads(n)
+
+
+# --------------------------------------------------------------------------- settings
+def check_nu(nu: Any) -> float:
+    """Validate the Matérn smoothness (0.5, 1.5 or 2.5)."""
+    try:
+        value = float(nu)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(nu, bool) or value not in NU_VALUES:
+        raise ConfigError(f"nu must be one of 0.5, 1.5 or 2.5 (Matérn smoothness), got {nu!r}")
+    return value
+
+
+def check_noise_floor(noise_floor: Any) -> float:
+    """Validate the lower bound on the (standardised) noise variance."""
+    try:
+        value = float(noise_floor)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(noise_floor, bool) or not 0.0 < value < 1.0:
+        raise ConfigError(
+            f"noise_floor must be a number in (0, 1) (noise variance on standardised outputs), "
+            f"got {noise_floor!r}"
+        )
+    return value
+
+
+def check_restarts(restarts: Any) -> int:
+    """Validate the number of fixed optimisation starts."""
+    if (
+        isinstance(restarts, bool)
+        or not isinstance(restarts, (int, np.integer))
+        or not 1 <= restarts <= len(_STARTS)
+    ):
+        raise ConfigError(
+            f"restarts must be an integer from 1 to {len(_STARTS)}, got {restarts!r}"
+        )
+    return int(restarts)
+
+
+# --------------------------------------------------------------------------- kernel
+def _matern(r: np.ndarray, nu: float) -> np.ndarray:
+    """The unit-variance Matérn correlation at scaled distances ``r`` (gpytorch's form)."""
+    if nu == 0.5:
+        return np.exp(-r)
+    if nu == 1.5:
+        s = math.sqrt(3.0) * r
+        return (1.0 + s) * np.exp(-s)
+    s = math.sqrt(5.0) * r
+    return (1.0 + s + s * s / 3.0) * np.exp(-s)
+
+
+def _kernel(A: np.ndarray, B: np.ndarray, lengthscale: np.ndarray, outputscale: float,
+            nu: float) -> np.ndarray:
+    """``outputscale · Matern(|(a - b) / lengthscale|)`` for all rows ``a`` of A, ``b`` of B.
+
+    Differences are formed directly (not through ``|a|² + |b|² − 2ab``), so distances between
+    equal points are exactly zero; rows of ``A`` are processed in chunks to bound memory.
+    """
+    A = A / lengthscale
+    B = B / lengthscale
+    out = np.empty((A.shape[0], B.shape[0]))
+    step = max(1, _CHUNK_ELEMS // max(1, B.shape[0] * A.shape[1]))
+    for i in range(0, A.shape[0], step):
+        diff = A[i : i + step, None, :] - B[None, :, :]
+        r = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+        out[i : i + step] = _matern(r, nu)
+    return outputscale * out
+
+
+def _cholesky(K: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of ``K``, adding growing jitter only if it is not numerically PD."""
+    jitter = 0.0
+    scale = float(np.mean(np.diag(K))) if K.size else 1.0
+    for _ in range(8):
+        try:
+            return cholesky(K + jitter * np.eye(K.shape[0]), lower=True, check_finite=False)
+        except np.linalg.LinAlgError:
+            jitter = scale * (1e-10 if jitter == 0.0 else 10.0 * jitter / scale)
+    raise MapframeError("the GP kernel matrix is not positive definite, even with jitter")
+
+
+# --------------------------------------------------------------------------- fitted model
+class FittedGP:
+    """An exact GP posterior with fixed hyper-parameters, in float64 numpy.
+
+    Inputs are mapped with ``(x − lower) / width`` and outputs standardised with
+    ``(y − y_mean) / y_scale``; the hyper-parameters (``constant``, ``outputscale``,
+    ``lengthscale``, ``noise``) live on those scales. Everything returned is in the original
+    units. The posterior is that of the *latent* function (no observation noise), except for
+    :meth:`loo`, which predicts held-out *observations*.
+
+    Cached after construction: the Cholesky factor ``L`` of ``K + noise·I`` and
+    ``alpha = (K + noise·I)⁻¹ (t − constant)``, so a mean costs one kernel matrix and one
+    matrix-vector product.
+    """
+
+    def __init__(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        *,
+        lower: np.ndarray,
+        width: np.ndarray,
+        y_mean: float,
+        y_scale: float,
+        constant: float,
+        outputscale: float,
+        lengthscale: np.ndarray,
+        noise: float,
+        nu: float,
+        log_likelihood: float = math.nan,
+    ) -> None:
+        self.lower = np.asarray(lower, dtype=float)
+        self.width = np.asarray(width, dtype=float)
+        self.y_mean, self.y_scale = float(y_mean), float(y_scale)
+        self.constant, self.outputscale = float(constant), float(outputscale)
+        self.lengthscale = np.asarray(lengthscale, dtype=float).reshape(-1)
+        self.noise, self.nu = float(noise), float(nu)
+        #: Maximised objective: log marginal likelihood plus log priors, per data point.
+        self.log_likelihood = float(log_likelihood)
+        self.X = np.asarray(X, dtype=float)
+        self.y = np.asarray(y, dtype=float)
+        self._Z = self._unit(self.X)
+        self._t = (self.y - self.y_mean) / self.y_scale
+        K = self._k(self._Z, self._Z)
+        K[np.diag_indices_from(K)] += self.noise
+        self._L = _cholesky(K)
+        self._alpha = cho_solve((self._L, True), self._t - self.constant, check_finite=False)
+
+    # ---- helpers
+    def _unit(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=float)
+        if X.ndim == 1:
+            X = X[None, :]
+        if X.ndim != 2 or X.shape[1] != self.lower.size:
+            raise ConfigError(
+                f"expected points with {self.lower.size} coefficients, got shape {X.shape}"
+            )
+        return (X - self.lower) / self.width
+
+    def _k(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+        return _kernel(A, B, self.lengthscale, self.outputscale, self.nu)
+
+    def _solve_cross(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(K(X, Z), L⁻¹ K(X, Z))`` for unit-cube points ``Z``."""
+        Kxz = self._k(self._Z, Z)
+        return Kxz, solve_triangular(self._L, Kxz, lower=True, check_finite=False)
+
+    # ---- posterior
+    def mean(self, X: np.ndarray) -> np.ndarray:
+        """Posterior mean at each row of ``X``: ``(M,)``."""
+        Kxz = self._k(self._Z, self._unit(X))
+        return self.y_mean + self.y_scale * (self.constant + Kxz.T @ self._alpha)
+
+    def var(self, X: np.ndarray) -> np.ndarray:
+        """Posterior variance of the latent function at each row of ``X``: ``(M,)``."""
+        _, V = self._solve_cross(self._unit(X))
+        v = self.outputscale - np.einsum("ij,ij->j", V, V)
+        return np.maximum(v, 0.0) * self.y_scale**2
+
+    def mean_var(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and latent variance at each row of ``X``, sharing one kernel matrix."""
+        Kxz, V = self._solve_cross(self._unit(X))
+        mean = self.y_mean + self.y_scale * (self.constant + Kxz.T @ self._alpha)
+        v = np.maximum(self.outputscale - np.einsum("ij,ij->j", V, V), 0.0)
+        return mean, v * self.y_scale**2
+
+    def cov(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+        """Posterior covariance of the latent function between rows of ``A`` and ``B``."""
+        Za, Zb = self._unit(A), self._unit(B)
+        _, Va = self._solve_cross(Za)
+        _, Vb = self._solve_cross(Zb)
+        return (self._k(Za, Zb) - Va.T @ Vb) * self.y_scale**2
+
+    def posterior(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Joint posterior of the latent function at the rows of ``X``:
+        ``(mean (M,), cov (M, M))``."""
+        Z = self._unit(X)
+        Kxz, V = self._solve_cross(Z)
+        mean = self.y_mean + self.y_scale * (self.constant + Kxz.T @ self._alpha)
+        cov = (self._k(Z, Z) - V.T @ V) * self.y_scale**2
+        return mean, 0.5 * (cov + cov.T)
+
+    def loo(self) -> tuple[np.ndarray, np.ndarray]:
+        """Closed-form leave-one-out predictions of the training observations (hyper-parameters
+        kept fixed; Rasmussen & Williams 2006, eq. 5.12): ``(mean (K,), variance (K,))``.
+
+        ``μ₋ᵢ = yᵢ − [K⁻¹(y − m)]ᵢ / [K⁻¹]ᵢᵢ`` and ``σ²₋ᵢ = 1 / [K⁻¹]ᵢᵢ`` with ``K`` including
+        the noise; the variance is that of a new *observation* at ``xᵢ``.
+        """
+        k = self._t.size
+        Kinv = cho_solve((self._L, True), np.eye(k), check_finite=False)
+        d = np.diag(Kinv)
+        mean_t = self._t - self._alpha / d
+        return self.y_mean + self.y_scale * mean_t, self.y_scale**2 / d
+
+    def with_data(self, X: np.ndarray, y: np.ndarray) -> FittedGP:
+        """The same hyper-parameters and scalings, conditioned on other data ``(X, y)``."""
+        return FittedGP(
+            X, y, lower=self.lower, width=self.width, y_mean=self.y_mean,
+            y_scale=self.y_scale, constant=self.constant, outputscale=self.outputscale,
+            lengthscale=self.lengthscale, noise=self.noise, nu=self.nu,
+        )
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The fitted hyper-parameters as plain floats (standardised scales, unit-cube inputs)."""
+        return {
+            "lengthscales": [float(v) for v in self.lengthscale],
+            "outputscale": self.outputscale,
+            "noise": self.noise,
+            "constant": self.constant,
+            "nu": self.nu,
+        }
+
+
+# --------------------------------------------------------------------------- fitting
+_MODEL_CLASS: Any = None
+
+
+def _model_class(gpytorch: Any) -> Any:
+    """The ExactGP subclass, defined on first use so that gpytorch is imported lazily."""
+    global _MODEL_CLASS
+    if _MODEL_CLASS is None:
+
+        class _ExactGP(gpytorch.models.ExactGP):  # type: ignore[name-defined,misc]
+            def __init__(self, x: Any, y: Any, likelihood: Any, covar: Any) -> None:
+                super().__init__(x, y, likelihood)
+                self.mean_module = gpytorch.means.ConstantMean()
+                self.covar_module = covar
+
+            def forward(self, x: Any) -> Any:
+                return gpytorch.distributions.MultivariateNormal(
+                    self.mean_module(x), self.covar_module(x)
+                )
+
+        _MODEL_CLASS = _ExactGP
+    return _MODEL_CLASS
+
+
+def _scaling(
+    X: np.ndarray, bounds: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    if bounds is None:
+        lower, upper = X.min(axis=0), X.max(axis=0)
+    else:
+        lower = np.asarray(bounds[0], dtype=float).reshape(-1)
+        upper = np.asarray(bounds[1], dtype=float).reshape(-1)
+        if lower.shape != (X.shape[1],) or upper.shape != (X.shape[1],):
+            raise ConfigError(
+                f"bounds must give one lower and one upper value per input ({X.shape[1]})"
+            )
+    width = upper - lower
+    width = np.where(np.isfinite(width) & (width > 0), width, 1.0)
+    return lower, width
+
+
+def _optimise(
+    gpytorch: Any, torch: Any, Z: np.ndarray, t: np.ndarray, *, nu: float, noise_floor: float,
+    lengthscale0: float, noise0: float,
+) -> tuple[float, dict[str, Any]] | None:
+    """One LBFGS run from a fixed start; ``(loss, hyper-parameters)`` or ``None`` on failure."""
+    from gpytorch.constraints import GreaterThan
+    from gpytorch.priors import GammaPrior, LogNormalPrior
+
+    d = Z.shape[1]
+    x = torch.as_tensor(Z, dtype=torch.float64)
+    y = torch.as_tensor(t, dtype=torch.float64)
+    likelihood = gpytorch.likelihoods.GaussianLikelihood(
+        noise_prior=LogNormalPrior(-4.0, 1.0),
+        noise_constraint=GreaterThan(noise_floor),
+    )
+    base = gpytorch.kernels.MaternKernel(
+        nu=nu, ard_num_dims=d,
+        lengthscale_prior=LogNormalPrior(math.sqrt(2.0) + math.log(d) / 2.0, math.sqrt(3.0)),
+        lengthscale_constraint=GreaterThan(_MIN_LENGTHSCALE),
+    )
+    covar = gpytorch.kernels.ScaleKernel(base, outputscale_prior=GammaPrior(2.0, 0.15))
+    model = _model_class(gpytorch)(x, y, likelihood, covar).double()
+    base.lengthscale = torch.full((1, d), max(lengthscale0, 2 * _MIN_LENGTHSCALE),
+                                  dtype=torch.float64)
+    covar.outputscale = torch.tensor(1.0, dtype=torch.float64)
+    likelihood.noise = torch.tensor([max(noise0, 2 * noise_floor)], dtype=torch.float64)
+    model.train()
+    likelihood.train()
+    mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model)
+    optimizer = torch.optim.LBFGS(
+        model.parameters(), lr=1.0, max_iter=_MAX_ITER, line_search_fn="strong_wolfe",
+        tolerance_grad=1e-6, tolerance_change=1e-10,
+    )
+
+    def closure() -> Any:
+        optimizer.zero_grad()
+        loss = -mll(model(x), y)
+        loss.backward()
+        return loss
+
+    try:
+        optimizer.step(closure)
+        with torch.no_grad():
+            loss = float(-mll(model(x), y))
+    except (RuntimeError, ValueError):  # NotPSDError is a RuntimeError
+        return None
+    if not math.isfinite(loss):
+        return None
+    hyper = {
+        "lengthscale": base.lengthscale.detach().cpu().numpy().reshape(-1).copy(),
+        "outputscale": float(covar.outputscale.detach()),
+        "noise": float(likelihood.noise.detach().reshape(-1)[0]),
+        "constant": float(model.mean_module.constant.detach().reshape(-1)[0]),
+    }
+    if not all(np.all(np.isfinite(v)) for v in hyper.values()):
+        return None
+    return loss, hyper
+
+
+def fit_gp(
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
+    nu: float = 2.5,
+    noise_floor: float = 1e-6,
+    restarts: int = 2,
+) -> FittedGP:
+    """Fit an exact GP to ``(X (K, d), y (K,))`` and return its :class:`FittedGP` posterior.
+
+    ``bounds = (lower, upper)`` maps inputs to the unit cube (default: the data's min/max per
+    dimension; a constant dimension gets width 1). ``nu`` is the Matérn smoothness,
+    ``noise_floor`` the lower bound of the noise variance on standardised outputs, and
+    ``restarts`` the number of fixed starting points tried (the best objective wins; a start
+    that fails numerically is skipped, and if all fail the first start's values are kept).
+    torch runs single-threaded during the fit (its setting is restored afterwards). The
+    result is a deterministic function of the data and these settings.
+    """
+    nu = check_nu(nu)
+    noise_floor = check_noise_floor(noise_floor)
+    restarts = check_restarts(restarts)
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y, dtype=float).reshape(-1)
+    if X.ndim != 2 or X.shape[0] != y.size or X.shape[0] == 0:
+        raise ConfigError(f"fit_gp needs X (K, d) and y (K,) with K >= 1, got {X.shape}, "
+                          f"{y.shape}")
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
+        raise ConfigError("fit_gp got NaN or infinite inputs or targets")
+    lower, width = _scaling(X, bounds)
+    Z = (X - lower) / width
+    y_mean = float(y.mean())
+    y_scale = float(y.std())
+    if not y_scale > 1e-12 * max(1.0, abs(y_mean)):
+        y_scale = 1.0
+    t = (y - y_mean) / y_scale
+
+    gpytorch, torch = _import_torch("surrogate")
+    d = Z.shape[1]
+    mode = math.exp(math.sqrt(2.0) + math.log(d) / 2.0 - 3.0)  # the lengthscale prior's mode
+    best: tuple[float, dict[str, Any]] | None = None
+    with _single_threaded(torch), warnings.catch_warnings(), gpytorch.settings.fast_computations(
+        log_prob=False, covar_root_decomposition=False, solves=False
+    ), gpytorch.settings.max_cholesky_size(1 << 30):
+        warnings.filterwarnings("ignore", module=r"gpytorch\..*|linear_operator\..*")
+        for factor, noise0 in _STARTS[:restarts]:
+            got = _optimise(gpytorch, torch, Z, t, nu=nu, noise_floor=noise_floor,
+                            lengthscale0=factor * mode, noise0=noise0)
+            if got is not None and (best is None or got[0] < best[0]):
+                best = got
+    hyper: dict[str, Any]
+    if best is None:  # every start failed numerically: fall back to the first start's values
+        loss, hyper = math.nan, {
+            "lengthscale": np.full(d, mode), "outputscale": 1.0,
+            "noise": max(_STARTS[0][1], noise_floor), "constant": 0.0,
+        }
+    else:
+        loss, hyper = best
+    return FittedGP(
+        X, y, lower=lower, width=width, y_mean=y_mean, y_scale=y_scale,
+        constant=hyper["constant"], outputscale=hyper["outputscale"],
+        lengthscale=hyper["lengthscale"], noise=hyper["noise"], nu=nu,
+        log_likelihood=-loss,
+    )
+
+
+# --------------------------------------------------------------------------- surrogate
+class GPSurrogate(Surrogate):
+    """A Gaussian process per task (``"gp"``): exact GP regression with a Matérn kernel.
+
+    Call order (as for every surrogate; the study fits a ``copy.deepcopy`` per task)::
+
+        s = GPSurrogate(nu=2.5)
+        s.n_params(N)              # N + 1: the fewest points a fit accepts
+        s.fit(X, y, task)          # standardise y, map X to the unit cube of the data's range,
+                                   # maximise the marginal likelihood (see fit_gp)
+        s.predict(Xnew)            # posterior mean (cached Cholesky and weights; numpy only)
+        s.predict_std(Xnew)        # posterior standard deviation of the latent function
+        s.diagnostics()            # r2/rmse, closed-form leave-one-out, hyper-parameters
+
+    Settings: ``nu`` (Matérn smoothness: 0.5, 1.5 or 2.5), ``noise_floor`` (lower bound of the
+    noise variance on standardised outputs: keeps noise-free data well conditioned),
+    ``restarts`` (fixed optimisation starts). Unlike the quadratic surrogates the GP has no
+    fixed parameter count, so any design with ``N + 1`` points is accepted, and it does not
+    use the task's metric range beyond validating the values (predictions are not clipped
+    to it). The fit is deterministic. Needs gpytorch (``pip install 'mapframe[gp]'``).
+    """
+
+    name: ClassVar[str] = "gp"
+
+    def __init__(self, nu: float = 2.5, noise_floor: float = 1e-6, restarts: int = 2) -> None:
+        self.nu = check_nu(nu)
+        self.noise_floor = check_noise_floor(noise_floor)
+        self.restarts = check_restarts(restarts)
+        _require_gpytorch("surrogate")
+        self._gp: FittedGP | None = None
+        self._diagnostics: dict[str, Any] = {}
+
+    def n_params(self, n_dims: int) -> int:
+        """``N + 1``: the fewest evaluations the GP is fitted on."""
+        if isinstance(n_dims, bool) or not isinstance(n_dims, (int, np.integer)) or n_dims < 1:
+            raise ConfigError(
+                f"the number of dimensions must be an integer >= 1, got {n_dims!r}"
+            )
+        return int(n_dims) + 1
+
+    def fit(self, X: np.ndarray, y: np.ndarray, task: Task | None = None) -> GPSurrogate:
+        """Fit to ``K >= N + 1`` points (``X``: ``(K, N)``, ``y``: ``(K,)``); return ``self``.
+
+        Raises :class:`~mapframe.errors.BudgetError` for too few points,
+        :class:`~mapframe.errors.ConfigError` for malformed inputs (or missing gpytorch) and
+        :class:`~mapframe.errors.MetricError` for non-finite or out-of-range metric values.
+        """
+        self._gp = None
+        X, y = self._validate(X, y, task)
+        gp = fit_gp(X, y, nu=self.nu, noise_floor=self.noise_floor, restarts=self.restarts)
+        self._gp = gp
+        self._diagnostics = self._quality(gp, y)
+        return self
+
+    @property
+    def model(self) -> FittedGP:
+        """The fitted :class:`FittedGP` (posterior mean, covariance, leave-one-out)."""
+        if self._gp is None:
+            raise MapframeError("GPSurrogate is not fitted yet: call fit(X, y, task) first")
+        return self._gp
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Posterior mean at each row of ``X`` (``(M, N)``; one point as ``(N,)``): ``(M,)``."""
+        return self.model.mean(X)
+
+    def predict_std(self, X: np.ndarray) -> np.ndarray:
+        """Posterior standard deviation of the latent function at each row of ``X``: ``(M,)``."""
+        return np.sqrt(self.model.var(X))
+
+    def diagnostics(self) -> dict[str, Any]:
+        """``r2``/``rmse`` of the posterior mean on the fitted points, ``loo_r2``/``loo_rmse``
+        from closed-form leave-one-out (``loo_method = "closed_form"``, hyper-parameters
+        fixed), ``n_samples``, ``model``, the hyper-parameters (``lengthscales`` per input on
+        the unit cube, ``outputscale`` and ``noise`` on standardised outputs, ``constant``,
+        ``nu``) and ``log_likelihood`` (the maximised objective per point). Empty before
+        :meth:`fit`."""
+        return dict(self._diagnostics)
+
+    # ---- helpers
+    def _validate(
+        self, X: np.ndarray, y: np.ndarray, task: Task | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if task is not None and not isinstance(task, Task):
+            raise ConfigError(f"task must be a mapframe Task, got {type(task).__name__}")
+        where = f"task {task.name!r}: " if task is not None else ""
+        try:
+            X = np.asarray(X, dtype=float)
+            y = np.asarray(y, dtype=float)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}coefficients and metric values must be numbers") from None
+        if X.ndim != 2 or X.shape[1] < 1:
+            raise ConfigError(f"coefficients must be a (K, N) array, got shape {X.shape}")
+        if not np.all(np.isfinite(X)):
+            raise ConfigError("coefficients contain NaN or infinite values")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1 or y.shape[0] != X.shape[0]:
+            raise ConfigError(
+                f"{where}expected {X.shape[0]} metric values (shape ({X.shape[0]},)) for "
+                f"{X.shape[0]} points, got shape {y.shape}"
+            )
+        if not np.all(np.isfinite(y)):
+            raise MetricError(f"{where}metric values contain NaN or infinite values")
+        if task is not None and (np.any(y < task.lower) or np.any(y > task.upper)):
+            raise MetricError(
+                f"{where}metric values range over [{y.min():g}, {y.max():g}], outside the "
+                f"declared range [{task.lower:g}, {task.upper:g}]"
+            )
+        need = self.n_params(X.shape[1])
+        if X.shape[0] < need:
+            raise BudgetError(
+                f"{where}{X.shape[0]} evaluations cannot fit the gp surrogate for "
+                f"{X.shape[1]} tasks: it needs at least {need} (N + 1); raise the budget"
+            )
+        return X, y
+
+    def _quality(self, gp: FittedGP, y: np.ndarray) -> dict[str, Any]:
+        k = y.size
+        ss_tot = float(np.sum((y - y.mean()) ** 2))
+        resid = y - gp.mean(gp.X)
+        loo_mean, _ = gp.loo()
+        loo_resid = y - loo_mean
+        ss_res, press = float(resid @ resid), float(loo_resid @ loo_resid)
+
+        def r2(ss: float) -> float:
+            return 1.0 - ss / ss_tot if ss_tot > 0 else math.nan
+
+        return {
+            "model": self.name,
+            "r2": r2(ss_res),
+            "rmse": math.sqrt(ss_res / k),
+            "loo_r2": r2(press),
+            "loo_rmse": math.sqrt(press / k),
+            "loo_method": "closed_form",
+            "n_samples": k,
+            **gp.hyperparameters(),
+            "log_likelihood": gp.log_likelihood,
+        }
