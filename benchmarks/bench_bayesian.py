@@ -14,6 +14,22 @@ Pareto front of a dense grid, also on test. *Sampler time* is the sampler's own 
 
 The *stopping rule* rows give the adaptive samplers a maximum budget of 50 with the `plateau`
 rule, and report how many evaluations they used and the quality reached.
+
+Reading of the recorded run. At the smallest budgets the GP sampler is clearly ahead of Plain
+MAP at N = 2 (budget 9: 0.979 vs 0.950, with a smaller spread over seeds), which is the
+paper's "6 + 3 beats 9" claim reproduced. From budget 20 on, all MAP variants sit at the
+ceiling this example allows (a method that searches on validation and is scored on test
+cannot reach 1.0; at N = 3 the 9261-point grid searched on validation, thinned to 100 points
+like MAP's front, scores 0.917, see the Plain MAP benchmark), and the differences are within
+one standard error: the GP sampler reaches 0.985 at N = 2 with 20 evaluations (target 0.98), but is not measurably better than
+Plain MAP there. The bin sampler matches Plain MAP within noise but does not beat it: on this
+example the quadratic fits well everywhere, so "where the surrogate is wrong" carries little
+signal. At N = 3 and budget 9, only the GP surrogate can be fitted at all (a quadratic needs 10
+points); the quadratic surrogate beats the GP surrogate at N = 2 and ties at N = 3. The
+plateau rule stopped the GP sampler early in 3 of 5 runs at N = 2 with no loss of quality; with
+the bin sampler, whose leave-one-out error keeps moving, it rarely stops before the maximum.
+Sampler overhead stays far below the 5 s per round target (slowest round under 1.2 s, that
+one including the one-off import of torch and gpytorch).
 """
 
 from __future__ import annotations
@@ -127,6 +143,32 @@ def run(quick: bool = False) -> dict[str, Any]:
     return out
 
 
+def _versus_plain(data: dict[str, Any], n: Any) -> list[str]:
+    """Per budget: the best adaptive MAP variant minus Plain MAP, with its standard error."""
+    adaptive = [m for m in METHODS if m not in ("Plain MAP (sobol)", "random search")]
+    out = [f"Best adaptive variant minus Plain MAP at N = {n} (difference of mean HV "
+           "fractions ± its standard error over seeds; positive favours the adaptive one):", "",
+           "| budget | best adaptive variant | difference |", "|---|---|---|"]
+    for b in data["budgets"]:
+        def vals(m: str, b: int = b) -> np.ndarray:
+            return np.array([r["hv_fraction"] for r in data["rows"]
+                             if str(r["n"]) == str(n) and r["budget"] == b
+                             and r["method"] == m and "hv_fraction" in r])
+        plain = vals("Plain MAP (sobol)")
+        scored = [(vals(m).mean(), m) for m in adaptive if vals(m).size]
+        if not scored:
+            continue
+        best_mean, best = max(scored)
+        if plain.size == 0:
+            out.append(f"| {b} | {best} | no Plain MAP at this budget |")
+            continue
+        a = vals(best)
+        se = np.sqrt(a.var(ddof=1) / a.size + plain.var(ddof=1) / plain.size) \
+            if min(a.size, plain.size) > 1 else float("nan")
+        out.append(f"| {b} | {best} | {best_mean - plain.mean():+.3f} ± {se:.3f} |")
+    return [*out, ""]
+
+
 def _min_budget(surrogate: str, n: int) -> int:
     from mapframe.plugin import get_registry
 
@@ -175,6 +217,7 @@ def report(data: dict[str, Any]) -> str:
                     extra = "– | – | –"
                 lines.append(f"| {b} | {m} | {_ms(rows, 'hv_fraction')} | {extra} |")
         lines.append("")
+        lines += _versus_plain(data, n)
         stop = [r for r in data["stopping"] if str(r["n"]) == str(n)]
         if stop:
             lines += [f"Stopping rule at N = {n} (`stopping: plateau`, maximum budget "

@@ -152,3 +152,27 @@ def test_kill_minus_nine_and_resume(tmp_path):
     calls = log.read_text().splitlines()
     # every point evaluated once, except possibly the one killed in flight
     assert len(calls) - 12 <= 1
+
+
+@pytest.mark.parametrize("sampler", [{"name": "bins", "batch": 2}, {"name": "gp", "batch": 2}])
+def test_run_adaptive_sampler_with_stopping_from_yaml(tmp_path, capsys, sampler):
+    path = _config(tmp_path, output="out", budget=40, verify=0)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["sampler"] = sampler
+    cfg["stopping"] = {"name": "plateau", "patience": 2}
+    cfg["front_solver"] = "grid"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path), "--quiet"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["settings"]["sampler"]["name"] == sampler["name"]
+    assert summary["settings"]["stopping"]["name"] == "plateau"
+    rounds = summary["rounds"]
+    assert len(rounds) > 2 and all(r["new"] <= max(2, r["proposed"]) for r in rounds)
+    n = summary["n_search_evaluations"]
+    # two exact quadratics: the front settles long before 40 evaluations
+    assert summary["stopped_early"] and n < 40
+    text = capsys.readouterr().out
+    assert "stopped early:" in text and f"sampling: {len(rounds)} rounds" in text
+    # a re-run resumes: nothing new, the same stop
+    assert main(["run", str(path), "--quiet"]) == 0
+    assert f"0 new this run, {n} reused" in capsys.readouterr().out
