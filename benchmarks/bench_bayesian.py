@@ -16,20 +16,20 @@ The *stopping rule* rows give the adaptive samplers a maximum budget of 50 with 
 rule, and report how many evaluations they used and the quality reached.
 
 Reading of the recorded run. At the smallest budgets the GP sampler is clearly ahead of Plain
-MAP at N = 2 (budget 9: 0.979 vs 0.950, with a smaller spread over seeds), which is the
-paper's "6 + 3 beats 9" claim reproduced. From budget 20 on, all MAP variants sit at the
-ceiling this example allows (a method that searches on validation and is scored on test
-cannot reach 1.0; at N = 3 the 9261-point grid searched on validation, thinned to 100 points
-like MAP's front, scores 0.917, see the Plain MAP benchmark), and the differences are within
-one standard error: the GP sampler reaches 0.985 at N = 2 with 20 evaluations (target 0.98), but is not measurably better than
-Plain MAP there. The bin sampler matches Plain MAP within noise but does not beat it: on this
-example the quadratic fits well everywhere, so "where the surrogate is wrong" carries little
-signal. At N = 3 and budget 9, only the GP surrogate can be fitted at all (a quadratic needs 10
-points); the quadratic surrogate beats the GP surrogate at N = 2 and ties at N = 3. The
-plateau rule stopped the GP sampler early in 3 of 5 runs at N = 2 with no loss of quality; with
-the bin sampler, whose leave-one-out error keeps moving, it rarely stops before the maximum.
-Sampler overhead stays far below the 5 s per round target (slowest round under 1.2 s, that
-one including the one-off import of torch and gpytorch).
+MAP at N = 2 (budget 9: 0.979 vs 0.950, with a smaller spread over seeds), which is the paper's
+"6 + 3 beats 9" claim reproduced. From budget 20 on, all MAP variants sit at the ceiling this
+example allows (a method that searches on validation and is scored on test cannot reach 1.0; at
+N = 3 the 9261-point grid searched on validation, thinned to 100 points like MAP's front,
+scores 0.917, see the Plain MAP benchmark), and the differences are within one standard error:
+the GP sampler reaches 0.985 at N = 2 with 20 evaluations (target 0.98), but is not measurably
+better than Plain MAP there. The bin sampler matches Plain MAP within noise but does not beat
+it: on this example the quadratic fits well everywhere, so "where the surrogate is wrong"
+carries little signal. At N = 3 and budget 9, only the GP surrogate can be fitted at all (a
+quadratic needs 10 points); the quadratic surrogate beats the GP surrogate at N = 2 and ties at
+N = 3. The plateau rule stopped the GP sampler early in 3 of 5 runs at N = 2 with no loss of
+quality; with the bin sampler, whose leave-one-out error keeps moving, it rarely stops before
+the maximum. Sampler overhead stays far below the 5 s per round target (slowest round under 1.2
+s, that one including the one-off import of torch and gpytorch).
 """
 
 from __future__ import annotations
