@@ -21,6 +21,7 @@ from mapframe.errors import (
     StoreError,
     UnknownComponentError,
 )
+from mapframe.nested import NestedMergeStudy, NestedResult
 from mapframe.problem import SearchSpace, Task
 from mapframe.results import Front, StudyResult
 from mapframe.study import MergeStudy, ProgressEvent
@@ -36,6 +37,8 @@ __all__ = [
     "MapframeWarning",
     "MergeStudy",
     "MetricError",
+    "NestedMergeStudy",
+    "NestedResult",
     "PluginLoadError",
     "ProgressEvent",
     "SearchSpace",

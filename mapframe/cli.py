@@ -103,6 +103,31 @@ def _print_summary(result: Any, paths: dict[str, Path], out: TextIO) -> None:
         out.write(f"  {key:16s} {p}\n")
 
 
+def _print_nested_summary(result: Any, paths: dict[str, Path], out: TextIO) -> None:
+    ev = result.evaluations
+    out.write(f"\nnested study {result.study_name!r}: {len(result.pairs)} merges in "
+              f"{len(result.rounds)} rounds (pairing {result.pairing}); "
+              f"{ev['search_task_evaluations']} search task evaluations "
+              f"({ev['search_model_evaluations']} merged models), "
+              f"{ev['verify_model_evaluations']} verification and "
+              f"{ev['extra_model_evaluations']} other model evaluations "
+              f"({ev['new_this_run']} new this run, {ev['reused_from_store']} reused)\n")
+    for r, recs in enumerate(result.rounds, 1):
+        for p in recs:
+            real = p.score("real")
+            out.write(f"  round {r}: {p.left} x {p.right} -> coefficients "
+                      f"({p.coefficients[0]:.3f}, {p.coefficients[1]:.3f}), pair score "
+                      f"{'n/a' if real is None else f'{real:.4f}'}\n")
+    metrics = ", ".join(f"{n}={v:.4g}" for n, v in zip(result.task_names,
+                                                       result.final_metrics))
+    out.write(f"final model: {metrics}; preference-weighted score {result.final_score:.4f}\n")
+    if result.effective_coefficients:
+        out.write("coefficients on the original task vectors: " + ", ".join(
+            f"{k}={v:.3f}" for k, v in result.effective_coefficients.items()) + "\n")
+    for key, p in paths.items():
+        out.write(f"  {key:16s} {p}\n")
+
+
 def _run_config(cfg: dict[str, Any], args: argparse.Namespace) -> int:
     from mapframe.config import build_study
 
@@ -123,6 +148,15 @@ def _run_config(cfg: dict[str, Any], args: argparse.Namespace) -> int:
             "run the same command again to resume\n")
         return 130
     paths = result.save(output, plot=not args.no_plot)
+    from mapframe.nested import NestedResult
+
+    if isinstance(result, NestedResult):
+        if options["export"]:
+            paths["merged_model"] = result.export(output / "merged.safetensors")
+        if study.storage.name == "sqlite":
+            paths["store"] = Path(study.storage.describe()["path"])
+        _print_nested_summary(result, paths, sys.stdout)
+        return 0
     if options["export"] and result.merge_spec is not None:
         index = result.selected if result.selected is not None else None
         if index is None:

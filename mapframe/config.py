@@ -13,7 +13,8 @@ from typing import Any
 
 from mapframe.errors import ConfigError
 
-__all__ = ["STUDY_KEYS", "TOP_LEVEL_KEYS", "build_study", "load_config", "validate_config"]
+__all__ = ["NESTED_KEYS", "STUDY_KEYS", "TOP_LEVEL_KEYS", "build_study", "load_config",
+           "validate_config"]
 
 TOP_LEVEL_KEYS = {
     "study": "study settings (name, budget, seed, output, storage, ...)",
@@ -25,7 +26,10 @@ TOP_LEVEL_KEYS = {
     "front_solver": "the front solver component (default auto)",
     "executor": "the executor component (default inprocess)",
     "stopping": "a stopping rule for adaptive samplers (default none: spend the budget)",
+    "nested": "Nested MAP: merge in pairs for study.preference (pair_budget, pairing)",
 }
+NESTED_KEYS = {"pair_budget": "evaluations per pair (default 20)",
+               "pairing": "pairing strategy component (default cosine)"}
 STUDY_KEYS: dict[str, Any] = {
     "name": str,
     "budget": int,
@@ -138,6 +142,31 @@ def validate_config(
         checked["storage"] = {**storage, "path": _path(storage["path"], base,
                                                       "study.storage.path")}
     cfg["study"] = checked
+    if "nested" in data:
+        nested = data["nested"] if data["nested"] is not None else {}
+        if not isinstance(nested, Mapping):
+            raise ConfigError("nested must be a mapping, e.g. nested: {pair_budget: 20, "
+                              "pairing: cosine}")
+        for key in nested:
+            if key not in NESTED_KEYS:
+                raise _unknown(str(key), NESTED_KEYS, "nested")
+        pb = nested.get("pair_budget", 20)
+        if isinstance(pb, bool) or not isinstance(pb, int):
+            raise ConfigError(f"nested.pair_budget must be int, got {pb!r}")
+        out: dict[str, Any] = {"pair_budget": pb}
+        if "pairing" in nested:
+            out["pairing"] = _component(nested["pairing"], "nested.pairing")
+        for key, why in (("budget", "set nested.pair_budget (evaluations per pair) instead"),
+                         ("n_coefficients", "nested merging has one model per task")):
+            if key in checked:
+                raise ConfigError(f"study.{key} does not apply to nested merging: {why}")
+        if "stopping" in cfg:
+            raise ConfigError("stopping does not apply to nested merging (each pair spends "
+                              "nested.pair_budget)")
+        if checked.get("preference") is None:
+            raise ConfigError("nested merging needs study.preference: one weight per task "
+                              "(it builds one merged model for that preference)")
+        cfg["nested"] = out
     if "checkpoints" in data:
         ck = data["checkpoints"]
         if not isinstance(ck, Mapping):
@@ -172,6 +201,8 @@ def build_study(cfg: Mapping[str, Any], **overrides: Any) -> tuple[Any, dict[str
     from mapframe.study import MergeStudy
 
     study = {**cfg.get("study", {}), **{k: v for k, v in overrides.items() if v is not None}}
+    if "nested" in cfg:
+        return _build_nested(cfg, study)
     name = study.get("name", "study")
     output = study.get("output") or os.path.join("results", name)
     storage = study.get("storage") or os.path.join(output, "evaluations.sqlite")
@@ -195,3 +226,31 @@ def build_study(cfg: Mapping[str, Any], **overrides: Any) -> tuple[Any, dict[str
         kwargs["allow_pickle"] = ck.get("allow_pickle", False)
     options = {"output": output, "export": bool(study.get("export", False))}
     return MergeStudy(**kwargs), options
+
+
+def _build_nested(cfg: Mapping[str, Any], study: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    from mapframe.nested import NestedMergeStudy
+
+    if "budget" in study:
+        raise ConfigError("--budget does not apply to nested merging: set nested.pair_budget")
+    name = study.get("name", "nested")
+    output = study.get("output") or os.path.join("results", name)
+    kwargs: dict[str, Any] = {
+        "evaluator": cfg["evaluator"], "study_name": name,
+        "storage": study.get("storage") or os.path.join(output, "evaluations.sqlite"),
+        "preference": study["preference"], **cfg["nested"],
+    }
+    for key in ("seed", "verify", "on_error", "search_bounds"):
+        if key in study:
+            kwargs[key] = study[key]
+    for key in ("merge_strategy", "sampler", "surrogate", "front_solver", "executor"):
+        if key in cfg:
+            kwargs[key] = cfg[key]
+    if "checkpoints" not in cfg:
+        raise ConfigError("nested merging needs checkpoints: pretrained and one fine-tuned "
+                          "model per task")
+    ck = cfg["checkpoints"]
+    kwargs["checkpoints"] = {"pretrained": ck["pretrained"], "finetuned": ck["finetuned"]}
+    kwargs["allow_pickle"] = ck.get("allow_pickle", False)
+    return NestedMergeStudy(**kwargs), {"output": output,
+                                        "export": bool(study.get("export", False))}

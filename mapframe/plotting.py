@@ -12,9 +12,10 @@ import numpy as np
 from mapframe.errors import MapframeWarning
 
 if TYPE_CHECKING:
+    from mapframe.nested import NestedResult
     from mapframe.results import StudyResult
 
-__all__ = ["plot_front"]
+__all__ = ["plot_front", "plot_merge_tree", "plot_nested_fronts"]
 
 
 def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120) -> Path | None:
@@ -87,6 +88,135 @@ def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120
                 ax.tick_params(labelsize=6)
     fig.suptitle(f"{result.study_name}: amortised Pareto front ({len(F)} points, "
                  f"{len(result.history)} evaluations)", fontsize=9)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
+def _short(name: str, n: int = 34) -> str:
+    return name if len(name) <= n else name[: n - 1] + "…"
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        warnings.warn("matplotlib is not installed, so no plot was drawn; install it with: "
+                      "pip install 'mapframe[plot]'", MapframeWarning, stacklevel=3)
+        return None
+    return plt
+
+
+def plot_merge_tree(result: NestedResult, path: str | os.PathLike[str],
+                    dpi: int = 120) -> Path | None:
+    """Draw Nested MAP's merge tree: leaves (the fine-tuned models) at the bottom, one level
+    per round, each merge labelled with the chosen coefficients and its real pair score."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    nodes = result.nodes
+    pos: dict[str, tuple[float, float]] = {}
+    leaves: list[str] = []
+
+    def collect(name: str) -> None:
+        node = nodes[name]
+        if node.children:
+            for c in node.children:
+                collect(c)
+        else:
+            leaves.append(name)
+
+    collect(result.root)
+    for i, name in enumerate(leaves):
+        pos[name] = (float(i), 0.0)
+
+    def place(name: str) -> tuple[float, float]:
+        node = nodes[name]
+        if name in pos:
+            return pos[name]
+        xs = [place(c)[0] for c in node.children or ()]
+        pos[name] = (float(np.mean(xs)), float(node.round))
+        return pos[name]
+
+    place(result.root)
+    depth = max(y for _, y in pos.values())
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(leaves)), 1.6 + 1.3 * depth))
+    records = {p.merged: p for p in result.pairs}
+    for name, node in nodes.items():
+        if name not in pos or not node.children:
+            continue
+        x, y = pos[name]
+        for child, c in zip(node.children, node.coefficients or (0.0, 0.0)):
+            cx, cy = pos[child]
+            ax.plot([cx, cx, x], [cy, y, y], "-", c="0.55", lw=1.2, zorder=1)
+            ax.annotate(f"{c:.2f}", ((cx + x) / 2, y), textcoords="offset points",
+                        xytext=(0, 3), ha="center", fontsize=7, color="tab:blue")
+        rec = records.get(name)
+        label = f"round {node.round}"
+        if rec is not None and rec.score("real") is not None:
+            label += f"\nscore {rec.score('real'):.3f}"
+        ax.scatter([x], [y], s=60, c="tab:blue", zorder=3)
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(0, 8), ha="center",
+                    fontsize=7)
+    for name in leaves:
+        x, y = pos[name]
+        ax.scatter([x], [y], s=60, c="tab:orange", zorder=3)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(0, -14), ha="center",
+                    fontsize=8)
+    ax.set_ylim(-0.7, depth + 0.8)
+    ax.set_xlim(-0.7, len(leaves) - 0.3)
+    ax.axis("off")
+    pref = ", ".join(f"{w:.2f}" for w in result.preference)
+    ax.set_title(f"{result.study_name}: nested merge tree (preference {pref}); blue numbers: "
+                 "coefficient of each child", fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
+def plot_nested_fronts(result: NestedResult, path: str | os.PathLike[str],
+                       dpi: int = 120) -> Path | None:
+    """One panel per merge of the tournament: the pair's evaluated points, its predicted
+    front over the two sides' preference-weighted metrics, and the chosen point (predicted
+    and real)."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    pairs = result.pairs
+    cols = min(4, len(pairs))
+    rows = int(np.ceil(len(pairs) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.1 * rows), squeeze=False)
+    for ax in axes.flat[len(pairs):]:
+        ax.axis("off")
+    for ax, rec in zip(axes.flat, pairs):
+        res = rec.result
+        evals = res.history.select("search")
+        Y = np.array([e.metrics for e in evals]).reshape(len(evals), 2)
+        F = res.front.predicted
+        order = np.argsort(F[:, 0])
+        ax.scatter(Y[:, 0], Y[:, 1], s=10, c="0.65", label="evaluated")
+        ax.plot(F[order, 0], F[order, 1], "-", c="tab:blue", lw=1.2, label="predicted front")
+        ax.scatter(*rec.predicted, s=120, marker="*", c="gold", edgecolors="k", zorder=5,
+                   label="chosen (predicted)")
+        if rec.real is not None:
+            ax.scatter(*rec.real, s=40, marker="x", c="tab:red", zorder=6,
+                       label="chosen (real)")
+        ax.set_title(f"round {rec.round}: {_short(rec.merged, 48)}", fontsize=7)
+        ax.set_xlabel(f"{_short(rec.left)} (w {rec.weights[0]:.2f})", fontsize=7)
+        ax.set_ylabel(f"{_short(rec.right)} (w {rec.weights[1]:.2f})", fontsize=7)
+        ax.tick_params(labelsize=6)
+    axes.flat[0].legend(fontsize=6, loc="lower left")
+    fig.suptitle(f"{result.study_name}: the front of every merge (axes: preference-weighted "
+                 "metric of each side's tasks)", fontsize=9)
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

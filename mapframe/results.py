@@ -92,6 +92,8 @@ class StudyResult:
     timings: dict[str, float]
     settings: dict[str, Any] = field(default_factory=dict)
     merge_spec: MergeSpec | None = None
+    #: Fixed ``(lower, upper)`` per task for the preference score (``None``: the front's range).
+    preference_bounds: tuple[list[float], list[float]] | None = None
     #: One record per sampling round: points proposed, new and reused evaluations, the
     #: sampler's own time (``propose_s``) and the evaluation time.
     rounds: list[dict[str, Any]] = field(default_factory=list)
@@ -113,12 +115,14 @@ class StudyResult:
         """Index of the front point with the best preference-weighted normalised score.
 
         Each task's predicted metric is scaled to [0, 1] over the front (1 = best, whatever
-        the direction), then weighted by ``preference`` (normalised to sum 1).
+        the direction), or over ``preference_bounds`` when the study fixed them, then
+        weighted by ``preference`` (normalised to sum 1).
         """
         from mapframe.metrics import select_by_preference
 
+        lo, hi = self.preference_bounds or (None, None)
         return int(select_by_preference(self.front.predicted, preference,
-                                        [t.direction for t in self.tasks]))
+                                        [t.direction for t in self.tasks], lo, hi))
 
     def export(self, path: str | os.PathLike[str], index: int | None = None,
                preference: list[float] | None = None) -> Path:

@@ -107,6 +107,7 @@ class MergeStudy:
         stopping: StoppingRule | str | Mapping[str, Any] | None = None,
         verify: int = 0,
         preference: Sequence[float] | None = None,
+        preference_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
         on_error: str = "raise",
         progress: Callable[[ProgressEvent], None] | None = None,
     ) -> None:
@@ -216,6 +217,7 @@ class MergeStudy:
         self.on_error = on_error
         self.preference = None if preference is None else _check_preference(
             preference, len(self.tasks))
+        self.preference_bounds = _check_bounds(preference_bounds, len(self.tasks))
         if not isinstance(study_name, str) or not study_name:
             raise ConfigError(f"study_name must be a non-empty string, got {study_name!r}")
         self.study_name = study_name
@@ -345,7 +347,8 @@ class MergeStudy:
                 idx = spread_subset(F_front, self.verify, directions)
                 if self.preference is not None:
                     # Always check for real the point step 8 will hand the user.
-                    chosen = select_by_preference(F_front, self.preference, directions)
+                    chosen = select_by_preference(F_front, self.preference, directions,
+                                                  *(self.preference_bounds or (None, None)))
                     if chosen not in idx:
                         idx = np.union1d(spread_subset(F_front, self.verify - 1, directions),
                                          [chosen])
@@ -387,6 +390,7 @@ class MergeStudy:
             timings=timings,
             settings=self.settings(),
             merge_spec=self.merge_spec,
+            preference_bounds=self.preference_bounds,
             rounds=rounds,
             stopped_early=stopped,
             stopping_trace=self.stopping.trace() if self.stopping is not None else [],
@@ -617,6 +621,26 @@ def _check_preference(preference: Sequence[float], n: int) -> np.ndarray:
             f"preference weights must be finite, non-negative and not all zero, got {p.tolist()}"
         )
     return p / p.sum()
+
+
+def _check_bounds(
+    bounds: tuple[Sequence[float], Sequence[float]] | None, n: int
+) -> tuple[list[float], list[float]] | None:
+    if bounds is None:
+        return None
+    try:
+        lo, hi = (np.asarray(b, dtype=float).reshape(-1) for b in bounds)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"preference_bounds must be (lower, upper) with {n} numbers each, got {bounds!r}"
+        ) from None
+    if lo.size != n or hi.size != n or not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))
+                                             and np.all(lo < hi)):
+        raise ConfigError(
+            f"preference_bounds must be (lower, upper) with {n} finite numbers each and "
+            f"lower < upper, got {bounds!r}"
+        )
+    return lo.tolist(), hi.tolist()
 
 
 def _verification_report(

@@ -31,7 +31,13 @@ import numpy as np
 import pytest
 
 from mapframe.cli import main
-from mapframe.config import CHECKPOINT_KEYS, STUDY_KEYS, TOP_LEVEL_KEYS, validate_config
+from mapframe.config import (
+    CHECKPOINT_KEYS,
+    NESTED_KEYS,
+    STUDY_KEYS,
+    TOP_LEVEL_KEYS,
+    validate_config,
+)
 from mapframe.errors import ConfigError, PluginLoadError
 from mapframe.plugin import get_registry, hookspecs, register_plugin, unregister_plugin
 
@@ -103,7 +109,7 @@ def test_every_builtin_component_is_in_the_reference():
 # -- (c) configuration keys ----------------------------------------------------------------
 def test_every_config_key_is_documented():
     page = _page("configuration.md")
-    for key in [*TOP_LEVEL_KEYS, *STUDY_KEYS, *CHECKPOINT_KEYS]:
+    for key in [*TOP_LEVEL_KEYS, *STUDY_KEYS, *CHECKPOINT_KEYS, *NESTED_KEYS]:
         assert f"| `{key}` |" in page, f"config field {key!r} has no row in configuration.md"
 
 
@@ -366,3 +372,19 @@ def test_adaptive_sampling_page_matches_the_components(tmp_path):
         cfg = validate_config(data, base_dir=tmp_path)
         registry.create("sampler", cfg["sampler"])
         registry.create("stopping", cfg["stopping"])
+
+
+def test_nested_page_yaml_validates_and_images_exist(tmp_path):
+    import yaml
+
+    page = _page("nested.md")
+    configs = [yaml.safe_load(body) for info, body in _blocks("nested.md") if info == "yaml"]
+    assert configs
+    for data in configs:
+        cfg = validate_config(data, base_dir=tmp_path)
+        assert cfg["nested"]["pair_budget"] == 20
+        get_registry().create("pairing", cfg["nested"]["pairing"])
+    for image in re.findall(r"\]\((images/[^)]+)\)", page):
+        assert (DOCS / image).is_file(), image
+    for name in get_registry().names("pairing"):
+        assert f"`{name}`" in page

@@ -183,6 +183,48 @@ class TaskVectors:
         fts = [load_state_dict(p, allow_pickle=allow_pickle) for p in finetuned.values()]
         return cls(base, fts, list(finetuned), [str(p) for p in finetuned.values()])
 
+    @classmethod
+    def from_vectors(
+        cls,
+        pretrained: Mapping[str, torch.Tensor],
+        vectors: Sequence[Mapping[str, torch.Tensor]],
+        task_names: Sequence[str] | None = None,
+    ) -> TaskVectors:
+        """Build from the pretrained state dict and task vectors given directly (one
+        ``{key: τ}`` per task over the floating-point tensors), without subtracting.
+
+        Used for merged models that become new "fine-tuned" models (nested merging).
+        """
+        import torch
+
+        names = list(task_names) if task_names is not None else [
+            f"task{i}" for i in range(len(vectors))]
+        if not vectors or len(names) != len(vectors):
+            raise CheckpointError(f"{len(names)} names for {len(vectors)} task vectors")
+        self = cls.__new__(cls)
+        self._base, self._other, self._vectors = {}, {}, {}
+        for k, b in pretrained.items():
+            if not torch.is_floating_point(b):
+                self._other[k] = b.clone()
+                continue
+            for i, v in enumerate(vectors):
+                if k not in v or tuple(v[k].shape) != tuple(b.shape):
+                    raise CheckpointError(
+                        f"task vector {names[i]!r} lacks tensor {k!r} or has the wrong shape")
+            self._base[k] = b.detach().clone()
+            self._vectors[k] = torch.stack([v[k].detach().to(b.dtype) for v in vectors])
+        self.task_names = names
+        self.sources = list(names)
+        return self
+
+    def pretrained_state(self) -> dict[str, torch.Tensor]:
+        """The pretrained state dict (merged and kept tensors), sharing storage."""
+        return {**self._base, **self._other}
+
+    def vector(self, i: int) -> dict[str, torch.Tensor]:
+        """Task vector ``i`` as ``{key: τ_i}`` (views, no copies)."""
+        return {k: v[i] for k, v in self._vectors.items()}
+
     @property
     def n_tasks(self) -> int:
         return len(self.task_names)
@@ -223,9 +265,12 @@ class TaskVectors:
             for i in range(self.n_tasks)
         ]
         base = float(sum(float(torch.sum(v.float() ** 2)) for v in self._base.values()))
+        # 12 significant digits: identical weights always agree, even if a sum's rounding
+        # differs between processes; different weights practically never do.
         return {"tasks": list(self.task_names), "tensors": len(self._vectors),
                 "params": sum(v[0].numel() for v in self._vectors.values()),
-                "base_sq_norm": base, "task_sq_norms": norms}
+                "base_sq_norm": float(f"{base:.12g}"),
+                "task_sq_norms": [float(f"{x:.12g}") for x in norms]}
 
     def nbytes(self) -> int:
         return sum(v.numel() * v.element_size() for v in self._vectors.values()) + sum(

@@ -18,6 +18,7 @@ def component_bases() -> dict[str, type[Component]]:
     from mapframe.evaluators.base import Evaluator
     from mapframe.executors.base import Executor
     from mapframe.merging.base import MergeStrategy
+    from mapframe.nested import PairingStrategy
     from mapframe.samplers.base import Sampler
     from mapframe.solvers.base import FrontSolver
     from mapframe.stopping import StoppingRule
@@ -33,6 +34,7 @@ def component_bases() -> dict[str, type[Component]]:
         "storage": EvaluationStore,
         "executor": Executor,
         "stopping": StoppingRule,
+        "pairing": PairingStrategy,
     }
 
 

@@ -1,0 +1,703 @@
+"""Nested MAP (the paper's Algorithm 2): merge many models in pairs, tournament style.
+
+With N fine-tuned models, Plain MAP searches an N-dimensional coefficient box and needs
+``(N+1)(N+2)/2`` evaluations just to fit its quadratics. Nested MAP instead merges two models
+at a time: each round pairs the current models, runs a two-coefficient MAP on every pair whose
+two objectives are the preference-weighted metrics of the tasks on each side, picks the front
+point with the best preference-weighted score, and turns that merged model into a new
+"fine-tuned" model (its task vector recomputed against the pretrained weights) for the next
+round. After ``⌈log2 N⌉`` rounds one model remains: the merged model for the user's preference.
+
+It costs about ``k · N · log2 N`` task evaluations (``k`` evaluations per pair, each scoring the
+tasks of that pair) instead of growing with the square of N, and it returns one model for one
+preference rather than a whole front.
+
+:class:`NestedMergeStudy` reuses the study machinery: every pair is a :class:`MergeStudy`
+(same sampler, surrogate, front solver, merge strategy, executor) writing to the same store
+under its own name, so an interrupted tournament resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from abc import abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from mapframe.component import Component
+from mapframe.errors import BudgetError, ConfigError, EvaluationError
+from mapframe.evaluators.base import Evaluator
+from mapframe.history import Evaluation, coefficient_key
+from mapframe.plugin import get_registry
+from mapframe.problem import Task, as_tasks
+
+if TYPE_CHECKING:
+    import torch
+
+    from mapframe.executors.base import Executor
+    from mapframe.merging.base import MergeStrategy
+    from mapframe.merging.checkpoints import TaskVectors
+    from mapframe.merging.merger import Merger
+    from mapframe.results import StudyResult
+    from mapframe.storage.base import EvaluationStore
+
+__all__ = [
+    "CosinePairing",
+    "InOrderPairing",
+    "MetricProfilePairing",
+    "NestedMergeStudy",
+    "NestedNode",
+    "NestedResult",
+    "PairEvaluator",
+    "PairRecord",
+    "PairingStrategy",
+    "search_task_evaluations",
+]
+
+#: Merge strategies whose merged task vector is the coefficient-weighted sum of the inputs, so
+#: the final model's coefficients on the original task vectors can be reported.
+LINEAR_STRATEGIES = frozenset({"task_arithmetic"})
+
+
+# ------------------------------------------------------------------------------ nodes
+@dataclass
+class NestedNode:
+    """A model in the tournament: a fine-tuned leaf or a merged pair.
+
+    ``tasks`` are indices into the study's tasks the model stands for; ``vector`` its task
+    vector ``{tensor name: θ − θ0}``; ``profile`` its metrics on all tasks (only when the
+    pairing needs them); ``effective`` its coefficients on the original task vectors (linear
+    merge strategies only).
+    """
+
+    name: str
+    tasks: list[int]
+    vector: dict[str, torch.Tensor] = field(repr=False)
+    round: int = 0
+    children: tuple[str, str] | None = None
+    coefficients: tuple[float, float] | None = None
+    profile: np.ndarray | None = None
+    effective: np.ndarray | None = None
+
+
+def _flat_dot(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
+    import torch
+
+    return float(sum(float(torch.sum(a[k].float() * b[k].float())) for k in a))
+
+
+# ------------------------------------------------------------------------------ pairing
+class PairingStrategy(Component):
+    """Decides which models merge with which in each round of Nested MAP.
+
+    Call order, once per round::
+
+        pairs, byes = pairing.pair(nodes)   # [(i, j), ...] and the indices left alone
+
+    The default :meth:`pair` is greedy on :meth:`similarity`: the most similar unpaired two
+    first; with an odd count the model least similar to the others is left over and moves to
+    the next round unchanged (a *bye*). Set ``needs_profiles = True`` to get every node's
+    metrics on all tasks in ``node.profile`` (each costs one evaluation of that model).
+    """
+
+    kind: ClassVar[str] = "pairing"
+    needs_profiles: ClassVar[bool] = False
+
+    @abstractmethod
+    def similarity(self, nodes: Sequence[NestedNode]) -> np.ndarray:
+        """Symmetric ``(n, n)`` similarities (larger = merge sooner)."""
+
+    def pair(self, nodes: Sequence[NestedNode]) -> tuple[list[tuple[int, int]], list[int]]:
+        """Greedy pairing on :meth:`similarity` (ties: lower indices first)."""
+        n = len(nodes)
+        S = np.asarray(self.similarity(nodes), dtype=float)
+        if S.shape != (n, n) or not np.all(np.isfinite(S)):
+            raise EvaluationError(
+                f"pairing {self.name!r} returned similarities of shape {S.shape} for {n} "
+                "models, or non-finite values")
+        cand = sorted((-S[i, j], i, j) for i in range(n) for j in range(i + 1, n))
+        used: set[int] = set()
+        pairs: list[tuple[int, int]] = []
+        for _, i, j in cand:
+            if i not in used and j not in used:
+                pairs.append((i, j))
+                used.update((i, j))
+        byes = [i for i in range(n) if i not in used]
+        return sorted(pairs), byes
+
+
+class CosinePairing(PairingStrategy):
+    """Pair the models whose task vectors point the most alike (``name = "cosine"``).
+
+    The default: it costs no evaluation, and models whose task vectors agree interfere least
+    when merged, so the early rounds (which see only a few tasks each) lose little, and the
+    conflicting directions meet in the last rounds, whose two-dimensional MAP then arbitrates
+    between whole groups of tasks with the preference in view.
+    """
+
+    name: ClassVar[str] = "cosine"
+
+    def similarity(self, nodes: Sequence[NestedNode]) -> np.ndarray:
+        n = len(nodes)
+        G = np.empty((n, n))
+        for i in range(n):
+            for j in range(i, n):
+                G[i, j] = G[j, i] = _flat_dot(nodes[i].vector, nodes[j].vector)
+        d = np.sqrt(np.clip(np.diag(G), 1e-30, None))
+        return G / np.outer(d, d)
+
+
+class MetricProfilePairing(PairingStrategy):
+    """Pair the models whose metrics on all tasks are closest (``name = "metric_profile"``).
+
+    Each model is evaluated once on every task (leaves before round 1, merged models after
+    their round; these evaluations are counted); similarity is minus the Euclidean distance
+    between the profiles, each task scaled by the spread of its metric over the models. The
+    authors' code pairs by closest single-task accuracy, which this generalises.
+    """
+
+    name: ClassVar[str] = "metric_profile"
+    needs_profiles: ClassVar[bool] = True
+
+    def similarity(self, nodes: Sequence[NestedNode]) -> np.ndarray:
+        P = np.array([node.profile for node in nodes], dtype=float)
+        if P.ndim != 2 or not np.all(np.isfinite(P)):
+            raise EvaluationError("metric_profile pairing needs finite metric profiles")
+        scale = P.std(axis=0)
+        P = P / np.where(scale > 0, scale, 1.0)
+        return -np.sqrt(((P[:, None, :] - P[None, :, :]) ** 2).sum(axis=2))
+
+
+class InOrderPairing(PairingStrategy):
+    """Pair the models in the order given: (1, 2), (3, 4), ...; the last one of an odd count
+    has the bye (``name = "in_order"``). The paper's description of round 1."""
+
+    name: ClassVar[str] = "in_order"
+
+    def similarity(self, nodes: Sequence[NestedNode]) -> np.ndarray:
+        n = len(nodes)
+        return -np.abs(np.subtract.outer(np.arange(n), np.arange(n))).astype(float)
+
+    def pair(self, nodes: Sequence[NestedNode]) -> tuple[list[tuple[int, int]], list[int]]:
+        n = len(nodes)
+        pairs = [(i, i + 1) for i in range(0, n - 1, 2)]
+        return pairs, ([n - 1] if n % 2 else [])
+
+
+# ------------------------------------------------------------------------------ evaluator
+class PairEvaluator(Evaluator):
+    """The two objectives of one pair: preference-weighted metrics of each side's tasks.
+
+    Wraps the study's evaluator: ``evaluate`` scores the merged model on all tasks and
+    returns, per side, ``Σ w_i s_i m_i`` over the side's tasks with ``w`` the preference
+    normalised within the side (equal weights if the side's preference is all zero) and
+    ``s_i`` = +1 for tasks to maximise, −1 for tasks to minimise. Both objectives are
+    maximised; their ranges follow from the tasks' ranges.
+    """
+
+    name: ClassVar[str] = "nested_pair"
+    needs_merger: ClassVar[bool] = True
+
+    def __init__(self, inner: Evaluator, sides: tuple[Sequence[int], Sequence[int]],
+                 preference: Sequence[float], labels: tuple[str, str]) -> None:
+        self.inner = inner
+        tasks = list(inner.tasks)
+        p = np.asarray(preference, dtype=float)
+        self.sides = [list(map(int, s)) for s in sides]
+        self.labels = list(labels)
+        self._weights: list[np.ndarray] = []
+        self._signs = np.array([t.sign for t in tasks], dtype=float)
+        out: list[Task] = []
+        for idx, label in zip(self.sides, self.labels):
+            w = p[idx]
+            w = w / w.sum() if w.sum() > 0 else np.full(len(idx), 1.0 / len(idx))
+            self._weights.append(w)
+            lo = hi = 0.0
+            for wi, i in zip(w, idx):
+                t = tasks[i]
+                a, b = (t.lower, t.upper) if t.sign > 0 else (-t.upper, -t.lower)
+                lo, hi = lo + wi * a, hi + wi * b
+            lo = lo if math.isfinite(lo) else -math.inf
+            hi = hi if math.isfinite(hi) else math.inf
+            if not lo < hi:
+                lo, hi = -math.inf, math.inf
+            out.append(Task(label, "max", lo, hi))
+        self._tasks = out
+        self.max_batch_size = inner.max_batch_size
+
+    @property
+    def tasks(self) -> list[Task]:
+        return list(self._tasks)
+
+    def setup(self, merger: Merger | None) -> None:
+        super().setup(merger)
+        self.inner.setup(merger)
+
+    def aggregate(self, M: np.ndarray) -> np.ndarray:
+        """Per-task metrics ``(B, T)`` to the pair's two objectives ``(B, 2)``."""
+        G = np.atleast_2d(M) * self._signs
+        return np.column_stack([G[:, idx] @ w for idx, w in zip(self.sides, self._weights)])
+
+    def evaluate(self, coefficients: np.ndarray) -> np.ndarray:
+        return self.aggregate(np.asarray(self.inner.evaluate(coefficients), dtype=float))
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "inner": self.inner.describe(), "sides": self.sides,
+                "weights": [w.tolist() for w in self._weights]}
+
+
+# ------------------------------------------------------------------------------ results
+@dataclass
+class PairRecord:
+    """One merge of the tournament: which two models, the pair's MAP study and the choice."""
+
+    round: int
+    left: str
+    right: str
+    merged: str
+    tasks_left: list[str]
+    tasks_right: list[str]
+    weights: tuple[float, float]
+    index: int
+    coefficients: tuple[float, float]
+    predicted: tuple[float, float]
+    real: tuple[float, float] | None
+    result: StudyResult = field(repr=False)
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.tasks_left) + len(self.tasks_right)
+
+    def score(self, which: str = "real") -> float | None:
+        """The preference-weighted score ``P_left·f_left + P_right·f_right`` of the choice."""
+        v = self.real if which == "real" else self.predicted
+        if v is None:
+            return None
+        return float(self.weights[0] * v[0] + self.weights[1] * v[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        res = self.result
+        return {
+            "round": self.round, "left": self.left, "right": self.right,
+            "merged": self.merged, "tasks_left": self.tasks_left,
+            "tasks_right": self.tasks_right, "weights": list(self.weights),
+            "selected_index": self.index, "coefficients": list(self.coefficients),
+            "predicted": list(self.predicted),
+            "real": None if self.real is None else list(self.real),
+            "predicted_score": self.score("predicted"), "real_score": self.score("real"),
+            "search_evaluations": len(res.history),
+            "verify_evaluations": len(res.history.select("verify", ok=False)),
+            "front_size": len(res.front), "surrogates": res.diagnostics,
+        }
+
+
+@dataclass
+class NestedResult:
+    """What :meth:`NestedMergeStudy.run` returns: the merge tree, every pair's front and the
+    final merged model with its metrics on all tasks."""
+
+    study_name: str
+    tasks: list[Task]
+    preference: list[float]
+    rounds: list[list[PairRecord]]
+    byes: list[list[str]]
+    nodes: dict[str, NestedNode]
+    root: str
+    final_metrics: np.ndarray
+    effective_coefficients: dict[str, float] | None
+    evaluations: dict[str, int]
+    timings: dict[str, float]
+    settings: dict[str, Any]
+    pairing: str
+    _pretrained: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    @property
+    def pairs(self) -> list[PairRecord]:
+        return [p for r in self.rounds for p in r]
+
+    @property
+    def final_score(self) -> float:
+        """``Σ p_i s_i m_i`` of the final model (preference normalised to sum 1)."""
+        signs = np.array([t.sign for t in self.tasks])
+        return float(np.dot(self.preference, signs * self.final_metrics))
+
+    def tree(self, name: str | None = None) -> dict[str, Any]:
+        """The merge tree as nested dicts (leaves have no ``children``)."""
+        node = self.nodes[name or self.root]
+        out: dict[str, Any] = {"name": node.name, "round": node.round,
+                               "tasks": [self.tasks[i].name for i in node.tasks]}
+        if node.children:
+            out["coefficients"] = list(node.coefficients or ())
+            out["children"] = [self.tree(c) for c in node.children]
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "study": self.study_name, "mode": "nested",
+            "tasks": [t.to_dict() for t in self.tasks], "preference": self.preference,
+            "pairing": self.pairing,
+            "final_metrics": dict(zip(self.task_names, self.final_metrics.tolist())),
+            "final_score": self.final_score,
+            "effective_coefficients": self.effective_coefficients,
+            "evaluations": self.evaluations, "rounds": [[p.to_dict() for p in r]
+                                                        for r in self.rounds],
+            "byes": self.byes, "tree": self.tree(), "timings_s": self.timings,
+            "settings": self.settings,
+        }
+
+    def merged_state_dict(self) -> dict[str, torch.Tensor]:
+        """The final merged model's full state dict."""
+        out = {k: v.clone() for k, v in self._pretrained.items()}
+        for k, tau in self.nodes[self.root].vector.items():
+            b = out[k]
+            out[k] = (b.float() + tau.float()).to(b.dtype)
+        return out
+
+    def export(self, path: str | os.PathLike[str]) -> Path:
+        """Save the final merged model as safetensors (the tree and scores in the metadata)."""
+        import json
+
+        from mapframe.merging.checkpoints import save_state_dict
+
+        meta = {"mapframe.study": self.study_name, "mapframe.mode": "nested",
+                "mapframe.tree": json.dumps(self.tree()),
+                "mapframe.final_metrics": json.dumps(dict(zip(self.task_names,
+                                                              self.final_metrics.tolist())))}
+        if self.effective_coefficients is not None:
+            meta["mapframe.coefficients"] = json.dumps(self.effective_coefficients)
+        return save_state_dict(self.merged_state_dict(), path, meta)
+
+    def save(self, directory: str | os.PathLike[str], plot: bool = True) -> dict[str, Path]:
+        """Write ``nested.json`` (summary and tree), ``tree.png``, ``fronts.png`` and one
+        folder per pair (``pairs/<round>-<merged>/``: that pair's MAP results)."""
+        from mapframe.results import _write_json
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        paths: dict[str, Path] = {"nested_json": _write_json(d / "nested.json", self.summary())}
+        for p in self.pairs:
+            sub = d / "pairs" / f"round{p.round}-{_slug(p.merged)}"
+            p.result.save(sub, plot=plot)
+        paths["pairs"] = d / "pairs"
+        if plot:
+            from mapframe.plotting import plot_merge_tree, plot_nested_fronts
+
+            for key, fn, fname in (("tree_png", plot_merge_tree, "tree.png"),
+                                   ("fronts_png", plot_nested_fronts, "fronts.png")):
+                out = fn(self, d / fname)
+                if out is not None:
+                    paths[key] = out
+        return paths
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:80]
+
+
+def search_task_evaluations(result: NestedResult) -> int:
+    """``Σ_pairs k · |tasks of the pair|``: the paper's count of the tournament's search cost
+    (``k · N · log2 N`` when N is a power of two)."""
+    return sum(len(p.result.history) * p.n_tasks for p in result.pairs)
+
+
+# ------------------------------------------------------------------------------ study
+class NestedMergeStudy:
+    """Nested MAP: one merged model for ``preference`` over many tasks, merging in pairs.
+
+    ``evaluator`` defines the tasks; ``checkpoints`` (or ``task_vectors``) give one fine-tuned
+    model per task, matched by name (or by position when the names differ). Each pair runs a
+    :class:`~mapframe.study.MergeStudy` with ``pair_budget`` evaluations and ``verify`` real
+    checks (the preference-selected point is always among them), with the given sampler,
+    surrogate, front solver, merge strategy and executor, stored in ``storage`` under
+    ``<study_name>/<left>+<right>``: re-running resumes the tournament where it stopped.
+    """
+
+    def __init__(
+        self,
+        evaluator: Evaluator | str | Mapping[str, Any],
+        *,
+        preference: Sequence[float],
+        checkpoints: Mapping[str, Any] | None = None,
+        task_vectors: TaskVectors | None = None,
+        allow_pickle: bool = False,
+        merge_strategy: MergeStrategy | str | Mapping[str, Any] = "task_arithmetic",
+        pair_budget: int = 20,
+        pairing: PairingStrategy | str | Mapping[str, Any] = "cosine",
+        sampler: Any = "sobol",
+        surrogate: Any = "auto",
+        front_solver: Any = "auto",
+        storage: EvaluationStore | str | os.PathLike[str] | Mapping[str, Any] | None = None,
+        study_name: str = "nested",
+        executor: Executor | str | Mapping[str, Any] = "inprocess",
+        verify: int = 1,
+        seed: int = 0,
+        search_bounds: Sequence[float] = (0.0, 1.0),
+        on_error: str = "raise",
+        progress: Callable[[Any], None] | None = None,
+    ) -> None:
+        from mapframe.study import _check_preference, _merge_spec
+
+        registry = get_registry()
+        self.evaluator: Evaluator = registry.create("evaluator", evaluator)  # type: ignore
+        self.tasks: list[Task] = list(self.evaluator.tasks)
+        as_tasks(tasks=self.tasks)  # unique names
+        if len(self.tasks) < 2:
+            raise ConfigError("nested merging needs at least two tasks")
+        self.preference = _check_preference(preference, len(self.tasks))
+        if (checkpoints is None) == (task_vectors is None):
+            raise ConfigError("give checkpoints= (pretrained + one fine-tuned model per task) "
+                              "or task_vectors=")
+        self.strategy: MergeStrategy = registry.create(  # type: ignore[assignment]
+            "merge_strategy", merge_strategy)
+        self._spec = _merge_spec(self.strategy, checkpoints, task_vectors, allow_pickle)
+        names = (list(self._spec.finetuned) if self._spec.finetuned
+                 else list(task_vectors.task_names))  # type: ignore[union-attr]
+        self.model_names = names
+        self.model_tasks = _match_models(names, [t.name for t in self.tasks])
+        self.pairing: PairingStrategy = registry.create("pairing", pairing)  # type: ignore
+        if isinstance(pair_budget, bool) or not isinstance(pair_budget, (int, np.integer)):
+            raise ConfigError(f"pair_budget must be an integer, got {pair_budget!r}")
+        need = registry.create("surrogate", copy.deepcopy(surrogate)).n_params(2)  # type: ignore
+        if pair_budget < need:
+            raise BudgetError(
+                f"pair_budget {pair_budget} cannot fit the {need}-parameter surrogate of a "
+                f"two-model merge: set pair_budget >= {need} (the paper uses 20)")
+        self.pair_budget = int(pair_budget)
+        if isinstance(verify, bool) or not isinstance(verify, (int, np.integer)) or verify < 1:
+            raise ConfigError(
+                f"verify must be an integer >= 1 for nested merging (the chosen point of every "
+                f"pair is evaluated for real), got {verify!r}")
+        self.verify = int(verify)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ConfigError(f"seed must be an integer, got {seed!r}")
+        self.seed = int(seed)
+        self.sampler, self.surrogate, self.front_solver = sampler, surrogate, front_solver
+        self.executor_spec = executor
+        self.search_bounds = search_bounds
+        self.on_error = on_error
+        if not isinstance(study_name, str) or not study_name:
+            raise ConfigError(f"study_name must be a non-empty string, got {study_name!r}")
+        self.study_name = study_name
+        self.progress = progress
+        if storage is None:
+            storage = "memory"
+        elif isinstance(storage, (str, os.PathLike)) and (
+                os.fspath(storage) not in registry.names("storage")):
+            storage = {"name": "sqlite", "path": os.fspath(storage)}
+        self.storage: EvaluationStore = registry.create("storage", storage)  # type: ignore
+
+    # --------------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        def desc(spec: Any) -> Any:
+            return spec.describe() if isinstance(spec, Component) else spec
+
+        return {"pair_budget": self.pair_budget, "verify": self.verify, "seed": self.seed,
+                "pairing": self.pairing.describe(), "merge_strategy": self.strategy.describe(),
+                "sampler": desc(self.sampler), "surrogate": desc(self.surrogate),
+                "front_solver": desc(self.front_solver), "executor": desc(self.executor_spec),
+                "storage": self.storage.describe(), "evaluator": self.evaluator.describe(),
+                "models": dict(zip(self.model_names,
+                                   [self.tasks[i].name for i in self.model_tasks]))}
+
+    def run(self) -> NestedResult:
+        """Run the tournament (resuming from the store) and return a :class:`NestedResult`."""
+        t0 = time.perf_counter()
+        tv = self._spec.build().task_vectors
+        base = tv.pretrained_state()
+        self._base = base
+        self._counts = {"search_models": 0, "search_tasks": 0, "verify_models": 0,
+                        "extra_models": 0, "new_this_run": 0, "reused": 0}
+        nodes: list[NestedNode] = []
+        n_models = tv.n_tasks
+        for i, name in enumerate(self.model_names):
+            eff = np.zeros(n_models)
+            eff[i] = 1.0
+            nodes.append(NestedNode(name, [self.model_tasks[i]], tv.vector(i), effective=eff))
+        all_nodes = {n.name: n for n in nodes}
+        rounds: list[list[PairRecord]] = []
+        byes_log: list[list[str]] = []
+        r = 0
+        while len(nodes) > 1:
+            r += 1
+            if self.pairing.needs_profiles:
+                for node in nodes:
+                    if node.profile is None:
+                        node.profile = self._evaluate_model(node, "profile")
+            pairs, byes = self.pairing.pair(nodes)
+            _check_pairs(pairs, byes, len(nodes), self.pairing.name)
+            records, merged = [], []
+            for i, j in pairs:
+                rec, node = self._merge_pair(r, nodes[i], nodes[j])
+                records.append(rec)
+                merged.append(node)
+                all_nodes[node.name] = node
+            rounds.append(records)
+            byes_log.append([nodes[i].name for i in byes])
+            nodes = sorted(merged + [nodes[i] for i in byes], key=lambda n: min(n.tasks))
+        root = nodes[0]
+        final = self._evaluate_model(root, "final")
+        eff_coef: dict[str, float] | None = None
+        if self.strategy.name in LINEAR_STRATEGIES and root.effective is not None:
+            eff_coef = dict(zip(self.model_names, root.effective.tolist()))
+        c = self._counts
+        evaluations = {
+            "search_model_evaluations": c["search_models"],
+            "search_task_evaluations": c["search_tasks"],
+            "verify_model_evaluations": c["verify_models"],
+            "extra_model_evaluations": c["extra_models"],
+            "total_model_evaluations": c["search_models"] + c["verify_models"]
+            + c["extra_models"],
+            "new_this_run": c["new_this_run"], "reused_from_store": c["reused"],
+        }
+        return NestedResult(
+            study_name=self.study_name, tasks=list(self.tasks),
+            preference=self.preference.tolist(), rounds=rounds, byes=byes_log,
+            nodes=all_nodes, root=root.name, final_metrics=final,
+            effective_coefficients=eff_coef, evaluations=evaluations,
+            timings={"total_s": time.perf_counter() - t0}, settings=self.settings(),
+            pairing=self.pairing.name, _pretrained=base)
+
+    # --------------------------------------------------------------------------------
+    def _component(self, spec: Any) -> Any:
+        return copy.deepcopy(spec) if isinstance(spec, Component) else spec
+
+    def _merge_pair(self, r: int, a: NestedNode, b: NestedNode) -> tuple[PairRecord, NestedNode]:
+        from mapframe.merging.checkpoints import TaskVectors
+        from mapframe.merging.merger import Merger
+        from mapframe.study import MergeStudy
+
+        pair_tv = TaskVectors.from_vectors(self._base, [a.vector, b.vector], [a.name, b.name])
+        p = self.preference
+        weights = (float(p[a.tasks].sum()), float(p[b.tasks].sum()))
+        select = weights if sum(weights) > 0 else (1.0, 1.0)
+        merged_name = f"({a.name}+{b.name})"
+        evaluator = PairEvaluator(self.evaluator, (a.tasks, b.tasks), p.tolist(),
+                                  (a.name, b.name))
+        lo = [t.lower if math.isfinite(t.lower) else 0.0 for t in evaluator.tasks]
+        hi = [t.upper if math.isfinite(t.upper) and t.upper > lo_ else lo_ + 1.0
+              for t, lo_ in zip(evaluator.tasks, lo)]
+        # The pair's choice maximises the raw weighted sum P_a·f_a + P_b·f_b: fixed, equal-
+        # width bounds make the normalised preference score an affine map of that sum.
+        width = max(h - l_ for h, l_ in zip(hi, lo))
+        bounds = (lo, [l_ + width for l_ in lo])
+        study = MergeStudy(
+            evaluator=evaluator, task_vectors=pair_tv,
+            merge_strategy=copy.deepcopy(self.strategy), budget=self.pair_budget,
+            seed=self.seed, search_bounds=self.search_bounds,
+            sampler=self._component(self.sampler), surrogate=self._component(self.surrogate),
+            front_solver=self._component(self.front_solver), storage=self.storage,
+            study_name=f"{self.study_name}/{merged_name}",
+            executor=self._component(self.executor_spec), verify=self.verify,
+            preference=list(select), preference_bounds=bounds, on_error=self.on_error,
+            progress=self.progress,
+        )
+        res = study.run()
+        sel = int(res.selected)  # type: ignore[arg-type]
+        c = res.front.coefficients[sel]
+        real = res.front.real[sel]
+        n_search = len(res.history)
+        n_verify = len(res.history.select("verify", ok=False))
+        self._counts["search_models"] += n_search
+        self._counts["search_tasks"] += n_search * (len(a.tasks) + len(b.tasks))
+        self._counts["verify_models"] += n_verify
+        self._counts["new_this_run"] += res.n_evaluated
+        self._counts["reused"] += res.n_reused
+        # The merged model becomes a new "fine-tuned" model: its task vector against θ0.
+        merger = Merger(copy.deepcopy(self.strategy), pair_tv)
+        theta = merger.merged_state_dict(c)
+        vector = {k: (theta[k].float() - self._base[k].float()).to(self._base[k].dtype)
+                  for k in pair_tv.keys()}
+        eff = None
+        if a.effective is not None and b.effective is not None:
+            eff = c[0] * a.effective + c[1] * b.effective
+        node = NestedNode(merged_name, sorted(a.tasks + b.tasks), vector, round=r,
+                          children=(a.name, b.name), coefficients=(float(c[0]), float(c[1])),
+                          effective=eff)
+        rec = PairRecord(
+            round=r, left=a.name, right=b.name, merged=merged_name,
+            tasks_left=[self.tasks[i].name for i in a.tasks],
+            tasks_right=[self.tasks[i].name for i in b.tasks], weights=weights, index=sel,
+            coefficients=(float(c[0]), float(c[1])),
+            predicted=(float(res.front.predicted[sel, 0]), float(res.front.predicted[sel, 1])),
+            real=(float(real[0]), float(real[1])) if np.all(np.isfinite(real)) else None,
+            result=res)
+        return rec, node
+
+    def _evaluate_model(self, node: NestedNode, purpose: str) -> np.ndarray:
+        """One real evaluation of ``node``'s model on all tasks, through the store and the
+        executor (resumable like every other evaluation)."""
+        from mapframe.executors.base import Job, MergeSpec
+        from mapframe.merging.checkpoints import TaskVectors
+        from mapframe.merging.task_arithmetic import TaskArithmetic
+
+        tv = TaskVectors.from_vectors(self._base, [node.vector], [node.name])
+        spec = MergeSpec(TaskArithmetic(), task_vectors=tv)
+        fp = {"tasks": [t.to_dict() for t in self.tasks], "n_coefficients": 1,
+              "evaluator": self.evaluator.describe(), "merge": spec.describe()}
+        name = f"{self.study_name}/{purpose}/{node.name}"
+        x = np.ones(1)
+        key = coefficient_key(x)
+        self._counts["extra_models"] += 1
+        self.storage.open(name, fp)
+        try:
+            for ev in self.storage.load():
+                if ev.key == key and ev.ok and ev.metrics is not None:
+                    self._counts["reused"] += 1
+                    return np.asarray(ev.metrics, dtype=float)
+            executor: Executor = get_registry().create(  # type: ignore[assignment]
+                "executor", self._component(self.executor_spec))
+            executor.start(self.evaluator, spec)
+            try:
+                executor.submit([Job(key, x, "search", 0)])
+                res = next(iter(executor.as_completed()))
+            finally:
+                executor.shutdown()
+            if res.error is not None or res.metrics is None:
+                raise EvaluationError(
+                    f"evaluating the {purpose} model {node.name} failed: "
+                    f"{(res.error or 'no metrics').splitlines()[0]}")
+            m = np.asarray(res.metrics, dtype=float).reshape(-1)
+            if m.size != len(self.tasks) or not np.all(np.isfinite(m)):
+                raise EvaluationError(
+                    f"evaluating the {purpose} model {node.name} gave {m.tolist()}: expected "
+                    f"{len(self.tasks)} finite metrics")
+            self.storage.add(Evaluation(x, m, duration=res.duration, key=key))
+            self._counts["new_this_run"] += 1
+            return m
+        finally:
+            self.storage.close()
+
+
+def _match_models(model_names: Sequence[str], task_names: Sequence[str]) -> list[int]:
+    """Task index of each fine-tuned model: by name, else by position."""
+    if sorted(model_names) == sorted(task_names):
+        return [list(task_names).index(n) for n in model_names]
+    if len(model_names) != len(task_names):
+        raise ConfigError(
+            f"nested merging needs one fine-tuned model per task: {len(model_names)} models "
+            f"({', '.join(model_names)}) for {len(task_names)} tasks "
+            f"({', '.join(task_names)}); name each fine-tuned checkpoint after its task")
+    return list(range(len(model_names)))
+
+
+def _check_pairs(pairs: Sequence[tuple[int, int]], byes: Sequence[int], n: int,
+                 name: str) -> None:
+    flat = [i for p in pairs for i in p] + list(byes)
+    if sorted(flat) != list(range(n)) or not pairs:
+        raise EvaluationError(
+            f"pairing {name!r} must use each of the {n} models exactly once (in a pair or a "
+            f"bye) and form at least one pair; got pairs {list(pairs)} and byes {list(byes)}")
