@@ -23,14 +23,8 @@ def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120
 
     Returns the PNG path, or ``None`` (with a warning) when matplotlib is not installed.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError:
-        warnings.warn("matplotlib is not installed, so no front plot was drawn; install it "
-                      "with: pip install 'mapframe[plot]'", MapframeWarning, stacklevel=2)
+    plt = _pyplot()
+    if plt is None:
         return None
 
     names = result.task_names
@@ -107,8 +101,8 @@ def _pyplot():  # type: ignore[no-untyped-def]
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
     except ImportError:
-        warnings.warn("matplotlib is not installed, so no plot was drawn; install it with: "
-                      "pip install 'mapframe[plot]'", MapframeWarning, stacklevel=3)
+        warnings.warn("matplotlib is not installed, so no front plot was drawn; install it "
+                      "with: pip install 'mapframe[plot]'", MapframeWarning, stacklevel=3)
         return None
     return plt
 

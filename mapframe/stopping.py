@@ -159,13 +159,10 @@ class PlateauStopping(StoppingRule):
 
     def _candidate_set(self, space: SearchSpace) -> np.ndarray:
         if self._candidates is None or self._candidates.shape[1] != space.n_dims:
-            from scipy.stats import qmc
+            from mapframe.samplers.space_filling import sobol_unit
 
-            from mapframe.samplers.space_filling import _qmc_rng
-
-            engine = qmc.Sobol(space.n_dims, scramble=True,
-                               **_qmc_rng(qmc.Sobol, np.random.default_rng(0)))
-            self._candidates = space.scale(engine.random(self.n_candidates))
+            self._candidates = space.scale(
+                sobol_unit(self.n_candidates, space.n_dims, np.random.default_rng(0)))
         return self._candidates
 
     def front_hypervolume(self, state: RoundState) -> float:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar, Literal
@@ -26,7 +25,7 @@ from mapframe.errors import ConfigError, MapframeError
 from mapframe.history import History, coefficient_key
 from mapframe.problem import SearchSpace, Task
 from mapframe.samplers.base import Sampler
-from mapframe.samplers.space_filling import _check_n, _qmc_rng
+from mapframe.samplers.space_filling import _check_n, fresh_sobol
 from mapframe.surrogates.base import Surrogate
 
 __all__ = [
@@ -389,17 +388,7 @@ class BinSampler(Sampler):
     def _initial_design(
         self, n: int, space: SearchSpace, history: History, rng: np.random.Generator
     ) -> np.ndarray:
-        d = space.n_dims
-        done = {e.key for e in history if e.phase == "search"}
-        engine = qmc.Sobol(d=d, scramble=True, **_qmc_rng(qmc.Sobol, rng))
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message="The balance properties of Sobol", category=UserWarning
-            )
-            unit = engine.random(n + len(done))
-        X = np.clip(space.scale(unit), space.lower, space.upper)
-        keep = [i for i, x in enumerate(X) if coefficient_key(x) not in done]
-        return X[keep[:n]]
+        return fresh_sobol(n, space, history, rng)
 
     def _round(self, space: SearchSpace, history: History, rng: np.random.Generator) -> _Round:
         d = space.n_dims

@@ -19,18 +19,16 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from scipy.stats import qmc
 
 from mapframe.errors import ConfigError
-from mapframe.history import History, coefficient_key
+from mapframe.history import History
 from mapframe.metrics import pareto_mask
 from mapframe.problem import SearchSpace
 from mapframe.samplers.base import Sampler, SamplerContext
-from mapframe.samplers.space_filling import _check_n, _qmc_rng
+from mapframe.samplers.space_filling import _check_n, fresh_sobol, sobol_unit
 from mapframe.surrogates.gp import (
     FittedGP,
     _require_gpytorch,
@@ -399,14 +397,7 @@ class GPSampler(Sampler):
         n: int, space: SearchSpace, history: History, rng: np.random.Generator
     ) -> np.ndarray:
         """The first ``n`` not yet evaluated points of a Sobol' sequence scrambled by ``rng``."""
-        engine = qmc.Sobol(d=space.n_dims, scramble=True, **_qmc_rng(qmc.Sobol, rng))
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message="The balance properties of Sobol", category=UserWarning
-            )
-            pts = space.scale(engine.random(n + len(history)))
-        fresh = [x for x in pts if coefficient_key(x) not in history]
-        return np.array(fresh[:n]).reshape(-1, space.n_dims)
+        return fresh_sobol(n, space, history, rng)
 
     # ---- acquisition
     def _ehvi(
@@ -474,12 +465,7 @@ class GPSampler(Sampler):
         n_sobol = (min(256 * N, 1024) if self.n_candidates == "auto"
                    else int(self.n_candidates))
         n_sobol = max(n_sobol, 4 * n)
-        engine = qmc.Sobol(d=N, scramble=True, **_qmc_rng(qmc.Sobol, rng))
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message="The balance properties of Sobol", category=UserWarning
-            )
-            glob = engine.random(n_sobol)
+        glob = sobol_unit(n_sobol, N, rng)
         n_local = n_sobol // 2
         centres = pareto_unit[np.arange(n_local) % len(pareto_unit)]
         sigmas = np.array(_LOCAL_SIGMAS)[np.arange(n_local) % len(_LOCAL_SIGMAS)]

@@ -27,7 +27,7 @@ import numpy as np
 from scipy.stats import qmc
 
 from mapframe.errors import ConfigError
-from mapframe.history import History
+from mapframe.history import History, coefficient_key
 from mapframe.problem import SearchSpace
 from mapframe.samplers.base import Sampler
 
@@ -47,6 +47,33 @@ def _qmc_rng(engine: type[qmc.QMCEngine], rng: np.random.Generator) -> dict[str,
     """The keyword handing ``rng`` to a scipy QMC engine (``rng`` since 1.15, ``seed`` before)."""
     params = inspect.signature(engine.__init__).parameters
     return {"rng": rng} if "rng" in params else {"seed": rng}
+
+
+def sobol_unit(n: int, n_dims: int, rng: np.random.Generator, scramble: bool = True
+               ) -> np.ndarray:
+    """The first ``n`` points of a Sobol' sequence in ``[0, 1]^n_dims``, scrambled with ``rng``.
+
+    scipy's warning that ``n`` is not a power of two is silenced on purpose (MAP budgets such
+    as 30 are normal; the points are still well spread).
+    """
+    engine = qmc.Sobol(d=n_dims, scramble=scramble, **_qmc_rng(qmc.Sobol, rng))
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="The balance properties of Sobol", category=UserWarning
+        )
+        return engine.random(n)
+
+
+def fresh_sobol(n: int, space: SearchSpace, history: History, rng: np.random.Generator
+                ) -> np.ndarray:
+    """The first ``n`` points of a Sobol' sequence scrambled with ``rng``, in the box, that are
+    not already search evaluations of ``history``: the initial design of adaptive samplers (the
+    same ``rng`` gives the same design, so a resumed study re-proposes and reuses it)."""
+    done = {e.key for e in history if e.phase == "search"}
+    X = np.clip(space.scale(sobol_unit(n + len(done), space.n_dims, rng)), space.lower,
+                space.upper)
+    keep = [i for i, x in enumerate(X) if coefficient_key(x) not in done]
+    return X[keep[:n]].reshape(-1, space.n_dims)
 
 
 class RandomSampler(Sampler):
@@ -89,13 +116,7 @@ class SobolSampler(Sampler):
         n = _check_n(n)
         if n == 0:
             return np.empty((0, space.n_dims))
-        engine = qmc.Sobol(d=space.n_dims, scramble=self.scramble, **_qmc_rng(qmc.Sobol, rng))
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message="The balance properties of Sobol", category=UserWarning
-            )
-            unit = engine.random(n)
-        return space.scale(unit)
+        return space.scale(sobol_unit(n, space.n_dims, rng, self.scramble))
 
 
 class LatinHypercubeSampler(Sampler):
