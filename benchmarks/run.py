@@ -29,6 +29,7 @@ BENCHMARKS = {
     "preference": ("Preference-weighted score: MAP vs single-model merging (Table 4)",
                    "benchmarks.bench_preference"),
     "bayesian": ("Bayesian MAP: adaptive sampling vs Plain MAP", "benchmarks.bench_bayesian"),
+    "nested": ("Nested MAP vs Plain MAP on many tasks", "benchmarks.bench_nested"),
 }
 
 

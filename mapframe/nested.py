@@ -8,9 +8,10 @@ point with the best preference-weighted score, and turns that merged model into 
 "fine-tuned" model (its task vector recomputed against the pretrained weights) for the next
 round. After ``⌈log2 N⌉`` rounds one model remains: the merged model for the user's preference.
 
-It costs about ``k · N · log2 N`` task evaluations (``k`` evaluations per pair, each scoring the
-tasks of that pair) instead of growing with the square of N, and it returns one model for one
-preference rather than a whole front.
+It costs about ``k · N · log2 N`` task evaluations (``k`` evaluations per pair, each scoring
+the tasks of that pair, and only those are computed when the evaluator implements
+:meth:`~mapframe.evaluators.Evaluator.evaluate_tasks`) instead of growing with the square of N,
+and it returns one model for one preference rather than a whole front.
 
 :class:`NestedMergeStudy` reuses the study machinery: every pair is a :class:`MergeStudy`
 (same sampler, surrogate, front solver, merge strategy, executor) writing to the same store
@@ -195,11 +196,12 @@ class InOrderPairing(PairingStrategy):
 class PairEvaluator(Evaluator):
     """The two objectives of one pair: preference-weighted metrics of each side's tasks.
 
-    Wraps the study's evaluator: ``evaluate`` scores the merged model on all tasks and
-    returns, per side, ``Σ w_i s_i m_i`` over the side's tasks with ``w`` the preference
-    normalised within the side (equal weights if the side's preference is all zero) and
-    ``s_i`` = +1 for tasks to maximise, −1 for tasks to minimise. Both objectives are
-    maximised; their ranges follow from the tasks' ranges.
+    Wraps the study's evaluator: ``evaluate`` scores the merged model on the pair's tasks
+    only (through :meth:`Evaluator.evaluate_tasks`) and returns, per side, ``Σ w_i s_i
+    m_i`` over the side's tasks with ``w`` the preference normalised within the side (equal
+    weights if the side's preference is all zero) and ``s_i`` = +1 for tasks to maximise,
+    −1 for tasks to minimise. Both objectives are maximised; their ranges follow from the
+    tasks' ranges.
     """
 
     name: ClassVar[str] = "nested_pair"
@@ -240,13 +242,20 @@ class PairEvaluator(Evaluator):
         super().setup(merger)
         self.inner.setup(merger)
 
+    @property
+    def columns(self) -> list[int]:
+        """The task indices this pair needs (both sides)."""
+        return self.sides[0] + self.sides[1]
+
     def aggregate(self, M: np.ndarray) -> np.ndarray:
-        """Per-task metrics ``(B, T)`` to the pair's two objectives ``(B, 2)``."""
-        G = np.atleast_2d(M) * self._signs
-        return np.column_stack([G[:, idx] @ w for idx, w in zip(self.sides, self._weights)])
+        """Metrics of :attr:`columns` ``(B, |columns|)`` to the pair's two objectives ``(B, 2)``."""
+        G = np.atleast_2d(M) * self._signs[self.columns]
+        k = len(self.sides[0])
+        return np.column_stack([G[:, :k] @ self._weights[0], G[:, k:] @ self._weights[1]])
 
     def evaluate(self, coefficients: np.ndarray) -> np.ndarray:
-        return self.aggregate(np.asarray(self.inner.evaluate(coefficients), dtype=float))
+        M = np.asarray(self.inner.evaluate_tasks(coefficients, self.columns), dtype=float)
+        return self.aggregate(M)
 
     def close(self) -> None:
         self.inner.close()
@@ -533,11 +542,16 @@ class NestedMergeStudy:
         r = 0
         while len(nodes) > 1:
             r += 1
-            if self.pairing.needs_profiles:
-                for node in nodes:
-                    if node.profile is None:
-                        node.profile = self._evaluate_model(node, "profile")
-            pairs, byes = self.pairing.pair(nodes)
+            pairs: list[tuple[int, int]]
+            byes: list[int]
+            if len(nodes) == 2:  # the last merge: nothing to choose
+                pairs, byes = [(0, 1)], []
+            else:
+                if self.pairing.needs_profiles:
+                    for node in nodes:
+                        if node.profile is None:
+                            node.profile = self._evaluate_model(node, "profile")
+                pairs, byes = self.pairing.pair(nodes)
             _check_pairs(pairs, byes, len(nodes), self.pairing.name)
             records, merged = [], []
             for i, j in pairs:

@@ -237,6 +237,28 @@ def test_batch_equals_row_by_row(merger: Merger) -> None:
         assert np.isfinite(batch).all()
 
 
+def test_evaluate_tasks_runs_only_the_requested_tasks(merger: Merger, monkeypatch) -> None:
+    C = np.random.default_rng(1).uniform(0.0, 1.0, size=(4, len(TRAINED)))
+    ev = _evaluator(merger)
+    full = ev.evaluate(C)
+    calls: list[int] = []
+    forward = ev._forward
+
+    def counting(params, x):
+        calls.append(int(x.shape[0]))
+        return forward(params, x)
+
+    monkeypatch.setattr(ev, "_forward", counting)
+    sub = ev.evaluate_tasks(C, [2, 0])
+    np.testing.assert_allclose(sub, full[:, [2, 0]], rtol=0, atol=1e-12)
+    n_sub = len(calls)
+    calls.clear()
+    ev.evaluate(C)
+    assert 0 < n_sub < len(calls)  # rot90 and shift_labels share images; flip's are skipped
+    with pytest.raises(ConfigError, match="out of range"):
+        ev.evaluate_tasks(C, [5])
+
+
 def test_merges_trade_off(ckpts: dict) -> None:
     pair = ("rot90", "flip")
     tv = TaskVectors.from_files(ckpts["pretrained"], {t: ckpts["finetuned"][t] for t in pair})

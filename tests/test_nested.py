@@ -170,10 +170,10 @@ def test_cosine_pairs_the_most_similar_task_vectors() -> None:
 
 def test_metric_profile_pairing_uses_and_counts_profiles() -> None:
     res, *_ = run(4, k=6, pairing="metric_profile", similar=((0, 3),))
-    # profiles: 4 leaves + 2 merged nodes of round 1; plus the final evaluation
-    assert res.evaluations["extra_model_evaluations"] == 4 + 2 + 1
+    # profiles: the 4 leaves (the last merge of two models needs none); plus the final one
+    assert res.evaluations["extra_model_evaluations"] == 4 + 1
     assert ("t0", "t3") in [(p.left, p.right) for p in res.rounds[0]]
-    assert all(n.profile is not None for n in res.nodes.values() if n.round < 2)
+    assert all(n.profile is not None for n in res.nodes.values() if n.round == 0)
 
 
 def test_pairing_registry_and_bad_pairing() -> None:

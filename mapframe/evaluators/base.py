@@ -63,6 +63,17 @@ class Evaluator(Component):
     def evaluate(self, coefficients: np.ndarray) -> np.ndarray:
         """Evaluate each row of ``coefficients`` (B, N); return metrics of shape (B, T)."""
 
+    def evaluate_tasks(self, coefficients: np.ndarray, tasks: Sequence[int]) -> np.ndarray:
+        """Metrics of only the task columns ``tasks`` (indices into :attr:`tasks`):
+        ``(B, len(tasks))``.
+
+        Callers that need a few tasks (Nested MAP's pairs) use this. The default evaluates
+        all tasks and keeps the requested columns; an evaluator whose tasks cost separately
+        (one dataset per task) should override it so that they pay only for those.
+        """
+        M = np.asarray(self.evaluate(coefficients), dtype=float)
+        return M[:, list(tasks)]
+
     def close(self) -> None:
         """Release resources. Default: no-op."""
 

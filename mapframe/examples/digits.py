@@ -786,8 +786,17 @@ class DigitsEvaluator(Evaluator):
 
     def evaluate(self, coefficients: np.ndarray) -> np.ndarray:
         """Metrics ``(B, T)`` for coefficient vectors ``(B, N)``, one row per merged model."""
-        import torch
+        return self._evaluate_columns(self._coefficients(coefficients), None)
 
+    def evaluate_tasks(self, coefficients: np.ndarray, tasks: Sequence[int]) -> np.ndarray:
+        """Metrics of only the tasks ``tasks``: test images of other tasks are not run."""
+        cols = [int(t) for t in tasks]
+        if any(not 0 <= t < len(self._task_names) for t in cols):
+            raise ConfigError(f"task indices {cols} out of range for "
+                              f"{len(self._task_names)} tasks")
+        return self._evaluate_columns(self._coefficients(coefficients), cols)[:, cols]
+
+    def _coefficients(self, coefficients: np.ndarray) -> np.ndarray:
         if not self._ready:
             raise ConfigError(f"evaluator {self.name!r} was used before setup(merger)")
         C = np.asarray(coefficients, dtype=float)
@@ -799,24 +808,33 @@ class DigitsEvaluator(Evaluator):
                 f"coefficients must have shape (B, {n}) (one per fine-tuned checkpoint), got "
                 f"{np.shape(coefficients)}"
             )
-        out = np.empty((C.shape[0], len(self._task_names)), dtype=float)
+        return C
+
+    def _evaluate_columns(self, C: np.ndarray, cols: Sequence[int] | None) -> np.ndarray:
+        import torch
+
+        out = np.full((C.shape[0], len(self._task_names)), np.nan, dtype=float)
         step = self.max_batch_size or max(1, C.shape[0])
         with torch.no_grad():
             for start in range(0, C.shape[0], step):
                 chunk = C[start : start + step]
-                out[start : start + len(chunk)] = self._evaluate_chunk(chunk)
+                out[start : start + len(chunk)] = self._evaluate_chunk(chunk, cols)
         return out
 
-    def _evaluate_chunk(self, C: np.ndarray) -> np.ndarray:
+    def _evaluate_chunk(self, C: np.ndarray, cols: Sequence[int] | None = None) -> np.ndarray:
         import torch
 
         b = C.shape[0]
         params = self._merge_buffers(b)
         self.merger.merge_batch(C, params)
-        out = torch.empty((b, len(self._task_names)), dtype=torch.float64)
+        out = torch.full((b, len(self._task_names)), math.nan, dtype=torch.float64)
         step = self._models_per_pass
+        wanted = None if cols is None else set(cols)
         for transform, x in self._inputs.items():
-            labels = self._labels[transform]
+            labels = [(col, y) for col, y in self._labels[transform]
+                      if wanted is None or col in wanted]
+            if not labels:
+                continue  # no requested task uses these images
             for s in range(0, b, step):
                 e = min(b, s + step)
                 logits = self._forward({k: v[s:e] for k, v in params.items()}, x)
