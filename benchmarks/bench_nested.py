@@ -40,7 +40,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.bench_preference import BASELINES, LAMBDAS, N_PREFERENCES, _map_scores
+from benchmarks.bench_preference import (
+    BASELINES,
+    LAMBDAS,
+    N_PREFERENCES,
+    _map_scores,
+    preference_scales,
+    ta_with_preference,
+)
 from benchmarks.common import DigitsProblem
 from mapframe.examples.digits import TASKS
 from mapframe.nested import NestedMergeStudy
@@ -144,15 +151,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         rows.append(_row(name, "baseline", P @ acc, task_evals=len(LAMBDAS) * n, runs=1,
                          models=lam_models, wall_s=time.perf_counter() - t))
     t = time.perf_counter()
-    scales = np.arange(0.5, n + 0.01, 0.5)
-    val, test = problem.evaluator("task_arithmetic", "validation"), \
-        problem.evaluator("task_arithmetic", "test")
-    pref = []
-    for p in P:
-        C = scales[:, None] * p[None, :]
-        s = int(np.argmax(val.evaluate(C) @ p))
-        pref.append(float(test.evaluate(C[s : s + 1])[0] @ p))
-    rows.append(_row("TA with preference", "baseline", np.array(pref),
+    scales = preference_scales(n)
+    rows.append(_row("TA with preference", "baseline", ta_with_preference(problem, P),
                      task_evals=len(scales) * n, runs=n_pref,
                      models={"search_models": len(scales), "total_models": len(scales)},
                      wall_s=(time.perf_counter() - t) / n_pref))

@@ -47,6 +47,24 @@ METHODS = ["MAP (selected)", "MAP (best on front)", "MAP on TIES", "TA (single s
            "TA with preference", "TIES", "DARE-TA", "DARE-TIES", "Soup", "SLERP"]
 
 
+def preference_scales(n: int) -> np.ndarray:
+    """The scales s tried by *TA with preference* (θ0 + s · Σ p_i τ_i)."""
+    return np.arange(0.5, n + 0.01, 0.5)
+
+
+def ta_with_preference(problem: DigitsProblem, P: np.ndarray) -> np.ndarray:
+    """Per preference p: the scale picked on validation by Σ p_i m_i, scored on test."""
+    scales = preference_scales(len(problem.tasks))
+    val = problem.evaluator("task_arithmetic", "validation")
+    test = problem.evaluator("task_arithmetic", "test")
+    out = []
+    for p in P:
+        C = scales[:, None] * p[None, :]
+        s = int(np.argmax(val.evaluate(C) @ p))
+        out.append(float(test.evaluate(C[s : s + 1])[0] @ p))
+    return np.array(out)
+
+
 def _map_scores(problem: DigitsProblem, strategy: Any, budget: int, P: np.ndarray,
                 seed: int) -> tuple[np.ndarray, np.ndarray]:
     res = MergeStudy(evaluator={"name": "digits", "tasks": problem.tasks,
@@ -86,16 +104,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             scores[name] = P @ acc
             evals[name] = len(LAMBDAS)
         # TA with the preference vector as coefficients, its scale tuned per preference.
-        scales = np.arange(0.5, n + 0.01, 0.5)
-        val, test = problem.evaluator("task_arithmetic", "validation"), \
-            problem.evaluator("task_arithmetic", "test")
-        pref = []
-        for p in P:
-            C = scales[:, None] * p[None, :]
-            s = int(np.argmax(val.evaluate(C) @ p))
-            pref.append(float(test.evaluate(C[s : s + 1])[0] @ p))
-        scores["TA with preference"] = np.array(pref)
-        evals["TA with preference"] = len(scales) * N_PREFERENCES
+        scores["TA with preference"] = ta_with_preference(problem, P)
+        evals["TA with preference"] = len(preference_scales(n)) * N_PREFERENCES
         soup = problem.evaluator("soup", "test").evaluate(np.ones((1, n)))[0]
         scores["Soup"] = P @ soup
         evals["Soup"] = 0

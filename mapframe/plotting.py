@@ -82,6 +82,10 @@ def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120
                 ax.tick_params(labelsize=6)
     fig.suptitle(f"{result.study_name}: amortised Pareto front ({len(F)} points, "
                  f"{len(result.history)} evaluations)", fontsize=9)
+    return _save(plt, fig, path, dpi)
+
+
+def _save(plt, fig, path: str | os.PathLike[str], dpi: int) -> Path:  # type: ignore[no-untyped-def]
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -169,12 +173,7 @@ def plot_merge_tree(result: NestedResult, path: str | os.PathLike[str],
     pref = ", ".join(f"{w:.2f}" for w in result.preference)
     ax.set_title(f"{result.study_name}: nested merge tree (preference {pref}); blue numbers: "
                  "coefficient of each child", fontsize=8)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, path, dpi)
 
 
 def plot_nested_fronts(result: NestedResult, path: str | os.PathLike[str],
@@ -211,9 +210,4 @@ def plot_nested_fronts(result: NestedResult, path: str | os.PathLike[str],
     axes.flat[0].legend(fontsize=6, loc="lower left")
     fig.suptitle(f"{result.study_name}: the front of every merge (axes: preference-weighted "
                  "metric of each side's tasks)", fontsize=9)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, path, dpi)
