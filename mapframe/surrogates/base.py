@@ -8,9 +8,62 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mapframe.component import Component
+from mapframe.errors import ConfigError, MetricError
 from mapframe.problem import Task
 
-__all__ = ["Surrogate"]
+__all__ = ["Surrogate", "as_design", "check_fit_data", "task_prefix"]
+
+
+def task_prefix(task: Task | None) -> str:
+    """``"task 'name': "``, the prefix of fit error messages (empty without a task)."""
+    return f"task {task.name!r}: " if task is not None else ""
+
+
+def as_design(X: np.ndarray) -> np.ndarray:
+    """``X`` as a finite float ``(K, N)`` array, or :class:`ConfigError`."""
+    try:
+        X = np.asarray(X, dtype=float)
+    except (TypeError, ValueError):
+        raise ConfigError("coefficients must be a numeric (K, N) array") from None
+    if X.ndim != 2 or X.shape[1] < 1:
+        raise ConfigError(f"coefficients must be a (K, N) array, got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ConfigError("coefficients contain NaN or infinite values")
+    return X
+
+
+def check_fit_data(
+    X: np.ndarray, y: np.ndarray, task: Task | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The checks every :meth:`Surrogate.fit` owes its caller: ``X`` a finite ``(K, N)``
+    array, ``y`` ``K`` finite values (``(K, 1)`` accepted) inside ``task``'s declared range.
+
+    Raises :class:`ConfigError` for malformed input and :class:`MetricError` for NaN or
+    out-of-range metric values. Returns ``(X, y)`` as float arrays, ``y`` of shape ``(K,)``.
+    """
+    if task is not None and not isinstance(task, Task):
+        raise ConfigError(f"task must be a mapframe Task, got {type(task).__name__}")
+    where = task_prefix(task)
+    X = as_design(X)
+    try:
+        y = np.asarray(y, dtype=float)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}metric values must be numbers") from None
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.shape[0] != X.shape[0]:
+        raise ConfigError(
+            f"{where}expected {X.shape[0]} metric values (shape ({X.shape[0]},)) for "
+            f"{X.shape[0]} points, got shape {y.shape}"
+        )
+    if not np.all(np.isfinite(y)):
+        raise MetricError(f"{where}metric values contain NaN or infinite values")
+    if task is not None and (np.any(y < task.lower) or np.any(y > task.upper)):
+        raise MetricError(
+            f"{where}metric values range over [{y.min():g}, {y.max():g}], outside the "
+            f"declared range [{task.lower:g}, {task.upper:g}]"
+        )
+    return X, y
 
 
 class Surrogate(Component):

@@ -31,9 +31,9 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.linalg import cho_solve, cholesky, solve_triangular
 
-from mapframe.errors import BudgetError, ConfigError, MapframeError, MetricError
+from mapframe.errors import BudgetError, ConfigError, MapframeError
 from mapframe.problem import Task
-from mapframe.surrogates.base import Surrogate
+from mapframe.surrogates.base import Surrogate, check_fit_data, task_prefix
 from mapframe.surrogates.quadratic import _one_blas_thread
 
 __all__ = ["FittedGP", "GPSurrogate", "fit_gp"]
@@ -554,32 +554,8 @@ class GPSurrogate(Surrogate):
     def _validate(
         self, X: np.ndarray, y: np.ndarray, task: Task | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        if task is not None and not isinstance(task, Task):
-            raise ConfigError(f"task must be a mapframe Task, got {type(task).__name__}")
-        where = f"task {task.name!r}: " if task is not None else ""
-        try:
-            X = np.asarray(X, dtype=float)
-            y = np.asarray(y, dtype=float)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}coefficients and metric values must be numbers") from None
-        if X.ndim != 2 or X.shape[1] < 1:
-            raise ConfigError(f"coefficients must be a (K, N) array, got shape {X.shape}")
-        if not np.all(np.isfinite(X)):
-            raise ConfigError("coefficients contain NaN or infinite values")
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1 or y.shape[0] != X.shape[0]:
-            raise ConfigError(
-                f"{where}expected {X.shape[0]} metric values (shape ({X.shape[0]},)) for "
-                f"{X.shape[0]} points, got shape {y.shape}"
-            )
-        if not np.all(np.isfinite(y)):
-            raise MetricError(f"{where}metric values contain NaN or infinite values")
-        if task is not None and (np.any(y < task.lower) or np.any(y > task.upper)):
-            raise MetricError(
-                f"{where}metric values range over [{y.min():g}, {y.max():g}], outside the "
-                f"declared range [{task.lower:g}, {task.upper:g}]"
-            )
+        X, y = check_fit_data(X, y, task)
+        where = task_prefix(task)
         need = self.n_params(X.shape[1])
         if X.shape[0] < need:
             raise BudgetError(

@@ -31,9 +31,9 @@ import numpy as np
 from scipy.optimize import least_squares
 from scipy.special import expit, logit
 
-from mapframe.errors import BudgetError, ConfigError, MapframeError, MetricError
+from mapframe.errors import BudgetError, ConfigError, MapframeError
 from mapframe.problem import Task
-from mapframe.surrogates.base import Surrogate
+from mapframe.surrogates.base import Surrogate, as_design, check_fit_data, task_prefix
 
 __all__ = [
     "AutoSurrogate",
@@ -126,7 +126,7 @@ def design_rank(X: np.ndarray) -> int:
     :func:`n_quadratic_params`; a design whose coordinates take only two values (such as the
     0/1 corners of the box) falls short because ``c_j²`` then repeats ``c_j``.
     """
-    X = _as_design(X)
+    X = as_design(X)
     center, half = _unit_scaling(X)
     return _rank(quadratic_features((X - center) / half))
 
@@ -136,7 +136,7 @@ def check_identifiable(X: np.ndarray, n_dims: int | None = None) -> None:
 
     ``n_dims`` (default: the number of columns of ``X``) is checked against ``X``.
     """
-    X = _as_design(X)
+    X = as_design(X)
     if n_dims is not None and n_dims != X.shape[1]:
         raise ConfigError(f"expected {n_dims} coefficients per point, got {X.shape[1]}")
     p = n_quadratic_params(X.shape[1])
@@ -160,18 +160,6 @@ def _check_budget(k: int, n_dims: int, where: str = "") -> None:
             f"{where}{k} evaluations cannot fit the {p}-parameter quadratic for {n_dims} tasks: "
             f"raise budget to at least {p} (the paper uses about {2 * p})"
         )
-
-
-def _as_design(X: np.ndarray) -> np.ndarray:
-    try:
-        X = np.asarray(X, dtype=float)
-    except (TypeError, ValueError):
-        raise ConfigError("coefficients must be a numeric (K, N) array") from None
-    if X.ndim != 2 or X.shape[1] < 1:
-        raise ConfigError(f"coefficients must be a (K, N) array, got shape {X.shape}")
-    if not np.all(np.isfinite(X)):
-        raise ConfigError("coefficients contain NaN or infinite values")
-    return X
 
 
 # --------------------------------------------------------------------------- linear algebra
@@ -382,33 +370,14 @@ class _QuadraticModel(Surrogate):
     ) -> tuple[np.ndarray, np.ndarray]:
         if task is not None and not isinstance(task, Task):
             raise ConfigError(f"task must be a mapframe Task, got {type(task).__name__}")
-        where = self._where(task)
         self._check_task(task)
-        X = _as_design(X)
-        try:
-            y = np.asarray(y, dtype=float)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}metric values must be numbers") from None
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1 or y.shape[0] != X.shape[0]:
-            raise ConfigError(
-                f"{where}expected {X.shape[0]} metric values (shape ({X.shape[0]},)) for "
-                f"{X.shape[0]} points, got shape {y.shape}"
-            )
-        if not np.all(np.isfinite(y)):
-            raise MetricError(f"{where}metric values contain NaN or infinite values")
-        if task is not None and (np.any(y < task.lower) or np.any(y > task.upper)):
-            raise MetricError(
-                f"{where}metric values range over [{y.min():g}, {y.max():g}], outside the "
-                f"declared range [{task.lower:g}, {task.upper:g}]"
-            )
-        _check_budget(X.shape[0], X.shape[1], where)
+        X, y = check_fit_data(X, y, task)
+        _check_budget(X.shape[0], X.shape[1], self._where(task))
         return X, y
 
     @staticmethod
     def _where(task: Task | None) -> str:
-        return f"task {task.name!r}: " if task is not None else ""
+        return task_prefix(task)
 
     def _set_beta(self, beta: np.ndarray) -> None:
         n = self._center.size
