@@ -514,13 +514,8 @@ class MergeStudy:
                 f"{self.surrogate.name} surrogate: fix the failing evaluations or raise the "
                 "budget"
             )
-        surrogates: list[Surrogate] = []
-        diagnostics: dict[str, dict[str, Any]] = {}
-        for j, task in enumerate(self.tasks):
-            s = copy.deepcopy(self.surrogate)
-            s.fit(X, Y[:, j], task)
-            surrogates.append(s)
-            diagnostics[task.name] = dict(s.diagnostics())
+        surrogates, diagnostics = self._fit_copies(X, Y)
+        for s, task in zip(surrogates, self.tasks):
             r2 = diagnostics[task.name].get("r2")
             if r2 is not None and np.isfinite(r2) and r2 < POOR_FIT_R2:
                 warnings.warn(
@@ -529,20 +524,27 @@ class MergeStudy:
                     "box, or verify more front points", MapframeWarning, stacklevel=3)
         return surrogates, diagnostics
 
-    def _check_stopping(self, round_no: int, history: History,
-                        record: dict[str, Any]) -> str | None:
-        """Fit the surrogates on everything so far and ask the stopping rule."""
-        assert self.stopping is not None
-        n_params = self.surrogate.n_params(self.space.n_dims)
-        if history.X.shape[0] < n_params:
-            return None
-        X, Y = history.canonical()
-        surrogates, diagnostics = [], {}
+    def _fit_copies(self, X: np.ndarray, Y: np.ndarray
+                    ) -> tuple[list[Surrogate], dict[str, dict[str, Any]]]:
+        """One fresh copy of the prototype surrogate fitted per task, and its diagnostics."""
+        surrogates: list[Surrogate] = []
+        diagnostics: dict[str, dict[str, Any]] = {}
         for j, task in enumerate(self.tasks):
             s = copy.deepcopy(self.surrogate)
             s.fit(X, Y[:, j], task)
             surrogates.append(s)
             diagnostics[task.name] = dict(s.diagnostics())
+        return surrogates, diagnostics
+
+    def _check_stopping(self, round_no: int, history: History,
+                        record: dict[str, Any]) -> str | None:
+        """Fit the surrogates on everything so far and ask the stopping rule."""
+        assert self.stopping is not None
+        n_params = self.surrogate.n_params(self.space.n_dims)
+        X, Y = history.canonical()
+        if X.shape[0] < n_params:
+            return None
+        surrogates, diagnostics = self._fit_copies(X, Y)
         state = RoundState(round=round_no, n_evaluated=len(history), budget=self.budget,
                            history=history, surrogates=surrogates, diagnostics=diagnostics,
                            tasks=tuple(self.tasks), space=self.space, n_params=n_params)
