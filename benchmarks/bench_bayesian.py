@@ -34,13 +34,12 @@ s, that one including the one-off import of torch and gpytorch).
 
 from __future__ import annotations
 
-import itertools
 import time
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import DigitsProblem
+from benchmarks.common import DigitsProblem, mean_std
 from mapframe import MergeStudy
 from mapframe.metrics import hypervolume, pareto_mask, reference_point
 
@@ -99,11 +98,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     for n, setting in SETTINGS.items():
         problem = DigitsProblem.make(setting["tasks"])
         grid_n = 11 if quick else setting["grid"]
-        grid = np.array(list(itertools.product(np.linspace(0, 1, grid_n), repeat=n)))
-        F_test = problem.evaluate(grid, "test")
-        gt = F_test[pareto_mask(F_test)]
+        _, gt = problem.ground_truth(grid_n)
         ref = reference_point(gt, margin=0.1)
-        out["settings"][n] = {"tasks": setting["tasks"], "grid_points": len(grid),
+        out["settings"][n] = {"tasks": setting["tasks"], "grid_points": grid_n**n,
                               "ground_truth_front_size": len(gt),
                               "reference_point": ref.tolist()}
         for budget in budgets:
@@ -175,11 +172,6 @@ def _min_budget(surrogate: str, n: int) -> int:
     return int(get_registry().create("surrogate", surrogate).n_params(n))
 
 
-def _ms(rows: list[dict[str, Any]], key: str, fmt: str = ".3f") -> str:
-    v = np.array([r[key] for r in rows], float)
-    return f"{np.mean(v):{fmt}} ± {np.std(v):{fmt}}"
-
-
 def report(data: dict[str, Any]) -> str:
     lines = [
         "`HV fraction`: hypervolume of the test-split metrics of the proposed set over that of "
@@ -215,7 +207,7 @@ def report(data: dict[str, Any]) -> str:
                              f"{np.mean([r['wall_s'] for r in rows]):.1f}")
                 else:
                     extra = "– | – | –"
-                lines.append(f"| {b} | {m} | {_ms(rows, 'hv_fraction')} | {extra} |")
+                lines.append(f"| {b} | {m} | {mean_std(rows, 'hv_fraction')} | {extra} |")
         lines.append("")
         lines += _versus_plain(data, n)
         stop = [r for r in data["stopping"] if str(r["n"]) == str(n)]
@@ -231,7 +223,7 @@ def report(data: dict[str, Any]) -> str:
                     lines.append(
                         f"| {m} | {np.mean(used):.1f} (min {min(used)}, max {max(used)}) | "
                         f"{sum(r['stopped_early'] for r in rows)} of {len(rows)} | "
-                        f"{_ms(rows, 'hv_fraction')} |")
+                        f"{mean_std(rows, 'hv_fraction')} |")
             lines.append("")
     if data.get("overhead"):
         lines += ["Sampler overhead at N = 4 (tasks rot90, flip, roll, invert; seed 0):", "",

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import DigitsProblem
+from benchmarks.common import DigitsProblem, mean_std
 from mapframe import MergeStudy
 from mapframe.metrics import (
     hypervolume,
@@ -99,11 +99,6 @@ def run(quick: bool = False) -> dict[str, Any]:
     return out
 
 
-def _ms(rows: list[dict[str, Any]], key: str, fmt: str = ".3f") -> str:
-    v = np.array([r[key] for r in rows], float)
-    return f"{np.nanmean(v):{fmt}} ± {np.nanstd(v):{fmt}}"
-
-
 def report(data: dict[str, Any]) -> str:
     lines = [
         "`HV fraction`: hypervolume of the test-split metrics of the proposed set over that "
@@ -150,8 +145,8 @@ def report(data: dict[str, Any]) -> str:
                       if "r2_mean" in rows[0] else "–")
                 wall = f"{np.mean([r['wall_s'] for r in rows]):.2f}" if "wall_s" in rows[0] \
                     else "–"
-                lines.append(f"| {b} | {m} | {_ms(rows, 'hv_fraction')} | "
-                             f"{_ms(rows, 'igd', '.4f')} | {wr.mean():.1f} ± {wr.std():.1f} | "
+                lines.append(f"| {b} | {m} | {mean_std(rows, 'hv_fraction')} | "
+                             f"{mean_std(rows, 'igd', '.4f')} | {wr.mean():.1f} ± {wr.std():.1f} | "
                              f"{np.mean([r['proposed'] for r in rows]):.0f} | {r2} | {wall} |")
         lines.append("")
     return "\n".join(lines)

@@ -64,6 +64,12 @@ class DigitsProblem:
         return grid[mask], F[mask]
 
 
+def mean_std(rows: list[dict], key: str, fmt: str = ".3f") -> str:
+    """``"mean ± std"`` of ``row[key]`` over ``rows`` (NaN values ignored)."""
+    v = np.array([r[key] for r in rows], float)
+    return f"{np.nanmean(v):{fmt}} ± {np.nanstd(v):{fmt}}"
+
+
 def machine() -> str:
     import torch
 
