@@ -30,6 +30,8 @@ BENCHMARKS = {
                    "benchmarks.bench_preference"),
     "bayesian": ("Bayesian MAP: adaptive sampling vs Plain MAP", "benchmarks.bench_bayesian"),
     "nested": ("Nested MAP vs Plain MAP on many tasks", "benchmarks.bench_nested"),
+    "peers": ("Head-to-head: mapframe vs BoTorch, Optuna, random and grid search",
+              "benchmarks.bench_peers"),
 }
 
 

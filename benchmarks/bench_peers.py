@@ -1,0 +1,358 @@
+"""Head-to-head: mapframe against BoTorch, Optuna, random and grid search.
+
+Every method searches the merging coefficients of the built-in digits example (task arithmetic,
+coefficients in [0, 1]^N) through the same black box (`benchmarks/peers.py`), which returns the
+*validation* metrics and counts every real evaluation. A method's *proposed set* is the
+non-dominated set, by the validation metrics it saw, of everything it evaluated; that set is
+then scored on the *test* split (scoring is not charged) against a ground truth computed once
+and cached: the Pareto front of a dense grid for N <= 3 and of a large uniform random sample
+for N = 4, also on test. **HV fraction**: the proposed set's test hypervolume over the ground
+truth's, with one reference point per N (the ground-truth front's worst value per task minus
+10 % of its range). **IGD**: mean distance from each ground-truth front point to the nearest
+proposed point, tasks scaled to [0, 1] over the ground-truth front (lower is better).
+
+**Charged score.** mapframe is charged exactly like the peers: with a budget B, each mapframe
+mode searches with B - k evaluations and then *verifies* k points of its predicted front for
+real (`MergeStudy(verify=k)`), and its proposed set is the non-dominated set of all B
+evaluations. **Proposal quality** (labelled as such, never mixed with the charged score): a
+separate MAP run with all B evaluations spent on search, whose whole predicted front is
+scored on test without charging those evaluations; it measures the front MAP hands the user,
+which no peer produces.
+
+**Own overhead**: wall time not spent inside the black box (model fits, acquisition
+optimisation, front solving, bookkeeping), mean over seeds. Peers are anytime methods: one run
+up to the largest budget is scored at every budget (batches are cut at the checkpoints), so
+their overhead at budget B is the time until their B-th evaluation. All jobs run in one
+command, two at a time (one per core, one BLAS thread each), so times are comparable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import DigitsProblem, mean_std
+from benchmarks.peers import PEER_SETTINGS, PEERS, BlackBox, grid_points
+from mapframe.metrics import (
+    hypervolume,
+    inverted_generational_distance,
+    pareto_mask,
+    reference_point,
+)
+
+TASKS = ["rot90", "flip", "roll", "invert"]
+#: Ground truth per N: ("grid", points per axis) or ("sample", number of uniform points).
+TRUTH = {2: ("grid", 51), 3: ("grid", 21), 4: ("sample", 20000)}
+BUDGETS = {2: [10, 20, 30, 50], 3: [10, 20, 30, 50], 4: [10, 20, 30, 50, 100]}
+SEEDS = [0, 1, 2]
+#: mapframe modes: sampler, and the share of the budget spent verifying front points.
+MAP_MODES = {
+    "mapframe Plain MAP": {"sampler": "sobol"},
+    "mapframe Bayesian MAP (gp)": {"sampler": "gp"},
+}
+VERIFY_SHARE = 0.3
+#: Most seconds of own overhead one peer run may spend (see the docs for which were cut).
+PEER_OVERHEAD_CAP = float(os.environ.get("MAPFRAME_BENCH_PEER_CAP", 480))
+CACHE = Path(os.environ.get("MAPFRAME_CACHE", Path.home() / ".cache" / "mapframe")) / "bench"
+
+
+# --------------------------------------------------------------------------- ground truth
+
+
+def ground_truth(problem: DigitsProblem, kind: str, size: int) -> np.ndarray:
+    """Test metrics of the ground-truth front; computed once, cached under ``CACHE``."""
+    key = hashlib.sha256(json.dumps(
+        [problem.tasks, kind, size, problem.task_vectors.fingerprint()  # type: ignore[union-attr]
+         ]).encode()).hexdigest()[:16]
+    path = CACHE / f"truth-{len(problem.tasks)}-{kind}-{size}-{key}.npz"
+    if path.exists():
+        return np.load(path)["F"]
+    if kind == "grid":
+        _, F = problem.ground_truth(size)
+    else:
+        C = np.random.default_rng(12345).uniform(0.0, 1.0, (size, len(problem.tasks)))
+        F = problem.evaluate(C, "test")
+        F = F[pareto_mask(F)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, F=F)
+    return F
+
+
+class Scorer:
+    """HV fraction and IGD of proposed coefficient sets, on the test split."""
+
+    def __init__(self, problem: DigitsProblem, truth: np.ndarray) -> None:
+        self.problem = problem
+        self.truth = truth
+        self.ref = reference_point(truth, margin=0.1)
+        self.hv_truth = hypervolume(truth, self.ref)
+        self.lo, self.hi = truth.min(axis=0), truth.max(axis=0)
+
+    def __call__(self, C: np.ndarray) -> dict[str, float]:
+        F = self.problem.evaluate(C, "test")
+        scale = np.where(self.hi > self.lo, self.hi - self.lo, 1.0)
+        igd = inverted_generational_distance((F - self.lo) / scale,
+                                             (self.truth - self.lo) / scale)
+        return {"hv_fraction": hypervolume(F, self.ref) / self.hv_truth, "igd": igd}
+
+    def proposed(self, X: np.ndarray, F_val: np.ndarray) -> dict[str, float]:
+        """Score the non-dominated set (by validation metrics) of evaluated points."""
+        return {**self(X[pareto_mask(F_val)]), "proposed": int(pareto_mask(F_val).sum())}
+
+
+_STATE: dict[int, tuple[DigitsProblem, Scorer]] = {}
+
+
+def _setting(n: int) -> tuple[DigitsProblem, Scorer]:
+    if n not in _STATE:
+        problem = DigitsProblem.make(TASKS[:n])
+        _STATE[n] = (problem, Scorer(problem, ground_truth(problem, *TRUTH[n])))
+    return _STATE[n]
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def map_split(budget: int, n: int, share: float = VERIFY_SHARE) -> tuple[int, int, str]:
+    """``(search evaluations, verified front points, surrogate)`` for a charged MAP run.
+
+    ``k = round(share * B)`` (at least 1) front points are verified. The quadratic surrogate
+    (``auto``) is used when the search budget is at least twice its parameter count, else the
+    GP surrogate, which needs only N + 1 points.
+    """
+    k = max(1, round(share * budget))
+    search = budget - k
+    n_quad = (n + 1) * (n + 2) // 2
+    return search, k, ("auto" if search >= 2 * n_quad else "gp")
+
+
+def _map_job(job: dict[str, Any]) -> list[dict[str, Any]]:
+    from mapframe import MergeStudy
+
+    n, budget, seed = job["n"], job["budget"], job["seed"]
+    problem, scorer = _setting(n)
+    search, k, surrogate = map_split(budget, n)
+    if job["proposal"]:
+        search, k = budget, 0
+        surrogate = "auto" if budget >= 2 * ((n + 1) * (n + 2) // 2) else "gp"
+    bb = BlackBox(lambda X: problem.evaluate(X, "validation"), n, budget)
+    bb.start()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = MergeStudy(objective=bb, tasks=problem.val.tasks, budget=search, verify=k,
+                         seed=seed, surrogate=surrogate, **MAP_MODES[job["mode"]]).run()
+    wall = time.perf_counter() - bb.t0
+    X, F = bb.arrays()
+    row = {"method": job["mode"], "n": n, "budget": budget, "seed": seed,
+           "surrogate": surrogate, "search": search, "verified": k,
+           "evaluations": bb.count, "overhead_s": wall - bb.eval_s, "eval_s": bb.eval_s}
+    if job["proposal"]:
+        row["method"] += " (proposal quality)"
+        row.update(scorer(res.front.coefficients), proposed=len(res.front.coefficients))
+        return [row]
+    # mapframe's proposed set: its verified front points (the surrogates, fitted on every
+    # evaluation, say they are Pareto-optimal; one noisy validation value does not overrule
+    # that) plus the search points no other search point dominates on validation.
+    verified = np.array([e.coefficients for e in res.history.select("verify")]).reshape(-1, n)
+    Xs = np.array([e.coefficients for e in res.history.select("search")]).reshape(-1, n)
+    Fs = np.array([e.metrics for e in res.history.select("search")]).reshape(len(Xs), -1)
+    proposed = np.vstack([Xs[pareto_mask(Fs)], verified])
+    row.update(scorer(proposed), proposed=len(proposed))
+    # The peers' rule on the same evaluations, for transparency.
+    row["peer_rule"] = scorer.proposed(X, F)
+    return [row]
+
+
+def _peer_job(job: dict[str, Any]) -> list[dict[str, Any]]:
+    n, seed, method = job["n"], job["seed"], job["method"]
+    problem, scorer = _setting(n)
+    cps = BUDGETS[n]
+    bb = BlackBox(lambda X: problem.evaluate(X, "validation"), n, max(cps),
+                  overhead_cap=PEER_OVERHEAD_CAP)
+    cut = None
+    try:
+        PEERS[method](bb, cps, seed, n)
+    except TimeoutError as exc:  # the black box refused to go on past the overhead cap
+        cut = str(exc)
+    rows = []
+    for b in cps:
+        row: dict[str, Any] = {"method": method, "n": n, "budget": b, "seed": seed}
+        if bb.count < b:
+            row["skipped"] = cut or "did not reach this budget"
+        else:
+            X, F = bb.arrays(b)
+            row.update(scorer.proposed(X, F), evaluations=b, overhead_s=bb.overhead_at(b),
+                       eval_s=bb.eval_before[b - 1])
+        rows.append(row)
+    return rows
+
+
+def _grid_job(job: dict[str, Any]) -> list[dict[str, Any]]:
+    n, budget = job["n"], job["budget"]
+    problem, scorer = _setting(n)
+    bb = BlackBox(lambda X: problem.evaluate(X, "validation"), n, budget)
+    bb.start()
+    bb(grid_points(budget, n))
+    X, F = bb.arrays()
+    return [{"method": "grid search", "n": n, "budget": budget, "seed": s, **scorer.proposed(X, F),
+             "evaluations": bb.count, "overhead_s": 0.0, "eval_s": bb.eval_s} for s in SEEDS]
+
+
+def _run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    t = time.perf_counter()
+    rows = {"map": _map_job, "peer": _peer_job, "grid": _grid_job}[job["kind"]](job)
+    print(f"  {job} done in {time.perf_counter() - t:.0f} s", flush=True)
+    return rows
+
+
+def jobs(quick: bool = False) -> list[dict[str, Any]]:
+    seeds = SEEDS[:1] if quick else SEEDS
+    out: list[dict[str, Any]] = []
+    for n, budgets in BUDGETS.items():
+        budgets = budgets[:2] if quick else budgets
+        for seed in seeds:
+            out += [{"kind": "peer", "n": n, "seed": seed, "method": m} for m in PEERS]
+            for budget in budgets:
+                out += [{"kind": "map", "n": n, "budget": budget, "seed": seed, "mode": m,
+                         "proposal": p} for m in MAP_MODES for p in (False, True)]
+        out += [{"kind": "grid", "n": n, "budget": b} for b in budgets]
+    # The slowest jobs (BoTorch at N = 4) first, so that both workers stay busy to the end.
+    return sorted(out, key=lambda j: (j["kind"] != "peer" or "BoTorch" not in j["method"],
+                                      -j["n"]))
+
+
+def run(quick: bool = False, workers: int = 2) -> dict[str, Any]:
+    if quick:
+        for n in BUDGETS:
+            BUDGETS[n] = BUDGETS[n][:2]
+    for n in BUDGETS:  # ground truths once, before the workers start
+        _setting(n)
+    todo = jobs(quick)
+    rows: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for part in pool.map(_run_job, todo):
+            rows += part
+    settings = {}
+    for n in BUDGETS:
+        problem, scorer = _setting(n)
+        settings[n] = {"tasks": problem.tasks, "truth": list(TRUTH[n]),
+                       "truth_front_size": len(scorer.truth),
+                       "reference_point": scorer.ref.tolist(), "budgets": BUDGETS[n]}
+    return {"settings": settings, "seeds": SEEDS[:1] if quick else SEEDS, "rows": rows,
+            "verify_share": VERIFY_SHARE, "peer_overhead_cap_s": PEER_OVERHEAD_CAP,
+            "peer_settings": PEER_SETTINGS, "map_modes": MAP_MODES}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def methods(data: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """(mapframe charged modes, peers, proposal-quality rows) in display order."""
+    names = list(dict.fromkeys(r["method"] for r in data["rows"]))
+    maps = [m for m in names if m.startswith("mapframe") and "proposal" not in m]
+    props = [m for m in names if "proposal" in m]
+    peers = [m for m in names if not m.startswith("mapframe")]
+    return sorted(maps), [p for p in [*PEER_SETTINGS] if p in peers], sorted(props)
+
+
+def _rows(data: dict[str, Any], n: Any, b: int, m: str) -> list[dict[str, Any]]:
+    return [r for r in data["rows"] if str(r["n"]) == str(n) and r["budget"] == b
+            and r["method"] == m]
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float:
+    vals = [r[key] for r in rows if key in r]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def report(data: dict[str, Any]) -> str:
+    from benchmarks.common import ROOT
+
+    plot(data, ROOT / "docs" / "images")
+    maps, peers, props = methods(data)
+    lines = [f"Seeds {data['seeds']}; mapframe verifies k = round({data['verify_share']} B) "
+             "front points (at least 1) after B - k search evaluations, with the quadratic "
+             "surrogate when B - k is at least twice its parameter count, else the GP "
+             "surrogate. Each cell: HV fraction mean ± std over seeds / IGD mean / own "
+             "overhead in seconds (mean).", ""]
+    lines += ["Peer settings:", ""] + [f"- **{k}**: {v}" for k, v in
+                                       data["peer_settings"].items()] + [""]
+    for n, st in data["settings"].items():
+        budgets = st["budgets"]
+        kind, size = st["truth"]
+        lines += [f"### N = {n} (tasks {', '.join(st['tasks'])})", "",
+                  f"Ground truth: {'a grid of ' + str(size ** int(n)) if kind == 'grid' else size}"
+                  f"{' uniform random' if kind == 'sample' else ''} points on test, "
+                  f"{st['truth_front_size']} on its front.", "",
+                  f"![HV fraction vs budget, N = {n}](images/peers-n{n}.png)", "",
+                  "| method | " + " | ".join(f"B = {b}" for b in budgets) + " |",
+                  "|---|" + "---|" * len(budgets)]
+        best_peer: dict[int, float] = {}
+        best_map: dict[int, float] = {}
+        for m in [*maps, *peers, *props]:
+            cells = []
+            for b in budgets:
+                rows = _rows(data, n, b, m)
+                ok = [r for r in rows if "hv_fraction" in r]
+                if not ok:
+                    cells.append("not reached" if rows else "–")
+                    continue
+                hv = _mean(ok, "hv_fraction")
+                if m in peers and len(ok) == len(rows):
+                    best_peer[b] = max(best_peer.get(b, -1.0), hv)
+                if m in maps:
+                    best_map[b] = max(best_map.get(b, -1.0), hv)
+                cells.append(f"{mean_std(ok, 'hv_fraction')} / {_mean(ok, 'igd'):.3f} / "
+                             f"{_mean(ok, 'overhead_s'):.1f}"
+                             + (f" ({len(ok)} of {len(rows)} seeds)" if len(ok) < len(rows)
+                                else ""))
+            label = f"*{m}*" if m in props else m
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines += ["", "Best mapframe mode minus best peer (charged HV fraction): " + ", ".join(
+            f"B = {b}: {best_map[b] - best_peer[b]:+.3f}" for b in budgets
+            if b in best_map and b in best_peer), ""]
+    return "\n".join(lines)
+
+
+def plot(data: dict[str, Any], out_dir: Path) -> list[Path]:
+    """One picture per N: charged HV fraction vs budget, one line per method."""
+    from mapframe.plotting import _pyplot, _save
+
+    plt = _pyplot()
+    maps, peers, props = methods(data)
+    paths = []
+    for n, st in data["settings"].items():
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for m in [*maps, *peers, *props]:
+            xs, ys, es = [], [], []
+            for b in st["budgets"]:
+                ok = [r["hv_fraction"] for r in _rows(data, n, b, m) if "hv_fraction" in r]
+                if ok:
+                    xs.append(b)
+                    ys.append(np.mean(ok))
+                    es.append(np.std(ok))
+            if not xs:
+                continue
+            style = "-o" if m in maps else (":" if m in props else "--s")
+            ax.errorbar(xs, ys, yerr=es, fmt=style, capsize=3, markersize=4,
+                        label=m, linewidth=2.2 if m in maps else 1.2)
+        ax.set_xlabel("budget (real evaluations, charged)")
+        ax.set_ylabel("HV fraction of the proposed set (test)")
+        ax.set_title(f"N = {n} tasks: mapframe vs peers")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+        paths.append(_save(plt, fig, out_dir / f"peers-n{n}.png", 110))
+    return paths
