@@ -63,6 +63,8 @@ class BlackBox:
     F: list[np.ndarray] = field(default_factory=list)
     done_at: list[float] = field(default_factory=list)
     eval_before: list[float] = field(default_factory=list)
+    #: Rows of each call, in order (a method's batches).
+    calls: list[int] = field(default_factory=list)
     eval_s: float = 0.0
     t0: float = 0.0
     #: A call made after more own overhead than this (seconds) raises TimeoutError.
@@ -91,6 +93,7 @@ class BlackBox:
         F = np.asarray(self.function(X), dtype=float)
         self.eval_s += time.perf_counter() - t
         now = time.perf_counter() - self.t0
+        self.calls.append(len(X))
         for x, f in zip(X, F, strict=True):
             self.X.append(x)
             self.F.append(f)
