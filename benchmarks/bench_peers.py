@@ -134,18 +134,19 @@ class Scorer:
         self.truth = truth
         self.ref = reference_point(truth, margin=0.1)
         self.hv_truth = hypervolume(truth, self.ref)
-        self.lo, self.hi = truth.min(axis=0), truth.max(axis=0)
+        lo, hi = truth.min(axis=0), truth.max(axis=0)
+        self.lo, self.scale = lo, np.where(hi > lo, hi - lo, 1.0)
+        self.truth_scaled = (truth - lo) / self.scale
 
     def __call__(self, C: np.ndarray) -> dict[str, float]:
         F = self.problem.evaluate(C, "test")
-        scale = np.where(self.hi > self.lo, self.hi - self.lo, 1.0)
-        igd = inverted_generational_distance((F - self.lo) / scale,
-                                             (self.truth - self.lo) / scale)
+        igd = inverted_generational_distance((F - self.lo) / self.scale, self.truth_scaled)
         return {"hv_fraction": hypervolume(F, self.ref) / self.hv_truth, "igd": igd}
 
     def proposed(self, X: np.ndarray, F_val: np.ndarray) -> dict[str, float]:
         """Score the non-dominated set (by validation metrics) of evaluated points."""
-        return {**self(X[pareto_mask(F_val)]), "proposed": int(pareto_mask(F_val).sum())}
+        mask = pareto_mask(F_val)
+        return {**self(X[mask]), "proposed": int(mask.sum())}
 
 
 _STATE: dict[int, tuple[DigitsProblem, Scorer]] = {}
@@ -161,6 +162,17 @@ def _setting(n: int) -> tuple[DigitsProblem, Scorer]:
 # --------------------------------------------------------------------------- jobs
 
 
+def surrogate_for(search: int, n: int) -> str:
+    """``auto`` (quadratic) when ``search`` is at least twice the quadratic's parameter count
+    (N+1)(N+2)/2, else ``gp`` (needs only N + 1 points)."""
+    return "auto" if search >= (n + 1) * (n + 2) else "gp"
+
+
+def _black_box(problem: DigitsProblem, n: int, budget: int, **kw: Any) -> BlackBox:
+    """The validation-split objective, charged and timed."""
+    return BlackBox(lambda X: problem.evaluate(X, "validation"), n, budget, **kw)
+
+
 def map_split(budget: int, n: int, share: float = VERIFY_SHARE) -> tuple[int, int, str]:
     """``(search evaluations, verified front points, surrogate)`` for a charged MAP run.
 
@@ -169,9 +181,7 @@ def map_split(budget: int, n: int, share: float = VERIFY_SHARE) -> tuple[int, in
     GP surrogate, which needs only N + 1 points.
     """
     k = max(1, round(share * budget))
-    search = budget - k
-    n_quad = (n + 1) * (n + 2) // 2
-    return search, k, ("auto" if search >= 2 * n_quad else "gp")
+    return budget - k, k, surrogate_for(budget - k, n)
 
 
 def _map_job(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -179,18 +189,15 @@ def _map_job(job: dict[str, Any]) -> list[dict[str, Any]]:
 
     n, budget, seed = job["n"], job["budget"], job["seed"]
     problem, scorer = _setting(n)
-    search, k, surrogate = map_split(budget, n)
-    if job["proposal"]:
-        search, k = budget, 0
-        surrogate = "auto" if budget >= 2 * ((n + 1) * (n + 2) // 2) else "gp"
-    bb = BlackBox(lambda X: problem.evaluate(X, "validation"), n, budget)
+    search, k, surrogate = ((budget, 0, surrogate_for(budget, n)) if job["proposal"]
+                            else map_split(budget, n))
+    bb = _black_box(problem, n, budget)
     bb.start()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = MergeStudy(objective=bb, tasks=problem.val.tasks, budget=search, verify=k,
                          seed=seed, surrogate=surrogate, **MAP_MODES[job["mode"]]).run()
     wall = time.perf_counter() - bb.t0
-    X, F = bb.arrays()
     row = {"method": job["mode"], "n": n, "budget": budget, "seed": seed,
            "surrogate": surrogate, "search": search, "verified": k,
            "evaluations": bb.count, "overhead_s": wall - bb.eval_s, "eval_s": bb.eval_s}
@@ -207,16 +214,15 @@ def _map_job(job: dict[str, Any]) -> list[dict[str, Any]]:
     proposed = np.vstack([Xs[pareto_mask(Fs)], verified])
     row.update(scorer(proposed), proposed=len(proposed))
     # The peers' rule on the same evaluations, for transparency.
-    row["peer_rule"] = scorer.proposed(X, F)
+    row["peer_rule"] = scorer.proposed(*bb.arrays())
     return [row]
 
 
 def _peer_job(job: dict[str, Any]) -> list[dict[str, Any]]:
     n, seed, method = job["n"], job["seed"], job["method"]
     problem, scorer = _setting(n)
-    cps = BUDGETS[n]
-    bb = BlackBox(lambda X: problem.evaluate(X, "validation"), n, max(cps),
-                  overhead_cap=PEER_OVERHEAD_CAP)
+    cps = job["checkpoints"]
+    bb = _black_box(problem, n, max(cps), overhead_cap=PEER_OVERHEAD_CAP)
     cut = None
     try:
         PEERS[method](bb, cps, seed, n)
@@ -238,12 +244,14 @@ def _peer_job(job: dict[str, Any]) -> list[dict[str, Any]]:
 def _grid_job(job: dict[str, Any]) -> list[dict[str, Any]]:
     n, budget = job["n"], job["budget"]
     problem, scorer = _setting(n)
-    bb = BlackBox(lambda X: problem.evaluate(X, "validation"), n, budget)
+    bb = _black_box(problem, n, budget)
     bb.start()
     bb(grid_points(budget, n))
-    X, F = bb.arrays()
-    return [{"method": "grid search", "n": n, "budget": budget, "seed": s, **scorer.proposed(X, F),
-             "evaluations": bb.count, "overhead_s": 0.0, "eval_s": bb.eval_s} for s in SEEDS]
+    score = scorer.proposed(*bb.arrays())
+    # Deterministic: one run, one row per seed so that its mean/std sit beside the others'.
+    return [{"method": "grid search", "n": n, "budget": budget, "seed": s, **score,
+             "evaluations": bb.count, "overhead_s": 0.0, "eval_s": bb.eval_s}
+            for s in job["seeds"]]
 
 
 def _run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -257,27 +265,32 @@ def _run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def plan(quick: bool = False) -> tuple[dict[int, list[int]], list[int]]:
+    """``(budgets per N, seeds)``: the full plan, or two budgets and one seed when quick."""
+    if quick:
+        return {n: b[:2] for n, b in BUDGETS.items()}, SEEDS[:1]
+    return {n: list(b) for n, b in BUDGETS.items()}, list(SEEDS)
+
+
 def jobs(quick: bool = False) -> list[dict[str, Any]]:
-    seeds = SEEDS[:1] if quick else SEEDS
+    budgets_of, seeds = plan(quick)
     out: list[dict[str, Any]] = []
-    for n, budgets in BUDGETS.items():
-        budgets = budgets[:2] if quick else budgets
+    for n, budgets in budgets_of.items():
         for seed in seeds:
-            out += [{"kind": "peer", "n": n, "seed": seed, "method": m} for m in PEERS]
+            out += [{"kind": "peer", "n": n, "seed": seed, "method": m,
+                     "checkpoints": budgets} for m in PEERS]
             for budget in budgets:
                 out += [{"kind": "map", "n": n, "budget": budget, "seed": seed, "mode": m,
                          "proposal": p} for m in MAP_MODES for p in (False, True)]
-        out += [{"kind": "grid", "n": n, "budget": b} for b in budgets]
+        out += [{"kind": "grid", "n": n, "budget": b, "seeds": seeds} for b in budgets]
     # The slowest jobs (BoTorch at N = 4) first, so that both workers stay busy to the end.
     return sorted(out, key=lambda j: (j["kind"] != "peer" or "BoTorch" not in j["method"],
                                       -j["n"]))
 
 
 def run(quick: bool = False, workers: int = 2) -> dict[str, Any]:
-    if quick:
-        for n in BUDGETS:
-            BUDGETS[n] = BUDGETS[n][:2]
-    for n in BUDGETS:  # ground truths once, before the workers start
+    budgets_of, seeds = plan(quick)
+    for n in budgets_of:  # ground truths once, before the workers start
         _setting(n)
     todo = jobs(quick)
     rows: list[dict[str, Any]] = []
@@ -285,12 +298,12 @@ def run(quick: bool = False, workers: int = 2) -> dict[str, Any]:
         for part in pool.map(_run_job, todo):
             rows += part
     settings = {}
-    for n in BUDGETS:
+    for n, budgets in budgets_of.items():
         problem, scorer = _setting(n)
         settings[n] = {"tasks": problem.tasks, "truth": list(TRUTH[n]),
                        "truth_front_size": len(scorer.truth),
-                       "reference_point": scorer.ref.tolist(), "budgets": BUDGETS[n]}
-    return {"settings": settings, "seeds": SEEDS[:1] if quick else SEEDS, "rows": rows,
+                       "reference_point": scorer.ref.tolist(), "budgets": budgets}
+    return {"settings": settings, "seeds": seeds, "rows": rows,
             "verify_share": VERIFY_SHARE, "peer_overhead_cap_s": PEER_OVERHEAD_CAP,
             "peer_settings": PEER_SETTINGS, "map_modes": MAP_MODES}
 
@@ -330,12 +343,9 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
     return float(np.mean(vals)) if vals else math.nan
 
 
-def report(data: dict[str, Any], images: Path | None = None) -> str:
-    """The Markdown section; also draws the plots into ``images`` (default docs/images)."""
-    from benchmarks.common import ROOT
-
+def report(data: dict[str, Any]) -> str:
+    """The Markdown section (its pictures are drawn by :func:`plot`)."""
     data = with_peer_rule(data)
-    plot(data, images if images is not None else ROOT / "docs" / "images")
     maps, peers, props = methods(data)
     lines = [f"Seeds {data['seeds']}; mapframe verifies k = round({data['verify_share']} B) "
              "front points (at least 1) after B - k search evaluations, with the quadratic "
@@ -382,7 +392,8 @@ def report(data: dict[str, Any], images: Path | None = None) -> str:
 
 
 def plot(data: dict[str, Any], out_dir: Path) -> list[Path]:
-    """One picture per N: charged HV fraction vs budget, one line per method."""
+    """One picture per N in ``out_dir``: charged HV fraction vs budget, one line per method
+    (proposal-quality rows dotted). run.py calls it with the doc's ``images/`` folder."""
     from mapframe.plotting import _pyplot, _save
 
     plt = _pyplot()
@@ -390,7 +401,7 @@ def plot(data: dict[str, Any], out_dir: Path) -> list[Path]:
     paths = []
     for n, st in data["settings"].items():
         fig, ax = plt.subplots(figsize=(9.5, 4.8))
-        for m in [*maps, *peers, *[p for p in props if PEER_RULE not in p]]:
+        for m in [*maps, *peers, *props]:
             xs, ys, es = [], [], []
             for b in st["budgets"]:
                 ok = [r["hv_fraction"] for r in _rows(data, n, b, m) if "hv_fraction" in r]

@@ -84,6 +84,8 @@ def write_doc(results: Path, doc: Path) -> None:
         data = json.loads(path.read_text())
         meta = data["_meta"]
         mod = importlib.import_module(module)
+        if hasattr(mod, "plot"):  # pictures go beside the page that shows them
+            mod.plot(data, doc.parent / "images")
         parts += [f"## {title}", "", (mod.__doc__ or "").strip(), "",
                   f"Command: `{meta['command']}` — {meta['machine']}; took "
                   f"{meta['seconds']:.0f} s.", "", mod.report(data), ""]

@@ -238,7 +238,8 @@ def test_report_table_marks_budgets_not_reached(tmp_path: Path) -> None:
             "settings": {"2": {"tasks": ["a", "b"], "truth": ["grid", 3], "budgets": [10, 20],
                                "truth_front_size": 3, "reference_point": [0, 0]}},
             "rows": rows}
-    text = bench_peers.report(data, images=tmp_path)
+    text = bench_peers.report(data)
+    bench_peers.plot(data, tmp_path)
     assert "| mapframe Plain MAP | 0.900 ± 0.000 / 0.050 / 0.1 | – |" in text
     assert "| BoTorch qNEHVI | 0.800 ± 0.000 / 0.100 / 5.0 | not reached |" in text
     assert "*mapframe Plain MAP (proposal quality)*" in text
