@@ -32,7 +32,7 @@ from mapframe.evaluators.callable import CallableEvaluator
 from mapframe.executors.base import Executor, Job, JobResult, MergeSpec
 from mapframe.history import Evaluation, History, coefficient_key
 from mapframe.merging.base import MergeStrategy
-from mapframe.merging.checkpoints import TaskVectors
+from mapframe.merging.checkpoints import CheckpointHook, TaskVectors
 from mapframe.metrics import select_by_preference, spread_subset
 from mapframe.plugin import get_plugin_manager, get_registry
 from mapframe.problem import SearchSpace, Task, as_tasks
@@ -141,7 +141,8 @@ class MergeStudy:
         self.merge_spec: MergeSpec | None = None
         if checkpoints is not None or task_vectors is not None:
             strategy = registry.create("merge_strategy", merge_strategy)
-            self.merge_spec = _merge_spec(strategy, checkpoints, task_vectors, allow_pickle)
+            self.merge_spec = _merge_spec(strategy, checkpoints, task_vectors, allow_pickle,
+                                          checkpoint_hook(self.evaluator))
         elif self.evaluator.needs_merger:
             raise ConfigError(
                 f"evaluator {self.evaluator.name!r} merges checkpoints: pass checkpoints="
@@ -584,6 +585,7 @@ def _merge_spec(
     checkpoints: Mapping[str, Any] | None,
     task_vectors: TaskVectors | None,
     allow_pickle: bool,
+    prepare: CheckpointHook | None = None,
 ) -> MergeSpec:
     if task_vectors is not None:
         if checkpoints is not None:
@@ -608,7 +610,15 @@ def _merge_spec(
         if not os.path.isfile(os.fspath(p)):
             raise CheckpointError(f"checkpoint not found: {os.fspath(p)} (check the path)")
     return MergeSpec(strategy, os.fspath(pre), {str(k): os.fspath(v) for k, v in ft.items()},
-                     allow_pickle=allow_pickle)
+                     allow_pickle=allow_pickle, prepare=prepare)
+
+
+def checkpoint_hook(evaluator: Evaluator) -> CheckpointHook | None:
+    """The evaluator's :meth:`~mapframe.evaluators.Evaluator.prepare_checkpoint`, or ``None``
+    when it keeps the base class's (identity) one."""
+    if type(evaluator).prepare_checkpoint is Evaluator.prepare_checkpoint:
+        return None
+    return evaluator.prepare_checkpoint
 
 
 def _check_preference(preference: Sequence[float], n: int) -> np.ndarray:

@@ -37,13 +37,67 @@ def test_safetensors_and_torch_state_dicts(tmp_path):
             torch.testing.assert_close(loaded[k], sd[k])
 
 
-def test_pickled_module_is_refused_unless_allowed(tmp_path):
+def test_pickled_module_is_read_without_running_code(tmp_path):
     net = Net()
+    net.register_buffer("scratch", torch.ones(2), persistent=False)
     torch.save(net, tmp_path / "finetuned.pt")  # task_vectors-style whole-module pickle
+    with pytest.raises(Exception):  # noqa: B017 - torch's own refusal, whatever its type
+        torch.load(tmp_path / "finetuned.pt", weights_only=True)
+    loaded = load_state_dict(tmp_path / "finetuned.pt")
+    assert set(loaded) == set(net.state_dict())  # non-persistent buffers left out
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(loaded[k], v)
+    torch.save({"model": net, "epoch": 2}, tmp_path / "wrapped.pt")
+    assert set(load_state_dict(tmp_path / "wrapped.pt")) == set(net.state_dict())
+
+
+def test_pickled_module_of_an_unimportable_class(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    mod_dir = tmp_path / "src"
+    mod_dir.mkdir()
+    (mod_dir / "gone_modeling.py").write_text(
+        "import torch\n"
+        "class ImageEncoder(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU())\n"
+        "        self.note = {'preprocess': print}\n"
+    )
+    monkeypatch.syspath_prepend(str(mod_dir))
+    enc = importlib.import_module("gone_modeling").ImageEncoder()
+    torch.save(enc, tmp_path / "enc.pt")
+    expected = enc.state_dict()
+    del sys.modules["gone_modeling"]
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(mod_dir)])
+    with pytest.raises(ModuleNotFoundError):  # a full unpickle needs the class
+        torch.load(tmp_path / "enc.pt", weights_only=False)
+    loaded = load_state_dict(tmp_path / "enc.pt")
+    assert set(loaded) == {"model.0.weight", "model.0.bias"} == set(expected)
+    torch.testing.assert_close(loaded["model.0.weight"], expected["model.0.weight"])
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch mapframe-pwned",))
+
+
+def test_code_in_a_pickle_never_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"payload": _Evil(), "w": torch.ones(2)}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match=r"refused to unpickle.*allow_pickle"):
-        load_state_dict(tmp_path / "finetuned.pt")
-    loaded = load_state_dict(tmp_path / "finetuned.pt", allow_pickle=True)
-    torch.testing.assert_close(loaded["fc.weight"], net.fc.weight.detach())
+        load_state_dict(tmp_path / "evil.pt")
+    assert not (tmp_path / "mapframe-pwned").exists()
+    # A module tree with a payload inside: tensors are read, the payload is not run.
+    net = Net()
+    net.payload = _Evil()
+    torch.save(net, tmp_path / "evil-module.pt")
+    loaded = load_state_dict(tmp_path / "evil-module.pt")
+    assert set(loaded) == set(Net().state_dict())
+    assert not (tmp_path / "mapframe-pwned").exists()
 
 
 @pytest.mark.parametrize(

@@ -264,6 +264,57 @@ def test_checkpoint_study_merges_and_exports(tmp_path):
         np.testing.assert_allclose(res.front.real[i], ev.score(model), rtol=1e-5)
 
 
+def test_evaluator_prepares_checkpoints_before_task_vectors(tmp_path):
+    """``Evaluator.prepare_checkpoint`` sees every file and its output is what is merged."""
+    from mapframe.errors import CheckpointError
+    from mapframe.evaluators import ModelEvaluator
+    from mapframe.merging.checkpoints import save_state_dict
+    from mapframe.problem import Task
+
+    torch.manual_seed(0)
+    base = TinyNet().state_dict()
+    wrap = {f"wrapper.{k}": v for k, v in base.items()} | {"text.embed": torch.ones(5)}
+    pre = save_state_dict(wrap, tmp_path / "pre.safetensors")
+    ft = {"t0": save_state_dict({k: v + 1.0 for k, v in base.items()},
+                                tmp_path / "t0.safetensors")}
+    seen = []
+
+    class Unwrap(ModelEvaluator):
+        name = "unwrap-test"
+
+        @property
+        def tasks(self):
+            return [Task("w")]
+
+        def prepare_checkpoint(self, state, source):
+            seen.append(source)
+            if source.endswith("broken.safetensors"):
+                raise CheckpointError(f"{source}: not my layout")
+            return {k.removeprefix("wrapper."): v for k, v in state.items()
+                    if not k.startswith("text.")}
+
+        def build_model(self):
+            return TinyNet()
+
+        def score(self, model):
+            return [float(model.lin.weight.sum())]
+
+    ev = Unwrap()
+    study = MergeStudy(evaluator=ev, checkpoints={"pretrained": pre, "finetuned": ft},
+                       budget=3, seed=0)
+    res = study.run()
+    assert sorted(seen) == sorted([str(pre), str(ft["t0"])])
+    # metric is linear in c: sum(W0) + c * (6 entries * 1.0)
+    c = res.history.X[:, 0]
+    assert len(c) == 3
+    np.testing.assert_allclose(res.history.Y[:, 0],
+                               float(base["lin.weight"].sum()) + 6.0 * c, rtol=1e-5)
+    broken = save_state_dict(base, tmp_path / "broken.safetensors")
+    with pytest.raises(CheckpointError, match="not my layout"):
+        MergeStudy(evaluator=Unwrap(), checkpoints={"pretrained": broken, "finetuned": ft},
+                   budget=3).run()
+
+
 def test_checkpoint_errors(tmp_path):
     from mapframe.evaluators.callable import CallableEvaluator
 

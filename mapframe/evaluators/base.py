@@ -26,6 +26,8 @@ class Evaluator(Component):
     Call order (in whichever process evaluates: this one by default, a worker under a
     distributed executor)::
 
+        evaluator.prepare_checkpoint(state, path)  # per checkpoint file, while the merger
+                                                   # loads them (evaluators that merge only)
         evaluator.setup(merger)        # once; merger is None for black-box objectives
         evaluator.evaluate(C)          # many times; C: (B, N) -> metrics (B, T)
         evaluator.close()              # once, at the end
@@ -49,6 +51,20 @@ class Evaluator(Component):
     @abstractmethod
     def tasks(self) -> list[Task]:
         """The objectives, in the column order :meth:`evaluate` returns."""
+
+    def prepare_checkpoint(
+        self, state: dict[str, torch.Tensor], source: str
+    ) -> dict[str, torch.Tensor]:
+        """Adapt one loaded checkpoint (``source`` is its path) to the tensors this evaluator
+        merges, before task vectors are built. Default: unchanged.
+
+        Override it when published checkpoints hold more than the merged model or name its
+        tensors differently: a CLIP evaluator keeps the image tower of a full CLIP state dict
+        and strips a wrapper's prefix, so that every layout yields the same keys. Raise
+        :class:`~mapframe.errors.CheckpointError` naming the file when it cannot be adapted.
+        The method may run in a worker process: keep it free of per-process state.
+        """
+        return state
 
     def setup(self, merger: Merger | None) -> None:
         """Prepare for evaluation (load data, build the resident model...). Default: no-op."""

@@ -22,7 +22,7 @@ from mapframe.component import Component
 if TYPE_CHECKING:
     from mapframe.evaluators.base import Evaluator
     from mapframe.merging.base import MergeStrategy
-    from mapframe.merging.checkpoints import TaskVectors
+    from mapframe.merging.checkpoints import CheckpointHook, TaskVectors
     from mapframe.merging.merger import Merger
 
 __all__ = ["Executor", "Job", "JobResult", "MergeSpec"]
@@ -62,6 +62,8 @@ class MergeSpec:
     finetuned: Mapping[str, str] = field(default_factory=dict)
     task_vectors: TaskVectors | None = None
     allow_pickle: bool = False
+    #: The evaluator's checkpoint adapter (``Evaluator.prepare_checkpoint``), when it has one.
+    prepare: CheckpointHook | None = None
 
     def build(self) -> Merger:
         from mapframe.merging.checkpoints import TaskVectors
@@ -70,7 +72,8 @@ class MergeSpec:
         tv = self.task_vectors
         if tv is None:
             assert self.pretrained is not None
-            tv = TaskVectors.from_files(self.pretrained, self.finetuned, self.allow_pickle)
+            tv = TaskVectors.from_files(self.pretrained, self.finetuned, self.allow_pickle,
+                                       prepare=self.prepare)
             self.task_vectors = tv
         return Merger(self.strategy, tv)
 

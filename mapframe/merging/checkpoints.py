@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +14,13 @@ from mapframe.errors import CheckpointError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["TaskVectors", "load_state_dict", "save_state_dict"]
+__all__ = ["CheckpointHook", "TaskVectors", "load_state_dict", "save_state_dict"]
+
+logger = logging.getLogger(__name__)
+
+#: ``hook(state_dict, source) -> state_dict``: adapts a loaded checkpoint (e.g. keeps the image
+#: tower of a full CLIP model and renames its keys); see ``Evaluator.prepare_checkpoint``.
+CheckpointHook = Callable[[dict[str, "torch.Tensor"], str], dict[str, "torch.Tensor"]]
 
 _SAFETENSORS = (".safetensors",)
 _TORCH = (".pt", ".pth", ".bin", ".ckpt")
@@ -46,10 +53,13 @@ def load_state_dict(
     """Load a checkpoint as a dict of CPU tensors.
 
     ``.safetensors`` files load with safetensors; ``.pt``/``.pth``/``.bin``/``.ckpt`` with
-    ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects. A checkpoint
-    that needs full unpickling (e.g. a whole pickled ``nn.Module``) is refused unless
-    ``allow_pickle=True``: unpickling runs code from the file, so only do it for files you
-    trust.
+    ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects. A whole
+    pickled ``nn.Module`` (``torch.save(model)``, as the task-vectors checkpoints are) is read
+    without running its code: a restricted unpickler replaces every class and function the
+    file names by an inert stand-in and collects the module tree's parameters and persistent
+    buffers under their ``state_dict`` keys (the original classes need not be importable).
+    Anything else that needs full unpickling is refused unless ``allow_pickle=True``:
+    unpickling runs code from the file, so only do it for files you trust.
     """
     p = Path(path)
     if not p.is_file():
@@ -72,18 +82,29 @@ def load_state_dict(
 
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except pickle.UnpicklingError:
+        # A whole pickled module (torch.save(model)): read its tensors without running code.
+        from mapframe.merging._pickle_reader import read_module_tensors
+
+        try:
+            tensors = read_module_tensors(str(p))
+        except Exception:
+            tensors = None
+        if tensors:
+            logger.info("%s: read %d tensors from a pickled module without unpickling its "
+                        "code", p, len(tensors))
+            return tensors
         if not allow_pickle:
             raise CheckpointError(
                 f"{p}: refused to unpickle this checkpoint (it holds Python objects beyond "
-                "tensors, and unpickling runs code from the file); convert it to safetensors, "
-                "or set allow_pickle: true if you trust the file"
+                "tensors and no module tree mapframe can read safely, and unpickling runs "
+                "code from the file); convert it to safetensors, or set allow_pickle: true "
+                "if you trust the file"
             ) from None
         try:
             obj = torch.load(str(p), map_location="cpu", weights_only=False)
         except Exception as exc2:
             raise CheckpointError(f"{p}: could not be unpickled ({exc2})") from None
-        del exc
     except (RuntimeError, OSError, EOFError) as exc:
         raise CheckpointError(f"{p}: not a readable torch checkpoint ({exc})") from None
     return _unwrap(obj, p)
@@ -177,10 +198,20 @@ class TaskVectors:
         pretrained: str | os.PathLike[str],
         finetuned: Mapping[str, str | os.PathLike[str]],
         allow_pickle: bool = False,
+        prepare: CheckpointHook | None = None,
     ) -> TaskVectors:
-        """Load ``pretrained`` and each ``{task: path}`` in ``finetuned`` and subtract."""
-        base = load_state_dict(pretrained, allow_pickle=allow_pickle)
-        fts = [load_state_dict(p, allow_pickle=allow_pickle) for p in finetuned.values()]
+        """Load ``pretrained`` and each ``{task: path}`` in ``finetuned`` and subtract.
+
+        ``prepare(state, path)``, when given, adapts each loaded state dict before the
+        checks (an evaluator's :meth:`~mapframe.evaluators.Evaluator.prepare_checkpoint`).
+        """
+
+        def load(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+            state = load_state_dict(path, allow_pickle=allow_pickle)
+            return prepare(state, os.fspath(path)) if prepare is not None else state
+
+        base = load(pretrained)
+        fts = [load(p) for p in finetuned.values()]
         return cls(base, fts, list(finetuned), [str(p) for p in finetuned.values()])
 
     @classmethod
