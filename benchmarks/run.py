@@ -32,6 +32,8 @@ BENCHMARKS = {
     "nested": ("Nested MAP vs Plain MAP on many tasks", "benchmarks.bench_nested"),
     "peers": ("Head-to-head: mapframe vs BoTorch, Optuna, random and grid search",
               "benchmarks.bench_peers"),
+    "vision": ("Vision plugin: the CLIP evaluator's cost per evaluation",
+               "benchmarks.bench_vision"),
 }
 
 

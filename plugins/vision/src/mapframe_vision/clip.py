@@ -1,0 +1,475 @@
+"""Zero-shot CLIP evaluation of merged image encoders (the MAP paper's main setting).
+
+The merged model is CLIP's image tower; each task is classified zero-shot against a head
+built from the (unmerged) text tower, as in task arithmetic (Ilharco et al., 2023) and MAP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from mapframe.errors import CheckpointError, ConfigError
+from mapframe.evaluators.base import Evaluator
+from mapframe.problem import Task
+from mapframe_vision.data import EvalSet, TaskSpec, load_dataset, parse_tasks, resolve_class_names
+from mapframe_vision.heads import HeadCache, build_zeroshot_head, presets, resolve_templates
+from mapframe_vision.runtime import METRICS, check_precision, resolve_device, score_classifier
+
+if TYPE_CHECKING:
+    import torch
+
+    from mapframe.merging.merger import Merger
+
+__all__ = ["DEFAULT_HEAD_CACHE", "ClipEvaluator"]
+
+logger = logging.getLogger(__name__)
+
+#: Where zero-shot heads are cached unless ``head_cache`` says otherwise.
+DEFAULT_HEAD_CACHE = os.path.join("~", ".cache", "mapframe", "clip-heads")
+
+# Wrappers whose state dicts nest the image tower: open_clip's CLIP ("visual."), the
+# task-vectors ImageEncoder ("model.visual."), DataParallel/DDP ("module.").
+_PREFIXES = ("", "visual.", "model.visual.", "module.visual.", "module.model.visual.",
+             "image_encoder.model.visual.", "model.", "module.")
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    # open_clip warns on the root logger for every model built without weights, which is
+    # what the image-tower template is.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+class ClipEvaluator(Evaluator):
+    """Top-1 zero-shot accuracy (or loss) of merged CLIP image encoders on each task.
+
+    Args:
+        tasks: one mapping per task: ``name``; ``data`` (an ``ImageFolder`` root, or
+            ``{dataset: "module:factory", kwargs: {...}}``, or from Python a ``Dataset``);
+            ``classnames`` (a list, a text file with one name per line, ``folder``, or a
+            preset name; default: the dataset's ``classes``, or the preset named like the
+            task); ``templates`` (format strings with one ``{}``, or a preset name; default:
+            the preset named like the task, else ``"a photo of a {}."``); ``max_samples`` (a
+            fixed random subset, for quick searches).
+        model: an open_clip model name (``ViT-B-32``, ...), or one registered from
+            ``model_config``.
+        pretrained: the open_clip pretrained tag (``openai``, ``laion2b_s34b_b79k``, ...;
+            downloaded by open_clip into ``cache_dir`` if not there) or the path of a local
+            full CLIP checkpoint. It provides the text tower for the zero-shot heads only:
+            the merged image towers come from the study's checkpoints. Once every head is
+            cached, it is not loaded at all.
+        model_config: a JSON model config file (or a folder of them) registered with
+            ``open_clip.add_model_config`` before ``model`` is looked up.
+        cache_dir: open_clip's weight cache (``None``: open_clip's default).
+        quick_gelu: force QuickGELU activations (``None``: as the pretrained tag says, else
+            no). OpenAI's weights need it; the wrong choice silently costs accuracy.
+        image_mean, image_std: preprocessing normalisation (``None``: the pretrained tag's,
+            else OpenAI's).
+        metric: ``accuracy`` (maximise, in [0, 1]) or ``loss`` (cross-entropy, minimise).
+        batch_size, num_workers: evaluation batching (``num_workers`` for streamed data).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:<i>``.
+        precision: ``auto`` (fp16 autocast on CUDA, fp32 on CPU), ``fp32``, ``amp``, ``bf16``.
+        preload: keep preprocessed evaluation images in memory (``auto``: when a task's
+            tensors take at most ``preload_limit_gb``).
+        head_cache: folder for cached zero-shot heads (``None``: no cache).
+
+    One resident image tower is built in :meth:`setup`; each evaluation writes the merged
+    weights into it in place and classifies every task's images against its head.
+    """
+
+    name: ClassVar[str] = "clip"
+    needs_merger: ClassVar[bool] = True
+    max_batch_size: int | None = 1
+
+    def __init__(
+        self,
+        tasks: Sequence[Mapping[str, Any] | TaskSpec],
+        model: str = "ViT-B-32",
+        pretrained: str = "openai",
+        model_config: str | None = None,
+        cache_dir: str | None = None,
+        quick_gelu: bool | None = None,
+        image_mean: Sequence[float] | None = None,
+        image_std: Sequence[float] | None = None,
+        metric: str = "accuracy",
+        batch_size: int = 128,
+        num_workers: int = 0,
+        device: str = "auto",
+        precision: str = "auto",
+        preload: bool | str = "auto",
+        preload_limit_gb: float = 4.0,
+        head_cache: str | None = DEFAULT_HEAD_CACHE,
+    ) -> None:
+        self._specs = parse_tasks(tasks)
+        if not isinstance(model, str) or not model:
+            raise ConfigError(f"model must be an open_clip model name, got {model!r}")
+        if not isinstance(pretrained, str) or not pretrained:
+            raise ConfigError(
+                "pretrained is required: an open_clip pretrained tag (e.g. openai) or the path "
+                "of a full CLIP checkpoint; its text tower builds the zero-shot heads"
+            )
+        if metric not in METRICS:
+            raise ConfigError(f"unknown metric {metric!r}; available: {', '.join(METRICS)}")
+        for arg, val in (("batch_size", batch_size), ("num_workers", num_workers)):
+            if isinstance(val, bool) or not isinstance(val, int) or val < (arg == "batch_size"):
+                raise ConfigError(f"{arg} must be a {'positive' if arg == 'batch_size' else 'non-negative'} integer, got {val!r}")  # noqa: E501
+        if preload not in (True, False, "auto"):
+            raise ConfigError(f"preload must be true, false or auto, got {preload!r}")
+        self.model = model
+        self.pretrained = pretrained
+        self.model_config = model_config
+        self.cache_dir = cache_dir
+        self.quick_gelu = quick_gelu
+        self.image_mean = list(image_mean) if image_mean is not None else None
+        self.image_std = list(image_std) if image_std is not None else None
+        self.metric = metric
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.device = device
+        self.precision = check_precision(precision)
+        self.preload = preload
+        self.preload_limit_gb = float(preload_limit_gb)
+        self.head_cache = head_cache
+        if metric == "accuracy":
+            self._tasks = [Task(s.name, "max", 0.0, 1.0) for s in self._specs]
+        else:
+            self._tasks = [Task(s.name, "min", 0.0, float("inf")) for s in self._specs]
+        self._shapes: dict[str, tuple[int, ...]] | None = None
+        self._ready = False
+        self._timings: dict[str, float] = {"merge_s": 0.0, "score_s": 0.0, "merges": 0,
+                                           "images": 0}
+
+    # -- description -------------------------------------------------------------------------
+    @property
+    def tasks(self) -> list[Task]:
+        """One accuracy (or loss) objective per task, in the order of ``tasks``."""
+        return list(self._tasks)
+
+    def describe(self) -> dict[str, Any]:
+        """Settings as a config would spell them (datasets given as objects by their type)."""
+        desc = super().describe()
+        desc["tasks"] = [_describe_spec(s) for s in self._specs]
+        return desc
+
+    # -- open_clip ---------------------------------------------------------------------------
+    def _open_clip(self) -> Any:
+        try:
+            import open_clip
+        except ImportError as exc:  # pragma: no cover - a dependency of this package
+            raise ConfigError(f"the clip evaluator needs open_clip_torch ({exc}); "
+                              "pip install open_clip_torch") from None
+        if self.model_config is not None:
+            path = Path(os.path.expanduser(self.model_config))
+            if not path.exists():
+                raise ConfigError(f"model_config {path} not found (a JSON open_clip model "
+                                  "config, or a folder of them)")
+            open_clip.add_model_config(path)
+        if self.model not in open_clip.list_models():
+            import difflib
+
+            close = difflib.get_close_matches(self.model, open_clip.list_models(), n=3)
+            raise ConfigError(
+                f"unknown open_clip model {self.model!r}"
+                + (f"; did you mean {', '.join(close)}?" if close else "")
+                + " (open_clip.list_models() lists them; register your own with model_config)"
+            )
+        return open_clip
+
+    def _is_tag(self) -> bool:
+        return not Path(os.path.expanduser(self.pretrained)).is_file()
+
+    def _pretrained_cfg(self) -> dict[str, Any]:
+        open_clip = self._open_clip()
+        if not self._is_tag():
+            return {}
+        tags = open_clip.list_pretrained_tags_by_model(self.model)
+        if self.pretrained not in tags:
+            looks_like_path = os.sep in self.pretrained or self.pretrained.endswith(
+                (".pt", ".bin", ".pth", ".safetensors"))
+            if looks_like_path:
+                raise CheckpointError(f"pretrained checkpoint not found: {self.pretrained}")
+            raise ConfigError(
+                f"open_clip has no pretrained tag {self.pretrained!r} for {self.model}; "
+                f"tags: {', '.join(tags) or 'none'} (or give the path of a checkpoint file)"
+            )
+        return dict(open_clip.get_pretrained_cfg(self.model, self.pretrained))
+
+    def _build_kwargs(self) -> dict[str, Any]:
+        cfg = self._pretrained_cfg()
+        qg = self.quick_gelu if self.quick_gelu is not None else bool(cfg.get("quick_gelu"))
+        kw: dict[str, Any] = {"force_quick_gelu": qg}
+        mean = self.image_mean or cfg.get("mean")
+        std = self.image_std or cfg.get("std")
+        if mean is not None:
+            kw["image_mean"] = tuple(mean)
+        if std is not None:
+            kw["image_std"] = tuple(std)
+        for src, dst in (("interpolation", "image_interpolation"),
+                         ("resize_mode", "image_resize_mode")):
+            if cfg.get(src):
+                kw[dst] = cfg[src]
+        return kw
+
+    def _identity(self) -> dict[str, Any]:
+        """What the text tower's weights are: tag, or file with size and mtime."""
+        ident: dict[str, Any] = {"model": self.model, "quick_gelu": self._build_kwargs()[
+            "force_quick_gelu"]}
+        if self._is_tag():
+            ident["pretrained"] = self.pretrained
+        else:
+            p = Path(os.path.expanduser(self.pretrained)).resolve()
+            st = p.stat()
+            ident["pretrained"] = {"path": str(p), "size": st.st_size,
+                                   "mtime_ns": st.st_mtime_ns}
+        return ident
+
+    def _template_model(self) -> tuple[Any, Any]:
+        """A randomly initialised model of the right architecture and its preprocessing."""
+        open_clip = self._open_clip()
+        with _quiet_root_logger():
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                self.model, pretrained=None, **self._build_kwargs())
+        return model, preprocess
+
+    def _full_model(self) -> Any:
+        """The pretrained CLIP with its text tower (downloaded by open_clip for a tag)."""
+        open_clip = self._open_clip()
+        try:
+            model, _, _ = open_clip.create_model_and_transforms(
+                self.model, pretrained=os.path.expanduser(self.pretrained),
+                cache_dir=self.cache_dir, **self._build_kwargs())
+        except (RuntimeError, OSError, ValueError) as exc:
+            if not self._is_tag():
+                raise CheckpointError(
+                    f"{self.pretrained}: not a CLIP checkpoint of {self.model} that open_clip "
+                    f"can load ({str(exc).splitlines()[0][:300]})") from None
+            cfg = open_clip.get_pretrained_cfg(self.model, self.pretrained)
+            where = cfg.get("hf_hub") or cfg.get("url") or "?"
+            raise CheckpointError(
+                f"could not get the {self.pretrained!r} weights of open_clip model "
+                f"{self.model} ({str(exc).splitlines()[0][:200]}). They are only needed to "
+                "build the zero-shot heads. Without network access: download them elsewhere "
+                f"(Hugging Face repo / URL: {where}) and set pretrained: /path/to/that/file "
+                "(open_clip_pytorch_model.bin or open_clip_model.safetensors), or copy an "
+                "open_clip cache that has them and point cache_dir at it"
+            ) from None
+        return model
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _visual_shapes(self) -> dict[str, tuple[int, ...]]:
+        if self._shapes is None:
+            model, _ = self._template_model()
+            self._shapes = {k: tuple(v.shape) for k, v in model.visual.state_dict().items()}
+        return self._shapes
+
+    def prepare_checkpoint(
+        self, state: dict[str, torch.Tensor], source: str
+    ) -> dict[str, torch.Tensor]:
+        """Keep the image tower of any common layout, under the tower's own key names.
+
+        Accepted: the image tower's state dict; a full open_clip CLIP state dict
+        (``visual.*``); the task-vectors ``ImageEncoder`` (``model.visual.*``, also as a
+        pickled module); any of them wrapped in ``module.``. Keys or shapes that do not fit
+        ``model`` raise :class:`~mapframe.errors.CheckpointError`.
+        """
+        expected = self._visual_shapes()
+        best, best_hits = "", -1
+        for prefix in _PREFIXES:
+            hits = sum(1 for k in state if k.startswith(prefix) and k[len(prefix):] in expected)
+            if hits > best_hits:
+                best, best_hits = prefix, hits
+        out = {k[len(best):]: v for k, v in state.items() if k.startswith(best)}
+        missing = sorted(set(expected) - set(out))
+        extra = sorted(set(out) - set(expected))
+        if missing or extra:
+            raise CheckpointError(
+                f"checkpoint {source} does not fit the image tower of open_clip model "
+                f"{self.model!r}: {len(missing)} tensors missing (e.g. {missing[:3]}), "
+                f"{len(extra)} unexpected (e.g. {extra[:3]}); it comes from another "
+                "architecture: set model: to the one it was fine-tuned from"
+            )
+        bad = [(k, tuple(v.shape), expected[k]) for k, v in out.items()
+               if tuple(v.shape) != expected[k]]
+        if bad:
+            k, got, want = bad[0]
+            raise CheckpointError(
+                f"checkpoint {source}: tensor {k!r} has shape {got}, the image tower of "
+                f"{self.model!r} has {want} ({len(bad)} tensors differ); it comes from another "
+                "architecture or size: set model: to the one it was fine-tuned from"
+            )
+        return out
+
+    # -- setup -------------------------------------------------------------------------------
+    def setup(self, merger: Merger | None) -> None:
+        """Build the resident image tower, the zero-shot heads and the evaluation sets."""
+        super().setup(merger)
+        assert merger is not None
+        self._device = resolve_device(self.device)
+        template, preprocess = self._template_model()
+        visual = template.visual
+        del template  # the text tower of the template is random: never used
+        self._visual = visual.to(self._device).eval()
+        for p in self._visual.parameters():
+            p.requires_grad_(False)
+        # The merged tensors, sharing storage with the resident tower on its device (merges
+        # are computed on the CPU and copied in).
+        self._params = merger.resident_params(self._visual)
+        self._datasets: dict[str, Any] = {}
+        self._classnames: dict[str, list[str]] = {}
+        self._templates: dict[str, list[str]] = {}
+        for spec in self._specs:
+            ds = load_dataset(spec, preprocess)
+            self._datasets[spec.name] = ds
+            if spec.classnames is None and not getattr(ds, "classes", None) and (
+                spec.name in presets()["classnames"]
+            ):
+                spec = TaskSpec(spec.name, spec.data, "preset", spec.templates, spec.max_samples)
+            self._classnames[spec.name] = resolve_class_names(spec, ds, presets()["classnames"])
+            self._templates[spec.name] = resolve_templates(spec.name, spec.templates)
+        self._heads = self._build_heads()
+        self._sets = {
+            s.name: EvalSet(s.name, self._datasets[s.name], len(self._classnames[s.name]),
+                            batch_size=self.batch_size, num_workers=self.num_workers,
+                            max_samples=s.max_samples, preload=self.preload,
+                            preload_limit_gb=self.preload_limit_gb, device=self._device)
+            for s in self._specs
+        }
+        self._ready = True
+
+    def _build_heads(self) -> dict[str, torch.Tensor]:
+        cache = HeadCache(self.head_cache)
+        ident = self._identity()
+        heads: dict[str, torch.Tensor] = {}
+        todo = []
+        for spec in self._specs:
+            key = HeadCache.key(ident, self._classnames[spec.name], self._templates[spec.name])
+            head = cache.get(self.model, key)
+            if head is None:
+                todo.append((spec.name, key))
+            else:
+                heads[spec.name] = head
+        if todo:
+            import open_clip
+
+            t0 = time.perf_counter()
+            full = self._full_model().to(self._device).eval()
+            tokenizer = open_clip.get_tokenizer(self.model, cache_dir=self.cache_dir)
+            scale = float(full.logit_scale.detach().exp())
+            for name, key in todo:
+                head = build_zeroshot_head(full.encode_text, tokenizer, scale,
+                                           self._classnames[name], self._templates[name],
+                                           self._device)
+                cache.put(self.model, key, head, {"task": name, "model": ident,
+                                                  "classnames": self._classnames[name],
+                                                  "templates": self._templates[name]})
+                heads[name] = head
+            del full
+            logger.info("built %d zero-shot head(s) in %.1f s", len(todo),
+                        time.perf_counter() - t0)
+        for name, head in heads.items():
+            n = len(self._classnames[name])
+            if head.shape[0] != n:  # pragma: no cover - the key includes the class names
+                raise ConfigError(f"task {name!r}: cached head has {head.shape[0]} classes, "
+                                  f"expected {n}; delete {self.head_cache}")
+        return {k: v.to(self._device) for k, v in heads.items()}
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds spent merging (``merge_s``) and scoring (``score_s``), merges done and
+        images classified so far (throughput = ``images / score_s``)."""
+        return dict(self._timings)
+
+    @property
+    def heads(self) -> dict[str, torch.Tensor]:
+        """The zero-shot heads (``classes × embed_dim``, logit scale included), after setup."""
+        return dict(self._heads)
+
+    @property
+    def class_names(self) -> dict[str, list[str]]:
+        """Each task's class names, in label order, after setup."""
+        return {k: list(v) for k, v in self._classnames.items()}
+
+    # -- evaluation --------------------------------------------------------------------------
+    def logits(self, task: str, images: torch.Tensor) -> torch.Tensor:
+        """Zero-shot logits of the resident (currently merged) image tower for ``task``."""
+        feats = self._visual(images)
+        if isinstance(feats, (tuple, list)):
+            feats = feats[0]
+        feats = feats.float()
+        feats = feats / feats.norm(dim=-1, keepdim=True)
+        return feats @ self._heads[task].T
+
+    def evaluate(self, coefficients: np.ndarray) -> np.ndarray:
+        """Merge each row into the resident tower and score every task."""
+        return self.evaluate_tasks(coefficients, range(len(self._specs)))
+
+    def evaluate_tasks(self, coefficients: np.ndarray, tasks: Sequence[int]) -> np.ndarray:
+        """Merge each row and score only the tasks ``tasks`` (their datasets alone are read)."""
+        import torch
+
+        if not self._ready:
+            raise ConfigError("ClipEvaluator.evaluate called before setup(merger)")
+        C = np.atleast_2d(np.asarray(coefficients, dtype=float))
+        idx = list(tasks)
+        out = np.empty((C.shape[0], len(idx)))
+        key = 0 if self.metric == "accuracy" else 1
+        for b, c in enumerate(C):
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                self.merger.merge_into(self._params, c)
+            if self._device.startswith("cuda"):
+                torch.cuda.synchronize(self._device)
+            t1 = time.perf_counter()
+            for j, i in enumerate(idx):
+                name = self._specs[i].name
+                evalset = self._sets[name]
+                res = score_classifier(functools.partial(self.logits, name), evalset,
+                                       self._device, self.precision)
+                out[b, j] = res[key]
+                self._timings["images"] += len(evalset)
+            self._timings["merge_s"] += t1 - t0
+            self._timings["score_s"] += time.perf_counter() - t1
+            self._timings["merges"] += 1
+        return out
+
+    def close(self) -> None:
+        """Drop the resident model, heads and preloaded images."""
+        if self._ready:
+            t = self._timings
+            if t["merges"]:
+                logger.info("clip: %d merges, %.2f s merging, %.2f s scoring (%.0f images/s)",
+                            t["merges"], t["merge_s"], t["score_s"],
+                            t["images"] / max(t["score_s"], 1e-9))
+        for attr in ("_visual", "_params", "_heads", "_sets", "_datasets"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+        self._ready = False
+
+
+def _describe_spec(spec: TaskSpec) -> dict[str, Any]:
+    data = spec.data
+    if isinstance(data, (str, os.PathLike)):
+        data = os.fspath(data)
+    elif not isinstance(data, Mapping):
+        data = f"<{type(data).__name__}>"
+    out: dict[str, Any] = {"name": spec.name, "data": data}
+    for k in ("classnames", "templates", "max_samples"):
+        v = getattr(spec, k)
+        if v is not None:
+            out[k] = v
+    return out
