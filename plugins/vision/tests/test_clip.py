@@ -377,6 +377,18 @@ def test_unknown_model_and_pretrained_tag(clip_setup, tmp_path):
         ev.prepare_checkpoint({}, "x")
 
 
+def test_pretrained_file_that_is_no_full_clip(clip_setup, make_clip_evaluator, tmp_path):
+    """The text tower comes from ``pretrained``: an image tower alone, or a file that is no
+    checkpoint at all, is a CheckpointError naming the file (not open_clip's own error)."""
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"study:\n  name: not a checkpoint\n")
+    for path in (clip_setup.finetuned["digits"], str(junk)):
+        with pytest.raises(CheckpointError, match="not a CLIP checkpoint of mapframe-tiny-vit"
+                           ) as ei:
+            make_clip_evaluator(pretrained=path, head_cache=None)
+        assert str(ei.value).startswith(path)
+
+
 class _NoMerge:
     """A merger stand-in for a setup that must fail before any merge."""
 

@@ -124,6 +124,26 @@ def test_class_names_from_the_folder(tmp_path):
         resolve_class_names(TaskSpec("t", "x"), _Indexed([0, 1]))
 
 
+def test_hidden_folders_are_no_classes(tmp_path):
+    root = tmp_path / "folder"
+    red = {".ipynb_checkpoints": 200, "cat": 10, "dog": 20}
+    for c, r in red.items():
+        (root / c).mkdir(parents=True)
+        Image.new("RGB", (4, 4), color=(r, 0, 0)).save(root / c / "0.png")
+    ds = load_dataset(TaskSpec("t", str(root)), _to_tensor)
+    assert ds.classes == ["cat", "dog"] and len(ds) == 2
+    assert [ds[i][1] for i in range(2)] == [0, 1] == ds.targets
+    # each image under its own folder's label
+    assert [round(float(ds[i][0][0, 0, 0]) * 255) for i in range(2)] == [10, 20]
+    assert resolve_class_names(TaskSpec("t", str(root), "folder"), ds) == ["cat", "dog"]
+    with pytest.raises(ConfigError, match="holds no images"):
+        hidden_only = tmp_path / "hidden-only"
+        (hidden_only / ".cache").mkdir(parents=True)
+        (hidden_only / "cat").mkdir()
+        Image.new("RGB", (4, 4)).save(hidden_only / ".cache" / "0.png")
+        load_dataset(TaskSpec("t", str(hidden_only)), None)
+
+
 def test_class_name_presets():
     known = presets()["classnames"]
     gtsrb = resolve_class_names(TaskSpec("signs", "x", "GTSRB"), None, known)

@@ -253,16 +253,21 @@ class ClipEvaluator(Evaluator):
             model, _, _ = open_clip.create_model_and_transforms(
                 self.model, pretrained=os.path.expanduser(self.pretrained),
                 cache_dir=self.cache_dir, **self._build_kwargs())
-        except (RuntimeError, OSError, ValueError) as exc:
+        except Exception as exc:
+            # A local file open_clip cannot read fails in many ways (torch.load raises
+            # UnpicklingError, IndexError, ... on a file that is no checkpoint).
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
             if not self._is_tag():
                 raise CheckpointError(
                     f"{self.pretrained}: not a CLIP checkpoint of {self.model} that open_clip "
-                    f"can load ({str(exc).splitlines()[0][:300]})") from None
+                    f"can load ({first[:300]})") from None
+            if not isinstance(exc, (RuntimeError, OSError, ValueError)):
+                raise
             cfg = open_clip.get_pretrained_cfg(self.model, self.pretrained)
             where = cfg.get("hf_hub") or cfg.get("url") or "?"
             raise CheckpointError(
                 f"could not get the {self.pretrained!r} weights of open_clip model "
-                f"{self.model} ({str(exc).splitlines()[0][:200]}). They are only needed to "
+                f"{self.model} ({first[:200]}). They are only needed to "
                 "build the zero-shot heads. Without network access: download them elsewhere "
                 f"(Hugging Face repo / URL: {where}) and set pretrained: /path/to/that/file "
                 "(open_clip_pytorch_model.bin or open_clip_model.safetensors), or copy an "

@@ -144,7 +144,15 @@ def load_dataset(spec: TaskSpec, transform: Callable[[Any], Any] | None) -> Data
         root = Path(os.path.expanduser(os.fspath(data)))
         _check_image_folder(root, spec.name)
         # Class folders without images are kept (their labels stay in place), not an error.
-        return ImageFolder(str(root), transform=transform, allow_empty=True)
+        ds = ImageFolder(str(root), transform=transform, allow_empty=True)
+        hidden = {i for i, c in enumerate(ds.classes) if c.startswith(".")}
+        if hidden:  # .ipynb_checkpoints and the like are no classes: drop them, relabel
+            keep = [c for i, c in enumerate(ds.classes) if i not in hidden]
+            index = {c: j for j, c in enumerate(keep)}
+            ds.samples = [(p, index[ds.classes[y]]) for p, y in ds.samples if y not in hidden]
+            ds.imgs, ds.targets = ds.samples, [y for _, y in ds.samples]
+            ds.classes, ds.class_to_idx = keep, index
+        return ds
     if isinstance(data, Mapping):
         ref = data.get("dataset")
         if not isinstance(ref, str):
