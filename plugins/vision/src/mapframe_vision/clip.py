@@ -20,7 +20,14 @@ import numpy as np
 from mapframe.errors import CheckpointError, ConfigError
 from mapframe.evaluators.base import Evaluator
 from mapframe.problem import Task
-from mapframe_vision.data import EvalSet, TaskSpec, load_dataset, parse_tasks, resolve_class_names
+from mapframe_vision.data import (
+    EvalSet,
+    TaskSpec,
+    describe_data,
+    load_dataset,
+    parse_tasks,
+    resolve_class_names,
+)
 from mapframe_vision.heads import HeadCache, build_zeroshot_head, presets, resolve_templates
 from mapframe_vision.runtime import METRICS, check_precision, resolve_device, score_classifier
 
@@ -467,12 +474,7 @@ class ClipEvaluator(Evaluator):
 
 
 def _describe_spec(spec: TaskSpec) -> dict[str, Any]:
-    data = spec.data
-    if isinstance(data, (str, os.PathLike)):
-        data = os.fspath(data)
-    elif not isinstance(data, Mapping):
-        data = f"<{type(data).__name__}>"
-    out: dict[str, Any] = {"name": spec.name, "data": data}
+    out: dict[str, Any] = {"name": spec.name, "data": describe_data(spec.data)}
     for k in ("classnames", "templates", "max_samples"):
         v = getattr(spec, k)
         if v is not None:

@@ -34,6 +34,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "EvalSet",
     "TaskSpec",
+    "describe_data",
     "load_dataset",
     "parse_tasks",
     "resolve_class_names",
@@ -374,3 +375,20 @@ class EvalSet:
         for x, y in self._loader():
             yield (x.to(self.device, non_blocking=True).to(dtype),
                    y.to(self.device, non_blocking=True))
+
+
+def describe_data(data: Any) -> Any:
+    """A task's ``data`` as a config would spell it: paths as strings, mappings with
+    non-JSON values as their repr, Dataset objects as ``<Type of N items>``."""
+    if data is None:
+        return None
+    if isinstance(data, (str, os.PathLike)):
+        return os.fspath(data)
+    if isinstance(data, Mapping):
+        return {str(k): (v if isinstance(v, (str, int, float, bool, type(None), list, dict))
+                         else repr(v)) for k, v in data.items()}
+    try:
+        n = len(data)
+    except TypeError:
+        n = None
+    return f"<{type(data).__name__}{'' if n is None else f' of {n} items'}>"

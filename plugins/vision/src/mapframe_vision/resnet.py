@@ -46,7 +46,7 @@ import numpy as np
 from mapframe.errors import CheckpointError, ConfigError
 from mapframe.evaluators.base import Evaluator
 from mapframe.problem import Task
-from mapframe_vision.data import EvalSet, TaskSpec, load_dataset
+from mapframe_vision.data import EvalSet, TaskSpec, describe_data, load_dataset
 from mapframe_vision.runtime import (
     METRICS,
     autocast,
@@ -339,21 +339,6 @@ def _parse_tasks(tasks: Any) -> list[ResNetTaskSpec]:
     return specs
 
 
-def _describe_data(data: Any) -> Any:
-    if data is None:
-        return None
-    if isinstance(data, (str, os.PathLike)):
-        return os.fspath(data)
-    if isinstance(data, Mapping):
-        return {str(k): (v if isinstance(v, (str, int, float, bool, type(None), list, dict))
-                         else repr(v)) for k, v in data.items()}
-    try:
-        n = len(data)
-    except TypeError:
-        n = None
-    return f"<{type(data).__name__}{'' if n is None else f' of {n} items'}>"
-
-
 def _describe_head(head: Any) -> Any:
     if head is None:
         return None
@@ -574,13 +559,13 @@ class ResNetEvaluator(Evaluator):
             transform = f"{getattr(t, '__module__', '')}:{transform}"
         tasks = []
         for s in self._specs:
-            d: dict[str, Any] = {"name": s.name, "data": _describe_data(s.data)}
+            d: dict[str, Any] = {"name": s.name, "data": describe_data(s.data)}
             if s.max_samples is not None:
                 d["max_samples"] = s.max_samples
             if s.head is not None:
                 d["head"] = _describe_head(s.head)
             if s.refit_data is not None:
-                d["refit_data"] = _describe_data(s.refit_data)
+                d["refit_data"] = describe_data(s.refit_data)
             tasks.append(d)
         return {
             "name": self.name,
