@@ -1,9 +1,10 @@
 """The `clip` evaluator of the vision plugin (`plugins/vision`): the cost of one evaluation
 with the resident model merged in place, against rebuilding and reloading the model for every
 evaluation (what a naive merge-then-evaluate script does), the zero-shot throughput, and
-memory over many merges. Two sizes: the tiny CLIP of the plugin's example (2 tasks, 1000
-images each) and open_clip's real ViT-B-32 architecture (random weights: no pretrained weights
-can be downloaded here; speed and memory do not depend on the values) on 224×224 images.
+memory over many merges. Two sizes: the tiny CLIP of the plugin's example (2 tasks, the whole
+719-image digits test split each) and open_clip's real ViT-B-32 architecture (random weights:
+no pretrained weights can be downloaded here; speed and memory do not depend on the values) on
+224×224 images.
 Runs in the plugin's environment: `pip install "torch==2.15.0" "torchvision==0.29.2"
 "open_clip_torch==3.3.0" -e . -e ./plugins/vision`, then
 `python benchmarks/run.py vision`. CPU only here (no GPU was lent to this work); the CUDA

@@ -90,7 +90,7 @@ def write_doc(results: Path, doc: Path) -> None:
             mod.plot(data, doc.parent / "images")
         parts += [f"## {title}", "", (mod.__doc__ or "").strip(), "",
                   f"Command: `{meta['command']}` — {meta['machine']}; took "
-                  f"{meta['seconds']:.0f} s.", "", mod.report(data), ""]
+                  f"{meta['seconds']:.0f} s.", "", mod.report(data).rstrip(), ""]
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(parts).rstrip() + "\n")
 
