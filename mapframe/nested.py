@@ -458,7 +458,7 @@ class NestedMergeStudy:
         on_error: str = "raise",
         progress: Callable[[Any], None] | None = None,
     ) -> None:
-        from mapframe.study import _check_preference, _merge_spec, checkpoint_hook
+        from mapframe.study import _check_preference, _merge_spec
 
         registry = get_registry()
         self.evaluator: Evaluator = registry.create("evaluator", evaluator)  # type: ignore
@@ -473,7 +473,7 @@ class NestedMergeStudy:
         self.strategy: MergeStrategy = registry.create(  # type: ignore[assignment]
             "merge_strategy", merge_strategy)
         self._spec = _merge_spec(self.strategy, checkpoints, task_vectors, allow_pickle,
-                                 checkpoint_hook(self.evaluator))
+                                 self.evaluator)
         names = (list(self._spec.finetuned) if self._spec.finetuned
                  else list(task_vectors.task_names))  # type: ignore[union-attr]
         self.model_names = names

@@ -32,7 +32,7 @@ from mapframe.evaluators.callable import CallableEvaluator
 from mapframe.executors.base import Executor, Job, JobResult, MergeSpec
 from mapframe.history import Evaluation, History, coefficient_key
 from mapframe.merging.base import MergeStrategy
-from mapframe.merging.checkpoints import CheckpointHook, TaskVectors
+from mapframe.merging.checkpoints import CheckpointHook, CheckpointLoader, TaskVectors
 from mapframe.metrics import select_by_preference, spread_subset
 from mapframe.plugin import get_plugin_manager, get_registry
 from mapframe.problem import SearchSpace, Task, as_tasks
@@ -142,7 +142,7 @@ class MergeStudy:
         if checkpoints is not None or task_vectors is not None:
             strategy = registry.create("merge_strategy", merge_strategy)
             self.merge_spec = _merge_spec(strategy, checkpoints, task_vectors, allow_pickle,
-                                          checkpoint_hook(self.evaluator))
+                                          self.evaluator)
         elif self.evaluator.needs_merger:
             raise ConfigError(
                 f"evaluator {self.evaluator.name!r} merges checkpoints: pass checkpoints="
@@ -585,7 +585,7 @@ def _merge_spec(
     checkpoints: Mapping[str, Any] | None,
     task_vectors: TaskVectors | None,
     allow_pickle: bool,
-    prepare: CheckpointHook | None = None,
+    evaluator: Evaluator | None = None,
 ) -> MergeSpec:
     if task_vectors is not None:
         if checkpoints is not None:
@@ -606,11 +606,32 @@ def _merge_spec(
         )
     from mapframe.errors import CheckpointError
 
+    loader = checkpoint_loader(evaluator) if evaluator is not None else None
     for p in [pre, *ft.values()]:
-        if not os.path.isfile(os.fspath(p)):
-            raise CheckpointError(f"checkpoint not found: {os.fspath(p)} (check the path)")
+        path = os.fspath(p)
+        if loader is not None and os.path.isdir(path):
+            continue  # the evaluator reads folders (model directories, adapters) itself
+        if os.path.isdir(path):
+            raise CheckpointError(
+                f"checkpoint {path} is a folder, but evaluator {evaluator.name!r} reads "
+                "checkpoint files (one state dict each): give the file's path, or use an "
+                "evaluator that reads model folders"
+                if evaluator is not None else
+                f"checkpoint {path} is a folder: give the path of the checkpoint file")
+        if not os.path.isfile(path):
+            raise CheckpointError(f"checkpoint not found: {path} (check the path)")
     return MergeSpec(strategy, os.fspath(pre), {str(k): os.fspath(v) for k, v in ft.items()},
-                     allow_pickle=allow_pickle, prepare=prepare)
+                     allow_pickle=allow_pickle,
+                     prepare=checkpoint_hook(evaluator) if evaluator is not None else None,
+                     loader=loader)
+
+
+def checkpoint_loader(evaluator: Evaluator) -> CheckpointLoader | None:
+    """The evaluator's :meth:`~mapframe.evaluators.Evaluator.load_task_vectors`, or ``None``
+    when it keeps the base class's one (mapframe reads the checkpoint files)."""
+    if type(evaluator).load_task_vectors is Evaluator.load_task_vectors:
+        return None
+    return evaluator.load_task_vectors
 
 
 def checkpoint_hook(evaluator: Evaluator) -> CheckpointHook | None:

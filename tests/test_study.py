@@ -483,3 +483,74 @@ def test_map_runs_over_every_merge_strategy_by_name(tmp_path, strategy):
     with torch.no_grad():
         np.testing.assert_allclose(Outputs().score(model), res.front.real[res.selected],
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_evaluator_loads_checkpoint_folders_itself(tmp_path):
+    """``Evaluator.load_task_vectors`` reads folders mapframe cannot; folders are part of the
+    store's identity through every file in them; without a loader a folder is an error."""
+    import os
+
+    from mapframe.evaluators import ModelEvaluator
+    from mapframe.merging.checkpoints import TaskVectors, load_state_dict, save_state_dict
+    from mapframe.problem import Task
+
+    pre, ft = _write_checkpoints(tmp_path)
+    folders = {}
+    for name, path in [("pre", pre), *ft.items()]:
+        folder = tmp_path / f"{name}-folder"
+        folder.mkdir()
+        save_state_dict(load_state_dict(path), folder / "weights.safetensors")
+        folders[name] = folder
+    calls = []
+
+    class FolderEvaluator(ModelEvaluator):
+        name = "folder-test"
+
+        @property
+        def tasks(self):
+            return [Task("w")]
+
+        def load_task_vectors(self, pretrained, finetuned):
+            calls.append((pretrained, dict(finetuned)))
+
+            def read(p):
+                return load_state_dict(os.path.join(p, "weights.safetensors"))
+
+            return TaskVectors(read(pretrained), [read(p) for p in finetuned.values()],
+                               list(finetuned))
+
+        def build_model(self):
+            return TinyNet()
+
+        def score(self, model):
+            return [float(model.lin.weight.sum())]
+
+    def run(checkpoints, evaluator, db=None):
+        return MergeStudy(evaluator=evaluator, checkpoints=checkpoints, budget=6, seed=0,
+                          storage=db).run()
+
+    by_folder = {"pretrained": folders["pre"], "finetuned": {k: folders[k] for k in ft}}
+    db = tmp_path / "s.sqlite"
+    res = run(by_folder, FolderEvaluator(), db)
+    assert calls and calls[0][0] == str(folders["pre"])
+    class FileEvaluator(FolderEvaluator):
+        name = "file-test"
+
+        def load_task_vectors(self, pretrained, finetuned):
+            return None  # mapframe's own loader reads the files
+
+    by_file = run({"pretrained": pre, "finetuned": ft}, FileEvaluator())
+    np.testing.assert_allclose(res.history.Y, by_file.history.Y, rtol=1e-6)
+    # A file rewritten inside a folder changes the study's identity.
+    w = folders["t0"] / "weights.safetensors"
+    st = os.stat(w)
+    os.utime(w, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(StoreError, match="merge"):
+        run(by_folder, FolderEvaluator(), db)
+    # Evaluators without a loader read files only.
+    class NoLoader(FolderEvaluator):
+        name = "no-loader-test"
+        load_task_vectors = ModelEvaluator.load_task_vectors
+
+    with pytest.raises(CheckpointError, match="is a folder"):
+        MergeStudy(evaluator=NoLoader(), checkpoints=by_folder, budget=4)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -15,6 +15,7 @@ from mapframe.problem import Task
 if TYPE_CHECKING:
     import torch
 
+    from mapframe.merging.checkpoints import TaskVectors
     from mapframe.merging.merger import Merger
 
 __all__ = ["Evaluator", "ModelEvaluator"]
@@ -26,6 +27,9 @@ class Evaluator(Component):
     Call order (in whichever process evaluates: this one by default, a worker under a
     distributed executor)::
 
+        evaluator.load_task_vectors(pretrained, finetuned)  # once, when checkpoints are
+                                                   # given as paths (evaluators that merge only);
+                                                   # None: mapframe's own loader, which calls
         evaluator.prepare_checkpoint(state, path)  # per checkpoint file, while the merger
                                                    # loads them (evaluators that merge only)
         evaluator.setup(merger)        # once; merger is None for black-box objectives
@@ -65,6 +69,23 @@ class Evaluator(Component):
         The method may run in a worker process: keep it free of per-process state.
         """
         return state
+
+    def load_task_vectors(
+        self, pretrained: str, finetuned: Mapping[str, str]
+    ) -> TaskVectors | None:
+        """Load the checkpoints at ``pretrained`` and ``finetuned`` (``{task: path}``)
+        yourself, or return ``None`` (the default) to let mapframe read them as state-dict
+        files.
+
+        Override it for checkpoints mapframe cannot read as one file each: model
+        directories with sharded weights, adapters whose task vector is a low-rank product,
+        task vectors kept on disk and streamed during merges (a
+        :class:`~mapframe.merging.TaskVectors` subclass overriding ``combine_into``). Paths
+        may then name directories. The method may run in a worker process: keep it free
+        of per-process state; raise :class:`~mapframe.errors.CheckpointError` naming the
+        file or folder when a checkpoint cannot be used.
+        """
+        return None
 
     def setup(self, merger: Merger | None) -> None:
         """Prepare for evaluation (load data, build the resident model...). Default: no-op."""

@@ -8,6 +8,7 @@ same evaluator in workers behind the same interface.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -22,7 +23,7 @@ from mapframe.component import Component
 if TYPE_CHECKING:
     from mapframe.evaluators.base import Evaluator
     from mapframe.merging.base import MergeStrategy
-    from mapframe.merging.checkpoints import CheckpointHook, TaskVectors
+    from mapframe.merging.checkpoints import CheckpointHook, CheckpointLoader, TaskVectors
     from mapframe.merging.merger import Merger
 
 __all__ = ["Executor", "Job", "JobResult", "MergeSpec"]
@@ -64,6 +65,9 @@ class MergeSpec:
     allow_pickle: bool = False
     #: The evaluator's checkpoint adapter (``Evaluator.prepare_checkpoint``), when it has one.
     prepare: CheckpointHook | None = None
+    #: The evaluator's own loader (``Evaluator.load_task_vectors``), when it has one: it
+    #: reads ``pretrained`` and ``finetuned`` (files or folders) instead of mapframe.
+    loader: CheckpointLoader | None = None
 
     def build(self) -> Merger:
         from mapframe.merging.checkpoints import TaskVectors
@@ -72,14 +76,30 @@ class MergeSpec:
         tv = self.task_vectors
         if tv is None:
             assert self.pretrained is not None
-            tv = TaskVectors.from_files(self.pretrained, self.finetuned, self.allow_pickle,
-                                       prepare=self.prepare)
+            if self.loader is not None:
+                tv = self.loader(self.pretrained, dict(self.finetuned))
+            if tv is None:
+                tv = TaskVectors.from_files(self.pretrained, self.finetuned, self.allow_pickle,
+                                           prepare=self.prepare)
             self.task_vectors = tv
         return Merger(self.strategy, tv)
 
     def describe(self) -> dict[str, object]:
         def stat(p: str) -> dict[str, object]:
             path = Path(p)
+            if path.is_dir():
+                # A model folder: every file in it counts (shards, index, config, adapter).
+                files = sorted(f for f in path.rglob("*") if f.is_file()
+                               and not any(part.startswith(".") for part in
+                                           f.relative_to(path).parts))
+                digest = hashlib.sha256()
+                for f in files:
+                    fst = f.stat()
+                    digest.update(f"{f.relative_to(path).as_posix()}\0{fst.st_size}\0"
+                                  f"{fst.st_mtime_ns}\n".encode())
+                return {"path": os.path.abspath(p), "files": len(files),
+                        "size": sum(f.stat().st_size for f in files),
+                        "digest": digest.hexdigest()[:16]}
             st = path.stat() if path.exists() else None
             # Size and modification time: a checkpoint retrained in place must not reuse the
             # evaluations of its old weights (hashing multi-GB files would cost more).

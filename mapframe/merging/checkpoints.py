@@ -14,13 +14,17 @@ from mapframe.errors import CheckpointError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CheckpointHook", "TaskVectors", "load_state_dict", "save_state_dict"]
+__all__ = ["CheckpointHook", "CheckpointLoader", "TaskVectors", "load_state_dict",
+           "save_state_dict"]
 
 logger = logging.getLogger(__name__)
 
 #: ``hook(state_dict, source) -> state_dict``: adapts a loaded checkpoint (e.g. keeps the image
 #: tower of a full CLIP model and renames its keys); see ``Evaluator.prepare_checkpoint``.
 CheckpointHook = Callable[[dict[str, "torch.Tensor"], str], dict[str, "torch.Tensor"]]
+#: ``loader(pretrained, {task: path}) -> TaskVectors | None``: an evaluator's own checkpoint
+#: reader (folders, adapters, streamed task vectors); see ``Evaluator.load_task_vectors``.
+CheckpointLoader = Callable[[str, Mapping[str, str]], "TaskVectors | None"]
 
 _SAFETENSORS = (".safetensors",)
 _TORCH = (".pt", ".pth", ".bin", ".ckpt")
@@ -270,6 +274,31 @@ class TaskVectors:
     def vectors(self, key: str) -> torch.Tensor:
         """The task vectors of one tensor, stacked: shape ``(N, *shape)``."""
         return self._vectors[key]
+
+    def combine_into(self, key: str, coefficients: torch.Tensor, out: torch.Tensor) -> None:
+        """Write ``θ0 + Σ_i c_i τ_i`` of tensor ``key`` into ``out`` (accumulated in float32,
+        written in ``out``'s dtype). ``coefficients`` is a float32 tensor of shape ``(N,)``.
+
+        Linear merges (task arithmetic and every strategy reweighting it) go through this one
+        method, so a subclass that keeps its task vectors elsewhere (read from disk tensor by
+        tensor, or as low-rank factors) overrides it to stream them instead of stacking them.
+        """
+        import torch
+
+        acc = torch.tensordot(coefficients, self.vectors(key).to(torch.float32), dims=1)
+        acc += self.base(key).to(torch.float32)
+        out.copy_(acc)
+
+    def combine_batch_into(self, key: str, coefficients: torch.Tensor, out: torch.Tensor) -> None:
+        """:meth:`combine_into` for ``B`` coefficient rows at once: ``coefficients`` is
+        ``(B, N)`` float32, ``out`` is ``(B, *shape)``."""
+        import torch
+
+        vec = self.vectors(key).to(torch.float32)
+        acc = (coefficients @ vec.reshape(vec.shape[0], -1)).reshape(
+            coefficients.shape[0], *vec.shape[1:])
+        acc += self.base(key).to(torch.float32)
+        out.copy_(acc)
 
     def unmerged(self) -> dict[str, torch.Tensor]:
         """Tensors kept from the pretrained checkpoint (non floating-point)."""

@@ -19,7 +19,10 @@ class TaskArithmetic(MergeStrategy):
     """``θ(c) = θ0 + Σ_i c_i τ_i``: coefficient ``c_i`` scales task vector ``i``.
 
     Works one tensor at a time, accumulating in float32 and writing back in the tensor's own
-    dtype; the only extra memory is one tensor's worth.
+    dtype; the only extra memory is one tensor's worth. The arithmetic itself is
+    :meth:`TaskVectors.combine_into <mapframe.merging.TaskVectors.combine_into>`, so task
+    vectors that live elsewhere (streamed from disk, low-rank adapters) merge through the
+    same strategy without being materialised.
     """
 
     name: ClassVar[str] = "task_arithmetic"
@@ -32,10 +35,7 @@ class TaskArithmetic(MergeStrategy):
         tv = self.task_vectors
         c = torch.as_tensor(np.asarray(coefficients, dtype=np.float32))
         for key, target in params.items():
-            vec = tv.vectors(key)
-            acc = torch.tensordot(c, vec.to(torch.float32), dims=1)
-            acc += tv.base(key).to(torch.float32)
-            target.copy_(acc)
+            tv.combine_into(key, c, target)
 
     def merge_batch(
         self, coefficients: np.ndarray, out: MutableMapping[str, torch.Tensor]
@@ -45,7 +45,4 @@ class TaskArithmetic(MergeStrategy):
         tv = self.task_vectors
         C = torch.as_tensor(np.atleast_2d(np.asarray(coefficients, dtype=np.float32)))
         for key, target in out.items():
-            vec = tv.vectors(key).to(torch.float32)
-            acc = (C @ vec.reshape(vec.shape[0], -1)).reshape(C.shape[0], *vec.shape[1:])
-            acc += tv.base(key).to(torch.float32)
-            target.copy_(acc)
+            tv.combine_batch_into(key, C, target)
