@@ -34,6 +34,8 @@ BENCHMARKS = {
               "benchmarks.bench_peers"),
     "vision": ("Vision plugin: the CLIP evaluator's cost per evaluation",
                "benchmarks.bench_vision"),
+    "llm": ("LLM plugin: memory and merge throughput on sharded multi-GB checkpoints",
+            "benchmarks.bench_llm"),
 }
 
 

@@ -116,13 +116,14 @@ def test_sharded_folder_is_read_through_its_index(llama: dict) -> None:
     assert torch.equal(part, state[k].reshape(-1)[40:100])
 
 
-@pytest.mark.parametrize("storage", ["disk", "ram"])
-def test_unit_coefficients_reproduce_each_checkpoint_bit_for_bit(llama: dict, storage: str
-                                                                 ) -> None:
+@pytest.mark.parametrize("storage,reader", [("disk", "mmap"), ("disk", "pread"),
+                                            ("ram", "mmap")])
+def test_unit_coefficients_reproduce_each_checkpoint_bit_for_bit(llama: dict, storage: str,
+                                                                 reader: str) -> None:
     root, fts = llama["root"], llama["fts"]
     before = {n: digest(root / n) for n in ["base", *fts]}
     tv = load_task_vectors(root / "base", {n: root / n for n in fts}, storage=storage,
-                           chunk_elements=500)  # many chunks per tensor
+                           chunk_elements=500, reader=reader)  # many chunks per tensor
     model = resident(transformers.LlamaForCausalLM, root / "base", torch.bfloat16)
     params = bind_resident(model, tv)
     assert set(params) == set(tv.keys())

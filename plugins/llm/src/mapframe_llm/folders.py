@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import mmap
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ __all__ = ["ModelFolder", "TensorInfo", "torch_dtype"]
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 _MAX_HEADER = 100 * 1024 * 1024
+_PAGE = mmap.PAGESIZE
 
 #: safetensors dtype names -> (torch dtype attribute, bytes per element).
 _DTYPES: dict[str, tuple[str, int]] = {
@@ -133,6 +136,8 @@ class ModelFolder:
         self.role = role
         self.config: dict[str, Any] | None = None
         self._fds: dict[Path, int] = {}
+        self._maps: dict[Path, mmap.mmap] = {}
+        self._pending: tuple[mmap.mmap, int, int] | None = None
         if self.path.is_file():
             if self.path.suffix != ".safetensors":
                 raise CheckpointError(
@@ -283,6 +288,45 @@ class ModelFolder:
         self.read_bytes_into(key, start * size, raw.numpy().data)
         return raw.view(torch_dtype(info.dtype))
 
+    def _map(self, file: Path) -> mmap.mmap:
+        mm = self._maps.get(file)
+        if mm is None:
+            mm = mmap.mmap(self._fd(file), 0, access=mmap.ACCESS_READ)
+            self._maps[file] = mm
+        return mm
+
+    def view_flat(self, key: str, start: int, stop: int) -> torch.Tensor:
+        """Elements ``[start, stop)`` of tensor ``key`` as a read-only view of the memory-mapped
+        file (no copy). The pages this touches are handed back to the page cache by the next
+        :meth:`view_flat` or :meth:`release` call: use the view before then, and never write
+        to it."""
+        import torch
+
+        info = self.tensors[key]
+        size = info.itemsize
+        lo = info.offset + start * size
+        hi = info.offset + stop * size
+        self.release()
+        mm = self._map(info.file)
+        with warnings.catch_warnings():  # the mapping is read-only; the view is only read
+            warnings.simplefilter("ignore", UserWarning)
+            raw = torch.frombuffer(mm, dtype=torch.uint8, count=hi - lo, offset=lo)
+        self._pending = (mm, lo, hi)
+        return raw.view(torch_dtype(info.dtype))
+
+    def release(self) -> None:
+        """Drop the pages of the last :meth:`view_flat` from this process's resident set (they
+        stay in the page cache), so that streaming a checkpoint never grows the process."""
+        if self._pending is None:
+            return
+        mm, lo, hi = self._pending
+        self._pending = None
+        first = -(-lo // _PAGE) * _PAGE  # whole pages inside the range only
+        last = hi // _PAGE * _PAGE
+        if last > first and hasattr(mm, "madvise"):
+            with contextlib.suppress(OSError, ValueError):
+                mm.madvise(mmap.MADV_DONTNEED, first, last - first)
+
     def read(self, key: str) -> torch.Tensor:
         """The whole tensor ``key``, freshly allocated in its stored dtype and shape."""
         import torch
@@ -294,13 +338,19 @@ class ModelFolder:
         return out
 
     def close(self) -> None:
+        self._pending = None
+        for mm in self._maps.values():
+            with contextlib.suppress(BufferError):  # a view still alive keeps it open
+                mm.close()
+        self._maps.clear()
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_fds"] = {}  # file descriptors do not travel to other processes
+        # File descriptors and mappings do not travel to other processes.
+        state["_fds"], state["_maps"], state["_pending"] = {}, {}, None
         return state
 
     def __del__(self) -> None:

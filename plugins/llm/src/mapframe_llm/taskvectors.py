@@ -37,12 +37,13 @@ from mapframe_llm.lora import LoraAdapter, LowRankDelta, is_adapter_folder
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["STORAGES", "StreamedTaskVectors", "bind_resident", "key_aligner",
+__all__ = ["READERS", "STORAGES", "StreamedTaskVectors", "bind_resident", "key_aligner",
            "load_task_vectors"]
 
 logger = logging.getLogger(__name__)
 
 STORAGES = ("disk", "ram")
+READERS = ("mmap", "pread")
 #: Elements per chunk of a tensor during a merge (4 MB of float32 accumulator).
 CHUNK_ELEMENTS = 1 << 20
 
@@ -195,11 +196,17 @@ class StreamedTaskVectors(TaskVectors):
     """
 
     def __init__(self, base: ModelFolder, tasks: Mapping[str, _Full | _Lora],
-                 storage: str = "disk", chunk_elements: int = CHUNK_ELEMENTS) -> None:
+                 storage: str = "disk", chunk_elements: int = CHUNK_ELEMENTS,
+                 reader: str = "mmap") -> None:
         if storage not in STORAGES:
             raise ConfigError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
+        if reader not in READERS:
+            raise ConfigError(f"reader must be one of {', '.join(READERS)}, got {reader!r}")
         self.base_folder = base
         self.storage = storage
+        #: How ``disk`` storage reads: ``mmap`` (zero-copy views of the mapped shards, pages
+        #: dropped from the process after use) or ``pread`` (copies into a buffer).
+        self.reader = reader
         self.chunk_elements = int(chunk_elements)
         self._tasks = dict(tasks)
         self.task_names = list(tasks)
@@ -304,6 +311,8 @@ class StreamedTaskVectors(TaskVectors):
               ckey: str, start: int, stop: int, raw: torch.Tensor) -> torch.Tensor:
         if ckey in ram:
             return ram[ckey][start:stop]
+        if self.reader == "mmap":
+            return folder.view_flat(fkey, start, stop)
         return folder.read_flat(fkey, start, stop, raw)
 
     def _terms(self, key: str, c: Sequence[float]
@@ -352,12 +361,16 @@ class StreamedTaskVectors(TaskVectors):
             if not fetchers:  # every weight is zero
                 acc.zero_()
             for j, (w, fetch) in enumerate(fetchers):
-                x = fetch(r0, r1, s, e)  # read into the shared buffer: used before the next
+                # Each read lands in the shared buffer (or is a view of the mapped file) and
+                # is consumed before the next; mixed-dtype kernels convert on the fly.
+                x = fetch(r0, r1, s, e)
                 if j == 0:
-                    torch.mul(x, w, out=acc)
+                    torch.mul(x, w, out=acc)  # w = 1 reproduces the stored values exactly
                 else:
                     acc.add_(x, alpha=w)
             target[s:e].copy_(acc)
+        for folder in self._folders():
+            folder.release()
         if target.data_ptr() != out.data_ptr():
             out.copy_(target.view(out.shape))
 
@@ -428,11 +441,14 @@ class StreamedTaskVectors(TaskVectors):
     def nbytes(self) -> int:
         return self.memory_cost()["held_bytes"]
 
+    def _folders(self) -> list[ModelFolder]:
+        return [self.base_folder] + [t.folder if isinstance(t, _Full) else t.adapter.folder
+                                     for t in self._tasks.values()]
+
     def close(self) -> None:
         """Close the checkpoint files (reopened on the next read)."""
-        self.base_folder.close()
-        for t in self._tasks.values():
-            (t.folder if isinstance(t, _Full) else t.adapter.folder).close()
+        for folder in self._folders():
+            folder.close()
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -509,7 +525,8 @@ def _lora_source(base: ModelFolder, path: Path, role: str) -> _Lora:
 
 def load_task_vectors(pretrained: str | Path, finetuned: Mapping[str, str | Path], *,
                       storage: str = "disk", allow_heads: bool = False,
-                      chunk_elements: int = CHUNK_ELEMENTS) -> StreamedTaskVectors:
+                      chunk_elements: int = CHUNK_ELEMENTS, reader: str = "mmap"
+                      ) -> StreamedTaskVectors:
     """Open and check the pretrained checkpoint and each ``{task: path}`` fine-tune.
 
     ``pretrained`` is a Hugging Face model folder (or one ``.safetensors`` file); each
@@ -536,7 +553,8 @@ def load_task_vectors(pretrained: str | Path, finetuned: Mapping[str, str | Path
             tasks[str(name)] = _lora_source(base, p, role)
         else:
             tasks[str(name)] = _full_source(base, ModelFolder(p, role), role, allow_heads, vocab)
-    tv = StreamedTaskVectors(base, tasks, storage=storage, chunk_elements=chunk_elements)
+    tv = StreamedTaskVectors(base, tasks, storage=storage, chunk_elements=chunk_elements,
+                             reader=reader)
     logger.info("%s", tv.describe_memory())
     return tv
 
