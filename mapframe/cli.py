@@ -293,9 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``mapframe`` command."""
-    parser = build_parser()
+def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen sub-command's ``func``: help and exit status 2
+    without a sub-command; a :class:`MapframeError` becomes a one-line error (status 2),
+    prefixed with the parser's ``prog``. Plugins' own commands use it too."""
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
@@ -303,8 +304,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except MapframeError as exc:
-        sys.stderr.write(f"\nmapframe: error: {exc}\n")
+        sys.stderr.write(f"\n{parser.prog}: error: {exc}\n")
         return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mapframe`` command."""
+    return dispatch(build_parser(), argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,12 +1,14 @@
 """The ``causal_lm`` and ``text_classification`` evaluators on real (tiny) fine-tunes.
 
-The checkpoints come from :mod:`mapframe_llm.toy`: a BPE tokenizer and tiny Llama trained on
-generated corpora, fine-tuned per corpus and saved sharded (plus a LoRA adapter); and the
-real all-MiniLM-L6-v2 encoder fine-tuned per generated classification task.
+The checkpoints are conftest's session fixtures, built by :mod:`mapframe_llm.toy`: a BPE
+tokenizer and tiny Llama trained on generated corpora, fine-tuned per corpus and saved
+sharded (plus LoRA adapters); and the real all-MiniLM-L6-v2 encoder fine-tuned per
+generated classification task.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -52,10 +54,9 @@ def reference_loss(model_dir: str, data: str, tokenizer_dir: str, peft_dir: str 
 
 
 @pytest.fixture(scope="module")
-def lm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from mapframe_llm.toy import make_lm_checkpoints
-
-    return make_lm_checkpoints(tmp_path_factory.mktemp("lm"), lora=["lang_b"])
+def lm(lm_files: Any) -> dict[str, Any]:
+    """conftest's session-wide tiny Llama (base, full fine-tunes, LoRA adapters, data)."""
+    return dataclasses.asdict(lm_files)
 
 
 def lm_tasks(lm: dict[str, Any]) -> list[dict[str, str]]:
@@ -165,10 +166,9 @@ def test_bad_evaluation_data_is_caught_before_any_merge(lm: dict[str, Any],
 # -- text classification -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def cls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from mapframe_llm.toy import make_classification_checkpoints
-
-    return make_classification_checkpoints(tmp_path_factory.mktemp("cls"))
+def cls(cls_files: Any) -> dict[str, Any]:
+    """conftest's session-wide MiniLM fine-tunes (checkpoints, test files, accuracies)."""
+    return dataclasses.asdict(cls_files)
 
 
 def test_classification_heads_stay_per_task_on_one_merged_encoder(cls: dict[str, Any]) -> None:

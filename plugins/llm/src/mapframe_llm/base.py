@@ -208,9 +208,9 @@ class HFEvaluator(Evaluator):
 
     def close(self) -> None:
         """Drop the resident model and close the checkpoint files."""
-        tv = getattr(self, "_merger", None)
-        if tv is not None and isinstance(tv.task_vectors, StreamedTaskVectors):
-            tv.task_vectors.close()
+        merger = getattr(self, "_merger", None)
+        if merger is not None and isinstance(merger.task_vectors, StreamedTaskVectors):
+            merger.task_vectors.close()
         self._params = {}
         if hasattr(self, "_model"):
             del self._model

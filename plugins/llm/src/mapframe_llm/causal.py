@@ -194,6 +194,7 @@ class CausalLMEvaluator(HFEvaluator):
         self._batches: dict[str, list[dict[str, torch.Tensor]]] = {}
         self._n_tokens: dict[str, int] = {}
         pad = self._tokenizer.pad_token_id
+        vocab = self._model.get_input_embeddings().weight.shape[0]
         for s in self._specs:
             records = read_records(s)
             self._records[s.name] = records
@@ -205,7 +206,6 @@ class CausalLMEvaluator(HFEvaluator):
                                          chat_template=self._chat_template)
             self._batches[s.name] = lm_batches(examples, self.batch_size, pad)
             self._n_tokens[s.name] = sum(e.scored for e in examples)
-            vocab = self._model.get_input_embeddings().weight.shape[0]
             top = max(int(b["input_ids"].max()) for b in self._batches[s.name])
             if top >= vocab:
                 raise ConfigError(

@@ -153,8 +153,8 @@ def check_configs(base: Mapping[str, Any] | None, other: Mapping[str, Any] | Non
 
 def _shape_error(role: str, key: str, got: Sequence[int], want: Sequence[int],
                  vocab: int | None) -> CheckpointError:
-    if vocab is not None and len(got) == 2 and len(want) == 2 and (
-            (got[0] != want[0] and got[1] == want[1]) and vocab in (want[0],)):
+    if (vocab is not None and len(got) == 2 and len(want) == 2 and vocab == want[0]
+            and got[0] != want[0] and got[1] == want[1]):
         return CheckpointError(
             f"{role}: {key!r} has {got[0]} rows, the pretrained checkpoint {want[0]}: the "
             "vocabulary sizes differ (the fine-tune added tokens). Its embeddings cannot be "
@@ -172,7 +172,7 @@ class _Full:
 
     folder: ModelFolder
     keys: dict[str, str]
-    heads: dict[str, str] = field(default_factory=dict)
+    heads: list[str] = field(default_factory=list)
     ram: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -290,7 +290,7 @@ class StreamedTaskVectors(TaskVectors):
         t = self._tasks[task]
         if not isinstance(t, _Full):
             return {}
-        return {name: t.folder.read(fk) for name, fk in t.heads.items()}
+        return {fk: t.folder.read(fk) for fk in t.heads}
 
     def _buffers_for(self) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
@@ -479,13 +479,13 @@ def _full_source(base: ModelFolder, folder: ModelFolder, role: str, allow_heads:
     ref = set(base.keys())
     rename = key_aligner(ref, list(folder.keys()))
     keys: dict[str, str] = {}
-    heads: dict[str, str] = {}
+    heads: list[str] = []
     for fk in folder.keys():
         ck = rename(fk)
         if ck in ref:
             keys[ck] = fk
         else:
-            heads[ck if ck == fk else fk] = fk
+            heads.append(fk)
     if heads and not allow_heads:
         extra = sorted(heads)[:4]
         raise CheckpointError(
@@ -561,25 +561,25 @@ def load_task_vectors(pretrained: str | Path, finetuned: Mapping[str, str | Path
 
 # -- the resident model ------------------------------------------------------------------------
 
-def bind_resident(model: torch.nn.Module, tv: StreamedTaskVectors,
-                  skip: Callable[[str], bool] | None = None) -> dict[str, torch.Tensor]:
+def bind_resident(model: torch.nn.Module, tv: StreamedTaskVectors) -> dict[str, torch.Tensor]:
     """Map the resident ``model``'s tensors onto the task vectors' keys.
 
     Returns ``{key: tensor}`` for every merged key (tensors share the model's storage: a
     merge writes straight into the model). Non-floating tensors of the checkpoint are
     copied in once. Tied tensors (an output layer sharing the input embedding) are written
-    once. ``skip(name)`` leaves model tensors out (per-task heads). A model tensor the
-    checkpoint lacks, or a shape that differs, raises :class:`CheckpointError`.
+    once. A model tensor the checkpoint lacks, or a shape that differs, raises
+    :class:`CheckpointError`.
     """
     import torch
 
     state = model.state_dict(keep_vars=False)
-    names = [k for k in state if not (skip and skip(k))]
+    names = list(state)
     ref = set(tv.base_folder.keys())
     rename = key_aligner(ref, names)
     merged = set(tv.keys())
     params: dict[str, torch.Tensor] = {}
     bound: set[int] = set()
+    merged_ptrs: set[int] = set()
     unmatched: list[str] = []
     with torch.no_grad():
         for name in names:
@@ -595,8 +595,9 @@ def bind_resident(model: torch.nn.Module, tv: StreamedTaskVectors,
                     f"{ck!r} has {list(want)}: the model was built for another architecture")
             bound.add(t.data_ptr())
             if ck in merged:
-                if any(p.data_ptr() == t.data_ptr() for p in params.values()):
+                if t.data_ptr() in merged_ptrs:
                     continue  # tied to a tensor that is merged already
+                merged_ptrs.add(t.data_ptr())
                 params[ck] = t
             else:
                 t.copy_(tv.base(ck))

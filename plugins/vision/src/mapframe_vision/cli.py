@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mapframe.errors import MapframeError
-
 __all__ = ["example_config", "main", "prepare_example"]
 
 DEFAULT_TASKS = ("digits", "fashion")
@@ -135,16 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mapframe-vision`` command."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args))
-    except MapframeError as exc:
-        sys.stderr.write(f"\nmapframe-vision: error: {exc}\n")
-        return 2
+    from mapframe.cli import dispatch
+
+    return dispatch(build_parser(), argv)
 
 
 if __name__ == "__main__":  # pragma: no cover
