@@ -54,8 +54,13 @@ class Progress:
             frac = min(ev.done / ev.total, 1.0) if ev.total else 1.0
             bar = "#" * int(frac * width) + "." * (width - int(frac * width))
             rate = ev.done / ev.elapsed if ev.elapsed > 0 else 0.0
+            workers = ""
+            if getattr(ev, "workers", None) is not None:
+                workers = f"  workers {ev.busy}/{ev.workers} busy"
+                if ev.retried:
+                    workers += f"  retried {ev.retried}"
             line = (f"{ev.stage:8s} [{bar}] {ev.done}/{ev.total}  reused {ev.reused}  "
-                    f"failed {ev.failed}  {ev.elapsed:6.1f}s  ({rate:.1f}/s)")
+                    f"failed {ev.failed}{workers}  {ev.elapsed:6.1f}s  ({rate:.1f}/s)")
             if self.tty:
                 self.stream.write("\r" + line)
                 self.stream.flush()

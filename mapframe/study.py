@@ -60,6 +60,12 @@ class ProgressEvent:
     reused: int
     failed: int
     elapsed: float
+    #: The executor's workers now (``None`` when it does not track them).
+    workers: int | None = None
+    #: Evaluations running now (``None`` when the executor does not track them).
+    busy: int | None = None
+    #: Jobs re-run on another worker because theirs died.
+    retried: int = 0
 
 
 class MergeStudy:
@@ -451,29 +457,48 @@ class MergeStudy:
         return jobs
 
     def _evaluate(self, jobs: list[Job], history: History, stage: str) -> None:
+        # Results are stored the moment they arrive, in whatever order workers finish; the
+        # history (what samplers and surrogates see) takes them in submission order once the
+        # round is complete, so a study gives the same front on any executor.
         self.executor.submit(jobs)
         pending = {j.key for j in jobs}
-        for res in self.executor.as_completed():
-            if res.job.key not in pending:
-                continue  # a duplicate result (e.g. a retried job that also finished)
-            pending.discard(res.job.key)
-            ev = self._record(res)
-            self.storage.add(ev)
-            history.add(ev)
-            self._counts["new"] += 1
-            if not ev.ok:
-                self._counts["failed"] += 1
-            self._hooks.mapframe_evaluation_stored(study=self, evaluation=ev)
-            self._report(stage, len(history) if stage == "evaluate" else
-                         len(history.select("verify", ok=False)))
-            if ev.status == "failed" and self.on_error == "raise":
-                first = (ev.error or "").splitlines()[0]
-                raise EvaluationError(
-                    f"evaluation of coefficients {np.round(ev.coefficients, 6).tolist()} "
-                    f"failed: {first}; fix the evaluator, or pass on_error='record' to skip "
-                    "failing points"
-                )
-            _raise_if_out_of_range(ev)
+        arrived: dict[str, Evaluation] = {}
+        done_before = len(history) if stage == "evaluate" else len(
+            history.select("verify", ok=False))
+        try:
+            for res in self.executor.as_completed():
+                if res.job.key not in pending:
+                    continue  # a duplicate result (e.g. a retried job that also finished)
+                pending.discard(res.job.key)
+                ev = self._record(res)
+                self.storage.add(ev)
+                arrived[ev.key] = ev
+                self._counts["new"] += 1
+                if not ev.ok:
+                    self._counts["failed"] += 1
+                self._hooks.mapframe_evaluation_stored(study=self, evaluation=ev)
+                self._report(stage, done_before + len(arrived))
+                self._check_result(ev)
+        finally:
+            for job in jobs:
+                if job.key in arrived:
+                    history.add(arrived[job.key])
+        if pending:
+            raise EvaluationError(
+                f"executor {self.executor.name!r} finished without results for "
+                f"{len(pending)} of {len(jobs)} submitted evaluations; this is a bug in the "
+                "executor (as_completed must yield one result per submitted job)"
+            )
+
+    def _check_result(self, ev: Evaluation) -> None:
+        if ev.status == "failed" and self.on_error == "raise":
+            first = (ev.error or "").splitlines()[0]
+            raise EvaluationError(
+                f"evaluation of coefficients {np.round(ev.coefficients, 6).tolist()} "
+                f"failed: {first}; fix the evaluator, or pass on_error='record' to skip "
+                "failing points"
+            )
+        _raise_if_out_of_range(ev)
 
     def _record(self, res: JobResult) -> Evaluation:
         job = res.job
@@ -558,8 +583,12 @@ class MergeStudy:
         if self.progress is None:
             return
         total = self.budget if stage in ("evaluate", "fit", "solve", "done") else self.verify
+        st = self.executor.status() if stage in ("evaluate", "verify") else None
         self.progress(ProgressEvent(stage, done, total, self._counts["reused"],
-                                    self._counts["failed"], time.perf_counter() - self._t0))
+                                    self._counts["failed"], time.perf_counter() - self._t0,
+                                    workers=st.workers if st else None,
+                                    busy=st.busy if st else None,
+                                    retried=st.retried if st else 0))
 
 
 # ----------------------------------------------------------------------------------------

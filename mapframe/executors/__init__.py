@@ -1,6 +1,16 @@
 """Executors: the seam through which every evaluation runs (in-process by default)."""
 
-from mapframe.executors.base import Executor, Job, JobResult, MergeSpec
+from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
 from mapframe.executors.inprocess import InProcessExecutor
+from mapframe.executors.worker import WorkerRuntime, WorkerSetupError
 
-__all__ = ["Executor", "InProcessExecutor", "Job", "JobResult", "MergeSpec"]
+__all__ = [
+    "Executor",
+    "ExecutorStatus",
+    "InProcessExecutor",
+    "Job",
+    "JobResult",
+    "MergeSpec",
+    "WorkerRuntime",
+    "WorkerSetupError",
+]

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from mapframe.merging.checkpoints import CheckpointHook, CheckpointLoader, TaskVectors
     from mapframe.merging.merger import Merger
 
-__all__ = ["Executor", "Job", "JobResult", "MergeSpec"]
+__all__ = ["Executor", "ExecutorStatus", "Job", "JobResult", "MergeSpec"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,22 @@ class JobResult:
     error: str | None = None
     duration: float = 0.0
     worker: str = "local"
+
+
+@dataclass(frozen=True)
+class ExecutorStatus:
+    """A snapshot of an executor's workers, for progress displays.
+
+    ``workers``: workers up now; ``busy``: evaluations running now; ``queued``: submitted
+    jobs not yet running; ``retried``: jobs re-run because their worker died;
+    ``lost_workers``: workers that died (and were replaced, where the engine can).
+    """
+
+    workers: int
+    busy: int
+    queued: int = 0
+    retried: int = 0
+    lost_workers: int = 0
 
 
 @dataclass
@@ -151,6 +167,14 @@ class Executor(Component):
     def capacity(self) -> int:
         """How many evaluations can run concurrently."""
         return 1
+
+    def status(self) -> ExecutorStatus | None:
+        """Workers up, evaluations running and queued now (``None``: not tracked).
+
+        Called by the study after each stored result to feed the progress display; keep
+        it cheap (no round trip to a cluster).
+        """
+        return None
 
     def shutdown(self) -> None:
         """Stop workers and release resources. Default: no-op."""

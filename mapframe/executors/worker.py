@@ -1,0 +1,148 @@
+"""What runs inside one worker, whatever the engine: the evaluator, set up once, evaluating
+batches of jobs.
+
+Every executor (in-process, process pool, Ray actors, Dask workers) keeps one
+:class:`WorkerRuntime` per worker. :meth:`WorkerRuntime.setup` loads the checkpoints and
+builds the resident model once; :meth:`WorkerRuntime.run` evaluates jobs against it and turns
+evaluator exceptions into failed :class:`~mapframe.executors.JobResult` s, so one failing
+point never loses the others.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mapframe.errors import CheckpointError, EvaluationError, MapframeError
+
+if TYPE_CHECKING:
+    from mapframe.evaluators.base import Evaluator
+    from mapframe.executors.base import Job, JobResult, MergeSpec
+
+__all__ = ["WorkerRuntime", "WorkerSetupError", "check_batch_output", "default_worker_name"]
+
+
+class WorkerSetupError(MapframeError, RuntimeError):
+    """A worker could not set the evaluator up (a checkpoint it cannot read, a missing
+    dataset, ...). The message names the worker and the cause."""
+
+
+def default_worker_name(prefix: str = "worker") -> str:
+    """``prefix@host:pid``: enough to find the machine and process that failed."""
+    return f"{prefix}@{socket.gethostname()}:{os.getpid()}"
+
+
+def check_batch_output(out: object, n_rows: int, n_tasks: int, who: str) -> np.ndarray:
+    """Validate an evaluator's return value for a batch of ``n_rows`` coefficient vectors."""
+    try:
+        arr = np.asarray(out, dtype=float)
+    except (TypeError, ValueError):
+        raise EvaluationError(
+            f"{who} returned {type(out).__name__}, not numbers; it must return an array of "
+            f"shape ({n_rows}, {n_tasks}) (one row per coefficient vector, one column per task)"
+        ) from None
+    if arr.shape != (n_rows, n_tasks):
+        if arr.shape == (n_tasks,) and n_rows == 1:
+            return arr.reshape(1, n_tasks)
+        raise EvaluationError(
+            f"{who} returned shape {arr.shape} for {n_rows} coefficient vector(s) and "
+            f"{n_tasks} task(s); it must return shape ({n_rows}, {n_tasks})"
+        )
+    return arr
+
+
+class WorkerRuntime:
+    """One worker's evaluator, set up once and kept resident.
+
+    Call order::
+
+        rt = WorkerRuntime(evaluator, merge_spec, name)
+        rt.setup()                   # loads checkpoints, evaluator.setup(merger); once
+        rt.run(jobs, batch_size)     # any number of times -> list[JobResult]
+        rt.close()                   # evaluator.close(); once
+
+    ``run`` evaluates jobs in batches of up to ``batch_size`` (default: the evaluator's
+    ``max_batch_size``; all jobs when that is ``None``). When a batch raises, its jobs are
+    retried one at a time so that only the failing points come back failed. A batch whose
+    output has the wrong shape is a bug in the evaluator, not a failing point: that raises
+    :class:`~mapframe.errors.EvaluationError`.
+    """
+
+    def __init__(self, evaluator: Evaluator, merge_spec: MergeSpec | None,
+                 name: str | None = None) -> None:
+        self.evaluator = evaluator
+        self.merge_spec = merge_spec
+        self.name = name or default_worker_name()
+        self.ready = False
+        self.setup_s = 0.0
+
+    def setup(self) -> float:
+        """Load the checkpoints and set the evaluator up; return the seconds it took.
+
+        Raises :class:`WorkerSetupError` naming this worker (and, through the cause's
+        message, the checkpoint file) when that fails.
+        """
+        t0 = time.perf_counter()
+        try:
+            merger = self.merge_spec.build() if self.merge_spec is not None else None
+            self.evaluator.setup(merger)
+        except MapframeError as exc:
+            what = ("could not load a checkpoint" if isinstance(exc, CheckpointError)
+                    else "could not set up")
+            raise WorkerSetupError(
+                f"worker {self.name} {what} for evaluator {self.evaluator.name!r}: {exc}"
+            ) from exc
+        except Exception as exc:
+            raise WorkerSetupError(
+                f"worker {self.name} could not set up evaluator {self.evaluator.name!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        self.ready = True
+        self.setup_s = time.perf_counter() - t0
+        return self.setup_s
+
+    def _chunk(self, n: int, batch_size: int | None) -> int:
+        sizes = [s for s in (batch_size, self.evaluator.max_batch_size) if s]
+        return min(sizes) if sizes else max(n, 1)
+
+    def run(self, jobs: Sequence[Job], batch_size: int | None = None) -> list[JobResult]:
+        """Evaluate ``jobs``; one :class:`JobResult` per job, in the order given."""
+        if not self.ready:
+            self.setup()
+        jobs = list(jobs)
+        out: list[JobResult] = []
+        step = self._chunk(len(jobs), batch_size)
+        for i in range(0, len(jobs), step):
+            out.extend(self._run(jobs[i:i + step]))
+        return out
+
+    def _run(self, jobs: list[Job]) -> list[JobResult]:
+        from mapframe.executors.base import JobResult
+
+        ev = self.evaluator
+        C = np.stack([j.coefficients for j in jobs])
+        t0 = time.perf_counter()
+        try:
+            out = ev.evaluate(C)
+        except Exception as exc:
+            if len(jobs) > 1:
+                return [r for j in jobs for r in self._run([j])]
+            msg = f"{type(exc).__name__}: {exc}"
+            tb = traceback.format_exc(limit=-3)
+            return [JobResult(jobs[0], None, f"{msg}\n{tb}", time.perf_counter() - t0,
+                              self.name)]
+        per = (time.perf_counter() - t0) / len(jobs)
+        arr = check_batch_output(out, len(jobs), len(ev.tasks), f"evaluator {ev.name!r}")
+        return [JobResult(j, arr[i], None, per, self.name) for i, j in enumerate(jobs)]
+
+    def close(self) -> None:
+        """Release the evaluator's resources."""
+        if self.ready:
+            self.ready = False
+            self.evaluator.close()
