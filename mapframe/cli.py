@@ -168,7 +168,8 @@ def _run_config(cfg: dict[str, Any], args: argparse.Namespace) -> int:
             sys.stderr.write("export: no preference given, so no model was selected to "
                              "export; set study.preference\n")
         else:
-            paths["merged_model"] = result.export(output / "selected.safetensors", index)
+            # No suffix: a safetensors file by default, or the checkpoints' own format.
+            paths["merged_model"] = result.export(output / "selected", index)
     if study.storage.name == "sqlite":
         paths["store"] = Path(study.storage.describe()["path"])
     _print_summary(result, paths, sys.stdout)

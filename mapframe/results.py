@@ -127,7 +127,10 @@ class StudyResult:
     def export(self, path: str | os.PathLike[str], index: int | None = None,
                preference: list[float] | None = None) -> Path:
         """Save the merged model of front point ``index`` (or the one ``preference`` selects)
-        as a safetensors file; needs a study built from checkpoints."""
+        and return its path: a safetensors file (``.safetensors`` appended to a path without
+        a suffix), or the format the checkpoints' loader writes (the LLM plugin writes a
+        Hugging Face model folder for a path without ``.safetensors``). Needs a study built
+        from checkpoints."""
         if self.merge_spec is None:
             raise ConfigError(
                 "this study has no checkpoints to merge (it used a black-box objective); "

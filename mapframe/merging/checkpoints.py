@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -303,6 +303,28 @@ class TaskVectors:
     def unmerged(self) -> dict[str, torch.Tensor]:
         """Tensors kept from the pretrained checkpoint (non floating-point)."""
         return dict(self._other)
+
+    def export_merged(
+        self,
+        merge: Callable[[MutableMapping[str, torch.Tensor]], None],
+        path: str | os.PathLike[str],
+        metadata: Mapping[str, str] | None = None,
+    ) -> Path:
+        """Save a merged model at ``path`` and return where it went.
+
+        ``merge(params)`` overwrites each tensor in ``params`` (any subset of :meth:`keys`)
+        with its merged value. The default writes one ``.safetensors`` file under the
+        pretrained tensor names (``.safetensors`` is appended to a path without a suffix).
+        Task vectors read from model folders override this to write a folder the model's
+        library loads (sharded, with its config and tokenizer).
+        """
+        p = Path(path)
+        if not p.suffix:
+            p = p.with_suffix(".safetensors")
+        tensors = {k: self.base(k).clone() for k in self.keys()}
+        merge(tensors)
+        tensors.update(self.unmerged())
+        return save_state_dict(tensors, p, metadata)
 
     def norm_ratios(self) -> list[float]:
         """``||τ_i|| / ||θ0||`` per task (MAP's Taylor argument wants these small)."""

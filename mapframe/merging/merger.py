@@ -12,7 +12,7 @@ import numpy as np
 
 from mapframe.errors import CheckpointError
 from mapframe.merging.base import MergeStrategy
-from mapframe.merging.checkpoints import TaskVectors, save_state_dict
+from mapframe.merging.checkpoints import TaskVectors
 
 if TYPE_CHECKING:
     import torch
@@ -95,7 +95,8 @@ class Merger:
         coefficients: np.ndarray,
         metadata: Mapping[str, object] | None = None,
     ) -> Path:
-        """Save the merged model for ``coefficients`` as a safetensors file."""
+        """Save the merged model for ``coefficients`` (a ``.safetensors`` file by default;
+        see :meth:`TaskVectors.export_merged`) and return its path."""
         c = self.strategy.check_coefficients(coefficients)
         meta = {
             "mapframe.merge_strategy": json.dumps(self.strategy.describe()),
@@ -104,4 +105,5 @@ class Merger:
         }
         for k, v in (metadata or {}).items():
             meta[str(k)] = v if isinstance(v, str) else json.dumps(v)
-        return save_state_dict(self.merged_state_dict(c), path, meta)
+        return self.task_vectors.export_merged(
+            lambda params: self.strategy.merge_into(params, c), path, meta)

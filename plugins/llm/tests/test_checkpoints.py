@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -116,14 +117,16 @@ def test_sharded_folder_is_read_through_its_index(llama: dict) -> None:
     assert torch.equal(part, state[k].reshape(-1)[40:100])
 
 
-@pytest.mark.parametrize("storage,reader", [("disk", "mmap"), ("disk", "pread"),
-                                            ("ram", "mmap")])
+@pytest.mark.parametrize("storage,reader,threads", [("disk", "mmap", 1), ("disk", "mmap", 3),
+                                                    ("disk", "pread", 3), ("ram", "mmap", 2)])
 def test_unit_coefficients_reproduce_each_checkpoint_bit_for_bit(llama: dict, storage: str,
-                                                                 reader: str) -> None:
+                                                                 reader: str,
+                                                                 threads: int) -> None:
     root, fts = llama["root"], llama["fts"]
     before = {n: digest(root / n) for n in ["base", *fts]}
     tv = load_task_vectors(root / "base", {n: root / n for n in fts}, storage=storage,
-                           chunk_elements=500, reader=reader)  # many chunks per tensor
+                           chunk_elements=500, reader=reader,  # many chunks per tensor
+                           threads=threads)
     model = resident(transformers.LlamaForCausalLM, root / "base", torch.bfloat16)
     params = bind_resident(model, tv)
     assert set(params) == set(tv.keys())
@@ -161,6 +164,29 @@ def test_streamed_merge_equals_stacked_task_vectors(gpt2: dict) -> None:
     ties_ref = Merger(TiesMerging(trim=0.5), ref).merged_state_dict(c)
     for k in params:
         torch.testing.assert_close(ties_stream[k], ties_ref[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reader", ["mmap", "pread"])
+def test_merge_threads_give_the_same_bits_as_one_thread(llama: dict, reader: str) -> None:
+    root, fts = llama["root"], llama["fts"]
+    c = np.array([0.37, -0.21])
+    merged = []
+    for threads in (1, 4):
+        tv = load_task_vectors(root / "base", {n: root / n for n in fts}, chunk_elements=700,
+                               reader=reader, threads=threads)
+        out = {k: torch.empty(tv.shape(k), dtype=torch.bfloat16) for k in tv.keys()}
+        Merger(TaskArithmetic(), tv).merge_into(out, c)
+        merged.append(out)
+        # A pickled copy (what a worker process receives) merges again, threads rebuilt.
+        clone = pickle.loads(pickle.dumps(tv))
+        again = {k: torch.empty_like(v) for k, v in out.items()}
+        Merger(TaskArithmetic(), clone).merge_into(again, c)
+        assert all(torch.equal(again[k], out[k]) for k in out)
+        tv.close()
+        clone.close()
+    assert all(torch.equal(merged[0][k], merged[1][k]) for k in merged[0])
+    with pytest.raises(ConfigError, match="threads"):
+        load_task_vectors(root / "base", {n: root / n for n in fts}, threads=0)
 
 
 def test_a_batch_of_merges_equals_single_merges(gpt2: dict) -> None:
@@ -357,3 +383,46 @@ def test_head_tensors_need_allow_heads(llama: dict, tmp_path: Path) -> None:
     tv = load_task_vectors(llama["root"] / "base", {"fr": ft}, allow_heads=True)
     assert set(tv.head("fr")) == {"score.weight"}
     assert "score.weight" not in set(tv.keys())
+
+
+# -- export ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_export_writes_a_folder_that_from_pretrained_loads(llama: dict, gpt2: dict,
+                                                           tmp_path: Path, arch: str) -> None:
+    case, cls, dtype = {"llama": (llama, transformers.LlamaForCausalLM, torch.bfloat16),
+                        "gpt2": (gpt2, transformers.GPT2LMHeadModel, torch.float32)}[arch]
+    root, fts = case["root"], case["fts"]
+    tv = load_task_vectors(root / "base", {n: root / n for n in fts})
+    merger = Merger(TaskArithmetic(), tv)
+    c = np.array([0.6, 0.3])
+    tv.export_merged(lambda p: merger.strategy.merge_into(p, c), tmp_path / "m",
+                     {"mapframe.coefficients": '{"x": 0.6}'}, max_shard_bytes=20_000)
+    out = tmp_path / "m"
+    shards = sorted(out.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (out / "model.safetensors.index.json").is_file()
+    support = {f.name for f in (root / "base").iterdir() if f.suffix != ".safetensors"
+               and f.name != "model.safetensors.index.json"}
+    assert "config.json" in support and support <= {f.name for f in out.iterdir()}
+    assert json.loads((out / "mapframe_merge.json").read_text())["mapframe.coefficients"] == {
+        "x": 0.6}
+    loaded = resident(cls, out, dtype)
+    model = resident(cls, root / "base", dtype)
+    params = bind_resident(model, tv)
+    merger.merge_into(params, c)  # the in-place merge the evaluators use
+    sd = loaded.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in model.state_dict().items())
+    assert all(v.dtype == dtype for v in sd.values() if v.is_floating_point())
+    # Exporting again replaces the earlier export; a folder that is not one is refused.
+    tv.export_merged(lambda p: merger.strategy.merge_into(p, np.zeros(2)), out, {})
+    assert not list(out.glob("model-*.safetensors")) and (out / "model.safetensors").is_file()
+    assert not list(tmp_path.glob(".m.partial-*"))
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(CheckpointError, match="not an earlier mapframe export"):
+        tv.export_merged(lambda p: None, tmp_path / "mine", {})
+    # A path ending in .safetensors gets one file, as mapframe's own loader writes.
+    single = merger.export(tmp_path / "one.safetensors", c)
+    from safetensors.torch import load_file
+
+    flat = load_file(str(single))
+    assert all(torch.equal(flat[k], params[k]) for k in params)

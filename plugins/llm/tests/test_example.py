@@ -13,7 +13,7 @@ import yaml
 from mapframe_llm import cli
 
 pytest.importorskip("torch")
-pytest.importorskip("transformers")
+transformers = pytest.importorskip("transformers")
 
 RESULT_FILES = ("config.yaml", "front.csv", "front.json", "evaluations.csv", "surrogates.json",
                 "summary.json", "evaluations.sqlite")
@@ -31,7 +31,11 @@ def test_lm_example_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert cli.main(argv) == 0
     for name in RESULT_FILES:
         assert (out / name).is_file(), name
-    assert (out / "selected.safetensors").is_file()  # the merged model for the preference
+    # The merged model for the preference: a model folder that transformers loads.
+    selected = out / "selected"
+    assert (selected / "config.json").is_file() and (selected / "mapframe_merge.json").is_file()
+    merged = transformers.AutoModelForCausalLM.from_pretrained(str(selected))
+    assert merged.config.model_type == "llama"
 
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["evaluator"]["name"] == "causal_lm"

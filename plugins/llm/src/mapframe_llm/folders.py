@@ -17,6 +17,7 @@ import json
 import math
 import mmap
 import os
+import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -138,6 +139,7 @@ class ModelFolder:
         self._fds: dict[Path, int] = {}
         self._maps: dict[Path, mmap.mmap] = {}
         self._pending: tuple[mmap.mmap, int, int] | None = None
+        self._lock = threading.RLock()
         if self.path.is_file():
             if self.path.suffix != ".safetensors":
                 raise CheckpointError(
@@ -257,12 +259,15 @@ class ModelFolder:
     def _fd(self, file: Path) -> int:
         fd = self._fds.get(file)
         if fd is None:
-            try:
-                fd = os.open(file, os.O_RDONLY)
-            except OSError as exc:
-                raise CheckpointError(
-                    f"{self.role}: {file} cannot be opened ({exc.strerror or exc})") from None
-            self._fds[file] = fd
+            with self._lock:
+                fd = self._fds.get(file)
+                if fd is None:
+                    try:
+                        fd = os.open(file, os.O_RDONLY)
+                    except OSError as exc:
+                        raise CheckpointError(f"{self.role}: {file} cannot be opened "
+                                              f"({exc.strerror or exc})") from None
+                    self._fds[file] = fd
         return fd
 
     def read_bytes_into(self, key: str, start: int, out: memoryview) -> None:
@@ -291,9 +296,43 @@ class ModelFolder:
     def _map(self, file: Path) -> mmap.mmap:
         mm = self._maps.get(file)
         if mm is None:
-            mm = mmap.mmap(self._fd(file), 0, access=mmap.ACCESS_READ)
-            self._maps[file] = mm
+            with self._lock:  # merges read one folder from several threads
+                mm = self._maps.get(file)
+                if mm is None:
+                    mm = mmap.mmap(self._fd(file), 0, access=mmap.ACCESS_READ)
+                    self._maps[file] = mm
         return mm
+
+    def view_range(self, key: str, start: int, stop: int) -> torch.Tensor:
+        """Elements ``[start, stop)`` of tensor ``key`` as a read-only view of the memory-mapped
+        file (no copy), left mapped until :meth:`release_range`. Safe to call from several
+        threads at once; never write to the view."""
+        import torch
+
+        info = self.tensors[key]
+        size = info.itemsize
+        lo = info.offset + start * size
+        mm = self._map(info.file)
+        with warnings.catch_warnings():  # the mapping is read-only; the view is only read
+            warnings.simplefilter("ignore", UserWarning)
+            raw = torch.frombuffer(mm, dtype=torch.uint8, count=(stop - start) * size,
+                                   offset=lo)
+        return raw.view(torch_dtype(info.dtype))
+
+    def release_range(self, key: str, start: int, stop: int) -> None:
+        """Drop the whole pages inside elements ``[start, stop)`` of tensor ``key`` from this
+        process's resident set (they stay in the page cache)."""
+        info = self.tensors[key]
+        mm = self._maps.get(info.file)
+        if mm is None or not hasattr(mm, "madvise"):
+            return
+        lo = info.offset + start * info.itemsize
+        hi = info.offset + stop * info.itemsize
+        first = -(-lo // _PAGE) * _PAGE
+        last = hi // _PAGE * _PAGE
+        if last > first:
+            with contextlib.suppress(OSError, ValueError):
+                mm.madvise(mmap.MADV_DONTNEED, first, last - first)
 
     def view_flat(self, key: str, start: int, stop: int) -> torch.Tensor:
         """Elements ``[start, stop)`` of tensor ``key`` as a read-only view of the memory-mapped
@@ -351,7 +390,12 @@ class ModelFolder:
         state = dict(self.__dict__)
         # File descriptors and mappings do not travel to other processes.
         state["_fds"], state["_maps"], state["_pending"] = {}, {}, None
+        state["_lock"] = None
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # interpreter shutdown

@@ -11,8 +11,8 @@ chunk by chunk of each tensor, accumulating in float32 and writing the result in
 resident model's own dtype. The checkpoints stay where the user chose (``storage``):
 
 - ``disk``: read from the safetensors shards for each merge (page cache permitting, at
-  memory speed). Extra memory: one float32 accumulator and one read buffer of
-  ``chunk_elements`` each (12 MB by default) plus the LoRA factors.
+  memory speed). Extra memory: per merge thread, one float32 accumulator and one read
+  buffer of ``chunk_elements`` each (12 MB by default), plus the LoRA factors.
 - ``ram``: the pretrained and fine-tuned weights are read once and kept in memory, in their
   stored dtype: ``(N + 1) ×`` one checkpoint on top of the resident model.
 
@@ -24,14 +24,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+import os
+import shutil
+import threading
+from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mapframe.errors import CheckpointError, ConfigError
 from mapframe.merging.checkpoints import TaskVectors
-from mapframe_llm.folders import ModelFolder, config_value
+from mapframe_llm.folders import ModelFolder, config_value, torch_dtype
 from mapframe_llm.lora import LoraAdapter, LowRankDelta, is_adapter_folder
 
 if TYPE_CHECKING:
@@ -47,11 +51,21 @@ READERS = ("mmap", "pread")
 #: Elements per chunk of a tensor during a merge (4 MB of float32 accumulator).
 CHUNK_ELEMENTS = 1 << 20
 
+#: Largest shard a model-folder export writes (what ``save_pretrained`` uses by default).
+DEFAULT_SHARD_BYTES = 5 * 10**9
+#: The file that marks a folder as a mapframe export (coefficients, strategy, study).
+EXPORT_MARKER = "mapframe_merge.json"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
+
 #: Config entries that fix the weights' shapes: fine-tunes must agree with the base on them.
 _ARCH_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
               "intermediate_size", "head_dim", "n_embd", "n_layer", "n_head", "n_inner",
               "dim", "n_layers", "n_heads", "hidden_dim", "num_experts", "num_local_experts")
 _VOCAB_KEYS = ("vocab_size", "n_vocab")
+
+#: ``fetch(r0, r1, s, e, raw)``: rows ``[r0, r1)`` = elements ``[s, e)`` of one merge term,
+#: read into the byte buffer ``raw`` when it has to be copied.
+_Fetch = Callable[[int, int, int, int, "torch.Tensor"], "torch.Tensor"]
 
 
 # -- key names ---------------------------------------------------------------------------------
@@ -197,7 +211,7 @@ class StreamedTaskVectors(TaskVectors):
 
     def __init__(self, base: ModelFolder, tasks: Mapping[str, _Full | _Lora],
                  storage: str = "disk", chunk_elements: int = CHUNK_ELEMENTS,
-                 reader: str = "mmap") -> None:
+                 reader: str = "mmap", threads: int | None = None) -> None:
         if storage not in STORAGES:
             raise ConfigError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
         if reader not in READERS:
@@ -214,8 +228,15 @@ class StreamedTaskVectors(TaskVectors):
                         for t in tasks.values()]
         self._merged = [k for k in base.keys() if base.info(k).is_float]
         self._kept = [k for k in base.keys() if not base.info(k).is_float]
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ConfigError(f"threads must be a positive integer, got {threads!r}")
+        #: Threads that merge chunks of a tensor side by side (``None``: torch's thread
+        #: count at merge time).
+        self.threads = threads
         self._ram_base: dict[str, torch.Tensor] = {}
-        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._tls: threading.local | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
         if storage == "ram":
             self._load_into_ram()
 
@@ -242,7 +263,7 @@ class StreamedTaskVectors(TaskVectors):
             if isinstance(t, _Lora):
                 low_rank += sum(d.nbytes for d in t.deltas.values()
                                 if isinstance(d, LowRankDelta))
-        buffers = self.chunk_elements * (4 + 8)
+        buffers = self.chunk_elements * (4 + 8) * self._merge_threads()
         size = self.base_folder.nbytes
         read = size + sum(t.folder.nbytes for t in self._tasks.values() if isinstance(t, _Full))
         return {"checkpoint_bytes": size, "held_bytes": held + low_rank,
@@ -292,13 +313,46 @@ class StreamedTaskVectors(TaskVectors):
             return {}
         return {fk: t.folder.read(fk) for fk in t.heads}
 
-    def _buffers_for(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _buffers_for(self, elements: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This thread's float32 accumulator and byte buffer, of at least ``elements``."""
         import torch
 
-        if self._buffers is None:
-            self._buffers = (torch.empty(self.chunk_elements, dtype=torch.float32),
-                             torch.empty(self.chunk_elements * 8, dtype=torch.uint8))
-        return self._buffers
+        tls = self._tls
+        if tls is None:
+            tls = self._tls = threading.local()
+        bufs = getattr(tls, "buffers", None)
+        if bufs is None or bufs[0].numel() < elements:
+            n = max(elements, self.chunk_elements)
+            bufs = (torch.empty(n, dtype=torch.float32), torch.empty(n * 8, dtype=torch.uint8))
+            tls.buffers = bufs
+        return bufs
+
+    def _merge_threads(self) -> int:
+        if self.threads is not None:
+            return self.threads
+        import torch
+
+        return max(1, torch.get_num_threads())
+
+    def _pool_for(self, n_chunks: int) -> ThreadPoolExecutor | None:
+        """Threads that merge a tensor's chunks side by side (``None``: merge here).
+
+        Each pool thread runs torch single-threaded: a merge's ops are short, and one chunk
+        per core beats every op forking onto every core. The caller's own torch thread
+        count is left as it is.
+        """
+        threads = self._merge_threads()
+        if threads <= 1 or n_chunks <= 1:
+            return None
+        if self._pool is None or self._pool_size != threads:
+            if self._pool is not None:
+                self._pool.shutdown()
+            import torch
+
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="mapframe-merge",
+                                            initializer=torch.set_num_threads, initargs=(1,))
+            self._pool_size = threads
+        return self._pool
 
     def _rows(self, key: str) -> tuple[int, int]:
         shape = self.shape(key)
@@ -307,13 +361,16 @@ class StreamedTaskVectors(TaskVectors):
         rows = shape[0]
         return rows, max(1, int(_prod(shape) // rows)) if rows else 1
 
-    def _read(self, folder: ModelFolder, fkey: str, ram: Mapping[str, torch.Tensor],
-              ckey: str, start: int, stop: int, raw: torch.Tensor) -> torch.Tensor:
+    def _source(self, folder: ModelFolder, fkey: str, ram: Mapping[str, torch.Tensor],
+                ckey: str, mapped: list[tuple[ModelFolder, str]]) -> _Fetch:
+        """``fetch(r0, r1, s, e, raw)``: elements ``[s, e)`` of a stored tensor."""
         if ckey in ram:
-            return ram[ckey][start:stop]
+            data = ram[ckey]
+            return lambda r0, r1, s, e, raw: data[s:e]
         if self.reader == "mmap":
-            return folder.view_flat(fkey, start, stop)
-        return folder.read_flat(fkey, start, stop, raw)
+            mapped.append((folder, fkey))
+            return lambda r0, r1, s, e, raw: folder.view_range(fkey, s, e)
+        return lambda r0, r1, s, e, raw: folder.read_flat(fkey, s, e, raw)
 
     def _terms(self, key: str, c: Sequence[float]
                ) -> tuple[float, list[tuple[float, Any]]]:
@@ -335,56 +392,65 @@ class StreamedTaskVectors(TaskVectors):
         return w0, terms
 
     def combine_into(self, key: str, coefficients: torch.Tensor, out: torch.Tensor) -> None:
-        """Write ``θ(c)`` of tensor ``key`` into ``out``, streaming chunk by chunk."""
+        """Write ``θ(c)`` of tensor ``key`` into ``out``, streaming chunk by chunk (chunks
+        side by side on :attr:`threads` threads)."""
         import torch
 
         c = [float(x) for x in coefficients.reshape(-1).tolist()]
         w0, terms = self._terms(key, c)
-        acc_buf, raw = self._buffers_for()
         target = out.view(-1) if out.is_contiguous() else torch.empty(
             out.numel(), dtype=out.dtype)
         rows, row_len = self._rows(key)
         step = max(1, self.chunk_elements // row_len)
-        if step * row_len > acc_buf.numel():  # a single row longer than a chunk
-            acc_buf = torch.empty(step * row_len, dtype=torch.float32)
-            raw = torch.empty(step * row_len * 8, dtype=torch.uint8)
-        fetchers: list[tuple[float, Callable[[int, int, int, int], torch.Tensor]]] = []
+        mapped: list[tuple[ModelFolder, str]] = []
+        sources: list[tuple[float, _Fetch]] = []
         if w0 != 0.0:
-            fetchers.append((w0, lambda r0, r1, s, e: self._read(
-                self.base_folder, key, self._ram_base, key, s, e, raw)))
+            sources.append((w0, self._source(self.base_folder, key, self._ram_base, key,
+                                             mapped)))
         for ci, t in terms:
-            fetchers.append((ci, self._fetcher(t, key, raw)))
-        for r0 in range(0, rows, step):
+            sources.append((ci, self._fetcher(t, key, mapped)))
+
+        def merge_rows(r0: int) -> None:
             r1 = min(rows, r0 + step)
             s, e = r0 * row_len, r1 * row_len
+            acc_buf, raw = self._buffers_for(e - s)
             acc = acc_buf[: e - s]
-            if not fetchers:  # every weight is zero
+            if not sources:  # every weight is zero
                 acc.zero_()
-            for j, (w, fetch) in enumerate(fetchers):
-                # Each read lands in the shared buffer (or is a view of the mapped file) and
-                # is consumed before the next; mixed-dtype kernels convert on the fly.
-                x = fetch(r0, r1, s, e)
+            for j, (w, fetch) in enumerate(sources):
+                # Each read lands in this thread's buffer (or is a view of the mapped file)
+                # and is consumed before the next; mixed-dtype kernels convert on the fly.
+                x = fetch(r0, r1, s, e, raw)
                 if j == 0:
                     torch.mul(x, w, out=acc)  # w = 1 reproduces the stored values exactly
                 else:
                     acc.add_(x, alpha=w)
             target[s:e].copy_(acc)
-        for folder in self._folders():
-            folder.release()
+            for folder, fkey in mapped:  # the process never holds more than the chunks
+                folder.release_range(fkey, s, e)
+
+        starts = range(0, rows, step)
+        pool = self._pool_for(len(starts))
+        if pool is None:
+            for r0 in starts:
+                merge_rows(r0)
+        else:
+            list(pool.map(merge_rows, starts))
+        n = rows * row_len
+        for folder, fkey in mapped:  # pages straddling two chunks
+            folder.release_range(fkey, 0, n)
         if target.data_ptr() != out.data_ptr():
             out.copy_(target.view(out.shape))
 
-    def _fetcher(self, t: _Full | _Lora, key: str, raw: torch.Tensor
-                  ) -> Callable[[int, int, int, int], torch.Tensor]:
-        """``fetch(r0, r1, s, e)``: rows ``[r0, r1)`` (elements ``[s, e)``) of one term."""
+    def _fetcher(self, t: _Full | _Lora, key: str, mapped: list[tuple[ModelFolder, str]]
+                 ) -> _Fetch:
+        """``fetch(r0, r1, s, e, raw)``: rows ``[r0, r1)`` (elements ``[s, e)``) of a term."""
         if isinstance(t, _Full):
-            folder, fkey, ram = t.folder, t.keys[key], t.ram
-            return lambda r0, r1, s, e: self._read(folder, fkey, ram, key, s, e, raw)
+            return self._source(t.folder, t.keys[key], t.ram, key, mapped)
         d = t.deltas[key]
         if isinstance(d, str):
-            afolder, akey, aram = t.adapter.folder, d, t.ram
-            return lambda r0, r1, s, e: self._read(afolder, akey, aram, key, s, e, raw)
-        return lambda r0, r1, s, e: d.rows(r0, r1)
+            return self._source(t.adapter.folder, d, t.ram, key, mapped)
+        return lambda r0, r1, s, e, raw: d.rows(r0, r1)
 
     def combine_batch_into(self, key: str, coefficients: torch.Tensor,
                            out: torch.Tensor) -> None:
@@ -445,15 +511,108 @@ class StreamedTaskVectors(TaskVectors):
         return [self.base_folder] + [t.folder if isinstance(t, _Full) else t.adapter.folder
                                      for t in self._tasks.values()]
 
+    def export_merged(self, merge: Callable[[MutableMapping[str, torch.Tensor]], None],
+                      path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None,
+                      max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
+        """Save the merged model as a Hugging Face model folder at ``path`` (or as one
+        ``.safetensors`` file when ``path`` ends in ``.safetensors``).
+
+        The folder is what ``save_pretrained`` writes and ``from_pretrained`` loads: the
+        pretrained folder's config, generation config and tokenizer files, the merged weights
+        in the pretrained checkpoint's tensor names and dtypes, in shards of at most
+        ``max_shard_bytes`` (one ``model.safetensors`` when they fit; else
+        ``model-0000i-of-0000n.safetensors`` and ``model.safetensors.index.json``), plus
+        ``mapframe_merge.json`` (coefficients, strategy, study, predicted metrics). Shards are
+        merged and written one at a time, so memory never holds more than one shard. The
+        folder is built beside ``path`` and moved into place when complete; an existing
+        ``path`` is replaced only if it is an earlier mapframe export. Per-task heads of the
+        fine-tunes are not part of it (the merged model has the pretrained architecture).
+        """
+        import torch
+        from safetensors.torch import save_file
+
+        out = Path(path)
+        if out.suffix == ".safetensors":
+            return super().export_merged(merge, out, metadata)
+        if max_shard_bytes < 1:
+            raise ConfigError(f"max_shard_bytes must be positive, got {max_shard_bytes!r}")
+        if out.exists() and not (out / EXPORT_MARKER).is_file():
+            raise CheckpointError(
+                f"cannot export the merged model to {out}: it exists and is not an earlier "
+                "mapframe export; choose another path or remove it")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            base = self.base_folder
+            if base.path.is_dir():
+                for f in sorted(base.path.iterdir()):
+                    if f.is_file() and not _is_weight_file(f.name):
+                        shutil.copy2(f, tmp / f.name)
+            shards: list[list[str]] = [[]]
+            size = 0
+            for k in base.keys():
+                nbytes = base.info(k).nbytes
+                if shards[-1] and size + nbytes > max_shard_bytes:
+                    shards.append([])
+                    size = 0
+                shards[-1].append(k)
+                size += nbytes
+            merged = set(self._merged)
+            weight_map: dict[str, str] = {}
+            total = 0
+            meta = {"format": "pt", **dict(metadata or {})}
+            for i, group in enumerate(shards):
+                name = ("model.safetensors" if len(shards) == 1
+                        else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors")
+                tensors: dict[str, torch.Tensor] = {}
+                for k in group:
+                    info = base.info(k)
+                    tensors[k] = (torch.empty(info.shape, dtype=torch_dtype(info.dtype))
+                                  if k in merged else self.base(k))
+                merge({k: v for k, v in tensors.items() if k in merged})
+                save_file(tensors, str(tmp / name), metadata=meta)
+                total += sum(base.info(k).nbytes for k in group)
+                weight_map.update(dict.fromkeys(group, name))
+                del tensors
+            if len(shards) > 1:
+                (tmp / "model.safetensors.index.json").write_text(json.dumps(
+                    {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+            info_out: dict[str, Any] = {"pretrained": str(base.path),
+                                        "finetuned": dict(zip(self.task_names, self.sources))}
+            for k, v in (metadata or {}).items():
+                try:
+                    info_out[k] = json.loads(v)
+                except ValueError:
+                    info_out[k] = v
+            (tmp / EXPORT_MARKER).write_text(json.dumps(info_out, indent=1))
+            if out.exists():
+                shutil.rmtree(out)
+            tmp.rename(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out
+
     def close(self) -> None:
         """Close the checkpoint files (reopened on the next read)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool, self._pool_size = None, 0
         for folder in self._folders():
             folder.close()
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_buffers"] = None
+        # Buffers and threads are per process: rebuilt on first use.
+        state["_tls"], state["_pool"], state["_pool_size"] = None, None, 0
         return state
+
+
+def _is_weight_file(name: str) -> bool:
+    """Weights and weight indexes of a model folder (not copied into an export)."""
+    return name.endswith(_WEIGHT_SUFFIXES) or name.endswith((".index.json",))
 
 
 def _size(n: float) -> str:
@@ -525,8 +684,8 @@ def _lora_source(base: ModelFolder, path: Path, role: str) -> _Lora:
 
 def load_task_vectors(pretrained: str | Path, finetuned: Mapping[str, str | Path], *,
                       storage: str = "disk", allow_heads: bool = False,
-                      chunk_elements: int = CHUNK_ELEMENTS, reader: str = "mmap"
-                      ) -> StreamedTaskVectors:
+                      chunk_elements: int = CHUNK_ELEMENTS, reader: str = "mmap",
+                      threads: int | None = None) -> StreamedTaskVectors:
     """Open and check the pretrained checkpoint and each ``{task: path}`` fine-tune.
 
     ``pretrained`` is a Hugging Face model folder (or one ``.safetensors`` file); each
@@ -535,7 +694,8 @@ def load_task_vectors(pretrained: str | Path, finetuned: Mapping[str, str | Path
     shapes, adapters against this base) runs here, before any evaluation. ``allow_heads``
     lets full fine-tunes carry tensors the base lacks (per-task classification heads, see
     :meth:`StreamedTaskVectors.head`). ``storage`` is ``"disk"`` or ``"ram"`` (see the
-    module docstring for what each costs).
+    module docstring for what each costs). ``threads`` merge chunks of each tensor side by
+    side (default: torch's thread count).
     """
     if storage not in STORAGES:
         raise ConfigError(f"storage must be one of {', '.join(STORAGES)} (disk: read the "
@@ -554,7 +714,7 @@ def load_task_vectors(pretrained: str | Path, finetuned: Mapping[str, str | Path
         else:
             tasks[str(name)] = _full_source(base, ModelFolder(p, role), role, allow_heads, vocab)
     tv = StreamedTaskVectors(base, tasks, storage=storage, chunk_elements=chunk_elements,
-                             reader=reader)
+                             reader=reader, threads=threads)
     logger.info("%s", tv.describe_memory())
     return tv
 
