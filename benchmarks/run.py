@@ -36,6 +36,8 @@ BENCHMARKS = {
                "benchmarks.bench_vision"),
     "llm": ("LLM plugin: memory and merge throughput on sharded multi-GB checkpoints",
             "benchmarks.bench_llm"),
+    "distributed": ("Executors: in-process vs process pool vs Ray vs Dask",
+                    "benchmarks.bench_distributed"),
 }
 
 

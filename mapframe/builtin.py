@@ -12,7 +12,10 @@ def mapframe_register_components(registry: ComponentRegistry) -> None:
     executor."""
     from mapframe.evaluators.callable import CallableEvaluator
     from mapframe.examples.digits import DigitsEvaluator
+    from mapframe.executors.dask_executor import DaskExecutor
     from mapframe.executors.inprocess import InProcessExecutor
+    from mapframe.executors.pool import ProcessExecutor
+    from mapframe.executors.ray_executor import RayExecutor
     from mapframe.merging.interpolation import (
         ModelSoup,
         PreferenceTaskArithmetic,
@@ -76,6 +79,9 @@ def mapframe_register_components(registry: ComponentRegistry) -> None:
         MemoryStore,
         SQLiteStore,
         InProcessExecutor,
+        ProcessExecutor,
+        RayExecutor,
+        DaskExecutor,
         PlateauStopping,
         CosinePairing,
         MetricProfilePairing,

@@ -178,3 +178,31 @@ def test_bf16_dtype_preserved():
     merger = Merger(TaskArithmetic(), TaskVectors(base, [ft], ["a"]))
     out = merger.merged_state_dict(np.array([0.5]))
     assert all(v.dtype == torch.bfloat16 for v in out.values())
+
+
+def test_a_merge_does_not_depend_on_its_batch_or_thread_count():
+    # Executors batch the same jobs differently; every row must come out bit for bit the same.
+    g = torch.Generator().manual_seed(3)
+    base = {"w": torch.randn(300, 257, generator=g), "b": torch.randn(4097, generator=g)}
+    fts = [{k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in base.items()}
+           for _ in range(3)]
+    merger = Merger(TaskArithmetic(), TaskVectors(base, fts))
+    C = np.random.default_rng(0).uniform(-0.5, 1.5, (20, 3))
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for n_threads, rows in ((1, slice(0, 20)), (2, slice(0, 20)), (2, slice(5, 15)),
+                                (4, slice(7, 8))):
+            torch.set_num_threads(n_threads)
+            out = {k: torch.empty((rows.stop - rows.start, *v.shape)) for k, v in base.items()}
+            merger.merge_batch(C[rows], out)
+            outs.append((rows, out))
+            single = {k: torch.empty(v.shape) for k, v in base.items()}
+            merger.merge_into(single, C[rows.start])
+            assert all(torch.equal(single[k], out[k][0]) for k in base)
+    finally:
+        torch.set_num_threads(threads)
+    ref = outs[0][1]
+    for rows, out in outs[1:]:
+        for k in base:
+            assert torch.equal(out[k], ref[k][rows.start:rows.stop])

@@ -123,6 +123,24 @@ def test_configuration_yaml_examples_validate(tmp_path):
         validate_config(yaml.safe_load(body), base_dir=tmp_path)
 
 
+def test_distributed_yaml_examples_build_their_executors(tmp_path):
+    import yaml
+
+    from mapframe.plugin import get_registry
+
+    blocks = [yaml.safe_load(body) for info, body in _blocks("distributed.md") if info == "yaml"]
+    names = []
+    for data in blocks:
+        if "evaluator" in data:
+            validate_config(data, base_dir=tmp_path)
+        spec = data["executor"]
+        # Building an executor checks its parameters; nothing connects before start().
+        executor = get_registry().create("executor", spec)
+        names.append(executor.name)
+        assert executor.describe()["name"] == spec["name"]
+    assert set(names) == {"process", "ray", "dask"}
+
+
 def test_configuration_blackbox_example_runs(tmp_path, monkeypatch, capsys):
     files = _files("configuration.md")
     for name in ("my_objectives.py", "blackbox.yaml"):

@@ -2,6 +2,7 @@
 
 from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
 from mapframe.executors.inprocess import InProcessExecutor
+from mapframe.executors.pool import ProcessExecutor
 from mapframe.executors.worker import WorkerRuntime, WorkerSetupError
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "Job",
     "JobResult",
     "MergeSpec",
+    "ProcessExecutor",
     "WorkerRuntime",
     "WorkerSetupError",
 ]

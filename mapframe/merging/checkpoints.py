@@ -291,14 +291,16 @@ class TaskVectors:
 
     def combine_batch_into(self, key: str, coefficients: torch.Tensor, out: torch.Tensor) -> None:
         """:meth:`combine_into` for ``B`` coefficient rows at once: ``coefficients`` is
-        ``(B, N)`` float32, ``out`` is ``(B, *shape)``."""
-        import torch
+        ``(B, N)`` float32, ``out`` is ``(B, *shape)``.
 
-        vec = self.vectors(key).to(torch.float32)
-        acc = (coefficients @ vec.reshape(vec.shape[0], -1)).reshape(
-            coefficients.shape[0], *vec.shape[1:])
-        acc += self.base(key).to(torch.float32)
-        out.copy_(acc)
+        Each row is computed exactly as :meth:`combine_into` computes it alone, so a merge's
+        weights never depend on which other merges share its batch: executors batch the same
+        jobs differently (one call in process, a few per worker elsewhere) and must get the
+        same metrics. (One matrix product over the batch would be faster, but the kernel the
+        BLAS picks, and so the last bit of every weight, changes with the batch size.)
+        """
+        for b in range(coefficients.shape[0]):
+            self.combine_into(key, coefficients[b], out[b])
 
     def unmerged(self) -> dict[str, torch.Tensor]:
         """Tensors kept from the pretrained checkpoint (non floating-point)."""

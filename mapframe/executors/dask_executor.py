@@ -1,0 +1,538 @@
+"""The ``dask`` executor: evaluations run on Dask workers, each keeping its model resident.
+
+Each worker of a Dask cluster (a local one this executor starts, or one whose scheduler
+address you give) holds one :class:`~mapframe.executors.worker.WorkerRuntime`, built once by a
+worker plugin: the evaluator and the merge spec travel to each worker once, inside the
+plugin, and every task carries only its batch of coefficient vectors. ``distributed`` is
+imported on first use, so ``executor: dask`` without it fails with an install hint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import sys
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from mapframe._imports import optional_import
+from mapframe.errors import ConfigError, EvaluationError, MapframeError
+from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
+from mapframe.executors.worker import WorkerRuntime, WorkerSetupError
+
+if TYPE_CHECKING:
+    from mapframe.evaluators.base import Evaluator
+
+__all__ = ["DaskExecutor"]
+
+_INSTALL = ("distributed", "dask", "the 'dask' executor")
+
+
+def _distributed() -> Any:
+    return optional_import(*_INSTALL)
+
+
+class DaskExecutor(Executor):
+    """Runs evaluations on the workers of a Dask cluster, one resident model per worker.
+
+    ``address=None`` starts a local cluster of ``workers`` processes (default: one per CPU)
+    with one thread each, and closes it at :meth:`shutdown`; an address such as
+    ``"tcp://host:8786"`` connects to a running scheduler (``dask scheduler``, with workers
+    started by ``dask worker tcp://host:8786``, each with mapframe and the evaluator's code
+    installed). There ``workers``, when given, is how many workers :meth:`start` waits for
+    and the ``capacity`` reported before it (the study sizes its first adaptive round
+    before it starts the executor); otherwise :meth:`start` waits for one.
+
+    :meth:`start` sets the evaluator up on every worker (checkpoints loaded once per
+    worker) and raises :class:`~mapframe.executors.worker.WorkerSetupError` naming the
+    worker and the cause when that fails; workers that join later (a restarted one) set
+    up as they join. Queued jobs go out in batches of ``ceil(queued / workers)``, capped by
+    ``batch_size`` and the evaluator's ``max_batch_size``, so that every worker is busy.
+
+    A worker that dies mid-batch (out of memory, a crash) is replaced by its nanny on a
+    local cluster, and the scheduler re-runs the batch on another worker, up to
+    ``max_retries`` times (on a cluster you started, its scheduler's
+    ``distributed.scheduler.allowed-failures`` decides); a batch whose workers keep dying
+    comes back as failed results saying so. ``max_retries`` also re-runs a batch whose
+    task raised unexpectedly. ``resources`` (e.g. ``{"GPU": 1}``) are the Dask worker
+    resources each evaluation holds; a local cluster gives each worker exactly that.
+
+    In-memory task vectors (``task_vectors=`` rather than checkpoint paths) travel inside
+    the plugin, and the scheduler keeps that copy to set up workers that join later:
+    prefer checkpoint paths. Every worker keeps a full model in memory, and Dask's nanny
+    restarts a worker that passes 95 % of its memory limit (the machine's memory split
+    between local workers): for large models use fewer workers.
+    """
+
+    name: ClassVar[str] = "dask"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        workers: int | None = None,
+        batch_size: int | None = None,
+        max_retries: int = 2,
+        resources: Mapping[str, float] | None = None,
+        connect_timeout: float = 15,
+    ) -> None:
+        _distributed()  # fail at configuration time, with the install hint
+        if address is not None and (not isinstance(address, str) or not address.strip()):
+            raise ConfigError(
+                f"address must be a Dask scheduler address such as 'tcp://host:8786' (or "
+                f"left out for a local cluster), got {address!r}"
+            )
+        for pname, value in (("workers", workers), ("batch_size", batch_size)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ConfigError(f"{pname} must be a positive integer, got {value!r}")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ConfigError(f"max_retries must be a non-negative integer, got {max_retries!r}")
+        if resources is not None and not (isinstance(resources, Mapping) and resources and all(
+            isinstance(k, str) and k and isinstance(v, (int, float))
+            and not isinstance(v, bool) and v > 0 for k, v in resources.items()
+        )):
+            raise ConfigError(
+                "resources must map Dask worker resource names to positive amounts held by "
+                f"each evaluation, e.g. {{'GPU': 1}}; got {resources!r}"
+            )
+        if (isinstance(connect_timeout, bool) or not isinstance(connect_timeout, (int, float))
+                or not connect_timeout > 0 or not math.isfinite(connect_timeout)):
+            raise ConfigError(
+                f"connect_timeout must be a positive number of seconds, got {connect_timeout!r}"
+            )
+        self.address = address.strip() if address is not None else None
+        self.workers = workers
+        self.batch_size = batch_size
+        self.max_retries = max_retries
+        self.resources = dict(resources) if resources is not None else None
+        self.connect_timeout = float(connect_timeout)
+
+        self._client: Any = None
+        self._cluster: Any = None  # the local cluster this executor started, if any
+        self._ac: Any = None  # distributed.as_completed over the pending futures
+        self._token = ""
+        self._evaluator_cap: int | None = None
+        self._queue: list[Job] = []
+        self._futures: dict[Any, list[Job]] = {}  # pending future -> its batch
+        self._n_batches = 0
+        self._plugin_sent = False
+        # Kept up to date by events the scheduler pushes (no round trip per status()):
+        self._lock = threading.Lock()
+        self._batches: dict[str, int] = {}  # pending task key -> jobs in it
+        self._running: set[str] = set()  # ... of those, evaluating now
+        self._finished: set[str] = set()  # ... of those, evaluated (result not yet taken)
+        self._workers_up: set[str] = set()
+        self._workers_gone: set[str] = set()
+        self._retried = 0
+        self._lost_workers = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self, evaluator: Evaluator, merge_spec: MergeSpec | None) -> None:
+        if self._client is not None:
+            raise MapframeError("DaskExecutor.start() was called twice without shutdown()")
+        distributed = _distributed()
+        payload = _pickle_payload(evaluator, merge_spec)
+        self._evaluator_cap = evaluator.max_batch_size
+        self._token = f"mapframe-{uuid.uuid4().hex[:12]}"
+        with self._lock:
+            self._workers_gone.clear()
+            self._retried = self._lost_workers = 0
+        try:
+            self._connect(distributed)
+            client: Any = self._client
+            client.subscribe_topic("all", self._on_cluster_event)
+            client.subscribe_topic(self._token, self._on_task_event)
+            self._wait_for_workers()
+            self._set_up_workers(payload)
+            known = set(client.nthreads())
+            with self._lock:
+                self._workers_up |= known - self._workers_gone
+            self._check_resources()
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _connect(self, distributed: Any) -> None:
+        if self.address is None:
+            n = self.workers or os.cpu_count() or 1
+            try:
+                self._cluster = distributed.LocalCluster(
+                    n_workers=n, threads_per_worker=1, processes=True,
+                    # no dashboard, and its HTTP server on a free port: studies may run side
+                    # by side
+                    scheduler_kwargs={"allowed_failures": self.max_retries,
+                                      "dashboard": False, "dashboard_address": ":0"},
+                    **({"resources": self.resources} if self.resources else {}),
+                )
+            except Exception as exc:
+                cause = exc
+                while cause.__cause__ is not None or cause.__context__ is not None:
+                    cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+                # The usual cause: a script without a main guard, which each spawned worker
+                # process re-runs (the error itself shows only in the worker's log).
+                script = getattr(sys.modules.get("__main__"), "__file__", None)
+                hint = ("; if this runs from a script, put the study under "
+                        "`if __name__ == \"__main__\":` (Dask starts its workers as new "
+                        "processes that import the script)"
+                        if script and "Nanny failed" in f"{exc} {cause}" else "")
+                raise MapframeError(
+                    f"could not start a local Dask cluster of {n} worker(s): "
+                    f"{_first_line(exc)} ({type(cause).__name__}: {_first_line(cause)}){hint}"
+                ) from None
+            self._client = distributed.Client(self._cluster, set_as_default=False)
+            return
+        try:
+            self._client = distributed.Client(self.address, timeout=self.connect_timeout,
+                                              set_as_default=False)
+        except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
+            raise MapframeError(
+                f"cannot reach the Dask scheduler at {self.address!r} within "
+                f"{self.connect_timeout:g} s ({_first_line(exc)}); start one there with "
+                f"`dask scheduler` (and workers with `dask worker {self.address}`), check the "
+                "address, or leave address out to run a local cluster"
+            ) from None
+
+    def _wait_for_workers(self) -> None:
+        if self._cluster is not None:
+            n, timeout = len(self._cluster.workers), max(60.0, self.connect_timeout)
+        else:
+            n, timeout = self.workers or 1, self.connect_timeout
+        try:
+            self._client.wait_for_workers(n, timeout=timeout)
+        except (TimeoutError, asyncio.TimeoutError, OSError):
+            where = (f"the Dask scheduler at {self.address!r}" if self.address
+                     else "the local cluster")
+            raise MapframeError(
+                f"{where} has fewer than {n} worker(s) after {timeout:g} s; start workers "
+                f"with `dask worker {self.address or '<scheduler address>'}`, or lower "
+                "`workers`"
+            ) from None
+
+    def _set_up_workers(self, payload: bytes) -> None:
+        # The plugin carries the evaluator to each worker once (and to workers that join
+        # later); registering it sets the evaluator up on every worker and reports failures.
+        plugin = _runtime_plugin_class()(self._token, payload)
+        self._plugin_sent = True  # the scheduler keeps it even when a worker's setup fails
+        try:
+            self._client.register_plugin(plugin, name=self._token)
+        except WorkerSetupError as exc:
+            raise WorkerSetupError(_first_line(exc)) from None
+        except Exception as exc:
+            raise WorkerSetupError(
+                f"a Dask worker could not set up the evaluator: {type(exc).__name__}: "
+                f"{_first_line(exc)} (mapframe and the evaluator's code must be importable "
+                "on every worker)"
+            ) from None
+
+    def _check_resources(self) -> None:
+        if not self.resources:
+            return
+        info = self._client.scheduler_info(n_workers=-1).get("workers", {})
+        if not any(all(w.get("resources", {}).get(k, 0) >= v for k, v in self.resources.items())
+                   for w in info.values()):
+            spec = ",".join(f"{k}={v:g}" for k, v in self.resources.items())
+            raise ConfigError(
+                f"no Dask worker offers the resources {self.resources} that each evaluation "
+                f"holds; start workers with `dask worker {self.address} --resources "
+                f"\"{spec}\"`, or drop resources"
+            )
+
+    def shutdown(self) -> None:
+        client, cluster = self._client, self._cluster
+        self._client = self._cluster = self._ac = None
+        futures = list(self._futures)
+        self._futures.clear()
+        self._queue.clear()
+        with self._lock:
+            self._batches.clear()
+            self._running.clear()
+            self._finished.clear()
+            self._workers_up.clear()
+        if client is not None:
+            for call in (
+                lambda: client.cancel(futures) if futures else None,
+                lambda: client.unsubscribe_topic("all"),
+                lambda: client.unsubscribe_topic(self._token),
+                # A shared cluster outlives us: drop the resident models (evaluator.close()).
+                lambda: (client.unregister_worker_plugin(self._token)
+                         if cluster is None and self._plugin_sent else None),
+                client.close,
+            ):
+                with contextlib.suppress(Exception):  # best effort: the cluster may be gone
+                    call()
+        self._plugin_sent = False
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.close()
+
+    # -- evaluation -----------------------------------------------------------------------
+    def submit(self, jobs: Sequence[Job]) -> None:
+        if self._client is None:
+            raise MapframeError("DaskExecutor.submit() called before start()")
+        self._queue.extend(jobs)
+
+    def _flush(self) -> None:
+        """Send the queued jobs out, in batches that keep every worker busy."""
+        if not self._queue:
+            return
+        distributed = _distributed()
+        jobs, self._queue = self._queue, []
+        size = math.ceil(len(jobs) / max(1, self.capacity))
+        caps = [c for c in (self.batch_size, self._evaluator_cap) if c]
+        size = max(1, min([size, *caps]))
+        new = []
+        for i in range(0, len(jobs), size):
+            batch = jobs[i:i + size]
+            key = f"{self._token}-batch-{self._n_batches}"
+            self._n_batches += 1
+            with self._lock:
+                self._batches[key] = len(batch)
+            fut = self._client.submit(
+                _run_jobs, self._token, key, batch, self.batch_size, key=key, pure=False,
+                retries=self.max_retries, resources=self.resources)
+            self._futures[fut] = batch
+            new.append(fut)
+        if self._ac is None:
+            self._ac = distributed.as_completed(new, loop=self._client.loop)
+        else:
+            self._ac.update(new)
+
+    def as_completed(self) -> Iterator[JobResult]:
+        if self._client is None:
+            raise MapframeError("DaskExecutor.as_completed() called before start()")
+        self._flush()
+        while self._futures:
+            assert self._ac is not None
+            fut = next(self._ac)
+            batch = self._futures.pop(fut)
+            with self._lock:
+                self._batches.pop(fut.key, None)
+                self._running.discard(fut.key)
+                self._finished.discard(fut.key)
+            yield from self._results(fut, batch)
+            self._flush()  # jobs submitted while we were iterating
+
+    def _results(self, fut: Any, batch: list[Job]) -> list[JobResult]:
+        from distributed.scheduler import KilledWorker
+        from distributed.utils import CancelledError
+
+        try:
+            outcome, value = fut.result()
+        except CancelledError as exc:
+            raise MapframeError(
+                f"Dask cancelled the evaluations: the connection to the scheduler "
+                f"{self._where()} was lost ({type(exc).__name__}: {_first_line(exc)})"
+            ) from None
+        except KilledWorker as exc:
+            with self._lock:  # its last worker's death was counted as a re-run; it was not
+                self._retried = max(0, self._retried - len(batch))
+            last = getattr(exc.last_worker, "address", "?")
+            msg = (f"the Dask worker evaluating this point died, {exc.allowed_failures + 1} "
+                   f"time(s), each time on another worker (Dask gives up after "
+                   f"allowed-failures={exc.allowed_failures} re-runs; last worker {last}): "
+                   "the evaluator probably crashes its process or runs out of memory")
+            return [JobResult(j, None, msg, 0.0, f"dask-worker@{last}") for j in batch]
+        except WorkerSetupError as exc:
+            raise WorkerSetupError(_first_line(exc)) from None
+        except Exception as exc:
+            msg = (f"{type(exc).__name__}: {exc} (raised by the Dask task running this "
+                   f"point, after {self.max_retries} retries)")
+            return [JobResult(j, None, msg, 0.0, "dask") for j in batch]
+        if outcome == "evaluation-error":
+            raise EvaluationError(value)
+        return list(value)
+
+    # -- status ---------------------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        with self._lock:
+            up = len(self._workers_up)
+        if up:
+            return up
+        if self.workers is not None:
+            return self.workers
+        if self.address is None:
+            return os.cpu_count() or 1
+        return 1
+
+    def status(self) -> ExecutorStatus:
+        with self._lock:
+            busy = sum(self._batches.get(k, 0) for k in self._running)
+            done = sum(self._batches.get(k, 0) for k in self._finished)
+            queued = sum(self._batches.values()) - busy - done + len(self._queue)
+            return ExecutorStatus(workers=len(self._workers_up), busy=busy, queued=queued,
+                                  retried=self._retried, lost_workers=self._lost_workers)
+
+    def _on_cluster_event(self, event: Any) -> None:
+        # Runs in the client's event-loop thread.
+        msg = event[1] if isinstance(event, tuple) and len(event) == 2 else event
+        if not isinstance(msg, dict):
+            return
+        action, worker = msg.get("action"), msg.get("worker")
+        with self._lock:
+            if action == "add-worker" and worker and worker not in self._workers_gone:
+                self._workers_up.add(worker)
+            elif action == "remove-worker" and worker:
+                self._workers_up.discard(worker)
+                self._workers_gone.add(worker)
+                if not msg.get("expected"):
+                    self._lost_workers += 1
+                for key in msg.get("processing-tasks") or ():
+                    if key in self._batches:  # ours: the scheduler runs it again elsewhere
+                        self._running.discard(key)
+                        self._retried += self._batches[key]
+
+    def _on_task_event(self, event: Any) -> None:
+        msg = event[1] if isinstance(event, tuple) and len(event) == 2 else event
+        if not isinstance(msg, dict):
+            return
+        with self._lock:
+            key = msg.get("started")
+            if key in self._batches and key not in self._finished:
+                self._running.add(key)
+            key = msg.get("finished")
+            if key in self._batches:
+                self._running.discard(key)
+                self._finished.add(key)
+
+    def _where(self) -> str:
+        return f"at {self.address!r}" if self.address else "of the local cluster"
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "address": self.address, "workers": self.workers,
+                "batch_size": self.batch_size, "max_retries": self.max_retries,
+                "resources": self.resources, "connect_timeout": self.connect_timeout}
+
+
+# -- what runs on the workers --------------------------------------------------------------
+def _run_jobs(token: str, key: str, jobs: list[Job], batch_size: int | None
+              ) -> tuple[str, Any]:
+    """The Dask task: evaluate ``jobs`` with this worker's resident runtime."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    plugin: Any = worker.plugins.get(token)
+    if plugin is None:
+        raise WorkerSetupError(
+            f"worker {_worker_name(worker)} has no mapframe runtime {token!r} (the plugin "
+            "that sets the evaluator up did not reach it)"
+        )
+    runtime = plugin.runtime(worker)  # set up already, or now (raises WorkerSetupError)
+    with plugin.run_lock:  # one evaluation at a time per resident model
+        worker.log_event(token, {"started": key})
+        _one_torch_thread()
+        try:
+            return "ok", runtime.run(jobs, batch_size)
+        except EvaluationError as exc:
+            # An evaluator bug (wrong output shape): the same on every worker, so the driver
+            # raises it rather than Dask retrying it.
+            return "evaluation-error", f"{exc} (on worker {runtime.name})"
+        finally:
+            worker.log_event(token, {"finished": key})
+
+
+def _worker_name(worker: Any) -> str:
+    return f"dask-worker@{worker.address} (pid {os.getpid()})"
+
+
+def _one_torch_thread() -> None:
+    # Workers share the machine: one intra-op thread each (torch only when it is in use).
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+def _pickle_payload(evaluator: Evaluator, merge_spec: MergeSpec | None) -> bytes:
+    import cloudpickle
+
+    try:
+        return bytes(cloudpickle.dumps((evaluator, merge_spec)))
+    except Exception as exc:
+        raise ConfigError(
+            f"evaluator {evaluator.name!r} (or its merge spec) cannot be pickled to send to "
+            f"Dask workers: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _build_runtime(payload: bytes, name: str) -> WorkerRuntime:
+    import cloudpickle
+
+    try:
+        evaluator, merge_spec = cloudpickle.loads(payload)
+    except Exception as exc:
+        raise WorkerSetupError(
+            f"worker {name} could not unpickle the evaluator: {type(exc).__name__}: {exc} "
+            "(its code must be importable on every worker)"
+        ) from exc
+    runtime = WorkerRuntime(evaluator, merge_spec, name)
+    runtime.setup()
+    _one_torch_thread()
+    return runtime
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _runtime_plugin_class() -> type:
+    """The worker plugin class, built on first use so that importing this module does not
+    import distributed (workers unpickle it through the module ``__getattr__``)."""
+    cls = globals().get("_RuntimePlugin")
+    if cls is not None:
+        return cls
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class _RuntimePlugin(WorkerPlugin):
+        """Holds one worker's :class:`WorkerRuntime`, set up when the plugin reaches the
+        worker (at registration, or when a worker joins later)."""
+
+        idempotent = False
+
+        def __init__(self, token: str, payload: bytes) -> None:
+            self.token = token
+            self.payload: bytes | None = payload
+            self._runtime: WorkerRuntime | None = None
+            self._setup_lock = threading.Lock()
+            self.run_lock = threading.Lock()
+
+        def __getstate__(self) -> dict[str, Any]:
+            return {"token": self.token, "payload": self.payload}
+
+        def __setstate__(self, state: dict[str, Any]) -> None:
+            self.__init__(state["token"], state["payload"])  # type: ignore[misc]
+
+        async def setup(self, worker: Any) -> None:
+            # Loading checkpoints can take long: off the event loop, so the worker stays
+            # responsive to the scheduler meanwhile.
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self.runtime, worker)
+
+        def runtime(self, worker: Any) -> WorkerRuntime:
+            with self._setup_lock:
+                if self._runtime is None:
+                    assert self.payload is not None
+                    self._runtime = _build_runtime(self.payload, _worker_name(worker))
+                    self.payload = None  # the resident model replaces its pickled form
+                return self._runtime
+
+        def teardown(self, worker: Any) -> None:
+            with self._setup_lock:
+                if self._runtime is not None:
+                    self._runtime.close()
+                    self._runtime = None
+
+    _RuntimePlugin.__module__ = __name__
+    _RuntimePlugin.__qualname__ = "_RuntimePlugin"
+    globals()["_RuntimePlugin"] = _RuntimePlugin
+    return _RuntimePlugin
+
+
+def __getattr__(name: str) -> Any:
+    if name == "_RuntimePlugin":
+        return _runtime_plugin_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,623 @@
+"""The ``ray`` executor: evaluations run in Ray actors, on this machine or on a cluster.
+
+Ray is imported only when a :class:`RayExecutor` is created; importing this module does not
+import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import re
+import socket
+import sys
+import warnings
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from mapframe._imports import optional_import
+from mapframe.errors import ConfigError, EvaluationError, MapframeError, MapframeWarning
+from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
+from mapframe.executors.worker import WorkerRuntime, WorkerSetupError
+
+if TYPE_CHECKING:
+    from mapframe.evaluators.base import Evaluator
+
+__all__ = ["RayExecutor"]
+
+_PURPOSE = "the 'ray' executor"
+#: An HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS and its
+#: client server both are) answers with a SETTINGS frame of its own.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_H2_SETTINGS = 0x04
+
+
+def _import_ray() -> Any:
+    return optional_import("ray", "ray", _PURPOSE)
+
+
+class RayExecutor(Executor):
+    """Evaluates jobs in Ray actors, each holding one resident, set-up evaluator.
+
+    Args:
+        address: ``None`` (default): start a private local Ray instance
+            (``ray.init(address="local")``; ``RAY_ADDRESS`` is not consulted). ``"auto"``: the
+            cluster this machine belongs to (``RAY_ADDRESS``, or the one ``ray start`` started
+            here). ``"host:port"`` (the head node's GCS port, 6379 by default) or
+            ``"ray://host:port"`` (Ray Client, 10001 by default): an existing cluster.
+            Unreachable addresses fail within ``connect_timeout`` seconds. When this process
+            has already initialised Ray, that connection is used whatever ``address`` says
+            (with a warning when it names a cluster).
+        workers: number of actors; default: as many as the cluster holds (its CPUs //
+            ``num_cpus``, and its GPUs // ``num_gpus`` when actors take GPUs).
+        num_cpus: CPUs each actor reserves; torch in the actor uses ``int(num_cpus)`` threads.
+        num_gpus: GPUs each actor reserves; ``"auto"``: 1 when the cluster has GPUs, else 0.
+            Ray sets ``CUDA_VISIBLE_DEVICES`` per actor, so an evaluator with ``device: cuda``
+            uses the actor's own GPU.
+        batch_size: most jobs sent to an actor at once (also capped by the evaluator's
+            ``max_batch_size``); default: the queued jobs split evenly over the actors.
+        max_retries: times a job is re-run on another actor after its actor died (a crash,
+            ``SIGKILL``, the out-of-memory killer, a lost node); after that it comes back as
+            a failed result naming the actor.
+        init: extra keyword arguments for ``ray.init`` when this executor initialises Ray
+            (``num_cpus``, ``runtime_env``, ``namespace``, ...); ignored when Ray is already
+            initialised in this process.
+        connect_timeout: seconds to wait for a cluster address to answer.
+
+    What goes where: the evaluator and the merge spec (checkpoint paths, or task vectors given
+    in memory) are put into Ray's object store once and fetched once by each actor, which
+    loads the checkpoints and builds its resident model in :meth:`start`; every evaluation
+    then merges in place into that model, and only coefficient vectors travel to actors and
+    metric rows back. The study, its store, the sampler, the surrogates and the front solver
+    stay in this (driver) process. On a cluster, checkpoint paths must be readable on every
+    node, and an objective given as a function must be importable there by its module path
+    (for a local instance, the driver's working directory is on the actors' path; give other
+    directories with ``init={"runtime_env": {"env_vars": {"PYTHONPATH": ...}}}``).
+
+    Each actor has one batch in flight; queued jobs are split so that every actor is busy.
+    When an actor dies, its jobs are queued again (up to ``max_retries`` re-runs each) and a
+    replacement actor is started and set up, so no evaluation is lost or stored twice.
+    """
+
+    name: ClassVar[str] = "ray"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        workers: int | None = None,
+        num_cpus: float = 1,
+        num_gpus: float | str = "auto",
+        batch_size: int | None = None,
+        max_retries: int = 2,
+        init: Mapping[str, Any] | None = None,
+        connect_timeout: float = 15,
+    ) -> None:
+        self._target = _parse_address(address)
+        self.address = address
+        self.workers = _positive_int("workers", workers, allow_none=True)
+        self.num_cpus = _non_negative("num_cpus", num_cpus)
+        if num_gpus != "auto":
+            num_gpus = _non_negative("num_gpus", num_gpus, "or 'auto'")
+        self.num_gpus: float | str = num_gpus
+        self.batch_size = _positive_int("batch_size", batch_size, allow_none=True)
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ConfigError(f"max_retries must be a non-negative integer, got {max_retries!r}")
+        self.max_retries = max_retries
+        if init is not None and not isinstance(init, Mapping):
+            raise ConfigError(f"init must be a mapping of ray.init arguments, got {init!r}")
+        self.init = dict(init or {})
+        if "address" in self.init:
+            raise ConfigError("give the cluster as address=, not inside init=")
+        if (isinstance(connect_timeout, bool) or not isinstance(connect_timeout, (int, float))
+                or not connect_timeout > 0):
+            raise ConfigError(
+                f"connect_timeout must be a positive number of seconds, got {connect_timeout!r}")
+        self.connect_timeout = float(connect_timeout)
+        _import_ray()  # fail at configuration time, with the install hint, without Ray
+
+        self._ray: Any = None
+        self._remote_cls: Any = None
+        self._started_ray = False
+        self._evaluator_name = ""
+        self._max_batch: int | None = None
+        self._shared: list[Any] = []  # object refs of the evaluator and the merge spec
+        self._resources: dict[str, float] = {}
+        self._n_actors = 0
+        self._next_index = 1
+        self._actors: list[_Actor] = []
+        self._setting_up: dict[Any, _Actor] = {}  # setup ref -> replacement being set up
+        self._in_flight: dict[Any, _Actor] = {}  # run ref -> actor running that batch
+        self._queue: deque[Job] = deque()
+        self._reruns: dict[str, int] = {}
+        self._retried = 0
+        self._lost = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self, evaluator: Evaluator, merge_spec: MergeSpec | None) -> None:
+        ray = _import_ray()
+        self._connect(ray)
+        self._ray = ray
+        self._next_index = 1
+        self._reruns.clear()
+        self._retried = self._lost = 0
+        try:
+            self._resources = {k: float(v) for k, v in ray.cluster_resources().items()}
+            gpus = self._gpus_per_actor()
+            self._n_actors = self.workers or self._fill_cluster(gpus)
+            self._check_fits(gpus)
+            if merge_spec is not None and merge_spec.pretrained is not None:
+                # Checkpoint paths are what travels; each actor loads them itself.
+                merge_spec = dataclasses.replace(merge_spec, task_vectors=None)
+            self._evaluator_name = evaluator.name
+            self._max_batch = evaluator.max_batch_size
+            self._remote_cls = ray.remote(_RayWorker)
+            self._shared = [ray.put(evaluator), ray.put(merge_spec)]
+            pending = {}
+            for _ in range(self._n_actors):
+                actor = self._spawn(gpus)
+                pending[actor.setup_ref] = actor
+            while pending:
+                [ref], _ = ray.wait(list(pending), num_returns=1)
+                self._finish_setup(pending.pop(ref), ref)
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def submit(self, jobs: Sequence[Job]) -> None:
+        self._queue.extend(jobs)
+
+    def as_completed(self) -> Iterator[JobResult]:
+        ray = self._ray
+        assert ray is not None and self._actors, "start() was not called"
+        while self._queue or self._in_flight:
+            self._dispatch()
+            waiting = [*self._in_flight, *self._setting_up]
+            if not waiting:
+                raise MapframeError(
+                    f"ray executor: {len(self._queue)} job(s) queued but no actor is left to "
+                    "run them"
+                )
+            [ref], _ = ray.wait(waiting, num_returns=1)
+            if ref in self._setting_up:
+                self._finish_setup(self._setting_up.pop(ref), ref)
+                continue
+            actor = self._in_flight.pop(ref)
+            jobs, actor.jobs = actor.jobs or [], None
+            try:
+                results = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:  # raised by mapframe in the actor
+                raise _remote_error(exc, actor.name) from None
+            except ray.exceptions.RayError as exc:  # the actor, its node or its result is lost
+                results = self._actor_died(actor, jobs, exc)
+            yield from results
+
+    @property
+    def capacity(self) -> int:
+        if self._n_actors:
+            return self._n_actors
+        return self.workers or 1
+
+    def status(self) -> ExecutorStatus:
+        return ExecutorStatus(
+            workers=sum(1 for a in self._actors if a.ready),
+            busy=sum(len(a.jobs or ()) for a in self._in_flight.values()),
+            queued=len(self._queue),
+            retried=self._retried,
+            lost_workers=self._lost,
+        )
+
+    def shutdown(self) -> None:
+        ray = self._ray
+        if ray is None:
+            return
+        self._ray = None
+        actors, self._actors = self._actors, []
+        self._setting_up.clear()
+        self._in_flight.clear()
+        self._queue.clear()
+        self._shared = []
+        try:
+            if ray.is_initialized():
+                closing = [a.handle.close.remote() for a in actors if a.ready]
+                if closing:
+                    ray.wait(closing, num_returns=len(closing), timeout=10)
+                for a in actors:
+                    _kill(ray, a.handle)
+        finally:
+            if self._started_ray:
+                self._started_ray = False
+                ray.shutdown()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "address": self.address,
+            "workers": self.workers,
+            "num_cpus": self.num_cpus,
+            "num_gpus": self.num_gpus,
+            "batch_size": self.batch_size,
+            "max_retries": self.max_retries,
+            "init": {str(k): _plain(v) for k, v in self.init.items()},
+            "connect_timeout": self.connect_timeout,
+        }
+
+    # -- connecting -----------------------------------------------------------------------
+    def _connect(self, ray: Any) -> None:
+        if ray.is_initialized():
+            ignored = [f"{k}=" for k, v in (("address", self._target[0] not in ("local", "auto")),
+                                             ("init", bool(self.init))) if v]
+            if ignored:
+                warnings.warn(
+                    "Ray is already initialised in this process: the ray executor uses that "
+                    f"connection and ignores {' and '.join(ignored)} (call ray.shutdown() "
+                    "first to use them)", MapframeWarning, stacklevel=3)
+            return
+        kind, host, port = self._target
+        address: str = self.address or "local"
+        kwargs: dict[str, Any] = dict(self.init)
+        if kind == "local":
+            kwargs = {"include_dashboard": False, **kwargs}
+        else:
+            if kind == "auto":
+                resolved = _resolve_auto()
+                if resolved is not None:
+                    host, port = resolved
+            if host is not None and port is not None:
+                self._probe(host, port)
+        try:
+            ray.init(address=address, **kwargs)
+        except ConnectionError as exc:
+            raise MapframeError(
+                f"cannot connect to the Ray cluster at {self.address!r}: {_first_line(exc)}; "
+                f"{_HOW_TO_FIX}; if the cluster is up, check that this machine may join it "
+                "(the same Ray and Python versions, and the cluster's authentication token "
+                "where it uses one)"
+            ) from None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"ray.init rejected init={self.init!r}: {exc}") from None
+        self._started_ray = True
+
+    def _probe(self, host: str, port: int) -> None:
+        """Fail fast where ``ray.init`` would retry for minutes: nothing listening at the
+        address, or something other than a Ray (gRPC) server."""
+        where = f"{host}:{port}"
+        try:
+            sock = socket.create_connection((host, port), timeout=self.connect_timeout)
+        except OSError as exc:
+            raise MapframeError(
+                f"cannot reach the Ray cluster at {self.address!r} ({where}: {exc}); "
+                f"{_HOW_TO_FIX}"
+            ) from None
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+            sock.close()
+            return  # a TLS server does not answer a plain-text preface
+        try:
+            with sock:
+                sock.settimeout(self.connect_timeout)
+                sock.sendall(_H2_PREFACE)
+                head = _recv(sock, 9)
+        except OSError:
+            head = b""
+        if len(head) < 9 or head[3] != _H2_SETTINGS:
+            raise MapframeError(
+                f"{where} (address {self.address!r}) is reachable but does not answer like a "
+                f"Ray cluster (no gRPC reply within {self.connect_timeout:g} s): check the "
+                "port (the head node's GCS port, 6379 by default, or 10001 for ray://); "
+                f"{_HOW_TO_FIX}"
+            )
+
+    # -- actors ---------------------------------------------------------------------------
+    def _gpus_per_actor(self) -> float:
+        if self.num_gpus == "auto":
+            return 1.0 if self._resources.get("GPU", 0.0) > 0 else 0.0
+        return float(self.num_gpus)
+
+    def _fill_cluster(self, gpus: float) -> int:
+        counts = []
+        if self.num_cpus > 0:
+            counts.append(int(self._resources.get("CPU", 0.0) // self.num_cpus))
+        if gpus > 0:
+            counts.append(int(self._resources.get("GPU", 0.0) // gpus))
+        if not counts:
+            counts.append(int(self._resources.get("CPU", 1.0)))
+        return max(1, min(counts))
+
+    def _check_fits(self, gpus: float) -> None:
+        short = [
+            f"{need:g} {res} ({self._n_actors} x {per:g}) but the cluster has "
+            f"{self._resources.get(res, 0.0):g}"
+            for res, per in (("CPU", float(self.num_cpus)), ("GPU", gpus))
+            if (need := per * self._n_actors) > self._resources.get(res, 0.0) + 1e-9
+        ]
+        if not short:
+            return
+        msg = f"ray executor: {self._n_actors} actor(s) need {'; '.join(short)}"
+        if self._started_ray and self._target[0] == "local":
+            raise ConfigError(
+                f"{msg}: lower workers, num_cpus or num_gpus, or give the local instance more "
+                "with init={'num_cpus': ..., 'num_gpus': ...}"
+            )
+        warnings.warn(f"{msg}; the actors wait until the cluster has room (an autoscaler may "
+                      "add nodes)", MapframeWarning, stacklevel=3)
+
+    def _spawn(self, gpus: float) -> _Actor:
+        index = self._next_index
+        self._next_index += 1
+        handle = self._remote_cls.options(
+            num_cpus=self.num_cpus, num_gpus=gpus, max_restarts=0, max_task_retries=0,
+        ).remote(list(self._shared), index)
+        threads = max(1, int(self.num_cpus))
+        actor = _Actor(index, handle, f"ray-actor-{index}")
+        actor.setup_ref = handle.setup.remote(threads)
+        self._actors.append(actor)
+        return actor
+
+    def _finish_setup(self, actor: _Actor, ref: Any) -> None:
+        ray = self._ray
+        try:
+            actor.name = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = _cause(exc)
+            if isinstance(cause, WorkerSetupError):
+                raise WorkerSetupError(str(cause)) from None
+            raise WorkerSetupError(
+                f"worker {actor.name} could not set up evaluator {self._evaluator_name!r}: "
+                f"{type(cause).__name__}: {cause}"
+            ) from None
+        except ray.exceptions.RayError as exc:  # the actor died, or never started
+            raise WorkerSetupError(
+                f"worker {actor.name}{_where(exc)} died while setting up evaluator "
+                f"{self._evaluator_name!r}: {_summary(exc)}; check that mapframe is "
+                "installed on every node and that the checkpoints fit in its memory"
+            ) from None
+        actor.ready = True
+
+    def _dispatch(self) -> None:
+        idle = [a for a in self._actors if a.ready and a.jobs is None]
+        if not idle or not self._queue:
+            return
+        caps = [c for c in (self.batch_size, self._max_batch) if c]
+        # An even share per actor (busy ones included), so that every actor gets work.
+        n = math.ceil(len(self._queue) / sum(1 for a in self._actors if a.ready))
+        if caps:
+            n = min(n, *caps)
+        for actor in idle:
+            if not self._queue:
+                break
+            jobs = [self._queue.popleft() for _ in range(min(n, len(self._queue)))]
+            actor.jobs = jobs
+            self._in_flight[actor.handle.run.remote(jobs, self.batch_size)] = actor
+
+    def _actor_died(self, actor: _Actor, jobs: list[Job], exc: Exception) -> list[JobResult]:
+        """Queue the dead actor's jobs again (or fail those out of re-runs) and start a
+        replacement; return the failed results."""
+        self._lost += 1
+        self._actors.remove(actor)
+        _kill(self._ray, actor.handle)
+        reason = _first_line(exc)
+        again: list[Job] = []
+        failed: list[JobResult] = []
+        for job in jobs:
+            n = self._reruns.get(job.key, 0)
+            if n < self.max_retries:
+                self._reruns[job.key] = n + 1
+                self._retried += 1
+                again.append(job)
+                continue
+            tried = (f"re-run {n} time(s) on other actors, which died too" if n
+                     else "not re-run")
+            failed.append(JobResult(job, None, (
+                f"ray actor {actor.name} died while evaluating these coefficients ({reason}); "
+                f"{tried} (max_retries={self.max_retries}): the evaluation may crash its "
+                "process (out of memory, a native crash, os._exit)"
+            ), 0.0, actor.name))
+        self._queue.extendleft(reversed(again))
+        replacement = self._spawn(self._gpus_per_actor())
+        self._setting_up[replacement.setup_ref] = replacement
+        return failed
+
+
+@dataclass(eq=False)
+class _Actor:
+    """The driver's record of one actor."""
+
+    index: int
+    handle: Any
+    name: str
+    ready: bool = False
+    jobs: list[Job] | None = None  # the batch in flight
+    setup_ref: Any = None
+
+
+class _RayWorker:
+    """The body of each Ray actor (wrapped with ``ray.remote`` by the executor): one
+    :class:`WorkerRuntime`, set up once."""
+
+    def __init__(self, shared: list[Any], index: int) -> None:
+        # ``shared`` is a list so that Ray hands the refs over unresolved: fetching them in
+        # setup() turns a failure into an error naming this actor.
+        self._shared = shared
+        self._index = index
+        self._runtime: WorkerRuntime | None = None
+
+    def setup(self, threads: int) -> str:
+        import ray
+
+        name = f"ray-actor-{self._index}@{ray.util.get_node_ip_address()}:{os.getpid()}"
+        try:
+            evaluator, merge_spec = ray.get(self._shared)
+        except Exception as exc:
+            raise WorkerSetupError(
+                f"worker {name} could not receive the evaluator: {_first_line(exc)}; an "
+                "objective given as a function must be importable on every node by its "
+                "module path"
+            ) from None
+        if merge_spec is not None or "torch" in sys.modules:
+            _torch_threads(threads, load=merge_spec is not None)
+        self._runtime = WorkerRuntime(evaluator, merge_spec, name)
+        self._runtime.setup()
+        _torch_threads(threads, load=False)  # the evaluator's setup may have imported torch
+        return name
+
+    def run(self, jobs: list[Job], batch_size: int | None) -> list[JobResult]:
+        assert self._runtime is not None, "setup() was not called"
+        try:
+            return self._runtime.run(jobs, batch_size)
+        except EvaluationError as exc:
+            raise EvaluationError(f"ray actor {self._runtime.name}: {exc}") from None
+
+    def close(self) -> None:
+        if self._runtime is not None:
+            self._runtime.close()
+            self._runtime = None
+
+
+def _torch_threads(threads: int, load: bool) -> None:
+    """Give torch ``threads`` threads; import it only when the actor merges (needs it)."""
+    torch = sys.modules.get("torch")
+    if torch is None and load:
+        try:
+            import torch
+        except ImportError:
+            return
+    if torch is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+# -- helpers ------------------------------------------------------------------------------
+_HOW_TO_FIX = (
+    "start a cluster with `ray start --head` (it prints the address to use), check the host "
+    "and port, or leave address out to run a local Ray instance"
+)
+
+
+def _parse_address(address: object) -> tuple[str, str | None, int | None]:
+    """``(kind, host, port)``; kind is ``local``, ``auto``, ``gcs`` or ``client``."""
+    if address is None:
+        return "local", None, None
+    if not isinstance(address, str) or not address.strip():
+        raise ConfigError(
+            f"address must be 'auto', 'host:port' or 'ray://host:port' (or left out for a "
+            f"local Ray instance), got {address!r}"
+        )
+    text = address.strip()
+    if text == "auto":
+        return "auto", None, None
+    kind = "gcs"
+    if text.startswith("ray://"):
+        kind, text = "client", text[len("ray://"):]
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        default = 10001 if kind == "client" else 6379
+        raise ConfigError(
+            f"ray address {address!r} is not 'host:port' or 'ray://host:port' (e.g. "
+            f"'{host or text or 'head-node'}:{default}'); use 'auto' for the cluster this "
+            "machine belongs to, or leave address out for a local Ray instance"
+        )
+    return kind, host, int(port_text)
+
+
+def _resolve_auto() -> tuple[str, int] | None:
+    """Where ``address="auto"`` leads (``RAY_ADDRESS`` or the last ``ray start`` here), to
+    probe it first; ``None`` when unknown (``ray.init`` then reports it)."""
+    addr = os.environ.get("RAY_ADDRESS") or None
+    if addr is None:
+        try:
+            from ray._private.utils import read_ray_address  # private: best effort only
+
+            addr = read_ray_address(None)
+        except Exception:
+            return None
+    if not addr or addr == "auto":
+        return None
+    try:
+        _, host, port = _parse_address(addr)
+    except ConfigError:
+        return None
+    return (host, port) if host is not None and port is not None else None
+
+
+def _recv(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _cause(exc: BaseException) -> BaseException:
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+def _remote_error(exc: BaseException, actor: str) -> MapframeError:
+    """The exception an actor raised, without Ray's wrapping, naming the actor."""
+    cause = _cause(exc)
+    if isinstance(cause, MapframeError):
+        text = str(cause)
+        try:
+            err = type(cause)(text if actor in text else f"ray actor {actor}: {text}")
+        except Exception:
+            err = EvaluationError(f"ray actor {actor}: {text}")
+        return err
+    return EvaluationError(f"ray actor {actor} failed: {type(cause).__name__}: {cause}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _summary(exc: BaseException) -> str:
+    """The first line of a Ray error, and its last (the root cause, e.g. an ImportError)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+
+
+def _where(exc: BaseException) -> str:
+    """``@ip:pid`` from a Ray actor-death message, where it says."""
+    text = str(exc)
+    ip = re.search(r"^\s*ip: (\S+)", text, re.M)
+    pid = re.search(r"^\s*pid: (\d+)", text, re.M)
+    return f"@{ip.group(1)}:{pid.group(1)}" if ip and pid else ""
+
+
+def _kill(ray: Any, handle: Any) -> None:
+    with contextlib.suppress(Exception):  # already gone
+        ray.kill(handle, no_restart=True)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return repr(value)
+
+
+def _positive_int(what: str, value: Any, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{what} must be a positive integer{' or null' * allow_none}, "
+                          f"got {value!r}")
+    return value
+
+
+def _non_negative(what: str, value: Any, extra: str = "") -> float:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value < 0):
+        raise ConfigError(f"{what} must be a non-negative number{' ' + extra if extra else ''},"
+                          f" got {value!r}")
+    return float(value)

@@ -1,0 +1,267 @@
+"""The ``dask`` executor: the executor contract, same results as in-process, a worker killed
+mid-study, and the errors a user meets (no scheduler, no distributed, bad checkpoint, bad
+evaluator output)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mapframe import EvaluationError, MapframeError, MergeStudy
+from mapframe.errors import ConfigError
+from mapframe.evaluators.callable import CallableEvaluator
+from mapframe.executors.base import Job, MergeSpec
+from mapframe.executors.worker import WorkerSetupError
+from mapframe.testing import ExecutorContract
+
+distributed = pytest.importorskip("distributed")
+
+from mapframe.executors.dask_executor import DaskExecutor  # noqa: E402
+
+pytestmark = pytest.mark.xdist_group("dask")
+
+TASKS = ("rot90", "flip")
+
+
+@pytest.fixture(autouse=True)
+def _quiet_dask():
+    """Dask logs every worker death and failed setup with a traceback: keep tests readable."""
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    yield
+    logger.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local cluster of two workers that most tests' executors connect to."""
+    cl = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0", silence_logs=logging.CRITICAL,
+                                  scheduler_kwargs={"dashboard": False})
+    yield cl
+    cl.close()
+
+
+@pytest.fixture
+def address(cluster) -> str:
+    return cluster.scheduler_address
+
+
+class TestDaskExecutor(ExecutorContract):
+    @pytest.fixture(autouse=True)
+    def _address(self, address: str) -> None:
+        self._scheduler = address
+
+    def make_executor(self) -> DaskExecutor:
+        return DaskExecutor(address=self._scheduler)
+
+
+class TestDaskExecutorBatched(ExecutorContract):
+    @pytest.fixture(autouse=True)
+    def _address(self, address: str) -> None:
+        self._scheduler = address
+
+    def make_executor(self) -> DaskExecutor:
+        return DaskExecutor(address=self._scheduler, batch_size=1)
+
+    def test_is_registered(self) -> None:  # once is enough
+        pass
+
+
+# -- objectives the workers import by name (module level, so that they pickle) -------------
+def quad(C):
+    C = np.atleast_2d(C)
+    a = 1.0 - ((C - [0.8, 0.2]) ** 2).sum(axis=1)
+    b = 1.0 - ((C - [0.2, 0.8]) ** 2).sum(axis=1)
+    return np.column_stack([a, b])
+
+
+def kills_its_worker_on_third_call(C):
+    """``quad``, except that the third call overall kills its own process, once."""
+    root = Path(os.environ["MAPFRAME_DASK_TEST_DIR"])
+    with open(root / "calls", "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    n_calls = len((root / "calls").read_text().split())
+    if n_calls >= 3:
+        try:
+            os.close(os.open(root / "killed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            pass
+        else:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return quad(C)
+
+
+def always_kills_its_worker(C):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def wrong_shape(C):
+    return np.zeros((len(np.atleast_2d(C)), 3))
+
+
+def _jobs(n: int, seed: int = 0) -> list[Job]:
+    C = np.random.default_rng(seed).uniform(0, 1, (n, 2))
+    return [Job(str(i), C[i]) for i in range(n)]
+
+
+# -- settings --------------------------------------------------------------------------------
+def test_parameters_are_validated_and_described() -> None:
+    ex = DaskExecutor(address="tcp://h:8786", workers=3, batch_size=4, max_retries=0,
+                      resources={"GPU": 1}, connect_timeout=2)
+    assert ex.describe() == {"name": "dask", "address": "tcp://h:8786", "workers": 3,
+                             "batch_size": 4, "max_retries": 0, "resources": {"GPU": 1},
+                             "connect_timeout": 2.0}
+    assert ex.capacity == 3 and ex.status().workers == 0
+    assert DaskExecutor(address="tcp://h:8786").capacity == 1
+    assert DaskExecutor().capacity == (os.cpu_count() or 1)
+    for bad in ({"address": ""}, {"workers": 0}, {"workers": True}, {"batch_size": 1.5},
+                {"max_retries": -1}, {"resources": {"GPU": 0}}, {"resources": []},
+                {"connect_timeout": 0}):
+        with pytest.raises(ConfigError):
+            DaskExecutor(**bad)  # type: ignore[arg-type]
+
+
+def test_importing_does_not_import_dask() -> None:
+    code = ("import sys, mapframe.executors.dask_executor; from mapframe.plugin import "
+            "get_registry; assert get_registry().get('executor', 'dask'); "
+            "assert not {'dask', 'distributed'} & set(sys.modules)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_missing_distributed_gives_the_install_hint(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(MapframeError, match=r"pip install 'mapframe\[dask\]'"):
+        DaskExecutor()
+    with pytest.raises(MapframeError, match=r"pip install 'mapframe\[dask\]'"):
+        MergeStudy(objective=quad, task_names=["a", "b"], executor="dask")
+
+
+def test_unreachable_scheduler_is_a_clear_error() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    where = f"tcp://127.0.0.1:{port}"
+    ex = DaskExecutor(address=where, connect_timeout=1)
+    with pytest.raises(MapframeError, match="dask scheduler") as info:
+        ex.start(CallableEvaluator(quad, ["a", "b"]), None)
+    assert where in str(info.value) and "leave address out" in str(info.value)
+    ex.shutdown()
+
+
+def test_resources_no_worker_offers(address: str) -> None:
+    ex = DaskExecutor(address=address, resources={"GPU": 1})
+    with pytest.raises(ConfigError, match=r"--resources \"GPU=1\""):
+        ex.start(CallableEvaluator(quad, ["a", "b"]), None)
+    ex.shutdown()
+
+
+# -- errors on the workers -----------------------------------------------------------------------
+def test_checkpoint_a_worker_cannot_load(address: str, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from mapframe.merging.task_arithmetic import TaskArithmetic
+
+    bad = tmp_path / "pretrained.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    spec = MergeSpec(TaskArithmetic(), str(bad), {"a": str(bad), "b": str(bad)})
+    ex = DaskExecutor(address=address)
+    with pytest.raises(WorkerSetupError) as info:
+        ex.start(CallableEvaluator(quad, ["a", "b"]), spec)
+    msg = str(info.value)
+    assert "dask-worker@tcp://" in msg and str(bad) in msg and "\n" not in msg
+    assert ex.status().workers == 0  # start() cleaned up after itself
+    ex.shutdown()
+
+
+def test_wrong_output_shape_is_an_evaluation_error_naming_the_worker(address: str) -> None:
+    ex = DaskExecutor(address=address)
+    ex.start(CallableEvaluator(wrong_shape, ["a", "b"]), None)
+    try:
+        ex.submit(_jobs(4))
+        with pytest.raises(EvaluationError, match=r"shape \(\d, 3\).*dask-worker@tcp://"):
+            list(ex.as_completed())
+    finally:
+        ex.shutdown()
+
+
+# -- studies ---------------------------------------------------------------------------------------
+def test_worker_killed_mid_study(tmp_path: Path, monkeypatch) -> None:
+    """The executor's own local cluster: a worker SIGKILLed mid-batch is replaced, its batch
+    re-run elsewhere; nothing is lost or stored twice, and no worker process outlives it."""
+    psutil = pytest.importorskip("psutil")
+    monkeypatch.setenv("MAPFRAME_DASK_TEST_DIR", str(tmp_path))
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    ex = DaskExecutor(workers=2, batch_size=2)
+    retried: list[int] = []
+    db = tmp_path / "study.sqlite"
+    res = MergeStudy(objective=kills_its_worker_on_third_call, task_names=["a", "b"],
+                     budget=12, seed=0, storage=db, executor=ex,
+                     progress=lambda e: retried.append(e.retried)).run()
+    assert (tmp_path / "killed").exists()
+    assert res.n_evaluated == 12 and len(res.history) == 12
+    st = ex.status()
+    assert st.lost_workers >= 1 and st.retried >= 1 and max(retried) >= 1
+    assert st.workers == 0 and st.busy == 0 and st.queued == 0  # shut down
+
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT seq, key, status FROM evaluations WHERE phase = 'search'"
+                           ).fetchall()
+    seqs = sorted(r[0] for r in rows)
+    assert len(rows) == 12 and len({r[1] for r in rows}) == 12
+    assert {r[2] for r in rows} == {"ok"}
+    assert seqs == list(range(seqs[0], seqs[0] + 12))  # each stored once, none replaced
+    np.testing.assert_array_equal(res.history.Y, quad(res.history.X))
+
+    ex.shutdown()  # again: a no-op
+    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    _, alive = psutil.wait_procs(left, timeout=10)
+    assert not alive, f"worker processes left behind: {alive}"
+
+
+def test_digits_study_matches_inprocess(address: str, tmp_path_factory) -> None:
+    """The built-in digits example gives bit-identical histories and fronts on both."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("torch")
+    from mapframe.examples import digits
+
+    ckpts = digits.prepare_checkpoints(tmp_path_factory.mktemp("digits"), TASKS)
+
+    def run(executor):
+        return MergeStudy(evaluator={"name": "digits", "tasks": list(TASKS)},
+                          checkpoints=ckpts, budget=12, seed=0, verify=3,
+                          executor=executor).run()
+
+    local = run("inprocess")
+    remote = run(DaskExecutor(address=address))
+    np.testing.assert_array_equal(local.history.X, remote.history.X)
+    np.testing.assert_array_equal(local.history.Y, remote.history.Y)
+    np.testing.assert_array_equal(local.front.coefficients, remote.front.coefficients)
+    np.testing.assert_array_equal(local.front.predicted, remote.front.predicted)
+    np.testing.assert_array_equal(local.front.real, remote.front.real)
+
+
+def test_workers_that_keep_dying_give_failed_results() -> None:
+    """With max_retries=0 the first death of a batch's worker fails its points, saying so."""
+    ex = DaskExecutor(workers=1, max_retries=0)
+    ex.start(CallableEvaluator(always_kills_its_worker, ["a", "b"]), None)
+    try:
+        ex.submit(_jobs(2))
+        results = list(ex.as_completed())
+        st = ex.status()
+    finally:
+        ex.shutdown()
+    assert sorted(r.job.key for r in results) == ["0", "1"]
+    assert all(r.metrics is None and r.error and "died, 1 time(s)" in r.error
+               and "allowed-failures=0" in r.error for r in results)
+    assert st.lost_workers == 1 and st.retried == 0 and st.busy == 0 and st.queued == 0

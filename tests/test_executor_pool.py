@@ -1,0 +1,419 @@
+"""The local process-pool executor (``process``): contract, same results as in-process,
+workers killed mid-study, the driver killed and resumed, setup errors, bad settings."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mapframe import MergeStudy
+from mapframe.errors import ConfigError, EvaluationError
+from mapframe.evaluators.callable import CallableEvaluator
+from mapframe.executors import ProcessExecutor, WorkerSetupError
+from mapframe.executors.base import Job
+from mapframe.history import coefficient_key
+from mapframe.plugin import get_registry
+from mapframe.testing import ExecutorContract
+
+TESTS = Path(__file__).parent
+MARKER_ENV = "MAPFRAME_POOL_TEST_MARKER"
+
+
+# --- objectives, imported by name in the worker processes -----------------------------------
+
+
+def quad(C):
+    C = np.atleast_2d(C)
+    a = 1.0 - ((C - [0.8, 0.2]) ** 2).sum(axis=1)
+    b = 1.0 - ((C - [0.2, 0.8]) ** 2).sum(axis=1)
+    return np.column_stack([a, b])
+
+
+_calls = 0
+
+
+def quad_killing_third_call(C):
+    """quad, but the first worker to reach its 3rd call SIGKILLs itself (once in all)."""
+    global _calls
+    _calls += 1
+    if _calls == 3:
+        try:
+            fd = os.open(os.environ[MARKER_ENV], os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pass
+        else:
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
+    return quad(C)
+
+
+def quad_or_exit(C):
+    """quad, but a negative coefficient makes the worker exit on the spot."""
+    if np.any(np.asarray(C) < 0):
+        os._exit(3)
+    return quad(C)
+
+
+def slow_quad(C):
+    time.sleep(0.2 * len(C))
+    return quad(C)
+
+
+def torch_threads(C):
+    import torch
+
+    return np.column_stack([np.full(len(C), float(torch.get_num_threads())),
+                            np.zeros(len(C))])
+
+
+def three_columns(C):
+    return np.zeros((len(C), 3))  # two tasks declared: a bug, not a failing point
+
+
+class DiesInSetup(CallableEvaluator):
+    def setup(self, merger):
+        os._exit(7)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie does not count)."""
+    try:
+        import psutil
+    except ImportError:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return state not in ("Z", "X")
+    try:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _exists(pid: int) -> bool:
+    """Whether ``pid`` exists at all, zombies included (our children must be reaped)."""
+    return Path(f"/proc/{pid}").exists() if Path("/proc").is_dir() else _running(pid)
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        import psutil
+    except ImportError:
+        children: dict[int, list[int]] = {}
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+        found, todo = [], [pid]
+        while todo:
+            kids = children.get(todo.pop(), [])
+            found.extend(kids)
+            todo.extend(kids)
+        return found
+    return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+
+
+def _worker_pids(ex: ProcessExecutor) -> list[int]:
+    return [w.process.pid for w in ex._pool.workers.values()]
+
+
+def _search_keys(db: Path) -> list[str]:
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(str(db), timeout=5) as conn:
+            rows = conn.execute("SELECT key FROM evaluations WHERE phase='search'").fetchall()
+    except sqlite3.OperationalError:
+        return []
+    return [r[0] for r in rows]
+
+
+def _two_task_evaluator(fn=quad) -> CallableEvaluator:
+    return CallableEvaluator(fn, ["a", "b"])
+
+
+# --- 1. the contract every executor passes ---------------------------------------------------
+
+
+class TestProcessExecutor(ExecutorContract):
+    def make_executor(self):
+        return ProcessExecutor(workers=2)
+
+
+# --- 2. same results as in-process -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    pytest.importorskip("sklearn")
+    pytest.importorskip("torch")
+    from mapframe.examples import digits
+
+    return digits.prepare_checkpoints(tmp_path_factory.mktemp("digits-cache"), ["rot90", "flip"])
+
+
+def test_digits_study_gives_the_same_results_as_in_process(digits_checkpoints):
+    import torch
+
+    # Bit-identical results need identical float32 arithmetic on both sides. The digits
+    # evaluator merges B models with one GEMM ((B, N) coefficients @ (N, P) task vectors, in
+    # TaskVectors.combine_batch_into), and BLAS picks its kernel and its split by B and by
+    # the thread count, so the last bit of a merged weight can depend on both: with two
+    # threads, rows 0-9 merged in a batch of 20 differ from the same rows merged in a batch
+    # of 10 (one thread: equal here, but that is the BLAS build's choice). The executor
+    # changes neither the points nor their order; what it may change is the batch
+    # composition and the threads. So both runs evaluate [0-9] and [10-19] with one thread:
+    # in-process in batches of 10, the pool as ceil(20 / 2 workers) = 10 per worker. Loss,
+    # not accuracy: accuracies are counts and would hide a last-bit difference.
+    def study(executor):
+        return MergeStudy(evaluator={"name": "digits", "tasks": ["rot90", "flip"],
+                                     "metric": "loss"},
+                          checkpoints=digits_checkpoints, budget=20, seed=0,
+                          executor=executor).run()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = study({"name": "inprocess", "batch_size": 10})
+    finally:
+        torch.set_num_threads(threads)
+    pool = study({"name": "process", "workers": 2, "threads_per_worker": 1})
+    assert pool.settings["executor"]["name"] == "process"
+    assert pool.n_evaluated == 20
+    assert np.array_equal(here.history.X, pool.history.X)
+    assert np.array_equal(here.history.Y, pool.history.Y)
+    assert np.array_equal(here.front.coefficients, pool.front.coefficients)
+    assert np.array_equal(here.front.predicted, pool.front.predicted)
+
+
+def test_threads_per_worker_reaches_torch():
+    pytest.importorskip("torch")
+    ex = ProcessExecutor(workers=2, threads_per_worker=1)
+    ex.start(_two_task_evaluator(torch_threads), None)
+    try:
+        ex.submit([Job(str(i), np.full(2, 0.1 * i)) for i in range(4)])
+        seen = {float(r.metrics[0]) for r in ex.as_completed()}
+    finally:
+        ex.shutdown()
+    assert seen == {1.0}
+
+
+# --- 3. a worker killed mid-study ------------------------------------------------------------
+
+
+def test_worker_killed_mid_study_loses_and_duplicates_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv(MARKER_ENV, str(tmp_path / "killed"))
+    db = tmp_path / "s.sqlite"
+    study = MergeStudy(quad_killing_third_call, ["a", "b"], budget=16, seed=0,
+                       storage={"name": "sqlite", "path": str(db)}, front_solver="grid",
+                       executor={"name": "process", "workers": 2, "batch_size": 2})
+    res = study.run()
+    assert (tmp_path / "killed").exists(), "no worker was killed"
+    st = study.executor.status()
+    assert st.retried >= 1 and st.lost_workers >= 1
+    assert res.n_evaluated == 16 and len(res.history) == 16
+    keys = _search_keys(db)
+    assert len(keys) == 16 and len(set(keys)) == 16
+    # exactly what in-process evaluation gives, in the same order
+    ref = MergeStudy(quad, ["a", "b"], budget=16, seed=0, front_solver="grid").run()
+    assert np.array_equal(ref.history.X, res.history.X)
+    assert np.array_equal(ref.history.Y, res.history.Y)
+    assert len(res.history.failures) == 0
+
+
+def test_job_whose_worker_always_dies_fails_after_its_retries():
+    ex = ProcessExecutor(workers=2, max_retries=1)
+    ex.start(_two_task_evaluator(quad_or_exit), None)
+    try:
+        C = np.array([[-0.5, 0.5], [0.1, 0.2], [0.3, 0.4], [0.5, 0.6]])
+        ex.submit([Job(str(i), C[i]) for i in range(4)])
+        results = {}
+        for r in ex.as_completed():
+            assert r.job.key not in results, "a result came back twice"
+            results[r.job.key] = r
+        st = ex.status()
+        pids_at_end = _worker_pids(ex)
+    finally:
+        ex.shutdown()
+    assert set(results) == {"0", "1", "2", "3"}
+    err = results["0"].error
+    assert err is not None and results["0"].metrics is None
+    assert "died" in err and "exit code 3" in err and "retried 1 time" in err
+    assert "process-worker" in err
+    for k in "123":
+        assert results[k].error is None
+        np.testing.assert_allclose(results[k].metrics, quad(C[int(k)])[0])
+    # the poison point killed a worker twice (first run, one re-run alone); both replaced
+    # (the last replacement may still be setting up: ``workers`` counts ready ones)
+    assert st.lost_workers == 2 and st.busy == 0 and st.queued == 0
+    assert len(pids_at_end) == 2
+    assert st.retried >= 1
+
+
+# --- 4. the driver killed with kill -9, then resumed -----------------------------------------
+
+
+def test_driver_killed_then_resumed_reuses_what_was_stored(tmp_path):
+    budget = 16  # 13 points (about 2 s) left after the 3rd is stored: time to kill
+    cfg = {
+        "study": {"name": "slow", "budget": budget, "seed": 0, "output": "out"},
+        "evaluator": {"name": "callable", "function": "objectives:slow_logged",
+                      "tasks": ["a", "b"]},
+        "executor": {"name": "process", "workers": 2, "batch_size": 1},
+        "front_solver": {"name": "nsga2", "n_gen": 30},
+    }
+    path = tmp_path / "slow.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get(
+        "PYTHONPATH", "")]), "MAPFRAME_TEST_LOG": str(log), "MAPFRAME_TEST_DELAY": "0.3"}
+    cmd = [sys.executable, "-m", "mapframe.cli", "run", str(path), "-q", "--no-plot"]
+    db = tmp_path / "out" / "evaluations.sqlite"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while len(_search_keys(db)) < 3:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the study never stored 3 evaluations"
+            time.sleep(0.05)
+        children = _descendants(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert len(children) >= 2  # the two workers (and multiprocessing's resource tracker)
+    # The workers notice that the driver is gone and exit by themselves.
+    deadline = time.monotonic() + 60
+    while any(_running(pid) for pid in children):
+        assert time.monotonic() < deadline, (
+            f"worker processes survived the driver: {[p for p in children if _running(p)]}")
+        time.sleep(0.1)
+    stored = set(_search_keys(db))
+    assert 3 <= len(stored) < budget
+    calls_before = len(log.read_text().splitlines())
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"{budget - len(stored)} new this run, {len(stored)} reused" in done.stdout
+    keys = _search_keys(db)
+    assert len(keys) == budget and len(set(keys)) == budget and stored <= set(keys)
+    # the second run evaluated exactly the points that were not stored
+    lines = log.read_text().splitlines()[calls_before:]
+    again = [coefficient_key([float(v.removeprefix("np.float64(").removesuffix(")"))
+                              for v in line.split(",")]) for line in lines]
+    assert len(again) == budget - len(stored)
+    assert not stored & set(again), "a stored evaluation was evaluated again"
+
+
+# --- 5. setup errors ------------------------------------------------------------------------
+
+
+def test_unreadable_checkpoint_names_the_worker_and_the_file(tmp_path):
+    pytest.importorskip("torch")
+    import torch
+
+    from mapframe.merging.checkpoints import save_state_dict
+
+    pre = save_state_dict({"fc1.weight": torch.zeros(2, 2)}, tmp_path / "pre.safetensors")
+    broken = tmp_path / "broken-rot90.safetensors"
+    broken.write_bytes(b"\x00garbage, not a safetensors file" * 8)
+    study = MergeStudy(evaluator={"name": "digits", "tasks": ["rot90"]},
+                       checkpoints={"pretrained": pre, "finetuned": {"rot90": broken}},
+                       budget=6, executor={"name": "process", "workers": 2})
+    with pytest.raises(WorkerSetupError, match="process-worker") as info:
+        study.run()
+    assert "broken-rot90.safetensors" in str(info.value)
+    assert study.executor.status().workers == 0
+
+
+def test_worker_dying_during_setup_is_a_setup_error():
+    ex = ProcessExecutor(workers=2)
+    with pytest.raises(WorkerSetupError, match=r"process-worker-\d+@.* died while setting up"
+                                               r".*exit code 7"):
+        ex.start(DiesInSetup(quad, ["a", "b"]), None)
+    assert ex.status().workers == 0 and not ex._pool.workers
+
+
+# --- 6. settings, evaluator bugs, clean shutdown ----------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"workers": 0}, "workers"),
+    ({"workers": True}, "workers"),
+    ({"workers": "2"}, "workers"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"batch_size": 1.5}, "batch_size"),
+    ({"start_method": "threads"}, "start_method"),
+    ({"threads_per_worker": 0}, "threads_per_worker"),
+    ({"max_retries": -1}, "max_retries"),
+])
+def test_bad_settings(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        ProcessExecutor(**kwargs)
+    with pytest.raises(ConfigError, match=match):
+        get_registry().create("executor", {"name": "process", **kwargs})
+
+
+def test_settings_and_describe():
+    ex = get_registry().create("executor", {"name": "process", "workers": 3,
+                                            "max_retries": 0})
+    assert isinstance(ex, ProcessExecutor) and ex.capacity == 3
+    desc = ex.describe()
+    assert desc["name"] == "process" and desc["workers"] == 3 and desc["max_retries"] == 0
+    assert desc["start_method"] == "spawn" and desc["threads_per_worker"] >= 1
+    assert ProcessExecutor().workers >= 1
+    assert ProcessExecutor(workers=2, threads_per_worker=3).describe()["threads_per_worker"] == 3
+
+
+def test_unpicklable_evaluator_is_a_config_error():
+    ex = ProcessExecutor(workers=1)
+    with pytest.raises(ConfigError, match="cannot be pickled"):
+        ex.start(CallableEvaluator(lambda C: quad(C), ["a", "b"]), None)
+    assert not ex._pool.workers
+
+
+def test_wrong_shape_is_an_evaluation_error_naming_the_worker():
+    ex = ProcessExecutor(workers=2)
+    ex.start(_two_task_evaluator(three_columns), None)
+    pids = _worker_pids(ex)
+    ex.submit([Job(str(i), np.full(2, 0.1 * i)) for i in range(4)])
+    with pytest.raises(EvaluationError, match=r"worker process-worker-\d+@.*returned shape"):
+        list(ex.as_completed())
+    ex.shutdown()
+    ex.shutdown()  # idempotent
+    assert not any(_exists(pid) for pid in pids), "shutdown left worker processes behind"
+
+
+def test_abandoned_results_then_shutdown_leaves_no_process():
+    ex = ProcessExecutor(workers=2, batch_size=1)
+    ex.start(_two_task_evaluator(slow_quad), None)
+    pids = _worker_pids(ex)
+    assert len(pids) == 2
+    ex.submit([Job(str(i), np.full(2, 0.1 * i)) for i in range(8)])
+    it = ex.as_completed()
+    first = next(it)
+    assert first.error is None
+    st = ex.status()
+    assert st.workers == 2 and st.busy + st.queued >= 1
+    ex.shutdown()  # the study does this when it raises mid-way
+    assert not any(_exists(pid) for pid in pids), "shutdown left worker processes behind"
+    assert ex.status() == type(st)(workers=0, busy=0, queued=0)

@@ -1,0 +1,240 @@
+"""The ray executor: the executor contract, the same study as in-process, actors that die,
+and errors that name the address or the actor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mapframe import MergeStudy
+from mapframe.errors import ConfigError, EvaluationError, MapframeError
+from mapframe.evaluators.callable import CallableEvaluator
+from mapframe.executors.base import Job, MergeSpec
+from mapframe.executors.worker import WorkerSetupError
+from mapframe.merging.task_arithmetic import TaskArithmetic
+from mapframe.plugin import create_component
+from mapframe.testing import ExecutorContract
+
+ray = pytest.importorskip("ray")
+
+from mapframe.executors.ray_executor import RayExecutor  # noqa: E402
+
+# One Ray instance for the whole module, in one xdist worker (pytest runs --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("ray")
+
+TASKS = ("rot90", "flip")
+#: Where the actors' objectives leave marker files (set in the actors' environment).
+SHARED_DIR = "MAPFRAME_RAY_TEST_DIR"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shared_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Start Ray once (2 CPUs); actors import this module's objectives from tests/."""
+    shared = tmp_path_factory.mktemp("ray-shared")
+    path = [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")]
+    # "local": a private instance, even where `ray start` runs a cluster on this machine.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {
+        "PYTHONPATH": os.pathsep.join(p for p in path if p), SHARED_DIR: str(shared)}})
+    yield shared
+    ray.shutdown()
+
+
+def quad(C: np.ndarray) -> np.ndarray:
+    C = np.atleast_2d(C)
+    a = 1.0 - ((C - [0.8, 0.2]) ** 2).sum(axis=1)
+    b = 1.0 - ((C - [0.2, 0.8]) ** 2).sum(axis=1)
+    return np.column_stack([a, b])
+
+
+_calls = 0
+
+
+def quad_killed_once(C: np.ndarray) -> np.ndarray:
+    """quad, but the first actor to reach its 3rd call SIGKILLs itself (once in all)."""
+    global _calls
+    _calls += 1
+    if _calls == 3:
+        try:
+            fd = os.open(Path(os.environ[SHARED_DIR]) / "killed",
+                         os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pass
+        else:
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
+    return quad(C)
+
+
+def quad_dies_at_half(C: np.ndarray) -> np.ndarray:
+    """quad, but the process dies (os._exit) whenever a coefficient is exactly 0.5."""
+    if np.any(np.atleast_2d(C) == 0.5):
+        os._exit(3)
+    return quad(C)
+
+
+def wrong_shape(C: np.ndarray) -> np.ndarray:
+    return np.zeros((len(C), 3))
+
+
+class TestRayExecutor(ExecutorContract):
+    def make_executor(self) -> RayExecutor:
+        return RayExecutor(workers=2)
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "loss"])
+def test_digits_study_matches_inprocess(tmp_path_factory: pytest.TempPathFactory,
+                                        metric: str) -> None:
+    """The built-in digits example gives bit-identical histories and fronts on both, although
+    the jobs are batched differently; the loss would show any last-bit difference in the
+    merged weights (accuracy mostly rounds it away)."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("torch")
+    from mapframe.examples import digits
+
+    ckpts = digits.prepare_checkpoints(tmp_path_factory.getbasetemp() / "digits", TASKS)
+
+    def study(executor: object) -> MergeStudy:
+        return MergeStudy(evaluator={"name": "digits", "tasks": list(TASKS), "metric": metric},
+                          checkpoints=ckpts, budget=12, seed=0, verify=3,
+                          executor=executor)  # type: ignore[arg-type]
+
+    local = study("inprocess").run()
+    on_ray = study({"name": "ray", "workers": 2})
+    remote = on_ray.run()  # batches of 6 + 6 and 2 + 1 there, of 12 and 3 here
+    assert isinstance(on_ray.executor, RayExecutor) and on_ray.executor.capacity == 2
+    np.testing.assert_array_equal(local.history.X, remote.history.X)
+    np.testing.assert_array_equal(local.history.Y, remote.history.Y)
+    np.testing.assert_array_equal(local.front.coefficients, remote.front.coefficients)
+    np.testing.assert_array_equal(local.front.predicted, remote.front.predicted)
+    np.testing.assert_array_equal(local.front.real, remote.front.real)
+
+
+def test_killed_actor_is_replaced_and_nothing_lost(shared_dir: Path, tmp_path: Path) -> None:
+    db = tmp_path / "s.sqlite"
+    ex = RayExecutor(workers=2, batch_size=1)
+    res = MergeStudy(objective=quad_killed_once, task_names=["a", "b"], budget=12, seed=0,
+                     storage=db, executor=ex).run()
+    assert (shared_dir / "killed").exists()
+    assert res.n_evaluated == 12 and len(res.history) == 12
+    st = ex.status()
+    assert st.retried >= 1 and st.lost_workers >= 1
+    assert st.workers == 0 and st.busy == 0 and st.queued == 0  # shut down
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT key, status FROM evaluations WHERE phase = 'search'"
+                           ).fetchall()
+    assert len(rows) == 12 and len({r[0] for r in rows}) == 12
+    assert {r[1] for r in rows} == {"ok"}
+    np.testing.assert_array_equal(res.history.Y, quad(res.history.X))
+
+
+def test_point_that_always_kills_its_actor_fails_after_retries() -> None:
+    ex = RayExecutor(workers=2, batch_size=1, max_retries=1)
+    ex.start(CallableEvaluator(quad_dies_at_half, ["a", "b"]), None)
+    C = np.array([[0.1, 0.2], [0.5, 0.5], [0.3, 0.4], [0.7, 0.9]])
+    try:
+        ex.submit([Job(str(i), C[i]) for i in range(len(C))])
+        results = {r.job.key: r for r in ex.as_completed()}
+        st = ex.status()
+    finally:
+        ex.shutdown()
+    assert sorted(results) == ["0", "1", "2", "3"]
+    bad = results["1"]
+    assert bad.metrics is None and bad.error is not None
+    assert "died" in bad.error and "ray-actor-" in bad.error and "re-run 1 time" in bad.error
+    for key in "023":
+        got = results[key].metrics
+        assert got is not None
+        np.testing.assert_allclose(got, quad(C[int(key)])[0])
+        assert results[key].worker.startswith("ray-actor-")
+    assert st.lost_workers == 2 and st.retried == 1
+
+
+def test_unreachable_address_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh process
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        ex = RayExecutor(address=address, connect_timeout=5)
+        with pytest.raises(MapframeError, match=f"127.0.0.1:{port}.*ray start --head"):
+            ex.start(CallableEvaluator(quad, ["a", "b"]), None)
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")  # where "auto" leads
+    with pytest.raises(MapframeError, match=f"'auto' \\(127.0.0.1:{port}: .*ray start --head"):
+        RayExecutor(address="auto").start(CallableEvaluator(quad, ["a", "b"]), None)
+    # Something listens there, but it is not Ray: no answer to a gRPC handshake.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        ex = RayExecutor(address=address, connect_timeout=1)
+        with pytest.raises(MapframeError, match=f"{address}.*does not answer like a Ray"):
+            ex.start(CallableEvaluator(quad, ["a", "b"]), None)
+    assert time.monotonic() - t0 < 30
+
+
+def test_importing_the_executor_does_not_import_ray() -> None:
+    code = ("import sys; import mapframe.executors.ray_executor; "
+            "from mapframe.plugin import get_registry; get_registry().get('executor', 'ray'); "
+            "assert 'ray' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+
+
+def test_without_ray_the_error_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(MapframeError, match=r"pip install 'mapframe\[ray\]'"):
+        create_component("executor", {"name": "ray", "workers": 2})
+    with pytest.raises(MapframeError, match=r"pip install 'mapframe\[ray\]'"):
+        MergeStudy(objective=quad, task_names=["a", "b"], executor="ray")
+
+
+def test_unreadable_checkpoint_names_the_actor_and_file(tmp_path: Path) -> None:
+    pre, ft = tmp_path / "pretrained.safetensors", tmp_path / "ft.safetensors"
+    pre.write_bytes(b"\x00garbage, not a checkpoint" * 10)
+    ft.write_bytes(b"\x00garbage, not a checkpoint" * 10)
+    spec = MergeSpec(TaskArithmetic(), str(pre), {"a": str(ft)})
+    ex = RayExecutor(workers=2)
+    with pytest.raises(WorkerSetupError, match=r"ray-actor-\d+@.*pretrained\.safetensors"):
+        ex.start(CallableEvaluator(quad, ["a", "b"]), spec)
+    assert ex.status().workers == 0
+    ex.shutdown()  # idempotent
+
+
+def test_wrong_output_shape_names_the_actor() -> None:
+    ex = RayExecutor(workers=2)
+    ex.start(CallableEvaluator(wrong_shape, ["a", "b"]), None)
+    try:
+        ex.submit([Job(str(i), np.array([0.1 * i, 0.2])) for i in range(4)])
+        with pytest.raises(EvaluationError, match=r"ray actor ray-actor-\d+@.*shape \(2, 3\)"):
+            list(ex.as_completed())
+    finally:
+        ex.shutdown()
+        ex.shutdown()
+
+
+def test_settings_are_checked_and_described() -> None:
+    ex = RayExecutor(workers=3, num_cpus=0.5, num_gpus=0, batch_size=4, max_retries=0,
+                     init={"num_cpus": 4}, address="head:6379")
+    assert ex.capacity == 3 and RayExecutor().capacity == 1
+    assert ex.describe() == {
+        "name": "ray", "address": "head:6379", "workers": 3, "num_cpus": 0.5, "num_gpus": 0.0,
+        "batch_size": 4, "max_retries": 0, "init": {"num_cpus": 4}, "connect_timeout": 15.0}
+    assert ex.status().workers == 0
+    for bad in ({"workers": 0}, {"workers": True}, {"num_cpus": -1}, {"num_gpus": "all"},
+                {"batch_size": 0}, {"max_retries": -1}, {"init": ["x"]},
+                {"init": {"address": "auto"}}, {"connect_timeout": 0}, {"address": ""},
+                {"address": "head"}, {"address": "ray://head:port"}, {"address": 6379}):
+        with pytest.raises(ConfigError):
+            RayExecutor(**bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="'head:6379'"):
+        RayExecutor(address="head")
