@@ -12,6 +12,7 @@ import math
 import os
 import re
 import socket
+import subprocess
 import sys
 import warnings
 from collections import deque
@@ -122,6 +123,7 @@ class RayExecutor(Executor):
         self._ray: Any = None
         self._remote_cls: Any = None
         self._started_ray = False
+        self._reaper: subprocess.Popen[bytes] | None = None
         self._evaluator_name = ""
         self._max_batch: int | None = None
         self._shared: list[Any] = []  # object refs of the evaluator and the merge spec
@@ -231,6 +233,10 @@ class RayExecutor(Executor):
             if self._started_ray:
                 self._started_ray = False
                 ray.shutdown()
+            reaper, self._reaper = self._reaper, None
+            if reaper is not None:  # Ray stopped cleanly: the watchdog has nothing to do
+                reaper.kill()
+                reaper.wait()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -280,6 +286,8 @@ class RayExecutor(Executor):
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"ray.init rejected init={self.init!r}: {exc}") from None
         self._started_ray = True
+        if kind == "local":
+            self._reaper = _start_reaper(ray)
 
     def _probe(self, host: str, port: int) -> None:
         """Fail fast where ``ray.init`` would retry for minutes: nothing listening at the
@@ -621,3 +629,21 @@ def _non_negative(what: str, value: Any, extra: str = "") -> float:
         raise ConfigError(f"{what} must be a non-negative number{' ' + extra if extra else ''},"
                           f" got {value!r}")
     return float(value)
+
+
+def _start_reaper(ray: Any) -> subprocess.Popen[bytes] | None:
+    """A watchdog that stops the local Ray instance this driver started if the driver is
+    killed before it can (see :mod:`mapframe.executors._reaper`); ``None`` off Linux or
+    when Ray does not say where its session lives."""
+    if not os.path.isdir("/proc"):
+        return None
+    try:
+        session = str(ray._private.worker.global_worker.node.get_session_dir_path())
+    except Exception:  # a private API: without it, no watchdog
+        return None
+    if not session:
+        return None
+    return subprocess.Popen(
+        [sys.executable, "-m", "mapframe.executors._reaper", str(os.getpid()), session],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
