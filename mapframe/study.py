@@ -300,8 +300,7 @@ class MergeStudy:
                 jobs = self._reuse_or_schedule(X, "search", round_no, history, stored)
                 if jobs:
                     if not started:
-                        self.executor.start(self.evaluator, self.merge_spec)
-                        started = True
+                        started = self._start_executor(timings)
                     self._evaluate(jobs, history, "evaluate")
                 record: dict[str, Any] = {
                     "round": round_no, "proposed": int(X.shape[0]), "new": len(jobs),
@@ -363,8 +362,7 @@ class MergeStudy:
                                                stored)
                 if jobs:
                     if not started:
-                        self.executor.start(self.evaluator, self.merge_spec)
-                        started = True
+                        started = self._start_executor(timings)
                     self._evaluate(jobs, history, "verify")
                 for i in idx:
                     ev = history.get(coefficient_key(X_front[i]), "verify")
@@ -455,6 +453,13 @@ class MergeStudy:
                 continue
             jobs.append(Job(key, x.copy(), phase, round_no))
         return jobs
+
+    def _start_executor(self, timings: dict[str, float]) -> bool:
+        """Start the executor (workers up, evaluator set up in each); time it."""
+        t = time.perf_counter()
+        self.executor.start(self.evaluator, self.merge_spec)
+        timings["executor_start_s"] = time.perf_counter() - t
+        return True
 
     def _evaluate(self, jobs: list[Job], history: History, stage: str) -> None:
         # Results are stored the moment they arrive, in whatever order workers finish; the
