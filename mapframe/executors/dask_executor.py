@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from mapframe._imports import optional_import
 from mapframe.errors import ConfigError, EvaluationError, MapframeError
 from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
-from mapframe.executors.worker import WorkerRuntime, WorkerSetupError
+from mapframe.executors.worker import WorkerRuntime, WorkerSetupError, batch_share
 
 if TYPE_CHECKING:
     from mapframe.evaluators.base import Evaluator
@@ -281,9 +281,7 @@ class DaskExecutor(Executor):
             return
         distributed = _distributed()
         jobs, self._queue = self._queue, []
-        size = math.ceil(len(jobs) / max(1, self.capacity))
-        caps = [c for c in (self.batch_size, self._evaluator_cap) if c]
-        size = max(1, min([size, *caps]))
+        size = batch_share(len(jobs), self.capacity, self.batch_size, self._evaluator_cap)
         new = []
         for i in range(0, len(jobs), size):
             batch = jobs[i:i + size]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import math
 import multiprocessing
 import multiprocessing.util  # its exit hook must be registered before ours (see _stop_all)
 import os
@@ -42,7 +41,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from mapframe.errors import ConfigError, EvaluationError
 from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
-from mapframe.executors.worker import WorkerRuntime, WorkerSetupError, default_worker_name
+from mapframe.executors.worker import (
+    WorkerRuntime,
+    WorkerSetupError,
+    batch_share,
+    default_worker_name,
+)
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -385,9 +389,7 @@ class ProcessExecutor(Executor):
         idle = [w for w in self._pool.workers.values() if w.ready and not w.batch]
         if not idle or not self._queue:
             return
-        size = math.ceil(len(self._queue) / self.workers)
-        if self._cap is not None:
-            size = min(size, self._cap)
+        size = batch_share(len(self._queue), self.workers, self._cap)
         for w in idle:
             if not self._queue:
                 break

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from mapframe._imports import optional_import
 from mapframe.errors import ConfigError, EvaluationError, MapframeError, MapframeWarning
 from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
-from mapframe.executors.worker import WorkerRuntime, WorkerSetupError
+from mapframe.executors.worker import WorkerRuntime, WorkerSetupError, batch_share
 
 if TYPE_CHECKING:
     from mapframe.evaluators.base import Evaluator
@@ -388,11 +388,9 @@ class RayExecutor(Executor):
         idle = [a for a in self._actors if a.ready and a.jobs is None]
         if not idle or not self._queue:
             return
-        caps = [c for c in (self.batch_size, self._max_batch) if c]
         # An even share per actor (busy ones included), so that every actor gets work.
-        n = math.ceil(len(self._queue) / sum(1 for a in self._actors if a.ready))
-        if caps:
-            n = min(n, *caps)
+        n = batch_share(len(self._queue), sum(1 for a in self._actors if a.ready),
+                        self.batch_size, self._max_batch)
         for actor in idle:
             if not self._queue:
                 break

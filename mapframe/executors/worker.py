@@ -10,6 +10,7 @@ point never loses the others.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
     from mapframe.evaluators.base import Evaluator
     from mapframe.executors.base import Job, JobResult, MergeSpec
 
-__all__ = ["WorkerRuntime", "WorkerSetupError", "check_batch_output", "default_worker_name"]
+__all__ = ["WorkerRuntime", "WorkerSetupError", "batch_share", "check_batch_output",
+           "default_worker_name"]
 
 
 class WorkerSetupError(MapframeError, RuntimeError):
@@ -36,6 +38,14 @@ class WorkerSetupError(MapframeError, RuntimeError):
 def default_worker_name(prefix: str = "worker") -> str:
     """``prefix@host:pid``: enough to find the machine and process that failed."""
     return f"{prefix}@{socket.gethostname()}:{os.getpid()}"
+
+
+def batch_share(queued: int, workers: int, *caps: int | None) -> int:
+    """Jobs per batch so that ``queued`` jobs keep ``workers`` busy: an even share,
+    ``ceil(queued / workers)``, capped by each of ``caps`` that is set (the executor's
+    ``batch_size``, the evaluator's ``max_batch_size``); at least 1."""
+    share = math.ceil(queued / max(1, workers))
+    return max(1, min([share, *(c for c in caps if c)]))
 
 
 def check_batch_output(out: object, n_rows: int, n_tasks: int, who: str) -> np.ndarray:
