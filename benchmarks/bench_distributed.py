@@ -153,6 +153,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (root, os.environ.get("PYTHONPATH")) if p)
     ck = digits.prepare_checkpoints(tasks=TASKS)
+    load_before = os.getloadavg()[0]
     per_point = _calibrate()
     budgets = {"digits": 24, "cpu": 24 if quick else 48}
     n_dispatch = 60 if quick else 404
@@ -179,11 +180,16 @@ def run(quick: bool = False) -> dict[str, Any]:
             del row[workload]["front_X"], row[workload]["front_F"]
     return {"rows": rows, "budgets": budgets, "cpu_point_s": per_point, "repeats": REPEATS,
             "n_dispatch": n_dispatch - 4,
+            "load": [load_before, os.getloadavg()[0]],
             "threads": torch.get_num_threads(), "cpus": os.cpu_count()}
 
 
 def report(data: dict[str, Any]) -> str:
     b = data["budgets"]
+    load = data.get("load")
+    busy = (f" Load average (1 min) before / after the run: {load[0]:.2f} / {load[1]:.2f}"
+            + (": other work shared the machine, so treat these times as rough."
+               if max(load) > 1.0 else ".") if load else "")
     lines = [
         f"Machine: {data['cpus']} CPUs; the in-process executor uses {data['threads']} torch "
         f"thread(s) (`OMP_NUM_THREADS=1`, as every benchmark here), workers one each. "
@@ -191,7 +197,7 @@ def report(data: dict[str, Any]) -> str:
         "study, the executor's start included; *start*: the executor's `start()` within that "
         "study (`timings['executor_start_s']`: workers up, evaluator set up in each); "
         "*eval*: wall − start; ratios are against "
-        "the in-process executor on the same workload (lower is faster).",
+        "the in-process executor on the same workload (lower is faster)." + busy,
         "",
         f"| executor | workers | digits ({b['digits']} evals): start s | wall s | ratio "
         f"| eval s | ratio | CPU-bound ({b['cpu']} evals): start s | wall s | ratio "
