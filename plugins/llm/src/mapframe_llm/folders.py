@@ -138,7 +138,6 @@ class ModelFolder:
         self.config: dict[str, Any] | None = None
         self._fds: dict[Path, int] = {}
         self._maps: dict[Path, mmap.mmap] = {}
-        self._pending: tuple[mmap.mmap, int, int] | None = None
         self._lock = threading.RLock()
         if self.path.is_file():
             if self.path.suffix != ".safetensors":
@@ -334,38 +333,6 @@ class ModelFolder:
             with contextlib.suppress(OSError, ValueError):
                 mm.madvise(mmap.MADV_DONTNEED, first, last - first)
 
-    def view_flat(self, key: str, start: int, stop: int) -> torch.Tensor:
-        """Elements ``[start, stop)`` of tensor ``key`` as a read-only view of the memory-mapped
-        file (no copy). The pages this touches are handed back to the page cache by the next
-        :meth:`view_flat` or :meth:`release` call: use the view before then, and never write
-        to it."""
-        import torch
-
-        info = self.tensors[key]
-        size = info.itemsize
-        lo = info.offset + start * size
-        hi = info.offset + stop * size
-        self.release()
-        mm = self._map(info.file)
-        with warnings.catch_warnings():  # the mapping is read-only; the view is only read
-            warnings.simplefilter("ignore", UserWarning)
-            raw = torch.frombuffer(mm, dtype=torch.uint8, count=hi - lo, offset=lo)
-        self._pending = (mm, lo, hi)
-        return raw.view(torch_dtype(info.dtype))
-
-    def release(self) -> None:
-        """Drop the pages of the last :meth:`view_flat` from this process's resident set (they
-        stay in the page cache), so that streaming a checkpoint never grows the process."""
-        if self._pending is None:
-            return
-        mm, lo, hi = self._pending
-        self._pending = None
-        first = -(-lo // _PAGE) * _PAGE  # whole pages inside the range only
-        last = hi // _PAGE * _PAGE
-        if last > first and hasattr(mm, "madvise"):
-            with contextlib.suppress(OSError, ValueError):
-                mm.madvise(mmap.MADV_DONTNEED, first, last - first)
-
     def read(self, key: str) -> torch.Tensor:
         """The whole tensor ``key``, freshly allocated in its stored dtype and shape."""
         import torch
@@ -377,7 +344,6 @@ class ModelFolder:
         return out
 
     def close(self) -> None:
-        self._pending = None
         for mm in self._maps.values():
             with contextlib.suppress(BufferError):  # a view still alive keeps it open
                 mm.close()
@@ -389,7 +355,7 @@ class ModelFolder:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         # File descriptors and mappings do not travel to other processes.
-        state["_fds"], state["_maps"], state["_pending"] = {}, {}, None
+        state["_fds"], state["_maps"] = {}, {}
         state["_lock"] = None
         return state
 
