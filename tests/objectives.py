@@ -25,3 +25,19 @@ def slow_logged(C):
         with open(log, "a") as fh:
             fh.write(",".join(f"{v!r}" for v in row) + "\n")
     return out
+
+
+def search_keys(db) -> list[str]:
+    """Keys of the search evaluations stored so far in the SQLite store ``db`` (a study
+    running in another process may not have created the file or its table yet)."""
+    import sqlite3
+    from pathlib import Path
+
+    if not Path(db).exists():
+        return []
+    try:
+        with sqlite3.connect(str(db), timeout=5) as conn:
+            rows = conn.execute("SELECT key FROM evaluations WHERE phase='search'").fetchall()
+    except sqlite3.OperationalError:
+        return []
+    return [r[0] for r in rows]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from objectives import search_keys
 
 from mapframe import MergeStudy
 from mapframe.errors import ConfigError, EvaluationError
@@ -134,17 +134,6 @@ def _worker_pids(ex: ProcessExecutor) -> list[int]:
     return [w.process.pid for w in ex._pool.workers.values()]
 
 
-def _search_keys(db: Path) -> list[str]:
-    if not db.exists():
-        return []
-    try:
-        with sqlite3.connect(str(db), timeout=5) as conn:
-            rows = conn.execute("SELECT key FROM evaluations WHERE phase='search'").fetchall()
-    except sqlite3.OperationalError:
-        return []
-    return [r[0] for r in rows]
-
-
 def _two_task_evaluator(fn=quad) -> CallableEvaluator:
     return CallableEvaluator(fn, ["a", "b"])
 
@@ -229,7 +218,7 @@ def test_worker_killed_mid_study_loses_and_duplicates_nothing(tmp_path, monkeypa
     st = study.executor.status()
     assert st.retried >= 1 and st.lost_workers >= 1
     assert res.n_evaluated == 16 and len(res.history) == 16
-    keys = _search_keys(db)
+    keys = search_keys(db)
     assert len(keys) == 16 and len(set(keys)) == 16
     # exactly what in-process evaluation gives, in the same order
     ref = MergeStudy(quad, ["a", "b"], budget=16, seed=0, front_solver="grid").run()
@@ -289,7 +278,7 @@ def test_driver_killed_then_resumed_reuses_what_was_stored(tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
-        while len(_search_keys(db)) < 3:
+        while len(search_keys(db)) < 3:
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
             assert time.monotonic() < deadline, "the study never stored 3 evaluations"
             time.sleep(0.05)
@@ -307,14 +296,14 @@ def test_driver_killed_then_resumed_reuses_what_was_stored(tmp_path):
         assert time.monotonic() < deadline, (
             f"worker processes survived the driver: {[p for p in children if _running(p)]}")
         time.sleep(0.1)
-    stored = set(_search_keys(db))
+    stored = set(search_keys(db))
     assert 3 <= len(stored) < budget
     calls_before = len(log.read_text().splitlines())
 
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"{budget - len(stored)} new this run, {len(stored)} reused" in done.stdout
-    keys = _search_keys(db)
+    keys = search_keys(db)
     assert len(keys) == budget and len(set(keys)) == budget and stored <= set(keys)
     # the second run evaluated exactly the points that were not stored
     lines = log.read_text().splitlines()[calls_before:]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from objectives import search_keys
 
 from mapframe import MergeStudy
 from mapframe.errors import ConfigError, EvaluationError, MapframeError
@@ -241,17 +242,6 @@ def test_settings_are_checked_and_described() -> None:
         RayExecutor(address="head")
 
 
-def _stored(db: Path) -> int:
-    if not db.is_file():
-        return 0
-    try:
-        with sqlite3.connect(db) as con:
-            return con.execute("SELECT COUNT(*) FROM evaluations WHERE phase = 'search'"
-                               ).fetchone()[0]
-    except sqlite3.OperationalError:  # the table is not created yet
-        return 0
-
-
 def test_driver_killed_stops_its_local_ray_and_the_rerun_resumes(tmp_path):
     # A driver killed with kill -9 cannot call ray.shutdown(): the watchdog the executor
     # started beside its local instance stops every process of that Ray session.
@@ -276,7 +266,7 @@ def test_driver_killed_stops_its_local_ray_and_the_rerun_resumes(tmp_path):
                             stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 180
-        while _stored(db) < 2:
+        while len(search_keys(db)) < 2:
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
             assert time.monotonic() < deadline, "the study never stored 2 evaluations"
             time.sleep(0.1)
@@ -294,7 +284,7 @@ def test_driver_killed_stops_its_local_ray_and_the_rerun_resumes(tmp_path):
         assert time.monotonic() < deadline, (
             f"Ray processes survived the driver: {session_processes(sessions[0])}")
         time.sleep(0.5)
-    stored = _stored(db)
+    stored = len(search_keys(db))
     assert 2 <= stored < budget
     # The rerun (here in process: the executor is not part of the store's identity) reuses
     # every stored evaluation.
@@ -305,4 +295,4 @@ def test_driver_killed_stops_its_local_ray_and_the_rerun_resumes(tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"{budget - stored} new this run, {stored} reused" in done.stdout
-    assert _stored(db) == budget
+    assert len(search_keys(db)) == budget
