@@ -143,6 +143,31 @@ def test_unit_coefficients_reproduce_each_checkpoint_bit_for_bit(llama: dict, st
     assert {n: digest(root / n) for n in ["base", *fts]} == before
 
 
+@pytest.mark.parametrize("storage,reader,threads", [("disk", "pread", 1), ("disk", "mmap", 2),
+                                                    ("ram", "pread", 2)])
+def test_bf16_merge_is_rounded_once_from_float32(llama: dict, storage: str, reader: str,
+                                                 threads: int) -> None:
+    """A bf16 merge is the exact ``θ(c)`` rounded once: within half a bf16 ulp of the
+    float64 value (ties may go either way). Rounding the base's term to bf16 before
+    accumulating (what ``torch.mul(bf16, scalar, out=fp32)`` does) is off by thousands of ulps
+    where the terms cancel."""
+    root, fts = llama["root"], llama["fts"]
+    c = np.array([0.37, -0.21])  # the base's weight 1 - Σc = 0.84 is not 1
+    tv = load_task_vectors(root / "base", {n: root / n for n in fts}, storage=storage,
+                           chunk_elements=500, reader=reader, threads=threads)
+    out = {k: torch.empty(tv.shape(k), dtype=torch.bfloat16) for k in tv.keys()}
+    Merger(TaskArithmetic(), tv).merge_into(out, c)
+    base_sd = llama["base"].state_dict()
+    worst = 0.0
+    for k in out:
+        b = base_sd[k].double()
+        exact = b + sum(ci * (m.state_dict()[k].double() - b) for ci, m in zip(c, fts.values()))
+        ulp = torch.ldexp(torch.ones_like(exact), torch.frexp(exact).exponent - 8)
+        worst = max(worst, ((out[k].double() - exact).abs() / ulp).max().item())
+    assert worst <= 0.5 + 1e-9, f"merged weights are {worst:.2f} bf16 ulps from exact"
+    tv.close()
+
+
 def test_streamed_merge_equals_stacked_task_vectors(gpt2: dict) -> None:
     root, fts = gpt2["root"], gpt2["fts"]
     tv = load_task_vectors(root / "base", {n: root / n for n in fts}, chunk_elements=300)

@@ -140,7 +140,9 @@ def test_study_resumes_from_its_store_without_redoing(lm: dict[str, Any], tmp_pa
                           budget=6, seed=0, storage=db)
 
     first = study().run()
-    ev = CausalLMEvaluator(lm_tasks(lm), device="cpu")
+    # How the shards are read and on how many threads changes speed, not results: the study
+    # resumes across them.
+    ev = CausalLMEvaluator(lm_tasks(lm), device="cpu", reader="mmap", merge_threads=2)
     again = MergeStudy(evaluator=ev, budget=6, seed=0, storage=db,
                        checkpoints={"pretrained": lm["base"], "finetuned": lm["finetuned"]}).run()
     np.testing.assert_array_equal(first.history.Y, again.history.Y)
@@ -159,6 +161,10 @@ def test_bad_evaluation_data_is_caught_before_any_merge(lm: dict[str, Any],
         CausalLMEvaluator(lm_tasks(lm), metric="accuracy")
     with pytest.raises(ConfigError, match="storage must be disk"):
         CausalLMEvaluator(lm_tasks(lm), storage="gpu")
+    with pytest.raises(ConfigError, match=r"reader must be pread .* or mmap"):
+        CausalLMEvaluator(lm_tasks(lm), reader="direct")
+    with pytest.raises(ConfigError, match="merge_threads must be a positive integer or null"):
+        CausalLMEvaluator(lm_tasks(lm), merge_threads=0)
     with pytest.raises(ConfigError, match="scorer must be 'module:function'"):
         CausalLMEvaluator([{"name": "a", "data": lm["data"]["lang_a"], "scorer": "nope"}])
 

@@ -12,7 +12,7 @@ import numpy as np
 from mapframe.errors import CheckpointError, ConfigError
 from mapframe.evaluators import Evaluator
 from mapframe_llm.runtime import DTYPES, resolve_device, resolve_dtype
-from mapframe_llm.taskvectors import STORAGES, StreamedTaskVectors, load_task_vectors
+from mapframe_llm.taskvectors import READERS, STORAGES, StreamedTaskVectors, load_task_vectors
 
 if TYPE_CHECKING:
     import torch
@@ -50,7 +50,8 @@ class HFEvaluator(Evaluator):
 
     def __init__(self, *, batch_size: int = 8, max_length: int = 512, dtype: str = "auto",
                  device: str = "auto", storage: str = "disk", tokenizer: str | None = None,
-                 trust_remote_code: bool = False) -> None:
+                 trust_remote_code: bool = False, reader: str = "pread",
+                 merge_threads: int | None = None) -> None:
         self._batch_size = _positive_int("batch_size", batch_size)
         self._max_length = _positive_int("max_length", max_length)
         if self._max_length is not None and self._max_length < 2:
@@ -63,11 +64,16 @@ class HFEvaluator(Evaluator):
             raise ConfigError(
                 f"storage must be disk (read the checkpoints for each merge; little memory) or "
                 f"ram (keep them in memory: (N + 1) x one checkpoint), got {storage!r}")
+        if reader not in READERS:
+            raise ConfigError(f"reader must be pread (copy each chunk of the shards into a "
+                              f"buffer) or mmap (map the shards), got {reader!r}")
+        self._merge_threads = _positive_int("merge_threads", merge_threads, allow_none=True)
         if tokenizer is not None and not isinstance(tokenizer, str):
             raise ConfigError(f"tokenizer must be a folder path or null, got {tokenizer!r}")
         self._dtype = dtype
         self._device_name = device
         self._storage = storage
+        self._reader = reader
         self._tokenizer_path = tokenizer
         self._trust_remote_code = bool(trust_remote_code)
         self._timings = {"merges": 0, "merge_s": 0.0, "score_s": 0.0, "setup_s": 0.0}
@@ -97,6 +103,8 @@ class HFEvaluator(Evaluator):
         return dict(self._timings)
 
     def _settings(self) -> dict[str, Any]:
+        # reader and merge_threads change how fast a merge runs, never its bits (tested), so
+        # they stay out of the study's fingerprint: a study resumes across them.
         return {"batch_size": self._batch_size, "max_length": self._max_length,
                 "dtype": self._dtype, "device": self._device_name, "storage": self._storage,
                 "tokenizer": self._tokenizer_path, "trust_remote_code": self._trust_remote_code}
@@ -108,7 +116,8 @@ class HFEvaluator(Evaluator):
         """Open the Hugging Face checkpoints (folders, files or LoRA adapters) and check them
         against each other; see :func:`~mapframe_llm.taskvectors.load_task_vectors`."""
         return load_task_vectors(pretrained, finetuned, storage=self._storage,
-                                 allow_heads=self.allow_heads)
+                                 allow_heads=self.allow_heads, reader=self._reader,
+                                 threads=self._merge_threads)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -88,10 +88,12 @@ class CausalLMEvaluator(HFEvaluator):
                  chat_template: bool = False, dtype: str = "auto", device: str = "auto",
                  storage: str = "disk", tokenizer: str | None = None,
                  attn_implementation: str | None = None,
-                 trust_remote_code: bool = False) -> None:
+                 trust_remote_code: bool = False, reader: str = "pread",
+                 merge_threads: int | None = None) -> None:
         super().__init__(batch_size=batch_size, max_length=max_length, dtype=dtype,
                          device=device, storage=storage, tokenizer=tokenizer,
-                         trust_remote_code=trust_remote_code)
+                         trust_remote_code=trust_remote_code, reader=reader,
+                         merge_threads=merge_threads)
         if metric not in METRICS:
             raise ConfigError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
         self._metric = metric

@@ -49,10 +49,12 @@ class TextClassificationEvaluator(HFEvaluator):
     def __init__(self, tasks: Sequence[Mapping[str, Any] | TextTask], batch_size: int = 32,
                  max_length: int = 128, dtype: str = "auto", device: str = "auto",
                  storage: str = "disk", tokenizer: str | None = None,
-                 trust_remote_code: bool = False) -> None:
+                 trust_remote_code: bool = False, reader: str = "pread",
+                 merge_threads: int | None = None) -> None:
         super().__init__(batch_size=batch_size, max_length=max_length, dtype=dtype,
                          device=device, storage=storage, tokenizer=tokenizer,
-                         trust_remote_code=trust_remote_code)
+                         trust_remote_code=trust_remote_code, reader=reader,
+                         merge_threads=merge_threads)
         self._specs = parse_tasks(tasks, kind="classification")
         self._tasks = [Task(s.name, "max", 0.0, 1.0) for s in self._specs]
 

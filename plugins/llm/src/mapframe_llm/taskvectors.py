@@ -211,15 +211,18 @@ class StreamedTaskVectors(TaskVectors):
 
     def __init__(self, base: ModelFolder, tasks: Mapping[str, _Full | _Lora],
                  storage: str = "disk", chunk_elements: int = CHUNK_ELEMENTS,
-                 reader: str = "mmap", threads: int | None = None) -> None:
+                 reader: str = "pread", threads: int | None = None) -> None:
         if storage not in STORAGES:
             raise ConfigError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
         if reader not in READERS:
             raise ConfigError(f"reader must be one of {', '.join(READERS)}, got {reader!r}")
         self.base_folder = base
         self.storage = storage
-        #: How ``disk`` storage reads: ``mmap`` (zero-copy views of the mapped shards, pages
-        #: dropped from the process after use) or ``pread`` (copies into a buffer).
+        #: How ``disk`` storage reads: ``pread`` (copies each chunk into this thread's buffer)
+        #: or ``mmap`` (zero-copy views of the mapped shards, pages dropped from the process
+        #: after use). ``pread`` is the default: mapping costs a page fault per few pages and
+        #: dropping them a TLB flush on every core, and with several merge threads ``mmap``
+        #: measured 1.4–1.9× slower than ``pread`` (docs/benchmarks.md, LLM section).
         self.reader = reader
         self.chunk_elements = int(chunk_elements)
         self._tasks = dict(tasks)
@@ -422,7 +425,12 @@ class StreamedTaskVectors(TaskVectors):
                 # and is consumed before the next; mixed-dtype kernels convert on the fly.
                 x = fetch(r0, r1, s, e, raw)
                 if j == 0:
-                    torch.mul(x, w, out=acc)  # w = 1 reproduces the stored values exactly
+                    # Converted first, then scaled in float32: ``torch.mul(x, w, out=acc)``
+                    # would compute in x's dtype (a Python scalar does not promote) and
+                    # round the term to bf16/fp16 before accumulating.
+                    acc.copy_(x)  # w = 1 reproduces the stored values exactly
+                    if w != 1.0:
+                        acc.mul_(w)
                 else:
                     acc.add_(x, alpha=w)
             target[s:e].copy_(acc)
@@ -684,7 +692,7 @@ def _lora_source(base: ModelFolder, path: Path, role: str) -> _Lora:
 
 def load_task_vectors(pretrained: str | Path, finetuned: Mapping[str, str | Path], *,
                       storage: str = "disk", allow_heads: bool = False,
-                      chunk_elements: int = CHUNK_ELEMENTS, reader: str = "mmap",
+                      chunk_elements: int = CHUNK_ELEMENTS, reader: str = "pread",
                       threads: int | None = None) -> StreamedTaskVectors:
     """Open and check the pretrained checkpoint and each ``{task: path}`` fine-tune.
 
@@ -694,8 +702,9 @@ def load_task_vectors(pretrained: str | Path, finetuned: Mapping[str, str | Path
     shapes, adapters against this base) runs here, before any evaluation. ``allow_heads``
     lets full fine-tunes carry tensors the base lacks (per-task classification heads, see
     :meth:`StreamedTaskVectors.head`). ``storage`` is ``"disk"`` or ``"ram"`` (see the
-    module docstring for what each costs). ``threads`` merge chunks of each tensor side by
-    side (default: torch's thread count).
+    module docstring for what each costs). ``reader`` is how ``disk`` storage reads the
+    shards: ``"pread"`` (default) or ``"mmap"`` (see :attr:`StreamedTaskVectors.reader`).
+    ``threads`` merge chunks of each tensor side by side (default: torch's thread count).
     """
     if storage not in STORAGES:
         raise ConfigError(f"storage must be one of {', '.join(STORAGES)} (disk: read the "
