@@ -99,6 +99,13 @@ def run(quick: bool = False) -> dict[str, Any]:
     return out
 
 
+def _loo(rows: list[dict[str, Any]]) -> str:
+    """Mean leave-one-out R², or why there is none (as many points as coefficients: the
+    quadratic interpolates them, R² is 1 and leaving a point out leaves it undetermined)."""
+    loo = [r["loo_r2_mean"] for r in rows if np.isfinite(r["loo_r2_mean"])]
+    return f"{np.mean(loo):.3f}" if loo else "n/a: budget = quadratic's coefficients"
+
+
 def report(data: dict[str, Any]) -> str:
     lines = [
         "`HV fraction`: hypervolume of the test-split metrics of the proposed set over that "
@@ -140,8 +147,7 @@ def report(data: dict[str, Any]) -> str:
                 if not rows:
                     continue
                 wr = np.array([100 * r["win_rate"] for r in rows])
-                r2 = (f"{np.mean([r['r2_mean'] for r in rows]):.3f} "
-                      f"({np.nanmean([r['loo_r2_mean'] for r in rows]):.3f})"
+                r2 = (f"{np.mean([r['r2_mean'] for r in rows]):.3f} ({_loo(rows)})"
                       if "r2_mean" in rows[0] else "–")
                 wall = f"{np.mean([r['wall_s'] for r in rows]):.2f}" if "wall_s" in rows[0] \
                     else "–"
