@@ -188,8 +188,9 @@ def report(data: dict[str, Any]) -> str:
     b = data["budgets"]
     load = data.get("load")
     busy = (f" Load average (1 min) before / after the run: {load[0]:.2f} / {load[1]:.2f}"
-            + (": other work shared the machine, so treat these times as rough."
-               if max(load) > 1.0 else ".") if load else "")
+            + (" (the run's own workers raise the second): other work shared the machine "
+               "before the run, so treat these times as rough." if load[0] > 1.0 else
+               " (the run's own workers raise the second).") if load else "")
     lines = [
         f"Machine: {data['cpus']} CPUs; the in-process executor uses {data['threads']} torch "
         f"thread(s) (`OMP_NUM_THREADS=1`, as every benchmark here), workers one each. "
