@@ -3,6 +3,7 @@ workers killed mid-study, the driver killed and resumed, setup errors, bad setti
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -39,6 +40,10 @@ def quad(C):
 
 
 _calls = 0
+
+
+def quad_times(C, scale=1.0):
+    return scale * quad(C)
 
 
 def quad_killing_third_call(C):
@@ -378,6 +383,37 @@ def test_unpicklable_evaluator_is_a_config_error():
     with pytest.raises(ConfigError, match="cannot be pickled"):
         ex.start(CallableEvaluator(lambda C: quad(C), ["a", "b"]), None)
     assert not ex._pool.workers
+
+
+class ScaledQuad:
+    """A callable instance: its class name resolves to the class, not to this object."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+
+    def __call__(self, C):
+        return self.scale * quad(C)
+
+
+@pytest.mark.parametrize("fn,name", [
+    (functools.partial(quad_times, scale=3.0), "<functools.partial(test_executor_pool:quad_times, "
+                                               "scale=3.0)>"),
+    (ScaledQuad(3.0), "<test_executor_pool.ScaledQuad instance>")])
+def test_partial_and_callable_instance_travel_to_workers_whole(fn, name):
+    """Their ``module:name`` would re-import the class (``functools:partial``, ``ScaledQuad``),
+    and calling that on the coefficients would build objects instead of metrics: they are
+    named ``<...>`` and sent pickled."""
+    ev = CallableEvaluator(fn, ["a", "b"])
+    assert ev.function == name
+    C = np.array([[0.2, 0.7], [0.5, 0.1]])
+    ex = ProcessExecutor(workers=1)
+    ex.start(ev, None)
+    try:
+        ex.submit([Job(str(i), c) for i, c in enumerate(C)])
+        got = {r.job.key: r.metrics for r in ex.as_completed()}
+    finally:
+        ex.shutdown()
+    np.testing.assert_allclose(np.array([got["0"], got["1"]]), 3.0 * quad(C))
 
 
 def test_wrong_shape_is_an_evaluation_error_naming_the_worker():

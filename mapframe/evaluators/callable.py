@@ -101,8 +101,29 @@ class CallableEvaluator(Evaluator):
 
 
 def _qualname(fn: Callable[..., Any]) -> str:
+    """``"module:name"`` when that name resolves back to ``fn`` itself (workers re-import it
+    by name); otherwise a ``<...>`` description, and ``fn`` travels to workers pickled.
+
+    A ``functools.partial`` or a callable instance reports its class's module and name,
+    which would resolve to the class, not to the object: so the name is checked.
+    """
+    import functools
+
     mod = getattr(fn, "__module__", None)
-    qn = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    if mod and "<" not in qn:
-        return f"{mod}:{qn}"
-    return f"<{mod}.{qn}>"
+    qn = getattr(fn, "__qualname__", None)
+    if isinstance(mod, str) and isinstance(qn, str):
+        if "<" not in qn:
+            name = f"{mod}:{qn}"
+            try:
+                if resolve_callable(name) is fn:
+                    return name
+            except ConfigError:
+                pass
+        return f"<{mod}.{qn}>"
+    if isinstance(fn, functools.partial):
+        inner = _qualname(fn.func).strip("<>")
+        args = [inner, *(repr(a) for a in fn.args),
+                *(f"{k}={v!r}" for k, v in fn.keywords.items())]
+        return f"<functools.partial({', '.join(args)})>"
+    cls = type(fn)
+    return f"<{cls.__module__}.{cls.__qualname__} instance>"
