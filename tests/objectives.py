@@ -41,3 +41,92 @@ def search_keys(db) -> list[str]:
     except sqlite3.OperationalError:
         return []
     return [r[0] for r in rows]
+
+
+class SlowStudy:
+    """A slow two-task study (:func:`slow_logged`) run by the CLI in a subprocess, for the
+    tests that kill its driver with SIGKILL and resume it from its SQLite store.
+
+    ``executor``: the YAML ``executor`` entry (``None``: the default). Every call of the
+    objective appends a line to :attr:`log`.
+    """
+
+    def __init__(self, tmp_path, budget: int, delay: float, executor=None,
+                 evaluator_batch_size: int | None = None) -> None:
+        import sys
+        from pathlib import Path
+
+        import yaml
+
+        evaluator = {"name": "callable", "function": "objectives:slow_logged",
+                     "tasks": ["a", "b"]}
+        if evaluator_batch_size is not None:
+            evaluator["batch_size"] = evaluator_batch_size
+        self.budget = budget
+        self.cfg = {"study": {"name": "slow", "budget": budget, "seed": 0, "output": "out"},
+                    "evaluator": evaluator, "front_solver": {"name": "nsga2", "n_gen": 30}}
+        if executor is not None:
+            self.cfg["executor"] = executor
+        self.dir = Path(tmp_path)
+        self.path = self.dir / "slow.yaml"
+        self.path.write_text(yaml.safe_dump(self.cfg))
+        self.log = self.dir / "calls.log"
+        tests = str(Path(__file__).resolve().parent)
+        self.env = {**os.environ,
+                    "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]),
+                    "MAPFRAME_TEST_LOG": str(self.log), "MAPFRAME_TEST_DELAY": str(delay)}
+        self.cmd = [sys.executable, "-m", "mapframe.cli", "run", str(self.path), "-q",
+                    "--no-plot"]
+        self.db = self.dir / "out" / "evaluations.sqlite"
+        self.proc = None
+
+    def start(self):
+        """Start the study in the background (in its folder)."""
+        import subprocess
+
+        self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=self.dir,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return self.proc
+
+    def wait_stored(self, n: int, timeout: float = 120.0) -> None:
+        """Wait until ``n`` search evaluations are stored; fail if the study ends first."""
+        deadline = time.monotonic() + timeout
+        while len(search_keys(self.db)) < n:
+            assert self.proc.poll() is None, self.proc.stderr.read().decode()
+            assert time.monotonic() < deadline, f"the study never stored {n} evaluations"
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL the driver (nothing of it can run any clean-up) and reap it."""
+        import signal
+
+        try:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        finally:
+            self.proc.wait()
+
+    def stop(self) -> None:
+        """Kill the driver if it still runs (for ``finally:`` blocks)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def calls(self) -> list[str]:
+        """One line per objective call so far."""
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+    def rerun(self, executor=None, delay: float | None = None):
+        """Run the study again to the end (optionally on another executor, which is not part
+        of the store's identity); returns the finished process."""
+        import subprocess
+
+        import yaml
+
+        if executor is not None:
+            self.cfg["executor"] = executor
+            self.path.write_text(yaml.safe_dump(self.cfg))
+        env = dict(self.env)
+        if delay is not None:
+            env["MAPFRAME_TEST_DELAY"] = str(delay)
+        return subprocess.run(self.cmd, env=env, cwd=self.dir, capture_output=True, text=True,
+                              timeout=300)

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from objectives import SlowStudy, search_keys
 
 from mapframe.cli import main
 
@@ -116,42 +112,26 @@ def _count(db: Path) -> int:
 
 def test_kill_minus_nine_and_resume(tmp_path):
     """A study killed with SIGKILL mid-evaluation resumes without redoing stored points."""
-    cfg = {
-        "study": {"name": "slow", "budget": 12, "seed": 0, "output": "out"},
-        "evaluator": {"name": "callable", "function": "objectives:slow_logged",
-                      "tasks": ["a", "b"], "batch_size": 1},
-        "front_solver": {"name": "nsga2", "n_gen": 30},
-    }
-    path = tmp_path / "slow.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    log = tmp_path / "calls.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get(
-        "PYTHONPATH", "")]), "MAPFRAME_TEST_LOG": str(log), "MAPFRAME_TEST_DELAY": "0.25"}
-    cmd = [sys.executable, "-m", "mapframe.cli", "run", str(path), "-q", "--no-plot"]
-    db = tmp_path / "out" / "evaluations.sqlite"
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while _count(db) < 4:
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "the study never stored 4 evaluations"
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    stored_at_kill = _count(db)
+    study = SlowStudy(tmp_path, budget=12, delay=0.25, evaluator_batch_size=1)
+    study.start()
+    try:
+        study.wait_stored(4)
+        study.kill()
+    finally:
+        study.stop()
+    stored_at_kill = _count(study.db)
     assert 4 <= stored_at_kill < 12
-    calls_before = len(log.read_text().splitlines())
+    calls_before = len(study.calls())
     # at most the evaluation in flight is lost
     assert calls_before - stored_at_kill <= 1
 
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = study.rerun()
     assert done.returncode == 0, done.stderr
     assert f"{12 - stored_at_kill} new this run, {stored_at_kill} reused" in done.stdout
-    with sqlite3.connect(str(db)) as conn:
-        rows = conn.execute("SELECT key FROM evaluations WHERE phase='search'").fetchall()
-    assert len(rows) == 12 and len({r[0] for r in rows}) == 12
-    calls = log.read_text().splitlines()
+    keys = search_keys(study.db)
+    assert len(keys) == 12 and len(set(keys)) == 12
     # every point evaluated once, except possibly the one killed in flight
-    assert len(calls) - 12 <= 1
+    assert len(study.calls()) - 12 <= 1
 
 
 @pytest.mark.parametrize("sampler", [{"name": "bins", "batch": 2}, {"name": "gp", "batch": 2}])

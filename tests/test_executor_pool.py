@@ -6,15 +6,12 @@ from __future__ import annotations
 import functools
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from objectives import search_keys
+from objectives import SlowStudy, search_keys
 
 from mapframe import MergeStudy
 from mapframe.errors import ConfigError, EvaluationError
@@ -265,35 +262,16 @@ def test_job_whose_worker_always_dies_fails_after_its_retries():
 
 
 def test_driver_killed_then_resumed_reuses_what_was_stored(tmp_path):
-    budget = 16  # 13 points (about 2 s) left after the 3rd is stored: time to kill
-    cfg = {
-        "study": {"name": "slow", "budget": budget, "seed": 0, "output": "out"},
-        "evaluator": {"name": "callable", "function": "objectives:slow_logged",
-                      "tasks": ["a", "b"]},
-        "executor": {"name": "process", "workers": 2, "batch_size": 1},
-        "front_solver": {"name": "nsga2", "n_gen": 30},
-    }
-    path = tmp_path / "slow.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    log = tmp_path / "calls.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get(
-        "PYTHONPATH", "")]), "MAPFRAME_TEST_LOG": str(log), "MAPFRAME_TEST_DELAY": "0.3"}
-    cmd = [sys.executable, "-m", "mapframe.cli", "run", str(path), "-q", "--no-plot"]
-    db = tmp_path / "out" / "evaluations.sqlite"
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # 13 points (about 2 s) left after the 3rd is stored: time to kill
+    study = SlowStudy(tmp_path, budget=16, delay=0.3,
+                      executor={"name": "process", "workers": 2, "batch_size": 1})
+    study.start()
     try:
-        deadline = time.monotonic() + 120
-        while len(search_keys(db)) < 3:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            assert time.monotonic() < deadline, "the study never stored 3 evaluations"
-            time.sleep(0.05)
-        children = _descendants(proc.pid)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        study.wait_stored(3)
+        children = _descendants(study.proc.pid)
+        study.kill()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        study.stop()
     assert len(children) >= 2  # the two workers (and multiprocessing's resource tracker)
     # The workers notice that the driver is gone and exit by themselves.
     deadline = time.monotonic() + 60
@@ -301,17 +279,18 @@ def test_driver_killed_then_resumed_reuses_what_was_stored(tmp_path):
         assert time.monotonic() < deadline, (
             f"worker processes survived the driver: {[p for p in children if _running(p)]}")
         time.sleep(0.1)
-    stored = set(search_keys(db))
+    budget = study.budget
+    stored = set(search_keys(study.db))
     assert 3 <= len(stored) < budget
-    calls_before = len(log.read_text().splitlines())
+    calls_before = len(study.calls())
 
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = study.rerun()
     assert done.returncode == 0, done.stderr
     assert f"{budget - len(stored)} new this run, {len(stored)} reused" in done.stdout
-    keys = search_keys(db)
+    keys = search_keys(study.db)
     assert len(keys) == budget and len(set(keys)) == budget and stored <= set(keys)
     # the second run evaluated exactly the points that were not stored
-    lines = log.read_text().splitlines()[calls_before:]
+    lines = study.calls()[calls_before:]
     again = [coefficient_key([float(v.removeprefix("np.float64(").removesuffix(")"))
                               for v in line.split(",")]) for line in lines]
     assert len(again) == budget - len(stored)

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from objectives import search_keys
+from objectives import SlowStudy, search_keys
 
 from mapframe import MergeStudy
 from mapframe.errors import ConfigError, EvaluationError, MapframeError
@@ -247,52 +246,28 @@ def test_driver_killed_stops_its_local_ray_and_the_rerun_resumes(tmp_path):
     # started beside its local instance stops every process of that Ray session.
     from mapframe.executors._reaper import session_processes
 
-    budget = 12
-    cfg = {
-        "study": {"name": "slow", "budget": budget, "seed": 0, "output": "out"},
-        "evaluator": {"name": "callable", "function": "objectives:slow_logged",
-                      "tasks": ["a", "b"]},
-        "executor": {"name": "ray", "workers": 2, "batch_size": 1},
-        "front_solver": {"name": "nsga2", "n_gen": 30},
-    }
-    path = tmp_path / "slow.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    tests = str(Path(__file__).resolve().parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]),
-           "MAPFRAME_TEST_LOG": str(tmp_path / "calls.log"), "MAPFRAME_TEST_DELAY": "1.0"}
-    cmd = [sys.executable, "-m", "mapframe.cli", "run", str(path), "-q", "--no-plot"]
-    db = tmp_path / "out" / "evaluations.sqlite"
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    study = SlowStudy(tmp_path, budget=12, delay=1.0,
+                      executor={"name": "ray", "workers": 2, "batch_size": 1})
+    study.start()
     try:
-        deadline = time.monotonic() + 180
-        while len(search_keys(db)) < 2:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            assert time.monotonic() < deadline, "the study never stored 2 evaluations"
-            time.sleep(0.1)
-        sessions = [str(p) for p in Path("/tmp/ray").glob(f"session_*_{proc.pid}")]
+        study.wait_stored(2, timeout=180)
+        sessions = [str(p) for p in Path("/tmp/ray").glob(f"session_*_{study.proc.pid}")]
         assert sessions, "no Ray session of the driver found"
         assert session_processes(sessions[0])  # Ray's processes are up
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        study.kill()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        study.stop()
     deadline = time.monotonic() + 60
     while session_processes(sessions[0]):
         assert time.monotonic() < deadline, (
             f"Ray processes survived the driver: {session_processes(sessions[0])}")
         time.sleep(0.5)
-    stored = len(search_keys(db))
+    budget = study.budget
+    stored = len(search_keys(study.db))
     assert 2 <= stored < budget
     # The rerun (here in process: the executor is not part of the store's identity) reuses
     # every stored evaluation.
-    cfg["executor"] = "inprocess"
-    path.write_text(yaml.safe_dump(cfg))
-    env["MAPFRAME_TEST_DELAY"] = "0"
-    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+    done = study.rerun(executor="inprocess", delay=0)
     assert done.returncode == 0, done.stderr
     assert f"{budget - stored} new this run, {stored} reused" in done.stdout
-    assert len(search_keys(db)) == budget
+    assert len(search_keys(study.db)) == budget
