@@ -26,20 +26,9 @@ Helpers for any test file (also as attributes of the ``llm_helpers`` fixture):
 
 from __future__ import annotations
 
-import os
-
-# Before anything imports huggingface_hub (it reads this once): never try the network.
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Parallel workers share the cores: one torch thread each (and in the subprocesses they
-    # start) instead of oversubscribing them; on a busy 2-core machine, spinning OpenMP
-    # workers make these tiny models ten times slower.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 import contextlib
 import json
+import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,12 +38,15 @@ from typing import Any
 
 import pytest
 
+from mapframe.testing.environment import limit_torch_threads, offline_test_environment
+
+# Before anything imports huggingface_hub or torch (they read these once): never try the
+# network; one OpenMP thread per xdist worker.
+offline_test_environment()
+
 
 def pytest_configure(config: pytest.Config) -> None:
-    if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("OMP_NUM_THREADS") == "1":
-        import torch
-
-        torch.set_num_threads(1)
+    limit_torch_threads()
 
 
 #: Tasks (toy corpora) of the language-model fixtures.

@@ -10,15 +10,6 @@ to ``~/.cache``.
 from __future__ import annotations
 
 import os
-
-# Before anything imports huggingface_hub (it reads this once): never try the network.
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ.setdefault("MPLBACKEND", "Agg")
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Parallel workers share the cores: one torch thread each (and in the subprocesses they
-    # start) instead of oversubscribing them, which halves the run time of these tiny models.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +17,15 @@ from typing import Any
 
 import pytest
 
+from mapframe.testing.environment import limit_torch_threads, offline_test_environment
+
+# Before anything imports huggingface_hub or torch (they read these once): never try the
+# network; one OpenMP thread per xdist worker.
+offline_test_environment()
+
 
 def pytest_configure(config: pytest.Config) -> None:
-    if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("OMP_NUM_THREADS") == "1":
-        import torch
-
-        torch.set_num_threads(1)
+    limit_torch_threads()
 
 
 #: The tasks of the shared CLIP fixture (scikit-learn's digits: always available).
