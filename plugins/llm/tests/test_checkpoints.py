@@ -451,3 +451,30 @@ def test_export_writes_a_folder_that_from_pretrained_loads(llama: dict, gpt2: di
 
     flat = load_file(str(single))
     assert all(torch.equal(flat[k], params[k]) for k in params)
+
+
+def test_pread_falls_back_to_mmap_without_preadv(llama: dict, monkeypatch: pytest.MonkeyPatch
+                                                 ) -> None:
+    """On a platform without ``os.preadv`` (Windows) the default reader maps the shards,
+    and the merge is the same."""
+    import os
+
+    root, fts = llama["root"], llama["fts"]
+    c = np.array([0.3, 0.5])
+    with_pread = load_task_vectors(root / "base", {n: root / n for n in fts})
+    assert with_pread.reader == "pread"
+    monkeypatch.delattr(os, "preadv")
+    without = load_task_vectors(root / "base", {n: root / n for n in fts})
+    assert without.reader == "mmap"
+    # Whole-tensor reads (storage: ram, heads, the kept tensors) seek and read instead.
+    folder = ModelFolder(root / "base")
+    sd = llama["base"].state_dict()
+    assert all(torch.equal(folder.read(k), sd[k]) for k in folder.keys() if k in sd)
+    folder.close()
+    merged = []
+    for tv in (with_pread, without):
+        out = {k: torch.empty(tv.shape(k), dtype=torch.bfloat16) for k in tv.keys()}
+        Merger(TaskArithmetic(), tv).merge_into(out, c)
+        merged.append(out)
+        tv.close()
+    assert all(torch.equal(merged[0][k], merged[1][k]) for k in merged[0])

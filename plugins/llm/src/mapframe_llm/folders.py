@@ -124,6 +124,21 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
     return out
 
 
+def _pread_into(fd: int, out: memoryview, pos: int, lock: Any) -> int:
+    """Read up to ``len(out)`` bytes at offset ``pos`` into ``out``; the number read.
+
+    ``os.preadv`` where the OS has it (a positional read: threads need no lock); elsewhere
+    (Windows) a seek and a read under ``lock``.
+    """
+    if hasattr(os, "preadv"):
+        return int(os.preadv(fd, [out], pos))
+    with lock:
+        os.lseek(fd, pos, os.SEEK_SET)
+        data = os.read(fd, len(out))
+    out[: len(data)] = data
+    return len(data)
+
+
 class ModelFolder:
     """One checkpoint: a Hugging Face model folder or a single ``.safetensors`` file.
 
@@ -275,7 +290,7 @@ class ModelFolder:
         fd = self._fd(info.file)
         pos, done, want = info.offset + start, 0, len(out)
         while done < want:
-            got = os.preadv(fd, [out[done:]], pos + done)
+            got = _pread_into(fd, out[done:], pos + done, self._lock)
             if got <= 0:
                 raise CheckpointError(
                     f"{self.role}: {info.file} ended while reading tensor {key!r}; the file "

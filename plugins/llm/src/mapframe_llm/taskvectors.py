@@ -216,6 +216,9 @@ class StreamedTaskVectors(TaskVectors):
             raise ConfigError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
         if reader not in READERS:
             raise ConfigError(f"reader must be one of {', '.join(READERS)}, got {reader!r}")
+        if reader == "pread" and not hasattr(os, "preadv"):  # Windows: no positional reads
+            logger.info("os.preadv is not available on this platform: reading with mmap")
+            reader = "mmap"
         self.base_folder = base
         self.storage = storage
         #: How ``disk`` storage reads: ``pread`` (copies each chunk into this thread's buffer)
@@ -223,6 +226,7 @@ class StreamedTaskVectors(TaskVectors):
         #: after use). ``pread`` is the default: mapping costs a page fault per few pages and
         #: dropping them a TLB flush on every core, and with several merge threads ``mmap``
         #: measured 1.4–1.9× slower than ``pread`` (docs/benchmarks.md, LLM section).
+        #: Where the OS has no ``os.preadv`` (Windows), ``pread`` falls back to ``mmap``.
         self.reader = reader
         self.chunk_elements = int(chunk_elements)
         self._tasks = dict(tasks)
