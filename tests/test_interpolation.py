@@ -23,7 +23,11 @@ from mapframe.merging.interpolation import (  # noqa: E402
     Slerp,
 )
 from mapframe.plugin import get_registry  # noqa: E402
-from mapframe.testing import MergeStrategyContract, tiny_task_vectors  # noqa: E402
+from mapframe.testing import (  # noqa: E402
+    MergeStrategyContract,
+    assert_batch_matches_rows,
+    tiny_task_vectors,
+)
 
 STRATEGIES = (Slerp, ModelSoup, ScalarTaskArithmetic, PreferenceTaskArithmetic)
 REWEIGHTED = (ModelSoup, ScalarTaskArithmetic, PreferenceTaskArithmetic)
@@ -388,14 +392,7 @@ def test_batch_equals_rows(cls, dtype):
     C = np.random.default_rng(3).uniform(0.0, 1.5, (5, n))
     if cls in (Slerp, ScalarTaskArithmetic):
         C[0] = 0.0  # valid for these two: θ0
-    out = {k: torch.empty((5, *tv.base(k).shape), dtype=tv.base(k).dtype) for k in tv.keys()}
-    s.merge_batch(C, out)
-    for b in range(5):
-        row = {k: tv.base(k).clone() for k in tv.keys()}
-        s.merge_into(row, C[b])
-        for k in row:
-            np.testing.assert_allclose(out[k][b].float().numpy(), row[k].float().numpy(),
-                                       atol=1e-6)
+    assert_batch_matches_rows(s, tv, C)
 
 
 @pytest.mark.parametrize("cls", STRATEGIES)

@@ -16,7 +16,11 @@ from mapframe.errors import ConfigError  # noqa: E402
 from mapframe.merging import Merger, TaskArithmetic, TaskVectors  # noqa: E402
 from mapframe.merging.ties_dare import DareTaskArithmetic, DareTies, TiesMerging  # noqa: E402
 from mapframe.plugin import get_registry  # noqa: E402
-from mapframe.testing import MergeStrategyContract, tiny_task_vectors  # noqa: E402
+from mapframe.testing import (  # noqa: E402
+    MergeStrategyContract,
+    assert_batch_matches_rows,
+    tiny_task_vectors,
+)
 
 STRATEGIES = (TiesMerging, DareTaskArithmetic, DareTies)
 
@@ -312,14 +316,7 @@ def test_batch_equals_rows(make, dtype):
     s = make()
     s.prepare(tv)
     C = np.random.default_rng(3).uniform(-0.5, 1.5, (5, 4))
-    out = {k: torch.empty((5, *tv.base(k).shape), dtype=tv.base(k).dtype) for k in tv.keys()}
-    s.merge_batch(C, out)
-    for b in range(5):
-        row = {k: tv.base(k).clone() for k in tv.keys()}
-        s.merge_into(row, C[b])
-        for k in row:
-            np.testing.assert_allclose(out[k][b].float().numpy(), row[k].float().numpy(),
-                                       atol=1e-6)
+    assert_batch_matches_rows(s, tv, C)
 
 
 @pytest.mark.parametrize("cls", STRATEGIES)

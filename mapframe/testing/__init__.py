@@ -21,6 +21,7 @@ from mapframe.testing.contracts import (
     SamplerContract,
     StoreContract,
     SurrogateContract,
+    assert_batch_matches_rows,
     tiny_task_vectors,
 )
 
@@ -33,5 +34,6 @@ __all__ = [
     "SamplerContract",
     "StoreContract",
     "SurrogateContract",
+    "assert_batch_matches_rows",
     "tiny_task_vectors",
 ]

@@ -304,6 +304,24 @@ class FrontSolverContract:
         np.testing.assert_allclose(a.X, b.X)
 
 
+def assert_batch_matches_rows(strategy: MergeStrategy, task_vectors: TaskVectors,
+                              C: np.ndarray, atol: float = 1e-6) -> None:
+    """Check that ``strategy.merge_batch(C)`` equals ``merge_into`` of each row of ``C``
+    alone (``strategy`` prepared on ``task_vectors``), in the task vectors' dtype."""
+    import torch
+
+    tv = task_vectors
+    out = {k: torch.empty((len(C), *tv.base(k).shape), dtype=tv.base(k).dtype)
+           for k in tv.keys()}
+    strategy.merge_batch(C, out)
+    for b in range(len(C)):
+        row = {k: tv.base(k).clone() for k in tv.keys()}
+        strategy.merge_into(row, C[b])
+        for k in row:
+            np.testing.assert_allclose(out[k][b].float().numpy(), row[k].float().numpy(),
+                                       atol=atol, err_msg=f"tensor {k!r}, row {b}")
+
+
 class MergeStrategyContract:
     """Checks for :class:`~mapframe.merging.MergeStrategy` implementations."""
 
@@ -339,18 +357,12 @@ class MergeStrategyContract:
         for k in a:
             np.testing.assert_array_equal(a[k].numpy(), b[k].numpy())
 
-    def test_batch_matches_rows(self) -> None:
+    @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+    def test_batch_matches_rows(self, dtype: str) -> None:
         import torch
 
-        s, tv = self._prepared()
-        C = np.random.default_rng(0).uniform(0, 1, (4, self.n_tasks))
-        out = {k: torch.empty((4, *tv.base(k).shape)) for k in tv.keys()}
-        s.merge_batch(C, out)
-        for b in range(4):
-            row = {k: tv.base(k).clone() for k in tv.keys()}
-            s.merge_into(row, C[b])
-            for k in row:
-                np.testing.assert_allclose(out[k][b].numpy(), row[k].numpy(), atol=1e-6)
+        s, tv = self._prepared(dtype=getattr(torch, dtype))
+        assert_batch_matches_rows(s, tv, np.random.default_rng(0).uniform(0, 1, (4, self.n_tasks)))
 
     def test_dtype_preserved(self) -> None:
         import torch
