@@ -20,6 +20,16 @@ import numpy as np
 from mapframe.errors import CheckpointError, ConfigError
 from mapframe.evaluators.base import Evaluator
 from mapframe.problem import Task
+from mapframe_vision._common import (
+    check_count,
+    check_metric,
+    check_preload,
+    check_state_shapes,
+    drop_attributes,
+    make_resident,
+    merge_resident,
+    metric_tasks,
+)
 from mapframe_vision.data import (
     EvalSet,
     TaskSpec,
@@ -29,7 +39,7 @@ from mapframe_vision.data import (
     resolve_class_names,
 )
 from mapframe_vision.heads import HeadCache, build_zeroshot_head, presets, resolve_templates
-from mapframe_vision.runtime import METRICS, check_precision, resolve_device, score_classifier
+from mapframe_vision.runtime import check_precision, resolve_device, score_classifier
 
 if TYPE_CHECKING:
     import torch
@@ -130,13 +140,10 @@ class ClipEvaluator(Evaluator):
                 "pretrained is required: an open_clip pretrained tag (e.g. openai) or the path "
                 "of a full CLIP checkpoint; its text tower builds the zero-shot heads"
             )
-        if metric not in METRICS:
-            raise ConfigError(f"unknown metric {metric!r}; available: {', '.join(METRICS)}")
-        for arg, val in (("batch_size", batch_size), ("num_workers", num_workers)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < (arg == "batch_size"):
-                raise ConfigError(f"{arg} must be a {'positive' if arg == 'batch_size' else 'non-negative'} integer, got {val!r}")  # noqa: E501
-        if preload not in (True, False, "auto"):
-            raise ConfigError(f"preload must be true, false or auto, got {preload!r}")
+        check_metric(metric)
+        for arg, val, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
+            check_count(arg, val, low)
+        check_preload(preload)
         self.model = model
         self.pretrained = pretrained
         self.model_config = model_config
@@ -152,10 +159,7 @@ class ClipEvaluator(Evaluator):
         self.preload = preload
         self.preload_limit_gb = float(preload_limit_gb)
         self.head_cache = head_cache
-        if metric == "accuracy":
-            self._tasks = [Task(s.name, "max", 0.0, 1.0) for s in self._specs]
-        else:
-            self._tasks = [Task(s.name, "min", 0.0, float("inf")) for s in self._specs]
+        self._tasks = metric_tasks(self._specs, metric)
         self._shapes: dict[str, tuple[int, ...]] | None = None
         self._ready = False
         self._timings: dict[str, float] = {"merge_s": 0.0, "score_s": 0.0, "merges": 0,
@@ -306,24 +310,12 @@ class ClipEvaluator(Evaluator):
             if hits > best_hits:
                 best, best_hits = prefix, hits
         out = {k[len(best):]: v for k, v in state.items() if k.startswith(best)}
-        missing = sorted(set(expected) - set(out))
-        extra = sorted(set(out) - set(expected))
-        if missing or extra:
-            raise CheckpointError(
-                f"checkpoint {source} does not fit the image tower of open_clip model "
-                f"{self.model!r}: {len(missing)} tensors missing (e.g. {missing[:3]}), "
-                f"{len(extra)} unexpected (e.g. {extra[:3]}); it comes from another "
-                "architecture: set model: to the one it was fine-tuned from"
-            )
-        bad = [(k, tuple(v.shape), expected[k]) for k, v in out.items()
-               if tuple(v.shape) != expected[k]]
-        if bad:
-            k, got, want = bad[0]
-            raise CheckpointError(
-                f"checkpoint {source}: tensor {k!r} has shape {got}, the image tower of "
-                f"{self.model!r} has {want} ({len(bad)} tensors differ); it comes from another "
-                "architecture or size: set model: to the one it was fine-tuned from"
-            )
+        check_state_shapes(
+            out, expected, source,
+            misfit=f"does not fit the image tower of open_clip model {self.model!r}",
+            model=f"the image tower of {self.model!r}", varies="size",
+            fix="set model: to the one it was fine-tuned from",
+        )
         return out
 
     # -- setup -------------------------------------------------------------------------------
@@ -335,12 +327,9 @@ class ClipEvaluator(Evaluator):
         template, preprocess = self._template_model()
         visual = template.visual
         del template  # the text tower of the template is random: never used
-        self._visual = visual.to(self._device).eval()
-        for p in self._visual.parameters():
-            p.requires_grad_(False)
         # The merged tensors, sharing storage with the resident tower on its device (merges
         # are computed on the CPU and copied in).
-        self._params = merger.resident_params(self._visual)
+        self._visual, self._params = make_resident(visual, self._device, merger)
         self._datasets: dict[str, Any] = {}
         self._classnames: dict[str, list[str]] = {}
         self._templates: dict[str, list[str]] = {}
@@ -432,8 +421,6 @@ class ClipEvaluator(Evaluator):
 
     def evaluate_tasks(self, coefficients: np.ndarray, tasks: Sequence[int]) -> np.ndarray:
         """Merge each row and score only the tasks ``tasks`` (their datasets alone are read)."""
-        import torch
-
         if not self._ready:
             raise ConfigError("ClipEvaluator.evaluate called before setup(merger)")
         C = np.atleast_2d(np.asarray(coefficients, dtype=float))
@@ -441,11 +428,7 @@ class ClipEvaluator(Evaluator):
         out = np.empty((C.shape[0], len(idx)))
         key = 0 if self.metric == "accuracy" else 1
         for b, c in enumerate(C):
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                self.merger.merge_into(self._params, c)
-            if self._device.startswith("cuda"):
-                torch.cuda.synchronize(self._device)
+            merge_s = merge_resident(self.merger, self._params, c, self._device)
             t1 = time.perf_counter()
             for j, i in enumerate(idx):
                 name = self._specs[i].name
@@ -454,7 +437,7 @@ class ClipEvaluator(Evaluator):
                                        self._device, self.precision)
                 out[b, j] = res[key]
                 self._timings["images"] += len(evalset)
-            self._timings["merge_s"] += t1 - t0
+            self._timings["merge_s"] += merge_s
             self._timings["score_s"] += time.perf_counter() - t1
             self._timings["merges"] += 1
         return out
@@ -467,9 +450,7 @@ class ClipEvaluator(Evaluator):
                 logger.info("clip: %d merges, %.2f s merging, %.2f s scoring (%.0f images/s)",
                             t["merges"], t["merge_s"], t["score_s"],
                             t["images"] / max(t["score_s"], 1e-9))
-        for attr in ("_visual", "_params", "_heads", "_sets", "_datasets"):
-            if hasattr(self, attr):
-                delattr(self, attr)
+        drop_attributes(self, ("_visual", "_params", "_heads", "_sets", "_datasets"))
         self._ready = False
 
 

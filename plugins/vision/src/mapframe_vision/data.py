@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from mapframe.errors import ConfigError
+from mapframe_vision._common import check_task_mapping, parse_task_list
 
 if TYPE_CHECKING:
     import torch
@@ -59,16 +60,10 @@ class TaskSpec:
 
     @classmethod
     def parse(cls, value: Any, where: str) -> TaskSpec:
-        if not isinstance(value, Mapping):
-            raise ConfigError(
-                f"{where}: a task must be a mapping such as {{name: MNIST, data: /data/mnist/"
-                f"test, classnames: preset}}, got {value!r}"
-            )
-        allowed = {"name", "data", "classnames", "templates", "max_samples"}
-        unknown = sorted(set(map(str, value)) - allowed)
-        if unknown:
-            raise ConfigError(f"{where}: unknown field(s) {unknown} (allowed: "
-                              f"{', '.join(sorted(allowed))})")
+        check_task_mapping(
+            value, where, "{name: MNIST, data: /data/mnist/test, classnames: preset}",
+            {"name", "data", "classnames", "templates", "max_samples"},
+        )
         name = value.get("name")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{where}: each task needs a 'name' (a non-empty string)")
@@ -86,17 +81,9 @@ class TaskSpec:
 
 def parse_tasks(tasks: Any) -> list[TaskSpec]:
     """Validate the ``tasks`` list of an evaluator config (names unique, at least one)."""
-    if not isinstance(tasks, Sequence) or isinstance(tasks, (str, bytes)) or not tasks:
-        raise ConfigError("tasks must be a non-empty list of {name, data, classnames, ...} "
-                          "mappings")
-    specs = [t if isinstance(t, TaskSpec) else TaskSpec.parse(t, f"tasks[{i}]")
-             for i, t in enumerate(tasks)]
-    seen: set[str] = set()
-    for s in specs:
-        if s.name in seen:
-            raise ConfigError(f"task name {s.name!r} is used twice; task names must be unique")
-        seen.add(s.name)
-    return specs
+    return parse_task_list(tasks, "{name, data, classnames, ...}",
+                           lambda t, where: t if isinstance(t, TaskSpec)
+                           else TaskSpec.parse(t, where))
 
 
 def _import_object(ref: str, where: str) -> Any:

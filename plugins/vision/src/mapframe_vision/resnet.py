@@ -46,9 +46,21 @@ import numpy as np
 from mapframe.errors import CheckpointError, ConfigError
 from mapframe.evaluators.base import Evaluator
 from mapframe.problem import Task
+from mapframe_vision._common import (
+    check_count,
+    check_metric,
+    check_preload,
+    check_state_shapes,
+    check_task_mapping,
+    drop_attributes,
+    make_resident,
+    merge_resident,
+    metric_tasks,
+    parse_task_list,
+    synchronize,
+)
 from mapframe_vision.data import EvalSet, TaskSpec, describe_data, load_dataset
 from mapframe_vision.runtime import (
-    METRICS,
     autocast,
     check_precision,
     resolve_device,
@@ -304,16 +316,10 @@ class ResNetTaskSpec(TaskSpec):
             return value
         if isinstance(value, TaskSpec):
             value = {"name": value.name, "data": value.data, "max_samples": value.max_samples}
-        if not isinstance(value, Mapping):
-            raise ConfigError(
-                f"{where}: a task must be a mapping such as {{name: cars, data: /data/cars/val,"
-                f" refit_data: /data/cars/train}}, got {value!r}"
-            )
-        allowed = {"name", "data", "max_samples", "head", "refit_data"}
-        unknown = sorted(set(map(str, value)) - allowed)
-        if unknown:
-            raise ConfigError(f"{where}: unknown field(s) {unknown} (allowed: "
-                              f"{', '.join(sorted(allowed))})")
+        check_task_mapping(
+            value, where, "{name: cars, data: /data/cars/val, refit_data: /data/cars/train}",
+            {"name", "data", "max_samples", "head", "refit_data"},
+        )
         base = TaskSpec.parse({k: v for k, v in value.items() if k in
                                ("name", "data", "max_samples")}, where)
         head = value.get("head")
@@ -327,16 +333,8 @@ class ResNetTaskSpec(TaskSpec):
 
 
 def _parse_tasks(tasks: Any) -> list[ResNetTaskSpec]:
-    if not isinstance(tasks, Sequence) or isinstance(tasks, (str, bytes)) or not tasks:
-        raise ConfigError("tasks must be a non-empty list of {name, data, max_samples, head, "
-                          "refit_data} mappings")
-    specs = [ResNetTaskSpec.parse(t, f"tasks[{i}]") for i, t in enumerate(tasks)]
-    seen: set[str] = set()
-    for s in specs:
-        if s.name in seen:
-            raise ConfigError(f"task name {s.name!r} is used twice; task names must be unique")
-        seen.add(s.name)
-    return specs
+    return parse_task_list(tasks, "{name, data, max_samples, head, refit_data}",
+                           ResNetTaskSpec.parse)
 
 
 def _describe_head(head: Any) -> Any:
@@ -477,8 +475,7 @@ class ResNetEvaluator(Evaluator):
     ) -> None:
         self._specs = _parse_tasks(tasks)
         self._arch = _parse_arch(arch)
-        if metric not in METRICS:
-            raise ConfigError(f"unknown metric {metric!r}; available: {', '.join(METRICS)}")
+        check_metric(metric)
         if not isinstance(head_prefix, str) or not head_prefix:
             raise ConfigError(f"head_prefix must be a non-empty string such as 'fc.', got "
                               f"{head_prefix!r}")
@@ -493,9 +490,7 @@ class ResNetEvaluator(Evaluator):
                 )
         for arg, val, low in (("image_size", image_size, 1), ("batch_size", batch_size, 1),
                               ("num_workers", num_workers, 0)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < low:
-                kind = "positive" if low else "non-negative"
-                raise ConfigError(f"{arg} must be a {kind} integer, got {val!r}")
+            check_count(arg, val, low)
         if resize_size is not None and (
             isinstance(resize_size, bool) or not isinstance(resize_size, int)
             or resize_size < image_size
@@ -507,8 +502,7 @@ class ResNetEvaluator(Evaluator):
                               f"{type(transform).__name__}")
         if not isinstance(device, str) or not device:
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:<index>, got {device!r}")
-        if preload not in (True, False, "auto"):
-            raise ConfigError(f"preload must be true, false or auto, got {preload!r}")
+        check_preload(preload)
         if (isinstance(preload_limit_gb, bool) or not isinstance(preload_limit_gb, (int, float))
                 or not preload_limit_gb >= 0):
             raise ConfigError(f"preload_limit_gb must be a non-negative number, got "
@@ -528,10 +522,7 @@ class ResNetEvaluator(Evaluator):
         self.preload = preload
         self.preload_limit_gb = float(preload_limit_gb)
         self.allow_pickle = bool(allow_pickle)
-        if metric == "accuracy":
-            self._tasks = [Task(s.name, "max", 0.0, 1.0) for s in self._specs]
-        else:
-            self._tasks = [Task(s.name, "min", 0.0, math.inf) for s in self._specs]
+        self._tasks = metric_tasks(self._specs, metric)
         self._shapes: dict[str, tuple[int, ...]] | None = None
         self._ready = False
         self._cost = self._zero_cost()
@@ -624,28 +615,16 @@ class ResNetEvaluator(Evaluator):
                 f"(keys starting with {self.head_prefix!r}); is it a ResNet state dict?"
             )
         expected = self._backbone_shapes()
-        missing = sorted(set(expected) - set(out))
-        extra = sorted(set(out) - set(expected))
-        got = {k: tuple(v.shape) for k, v in out.items()}
-        guess = _infer_arch(got)
+        guess = _infer_arch({k: tuple(v.shape) for k, v in out.items()})
         hint = f" (it looks like {guess})" if guess and guess != self._arch.label else ""
-        if missing or extra:
-            raise CheckpointError(
-                f"checkpoint {source} is not a torchvision ResNet of arch {self._arch.label}: "
-                f"{len(missing)} tensors missing (e.g. {missing[:3]}), {len(extra)} unexpected "
-                f"(e.g. {extra[:3]}); it comes from another architecture{hint}: set arch to "
-                "the one it was fine-tuned from, or head_prefix (now "
-                f"{self.head_prefix!r}) to the key prefix of its classification head"
-            )
-        bad = [(k, got[k], expected[k]) for k in got if got[k] != expected[k]]
-        if bad:
-            k, have, want = bad[0]
-            raise CheckpointError(
-                f"checkpoint {source}: tensor {k!r} has shape {have}, a ResNet of arch "
-                f"{self._arch.label} has {want} ({len(bad)} tensors differ); it comes from "
-                f"another architecture or width{hint}: set arch to the one it was "
-                "fine-tuned from"
-            )
+        check_state_shapes(
+            out, expected, source,
+            misfit=f"is not a torchvision ResNet of arch {self._arch.label}",
+            model=f"a ResNet of arch {self._arch.label}", varies="width", hint=hint,
+            fix="set arch to the one it was fine-tuned from",
+            keys_fix=("set arch to the one it was fine-tuned from, or head_prefix (now "
+                      f"{self.head_prefix!r}) to the key prefix of its classification head"),
+        )
         return out
 
     # -- setup -------------------------------------------------------------------------------
@@ -658,12 +637,9 @@ class ResNetEvaluator(Evaluator):
         self._device = resolve_device(self.device)
         model = build_resnet(self.arch, num_classes=1)
         model.fc = torch.nn.Identity()
-        self._backbone = model.to(self._device).eval()
-        for p in self._backbone.parameters():
-            p.requires_grad_(False)
         # The merged tensors, sharing storage with the resident backbone on its device; this
         # also checks the checkpoints' names and shapes and copies the integer buffers in.
-        self._params = merger.resident_params(self._backbone)
+        self._backbone, self._params = make_resident(model, self._device, merger)
         preprocess = self.preprocess
         self._finetuned_heads: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._heads: dict[str, torch.nn.Linear] = {}
@@ -812,8 +788,6 @@ class ResNetEvaluator(Evaluator):
     def evaluate_tasks(self, coefficients: np.ndarray, tasks: Sequence[int]) -> np.ndarray:
         """Merge each row and re-fit and score only the tasks ``tasks`` (indices into
         :attr:`tasks`): ``(B, len(tasks))``; other tasks' data is not read."""
-        import torch
-
         self._check_ready()
         idx = [int(t) for t in tasks]
         if any(not 0 <= t < len(self._specs) for t in idx):
@@ -830,11 +804,7 @@ class ResNetEvaluator(Evaluator):
         out = np.empty((C.shape[0], len(idx)))
         key = 0 if self.metric == "accuracy" else 1
         for b, c in enumerate(C):
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                self.merger.merge_into(self._params, c)
-            self._sync()
-            merge_s = time.perf_counter() - t0
+            merge_s = merge_resident(self.merger, self._params, c, self._device)
             refit_s = score_s = 0.0
             for j, i in enumerate(idx):
                 name = self._specs[i].name
@@ -859,12 +829,6 @@ class ResNetEvaluator(Evaluator):
                 logger.info("resnet: c=%s merged in %.3f s, scored in %.3f s (no refit)",
                             np.round(c, 4).tolist(), merge_s, score_s)
         return out
-
-    def _sync(self) -> None:
-        import torch
-
-        if self._device.startswith("cuda"):
-            torch.cuda.synchronize(self._device)
 
     def _features(self, evalset: EvalSet) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled float32 features of the resident backbone and the labels, on the device."""
@@ -931,7 +895,7 @@ class ResNetEvaluator(Evaluator):
             head.eval()
             with torch.no_grad():
                 info["loss_after"] = float(F.cross_entropy(head(feats), labels))
-        self._sync()
+        synchronize(self._device)
         seconds = time.perf_counter() - t0
         info["seconds"] = seconds
         self._last_refit[task] = info
@@ -950,8 +914,6 @@ class ResNetEvaluator(Evaluator):
                     "(%.3f s per evaluation), %.2f s scoring %d tasks",
                     c["evaluations"], c["merge_s"], c["refit_s"], c["refits"],
                     c["refit_s_per_evaluation"], c["score_s"], c["tasks_scored"])
-        for attr in ("_backbone", "_params", "_heads", "_finetuned_heads", "_sets",
-                     "_refit_sets"):
-            if hasattr(self, attr):
-                delattr(self, attr)
+        drop_attributes(self, ("_backbone", "_params", "_heads", "_finetuned_heads", "_sets",
+                               "_refit_sets"))
         self._ready = False
