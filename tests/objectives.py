@@ -27,6 +27,19 @@ def slow_logged(C):
     return out
 
 
+def kill_self_once(marker) -> None:
+    """SIGKILL this process, unless some process already did: the first caller creates the
+    file ``marker`` (atomically) and dies; every later caller returns."""
+    import signal
+
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.close(fd)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def search_keys(db) -> list[str]:
     """Keys of the search evaluations stored so far in the SQLite store ``db`` (a study
     running in another process may not have created the file or its table yet)."""

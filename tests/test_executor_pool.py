@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from objectives import SlowStudy, search_keys
+from objectives import SlowStudy, kill_self_once, search_keys
 
 from mapframe import MergeStudy
 from mapframe.errors import ConfigError, EvaluationError
@@ -48,13 +47,7 @@ def quad_killing_third_call(C):
     global _calls
     _calls += 1
     if _calls == 3:
-        try:
-            fd = os.open(os.environ[MARKER_ENV], os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            pass
-        else:
-            os.close(fd)
-            os.kill(os.getpid(), signal.SIGKILL)
+        kill_self_once(os.environ[MARKER_ENV])
     return quad(C)
 
 

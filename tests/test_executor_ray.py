@@ -4,7 +4,6 @@ and errors that name the address or the actor."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from objectives import SlowStudy, search_keys
+from objectives import SlowStudy, kill_self_once, search_keys
 
 from mapframe import MergeStudy
 from mapframe.errors import ConfigError, EvaluationError, MapframeError
@@ -64,14 +63,7 @@ def quad_killed_once(C: np.ndarray) -> np.ndarray:
     global _calls
     _calls += 1
     if _calls == 3:
-        try:
-            fd = os.open(Path(os.environ[SHARED_DIR]) / "killed",
-                         os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            pass
-        else:
-            os.close(fd)
-            os.kill(os.getpid(), signal.SIGKILL)
+        kill_self_once(Path(os.environ[SHARED_DIR]) / "killed")
     return quad(C)
 
 
