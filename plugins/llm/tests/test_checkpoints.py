@@ -158,10 +158,11 @@ def test_bf16_merge_is_rounded_once_from_float32(llama: dict, storage: str, read
     out = {k: torch.empty(tv.shape(k), dtype=torch.bfloat16) for k in tv.keys()}
     Merger(TaskArithmetic(), tv).merge_into(out, c)
     base_sd = llama["base"].state_dict()
+    ft_sds = [m.state_dict() for m in fts.values()]
     worst = 0.0
     for k in out:
         b = base_sd[k].double()
-        exact = b + sum(ci * (m.state_dict()[k].double() - b) for ci, m in zip(c, fts.values()))
+        exact = b + sum(ci * (sd[k].double() - b) for ci, sd in zip(c, ft_sds))
         ulp = torch.ldexp(torch.ones_like(exact), torch.frexp(exact).exponent - 8)
         worst = max(worst, ((out[k].double() - exact).abs() / ulp).max().item())
     assert worst <= 0.5 + 1e-9, f"merged weights are {worst:.2f} bf16 ulps from exact"
