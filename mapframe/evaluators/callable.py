@@ -74,11 +74,17 @@ class CallableEvaluator(Evaluator):
     def tasks(self) -> list[Task]:
         return list(self._tasks)
 
-    def evaluate(self, coefficients: np.ndarray) -> np.ndarray:
+    def evaluate_tasks(self, coefficients: np.ndarray, tasks: Sequence[int]) -> np.ndarray:
+        """The function's metrics, the columns ``tasks`` of them (it computes them all)."""
+        cols = self.check_task_indices(tasks)
         C = np.atleast_2d(np.asarray(coefficients, dtype=float))
         if self.vectorized:
-            return self._fn(C)
-        return np.array([np.asarray(self._fn(c), dtype=float).reshape(-1) for c in C])
+            M = self._fn(C)
+        else:
+            M = np.array([np.asarray(self._fn(c), dtype=float).reshape(-1) for c in C])
+        if len(cols) == len(self._tasks) and cols == list(range(len(cols))):
+            return M  # as returned: the study checks its shape and values
+        return np.asarray(M, dtype=float)[:, cols]
 
     def describe(self) -> dict[str, Any]:
         return {
