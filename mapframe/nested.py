@@ -253,9 +253,9 @@ class PairEvaluator(Evaluator):
         k = len(self.sides[0])
         return np.column_stack([G[:, :k] @ self._weights[0], G[:, k:] @ self._weights[1]])
 
-    def evaluate(self, coefficients: np.ndarray) -> np.ndarray:
+    def evaluate_tasks(self, coefficients: np.ndarray, tasks: Sequence[int]) -> np.ndarray:
         M = np.asarray(self.inner.evaluate_tasks(coefficients, self.columns), dtype=float)
-        return self.aggregate(M)
+        return self.aggregate(M)[:, self.check_task_indices(tasks)]
 
     def close(self) -> None:
         self.inner.close()

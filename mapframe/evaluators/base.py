@@ -335,5 +335,5 @@ class ModelEvaluator(Evaluator):
 
     def close(self) -> None:
         """Drop the resident model."""
-        self._params = None
-        self._model = None
+        for attr in ("_params", "_model"):
+            self.__dict__.pop(attr, None)
