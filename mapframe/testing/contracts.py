@@ -385,7 +385,10 @@ class EvaluatorContract:
     """Checks for :class:`~mapframe.evaluators.Evaluator` implementations.
 
     Override :meth:`make_evaluator`, and :meth:`make_merge_spec` when the evaluator merges
-    checkpoints (``needs_merger = True``).
+    checkpoints (``needs_merger = True``). The checks run through
+    :meth:`~mapframe.evaluators.Evaluator.evaluate_tasks`, the one method an evaluator
+    implements: every subset of tasks, in any order, must equal those columns of a full
+    evaluation; bad task indices and coefficient counts are one-line ``ConfigError``\ s.
     """
 
     def make_evaluator(self) -> Evaluator:
@@ -428,6 +431,28 @@ class EvaluatorContract:
         rows = np.vstack([np.asarray(ready.evaluate(C[i : i + 1]), dtype=float)
                           for i in range(3)])
         np.testing.assert_allclose(M, rows, rtol=1e-5, atol=1e-6)
+
+    def test_task_subset_equals_columns(self, ready: Evaluator) -> None:
+        # evaluate_tasks is the one method: any subset, in any order, gives the same numbers
+        # as those columns of a full evaluation.
+        C = self._C(ready, 2)
+        full = np.asarray(ready.evaluate(C), dtype=float)
+        n = len(ready.tasks)
+        for cols in ([n - 1], list(range(n))[::-1], [0]):
+            part = np.asarray(ready.evaluate_tasks(C, cols), dtype=float)
+            assert part.shape == (2, len(cols))
+            np.testing.assert_allclose(part, full[:, cols], rtol=1e-5, atol=1e-6)
+
+    def test_bad_task_index_is_a_config_error(self, ready: Evaluator) -> None:
+        with pytest.raises(ConfigError, match="out of range"):
+            ready.evaluate_tasks(self._C(ready, 1), [len(ready.tasks)])
+
+    def test_wrong_coefficient_count_is_a_config_error(self, ready: Evaluator) -> None:
+        if not ready.needs_merger:
+            pytest.skip("a black-box objective defines its own coefficient count")
+        C = self._C(ready, 1)
+        with pytest.raises(ConfigError):
+            ready.evaluate(np.hstack([C, C]))
 
     def test_picklable(self) -> None:
         # Distributed executors send evaluators to workers.
