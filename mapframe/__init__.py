@@ -7,44 +7,28 @@ Embed it in three lines::
     result.front.coefficients, result.front.predicted
 """
 
+from mapframe import errors
 from mapframe._version import __version__
-from mapframe.errors import (
-    BudgetError,
-    CheckpointError,
-    ComponentError,
-    ConfigError,
-    EvaluationError,
-    MapframeError,
-    MapframeWarning,
-    MetricError,
-    PluginLoadError,
-    StoreError,
-    UnknownComponentError,
-)
+from mapframe.errors import *  # noqa: F403 (the exceptions: errors.__all__)
+from mapframe.history import Evaluation, FailureReason
 from mapframe.nested import NestedMergeStudy, NestedResult
 from mapframe.problem import SearchSpace, Task
 from mapframe.results import Front, StudyResult
+from mapframe.spec import StudySpec
 from mapframe.study import MergeStudy, ProgressEvent
 
 __all__ = [
-    "BudgetError",
-    "CheckpointError",
-    "ComponentError",
-    "ConfigError",
-    "EvaluationError",
+    "Evaluation",
+    "FailureReason",
     "Front",
-    "MapframeError",
-    "MapframeWarning",
     "MergeStudy",
-    "MetricError",
     "NestedMergeStudy",
     "NestedResult",
-    "PluginLoadError",
     "ProgressEvent",
     "SearchSpace",
-    "StoreError",
     "StudyResult",
+    "StudySpec",
     "Task",
-    "UnknownComponentError",
     "__version__",
 ]
+__all__ += errors.__all__  # every exception, listed once in mapframe.errors

@@ -24,7 +24,7 @@ def mapframe_register_components(registry: ComponentRegistry) -> None:
     )
     from mapframe.merging.task_arithmetic import TaskArithmetic
     from mapframe.merging.ties_dare import DareTaskArithmetic, DareTies, TiesMerging
-    from mapframe.nested import CosinePairing, InOrderPairing, MetricProfilePairing
+    from mapframe.pairing import CosinePairing, InOrderPairing, MetricProfilePairing
     from mapframe.samplers.bins import BinSampler
     from mapframe.samplers.gp import GPSampler
     from mapframe.samplers.space_filling import (

@@ -158,8 +158,8 @@ def _run_config(cfg: dict[str, Any], args: argparse.Namespace) -> int:
     if isinstance(result, NestedResult):
         if options["export"]:
             paths["merged_model"] = result.export(output / "merged.safetensors")
-        if study.storage.name == "sqlite":
-            paths["store"] = Path(study.storage.describe()["path"])
+        if study.storage.location is not None:
+            paths["store"] = Path(study.storage.location)
         _print_nested_summary(result, paths, sys.stdout)
         return 0
     if options["export"] and result.merge_spec is not None:
@@ -170,8 +170,8 @@ def _run_config(cfg: dict[str, Any], args: argparse.Namespace) -> int:
         else:
             # No suffix: a safetensors file by default, or the checkpoints' own format.
             paths["merged_model"] = result.export(output / "selected", index)
-    if study.storage.name == "sqlite":
-        paths["store"] = Path(study.storage.describe()["path"])
+    if study.storage.location is not None:
+        paths["store"] = Path(study.storage.location)
     _print_summary(result, paths, sys.stdout)
     return 0
 
@@ -219,7 +219,7 @@ def cmd_example(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from mapframe.plugin import get_registry
+    from mapframe.plugin import COMPONENT_KINDS, get_registry
 
     registry = get_registry(strict=False)
     rows: list[dict[str, Any]] = []
@@ -247,6 +247,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print("no plugins found in the 'mapframe' entry-point group: is mapframe installed "
               "with pip?")
         return 1
+    print("\ncomponent kinds (config key, default, base class):")
+    for row in COMPONENT_KINDS:
+        print(f"    {row.kind:15s} {row.config_key:15s} {row.default or '-':16s} "
+              f"{row.base_path.replace(':', '.')}  ({len(registry.names(row.kind))} "
+              f"registered): {row.role}")
     return 1 if any(r["error"] for r in rows) else 0
 
 

@@ -6,6 +6,11 @@ line that names the problem and the fix; the command line prints it without a tr
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
 __all__ = [
     "BudgetError",
     "CheckpointError",
@@ -63,3 +68,14 @@ class StoreError(MapframeError, RuntimeError):
 
 class MapframeWarning(UserWarning):
     """Warnings mapframe emits (weak designs, poor surrogate fits, ...)."""
+
+
+def float_array(value: object, message: str) -> np.ndarray:
+    """``np.asarray(value, dtype=float)``; :class:`ConfigError` ``message`` when ``value`` is
+    not numeric. The first step of mapframe's checks of array arguments (not exported)."""
+    import numpy as np
+
+    try:
+        return np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise ConfigError(message) from None

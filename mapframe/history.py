@@ -4,14 +4,39 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Literal
 
 import numpy as np
 
-__all__ = ["Evaluation", "History", "coefficient_key"]
+__all__ = ["Evaluation", "FailureReason", "History", "coefficient_key"]
 
 Status = Literal["ok", "failed", "invalid"]
 Phase = Literal["search", "verify", "baseline", "grid"]
+
+
+class FailureReason(str, Enum):
+    """Why an evaluation is not ``"ok"``: the typed counterpart of its ``error`` text.
+
+    Components compare ``ev.reason`` with a member (``ev.reason is
+    FailureReason.OUT_OF_RANGE``) instead of parsing ``ev.error``, which is for people. The
+    values are the strings stores persist.
+
+    ``RAISED``
+        The evaluator raised, or returned no metrics (status ``"failed"``).
+    ``NON_FINITE``
+        A metric was NaN or infinite (status ``"invalid"``).
+    ``OUT_OF_RANGE``
+        A finite metric lay outside its task's declared range (status ``"invalid"``): a scale
+        bug, which stops a study.
+    """
+
+    RAISED = "raised"
+    NON_FINITE = "non_finite"
+    OUT_OF_RANGE = "out_of_range"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 def coefficient_key(coefficients: Iterable[float]) -> str:
@@ -28,7 +53,12 @@ class Evaluation:
 
     ``status`` is ``"ok"`` when every metric is finite and inside its declared range,
     ``"invalid"`` when the evaluator returned NaN/inf or out-of-range metrics (kept, never
-    fitted), and ``"failed"`` when the evaluator raised; ``error`` then says why.
+    fitted), and ``"failed"`` when the evaluator raised; ``error`` then says why, for people,
+    and ``reason`` (a :class:`FailureReason`) says why, for code. ``reason`` is ``None`` for
+    an ``"ok"`` evaluation. Left unset on a failed one it is derived from the structure, never
+    from the text: ``"failed"`` is always :attr:`FailureReason.RAISED`, and ``"invalid"``
+    with a NaN/inf metric :attr:`FailureReason.NON_FINITE`; an out-of-range evaluation must
+    say so with ``reason=FailureReason.OUT_OF_RANGE``.
     """
 
     coefficients: np.ndarray
@@ -39,6 +69,7 @@ class Evaluation:
     round: int = 0
     duration: float = 0.0
     key: str = field(default="")
+    reason: FailureReason | None = None
 
     def __post_init__(self) -> None:
         c = np.asarray(self.coefficients, dtype=float).reshape(-1)
@@ -49,10 +80,35 @@ class Evaluation:
             )
         if not self.key:
             object.__setattr__(self, "key", coefficient_key(c))
+        reason = self.reason
+        if reason is not None:
+            try:
+                reason = FailureReason(reason)  # also accepts the persisted string value
+            except ValueError:
+                raise ValueError(
+                    f"unknown evaluation failure reason {self.reason!r}; expected one of "
+                    f"{', '.join(r.value for r in FailureReason)}"
+                ) from None
+            if self.status == "ok":
+                raise ValueError(
+                    f"an evaluation with status 'ok' has no failure reason, got {reason.value!r}"
+                )
+        elif self.status == "failed":
+            reason = FailureReason.RAISED
+        elif self.status == "invalid" and self.metrics is not None and not np.all(
+            np.isfinite(self.metrics)
+        ):
+            reason = FailureReason.NON_FINITE
+        object.__setattr__(self, "reason", reason)
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def out_of_range(self) -> bool:
+        """A metric lay outside its task's declared range (``reason`` is ``OUT_OF_RANGE``)."""
+        return self.reason is FailureReason.OUT_OF_RANGE
 
 
 class History:

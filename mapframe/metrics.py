@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mapframe.errors import ConfigError
+from mapframe.errors import ConfigError, float_array
 
 __all__ = [
     "dominance_matrix",
@@ -55,10 +55,7 @@ _CHUNK = 512
 
 def _as_matrix(F: object, name: str, n_cols: int | None = None) -> np.ndarray:
     """``F`` as a finite float array of shape (K, T); an empty input becomes (0, n_cols)."""
-    try:
-        arr = np.asarray(F, dtype=float)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a numeric array of shape (K, T)") from None
+    arr = float_array(F, f"{name} must be a numeric array of shape (K, T)")
     if arr.size == 0 and n_cols is not None:
         return np.empty((0, n_cols))
     if arr.ndim != 2:
@@ -77,10 +74,7 @@ def _as_matrix(F: object, name: str, n_cols: int | None = None) -> np.ndarray:
 
 def _as_vector(v: object, name: str, length: int) -> np.ndarray:
     """``v`` as a finite float vector of the given length."""
-    try:
-        arr = np.asarray(v, dtype=float)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a numeric vector of length {length}") from None
+    arr = float_array(v, f"{name} must be a numeric vector of length {length}")
     if arr.ndim == 0:
         arr = np.full(length, float(arr))
     if arr.ndim != 1 or arr.size != length:
@@ -419,12 +413,9 @@ def normalize(
 
 
 def _preference_weights(preference: Sequence[float] | np.ndarray, n_obj: int) -> np.ndarray:
-    try:
-        w = np.asarray(preference, dtype=float)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"preference must be {n_obj} non-negative numbers, got {preference!r}"
-        ) from None
+    w = float_array(
+        preference, f"preference must be {n_obj} non-negative numbers, got {preference!r}"
+    )
     if w.ndim != 1 or w.size != n_obj:
         raise ConfigError(
             f"preference must have one weight per objective ({n_obj}), got shape {w.shape}; "

@@ -24,7 +24,6 @@ import copy
 import math
 import os
 import time
-from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +31,21 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from mapframe.assembly import assemble
 from mapframe.component import Component
 from mapframe.errors import BudgetError, ConfigError, EvaluationError
 from mapframe.evaluators.base import Evaluator
-from mapframe.history import Evaluation, coefficient_key
+from mapframe.history import History
+from mapframe.pairing import (
+    CosinePairing,
+    InOrderPairing,
+    MetricProfilePairing,
+    NestedNode,
+    PairingStrategy,
+)
 from mapframe.plugin import get_registry
-from mapframe.problem import Task, as_tasks
+from mapframe.problem import Task
+from mapframe.spec import StudySpec
 
 if TYPE_CHECKING:
     import torch
@@ -62,134 +70,6 @@ __all__ = [
     "search_task_evaluations",
 ]
 
-#: Merge strategies whose merged task vector is the coefficient-weighted sum of the inputs, so
-#: the final model's coefficients on the original task vectors can be reported.
-LINEAR_STRATEGIES = frozenset({"task_arithmetic"})
-
-
-# ------------------------------------------------------------------------------ nodes
-@dataclass
-class NestedNode:
-    """A model in the tournament: a fine-tuned leaf or a merged pair.
-
-    ``tasks`` are indices into the study's tasks the model stands for; ``vector`` its task
-    vector ``{tensor name: θ − θ0}``; ``profile`` its metrics on all tasks (only when the
-    pairing needs them); ``effective`` its coefficients on the original task vectors (linear
-    merge strategies only).
-    """
-
-    name: str
-    tasks: list[int]
-    vector: dict[str, torch.Tensor] = field(repr=False)
-    round: int = 0
-    children: tuple[str, str] | None = None
-    coefficients: tuple[float, float] | None = None
-    profile: np.ndarray | None = None
-    effective: np.ndarray | None = None
-
-
-def _flat_dot(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
-    import torch
-
-    return float(sum(float(torch.sum(a[k].float() * b[k].float())) for k in a))
-
-
-# ------------------------------------------------------------------------------ pairing
-class PairingStrategy(Component):
-    """Decides which models merge with which in each round of Nested MAP.
-
-    Call order, once per round::
-
-        pairs, byes = pairing.pair(nodes)   # [(i, j), ...] and the indices left alone
-
-    The default :meth:`pair` is greedy on :meth:`similarity`: the most similar unpaired two
-    first; with an odd count the model least similar to the others is left over and moves to
-    the next round unchanged (a *bye*). Set ``needs_profiles = True`` to get every node's
-    metrics on all tasks in ``node.profile`` (each costs one evaluation of that model).
-    """
-
-    kind: ClassVar[str] = "pairing"
-    needs_profiles: ClassVar[bool] = False
-
-    @abstractmethod
-    def similarity(self, nodes: Sequence[NestedNode]) -> np.ndarray:
-        """Symmetric ``(n, n)`` similarities (larger = merge sooner)."""
-
-    def pair(self, nodes: Sequence[NestedNode]) -> tuple[list[tuple[int, int]], list[int]]:
-        """Greedy pairing on :meth:`similarity` (ties: lower indices first)."""
-        n = len(nodes)
-        S = np.asarray(self.similarity(nodes), dtype=float)
-        if S.shape != (n, n) or not np.all(np.isfinite(S)):
-            raise EvaluationError(
-                f"pairing {self.name!r} returned similarities of shape {S.shape} for {n} "
-                "models, or non-finite values")
-        cand = sorted((-S[i, j], i, j) for i in range(n) for j in range(i + 1, n))
-        used: set[int] = set()
-        pairs: list[tuple[int, int]] = []
-        for _, i, j in cand:
-            if i not in used and j not in used:
-                pairs.append((i, j))
-                used.update((i, j))
-        byes = [i for i in range(n) if i not in used]
-        return sorted(pairs), byes
-
-
-class CosinePairing(PairingStrategy):
-    """Pair the models whose task vectors point the most alike (``name = "cosine"``).
-
-    The default: it costs no evaluation, and models whose task vectors agree interfere least
-    when merged, so the early rounds (which see only a few tasks each) lose little, and the
-    conflicting directions meet in the last rounds, whose two-dimensional MAP then arbitrates
-    between whole groups of tasks with the preference in view.
-    """
-
-    name: ClassVar[str] = "cosine"
-
-    def similarity(self, nodes: Sequence[NestedNode]) -> np.ndarray:
-        n = len(nodes)
-        G = np.empty((n, n))
-        for i in range(n):
-            for j in range(i, n):
-                G[i, j] = G[j, i] = _flat_dot(nodes[i].vector, nodes[j].vector)
-        d = np.sqrt(np.clip(np.diag(G), 1e-30, None))
-        return G / np.outer(d, d)
-
-
-class MetricProfilePairing(PairingStrategy):
-    """Pair the models whose metrics on all tasks are closest (``name = "metric_profile"``).
-
-    Each model is evaluated once on every task (leaves before round 1, merged models after
-    their round; these evaluations are counted); similarity is minus the Euclidean distance
-    between the profiles, each task scaled by the spread of its metric over the models. The
-    authors' code pairs by closest single-task accuracy, which this generalises.
-    """
-
-    name: ClassVar[str] = "metric_profile"
-    needs_profiles: ClassVar[bool] = True
-
-    def similarity(self, nodes: Sequence[NestedNode]) -> np.ndarray:
-        P = np.array([node.profile for node in nodes], dtype=float)
-        if P.ndim != 2 or not np.all(np.isfinite(P)):
-            raise EvaluationError("metric_profile pairing needs finite metric profiles")
-        scale = P.std(axis=0)
-        P = P / np.where(scale > 0, scale, 1.0)
-        return -np.sqrt(((P[:, None, :] - P[None, :, :]) ** 2).sum(axis=2))
-
-
-class InOrderPairing(PairingStrategy):
-    """Pair the models in the order given: (1, 2), (3, 4), ...; the last one of an odd count
-    has the bye (``name = "in_order"``). The paper's description of round 1."""
-
-    name: ClassVar[str] = "in_order"
-
-    def similarity(self, nodes: Sequence[NestedNode]) -> np.ndarray:
-        n = len(nodes)
-        return -np.abs(np.subtract.outer(np.arange(n), np.arange(n))).astype(float)
-
-    def pair(self, nodes: Sequence[NestedNode]) -> tuple[list[tuple[int, int]], list[int]]:
-        n = len(nodes)
-        pairs = [(i, i + 1) for i in range(0, n - 1, 2)]
-        return pairs, ([n - 1] if n % 2 else [])
 
 
 # ------------------------------------------------------------------------------ evaluator
@@ -393,11 +273,11 @@ class NestedResult:
     def save(self, directory: str | os.PathLike[str], plot: bool = True) -> dict[str, Path]:
         """Write ``nested.json`` (summary and tree), ``tree.png``, ``fronts.png`` and one
         folder per pair (``pairs/<round>-<merged>/``: that pair's MAP results)."""
-        from mapframe.results import _write_json
+        from mapframe.results import write_json
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        paths: dict[str, Path] = {"nested_json": _write_json(d / "nested.json", self.summary())}
+        paths: dict[str, Path] = {"nested_json": write_json(d / "nested.json", self.summary())}
         for p in self.pairs:
             sub = d / "pairs" / f"round{p.round}-{_slug(p.merged)}"
             p.result.save(sub, plot=plot)
@@ -424,6 +304,17 @@ def search_task_evaluations(result: NestedResult) -> int:
 
 
 # ------------------------------------------------------------------------------ study
+@dataclass
+class TournamentRun:
+    """The state of one :meth:`NestedMergeStudy.run`: the pretrained weights and the
+    evaluation counts (the study object keeps none)."""
+
+    base: dict[str, torch.Tensor] = field(repr=False)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("search_models", "search_tasks", "verify_models", "extra_models", "new_this_run",
+         "reused"), 0))
+
+
 class NestedMergeStudy:
     """Nested MAP: one merged model for ``preference`` over many tasks, merging in pairs.
 
@@ -433,6 +324,9 @@ class NestedMergeStudy:
     checks (the preference-selected point is always among them), with the given sampler,
     surrogate, front solver, merge strategy and executor, stored in ``storage`` under
     ``<study_name>/<left>+<right>``: re-running resumes the tournament where it stopped.
+
+    The keyword arguments are the facade of a :class:`~mapframe.spec.StudySpec` with its
+    ``nested`` section set; :meth:`from_spec` builds the study from such a spec.
     """
 
     def __init__(
@@ -458,57 +352,69 @@ class NestedMergeStudy:
         on_error: str = "raise",
         progress: Callable[[Any], None] | None = None,
     ) -> None:
-        from mapframe.study import _check_preference, _merge_spec
+        if checkpoints is not None and not isinstance(checkpoints, Mapping):
+            raise ConfigError("checkpoints must be a mapping with keys 'pretrained' (a path) "
+                              "and 'finetuned' ({task: path})")
+        spec = StudySpec.build(
+            where=lambda f: "" if f == "nested" else f,
+            evaluator=evaluator, preference=preference,
+            checkpoints=None if checkpoints is None else {**checkpoints,
+                                                          "allow_pickle": allow_pickle},
+            task_vectors=task_vectors, merge_strategy=merge_strategy,
+            nested={"pair_budget": pair_budget, "pairing": pairing}, sampler=sampler,
+            surrogate=surrogate, front_solver=front_solver, storage=storage,
+            study_name=study_name, executor=executor, verify=verify, seed=seed,
+            search_bounds=search_bounds, on_error=on_error)
+        self._use(spec, progress)
 
-        registry = get_registry()
-        self.evaluator: Evaluator = registry.create("evaluator", evaluator)  # type: ignore
-        self.tasks: list[Task] = list(self.evaluator.tasks)
-        as_tasks(tasks=self.tasks)  # unique names
-        if len(self.tasks) < 2:
-            raise ConfigError("nested merging needs at least two tasks")
-        self.preference = _check_preference(preference, len(self.tasks))
-        if (checkpoints is None) == (task_vectors is None):
+    @classmethod
+    def from_spec(cls, spec: StudySpec,
+                  progress: Callable[[Any], None] | None = None) -> NestedMergeStudy:
+        """The Nested MAP study a spec with a ``nested`` section describes."""
+        if spec.nested is None:
+            raise ConfigError("the spec has no nested section: build a MergeStudy instead")
+        study = cls.__new__(cls)
+        study._use(spec, progress)
+        return study
+
+    def _use(self, spec: StudySpec, progress: Callable[[Any], None] | None) -> None:
+        assert spec.nested is not None
+        if (spec.checkpoints is None) == (spec.task_vectors is None):
             raise ConfigError("give checkpoints= (pretrained + one fine-tuned model per task) "
                               "or task_vectors=")
-        self.strategy: MergeStrategy = registry.create(  # type: ignore[assignment]
-            "merge_strategy", merge_strategy)
-        self._spec = _merge_spec(self.strategy, checkpoints, task_vectors, allow_pickle,
-                                 self.evaluator)
+        parts = assemble(spec)
+        self.spec = spec
+        self.evaluator: Evaluator = parts.evaluator
+        self.tasks: list[Task] = parts.tasks
+        if len(self.tasks) < 2:
+            raise ConfigError("nested merging needs at least two tasks")
+        assert parts.preference is not None and parts.merge_spec is not None
+        self.preference = parts.preference
+        self._spec = parts.merge_spec
+        self.strategy: MergeStrategy = parts.merge_spec.strategy
         names = (list(self._spec.finetuned) if self._spec.finetuned
-                 else list(task_vectors.task_names))  # type: ignore[union-attr]
+                 else list(spec.task_vectors.task_names))
         self.model_names = names
         self.model_tasks = _match_models(names, [t.name for t in self.tasks])
-        self.pairing: PairingStrategy = registry.create("pairing", pairing)  # type: ignore
-        if isinstance(pair_budget, bool) or not isinstance(pair_budget, (int, np.integer)):
-            raise ConfigError(f"pair_budget must be an integer, got {pair_budget!r}")
-        need = registry.create("surrogate", copy.deepcopy(surrogate)).n_params(2)  # type: ignore
-        if pair_budget < need:
+        self.pairing: PairingStrategy = get_registry().create(  # type: ignore[assignment]
+            "pairing", spec.nested.pairing)
+        need = parts.surrogate.n_params(2)
+        if spec.nested.pair_budget < need:
             raise BudgetError(
-                f"pair_budget {pair_budget} cannot fit the {need}-parameter surrogate of a "
-                f"two-model merge: set pair_budget >= {need} (the paper uses 20)")
-        self.pair_budget = int(pair_budget)
-        if isinstance(verify, bool) or not isinstance(verify, (int, np.integer)) or verify < 1:
-            raise ConfigError(
-                f"verify must be an integer >= 1 for nested merging (the chosen point of every "
-                f"pair is evaluated for real), got {verify!r}")
-        self.verify = int(verify)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ConfigError(f"seed must be an integer, got {seed!r}")
-        self.seed = int(seed)
-        self.sampler, self.surrogate, self.front_solver = sampler, surrogate, front_solver
-        self.executor_spec = executor
-        self.search_bounds = search_bounds
-        self.on_error = on_error
-        if not isinstance(study_name, str) or not study_name:
-            raise ConfigError(f"study_name must be a non-empty string, got {study_name!r}")
-        self.study_name = study_name
+                f"pair_budget {spec.nested.pair_budget} cannot fit the {need}-parameter "
+                f"surrogate of a two-model merge: set pair_budget >= {need} (the paper uses "
+                "20)")
+        self.pair_budget = spec.nested.pair_budget
+        self.verify = spec.verify
+        self.seed = parts.seed
+        self.sampler, self.surrogate, self.front_solver = (spec.sampler, spec.surrogate,
+                                                           spec.front_solver)
+        self.executor_spec = spec.executor
+        self.search_bounds = spec.search_bounds
+        self.on_error = spec.on_error
+        self.study_name = spec.study_name
         self.progress = progress
-        if storage is None:
-            storage = "memory"
-        elif isinstance(storage, (str, os.PathLike)) and (
-                os.fspath(storage) not in registry.names("storage")):
-            storage = {"name": "sqlite", "path": os.fspath(storage)}
-        self.storage: EvaluationStore = registry.create("storage", storage)  # type: ignore
+        self.storage: EvaluationStore = parts.storage
 
     # --------------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
@@ -528,9 +434,7 @@ class NestedMergeStudy:
         t0 = time.perf_counter()
         tv = self._spec.build().task_vectors
         base = tv.pretrained_state()
-        self._base = base
-        self._counts = {"search_models": 0, "search_tasks": 0, "verify_models": 0,
-                        "extra_models": 0, "new_this_run": 0, "reused": 0}
+        run = TournamentRun(base)
         nodes: list[NestedNode] = []
         n_models = tv.n_tasks
         for i, name in enumerate(self.model_names):
@@ -551,12 +455,12 @@ class NestedMergeStudy:
                 if self.pairing.needs_profiles:
                     for node in nodes:
                         if node.profile is None:
-                            node.profile = self._evaluate_model(node, "profile")
+                            node.profile = self._evaluate_model(run, node, "profile")
                 pairs, byes = self.pairing.pair(nodes)
             _check_pairs(pairs, byes, len(nodes), self.pairing.name)
             records, merged = [], []
             for i, j in pairs:
-                rec, node = self._merge_pair(r, nodes[i], nodes[j])
+                rec, node = self._merge_pair(run, r, nodes[i], nodes[j])
                 records.append(rec)
                 merged.append(node)
                 all_nodes[node.name] = node
@@ -564,11 +468,11 @@ class NestedMergeStudy:
             byes_log.append([nodes[i].name for i in byes])
             nodes = sorted(merged + [nodes[i] for i in byes], key=lambda n: min(n.tasks))
         root = nodes[0]
-        final = self._evaluate_model(root, "final")
+        final = self._evaluate_model(run, root, "final")
         eff_coef: dict[str, float] | None = None
-        if self.strategy.name in LINEAR_STRATEGIES and root.effective is not None:
+        if self.strategy.linear and root.effective is not None:
             eff_coef = dict(zip(self.model_names, root.effective.tolist()))
-        c = self._counts
+        c = run.counts
         evaluations = {
             "search_model_evaluations": c["search_models"],
             "search_task_evaluations": c["search_tasks"],
@@ -590,12 +494,14 @@ class NestedMergeStudy:
     def _component(self, spec: Any) -> Any:
         return copy.deepcopy(spec) if isinstance(spec, Component) else spec
 
-    def _merge_pair(self, r: int, a: NestedNode, b: NestedNode) -> tuple[PairRecord, NestedNode]:
+    def _merge_pair(self, run: TournamentRun, r: int, a: NestedNode, b: NestedNode
+                    ) -> tuple[PairRecord, NestedNode]:
+        """One pair's MAP study, its preference choice, and the merged model as a node."""
         from mapframe.merging.checkpoints import TaskVectors
         from mapframe.merging.merger import Merger
         from mapframe.study import MergeStudy
 
-        pair_tv = TaskVectors.from_vectors(self._base, [a.vector, b.vector], [a.name, b.name])
+        pair_tv = TaskVectors.from_vectors(run.base, [a.vector, b.vector], [a.name, b.name])
         p = self.preference
         weights = (float(p[a.tasks].sum()), float(p[b.tasks].sum()))
         select = weights if sum(weights) > 0 else (1.0, 1.0)
@@ -626,15 +532,15 @@ class NestedMergeStudy:
         real = res.front.real[sel]
         n_search = len(res.history)
         n_verify = len(res.history.select("verify", ok=False))
-        self._counts["search_models"] += n_search
-        self._counts["search_tasks"] += n_search * (len(a.tasks) + len(b.tasks))
-        self._counts["verify_models"] += n_verify
-        self._counts["new_this_run"] += res.n_evaluated
-        self._counts["reused"] += res.n_reused
+        run.counts["search_models"] += n_search
+        run.counts["search_tasks"] += n_search * (len(a.tasks) + len(b.tasks))
+        run.counts["verify_models"] += n_verify
+        run.counts["new_this_run"] += res.n_evaluated
+        run.counts["reused"] += res.n_reused
         # The merged model becomes a new "fine-tuned" model: its task vector against θ0.
         merger = Merger(copy.deepcopy(self.strategy), pair_tv)
         theta = merger.merged_state_dict(c)
-        vector = {k: (theta[k].float() - self._base[k].float()).to(self._base[k].dtype)
+        vector = {k: (theta[k].float() - run.base[k].float()).to(run.base[k].dtype)
                   for k in pair_tv.keys()}
         eff = None
         if a.effective is not None and b.effective is not None:
@@ -652,49 +558,44 @@ class NestedMergeStudy:
             result=res)
         return rec, node
 
-    def _evaluate_model(self, node: NestedNode, purpose: str) -> np.ndarray:
-        """One real evaluation of ``node``'s model on all tasks, through the store and the
-        executor (resumable like every other evaluation)."""
-        from mapframe.executors.base import Job, MergeSpec
-        from mapframe.merging.checkpoints import TaskVectors
-        from mapframe.merging.task_arithmetic import TaskArithmetic
+    def _evaluate_model(self, run: TournamentRun, node: NestedNode, purpose: str
+                        ) -> np.ndarray:
+        """One real evaluation of ``node``'s model on all tasks, through an evaluation
+        session (stored, resumable, checked like every other evaluation).
 
-        tv = TaskVectors.from_vectors(self._base, [node.vector], [node.name])
-        spec = MergeSpec(TaskArithmetic(), task_vectors=tv)
+        The model is ``θ0 + τ_node``: a one-vector task-arithmetic merge at coefficient 1,
+        whatever strategy built ``τ_node`` (applying e.g. TIES again would trim it twice).
+        """
+        from mapframe.executors.base import MergeSpec
+        from mapframe.merging.checkpoints import TaskVectors
+        from mapframe.session import EvaluationSession
+
+        tv = TaskVectors.from_vectors(run.base, [node.vector], [node.name])
+        spec = MergeSpec(get_registry().create("merge_strategy", "task_arithmetic"),  # type: ignore[arg-type]
+                         task_vectors=tv)
         fp = {"tasks": [t.to_dict() for t in self.tasks], "n_coefficients": 1,
               "evaluator": self.evaluator.describe(), "merge": spec.describe()}
-        name = f"{self.study_name}/{purpose}/{node.name}"
-        x = np.ones(1)
-        key = coefficient_key(x)
-        self._counts["extra_models"] += 1
-        self.storage.open(name, fp)
-        try:
-            for ev in self.storage.load():
-                if ev.key == key and ev.ok and ev.metrics is not None:
-                    self._counts["reused"] += 1
-                    return np.asarray(ev.metrics, dtype=float)
-            executor: Executor = get_registry().create(  # type: ignore[assignment]
-                "executor", self._component(self.executor_spec))
-            executor.start(self.evaluator, spec)
+        executor: Executor = get_registry().create(  # type: ignore[assignment]
+            "executor", self._component(self.executor_spec))
+        history = History(1, len(self.tasks))
+        run.counts["extra_models"] += 1
+        with EvaluationSession(self.storage, f"{self.study_name}/{purpose}/{node.name}", fp,
+                               self.evaluator, spec, executor, self.tasks,
+                               on_error="raise") as session:
             try:
-                executor.submit([Job(key, x, "search", 0)])
-                res = next(iter(executor.as_completed()))
-            finally:
-                executor.shutdown()
-            if res.error is not None or res.metrics is None:
+                session.evaluate(np.ones((1, 1)), "search", 0, history)
+            except EvaluationError as exc:
                 raise EvaluationError(
-                    f"evaluating the {purpose} model {node.name} failed: "
-                    f"{(res.error or 'no metrics').splitlines()[0]}")
-            m = np.asarray(res.metrics, dtype=float).reshape(-1)
-            if m.size != len(self.tasks) or not np.all(np.isfinite(m)):
-                raise EvaluationError(
-                    f"evaluating the {purpose} model {node.name} gave {m.tolist()}: expected "
-                    f"{len(self.tasks)} finite metrics")
-            self.storage.add(Evaluation(x, m, duration=res.duration, key=key))
-            self._counts["new_this_run"] += 1
-            return m
-        finally:
-            self.storage.close()
+                    f"evaluating the {purpose} model {node.name} failed: {exc}") from None
+            run.counts["reused"] += session.counts.reused
+            run.counts["new_this_run"] += session.counts.new
+        ev = next(iter(history))
+        if not ev.ok or ev.metrics is None:
+            raise EvaluationError(
+                f"evaluating the {purpose} model {node.name} gave "
+                f"{None if ev.metrics is None else ev.metrics.tolist()}: expected "
+                f"{len(self.tasks)} finite metrics ({ev.error})")
+        return np.asarray(ev.metrics, dtype=float)
 
 
 def _match_models(model_names: Sequence[str], task_names: Sequence[str]) -> list[int]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
 
-from mapframe.errors import ConfigError
+from mapframe.errors import ConfigError, float_array
 
 __all__ = ["Direction", "SearchSpace", "Task", "as_tasks"]
 
@@ -57,12 +57,8 @@ class Task:
         return math.isfinite(self.lower) and math.isfinite(self.upper)
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "direction": self.direction,
-            "lower": self.lower,
-            "upper": self.upper,
-        }
+        """``{"name", "direction", "lower", "upper"}``: the fields, in order."""
+        return asdict(self)
 
 
 def as_tasks(
@@ -153,12 +149,9 @@ class SearchSpace:
         names: Sequence[str] = (),
     ) -> SearchSpace:
         """A box from one ``(low, high)`` pair for all dimensions, or one pair per dimension."""
-        try:
-            arr = np.asarray(bounds, dtype=float)
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"bounds must be [low, high] or one [low, high] per task, got {bounds!r}"
-            ) from None
+        arr = float_array(
+            bounds, f"bounds must be [low, high] or one [low, high] per task, got {bounds!r}"
+        )
         if arr.shape == (2,):
             arr = np.tile(arr, (n_dims, 1))
         if arr.shape != (n_dims, 2):

@@ -189,7 +189,7 @@ class StudyResult:
         paths["front_csv"] = _write_csv(d / "front.csv", rows)
         front_json = {"tasks": [t.to_dict() for t in self.tasks],
                       "coefficient_names": self.coefficient_names, "points": rows}
-        paths["front_json"] = _write_json(d / "front.json", front_json)
+        paths["front_json"] = write_json(d / "front.json", front_json)
         ev_rows = []
         for ev in self.history:
             row: dict[str, Any] = {"phase": ev.phase, "status": ev.status, "round": ev.round}
@@ -202,8 +202,8 @@ class StudyResult:
             row["error"] = (ev.error or "").splitlines()[0] if ev.error else ""
             ev_rows.append(row)
         paths["evaluations_csv"] = _write_csv(d / "evaluations.csv", ev_rows)
-        paths["surrogates_json"] = _write_json(d / "surrogates.json", self.diagnostics)
-        paths["summary_json"] = _write_json(d / "summary.json", self.summary())
+        paths["surrogates_json"] = write_json(d / "surrogates.json", self.diagnostics)
+        paths["summary_json"] = write_json(d / "summary.json", self.summary())
         if plot:
             from mapframe.plotting import plot_front
 
@@ -227,7 +227,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def _write_json(path: Path, data: Any) -> Path:
+def write_json(path: Path, data: Any) -> Path:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=_json_default, allow_nan=True) + "\n")
     os.replace(tmp, path)

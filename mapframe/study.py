@@ -1,49 +1,50 @@
-"""The :class:`MergeStudy` orchestrator: Plain MAP (the paper's Algorithm 1), read top to bottom.
+"""The :class:`MergeStudy` orchestrator: Plain MAP (the paper's Algorithm 1).
 
-    sample -> merge -> evaluate -> store -> fit -> solve -> (verify) -> select
+:meth:`MergeStudy.run` reads as the algorithm, one method per phase over a
+:class:`StudyRun` (the state of one run; the study object keeps none)::
 
-Merging happens inside the evaluator (through the :class:`~mapframe.merging.merger.Merger` it
-is set up with), evaluations go through an :class:`~mapframe.executors.Executor` (the seam
-that distributed backends replace), and every evaluation is stored as it arrives.
+    search -> fit -> solve -> verify -> select -> result
+
+The settings come from one validated :class:`~mapframe.spec.StudySpec`; the components are
+built and cross-checked by :func:`~mapframe.assembly.assemble`; every evaluation (search
+and verification) goes through one :class:`~mapframe.session.EvaluationSession`, which
+reuses stored results, runs the others on the executor and stores each as it arrives.
+Merging happens inside the evaluator (through the :class:`~mapframe.merging.merger.Merger`
+it is set up with).
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from mapframe.errors import (
-    BudgetError,
-    ConfigError,
-    EvaluationError,
-    MapframeWarning,
-    MetricError,
-)
+from mapframe.assembly import StudyParts, assemble
+from mapframe.errors import BudgetError, EvaluationError, MapframeWarning
 from mapframe.evaluators.base import Evaluator
-from mapframe.evaluators.callable import CallableEvaluator
-from mapframe.executors.base import Executor, Job, JobResult, MergeSpec
-from mapframe.history import Evaluation, History, coefficient_key
+from mapframe.executors.base import Executor, MergeSpec
+from mapframe.history import History, coefficient_key
 from mapframe.merging.base import MergeStrategy
-from mapframe.merging.checkpoints import CheckpointHook, CheckpointLoader, TaskVectors
+from mapframe.merging.checkpoints import TaskVectors
 from mapframe.metrics import select_by_preference, spread_subset
-from mapframe.plugin import get_plugin_manager, get_registry
-from mapframe.problem import SearchSpace, Task, as_tasks
+from mapframe.plugin import get_plugin_manager
+from mapframe.problem import SearchSpace, Task
 from mapframe.results import Front, StudyResult
 from mapframe.samplers.base import Sampler, SamplerContext
+from mapframe.session import EvaluationSession
 from mapframe.solvers.base import FrontSolver
+from mapframe.spec import StudySpec
 from mapframe.stopping import RoundState, StoppingRule
 from mapframe.storage.base import EvaluationStore
 from mapframe.surrogates.base import Surrogate
 
-__all__ = ["MergeStudy", "ProgressEvent"]
+__all__ = ["POOR_FIT_R2", "MergeStudy", "ProgressEvent", "StudyRun"]
 
 _MAX_IDLE_ROUNDS = 3
 #: Surrogates whose in-sample R² falls below this trigger a MapframeWarning.
@@ -68,6 +69,33 @@ class ProgressEvent:
     retried: int = 0
 
 
+@dataclass
+class StudyRun:
+    """The state of one :meth:`MergeStudy.run`: what each phase hands the next."""
+
+    session: EvaluationSession
+    history: History
+    t0: float
+    timings: dict[str, float] = field(default_factory=lambda: {"propose_s": 0.0})
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    round_no: int = 0
+    stopped: str | None = None
+    surrogates: list[Surrogate] = field(default_factory=list)
+    diagnostics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The front: coefficients, predicted metrics, their std (if the surrogates give one),
+    #: and real metrics where verified (NaN elsewhere).
+    X_front: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    F_front: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    std_front: np.ndarray | None = None
+    real: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    verification: dict[str, Any] | None = None
+
+    def predict(self, C: np.ndarray) -> np.ndarray:
+        """The fitted surrogates' predictions ``(M, T)`` at ``C`` ``(M, N)``."""
+        C = np.atleast_2d(C)
+        return np.column_stack([s.predict(C) for s in self.surrogates])
+
+
 class MergeStudy:
     """Finds the amortised Pareto front of model merges (MAP).
 
@@ -85,6 +113,9 @@ class MergeStudy:
     Metrics are maximised unless ``directions`` says ``"min"`` for a task; ``metric_ranges``
     gives known metric ranges (``(0, 1)`` for accuracy), which the default ``"auto"``
     surrogate uses to pick a warped quadratic and which evaluations are checked against.
+
+    The keyword arguments are the facade of a :class:`~mapframe.spec.StudySpec`, where each
+    is validated and documented; :meth:`from_spec` builds a study from a spec directly.
     """
 
     def __init__(
@@ -117,117 +148,45 @@ class MergeStudy:
         on_error: str = "raise",
         progress: Callable[[ProgressEvent], None] | None = None,
     ) -> None:
-        registry = get_registry()
-        # -- what is evaluated ------------------------------------------------------------
-        if (objective is None) == (evaluator is None):
-            raise ConfigError(
-                "give exactly one of objective= (a function of coefficients) or evaluator= "
-                "(a component that merges and evaluates models)"
-            )
-        if objective is not None:
-            if task_names is None and tasks is None:
-                raise ConfigError("objective= needs task_names=[...] naming its T metrics")
-            self.evaluator: Evaluator = CallableEvaluator(
-                objective, tasks if tasks is not None else list(task_names or []),
-                directions=directions, ranges=metric_ranges,
-            )
-        else:
-            self.evaluator = registry.create("evaluator", evaluator)  # type: ignore[assignment]
-            if task_names is not None or tasks is not None or directions is not None:
-                raise ConfigError(
-                    "with evaluator=, the evaluator defines the tasks; drop task_names=, "
-                    "tasks= and directions="
-                )
-        self.tasks: list[Task] = list(self.evaluator.tasks)
-        if not self.tasks:
-            raise ConfigError(f"evaluator {self.evaluator.name!r} defines no tasks")
-        as_tasks(tasks=self.tasks)  # validates unique names
+        spec = StudySpec.from_kwargs(
+            objective, task_names, tasks=tasks, directions=directions,
+            metric_ranges=metric_ranges, evaluator=evaluator, allow_pickle=allow_pickle,
+            checkpoints=checkpoints, merge_strategy=merge_strategy, task_vectors=task_vectors,
+            budget=budget, seed=seed, search_bounds=search_bounds,
+            n_coefficients=n_coefficients, sampler=sampler, surrogate=surrogate,
+            front_solver=front_solver, storage=storage, study_name=study_name,
+            executor=executor, stopping=stopping, verify=verify, preference=preference,
+            preference_bounds=preference_bounds, on_error=on_error)
+        self._use(assemble(spec), progress)
 
-        # -- what is merged ----------------------------------------------------------------
-        self.merge_spec: MergeSpec | None = None
-        if checkpoints is not None or task_vectors is not None:
-            strategy = registry.create("merge_strategy", merge_strategy)
-            self.merge_spec = _merge_spec(strategy, checkpoints, task_vectors, allow_pickle,
-                                          self.evaluator)
-        elif self.evaluator.needs_merger:
-            raise ConfigError(
-                f"evaluator {self.evaluator.name!r} merges checkpoints: pass checkpoints="
-                "{'pretrained': path, 'finetuned': {task: path, ...}} (or task_vectors=)"
-            )
-        if self.merge_spec is not None:
-            n_vec = len(self.merge_spec.finetuned) or (
-                self.merge_spec.task_vectors.n_tasks if self.merge_spec.task_vectors else 0)
-            if n_coefficients is not None and n_coefficients != n_vec:
-                raise ConfigError(
-                    f"n_coefficients={n_coefficients} but there are {n_vec} fine-tuned "
-                    "checkpoints: the coefficient vector has one entry per checkpoint"
-                )
-            n_coefficients = n_vec
-        n_dims = int(n_coefficients) if n_coefficients is not None else len(self.tasks)
-        if n_dims < 1:
-            raise ConfigError(f"n_coefficients must be >= 1, got {n_dims}")
-        if self.merge_spec is not None and self.merge_spec.finetuned:
-            cnames = list(self.merge_spec.finetuned)
-        elif n_dims == len(self.tasks):
-            cnames = [t.name for t in self.tasks]
-        else:
-            cnames = [f"c{i}" for i in range(n_dims)]
-        self.space = SearchSpace.box(n_dims, search_bounds, cnames)  # type: ignore[arg-type]
+    @classmethod
+    def from_spec(cls, spec: StudySpec,
+                  progress: Callable[[ProgressEvent], None] | None = None) -> MergeStudy:
+        """The study a :class:`~mapframe.spec.StudySpec` describes."""
+        study = cls.__new__(cls)
+        study._use(assemble(spec), progress)
+        return study
 
-        # -- how it is searched -------------------------------------------------------------
-        self.sampler: Sampler = registry.create("sampler", sampler)  # type: ignore[assignment]
-        self.surrogate: Surrogate = registry.create(  # type: ignore[assignment]
-            "surrogate", surrogate)
-        self.front_solver: FrontSolver = registry.create(  # type: ignore[assignment]
-            "front_solver", front_solver)
-        self.executor: Executor = registry.create("executor", executor)  # type: ignore[assignment]
-        self.stopping: StoppingRule | None = None
-        if stopping is not None:
-            rule: StoppingRule = registry.create("stopping", stopping)  # type: ignore[assignment]
-            self.stopping = rule
-            if not self.sampler.adaptive:
-                raise ConfigError(
-                    f"stopping={rule.name!r} needs an adaptive sampler (one that "
-                    f"proposes in rounds, such as 'bins' or 'gp'); {self.sampler.name!r} "
-                    "proposes its whole design at once"
-                )
-        if storage is None:
-            storage = "memory"
-        elif isinstance(storage, (str, os.PathLike)) and (
-            os.fspath(storage) not in registry.names("storage")
-        ):
-            storage = {"name": "sqlite", "path": os.fspath(storage)}
-        self.storage: EvaluationStore = registry.create(  # type: ignore[assignment]
-            "storage", storage)
-
-        # -- settings -----------------------------------------------------------------------
-        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
-            raise ConfigError(f"budget must be a positive integer, got {budget!r}")
-        self.budget = int(budget)
-        n_params = self.surrogate.n_params(n_dims)
-        if self.budget < n_params:
-            raise BudgetError(
-                f"budget {self.budget} cannot fit the {n_params}-parameter {self.surrogate.name} "
-                f"surrogate for {n_dims} coefficients: set budget >= {n_params} (the paper "
-                f"uses about twice that, {2 * n_params})"
-            )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int,
-                                                                                   np.integer))):
-            raise ConfigError(f"seed must be an integer or None, got {seed!r}")
-        self.seed = int(seed) if seed is not None else int(
-            int(np.random.SeedSequence().entropy) % (2**31))  # type: ignore[arg-type]
-        if not isinstance(verify, (int, np.integer)) or isinstance(verify, bool) or verify < 0:
-            raise ConfigError(f"verify must be a non-negative integer, got {verify!r}")
-        self.verify = int(verify)
-        if on_error not in ("raise", "record"):
-            raise ConfigError(f"on_error must be 'raise' or 'record', got {on_error!r}")
-        self.on_error = on_error
-        self.preference = None if preference is None else _check_preference(
-            preference, len(self.tasks))
-        self.preference_bounds = _check_bounds(preference_bounds, len(self.tasks))
-        if not isinstance(study_name, str) or not study_name:
-            raise ConfigError(f"study_name must be a non-empty string, got {study_name!r}")
-        self.study_name = study_name
+    def _use(self, parts: StudyParts, progress: Callable[[ProgressEvent], None] | None
+             ) -> None:
+        self.spec = parts.spec
+        self.evaluator: Evaluator = parts.evaluator
+        self.tasks: list[Task] = parts.tasks
+        self.merge_spec: MergeSpec | None = parts.merge_spec
+        self.space: SearchSpace = parts.space
+        self.sampler: Sampler = parts.sampler
+        self.surrogate: Surrogate = parts.surrogate
+        self.front_solver: FrontSolver = parts.front_solver
+        self.executor: Executor = parts.executor
+        self.stopping: StoppingRule | None = parts.stopping
+        self.storage: EvaluationStore = parts.storage
+        self.budget = parts.spec.budget
+        self.seed = parts.seed
+        self.verify = parts.spec.verify
+        self.on_error = parts.spec.on_error
+        self.preference = parts.preference
+        self.preference_bounds = parts.preference_bounds
+        self.study_name = parts.spec.study_name
         self.progress = progress
         self._hooks = get_plugin_manager().hook
 
@@ -259,160 +218,180 @@ class MergeStudy:
             **self.fingerprint(),
         }
 
-    # ------------------------------------------------------------------------------------
+    # -- the algorithm --------------------------------------------------------------------
     def run(self) -> StudyResult:
         """Run the study (resuming from the store) and return its :class:`StudyResult`."""
-        t_start = time.perf_counter()
-        self.storage.open(self.study_name, self.fingerprint())
-        stored: dict[tuple[str, str], Evaluation] = {
-            (e.phase, e.key): e for e in self.storage.load() if e.status != "failed"}
-        self._counts = {"new": 0, "reused": 0, "failed": 0}
-        self._t0 = t_start
-        self._hooks.mapframe_study_started(study=self)
-        history = History(self.space.n_dims, len(self.tasks))
+        run = self._begin()
+        with run.session:
+            self._hooks.mapframe_study_started(study=self)
+            self._search(run)
+            self._fit(run)
+            self._solve(run)
+            self._verify(run)
+        result = self._result(run)
+        self._select(result)
+        self._finish(run, result)
+        return result
+
+    def _begin(self) -> StudyRun:
+        """A fresh run: its evaluation session on the store, an empty history."""
+        session = EvaluationSession(
+            self.storage, self.study_name, self.fingerprint(), self.evaluator,
+            self.merge_spec, self.executor, self.tasks, on_error=self.on_error,
+            on_stored=lambda ev: self._hooks.mapframe_evaluation_stored(study=self,
+                                                                        evaluation=ev),
+            on_progress=None)
+        run = StudyRun(session, History(self.space.n_dims, len(self.tasks)),
+                       time.perf_counter())
+        session.on_progress = lambda phase, done: self._report(
+            run, "evaluate" if phase == "search" else phase, done)
+        if self.stopping is not None:
+            self.stopping.reset()
+        return run
+
+    def _search(self, run: StudyRun) -> None:
+        """1-4. sample -> merge -> evaluate -> store, in rounds (one for a fixed design)."""
+        t = time.perf_counter()
         self.sampler.setup(SamplerContext(
             space=self.space, tasks=tuple(self.tasks), surrogate=self.surrogate,
             budget=self.budget, seed=self.seed, capacity=self.executor.capacity))
-        timings: dict[str, float] = {"propose_s": 0.0}
-        rounds: list[dict[str, Any]] = []
-        stopped: str | None = None
-        if self.stopping is not None:
-            self.stopping.reset()
-        started = False
-        try:
-            # 1-4. sample -> merge -> evaluate -> store, in rounds (one for a fixed design)
-            t = time.perf_counter()
-            round_no, idle = 0, 0
-            while len(history) < self.budget:
-                remaining = self.budget - len(history)
-                n = int(self.sampler.batch_size(remaining, history, self.executor.capacity))
-                n = max(1, min(n, remaining))
-                rng = np.random.default_rng([self.seed, round_no])
-                t_prop = time.perf_counter()
-                X = self._check_proposal(self.sampler.propose(n, self.space, history, rng), n)
-                t_prop = time.perf_counter() - t_prop
-                timings["propose_s"] += t_prop
-                if round_no == 0 and not self.sampler.adaptive and n == self.budget:
-                    # A fixed design that cannot identify the surrogate would waste the budget.
-                    self.surrogate.check_design(X)
-                before = len(history)
-                t_eval = time.perf_counter()
-                jobs = self._reuse_or_schedule(X, "search", round_no, history, stored)
-                if jobs:
-                    if not started:
-                        started = self._start_executor(timings)
-                    self._evaluate(jobs, history, "evaluate")
-                record: dict[str, Any] = {
-                    "round": round_no, "proposed": int(X.shape[0]), "new": len(jobs),
-                    "reused": len(history) - before - len(jobs), "n_evaluated": len(history),
-                    "propose_s": t_prop, "evaluate_s": time.perf_counter() - t_eval}
-                rounds.append(record)
-                if self.stopping is not None and len(history) < self.budget:
-                    stopped = self._check_stopping(round_no, history, record)
-                    if stopped is not None:
-                        break
-                idle = idle + 1 if len(history) == before else 0
-                if idle >= _MAX_IDLE_ROUNDS:
-                    raise EvaluationError(
-                        f"sampler {self.sampler.name!r} keeps proposing points that were "
-                        f"already evaluated ({len(history)} of {self.budget} done); use a "
-                        "sampler that explores, or lower the budget"
-                    )
-                round_no += 1
-            timings["evaluate_s"] = time.perf_counter() - t
-
-            # 5. fit one surrogate per task on the successful evaluations
-            t = time.perf_counter()
-            surrogates, diagnostics = self._fit(history)
-            timings["fit_s"] = time.perf_counter() - t
-
-            def predict(C: np.ndarray) -> np.ndarray:
-                C = np.atleast_2d(C)
-                return np.column_stack([s.predict(C) for s in surrogates])
-
-            # 6. solve the multi-objective problem on the surrogates
-            t = time.perf_counter()
-            self._report("solve", len(history))
-            sol = self.front_solver.solve(predict, self.space, self.tasks, self.seed)
-            X_front, F_front = np.asarray(sol.X, float), np.asarray(sol.F, float)
-            if X_front.ndim != 2 or X_front.shape[0] == 0:
+        idle = 0
+        while len(run.history) < self.budget:
+            before = len(run.history)
+            record = self._search_round(run)
+            if self.stopping is not None and len(run.history) < self.budget:
+                run.stopped = self._check_stopping(run, record)
+                if run.stopped is not None:
+                    break
+            idle = idle + 1 if len(run.history) == before else 0
+            if idle >= _MAX_IDLE_ROUNDS:
                 raise EvaluationError(
-                    f"front solver {self.front_solver.name!r} returned no points"
+                    f"sampler {self.sampler.name!r} keeps proposing points that were "
+                    f"already evaluated ({len(run.history)} of {self.budget} done); use a "
+                    "sampler that explores, or lower the budget"
                 )
-            order = np.argsort(F_front[:, 0] * -self.tasks[0].sign, kind="stable")
-            X_front, F_front = X_front[order], F_front[order]
-            std_front = _predicted_std(surrogates, X_front)
-            real = np.full_like(F_front, np.nan)
-            timings["solve_s"] = time.perf_counter() - t
+            run.round_no += 1
+        run.timings["evaluate_s"] = time.perf_counter() - t
 
-            # 7. verify: evaluate some front points for real
-            t = time.perf_counter()
-            verification = None
-            if self.verify > 0:
-                directions = [t.direction for t in self.tasks]
-                idx = spread_subset(F_front, self.verify, directions)
-                if self.preference is not None:
-                    # Always check for real the point step 8 will hand the user.
-                    chosen = select_by_preference(F_front, self.preference, directions,
-                                                  *(self.preference_bounds or (None, None)))
-                    if chosen not in idx:
-                        idx = np.union1d(spread_subset(F_front, self.verify - 1, directions),
-                                         [chosen])
-                jobs = self._reuse_or_schedule(X_front[idx], "verify", round_no, history,
-                                               stored)
-                if jobs:
-                    if not started:
-                        started = self._start_executor(timings)
-                    self._evaluate(jobs, history, "verify")
-                for i in idx:
-                    ev = history.get(coefficient_key(X_front[i]), "verify")
-                    if ev is not None and ev.ok:
-                        real[i] = ev.metrics
-                verification = _verification_report(F_front, real, self.tasks)
-            timings["verify_s"] = time.perf_counter() - t
-        finally:
-            if started:
-                self.executor.shutdown()
-            self.storage.close()
-        # 8. select the point for the user's preference
-        front = Front(X_front, F_front, real, self.task_names,
-                      [t.direction for t in self.tasks], predicted_std=std_front)
-        result = StudyResult(
-            study_name=self.study_name,
-            tasks=list(self.tasks),
-            space=self.space,
-            coefficient_names=list(self.space.names),
-            front=front,
-            history=history,
-            surrogates=surrogates,
-            diagnostics=diagnostics,
-            verification=verification,
+    def _search_round(self, run: StudyRun) -> dict[str, Any]:
+        """One round: the sampler proposes, the session evaluates; returns its record."""
+        remaining = self.budget - len(run.history)
+        n = int(self.sampler.batch_size(remaining, run.history, self.executor.capacity))
+        n = max(1, min(n, remaining))
+        rng = np.random.default_rng([self.seed, run.round_no])
+        t_prop = time.perf_counter()
+        X = self._check_proposal(self.sampler.propose(n, self.space, run.history, rng), n)
+        t_prop = time.perf_counter() - t_prop
+        run.timings["propose_s"] += t_prop
+        if run.round_no == 0 and not self.sampler.adaptive and n == self.budget:
+            # A fixed design that cannot identify the surrogate would waste the budget.
+            self.surrogate.check_design(X)
+        before = len(run.history)
+        t_eval = time.perf_counter()
+        jobs = run.session.evaluate(X, "search", run.round_no, run.history)
+        record: dict[str, Any] = {
+            "round": run.round_no, "proposed": int(X.shape[0]), "new": len(jobs),
+            "reused": len(run.history) - before - len(jobs), "n_evaluated": len(run.history),
+            "propose_s": t_prop, "evaluate_s": time.perf_counter() - t_eval}
+        run.rounds.append(record)
+        return record
+
+    def _fit(self, run: StudyRun) -> None:
+        """5. fit one surrogate per task on the successful evaluations."""
+        t = time.perf_counter()
+        X, Y = run.history.X, run.history.Y
+        n_params = self.surrogate.n_params(self.space.n_dims)
+        self._report(run, "fit", len(run.history))
+        if X.shape[0] < n_params:
+            n_bad = len(run.history.failures)
+            raise BudgetError(
+                f"only {X.shape[0]} of {len(run.history)} evaluations succeeded ({n_bad} "
+                f"failed or gave NaN/out-of-range metrics), fewer than the {n_params} "
+                f"parameters of the {self.surrogate.name} surrogate: fix the failing "
+                "evaluations or raise the budget"
+            )
+        run.surrogates, run.diagnostics = self._fit_copies(X, Y)
+        for s, task in zip(run.surrogates, self.tasks):
+            r2 = run.diagnostics[task.name].get("r2")
+            if r2 is not None and np.isfinite(r2) and r2 < POOR_FIT_R2:
+                warnings.warn(
+                    f"the {s.name} surrogate of task {task.name!r} fits poorly (R² {r2:.2f}): "
+                    "its part of the front is unreliable; raise the budget, narrow the search "
+                    "box, or verify more front points", MapframeWarning, stacklevel=3)
+        run.timings["fit_s"] = time.perf_counter() - t
+
+    def _solve(self, run: StudyRun) -> None:
+        """6. solve the multi-objective problem on the surrogates."""
+        t = time.perf_counter()
+        self._report(run, "solve", len(run.history))
+        sol = self.front_solver.solve(run.predict, self.space, self.tasks, self.seed)
+        X_front, F_front = np.asarray(sol.X, float), np.asarray(sol.F, float)
+        if X_front.ndim != 2 or X_front.shape[0] == 0:
+            raise EvaluationError(f"front solver {self.front_solver.name!r} returned no points")
+        order = np.argsort(F_front[:, 0] * -self.tasks[0].sign, kind="stable")
+        run.X_front, run.F_front = X_front[order], F_front[order]
+        run.std_front = _predicted_std(run.surrogates, run.X_front)
+        run.real = np.full_like(run.F_front, np.nan)
+        run.timings["solve_s"] = time.perf_counter() - t
+
+    def _verify(self, run: StudyRun) -> None:
+        """7. verify: evaluate some front points for real (always the one selection will
+        hand the user, when a preference is given)."""
+        t = time.perf_counter()
+        if self.verify > 0:
+            directions = [t.direction for t in self.tasks]
+            idx = spread_subset(run.F_front, self.verify, directions)
+            if self.preference is not None:
+                chosen = select_by_preference(run.F_front, self.preference, directions,
+                                              *(self.preference_bounds or (None, None)))
+                if chosen not in idx:
+                    idx = np.union1d(spread_subset(run.F_front, self.verify - 1, directions),
+                                     [chosen])
+            run.session.evaluate(run.X_front[idx], "verify", run.round_no, run.history)
+            for i in idx:
+                ev = run.history.get(coefficient_key(run.X_front[i]), "verify")
+                if ev is not None and ev.ok:
+                    run.real[i] = ev.metrics
+            run.verification = _verification_report(run.F_front, run.real, self.tasks)
+        run.timings["verify_s"] = time.perf_counter() - t
+
+    def _result(self, run: StudyRun) -> StudyResult:
+        """The run's :class:`StudyResult` (selection still to come)."""
+        counts = run.session.counts
+        if counts.executor_start_s is not None:
+            run.timings["executor_start_s"] = counts.executor_start_s
+        front = Front(run.X_front, run.F_front, run.real, self.task_names,
+                      [t.direction for t in self.tasks], predicted_std=run.std_front)
+        return StudyResult(
+            study_name=self.study_name, tasks=list(self.tasks), space=self.space,
+            coefficient_names=list(self.space.names), front=front, history=run.history,
+            surrogates=run.surrogates, diagnostics=run.diagnostics,
+            verification=run.verification,
             preference=None if self.preference is None else self.preference.tolist(),
-            selected=None,
-            n_evaluated=self._counts["new"],
-            n_reused=self._counts["reused"],
-            seed=self.seed,
-            timings=timings,
-            settings=self.settings(),
-            merge_spec=self.merge_spec,
-            preference_bounds=self.preference_bounds,
-            rounds=rounds,
-            stopped_early=stopped,
+            selected=None, n_evaluated=counts.new, n_reused=counts.reused, seed=self.seed,
+            timings=run.timings, settings=self.settings(), merge_spec=self.merge_spec,
+            preference_bounds=self.preference_bounds, rounds=run.rounds,
+            stopped_early=run.stopped,
             stopping_trace=self.stopping.trace() if self.stopping is not None else [],
         )
+
+    def _select(self, result: StudyResult) -> None:
+        """8. select the front point for the user's preference."""
         if self.preference is not None:
             result.selected = result.select(self.preference)
-        timings["total_s"] = time.perf_counter() - t_start
+
+    def _finish(self, run: StudyRun, result: StudyResult) -> None:
+        """Store the summary, report, announce."""
+        run.timings["total_s"] = time.perf_counter() - run.t0
         self.storage.open(self.study_name, self.fingerprint())
         try:
             self.storage.set_meta("summary", result.summary())
         finally:
             self.storage.close()
-        self._report("done", len(history))
+        self._report(run, "done", len(run.history))
         self._hooks.mapframe_study_finished(study=self, result=result)
-        return result
 
-    # ------------------------------------------------------------------------------------
+    # -- helpers of the phases ------------------------------------------------------------
     def _check_proposal(self, X: Any, n: int) -> np.ndarray:
         name = self.sampler.name
         try:
@@ -430,131 +409,6 @@ class MergeStudy:
             raise EvaluationError(f"sampler {name!r} proposed points outside the search box")
         return np.clip(X, self.space.lower, self.space.upper)
 
-    def _reuse_or_schedule(
-        self,
-        X: np.ndarray,
-        phase: str,
-        round_no: int,
-        history: History,
-        stored: Mapping[tuple[str, str], Evaluation],
-    ) -> list[Job]:
-        jobs: list[Job] = []
-        seen: set[str] = set()
-        for x in X:
-            key = coefficient_key(x)
-            if key in seen or history.get(key, phase) is not None:
-                continue
-            seen.add(key)
-            old = stored.get((phase, key))
-            if old is not None:
-                history.add(old)
-                self._counts["reused"] += 1
-                _raise_if_out_of_range(old)
-                continue
-            jobs.append(Job(key, x.copy(), phase, round_no))
-        return jobs
-
-    def _start_executor(self, timings: dict[str, float]) -> bool:
-        """Start the executor (workers up, evaluator set up in each); time it."""
-        t = time.perf_counter()
-        self.executor.start(self.evaluator, self.merge_spec)
-        timings["executor_start_s"] = time.perf_counter() - t
-        return True
-
-    def _evaluate(self, jobs: list[Job], history: History, stage: str) -> None:
-        # Results are stored the moment they arrive, in whatever order workers finish; the
-        # history (what samplers and surrogates see) takes them in submission order once the
-        # round is complete, so a study gives the same front on any executor.
-        self.executor.submit(jobs)
-        pending = {j.key for j in jobs}
-        arrived: dict[str, Evaluation] = {}
-        done_before = len(history) if stage == "evaluate" else len(
-            history.select("verify", ok=False))
-        try:
-            for res in self.executor.as_completed():
-                if res.job.key not in pending:
-                    continue  # a duplicate result (e.g. a retried job that also finished)
-                pending.discard(res.job.key)
-                ev = self._record(res)
-                self.storage.add(ev)
-                arrived[ev.key] = ev
-                self._counts["new"] += 1
-                if not ev.ok:
-                    self._counts["failed"] += 1
-                self._hooks.mapframe_evaluation_stored(study=self, evaluation=ev)
-                self._report(stage, done_before + len(arrived))
-                self._check_result(ev)
-        finally:
-            for job in jobs:
-                if job.key in arrived:
-                    history.add(arrived[job.key])
-        if pending:
-            raise EvaluationError(
-                f"executor {self.executor.name!r} finished without results for "
-                f"{len(pending)} of {len(jobs)} submitted evaluations; this is a bug in the "
-                "executor (as_completed must yield one result per submitted job)"
-            )
-
-    def _check_result(self, ev: Evaluation) -> None:
-        if ev.status == "failed" and self.on_error == "raise":
-            first = (ev.error or "").splitlines()[0]
-            raise EvaluationError(
-                f"evaluation of coefficients {np.round(ev.coefficients, 6).tolist()} "
-                f"failed: {first}; fix the evaluator, or pass on_error='record' to skip "
-                "failing points"
-            )
-        _raise_if_out_of_range(ev)
-
-    def _record(self, res: JobResult) -> Evaluation:
-        job = res.job
-        base: dict[str, Any] = {"coefficients": job.coefficients, "phase": job.phase,
-                                "round": job.round, "duration": res.duration, "key": job.key}
-        if res.error is not None or res.metrics is None:
-            return Evaluation(metrics=None, status="failed", error=res.error or "no metrics",
-                              **base)
-        m = np.asarray(res.metrics, dtype=float).reshape(-1)
-        if m.size != len(self.tasks):
-            raise EvaluationError(
-                f"evaluator {self.evaluator.name!r} returned {m.size} metrics for "
-                f"{len(self.tasks)} tasks"
-            )
-        bad = [t.name for t, v in zip(self.tasks, m) if not math.isfinite(v)]
-        if bad:
-            msg = f"NaN or infinite metric for task(s) {', '.join(bad)}"
-            warnings.warn(
-                f"{msg} at coefficients {np.round(job.coefficients, 6).tolist()}: recorded as "
-                "invalid and left out of the surrogate fit", MapframeWarning, stacklevel=3)
-            return Evaluation(metrics=m, status="invalid", error=msg, **base)
-        for t, v in zip(self.tasks, m):
-            if not (t.lower - 1e-9 <= v <= t.upper + 1e-9):
-                msg = (f"out of range: task {t.name!r} metric {v:g} is outside its declared "
-                       f"range [{t.lower:g}, {t.upper:g}]; fix the evaluator's scale (e.g. "
-                       "accuracy as a fraction) or the task's range")
-                return Evaluation(metrics=m, status="invalid", error=msg, **base)
-        return Evaluation(metrics=m, status="ok", **base)
-
-    def _fit(self, history: History) -> tuple[list[Surrogate], dict[str, dict[str, Any]]]:
-        X, Y = history.X, history.Y
-        n_params = self.surrogate.n_params(self.space.n_dims)
-        self._report("fit", len(history))
-        if X.shape[0] < n_params:
-            n_bad = len(history.failures)
-            raise BudgetError(
-                f"only {X.shape[0]} of {len(history)} evaluations succeeded ({n_bad} failed or "
-                f"gave NaN/out-of-range metrics), fewer than the {n_params} parameters of the "
-                f"{self.surrogate.name} surrogate: fix the failing evaluations or raise the "
-                "budget"
-            )
-        surrogates, diagnostics = self._fit_copies(X, Y)
-        for s, task in zip(surrogates, self.tasks):
-            r2 = diagnostics[task.name].get("r2")
-            if r2 is not None and np.isfinite(r2) and r2 < POOR_FIT_R2:
-                warnings.warn(
-                    f"the {s.name} surrogate of task {task.name!r} fits poorly (R² {r2:.2f}): "
-                    "its part of the front is unreliable; raise the budget, narrow the search "
-                    "box, or verify more front points", MapframeWarning, stacklevel=3)
-        return surrogates, diagnostics
-
     def _fit_copies(self, X: np.ndarray, Y: np.ndarray
                     ) -> tuple[list[Surrogate], dict[str, dict[str, Any]]]:
         """One fresh copy of the prototype surrogate fitted per task, and its diagnostics."""
@@ -567,30 +421,31 @@ class MergeStudy:
             diagnostics[task.name] = dict(s.diagnostics())
         return surrogates, diagnostics
 
-    def _check_stopping(self, round_no: int, history: History,
-                        record: dict[str, Any]) -> str | None:
+    def _check_stopping(self, run: StudyRun, record: dict[str, Any]) -> str | None:
         """Fit the surrogates on everything so far and ask the stopping rule."""
         assert self.stopping is not None
         n_params = self.surrogate.n_params(self.space.n_dims)
-        X, Y = history.canonical()
+        X, Y = run.history.canonical()
         if X.shape[0] < n_params:
             return None
         surrogates, diagnostics = self._fit_copies(X, Y)
-        state = RoundState(round=round_no, n_evaluated=len(history), budget=self.budget,
-                           history=history, surrogates=surrogates, diagnostics=diagnostics,
-                           tasks=tuple(self.tasks), space=self.space, n_params=n_params)
+        state = RoundState(round=run.round_no, n_evaluated=len(run.history),
+                           budget=self.budget, history=run.history, surrogates=surrogates,
+                           diagnostics=diagnostics, tasks=tuple(self.tasks), space=self.space,
+                           n_params=n_params)
         t = time.perf_counter()
         reason = self.stopping.update(state)
         record["stopping_s"] = time.perf_counter() - t
         return reason
 
-    def _report(self, stage: str, done: int) -> None:
+    def _report(self, run: StudyRun, stage: str, done: int) -> None:
         if self.progress is None:
             return
         total = self.budget if stage in ("evaluate", "fit", "solve", "done") else self.verify
-        st = self.executor.status() if stage in ("evaluate", "verify") else None
-        self.progress(ProgressEvent(stage, done, total, self._counts["reused"],
-                                    self._counts["failed"], time.perf_counter() - self._t0,
+        st = run.session.status() if stage in ("evaluate", "verify") else None
+        counts = run.session.counts
+        self.progress(ProgressEvent(stage, done, total, counts.reused, counts.failed,
+                                    time.perf_counter() - run.t0,
                                     workers=st.workers if st else None,
                                     busy=st.busy if st else None,
                                     retried=st.retried if st else 0))
@@ -606,108 +461,6 @@ def _predicted_std(surrogates: Sequence[Surrogate], X: np.ndarray) -> np.ndarray
             return None
         cols.append(np.asarray(sd, dtype=float).reshape(-1))
     return np.column_stack(cols)
-
-
-def _raise_if_out_of_range(ev: Evaluation) -> None:
-    """Metrics outside their declared range mean a scale bug: stop, also on a resumed run."""
-    if ev.status == "invalid" and ev.error and ev.error.startswith("out of range"):
-        raise MetricError(ev.error.removeprefix("out of range: "))
-
-
-def _merge_spec(
-    strategy: Any,
-    checkpoints: Mapping[str, Any] | None,
-    task_vectors: TaskVectors | None,
-    allow_pickle: bool,
-    evaluator: Evaluator | None = None,
-) -> MergeSpec:
-    if task_vectors is not None:
-        if checkpoints is not None:
-            raise ConfigError("give checkpoints= or task_vectors=, not both")
-        return MergeSpec(strategy, task_vectors=task_vectors)
-    assert checkpoints is not None
-    if not isinstance(checkpoints, Mapping) or set(checkpoints) - {"pretrained", "finetuned"}:
-        raise ConfigError(
-            "checkpoints must be a mapping with keys 'pretrained' (a path) and 'finetuned' "
-            "({task: path})"
-        )
-    pre, ft = checkpoints.get("pretrained"), checkpoints.get("finetuned")
-    if not isinstance(pre, (str, os.PathLike)):
-        raise ConfigError("checkpoints.pretrained must be the path of the pretrained checkpoint")
-    if not isinstance(ft, Mapping) or not ft:
-        raise ConfigError(
-            "checkpoints.finetuned must map each task name to its fine-tuned checkpoint path"
-        )
-    from mapframe.errors import CheckpointError
-
-    loader = checkpoint_loader(evaluator) if evaluator is not None else None
-    for p in [pre, *ft.values()]:
-        path = os.fspath(p)
-        if loader is not None and os.path.isdir(path):
-            continue  # the evaluator reads folders (model directories, adapters) itself
-        if os.path.isdir(path):
-            raise CheckpointError(
-                f"checkpoint {path} is a folder, but evaluator {evaluator.name!r} reads "
-                "checkpoint files (one state dict each): give the file's path, or use an "
-                "evaluator that reads model folders"
-                if evaluator is not None else
-                f"checkpoint {path} is a folder: give the path of the checkpoint file")
-        if not os.path.isfile(path):
-            raise CheckpointError(f"checkpoint not found: {path} (check the path)")
-    return MergeSpec(strategy, os.fspath(pre), {str(k): os.fspath(v) for k, v in ft.items()},
-                     allow_pickle=allow_pickle,
-                     prepare=checkpoint_hook(evaluator) if evaluator is not None else None,
-                     loader=loader)
-
-
-def checkpoint_loader(evaluator: Evaluator) -> CheckpointLoader | None:
-    """The evaluator's :meth:`~mapframe.evaluators.Evaluator.load_task_vectors`, or ``None``
-    when it keeps the base class's one (mapframe reads the checkpoint files)."""
-    if type(evaluator).load_task_vectors is Evaluator.load_task_vectors:
-        return None
-    return evaluator.load_task_vectors
-
-
-def checkpoint_hook(evaluator: Evaluator) -> CheckpointHook | None:
-    """The evaluator's :meth:`~mapframe.evaluators.Evaluator.prepare_checkpoint`, or ``None``
-    when it keeps the base class's (identity) one."""
-    if type(evaluator).prepare_checkpoint is Evaluator.prepare_checkpoint:
-        return None
-    return evaluator.prepare_checkpoint
-
-
-def _check_preference(preference: Sequence[float], n: int) -> np.ndarray:
-    try:
-        p = np.asarray(preference, dtype=float).reshape(-1)
-    except (TypeError, ValueError):
-        raise ConfigError(f"preference must be {n} numbers, got {preference!r}") from None
-    if p.size != n:
-        raise ConfigError(f"preference has {p.size} weights for {n} tasks; give one per task")
-    if not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
-        raise ConfigError(
-            f"preference weights must be finite, non-negative and not all zero, got {p.tolist()}"
-        )
-    return p / p.sum()
-
-
-def _check_bounds(
-    bounds: tuple[Sequence[float], Sequence[float]] | None, n: int
-) -> tuple[list[float], list[float]] | None:
-    if bounds is None:
-        return None
-    try:
-        lo, hi = (np.asarray(b, dtype=float).reshape(-1) for b in bounds)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"preference_bounds must be (lower, upper) with {n} numbers each, got {bounds!r}"
-        ) from None
-    if lo.size != n or hi.size != n or not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))
-                                             and np.all(lo < hi)):
-        raise ConfigError(
-            f"preference_bounds must be (lower, upper) with {n} finite numbers each and "
-            f"lower < upper, got {bounds!r}"
-        )
-    return lo.tolist(), hi.tolist()
 
 
 def _verification_report(

@@ -127,18 +127,21 @@ def test_checkpoints_are_safetensors_with_manifest(ckpts: dict, cache_dir: Path)
 
 
 def test_second_call_reuses_the_cache(
-    ckpts: dict, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+    ckpts: dict, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cached checkpoints were retrained")
 
     mtimes = {p: p.stat().st_mtime_ns for p in [ckpts["pretrained"], *ckpts["finetuned"].values()]}
-    monkeypatch.setattr(digits, "_pretrain", no_training)
-    monkeypatch.setattr(digits, "_finetune", no_training)
+    # patch the module prepare_checkpoints reads them from
+    monkeypatch.setattr(digits.training, "_pretrain", no_training)
+    monkeypatch.setattr(digits.training, "_finetune", no_training)
     again = digits.prepare_checkpoints(cache_dir, ["flip", "rot90"])
     assert again["pretrained"] == ckpts["pretrained"]
     assert again["finetuned"] == {t: ckpts["finetuned"][t] for t in ("flip", "rot90")}
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    with pytest.raises(AssertionError, match="retrained"):  # the patches are the ones read
+        digits.prepare_checkpoints(tmp_path, ["flip"], force=True)
 
 
 def test_head_is_frozen_and_training_is_deterministic_per_task(
@@ -329,6 +332,42 @@ def test_evaluator_errors(merger: Merger) -> None:
     ev.close()
     with pytest.raises(ConfigError, match="before setup"):
         ev.evaluate(np.zeros((1, 3)))
+
+
+def test_follows_the_model_evaluator_template(merger: Merger) -> None:
+    from mapframe.evaluators.base import ModelEvaluator
+
+    assert issubclass(digits.DigitsEvaluator, ModelEvaluator)
+    assert digits.DigitsEvaluator.merge_and_score is not ModelEvaluator.merge_and_score
+    C = np.random.default_rng(2).uniform(0.0, 1.0, size=(5, len(TRAINED)))
+    for metric in digits.METRICS:
+        ev = _evaluator(merger, metric=metric)
+        assert isinstance(ev.resident_model, digits.DigitsNet)
+        assert ev.model_device() == torch.device("cpu")
+        assert ev.resident_model.fc1.weight.shape == (digits.TRAINING.hidden, 64)
+        # the template's row-by-row path (merge into the resident model, score_task per
+        # task) gives what the vectorised batch merge gives
+        with torch.no_grad():
+            rows = ModelEvaluator.merge_and_score(ev, C, [2, 0])
+        np.testing.assert_allclose(ev.evaluate_tasks(C, [2, 0]), rows, rtol=1e-5, atol=1e-6)
+    assert ev.evaluate_tasks(C, [1, 1]).shape == (5, 2)
+    np.testing.assert_array_equal(ev.evaluate_tasks(C, [1, 1])[:, 0], ev.evaluate(C)[:, 1])
+
+
+def test_the_package_modules_hold_one_job_each() -> None:
+    from mapframe.examples.digits import config, data, evaluator, model, training
+
+    assert digits.TASKS is data.TASKS and digits.task_data is data.task_data
+    assert digits.DigitsNet is model._digits_net_class()
+    assert digits.prepare_checkpoints is training.prepare_checkpoints
+    assert digits.TRAINING is training.TRAINING
+    assert digits.DigitsEvaluator is evaluator.DigitsEvaluator
+    assert digits.digits_study_config is config.digits_study_config
+    # private helpers of the single-module example stay importable from the package
+    assert digits._VARIANTS is data._VARIANTS and digits._variant_data is data._variant_data
+    assert digits._digits_net_class is model._digits_net_class
+    with pytest.raises(AttributeError):
+        digits.NoSuchName  # noqa: B018
 
 
 def test_evaluator_tasks_may_differ_from_the_checkpoints(merger: Merger) -> None:

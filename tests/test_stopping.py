@@ -17,6 +17,7 @@ from mapframe.problem import SearchSpace, Task
 from mapframe.samplers.base import Sampler
 from mapframe.stopping import PlateauStopping, RoundState
 from mapframe.surrogates.quadratic import QuadraticSurrogate
+from mapframe.testing import StoppingRuleContract
 
 
 class RoundRandom(Sampler):
@@ -198,3 +199,14 @@ def test_no_std_without_uncertainty() -> None:
     res = study(budget=12, sampler="sobol").run()
     assert res.front.predicted_std is None
     assert "std_a" not in res.front.rows()[0]
+
+
+# -- the stopping-rule contract on every built-in rule --------------------------------------
+class TestPlateauStoppingContract(StoppingRuleContract):
+    def make_stopping(self) -> PlateauStopping:
+        return PlateauStopping(patience=2, min_evaluations=1, n_candidates=256)
+
+
+class TestPlateauStoppingDefaultsContract(StoppingRuleContract):
+    def make_stopping(self) -> PlateauStopping:
+        return PlateauStopping()

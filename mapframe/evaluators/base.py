@@ -78,7 +78,8 @@ class Evaluator(Component):
             # An evaluator written against the old API (evaluate() the abstract method).
             cls.evaluate_tasks = _columns_of_evaluate  # type: ignore[method-assign]
         if "load_task_vectors" in own and "reads_checkpoints" not in own:
-            cls.reads_checkpoints = True  # old API: overriding the method was the signal
+            # The older API: overriding the method was the signal.
+            cls.reads_checkpoints = own["load_task_vectors"] is not Evaluator.load_task_vectors
 
     @property
     @abstractmethod
@@ -197,7 +198,7 @@ class ModelEvaluator(Evaluator):
     Subclasses implement :meth:`build_model` (the architecture; its weights are overwritten
     by every merge) and :meth:`score_task` (the metric of one task for the weights as they
     are now), and may override :meth:`prepare` (load evaluation data once the model exists)
-    and :meth:`device` (where the model lives). :meth:`evaluate_tasks` then does the rest,
+    and :meth:`model_device` (where the model lives). :meth:`evaluate_tasks` then does the rest,
     the same for every model evaluator:
 
     1. checks the coefficients (shape ``(B, N)``, finite) and the task indices;
@@ -209,6 +210,9 @@ class ModelEvaluator(Evaluator):
 
     An evaluator that merges and scores several models at once (vectorised over the batch)
     overrides :meth:`merge_and_score`, the step between the checks.
+
+    The template's own names (:attr:`resident_model`, :meth:`model_device`) leave ``model``
+    and ``device``, the usual names of an evaluator's settings, to subclasses.
     """
 
     needs_merger: ClassVar[bool] = True
@@ -233,12 +237,12 @@ class ModelEvaluator(Evaluator):
     def prepare(self) -> None:
         """Load what scoring needs (data, heads...) once the model is built. Default: no-op."""
 
-    def device(self) -> torch.device:
+    def model_device(self) -> torch.device:
         """Where the resident model lives. Default: the device of its first tensor (CPU for
         a model without tensors)."""
         import torch
 
-        for t in self.model.state_dict().values():
+        for t in self.resident_model.state_dict().values():
             return t.device
         return torch.device("cpu")
 
@@ -267,7 +271,7 @@ class ModelEvaluator(Evaluator):
         return [self.score_task(model, i) for i in tasks]
 
     @property
-    def model(self) -> torch.nn.Module:
+    def resident_model(self) -> torch.nn.Module:
         """The resident model (after :meth:`setup`)."""
         model = getattr(self, "_model", None)
         if model is None:
@@ -296,7 +300,7 @@ class ModelEvaluator(Evaluator):
         import torch
 
         self.merger.merge_into(self._params, coefficients)
-        device = self.device()
+        device = self.model_device()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
@@ -320,7 +324,7 @@ class ModelEvaluator(Evaluator):
         out = np.empty((C.shape[0], len(tasks)))
         for b, c in enumerate(C):
             self.merge(c)
-            row = self.score_tasks(self.model, tasks)
+            row = self.score_tasks(self.resident_model, tasks)
             try:
                 values = np.asarray(row, dtype=float).reshape(-1)
             except (TypeError, ValueError):

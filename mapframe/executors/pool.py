@@ -33,7 +33,6 @@ import threading
 import time
 import traceback
 import weakref
-from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from mapframe.errors import ConfigError, EvaluationError
 from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
+from mapframe.executors.jobqueue import JobQueue
 from mapframe.executors.worker import (
     WorkerRuntime,
     WorkerSetupError,
@@ -289,13 +289,11 @@ class ProcessExecutor(Executor):
                                         else max(1, cpus // self.workers))
         self.max_retries = max_retries
         self._pool = _Pool()
-        self._queue: deque[Job] = deque()
-        self._reruns: dict[tuple[str, str], int] = {}
+        self._queue = JobQueue()
         self._payload: bytes | None = None
         self._evaluator_name = ""
         self._cap: int | None = None
         self._next_index = 0
-        self._retried = 0
         self._lost = 0
         self._host = socket.gethostname()
         self._finalizer: weakref.finalize | None = None
@@ -325,8 +323,8 @@ class ProcessExecutor(Executor):
         self._evaluator_name = evaluator.name
         caps = [c for c in (self.batch_size, evaluator.max_batch_size) if c]
         self._cap = min(caps) if caps else None
-        self._retried = self._lost = 0
-        self._reruns.clear()
+        self._lost = 0
+        self._queue.reset()
         _POOLS.add(self._pool)
         self._finalizer = weakref.finalize(self, self._pool.stop)
         try:
@@ -352,7 +350,7 @@ class ProcessExecutor(Executor):
         workers = list(self._pool.workers.values())
         return ExecutorStatus(workers=sum(w.ready for w in workers),
                               busy=sum(len(w.batch) for w in workers),
-                              queued=len(self._queue), retried=self._retried,
+                              queued=len(self._queue), retried=self._queue.retried,
                               lost_workers=self._lost)
 
     def shutdown(self) -> None:
@@ -399,10 +397,10 @@ class ProcessExecutor(Executor):
 
     def _take(self, size: int) -> list[Job]:
         q = self._queue
-        if self._reruns.get((q[0].phase, q[0].key)):
+        if q.reruns(q.peek()):
             return [q.popleft()]  # re-run alone: it may be what killed its worker
         batch: list[Job] = []
-        while q and len(batch) < size and not self._reruns.get((q[0].phase, q[0].key)):
+        while q and len(batch) < size and not q.reruns(q.peek()):
             batch.append(q.popleft())
         return batch
 
@@ -445,8 +443,7 @@ class ProcessExecutor(Executor):
             raise WorkerSetupError(msg[1])
         batch, w.batch = w.batch, []
         if kind == "results":
-            for job in batch:
-                self._reruns.pop((job.phase, job.key), None)
+            self._queue.done(batch)
             return list(msg[1])
         if kind == "evaluation_error":
             raise EvaluationError(f"worker {w.name}: {msg[1]}")
@@ -478,22 +475,12 @@ class ProcessExecutor(Executor):
                 f"({how})"
             )
         self._lost += 1
-        requeue: list[Job] = []
-        for job in w.batch:
-            k = (job.phase, job.key)
-            n = self._reruns.get(k, 0)
-            if n < self.max_retries:
-                self._reruns[k] = n + 1
-                self._retried += 1
-                requeue.append(job)
-            else:
-                self._reruns.pop(k, None)
-                results.append(JobResult(
-                    job, None,
-                    f"worker {w.name} died ({how}) while evaluating this point; it was "
-                    f"retried {n} time(s) (max_retries={self.max_retries}) and its worker "
-                    "died each time", worker=w.name))
-        self._queue.extendleft(reversed(requeue))
+        for job, n in self._queue.requeue(w.batch, self.max_retries):
+            results.append(JobResult(
+                job, None,
+                f"worker {w.name} died ({how}) while evaluating this point; it was "
+                f"retried {n} time(s) (max_retries={self.max_retries}) and its worker "
+                "died each time", worker=w.name))
         w.batch = []
         self._launch()  # set up again: capacity stays
         return results

@@ -1,5 +1,11 @@
 """The ``ray`` executor: evaluations run in Ray actors, on this machine or on a cluster.
 
+This module is the actor pool: actors holding one set-up evaluator each, batches dispatched
+to idle actors, and dead actors replaced with their jobs re-run. Where the cluster is and what
+it holds is :mod:`mapframe.executors.ray_cluster`; how Ray's errors become mapframe's,
+:mod:`mapframe.executors.ray_errors`; the re-run bookkeeping,
+:mod:`mapframe.executors.jobqueue`.
+
 Ray is imported only when a :class:`RayExecutor` is created; importing this module does not
 import it.
 """
@@ -10,19 +16,24 @@ import contextlib
 import dataclasses
 import math
 import os
-import re
-import socket
 import subprocess
 import sys
-import warnings
-from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mapframe._imports import optional_import
-from mapframe.errors import ConfigError, EvaluationError, MapframeError, MapframeWarning
+from mapframe.errors import ConfigError, EvaluationError, MapframeError
 from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
+from mapframe.executors.jobqueue import JobQueue
+from mapframe.executors.ray_cluster import (
+    actors_to_fill,
+    check_fits,
+    connect,
+    gpus_per_actor,
+    parse_address,
+)
+from mapframe.executors.ray_errors import cause, first_line, remote_error, summary, where
 from mapframe.executors.worker import WorkerRuntime, WorkerSetupError, batch_share
 
 if TYPE_CHECKING:
@@ -31,10 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["RayExecutor"]
 
 _PURPOSE = "the 'ray' executor"
-#: An HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS and its
-#: client server both are) answers with a SETTINGS frame of its own.
-_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
-_H2_SETTINGS = 0x04
 
 
 def _import_ray() -> Any:
@@ -97,7 +104,7 @@ class RayExecutor(Executor):
         init: Mapping[str, Any] | None = None,
         connect_timeout: float = 15,
     ) -> None:
-        self._target = _parse_address(address)
+        self._target = parse_address(address)
         self.address = address
         self.workers = _positive_int("workers", workers, allow_none=True)
         self.num_cpus = _non_negative("num_cpus", num_cpus)
@@ -128,29 +135,33 @@ class RayExecutor(Executor):
         self._max_batch: int | None = None
         self._shared: list[Any] = []  # object refs of the evaluator and the merge spec
         self._resources: dict[str, float] = {}
+        self._gpus = 0.0  # GPUs per actor
         self._n_actors = 0
         self._next_index = 1
         self._actors: list[_Actor] = []
         self._setting_up: dict[Any, _Actor] = {}  # setup ref -> replacement being set up
         self._in_flight: dict[Any, _Actor] = {}  # run ref -> actor running that batch
-        self._queue: deque[Job] = deque()
-        self._reruns: dict[str, int] = {}
-        self._retried = 0
+        self._queue = JobQueue()
         self._lost = 0
+
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, evaluator: Evaluator, merge_spec: MergeSpec | None) -> None:
         ray = _import_ray()
-        self._connect(ray)
+        started, reaper = connect(ray, self._target, self.address, self.init,
+                                  self.connect_timeout)
+        if started:  # else this process had initialised Ray: it is not ours to shut down
+            self._started_ray, self._reaper = True, reaper
         self._ray = ray
         self._next_index = 1
-        self._reruns.clear()
-        self._retried = self._lost = 0
+        self._queue.reset()
+        self._lost = 0
         try:
             self._resources = {k: float(v) for k, v in ray.cluster_resources().items()}
-            gpus = self._gpus_per_actor()
-            self._n_actors = self.workers or self._fill_cluster(gpus)
-            self._check_fits(gpus)
+            gpus = self._gpus = gpus_per_actor(self.num_gpus, self._resources)
+            self._n_actors = self.workers or actors_to_fill(self._resources, self.num_cpus, gpus)
+            check_fits(self._resources, self._n_actors, self.num_cpus, gpus,
+                       own_local=self._started_ray and self._target[0] == "local")
             if merge_spec is not None and merge_spec.pretrained is not None:
                 # Checkpoint paths are what travels; each actor loads them itself.
                 merge_spec = dataclasses.replace(merge_spec, task_vectors=None)
@@ -192,7 +203,7 @@ class RayExecutor(Executor):
             try:
                 results = ray.get(ref)
             except ray.exceptions.RayTaskError as exc:  # raised by mapframe in the actor
-                raise _remote_error(exc, actor.name) from None
+                raise remote_error(exc, actor.name) from None
             except ray.exceptions.RayError as exc:  # the actor, its node or its result is lost
                 results = self._actor_died(actor, jobs, exc)
             yield from results
@@ -208,7 +219,7 @@ class RayExecutor(Executor):
             workers=sum(1 for a in self._actors if a.ready),
             busy=sum(len(a.jobs or ()) for a in self._in_flight.values()),
             queued=len(self._queue),
-            retried=self._retried,
+            retried=self._queue.retried,
             lost_workers=self._lost,
         )
 
@@ -251,107 +262,7 @@ class RayExecutor(Executor):
             "connect_timeout": self.connect_timeout,
         }
 
-    # -- connecting -----------------------------------------------------------------------
-    def _connect(self, ray: Any) -> None:
-        if ray.is_initialized():
-            ignored = [f"{k}=" for k, v in (("address", self._target[0] not in ("local", "auto")),
-                                             ("init", bool(self.init))) if v]
-            if ignored:
-                warnings.warn(
-                    "Ray is already initialised in this process: the ray executor uses that "
-                    f"connection and ignores {' and '.join(ignored)} (call ray.shutdown() "
-                    "first to use them)", MapframeWarning, stacklevel=3)
-            return
-        kind, host, port = self._target
-        address: str = self.address or "local"
-        kwargs: dict[str, Any] = dict(self.init)
-        if kind == "local":
-            kwargs = {"include_dashboard": False, **kwargs}
-        else:
-            if kind == "auto":
-                resolved = _resolve_auto()
-                if resolved is not None:
-                    host, port = resolved
-            if host is not None and port is not None:
-                self._probe(host, port)
-        try:
-            ray.init(address=address, **kwargs)
-        except ConnectionError as exc:
-            raise MapframeError(
-                f"cannot connect to the Ray cluster at {self.address!r}: {_first_line(exc)}; "
-                f"{_HOW_TO_FIX}; if the cluster is up, check that this machine may join it "
-                "(the same Ray and Python versions, and the cluster's authentication token "
-                "where it uses one)"
-            ) from None
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"ray.init rejected init={self.init!r}: {exc}") from None
-        self._started_ray = True
-        if kind == "local":
-            self._reaper = _start_reaper(ray)
-
-    def _probe(self, host: str, port: int) -> None:
-        """Fail fast where ``ray.init`` would retry for minutes: nothing listening at the
-        address, or something other than a Ray (gRPC) server."""
-        where = f"{host}:{port}"
-        try:
-            sock = socket.create_connection((host, port), timeout=self.connect_timeout)
-        except OSError as exc:
-            raise MapframeError(
-                f"cannot reach the Ray cluster at {self.address!r} ({where}: {exc}); "
-                f"{_HOW_TO_FIX}"
-            ) from None
-        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
-            sock.close()
-            return  # a TLS server does not answer a plain-text preface
-        try:
-            with sock:
-                sock.settimeout(self.connect_timeout)
-                sock.sendall(_H2_PREFACE)
-                head = _recv(sock, 9)
-        except OSError:
-            head = b""
-        if len(head) < 9 or head[3] != _H2_SETTINGS:
-            raise MapframeError(
-                f"{where} (address {self.address!r}) is reachable but does not answer like a "
-                f"Ray cluster (no gRPC reply within {self.connect_timeout:g} s): check the "
-                "port (the head node's GCS port, 6379 by default, or 10001 for ray://); "
-                f"{_HOW_TO_FIX}"
-            )
-
     # -- actors ---------------------------------------------------------------------------
-    def _gpus_per_actor(self) -> float:
-        if self.num_gpus == "auto":
-            return 1.0 if self._resources.get("GPU", 0.0) > 0 else 0.0
-        return float(self.num_gpus)
-
-    def _fill_cluster(self, gpus: float) -> int:
-        counts = []
-        if self.num_cpus > 0:
-            counts.append(int(self._resources.get("CPU", 0.0) // self.num_cpus))
-        if gpus > 0:
-            counts.append(int(self._resources.get("GPU", 0.0) // gpus))
-        if not counts:
-            counts.append(int(self._resources.get("CPU", 1.0)))
-        return max(1, min(counts))
-
-    def _check_fits(self, gpus: float) -> None:
-        short = [
-            f"{need:g} {res} ({self._n_actors} x {per:g}) but the cluster has "
-            f"{self._resources.get(res, 0.0):g}"
-            for res, per in (("CPU", float(self.num_cpus)), ("GPU", gpus))
-            if (need := per * self._n_actors) > self._resources.get(res, 0.0) + 1e-9
-        ]
-        if not short:
-            return
-        msg = f"ray executor: {self._n_actors} actor(s) need {'; '.join(short)}"
-        if self._started_ray and self._target[0] == "local":
-            raise ConfigError(
-                f"{msg}: lower workers, num_cpus or num_gpus, or give the local instance more "
-                "with init={'num_cpus': ..., 'num_gpus': ...}"
-            )
-        warnings.warn(f"{msg}; the actors wait until the cluster has room (an autoscaler may "
-                      "add nodes)", MapframeWarning, stacklevel=3)
-
     def _spawn(self, gpus: float) -> _Actor:
         index = self._next_index
         self._next_index += 1
@@ -369,17 +280,17 @@ class RayExecutor(Executor):
         try:
             actor.name = ray.get(ref)
         except ray.exceptions.RayTaskError as exc:
-            cause = _cause(exc)
-            if isinstance(cause, WorkerSetupError):
-                raise WorkerSetupError(str(cause)) from None
+            inner = cause(exc)
+            if isinstance(inner, WorkerSetupError):
+                raise WorkerSetupError(str(inner)) from None
             raise WorkerSetupError(
                 f"worker {actor.name} could not set up evaluator {self._evaluator_name!r}: "
-                f"{type(cause).__name__}: {cause}"
+                f"{type(inner).__name__}: {inner}"
             ) from None
         except ray.exceptions.RayError as exc:  # the actor died, or never started
             raise WorkerSetupError(
-                f"worker {actor.name}{_where(exc)} died while setting up evaluator "
-                f"{self._evaluator_name!r}: {_summary(exc)}; check that mapframe is "
+                f"worker {actor.name}{where(exc)} died while setting up evaluator "
+                f"{self._evaluator_name!r}: {summary(exc)}; check that mapframe is "
                 "installed on every node and that the checkpoints fit in its memory"
             ) from None
         actor.ready = True
@@ -404,16 +315,9 @@ class RayExecutor(Executor):
         self._lost += 1
         self._actors.remove(actor)
         _kill(self._ray, actor.handle)
-        reason = _first_line(exc)
-        again: list[Job] = []
+        reason = first_line(exc)
         failed: list[JobResult] = []
-        for job in jobs:
-            n = self._reruns.get(job.key, 0)
-            if n < self.max_retries:
-                self._reruns[job.key] = n + 1
-                self._retried += 1
-                again.append(job)
-                continue
+        for job, n in self._queue.requeue(jobs, self.max_retries):
             tried = (f"re-run {n} time(s) on other actors, which died too" if n
                      else "not re-run")
             failed.append(JobResult(job, None, (
@@ -421,8 +325,7 @@ class RayExecutor(Executor):
                 f"{tried} (max_retries={self.max_retries}): the evaluation may crash its "
                 "process (out of memory, a native crash, os._exit)"
             ), 0.0, actor.name))
-        self._queue.extendleft(reversed(again))
-        replacement = self._spawn(self._gpus_per_actor())
+        replacement = self._spawn(self._gpus)
         self._setting_up[replacement.setup_ref] = replacement
         return failed
 
@@ -458,7 +361,7 @@ class _RayWorker:
             evaluator, merge_spec = ray.get(self._shared)
         except Exception as exc:
             raise WorkerSetupError(
-                f"worker {name} could not receive the evaluator: {_first_line(exc)}; an "
+                f"worker {name} could not receive the evaluator: {first_line(exc)}; an "
                 "objective given as a function must be importable on every node by its "
                 "module path"
             ) from None
@@ -495,108 +398,6 @@ def _torch_threads(threads: int, load: bool) -> None:
 
 
 # -- helpers ------------------------------------------------------------------------------
-_HOW_TO_FIX = (
-    "start a cluster with `ray start --head` (it prints the address to use), check the host "
-    "and port, or leave address out to run a local Ray instance"
-)
-
-
-def _parse_address(address: object) -> tuple[str, str | None, int | None]:
-    """``(kind, host, port)``; kind is ``local``, ``auto``, ``gcs`` or ``client``."""
-    if address is None:
-        return "local", None, None
-    if not isinstance(address, str) or not address.strip():
-        raise ConfigError(
-            f"address must be 'auto', 'host:port' or 'ray://host:port' (or left out for a "
-            f"local Ray instance), got {address!r}"
-        )
-    text = address.strip()
-    if text == "auto":
-        return "auto", None, None
-    kind = "gcs"
-    if text.startswith("ray://"):
-        kind, text = "client", text[len("ray://"):]
-    host, sep, port_text = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        default = 10001 if kind == "client" else 6379
-        raise ConfigError(
-            f"ray address {address!r} is not 'host:port' or 'ray://host:port' (e.g. "
-            f"'{host or text or 'head-node'}:{default}'); use 'auto' for the cluster this "
-            "machine belongs to, or leave address out for a local Ray instance"
-        )
-    return kind, host, int(port_text)
-
-
-def _resolve_auto() -> tuple[str, int] | None:
-    """Where ``address="auto"`` leads (``RAY_ADDRESS`` or the last ``ray start`` here), to
-    probe it first; ``None`` when unknown (``ray.init`` then reports it)."""
-    addr = os.environ.get("RAY_ADDRESS") or None
-    if addr is None:
-        try:
-            from ray._private.utils import read_ray_address  # private: best effort only
-
-            addr = read_ray_address(None)
-        except Exception:
-            return None
-    if not addr or addr == "auto":
-        return None
-    try:
-        _, host, port = _parse_address(addr)
-    except ConfigError:
-        return None
-    return (host, port) if host is not None and port is not None else None
-
-
-def _recv(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def _cause(exc: BaseException) -> BaseException:
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, BaseException) else exc
-
-
-def _remote_error(exc: BaseException, actor: str) -> MapframeError:
-    """The exception an actor raised, without Ray's wrapping, naming the actor."""
-    cause = _cause(exc)
-    if isinstance(cause, MapframeError):
-        text = str(cause)
-        try:
-            err = type(cause)(text if actor in text else f"ray actor {actor}: {text}")
-        except Exception:
-            err = EvaluationError(f"ray actor {actor}: {text}")
-        return err
-    return EvaluationError(f"ray actor {actor} failed: {type(cause).__name__}: {cause}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _summary(exc: BaseException) -> str:
-    """The first line of a Ray error, and its last (the root cause, e.g. an ImportError)."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    if not lines:
-        return type(exc).__name__
-    return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
-
-
-def _where(exc: BaseException) -> str:
-    """``@ip:pid`` from a Ray actor-death message, where it says."""
-    text = str(exc)
-    ip = re.search(r"^\s*ip: (\S+)", text, re.M)
-    pid = re.search(r"^\s*pid: (\d+)", text, re.M)
-    return f"@{ip.group(1)}:{pid.group(1)}" if ip and pid else ""
-
-
 def _kill(ray: Any, handle: Any) -> None:
     with contextlib.suppress(Exception):  # already gone
         ray.kill(handle, no_restart=True)
@@ -628,20 +429,3 @@ def _non_negative(what: str, value: Any, extra: str = "") -> float:
                           f" got {value!r}")
     return float(value)
 
-
-def _start_reaper(ray: Any) -> subprocess.Popen[bytes] | None:
-    """A watchdog that stops the local Ray instance this driver started if the driver is
-    killed before it can (see :mod:`mapframe.executors._reaper`); ``None`` off Linux or
-    when Ray does not say where its session lives."""
-    if not os.path.isdir("/proc"):
-        return None
-    try:
-        session = str(ray._private.worker.global_worker.node.get_session_dir_path())
-    except Exception:  # a private API: without it, no watchdog
-        return None
-    if not session:
-        return None
-    return subprocess.Popen(
-        [sys.executable, "-m", "mapframe.executors._reaper", str(os.getpid()), session],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)

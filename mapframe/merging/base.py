@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
 from abc import abstractmethod
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -16,7 +17,15 @@ if TYPE_CHECKING:
 
     from mapframe.merging.checkpoints import TaskVectors
 
-__all__ = ["MergeStrategy", "TensorwiseMergeStrategy"]
+__all__ = ["MergeStrategy", "TensorwiseMergeStrategy", "checked_real"]
+
+
+def checked_real(value: object, message: str, valid: Callable[[float], bool]) -> float:
+    """A strategy setting as a float: ``value`` must be a real number (not a bool) for which
+    ``valid`` holds, else :class:`ConfigError` ``"{message}, got {value!r}"``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not valid(float(value)):
+        raise ConfigError(f"{message}, got {value!r}")
+    return float(value)
 
 
 class MergeStrategy(Component):
@@ -38,6 +47,10 @@ class MergeStrategy(Component):
     """
 
     kind: ClassVar[str] = "merge_strategy"
+    #: The merged task vector is ``Σ c_i τ_i``: linear in the coefficients, so merges of
+    #: merges compose (Nested MAP reports the final model's coefficients on the original
+    #: task vectors only for such strategies).
+    linear: ClassVar[bool] = False
 
     def prepare(self, task_vectors: TaskVectors) -> None:
         """Precompute whatever does not depend on the coefficients (default: keep a reference)."""

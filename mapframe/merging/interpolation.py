@@ -22,7 +22,6 @@ increasing inference time* (2022); Ilharco et al., *Editing Models with Task Ari
 from __future__ import annotations
 
 import math
-import numbers
 from abc import abstractmethod
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, ClassVar
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from mapframe.errors import ConfigError
-from mapframe.merging.base import MergeStrategy, TensorwiseMergeStrategy
+from mapframe.merging.base import MergeStrategy, TensorwiseMergeStrategy, checked_real
 from mapframe.merging.task_arithmetic import TaskArithmetic
 
 if TYPE_CHECKING:
@@ -48,18 +47,12 @@ __all__ = [
 
 
 # -- checks ---------------------------------------------------------------------------------
-def _real(value: object, message: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{message}, got {value!r}")
-    return float(value)
-
-
 def _check_scale(scale: object) -> float:
-    message = "scale must be a finite number > 0 (the total weight given to the task vectors)"
-    value = _real(scale, message)
-    if not (math.isfinite(value) and value > 0.0):
-        raise ConfigError(f"{message}, got {scale!r}")
-    return value
+    return checked_real(
+        scale,
+        "scale must be a finite number > 0 (the total weight given to the task vectors)",
+        lambda value: math.isfinite(value) and value > 0.0,
+    )
 
 
 def _check_dot_threshold(dot_threshold: object) -> float:
@@ -67,10 +60,7 @@ def _check_dot_threshold(dot_threshold: object) -> float:
         "dot_threshold must be in [0, 1) (above this |cos| between the two task vectors of "
         "a tensor, slerp falls back to linear interpolation)"
     )
-    value = _real(dot_threshold, message)
-    if not 0.0 <= value < 1.0:  # also rejects NaN
-        raise ConfigError(f"{message}, got {dot_threshold!r}")
-    return value
+    return checked_real(dot_threshold, message, lambda value: 0.0 <= value < 1.0)  # rejects NaN
 
 
 def _check_non_negative(name: str, c: np.ndarray, allow_zero: bool) -> None:

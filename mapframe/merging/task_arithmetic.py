@@ -26,6 +26,7 @@ class TaskArithmetic(MergeStrategy):
     """
 
     name: ClassVar[str] = "task_arithmetic"
+    linear: ClassVar[bool] = True
 
     def merge_into(
         self, params: MutableMapping[str, torch.Tensor], coefficients: np.ndarray

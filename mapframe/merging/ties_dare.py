@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from mapframe.errors import ConfigError
-from mapframe.merging.base import TensorwiseMergeStrategy
+from mapframe.merging.base import TensorwiseMergeStrategy, checked_real
 
 if TYPE_CHECKING:
     import torch
@@ -40,21 +40,12 @@ __all__ = ["DareTaskArithmetic", "DareTies", "MaskedMergeStrategy", "TiesMerging
 
 
 # -- parameter checks ---------------------------------------------------------------------
-def _real(value: object, message: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{message}, got {value!r}")
-    return float(value)
-
-
 def _check_trim(trim: object) -> float:
     message = (
         "trim fraction must be in (0, 1] (the fraction of each task vector's entries kept, "
         "by magnitude, per tensor; 1 keeps everything)"
     )
-    value = _real(trim, message)
-    if not 0.0 < value <= 1.0:  # also rejects NaN
-        raise ConfigError(f"{message}, got {trim!r}")
-    return value
+    return checked_real(trim, message, lambda value: 0.0 < value <= 1.0)  # also rejects NaN
 
 
 def _check_drop_rate(drop_rate: object) -> float:
@@ -62,10 +53,7 @@ def _check_drop_rate(drop_rate: object) -> float:
         "drop rate must be in [0, 1) (the probability of dropping each task-vector entry; "
         "0 drops nothing)"
     )
-    value = _real(drop_rate, message)
-    if not 0.0 <= value < 1.0:  # also rejects NaN
-        raise ConfigError(f"{message}, got {drop_rate!r}")
-    return value
+    return checked_real(drop_rate, message, lambda value: 0.0 <= value < 1.0)  # rejects NaN
 
 
 def _check_seed(seed: object) -> int:

@@ -1,6 +1,7 @@
 """Plugin discovery (pluggy + the ``mapframe`` entry-point group) and the component registry."""
 
 from mapframe.plugin.hookspecs import hookimpl, hookspec
+from mapframe.plugin.kinds import COMPONENT_KINDS, ComponentKind
 from mapframe.plugin.manager import (
     ENTRY_POINT_GROUP,
     get_plugin_manager,
@@ -12,7 +13,9 @@ from mapframe.plugin.manager import (
 from mapframe.plugin.registry import ComponentRegistry, PluginInfo
 
 __all__ = [
+    "COMPONENT_KINDS",
     "ENTRY_POINT_GROUP",
+    "ComponentKind",
     "ComponentRegistry",
     "PluginInfo",
     "create_component",

@@ -49,11 +49,10 @@ def mapframe_register_components(registry: ComponentRegistry) -> None:
     """Register component classes with ``registry.register(cls)``.
 
     Called once per plugin when the registry is first built. Each class must subclass one of
-    the component bases (:class:`~mapframe.evaluators.Evaluator`,
-    :class:`~mapframe.samplers.Sampler`, :class:`~mapframe.surrogates.Surrogate`,
-    :class:`~mapframe.solvers.FrontSolver`, :class:`~mapframe.merging.MergeStrategy`,
-    :class:`~mapframe.storage.EvaluationStore`, :class:`~mapframe.executors.Executor`) and
-    carry a ``name`` not already taken within its kind.
+    the component bases, which :data:`~mapframe.plugin.kinds.COMPONENT_KINDS` lists (kinds
+    ``evaluator``, ``sampler``, ``surrogate``, ``front_solver``, ``merge_strategy``,
+    ``storage``, ``executor``, ``stopping`` and ``pairing``), and carry a ``name`` not
+    already taken within its kind.
     """
 
 

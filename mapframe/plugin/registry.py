@@ -9,33 +9,15 @@ from typing import Any
 
 from mapframe.component import Component
 from mapframe.errors import ComponentError, ConfigError, UnknownComponentError
+from mapframe.plugin.kinds import COMPONENT_KINDS
 
 __all__ = ["ComponentRegistry", "PluginInfo", "component_bases"]
 
 
 def component_bases() -> dict[str, type[Component]]:
-    """The component kinds and their abstract base classes."""
-    from mapframe.evaluators.base import Evaluator
-    from mapframe.executors.base import Executor
-    from mapframe.merging.base import MergeStrategy
-    from mapframe.nested import PairingStrategy
-    from mapframe.samplers.base import Sampler
-    from mapframe.solvers.base import FrontSolver
-    from mapframe.stopping import StoppingRule
-    from mapframe.storage.base import EvaluationStore
-    from mapframe.surrogates.base import Surrogate
-
-    return {
-        "evaluator": Evaluator,
-        "sampler": Sampler,
-        "surrogate": Surrogate,
-        "front_solver": FrontSolver,
-        "merge_strategy": MergeStrategy,
-        "storage": EvaluationStore,
-        "executor": Executor,
-        "stopping": StoppingRule,
-        "pairing": PairingStrategy,
-    }
+    """The component kinds and their abstract base classes, in the order of
+    :data:`~mapframe.plugin.kinds.COMPONENT_KINDS`."""
+    return {row.kind: row.load_base() for row in COMPONENT_KINDS}
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from mapframe.component import Component
+from mapframe.errors import ConfigError
 from mapframe.history import History
 from mapframe.problem import SearchSpace, Task
 
@@ -16,6 +17,13 @@ if TYPE_CHECKING:
     from mapframe.surrogates.base import Surrogate
 
 __all__ = ["Sampler", "SamplerContext"]
+
+
+def check_n(n: int) -> int:
+    """The number of points to propose as an int; :class:`ConfigError` unless an int >= 0."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ConfigError(f"the number of points to propose must be an integer >= 0, got {n!r}")
+    return int(n)
 
 
 @dataclass(frozen=True)
@@ -92,10 +100,10 @@ class Sampler(Component):
             len(ctx.tasks) == history.n_tasks
         ):
             return ctx
-        from mapframe.surrogates.quadratic import AutoSurrogate
+        from mapframe.surrogates.base import default_surrogate
 
         tasks = tuple(Task(f"task{j}") for j in range(history.n_tasks))
-        return SamplerContext(space=space, tasks=tasks, surrogate=AutoSurrogate())
+        return SamplerContext(space=space, tasks=tasks, surrogate=default_surrogate())
 
     def batch_size(self, remaining: int, history: History, capacity: int = 1) -> int:
         """How many points to propose in the next round (default: all remaining at once).
@@ -110,3 +118,24 @@ class Sampler(Component):
         self, n: int, space: SearchSpace, history: History, rng: np.random.Generator
     ) -> np.ndarray:
         """Return an ``(n, space.n_dims)`` array of coefficient vectors inside ``space``."""
+
+
+class CheckedSampler(Sampler):
+    """Base of the built-in samplers: :meth:`propose` checks ``n`` with :func:`check_n` and
+    returns the empty design for ``n == 0`` itself, so subclasses implement :meth:`_propose`
+    for ``n >= 1`` only."""
+
+    def propose(
+        self, n: int, space: SearchSpace, history: History, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Return an ``(n, space.n_dims)`` array of coefficient vectors inside ``space``."""
+        n = check_n(n)
+        if n == 0:
+            return np.empty((0, space.n_dims))
+        return self._propose(n, space, history, rng)
+
+    @abstractmethod
+    def _propose(
+        self, n: int, space: SearchSpace, history: History, rng: np.random.Generator
+    ) -> np.ndarray:
+        """The ``n >= 1`` points of :meth:`propose`."""

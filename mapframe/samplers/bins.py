@@ -24,8 +24,8 @@ from scipy.stats import qmc
 from mapframe.errors import ConfigError, MapframeError
 from mapframe.history import History, coefficient_key
 from mapframe.problem import SearchSpace, Task
-from mapframe.samplers.base import Sampler
-from mapframe.samplers.space_filling import _check_n, fresh_sobol
+from mapframe.samplers.base import CheckedSampler
+from mapframe.samplers.space_filling import fresh_sobol
 from mapframe.surrogates.base import Surrogate
 
 __all__ = [
@@ -207,7 +207,7 @@ def _check_float(name: str, value: Any, positive: bool) -> float:
     return v
 
 
-class BinSampler(Sampler):
+class BinSampler(CheckedSampler):
     """Bayesian MAP's adaptive sampler (``name = "bins"``): evaluate next where the
     surrogate is most wrong, bin by bin (Algorithm 3 of the MAP paper).
 
@@ -334,9 +334,9 @@ class BinSampler(Sampler):
         ctx = self.context_for(space, history)
         proto = ctx.surrogate
         if proto is None:
-            from mapframe.surrogates.quadratic import AutoSurrogate
+            from mapframe.surrogates.base import default_surrogate
 
-            proto = AutoSurrogate()
+            proto = default_surrogate()
         return proto, list(ctx.tasks)
 
     def resolved_initial(self, space: SearchSpace, history: History) -> int:
@@ -357,15 +357,11 @@ class BinSampler(Sampler):
         n = max(need, capacity) if need > 0 else max(self.batch, capacity)
         return max(1, min(int(n), int(remaining)))
 
-    def propose(
+    def _propose(
         self, n: int, space: SearchSpace, history: History, rng: np.random.Generator
     ) -> np.ndarray:
         """The first ``n`` points of the initial Sobol' design while it is incomplete, else
         ``n`` points drawn from bins by their scores (see the class docstring)."""
-        n = _check_n(n)
-        d = space.n_dims
-        if n == 0:
-            return np.empty((0, d))
         if history.X.shape[0] < self.resolved_initial(space, history):
             return self._initial_design(n, space, history, rng)
         rnd = self._round(space, history, rng)

@@ -27,8 +27,8 @@ from mapframe.errors import ConfigError
 from mapframe.history import History
 from mapframe.metrics import pareto_mask
 from mapframe.problem import SearchSpace
-from mapframe.samplers.base import Sampler, SamplerContext
-from mapframe.samplers.space_filling import _check_n, fresh_sobol, sobol_unit
+from mapframe.samplers.base import CheckedSampler, SamplerContext
+from mapframe.samplers.space_filling import fresh_sobol, sobol_unit
 from mapframe.surrogates.gp import (
     FittedGP,
     _require_gpytorch,
@@ -280,7 +280,7 @@ def hypervolume_improvement(
 
 
 # --------------------------------------------------------------------------- sampler
-class GPSampler(Sampler):
+class GPSampler(CheckedSampler):
     """Bayesian multi-objective sampling with one Gaussian process per task (``"gp"``).
 
     Call order (driven by :class:`~mapframe.study.MergeStudy`, see
@@ -377,13 +377,10 @@ class GPSampler(Sampler):
         n = initial - done if done < initial else max(self.batch, int(capacity))
         return max(1, min(n, int(remaining)))
 
-    def propose(
+    def _propose(
         self, n: int, space: SearchSpace, history: History, rng: np.random.Generator
     ) -> np.ndarray:
         """Return ``n`` points: initial Sobol' points, or the greedy q-EHVI batch."""
-        n = _check_n(n)
-        if n == 0:
-            return np.empty((0, space.n_dims))
         context = self.context_for(space, history)
         X, Y = history.canonical()
         if X.shape[0] < max(2, self.initial_size(context)):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -29,18 +30,12 @@ from scipy.stats import qmc
 from mapframe.errors import ConfigError
 from mapframe.history import History, coefficient_key
 from mapframe.problem import SearchSpace
-from mapframe.samplers.base import Sampler
+from mapframe.samplers.base import CheckedSampler, check_n
 
 __all__ = ["GridSampler", "LatinHypercubeSampler", "RandomSampler", "SobolSampler"]
 
 #: The fewest grid levels per dimension that identify a quadratic.
 MIN_GRID_LEVELS = 3
-
-
-def _check_n(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ConfigError(f"the number of points to propose must be an integer >= 0, got {n!r}")
-    return int(n)
 
 
 def _qmc_rng(engine: type[qmc.QMCEngine], rng: np.random.Generator) -> dict[str, Any]:
@@ -76,7 +71,7 @@ def fresh_sobol(n: int, space: SearchSpace, history: History, rng: np.random.Gen
     return X[keep[:n]].reshape(-1, space.n_dims)
 
 
-class RandomSampler(Sampler):
+class RandomSampler(CheckedSampler):
     """Independent uniform points in the box (``name = "random"``).
 
     Rows are drawn one after another from ``rng``, so a longer design with the same seed
@@ -85,15 +80,14 @@ class RandomSampler(Sampler):
 
     name: ClassVar[str] = "random"
 
-    def propose(
+    def _propose(
         self, n: int, space: SearchSpace, history: History, rng: np.random.Generator
     ) -> np.ndarray:
         """Return ``n`` uniform points inside ``space``."""
-        n = _check_n(n)
         return space.scale(rng.random((n, space.n_dims)))
 
 
-class SobolSampler(Sampler):
+class SobolSampler(CheckedSampler):
     """A scrambled Sobol' sequence (``name = "sobol"``): low discrepancy, any ``n``.
 
     The scrambling is drawn from ``rng`` when the engine is built and does not depend on
@@ -109,17 +103,14 @@ class SobolSampler(Sampler):
     def __init__(self, scramble: bool = True) -> None:
         self.scramble = bool(scramble)
 
-    def propose(
+    def _propose(
         self, n: int, space: SearchSpace, history: History, rng: np.random.Generator
     ) -> np.ndarray:
         """Return the first ``n`` points of a Sobol' sequence scrambled with ``rng``."""
-        n = _check_n(n)
-        if n == 0:
-            return np.empty((0, space.n_dims))
         return space.scale(sobol_unit(n, space.n_dims, rng, self.scramble))
 
 
-class LatinHypercubeSampler(Sampler):
+class LatinHypercubeSampler(CheckedSampler):
     """A Latin hypercube (``name = "lhs"``): each of the ``n`` equal strata of every
     coordinate holds exactly one point.
 
@@ -137,13 +128,10 @@ class LatinHypercubeSampler(Sampler):
             )
         self.optimization = optimization
 
-    def propose(
+    def _propose(
         self, n: int, space: SearchSpace, history: History, rng: np.random.Generator
     ) -> np.ndarray:
         """Return a Latin hypercube of ``n`` points inside ``space``."""
-        n = _check_n(n)
-        if n == 0:
-            return np.empty((0, space.n_dims))
         engine = qmc.LatinHypercube(
             d=space.n_dims,
             optimization=self.optimization,
@@ -152,7 +140,7 @@ class LatinHypercubeSampler(Sampler):
         return space.scale(engine.random(n))
 
 
-class GridSampler(Sampler):
+class GridSampler(CheckedSampler):
     """A regular grid of ``k`` evenly spaced levels per dimension (``name = "grid"``).
 
     ``k`` is ``points_per_dim``, raised where needed so that ``k ** N >= n``; with
@@ -189,7 +177,7 @@ class GridSampler(Sampler):
 
     def levels(self, n: int, n_dims: int) -> int:
         """The number of levels per dimension used for ``n`` points in ``n_dims`` dimensions."""
-        n = _check_n(n)
+        n = check_n(n)
         k = max(self.points_per_dim or MIN_GRID_LEVELS, MIN_GRID_LEVELS)
         if k**n_dims < n:
             k = max(k, int(np.floor(n ** (1.0 / n_dims))))
@@ -197,14 +185,11 @@ class GridSampler(Sampler):
                 k += 1
         return k
 
-    def propose(
+    def _propose(
         self, n: int, space: SearchSpace, history: History, rng: np.random.Generator
     ) -> np.ndarray:
         """Return ``n`` grid points inside ``space`` (the full grid when it has ``n`` points)."""
-        n = _check_n(n)
         d = space.n_dims
-        if n == 0:
-            return np.empty((0, d))
         k = self.levels(n, d)
         if k**d == n:
             axes = np.meshgrid(*([np.arange(k)] * d), indexing="ij")
@@ -219,6 +204,17 @@ def _spread_cells(n: int, d: int, k: int) -> np.ndarray:
     engine = qmc.Halton(d=d, scramble=False)
     seen: set[bytes] = set()
     picked: list[np.ndarray] = []
+
+    def pick(rows: Iterable[np.ndarray]) -> None:
+        """Append the rows of ``rows`` not seen before to ``picked``, until it holds ``n``."""
+        for row in rows:
+            key = row.tobytes()
+            if key not in seen:
+                seen.add(key)
+                picked.append(row)
+                if len(picked) == n:
+                    return
+
     chunk = max(2 * n, 1024)
     drawn = 0
     # Low discrepancy makes this quick; the cap only guards against a pathological walk, after
@@ -227,21 +223,8 @@ def _spread_cells(n: int, d: int, k: int) -> np.ndarray:
     while len(picked) < n and drawn < cap:
         cells = np.minimum(np.floor(engine.random(chunk) * k), k - 1).astype(np.int64)
         drawn += chunk
-        for row in cells:
-            key = row.tobytes()
-            if key not in seen:
-                seen.add(key)
-                picked.append(row)
-                if len(picked) == n:
-                    break
+        pick(cells)
     if len(picked) < n:
-        for flat in range(k**d):
-            row = np.array(np.unravel_index(flat, (k,) * d), dtype=np.int64)
-            key = row.tobytes()
-            if key not in seen:
-                seen.add(key)
-                picked.append(row)
-                if len(picked) == n:
-                    break
+        pick(np.array(np.unravel_index(flat, (k,) * d), dtype=np.int64) for flat in range(k**d))
     out = np.array(picked, dtype=np.int64)
     return out[np.lexsort(out.T[::-1])]

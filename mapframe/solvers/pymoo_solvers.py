@@ -130,7 +130,28 @@ def _make_problem(predict: Predict, space: SearchSpace, directions: Sequence[str
     )
 
 
-class _PymooSolver(FrontSolver):
+class _BoxSolver(FrontSolver):
+    """Shared entry point of the built-in solvers: :meth:`solve` checks the tasks and hands
+    their directions to :meth:`_solve`."""
+
+    def solve(
+        self,
+        predict: Predict,
+        space: SearchSpace,
+        tasks: Sequence[Task],
+        seed: int | None = None,
+    ) -> SolverResult:
+        """Return the non-dominated set found on the surrogate problem (see :meth:`_solve`)."""
+        return self._solve(predict, space, _directions(tasks), seed)
+
+    @abstractmethod
+    def _solve(
+        self, predict: Predict, space: SearchSpace, directions: list[str], seed: int | None
+    ) -> SolverResult:
+        """Solve for the tasks' ``directions`` (at least one)."""
+
+
+class _PymooSolver(_BoxSolver):
     """Shared driver of the pymoo solvers: build the algorithm, run it, finish the front.
 
     With a single task both solvers run pymoo's single-objective ``GA`` (NSGA-III's reference
@@ -159,17 +180,12 @@ class _PymooSolver(FrontSolver):
             eliminate_duplicates=self.eliminate_duplicates,
         )
 
-    def solve(
-        self,
-        predict: Predict,
-        space: SearchSpace,
-        tasks: Sequence[Task],
-        seed: int | None = None,
+    def _solve(
+        self, predict: Predict, space: SearchSpace, directions: list[str], seed: int | None
     ) -> SolverResult:
         """Run the genetic algorithm on the surrogates and return its non-dominated set."""
         from pymoo.optimize import minimize
 
-        directions = _directions(tasks)
         n_obj = len(directions)
         algorithm = self._single_objective() if n_obj == 1 else self._algorithm(n_obj)
         problem = _make_problem(predict, space, directions)
@@ -257,7 +273,7 @@ class NSGA3Solver(_PymooSolver):
         )
 
 
-class GridSolver(FrontSolver):
+class GridSolver(_BoxSolver):
     """Dense sampling of the box followed by non-dominated filtering.
 
     For ``N <= 3`` coefficients a regular grid with ``points_per_dim`` points per axis
@@ -310,15 +326,10 @@ class GridSolver(FrontSolver):
             unit = qmc.Sobol(d=n, scramble=True, seed=seed).random_base2(m)[: self.n_samples]
         return space.scale(unit)
 
-    def solve(
-        self,
-        predict: Predict,
-        space: SearchSpace,
-        tasks: Sequence[Task],
-        seed: int | None = None,
+    def _solve(
+        self, predict: Predict, space: SearchSpace, directions: list[str], seed: int | None
     ) -> SolverResult:
         """Evaluate the grid (or Sobol sample) in batches and return its non-dominated set."""
-        directions = _directions(tasks)
         X = self.candidates(space, seed)
         parts = [
             _predict_checked(predict, X[i : i + _GRID_BATCH], len(directions))
@@ -331,7 +342,7 @@ class GridSolver(FrontSolver):
         return _finish(predict, X[keep], space, directions, len(X))
 
 
-class AutoFrontSolver(FrontSolver):
+class AutoFrontSolver(_BoxSolver):
     """The default solver (``"auto"``): the dense grid for ``N <= max_grid_dims`` coefficients
     (exact on the surrogate up to the grid spacing, and the fastest there), NSGA-III beyond.
 
@@ -347,18 +358,14 @@ class AutoFrontSolver(FrontSolver):
         self.max_points = _int_setting(max_points, "max_points", 1)
         self.n_gen = _int_setting(n_gen, "n_gen", 1)
 
-    def choose(self, space: SearchSpace) -> FrontSolver:
+    def choose(self, space: SearchSpace) -> _BoxSolver:
         """The solver used for ``space``."""
         if space.n_dims <= self.max_grid_dims:
             return GridSolver(max_points=self.max_points)
         return NSGA3Solver(n_gen=self.n_gen)
 
-    def solve(
-        self,
-        predict: Predict,
-        space: SearchSpace,
-        tasks: Sequence[Task],
-        seed: int | None = None,
+    def _solve(
+        self, predict: Predict, space: SearchSpace, directions: list[str], seed: int | None
     ) -> SolverResult:
         """Solve with :meth:`choose` (space)."""
-        return self.choose(space).solve(predict, space, tasks, seed)
+        return self.choose(space)._solve(predict, space, directions, seed)

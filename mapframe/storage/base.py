@@ -36,9 +36,21 @@ class EvaluationStore(Component):
     :class:`~mapframe.errors.StoreError` naming the differing fields, so results of one setup
     are never reused for another. Evaluations are keyed by (phase, coefficient key): adding
     the same key again replaces the old row (used to retry failed evaluations).
+
+    A store keeps every field of an :class:`~mapframe.history.Evaluation`, its
+    :attr:`~mapframe.history.Evaluation.reason` included, so :meth:`load` returns evaluations
+    equal field by field to those given to :meth:`add`. :attr:`location` says where the
+    evaluations live (a file path, a URL) or is ``None`` when they live only in this process.
     """
 
     kind: ClassVar[str] = "storage"
+
+    @property
+    def location(self) -> str | None:
+        """Where the evaluations are kept, for people to find them again (a file path, a
+        database URL), or ``None`` when they are kept in this process only. Default: ``None``.
+        """
+        return None
 
     @abstractmethod
     def open(self, study_name: str, fingerprint: dict[str, Any]) -> None:

@@ -51,5 +51,10 @@ class MemoryStore(EvaluationStore):
     def get_meta(self, key: str, default: Any = None) -> Any:
         return copy.deepcopy(self._current()[2].get(key, default))
 
+    @property
+    def location(self) -> str | None:
+        """``None``: the evaluations live in this process only."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mapframe.errors import StoreError
-from mapframe.history import Evaluation
+from mapframe.history import Evaluation, FailureReason
 from mapframe.storage.base import EvaluationStore
 
 __all__ = ["SQLiteStore"]
@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     round INTEGER NOT NULL,
     duration REAL NOT NULL,
     created REAL NOT NULL,
+    reason TEXT,
     UNIQUE (study_id, phase, key)
 );
 CREATE TABLE IF NOT EXISTS meta (
@@ -45,6 +46,54 @@ CREATE TABLE IF NOT EXISTS meta (
     PRIMARY KEY (study_id, key)
 );
 """
+
+
+def _legacy_reason(status: str, error: str | None) -> FailureReason | None:
+    """The failure reason of a row written before stores kept one (no ``reason`` column).
+
+    The only place that reads an error's text: the old code marked out-of-range metrics by
+    starting the message with ``"out of range"``; every other invalid row had a NaN/inf metric.
+    """
+    if status == "failed":
+        return FailureReason.RAISED
+    if status == "invalid":
+        if (error or "").startswith("out of range"):
+            return FailureReason.OUT_OF_RANGE
+        return FailureReason.NON_FINITE
+    return None
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a file written by an older mapframe up to the current schema, once.
+
+    Adds the ``reason`` column and fills it for the existing rows from their status and error
+    text (:func:`_legacy_reason`); from then on the column is what :meth:`SQLiteStore.load`
+    reads. Runs in one write transaction, so two processes opening the same old file
+    migrate it once and a crash leaves it unmigrated, never half migrated.
+    """
+
+    def has_reason() -> bool:
+        return any(row[1] == "reason" for row in conn.execute("PRAGMA table_info(evaluations)"))
+
+    if has_reason():
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if not has_reason():  # another process may have migrated it meanwhile
+            conn.execute("ALTER TABLE evaluations ADD COLUMN reason TEXT")
+            rows = conn.execute(
+                "SELECT seq, status, error FROM evaluations WHERE status != 'ok'"
+            ).fetchall()
+            updates = []
+            for seq, status, error in rows:
+                reason = _legacy_reason(status, error)
+                if reason is not None:
+                    updates.append((reason.value, seq))
+            conn.executemany("UPDATE evaluations SET reason = ? WHERE seq = ?", updates)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _floats(values: np.ndarray | None) -> str | None:
@@ -78,6 +127,7 @@ class SQLiteStore(EvaluationStore):
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.executescript(_SCHEMA)
+                _migrate(conn)
             except (sqlite3.Error, OSError) as exc:
                 raise StoreError(
                     f"cannot open the evaluation store {p} ({exc}); check the path is a "
@@ -104,6 +154,11 @@ class SQLiteStore(EvaluationStore):
             )
             self._study_id = int(row[0])
 
+    @property
+    def location(self) -> str | None:
+        """The path of the SQLite file, as given."""
+        return self.path
+
     def _sid(self) -> int:
         if self._study_id is None:
             raise StoreError("the store is not open: call open(study_name, fingerprint) first")
@@ -111,12 +166,20 @@ class SQLiteStore(EvaluationStore):
 
     def load(self) -> list[Evaluation]:
         rows = self._connect().execute(
-            "SELECT coefficients, metrics, status, error, phase, round, duration, key "
+            "SELECT coefficients, metrics, status, error, phase, round, duration, key, reason "
             "FROM evaluations WHERE study_id = ? ORDER BY seq",
             (self._sid(),),
         ).fetchall()
         out = []
-        for coef, metrics, status, error, phase, rnd, duration, key in rows:
+        for coef, metrics, status, error, phase, rnd, duration, key, reason in rows:
+            try:
+                why = None if reason is None else FailureReason(reason)
+            except ValueError:
+                raise StoreError(
+                    f"the store {self.path} holds an evaluation with the unknown failure "
+                    f"reason {reason!r} (written by a newer mapframe?); upgrade mapframe to "
+                    "read it"
+                ) from None
             out.append(
                 Evaluation(
                     coefficients=np.array(json.loads(coef), dtype=float),
@@ -127,6 +190,7 @@ class SQLiteStore(EvaluationStore):
                     round=int(rnd),
                     duration=float(duration),
                     key=key,
+                    reason=why,
                 )
             )
         return out
@@ -135,7 +199,8 @@ class SQLiteStore(EvaluationStore):
         conn = self._connect()
         conn.execute(
             "INSERT OR REPLACE INTO evaluations (study_id, phase, key, coefficients, metrics, "
-            "status, error, round, duration, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "status, error, round, duration, created, reason) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 self._sid(),
                 evaluation.phase,
@@ -147,6 +212,7 @@ class SQLiteStore(EvaluationStore):
                 int(evaluation.round),
                 float(evaluation.duration),
                 time.time(),
+                None if evaluation.reason is None else evaluation.reason.value,
             ),
         )
 

@@ -1,6 +1,6 @@
 """Surrogates: cheap per-task models of a metric over the coefficients."""
 
-from mapframe.surrogates.base import Surrogate
+from mapframe.surrogates.base import Surrogate, SurrogateDiagnostics
 from mapframe.surrogates.gp import GPSurrogate
 from mapframe.surrogates.quadratic import (
     AutoSurrogate,
@@ -19,6 +19,7 @@ __all__ = [
     "SigmoidQuadraticSurrogate",
     "SoftplusQuadraticSurrogate",
     "Surrogate",
+    "SurrogateDiagnostics",
     "check_identifiable",
     "n_quadratic_params",
     "quadratic_features",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, ClassVar
+from typing import ClassVar, TypedDict, cast
 
 import numpy as np
 
@@ -11,7 +11,81 @@ from mapframe.component import Component
 from mapframe.errors import ConfigError, MetricError
 from mapframe.problem import Task
 
-__all__ = ["Surrogate", "as_design", "check_fit_data", "task_prefix"]
+__all__ = [
+    "DEFAULT_SURROGATE",
+    "Surrogate",
+    "SurrogateDiagnostics",
+    "as_design",
+    "check_fit_data",
+    "default_surrogate",
+    "task_prefix",
+]
+
+#: The registry name of the surrogate used when none is given (``"auto"``: the
+#: :class:`~mapframe.surrogates.quadratic.AutoSurrogate`).
+DEFAULT_SURROGATE = "auto"
+
+
+class SurrogateDiagnostics(TypedDict, total=False):
+    """What :meth:`Surrogate.diagnostics` reports: fit quality, on the metric's own scale.
+
+    Every key is optional (an unfitted surrogate reports ``{}``); at runtime it is a plain
+    ``dict``, so it is read by key and written to JSON as before, and a surrogate may add
+    keys of its own. The keys the built-in surrogates report:
+
+    ``model``
+        The registry name of the fitted model (for ``auto``, the one it chose).
+    ``r2``, ``rmse``
+        R² and root-mean-square error on the fitted points (``r2`` NaN when all targets are
+        equal). Every surrogate should report ``r2``: the study warns on a poor fit.
+    ``loo_r2``, ``loo_rmse``
+        The same from leave-one-out residuals (NaN when a point cannot be predicted
+        without itself); stopping rules read ``loo_rmse``.
+    ``loo_method``
+        How the leave-one-out residuals were obtained (``"exact"``, ``"linearized"``,
+        ``"refit"``, ``"closed_form"``, ...).
+    ``n_samples``, ``n_params``
+        Points fitted, and free parameters of the model.
+    ``converged``, ``nfev``
+        Whether the nonlinear least-squares fit converged, and its residual evaluations
+        (the warped quadratics).
+    ``bound``
+        Which declared metric bound a softplus quadratic is anchored on (``"lower"`` or
+        ``"upper"``).
+    ``lengthscales``, ``outputscale``, ``noise``, ``constant``, ``nu``, ``log_likelihood``
+        The Gaussian process's hyper-parameters (lengthscales per input on the unit cube;
+        outputscale and noise on standardised outputs) and maximised log likelihood per
+        point.
+    """
+
+    model: str
+    r2: float
+    rmse: float
+    loo_r2: float
+    loo_rmse: float
+    loo_method: str
+    n_samples: int
+    n_params: int
+    converged: bool
+    nfev: int
+    bound: str
+    lengthscales: list[float]
+    outputscale: float
+    noise: float
+    constant: float
+    nu: float
+    log_likelihood: float
+
+
+def default_surrogate() -> Surrogate:
+    """A fresh, unfitted surrogate registered as :data:`DEFAULT_SURROGATE`.
+
+    Looked up in the component registry, so that components which need a surrogate and were
+    given none (a sampler used without a study) never name a concrete class.
+    """
+    from mapframe.plugin.manager import get_registry
+
+    return cast(Surrogate, get_registry().create("surrogate", DEFAULT_SURROGATE))
 
 
 def task_prefix(task: Task | None) -> str:
@@ -116,6 +190,7 @@ class Surrogate(Component):
         (say, only 0/1 coordinates for a quadratic) costs no evaluations. Default: no check.
         """
 
-    def diagnostics(self) -> dict[str, Any]:
-        """Fit quality after :meth:`fit` (at least ``r2``; ``loo_r2`` where available)."""
+    def diagnostics(self) -> SurrogateDiagnostics:
+        """Fit quality after :meth:`fit` (at least ``r2``; ``loo_r2`` where available); see
+        :class:`SurrogateDiagnostics` for the keys. Default: ``{}``."""
         return {}

@@ -26,15 +26,20 @@ import importlib.util
 import math
 import warnings
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 from scipy.linalg import cho_solve, cholesky, solve_triangular
 
 from mapframe.errors import BudgetError, ConfigError, MapframeError
 from mapframe.problem import Task
-from mapframe.surrogates.base import Surrogate, check_fit_data, task_prefix
-from mapframe.surrogates.quadratic import _one_blas_thread
+from mapframe.surrogates.base import (
+    Surrogate,
+    SurrogateDiagnostics,
+    check_fit_data,
+    task_prefix,
+)
+from mapframe.surrogates.quadratic import _fitted, _one_blas_thread
 
 __all__ = ["FittedGP", "GPSurrogate", "fit_gp"]
 
@@ -529,9 +534,7 @@ class GPSurrogate(Surrogate):
     @property
     def model(self) -> FittedGP:
         """The fitted :class:`FittedGP` (posterior mean, covariance, leave-one-out)."""
-        if self._gp is None:
-            raise MapframeError("GPSurrogate is not fitted yet: call fit(X, y, task) first")
-        return self._gp
+        return _fitted(self._gp, "GPSurrogate")
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Posterior mean at each row of ``X`` (``(M, N)``; one point as ``(N,)``): ``(M,)``."""
@@ -541,14 +544,14 @@ class GPSurrogate(Surrogate):
         """Posterior standard deviation of the latent function at each row of ``X``: ``(M,)``."""
         return np.sqrt(self.model.var(X))
 
-    def diagnostics(self) -> dict[str, Any]:
+    def diagnostics(self) -> SurrogateDiagnostics:
         """``r2``/``rmse`` of the posterior mean on the fitted points, ``loo_r2``/``loo_rmse``
         from closed-form leave-one-out (``loo_method = "closed_form"``, hyper-parameters
         fixed), ``n_samples``, ``model``, the hyper-parameters (``lengthscales`` per input on
         the unit cube, ``outputscale`` and ``noise`` on standardised outputs, ``constant``,
         ``nu``) and ``log_likelihood`` (the maximised objective per point). Empty before
         :meth:`fit`."""
-        return dict(self._diagnostics)
+        return cast(SurrogateDiagnostics, dict(self._diagnostics))
 
     # ---- helpers
     def _validate(

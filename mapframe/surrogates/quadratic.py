@@ -25,7 +25,7 @@ import contextlib
 import math
 from abc import abstractmethod
 from collections.abc import Iterator
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -33,7 +33,13 @@ from scipy.special import expit, logit
 
 from mapframe.errors import BudgetError, ConfigError, MapframeError
 from mapframe.problem import Task
-from mapframe.surrogates.base import Surrogate, as_design, check_fit_data, task_prefix
+from mapframe.surrogates.base import (
+    Surrogate,
+    SurrogateDiagnostics,
+    as_design,
+    check_fit_data,
+    task_prefix,
+)
 
 __all__ = [
     "AutoSurrogate",
@@ -53,6 +59,8 @@ _RANK_RTOL = 1e-10
 _LEVERAGE_MAX = 1.0 - 1e-8
 
 LooMethod = Literal["linearized", "refit"]
+
+_T = TypeVar("_T")
 
 
 _blas_controller: Any = None
@@ -234,6 +242,32 @@ def _r2(ss_res: float, ss_tot: float) -> float:
     return 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan
 
 
+def _fitted(state: _T | None, who: str) -> _T:
+    """``state`` (what a surrogate's fit set); :class:`MapframeError` while it is ``None``."""
+    if state is None:
+        raise MapframeError(f"{who} is not fitted yet: call fit(X, y, task) first")
+    return state
+
+
+class _WarpSettings:
+    """The settings of the warped fits, checked once: the warped models use them and
+    :class:`AutoSurrogate` passes them on to the model it picks."""
+
+    def __init__(
+        self,
+        ridge: float = 0.0,
+        eps: float = 1e-3,
+        loo: LooMethod = "linearized",
+        max_nfev: int = 200,
+    ) -> None:
+        settings = _check_settings(ridge=ridge, eps=eps, loo=loo, max_nfev=max_nfev)
+        self.ridge: float = settings["ridge"]
+        self.eps: float = settings["eps"]
+        self.loo: LooMethod = settings["loo"]
+        self.max_nfev: int = settings["max_nfev"]
+        super().__init__()
+
+
 # --------------------------------------------------------------------------- models
 class _QuadraticModel(Surrogate):
     """Shared machinery: validation, scaling, the quadratic ``q``, prediction and diagnostics.
@@ -249,8 +283,10 @@ class _QuadraticModel(Surrogate):
         """Raise :class:`BudgetError` unless ``X`` identifies the quadratic."""
         check_identifiable(X)
 
-    def __init__(self, ridge: float = 0.0) -> None:
-        self.ridge = _check_settings(ridge=ridge)["ridge"]
+    ridge: float
+
+    def __init__(self) -> None:
+        """The unfitted state; subclasses set ``ridge`` (and their other settings) first."""
         self._beta: np.ndarray | None = None
         self._task: Task | None = None
         self._diagnostics: dict[str, Any] = {}
@@ -295,7 +331,7 @@ class _QuadraticModel(Surrogate):
         """Predicted metric at each row of ``X`` (``(M, N)``; one point as ``(N,)``): ``(M,)``."""
         return self._link(self.quadratic(X))
 
-    def diagnostics(self) -> dict[str, Any]:
+    def diagnostics(self) -> SurrogateDiagnostics:
         """Fit quality on the natural (metric) scale.
 
         ``r2``/``rmse`` on the fitted points; ``loo_r2``/``loo_rmse`` from leave-one-out
@@ -303,7 +339,7 @@ class _QuadraticModel(Surrogate):
         ~1, i.e. the fit cannot predict it without it); ``n_samples``, ``n_params``,
         ``model``. ``r2`` is NaN when all targets are equal.
         """
-        return dict(self._diagnostics)
+        return cast(SurrogateDiagnostics, dict(self._diagnostics))
 
     # ---- the fitted quadratic, in original coordinates
     def quadratic(self, X: np.ndarray) -> np.ndarray:
@@ -420,10 +456,7 @@ class _QuadraticModel(Surrogate):
         }
 
     def _require_fit(self) -> None:
-        if self._beta is None:
-            raise MapframeError(
-                f"{type(self).__name__} is not fitted yet: call fit(X, y, task) first"
-            )
+        _fitted(self._beta, type(self).__name__)
 
 
 class QuadraticSurrogate(_QuadraticModel):
@@ -437,8 +470,12 @@ class QuadraticSurrogate(_QuadraticModel):
 
     name: ClassVar[str] = "quadratic"
 
+    def __init__(self, ridge: float = 0.0) -> None:
+        self.ridge = _check_settings(ridge=ridge)["ridge"]
+        super().__init__()
 
-class _WarpedQuadratic(_QuadraticModel):
+
+class _WarpedQuadratic(_WarpSettings, _QuadraticModel):
     """A quadratic behind a fixed link, fitted by nonlinear least squares on the metric scale.
 
     The fit starts from OLS on the inverse-linked targets (clipped ``eps`` inside the bounds,
@@ -446,19 +483,6 @@ class _WarpedQuadratic(_QuadraticModel):
     (``scipy.optimize.least_squares(method="lm")``) with the analytic Jacobian
     ``link'(q) · features``.
     """
-
-    def __init__(
-        self,
-        ridge: float = 0.0,
-        eps: float = 1e-3,
-        loo: LooMethod = "linearized",
-        max_nfev: int = 200,
-    ) -> None:
-        super().__init__(ridge)
-        settings = _check_settings(eps=eps, loo=loo, max_nfev=max_nfev)
-        self.eps = settings["eps"]
-        self.loo: LooMethod = settings["loo"]
-        self.max_nfev = settings["max_nfev"]
 
     _leverage_kind: ClassVar[str] = "linearized"
 
@@ -622,7 +646,7 @@ class SoftplusQuadraticSurrogate(_WarpedQuadratic):
         return out
 
 
-class AutoSurrogate(Surrogate):
+class AutoSurrogate(_WarpSettings, Surrogate):
     """Picks the warping from each task's declared metric range (``"auto"``).
 
     Both bounds finite → :class:`SigmoidQuadraticSurrogate`; only the lower bound →
@@ -639,19 +663,7 @@ class AutoSurrogate(Surrogate):
         """Raise :class:`BudgetError` unless ``X`` identifies the quadratic."""
         check_identifiable(X)
 
-    def __init__(
-        self,
-        ridge: float = 0.0,
-        eps: float = 1e-3,
-        loo: LooMethod = "linearized",
-        max_nfev: int = 200,
-    ) -> None:
-        settings = _check_settings(ridge=ridge, eps=eps, loo=loo, max_nfev=max_nfev)
-        self.ridge: float = settings["ridge"]
-        self.eps: float = settings["eps"]
-        self.loo: LooMethod = settings["loo"]
-        self.max_nfev: int = settings["max_nfev"]
-        self._model: _QuadraticModel | None = None
+    _model: _QuadraticModel | None = None  # set by fit
 
     def n_params(self, n_dims: int) -> int:
         """``(N+1)(N+2)/2`` whichever model is chosen."""
@@ -682,9 +694,7 @@ class AutoSurrogate(Surrogate):
     @property
     def model(self) -> _QuadraticModel:
         """The fitted model chosen for the task."""
-        if self._model is None:
-            raise MapframeError("AutoSurrogate is not fitted yet: call fit(X, y, task) first")
-        return self._model
+        return _fitted(self._model, "AutoSurrogate")
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predictions of the chosen model: ``(M,)``."""
@@ -694,7 +704,7 @@ class AutoSurrogate(Surrogate):
         """The chosen model's inner quadratic ``q(c)``: ``(M,)``."""
         return self.model.quadratic(X)
 
-    def diagnostics(self) -> dict[str, Any]:
+    def diagnostics(self) -> SurrogateDiagnostics:
         """The chosen model's diagnostics; ``"model"`` names it. Empty before :meth:`fit`."""
         return self._model.diagnostics() if self._model is not None else {}
 

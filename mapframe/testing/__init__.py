@@ -9,31 +9,11 @@ factory method; pytest then runs the same checks mapframe runs on its built-ins:
         def make_sampler(self):
             return MySampler(alpha=0.5)
 
-The contracts need ``pytest`` (and ``torch`` for merge strategies and model evaluators).
+The contracts need ``pytest`` (and ``torch`` for merge strategies, model evaluators and
+pairing rules).
 """
 
-from mapframe.testing.contracts import (
-    AdaptiveSamplerContract,
-    EvaluatorContract,
-    ExecutorContract,
-    FrontSolverContract,
-    MergeStrategyContract,
-    SamplerContract,
-    StoreContract,
-    SurrogateContract,
-    assert_batch_matches_rows,
-    tiny_task_vectors,
-)
+from mapframe.testing import contracts as _contracts
+from mapframe.testing.contracts import *  # noqa: F403  (the names in contracts.__all__)
 
-__all__ = [
-    "AdaptiveSamplerContract",
-    "EvaluatorContract",
-    "ExecutorContract",
-    "FrontSolverContract",
-    "MergeStrategyContract",
-    "SamplerContract",
-    "StoreContract",
-    "SurrogateContract",
-    "assert_batch_matches_rows",
-    "tiny_task_vectors",
-]
+__all__ = list(_contracts.__all__)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import pickle
 from typing import Any
 
@@ -16,10 +17,12 @@ from mapframe.history import Evaluation, History
 from mapframe.merging.base import MergeStrategy
 from mapframe.merging.checkpoints import TaskVectors
 from mapframe.metrics import pareto_mask
+from mapframe.pairing import PairingStrategy, TournamentModel
 from mapframe.plugin import get_registry
 from mapframe.problem import SearchSpace, Task
 from mapframe.samplers.base import Sampler, SamplerContext
 from mapframe.solvers.base import FrontSolver
+from mapframe.stopping import RoundState, StoppingRule
 from mapframe.storage.base import EvaluationStore
 from mapframe.surrogates.base import Surrogate
 
@@ -29,9 +32,12 @@ __all__ = [
     "ExecutorContract",
     "FrontSolverContract",
     "MergeStrategyContract",
+    "PairingContract",
     "SamplerContract",
+    "StoppingRuleContract",
     "StoreContract",
     "SurrogateContract",
+    "assert_batch_matches_rows",
     "tiny_task_vectors",
 ]
 
@@ -382,7 +388,7 @@ class MergeStrategyContract:
 
 
 class EvaluatorContract:
-    """Checks for :class:`~mapframe.evaluators.Evaluator` implementations.
+    r"""Checks for :class:`~mapframe.evaluators.Evaluator` implementations.
 
     Override :meth:`make_evaluator`, and :meth:`make_merge_spec` when the evaluator merges
     checkpoints (``needs_merger = True``). The checks run through
@@ -514,6 +520,35 @@ class StoreContract:
         assert store.get_meta("summary") == {"x": [1, 2]}
         assert store.get_meta("absent", 3) == 3
 
+    def test_failure_reasons_round_trip(self, tmp_path: Any) -> None:
+        # Components read why an evaluation is not ok from its typed reason, never its text.
+        from mapframe.history import FailureReason
+
+        store = self.make_store(tmp_path)
+        store.open("s", {})
+        rows_in = [
+            Evaluation(np.array([0.1]), np.array([1.0])),
+            Evaluation(np.array([0.2]), None, "failed", "boom", reason=FailureReason.RAISED),
+            Evaluation(np.array([0.3]), np.array([float("nan")]), "invalid", "NaN",
+                       reason=FailureReason.NON_FINITE),
+            Evaluation(np.array([0.4]), np.array([7.0]), "invalid", "too big",
+                       reason=FailureReason.OUT_OF_RANGE),
+        ]
+        for ev in rows_in:
+            store.add(ev)
+        if self.reopens_across_instances:
+            store.close()
+            store = self.make_store(tmp_path)
+            store.open("s", {})
+        rows = store.load()
+        assert [r.reason for r in rows] == [r.reason for r in rows_in]
+        assert [r.out_of_range for r in rows] == [False, False, False, True]
+
+    def test_location(self, tmp_path: Any) -> None:
+        store = self.make_store(tmp_path)
+        loc = store.location
+        assert loc is None or (isinstance(loc, str) and loc)
+
 
 class ExecutorContract:
     """Checks for :class:`~mapframe.executors.Executor` implementations."""
@@ -557,3 +592,160 @@ def _contract_objective(C: np.ndarray) -> np.ndarray:
     if np.any(C < 0):
         raise ValueError("negative coefficient")
     return np.column_stack([C.sum(axis=1), (C**2).sum(axis=1)])
+
+
+class PairingContract:
+    """Checks for :class:`~mapframe.pairing.PairingStrategy` implementations.
+
+    The models are tiny random task vectors (and, when the pairing sets ``needs_profiles``,
+    random metric profiles on :attr:`n_tasks` tasks), as Nested MAP hands them over.
+    """
+
+    #: Length of the metric profiles given to pairings that need them.
+    n_tasks: int = 3
+
+    def make_pairing(self) -> PairingStrategy:
+        raise NotImplementedError("override make_pairing() to return your pairing strategy")
+
+    def _models(self, n: int, seed: int = 0) -> list[TournamentModel]:
+        import torch
+
+        needs = self.make_pairing().needs_profiles
+        g = torch.Generator().manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        models = []
+        for i in range(n):
+            vector = {"layer.weight": torch.randn(4, 5, generator=g),
+                      "layer.bias": torch.randn(4, generator=g)}
+            profile = rng.uniform(0.0, 1.0, self.n_tasks) if needs else None
+            models.append(TournamentModel(f"m{i}", [i], vector, profile=profile))
+        return models
+
+    def test_is_registered(self) -> None:
+        _registered(self.make_pairing())
+
+    @pytest.mark.parametrize("n", [2, 3, 4, 5, 8])
+    def test_every_model_exactly_once(self, n: int) -> None:
+        # Odd and even counts: each model is in one pair or has a bye, and someone merges.
+        pairs, byes = self.make_pairing().pair(self._models(n))
+        flat = [i for p in pairs for i in p] + list(byes)
+        assert sorted(flat) == list(range(n)), (pairs, byes)
+        assert all(len(p) == 2 and p[0] != p[1] for p in pairs)
+        assert all(isinstance(i, (int, np.integer)) for i in flat)
+        assert len(pairs) >= 1
+
+    @pytest.mark.parametrize("n", [2, 5])
+    def test_similarity_is_symmetric_and_finite(self, n: int) -> None:
+        S = np.asarray(self.make_pairing().similarity(self._models(n)), dtype=float)
+        assert S.shape == (n, n)
+        assert np.all(np.isfinite(S))
+        np.testing.assert_allclose(S, S.T, rtol=1e-10, atol=1e-12)
+
+    def test_deterministic(self) -> None:
+        a, b = self.make_pairing(), self.make_pairing()
+        assert a.pair(self._models(5, seed=3)) == b.pair(self._models(5, seed=3))
+        np.testing.assert_array_equal(np.asarray(a.similarity(self._models(5, seed=3))),
+                                      np.asarray(b.similarity(self._models(5, seed=3))))
+        models = self._models(4, seed=1)
+        assert a.pair(models) == a.pair(models), "pairing the same models twice differs"
+
+    def test_profiles_given_when_needed(self) -> None:
+        p = self.make_pairing()
+        assert isinstance(p.needs_profiles, bool)
+        models = self._models(4)
+        if p.needs_profiles:
+            assert all(m.profile is not None and m.profile.shape == (self.n_tasks,)
+                       for m in models)
+        else:
+            # a pairing that does not ask for profiles must not depend on them
+            assert all(m.profile is None for m in models)
+        pairs, byes = p.pair(models)
+        assert sorted([i for q in pairs for i in q] + list(byes)) == [0, 1, 2, 3]
+
+
+class StoppingRuleContract:
+    """Checks for :class:`~mapframe.stopping.StoppingRule` implementations.
+
+    The rounds are what :class:`~mapframe.study.MergeStudy` hands a rule: a growing history of
+    a smooth two-task objective on a 2-D box, with quadratic surrogates fitted on it.
+    Override :meth:`make_rounds` to feed the rule something else.
+    """
+
+    #: Rounds in the default sequence.
+    n_rounds: int = 5
+
+    def make_stopping(self) -> StoppingRule:
+        raise NotImplementedError("override make_stopping() to return your stopping rule")
+
+    def make_rounds(self, drift: float = 0.0) -> list[RoundState]:
+        """Round states of one run; ``drift`` moves the second task's metric every round.
+
+        Without drift the objective is exactly quadratic, so the surrogates (and the front
+        they predict) settle: a rule that ever stops should stop on these rounds.
+        """
+        from mapframe.surrogates.quadratic import QuadraticSurrogate
+
+        space = SearchSpace.box(2, (0.0, 1.0))
+        tasks = (Task("a", "max", 0.0, 1.0), Task("b", "max", 0.0, 1.0))
+        X = np.random.default_rng(0).random((10 + 3 * self.n_rounds, 2))
+        rounds = []
+        for r in range(self.n_rounds):
+            n = 10 + 3 * r
+            Y = _quadratic_tradeoff(X[:n]) * np.array([1.0, 1.0 - drift * r])
+            history = History(2, 2, [Evaluation(x, y) for x, y in zip(X[:n], Y)])
+            surrogates = [QuadraticSurrogate().fit(X[:n], Y[:, j], t)
+                          for j, t in enumerate(tasks)]
+            rounds.append(RoundState(
+                round=r, n_evaluated=n, budget=100, history=history, surrogates=surrogates,
+                diagnostics={t.name: dict(s.diagnostics()) for t, s in zip(tasks, surrogates)},
+                tasks=tasks, space=space, n_params=surrogates[0].n_params(2)))
+        return rounds
+
+    @staticmethod
+    def _run(rule: StoppingRule, rounds: list[RoundState]) -> tuple[list[str | None], str]:
+        answers = [rule.update(state) for state in rounds]
+        return answers, json.dumps(rule.trace(), sort_keys=True)
+
+    def _fresh(self) -> StoppingRule:
+        rule = self.make_stopping()
+        rule.reset()
+        return rule
+
+    def test_is_registered(self) -> None:
+        _registered(self.make_stopping())
+
+    def test_answers_are_none_or_a_reason(self) -> None:
+        for drift in (0.0, 0.2):
+            answers, _ = self._run(self._fresh(), self.make_rounds(drift))
+            for a in answers:
+                assert a is None or (isinstance(a, str) and a.strip()), repr(a)
+
+    def test_trace_is_json(self) -> None:
+        rule = self._fresh()
+        assert isinstance(rule.trace(), list)
+        self._run(rule, self.make_rounds())
+        trace = rule.trace()
+        assert isinstance(trace, list) and all(isinstance(r, dict) for r in trace)
+        assert json.loads(json.dumps(trace, allow_nan=False)) == trace
+
+    def test_deterministic(self) -> None:
+        rounds = self.make_rounds()
+        assert self._run(self._fresh(), rounds) == self._run(self._fresh(), rounds)
+
+    def test_reset_forgets_earlier_rounds(self) -> None:
+        rounds = self.make_rounds()
+        expected = self._run(self._fresh(), rounds)
+        rule = self._fresh()
+        self._run(rule, self.make_rounds(drift=0.2))  # a different run first
+        rule.reset()
+        assert self._run(rule, rounds) == expected
+        rule.reset()
+        assert self._run(rule, rounds) == expected
+
+
+def _quadratic_tradeoff(C: np.ndarray) -> np.ndarray:
+    """Two concave quadratics in ``[0.2, 0.9]`` with optima at opposite corners of the box."""
+    C = np.atleast_2d(C)
+    a = 0.9 - 0.6 * (C[:, 0] - 0.8) ** 2 - 0.3 * C[:, 1] ** 2
+    b = 0.9 - 0.6 * (C[:, 1] - 0.8) ** 2 - 0.3 * C[:, 0] ** 2
+    return np.column_stack([a, b])

@@ -32,6 +32,9 @@ from mapframe_vision.toy import TINY_CLIP_CONFIG
 from PIL import Image
 
 from mapframe.errors import CheckpointError, ConfigError
+from mapframe.executors.base import MergeSpec
+from mapframe.merging import TaskArithmetic
+from mapframe.testing import EvaluatorContract
 
 TASKS = ("digits", "digits_rot90")
 
@@ -179,7 +182,8 @@ def _n_tensors() -> int:
 
 def test_merges_are_written_in_place_without_leaks(clip_evaluator):
     ev = clip_evaluator
-    visual = ev._visual
+    visual = ev.resident_model
+    assert ev.model_device() == torch.device("cpu")
     ptrs = {k: p.data_ptr() for k, p in visual.named_parameters()}
     ids = {k: id(p) for k, p in visual.named_parameters()}
     a = ev.evaluate(np.array([0.3, 0.7]))
@@ -190,7 +194,7 @@ def test_merges_are_written_in_place_without_leaks(clip_evaluator):
     ev.evaluate(np.array([[1.0, 0.0], [0.9, 0.1]]))
     b = ev.evaluate(np.array([0.3, 0.7]))
     np.testing.assert_array_equal(a, b)
-    assert ev._visual is visual
+    assert ev.resident_model is visual
     assert {k: p.data_ptr() for k, p in visual.named_parameters()} == ptrs
     assert {k: id(p) for k, p in visual.named_parameters()} == ids
 
@@ -538,3 +542,28 @@ def test_describe_is_json_and_stable_across_evaluations(clip_setup, make_clip_ev
     desc = json.loads(before)
     assert desc["name"] == "clip" and desc["model"] == clip_setup.model
     assert [t["name"] for t in desc["tasks"]] == list(TASKS)
+
+
+# -- 9. the evaluator contract every mapframe evaluator runs ----------------------------------
+@pytest.fixture(scope="module")
+def contract_head_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One zero-shot head cache for the contract checks: heads are built once."""
+    return tmp_path_factory.mktemp("contract-heads")
+
+
+class TestClipEvaluatorContract(EvaluatorContract):
+    """:class:`mapframe.testing.EvaluatorContract` on the toy CLIP fixture (32 images per task
+    to keep it fast)."""
+
+    @pytest.fixture(autouse=True)
+    def _fixture_files(self, clip_setup: Any, contract_head_cache: Path) -> None:
+        self.files = clip_setup
+        self.head_cache = contract_head_cache
+
+    def make_evaluator(self) -> ClipEvaluator:
+        tasks = self.files.task_configs(max_samples=32)
+        return ClipEvaluator(**self.files.evaluator_kwargs(self.head_cache, tasks))
+
+    def make_merge_spec(self) -> MergeSpec:
+        return MergeSpec(TaskArithmetic(), self.files.pretrained, dict(self.files.finetuned),
+                         prepare=self.make_evaluator().prepare_checkpoint)

@@ -24,7 +24,9 @@ from torchvision.datasets import ImageFolder
 
 from mapframe import MergeStudy
 from mapframe.errors import CheckpointError, ConfigError
+from mapframe.executors.base import MergeSpec
 from mapframe.merging import Merger, TaskArithmetic, TaskVectors, save_state_dict
+from mapframe.testing import EvaluatorContract
 
 ARCH: dict[str, Any] = {"block": "basic", "layers": [1, 1, 1, 1], "width": 8}
 IMAGE_SIZE = 32
@@ -239,7 +241,8 @@ def test_unit_and_zero_coefficients_reproduce_the_models(world: dict[str, Any]) 
 def test_merges_write_in_place(world: dict[str, Any]) -> None:
     ev = _evaluator(world)
     merger = _setup(ev, world)
-    state = ev.model.state_dict()
+    assert ev.model_device() == torch.device("cpu")
+    state = ev.resident_model.state_dict()
     ptrs = {k: v.data_ptr() for k, v in state.items()}
     c = np.array([0.3, 0.7])
     first = ev.evaluate(c[None])
@@ -247,14 +250,14 @@ def test_merges_write_in_place(world: dict[str, Any]) -> None:
         ev.evaluate(np.array([other]))
     again = ev.evaluate(c[None])
     np.testing.assert_array_equal(first, again)
-    after = ev.model.state_dict()
+    after = ev.resident_model.state_dict()
     assert {k: v.data_ptr() for k, v in after.items()} == ptrs
     # The resident backbone holds θ(c) for the last c.
     tv = merger.task_vectors
     key = "layer1.0.conv1.weight"
     expected = tv.base(key) + 0.3 * tv.vectors(key)[0] + 0.7 * tv.vectors(key)[1]
     torch.testing.assert_close(after[key], expected)
-    assert isinstance(ev.model.fc, torch.nn.Identity)
+    assert isinstance(ev.resident_model.fc, torch.nn.Identity)
     # evaluate_tasks scores only the asked task, with the same value.
     before = ev.cost()["tasks_scored"]
     only = ev.evaluate_tasks(c[None], [1])
@@ -536,3 +539,27 @@ evaluator:
     assert ev.last_refit["upright"]["samples"] == 200
     with pytest.raises(ConfigError, match="does not take parameter"):
         get_registry().create("evaluator", {**config["evaluator"], "classnames": "folder"})
+
+
+# ---------------------------------------------------------------------------------------------
+# (7) the evaluator contract every mapframe evaluator runs
+
+
+class TestResNetEvaluatorContract(EvaluatorContract):
+    """:class:`mapframe.testing.EvaluatorContract` on the fixture's fine-tunes, with a small
+    head refit (its per-task state must not make a task's score depend on which other tasks
+    are scored, or in which order) and 100 images per task to keep it fast."""
+
+    @pytest.fixture(autouse=True)
+    def _world(self, world: dict[str, Any]) -> None:
+        self.world = world
+
+    def make_evaluator(self) -> ResNetEvaluator:
+        tasks = [{**t, "max_samples": 100} for t in _task_configs(self.world, refit=True)]
+        return _evaluator(self.world, tasks=tasks,
+                          refit={"steps": 5, "batch_size": 32, "max_samples": 100})
+
+    def make_merge_spec(self) -> MergeSpec:
+        ck = _checkpoints(self.world)
+        return MergeSpec(TaskArithmetic(), ck["pretrained"], ck["finetuned"],
+                         prepare=self.make_evaluator().prepare_checkpoint)

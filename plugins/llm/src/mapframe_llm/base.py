@@ -1,4 +1,11 @@
-"""What the plugin's evaluators share: settings, checkpoint loading and the resident model."""
+"""What the plugin's evaluators share: settings, checkpoint loading and the resident model.
+
+:class:`HFEvaluator` is mapframe's :class:`~mapframe.evaluators.ModelEvaluator` template
+applied to Hugging Face checkpoints: the template checks coefficients and task indices,
+merges each row into the resident model and scores the requested tasks; this class adds
+the settings every evaluator of the plugin takes, reads the checkpoints itself (model
+folders, sharded safetensors, LoRA adapters), loads the tokenizer and keeps timings.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +17,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from mapframe.errors import CheckpointError, ConfigError
-from mapframe.evaluators import Evaluator
+from mapframe.evaluators.base import Evaluator, ModelEvaluator
 from mapframe_llm.runtime import DTYPES, resolve_device, resolve_dtype
-from mapframe_llm.taskvectors import READERS, STORAGES, StreamedTaskVectors, load_task_vectors
+from mapframe_llm.taskvectors import (
+    READERS,
+    STORAGES,
+    StreamedTaskVectors,
+    bind_resident,
+    load_task_vectors,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -32,17 +45,22 @@ def _positive_int(name: str, value: object, allow_none: bool = False) -> int | N
     return value
 
 
-class HFEvaluator(Evaluator):
+class HFEvaluator(ModelEvaluator):
     """Base of evaluators over Hugging Face checkpoints merged into one resident model.
 
     Checkpoints are read by :func:`~mapframe_llm.taskvectors.load_task_vectors` (model
     folders with sharded safetensors, ``.safetensors`` files, LoRA adapters), checked before
     anything is evaluated, and merged in place into the model :meth:`build_model` returns,
-    streaming each tensor from ``storage``. Subclasses implement :meth:`build_model`,
-    :meth:`prepare_data` and :meth:`score_task`.
+    streaming each tensor from ``storage``. :meth:`setup` resolves the device and dtype and
+    loads the tokenizer, then runs the template (:meth:`build_model`, :meth:`bind_parameters`
+    through :func:`~mapframe_llm.taskvectors.bind_resident`, :meth:`prepare`). Subclasses
+    implement :meth:`build_model` (return the model, on :meth:`device` in ``_torch_dtype``),
+    :meth:`prepare` (read and tokenise the evaluation data) and :meth:`score_task`.
     """
 
     needs_merger: ClassVar[bool] = True
+    #: Checkpoints are folders, sharded files or adapters: :meth:`load_task_vectors` reads them.
+    reads_checkpoints: ClassVar[bool] = True
     #: One merge per call: each result is stored the moment it exists.
     max_batch_size: int | None = 1
     #: Fine-tunes may carry tensors the base lacks (per-task heads).
@@ -77,9 +95,6 @@ class HFEvaluator(Evaluator):
         self._tokenizer_path = tokenizer
         self._trust_remote_code = bool(trust_remote_code)
         self._timings = {"merges": 0, "merge_s": 0.0, "score_s": 0.0, "setup_s": 0.0}
-        #: The resident model's merged tensors, keyed like the task vectors (set by
-        #: :meth:`build_model`).
-        self._params: dict[str, torch.Tensor] = {}
 
     # -- settings ----------------------------------------------------------------------------
 
@@ -151,15 +166,18 @@ class HFEvaluator(Evaluator):
         return torch.float32
 
     def setup(self, merger: Merger | None) -> None:
-        """Build the resident model from the pretrained folder, bind its tensors to the task
-        vectors, load the tokenizer and tokenise every task's evaluation data."""
-        super().setup(merger)
+        """Resolve the device and dtype, load the tokenizer, then build the resident model
+        from the pretrained folder, bind its tensors to the task vectors and tokenise every
+        task's evaluation data (the template's :meth:`build_model`, :meth:`bind_parameters`,
+        :meth:`prepare`)."""
         t0 = time.perf_counter()
+        # The merger check first (its message is the one a study without checkpoints needs);
+        # the device, dtype and tokenizer below read the checkpoints through it.
+        Evaluator.setup(self, merger)
         self._device = resolve_device(self._device_name)
         self._torch_dtype = resolve_dtype(self._dtype, self.stored_dtype())
         self._tokenizer = self.load_tokenizer()
-        self.build_model()
-        self.prepare_data()
+        super().setup(merger)
         self._timings = {"merges": 0, "merge_s": 0.0, "score_s": 0.0,
                          "setup_s": time.perf_counter() - t0}
 
@@ -179,47 +197,40 @@ class HFEvaluator(Evaluator):
             tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
         return tok
 
-    def build_model(self) -> None:
-        """Build the resident model(s) and bind their tensors (``self._params``)."""
-        raise NotImplementedError
+    def model_device(self) -> torch.device:
+        """The torch device the ``device`` setting resolved to (known after :meth:`setup`)."""
+        device: torch.device | None = getattr(self, "_device", None)
+        if device is None:
+            raise ConfigError(f"evaluator {self.name!r} was used before setup(merger)")
+        return device
 
-    def prepare_data(self) -> None:
-        """Read and tokenise the evaluation data."""
-        raise NotImplementedError
+    def bind_parameters(self, merger: Merger, model: torch.nn.Module
+                        ) -> dict[str, torch.Tensor]:
+        """The resident model's merged tensors, keyed like the streamed task vectors
+        (:func:`~mapframe_llm.taskvectors.bind_resident`: checkpoint names aligned to the
+        model's, tied tensors written once, non-merged tensors copied in once)."""
+        return bind_resident(model, self.task_vectors())
 
-    def score_task(self, index: int) -> float:
-        """The metric of task ``index`` for the model as it is now."""
-        raise NotImplementedError
+    # -- evaluation (the template's steps, timed) ----------------------------------------------
 
-    def evaluate(self, coefficients: np.ndarray) -> np.ndarray:
-        return self.evaluate_tasks(coefficients, range(len(self.tasks)))
+    def merge(self, coefficients: np.ndarray) -> None:
+        """Write the merge for ``coefficients`` into the resident model (counted and timed
+        in :attr:`timings`)."""
+        t0 = time.perf_counter()
+        super().merge(coefficients)
+        self._timings["merges"] += 1
+        self._timings["merge_s"] += time.perf_counter() - t0
 
-    def evaluate_tasks(self, coefficients: np.ndarray, tasks: Sequence[int]) -> np.ndarray:
-        """Merge each row in place, then score only ``tasks`` (their data alone is read)."""
-        import torch
-
-        C = np.atleast_2d(np.asarray(coefficients, dtype=float))
-        cols = list(tasks)
-        out = np.empty((C.shape[0], len(cols)))
-        with torch.no_grad():
-            for b, c in enumerate(C):
-                t0 = time.perf_counter()
-                self.merger.merge_into(self._params, c)
-                if self._device.type == "cuda":
-                    torch.cuda.synchronize(self._device)
-                t1 = time.perf_counter()
-                for j, i in enumerate(cols):
-                    out[b, j] = self.score_task(i)
-                self._timings["merges"] += 1
-                self._timings["merge_s"] += t1 - t0
-                self._timings["score_s"] += time.perf_counter() - t1
-        return out
+    def score_tasks(self, model: torch.nn.Module, tasks: Sequence[int]) -> list[float]:
+        """Score only ``tasks`` (their data alone is read), timed in :attr:`timings`."""
+        t0 = time.perf_counter()
+        scores = super().score_tasks(model, tasks)
+        self._timings["score_s"] += time.perf_counter() - t0
+        return scores
 
     def close(self) -> None:
         """Drop the resident model and close the checkpoint files."""
         merger = getattr(self, "_merger", None)
         if merger is not None and isinstance(merger.task_vectors, StreamedTaskVectors):
             merger.task_vectors.close()
-        self._params = {}
-        if hasattr(self, "_model"):
-            del self._model
+        super().close()

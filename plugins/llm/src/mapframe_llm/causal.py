@@ -19,7 +19,6 @@ from mapframe_llm.data import (
     parse_tasks,
     read_records,
 )
-from mapframe_llm.taskvectors import bind_resident
 
 if TYPE_CHECKING:
     import torch
@@ -172,7 +171,9 @@ class CausalLMEvaluator(HFEvaluator):
 
     # -- setup -------------------------------------------------------------------------------
 
-    def build_model(self) -> None:
+    def build_model(self) -> torch.nn.Module:
+        """The pretrained causal LM, on the evaluator's device in its dtype (every merge
+        overwrites its weights)."""
         from transformers import AutoModelForCausalLM
 
         folder = self.base_folder()
@@ -181,22 +182,24 @@ class CausalLMEvaluator(HFEvaluator):
         if self._attn:
             kwargs["attn_implementation"] = self._attn
         try:
-            model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+            model: Any = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
         except (OSError, ValueError, KeyError) as exc:
             raise ConfigError(
                 f"evaluator 'causal_lm': transformers cannot build a causal LM from {folder} "
                 f"({exc}); the pretrained checkpoint must be a causal language model folder"
             ) from None
-        self._model = model.to(self._device).eval()
-        self._model.requires_grad_(False)
-        self._params = bind_resident(self._model, self.task_vectors())
+        model = model.to(self.model_device()).eval()
+        model.requires_grad_(False)
+        return model
 
-    def prepare_data(self) -> None:
+    def prepare(self) -> None:
+        """Read every task's records and tokenise those the built-in metric scores."""
         self._records: dict[str, list[dict[str, object]]] = {}
         self._batches: dict[str, list[dict[str, torch.Tensor]]] = {}
         self._n_tokens: dict[str, int] = {}
         pad = self._tokenizer.pad_token_id
-        vocab = self._model.get_input_embeddings().weight.shape[0]
+        model: Any = self.resident_model
+        vocab = model.get_input_embeddings().weight.shape[0]
         for s in self._specs:
             records = read_records(s)
             self._records[s.name] = records
@@ -222,18 +225,20 @@ class CausalLMEvaluator(HFEvaluator):
 
     # -- evaluation --------------------------------------------------------------------------
 
-    def score_task(self, index: int) -> float:
-        spec = self._specs[index]
+    def score_task(self, model: torch.nn.Module, task: int) -> float:
+        """The loss or perplexity of ``model`` on task ``task``'s tokens, or its scorer's
+        metric."""
+        spec = self._specs[task]
         sc = self._scorers.get(spec.name)
         if sc is not None:
             try:
-                value = float(sc.fn(self._model, self._tokenizer, self._records[spec.name],
-                                    self._device))
+                value = float(sc.fn(model, self._tokenizer, self._records[spec.name],
+                                    self.model_device()))
             except Exception as exc:
                 raise EvaluationError(f"task {spec.name!r}: scorer {sc.path} failed: "
                                       f"{type(exc).__name__}: {exc}") from exc
             return value
-        total, count = causal_lm_nll(self._model, self._batches[spec.name], self._device)
+        total, count = causal_lm_nll(model, self._batches[spec.name], self.model_device())
         loss = total / count if count else math.nan
         if not math.isfinite(loss):
             return math.nan

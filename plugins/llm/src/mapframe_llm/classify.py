@@ -20,7 +20,6 @@ from mapframe_llm.data import (
     parse_tasks,
     read_records,
 )
-from mapframe_llm.taskvectors import bind_resident
 
 if TYPE_CHECKING:
     import torch
@@ -80,11 +79,11 @@ class TextClassificationEvaluator(HFEvaluator):
 
     # -- setup -------------------------------------------------------------------------------
 
-    def build_model(self) -> None:
-        import torch
-        from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+    def build_model(self) -> torch.nn.Module:
+        """The pretrained encoder, on the evaluator's device in its dtype: the one resident
+        model every merge overwrites (the heads attach to it in :meth:`prepare`)."""
+        from transformers import AutoModel
 
-        tv = self.task_vectors()
         folder = self.base_folder()
         try:
             encoder = AutoModel.from_pretrained(str(folder), dtype=self._torch_dtype,
@@ -92,9 +91,22 @@ class TextClassificationEvaluator(HFEvaluator):
         except (OSError, ValueError, KeyError) as exc:
             raise ConfigError(f"evaluator 'text_classification': transformers cannot build an "
                               f"encoder from {folder} ({exc})") from None
-        self._model = encoder.to(self._device).eval()
-        self._model.requires_grad_(False)
-        self._params = bind_resident(self._model, tv)
+        encoder = encoder.to(self.model_device()).eval()
+        encoder.requires_grad_(False)
+        return encoder
+
+    def prepare(self) -> None:
+        """Attach each task's fine-tuned head to the resident encoder, then read and label
+        each task's data."""
+        self._attach_heads()
+        self._read_data()
+
+    def _attach_heads(self) -> None:
+        import torch
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        tv = self.task_vectors()
+        device = self.model_device()
         self._heads: dict[str, Any] = {}
         for spec in self._specs:
             if spec.name not in tv.task_names:
@@ -124,10 +136,10 @@ class TextClassificationEvaluator(HFEvaluator):
                 raise CheckpointError(
                     f"fine-tuned checkpoint {spec.name!r}: its model class "
                     f"{type(task_model).__name__} has no separable encoder")
-            setattr(task_model, prefix, self._model)  # the one resident, merged encoder
+            setattr(task_model, prefix, self.resident_model)  # the one resident, merged encoder
             for child_name, child in task_model.named_children():
                 if child_name != prefix:
-                    child.to_empty(device=self._device)
+                    child.to_empty(device=device)
                     child.to(self._torch_dtype)
             result = task_model.load_state_dict(head, strict=False)
             unloaded = [k for k in result.missing_keys if not k.startswith(prefix + ".")]
@@ -138,7 +150,7 @@ class TextClassificationEvaluator(HFEvaluator):
                     f"{list(result.unexpected_keys)[:3]})")
             self._heads[spec.name] = task_model.eval()
 
-    def prepare_data(self) -> None:
+    def _read_data(self) -> None:
         self._data: dict[str, LabelledSet] = {}
         for spec in self._specs:
             model = self._heads[spec.name]
@@ -152,15 +164,22 @@ class TextClassificationEvaluator(HFEvaluator):
 
     # -- evaluation --------------------------------------------------------------------------
 
-    def score_task(self, index: int) -> float:
-        spec = self._specs[index]
-        model = self._heads[spec.name]
+    def score_task(self, model: torch.nn.Module, task: int) -> float:
+        """The accuracy on task ``task`` of ``model`` (the merged encoder) under that task's
+        own head."""
+        spec = self._specs[task]
+        classifier = self._heads[spec.name]  # holds ``model`` as its encoder
 
         def logits(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-            out: torch.Tensor = model(**batch).logits
+            out: torch.Tensor = classifier(**batch).logits
             return out
 
         acc = classification_accuracy(logits, self._tokenizer, self._data[spec.name],
                                       batch_size=self.batch_size, max_length=self.max_length,
-                                      device=self._device)
+                                      device=self.model_device())
         return acc if math.isfinite(acc) else math.nan
+
+    def close(self) -> None:
+        """Drop the heads (they hold the resident encoder), the model and the files."""
+        self.__dict__.pop("_heads", None)
+        super().close()

@@ -4,11 +4,8 @@ passes the parts that differ."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
-
-import numpy as np
 
 from mapframe.errors import CheckpointError, ConfigError
 from mapframe.problem import Task
@@ -17,7 +14,6 @@ from mapframe_vision.runtime import METRICS
 if TYPE_CHECKING:
     import torch
 
-    from mapframe.merging.merger import Merger
     from mapframe_vision.data import TaskSpec
 
 __all__ = [
@@ -27,8 +23,8 @@ __all__ = [
     "check_state_shapes",
     "check_task_mapping",
     "drop_attributes",
-    "make_resident",
-    "merge_resident",
+    "freeze_on_device",
+    "metric_index",
     "metric_tasks",
     "parse_task_list",
     "synchronize",
@@ -56,6 +52,12 @@ def check_preload(preload: Any) -> None:
     """Raise :class:`~mapframe.errors.ConfigError` unless ``preload`` is true, false or auto."""
     if preload not in (True, False, "auto"):
         raise ConfigError(f"preload must be true, false or auto, got {preload!r}")
+
+
+def metric_index(metric: str) -> int:
+    """Where ``metric`` sits in :func:`~mapframe_vision.runtime.score_classifier`'s
+    ``(accuracy, loss)``."""
+    return 0 if metric == "accuracy" else 1
 
 
 def metric_tasks(specs: Iterable[TaskSpec], metric: str) -> list[Task]:
@@ -134,16 +136,14 @@ def check_state_shapes(
 
 
 # -- the resident model --------------------------------------------------------------------------
-def make_resident(
-    model: torch.nn.Module, device: str, merger: Merger
-) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
-    """``model`` on ``device`` in eval mode without gradients, and its merged tensors
-    (sharing storage with it; see :meth:`~mapframe.merging.merger.Merger.resident_params`,
-    which checks the checkpoints' names and shapes and copies the integer buffers in)."""
+def freeze_on_device(model: torch.nn.Module, device: str) -> torch.nn.Module:
+    """``model`` on ``device`` in eval mode without gradients: the resident model that merges
+    are written into (:meth:`~mapframe.evaluators.ModelEvaluator.bind_parameters` then binds
+    its tensors, checking the checkpoints' names and shapes)."""
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model, merger.resident_params(model)
+    return model
 
 
 def synchronize(device: str) -> None:
@@ -152,20 +152,6 @@ def synchronize(device: str) -> None:
 
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
-
-
-def merge_resident(
-    merger: Merger, params: dict[str, torch.Tensor], coefficients: np.ndarray, device: str
-) -> float:
-    """Write the merge of ``coefficients`` into the resident ``params``; return the seconds
-    it took (CUDA work included)."""
-    import torch
-
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        merger.merge_into(params, coefficients)
-    synchronize(device)
-    return time.perf_counter() - t0
 
 
 def drop_attributes(obj: object, names: Iterable[str]) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from mapframe.errors import CheckpointError, ConfigError
-from mapframe.evaluators.base import Evaluator
+from mapframe.evaluators.base import ModelEvaluator
 from mapframe.problem import Task
 from mapframe_vision._common import (
     check_count,
@@ -26,8 +26,8 @@ from mapframe_vision._common import (
     check_preload,
     check_state_shapes,
     drop_attributes,
-    make_resident,
-    merge_resident,
+    freeze_on_device,
+    metric_index,
     metric_tasks,
 )
 from mapframe_vision.data import (
@@ -43,8 +43,6 @@ from mapframe_vision.runtime import check_precision, resolve_device, score_class
 
 if TYPE_CHECKING:
     import torch
-
-    from mapframe.merging.merger import Merger
 
 __all__ = ["DEFAULT_HEAD_CACHE", "ClipEvaluator"]
 
@@ -72,7 +70,7 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-class ClipEvaluator(Evaluator):
+class ClipEvaluator(ModelEvaluator):
     """Top-1 zero-shot accuracy (or loss) of merged CLIP image encoders on each task.
 
     Args:
@@ -105,13 +103,15 @@ class ClipEvaluator(Evaluator):
             tensors take at most ``preload_limit_gb``).
         head_cache: folder for cached zero-shot heads (``None``: no cache).
 
-    One resident image tower is built in :meth:`setup`; each evaluation writes the merged
-    weights into it in place and classifies every task's images against its head.
+    The evaluation follows :class:`~mapframe.evaluators.ModelEvaluator`'s template: one
+    resident image tower (:attr:`resident_model`) is built in :meth:`setup`
+    (:meth:`build_model`), then the zero-shot heads and evaluation sets (:meth:`prepare`);
+    each evaluation writes the merged weights into the tower in place (:meth:`merge`) and
+    classifies each requested task's images against its head (:meth:`score_task`). The
+    open_clip model name is :attr:`model` (also :attr:`model_name`).
     """
 
     name: ClassVar[str] = "clip"
-    needs_merger: ClassVar[bool] = True
-    max_batch_size: int | None = 1
 
     def __init__(
         self,
@@ -154,7 +154,8 @@ class ClipEvaluator(Evaluator):
         self.metric = metric
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.device = device
+        self._device_spec = device
+        self._device: str | None = None
         self.precision = check_precision(precision)
         self.preload = preload
         self.preload_limit_gb = float(preload_limit_gb)
@@ -171,11 +172,32 @@ class ClipEvaluator(Evaluator):
         """One accuracy (or loss) objective per task, in the order of ``tasks``."""
         return list(self._tasks)
 
+    @property
+    def model_name(self) -> str:
+        """The open_clip model name (the ``model`` setting)."""
+        return self.model
+
     def describe(self) -> dict[str, Any]:
         """Settings as a config would spell them (datasets given as objects by their type)."""
-        desc = super().describe()
-        desc["tasks"] = [_describe_spec(s) for s in self._specs]
-        return desc
+        return {
+            "name": self.name,
+            "model": self.model,
+            "pretrained": self.pretrained,
+            "model_config": self.model_config,
+            "cache_dir": self.cache_dir,
+            "quick_gelu": self.quick_gelu,
+            "image_mean": self.image_mean,
+            "image_std": self.image_std,
+            "metric": self.metric,
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "device": self._device_spec,
+            "precision": self.precision,
+            "preload": self.preload,
+            "preload_limit_gb": self.preload_limit_gb,
+            "head_cache": self.head_cache,
+            "tasks": [_describe_spec(s) for s in self._specs],
+        }
 
     # -- open_clip ---------------------------------------------------------------------------
     def _open_clip(self) -> Any:
@@ -270,8 +292,8 @@ class ClipEvaluator(Evaluator):
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
             if not self._is_tag():
                 raise CheckpointError(
-                    f"{self.pretrained}: not a CLIP checkpoint of {self.model} that open_clip "
-                    f"can load ({first[:300]})") from None
+                    f"{self.pretrained}: not a CLIP checkpoint of {self.model} that "
+                    f"open_clip can load ({first[:300]})") from None
             if not isinstance(exc, (RuntimeError, OSError, ValueError)):
                 raise
             cfg = open_clip.get_pretrained_cfg(self.model, self.pretrained)
@@ -318,18 +340,36 @@ class ClipEvaluator(Evaluator):
         )
         return out
 
-    # -- setup -------------------------------------------------------------------------------
-    def setup(self, merger: Merger | None) -> None:
-        """Build the resident image tower, the zero-shot heads and the evaluation sets."""
-        super().setup(merger)
-        assert merger is not None
-        self._device = resolve_device(self.device)
-        template, preprocess = self._template_model()
+    # -- setup (ModelEvaluator's template: build_model, bind_parameters, prepare) ------------
+    def build_model(self) -> torch.nn.Module:
+        """The resident image tower of ``model`` on ``device``, in eval mode and without
+        gradients (randomly initialised: merges overwrite its weights); its preprocessing is
+        kept for :meth:`prepare`."""
+        self._device = resolve_device(self._device_spec)
+        template, self._preprocess = self._template_model()
         visual = template.visual
         del template  # the text tower of the template is random: never used
-        # The merged tensors, sharing storage with the resident tower on its device (merges
-        # are computed on the CPU and copied in).
-        self._visual, self._params = make_resident(visual, self._device, merger)
+        # setup() then binds the merged tensors, sharing storage with the tower on its device
+        # (merges are computed on the CPU and copied in).
+        return freeze_on_device(visual, self._device)
+
+    def model_device(self) -> torch.device:
+        """The torch device of the resident image tower (``device`` resolved; ``auto`` picks
+        CUDA when available)."""
+        import torch
+
+        return torch.device(self._device or resolve_device(self._device_spec))
+
+    def _resolved_device(self) -> str:
+        """``device`` as resolved by :meth:`build_model` (a string such as ``cuda:0``)."""
+        if self._device is None:
+            raise ConfigError(f"evaluator {self.name!r} was used before setup(merger)")
+        return self._device
+
+    def prepare(self) -> None:
+        """The evaluation sets, each task's class names and templates, and the zero-shot
+        heads (read from the head cache, else built with the pretrained text tower)."""
+        preprocess = self._preprocess
         self._datasets: dict[str, Any] = {}
         self._classnames: dict[str, list[str]] = {}
         self._templates: dict[str, list[str]] = {}
@@ -347,7 +387,8 @@ class ClipEvaluator(Evaluator):
             s.name: EvalSet(s.name, self._datasets[s.name], len(self._classnames[s.name]),
                             batch_size=self.batch_size, num_workers=self.num_workers,
                             max_samples=s.max_samples, preload=self.preload,
-                            preload_limit_gb=self.preload_limit_gb, device=self._device)
+                            preload_limit_gb=self.preload_limit_gb,
+                            device=self._resolved_device())
             for s in self._specs
         }
         self._ready = True
@@ -368,13 +409,13 @@ class ClipEvaluator(Evaluator):
             import open_clip
 
             t0 = time.perf_counter()
-            full = self._full_model().to(self._device).eval()
+            full = self._full_model().to(self._resolved_device()).eval()
             tokenizer = open_clip.get_tokenizer(self.model, cache_dir=self.cache_dir)
             scale = float(full.logit_scale.detach().exp())
             for name, key in todo:
                 head = build_zeroshot_head(full.encode_text, tokenizer, scale,
                                            self._classnames[name], self._templates[name],
-                                           self._device)
+                                           self._resolved_device())
                 cache.put(self.model, key, head, {"task": name, "model": ident,
                                                   "classnames": self._classnames[name],
                                                   "templates": self._templates[name]})
@@ -387,7 +428,7 @@ class ClipEvaluator(Evaluator):
             if head.shape[0] != n:  # pragma: no cover - the key includes the class names
                 raise ConfigError(f"task {name!r}: cached head has {head.shape[0]} classes, "
                                   f"expected {n}; delete {self.head_cache}")
-        return {k: v.to(self._device) for k, v in heads.items()}
+        return {k: v.to(self._resolved_device()) for k, v in heads.items()}
 
     @property
     def timings(self) -> dict[str, float]:
@@ -405,42 +446,42 @@ class ClipEvaluator(Evaluator):
         """Each task's class names, in label order, after setup."""
         return {k: list(v) for k, v in self._classnames.items()}
 
-    # -- evaluation --------------------------------------------------------------------------
+    # -- evaluation (ModelEvaluator's template: merge, score_tasks -> score_task) -------------
     def logits(self, task: str, images: torch.Tensor) -> torch.Tensor:
         """Zero-shot logits of the resident (currently merged) image tower for ``task``."""
-        feats = self._visual(images)
+        return self._logits(self.resident_model, task, images)
+
+    def _logits(self, visual: torch.nn.Module, task: str,
+                images: torch.Tensor) -> torch.Tensor:
+        feats = visual(images)
         if isinstance(feats, (tuple, list)):
             feats = feats[0]
         feats = feats.float()
         feats = feats / feats.norm(dim=-1, keepdim=True)
         return feats @ self._heads[task].T
 
-    def evaluate(self, coefficients: np.ndarray) -> np.ndarray:
-        """Merge each row into the resident tower and score every task."""
-        return self.evaluate_tasks(coefficients, range(len(self._specs)))
+    def merge(self, coefficients: np.ndarray) -> None:
+        """Write the merged weights into the resident tower (timed, CUDA work included)."""
+        t0 = time.perf_counter()
+        super().merge(coefficients)
+        self._timings["merge_s"] += time.perf_counter() - t0
+        self._timings["merges"] += 1
 
-    def evaluate_tasks(self, coefficients: np.ndarray, tasks: Sequence[int]) -> np.ndarray:
-        """Merge each row and score only the tasks ``tasks`` (their datasets alone are read)."""
-        if not self._ready:
-            raise ConfigError("ClipEvaluator.evaluate called before setup(merger)")
-        C = np.atleast_2d(np.asarray(coefficients, dtype=float))
-        idx = list(tasks)
-        out = np.empty((C.shape[0], len(idx)))
-        key = 0 if self.metric == "accuracy" else 1
-        for b, c in enumerate(C):
-            merge_s = merge_resident(self.merger, self._params, c, self._device)
-            t1 = time.perf_counter()
-            for j, i in enumerate(idx):
-                name = self._specs[i].name
-                evalset = self._sets[name]
-                res = score_classifier(functools.partial(self.logits, name), evalset,
-                                       self._device, self.precision)
-                out[b, j] = res[key]
-                self._timings["images"] += len(evalset)
-            self._timings["merge_s"] += merge_s
-            self._timings["score_s"] += time.perf_counter() - t1
-            self._timings["merges"] += 1
-        return out
+    def score_tasks(self, model: torch.nn.Module, tasks: Sequence[int]) -> list[float]:
+        """Score ``tasks`` (their datasets alone are read), timed into :attr:`timings`."""
+        t0 = time.perf_counter()
+        values = super().score_tasks(model, tasks)
+        self._timings["score_s"] += time.perf_counter() - t0
+        return values
+
+    def score_task(self, model: torch.nn.Module, task: int) -> float:
+        """Zero-shot accuracy (or loss) of the image tower ``model`` on task ``task``."""
+        name = self._specs[task].name
+        evalset = self._sets[name]
+        res = score_classifier(functools.partial(self._logits, model, name), evalset,
+                               self._resolved_device(), self.precision)
+        self._timings["images"] += len(evalset)
+        return res[metric_index(self.metric)]
 
     def close(self) -> None:
         """Drop the resident model, heads and preloaded images."""
@@ -450,7 +491,8 @@ class ClipEvaluator(Evaluator):
                 logger.info("clip: %d merges, %.2f s merging, %.2f s scoring (%.0f images/s)",
                             t["merges"], t["merge_s"], t["score_s"],
                             t["images"] / max(t["score_s"], 1e-9))
-        drop_attributes(self, ("_visual", "_params", "_heads", "_sets", "_datasets"))
+        super().close()
+        drop_attributes(self, ("_heads", "_sets", "_datasets", "_preprocess"))
         self._ready = False
 
 

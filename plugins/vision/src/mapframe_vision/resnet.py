@@ -26,6 +26,11 @@ A config::
       pretrained: ckpt/resnet18_imagenet.pt
       finetuned: {cars: ckpt/cars.pt, dtd: ckpt/dtd.safetensors}
 
+The evaluator lives here; its parts live beside it: the architectures in
+:mod:`~mapframe_vision.resnet_arch`, the task specs and preprocessing in
+:mod:`~mapframe_vision.resnet_data`, and the heads (loading, refit) in
+:mod:`~mapframe_vision.resnet_heads`. Their public names are importable from this module too.
+
 Importing this module is cheap: torch and torchvision are imported on first use.
 """
 
@@ -33,9 +38,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
-import os
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,23 +45,37 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from mapframe.errors import CheckpointError, ConfigError
-from mapframe.evaluators.base import Evaluator
+from mapframe.errors import ConfigError
+from mapframe.evaluators.base import ModelEvaluator
 from mapframe.problem import Task
 from mapframe_vision._common import (
     check_count,
     check_metric,
     check_preload,
-    check_state_shapes,
-    check_task_mapping,
     drop_attributes,
-    make_resident,
-    merge_resident,
+    freeze_on_device,
+    metric_index,
     metric_tasks,
-    parse_task_list,
     synchronize,
 )
-from mapframe_vision.data import EvalSet, TaskSpec, describe_data, load_dataset
+from mapframe_vision.data import EvalSet, TaskSpec, load_dataset
+from mapframe_vision.resnet_arch import (
+    ARCHS,
+    backbone_shapes,
+    build_resnet,
+    checkpoint_backbone,
+    parse_arch,
+    strip_wrapper_prefix,
+)
+from mapframe_vision.resnet_data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ResNetTaskSpec,
+    default_transform,
+    describe_resnet_task,
+    parse_resnet_tasks,
+)
+from mapframe_vision.resnet_heads import REFIT_DEFAULTS, load_head, parse_refit, refit_head
 from mapframe_vision.runtime import (
     autocast,
     check_precision,
@@ -69,8 +85,6 @@ from mapframe_vision.runtime import (
 
 if TYPE_CHECKING:
     import torch
-
-    from mapframe.merging.merger import Merger
 
 __all__ = [
     "ARCHS",
@@ -86,317 +100,18 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The torchvision ResNets ``arch`` may name: ``(block, layers)``.
-ARCHS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
-    "resnet18": ("basic", (2, 2, 2, 2)),
-    "resnet34": ("basic", (3, 4, 6, 3)),
-    "resnet50": ("bottleneck", (3, 4, 6, 3)),
-    "resnet101": ("bottleneck", (3, 4, 23, 3)),
-    "resnet152": ("bottleneck", (3, 8, 36, 3)),
-}
-_BLOCKS: tuple[str, ...] = ("basic", "bottleneck")
-_STANDARD_WIDTH = 64
-
-#: ImageNet normalisation of torchvision's ResNet weights.
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-#: Settings of the head refit (``refit: true`` uses these; a mapping overrides some).
-REFIT_DEFAULTS: dict[str, Any] = {
-    "steps": 100,
-    "lr": 0.01,
-    "batch_size": 64,
-    "weight_decay": 0.0,
-    "max_samples": None,
-    "optimizer": "adam",
-    "seed": 0,
-}
-_OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
-_WRAPPER_PREFIXES: tuple[str, ...] = ("module.", "model.")
-
-
-# ---------------------------------------------------------------------------------------------
-# architecture
-
-
-@dataclass(frozen=True)
-class _Arch:
-    """A parsed ``arch``: block kind, blocks per stage, stem width (64 for torchvision's)."""
-
-    block: str
-    layers: tuple[int, int, int, int]
-    width: int
-    label: str
-
-    @property
-    def expansion(self) -> int:
-        return 1 if self.block == "basic" else 4
-
-    @property
-    def feature_dim(self) -> int:
-        """Size of the pooled features the head reads: ``8 * width * expansion``."""
-        return 8 * self.width * self.expansion
-
-
-def _parse_arch(arch: Any) -> _Arch:
-    if isinstance(arch, str):
-        if arch not in ARCHS:
-            raise ConfigError(
-                f"unknown ResNet arch {arch!r}; use one of {', '.join(ARCHS)} or a mapping "
-                "{block: basic|bottleneck, layers: [n1, n2, n3, n4], width: 64}"
-            )
-        block, layers = ARCHS[arch]
-        return _Arch(block, layers, _STANDARD_WIDTH, arch)
-    if isinstance(arch, _Arch):
-        return arch
-    if not isinstance(arch, Mapping):
-        raise ConfigError(
-            f"arch must be a torchvision ResNet name ({', '.join(ARCHS)}) or a mapping "
-            f"{{block, layers, width}}, got {type(arch).__name__}"
-        )
-    unknown = sorted(set(map(str, arch)) - {"block", "layers", "width"})
-    if unknown:
-        raise ConfigError(f"arch: unknown field(s) {unknown} (allowed: block, layers, width)")
-    block = arch.get("block", "basic")
-    if block not in _BLOCKS:
-        raise ConfigError(f"arch.block must be 'basic' or 'bottleneck', got {block!r}")
-    raw = arch.get("layers")
-    if (
-        not isinstance(raw, Sequence)
-        or isinstance(raw, (str, bytes))
-        or len(raw) != 4
-        or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in raw)
-    ):
-        raise ConfigError(
-            f"arch.layers must be 4 positive integers (blocks per stage, e.g. [2, 2, 2, 2] "
-            f"for resnet18), got {raw!r}"
-        )
-    width = arch.get("width", _STANDARD_WIDTH)
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ConfigError(f"arch.width must be a positive integer (64 in torchvision's "
-                          f"ResNets), got {width!r}")
-    lay = (int(raw[0]), int(raw[1]), int(raw[2]), int(raw[3]))
-    label = next((n for n, (b, ls) in ARCHS.items()
-                  if b == block and ls == lay and width == _STANDARD_WIDTH), None)
-    if label is None:
-        label = f"{{block: {block}, layers: {list(lay)}, width: {width}}}"
-    return _Arch(block, lay, width, label)
-
-
-@functools.cache
-def _resnet_class() -> type[torch.nn.Module]:
-    """A torchvision ``ResNet`` whose stage widths are ``w, 2w, 4w, 8w`` (torchvision: 64)."""
-    from torch import nn
-    from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
-
-    class _WidthResNet(ResNet):
-        """torchvision's ``ResNet`` with stem width ``width``; keys and forward unchanged."""
-
-        def __init__(self, block: type[BasicBlock | Bottleneck], layers: list[int],
-                     num_classes: int, width: int) -> None:
-            nn.Module.__init__(self)
-            self._norm_layer = nn.BatchNorm2d
-            self.inplanes = width
-            self.dilation = 1
-            self.groups = 1
-            self.base_width = 64  # torchvision's width_per_group, not the stem width
-            self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
-            self.bn1 = nn.BatchNorm2d(width)
-            self.relu = nn.ReLU(inplace=True)
-            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-            self.layer1 = self._make_layer(block, width, layers[0])
-            self.layer2 = self._make_layer(block, 2 * width, layers[1], stride=2)
-            self.layer3 = self._make_layer(block, 4 * width, layers[2], stride=2)
-            self.layer4 = self._make_layer(block, 8 * width, layers[3], stride=2)
-            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-            self.fc = nn.Linear(8 * width * block.expansion, num_classes)
-            for m in self.modules():
-                if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                elif isinstance(m, nn.BatchNorm2d):
-                    nn.init.constant_(m.weight, 1)
-                    nn.init.constant_(m.bias, 0)
-
-    _WidthResNet.__module__ = __name__
-    _WidthResNet.__name__ = _WidthResNet.__qualname__ = "WidthResNet"
-    return _WidthResNet
-
-
-def build_resnet(arch: str | Mapping[str, Any], num_classes: int = 1000) -> torch.nn.Module:
-    """A randomly initialised torchvision ResNet (``weights=None``; nothing is downloaded).
-
-    ``arch`` is a torchvision name (``resnet18``, ``resnet34``, ``resnet50``, ``resnet101``,
-    ``resnet152``) or ``{block: basic|bottleneck, layers: [n1, n2, n3, n4], width: w}``: a
-    :class:`torchvision.models.ResNet` with stage widths ``w, 2w, 4w, 8w`` (torchvision's
-    are ``w = 64``), whose state-dict keys are torchvision's. The head is ``fc``.
-    """
-    import torchvision.models as tvm
-    from torchvision.models.resnet import BasicBlock, Bottleneck
-
-    a = _parse_arch(arch)
-    if isinstance(arch, str):
-        model: torch.nn.Module = getattr(tvm, arch)(weights=None, num_classes=num_classes)
-        return model
-    block = BasicBlock if a.block == "basic" else Bottleneck
-    return _resnet_class()(block, list(a.layers), num_classes, a.width)  # type: ignore[call-arg]
-
-
-def _infer_arch(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
-    """A guess of the architecture a ResNet-like state dict comes from (for error messages)."""
-    stem = shapes.get("conv1.weight")
-    if stem is None or len(stem) != 4:
-        return None
-    layers = []
-    for stage in range(1, 5):
-        idx = {int(m.group(1)) for k in shapes
-               if (m := re.match(rf"layer{stage}\.(\d+)\.", k)) is not None}
-        if not idx:
-            return None
-        layers.append(max(idx) + 1)
-    block = "bottleneck" if "layer1.0.conv3.weight" in shapes else "basic"
-    width = int(stem[0])
-    for name, (b, ls) in ARCHS.items():
-        if b == block and list(ls) == layers and width == _STANDARD_WIDTH:
-            return name
-    return f"{{block: {block}, layers: {layers}, width: {width}}}"
-
-
-def strip_wrapper_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
-    """``state`` without a ``module.`` or ``model.`` prefix that *every* key carries
-    (repeatedly, so ``module.model.`` goes too)."""
-    out = dict(state)
-    while out:
-        prefix = next((p for p in _WRAPPER_PREFIXES if all(k.startswith(p) for k in out)), None)
-        if prefix is None:
-            break
-        out = {k[len(prefix):]: v for k, v in out.items()}
-    return out
-
-
-def default_transform(
-    image_size: int = 224, resize_size: int | None = None
-) -> Callable[[Any], Any]:
-    """torchvision's ImageNet evaluation preprocessing: ``Resize(resize_size)`` (shorter side;
-    default ``round(image_size * 256 / 224)``, 256 for 224), ``CenterCrop(image_size)``,
-    ``ToTensor``, ``Normalize`` with the ImageNet mean and std; images are converted to RGB."""
-    from torchvision import transforms as T
-
-    size = resize_size if resize_size is not None else round(image_size * 256 / 224)
-    return T.Compose([  # type: ignore[no-any-return]
-        T.Lambda(_to_rgb),
-        T.Resize(size),
-        T.CenterCrop(image_size),
-        T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
-
-
-def _to_rgb(img: Any) -> Any:
-    mode = getattr(img, "mode", None)
-    return img.convert("RGB") if mode is not None and mode != "RGB" else img
-
-
-# ---------------------------------------------------------------------------------------------
-# tasks
-
 
 @dataclass
-class ResNetTaskSpec(TaskSpec):
-    """A task of :class:`ResNetEvaluator`: :class:`~mapframe_vision.data.TaskSpec`'s ``name``,
-    ``data`` and ``max_samples``, plus ``head`` (where the task's classification head comes
-    from) and ``refit_data`` (the labelled split the head is re-fitted on)."""
+class _MergeCost:
+    """The cost of the latest merge and of scoring it so far (for the per-merge log line)."""
 
-    head: Any = None
-    refit_data: Any = None
-
-    @classmethod
-    def parse(cls, value: Any, where: str) -> ResNetTaskSpec:
-        """Validate one ``{name, data, max_samples, head, refit_data}`` mapping."""
-        if isinstance(value, ResNetTaskSpec):
-            return value
-        if isinstance(value, TaskSpec):
-            value = {"name": value.name, "data": value.data, "max_samples": value.max_samples}
-        check_task_mapping(
-            value, where, "{name: cars, data: /data/cars/val, refit_data: /data/cars/train}",
-            {"name", "data", "max_samples", "head", "refit_data"},
-        )
-        base = TaskSpec.parse({k: v for k, v in value.items() if k in
-                               ("name", "data", "max_samples")}, where)
-        head = value.get("head")
-        if head is not None and not isinstance(head, (str, os.PathLike, Mapping)):
-            raise ConfigError(
-                f"task {base.name!r}: head must be the path of a checkpoint holding the head "
-                f"tensors (or, from Python, a state dict), got {type(head).__name__}"
-            )
-        return cls(base.name, base.data, max_samples=base.max_samples, head=head,
-                   refit_data=value.get("refit_data"))
+    coefficients: list[float]
+    merge_s: float
+    refit_s: float = 0.0
+    score_s: float = 0.0
 
 
-def _parse_tasks(tasks: Any) -> list[ResNetTaskSpec]:
-    return parse_task_list(tasks, "{name, data, max_samples, head, refit_data}",
-                           ResNetTaskSpec.parse)
-
-
-def _describe_head(head: Any) -> Any:
-    if head is None:
-        return None
-    if isinstance(head, (str, os.PathLike)):
-        return os.fspath(head)
-    shapes = {str(k): list(getattr(v, "shape", ())) for k, v in head.items()}
-    return f"<state dict {shapes}>"
-
-
-def _parse_refit(refit: Any) -> dict[str, Any] | None:
-    if refit is None or refit is False:
-        return None
-    if refit is True:
-        return dict(REFIT_DEFAULTS)
-    if not isinstance(refit, Mapping):
-        raise ConfigError(
-            "refit must be false/null (no refit), true (defaults) or a mapping {steps: 100, "
-            f"lr: 0.01, batch_size: 64, weight_decay: 0.0, max_samples: null}}, got {refit!r}"
-        )
-    unknown = sorted(set(map(str, refit)) - set(REFIT_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"refit: unknown field(s) {unknown} (allowed: "
-                          f"{', '.join(REFIT_DEFAULTS)})")
-    out = {**REFIT_DEFAULTS, **refit}
-
-    def is_int(v: Any) -> bool:
-        return not isinstance(v, bool) and isinstance(v, (int, np.integer))
-
-    def is_num(v: Any) -> bool:
-        return not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating))
-
-    if not is_int(out["steps"]) or out["steps"] < 1:
-        raise ConfigError(f"refit.steps must be a positive integer, got {out['steps']!r}")
-    if not is_num(out["lr"]) or not math.isfinite(out["lr"]) or out["lr"] <= 0:
-        raise ConfigError(f"refit.lr must be a positive number, got {out['lr']!r}")
-    if not is_int(out["batch_size"]) or out["batch_size"] < 1:
-        raise ConfigError(f"refit.batch_size must be a positive integer, got "
-                          f"{out['batch_size']!r}")
-    wd = out["weight_decay"]
-    if not is_num(wd) or not math.isfinite(wd) or wd < 0:
-        raise ConfigError(f"refit.weight_decay must be a non-negative number, got {wd!r}")
-    ms = out["max_samples"]
-    if ms is not None and (not is_int(ms) or ms < 1):
-        raise ConfigError(f"refit.max_samples must be a positive integer or null, got {ms!r}")
-    if out["optimizer"] not in _OPTIMIZERS:
-        raise ConfigError(f"refit.optimizer must be one of {', '.join(_OPTIMIZERS)}, got "
-                          f"{out['optimizer']!r}")
-    if not is_int(out["seed"]):
-        raise ConfigError(f"refit.seed must be an integer, got {out['seed']!r}")
-    return {"steps": int(out["steps"]), "lr": float(out["lr"]),
-            "batch_size": int(out["batch_size"]), "weight_decay": float(wd),
-            "max_samples": None if ms is None else int(ms), "optimizer": out["optimizer"],
-            "seed": int(out["seed"])}
-
-
-# ---------------------------------------------------------------------------------------------
-# evaluator
-
-
-class ResNetEvaluator(Evaluator):
+class ResNetEvaluator(ModelEvaluator):
     """Accuracy (or loss) of merged torchvision ResNet backbones, each task with its own head.
 
     Args:
@@ -437,10 +152,13 @@ class ResNetEvaluator(Evaluator):
     with different class counts merge), strips a ``module.``/``model.`` wrapper prefix, and
     checks the remaining keys and shapes against ``arch``.
 
-    :meth:`setup` builds one resident backbone (``fc`` replaced by the identity) on
-    ``device`` and each task's head and evaluation set. Each evaluation writes ``θ(c)`` into
-    the resident backbone in place (no reload, no copy) and scores every task with its head;
-    a model whose logits are not finite scores NaN.
+    The evaluation follows :class:`~mapframe.evaluators.ModelEvaluator`'s template:
+    :meth:`setup` builds one resident backbone (``fc`` replaced by the identity; the
+    :attr:`model`) on ``device`` (:meth:`build_model`), then each task's head and evaluation
+    set (:meth:`prepare`). Each evaluation writes ``θ(c)`` into the resident backbone in place
+    (:meth:`merge`: no reload, no copy) and scores each requested task with its head
+    (:meth:`score_task`, which re-fits the head first when ``refit`` is on); a model whose
+    logits are not finite scores NaN.
 
     Cost: without refit, an evaluation is one forward pass per evaluation image. With refit,
     each evaluation also runs the merged backbone over every task's ``refit_data`` and trains
@@ -473,13 +191,13 @@ class ResNetEvaluator(Evaluator):
         preload_limit_gb: float = 4.0,
         allow_pickle: bool = False,
     ) -> None:
-        self._specs = _parse_tasks(tasks)
-        self._arch = _parse_arch(arch)
+        self._specs = parse_resnet_tasks(tasks)
+        self._arch = parse_arch(arch)
         check_metric(metric)
         if not isinstance(head_prefix, str) or not head_prefix:
             raise ConfigError(f"head_prefix must be a non-empty string such as 'fc.', got "
                               f"{head_prefix!r}")
-        self._refit = _parse_refit(refit)
+        self._refit = parse_refit(refit)
         if self._refit is not None:
             lacking = [s.name for s in self._specs if s.refit_data is None]
             if lacking:
@@ -517,7 +235,8 @@ class ResNetEvaluator(Evaluator):
         self._transform = transform
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.device = device
+        self._device_spec = device
+        self._device: str | None = None
         self.precision = check_precision(precision)
         self.preload = preload
         self.preload_limit_gb = float(preload_limit_gb)
@@ -526,6 +245,7 @@ class ResNetEvaluator(Evaluator):
         self._shapes: dict[str, tuple[int, ...]] | None = None
         self._ready = False
         self._cost = self._zero_cost()
+        self._merge_cost: _MergeCost | None = None
         #: Per task, the last refit: seconds, samples, steps, loss before and after.
         self._last_refit: dict[str, dict[str, float]] = {}
 
@@ -548,19 +268,9 @@ class ResNetEvaluator(Evaluator):
             t = self._transform
             transform = getattr(t, "__qualname__", None) or type(t).__qualname__
             transform = f"{getattr(t, '__module__', '')}:{transform}"
-        tasks = []
-        for s in self._specs:
-            d: dict[str, Any] = {"name": s.name, "data": describe_data(s.data)}
-            if s.max_samples is not None:
-                d["max_samples"] = s.max_samples
-            if s.head is not None:
-                d["head"] = _describe_head(s.head)
-            if s.refit_data is not None:
-                d["refit_data"] = describe_data(s.refit_data)
-            tasks.append(d)
         return {
             "name": self.name,
-            "tasks": tasks,
+            "tasks": [describe_resnet_task(s) for s in self._specs],
             "arch": self.arch if isinstance(self.arch, str) else dict(self.arch),
             "metric": self.metric,
             "head_prefix": self.head_prefix,
@@ -570,7 +280,7 @@ class ResNetEvaluator(Evaluator):
             "transform": transform,
             "batch_size": self.batch_size,
             "num_workers": self.num_workers,
-            "device": self.device,
+            "device": self._device_spec,
             "precision": self.precision,
             "preload": self.preload,
             "preload_limit_gb": self.preload_limit_gb,
@@ -585,18 +295,6 @@ class ResNetEvaluator(Evaluator):
         return default_transform(self.image_size, self.resize_size)
 
     # -- checkpoints -------------------------------------------------------------------------
-    def _backbone_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Key -> shape of the backbone (``fc`` dropped) of ``arch``, built on the meta
-        device (no memory, no initialisation cost)."""
-        if self._shapes is None:
-            import torch
-
-            with torch.device("meta"):
-                model = build_resnet(self.arch, num_classes=1)
-            self._shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()
-                            if not k.startswith("fc.")}
-        return self._shapes
-
     def prepare_checkpoint(
         self, state: dict[str, torch.Tensor], source: str
     ) -> dict[str, torch.Tensor]:
@@ -607,48 +305,47 @@ class ResNetEvaluator(Evaluator):
         the head is left, or when the keys or shapes are not those of ``arch`` (the message
         lists a few missing/unexpected keys and a guess of the checkpoint's architecture).
         """
-        state = strip_wrapper_prefix(state)
-        out = {k: v for k, v in state.items() if not k.startswith(self.head_prefix)}
-        if not out:
-            raise CheckpointError(
-                f"checkpoint {source}: no backbone tensors left after dropping the head "
-                f"(keys starting with {self.head_prefix!r}); is it a ResNet state dict?"
-            )
-        expected = self._backbone_shapes()
-        guess = _infer_arch({k: tuple(v.shape) for k, v in out.items()})
-        hint = f" (it looks like {guess})" if guess and guess != self._arch.label else ""
-        check_state_shapes(
-            out, expected, source,
-            misfit=f"is not a torchvision ResNet of arch {self._arch.label}",
-            model=f"a ResNet of arch {self._arch.label}", varies="width", hint=hint,
-            fix="set arch to the one it was fine-tuned from",
-            keys_fix=("set arch to the one it was fine-tuned from, or head_prefix (now "
-                      f"{self.head_prefix!r}) to the key prefix of its classification head"),
-        )
-        return out
+        if self._shapes is None:
+            self._shapes = backbone_shapes(self.arch)
+        return checkpoint_backbone(state, source, self._arch, self.head_prefix, self._shapes)
 
-    # -- setup -------------------------------------------------------------------------------
-    def setup(self, merger: Merger | None) -> None:
-        """Build the resident backbone, the heads, the evaluation sets and the refit sets."""
-        super().setup(merger)
-        assert merger is not None
+    # -- setup (ModelEvaluator's template: build_model, bind_parameters, prepare) ------------
+    def build_model(self) -> torch.nn.Module:
+        """The resident backbone: ``arch`` with ``fc`` replaced by the identity, on
+        ``device``, in eval mode and without gradients (merges overwrite its weights)."""
         import torch
 
-        self._device = resolve_device(self.device)
+        self._device = resolve_device(self._device_spec)
         model = build_resnet(self.arch, num_classes=1)
         model.fc = torch.nn.Identity()
-        # The merged tensors, sharing storage with the resident backbone on its device; this
-        # also checks the checkpoints' names and shapes and copies the integer buffers in.
-        self._backbone, self._params = make_resident(model, self._device, merger)
+        return freeze_on_device(model, self._device)
+
+    def model_device(self) -> torch.device:
+        """The torch device of the resident backbone (``device`` resolved; ``auto`` picks
+        CUDA when available)."""
+        import torch
+
+        return torch.device(self._device or resolve_device(self._device_spec))
+
+    def prepare(self) -> None:
+        """Each task's head (its fine-tuned one, kept to start every refit from), evaluation
+        set and, when refit is on, refit set."""
+        import torch
+
+        device = self._resolved_device()
         preprocess = self.preprocess
         self._finetuned_heads: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._heads: dict[str, torch.nn.Linear] = {}
         self._sets: dict[str, EvalSet] = {}
         self._refit_sets: dict[str, EvalSet] = {}
         for spec in self._specs:
-            weight, bias = self._load_head(spec, merger)
-            self._finetuned_heads[spec.name] = (weight.to(self._device), bias.to(self._device))
-            head = torch.nn.Linear(weight.shape[1], weight.shape[0]).to(self._device)
+            weight, bias = load_head(spec, self.merger.task_vectors,
+                                     head_prefix=self.head_prefix,
+                                     feature_dim=self._arch.feature_dim,
+                                     arch_label=self._arch.label,
+                                     allow_pickle=self.allow_pickle)
+            self._finetuned_heads[spec.name] = (weight.to(device), bias.to(device))
+            head = torch.nn.Linear(weight.shape[1], weight.shape[0]).to(device)
             head.requires_grad_(False)
             with torch.no_grad():
                 head.weight.copy_(weight)
@@ -660,7 +357,7 @@ class ResNetEvaluator(Evaluator):
                 spec.name, ds, n_classes, batch_size=self.batch_size,
                 num_workers=self.num_workers, max_samples=spec.max_samples,
                 preload=self.preload, preload_limit_gb=self.preload_limit_gb,
-                device=self._device)
+                device=device)
             if self._refit is not None:
                 rspec = TaskSpec(f"{spec.name} (refit_data)", spec.refit_data)
                 rds = load_dataset(rspec, preprocess)
@@ -668,79 +365,19 @@ class ResNetEvaluator(Evaluator):
                     rspec.name, rds, n_classes, batch_size=self.batch_size,
                     num_workers=self.num_workers, max_samples=self._refit["max_samples"],
                     preload=self.preload, preload_limit_gb=self.preload_limit_gb,
-                    device=self._device)
+                    device=device)
         self._cost = self._zero_cost()
+        self._merge_cost = None
         self._last_refit = {}
         self._ready = True
 
-    def _load_head(
-        self, spec: ResNetTaskSpec, merger: Merger
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(weight (classes, features), bias (classes,))`` of a task's head, float32, CPU."""
-        import torch
-
-        from mapframe.merging.checkpoints import load_state_dict
-
-        if spec.head is None:
-            tv = merger.task_vectors
-            if spec.name not in tv.task_names:
-                raise ConfigError(
-                    f"task {spec.name!r}: no fine-tuned checkpoint is named {spec.name!r} "
-                    f"(checkpoints: {', '.join(tv.task_names)}), so its head cannot be found: "
-                    "name the task like its checkpoint or give head: <checkpoint path>"
-                )
-            source = tv.sources[tv.task_names.index(spec.name)]
-            if not os.path.isfile(source):
-                raise ConfigError(
-                    f"task {spec.name!r}: the task vectors were given in memory, so the "
-                    "fine-tuned head cannot be read from a file; give head: <checkpoint path>"
-                    " (or a state dict)"
-                )
-            state: Mapping[str, Any] = load_state_dict(source, allow_pickle=self.allow_pickle)
-        elif isinstance(spec.head, (str, os.PathLike)):
-            source = os.fspath(spec.head)
-            state = load_state_dict(source, allow_pickle=self.allow_pickle)
-        else:
-            source = f"the head state dict of task {spec.name!r}"
-            state = spec.head
-        state = strip_wrapper_prefix(state)
-        wkey, bkey = f"{self.head_prefix}weight", f"{self.head_prefix}bias"
-        weight = state.get(wkey)
-        if weight is None and "weight" in state and len(state) <= 2:
-            wkey, bkey = "weight", "bias"  # a bare Linear state dict
-            weight = state["weight"]
-        if not isinstance(weight, torch.Tensor):
-            found = sorted(k for k in state if k.endswith(("weight", "bias")))[-4:]
-            raise CheckpointError(
-                f"task {spec.name!r}: {source} holds no head tensor {wkey!r} (head_prefix "
-                f"{self.head_prefix!r}; last weight/bias keys: {found}); set head_prefix or "
-                "give head: <checkpoint path>"
-            )
-        bias = state.get(bkey)
-        feat = self._arch.feature_dim
-        if weight.ndim != 2 or weight.shape[1] != feat or weight.shape[0] < 1:
-            raise CheckpointError(
-                f"task {spec.name!r}: head {wkey!r} in {source} has shape "
-                f"{tuple(weight.shape)}, but the backbone of arch {self._arch.label} gives "
-                f"{feat} features: expected (classes, {feat}); the head comes from another "
-                "architecture"
-            )
-        if bias is None:
-            bias = torch.zeros(weight.shape[0])
-        if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (weight.shape[0],):
-            raise CheckpointError(
-                f"task {spec.name!r}: head bias {bkey!r} in {source} has shape "
-                f"{tuple(getattr(bias, 'shape', ()))}, expected ({weight.shape[0]},)"
-            )
-        return weight.detach().float().cpu(), bias.detach().float().cpu()
+    def _resolved_device(self) -> str:
+        """``device`` as resolved by :meth:`build_model` (a string such as ``cuda:0``)."""
+        if self._device is None:
+            raise ConfigError(f"evaluator {self.name!r} was used before setup(merger)")
+        return self._device
 
     # -- accessors ---------------------------------------------------------------------------
-    @property
-    def model(self) -> torch.nn.Module:
-        """The resident backbone (``fc`` is the identity) holding the latest merge."""
-        self._check_ready()
-        return self._backbone
-
     @property
     def heads(self) -> dict[str, torch.nn.Linear]:
         """Each task's head as used by the latest evaluation (re-fitted when refit is on)."""
@@ -776,126 +413,80 @@ class ResNetEvaluator(Evaluator):
         if not self._ready:
             raise ConfigError(f"evaluator {self.name!r} was used before setup(merger)")
 
-    # -- evaluation --------------------------------------------------------------------------
-    def logits(self, task: str, images: torch.Tensor) -> torch.Tensor:
-        """Logits of the resident (currently merged) backbone with ``task``'s head."""
-        return self._heads[task](self._backbone(images).float())
+    # -- evaluation (ModelEvaluator's template: merge, score_tasks -> score_task) -------------
+    def merge(self, coefficients: np.ndarray) -> None:
+        """Write ``θ(c)`` into the resident backbone (timed, CUDA work included)."""
+        t0 = time.perf_counter()
+        super().merge(coefficients)
+        merge_s = time.perf_counter() - t0
+        self._merge_cost = _MergeCost(np.round(coefficients, 4).tolist(), merge_s)
+        self._cost["evaluations"] += 1
+        self._cost["merge_s"] += merge_s
 
-    def evaluate(self, coefficients: np.ndarray) -> np.ndarray:
-        """Merge each row into the resident backbone and score every task: ``(B, T)``."""
-        return self.evaluate_tasks(coefficients, range(len(self._specs)))
-
-    def evaluate_tasks(self, coefficients: np.ndarray, tasks: Sequence[int]) -> np.ndarray:
-        """Merge each row and re-fit and score only the tasks ``tasks`` (indices into
-        :attr:`tasks`): ``(B, len(tasks))``; other tasks' data is not read."""
-        self._check_ready()
-        idx = [int(t) for t in tasks]
-        if any(not 0 <= t < len(self._specs) for t in idx):
-            raise ConfigError(f"task indices {idx} out of range for {len(self._specs)} tasks")
-        C = np.asarray(coefficients, dtype=float)
-        if C.ndim == 1:
-            C = C[None, :]
-        n = self.merger.n_tasks
-        if C.ndim != 2 or C.shape[1] != n:
-            raise ConfigError(
-                f"coefficients must have shape (B, {n}) (one per fine-tuned checkpoint), got "
-                f"{np.shape(coefficients)}"
-            )
-        out = np.empty((C.shape[0], len(idx)))
-        key = 0 if self.metric == "accuracy" else 1
-        for b, c in enumerate(C):
-            merge_s = merge_resident(self.merger, self._params, c, self._device)
-            refit_s = score_s = 0.0
-            for j, i in enumerate(idx):
-                name = self._specs[i].name
-                if self._refit is not None:
-                    refit_s += self._refit_head(name)
-                t1 = time.perf_counter()
-                res = score_classifier(functools.partial(self.logits, name), self._sets[name],
-                                       self._device, self.precision)
-                score_s += time.perf_counter() - t1
-                out[b, j] = res[key]
-            self._cost["evaluations"] += 1
-            self._cost["merge_s"] += merge_s
-            self._cost["refit_s"] += refit_s
-            self._cost["score_s"] += score_s
-            self._cost["tasks_scored"] += len(idx)
+    def score_tasks(self, model: torch.nn.Module, tasks: Sequence[int]) -> list[float]:
+        """Re-fit (when refit is on) and score ``tasks`` for the latest merge; add the time
+        to :meth:`cost` and log it at INFO."""
+        values = super().score_tasks(model, tasks)
+        self._cost["tasks_scored"] += len(tasks)
+        if self._refit is not None:
+            self._cost["refits"] += len(tasks)
+        row = self._merge_cost
+        if row is not None:
             if self._refit is not None:
-                self._cost["refits"] += len(idx)
                 logger.info("resnet: c=%s merged in %.3f s, %d head refit(s) in %.3f s, "
-                            "scored in %.3f s", np.round(c, 4).tolist(), merge_s, len(idx),
-                            refit_s, score_s)
+                            "scored in %.3f s", row.coefficients, row.merge_s, len(tasks),
+                            row.refit_s, row.score_s)
             else:
                 logger.info("resnet: c=%s merged in %.3f s, scored in %.3f s (no refit)",
-                            np.round(c, 4).tolist(), merge_s, score_s)
-        return out
+                            row.coefficients, row.merge_s, row.score_s)
+            self._merge_cost = None
+        return values
 
-    def _features(self, evalset: EvalSet) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pooled float32 features of the resident backbone and the labels, on the device."""
+    def score_task(self, model: torch.nn.Module, task: int) -> float:
+        """Accuracy (or loss) of ``model`` with task ``task``'s head on its evaluation set,
+        after re-fitting that head on ``model``'s features when refit is on."""
+        name = self._specs[task].name
+        refit_s = self._refit_head(model, name) if self._refit is not None else 0.0
+        t0 = time.perf_counter()
+        res = score_classifier(functools.partial(self._logits, model, name), self._sets[name],
+                               self._resolved_device(), self.precision)
+        score_s = time.perf_counter() - t0
+        self._cost["refit_s"] += refit_s
+        self._cost["score_s"] += score_s
+        if self._merge_cost is not None:
+            self._merge_cost.refit_s += refit_s
+            self._merge_cost.score_s += score_s
+        return res[metric_index(self.metric)]
+
+    def logits(self, task: str, images: torch.Tensor) -> torch.Tensor:
+        """Logits of the resident (currently merged) backbone with ``task``'s head."""
+        return self._logits(self.resident_model, task, images)
+
+    def _logits(self, backbone: torch.nn.Module, task: str,
+                images: torch.Tensor) -> torch.Tensor:
+        return self._heads[task](backbone(images).float())
+
+    def _features(self, backbone: torch.nn.Module,
+                  evalset: EvalSet) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled float32 features of ``backbone`` and the labels, on the device."""
         import torch
 
         feats, labels = [], []
-        with torch.no_grad(), autocast(self._device, self.precision):
+        with torch.no_grad(), autocast(self._resolved_device(), self.precision):
             for x, y in evalset.batches(torch.float32):
-                feats.append(self._backbone(x).float())
+                feats.append(backbone(x).float())
                 labels.append(y)
         return torch.cat(feats), torch.cat(labels)
 
-    def _refit_head(self, task: str) -> float:
-        """Re-fit ``task``'s head on the merged backbone's features of its ``refit_data``,
-        starting from the fine-tuned head; return the seconds it took."""
-        import torch
-        import torch.nn.functional as F
-
+    def _refit_head(self, backbone: torch.nn.Module, task: str) -> float:
+        """Re-fit ``task``'s head on ``backbone``'s features of its ``refit_data``, starting
+        from the fine-tuned head; return the seconds it took."""
         assert self._refit is not None
-        cfg = self._refit
         t0 = time.perf_counter()
-        head = self._heads[task]
-        w0, b0 = self._finetuned_heads[task]
-        with torch.no_grad():
-            head.weight.copy_(w0)
-            head.bias.copy_(b0)
-        feats, labels = self._features(self._refit_sets[task])
-        info: dict[str, float] = {"samples": float(len(labels)), "steps": 0.0,
-                                  "loss_before": math.nan, "loss_after": math.nan}
-        if bool(torch.isfinite(feats).all()):
-            with torch.no_grad():
-                info["loss_before"] = float(F.cross_entropy(head(feats), labels))
-            head.train()
-            params = [head.weight, head.bias]
-            for p in params:
-                p.requires_grad_(True)
-            if cfg["optimizer"] == "adam":
-                opt: torch.optim.Optimizer = torch.optim.Adam(
-                    params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-            else:
-                opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=0.9,
-                                      weight_decay=cfg["weight_decay"])
-            gen = torch.Generator().manual_seed(cfg["seed"])
-            n = len(labels)
-            bs = min(cfg["batch_size"], n)
-            order = torch.randperm(n, generator=gen)
-            pos = 0
-            with torch.enable_grad():
-                for _ in range(cfg["steps"]):
-                    if pos + bs > n:
-                        order, pos = torch.randperm(n, generator=gen), 0
-                    batch = order[pos:pos + bs].to(feats.device)
-                    pos += bs
-                    loss = F.cross_entropy(head(feats[batch]), labels[batch])
-                    if not bool(torch.isfinite(loss)):
-                        break  # a diverged refit: the head's logits will score NaN
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    info["steps"] += 1
-            for p in params:
-                p.requires_grad_(False)
-                p.grad = None
-            head.eval()
-            with torch.no_grad():
-                info["loss_after"] = float(F.cross_entropy(head(feats), labels))
-        synchronize(self._device)
+        feats, labels = self._features(backbone, self._refit_sets[task])
+        info = refit_head(self._heads[task], self._finetuned_heads[task], feats, labels,
+                          self._refit)
+        synchronize(self._resolved_device())
         seconds = time.perf_counter() - t0
         info["seconds"] = seconds
         self._last_refit[task] = info
@@ -914,6 +505,6 @@ class ResNetEvaluator(Evaluator):
                     "(%.3f s per evaluation), %.2f s scoring %d tasks",
                     c["evaluations"], c["merge_s"], c["refit_s"], c["refits"],
                     c["refit_s_per_evaluation"], c["score_s"], c["tasks_scored"])
-        drop_attributes(self, ("_backbone", "_params", "_heads", "_finetuned_heads", "_sets",
-                               "_refit_sets"))
+        super().close()
+        drop_attributes(self, ("_heads", "_finetuned_heads", "_sets", "_refit_sets"))
         self._ready = False

@@ -1,0 +1,179 @@
+"""From a :class:`~mapframe.spec.StudySpec` to the components a study runs with.
+
+:func:`assemble` builds every component the spec names (through the registry), prepares
+the merge (checkpoint paths checked against what the evaluator reads), and checks the
+components against each other: the search box against the coefficient count, the budget
+against the surrogate's size, a stopping rule against the sampler, the preference against
+the tasks. The result, :class:`StudyParts`, is what :class:`~mapframe.study.MergeStudy` and
+:class:`~mapframe.nested.NestedMergeStudy` hold.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mapframe.errors import BudgetError, CheckpointError, ConfigError
+from mapframe.evaluators.base import Evaluator
+from mapframe.executors.base import Executor, MergeSpec
+from mapframe.merging.base import MergeStrategy
+from mapframe.merging.checkpoints import TaskVectors
+from mapframe.plugin import get_registry
+from mapframe.problem import SearchSpace, Task, as_tasks
+from mapframe.samplers.base import Sampler
+from mapframe.solvers.base import FrontSolver
+from mapframe.spec import CheckpointsSpec, StudySpec, check_preference, check_preference_bounds
+from mapframe.stopping import StoppingRule
+from mapframe.storage.base import EvaluationStore
+from mapframe.surrogates.base import Surrogate
+
+__all__ = ["StudyParts", "assemble", "build_merge_spec", "fresh_seed"]
+
+
+@dataclass
+class StudyParts:
+    """The built components of a study and its checked settings."""
+
+    spec: StudySpec
+    evaluator: Evaluator
+    tasks: list[Task]
+    merge_spec: MergeSpec | None
+    space: SearchSpace
+    sampler: Sampler
+    surrogate: Surrogate
+    front_solver: FrontSolver
+    executor: Executor
+    stopping: StoppingRule | None
+    storage: EvaluationStore
+    seed: int
+    preference: np.ndarray | None
+    preference_bounds: tuple[list[float], list[float]] | None
+
+
+def fresh_seed() -> int:
+    """A random seed for ``seed=None``."""
+    return int(int(np.random.SeedSequence().entropy) % (2**31))  # type: ignore[arg-type]
+
+
+def assemble(spec: StudySpec) -> StudyParts:
+    """Build and cross-check the components of ``spec`` (a Plain MAP study, or the shared
+    parts of a Nested MAP one: there the search box and budget are per pair)."""
+    registry = get_registry()
+    evaluator: Evaluator = registry.create("evaluator", spec.evaluator)  # type: ignore[assignment]
+    tasks = list(evaluator.tasks)
+    if not tasks:
+        raise ConfigError(f"evaluator {evaluator.name!r} defines no tasks")
+    as_tasks(tasks=tasks)  # validates unique names
+
+    merge_spec: MergeSpec | None = None
+    if spec.checkpoints is not None or spec.task_vectors is not None:
+        strategy: MergeStrategy = registry.create(  # type: ignore[assignment]
+            "merge_strategy", spec.merge_strategy)
+        merge_spec = build_merge_spec(strategy, spec.checkpoints, spec.task_vectors, evaluator)
+    elif evaluator.needs_merger:
+        raise ConfigError(
+            f"evaluator {evaluator.name!r} merges checkpoints: pass checkpoints="
+            "{'pretrained': path, 'finetuned': {task: path, ...}} (or task_vectors=)"
+        )
+    space = _search_space(spec, tasks, merge_spec)
+
+    sampler: Sampler = registry.create("sampler", spec.sampler)  # type: ignore[assignment]
+    surrogate: Surrogate = registry.create("surrogate", spec.surrogate)  # type: ignore[assignment]
+    front_solver: FrontSolver = registry.create(  # type: ignore[assignment]
+        "front_solver", spec.front_solver)
+    executor: Executor = registry.create("executor", spec.executor)  # type: ignore[assignment]
+    stopping: StoppingRule | None = None
+    if spec.stopping is not None:
+        stopping = registry.create("stopping", spec.stopping)  # type: ignore[assignment]
+        assert stopping is not None
+        if not sampler.adaptive:
+            raise ConfigError(
+                f"stopping={stopping.name!r} needs an adaptive sampler (one that proposes in "
+                f"rounds, such as 'bins' or 'gp'); {sampler.name!r} proposes its whole design "
+                "at once"
+            )
+    storage: EvaluationStore = registry.create(  # type: ignore[assignment]
+        "storage", spec.storage_spec())
+    if spec.nested is None:
+        n_params = surrogate.n_params(space.n_dims)
+        if spec.budget < n_params:
+            raise BudgetError(
+                f"budget {spec.budget} cannot fit the {n_params}-parameter {surrogate.name} "
+                f"surrogate for {space.n_dims} coefficients: set budget >= {n_params} (the "
+                f"paper uses about twice that, {2 * n_params})"
+            )
+    preference = None if spec.preference is None else check_preference(
+        spec.preference, len(tasks))
+    return StudyParts(
+        spec=spec, evaluator=evaluator, tasks=tasks, merge_spec=merge_spec, space=space,
+        sampler=sampler, surrogate=surrogate, front_solver=front_solver, executor=executor,
+        stopping=stopping, storage=storage,
+        seed=spec.seed if spec.seed is not None else fresh_seed(),
+        preference=preference,
+        preference_bounds=check_preference_bounds(spec.preference_bounds, len(tasks)),
+    )
+
+
+def _search_space(spec: StudySpec, tasks: list[Task], merge_spec: MergeSpec | None
+                  ) -> SearchSpace:
+    n_coefficients = spec.n_coefficients
+    if merge_spec is not None:
+        n_vec = len(merge_spec.finetuned) or (
+            merge_spec.task_vectors.n_tasks if merge_spec.task_vectors else 0)
+        if n_coefficients is not None and n_coefficients != n_vec:
+            raise ConfigError(
+                f"n_coefficients={n_coefficients} but there are {n_vec} fine-tuned "
+                "checkpoints: the coefficient vector has one entry per checkpoint"
+            )
+        n_coefficients = n_vec
+    n_dims = int(n_coefficients) if n_coefficients is not None else len(tasks)
+    if n_dims < 1:
+        raise ConfigError(f"n_coefficients must be >= 1, got {n_dims}")
+    if merge_spec is not None and merge_spec.finetuned:
+        names = list(merge_spec.finetuned)
+    elif n_dims == len(tasks):
+        names = [t.name for t in tasks]
+    else:
+        names = [f"c{i}" for i in range(n_dims)]
+    return SearchSpace.box(n_dims, spec.search_bounds, names)
+
+
+def build_merge_spec(
+    strategy: MergeStrategy,
+    checkpoints: CheckpointsSpec | Mapping[str, Any] | None,
+    task_vectors: TaskVectors | None,
+    evaluator: Evaluator | None = None,
+) -> MergeSpec:
+    """The merge a study's evaluations run: ``strategy`` over loaded ``task_vectors`` or
+    over the checkpoint files at ``checkpoints`` (checked to exist; folders only for an
+    evaluator that reads its checkpoints itself)."""
+    if task_vectors is not None:
+        if checkpoints is not None:
+            raise ConfigError("give checkpoints= or task_vectors=, not both")
+        return MergeSpec(strategy, task_vectors=task_vectors)
+    assert checkpoints is not None
+    if not isinstance(checkpoints, CheckpointsSpec):
+        checkpoints = CheckpointsSpec(**checkpoints)
+    reads_itself = evaluator is not None and evaluator.reads_checkpoints
+    paths = [checkpoints.pretrained, *checkpoints.finetuned.values()]
+    for path in paths:
+        if reads_itself and os.path.isdir(path):
+            continue  # the evaluator reads folders (model directories, adapters) itself
+        if os.path.isdir(path):
+            raise CheckpointError(
+                f"checkpoint {path} is a folder, but evaluator {evaluator.name!r} reads "
+                "checkpoint files (one state dict each): give the file's path, or use an "
+                "evaluator that reads model folders"
+                if evaluator is not None else
+                f"checkpoint {path} is a folder: give the path of the checkpoint file")
+        if not os.path.isfile(path):
+            raise CheckpointError(f"checkpoint not found: {path} (check the path)")
+    return MergeSpec(strategy, checkpoints.pretrained, dict(checkpoints.finetuned),
+                     allow_pickle=checkpoints.allow_pickle,
+                     prepare=evaluator.prepare_checkpoint if evaluator is not None else None,
+                     loader=evaluator.load_task_vectors if reads_itself and evaluator
+                     is not None else None)

@@ -1,0 +1,241 @@
+"""The Ray cluster the ``ray`` executor runs on: where it is, whether it answers, what it holds.
+
+- :func:`parse_address` and :func:`resolve_auto`: what an ``address`` setting names;
+- :func:`probe`: a reachability check with a gRPC (HTTP/2) handshake, so that a wrong address
+  fails within seconds rather than after ``ray.init``'s minutes of retries;
+- :func:`connect`: ``ray.init`` with those checks, and the watchdog that stops a local
+  instance if the driver is killed;
+- :func:`gpus_per_actor`, :func:`actors_to_fill` and :func:`check_fits`: GPU detection and
+  how many actors the cluster's resources hold.
+
+Ray is never imported here; the caller passes the ``ray`` module in.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from mapframe.errors import ConfigError, MapframeError, MapframeWarning
+from mapframe.executors.ray_errors import first_line
+
+__all__ = [
+    "HOW_TO_FIX",
+    "Target",
+    "actors_to_fill",
+    "check_fits",
+    "connect",
+    "gpus_per_actor",
+    "parse_address",
+    "probe",
+    "resolve_auto",
+    "start_reaper",
+]
+
+#: ``(kind, host, port)``; kind is ``local``, ``auto``, ``gcs`` or ``client``.
+Target = tuple[str, str | None, int | None]
+
+#: An HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS and its
+#: client server both are) answers with a SETTINGS frame of its own.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_H2_SETTINGS = 0x04
+
+HOW_TO_FIX = (
+    "start a cluster with `ray start --head` (it prints the address to use), check the host "
+    "and port, or leave address out to run a local Ray instance"
+)
+
+
+def parse_address(address: object) -> Target:
+    """``(kind, host, port)``; kind is ``local``, ``auto``, ``gcs`` or ``client``."""
+    if address is None:
+        return "local", None, None
+    if not isinstance(address, str) or not address.strip():
+        raise ConfigError(
+            f"address must be 'auto', 'host:port' or 'ray://host:port' (or left out for a "
+            f"local Ray instance), got {address!r}"
+        )
+    text = address.strip()
+    if text == "auto":
+        return "auto", None, None
+    kind = "gcs"
+    if text.startswith("ray://"):
+        kind, text = "client", text[len("ray://"):]
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        default = 10001 if kind == "client" else 6379
+        raise ConfigError(
+            f"ray address {address!r} is not 'host:port' or 'ray://host:port' (e.g. "
+            f"'{host or text or 'head-node'}:{default}'); use 'auto' for the cluster this "
+            "machine belongs to, or leave address out for a local Ray instance"
+        )
+    return kind, host, int(port_text)
+
+
+def resolve_auto() -> tuple[str, int] | None:
+    """Where ``address="auto"`` leads (``RAY_ADDRESS`` or the last ``ray start`` here), to
+    probe it first; ``None`` when unknown (``ray.init`` then reports it)."""
+    addr = os.environ.get("RAY_ADDRESS") or None
+    if addr is None:
+        try:
+            from ray._private.utils import read_ray_address  # private: best effort only
+
+            addr = read_ray_address(None)
+        except Exception:
+            return None
+    if not addr or addr == "auto":
+        return None
+    try:
+        _, host, port = parse_address(addr)
+    except ConfigError:
+        return None
+    return (host, port) if host is not None and port is not None else None
+
+
+def _recv(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def probe(host: str, port: int, address: str | None, timeout: float) -> None:
+    """Fail fast where ``ray.init`` would retry for minutes: nothing listening at the
+    address, or something other than a Ray (gRPC) server. ``address`` is the setting as the
+    user gave it, for the message."""
+    at = f"{host}:{port}"
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise MapframeError(
+            f"cannot reach the Ray cluster at {address!r} ({at}: {exc}); {HOW_TO_FIX}"
+        ) from None
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        sock.close()
+        return  # a TLS server does not answer a plain-text preface
+    try:
+        with sock:
+            sock.settimeout(timeout)
+            sock.sendall(_H2_PREFACE)
+            head = _recv(sock, 9)
+    except OSError:
+        head = b""
+    if len(head) < 9 or head[3] != _H2_SETTINGS:
+        raise MapframeError(
+            f"{at} (address {address!r}) is reachable but does not answer like a "
+            f"Ray cluster (no gRPC reply within {timeout:g} s): check the "
+            "port (the head node's GCS port, 6379 by default, or 10001 for ray://); "
+            f"{HOW_TO_FIX}"
+        )
+
+
+def connect(ray: Any, target: Target, address: str | None, init: Mapping[str, Any],
+            timeout: float) -> tuple[bool, subprocess.Popen[bytes] | None]:
+    """Initialise Ray for the executor, unless this process already has.
+
+    Returns whether it started Ray (so that the executor shuts it down) and the watchdog
+    started beside a local instance (:func:`start_reaper`). Call it from the executor's
+    ``start`` (its warning points at ``start``'s caller).
+    """
+    if ray.is_initialized():
+        ignored = [f"{k}=" for k, v in (("address", target[0] not in ("local", "auto")),
+                                         ("init", bool(init))) if v]
+        if ignored:
+            warnings.warn(
+                "Ray is already initialised in this process: the ray executor uses that "
+                f"connection and ignores {' and '.join(ignored)} (call ray.shutdown() "
+                "first to use them)", MapframeWarning, stacklevel=3)
+        return False, None
+    kind, host, port = target
+    kwargs: dict[str, Any] = dict(init)
+    if kind == "local":
+        kwargs = {"include_dashboard": False, **kwargs}
+    else:
+        if kind == "auto":
+            resolved = resolve_auto()
+            if resolved is not None:
+                host, port = resolved
+        if host is not None and port is not None:
+            probe(host, port, address, timeout)
+    try:
+        ray.init(address=address or "local", **kwargs)
+    except ConnectionError as exc:
+        raise MapframeError(
+            f"cannot connect to the Ray cluster at {address!r}: {first_line(exc)}; "
+            f"{HOW_TO_FIX}; if the cluster is up, check that this machine may join it "
+            "(the same Ray and Python versions, and the cluster's authentication token "
+            "where it uses one)"
+        ) from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"ray.init rejected init={dict(init)!r}: {exc}") from None
+    return True, (start_reaper(ray) if kind == "local" else None)
+
+
+def start_reaper(ray: Any) -> subprocess.Popen[bytes] | None:
+    """A watchdog that stops the local Ray instance this driver started if the driver is
+    killed before it can (see :mod:`mapframe.executors._reaper`); ``None`` off Linux or
+    when Ray does not say where its session lives."""
+    if not os.path.isdir("/proc"):
+        return None
+    try:
+        session = str(ray._private.worker.global_worker.node.get_session_dir_path())
+    except Exception:  # a private API: without it, no watchdog
+        return None
+    if not session:
+        return None
+    return subprocess.Popen(
+        [sys.executable, "-m", "mapframe.executors._reaper", str(os.getpid()), session],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+
+
+# -- resources ----------------------------------------------------------------------------
+def gpus_per_actor(num_gpus: float | str, resources: Mapping[str, float]) -> float:
+    """GPUs each actor reserves: ``num_gpus``, or for ``"auto"`` 1 when the cluster has GPUs."""
+    if num_gpus == "auto":
+        return 1.0 if resources.get("GPU", 0.0) > 0 else 0.0
+    return float(num_gpus)
+
+
+def actors_to_fill(resources: Mapping[str, float], num_cpus: float, gpus: float) -> int:
+    """How many actors of ``num_cpus`` CPUs and ``gpus`` GPUs the cluster holds (at least 1)."""
+    counts = []
+    if num_cpus > 0:
+        counts.append(int(resources.get("CPU", 0.0) // num_cpus))
+    if gpus > 0:
+        counts.append(int(resources.get("GPU", 0.0) // gpus))
+    if not counts:
+        counts.append(int(resources.get("CPU", 1.0)))
+    return max(1, min(counts))
+
+
+def check_fits(resources: Mapping[str, float], n_actors: int, num_cpus: float, gpus: float,
+               own_local: bool) -> None:
+    """Say when ``n_actors`` actors need more than the cluster has: a ``ConfigError`` for a
+    local instance this executor started (``own_local``; it cannot grow), else a warning
+    (the actors wait; an autoscaler may add nodes). Call it from the executor's ``start``."""
+    short = [
+        f"{need:g} {res} ({n_actors} x {per:g}) but the cluster has "
+        f"{resources.get(res, 0.0):g}"
+        for res, per in (("CPU", float(num_cpus)), ("GPU", gpus))
+        if (need := per * n_actors) > resources.get(res, 0.0) + 1e-9
+    ]
+    if not short:
+        return
+    msg = f"ray executor: {n_actors} actor(s) need {'; '.join(short)}"
+    if own_local:
+        raise ConfigError(
+            f"{msg}: lower workers, num_cpus or num_gpus, or give the local instance more "
+            "with init={'num_cpus': ..., 'num_gpus': ...}"
+        )
+    warnings.warn(f"{msg}; the actors wait until the cluster has room (an autoscaler may "
+                  "add nodes)", MapframeWarning, stacklevel=3)

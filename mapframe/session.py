@@ -1,0 +1,238 @@
+"""The evaluation session: the one path every evaluation of a study takes.
+
+    coefficients -> reused from the store? -> else submitted to the executor
+                 -> recorded as results arrive (checked, stored, announced)
+
+A session is opened on a store under a study name and fingerprint (what gives the metrics
+their meaning), starts its executor on first use, and is closed at the end (executor shut
+down, store closed). Plain MAP's search and verification, and Nested MAP's pair, profile
+and final evaluations all go through :meth:`EvaluationSession.evaluate`, so each of them
+is stored the moment it finishes, reused on a rerun, and checked the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from mapframe.errors import EvaluationError, MapframeWarning, MetricError
+from mapframe.evaluators.base import Evaluator
+from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
+from mapframe.history import Evaluation, FailureReason, History, coefficient_key
+from mapframe.problem import Task
+from mapframe.storage.base import EvaluationStore
+
+__all__ = ["EvaluationCounts", "EvaluationSession", "check_metrics"]
+
+
+@dataclass
+class EvaluationCounts:
+    """What a session did: evaluations made now, reused from the store, failed/invalid."""
+
+    new: int = 0
+    reused: int = 0
+    failed: int = 0
+    #: Seconds the executor took to start (``None`` while not started).
+    executor_start_s: float | None = None
+    #: Evaluations made per phase (``{"search": 12, "verify": 3}``).
+    by_phase: dict[str, int] = field(default_factory=dict)
+
+
+class EvaluationSession:
+    """Evaluates coefficient vectors through the store and the executor.
+
+    ``on_error`` is ``"raise"`` (a failed evaluation stops the session with an
+    :class:`~mapframe.errors.EvaluationError`, after everything finished is stored) or
+    ``"record"`` (it is kept as failed and the session goes on). Metrics outside a task's
+    declared range raise :class:`~mapframe.errors.MetricError` in both modes (a scale bug).
+    ``on_stored(evaluation)`` is called after each evaluation is written; ``on_progress(
+    phase, done)`` after each one arrives.
+    """
+
+    def __init__(
+        self,
+        store: EvaluationStore,
+        study_name: str,
+        fingerprint: dict[str, Any],
+        evaluator: Evaluator,
+        merge_spec: MergeSpec | None,
+        executor: Executor,
+        tasks: Sequence[Task],
+        on_error: str = "raise",
+        on_stored: Callable[[Evaluation], None] | None = None,
+        on_progress: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.study_name = study_name
+        self.fingerprint = fingerprint
+        self.evaluator = evaluator
+        self.merge_spec = merge_spec
+        self.executor = executor
+        self.tasks = list(tasks)
+        self.on_error = on_error
+        self.on_stored = on_stored
+        self.on_progress = on_progress
+        self.counts = EvaluationCounts()
+        self._stored: dict[tuple[str, str], Evaluation] = {}
+        self._started = False
+        self._open = False
+
+    # -- lifetime ---------------------------------------------------------------------------
+    def open(self) -> EvaluationSession:
+        """Open the store (checking the fingerprint) and read what earlier runs stored."""
+        self.store.open(self.study_name, self.fingerprint)
+        self._open = True
+        self._stored = {(e.phase, e.key): e for e in self.store.load() if e.status != "failed"}
+        return self
+
+    def close(self) -> None:
+        """Shut the executor down (if it was started) and close the store."""
+        try:
+            if self._started:
+                self._started = False
+                self.executor.shutdown()
+        finally:
+            if self._open:
+                self._open = False
+                self.store.close()
+
+    def __enter__(self) -> EvaluationSession:
+        return self.open()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def status(self) -> ExecutorStatus | None:
+        """The executor's status while it runs, else ``None``."""
+        return self.executor.status() if self._started else None
+
+    # -- evaluating -------------------------------------------------------------------------
+    def evaluate(self, X: np.ndarray, phase: str, round_no: int, history: History,
+                 ) -> list[Job]:
+        """Evaluate the rows of ``X`` (those not already in ``history``) in ``phase``:
+        reuse stored results, run the others; everything lands in ``history`` in the order
+        of ``X``. Returns the jobs that were run (not reused)."""
+        jobs = self._reuse_or_schedule(X, phase, round_no, history)
+        if jobs:
+            self._run(jobs, history, phase)
+        return jobs
+
+    def _reuse_or_schedule(self, X: np.ndarray, phase: str, round_no: int,
+                           history: History) -> list[Job]:
+        jobs: list[Job] = []
+        seen: set[str] = set()
+        for x in np.atleast_2d(X):
+            key = coefficient_key(x)
+            if key in seen or history.get(key, phase) is not None:
+                continue
+            seen.add(key)
+            old = self._stored.get((phase, key))
+            if old is not None:
+                history.add(old)
+                self.counts.reused += 1
+                _raise_if_out_of_range(old)
+                continue
+            jobs.append(Job(key, np.array(x, dtype=float), phase, round_no))
+        return jobs
+
+    def _start(self) -> None:
+        t = time.perf_counter()
+        self.executor.start(self.evaluator, self.merge_spec)
+        self._started = True
+        self.counts.executor_start_s = time.perf_counter() - t
+
+    def _run(self, jobs: list[Job], history: History, phase: str) -> None:
+        # Results are stored the moment they arrive, in whatever order workers finish; the
+        # history (what samplers and surrogates see) takes them in submission order once the
+        # batch is complete, so a study gives the same front on any executor.
+        if not self._started:
+            self._start()
+        self.executor.submit(jobs)
+        pending = {j.key for j in jobs}
+        arrived: dict[str, Evaluation] = {}
+        done_before = len(history.select(phase, ok=False))
+        first_failure: Evaluation | None = None
+        try:
+            for res in self.executor.as_completed():
+                if res.job.key not in pending:
+                    continue  # a duplicate result (e.g. a retried job that also finished)
+                pending.discard(res.job.key)
+                ev = check_metrics(res, self.tasks, self.evaluator.name)
+                self.store.add(ev)
+                arrived[ev.key] = ev
+                self.counts.new += 1
+                self.counts.by_phase[phase] = self.counts.by_phase.get(phase, 0) + 1
+                if not ev.ok:
+                    self.counts.failed += 1
+                if self.on_stored is not None:
+                    self.on_stored(ev)
+                if self.on_progress is not None:
+                    self.on_progress(phase, done_before + len(arrived))
+                _raise_if_out_of_range(ev)
+                if ev.status == "failed" and self.on_error == "raise" and first_failure is None:
+                    first_failure = ev
+                    if not pending:
+                        break
+        finally:
+            for job in jobs:
+                if job.key in arrived:
+                    history.add(arrived[job.key])
+        if first_failure is not None:
+            first = (first_failure.error or "").splitlines()[0]
+            raise EvaluationError(
+                f"evaluation of coefficients {np.round(first_failure.coefficients, 6).tolist()} "
+                f"failed: {first}; fix the evaluator, or pass on_error='record' to skip "
+                "failing points"
+            )
+        if pending:
+            raise EvaluationError(
+                f"executor {self.executor.name!r} finished without results for "
+                f"{len(pending)} of {len(jobs)} submitted evaluations; this is a bug in the "
+                "executor (as_completed must yield one result per submitted job)"
+            )
+
+
+def check_metrics(res: JobResult, tasks: Sequence[Task], evaluator: str) -> Evaluation:
+    """The :class:`~mapframe.history.Evaluation` of one result: ``ok``, ``failed`` (the
+    evaluator raised) or ``invalid`` (NaN/infinite metrics, or outside a task's range)."""
+    job = res.job
+    base: dict[str, Any] = {"coefficients": job.coefficients, "phase": job.phase,
+                            "round": job.round, "duration": res.duration, "key": job.key}
+    if res.error is not None or res.metrics is None:
+        return Evaluation(metrics=None, status="failed", error=res.error or "no metrics",
+                          reason=FailureReason.RAISED, **base)
+    m = np.asarray(res.metrics, dtype=float).reshape(-1)
+    if m.size != len(tasks):
+        raise EvaluationError(
+            f"evaluator {evaluator!r} returned {m.size} metrics for {len(tasks)} tasks"
+        )
+    bad = [t.name for t, v in zip(tasks, m) if not math.isfinite(v)]
+    if bad:
+        msg = f"NaN or infinite metric for task(s) {', '.join(bad)}"
+        warnings.warn(
+            f"{msg} at coefficients {np.round(job.coefficients, 6).tolist()}: recorded as "
+            "invalid and left out of the surrogate fit", MapframeWarning, stacklevel=4)
+        return Evaluation(metrics=m, status="invalid", error=msg,
+                          reason=FailureReason.NON_FINITE, **base)
+    for t, v in zip(tasks, m):
+        if not (t.lower - 1e-9 <= v <= t.upper + 1e-9):
+            msg = (f"out of range: task {t.name!r} metric {v:g} is outside its declared "
+                   f"range [{t.lower:g}, {t.upper:g}]; fix the evaluator's scale (e.g. "
+                   "accuracy as a fraction) or the task's range")
+            return Evaluation(metrics=m, status="invalid", error=msg,
+                              reason=FailureReason.OUT_OF_RANGE, **base)
+    return Evaluation(metrics=m, status="ok", **base)
+
+
+def _raise_if_out_of_range(ev: Evaluation) -> None:
+    """Metrics outside their declared range mean a scale bug: stop, also on a resumed run."""
+    if ev.out_of_range:
+        raise MetricError((ev.error or "").removeprefix("out of range: "))
