@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from mapframe.errors import EvaluationError, MapframeWarning, MetricError
+from mapframe.errors import ConfigError, EvaluationError, MapframeWarning, MetricError
 from mapframe.evaluators.base import Evaluator
 from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
 from mapframe.history import Evaluation, FailureReason, History, coefficient_key
@@ -89,7 +89,16 @@ class EvaluationSession:
         """Open the store (checking the fingerprint) and read what earlier runs stored."""
         self.store.open(self.study_name, self.fingerprint)
         self._open = True
-        self._stored = {(e.phase, e.key): e for e in self.store.load() if e.status != "failed"}
+        stored = self.store.load()
+        if stored and not self.evaluator.identifiable:
+            self.close()
+            raise ConfigError(
+                f"the store already holds {len(stored)} evaluations of study "
+                f"{self.study_name!r}, and evaluator {self.evaluator.name!r} cannot be "
+                "identified (a function whose captured values have no stable identity), so "
+                "they may come from another function: pass study_name= a name unique to this "
+                "objective, or define the function at module level")
+        self._stored = {(e.phase, e.key): e for e in stored if e.status != "failed"}
         return self
 
     def close(self) -> None:

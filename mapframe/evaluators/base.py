@@ -139,6 +139,13 @@ class Evaluator(Component):
         """Release resources. Default: no-op."""
 
     @property
+    def identifiable(self) -> bool:
+        """Whether :meth:`describe` identifies what this evaluator computes, so that stored
+        evaluations may be reused for it. Default: ``True``; a black-box function that can
+        be neither imported by name nor digested says ``False``."""
+        return True
+
+    @property
     def merger(self) -> Merger:
         merger = getattr(self, "_merger", None)
         if merger is None:

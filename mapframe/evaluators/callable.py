@@ -10,6 +10,7 @@ import numpy as np
 
 from mapframe.errors import ConfigError
 from mapframe.evaluators.base import Evaluator
+from mapframe.evaluators.identity import callable_digest
 from mapframe.problem import Task, as_tasks
 
 __all__ = ["CallableEvaluator", "resolve_callable"]
@@ -64,6 +65,9 @@ class CallableEvaluator(Evaluator):
     ) -> None:
         self.function = function if isinstance(function, str) else _qualname(function)
         self._fn = resolve_callable(function)
+        # A callable that cannot be re-imported by name is identified by what it computes.
+        self._digest = (callable_digest(self._fn) if self.function.startswith("<")
+                        else None)
         self._tasks = as_tasks(tasks=tasks, directions=directions, ranges=ranges)
         self.vectorized = bool(vectorized)
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
@@ -86,13 +90,22 @@ class CallableEvaluator(Evaluator):
             return M  # as returned: the study checks its shape and values
         return np.asarray(M, dtype=float)[:, cols]
 
+    @property
+    def identifiable(self) -> bool:
+        """Whether stored evaluations can be matched to this function: an importable name,
+        or a digest of its code and captured values (see :mod:`mapframe.evaluators.identity`)."""
+        return not self.function.startswith("<") or self._digest is not None
+
     def describe(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "function": self.function,
             "tasks": [t.to_dict() for t in self._tasks],
             "vectorized": self.vectorized,
         }
+        if self.function.startswith("<"):
+            out["code"] = self._digest
+        return out
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

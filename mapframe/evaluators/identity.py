@@ -1,0 +1,186 @@
+"""What a Python callable computes, as a stable digest: :func:`callable_digest`.
+
+A black-box objective that cannot be re-imported by name (a lambda, a closure, a function
+defined inside another, a ``functools.partial``, a callable instance, anything defined in a
+script's ``__main__``) is fingerprinted by what it computes, so that two different ones never
+share stored evaluations: its code (bytecode, constants, names, nested code objects), its
+default arguments, the values its closure captured, the values of the module-level names it
+reads, and for a partial or an instance the bound arguments or attributes. Captured lists,
+dicts and sets count by their type only (a function may append to them as it runs, e.g. a
+call log): to make constants part of the identity, capture them as tuples, numbers,
+strings or arrays.
+
+A value without a stable identity (an object whose only description is its memory address
+and that cannot be pickled) makes the callable *unidentifiable*: :func:`callable_digest`
+returns ``None``, and a study refuses to reuse stored evaluations for it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import pickle
+import types
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["callable_digest"]
+
+_MAX_DEPTH = 8
+
+
+class _Unidentifiable(Exception):
+    pass
+
+
+def callable_digest(fn: Callable[..., Any]) -> str | None:
+    """A hex digest of what ``fn`` computes, or ``None`` when part of it has no stable
+    identity."""
+    h = hashlib.sha256()
+    try:
+        _feed_callable(h, fn, 0, set())
+    except (_Unidentifiable, RecursionError):
+        return None
+    return h.hexdigest()[:20]
+
+
+def _feed(h: Any, *parts: str) -> None:
+    for p in parts:
+        h.update(p.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+
+
+def _feed_callable(h: Any, fn: Any, depth: int, seen: set[int]) -> None:
+    if depth > _MAX_DEPTH:
+        raise _Unidentifiable
+    if id(fn) in seen:
+        _feed(h, "<recursive>")
+        return
+    seen = seen | {id(fn)}
+    if isinstance(fn, functools.partial):
+        _feed(h, "partial")
+        _feed_callable(h, fn.func, depth + 1, seen)
+        _feed_value(h, fn.args, depth + 1, seen)
+        _feed_value(h, dict(fn.keywords), depth + 1, seen)
+        return
+    if isinstance(fn, types.MethodType):
+        _feed(h, "method")
+        _feed_callable(h, fn.__func__, depth + 1, seen)
+        _feed_value(h, fn.__self__, depth + 1, seen)
+        return
+    if isinstance(fn, types.FunctionType):
+        _feed(h, "function", fn.__module__ or "", fn.__qualname__)
+        _feed_code(h, fn.__code__)
+        _feed_value(h, fn.__defaults__, depth + 1, seen)
+        _feed_value(h, fn.__kwdefaults__, depth + 1, seen)
+        for cell in fn.__closure__ or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell
+                _feed(h, "<empty cell>")
+                continue
+            _feed_captured(h, value, depth + 1, seen)
+        for name in _global_names(fn.__code__):
+            if name in fn.__globals__:
+                _feed(h, "global", name)
+                _feed_captured(h, fn.__globals__[name], depth + 1, seen)
+        return
+    if isinstance(fn, types.BuiltinFunctionType):
+        _feed(h, "builtin", getattr(fn, "__module__", None) or "", fn.__qualname__)
+        return
+    if callable(fn):  # an instance with __call__
+        cls = type(fn)
+        _feed(h, "instance", cls.__module__, cls.__qualname__)
+        _feed_callable(h, cls.__call__, depth + 1, seen)
+        attributes = getattr(fn, "__dict__", {})
+        for name in sorted(attributes):
+            _feed(h, "attribute", name)
+            _feed_captured(h, attributes[name], depth + 1, seen)
+        return
+    raise _Unidentifiable
+
+
+def _feed_code(h: Any, code: types.CodeType) -> None:
+    _feed(h, "code", code.co_code.hex(), repr(code.co_names), repr(code.co_varnames))
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _feed_code(h, const)
+        else:
+            _feed(h, type(const).__name__, repr(const))
+
+
+def _global_names(code: types.CodeType) -> list[str]:
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.extend(_global_names(const))
+    return sorted(set(names))
+
+
+def _feed_captured(h: Any, value: Any, depth: int, seen: set[int]) -> None:
+    """A value the callable captured (closure, module global, instance attribute): a list,
+    dict, set or bytearray counts by its type only, since functions append to such
+    containers as they run (a call log) without computing anything else."""
+    if isinstance(value, (list, dict, set, bytearray)):
+        _feed(h, "mutable", type(value).__name__)
+        return
+    _feed_value(h, value, depth, seen)
+
+
+def _feed_value(h: Any, value: Any, depth: int, seen: set[int]) -> None:
+    if depth > _MAX_DEPTH:
+        raise _Unidentifiable
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        _feed(h, type(value).__name__, repr(value))
+        return
+    if isinstance(value, (tuple, list, frozenset, set)):
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        _feed(h, type(value).__name__, str(len(items)))
+        for item in items:
+            _feed_value(h, item, depth + 1, seen)
+        return
+    if isinstance(value, dict):
+        _feed(h, "dict", str(len(value)))
+        for k in sorted(value, key=repr):
+            _feed_value(h, k, depth + 1, seen)
+            _feed_value(h, value[k], depth + 1, seen)
+        return
+    if isinstance(value, types.ModuleType):
+        _feed(h, "module", value.__name__)
+        return
+    if isinstance(value, type):
+        _feed(h, "class", value.__module__, value.__qualname__)
+        return
+    if isinstance(value, (types.FunctionType, functools.partial, types.MethodType,
+                          types.BuiltinFunctionType)):
+        module = getattr(value, "__module__", None)
+        if isinstance(value, types.FunctionType) and module not in (None, "__main__") and (
+                "<" not in value.__qualname__):
+            _feed(h, "named function", module or "", value.__qualname__)  # importable
+            return
+        _feed_callable(h, value, depth + 1, seen)
+        return
+    array = _as_array(value)
+    if array is not None:
+        _feed(h, "array", str(array.dtype), repr(array.shape),
+              hashlib.sha256(array.tobytes()).hexdigest())
+        return
+    text = repr(value)
+    if " at 0x" not in text and " object at " not in text:
+        _feed(h, type(value).__qualname__, text)
+        return
+    try:
+        _feed(h, "pickle", hashlib.sha256(pickle.dumps(value, protocol=4)).hexdigest())
+    except Exception:
+        raise _Unidentifiable from None
+
+
+def _as_array(value: Any) -> Any:
+    """``value`` as a numpy array when it is one (or a torch tensor), else ``None``."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return np.ascontiguousarray(value)
+    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        return np.ascontiguousarray(value.detach().cpu().numpy())
+    return None

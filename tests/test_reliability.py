@@ -1,0 +1,103 @@
+"""Faults that used to lose or mix up results (issue 21): each test fails on the old code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from mapframe import MergeStudy
+from mapframe.errors import ConfigError, StoreError
+from mapframe.evaluators.identity import callable_digest
+
+
+def _study(fn, db, **kw):
+    return MergeStudy(objective=fn, task_names=["a", "b"], budget=8, seed=0, storage=db,
+                      study_name="s", **kw)
+
+
+# -- 1. different objectives never share evaluations ----------------------------------------
+def test_two_different_lambdas_do_not_share_a_store(tmp_path):
+    db = tmp_path / "s.sqlite"
+    _study(lambda C: np.column_stack([C[:, 0], -C[:, 1]]), db).run()
+    with pytest.raises(StoreError, match="evaluator"):
+        _study(lambda C: np.column_stack([2 * C[:, 0], C[:, 1] ** 2]), db).run()
+
+
+def test_the_same_lambda_resumes(tmp_path):
+    db = tmp_path / "s.sqlite"
+
+    def make():
+        return lambda C: np.column_stack([C[:, 0], -C[:, 1]])
+
+    first = _study(make(), db).run()
+    again = _study(make(), db).run()
+    assert first.n_evaluated == 8 and again.n_evaluated == 0 and again.n_reused == 8
+
+
+def test_closures_differ_by_captured_values():
+    def make(k):
+        return lambda C: k * C
+
+    assert callable_digest(make(1.0)) == callable_digest(make(1.0))
+    assert callable_digest(make(1.0)) != callable_digest(make(2.0))
+    assert callable_digest(make(np.ones(3))) != callable_digest(make(np.zeros(3)))
+
+
+def test_module_globals_read_by_a_lambda_are_part_of_its_identity():
+    # Two scripts defining the same lambda over a different module-level constant.
+    digests = []
+    for k in (1.0, 2.0):
+        namespace: dict = {"k": k}
+        exec("f = lambda C: k * C", namespace)
+        digests.append(callable_digest(namespace["f"]))
+    assert None not in digests and digests[0] != digests[1]
+
+
+def test_partials_and_instances_are_identified_by_their_arguments():
+    import functools
+
+    def scaled(C, k):
+        return k * C
+
+    class Scaled:
+        def __init__(self, k):
+            self.k = k
+
+        def __call__(self, C):
+            return self.k * C
+
+    assert callable_digest(functools.partial(scaled, k=1)) != callable_digest(
+        functools.partial(scaled, k=2))
+    assert callable_digest(Scaled(1)) == callable_digest(Scaled(1))
+    assert callable_digest(Scaled(1)) != callable_digest(Scaled(3))
+
+
+def test_digest_is_stable_across_processes():
+    script = ("import numpy as np\nfrom mapframe.evaluators.identity import callable_digest\n"
+              "w = np.arange(3.0)\nf = lambda C: C @ w + {'a': 1, 'b': 2}['a']\n"
+              "print(callable_digest(f))\n")
+    outs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           check=True, env={"PYTHONHASHSEED": str(seed), "PATH": ""}
+                           ).stdout.strip() for seed in (1, 2)}
+    assert len(outs) == 1 and "None" not in outs
+
+
+def test_an_unidentifiable_objective_refuses_to_reuse_a_store(tmp_path):
+    lock = threading.Lock()  # no stable identity: not picklable, repr is an address
+
+    def f(C):
+        with lock:
+            return np.column_stack([C[:, 0], -C[:, 1]])
+
+    assert callable_digest(f) is None
+    db = tmp_path / "s.sqlite"
+    _study(f, db).run()
+    with pytest.raises(ConfigError, match="study_name="):
+        _study(f, db).run()
+    # A name of its own makes a fresh study in the same store.
+    assert MergeStudy(objective=f, task_names=["a", "b"], budget=8, seed=0, storage=db,
+                      study_name="s2").run().n_evaluated == 8
