@@ -174,6 +174,7 @@ def build_merge_spec(
             raise CheckpointError(f"checkpoint not found: {path} (check the path)")
     return MergeSpec(strategy, checkpoints.pretrained, dict(checkpoints.finetuned),
                      allow_pickle=checkpoints.allow_pickle,
+                     fingerprint=checkpoints.fingerprint,
                      prepare=evaluator.prepare_checkpoint if evaluator is not None else None,
                      loader=evaluator.load_task_vectors if reads_itself and evaluator
                      is not None else None)

@@ -173,6 +173,13 @@ def _default(kind: str) -> str:
     return default
 
 
+def _fingerprint_mode(v: Any) -> str:
+    if v not in ("stat", "hash"):
+        raise _Invalid(f"{{loc}} must be 'stat' (size and modification time) or 'hash' "
+                       f"(contents), got {v!r}")
+    return str(v)
+
+
 Component = Annotated[Any, BeforeValidator(_component)]
 OptionalComponent = Annotated[Any, BeforeValidator(_optional_component)]
 
@@ -186,6 +193,9 @@ class CheckpointsSpec(BaseModel):
     pretrained: Annotated[str, BeforeValidator(_path)]
     finetuned: Annotated[dict[str, str], BeforeValidator(_finetuned)]
     allow_pickle: Annotated[bool, BeforeValidator(_bool)] = False
+    #: How the files are known in the study's fingerprint: ``stat`` (size and modification
+    #: time) or ``hash`` (their contents).
+    fingerprint: Annotated[str, BeforeValidator(_fingerprint_mode)] = "stat"
 
     @model_validator(mode="before")
     @classmethod
@@ -319,8 +329,8 @@ class StudySpec(BaseModel):
                 "and directions="
             )
         if checkpoints is not None:
-            if not isinstance(checkpoints, Mapping) or set(checkpoints) - {"pretrained",
-                                                                             "finetuned"}:
+            if not isinstance(checkpoints, Mapping) or set(checkpoints) - {
+                    "pretrained", "finetuned", "fingerprint"}:
                 raise ConfigError(
                     "checkpoints must be a mapping with keys 'pretrained' (a path) and "
                     "'finetuned' ({task: path})")

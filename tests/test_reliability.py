@@ -101,3 +101,55 @@ def test_an_unidentifiable_objective_refuses_to_reuse_a_store(tmp_path):
     # A name of its own makes a fresh study in the same store.
     assert MergeStudy(objective=f, task_names=["a", "b"], budget=8, seed=0, storage=db,
                       study_name="s2").run().n_evaluated == 8
+
+
+# -- 3 and 11. metrics that are not plain real numbers --------------------------------------
+def test_complex_metrics_are_an_error_not_a_silent_real_part():
+    from mapframe.errors import EvaluationError
+
+    with pytest.raises(EvaluationError, match="complex numbers; metrics must be real"):
+        MergeStudy(objective=lambda C: C + 1j, task_names=["a", "b"], budget=8).run()
+
+
+def test_a_torch_tensor_that_requires_grad_is_accepted():
+    import torch
+
+    w = torch.tensor([1.0, -1.0], requires_grad=True)
+
+    def f(C):
+        return torch.as_tensor(C, dtype=torch.float32) * w  # keeps requires_grad
+
+    res = MergeStudy(objective=f, task_names=["a", "b"], budget=8, seed=0).run()
+    assert res.history.Y.shape == (8, 2)
+
+
+# -- 3. a checkpoint rewritten with the same size and modification time ---------------------
+def test_hash_fingerprint_sees_a_checkpoint_rewritten_in_place(tmp_path):
+    import os
+
+    import torch
+
+    from mapframe.errors import StoreError
+    from mapframe.evaluators.callable import CallableEvaluator
+    from mapframe.merging.checkpoints import save_state_dict
+
+    paths = {}
+    for name, value in (("pre", 0.0), ("a", 1.0), ("b", 2.0)):
+        paths[name] = tmp_path / f"{name}.safetensors"
+        save_state_dict({"w": torch.full((3,), value)}, paths[name])
+
+    def run(mode):
+        return MergeStudy(
+            evaluator=CallableEvaluator("objectives:two_quadratics", ["x", "y"]),
+            checkpoints={"pretrained": paths["pre"],
+                         "finetuned": {"a": paths["a"], "b": paths["b"]},
+                         "fingerprint": mode},
+            budget=6, seed=0, storage=tmp_path / f"{mode}.sqlite").run()
+
+    run("stat"), run("hash")
+    st = os.stat(paths["a"])
+    save_state_dict({"w": torch.full((3,), 5.0)}, paths["a"])  # same size, new weights
+    os.utime(paths["a"], ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert run("stat").n_reused == 6  # documented blind spot of the default
+    with pytest.raises(StoreError, match="merge"):
+        run("hash")

@@ -84,6 +84,10 @@ class MergeSpec:
     #: The evaluator's own loader (``Evaluator.load_task_vectors``), when it has one: it
     #: reads ``pretrained`` and ``finetuned`` (files or folders) instead of mapframe.
     loader: CheckpointLoader | None = None
+    #: How checkpoint files are known in the study's fingerprint: ``"stat"`` (path, size,
+    #: modification time: free) or ``"hash"`` (path and SHA-256 of the contents: reads every
+    #: byte once per run, and sees a file rewritten with the same size and time).
+    fingerprint: str = "stat"
 
     def build(self) -> Merger:
         from mapframe.merging.checkpoints import TaskVectors
@@ -103,6 +107,8 @@ class MergeSpec:
     def describe(self) -> dict[str, object]:
         def stat(p: str) -> dict[str, object]:
             path = Path(p)
+            if self.fingerprint == "hash":
+                return {"path": os.path.abspath(p), "sha256": content_digest(path)}
             if path.is_dir():
                 # A model folder: every file in it counts (shards, index, config, adapter).
                 files = sorted(f for f in path.rglob("*") if f.is_file()
@@ -129,6 +135,24 @@ class MergeSpec:
             "in_memory": (self.task_vectors.fingerprint()
                           if self.pretrained is None and self.task_vectors is not None else None),
         }
+
+
+def content_digest(path: Path) -> str | None:
+    """SHA-256 of a file's bytes, or of a folder's files (names and bytes, in name order,
+    hidden files left out); ``None`` when ``path`` does not exist."""
+    if not path.exists():
+        return None
+    files = [path] if path.is_file() else sorted(
+        f for f in path.rglob("*") if f.is_file()
+        and not any(part.startswith(".") for part in f.relative_to(path).parts))
+    digest = hashlib.sha256()
+    for f in files:
+        if f is not path:
+            digest.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 class Executor(Component):

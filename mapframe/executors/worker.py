@@ -16,7 +16,7 @@ import socket
 import time
 import traceback
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,6 +50,12 @@ def batch_share(queued: int, workers: int, *caps: int | None) -> int:
 
 def check_batch_output(out: object, n_rows: int, n_tasks: int, who: str) -> np.ndarray:
     """Validate an evaluator's return value for a batch of ``n_rows`` coefficient vectors."""
+    out = _detached(out)
+    if np.iscomplexobj(out) or (isinstance(out, (list, tuple)) and any(
+            isinstance(v, complex) or np.iscomplexobj(v) for v in out)):
+        raise EvaluationError(
+            f"{who} returned complex numbers; metrics must be real (take .real or abs() "
+            "in the evaluator if that is what the metric means)")
     try:
         arr = np.asarray(out, dtype=float)
     except (TypeError, ValueError):
@@ -65,6 +71,15 @@ def check_batch_output(out: object, n_rows: int, n_tasks: int, who: str) -> np.n
             f"{n_tasks} task(s); it must return shape ({n_rows}, {n_tasks})"
         )
     return arr
+
+
+def _detached(out: Any) -> Any:
+    """A torch tensor (one that requires grad included) as a numpy array; else ``out``."""
+    if type(out).__module__.startswith("torch") and hasattr(out, "detach"):
+        return out.detach().cpu().numpy()
+    if isinstance(out, (list, tuple)):
+        return type(out)(_detached(v) for v in out)
+    return out
 
 
 class WorkerRuntime:
