@@ -50,14 +50,14 @@ def batch_share(queued: int, workers: int, *caps: int | None) -> int:
 
 def check_batch_output(out: object, n_rows: int, n_tasks: int, who: str) -> np.ndarray:
     """Validate an evaluator's return value for a batch of ``n_rows`` coefficient vectors."""
-    out = _detached(out)
-    if np.iscomplexobj(out) or (isinstance(out, (list, tuple)) and any(
-            isinstance(v, complex) or np.iscomplexobj(v) for v in out)):
+    values = _detached(out)
+    if np.iscomplexobj(values) or (isinstance(values, (list, tuple)) and any(
+            isinstance(v, complex) or np.iscomplexobj(v) for v in values)):
         raise EvaluationError(
             f"{who} returned complex numbers; metrics must be real (take .real or abs() "
             "in the evaluator if that is what the metric means)")
     try:
-        arr = np.asarray(out, dtype=float)
+        arr = np.asarray(values, dtype=float)
     except (TypeError, ValueError):
         raise EvaluationError(
             f"{who} returned {type(out).__name__}, not numbers; it must return an array of "
