@@ -153,3 +153,45 @@ def test_hash_fingerprint_sees_a_checkpoint_rewritten_in_place(tmp_path):
     assert run("stat").n_reused == 6  # documented blind spot of the default
     with pytest.raises(StoreError, match="merge"):
         run("hash")
+
+
+# -- 6. many processes creating one store at once -------------------------------------------
+def _create_store(args):
+    path, barrier_wait = args
+    from mapframe.storage.sqlite import SQLiteStore
+
+    barrier_wait()
+    store = SQLiteStore(path)
+    store.open("shared", {"tasks": ["a"]})
+    store.close()
+    return "ok"
+
+
+def test_many_processes_create_the_same_store_at_once(tmp_path):
+    import multiprocessing as mp
+
+    # The old code failed in about 2 of 120 processes (UNIQUE constraint, "database is
+    # locked"): 5 rounds of 24 processes racing on a fresh file each.
+    ctx = mp.get_context("fork")
+    n = 24
+    found: list[str] = []
+    for round_no in range(5):
+        barrier = ctx.Barrier(n)
+        path = str(tmp_path / f"s{round_no}.sqlite")
+        errors = ctx.Queue()
+
+        def work(path=path, barrier=barrier, errors=errors):
+            try:
+                _create_store((path, barrier.wait))
+            except BaseException as exc:  # report, don't hide
+                errors.put(f"{type(exc).__name__}: {exc}")
+
+        procs = [ctx.Process(target=work) for _ in range(n)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        while not errors.empty():
+            found.append(errors.get())
+        assert all(p.exitcode == 0 for p in procs)
+    assert not found, found[:3]

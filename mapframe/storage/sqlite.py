@@ -96,6 +96,16 @@ def _migrate(conn: sqlite3.Connection) -> None:
     conn.execute("COMMIT")
 
 
+def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _open_error(p: Path, exc: BaseException) -> StoreError:
+    return StoreError(f"cannot open the evaluation store {p} ({exc}); check the path is a "
+                      "writable SQLite file")
+
+
 def _floats(values: np.ndarray | None) -> str | None:
     if values is None:
         return None
@@ -118,41 +128,66 @@ class SQLiteStore(EvaluationStore):
         self._conn: sqlite3.Connection | None = None
         self._study_id: int | None = None
 
+    #: Seconds to keep retrying while another process holds the file's lock.
+    lock_timeout: ClassVar[float] = 30.0
+
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
             p = Path(self.path)
-            try:
-                p.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(str(p), timeout=30.0, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.executescript(_SCHEMA)
-                _migrate(conn)
-            except (sqlite3.Error, OSError) as exc:
-                raise StoreError(
-                    f"cannot open the evaluation store {p} ({exc}); check the path is a "
-                    "writable SQLite file"
-                ) from None
-            self._conn = conn
+            deadline = time.monotonic() + self.lock_timeout
+            delay = 0.01
+            while True:
+                try:
+                    self._conn = self._set_up(p)
+                    break
+                except sqlite3.OperationalError as exc:
+                    # Creating the file, switching it to WAL or migrating it takes a write
+                    # lock that SQLite's busy timeout does not always wait for: another
+                    # process creating the same store holds it for a moment. Retry.
+                    if not _is_lock_error(exc):
+                        raise _open_error(p, exc) from None
+                    if time.monotonic() > deadline:
+                        raise StoreError(
+                            f"the evaluation store {p} is locked by another process (still "
+                            f"after {self.lock_timeout:g} s: {exc}); wait for the other "
+                            "study to finish, or use another store"
+                        ) from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+                except (sqlite3.Error, OSError) as exc:
+                    raise _open_error(p, exc) from None
         return self._conn
+
+    @staticmethod
+    def _set_up(p: Path) -> sqlite3.Connection:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(p), timeout=30.0, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            _migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def open(self, study_name: str, fingerprint: dict[str, Any]) -> None:
         conn = self._connect()
         fp = json.dumps(fingerprint, sort_keys=True, default=str)
+        # Insert-if-absent, then read: two processes creating the same study at once both
+        # end up with the one row (a plain INSERT would fail the UNIQUE name in one of them).
+        conn.execute(
+            "INSERT OR IGNORE INTO studies (name, fingerprint, created) VALUES (?, ?, ?)",
+            (study_name, fp, time.time()),
+        )
         row = conn.execute(
             "SELECT id, fingerprint FROM studies WHERE name = ?", (study_name,)
         ).fetchone()
-        if row is None:
-            cur = conn.execute(
-                "INSERT INTO studies (name, fingerprint, created) VALUES (?, ?, ?)",
-                (study_name, fp, time.time()),
-            )
-            self._study_id = int(cur.lastrowid)  # type: ignore[arg-type]
-        else:
-            self._check_fingerprint(
-                study_name, json.loads(row[1]), json.loads(fp), f"the store {self.path}"
-            )
-            self._study_id = int(row[0])
+        self._check_fingerprint(
+            study_name, json.loads(row[1]), json.loads(fp), f"the store {self.path}"
+        )
+        self._study_id = int(row[0])
 
     @property
     def location(self) -> str | None:
