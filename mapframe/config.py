@@ -25,6 +25,8 @@ def load_spec(path: str | os.PathLike[str], **study_overrides: Any) -> StudySpec
     import yaml
 
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p} is a folder: give the path of the study's YAML file")
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:

@@ -233,8 +233,8 @@ def check_metrics(res: JobResult, tasks: Sequence[Task], evaluator: str) -> Eval
                           reason=FailureReason.NON_FINITE, **base)
     for t, v in zip(tasks, m):
         if not (t.lower - 1e-9 <= v <= t.upper + 1e-9):
-            msg = (f"out of range: task {t.name!r} metric {v:g} is outside its declared "
-                   f"range [{t.lower:g}, {t.upper:g}]; fix the evaluator's scale (e.g. "
+            msg = (f"out of range: task {t.name!r} metric {v:.10g} is outside its declared "
+                   f"range [{t.lower:.10g}, {t.upper:.10g}]; fix the evaluator's scale (e.g. "
                    "accuracy as a fraction) or the task's range")
             return Evaluation(metrics=m, status="invalid", error=msg,
                               reason=FailureReason.OUT_OF_RANGE, **base)

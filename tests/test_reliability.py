@@ -195,3 +195,43 @@ def test_many_processes_create_the_same_store_at_once(tmp_path):
             found.append(errors.get())
         assert all(p.exitcode == 0 for p in procs)
     assert not found, found[:3]
+
+
+# -- 12. plugins that end the process or misspell a hook ------------------------------------
+def test_a_plugin_calling_sys_exit_on_import_is_reported_not_fatal(fake_dist, capsys):
+    from mapframe.cli import main
+
+    fake_dist("mapframe-exits", {"exits": "exits_plugin"},
+              {"exits_plugin.py": "import sys\nsys.exit(3)\n"})
+    assert main(["plugins"]) == 1  # it returns: the process was not ended
+    out = capsys.readouterr().out
+    assert "BROKEN" in out and "sys.exit(3)" in out and "builtin" in out
+
+
+def test_a_misspelled_hook_is_reported(fake_dist, capsys):
+    from mapframe.cli import main
+
+    src = ("from mapframe.plugin import hookimpl\n\n"
+           "def mapframe_register_component(registry):\n    pass\n")
+    fake_dist("mapframe-typo2", {"typo2": "typo2_plugin"}, {"typo2_plugin.py": src})
+    assert main(["plugins"]) == 1
+    out = capsys.readouterr().out
+    assert "BROKEN" in out and "did you mean 'mapframe_register_components'" in out
+
+
+def test_a_folder_given_as_config_says_so(tmp_path):
+    from mapframe.config import load_spec
+
+    with pytest.raises(ConfigError, match="is a folder: give the path of the study's YAML"):
+        load_spec(tmp_path)
+
+
+def test_out_of_range_metrics_print_enough_digits():
+    from mapframe.errors import MetricError
+
+    def f(C):
+        return np.column_stack([np.full(len(C), 1.0000001), C[:, 1]])
+
+    with pytest.raises(MetricError, match=r"metric 1\.0000001 is outside"):
+        MergeStudy(objective=f, task_names=["a", "b"], metric_ranges=[(0, 1), (0, 1)],
+                   budget=8).run()

@@ -56,6 +56,10 @@ def _build() -> tuple[pluggy.PluginManager, ComponentRegistry]:
         info = PluginInfo(ep.name, package, version, ep.value)
         try:
             obj = ep.load()
+        except SystemExit as exc:  # a plugin must not end the process that loads it
+            info.error = f"its module called sys.exit({exc.code!r}) while being imported"
+            registry.plugins.append(info)
+            continue
         except Exception as exc:
             info.error = f"{type(exc).__name__}: {exc}"
             registry.plugins.append(info)
@@ -72,18 +76,39 @@ def _build() -> tuple[pluggy.PluginManager, ComponentRegistry]:
             registry.plugins.append(info)
             continue
         registry.plugins.append(info)
+        unknown = _unknown_hooks(obj)
+        if unknown:
+            info.error = unknown
+            continue
         others = [p for p in pm.get_plugins() if p is not obj]
         caller = pm.subset_hook_caller("mapframe_register_components", remove_plugins=others)
         registry._current_plugin = f"plugin {info.name!r} (package {info.package})"
         registry._current_info = info
         try:
             caller(registry=registry)
+        except SystemExit as exc:
+            info.error = f"its mapframe_register_components called sys.exit({exc.code!r})"
         except Exception as exc:
             info.error = f"{type(exc).__name__}: {exc}"
         finally:
             registry._current_plugin = "<direct>"
             registry._current_info = None
     return pm, registry
+
+
+def _unknown_hooks(obj: Any) -> str | None:
+    """A one-line error for functions named like hooks (``mapframe_*``) that are no hook
+    (a misspelled name would otherwise never be called), else ``None``."""
+    import difflib
+
+    known = [n for n in dir(hookspecs) if n.startswith("mapframe_")]
+    names = [n for n in dir(obj) if n.startswith("mapframe_") and callable(getattr(obj, n))]
+    bad = [n for n in names if n not in known]
+    if not bad:
+        return None
+    close = difflib.get_close_matches(bad[0], known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f" (hooks: {', '.join(known)})"
+    return f"defines {bad[0]}, which is not a mapframe hook{hint}"
 
 
 def _ensure() -> None:
