@@ -235,3 +235,51 @@ def test_out_of_range_metrics_print_enough_digits():
     with pytest.raises(MetricError, match=r"metric 1\.0000001 is outside"):
         MergeStudy(objective=f, task_names=["a", "b"], metric_ranges=[(0, 1), (0, 1)],
                    budget=8).run()
+
+
+# -- 9 and 10. a foreign database, a full disk, a read-only store ---------------------------
+def test_a_foreign_sqlite_database_is_refused_untouched(tmp_path):
+    import hashlib
+    import sqlite3
+
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE evaluations (id INTEGER PRIMARY KEY, score REAL)")
+    conn.execute("INSERT INTO evaluations (score) VALUES (0.5)")
+    conn.commit()
+    conn.close()
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(StoreError, match=r"another program.*left untouched"):
+        _study(lambda C: C, path).run()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]  # no -wal, no -shm
+
+
+def _full_store(tmp_path):
+    from mapframe.history import Evaluation
+    from mapframe.storage.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "s.sqlite")
+    store.open("s", {})
+    for i in range(3):
+        store.add(Evaluation(np.array([i / 10]), np.array([1.0])))
+    return store, Evaluation
+
+
+def test_a_full_disk_says_what_is_safe(tmp_path):
+    store, Evaluation = _full_store(tmp_path)
+    conn = store._connect()
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")  # as if the disk filled up now
+    big = "x" * 20000
+    with pytest.raises(StoreError, match=r"disk holding the store is full.*3 evaluations"):
+        for i in range(50):
+            store.add(Evaluation(np.array([1 + i]), None, "failed", big))
+    assert len(store.load()) == 3
+
+
+def test_a_read_only_store_says_what_is_safe(tmp_path):
+    store, Evaluation = _full_store(tmp_path)
+    store._connect().execute("PRAGMA query_only = ON")
+    with pytest.raises(StoreError, match=r"read-only.*3 evaluations of this study"):
+        store.add(Evaluation(np.array([0.9]), np.array([1.0])))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -96,6 +98,26 @@ def _migrate(conn: sqlite3.Connection) -> None:
     conn.execute("COMMIT")
 
 
+#: The tables (and their columns) of a mapframe store; any other layout is another
+#: program's database, which is left untouched.
+_OWN_TABLES = {"studies", "evaluations", "meta", "sqlite_sequence"}
+
+
+def _refuse_foreign(conn: sqlite3.Connection, p: Path) -> None:
+    tables = {row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables:
+        return  # a new, empty file
+    foreign = sorted(tables - _OWN_TABLES)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(evaluations)")}
+    if foreign or "studies" not in tables or (
+            "evaluations" in tables and not {"study_id", "phase", "key"} <= columns):
+        shown = ", ".join(sorted(tables)[:6])
+        raise StoreError(
+            f"{p} is an SQLite database of another program (tables: {shown}), not a mapframe "
+            "store; it was left untouched: give the store another path")
+
+
 def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
@@ -163,6 +185,7 @@ class SQLiteStore(EvaluationStore):
         p.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(p), timeout=30.0, isolation_level=None)
         try:
+            _refuse_foreign(conn, p)  # before anything writes to the file
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
@@ -231,6 +254,10 @@ class SQLiteStore(EvaluationStore):
         return out
 
     def add(self, evaluation: Evaluation) -> None:
+        with self._writing():
+            self._add(evaluation)
+
+    def _add(self, evaluation: Evaluation) -> None:
         conn = self._connect()
         conn.execute(
             "INSERT OR REPLACE INTO evaluations (study_id, phase, key, coefficients, metrics, "
@@ -252,10 +279,34 @@ class SQLiteStore(EvaluationStore):
         )
 
     def set_meta(self, key: str, value: Any) -> None:
-        self._connect().execute(
-            "INSERT OR REPLACE INTO meta (study_id, key, value) VALUES (?, ?, ?)",
-            (self._sid(), key, json.dumps(value, default=str)),
-        )
+        with self._writing():
+            self._connect().execute(
+                "INSERT OR REPLACE INTO meta (study_id, key, value) VALUES (?, ?, ?)",
+                (self._sid(), key, json.dumps(value, default=str)),
+            )
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turn a full disk or a read-only file into a one-line error that says what is safe."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if "full" not in text and "readonly" not in text and "read-only" not in text:
+                raise
+            try:
+                n = self._connect().execute(
+                    "SELECT COUNT(*) FROM evaluations WHERE study_id = ?", (self._sid(),)
+                ).fetchone()[0]
+                safe = f"{n} evaluations of this study are safely stored"
+            except sqlite3.Error:
+                safe = "the evaluations stored before this one are safe"
+            what = ("the disk holding the store is full" if "full" in text
+                    else "the store is read-only")
+            raise StoreError(
+                f"cannot write to {self.path}: {what} ({exc}); {safe}: free space or make "
+                "it writable (or move the store) and run again to resume"
+            ) from None
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self._connect().execute(
