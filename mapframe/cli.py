@@ -27,6 +27,7 @@ commands:
   run CONFIG.yaml   run (or resume) the study a YAML config describes
   example           train the built-in offline example (digits, cached) and run it
   plugins           list installed plugins and the components they provide
+  store check|salvage PATH   check a damaged evaluation store, or copy what is readable
 
 Evaluations are stored in SQLite as they finish; re-running the same command resumes an
 interrupted study without redoing finished evaluations.
@@ -91,7 +92,9 @@ def _print_summary(result: Any, paths: dict[str, Path], out: TextIO) -> None:
         r2, loo = d.get("r2"), d.get("loo_r2")
         out.write(f"  {task:20s} {r2 if r2 is None else f'{r2:.3f}'} / "
                   f"{loo if loo is None else f'{loo:.3f}'}  ({d.get('model', '')})\n")
-    out.write(f"front: {s['front_size']} points\n")
+    src = s.get("front_sources") or {}
+    parts = ", ".join(f"{n} {k}" for k, n in src.items() if n)
+    out.write(f"front: {s['front_size']} points" + (f" ({parts})" if parts else "") + "\n")
     ver = s["verification"]
     if ver and ver.get("mean_abs_error"):
         errs = ", ".join(f"{k} {v:.4f}" for k, v in ver["mean_abs_error"].items())
@@ -99,7 +102,7 @@ def _print_summary(result: Any, paths: dict[str, Path], out: TextIO) -> None:
                   f"{errs}\n")
     if s["selected"]:
         sel = s["selected"]
-        out.write(f"selected for preference {s['preference']}: "
+        out.write(f"selected for preference {s['preference']} ({sel.get('source')} point): "
                   + ", ".join(f"{k}={v:.4g}" for k, v in sel.items()
                               if k.startswith(("c_", "predicted_", "std_", "real_"))
                               and v is not None)
@@ -255,6 +258,24 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 1 if any(r["error"] for r in rows) else 0
 
 
+def cmd_store_check(args: argparse.Namespace) -> int:
+    from mapframe.storage.repair import check_store
+
+    report = check_store(args.path)
+    print("\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
+def cmd_store_salvage(args: argparse.Namespace) -> int:
+    from mapframe.storage.repair import salvage_store
+
+    copied = salvage_store(args.path, args.out)
+    for name, n in copied.items():
+        print(f"study {name!r}: {n} evaluations copied")
+    print(f"salvaged into {args.out}; point the study's storage at it to resume")
+    return 0
+
+
 def _preference(text: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",")]
@@ -297,6 +318,19 @@ def build_parser() -> argparse.ArgumentParser:
                       "~/.cache/mapframe)")
     common(p_ex)
     p_ex.set_defaults(func=cmd_example)
+
+    p_st = sub.add_parser("store", help="check or salvage an evaluation store",
+                          description="Check an SQLite evaluation store without writing to "
+                          "it, or copy every readable evaluation of a damaged one into a new "
+                          "store (same study names and fingerprints: a rerun resumes from it).")
+    st_sub = p_st.add_subparsers(dest="store_command", metavar="ACTION", required=True)
+    p_check = st_sub.add_parser("check", help="report what can be read (exit 1 if damaged)")
+    p_check.add_argument("path", help="the store (.sqlite file)")
+    p_check.set_defaults(func=cmd_store_check)
+    p_salv = st_sub.add_parser("salvage", help="copy every readable evaluation to OUT")
+    p_salv.add_argument("path", help="the damaged store")
+    p_salv.add_argument("out", help="the new store to create")
+    p_salv.set_defaults(func=cmd_store_salvage)
 
     p_pl = sub.add_parser("plugins", help="list plugins and their components")
     p_pl.add_argument("--json", action="store_true", help="machine-readable output")

@@ -283,3 +283,55 @@ def test_a_read_only_store_says_what_is_safe(tmp_path):
     store._connect().execute("PRAGMA query_only = ON")
     with pytest.raises(StoreError, match=r"read-only.*3 evaluations of this study"):
         store.add(Evaluation(np.array([0.9]), np.array([1.0])))
+
+
+# -- 9. damaged stores: detected at open, checked and salvaged ------------------------------
+def _stored_study(tmp_path):
+    db = tmp_path / "s.sqlite"
+    res = MergeStudy(objective=_quad, task_names=["a", "b"], budget=8, seed=0, storage=db,
+                     study_name="s").run()
+    return db, res
+
+
+def _quad(C):
+    C = np.atleast_2d(C)
+    return np.column_stack([1 - ((C - 0.2) ** 2).sum(1), 1 - ((C - 0.8) ** 2).sum(1)])
+
+
+def test_a_garbage_value_is_detected_checked_and_salvaged(tmp_path, capsys):
+    import sqlite3
+
+    from mapframe.cli import main
+
+    db, _ = _stored_study(tmp_path)
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE evaluations SET metrics = 'garbage{' WHERE seq = 3")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match=r"damaged.*mapframe store check.*salvage"):
+        MergeStudy(objective=_quad, task_names=["a", "b"], budget=8, seed=0, storage=db,
+                   study_name="s").run()
+    assert main(["store", "check", str(db)]) == 1
+    out = capsys.readouterr().out
+    assert "DAMAGED" in out and "7 readable evaluations, 1 unreadable" in out
+    new = tmp_path / "new.sqlite"
+    assert main(["store", "salvage", str(db), str(new)]) == 0
+    assert main(["store", "check", str(new)]) == 0
+    res = MergeStudy(objective=_quad, task_names=["a", "b"], budget=8, seed=0, storage=new,
+                     study_name="s").run()
+    assert (res.n_reused, res.n_evaluated) == (7, 1)
+
+
+def test_a_wiped_page_is_detected_at_open(tmp_path):
+    db, _ = _stored_study(tmp_path)
+    from mapframe.storage.sqlite import SQLiteStore
+
+    SQLiteStore(db)._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(db.read_bytes())
+    page = 4096
+    assert len(data) >= 3 * page
+    data[2 * page:3 * page] = b"\xff" * page  # wipe a page in the middle of the file
+    db.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="damaged"):
+        MergeStudy(objective=_quad, task_names=["a", "b"], budget=8, seed=0, storage=db,
+                   study_name="s").run()

@@ -118,12 +118,29 @@ def _refuse_foreign(conn: sqlite3.Connection, p: Path) -> None:
             "store; it was left untouched: give the store another path")
 
 
+def damaged_store_error(p: Path | str, what: str) -> StoreError:
+    """The one-line error for a damaged store, with the commands that recover from it."""
+    return StoreError(
+        f"the store {p} is damaged ({what}); run 'mapframe store check {p}' to see what is "
+        f"readable and 'mapframe store salvage {p} NEW.sqlite' to copy every readable "
+        "evaluation into a new store, then point the study at it")
+
+
+def _refuse_damaged(conn: sqlite3.Connection, p: Path) -> None:
+    rows = [r[0] for r in conn.execute("PRAGMA quick_check")]
+    if rows != ["ok"]:
+        raise damaged_store_error(p, f"SQLite reports: {rows[0]}")
+
+
 def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
 
 
 def _open_error(p: Path, exc: BaseException) -> StoreError:
+    text = str(exc).lower()
+    if "malformed" in text or "not a database" in text:
+        return damaged_store_error(p, str(exc))
     return StoreError(f"cannot open the evaluation store {p} ({exc}); check the path is a "
                       "writable SQLite file")
 
@@ -186,6 +203,7 @@ class SQLiteStore(EvaluationStore):
         conn = sqlite3.connect(str(p), timeout=30.0, isolation_level=None)
         try:
             _refuse_foreign(conn, p)  # before anything writes to the file
+            _refuse_damaged(conn, p)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
@@ -223,11 +241,14 @@ class SQLiteStore(EvaluationStore):
         return self._study_id
 
     def load(self) -> list[Evaluation]:
-        rows = self._connect().execute(
-            "SELECT coefficients, metrics, status, error, phase, round, duration, key, reason "
-            "FROM evaluations WHERE study_id = ? ORDER BY seq",
-            (self._sid(),),
-        ).fetchall()
+        try:
+            rows = self._connect().execute(
+                "SELECT coefficients, metrics, status, error, phase, round, duration, key, "
+                "reason FROM evaluations WHERE study_id = ? ORDER BY seq",
+                (self._sid(),),
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise damaged_store_error(self.path, str(exc)) from None
         out = []
         for coef, metrics, status, error, phase, rnd, duration, key, reason in rows:
             try:
@@ -238,10 +259,17 @@ class SQLiteStore(EvaluationStore):
                     f"reason {reason!r} (written by a newer mapframe?); upgrade mapframe to "
                     "read it"
                 ) from None
+            try:
+                coefficients = np.array(json.loads(coef), dtype=float)
+                values = None if metrics is None else np.array(json.loads(metrics), float)
+            except (ValueError, TypeError) as exc:
+                raise damaged_store_error(
+                    self.path, f"an evaluation of study holds unreadable values: {exc}"
+                ) from None
             out.append(
                 Evaluation(
-                    coefficients=np.array(json.loads(coef), dtype=float),
-                    metrics=None if metrics is None else np.array(json.loads(metrics), float),
+                    coefficients=coefficients,
+                    metrics=values,
                     status=status,
                     error=error,
                     phase=phase,
@@ -290,8 +318,10 @@ class SQLiteStore(EvaluationStore):
         """Turn a full disk or a read-only file into a one-line error that says what is safe."""
         try:
             yield
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             text = str(exc).lower()
+            if "malformed" in text:
+                raise damaged_store_error(self.path, str(exc)) from None
             if "full" not in text and "readonly" not in text and "read-only" not in text:
                 raise
             try:
