@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -146,15 +147,17 @@ def _run_config(cfg: dict[str, Any], args: argparse.Namespace) -> int:
     study.progress = progress
     output = Path(options["output"])
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _terminate_as_interrupt():
             warnings.simplefilter("always")
             warnings.showwarning = _show_warning  # type: ignore[assignment]
             result = study.run()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Terminated) as exc:
+        where = study.storage.location or study.storage.describe()
+        what = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
         sys.stderr.write(
-            f"\ninterrupted; finished evaluations are stored in {study.storage.describe()}; "
-            "run the same command again to resume\n")
-        return 130
+            f"\n{what}; finished evaluations are stored in {where}; run the same command "
+            "again to resume\n")
+        return 143 if isinstance(exc, _Terminated) else 130
     paths = result.save(output, plot=not args.no_plot)
     from mapframe.nested import NestedResult
 
@@ -177,6 +180,31 @@ def _run_config(cfg: dict[str, Any], args: argparse.Namespace) -> int:
         paths["store"] = Path(study.storage.location)
     _print_summary(result, paths, sys.stdout)
     return 0
+
+
+class _Terminated(BaseException):
+    """Raised in the main thread when the process receives SIGTERM during a study."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """While a study runs, SIGTERM (a scheduler stopping the job, ``kill``) unwinds like
+    Ctrl-C: executors shut down, the store closes, and the user is told how to resume."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _show_warning(message: Any, category: Any, filename: str, lineno: int,

@@ -472,14 +472,23 @@ def select_by_preference(
     directions: Directions = None,
     lower: Sequence[float] | np.ndarray | None = None,
     upper: Sequence[float] | np.ndarray | None = None,
+    among: Sequence[bool] | np.ndarray | None = None,
 ) -> int:
     """Index of the row of ``F`` with the highest :func:`preference_scores` (first on ties).
 
-    ``lower``/``upper`` default to the per-column min and max of ``F``.
+    ``lower``/``upper`` default to the per-column min and max of ``F`` (all rows). ``among``,
+    a boolean mask (K,), restricts the choice to its rows (the scores are unchanged: the
+    range is still that of all rows); it must select at least one row.
     """
     scores = preference_scores(F, preference, directions, lower, upper)
     if scores.size == 0:
         raise ConfigError("cannot select from an empty front; F has no rows")
+    if among is not None:
+        mask = np.asarray(among, dtype=bool).reshape(-1)
+        if mask.shape != scores.shape or not mask.any():
+            raise ConfigError(f"among must be a boolean mask of the {scores.size} rows with at "
+                              f"least one true value, got shape {mask.shape}")
+        scores = np.where(mask, scores, -np.inf)
     return int(np.argmax(scores))
 
 

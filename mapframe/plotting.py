@@ -19,7 +19,8 @@ __all__ = ["plot_front", "plot_merge_tree", "plot_nested_fronts"]
 
 
 def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120) -> Path | None:
-    """Draw the evaluated points, the predicted front, verified points and the selection.
+    """Draw the evaluated points, the predicted front, verified and measured front points
+    (at their real metrics) and the selection (at its best-known metrics).
 
     Returns the PNG path, or ``None`` (with a warning) when matplotlib is not installed.
     """
@@ -31,10 +32,13 @@ def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120
     T = len(names)
     evals = result.history.select("search")
     Y = np.array([e.metrics for e in evals]).reshape(len(evals), T)
-    F = result.front.predicted
-    S = result.front.predicted_std
+    solved = result.front.sources != "measured"  # the solver's points (predicted/verified)
+    F = result.front.predicted[solved]
+    S = None if result.front.predicted_std is None else result.front.predicted_std[solved]
     R = result.front.real
     ver = result.front.verified
+    meas = result.front.sources == "measured"
+    B = result.front.best_known
     sel = result.selected
 
     def panel(ax, i: int, j: int, legend: bool) -> None:
@@ -48,8 +52,11 @@ def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120
         if ver.any():
             ax.scatter(R[ver, i], R[ver, j], s=40, marker="x", c="tab:red",
                        label="front, evaluated for real")
+        if meas.any():
+            ax.scatter(R[meas, i], R[meas, j], s=45, marker="D", facecolors="none",
+                       edgecolors="tab:green", label="front, measured point")
         if sel is not None:
-            ax.scatter(F[sel, i], F[sel, j], s=160, marker="*", c="gold", edgecolors="k",
+            ax.scatter(B[sel, i], B[sel, j], s=160, marker="*", c="gold", edgecolors="k",
                        label="selected for preference", zorder=5)
         if legend:
             ax.legend(fontsize=7, loc="best")
@@ -57,7 +64,7 @@ def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120
     if T == 1:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ax.hist(Y[:, 0], bins=20, color="0.65")
-        ax.axvline(F[0, 0], c="tab:blue", label="predicted optimum")
+        ax.axvline(B[0, 0], c="tab:blue", label="front optimum (best known)")
         ax.set_xlabel(names[0])
         ax.legend(fontsize=7)
     elif T == 2:
@@ -80,7 +87,7 @@ def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120
                 if i == 0:
                     ax.set_ylabel(names[j], fontsize=8)
                 ax.tick_params(labelsize=6)
-    fig.suptitle(f"{result.study_name}: amortised Pareto front ({len(F)} points, "
+    fig.suptitle(f"{result.study_name}: amortised Pareto front ({len(B)} points, "
                  f"{len(result.history)} evaluations)", fontsize=9)
     return _save(plt, fig, path, dpi)
 

@@ -1,10 +1,14 @@
-"""What a study returns: the amortised Pareto front and everything needed to use it."""
+"""What a study returns: the Pareto front (predicted and measured points) and everything
+needed to use it."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,15 +23,25 @@ if TYPE_CHECKING:
     from mapframe.executors.base import MergeSpec
     from mapframe.surrogates.base import Surrogate
 
-__all__ = ["Front", "StudyResult"]
+__all__ = ["SOURCES", "Front", "StudyResult"]
+
+
+#: Where a front point comes from (``Front.source``).
+SOURCES = ("predicted", "verified", "measured")
 
 
 @dataclass
 class Front:
-    """The amortised Pareto front: K coefficient vectors with predicted (and real) metrics.
+    """The handed-over Pareto front: K coefficient vectors with predicted (and real) metrics.
 
-    ``real`` holds the metrics measured for points that were verified and NaN elsewhere.
-    Rows are sorted by the first task's predicted metric.
+    ``predicted`` holds the surrogates' prediction at every point (for a measured point too,
+    so that predicted and real stay comparable); ``real`` the metrics measured, NaN where a
+    point was not evaluated. ``source`` says where each point comes from: ``"predicted"``
+    (a point of the solved front, not evaluated), ``"verified"`` (a point of the solved front
+    evaluated by the verification phase) or ``"measured"`` (an evaluated point, from the
+    search or the verification, that entered the front). ``best_known`` is ``real`` where
+    measured, else ``predicted``; selection ranks on it. Rows are sorted by the first
+    task's best-known metric (best first).
     """
 
     coefficients: np.ndarray
@@ -38,21 +52,120 @@ class Front:
     #: ``(K, T)`` predictive standard deviations of ``predicted`` (surrogates that report
     #: their uncertainty, such as ``gp``), else ``None``.
     predicted_std: np.ndarray | None = None
+    #: One of :data:`SOURCES` per point; by default ``"verified"`` where ``real`` is known,
+    #: else ``"predicted"``.
+    source: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.source is None:
+            known = np.all(np.isfinite(self.real), axis=1)
+            self.source = ["verified" if k else "predicted" for k in known]
+        else:
+            self.source = list(self.source)
+        bad = sorted(set(self.source) - set(SOURCES))
+        if len(self.source) != len(self) or bad:
+            raise ConfigError(f"Front.source needs one of {SOURCES} per point "
+                              f"({len(self)}), got {len(self.source)} (unknown: {bad})")
 
     def __len__(self) -> int:
         return int(self.coefficients.shape[0])
 
     @property
+    def sources(self) -> np.ndarray:
+        """``source`` as an array (for masks such as ``front.sources == "measured"``)."""
+        return np.array(self.source, dtype=object)
+
+    @property
     def verified(self) -> np.ndarray:
-        """Boolean mask of the rows evaluated for real."""
+        """Boolean mask of the solved front's points that the verification evaluated."""
+        return self.sources == "verified"
+
+    @property
+    def measured(self) -> np.ndarray:
+        """Boolean mask of the points with real metrics (``"verified"`` or ``"measured"``)."""
         return np.all(np.isfinite(self.real), axis=1)
+
+    @property
+    def best_known(self) -> np.ndarray:
+        """``(K, T)``: the real metrics where measured, else the predicted ones."""
+        return np.where(self.measured[:, None], self.real, self.predicted)
+
+    def counts(self) -> dict[str, int]:
+        """Number of points per source, e.g. ``{"predicted": 95, "verified": 4, ...}``."""
+        src = self.source or []
+        return {s: src.count(s) for s in SOURCES}
+
+    def with_measured(self, coefficients: np.ndarray, predicted: np.ndarray,
+                      real: np.ndarray, predicted_std: np.ndarray | None = None,
+                      force: Sequence[int] = ()) -> Front:
+        """This front combined with measured points (never worse than the measurements).
+
+        ``coefficients`` ``(M, N)`` are evaluated points, ``real`` ``(M, T)`` their metrics
+        and ``predicted`` (``predicted_std``) the surrogates' prediction there. A front point
+        at the coefficients of a measured one takes its real metrics. Then, on best-known
+        metrics (real where measured, else predicted):
+
+        * a point of this front is dropped when a measured point dominates it (a measurement
+          replaces a prediction it beats, or a verified point it beats);
+        * a measured point enters (source ``"measured"``) when no point dominates it and no
+          point has the same metrics; the rows ``force`` enter unless a measured point
+          dominates them.
+
+        The result is sorted by the first task's best-known metric, best first.
+        """
+        from mapframe.history import coefficient_key
+        from mapframe.metrics import dominance_matrix
+
+        C = np.asarray(coefficients, dtype=float).reshape(-1, self.coefficients.shape[1])
+        P = np.asarray(predicted, dtype=float).reshape(len(C), -1)
+        R = np.asarray(real, dtype=float).reshape(P.shape)
+        real_f, source_f = self.real.copy(), list(self.source or [])
+        first: dict[str, int] = {}
+        for i, c in enumerate(C):
+            first.setdefault(coefficient_key(c), i)
+        front_keys = [coefficient_key(c) for c in self.coefficients]
+        for k, key in enumerate(front_keys):
+            hit = first.get(key)
+            if hit is not None and not np.all(np.isfinite(real_f[k])):
+                real_f[k], source_f[k] = R[hit], "measured"
+        taken = set(front_keys)
+        new = [i for key, i in first.items() if key not in taken]
+        forced = {first.get(coefficient_key(C[i])) for i in force}
+        n_old = len(self)
+        all_C = np.concatenate([self.coefficients, C[new]])
+        all_P = np.concatenate([self.predicted, P[new]])
+        all_R = np.concatenate([real_f, R[new]])
+        best = np.where(np.all(np.isfinite(all_R), axis=1)[:, None], all_R, all_P)
+        meas = np.flatnonzero(np.all(np.isfinite(all_R), axis=1))
+        # Dropped: whatever a measurement dominates (a row never dominates itself).
+        keep = np.asarray(~dominance_matrix(all_R[meas], best, self.directions).any(axis=0))
+        # Measured points enter where nothing is at least as good (first of equals kept).
+        beats = dominance_matrix(best, best[n_old:], self.directions)
+        same = np.all(best[:, None, :] == best[None, n_old:, :], axis=2)
+        same[n_old:] &= ~np.tri(len(new), dtype=bool)  # an earlier new row only
+        hidden = (beats | same).any(axis=0)
+        for j, i in enumerate(new):
+            if i not in forced:
+                keep[n_old + j] &= not hidden[j]
+        src = np.array(source_f + ["measured"] * len(new), dtype=object)
+        std = None
+        if self.predicted_std is not None and predicted_std is not None:
+            S = np.asarray(predicted_std, dtype=float).reshape(P.shape)
+            std = np.concatenate([self.predicted_std, S[new]])
+        idx = np.flatnonzero(keep)
+        sign = 1.0 if self.directions[0] == "max" else -1.0
+        idx = idx[np.argsort(-sign * best[idx, 0], kind="stable")]
+        return Front(all_C[idx], all_P[idx], all_R[idx], list(self.task_names),
+                     list(self.directions), None if std is None else std[idx],
+                     [str(s) for s in src[idx]])
 
     def rows(self, coefficient_names: list[str] | None = None) -> list[dict[str, Any]]:
         """The front as a list of flat dicts (one per point), as written to CSV."""
         cnames = coefficient_names or [f"c{i}" for i in range(self.coefficients.shape[1])]
+        src = self.source or []
         out = []
         for k in range(len(self)):
-            row: dict[str, Any] = {"index": k}
+            row: dict[str, Any] = {"index": k, "source": src[k]}
             row.update({f"c_{n}": float(v) for n, v in zip(cnames, self.coefficients[k])})
             row.update({f"predicted_{n}": float(v) for n, v in zip(self.task_names,
                                                                    self.predicted[k])})
@@ -72,7 +185,8 @@ class StudyResult:
     ``front`` is the amortised Pareto front; ``history`` every evaluation of the study;
     ``diagnostics`` the surrogates' fit quality per task (R², leave-one-out R², ...);
     ``verification`` the predicted-vs-real error on verified front points (if any);
-    ``selected`` the index of the front point chosen for ``preference`` (if given).
+    ``selected`` the index of the front point chosen for ``preference`` (if given): ranked
+    on best-known metrics, and, when the study verified, among the measured points only.
     """
 
     study_name: str
@@ -101,6 +215,9 @@ class StudyResult:
     stopped_early: str | None = None
     #: What the stopping rule measured after each round (empty without a rule).
     stopping_trace: list[dict[str, Any]] = field(default_factory=list)
+    #: What the front solver reported (``SolverResult.diagnostics``: for the built-ins, the
+    #: share of its points the polish found dominated and replaced, and its tolerance).
+    solver_diagnostics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def task_names(self) -> list[str]:
@@ -111,18 +228,24 @@ class StudyResult:
         C = np.atleast_2d(np.asarray(coefficients, dtype=float))
         return np.column_stack([s.predict(C) for s in self.surrogates])
 
-    def select(self, preference: np.ndarray | list[float]) -> int:
+    def select(self, preference: np.ndarray | list[float],
+               measured_only: bool = False) -> int:
         """Index of the front point with the best preference-weighted normalised score.
 
-        Each task's predicted metric is scaled to [0, 1] over the front (1 = best, whatever
-        the direction), or over ``preference_bounds`` when the study fixed them, then
-        weighted by ``preference`` (normalised to sum 1).
+        Each task's best-known metric (``front.best_known``: real where measured, else
+        predicted) is scaled to [0, 1] over the front (1 = best, whatever the direction), or
+        over ``preference_bounds`` when the study fixed them, then weighted by
+        ``preference`` (normalised to sum 1). With ``measured_only`` only points with real
+        metrics can be chosen (all points when none has them); a study that verifies selects
+        so for its own preference.
         """
         from mapframe.metrics import select_by_preference
 
         lo, hi = self.preference_bounds or (None, None)
-        return int(select_by_preference(self.front.predicted, preference,
-                                        [t.direction for t in self.tasks], lo, hi))
+        among = self.front.measured if measured_only and self.front.measured.any() else None
+        return int(select_by_preference(self.front.best_known, preference,
+                                        [t.direction for t in self.tasks], lo, hi,
+                                        among=among))
 
     def export(self, path: str | os.PathLike[str], index: int | None = None,
                preference: list[float] | None = None) -> Path:
@@ -149,8 +272,11 @@ class StudyResult:
         merger = self.merge_spec.build()
         c = self.front.coefficients[index]
         meta = {"mapframe.study": self.study_name,
+                "mapframe.source": (self.front.source or [])[index],
                 "mapframe.predicted": dict(zip(self.task_names,
                                                self.front.predicted[index].tolist()))}
+        if self.front.measured[index]:
+            meta["mapframe.real"] = dict(zip(self.task_names, self.front.real[index].tolist()))
         return merger.export(path, c, meta)
 
     def summary(self) -> dict[str, Any]:
@@ -169,6 +295,7 @@ class StudyResult:
             "n_search_evaluations": len(self.history),
             "n_failed_or_invalid": len(self.history.failures),
             "front_size": len(self.front),
+            "front_sources": self.front.counts(),
             "surrogates": self.diagnostics,
             "verification": self.verification,
             "preference": self.preference,
@@ -177,6 +304,7 @@ class StudyResult:
             "rounds": self.rounds,
             "stopped_early": self.stopped_early,
             "stopping_trace": self.stopping_trace,
+            "front_solver": self.solver_diagnostics,
             "settings": self.settings,
         }
 
@@ -213,25 +341,39 @@ class StudyResult:
         return paths
 
 
+def write_atomically(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a uniquely named temporary file in the same folder
+    and an atomic rename: readers see the old or the new file, never half of one, and
+    several processes writing the same path at once each leave a whole file."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     fields: list[str] = []
     for r in rows:
         fields.extend(k for k in r if k not in fields)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-    os.replace(tmp, path)
-    return path
+    buffer = io.StringIO(newline="")
+    w = csv.DictWriter(buffer, fieldnames=fields)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    return write_atomically(path, buffer.getvalue())
 
 
 def write_json(path: Path, data: Any) -> Path:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default, allow_nan=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomically(
+        path, json.dumps(data, indent=2, default=_json_default, allow_nan=True) + "\n")
 
 
 def _json_default(obj: Any) -> Any:

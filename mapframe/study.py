@@ -3,7 +3,7 @@
 :meth:`MergeStudy.run` reads as the algorithm, one method per phase over a
 :class:`StudyRun` (the state of one run; the study object keeps none)::
 
-    search -> fit -> solve -> verify -> select -> result
+    search -> fit -> solve -> verify -> combine -> result -> select
 
 The settings come from one validated :class:`~mapframe.spec.StudySpec`; the components are
 built and cross-checked by :func:`~mapframe.assembly.assemble`; every evaluation (search
@@ -89,6 +89,10 @@ class StudyRun:
     std_front: np.ndarray | None = None
     real: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
     verification: dict[str, Any] | None = None
+    #: The front solver's report on its result (``SolverResult.diagnostics``).
+    solver_diagnostics: dict[str, Any] = field(default_factory=dict)
+    #: The front handed to the user: the solved front combined with the measured points.
+    front: Front | None = None
 
     def predict(self, C: np.ndarray) -> np.ndarray:
         """The fitted surrogates' predictions ``(M, T)`` at ``C`` ``(M, N)``."""
@@ -228,6 +232,7 @@ class MergeStudy:
             self._fit(run)
             self._solve(run)
             self._verify(run)
+        self._combine(run)
         result = self._result(run)
         self._select(result)
         self._finish(run, result)
@@ -311,9 +316,16 @@ class MergeStudy:
                 "evaluations or raise the budget"
             )
         run.surrogates, run.diagnostics = self._fit_copies(X, Y)
-        for s, task in zip(run.surrogates, self.tasks):
+        for j, (s, task) in enumerate(zip(run.surrogates, self.tasks)):
             r2 = run.diagnostics[task.name].get("r2")
-            if r2 is not None and np.isfinite(r2) and r2 < POOR_FIT_R2:
+            if np.ptp(Y[:, j]) <= 1e-12 * max(1.0, float(np.abs(Y[:, j]).max())):
+                warnings.warn(
+                    f"task {task.name!r} has the same metric ({Y[0, j]:.6g}) at all "
+                    f"{Y.shape[0]} evaluated points: it does not vary over the search box, "
+                    "so it cannot trade off against the other tasks; check that the "
+                    "evaluator scores this task (and that the coefficients change the model)",
+                    MapframeWarning, stacklevel=3)
+            elif r2 is not None and np.isfinite(r2) and r2 < POOR_FIT_R2:
                 warnings.warn(
                     f"the {s.name} surrogate of task {task.name!r} fits poorly (R² {r2:.2f}): "
                     "its part of the front is unreliable; raise the budget, narrow the search "
@@ -326,6 +338,7 @@ class MergeStudy:
         self._report(run, "solve", len(run.history))
         sol = self.front_solver.solve(run.predict, self.space, self.tasks, self.seed)
         X_front, F_front = np.asarray(sol.X, float), np.asarray(sol.F, float)
+        run.solver_diagnostics = dict(getattr(sol, "diagnostics", None) or {})
         if X_front.ndim != 2 or X_front.shape[0] == 0:
             raise EvaluationError(f"front solver {self.front_solver.name!r} returned no points")
         order = np.argsort(F_front[:, 0] * -self.tasks[0].sign, kind="stable")
@@ -335,8 +348,8 @@ class MergeStudy:
         run.timings["solve_s"] = time.perf_counter() - t
 
     def _verify(self, run: StudyRun) -> None:
-        """7. verify: evaluate some front points for real (always the one selection will
-        hand the user, when a preference is given)."""
+        """7. verify: evaluate some front points for real (always the one the preference
+        picks on the predictions, when a preference is given)."""
         t = time.perf_counter()
         if self.verify > 0:
             directions = [t.direction for t in self.tasks]
@@ -355,16 +368,43 @@ class MergeStudy:
             run.verification = _verification_report(run.F_front, run.real, self.tasks)
         run.timings["verify_s"] = time.perf_counter() - t
 
+    def _combine(self, run: StudyRun) -> None:
+        """8. combine the solved front with every measured point (search and verification),
+        so that the front is never worse than the measurements (:meth:`Front.with_measured`).
+
+        When the study verifies for a preference, the measured point that the preference
+        ranks best also enters (even where a prediction claims better), so that selection
+        can hand it over instead of a verified point it beats."""
+        t = time.perf_counter()
+        directions: list[str] = [task.direction for task in self.tasks]
+        solved = Front(run.X_front, run.F_front, run.real, self.task_names, directions,
+                       predicted_std=run.std_front)
+        evs = [e for e in run.history if e.ok and e.phase in ("search", "verify")]
+        C = np.array([e.coefficients for e in evs], dtype=float).reshape(len(evs), -1)
+        R = np.array([e.metrics for e in evs], dtype=float).reshape(len(evs), -1)
+        if not evs:
+            run.front = solved
+        else:
+            P, S = run.predict(C), _predicted_std(run.surrogates, C)
+            run.front = solved.with_measured(C, P, R, S)
+            if self.preference is not None and self.verify > 0:
+                lo, hi = self.preference_bounds or (run.front.best_known.min(axis=0),
+                                                    run.front.best_known.max(axis=0))
+                best = select_by_preference(R, self.preference, directions, lo, hi)
+                run.front = solved.with_measured(C, P, R, S, force=[best])
+        if run.verification is not None:
+            run.verification["indices"] = np.flatnonzero(run.front.verified).tolist()
+        run.timings["combine_s"] = time.perf_counter() - t
+
     def _result(self, run: StudyRun) -> StudyResult:
         """The run's :class:`StudyResult` (selection still to come)."""
         counts = run.session.counts
         if counts.executor_start_s is not None:
             run.timings["executor_start_s"] = counts.executor_start_s
-        front = Front(run.X_front, run.F_front, run.real, self.task_names,
-                      [t.direction for t in self.tasks], predicted_std=run.std_front)
+        assert run.front is not None
         return StudyResult(
             study_name=self.study_name, tasks=list(self.tasks), space=self.space,
-            coefficient_names=list(self.space.names), front=front, history=run.history,
+            coefficient_names=list(self.space.names), front=run.front, history=run.history,
             surrogates=run.surrogates, diagnostics=run.diagnostics,
             verification=run.verification,
             preference=None if self.preference is None else self.preference.tolist(),
@@ -373,12 +413,15 @@ class MergeStudy:
             preference_bounds=self.preference_bounds, rounds=run.rounds,
             stopped_early=run.stopped,
             stopping_trace=self.stopping.trace() if self.stopping is not None else [],
+            solver_diagnostics=run.solver_diagnostics,
         )
 
     def _select(self, result: StudyResult) -> None:
-        """8. select the front point for the user's preference."""
+        """9. select the front point for the user's preference, on best-known metrics; a
+        study that verifies hands over a measured point (the verified pick, or a measured
+        point that beats it)."""
         if self.preference is not None:
-            result.selected = result.select(self.preference)
+            result.selected = result.select(self.preference, measured_only=self.verify > 0)
 
     def _finish(self, run: StudyRun, result: StudyResult) -> None:
         """Store the summary, report, announce."""

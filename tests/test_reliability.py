@@ -335,3 +335,71 @@ def test_a_wiped_page_is_detected_at_open(tmp_path):
     with pytest.raises(StoreError, match="damaged"):
         MergeStudy(objective=_quad, task_names=["a", "b"], budget=8, seed=0, storage=db,
                    study_name="s").run()
+
+
+# -- 7. several runs writing one results folder ---------------------------------------------
+def test_concurrent_saves_into_one_folder_do_not_crash(tmp_path):
+    import multiprocessing as mp
+
+    res = MergeStudy(objective=_quad, task_names=["a", "b"], budget=8, seed=0).run()
+    out = tmp_path / "results"
+    ctx = mp.get_context("fork")
+    errors = ctx.Queue()
+
+    def work():
+        try:
+            for _ in range(15):
+                res.save(out, plot=False)
+        except BaseException as exc:
+            errors.put(f"{type(exc).__name__}: {exc}")
+
+    procs = [ctx.Process(target=work) for _ in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert not found, found[:2]
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    import json
+
+    assert json.loads((out / "summary.json").read_text())["study"] == "study"
+
+
+def test_a_constant_metric_says_it_does_not_vary():
+    import warnings
+
+    from mapframe.errors import MapframeWarning
+
+    def f(C):
+        return np.column_stack([np.full(len(C), 0.5), _quad(C)[:, 1]])
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        MergeStudy(objective=f, task_names=["a", "b"], budget=8, seed=0).run()
+    texts = [str(w.message) for w in caught if issubclass(w.category, MapframeWarning)]
+    assert any("does not vary" in t and "'a'" in t for t in texts), texts
+    assert not any("fits poorly" in t and "'a'" in t for t in texts)
+
+
+def test_sigterm_says_how_to_resume(tmp_path):
+    import signal
+
+    from objectives import SlowStudy
+
+    study = SlowStudy(tmp_path, budget=30, delay=0.05)
+    study.start()
+    try:
+        study.wait_stored(3)
+        study.proc.send_signal(signal.SIGTERM)
+        rc = study.proc.wait(60)
+        err = study.proc.stderr.read().decode()
+    finally:
+        study.stop()
+    assert rc == 143
+    assert "terminated (SIGTERM); finished evaluations are stored in" in err
+    assert str(study.db) in err and "run the same command again to resume" in err
+    done = study.rerun()
+    assert done.returncode == 0, done.stderr

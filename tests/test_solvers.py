@@ -12,6 +12,7 @@ from mapframe.metrics import hypervolume, pareto_mask, reference_point
 from mapframe.problem import SearchSpace, Task
 from mapframe.solvers.base import FrontSolver, SolverResult
 from mapframe.solvers.pymoo_solvers import (
+    AutoFrontSolver,
     GridSolver,
     NSGA2Solver,
     NSGA3Solver,
@@ -190,9 +191,15 @@ def test_grid_uses_sobol_beyond_three_dimensions() -> None:
     def predict(X: np.ndarray) -> np.ndarray:
         return -np.sum((X[:, None, :] - centres[None, :2]) ** 2, axis=2)
 
+    raw = GridSolver(n_samples=256, polish=False).solve(predict, space, TWO_TASKS, seed=0)
+    check_result(raw, space, TWO_TASKS, predict)
+    assert raw.n_evaluations == 256 + len(raw.X)
+    assert raw.diagnostics == {}
     result = solver.solve(predict, space, TWO_TASKS, seed=0)
     check_result(result, space, TWO_TASKS, predict)
-    assert result.n_evaluations == 256 + len(result.X)
+    # The polish's predictions are counted too.
+    assert result.n_evaluations == (raw.n_evaluations + result.diagnostics["polish_evaluations"]
+                                    + len(result.X))
 
 
 @pytest.mark.parametrize("name", ["nsga2", "nsga3", "grid"])
@@ -229,6 +236,11 @@ def test_no_tasks_is_a_config_error() -> None:
         lambda: GridSolver(n_samples=0),
         lambda: NSGA3Solver(n_gen="many"),  # type: ignore[arg-type]
         lambda: NSGA3Solver(n_gen=True),
+        lambda: NSGA3Solver(tolerance=0),
+        lambda: NSGA2Solver(tolerance=1.5),
+        lambda: GridSolver(tolerance="small"),  # type: ignore[arg-type]
+        lambda: GridSolver(polish="yes"),  # type: ignore[arg-type]
+        lambda: AutoFrontSolver(tolerance=-1e-6),
     ],
 )
 def test_invalid_settings(make: Callable[[], object]) -> None:
@@ -244,17 +256,20 @@ def test_names_defaults_and_describe() -> None:
         "pop_size": None,
         "n_gen": 100,
         "eliminate_duplicates": False,
+        "polish": True,
+        "tolerance": 1e-6,
         "n_partitions": None,
     }
     assert GridSolver().describe() == {"name": "grid", "points_per_dim": None, "n_samples": 16384,
-                                       "max_points": 100}
+                                       "max_points": 100, "polish": True, "tolerance": 1e-6}
     assert [default_partitions(t) for t in range(2, 9)] == [99, 13, 7, 5, 4, 3, 3]
     with pytest.raises(ConfigError):
         default_partitions(1)
 
 
 def test_custom_population_size() -> None:
-    result = NSGA2Solver(pop_size=20, n_gen=10).solve(two_quadratics, SPACE, TWO_TASKS, seed=0)
+    solver = NSGA2Solver(pop_size=20, n_gen=10, polish=False)
+    result = solver.solve(two_quadratics, SPACE, TWO_TASKS, seed=0)
     check_result(result, SPACE, TWO_TASKS, two_quadratics)
     assert len(result.X) <= 20
     assert result.n_evaluations == 20 * 10 + len(result.X)

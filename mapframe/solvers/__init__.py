@@ -1,6 +1,7 @@
 """Front solvers: multi-objective optimisation on the surrogates."""
 
 from mapframe.solvers.base import FrontSolver, SolverResult
+from mapframe.solvers.polish import improve, polish_front
 from mapframe.solvers.pymoo_solvers import AutoFrontSolver, GridSolver, NSGA2Solver, NSGA3Solver
 
 __all__ = [
@@ -10,4 +11,6 @@ __all__ = [
     "NSGA2Solver",
     "NSGA3Solver",
     "SolverResult",
+    "improve",
+    "polish_front",
 ]

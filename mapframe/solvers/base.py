@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -17,11 +17,18 @@ __all__ = ["FrontSolver", "SolverResult"]
 
 @dataclass(frozen=True)
 class SolverResult:
-    """Non-dominated coefficient vectors ``X`` (K, N) and their predicted metrics ``F`` (K, T)."""
+    """Non-dominated coefficient vectors ``X`` (K, N) and their predicted metrics ``F`` (K, T).
+
+    ``n_evaluations`` counts the ``predict`` rows the solver used. ``diagnostics`` holds what
+    a solver reports about its run; the built-in solvers' Pareto polish adds ``polished``,
+    ``tolerance``, ``n_candidates``, ``dominated_share_before``, ``n_polished``,
+    ``max_gain_before`` and ``polish_evaluations`` (see :func:`mapframe.solvers.polish_front`).
+    """
 
     X: np.ndarray
     F: np.ndarray
     n_evaluations: int = 0
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
 class FrontSolver(Component):

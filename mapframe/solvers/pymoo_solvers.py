@@ -4,6 +4,10 @@ All three solve the surrogate problem ``max/min_c (m_1(c), ..., m_T(c))`` over t
 coefficient vectors and finish the same way (:func:`_finish`): the candidates are clipped to
 the box, predicted once more, filtered to the mutually non-dominated, distinct points and
 sorted by the first objective, so that ``SolverResult.F`` is exactly ``predict(SolverResult.X)``.
+Then, with ``polish=True`` (the default), every point is checked and, when some point of the
+box improves every task, moved onto the Pareto front by a local scalarised solve
+(:func:`mapframe.solvers.polish.polish_front`): the genetic solvers' points only lie *near*
+the front, the grid's only up to its spacing.
 
 ==========  =================================  ===========================================
 name        how                                use when
@@ -19,19 +23,19 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from mapframe.errors import ConfigError, EvaluationError
+from mapframe.errors import ConfigError
 from mapframe.metrics import pareto_mask, spread_subset
 from mapframe.problem import SearchSpace, Task
+from mapframe.solvers._common import Predict, _finish, _predict_checked
 from mapframe.solvers.base import FrontSolver, SolverResult
+from mapframe.solvers.polish import DEFAULT_TOLERANCE, polish_front
 
 __all__ = ["AutoFrontSolver", "GridSolver", "NSGA2Solver", "NSGA3Solver", "default_partitions"]
-
-Predict = Callable[[np.ndarray], np.ndarray]
 
 # Das-Dennis partitions per number of objectives, chosen so that the number of reference
 # directions C(p + T - 1, T - 1) stays between ~85 and ~130: fronts fine enough to pick from,
@@ -65,51 +69,24 @@ def _int_setting(value: object, name: str, minimum: int) -> int:
     return int(value)  # type: ignore[call-overload]
 
 
+def _tolerance_setting(value: object) -> float:
+    """``value`` as a float in (0, 1); :class:`ConfigError` otherwise."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not 0.0 < float(value) < 1.0:  # type: ignore[arg-type]
+        raise ConfigError(f"tolerance must be a number in (0, 1), got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _bool_setting(value: object, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return bool(value)
+
+
 def _directions(tasks: Sequence[Task]) -> list[str]:
     if len(tasks) == 0:
         raise ConfigError("the solver needs at least one task")
     return [t.direction for t in tasks]
-
-
-def _predict_checked(predict: Predict, X: np.ndarray, n_obj: int) -> np.ndarray:
-    """``predict(X)`` as a float (M, T) array; :class:`EvaluationError` when it is not usable."""
-    try:
-        out = np.asarray(predict(X), dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise EvaluationError(
-            f"predict must return a numeric array of shape (M, T); converting its output "
-            f"failed: {exc}"
-        ) from exc
-    expected = (X.shape[0], n_obj)
-    if out.shape != expected:
-        raise EvaluationError(
-            f"predict returned shape {out.shape} for {X.shape[0]} points and {n_obj} tasks; "
-            f"it must return one row per point and one column per task, shape {expected}"
-        )
-    bad = ~np.all(np.isfinite(out), axis=1)
-    if bad.any():
-        raise EvaluationError(
-            f"predict returned NaN or infinite values for {int(bad.sum())} of "
-            f"{X.shape[0]} points (first: c={X[bad][0].tolist()}); the surrogate must be "
-            "finite on the whole search box"
-        )
-    return out
-
-
-def _finish(
-    predict: Predict,
-    X: np.ndarray,
-    space: SearchSpace,
-    directions: Sequence[str],
-    n_evaluations: int,
-) -> SolverResult:
-    """Clip candidates to the box, predict, keep the distinct non-dominated ones, sort."""
-    X = np.clip(np.asarray(X, dtype=float).reshape(-1, space.n_dims), space.lower, space.upper)
-    F = _predict_checked(predict, X, len(directions))
-    keep = pareto_mask(F, directions)
-    X, F = X[keep], F[keep]
-    order = np.lexsort(F.T[::-1])
-    return SolverResult(X=X[order], F=F[order], n_evaluations=n_evaluations + len(keep))
 
 
 def _make_problem(predict: Predict, space: SearchSpace, directions: Sequence[str]) -> Any:
@@ -131,8 +108,15 @@ def _make_problem(predict: Predict, space: SearchSpace, directions: Sequence[str
 
 
 class _BoxSolver(FrontSolver):
-    """Shared entry point of the built-in solvers: :meth:`solve` checks the tasks and hands
-    their directions to :meth:`_solve`."""
+    """Shared entry point of the built-in solvers: :meth:`solve` checks the tasks, hands
+    their directions to :meth:`_solve` and, when ``polish`` is on, polishes the result."""
+
+    polish: bool = True
+    tolerance: float = DEFAULT_TOLERANCE
+
+    def _set_polish(self, polish: bool, tolerance: float) -> None:
+        self.polish = _bool_setting(polish, "polish")
+        self.tolerance = _tolerance_setting(tolerance)
 
     def solve(
         self,
@@ -141,8 +125,14 @@ class _BoxSolver(FrontSolver):
         tasks: Sequence[Task],
         seed: int | None = None,
     ) -> SolverResult:
-        """Return the non-dominated set found on the surrogate problem (see :meth:`_solve`)."""
-        return self._solve(predict, space, _directions(tasks), seed)
+        """Return the non-dominated set found on the surrogate problem (see :meth:`_solve`),
+        polished onto the Pareto front when ``polish`` is on (``diagnostics`` says how many
+        points were dominated before)."""
+        directions = _directions(tasks)
+        result = self._solve(predict, space, directions, seed)
+        if not self.polish:
+            return result
+        return polish_front(predict, result, space, directions, self.tolerance)
 
     @abstractmethod
     def _solve(
@@ -163,10 +153,13 @@ class _PymooSolver(_BoxSolver):
         pop_size: int | None = None,
         n_gen: int = 100,
         eliminate_duplicates: bool = False,
+        polish: bool = True,
+        tolerance: float = DEFAULT_TOLERANCE,
     ) -> None:
         self.pop_size = None if pop_size is None else _int_setting(pop_size, "pop_size", 4)
         self.n_gen = _int_setting(n_gen, "n_gen", 1)
         self.eliminate_duplicates = bool(eliminate_duplicates)
+        self._set_polish(polish, tolerance)
 
     @abstractmethod
     def _algorithm(self, n_obj: int) -> Any:
@@ -211,6 +204,11 @@ class NSGA2Solver(_PymooSolver):
         n_gen: number of generations (default 100).
         eliminate_duplicates: let pymoo drop duplicate offspring; off by default because
             real-valued crossover rarely makes exact duplicates and the check costs time.
+        polish: move the final points onto the Pareto front of the surrogates (see
+            :func:`~mapframe.solvers.polish.polish_front`); off returns the raw population's
+            non-dominated set, whose points typically lose 1e-3 to 1e-2 on every task.
+        tolerance: a returned point may be improvable on every task by at most about this
+            fraction of the task's range over the front (default 1e-6).
 
     With a single task it runs pymoo's single-objective ``GA`` instead and returns the one
     best point found.
@@ -235,6 +233,7 @@ class NSGA3Solver(_PymooSolver):
             (T=2: 99 -> 100 directions, T=3: 13 -> 105, T=4: 7 -> 120, T=5: 5 -> 126,
             T=6: 4 -> 126, T=7: 3 -> 84, T=8: 3 -> 120).
         eliminate_duplicates: as for :class:`NSGA2Solver`.
+        polish, tolerance: as for :class:`NSGA2Solver`.
 
     Parents are drawn uniformly at random: the surrogate problem has no constraints, so this
     is what NSGA-III's feasibility tournament amounts to, without its Python loop. With a
@@ -250,8 +249,11 @@ class NSGA3Solver(_PymooSolver):
         n_gen: int = 100,
         n_partitions: int | None = None,
         eliminate_duplicates: bool = False,
+        polish: bool = True,
+        tolerance: float = DEFAULT_TOLERANCE,
     ) -> None:
-        super().__init__(pop_size=pop_size, n_gen=n_gen, eliminate_duplicates=eliminate_duplicates)
+        super().__init__(pop_size=pop_size, n_gen=n_gen, eliminate_duplicates=eliminate_duplicates,
+                         polish=polish, tolerance=tolerance)
         self.n_partitions = (
             None if n_partitions is None else _int_setting(n_partitions, "n_partitions", 1)
         )
@@ -279,9 +281,10 @@ class GridSolver(_BoxSolver):
     For ``N <= 3`` coefficients a regular grid with ``points_per_dim`` points per axis
     (default: 2001 for N=1, 201 for N=2, 41 for N=3), which includes the box's corners; for
     larger ``N`` the first ``n_samples`` points of a scrambled Sobol sequence (seeded with the
-    ``seed`` given to :meth:`solve`). Exact up to the grid spacing and fast for small ``N``;
-    the ground truth to compare the genetic solvers against. The number of points does not
-    grow with the generations of a GA, so for large ``N`` coverage is coarse.
+    ``seed`` given to :meth:`solve`). Exact up to the grid spacing (exact after the polish)
+    and fast for small ``N``; the ground truth to compare the genetic solvers against. The
+    number of points does not grow with the generations of a GA, so for large ``N`` coverage
+    is coarse.
 
     The non-dominated set of a fine grid can hold thousands of points (a 3-task front is a
     surface); ``max_points`` thins it to that many points spread over the front (each task's
@@ -293,7 +296,9 @@ class GridSolver(_BoxSolver):
         points_per_dim: grid points per axis for ``N <= 3``; ``None`` picks the default above.
         n_samples: Sobol points for ``N > 3`` (default 16384 = 2**14; a power of two keeps the
             Sobol sequence balanced).
-        max_points: most points returned (``None``: the whole non-dominated set).
+        max_points: most points returned (``None``: the whole non-dominated set; the polish
+            then checks every one of them, which costs about 0.3 ms per point at N = 3).
+        polish, tolerance: as for :class:`NSGA2Solver` (the polish runs after the thinning).
     """
 
     name: ClassVar[str] = "grid"
@@ -304,6 +309,8 @@ class GridSolver(_BoxSolver):
         points_per_dim: int | None = None,
         n_samples: int = 16384,
         max_points: int | None = 100,
+        polish: bool = True,
+        tolerance: float = DEFAULT_TOLERANCE,
     ) -> None:
         self.points_per_dim = (
             None if points_per_dim is None else _int_setting(points_per_dim, "points_per_dim", 2)
@@ -311,6 +318,7 @@ class GridSolver(_BoxSolver):
         self.n_samples = _int_setting(n_samples, "n_samples", 1)
         self.max_points = None if max_points is None else _int_setting(max_points,
                                                                        "max_points", 1)
+        self._set_polish(polish, tolerance)
 
     def candidates(self, space: SearchSpace, seed: int | None = None) -> np.ndarray:
         """The points of the box this solver evaluates, shape (M, N)."""
@@ -349,23 +357,27 @@ class AutoFrontSolver(_BoxSolver):
     On the built-in example the grid's front, thinned to ``max_points``, scored a higher
     test-split hypervolume than NSGA-III's at N = 2 (see docs/benchmarks.md); at N = 3 the
     41**3-point grid costs about a second, so NSGA-III takes over from N = 3 by default.
+    ``polish`` and ``tolerance`` apply to either (see :class:`NSGA2Solver`).
     """
 
     name: ClassVar[str] = "auto"
 
-    def __init__(self, max_grid_dims: int = 2, max_points: int = 100, n_gen: int = 100) -> None:
+    def __init__(self, max_grid_dims: int = 2, max_points: int = 100, n_gen: int = 100,
+                 polish: bool = True, tolerance: float = DEFAULT_TOLERANCE) -> None:
         self.max_grid_dims = _int_setting(max_grid_dims, "max_grid_dims", 0)
         self.max_points = _int_setting(max_points, "max_points", 1)
         self.n_gen = _int_setting(n_gen, "n_gen", 1)
+        self._set_polish(polish, tolerance)
 
     def choose(self, space: SearchSpace) -> _BoxSolver:
         """The solver used for ``space``."""
         if space.n_dims <= self.max_grid_dims:
-            return GridSolver(max_points=self.max_points)
-        return NSGA3Solver(n_gen=self.n_gen)
+            return GridSolver(max_points=self.max_points, polish=self.polish,
+                              tolerance=self.tolerance)
+        return NSGA3Solver(n_gen=self.n_gen, polish=self.polish, tolerance=self.tolerance)
 
     def _solve(
         self, predict: Predict, space: SearchSpace, directions: list[str], seed: int | None
     ) -> SolverResult:
-        """Solve with :meth:`choose` (space)."""
+        """Solve with :meth:`choose` (space); :meth:`solve` polishes the result."""
         return self.choose(space)._solve(predict, space, directions, seed)
