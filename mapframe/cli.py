@@ -58,7 +58,11 @@ class Progress:
             rate = ev.done / ev.elapsed if ev.elapsed > 0 else 0.0
             workers = ""
             if getattr(ev, "workers", None) is not None:
-                workers = f"  workers {ev.busy}/{ev.workers} busy"
+                busy_workers = getattr(ev, "busy_workers", None)
+                workers = (f"  workers {busy_workers}/{ev.workers} busy" if busy_workers
+                           is not None else f"  workers {ev.workers}")
+                if ev.busy:
+                    workers += f"  running {ev.busy}"
                 if ev.retried:
                     workers += f"  retried {ev.retried}"
             line = (f"{ev.stage:8s} [{bar}] {ev.done}/{ev.total}  reused {ev.reused}  "

@@ -67,6 +67,8 @@ class ProgressEvent:
     busy: int | None = None
     #: Jobs re-run on another worker because theirs died.
     retried: int = 0
+    #: Workers running something now (``None`` when the executor does not track them).
+    busy_workers: int | None = None
 
 
 @dataclass
@@ -491,6 +493,7 @@ class MergeStudy:
                                     time.perf_counter() - run.t0,
                                     workers=st.workers if st else None,
                                     busy=st.busy if st else None,
+                                    busy_workers=st.busy_workers if st else None,
                                     retried=st.retried if st else 0))
 
 

@@ -413,4 +413,4 @@ def test_abandoned_results_then_shutdown_leaves_no_process():
     assert st.workers == 2 and st.busy + st.queued >= 1
     ex.shutdown()  # the study does this when it raises mid-way
     assert not any(_exists(pid) for pid in pids), "shutdown left worker processes behind"
-    assert ex.status() == type(st)(workers=0, busy=0, queued=0)
+    assert ex.status() == type(st)(workers=0, busy=0, queued=0, busy_workers=0)

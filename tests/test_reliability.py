@@ -403,3 +403,15 @@ def test_sigterm_says_how_to_resume(tmp_path):
     assert str(study.db) in err and "run the same command again to resume" in err
     done = study.rerun()
     assert done.returncode == 0, done.stderr
+
+
+# -- 18. the progress line counts workers as workers ----------------------------------------
+def test_progress_counts_busy_workers_not_jobs():
+    events = []
+    MergeStudy(objective=_quad,
+               task_names=["a", "b"], budget=20, seed=0,
+               executor={"name": "process", "workers": 2},
+               progress=events.append).run()
+    running = [e for e in events if e.stage == "evaluate" and e.workers]
+    assert running
+    assert all(e.busy_workers is not None and e.busy_workers <= e.workers for e in running)

@@ -54,9 +54,10 @@ class JobResult:
 class ExecutorStatus:
     """A snapshot of an executor's workers, for progress displays.
 
-    ``workers``: workers up now; ``busy``: evaluations running now; ``queued``: submitted
-    jobs not yet running; ``retried``: jobs re-run because their worker died;
-    ``lost_workers``: workers that died (and were replaced, where the engine can).
+    ``workers``: workers up now; ``busy``: evaluations running now (a worker may run a batch
+    of several); ``queued``: submitted jobs not yet running; ``retried``: jobs re-run because
+    their worker died; ``lost_workers``: workers that died (and were replaced, where the
+    engine can); ``busy_workers``: workers running something now (``None``: not tracked).
     """
 
     workers: int
@@ -64,6 +65,7 @@ class ExecutorStatus:
     queued: int = 0
     retried: int = 0
     lost_workers: int = 0
+    busy_workers: int | None = None
 
 
 @dataclass

@@ -363,7 +363,9 @@ class DaskExecutor(Executor):
             done = sum(self._batches.get(k, 0) for k in self._finished)
             queued = sum(self._batches.values()) - busy - done + len(self._queue)
             return ExecutorStatus(workers=len(self._workers_up), busy=busy, queued=queued,
-                                  retried=self._retried, lost_workers=self._lost_workers)
+                                  retried=self._retried, lost_workers=self._lost_workers,
+                                  busy_workers=min(len(self._running),
+                                                   len(self._workers_up)))
 
     def _on_cluster_event(self, event: Any) -> None:
         # Runs in the client's event-loop thread.

@@ -61,7 +61,7 @@ class InProcessExecutor(Executor):
 
     def status(self) -> ExecutorStatus:
         return ExecutorStatus(workers=1 if self._runtime is not None else 0, busy=self._busy,
-                              queued=len(self._queue))
+                              queued=len(self._queue), busy_workers=min(self._busy, 1))
 
     def shutdown(self) -> None:
         self._queue.clear()

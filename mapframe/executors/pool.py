@@ -351,7 +351,8 @@ class ProcessExecutor(Executor):
         return ExecutorStatus(workers=sum(w.ready for w in workers),
                               busy=sum(len(w.batch) for w in workers),
                               queued=len(self._queue), retried=self._queue.retried,
-                              lost_workers=self._lost)
+                              lost_workers=self._lost,
+                              busy_workers=sum(1 for w in workers if w.batch))
 
     def shutdown(self) -> None:
         """Stop every worker (a stop message, then terminate, then kill); idempotent."""

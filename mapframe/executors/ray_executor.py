@@ -221,6 +221,7 @@ class RayExecutor(Executor):
             queued=len(self._queue),
             retried=self._queue.retried,
             lost_workers=self._lost,
+            busy_workers=sum(1 for a in self._in_flight.values() if a.jobs),
         )
 
     def shutdown(self) -> None:
