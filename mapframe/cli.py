@@ -150,6 +150,7 @@ def _run_config(cfg: dict[str, Any], args: argparse.Namespace) -> int:
     study, options = build_study(cfg, **overrides)
     study.progress = progress
     output = Path(options["output"])
+    _check_writable(output)  # before any evaluation, not after the whole study
     try:
         with warnings.catch_warnings(), _terminate_as_interrupt():
             warnings.simplefilter("always")
@@ -184,6 +185,22 @@ def _run_config(cfg: dict[str, Any], args: argparse.Namespace) -> int:
         paths["store"] = Path(study.storage.location)
     _print_summary(result, paths, sys.stdout)
     return 0
+
+
+def _check_writable(folder: Path) -> None:
+    """A one-line error now when the results folder cannot be written."""
+    import tempfile
+
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"the results folder {folder} is a file: give --output (or "
+                          "study.output) a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".mapframe-write-test-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot write the results folder {folder} "
+                          f"({exc.strerror or exc}); give --output a writable folder") from None
 
 
 class _Terminated(BaseException):

@@ -415,3 +415,27 @@ def test_progress_counts_busy_workers_not_jobs():
     running = [e for e in events if e.stage == "evaluate" and e.workers]
     assert running
     assert all(e.busy_workers is not None and e.busy_workers <= e.workers for e in running)
+
+
+# -- 8. an output folder that cannot be written is found before the study runs ---------------
+@pytest.mark.parametrize("make_output", ["file", "proc"])
+def test_unwritable_output_is_found_before_any_evaluation(tmp_path, capsys, make_output):
+    import yaml
+
+    from mapframe.cli import main
+
+    if make_output == "file":
+        output = tmp_path / "taken"
+        output.write_text("not a folder")
+    else:
+        output = tmp_path.parent / "/proc/mapframe-out"
+    db = tmp_path / "s.sqlite"
+    cfg = {"evaluator": {"name": "callable", "function": "objectives:two_quadratics",
+                         "tasks": ["a", "b"]},
+           "study": {"budget": 6, "storage": str(db), "output": str(output)}}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "results folder" in err and err.strip().count("\n") == 0
+    assert not db.exists()  # nothing was evaluated
