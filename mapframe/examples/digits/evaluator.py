@@ -89,8 +89,7 @@ class DigitsEvaluator(ModelEvaluator):
             )
         self.split = split
         self.metric = metric
-        # Private: device() is the template's method; describe() reports it as "device".
-        self._device_name = str(device)
+        self.device = str(device)
         self.max_batch_size = max_batch_size
         if metric == "accuracy":
             self._tasks = [Task(t, "max", 0.0, 1.0) for t in self._task_names]
@@ -103,16 +102,9 @@ class DigitsEvaluator(ModelEvaluator):
         return list(self._tasks)
 
     def describe(self) -> dict[str, Any]:
-        """Name and settings, ``tasks`` and ``device`` included (as the config spells them)."""
+        """Name and settings, ``tasks`` included (as the config spells them)."""
         desc = super().describe()
-        return {
-            "name": desc.pop("name"),
-            "tasks": list(self._task_names),
-            "split": desc.pop("split"),
-            "metric": desc.pop("metric"),
-            "device": self._device_name,
-            **desc,
-        }
+        return {"name": desc.pop("name"), "tasks": list(self._task_names), **desc}
 
     # -- the ModelEvaluator template -----------------------------------------------------
     def model_device(self) -> torch.device:
@@ -121,12 +113,12 @@ class DigitsEvaluator(ModelEvaluator):
         import torch
 
         try:
-            device = torch.device(self._device_name)
+            device = torch.device(self.device)
         except (RuntimeError, TypeError, ValueError) as exc:
-            raise ConfigError(f"invalid torch device {self._device_name!r} ({exc})") from None
+            raise ConfigError(f"invalid torch device {self.device!r} ({exc})") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(
-                f"device {self._device_name!r} asked for, but torch sees no CUDA device; use "
+                f"device {self.device!r} asked for, but torch sees no CUDA device; use "
                 "device: cpu"
             )
         return device

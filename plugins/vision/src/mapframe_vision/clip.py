@@ -108,7 +108,7 @@ class ClipEvaluator(ModelEvaluator):
     (:meth:`build_model`), then the zero-shot heads and evaluation sets (:meth:`prepare`);
     each evaluation writes the merged weights into the tower in place (:meth:`merge`) and
     classifies each requested task's images against its head (:meth:`score_task`). The
-    open_clip model name is :attr:`model` (also :attr:`model_name`).
+    open_clip model name is :attr:`model`.
     """
 
     name: ClassVar[str] = "clip"
@@ -154,7 +154,7 @@ class ClipEvaluator(ModelEvaluator):
         self.metric = metric
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self._device_spec = device
+        self.device = device
         self._device: str | None = None
         self.precision = check_precision(precision)
         self.preload = preload
@@ -172,32 +172,11 @@ class ClipEvaluator(ModelEvaluator):
         """One accuracy (or loss) objective per task, in the order of ``tasks``."""
         return list(self._tasks)
 
-    @property
-    def model_name(self) -> str:
-        """The open_clip model name (the ``model`` setting)."""
-        return self.model
-
     def describe(self) -> dict[str, Any]:
         """Settings as a config would spell them (datasets given as objects by their type)."""
-        return {
-            "name": self.name,
-            "model": self.model,
-            "pretrained": self.pretrained,
-            "model_config": self.model_config,
-            "cache_dir": self.cache_dir,
-            "quick_gelu": self.quick_gelu,
-            "image_mean": self.image_mean,
-            "image_std": self.image_std,
-            "metric": self.metric,
-            "batch_size": self.batch_size,
-            "num_workers": self.num_workers,
-            "device": self._device_spec,
-            "precision": self.precision,
-            "preload": self.preload,
-            "preload_limit_gb": self.preload_limit_gb,
-            "head_cache": self.head_cache,
-            "tasks": [_describe_spec(s) for s in self._specs],
-        }
+        desc = super().describe()
+        desc["tasks"] = [_describe_spec(s) for s in self._specs]
+        return desc
 
     # -- open_clip ---------------------------------------------------------------------------
     def _open_clip(self) -> Any:
@@ -345,7 +324,7 @@ class ClipEvaluator(ModelEvaluator):
         """The resident image tower of ``model`` on ``device``, in eval mode and without
         gradients (randomly initialised: merges overwrite its weights); its preprocessing is
         kept for :meth:`prepare`."""
-        self._device = resolve_device(self._device_spec)
+        self._device = resolve_device(self.device)
         template, self._preprocess = self._template_model()
         visual = template.visual
         del template  # the text tower of the template is random: never used
@@ -358,7 +337,7 @@ class ClipEvaluator(ModelEvaluator):
         CUDA when available)."""
         import torch
 
-        return torch.device(self._device or resolve_device(self._device_spec))
+        return torch.device(self._device or resolve_device(self.device))
 
     def _resolved_device(self) -> str:
         """``device`` as resolved by :meth:`build_model` (a string such as ``cuda:0``)."""

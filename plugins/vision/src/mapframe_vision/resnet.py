@@ -235,7 +235,7 @@ class ResNetEvaluator(ModelEvaluator):
         self._transform = transform
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self._device_spec = device
+        self.device = device
         self._device: str | None = None
         self.precision = check_precision(precision)
         self.preload = preload
@@ -280,7 +280,7 @@ class ResNetEvaluator(ModelEvaluator):
             "transform": transform,
             "batch_size": self.batch_size,
             "num_workers": self.num_workers,
-            "device": self._device_spec,
+            "device": self.device,
             "precision": self.precision,
             "preload": self.preload,
             "preload_limit_gb": self.preload_limit_gb,
@@ -315,7 +315,7 @@ class ResNetEvaluator(ModelEvaluator):
         ``device``, in eval mode and without gradients (merges overwrite its weights)."""
         import torch
 
-        self._device = resolve_device(self._device_spec)
+        self._device = resolve_device(self.device)
         model = build_resnet(self.arch, num_classes=1)
         model.fc = torch.nn.Identity()
         return freeze_on_device(model, self._device)
@@ -325,7 +325,7 @@ class ResNetEvaluator(ModelEvaluator):
         CUDA when available)."""
         import torch
 
-        return torch.device(self._device or resolve_device(self._device_spec))
+        return torch.device(self._device or resolve_device(self.device))
 
     def prepare(self) -> None:
         """Each task's head (its fine-tuned one, kept to start every refit from), evaluation
