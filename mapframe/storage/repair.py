@@ -13,12 +13,10 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from mapframe.errors import StoreError
-from mapframe.history import Evaluation, FailureReason
+from mapframe.history import Evaluation
+from mapframe.storage.sqlite import ROW_COLUMNS, SQLiteStore, row_evaluation
 
 __all__ = ["StoreReport", "StudyReport", "check_store", "salvage_store"]
 
@@ -69,15 +67,6 @@ def _connect_read_only(path: str | Path) -> sqlite3.Connection:
         raise StoreError(f"cannot open {p} read-only ({exc})") from None
 
 
-def _row_evaluation(row: tuple[Any, ...]) -> Evaluation:
-    coef, metrics, status, error, phase, rnd, duration, key, reason = row
-    return Evaluation(
-        coefficients=np.array(json.loads(coef), dtype=float),
-        metrics=None if metrics is None else np.array(json.loads(metrics), float),
-        status=status, error=error, phase=phase, round=int(rnd), duration=float(duration),
-        key=key, reason=None if reason is None else FailureReason(reason))
-
-
 def _studies(conn: sqlite3.Connection) -> list[tuple[int, str, str]]:
     return [(int(i), str(n), str(f)) for i, n, f in conn.execute(
         "SELECT id, name, fingerprint FROM studies ORDER BY id")]
@@ -95,13 +84,12 @@ def _evaluations(conn: sqlite3.Connection, study_id: int
     except sqlite3.DatabaseError as exc:
         return good, [f"the evaluations table cannot be listed ({exc})"]
     has_reason = any(r[1] == "reason" for r in conn.execute("PRAGMA table_info(evaluations)"))
-    reason = "reason" if has_reason else "NULL"
+    columns = ROW_COLUMNS if has_reason else ROW_COLUMNS.replace("reason", "NULL")
     for seq in seqs:
         try:
             row = conn.execute(
-                "SELECT coefficients, metrics, status, error, phase, round, duration, key, "
-                f"{reason} FROM evaluations WHERE seq = ?", (seq,)).fetchone()
-            good.append(_row_evaluation(row))
+                f"SELECT {columns} FROM evaluations WHERE seq = ?", (seq,)).fetchone()
+            good.append(row_evaluation(row))
         except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
             bad.append(f"row {seq}: {type(exc).__name__}: {str(exc)[:80]}")
     return good, bad
@@ -138,8 +126,6 @@ def check_store(path: str | Path) -> StoreReport:
 def salvage_store(path: str | Path, out: str | Path) -> dict[str, int]:
     """Copy every readable evaluation of the store at ``path`` into a new store at ``out``
     (same study names and fingerprints); returns the count copied per study."""
-    from mapframe.storage.sqlite import SQLiteStore
-
     target = Path(out)
     if target.exists():
         raise StoreError(f"{target} exists: salvage into a new file")

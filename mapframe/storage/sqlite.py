@@ -7,7 +7,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -132,6 +132,34 @@ def _refuse_damaged(conn: sqlite3.Connection, p: Path) -> None:
         raise damaged_store_error(p, f"SQLite reports: {rows[0]}")
 
 
+#: The columns of an evaluation row, in the order :func:`row_evaluation` reads them.
+ROW_COLUMNS = "coefficients, metrics, status, error, phase, round, duration, key, reason"
+
+
+class UnknownReasonError(ValueError):
+    """A stored failure reason this version of mapframe does not know."""
+
+    def __init__(self, reason: object) -> None:
+        super().__init__(f"unknown failure reason {reason!r}")
+        self.reason = reason
+
+
+def row_evaluation(row: Sequence[Any]) -> Evaluation:
+    """The :class:`Evaluation` of one row of :data:`ROW_COLUMNS`; ``ValueError`` or
+    ``TypeError`` for values that cannot be read (:class:`UnknownReasonError` for a reason
+    from a newer mapframe)."""
+    coef, metrics, status, error, phase, rnd, duration, key, reason = row
+    try:
+        why = None if reason is None else FailureReason(reason)
+    except ValueError:
+        raise UnknownReasonError(reason) from None
+    return Evaluation(
+        coefficients=np.array(json.loads(coef), dtype=float),
+        metrics=None if metrics is None else np.array(json.loads(metrics), float),
+        status=status, error=error, phase=phase, round=int(rnd), duration=float(duration),
+        key=key, reason=why)
+
+
 def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
@@ -243,42 +271,25 @@ class SQLiteStore(EvaluationStore):
     def load(self) -> list[Evaluation]:
         try:
             rows = self._connect().execute(
-                "SELECT coefficients, metrics, status, error, phase, round, duration, key, "
-                "reason FROM evaluations WHERE study_id = ? ORDER BY seq",
+                f"SELECT {ROW_COLUMNS} FROM evaluations WHERE study_id = ? ORDER BY seq",
                 (self._sid(),),
             ).fetchall()
         except sqlite3.DatabaseError as exc:
             raise damaged_store_error(self.path, str(exc)) from None
         out = []
-        for coef, metrics, status, error, phase, rnd, duration, key, reason in rows:
+        for row in rows:
             try:
-                why = None if reason is None else FailureReason(reason)
-            except ValueError:
+                out.append(row_evaluation(row))
+            except UnknownReasonError as exc:
                 raise StoreError(
                     f"the store {self.path} holds an evaluation with the unknown failure "
-                    f"reason {reason!r} (written by a newer mapframe?); upgrade mapframe to "
+                    f"reason {exc.reason!r} (written by a newer mapframe?); upgrade mapframe to "
                     "read it"
                 ) from None
-            try:
-                coefficients = np.array(json.loads(coef), dtype=float)
-                values = None if metrics is None else np.array(json.loads(metrics), float)
             except (ValueError, TypeError) as exc:
                 raise damaged_store_error(
                     self.path, f"an evaluation of study holds unreadable values: {exc}"
                 ) from None
-            out.append(
-                Evaluation(
-                    coefficients=coefficients,
-                    metrics=values,
-                    status=status,
-                    error=error,
-                    phase=phase,
-                    round=int(rnd),
-                    duration=float(duration),
-                    key=key,
-                    reason=why,
-                )
-            )
         return out
 
     def add(self, evaluation: Evaluation) -> None:
