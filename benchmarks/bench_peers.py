@@ -79,6 +79,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import peers as peers_module
 from benchmarks.common import DigitsProblem, mean_std
 from benchmarks.peers import PEER_SETTINGS, PEERS, BlackBox, grid_points
 from mapframe.metrics import (
@@ -88,11 +89,34 @@ from mapframe.metrics import (
     reference_point,
 )
 
-TASKS = ["rot90", "flip", "roll", "invert"]
+#: The digits tasks in the order they are added: the first N are merged at N tasks. The first
+#: four are the input transforms of the original N <= 4 runs; then the two remaining input
+#: transforms, then the two label maps (the example's eight task variants).
+TASKS = ["rot90", "flip", "roll", "invert", "vflip", "transpose", "shift_labels",
+         "reverse_labels"]
 #: Ground truth per N: ("grid", points per axis) or ("sample", number of uniform points).
-TRUTH = {2: ("grid", 51), 3: ("grid", 21), 4: ("sample", 20000)}
-BUDGETS = {2: [10, 20, 30, 50], 3: [10, 20, 30, 50], 4: [10, 20, 30, 50, 100]}
+TRUTH = {2: ("grid", 51), 3: ("grid", 21), 4: ("sample", 20000), 6: ("sample", 20000),
+         8: ("sample", 20000)}
+#: Budgets per N; from N = 6 on they reach twice the quadratic surrogate's parameter count.
+BUDGETS = {2: [10, 20, 30, 50], 3: [10, 20, 30, 50], 4: [10, 20, 30, 50, 100],
+           6: [14, 28, 56], 8: [20, 45, 90]}
+#: The N of a quick run (two budgets, one seed), unless MAPFRAME_BENCH_PEERS_N says otherwise.
+QUICK_N = [2, 3, 4]
 SEEDS = [0, 1, 2]
+#: The anytime peers run at each N (grid search runs at every N). BoTorch's qNEHVI and
+#: qLogNEHVI stay at N <= 4: their hypervolume-based acquisition gets too slow at 6 and 8
+#: objectives (qNEHVI partitions the box around the observed front, which grows steeply
+#: with the number of objectives).
+PEERS_AT: dict[int, list[str]] = {
+    2: ["random search", "Optuna TPE", "Optuna NSGA-II", "Optuna GP", "BoTorch qNEHVI",
+        "BoTorch qLogNEHVI", "BoTorch qNParEGO"],
+    3: ["random search", "Optuna TPE", "Optuna NSGA-II", "Optuna GP", "BoTorch qNEHVI",
+        "BoTorch qLogNEHVI", "BoTorch qNParEGO"],
+    4: ["random search", "Optuna TPE", "Optuna NSGA-II", "Optuna GP", "BoTorch qNEHVI",
+        "BoTorch qLogNEHVI", "BoTorch qNParEGO"],
+    6: ["random search", "Optuna TPE", "Optuna NSGA-II", "Optuna GP", "BoTorch qNParEGO"],
+    8: ["random search", "Optuna TPE", "Optuna NSGA-II", "Optuna GP", "BoTorch qNParEGO"],
+}
 #: mapframe modes: sampler, and the share of the budget spent verifying front points.
 MAP_MODES = {
     "mapframe Plain MAP": {"sampler": "sobol"},
@@ -102,16 +126,57 @@ VERIFY_SHARE = 0.3
 #: Most seconds of own overhead one peer run may spend (see the docs for which were cut).
 PEER_OVERHEAD_CAP = float(os.environ.get("MAPFRAME_BENCH_PEER_CAP", 480))
 CACHE = Path(os.environ.get("MAPFRAME_CACHE", Path.home() / ".cache" / "mapframe")) / "bench"
+#: From this N on, hypervolumes are Monte-Carlo estimates (exact HV of a few thousand
+#: ground-truth front points is out of reach at 6 and 8 objectives).
+MC_HV_FROM_N = 6
+#: Fixed uniform points of the Monte-Carlo hypervolume (the same for every method).
+MC_POINTS = 200_000
+MC_SEED = 20240
+#: Processes that evaluate a sampled ground truth (the benchmark's two cores).
+TRUTH_WORKERS = 2
+#: Bump to invalidate every cached peer row (when _peer_job, _grid_job or Scorer change).
+PEER_ROWS_VERSION = 1
+#: Comma-separated N to run (e.g. "6,8"); default: every N (QUICK_N when quick).
+N_ENV = "MAPFRAME_BENCH_PEERS_N"
+#: "1" disables reading cached peer rows (they are still written).
+NO_CACHE_ENV = "MAPFRAME_BENCH_NO_CACHE"
 
 
 # --------------------------------------------------------------------------- ground truth
 
 
-def ground_truth(problem: DigitsProblem, kind: str, size: int) -> np.ndarray:
-    """Test metrics of the ground-truth front; computed once, cached under ``CACHE``."""
-    key = hashlib.sha256(json.dumps(
+def truth_key(problem: DigitsProblem, kind: str, size: int) -> str:
+    """What the ground truth depends on: tasks, grid or sample size, and the checkpoints."""
+    return hashlib.sha256(json.dumps(
         [problem.tasks, kind, size, problem.task_vectors.fingerprint()  # type: ignore[union-attr]
          ]).encode()).hexdigest()[:16]
+
+
+def _truth_part(args: tuple[list[str], np.ndarray]) -> np.ndarray:
+    """Test metrics of one part of a sampled ground truth (in a worker process)."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    tasks, C = args
+    return DigitsProblem.make(tasks).evaluate(C, "test")
+
+
+def _evaluate_test(problem: DigitsProblem, C: np.ndarray, workers: int) -> np.ndarray:
+    """``problem.evaluate(C, "test")``, split at multiples of 512 points over ``workers``
+    processes when ``problem`` is the digits problem (the same chunks as in one process)."""
+    if workers <= 1 or not isinstance(problem, DigitsProblem) or len(C) < 1024:
+        return problem.evaluate(C, "test")
+    per = -(-len(C) // workers)
+    per = -(-per // 512) * 512
+    parts = [C[i:i + per] for i in range(0, len(C), per)]
+    with ProcessPoolExecutor(max_workers=len(parts)) as pool:
+        return np.vstack(list(pool.map(_truth_part, [(problem.tasks, c) for c in parts])))
+
+
+def ground_truth(problem: DigitsProblem, kind: str, size: int) -> np.ndarray:
+    """Test metrics of the ground-truth front; computed once, cached under ``CACHE``."""
+    key = truth_key(problem, kind, size)
     path = CACHE / f"truth-{len(problem.tasks)}-{kind}-{size}-{key}.npz"
     if path.exists():
         return np.load(path)["F"]
@@ -119,29 +184,81 @@ def ground_truth(problem: DigitsProblem, kind: str, size: int) -> np.ndarray:
         _, F = problem.ground_truth(size)
     else:
         C = np.random.default_rng(12345).uniform(0.0, 1.0, (size, len(problem.tasks)))
-        F = problem.evaluate(C, "test")
+        F = _evaluate_test(problem, C, TRUTH_WORKERS)
         F = F[pareto_mask(F)]
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, F=F)
     return F
 
 
-class Scorer:
-    """HV fraction and IGD of proposed coefficient sets, on the test split."""
+def mc_dominated(F: np.ndarray, U: np.ndarray, block: int = 1 << 22) -> np.ndarray:
+    """Mask over the rows of ``U`` (M, T): which are weakly dominated by some row of ``F``
+    (K, T), all objectives maximised. Vectorised in blocks of about ``block`` comparisons;
+    samples already known to be dominated are not tested again."""
+    F = np.asarray(F, dtype=float).reshape(-1, U.shape[1])
+    hit = np.zeros(len(U), dtype=bool)
+    if len(F) == 0:
+        return hit
+    F = F[pareto_mask(F)]
+    # Points with the largest boxes first, so that later ones test fewer samples.
+    F = F[np.argsort(-np.prod(np.maximum(F - U.min(axis=0), 0.0), axis=1), kind="stable")]
+    T = U.shape[1]
+    group = max(1, min(len(F), block // (len(U) * T) or 1))
+    for g in range(0, len(F), group):
+        todo = np.flatnonzero(~hit)
+        if todo.size == 0:
+            break
+        Fg = F[g:g + group]
+        step = max(1, block // (len(Fg) * T))
+        for i in range(0, todo.size, step):
+            idx = todo[i:i + step]
+            hit[idx] = (U[idx, None, :] <= Fg[None, :, :]).all(axis=2).any(axis=1)
+    return hit
 
-    def __init__(self, problem: DigitsProblem, truth: np.ndarray) -> None:
+
+class Scorer:
+    """HV fraction and IGD of proposed coefficient sets, on the test split.
+
+    With ``mc_points``, hypervolumes are Monte-Carlo estimates: the share of ``mc_points``
+    fixed uniform points in the box [reference point, best ground-truth value per task] that
+    a set dominates, times the box's volume. The same points score every set (common random
+    numbers); a value beyond the box counts as the box's upper bound.
+    """
+
+    def __init__(self, problem: DigitsProblem, truth: np.ndarray, mc_points: int | None = None,
+                 mc_seed: int = MC_SEED) -> None:
         self.problem = problem
         self.truth = truth
         self.ref = reference_point(truth, margin=0.1)
-        self.hv_truth = hypervolume(truth, self.ref)
+        self.mc_points, self.mc_seed = mc_points, mc_seed
+        self.U: np.ndarray | None = None
+        if mc_points:
+            hi = truth.max(axis=0)
+            self.box_volume = float(np.prod(hi - self.ref))
+            self.U = np.random.default_rng(mc_seed).uniform(self.ref, hi,
+                                                            (mc_points, truth.shape[1]))
+        self.hv_truth = self.hypervolume(truth)
         lo, hi = truth.min(axis=0), truth.max(axis=0)
         self.lo, self.scale = lo, np.where(hi > lo, hi - lo, 1.0)
         self.truth_scaled = (truth - lo) / self.scale
 
+    def hypervolume(self, F: np.ndarray) -> float:
+        """Exact (``mapframe.metrics.hypervolume``) or Monte-Carlo hypervolume of ``F``."""
+        if self.U is None:
+            return hypervolume(F, self.ref)
+        return self.box_volume * float(mc_dominated(F, self.U).mean())
+
+    def describe(self) -> dict[str, Any]:
+        """How hypervolumes are computed (recorded with the results, part of cache keys)."""
+        if self.U is None:
+            return {"hv": "exact", "ref_margin": 0.1}
+        return {"hv": "monte-carlo", "points": self.mc_points, "seed": self.mc_seed,
+                "ref_margin": 0.1}
+
     def __call__(self, C: np.ndarray) -> dict[str, float]:
         F = self.problem.evaluate(C, "test")
         igd = inverted_generational_distance((F - self.lo) / self.scale, self.truth_scaled)
-        return {"hv_fraction": hypervolume(F, self.ref) / self.hv_truth, "igd": igd}
+        return {"hv_fraction": self.hypervolume(F) / self.hv_truth, "igd": igd}
 
     def proposed(self, X: np.ndarray, F_val: np.ndarray) -> dict[str, float]:
         """Score the non-dominated set (by validation metrics) of evaluated points."""
@@ -155,7 +272,8 @@ _STATE: dict[int, tuple[DigitsProblem, Scorer]] = {}
 def _setting(n: int) -> tuple[DigitsProblem, Scorer]:
     if n not in _STATE:
         problem = DigitsProblem.make(TASKS[:n])
-        _STATE[n] = (problem, Scorer(problem, ground_truth(problem, *TRUTH[n])))
+        _STATE[n] = (problem, Scorer(problem, ground_truth(problem, *TRUTH[n]),
+                                     mc_points=MC_POINTS if n >= MC_HV_FROM_N else None))
     return _STATE[n]
 
 
@@ -254,22 +372,102 @@ def _grid_job(job: dict[str, Any]) -> list[dict[str, Any]]:
             for s in job["seeds"]]
 
 
+_RUNNERS = {"map": _map_job, "peer": _peer_job, "grid": _grid_job}
+#: Job kinds whose rows do not depend on mapframe's code, so they are cached.
+CACHED_KINDS = ("peer", "grid")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _peers_source() -> str:
+    return Path(peers_module.__file__).read_text(encoding="utf-8")
+
+
+def rows_cache_path(job: dict[str, Any]) -> Path:
+    """Where a peer or grid job's rows are cached: keyed by the job, the source of
+    benchmarks/peers.py, the ground truth (tasks, size, checkpoints), how hypervolume is
+    computed, the overhead cap and :data:`PEER_ROWS_VERSION`."""
+    n = job["n"]
+    problem, scorer = _setting(n)
+    key = hashlib.sha256(json.dumps({
+        "job": job,
+        "peers_py": hashlib.sha256(_peers_source().encode()).hexdigest(),
+        "truth": truth_key(problem, *TRUTH[n]),
+        "scoring": scorer.describe(),
+        "overhead_cap": PEER_OVERHEAD_CAP,
+        "version": PEER_ROWS_VERSION,
+    }, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return CACHE / "peer-rows" / f"{job['kind']}-n{n}-{key}.json"
+
+
+def cached_rows(job: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The cached rows of a peer or grid job (marked ``"cached": True``), or None: not
+    cacheable, not cached, unreadable, or reading disabled by MAPFRAME_BENCH_NO_CACHE=1."""
+    if job["kind"] not in CACHED_KINDS or os.environ.get(NO_CACHE_ENV, "") not in ("", "0"):
+        return None
+    path = rows_cache_path(job)
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [{**r, "cached": True} for r in rows]
+
+
+def _store_rows(job: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    path = rows_cache_path(job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"job": job, "rows": rows}, indent=1, default=float),
+                   encoding="utf-8")
+    os.replace(tmp, path)  # never a half-written file under the real name
+
+
 def _run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The job's rows, each with ``cached`` and ``computed`` (when they were computed); peer
+    and grid rows come from the cache when it has them."""
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
     torch.set_num_threads(1)
+    hit = cached_rows(job)
+    if hit is not None:
+        print(f"  {job} cached", flush=True)
+        return hit
     t = time.perf_counter()
-    rows = {"map": _map_job, "peer": _peer_job, "grid": _grid_job}[job["kind"]](job)
+    stamp = _now()
+    rows = [{**r, "cached": False, "computed": stamp} for r in _RUNNERS[job["kind"]](job)]
+    if job["kind"] in CACHED_KINDS:
+        _store_rows(job, rows)
     print(f"  {job} done in {time.perf_counter() - t:.0f} s", flush=True)
     return rows
 
 
+def selected_n(quick: bool = False) -> list[int]:
+    """The N to run: MAPFRAME_BENCH_PEERS_N (comma-separated) when set, else every N (the
+    N of :data:`QUICK_N` when quick)."""
+    env = os.environ.get(N_ENV, "").strip()
+    if not env:
+        return list(QUICK_N) if quick else list(BUDGETS)
+    try:
+        ns = [int(x) for x in env.split(",") if x.strip()]
+    except ValueError:
+        ns = []
+    unknown = [n for n in ns if n not in BUDGETS]
+    if not ns or unknown:
+        raise ValueError(f"{N_ENV}={env!r}: give comma-separated N from "
+                         f"{', '.join(map(str, BUDGETS))}")
+    return sorted(set(ns))
+
+
 def plan(quick: bool = False) -> tuple[dict[int, list[int]], list[int]]:
-    """``(budgets per N, seeds)``: the full plan, or two budgets and one seed when quick."""
+    """``(budgets per N, seeds)``: the full plan, or two budgets and one seed when quick;
+    the N are those of :func:`selected_n`."""
+    ns = selected_n(quick)
     if quick:
-        return {n: b[:2] for n, b in BUDGETS.items()}, SEEDS[:1]
-    return {n: list(b) for n, b in BUDGETS.items()}, list(SEEDS)
+        return {n: BUDGETS[n][:2] for n in ns}, SEEDS[:1]
+    return {n: list(BUDGETS[n]) for n in ns}, list(SEEDS)
 
 
 def jobs(quick: bool = False) -> list[dict[str, Any]]:
@@ -278,12 +476,12 @@ def jobs(quick: bool = False) -> list[dict[str, Any]]:
     for n, budgets in budgets_of.items():
         for seed in seeds:
             out += [{"kind": "peer", "n": n, "seed": seed, "method": m,
-                     "checkpoints": budgets} for m in PEERS]
+                     "checkpoints": budgets} for m in PEERS_AT[n]]
             for budget in budgets:
                 out += [{"kind": "map", "n": n, "budget": budget, "seed": seed, "mode": m,
                          "proposal": p} for m in MAP_MODES for p in (False, True)]
         out += [{"kind": "grid", "n": n, "budget": b, "seeds": seeds} for b in budgets]
-    # The slowest jobs (BoTorch at N = 4) first, so that both workers stay busy to the end.
+    # The slowest jobs (BoTorch at the largest N) first, so that both workers stay busy.
     return sorted(out, key=lambda j: (j["kind"] != "peer" or "BoTorch" not in j["method"],
                                       -j["n"]))
 
@@ -292,8 +490,15 @@ def run(quick: bool = False, workers: int = 2) -> dict[str, Any]:
     budgets_of, seeds = plan(quick)
     for n in budgets_of:  # ground truths once, before the workers start
         _setting(n)
-    todo = jobs(quick)
     rows: list[dict[str, Any]] = []
+    todo = []
+    for job in jobs(quick):  # cached peer rows are read here, not in the workers
+        hit = cached_rows(job)
+        if hit is None:
+            todo.append(job)
+        else:
+            print(f"  {job} cached", flush=True)
+            rows += hit
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for part in pool.map(_run_job, todo):
             rows += part
@@ -302,7 +507,8 @@ def run(quick: bool = False, workers: int = 2) -> dict[str, Any]:
         problem, scorer = _setting(n)
         settings[n] = {"tasks": problem.tasks, "truth": list(TRUTH[n]),
                        "truth_front_size": len(scorer.truth),
-                       "reference_point": scorer.ref.tolist(), "budgets": budgets}
+                       "reference_point": scorer.ref.tolist(), "budgets": budgets,
+                       "scoring": scorer.describe(), "peers": PEERS_AT[n]}
     return {"settings": settings, "seeds": seeds, "rows": rows,
             "verify_share": VERIFY_SHARE, "peer_overhead_cap_s": PEER_OVERHEAD_CAP,
             "peer_settings": PEER_SETTINGS, "map_modes": MAP_MODES}
@@ -324,13 +530,16 @@ def with_peer_rule(data: dict[str, Any]) -> dict[str, Any]:
 
 def methods(data: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
     """(mapframe charged modes, peers, other mapframe rows) in display order; the last are
-    the proposal-quality rows and the peers'-rule rows, never counted as charged modes."""
+    the proposal-quality rows and the peers'-rule rows, never counted as charged modes.
+    Modes are whatever mapframe rows the data holds; peers follow the recorded settings'
+    order (then this module's, then the order of appearance)."""
     names = list(dict.fromkeys(r["method"] for r in data["rows"]))
     maps = [m for m in names if m.startswith("mapframe") and "proposal" not in m
             and PEER_RULE not in m]
     others = [m for m in names if "proposal" in m or PEER_RULE in m]
     peers = [m for m in names if not m.startswith("mapframe")]
-    return sorted(maps), [p for p in [*PEER_SETTINGS] if p in peers], sorted(others)
+    order = list(dict.fromkeys([*data.get("peer_settings", {}), *PEER_SETTINGS, *peers]))
+    return sorted(maps), [p for p in order if p in peers], sorted(others)
 
 
 def _rows(data: dict[str, Any], n: Any, b: int, m: str) -> list[dict[str, Any]]:
@@ -341,6 +550,34 @@ def _rows(data: dict[str, Any], n: Any, b: int, m: str) -> list[dict[str, Any]]:
 def _mean(rows: list[dict[str, Any]], key: str) -> float:
     vals = [r[key] for r in rows if key in r]
     return float(np.mean(vals)) if vals else math.nan
+
+
+def _truth_line(n: Any, st: dict[str, Any]) -> str:
+    kind, size = st["truth"]
+    if kind == "grid":
+        what = f"a grid of {size ** int(n)} points"
+    else:
+        what = f"a uniform random sample of {size} points (not a dense grid)"
+    scoring = st.get("scoring", {"hv": "exact"})
+    if scoring.get("hv") == "monte-carlo":
+        hv = (f"hypervolume by Monte-Carlo: {scoring['points']} fixed uniform points (seed "
+              f"{scoring['seed']}) in the box from the reference point to the front's best "
+              "value per task, the same points for every method")
+    else:
+        hv = "hypervolume exact"
+    return (f"Ground truth: {what} on test, {st['truth_front_size']} on its front; {hv}.")
+
+
+def _cache_line(data: dict[str, Any], n: Any) -> str | None:
+    rows = [r for r in data["rows"] if str(r["n"]) == str(n)
+            and not r["method"].startswith("mapframe") and "cached" in r]
+    cached = [r for r in rows if r["cached"]]
+    if not cached:
+        return None
+    days = sorted({str(r.get("computed", "?"))[:10] for r in cached})
+    when = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+    return (f"Peer rows from the cache: {len(cached)} of {len(rows)} (computed {when}; their "
+            "overheads are those measured then).")
 
 
 def report(data: dict[str, Any]) -> str:
@@ -356,17 +593,18 @@ def report(data: dict[str, Any]) -> str:
                                        data["peer_settings"].items()] + [""]
     for n, st in data["settings"].items():
         budgets = st["budgets"]
-        kind, size = st["truth"]
+        here = {r["method"] for r in data["rows"] if str(r["n"]) == str(n)}
         lines += [f"### N = {n} (tasks {', '.join(st['tasks'])})", "",
-                  f"Ground truth: {'a grid of ' + str(size ** int(n)) if kind == 'grid' else size}"
-                  f"{' uniform random' if kind == 'sample' else ''} points on test, "
-                  f"{st['truth_front_size']} on its front.", "",
-                  f"![HV fraction vs budget, N = {n}](images/peers-n{n}.png)", "",
+                  _truth_line(n, st), ""]
+        cache = _cache_line(data, n)
+        if cache:
+            lines += [cache, ""]
+        lines += [f"![HV fraction vs budget, N = {n}](images/peers-n{n}.png)", "",
                   "| method | " + " | ".join(f"B = {b}" for b in budgets) + " |",
                   "|---|" + "---|" * len(budgets)]
         best_peer: dict[int, float] = {}
         best_map: dict[int, float] = {}
-        for m in [*maps, *peers, *props]:
+        for m in [x for x in [*maps, *peers, *props] if x in here]:
             cells = []
             for b in budgets:
                 rows = _rows(data, n, b, m)
@@ -385,19 +623,26 @@ def report(data: dict[str, Any]) -> str:
                                 else ""))
             label = f"*{m}*" if m in props else m
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        lines += ["", "Best mapframe mode minus best peer (charged HV fraction): " + ", ".join(
-            f"B = {b}: {best_map[b] - best_peer[b]:+.3f}" for b in budgets
-            if b in best_map and b in best_peer), ""]
+        diffs = [f"B = {b}: {best_map[b] - best_peer[b]:+.3f}" for b in budgets
+                 if b in best_map and b in best_peer]
+        lines += ["", f"Best mapframe mode minus best peer at N = {n} (charged HV "
+                  "fraction): " + (", ".join(diffs) if diffs else "no budget with both"), ""]
     return "\n".join(lines)
 
 
 def plot(data: dict[str, Any], out_dir: Path) -> list[Path]:
     """One picture per N in ``out_dir``: charged HV fraction vs budget, one line per method
-    (proposal-quality rows dotted). run.py calls it with the doc's ``images/`` folder."""
+    (proposal-quality rows dotted, in their mode's colour). run.py calls it with the doc's
+    ``images/`` folder."""
     from mapframe.plotting import _pyplot, _save
 
     plt = _pyplot()
     maps, peers, props = methods(data)
+    palette = plt.get_cmap("tab20").colors
+    colour = {m: palette[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20]
+              for i, m in enumerate([*maps, *peers])}
+    for p in props:  # a proposal-quality row takes its mode's colour
+        colour[p] = next((colour[m] for m in maps if p.startswith(m)), "grey")
     paths = []
     for n, st in data["settings"].items():
         fig, ax = plt.subplots(figsize=(9.5, 4.8))
@@ -412,8 +657,8 @@ def plot(data: dict[str, Any], out_dir: Path) -> list[Path]:
             if not xs:
                 continue
             style = "-o" if m in maps else (":" if m in props else "--s")
-            ax.errorbar(xs, ys, yerr=es, fmt=style, capsize=3, markersize=4,
-                        label=m, linewidth=2.2 if m in maps else 1.2)
+            ax.errorbar(xs, ys, yerr=es, fmt=style, capsize=3, markersize=4, label=m,
+                        color=colour[m], linewidth=2.2 if m in maps else 1.2)
         ax.set_xlabel("budget (real evaluations, charged)")
         ax.set_ylabel("HV fraction of the proposed set (test)")
         ax.set_title(f"N = {n} tasks: mapframe vs peers")

@@ -39,6 +39,12 @@ PEER_SETTINGS = {
                       "sequential=True), batches of q=2; reference point inferred from the "
                       "observed front each round (infer_reference_point)",
     "BoTorch qLogNEHVI": "as BoTorch qNEHVI with qLogNoisyExpectedHypervolumeImprovement",
+    "BoTorch qNParEGO": "BoTorch's multi-objective tutorial, qNParEGO arm: 2(N+1) Sobol' start "
+                        "points, one SingleTaskGP per objective (Standardize), "
+                        "fit_gpytorch_mll, qLogNParEGO (random Chebyshev weights from the "
+                        "simplex, 128 QMC samples, prune_baseline) with one acquisition "
+                        "function per batch point, optimised sequentially (optimize_acqf_list: "
+                        "num_restarts=10, raw_samples=512), batches of q=2",
 }
 
 
@@ -160,10 +166,23 @@ def optuna_search(bb: BlackBox, checkpoints: Sequence[int], seed: int, kind: str
 # --------------------------------------------------------------------------- botorch
 
 
-def botorch_search(bb: BlackBox, checkpoints: Sequence[int], seed: int, log: bool,
-                   q: int = 2, mc_samples: int = 128, num_restarts: int = 10,
-                   raw_samples: int = 512) -> None:
-    """BoTorch's multi-objective tutorial loop (qNEHVI or qLogNEHVI), batches of ``q``."""
+#: Acquisition functions of :func:`botorch_search`.
+BOTORCH_ACQUISITIONS = ("qNEHVI", "qLogNEHVI", "qLogNParEGO")
+
+
+def botorch_search(bb: BlackBox, checkpoints: Sequence[int], seed: int,
+                   acquisition: str = "qNEHVI", q: int = 2, mc_samples: int = 128,
+                   num_restarts: int = 10, raw_samples: int = 512) -> None:
+    """BoTorch's multi-objective tutorial loop, batches of ``q``.
+
+    ``acquisition`` is ``"qNEHVI"`` or ``"qLogNEHVI"`` (one acquisition function for the
+    batch, ``optimize_acqf(sequential=True)``) or ``"qLogNParEGO"`` (the tutorial's qNParEGO
+    arm: one acquisition function with its own random scalarisation weights per batch
+    point, ``optimize_acqf_list``, which picks them one after the other).
+    """
+    if acquisition not in BOTORCH_ACQUISITIONS:
+        raise ValueError(f"unknown acquisition {acquisition!r}; choose from "
+                         f"{', '.join(BOTORCH_ACQUISITIONS)}")
     import torch
     from botorch.acquisition.multi_objective.logei import (
         qLogNoisyExpectedHypervolumeImprovement,
@@ -171,10 +190,11 @@ def botorch_search(bb: BlackBox, checkpoints: Sequence[int], seed: int, log: boo
     from botorch.acquisition.multi_objective.monte_carlo import (
         qNoisyExpectedHypervolumeImprovement,
     )
+    from botorch.acquisition.multi_objective.parego import qLogNParEGO
     from botorch.fit import fit_gpytorch_mll
     from botorch.models import ModelListGP, SingleTaskGP
     from botorch.models.transforms.outcome import Standardize
-    from botorch.optim import optimize_acqf
+    from botorch.optim.optimize import optimize_acqf, optimize_acqf_list
     from botorch.sampling import SobolQMCNormalSampler
     from botorch.utils.multi_objective.hypervolume import infer_reference_point
     from botorch.utils.multi_objective.pareto import is_non_dominated
@@ -189,8 +209,9 @@ def botorch_search(bb: BlackBox, checkpoints: Sequence[int], seed: int, log: boo
     n_init = min(2 * (d + 1), min(checkpoints))
     X = draw_sobol_samples(bounds=bounds, n=n_init, q=1, seed=seed).squeeze(1)
     Y = torch.as_tensor(bb(X.numpy()), **tkw)
-    acq_cls = (qLogNoisyExpectedHypervolumeImprovement if log
+    acq_cls = (qLogNoisyExpectedHypervolumeImprovement if acquisition == "qLogNEHVI"
                else qNoisyExpectedHypervolumeImprovement)
+    options: dict[str, Any] = {"batch_limit": 5, "maxiter": 200}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         while bb.count < max(checkpoints):
@@ -199,14 +220,23 @@ def botorch_search(bb: BlackBox, checkpoints: Sequence[int], seed: int, log: boo
                       for i in range(Y.shape[1])]
             model = ModelListGP(*models)
             fit_gpytorch_mll(SumMarginalLogLikelihood(model.likelihood, model))
-            ref = infer_reference_point(Y[is_non_dominated(Y)])
-            acq = acq_cls(model=model, ref_point=ref.tolist(), X_baseline=X,
-                          prune_baseline=True,
-                          sampler=SobolQMCNormalSampler(sample_shape=torch.Size([mc_samples])))
-            cand, _ = optimize_acqf(acq, bounds=bounds, q=n_new, num_restarts=num_restarts,
-                                    raw_samples=raw_samples,
-                                    options={"batch_limit": 5, "maxiter": 200},
-                                    sequential=True)
+            if acquisition == "qLogNParEGO":
+                # One acquisition function per batch point, each drawing its own weights.
+                acqs = [qLogNParEGO(model=model, X_baseline=X, prune_baseline=True,
+                                    sampler=SobolQMCNormalSampler(
+                                        sample_shape=torch.Size([mc_samples])))
+                        for _ in range(n_new)]
+                cand, _ = optimize_acqf_list(acqs, bounds=bounds, num_restarts=num_restarts,
+                                             raw_samples=raw_samples, options=options)
+            else:
+                ref = infer_reference_point(Y[is_non_dominated(Y)])
+                acq = acq_cls(model=model, ref_point=ref.tolist(), X_baseline=X,
+                              prune_baseline=True,
+                              sampler=SobolQMCNormalSampler(
+                                  sample_shape=torch.Size([mc_samples])))
+                cand, _ = optimize_acqf(acq, bounds=bounds, q=n_new,
+                                        num_restarts=num_restarts, raw_samples=raw_samples,
+                                        options=options, sequential=True)
             Y_new = torch.as_tensor(bb(cand.detach().numpy()), **tkw)
             X = torch.cat([X, cand.detach()])
             Y = torch.cat([Y, Y_new])
@@ -218,6 +248,7 @@ PEERS: dict[str, Callable[[BlackBox, Sequence[int], int, int], None]] = {
     "Optuna TPE": lambda bb, cps, seed, t: optuna_search(bb, cps, seed, "tpe", t),
     "Optuna NSGA-II": lambda bb, cps, seed, t: optuna_search(bb, cps, seed, "nsga2", t),
     "Optuna GP": lambda bb, cps, seed, t: optuna_search(bb, cps, seed, "gp", t),
-    "BoTorch qNEHVI": lambda bb, cps, seed, t: botorch_search(bb, cps, seed, log=False),
-    "BoTorch qLogNEHVI": lambda bb, cps, seed, t: botorch_search(bb, cps, seed, log=True),
+    "BoTorch qNEHVI": lambda bb, cps, seed, t: botorch_search(bb, cps, seed, "qNEHVI"),
+    "BoTorch qLogNEHVI": lambda bb, cps, seed, t: botorch_search(bb, cps, seed, "qLogNEHVI"),
+    "BoTorch qNParEGO": lambda bb, cps, seed, t: botorch_search(bb, cps, seed, "qLogNParEGO"),
 }

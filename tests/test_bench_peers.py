@@ -33,11 +33,16 @@ from mapframe.problem import Task
 FAST_BOTORCH = {"num_restarts": 2, "raw_samples": 32, "mc_samples": 16}
 
 
+#: Peer name -> botorch_search's acquisition.
+ACQUISITION = {"BoTorch qNEHVI": "qNEHVI", "BoTorch qLogNEHVI": "qLogNEHVI",
+               "BoTorch qNParEGO": "qLogNParEGO"}
+
+
 def peer(name: str):  # type: ignore[no-untyped-def]
     if "BoTorch" in name:
         pytest.importorskip("botorch")
-        log = "Log" in name
-        return lambda bb, cps, seed, t: botorch_search(bb, cps, seed, log=log, **FAST_BOTORCH)
+        acq = ACQUISITION[name]
+        return lambda bb, cps, seed, t: botorch_search(bb, cps, seed, acq, **FAST_BOTORCH)
     if "Optuna" in name:
         pytest.importorskip("optuna")
     return PEERS[name]
@@ -131,6 +136,42 @@ def test_map_split_charges_the_whole_budget(budget: int, n: int) -> None:
     assert search >= n + 1  # the GP surrogate's minimum
 
 
+def test_peers_at_table_and_budgets() -> None:
+    assert set(bench_peers.PEERS_AT) == set(bench_peers.BUDGETS) == set(bench_peers.TRUTH)
+    for n, names in bench_peers.PEERS_AT.items():
+        assert names and all(m in PEERS and m in PEER_SETTINGS for m in names)
+        assert "BoTorch qNParEGO" in names  # at every N
+        slow = {"BoTorch qNEHVI", "BoTorch qLogNEHVI"}
+        assert (slow <= set(names)) if n <= 4 else not (slow & set(names))
+        assert len(bench_peers.TASKS[:n]) == n
+    assert len(set(bench_peers.TASKS)) == len(bench_peers.TASKS) >= max(bench_peers.BUDGETS)
+    # The first four tasks are those of the original N <= 4 runs, in the same order.
+    assert bench_peers.TASKS[:4] == ["rot90", "flip", "roll", "invert"]
+    for n in (6, 8):  # budgets up to twice the quadratic surrogate's parameter count
+        assert max(bench_peers.BUDGETS[n]) == (n + 1) * (n + 2)
+        assert bench_peers.TRUTH[n][0] == "sample"
+
+
+def test_plan_quick_and_the_n_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(bench_peers.N_ENV, raising=False)
+    budgets, seeds = bench_peers.plan(quick=True)
+    assert list(budgets) == [2, 3, 4] and seeds == bench_peers.SEEDS[:1]
+    assert all(budgets[n] == bench_peers.BUDGETS[n][:2] for n in budgets)
+    assert list(bench_peers.plan()[0]) == list(bench_peers.BUDGETS)
+    monkeypatch.setenv(bench_peers.N_ENV, "8, 6")
+    budgets, seeds = bench_peers.plan()
+    assert budgets == {6: bench_peers.BUDGETS[6], 8: bench_peers.BUDGETS[8]}
+    assert seeds == bench_peers.SEEDS
+    todo = bench_peers.jobs()
+    assert {j["n"] for j in todo} == {6, 8}
+    peers_run = {(j["n"], j["method"]) for j in todo if j["kind"] == "peer"}
+    assert peers_run == {(n, m) for n in (6, 8) for m in bench_peers.PEERS_AT[n]}
+    assert {j["mode"] for j in todo if j["kind"] == "map"} == set(bench_peers.MAP_MODES)
+    monkeypatch.setenv(bench_peers.N_ENV, "5")
+    with pytest.raises(ValueError, match="MAPFRAME_BENCH_PEERS_N"):
+        bench_peers.plan()
+
+
 # --------------------------------------------------------------------------- peers
 
 
@@ -166,6 +207,16 @@ def test_the_botorch_wrapper_optimises() -> None:
             hv.append(scorer.proposed(*bb.arrays())["hv_fraction"])
         scores[name] = np.mean(hv)
     assert scores["BoTorch qLogNEHVI"] > scores["random search"]
+
+
+@pytest.mark.slow
+def test_qnparego_with_tutorial_settings_respects_checkpoints() -> None:
+    """The benchmark's own qNParEGO peer (full acquisition settings), a tiny budget at N = 2."""
+    pytest.importorskip("botorch")
+    bb = BlackBox(toy, 2, budget=11)
+    PEERS["BoTorch qNParEGO"](bb, [7, 11], 0, 2)
+    assert bb.count == 11 and bb.calls[0] == 6  # 2(N+1) Sobol' start points
+    assert {7, 11} <= set(np.cumsum(bb.calls).tolist()) and max(bb.calls[1:]) <= 2
 
 
 # --------------------------------------------------------------------------- scoring
@@ -215,6 +266,93 @@ def test_map_job_charges_verification_and_proposes_verified_points(
     (prop,) = bench_peers._map_job({"n": 2, "budget": 20, "seed": 0, "proposal": True,
                                     "mode": "mapframe Plain MAP"})
     assert prop["method"].endswith("(proposal quality)") and prop["verified"] == 0
+
+
+def test_mc_dominated_matches_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    F, U = rng.uniform(0, 1, (40, 3)), rng.uniform(0, 1, (3000, 3))
+    want = (U[:, None, :] <= F[None]).all(axis=2).any(axis=1)
+    for block in (1 << 22, 500, 1):  # any block size gives the same mask
+        assert np.array_equal(bench_peers.mc_dominated(F, U, block=block), want)
+    assert not bench_peers.mc_dominated(np.empty((0, 3)), U).any()
+
+
+def test_monte_carlo_hypervolume_matches_the_exact_one() -> None:
+    from mapframe.metrics import hypervolume
+
+    rng = np.random.default_rng(1)
+    P = np.abs(rng.normal(size=(4000, 3)))
+    P = P / np.linalg.norm(P, axis=1, keepdims=True)  # a concave 3-objective front
+    truth = P[pareto_mask(P)][:300]
+    problem = ToyProblem()
+    exact = bench_peers.Scorer(problem, truth)  # type: ignore[arg-type]
+    mc = bench_peers.Scorer(problem, truth, mc_points=200_000)  # type: ignore[arg-type]
+    assert mc.describe()["hv"] == "monte-carlo" and exact.describe()["hv"] == "exact"
+    assert mc.hv_truth == pytest.approx(exact.hv_truth, rel=0.01)
+    for part in (truth[::3], truth[:20], truth[[0]]):
+        want = hypervolume(part, exact.ref) / exact.hv_truth
+        assert mc.hypervolume(part) / mc.hv_truth == pytest.approx(want, rel=0.02, abs=0.005)
+    # Common random numbers: the same set gets the same estimate every time.
+    assert mc.hypervolume(truth[::3]) == mc.hypervolume(truth[::3])
+
+
+def _toy_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ToyProblem:
+    monkeypatch.setattr(bench_peers, "CACHE", tmp_path)
+    monkeypatch.delenv(bench_peers.NO_CACHE_ENV, raising=False)
+    problem = ToyProblem()
+    problem.task_vectors = type("TV", (), {"fingerprint": lambda self: {"x": 1}})()  # type: ignore[attr-defined]
+    grid = grid_points(441, 2)
+    F = toy(grid)
+    monkeypatch.setitem(bench_peers._STATE, 2,
+                        (problem, bench_peers.Scorer(problem, F[pareto_mask(F)])))  # type: ignore[arg-type]
+    return problem
+
+
+def test_peer_rows_are_cached_per_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    problem = _toy_setting(monkeypatch, tmp_path)
+    job = {"kind": "grid", "n": 2, "budget": 9, "seeds": [0, 1]}
+    assert bench_peers.cached_rows(job) is None
+    first = bench_peers._run_job(job)
+    calls = problem.calls
+    assert calls > 0 and all(r["cached"] is False and r["computed"] for r in first)
+    assert len(list((tmp_path / "peer-rows").glob("grid-n2-*.json"))) == 1
+    assert "cached" not in capsys.readouterr().out
+    # A rerun reads the rows instead of running the job.
+    again = bench_peers._run_job(job)
+    assert problem.calls == calls and "cached" in capsys.readouterr().out
+    assert all(r["cached"] is True for r in again)
+    assert [{**r, "cached": False} for r in again] == first  # same rows, same date
+    # MAPFRAME_BENCH_NO_CACHE=1 disables reading (the job runs again and is stored again).
+    monkeypatch.setenv(bench_peers.NO_CACHE_ENV, "1")
+    assert bench_peers.cached_rows(job) is None
+    assert all(r["cached"] is False for r in bench_peers._run_job(job))
+    assert problem.calls > calls
+    monkeypatch.delenv(bench_peers.NO_CACHE_ENV)
+    # Another job, another peers.py or another overhead cap: a miss.
+    assert bench_peers.cached_rows({**job, "budget": 16}) is None
+    path = bench_peers.rows_cache_path(job)
+    monkeypatch.setattr(bench_peers, "_peers_source", lambda: "changed")
+    assert bench_peers.rows_cache_path(job) != path and bench_peers.cached_rows(job) is None
+    monkeypatch.undo()
+    _toy_setting(monkeypatch, tmp_path)
+    assert bench_peers.cached_rows(job) is not None
+    monkeypatch.setattr(bench_peers, "PEER_OVERHEAD_CAP", 1.0)
+    assert bench_peers.cached_rows(job) is None
+    # mapframe's own jobs are never cached.
+    assert bench_peers.cached_rows({"kind": "map", "n": 2, "budget": 9, "seed": 0,
+                                    "mode": "mapframe Plain MAP", "proposal": False}) is None
+
+
+def test_peer_job_rows_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _toy_setting(monkeypatch, tmp_path)
+    job = {"kind": "peer", "n": 2, "seed": 0, "method": "random search", "checkpoints": [4, 6]}
+    rows = bench_peers._run_job(job)
+    assert [r["budget"] for r in rows] == [4, 6] and not any(r["cached"] for r in rows)
+    monkeypatch.setitem(PEERS, "random search", lambda *a: pytest.fail("ran again"))
+    again = bench_peers._run_job(job)
+    assert all(r["cached"] for r in again)
+    assert [r["hv_fraction"] for r in again] == [r["hv_fraction"] for r in rows]
 
 
 # --------------------------------------------------------------------------- report

@@ -254,7 +254,7 @@ def test_names_defaults_and_describe() -> None:
     assert NSGA3Solver().describe() == {
         "name": "nsga3",
         "pop_size": None,
-        "n_gen": 100,
+        "n_gen": 40,
         "eliminate_duplicates": False,
         "polish": True,
         "tolerance": 1e-6,
