@@ -201,7 +201,8 @@ class NSGA2Solver(_PymooSolver):
         pop_size: population size; ``None`` uses the NSGA-III default for the same number of
             objectives (100 for 2 tasks, about 85-130 up to 8 tasks) so that both solvers
             return fronts of similar size.
-        n_gen: number of generations (default 40; the Pareto polish, not more generations, puts the points on the front).
+        n_gen: number of generations (default 40: the Pareto polish, not more
+            generations, puts the points on the front).
         eliminate_duplicates: let pymoo drop duplicate offspring; off by default because
             real-valued crossover rarely makes exact duplicates and the check costs time.
         polish: move the final points onto the Pareto front of the surrogates (see
@@ -228,7 +229,8 @@ class NSGA3Solver(_PymooSolver):
 
     Args:
         pop_size: population size; ``None`` uses the number of reference directions.
-        n_gen: number of generations (default 40; the Pareto polish, not more generations, puts the points on the front).
+        n_gen: number of generations (default 40: the Pareto polish, not more
+            generations, puts the points on the front).
         n_partitions: Das-Dennis partitions; ``None`` uses :func:`default_partitions`
             (T=2: 99 -> 100 directions, T=3: 13 -> 105, T=4: 7 -> 120, T=5: 5 -> 126,
             T=6: 4 -> 126, T=7: 3 -> 84, T=8: 3 -> 120).
