@@ -25,6 +25,7 @@ from mapframe.merging.checkpoints import TaskVectors
 from mapframe.plugin import get_registry
 from mapframe.problem import SearchSpace, Task, as_tasks
 from mapframe.samplers.base import Sampler
+from mapframe.samplers.choice import resolve_auto_sampler
 from mapframe.solvers.base import FrontSolver
 from mapframe.spec import CheckpointsSpec, StudySpec, check_preference, check_preference_bounds
 from mapframe.stopping import StoppingRule
@@ -81,7 +82,8 @@ def assemble(spec: StudySpec) -> StudyParts:
         )
     space = _search_space(spec, tasks, merge_spec)
 
-    sampler: Sampler = registry.create("sampler", spec.sampler)  # type: ignore[assignment]
+    sampler_spec = resolve_auto_sampler(spec.sampler, space.n_dims, spec.budget)
+    sampler: Sampler = registry.create("sampler", sampler_spec)  # type: ignore[assignment]
     surrogate: Surrogate = registry.create("surrogate", spec.surrogate)  # type: ignore[assignment]
     front_solver: FrontSolver = registry.create(  # type: ignore[assignment]
         "front_solver", spec.front_solver)

@@ -26,6 +26,8 @@ def mapframe_register_components(registry: ComponentRegistry) -> None:
     from mapframe.merging.ties_dare import DareTaskArithmetic, DareTies, TiesMerging
     from mapframe.pairing import CosinePairing, InOrderPairing, MetricProfilePairing
     from mapframe.samplers.bins import BinSampler
+    from mapframe.samplers.choice import AutoSampler
+    from mapframe.samplers.front import FrontSampler
     from mapframe.samplers.gp import GPSampler
     from mapframe.samplers.space_filling import (
         GridSampler,
@@ -59,6 +61,8 @@ def mapframe_register_components(registry: ComponentRegistry) -> None:
         GridSampler,
         BinSampler,
         GPSampler,
+        FrontSampler,
+        AutoSampler,
         QuadraticSurrogate,
         SigmoidQuadraticSurrogate,
         SoftplusQuadraticSurrogate,

@@ -30,9 +30,10 @@ from mapframe.errors import BudgetError, EvaluationError, MapframeWarning
 from mapframe.evaluators.base import Evaluator
 from mapframe.executors.base import Executor, MergeSpec
 from mapframe.history import History, coefficient_key
+from mapframe.hypervolume import greedy_hypervolume_subset
 from mapframe.merging.base import MergeStrategy
 from mapframe.merging.checkpoints import TaskVectors
-from mapframe.metrics import select_by_preference, spread_subset
+from mapframe.metrics import select_by_preference
 from mapframe.plugin import get_plugin_manager
 from mapframe.problem import SearchSpace, Task
 from mapframe.results import Front, StudyResult
@@ -350,18 +351,21 @@ class MergeStudy:
         run.timings["solve_s"] = time.perf_counter() - t
 
     def _verify(self, run: StudyRun) -> None:
-        """7. verify: evaluate some front points for real (always the one the preference
-        picks on the predictions, when a preference is given)."""
+        """7. verify: evaluate some front points for real, chosen one at a time by the
+        hypervolume their predictions add to what is already measured (so the verified points
+        extend the measured front rather than repeat it), always including the one the
+        preference picks on the predictions, when a preference is given."""
         t = time.perf_counter()
         if self.verify > 0:
             directions = [t.direction for t in self.tasks]
-            idx = spread_subset(run.F_front, self.verify, directions)
+            measured = run.history.Y
+            idx = greedy_hypervolume_subset(run.F_front, self.verify, directions, measured)
             if self.preference is not None:
                 chosen = select_by_preference(run.F_front, self.preference, directions,
                                               *(self.preference_bounds or (None, None)))
                 if chosen not in idx:
-                    idx = np.union1d(spread_subset(run.F_front, self.verify - 1, directions),
-                                     [chosen])
+                    idx = np.union1d(greedy_hypervolume_subset(
+                        run.F_front, self.verify - 1, directions, measured), [chosen])
             run.session.evaluate(run.X_front[idx], "verify", run.round_no, run.history)
             for i in idx:
                 ev = run.history.get(coefficient_key(run.X_front[i]), "verify")

@@ -175,7 +175,10 @@ def test_plan_quick_and_the_n_environment_variable(monkeypatch: pytest.MonkeyPat
 # --------------------------------------------------------------------------- peers
 
 
-@pytest.mark.parametrize("name", list(PEERS))
+#: qNParEGO optimises one qLogNEI per batch point: over 20 s here, so marked slow (the cheaper
+#: test_qnparego_runs_a_tiny_budget covers it in the fast suite).
+@pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.slow)
+                                  if m == "BoTorch qNParEGO" else m for m in PEERS])
 def test_every_peer_stays_in_budget_and_stops_at_checkpoints(name: str) -> None:
     run_peer = peer(name)
     checkpoints = [5, 8]
@@ -207,6 +210,17 @@ def test_the_botorch_wrapper_optimises() -> None:
             hv.append(scorer.proposed(*bb.arrays())["hv_fraction"])
         scores[name] = np.mean(hv)
     assert scores["BoTorch qLogNEHVI"] > scores["random search"]
+
+
+def test_qnparego_runs_a_tiny_budget() -> None:
+    """One BoTorch qNParEGO round at N = 2: Sobol' start, then a batch of two, at the
+    checkpoints."""
+    run_peer = peer("BoTorch qNParEGO")
+    bb = BlackBox(toy, 2, budget=7)
+    run_peer(bb, [5, 7], 0, 2)
+    assert bb.calls == [5, 2]
+    X, F = bb.arrays()
+    assert np.all((X >= 0) & (X <= 1)) and np.allclose(F, toy(X))
 
 
 @pytest.mark.slow
@@ -383,3 +397,43 @@ def test_report_table_marks_budgets_not_reached(tmp_path: Path) -> None:
     assert "*mapframe Plain MAP (proposal quality)*" in text
     assert "B = 10: +0.100" in text
     assert (tmp_path / "peers-n2.png").stat().st_size > 0
+
+
+def test_report_handles_any_subset_of_n_and_any_modes(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    rows = []
+    for seed in (0, 1):
+        for b, hv in ((14, 0.3), (28, 0.4)):
+            rows += [
+                {"method": "mapframe Plain MAP", "n": 6, "budget": b, "seed": seed,
+                 "hv_fraction": hv, "igd": 0.2, "overhead_s": 0.5, "cached": False},
+                # A mode the module does not know (another engineer may add one).
+                {"method": "mapframe New mode", "n": 6, "budget": b, "seed": seed,
+                 "hv_fraction": hv + 0.05, "igd": 0.2, "overhead_s": 0.5, "cached": False},
+                {"method": "mapframe New mode (proposal quality)", "n": 6, "budget": b,
+                 "seed": seed, "hv_fraction": 0.5, "igd": 0.1, "overhead_s": 0.5},
+                {"method": "BoTorch qNParEGO", "n": 6, "budget": b, "seed": seed,
+                 "hv_fraction": hv + 0.1, "igd": 0.1, "overhead_s": 30.0, "cached": True,
+                 "computed": "2026-01-02T03:04:05"},
+                {"method": "random search", "n": 6, "budget": b, "seed": seed,
+                 "hv_fraction": hv - 0.1, "igd": 0.3, "overhead_s": 0.0, "cached": False,
+                 "computed": "2026-01-03T03:04:05"},
+            ]
+    data = {"seeds": [0, 1], "verify_share": 0.3, "peer_settings": PEER_SETTINGS,
+            "settings": {"6": {"tasks": bench_peers.TASKS[:6], "truth": ["sample", 20000],
+                               "budgets": [14, 28], "truth_front_size": 8799,
+                               "reference_point": [0] * 6, "peers": ["random search",
+                                                                     "BoTorch qNParEGO"],
+                               "scoring": {"hv": "monte-carlo", "points": 1000,
+                                           "seed": 7}}},
+            "rows": rows}
+    text = bench_peers.report(data)
+    assert "### N = 6" in text and "### N = 2" not in text
+    assert "uniform random sample of 20000 points" in text and "Monte-Carlo" in text
+    assert "| mapframe New mode | 0.350 ± 0.000" in text
+    assert "*mapframe New mode (proposal quality)*" in text
+    assert "BoTorch qNEHVI |" not in text  # peers that did not run at this N get no row
+    assert "Best mapframe mode minus best peer at N = 6" in text
+    assert "B = 14: -0.050, B = 28: -0.050" in text
+    assert "Peer rows from the cache: 4 of 8 (computed 2026-01-02" in text
+    assert [p.name for p in bench_peers.plot(data, tmp_path)] == ["peers-n6.png"]

@@ -206,3 +206,24 @@ def test_a_merge_does_not_depend_on_its_batch_or_thread_count():
     for rows, out in outs[1:]:
         for k in base:
             assert torch.equal(out[k], ref[k][rows.start:rows.stop])
+
+
+def test_fingerprint_does_not_depend_on_torch_thread_count():
+    """A float32 sum's rounding depends on how torch splits it over threads; the fingerprint
+    must not, or a study resumed under another thread count looks like a different one."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    base = {"w": torch.randn(300_000, generator=g), "b": torch.randn(85_000, generator=g)}
+    tuned = [{k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in base.items()}
+             for _ in range(2)]
+    tv = TaskVectors(base, tuned)
+    before = torch.get_num_threads()
+    try:
+        prints = []
+        for threads in (1, 2, 3, 4):
+            torch.set_num_threads(threads)
+            prints.append(tv.fingerprint())
+    finally:
+        torch.set_num_threads(before)
+    assert all(p == prints[0] for p in prints), prints

@@ -2,6 +2,7 @@
 
 from mapframe.samplers.base import Sampler, SamplerContext
 from mapframe.samplers.bins import BinSampler
+from mapframe.samplers.front import FrontSampler
 from mapframe.samplers.gp import GPSampler
 from mapframe.samplers.space_filling import (
     GridSampler,
@@ -12,6 +13,7 @@ from mapframe.samplers.space_filling import (
 
 __all__ = [
     "BinSampler",
+    "FrontSampler",
     "GPSampler",
     "GridSampler",
     "LatinHypercubeSampler",

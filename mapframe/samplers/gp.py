@@ -1,18 +1,13 @@
 """Bayesian sampling with Gaussian processes (``"gp"``): multi-objective expected
 hypervolume improvement, greedy and batched (Monte-Carlo qEHVI).
 
-:class:`GPSampler` documents the algorithm. The hypervolume-improvement helpers work in the
-*maximisation* form (larger is better in every column) with an explicit reference point:
-
-- :func:`hypervolume_improvement`: exact improvement of many single points over one front
-  (one objective: a difference; two: a staircase sweep; three or more: an exact table of
-  the non-dominated volume on the grid spanned by the front's coordinates, interpolated
-  multilinearly — exact because that volume is multilinear inside every grid cell);
-- the sampler's batched form adds, per posterior sample, the sampled values of the points
-  already chosen in the batch: exact for one and two objectives; for three or more exact by
-  inclusion–exclusion over those points while at most ``_MAX_EXACT_PENDING`` are chosen and
-  the table has at most ``_MAX_TABLE_CELLS`` nodes, else by Monte-Carlo integration over
-  fixed uniform points (common to all candidates).
+:class:`GPSampler` documents the algorithm. The single-point improvement and its exact table
+live in :mod:`mapframe.hypervolume` (re-exported here: :func:`hypervolume_improvement`); the
+sampler's batched form adds, per posterior sample, the sampled values of the points already
+chosen in the batch: exact for one and two objectives; for three or more exact by
+inclusion–exclusion over those points while at most ``_MAX_EXACT_PENDING`` are chosen and the
+table has at most ``_MAX_TABLE_CELLS`` nodes, else by Monte-Carlo integration over fixed
+uniform points (common to all candidates).
 """
 
 from __future__ import annotations
@@ -25,6 +20,9 @@ import numpy as np
 
 from mapframe.errors import ConfigError
 from mapframe.history import History
+from mapframe.hypervolume import MAX_TABLE_CELLS as _MAX_TABLE_CELLS
+from mapframe.hypervolume import FrontTable as _FrontTable
+from mapframe.hypervolume import _hvi_1d, _hvi_2d, hypervolume_improvement
 from mapframe.metrics import pareto_mask
 from mapframe.problem import SearchSpace
 from mapframe.samplers.base import CheckedSampler, SamplerContext
@@ -41,8 +39,6 @@ from mapframe.surrogates.quadratic import _one_blas_thread
 
 __all__ = ["GPSampler", "hypervolume_improvement"]
 
-#: Largest grid (cells) of the exact non-dominated-volume table for three or more objectives.
-_MAX_TABLE_CELLS = 1 << 22
 #: Most already-chosen points handled exactly (2^q inclusion–exclusion terms) for T >= 3.
 _MAX_EXACT_PENDING = 3
 #: Uniform points per posterior sample of the Monte-Carlo fallback for T >= 3.
@@ -68,108 +64,6 @@ def _check_int(value: Any, name: str, low: int, auto: bool = False) -> int | str
 
 
 # --------------------------------------------------------------------------- hypervolume
-def _hvi_1d(Y: np.ndarray, F: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """``(S, M)`` improvements of ``Y (S, M, 1)`` over per-sample fronts ``F (S, m, 1)``."""
-    best = np.full(Y.shape[0], ref[0])
-    if F.shape[1]:
-        best = np.maximum(best, F[:, :, 0].max(axis=1))
-    return np.maximum(Y[:, :, 0] - best[:, None], 0.0)
-
-
-def _hvi_2d(Y: np.ndarray, F: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """``(S, M)`` exact improvements of ``Y (S, M, 2)`` over per-sample fronts ``F (S, m, 2)``.
-
-    The region the front dominates is ``{v <= h(u)}`` with ``h(u) = max{f₂ : f₁ >= u}`` (or the
-    reference); sorting each front by ``f₁`` (descending) cuts ``u`` into segments on which
-    ``h`` is a running maximum of ``f₂``, and the improvement of ``y`` is
-    ``Σ_segments overlap(segment, [r₁, y₁]) · max(0, y₂ − h)``. Dominated front points are
-    harmless (the running maximum absorbs them).
-    """
-    S, M = Y.shape[:2]
-    a = np.maximum(F[:, :, 0], ref[0])
-    b = np.maximum(F[:, :, 1], ref[1])
-    order = np.argsort(-a, axis=1, kind="stable")
-    a = np.take_along_axis(a, order, axis=1)
-    h = np.maximum.accumulate(np.take_along_axis(b, order, axis=1), axis=1)
-    inf = np.full((S, 1), np.inf)
-    hi = np.concatenate([inf, a], axis=1)  # (S, m + 1) segment upper ends
-    lo = np.concatenate([a, np.full((S, 1), ref[0])], axis=1)
-    height = np.concatenate([np.full((S, 1), ref[1]), h], axis=1)
-    out = np.empty((S, M))
-    for i in range(0, M, _CHUNK):
-        y1 = Y[:, i : i + _CHUNK, 0, None]
-        y2 = Y[:, i : i + _CHUNK, 1, None]
-        width = np.maximum(np.minimum(y1, hi[:, None, :]) - lo[:, None, :], 0.0)
-        out[:, i : i + _CHUNK] = np.sum(
-            width * np.maximum(y2 - height[:, None, :], 0.0), axis=2
-        )
-    return out
-
-
-class _FrontTable:
-    """``G(z) = vol([ref, z] minus the region dominated by the front)``, exact, for T >= 1.
-
-    The grid nodes on axis ``t`` are the reference, the front's coordinates and ``upper``.
-    Every grid cell is either wholly dominated (its upper corner is dominated by a front
-    point) or not; the prefix sums of the non-dominated cells' volumes give ``G`` at the
-    nodes, and because the integrand is constant inside each cell ``G`` is multilinear there,
-    so multilinear interpolation of the node values is exact. Queries above ``upper`` are
-    clipped to it (choose ``upper`` above every query).
-    """
-
-    def __init__(self, front: np.ndarray, ref: np.ndarray, upper: np.ndarray) -> None:
-        T = ref.size
-        front = front[np.all(front > ref, axis=1)]
-        self.ref = ref.astype(float)
-        self.upper = np.maximum(upper, ref + 1e-12)
-        self.nodes = [
-            np.unique(np.concatenate([[ref[t]], np.minimum(front[:, t], self.upper[t]),
-                                      [self.upper[t]]]))
-            for t in range(T)
-        ]
-        shape = tuple(len(n) - 1 for n in self.nodes)
-        dominated = np.zeros(shape, dtype=bool)
-        if front.shape[0]:
-            idx = tuple(np.searchsorted(self.nodes[t], front[:, t]) - 1 for t in range(T))
-            dominated[idx] = True
-            for t in range(T):  # a cell is dominated when a cell at/above it holds a point
-                dominated = np.flip(np.logical_or.accumulate(np.flip(dominated, t), axis=t), t)
-        vol = np.ones(shape)
-        for t in range(T):
-            w = np.diff(self.nodes[t])
-            vol = vol * w.reshape([-1 if s == t else 1 for s in range(T)])
-        G = np.pad(np.where(dominated, 0.0, vol), [(1, 0)] * T)
-        for t in range(T):
-            G = np.cumsum(G, axis=t)
-        self.G = G
-        self._flat = G.reshape(-1)
-        self._strides = np.array([int(np.prod(G.shape[t + 1 :])) for t in range(T)])
-
-    @staticmethod
-    def cells(front: np.ndarray, ref: np.ndarray) -> int:
-        """The table's size for ``front``: its number of grid nodes (an upper bound)."""
-        keep = front[np.all(front > ref, axis=1)]
-        return int(np.prod([len(np.unique(keep[:, t])) + 2 for t in range(ref.size)]))
-
-    def __call__(self, Z: np.ndarray) -> np.ndarray:
-        """``G`` at each row of ``Z (..., T)``."""
-        shape = Z.shape[:-1]
-        Z = Z.reshape(-1, Z.shape[-1])
-        base = np.zeros(Z.shape[0], dtype=np.int64)
-        weights = np.ones((Z.shape[0], 1))
-        offsets = np.zeros(1, dtype=np.int64)
-        for t, nodes in enumerate(self.nodes):
-            z = np.clip(Z[:, t], nodes[0], nodes[-1])
-            j = np.clip(np.searchsorted(nodes, z, side="right") - 1, 0, len(nodes) - 2)
-            frac = ((z - nodes[j]) / (nodes[j + 1] - nodes[j]))[:, None]
-            base += j * self._strides[t]
-            # corners in itertools.product order: this axis varies slower than the later ones
-            weights = np.concatenate([weights * (1.0 - frac), weights * frac], axis=1)
-            offsets = np.concatenate([offsets, offsets + self._strides[t]])
-        values = self._flat[base[:, None] + offsets[None, :]]
-        return np.einsum("ij,ij->i", weights, values).reshape(shape)
-
-
 def _dominated_by(P: np.ndarray, F: np.ndarray) -> np.ndarray:
     """``(len(P),)``: is each row of ``P`` weakly dominated by some row of ``F`` (maximising)?"""
     out = np.zeros(P.shape[0], dtype=bool)
@@ -257,26 +151,6 @@ def _batch_hvi(
     if W is None:
         raise ValueError("the Monte-Carlo improvement needs uniform points W")
     return _hvi_mc(Y, P, Q, ref, W)
-
-
-def hypervolume_improvement(
-    Y: np.ndarray, front: np.ndarray, ref: np.ndarray
-) -> np.ndarray:
-    """Exact hypervolume improvement of each row of ``Y (M, T)`` over ``front (K, T)``.
-
-    All objectives are maximised; ``ref (T,)`` is the reference point (points not above it in
-    every objective add nothing). ``HVI(y) = HV(front ∪ {y}) − HV(front)``.
-    """
-    Y = np.atleast_2d(np.asarray(Y, dtype=float))
-    ref = np.asarray(ref, dtype=float).reshape(-1)
-    T = ref.size
-    front = np.asarray(front, dtype=float).reshape(-1, T)
-    if Y.shape[1] != T:
-        raise ConfigError(f"Y has {Y.shape[1]} objectives, the reference point {T}")
-    if T <= 2:
-        return _batch_hvi(Y[None], front, np.empty((1, 0, T)), ref)[0]
-    upper = np.max(np.concatenate([Y, front, ref[None] + 1.0]), axis=0)
-    return _FrontTable(front, ref, upper)(Y)
 
 
 # --------------------------------------------------------------------------- sampler

@@ -1,0 +1,239 @@
+"""Hypervolume improvement in the *maximisation* form, and the greedy subset it ranks.
+
+All functions here take objectives where larger is better in every column and an explicit
+reference point. They serve the adaptive samplers (which point adds most to a front) and the
+study's verification (which predicted front points to measure):
+
+- :func:`hypervolume_improvement`: the improvement of many single points over one front;
+  exact for one objective (a difference), two (a staircase sweep) and three or more while
+  the front's grid table fits (:class:`FrontTable`: the non-dominated volume on the grid
+  spanned by the front's coordinates, interpolated multilinearly, which is exact because
+  that volume is multilinear inside every grid cell); beyond that size (about five or more
+  objectives with dozens of front points) a Monte-Carlo estimate over fixed uniform points,
+  the same points for every candidate, drawn from a fixed seed;
+- :func:`greedy_hypervolume_subset`: ``k`` rows chosen one at a time, each the row that
+  adds most hypervolume to a given front plus the rows already chosen.
+
+numpy only; nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mapframe.errors import ConfigError
+from mapframe.metrics import Directions, pareto_mask, to_minimization
+
+__all__ = ["FrontTable", "greedy_hypervolume_subset", "hypervolume_improvement"]
+
+#: Largest grid (cells) of the exact non-dominated-volume table for three or more objectives.
+MAX_TABLE_CELLS = 1 << 22
+#: Candidates handled at once in the vectorised improvement computations.
+_CHUNK = 256
+#: Uniform points of the Monte-Carlo estimate (beyond the exact table's size).
+_MC_POINTS = 1 << 15
+#: Reference point margin of :func:`greedy_hypervolume_subset` (share of the range).
+_REF_MARGIN = 0.1
+
+
+def _hvi_1d(Y: np.ndarray, F: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``(S, M)`` improvements of ``Y (S, M, 1)`` over per-sample fronts ``F (S, m, 1)``."""
+    best = np.full(Y.shape[0], ref[0])
+    if F.shape[1]:
+        best = np.maximum(best, F[:, :, 0].max(axis=1))
+    return np.maximum(Y[:, :, 0] - best[:, None], 0.0)
+
+
+def _hvi_2d(Y: np.ndarray, F: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``(S, M)`` exact improvements of ``Y (S, M, 2)`` over per-sample fronts ``F (S, m, 2)``.
+
+    The region the front dominates is ``{v <= h(u)}`` with ``h(u) = max{f₂ : f₁ >= u}`` (or the
+    reference); sorting each front by ``f₁`` (descending) cuts ``u`` into segments on which
+    ``h`` is a running maximum of ``f₂``, and the improvement of ``y`` is
+    ``Σ_segments overlap(segment, [r₁, y₁]) · max(0, y₂ − h)``. Dominated front points are
+    harmless (the running maximum absorbs them).
+    """
+    S, M = Y.shape[:2]
+    a = np.maximum(F[:, :, 0], ref[0])
+    b = np.maximum(F[:, :, 1], ref[1])
+    order = np.argsort(-a, axis=1, kind="stable")
+    a = np.take_along_axis(a, order, axis=1)
+    h = np.maximum.accumulate(np.take_along_axis(b, order, axis=1), axis=1)
+    inf = np.full((S, 1), np.inf)
+    hi = np.concatenate([inf, a], axis=1)  # (S, m + 1) segment upper ends
+    lo = np.concatenate([a, np.full((S, 1), ref[0])], axis=1)
+    height = np.concatenate([np.full((S, 1), ref[1]), h], axis=1)
+    out = np.empty((S, M))
+    for i in range(0, M, _CHUNK):
+        y1 = Y[:, i : i + _CHUNK, 0, None]
+        y2 = Y[:, i : i + _CHUNK, 1, None]
+        width = np.maximum(np.minimum(y1, hi[:, None, :]) - lo[:, None, :], 0.0)
+        out[:, i : i + _CHUNK] = np.sum(
+            width * np.maximum(y2 - height[:, None, :], 0.0), axis=2
+        )
+    return out
+
+
+class FrontTable:
+    """``G(z) = vol([ref, z] minus the region dominated by the front)``, exact, for T >= 1.
+
+    The grid nodes on axis ``t`` are the reference, the front's coordinates and ``upper``.
+    Every grid cell is either wholly dominated (its upper corner is dominated by a front
+    point) or not; the prefix sums of the non-dominated cells' volumes give ``G`` at the
+    nodes, and because the integrand is constant inside each cell ``G`` is multilinear there,
+    so multilinear interpolation of the node values is exact. Queries above ``upper`` are
+    clipped to it (choose ``upper`` above every query).
+    """
+
+    def __init__(self, front: np.ndarray, ref: np.ndarray, upper: np.ndarray) -> None:
+        T = ref.size
+        front = front[np.all(front > ref, axis=1)]
+        self.ref = ref.astype(float)
+        self.upper = np.maximum(upper, ref + 1e-12)
+        self.nodes = [
+            np.unique(np.concatenate([[ref[t]], np.minimum(front[:, t], self.upper[t]),
+                                      [self.upper[t]]]))
+            for t in range(T)
+        ]
+        shape = tuple(len(n) - 1 for n in self.nodes)
+        dominated = np.zeros(shape, dtype=bool)
+        if front.shape[0]:
+            idx = tuple(np.searchsorted(self.nodes[t], front[:, t]) - 1 for t in range(T))
+            dominated[idx] = True
+            for t in range(T):  # a cell is dominated when a cell at/above it holds a point
+                dominated = np.flip(np.logical_or.accumulate(np.flip(dominated, t), axis=t), t)
+        vol = np.ones(shape)
+        for t in range(T):
+            w = np.diff(self.nodes[t])
+            vol = vol * w.reshape([-1 if s == t else 1 for s in range(T)])
+        G = np.pad(np.where(dominated, 0.0, vol), [(1, 0)] * T)
+        for t in range(T):
+            G = np.cumsum(G, axis=t)
+        self.G = G
+        self._flat = G.reshape(-1)
+        self._strides = np.array([int(np.prod(G.shape[t + 1 :])) for t in range(T)])
+
+    @staticmethod
+    def cells(front: np.ndarray, ref: np.ndarray) -> int:
+        """The table's size for ``front``: its number of grid nodes (an upper bound)."""
+        keep = front[np.all(front > ref, axis=1)]
+        return int(np.prod([len(np.unique(keep[:, t])) + 2 for t in range(ref.size)]))
+
+    def __call__(self, Z: np.ndarray) -> np.ndarray:
+        """``G`` at each row of ``Z (..., T)``."""
+        shape = Z.shape[:-1]
+        Z = Z.reshape(-1, Z.shape[-1])
+        base = np.zeros(Z.shape[0], dtype=np.int64)
+        weights = np.ones((Z.shape[0], 1))
+        offsets = np.zeros(1, dtype=np.int64)
+        for t, nodes in enumerate(self.nodes):
+            z = np.clip(Z[:, t], nodes[0], nodes[-1])
+            j = np.clip(np.searchsorted(nodes, z, side="right") - 1, 0, len(nodes) - 2)
+            frac = ((z - nodes[j]) / (nodes[j + 1] - nodes[j]))[:, None]
+            base += j * self._strides[t]
+            # corners in itertools.product order: this axis varies slower than the later ones
+            weights = np.concatenate([weights * (1.0 - frac), weights * frac], axis=1)
+            offsets = np.concatenate([offsets, offsets + self._strides[t]])
+        values = self._flat[base[:, None] + offsets[None, :]]
+        return np.einsum("ij,ij->i", weights, values).reshape(shape)
+
+
+def _dominated_share(Y: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """``(M, len(W))`` booleans: does row ``m`` of ``Y`` weakly dominate point ``w``?"""
+    inside = np.ones((Y.shape[0], W.shape[0]), dtype=bool)
+    for t in range(Y.shape[1]):
+        inside &= W[None, :, t] <= Y[:, t, None]
+    return inside
+
+
+def _hvi_monte_carlo(Y: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Monte-Carlo improvements over fixed uniform points of the box ``[ref, upper]``."""
+    T = ref.size
+    upper = np.max(np.concatenate([Y, front, ref[None] + 1e-12]), axis=0)
+    W = ref + np.random.default_rng(0).random((_MC_POINTS, T)) * (upper - ref)
+    free = np.ones(W.shape[0], dtype=bool)
+    for i in range(0, front.shape[0], _CHUNK):
+        free &= ~_dominated_share(front[i : i + _CHUNK], W).any(axis=0)
+    W = W[free]
+    vol = float(np.prod(upper - ref)) / _MC_POINTS
+    out = np.empty(Y.shape[0])
+    for i in range(0, Y.shape[0], _CHUNK):
+        out[i : i + _CHUNK] = vol * _dominated_share(Y[i : i + _CHUNK], W).sum(axis=1)
+    return out
+
+
+def hypervolume_improvement(
+    Y: np.ndarray, front: np.ndarray, ref: np.ndarray
+) -> np.ndarray:
+    """Hypervolume improvement of each row of ``Y (M, T)`` over ``front (K, T)``.
+
+    All objectives are maximised; ``ref (T,)`` is the reference point (points not above it in
+    every objective add nothing). ``HVI(y) = HV(front ∪ {y}) − HV(front)``. Exact for one
+    and two objectives and while the front's :class:`FrontTable` has at most
+    ``MAX_TABLE_CELLS`` nodes; a Monte-Carlo estimate (32768 fixed uniform points) beyond.
+    """
+    Y = np.atleast_2d(np.asarray(Y, dtype=float))
+    ref = np.asarray(ref, dtype=float).reshape(-1)
+    T = ref.size
+    front = np.asarray(front, dtype=float).reshape(-1, T)
+    if Y.shape[1] != T:
+        raise ConfigError(f"Y has {Y.shape[1]} objectives, the reference point {T}")
+    front = front[np.all(front > ref, axis=1)]
+    if T == 1:
+        return _hvi_1d(Y[None], front[None], ref)[0]
+    if T == 2:
+        return _hvi_2d(Y[None], front[None], ref)[0]
+    if FrontTable.cells(front, ref) > MAX_TABLE_CELLS:
+        return _hvi_monte_carlo(Y, front, ref)
+    upper = np.max(np.concatenate([Y, front, ref[None] + 1.0]), axis=0)
+    return FrontTable(front, ref, upper)(Y)
+
+
+def greedy_hypervolume_subset(
+    F: np.ndarray, k: int, directions: Directions = None, measured: np.ndarray | None = None
+) -> np.ndarray:
+    """Indices (sorted) of ``k`` rows of ``F`` chosen greedily by hypervolume gain.
+
+    Each step takes the row that adds most hypervolume to the non-dominated set of
+    ``measured`` (metrics already known, in ``F``'s units) plus the rows chosen so far.
+    Objectives are scaled to [0, 1] over ``F`` and ``measured`` together, with the reference
+    point a tenth of the range below the worst value. Once no row adds anything (the rest
+    are dominated by what is measured or chosen), the remaining picks are the rows farthest
+    from those chosen (:func:`~mapframe.metrics.spread_subset`'s rule), so exactly
+    ``min(k, len(F))`` rows are returned.
+    """
+    from mapframe.metrics import spread_subset
+
+    G = -to_minimization(np.asarray(F, dtype=float), directions)
+    n, T = G.shape
+    k = min(int(k), n)
+    if k <= 0:
+        return np.arange(0)
+    Gm = (np.empty((0, T)) if measured is None or np.size(measured) == 0 else
+          -to_minimization(np.asarray(measured, dtype=float).reshape(-1, T), directions))
+    both = np.vstack([G, Gm])
+    lo = both.min(axis=0)
+    span = np.ptp(both, axis=0)
+    span = np.where(span > 0, span, 1.0)
+    Z, Zm = (G - lo) / span, (Gm - lo) / span
+    ref = np.full(T, -_REF_MARGIN)
+    P = Zm[pareto_mask(Zm)] if Zm.shape[0] else Zm
+    chosen: list[int] = []
+    while len(chosen) < k:
+        gain = hypervolume_improvement(Z, P, ref)
+        gain[chosen] = -np.inf
+        i = int(np.argmax(gain))
+        if not gain[i] > 1e-12:
+            break
+        chosen.append(i)
+        P = np.vstack([P, Z[i]])
+    if len(chosen) < k:  # nothing adds volume any more: spread the rest
+        if not chosen:
+            return spread_subset(F, k, directions)
+        dist = np.min(np.linalg.norm(Z[:, None, :] - Z[chosen][None, :, :], axis=2), axis=1)
+        while len(chosen) < k:
+            dist[chosen] = -np.inf
+            i = int(np.argmax(dist))
+            chosen.append(i)
+            dist = np.minimum(dist, np.linalg.norm(Z - Z[i], axis=1))
+    return np.array(sorted(chosen))

@@ -1,0 +1,104 @@
+"""``sampler: auto``: the sampler the head-to-head benchmark found best for a study's size.
+
+The rule (measured in ``docs/benchmarks.md``, head-to-head section, 2026-12-02):
+
+- gpytorch missing, or a budget that leaves no adaptive round after the adaptive samplers'
+  initial design (``budget < 2 (N + 1) + 3``): ``sobol`` (Plain MAP, one batch);
+- N <= 2 coefficients: ``gp`` (expected hypervolume improvement; its exploration pays
+  where the front is a curve);
+- N >= 3: ``front`` (measure the predicted front by hypervolume gain, refit, re-solve).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mapframe.history import History
+from mapframe.problem import SearchSpace
+from mapframe.samplers.base import Sampler, SamplerContext
+
+__all__ = ["AUTO", "AutoSampler", "auto_sampler_name", "resolve_auto_sampler"]
+
+#: The name that asks for the rule.
+AUTO = "auto"
+#: Points of one adaptive round beyond the initial design, for the rule's budget test.
+_ONE_ROUND = 3
+
+
+def _has_gpytorch() -> bool:
+    try:
+        return importlib.util.find_spec("gpytorch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def auto_sampler_name(n_dims: int, budget: int) -> str:
+    """The sampler ``auto`` stands for with ``n_dims`` coefficients and ``budget``."""
+    if not _has_gpytorch() or budget < 2 * (n_dims + 1) + _ONE_ROUND:
+        return "sobol"
+    return "gp" if n_dims <= 2 else "front"
+
+
+def resolve_auto_sampler(spec: Any, n_dims: int, budget: int) -> Any:
+    """``spec`` with ``auto`` replaced by the rule's choice (anything else unchanged).
+
+    ``{"name": "auto", ...}`` keeps its other settings for the chosen sampler (for example
+    ``batch``, which every adaptive sampler has)."""
+    if isinstance(spec, AutoSampler):
+        return spec.chosen(n_dims, budget)
+    if isinstance(spec, str) and spec == AUTO:
+        return auto_sampler_name(n_dims, budget)
+    if isinstance(spec, dict) and spec.get("name") == AUTO:
+        return {**spec, "name": auto_sampler_name(n_dims, budget)}
+    return spec
+
+
+class AutoSampler(Sampler):
+    """``sampler: auto``: the sampler :func:`auto_sampler_name` picks for the study's size.
+
+    A study never runs this class itself: :func:`~mapframe.assembly.assemble` replaces
+    ``auto`` (a name, a mapping or an instance of this class) by the chosen sampler, built
+    with the settings given here, so its ``adaptive`` flag and checks are the real ones.
+    Used on its own, it builds that sampler in :meth:`setup` (from the context's box and
+    budget) and hands every call to it; ``settings`` go to the chosen sampler's constructor.
+    """
+
+    name: ClassVar[str] = AUTO
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = dict(settings)
+        self._delegate: Sampler | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": AUTO, **self.settings}
+
+    def chosen(self, n_dims: int, budget: int) -> Sampler:
+        """The sampler the rule picks, built with this one's settings."""
+        from mapframe.plugin import get_registry
+
+        spec = {"name": auto_sampler_name(n_dims, budget), **self.settings}
+        return get_registry().create("sampler", spec)  # type: ignore[return-value]
+
+    def setup(self, context: SamplerContext) -> None:
+        super().setup(context)
+        self._delegate = self.chosen(context.space.n_dims, context.budget)
+        self._delegate.setup(context)
+
+    def _active(self, space: SearchSpace) -> Sampler:
+        if self._delegate is None:
+            self._delegate = self.chosen(space.n_dims, 0)
+        return self._delegate
+
+    def batch_size(self, remaining: int, history: History, capacity: int = 1) -> int:
+        if self._delegate is None:
+            return remaining
+        return self._delegate.batch_size(remaining, history, capacity)
+
+    def propose(
+        self, n: int, space: SearchSpace, history: History, rng: np.random.Generator
+    ) -> np.ndarray:
+        """The chosen sampler's proposal."""
+        return self._active(space).propose(n, space, history, rng)

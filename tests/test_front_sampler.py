@@ -1,0 +1,271 @@
+"""The ``front`` sampler and the hypervolume-gain choice of points (verification, batches)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from test_front_pareto import Quadratics
+
+from mapframe import MergeStudy
+from mapframe.errors import ConfigError
+from mapframe.history import Evaluation, History
+from mapframe.hypervolume import greedy_hypervolume_subset, hypervolume_improvement
+from mapframe.metrics import hypervolume, pareto_mask, reference_point
+from mapframe.plugin import get_registry
+from mapframe.samplers.base import SamplerContext
+from mapframe.samplers.front import FrontSampler
+from mapframe.samplers.space_filling import sobol_unit
+from mapframe.testing import AdaptiveSamplerContract
+
+
+class TestFrontSampler(AdaptiveSamplerContract):
+    def make_sampler(self):
+        return FrontSampler()
+
+
+# --------------------------------------------------------------------------- settings
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"initial": 1}, "initial must be an integer >= 2"),
+    ({"initial": "many"}, "initial must be an integer >= 2"),
+    ({"batch": 0}, "batch must be an integer >= 1"),
+    ({"batch": True}, "batch must be an integer >= 1"),
+    ({"optimism": -1}, "optimism must be a number from 0 to 10"),
+    ({"optimism": "high"}, "optimism must be a number from 0 to 10"),
+    ({"nu": 2.0}, "nu must be one of"),
+])
+def test_bad_settings_are_one_line_errors(kwargs, fragment) -> None:
+    with pytest.raises(ConfigError, match=fragment) as info:
+        FrontSampler(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_registered_like_every_builtin() -> None:
+    assert get_registry().get("sampler", "front") is FrontSampler
+    assert FrontSampler().describe()["name"] == "front"
+
+
+def test_initial_design_then_rounds() -> None:
+    s = FrontSampler()
+    empty = History(3, 2, [])
+    assert s.batch_size(50, empty) == 8  # 2 (N + 1)
+    assert s.batch_size(5, empty) == 5
+    full = History(3, 2, [Evaluation(np.full(3, i / 10), np.zeros(2)) for i in range(8)])
+    assert s.batch_size(50, full) == 3
+    assert s.batch_size(50, full, capacity=5) == 5
+    assert FrontSampler(initial=4, batch=2).batch_size(50, full) == 2
+
+
+# --------------------------------------------------------------------------- proposals
+def _history(problem: Quadratics, n: int, seed: int = 0) -> History:
+    X = sobol_unit(n, problem.n, np.random.default_rng(seed))
+    Y = problem(X)
+    return History(problem.n, problem.n, [Evaluation(x, y) for x, y in zip(X, Y)])
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_proposals_lie_near_the_pareto_set(n: int) -> None:
+    # After the initial design the picks come from the predicted Pareto set: far closer to
+    # the true one (the targets' convex hull) than the measured points are.
+    problem = Quadratics(n)
+    history = _history(problem, 2 * (n + 1) + 4)
+    s = FrontSampler()
+    s.setup(SamplerContext(space=problem.space, tasks=tuple(problem.tasks), budget=40))
+    X = s.propose(3, problem.space, history, np.random.default_rng(1))
+    assert X.shape == (3, n)
+    measured = problem.hull_distance2(history.X)
+    picked = problem.hull_distance2(X)
+    assert picked.max() < 0.25 * np.median(measured), (picked, np.median(measured))
+
+
+def test_proposals_extend_the_measured_front() -> None:
+    # Every pick is predicted to add hypervolume to the measured front (none repeats it).
+    problem = Quadratics(3)
+    history = _history(problem, 12)
+    s = FrontSampler()
+    s.setup(SamplerContext(space=problem.space, tasks=tuple(problem.tasks), budget=40))
+    X = s.propose(3, problem.space, history, np.random.default_rng(2))
+    Y = history.Y
+    ref = reference_point(np.vstack([Y, problem(X)]), margin=0.1)
+    gains = hypervolume_improvement(problem(X), Y[pareto_mask(Y)], ref)
+    assert np.all(gains > 0)
+
+
+def test_min_tasks_are_handled() -> None:
+    problem = Quadratics(3, minimised=(1,))
+    history = _history(problem, 12)
+    s = FrontSampler()
+    s.setup(SamplerContext(space=problem.space, tasks=tuple(problem.tasks), budget=40))
+    X = s.propose(2, problem.space, history, np.random.default_rng(0))
+    assert problem.hull_distance2(X).max() < 0.25 * np.median(problem.hull_distance2(history.X))
+
+
+def test_study_measures_a_better_front_than_plain_sobol() -> None:
+    # Same budget, same objective: the measured points of the front sampler cover more
+    # hypervolume than a Sobol design's.
+    problem = Quadratics(3)
+    names = [t.name for t in problem.tasks]
+
+    def measured_hv(sampler: str) -> float:
+        res = MergeStudy(objective=problem, task_names=names, budget=20, seed=0,
+                         sampler=sampler).run()
+        return res.history.Y
+
+    front, sobol = measured_hv("front"), measured_hv("sobol")
+    ref = reference_point(np.vstack([front, sobol]), margin=0.1)
+    assert hypervolume(front, ref) > 1.05 * hypervolume(sobol, ref)
+
+
+# --------------------------------------------------------------------------- hypervolume
+def _brute_gain(Y: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """HV(front ∪ {y}) − HV(front) with pymoo, maximisation form."""
+    base = hypervolume(front, ref, "max") if len(front) else 0.0
+    return np.array([hypervolume(np.vstack([front, y]), ref, "max") - base for y in Y])
+
+
+@pytest.mark.parametrize("T", [2, 3, 4])
+def test_hypervolume_improvement_is_exact(T: int) -> None:
+    rng = np.random.default_rng(T)
+    front = rng.random((12, T))
+    Y = rng.random((30, T))
+    ref = np.full(T, -0.1)
+    np.testing.assert_allclose(hypervolume_improvement(Y, front, ref),
+                               _brute_gain(Y, front, ref), atol=1e-10)
+
+
+def test_hypervolume_improvement_beyond_the_table_is_monte_carlo() -> None:
+    # Six objectives and 40 front points: the exact table would have ~42^6 cells.
+    rng = np.random.default_rng(0)
+    T = 6
+    front = rng.random((40, T)) * 0.8
+    Y = 0.3 + 0.7 * rng.random((5, T))
+    ref = np.zeros(T)
+    got = hypervolume_improvement(Y, front, ref)
+    want = _brute_gain(Y, front, ref)
+    np.testing.assert_allclose(got, want, rtol=0.1, atol=2e-3)
+    assert np.all(hypervolume_improvement(Y, front, ref) == got)  # fixed points
+
+
+def test_greedy_subset_picks_the_largest_gain_first() -> None:
+    rng = np.random.default_rng(3)
+    F = rng.random((25, 3))
+    F = F[pareto_mask(F)]
+    measured = rng.random((6, 3)) * 0.9
+    idx = greedy_hypervolume_subset(F, 1, ["max"] * 3, measured)
+    both = np.vstack([F, measured])
+    lo, span = both.min(axis=0), np.ptp(both, axis=0)
+    Z, Zm = (F - lo) / span, (measured - lo) / span
+    gains = _brute_gain(Z, Zm[pareto_mask(Zm)], np.full(3, -0.1))
+    assert idx.tolist() == [int(np.argmax(gains))]
+
+
+def test_greedy_subset_is_optimal_for_two_picks_on_small_sets() -> None:
+    # Greedy is not always optimal, but it must match a brute-force best pair to within the
+    # (1 - 1/e) guarantee of submodular maximisation; here it usually equals it.
+    rng = np.random.default_rng(4)
+    F = rng.random((10, 2))
+    idx = greedy_hypervolume_subset(F, 2, ["max", "max"])
+    lo, span = F.min(axis=0), np.ptp(F, axis=0)
+    Z = (F - lo) / span
+    ref = np.full(2, -0.1)
+    best = max(hypervolume(Z[list(p)], ref, "max") for p in itertools.combinations(range(10), 2))
+    assert hypervolume(Z[idx], ref, "max") >= (1 - 1 / np.e) * best
+
+
+def test_greedy_subset_skips_what_measurements_beat_and_fills_k() -> None:
+    F = np.array([[0.9, 0.1], [0.5, 0.5], [0.1, 0.9], [0.45, 0.45]])
+    measured = np.array([[0.6, 0.6]])  # beats rows 1 and 3
+    idx = greedy_hypervolume_subset(F, 2, ["max", "max"], measured)
+    assert set(idx.tolist()) == {0, 2}
+    assert len(greedy_hypervolume_subset(F, 4, ["max", "max"], measured)) == 4
+    assert len(greedy_hypervolume_subset(F, 9, ["max", "max"], measured)) == 4
+    # Minimised tasks: the same choice in mirrored units.
+    idx_min = greedy_hypervolume_subset(-F, 2, ["min", "min"], -measured)
+    assert idx_min.tolist() == idx.tolist()
+
+
+def test_verification_goes_where_measurements_are_beaten() -> None:
+    # The verified points' predictions are not dominated by a measured search point.
+    problem = Quadratics(3)
+    names = [t.name for t in problem.tasks]
+    res = MergeStudy(objective=problem, task_names=names, budget=20, seed=0,
+                     verify=4).run()
+    searched = np.array([e.metrics for e in res.history.select("search")])
+    verified = np.array([e.coefficients for e in res.history.select("verify")])
+    assert len(verified) == 4
+    pred = problem(verified)  # exact surrogate: the prediction is the objective
+    for p in pred:
+        assert not np.any(np.all(searched >= p - 1e-9, axis=1))
+
+
+def test_hypervolume_rule_measures_more_than_spreading(monkeypatch) -> None:
+    # The rule before 2026-12-02 spread the verified points over the predicted front; on the
+    # same study the hypervolume rule ends with a larger measured front.
+    import mapframe.study as study_module
+    from mapframe.metrics import spread_subset
+
+    problem = Quadratics(3)
+    names = [t.name for t in problem.tasks]
+
+    def measured() -> np.ndarray:
+        res = MergeStudy(objective=problem, task_names=names, budget=12, seed=0, verify=3,
+                         surrogate="gp").run()
+        return np.array([e.metrics for e in res.history if e.ok])
+
+    by_gain = measured()
+    monkeypatch.setattr(study_module, "greedy_hypervolume_subset",
+                        lambda F, k, directions, measured: spread_subset(F, k, directions))
+    by_spread = measured()
+    ref = reference_point(np.vstack([by_gain, by_spread]), margin=0.1)
+    assert hypervolume(by_gain, ref) > hypervolume(by_spread, ref)
+
+
+# --------------------------------------------------------------------------- sampler: auto
+def test_auto_rule() -> None:
+    from mapframe.samplers.choice import auto_sampler_name
+
+    assert auto_sampler_name(2, 30) == "gp"
+    assert auto_sampler_name(3, 30) == "front"
+    assert auto_sampler_name(8, 90) == "front"
+    assert auto_sampler_name(3, 10) == "sobol"  # no adaptive round after 2 (N + 1) points
+    assert auto_sampler_name(8, 20) == "sobol"
+
+
+def test_auto_rule_without_gpytorch(monkeypatch) -> None:
+    import mapframe.samplers.choice as choice
+
+    monkeypatch.setattr(choice, "_has_gpytorch", lambda: False)
+    assert choice.auto_sampler_name(3, 100) == "sobol"
+
+
+@pytest.mark.parametrize("spec", ["auto", {"name": "auto", "batch": 2}, "AutoSampler"])
+def test_a_study_runs_the_chosen_sampler(spec) -> None:
+    from mapframe.samplers.choice import AutoSampler
+
+    if spec == "AutoSampler":
+        spec = AutoSampler(batch=2)
+    problem = Quadratics(3)
+    study = MergeStudy(objective=problem, task_names=[t.name for t in problem.tasks],
+                       budget=14, seed=0, sampler=spec)
+    assert isinstance(study.sampler, FrontSampler)
+    assert study.sampler.batch == (3 if spec == "auto" else 2)
+    small = MergeStudy(objective=problem, task_names=[t.name for t in problem.tasks],
+                       budget=10, seed=0, sampler="auto")
+    assert small.sampler.name == "sobol"
+
+
+def test_auto_sampler_used_directly_delegates() -> None:
+    from mapframe.samplers.choice import AutoSampler
+
+    problem = Quadratics(3)
+    s = AutoSampler()
+    s.setup(SamplerContext(space=problem.space, tasks=tuple(problem.tasks), budget=40))
+    history = _history(problem, 12)
+    assert s.batch_size(20, history) == 3
+    X = s.propose(3, problem.space, history, np.random.default_rng(0))
+    want = FrontSampler()
+    want.setup(SamplerContext(space=problem.space, tasks=tuple(problem.tasks), budget=40))
+    np.testing.assert_array_equal(X, want.propose(3, problem.space, history,
+                                                  np.random.default_rng(0)))
+    assert AutoSampler(batch=2).describe() == {"name": "auto", "batch": 2}
