@@ -12,7 +12,9 @@ is stored the moment it finishes, reused on a rerun, and checked the same way.
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -27,9 +29,11 @@ from mapframe.evaluators.base import Evaluator
 from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
 from mapframe.history import Evaluation, FailureReason, History, coefficient_key
 from mapframe.problem import Task
-from mapframe.storage.base import EvaluationStore
+from mapframe.storage.base import EvaluationStore, driver_id
 
 __all__ = ["EvaluationCounts", "EvaluationSession", "check_metrics"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,6 +47,8 @@ class EvaluationCounts:
     executor_start_s: float | None = None
     #: Evaluations made per phase (``{"search": 12, "verify": 3}``).
     by_phase: dict[str, int] = field(default_factory=dict)
+    #: Of ``reused``: evaluations another driver of the same study made while this one ran.
+    by_other_drivers: int = 0
 
 
 class EvaluationSession:
@@ -54,7 +60,16 @@ class EvaluationSession:
     declared range raise :class:`~mapframe.errors.MetricError` in both modes (a scale bug).
     ``on_stored(evaluation)`` is called after each evaluation is written; ``on_progress(
     phase, done)`` after each one arrives.
+
+    On a store that other processes can open (:attr:`EvaluationStore.shared`), the session
+    claims points before evaluating them, one batch per worker at a time, so that several
+    drivers of one study share the work and never evaluate a point twice; points
+    another driver holds are waited for and read from the store. Its claims are renewed by a
+    heartbeat thread while it runs and released when it stops.
     """
+
+    #: Seconds between looks at the store while other drivers hold the remaining points.
+    poll_s: float = 0.2
 
     def __init__(
         self,
@@ -83,6 +98,8 @@ class EvaluationSession:
         self._stored: dict[tuple[str, str], Evaluation] = {}
         self._started = False
         self._open = False
+        #: Who this driver is in the store's claims (host, process, random part).
+        self.owner = driver_id()
 
     # -- lifetime ---------------------------------------------------------------------------
     def open(self) -> EvaluationSession:
@@ -130,9 +147,22 @@ class EvaluationSession:
         reuse stored results, run the others; everything lands in ``history`` in the order
         of ``X``. Returns the jobs that were run (not reused)."""
         jobs = self._reuse_or_schedule(X, phase, round_no, history)
-        if jobs:
-            self._run(jobs, history, phase)
-        return jobs
+        if not jobs:
+            return jobs
+        done_before = len(history.select(phase, ok=False))
+        collected: dict[str, Evaluation] = {}
+        try:
+            if self.store.shared:
+                return self._run_claimed(jobs, phase, collected, done_before)
+            self._run(jobs, phase, collected, done_before)
+            return jobs
+        finally:
+            # The history (what samplers and surrogates see) takes the results in submission
+            # order, whoever made them and in whatever order they came, so a study gives the
+            # same front on any executor and with any number of drivers.
+            for job in jobs:
+                if job.key in collected:
+                    history.add(collected[job.key])
 
     def _reuse_or_schedule(self, X: np.ndarray, phase: str, round_no: int,
                            history: History) -> list[Job]:
@@ -158,42 +188,73 @@ class EvaluationSession:
         self._started = True
         self.counts.executor_start_s = time.perf_counter() - t
 
-    def _run(self, jobs: list[Job], history: History, phase: str) -> None:
-        # Results are stored the moment they arrive, in whatever order workers finish; the
-        # history (what samplers and surrogates see) takes them in submission order once the
-        # batch is complete, so a study gives the same front on any executor.
+    def _run_claimed(self, jobs: list[Job], phase: str, collected: dict[str, Evaluation],
+                     done_before: int) -> list[Job]:
+        """Evaluate ``jobs`` together with any other drivers of the study: claim a few,
+        evaluate them, read what the others stored, wait for points they hold; returns the
+        jobs this driver evaluated."""
+        todo = {j.key: j for j in jobs}
+        ran: list[Job] = []
+        # A claim is what the executor runs in one go: a batch per worker (a vectorised
+        # evaluator with no batch limit takes every remaining point at once).
+        per_worker = self.evaluator.max_batch_size or len(todo)
+        chunk = max(1, int(self.executor.capacity)) * max(1, int(per_worker))
+        delay = self.poll_s
+        with _Heartbeat(self.store, self.owner):
+            try:
+                while todo:
+                    for key, ev in self.store.stored(phase, list(todo)).items():
+                        del todo[key]
+                        collected[key] = ev
+                        self.counts.reused += 1
+                        self.counts.by_other_drivers += 1
+                        if self.on_progress is not None:
+                            self.on_progress(phase, done_before + len(collected))
+                        _raise_if_out_of_range(ev)
+                    if not todo:
+                        break
+                    got = self.store.claim(phase, list(todo), self.owner, limit=chunk)
+                    if got:
+                        batch = [todo.pop(k) for k in got]
+                        ran += batch
+                        self._run(batch, phase, collected, done_before)
+                        delay = self.poll_s
+                    else:  # other drivers hold every remaining point: wait for them
+                        time.sleep(delay)
+                        delay = min(2 * delay, 2.0)
+            finally:
+                self.store.release_claims(self.owner)
+        return ran
+
+    def _run(self, jobs: list[Job], phase: str, collected: dict[str, Evaluation],
+             done_before: int) -> None:
+        # Results are stored the moment they arrive, in whatever order workers finish, and
+        # put in ``collected`` for the caller to add to the history in submission order.
         if not self._started:
             self._start()
         self.executor.submit(jobs)
         pending = {j.key for j in jobs}
-        arrived: dict[str, Evaluation] = {}
-        done_before = len(history.select(phase, ok=False))
         first_failure: Evaluation | None = None
-        try:
-            for res in self.executor.as_completed():
-                if res.job.key not in pending:
-                    continue  # a duplicate result (e.g. a retried job that also finished)
-                pending.discard(res.job.key)
-                ev = check_metrics(res, self.tasks, self.evaluator.name)
-                self.store.add(ev)
-                arrived[ev.key] = ev
-                self.counts.new += 1
-                self.counts.by_phase[phase] = self.counts.by_phase.get(phase, 0) + 1
-                if not ev.ok:
-                    self.counts.failed += 1
-                if self.on_stored is not None:
-                    self.on_stored(ev)
-                if self.on_progress is not None:
-                    self.on_progress(phase, done_before + len(arrived))
-                _raise_if_out_of_range(ev)
-                if ev.status == "failed" and self.on_error == "raise" and first_failure is None:
-                    first_failure = ev
-                    if not pending:
-                        break
-        finally:
-            for job in jobs:
-                if job.key in arrived:
-                    history.add(arrived[job.key])
+        for res in self.executor.as_completed():
+            if res.job.key not in pending:
+                continue  # a duplicate result (e.g. a retried job that also finished)
+            pending.discard(res.job.key)
+            ev = check_metrics(res, self.tasks, self.evaluator.name)
+            self.store.add(ev)
+            collected[ev.key] = ev
+            self.counts.new += 1
+            self.counts.by_phase[phase] = self.counts.by_phase.get(phase, 0) + 1
+            if not ev.ok:
+                self.counts.failed += 1
+            if self.on_stored is not None:
+                self.on_stored(ev)
+            if self.on_progress is not None:
+                self.on_progress(phase, done_before + len(collected))
+            _raise_if_out_of_range(ev)
+            if ev.status == "failed" and self.on_error == "raise" and first_failure is None:
+                first_failure = ev
+                if not pending:
+                    break
         if first_failure is not None:
             first = (first_failure.error or "").splitlines()[0]
             raise EvaluationError(
@@ -207,6 +268,37 @@ class EvaluationSession:
                 f"{len(pending)} of {len(jobs)} submitted evaluations; this is a bug in the "
                 "executor (as_completed must yield one result per submitted job)"
             )
+
+
+class _Heartbeat:
+    """Renews a driver's claims every ``claim_ttl / 4`` seconds from a daemon thread, so that
+    an evaluation longer than the claim's lifetime keeps its points; a killed process stops
+    renewing and its claims expire."""
+
+    def __init__(self, store: EvaluationStore, owner: str) -> None:
+        self.store = store
+        self.owner = owner
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread = threading.Thread(target=self._beat, name="mapframe-claims",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        interval = max(0.05, float(self.store.claim_ttl) / 4)
+        while not self._stop.wait(interval):
+            try:
+                self.store.renew_claims(self.owner)
+            except Exception as exc:  # a missed beat only risks a takeover
+                log.warning("could not renew this driver's claims in the store: %s", exc)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def check_metrics(res: JobResult, tasks: Sequence[Task], evaluator: str) -> Evaluation:

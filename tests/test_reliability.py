@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -283,6 +284,58 @@ def test_a_read_only_store_says_what_is_safe(tmp_path):
     store._connect().execute("PRAGMA query_only = ON")
     with pytest.raises(StoreError, match=r"read-only.*3 evaluations of this study"):
         store.add(Evaluation(np.array([0.9]), np.array([1.0])))
+
+
+_READ_ONLY_RUN = """
+import sys
+from mapframe import MergeStudy
+from mapframe.errors import StoreError
+try:
+    res = MergeStudy(evaluator={"name": "callable", "function": "objectives:two_quadratics",
+                                "tasks": ["a", "b"]},
+                     budget=int(sys.argv[2]), storage=sys.argv[1], study_name="s").run()
+    print("reused", res.n_reused, "new", res.n_evaluated, len(res.front))
+except StoreError as exc:
+    print("error", exc)
+"""
+
+
+def _as_nobody(*args: str) -> str:
+    """Run a script as the unprivileged user 'nobody' (root can write any file)."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to make a file truly read-only")
+    tests = str(Path(__file__).parent)
+    out = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+         "-c", _READ_ONLY_RUN, *args], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": tests, "HOME": "/tmp"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
+
+
+def test_a_read_only_store_holding_every_evaluation_still_gives_results():
+    import os
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="mapframe-ro-"))  # under /tmp: 'nobody' can enter
+    try:
+        os.chmod(folder, 0o755)
+        db = folder / "s.sqlite"
+        MergeStudy(evaluator={"name": "callable", "function": "objectives:two_quadratics",
+                              "tasks": ["a", "b"]}, budget=6, storage=db,
+                   study_name="s").run()
+        os.chmod(db, 0o644)  # readable, not writable, by 'nobody'
+        assert _as_nobody(str(db), "6").startswith("reused 6 new 0")
+        line = _as_nobody(str(db), "8")
+        assert line.startswith("error the store") and "read-only" in line
+        assert "2 evaluations" in line and "nothing was evaluated" in line
+    finally:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # -- 9. damaged stores: detected at open, checked and salvaged ------------------------------

@@ -72,7 +72,9 @@ class CallableEvaluator(Evaluator):
         self.vectorized = bool(vectorized)
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.max_batch_size = batch_size
+        # A function of one vector gains nothing from batches: one point at a time, so each
+        # result is stored as it finishes and drivers sharing a study share its points.
+        self.max_batch_size = batch_size if (batch_size or self.vectorized) else 1
 
     @property
     def tasks(self) -> list[Task]:

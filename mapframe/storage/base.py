@@ -3,14 +3,42 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import uuid
 from abc import abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from mapframe.component import Component
 from mapframe.errors import StoreError
 from mapframe.history import Evaluation
 
-__all__ = ["EvaluationStore", "fingerprint_diff"]
+__all__ = ["EvaluationStore", "driver_id", "driver_is_gone", "fingerprint_diff"]
+
+
+def driver_id() -> str:
+    """A new name for one driver in a store's claims: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def driver_is_gone(owner: str) -> bool:
+    """Whether ``owner`` (a :func:`driver_id`) was a process on this host that no longer
+    runs: its claims can be taken over at once instead of after ``claim_ttl``."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
 
 
 def fingerprint_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -41,9 +69,21 @@ class EvaluationStore(Component):
     :attr:`~mapframe.history.Evaluation.reason` included, so :meth:`load` returns evaluations
     equal field by field to those given to :meth:`add`. :attr:`location` says where the
     evaluations live (a file path, a URL) or is ``None`` when they live only in this process.
+
+    **Several drivers on one study.** A store that other processes can open (``shared`` is
+    true) is also where drivers running the same study coordinate, as Optuna's storage does
+    for trials: a driver claims (:meth:`claim`) points before evaluating them, skips points another
+    live driver holds, reads their results with :meth:`stored` when they land, keeps its own
+    claims alive with :meth:`renew_claims` and drops them with :meth:`release_claims`. A claim
+    whose owner stopped renewing it for ``claim_ttl`` seconds (a killed driver) is taken over.
+    The defaults suit a store only one process uses: every point can be claimed.
     """
 
     kind: ClassVar[str] = "storage"
+    #: Whether other processes can open this store (then drivers coordinate through claims).
+    shared: ClassVar[bool] = False
+    #: Seconds after which an owner's claims count as abandoned unless renewed.
+    claim_ttl: float = 60.0
 
     @property
     def location(self) -> str | None:
@@ -74,6 +114,27 @@ class EvaluationStore(Component):
 
     def close(self) -> None:
         """Release the store. Default: no-op."""
+
+    def claim(self, phase: str, keys: Sequence[str], owner: str,
+              limit: int | None = None) -> list[str]:
+        """Claim for ``owner`` up to ``limit`` of ``keys`` (in their order) that are neither
+        stored (other than as failed) nor held by another owner whose claim is alive; returns
+        the keys claimed. Default: the first ``limit`` keys (no other driver can exist)."""
+        return list(keys)[:limit]
+
+    def renew_claims(self, owner: str) -> None:
+        """Mark ``owner``'s claims as alive now. Default: no-op. May be called from another
+        thread than the one that opened the store."""
+
+    def release_claims(self, owner: str) -> None:
+        """Drop every claim ``owner`` holds. Default: no-op."""
+
+    def stored(self, phase: str, keys: Sequence[str]) -> dict[str, Evaluation]:
+        """The evaluations (other than failed ones) stored in ``phase`` for ``keys``, by key,
+        including those other drivers stored since :meth:`load`. Default: from :meth:`load`."""
+        wanted = set(keys)
+        return {e.key: e for e in self.load()
+                if e.phase == phase and e.key in wanted and e.status != "failed"}
 
     def _check_fingerprint(
         self, study_name: str, old: dict[str, Any], new: dict[str, Any], where: str

@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mapframe.errors import StoreError
+from mapframe.errors import ConfigError, StoreError
 from mapframe.history import Evaluation, FailureReason
-from mapframe.storage.base import EvaluationStore
+from mapframe.storage.base import EvaluationStore, driver_is_gone
 
 __all__ = ["SQLiteStore"]
 
@@ -40,6 +40,14 @@ CREATE TABLE IF NOT EXISTS evaluations (
     created REAL NOT NULL,
     reason TEXT,
     UNIQUE (study_id, phase, key)
+);
+CREATE TABLE IF NOT EXISTS claims (
+    study_id INTEGER NOT NULL REFERENCES studies(id),
+    phase TEXT NOT NULL,
+    key TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    heartbeat REAL NOT NULL,
+    PRIMARY KEY (study_id, phase, key)
 );
 CREATE TABLE IF NOT EXISTS meta (
     study_id INTEGER NOT NULL REFERENCES studies(id),
@@ -100,7 +108,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 #: The tables (and their columns) of a mapframe store; any other layout is another
 #: program's database, which is left untouched.
-_OWN_TABLES = {"studies", "evaluations", "meta", "sqlite_sequence"}
+_OWN_TABLES = {"studies", "evaluations", "meta", "claims", "sqlite_sequence"}
 
 
 def _refuse_foreign(conn: sqlite3.Connection, p: Path) -> None:
@@ -160,6 +168,11 @@ def row_evaluation(row: Sequence[Any]) -> Evaluation:
         key=key, reason=why)
 
 
+def _is_read_only_error(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "readonly" in text or "read-only" in text
+
+
 def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
@@ -186,14 +199,33 @@ class SQLiteStore(EvaluationStore):
     The file is opened in WAL mode, so a process killed at any moment (even ``kill -9``)
     loses at most the evaluation that was running, and readers (another process plotting the
     study, say) never block the study. One file can hold many studies, told apart by name.
+
+    Several drivers (processes, hosts sharing the file system) can run the same study on
+    one file: each claims the points it evaluates (a row in the ``claims`` table with its
+    owner and a heartbeat renewed every ``claim_ttl / 4`` seconds), the others skip them and
+    read their results when they land, and the claims of a driver that stopped renewing them
+    for ``claim_ttl`` seconds (killed on another host) are taken over; on the same host a
+    driver whose process is gone loses its claims at once, so a study restarted after a
+    crash does not wait. The results are those of one driver.
     """
 
     name: ClassVar[str] = "sqlite"
+    shared: ClassVar[bool] = True
 
-    def __init__(self, path: str | os.PathLike[str] = "mapframe.sqlite") -> None:
+    def __init__(self, path: str | os.PathLike[str] = "mapframe.sqlite",
+                 claim_ttl: float = 60.0) -> None:
+        if not isinstance(claim_ttl, (int, float)) or isinstance(claim_ttl, bool) or not (
+                claim_ttl > 0):
+            raise ConfigError(f"claim_ttl must be a positive number of seconds, got "
+                             f"{claim_ttl!r}")
         self.path = str(path)
+        self.claim_ttl = float(claim_ttl)
         self._conn: sqlite3.Connection | None = None
         self._study_id: int | None = None
+        self._study_name = ""
+        #: True when the file could only be opened for reading (its evaluations are reused;
+        #: a study that needs new ones stops before evaluating with a one-line error).
+        self.read_only = False
 
     #: Seconds to keep retrying while another process holds the file's lock.
     lock_timeout: ClassVar[float] = 30.0
@@ -208,6 +240,12 @@ class SQLiteStore(EvaluationStore):
                     self._conn = self._set_up(p)
                     break
                 except sqlite3.OperationalError as exc:
+                    if _is_read_only_error(exc) and p.is_file():
+                        # A store that can only be read still gives results when every
+                        # evaluation the study needs is in it.
+                        self._conn = self._set_up_read_only(p)
+                        self.read_only = True
+                        break
                     # Creating the file, switching it to WAL or migrating it takes a write
                     # lock that SQLite's busy timeout does not always wait for: another
                     # process creating the same store holds it for a moment. Retry.
@@ -224,6 +262,30 @@ class SQLiteStore(EvaluationStore):
                 except (sqlite3.Error, OSError) as exc:
                     raise _open_error(p, exc) from None
         return self._conn
+
+    @staticmethod
+    def _set_up_read_only(p: Path) -> sqlite3.Connection:
+        last: BaseException | None = None
+        # mode=ro needs the WAL index files (or a writable folder to make them); immutable=1
+        # reads the file as it is, which is right for a file nobody can write.
+        for query in ("mode=ro", "immutable=1"):
+            try:
+                conn = sqlite3.connect(f"file:{p}?{query}", uri=True, isolation_level=None)
+            except sqlite3.Error as exc:
+                last = exc
+                continue
+            try:
+                _refuse_foreign(conn, p)
+                _refuse_damaged(conn, p)
+                conn.execute("SELECT COUNT(*) FROM studies").fetchone()
+                return conn
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                last = exc
+            except BaseException:
+                conn.close()
+                raise
+        raise _open_error(p, last or RuntimeError("cannot read it"))
 
     @staticmethod
     def _set_up(p: Path) -> sqlite3.Connection:
@@ -244,6 +306,18 @@ class SQLiteStore(EvaluationStore):
     def open(self, study_name: str, fingerprint: dict[str, Any]) -> None:
         conn = self._connect()
         fp = json.dumps(fingerprint, sort_keys=True, default=str)
+        if self.read_only:
+            row = conn.execute(
+                "SELECT id, fingerprint FROM studies WHERE name = ?", (study_name,)
+            ).fetchone()
+            if row is None:
+                raise StoreError(
+                    f"the store {self.path} is read-only and holds no study named "
+                    f"{study_name!r}; make it writable, or give a store path you can write")
+            self._check_fingerprint(
+                study_name, json.loads(row[1]), json.loads(fp), f"the store {self.path}")
+            self._study_id, self._study_name = int(row[0]), study_name
+            return
         # Insert-if-absent, then read: two processes creating the same study at once both
         # end up with the one row (a plain INSERT would fail the UNIQUE name in one of them).
         conn.execute(
@@ -256,7 +330,7 @@ class SQLiteStore(EvaluationStore):
         self._check_fingerprint(
             study_name, json.loads(row[1]), json.loads(fp), f"the store {self.path}"
         )
-        self._study_id = int(row[0])
+        self._study_id, self._study_name = int(row[0]), study_name
 
     @property
     def location(self) -> str | None:
@@ -298,6 +372,9 @@ class SQLiteStore(EvaluationStore):
 
     def _add(self, evaluation: Evaluation) -> None:
         conn = self._connect()
+        # The claim goes with the result (a claim left by a crash in between only expires).
+        conn.execute("DELETE FROM claims WHERE study_id = ? AND phase = ? AND key = ?",
+                     (self._sid(), evaluation.phase, evaluation.key))
         conn.execute(
             "INSERT OR REPLACE INTO evaluations (study_id, phase, key, coefficients, metrics, "
             "status, error, round, duration, created, reason) "
@@ -318,6 +395,8 @@ class SQLiteStore(EvaluationStore):
         )
 
     def set_meta(self, key: str, value: Any) -> None:
+        if self.read_only:
+            return  # study-level copies only (the results are written to the output folder)
         with self._writing():
             self._connect().execute(
                 "INSERT OR REPLACE INTO meta (study_id, key, value) VALUES (?, ?, ?)",
@@ -349,6 +428,81 @@ class SQLiteStore(EvaluationStore):
                 "it writable (or move the store) and run again to resume"
             ) from None
 
+    # -- several drivers -----------------------------------------------------------------
+    def claim(self, phase: str, keys: Sequence[str], owner: str,
+              limit: int | None = None) -> list[str]:
+        conn = self._connect()
+        sid = self._sid()
+        if self.read_only and keys:
+            raise StoreError(
+                f"the store {self.path} is read-only and {len(keys)} evaluations of study "
+                f"'{self._study_name}' still need running (phase {phase}); nothing was "
+                "evaluated: make the store writable, or copy it somewhere writable and point "
+                "the study at the copy")
+        now = time.time()
+        got: list[str] = []
+        with self._writing():
+            conn.execute("BEGIN IMMEDIATE")  # one claimer at a time: no key claimed twice
+            try:
+                for key in keys:
+                    if limit is not None and len(got) >= limit:
+                        break
+                    done = conn.execute(
+                        "SELECT 1 FROM evaluations WHERE study_id = ? AND phase = ? AND "
+                        "key = ? AND status != 'failed'", (sid, phase, key)).fetchone()
+                    if done is not None:
+                        continue
+                    held = conn.execute(
+                        "SELECT owner, heartbeat FROM claims WHERE study_id = ? AND phase = ? "
+                        "AND key = ?", (sid, phase, key)).fetchone()
+                    if (held is not None and held[0] != owner
+                            and held[1] > now - self.claim_ttl and not driver_is_gone(held[0])):
+                        continue
+                    conn.execute(
+                        "INSERT OR REPLACE INTO claims (study_id, phase, key, owner, heartbeat) "
+                        "VALUES (?, ?, ?, ?, ?)", (sid, phase, key, owner, now))
+                    got.append(key)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        return got
+
+    def renew_claims(self, owner: str) -> None:
+        if self.read_only:
+            return
+        # Called from the session's heartbeat thread: a connection of its own.
+        conn = sqlite3.connect(self.path, timeout=self.lock_timeout, isolation_level=None)
+        try:
+            conn.execute("UPDATE claims SET heartbeat = ? WHERE owner = ?", (time.time(), owner))
+        finally:
+            conn.close()
+
+    def release_claims(self, owner: str) -> None:
+        if self._conn is None or self._study_id is None or self.read_only:
+            return
+        with self._writing():
+            self._conn.execute("DELETE FROM claims WHERE study_id = ? AND owner = ?",
+                               (self._study_id, owner))
+
+    def stored(self, phase: str, keys: Sequence[str]) -> dict[str, Evaluation]:
+        conn = self._connect()
+        out: dict[str, Evaluation] = {}
+        keys = list(keys)
+        for i in range(0, len(keys), 500):  # SQLite's bound-parameter limit
+            part = keys[i:i + 500]
+            try:
+                rows = conn.execute(
+                    f"SELECT {ROW_COLUMNS} FROM evaluations WHERE study_id = ? AND phase = ? "
+                    f"AND status != 'failed' AND key IN ({', '.join('?' * len(part))})",
+                    (self._sid(), phase, *part)).fetchall()
+                for row in rows:
+                    ev = row_evaluation(row)
+                    out[ev.key] = ev
+            except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
+                raise damaged_store_error(self.path, str(exc)) from None
+        return out
+
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self._connect().execute(
             "SELECT value FROM meta WHERE study_id = ? AND key = ?", (self._sid(), key)
@@ -363,4 +517,5 @@ class SQLiteStore(EvaluationStore):
 
     def __getstate__(self) -> dict[str, Any]:
         # Connections cannot cross processes; a copy reconnects lazily.
-        return {"path": self.path, "_conn": None, "_study_id": None}
+        return {"path": self.path, "claim_ttl": self.claim_ttl, "_conn": None,
+                "_study_id": None, "_study_name": "", "read_only": False}
