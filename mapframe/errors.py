@@ -17,6 +17,7 @@ __all__ = [
     "ComponentError",
     "ConfigError",
     "EvaluationError",
+    "EvaluatorBugError",
     "MapframeError",
     "MapframeWarning",
     "MetricError",
@@ -56,6 +57,11 @@ class BudgetError(MapframeError, ValueError):
 
 class EvaluationError(MapframeError, RuntimeError):
     """An evaluator or objective failed or returned something unusable."""
+
+
+class EvaluatorBugError(EvaluationError):
+    """An evaluator broke its contract (wrong number or kind of metrics): a programming
+    error that every point would hit, so it stops the study whatever ``on_error`` says."""
 
 
 class MetricError(EvaluationError):

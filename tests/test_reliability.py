@@ -492,3 +492,76 @@ def test_unwritable_output_is_found_before_any_evaluation(tmp_path, capsys, make
     err = capsys.readouterr().err
     assert "results folder" in err and err.strip().count("\n") == 0
     assert not db.exists()  # nothing was evaluated
+
+
+# -- 12. messages that name the problem and the fix -----------------------------------------
+def _tiny_states(nan_in: str | None = None):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    base = {"w": torch.randn(4, 3, generator=g), "b": torch.randn(4, generator=g)}
+    fts = [{k: v + 0.1 * (i + 1) for k, v in base.items()} for i in range(2)]
+    if nan_in == "pretrained":
+        base["w"][0, 0] = float("nan")
+    elif nan_in == "second":
+        fts[1]["b"][1] = float("inf")
+    return base, fts
+
+
+@pytest.mark.parametrize("where", ["pretrained", "second"])
+def test_nan_weights_name_the_file_that_holds_them(tmp_path, where):
+    from mapframe.errors import CheckpointError
+    from mapframe.merging import TaskVectors
+    from mapframe.merging.checkpoints import save_state_dict
+
+    base, fts = _tiny_states(where)
+    pre = save_state_dict(base, tmp_path / "pre.safetensors")
+    paths = {f"t{i}": save_state_dict(ft, tmp_path / f"ft{i}.safetensors")
+             for i, ft in enumerate(fts)}
+    with pytest.raises(CheckpointError) as info:
+        TaskVectors.from_files(pre, paths)
+    msg = str(info.value)
+    if where == "pretrained":
+        assert "pretrained checkpoint" in msg and str(pre) in msg
+    else:
+        assert str(paths["t1"]) in msg and str(paths["t0"]) not in msg
+
+
+def test_a_checkpoints_format_is_read_from_its_bytes_not_its_name(tmp_path):
+    import torch
+
+    from mapframe.errors import CheckpointError
+    from mapframe.merging import load_state_dict
+    from mapframe.merging.checkpoints import save_state_dict, sniff_checkpoint_format
+
+    base, _ = _tiny_states()
+    st = save_state_dict(base, tmp_path / "m.safetensors")
+    disguised = tmp_path / "model.bin"
+    disguised.write_bytes(st.read_bytes())  # safetensors named .bin
+    assert sniff_checkpoint_format(disguised) == "safetensors"
+    got = load_state_dict(disguised)
+    assert torch.equal(got["w"], base["w"])
+
+    junk = tmp_path / "random.pt"
+    junk.write_bytes(np.random.default_rng(0).bytes(256))
+    with pytest.raises(CheckpointError, match=r"not a checkpoint.*starts with bytes") as info:
+        load_state_dict(junk, allow_pickle=True)
+    assert "pickle" not in str(info.value).split("(")[0]
+
+    torch_file = tmp_path / "really-torch.safetensors"
+    torch.save(base, torch_file)
+    with pytest.raises(CheckpointError, match=r"a torch checkpoint.*rename it to \.pt"):
+        load_state_dict(torch_file)
+
+
+def test_three_metrics_for_two_tasks_is_a_bug_in_the_evaluator_not_a_failing_point():
+    from mapframe.errors import EvaluatorBugError
+
+    def three(C):
+        return np.ones((len(np.atleast_2d(C)), 3))
+
+    for on_error in ("raise", "record"):
+        with pytest.raises(EvaluatorBugError, match="bug in the evaluator") as info:
+            MergeStudy(objective=three, task_names=["a", "b"], budget=6,
+                       on_error=on_error).run()
+        assert "on_error" not in str(info.value)

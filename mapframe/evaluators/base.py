@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from mapframe.component import Component
-from mapframe.errors import ConfigError, EvaluationError
+from mapframe.errors import ConfigError, EvaluatorBugError
 from mapframe.problem import Task
 
 if TYPE_CHECKING:
@@ -271,9 +271,10 @@ class ModelEvaluator(Evaluator):
         if self._scores_all_tasks:
             values = list(np.asarray(self.score(model), dtype=float).reshape(-1))
             if len(values) != len(self.tasks):
-                raise EvaluationError(
+                raise EvaluatorBugError(
                     f"evaluator {self.name!r}: score() returned {len(values)} metric(s) for "
-                    f"{len(self.tasks)} tasks; return one per task, in the order of .tasks")
+                    f"{len(self.tasks)} tasks, a bug in the evaluator (every point would fail "
+                    "the same way); return one value per task, in the order of .tasks")
             return [values[i] for i in tasks]
         return [self.score_task(model, i) for i in tasks]
 
@@ -321,9 +322,10 @@ class ModelEvaluator(Evaluator):
         with torch.no_grad():
             out = np.asarray(self.merge_and_score(C, cols), dtype=float)
         if out.shape != (C.shape[0], len(cols)):
-            raise EvaluationError(
+            raise EvaluatorBugError(
                 f"evaluator {self.name!r} produced metrics of shape {out.shape} for "
-                f"{C.shape[0]} merge(s) and {len(cols)} task(s)")
+                f"{C.shape[0]} merge(s) and {len(cols)} task(s), a bug in the evaluator; "
+                "return one row per merge and one column per task")
         return out
 
     def merge_and_score(self, C: np.ndarray, tasks: list[int]) -> np.ndarray:
@@ -335,12 +337,13 @@ class ModelEvaluator(Evaluator):
             try:
                 values = np.asarray(row, dtype=float).reshape(-1)
             except (TypeError, ValueError):
-                raise EvaluationError(f"evaluator {self.name!r}: a score is not a number: "
-                                      f"{row!r}") from None
+                raise EvaluatorBugError(f"evaluator {self.name!r}: a score is not a number: "
+                                        f"{row!r} (a bug in the evaluator)") from None
             if values.size != len(tasks):
-                raise EvaluationError(
+                raise EvaluatorBugError(
                     f"evaluator {self.name!r}: scoring gave {values.size} metric(s) for "
-                    f"{len(tasks)} task(s); return one per task")
+                    f"{len(tasks)} task(s), a bug in the evaluator (every point would fail "
+                    "the same way); return one per task")
             out[b] = values
         return out
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mapframe.errors import CheckpointError, EvaluationError, MapframeError
+from mapframe.errors import CheckpointError, EvaluatorBugError, MapframeError
 
 if TYPE_CHECKING:
     from mapframe.evaluators.base import Evaluator
@@ -53,22 +53,23 @@ def check_batch_output(out: object, n_rows: int, n_tasks: int, who: str) -> np.n
     values = _detached(out)
     if np.iscomplexobj(values) or (isinstance(values, (list, tuple)) and any(
             isinstance(v, complex) or np.iscomplexobj(v) for v in values)):
-        raise EvaluationError(
+        raise EvaluatorBugError(
             f"{who} returned complex numbers; metrics must be real (take .real or abs() "
             "in the evaluator if that is what the metric means)")
     try:
         arr = np.asarray(values, dtype=float)
     except (TypeError, ValueError):
-        raise EvaluationError(
+        raise EvaluatorBugError(
             f"{who} returned {type(out).__name__}, not numbers; it must return an array of "
             f"shape ({n_rows}, {n_tasks}) (one row per coefficient vector, one column per task)"
         ) from None
     if arr.shape != (n_rows, n_tasks):
         if arr.shape == (n_tasks,) and n_rows == 1:
             return arr.reshape(1, n_tasks)
-        raise EvaluationError(
+        raise EvaluatorBugError(
             f"{who} returned shape {arr.shape} for {n_rows} coefficient vector(s) and "
-            f"{n_tasks} task(s); it must return shape ({n_rows}, {n_tasks})"
+            f"{n_tasks} task(s); it must return shape ({n_rows}, {n_tasks}) (a bug in the "
+            "evaluator, not a failing point)"
         )
     return arr
 
@@ -95,8 +96,9 @@ class WorkerRuntime:
     ``run`` evaluates jobs in batches of up to ``batch_size`` (default: the evaluator's
     ``max_batch_size``; all jobs when that is ``None``). When a batch raises, its jobs are
     retried one at a time so that only the failing points come back failed. A batch whose
-    output has the wrong shape is a bug in the evaluator, not a failing point: that raises
-    :class:`~mapframe.errors.EvaluationError`.
+    output has the wrong shape, or an evaluator that raises
+    :class:`~mapframe.errors.EvaluatorBugError`, is a bug in the evaluator, not a failing
+    point: that error propagates (whatever ``on_error`` says).
     """
 
     def __init__(self, evaluator: Evaluator, merge_spec: MergeSpec | None,
@@ -155,6 +157,8 @@ class WorkerRuntime:
         t0 = time.perf_counter()
         try:
             out = ev.evaluate(C)
+        except EvaluatorBugError:
+            raise  # every point would fail the same way: not a failed point
         except Exception as exc:
             if len(jobs) > 1:
                 return [r for j in jobs for r in self._run([j])]

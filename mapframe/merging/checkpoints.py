@@ -14,8 +14,14 @@ from mapframe.errors import CheckpointError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CheckpointHook", "CheckpointLoader", "TaskVectors", "load_state_dict",
-           "save_state_dict"]
+__all__ = [
+    "CheckpointHook",
+    "CheckpointLoader",
+    "TaskVectors",
+    "load_state_dict",
+    "save_state_dict",
+    "sniff_checkpoint_format",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +75,22 @@ def load_state_dict(
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p} (check the path in your config)")
     suffix = p.suffix.lower()
+    # What the bytes are decides how to read them, not the file's name.
+    kind = sniff_checkpoint_format(p)
+    if kind == "safetensors" and suffix not in _SAFETENSORS:
+        logger.info("%s: a safetensors file despite its %r suffix; read as safetensors",
+                    p, suffix)
+        suffix = ".safetensors"
+    elif kind in ("zip", "pickle") and suffix in _SAFETENSORS:
+        raise CheckpointError(
+            f"{p}: a torch checkpoint ({'zip archive' if kind == 'zip' else 'pickle'}), not a "
+            "safetensors file, despite its name; rename it to .pt (or convert it to "
+            "safetensors)")
+    elif kind == "unknown" and suffix in _TORCH:
+        raise CheckpointError(
+            f"{p}: not a checkpoint (neither a torch zip archive, a pickle nor safetensors: "
+            "it starts with bytes "
+            f"{p.read_bytes()[:8].hex(' ')}); check it is the right, completely written file")
     if suffix in _SAFETENSORS:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -114,6 +136,24 @@ def load_state_dict(
     return _unwrap(obj, p)
 
 
+def sniff_checkpoint_format(path: str | os.PathLike[str]) -> str:
+    """What a checkpoint file holds by its first bytes: ``"safetensors"`` (an 8-byte
+    little-endian header length, then a JSON header), ``"zip"`` (torch's default format),
+    ``"pickle"`` (torch's legacy format) or ``"unknown"``."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+        size = os.fstat(fh.fileno()).st_size
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
+        return "pickle"
+    if len(head) >= 9:
+        n = int.from_bytes(head[:8], "little")
+        if 2 <= n <= size - 8 and head[8:9] == b"{":
+            return "safetensors"
+    return "unknown"
+
+
 def save_state_dict(
     tensors: Mapping[str, torch.Tensor],
     path: str | os.PathLike[str],
@@ -144,6 +184,7 @@ class TaskVectors:
         finetuned: Sequence[Mapping[str, torch.Tensor]],
         task_names: Sequence[str] | None = None,
         sources: Sequence[str] | None = None,
+        base_source: str | None = None,
     ) -> None:
         import torch
 
@@ -183,13 +224,20 @@ class TaskVectors:
                 self._other[k] = b.clone()
                 continue
             b32 = b.detach().to(torch.float32)
+            if not torch.isfinite(b32).all():
+                where = f" {base_source}" if base_source else ""
+                raise CheckpointError(
+                    f"tensor {k!r} of the pretrained checkpoint{where} holds NaN or infinite "
+                    "values; check that file (every task vector is measured from it)")
             stacked = torch.stack(
                 [ft[k].detach().to(torch.float32) - b32 for ft in finetuned]
             )
             if not torch.isfinite(stacked).all():
+                bad = [srcs[i] for i in range(len(finetuned))
+                       if not torch.isfinite(stacked[i]).all()]
                 raise CheckpointError(
-                    f"tensor {k!r} holds NaN or infinite values in a checkpoint; check "
-                    "the fine-tuned files"
+                    f"tensor {k!r} holds NaN or infinite values in the fine-tuned "
+                    f"checkpoint(s) {', '.join(bad)}; check those files (or their training)"
                 )
             self._base[k] = b.detach().clone()
             self._vectors[k] = stacked.to(b.dtype)
@@ -216,7 +264,8 @@ class TaskVectors:
 
         base = load(pretrained)
         fts = [load(p) for p in finetuned.values()]
-        return cls(base, fts, list(finetuned), [str(p) for p in finetuned.values()])
+        return cls(base, fts, list(finetuned), [str(p) for p in finetuned.values()],
+                   base_source=str(pretrained))
 
     @classmethod
     def from_vectors(
