@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -565,3 +566,70 @@ def test_three_metrics_for_two_tasks_is_a_bug_in_the_evaluator_not_a_failing_poi
             MergeStudy(objective=three, task_names=["a", "b"], budget=6,
                        on_error=on_error).run()
         assert "on_error" not in str(info.value)
+
+
+# -- 13. results stream out of a batch: a kill loses a few seconds of work ------------------
+def test_time_sized_batches_grow_while_a_batch_is_quick(monkeypatch):
+    import time as _time
+
+    from mapframe.evaluators.callable import CallableEvaluator
+    from mapframe.executors import worker as worker_mod
+    from mapframe.executors.base import Job
+
+    def slow(C):
+        _time.sleep(0.01 * len(np.atleast_2d(C)))
+        return np.atleast_2d(C)[:, :2]
+
+    monkeypatch.setattr(worker_mod, "BATCH_TARGET_S", 0.05)
+    rt = worker_mod.WorkerRuntime(CallableEvaluator(slow, ["a", "b"]), None)
+    rt.setup()
+    jobs = [Job(f"k{i}", np.array([i / 40, 1 - i / 40]), "search", 0) for i in range(40)]
+    sizes = [len(part) for part in rt.iter_run(jobs)]
+    # 1, 2, 4 points (10-40 ms, under the 50 ms target), then 8 (80 ms: kept) ...
+    assert sizes[:4] == [1, 2, 4, 8] and max(sizes) <= 16 and sum(sizes) == 40
+    assert [r.job.key for part in rt.iter_run(jobs[:3]) for r in part] == ["k0", "k1", "k2"]
+
+
+@pytest.mark.parametrize("executor", [None, {"name": "process", "workers": 2}],
+                         ids=["inprocess", "process"])
+def test_a_killed_driver_loses_at_most_one_short_batch_per_worker(tmp_path, executor):
+    """A vectorised objective with no batch limit used to get the whole design (in process)
+    or ceil(design / workers) points per worker in one call: a kill lost all of them."""
+    from objectives import SlowStudy, search_keys
+
+    from mapframe.executors.worker import BATCH_TARGET_S
+
+    delay, budget = 0.1, 30
+    study = SlowStudy(tmp_path, budget=budget, delay=delay, executor=executor)
+    study.start()
+    try:
+        study.wait_stored(6)
+        study.kill()
+    finally:
+        study.stop()
+    time.sleep(0.6)  # pool workers notice their driver is gone and exit
+    stored = len(search_keys(study.db))
+    assert stored < budget
+    lost = len(study.calls()) - stored
+    workers = 1 if executor is None else 2
+    assert lost * delay <= workers * 2 * BATCH_TARGET_S + delay
+    done = study.rerun()
+    assert done.returncode == 0, done.stderr
+    assert len(set(search_keys(study.db))) == budget
+
+
+def test_remote_batches_are_sized_by_time_for_evaluators_without_a_limit():
+    from mapframe.executors.base import Job, JobResult
+    from mapframe.executors.worker import BATCH_TARGET_S, BatchTimer
+
+    def batch(n, seconds):
+        return [JobResult(Job(f"k{i}", np.zeros(2), "search", 0), np.zeros(2), None,
+                          seconds / n, "w") for i in range(n)]
+
+    t = BatchTimer()
+    assert t.cap(None, None) == 1 and t.cap(None, 4) is None  # a fixed limit wins
+    t.update(batch(1, 0.01))
+    t.update(batch(2, 0.02))
+    assert t.step == 4
+    t.update(batch(4, 3 * BATCH_TARGET_S))
+    assert t.step == 2

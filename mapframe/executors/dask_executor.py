@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from mapframe._imports import optional_import
 from mapframe.errors import ConfigError, EvaluationError, MapframeError
 from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
-from mapframe.executors.worker import WorkerRuntime, WorkerSetupError, batch_share
+from mapframe.executors.worker import BatchTimer, WorkerRuntime, WorkerSetupError, batch_share
 
 if TYPE_CHECKING:
     from mapframe.evaluators.base import Evaluator
@@ -116,6 +116,7 @@ class DaskExecutor(Executor):
         self._ac: Any = None  # distributed.as_completed over the pending futures
         self._token = ""
         self._evaluator_cap: int | None = None
+        self._timer = BatchTimer()
         self._queue: list[Job] = []
         self._futures: dict[Any, list[Job]] = {}  # pending future -> its batch
         self._n_batches = 0
@@ -281,7 +282,8 @@ class DaskExecutor(Executor):
             return
         distributed = _distributed()
         jobs, self._queue = self._queue, []
-        size = batch_share(len(jobs), self.capacity, self.batch_size, self._evaluator_cap)
+        size = batch_share(len(jobs), self.capacity, self.batch_size, self._evaluator_cap,
+                           self._timer.cap(self.batch_size, self._evaluator_cap))
         new = []
         for i in range(0, len(jobs), size):
             batch = jobs[i:i + size]
@@ -342,6 +344,7 @@ class DaskExecutor(Executor):
             return [JobResult(j, None, msg, 0.0, "dask") for j in batch]
         if outcome == "evaluation-error":
             raise EvaluationError(value)
+        self._timer.update(value)
         return list(value)
 
     # -- status ---------------------------------------------------------------------------

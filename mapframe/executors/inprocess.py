@@ -50,14 +50,15 @@ class InProcessExecutor(Executor):
         rt = self._runtime
         assert rt is not None, "start() was not called"
         while self._queue:
-            n = rt._chunk(len(self._queue), self.batch_size)
-            jobs = [self._queue.popleft() for _ in range(min(n, len(self._queue)))]
+            jobs = [self._queue.popleft() for _ in range(len(self._queue))]
             self._busy = 1
             try:
-                results = rt.run(jobs, self.batch_size)
+                # Each batch's results go out as it finishes: the session stores them before
+                # the next batch starts, so a kill loses one batch at most.
+                for part in rt.iter_run(jobs, self.batch_size):
+                    yield from part
             finally:
                 self._busy = 0
-            yield from results
 
     def status(self) -> ExecutorStatus:
         return ExecutorStatus(workers=1 if self._runtime is not None else 0, busy=self._busy,

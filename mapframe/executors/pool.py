@@ -13,7 +13,9 @@ Protocol (driver <-> worker, over the worker's pipe)::
 
     worker: ("hello",)                       driver: ("setup", payload)
     worker: ("ready", name, setup_seconds)   or ("setup_error", message), then exits
-    driver: ("run", jobs, batch_size)        worker: ("results", [JobResult, ...])
+    driver: ("run", jobs, batch_size)        worker: ("partial", [JobResult, ...]) per
+                                             evaluated batch, as each finishes, then
+                                             ("results", []) when all are done,
                                              or ("evaluation_error" | "crash", message)
     driver: ("stop",)                        worker: closes the evaluator and exits
 """
@@ -162,7 +164,11 @@ def _worker_main(conn: Connection, index: int, threads: int) -> None:
             _, jobs, batch_size = msg
             reply: tuple[Any, ...]
             try:
-                reply = ("results", runtime.run(jobs, batch_size))
+                for part in runtime.iter_run(jobs, batch_size):
+                    conn.send(("partial", part))  # stored by the driver as it arrives
+                reply = ("results", [])
+            except (BrokenPipeError, OSError):
+                break  # the driver is gone
             except EvaluationError as exc:
                 reply = ("evaluation_error", str(exc))
             except Exception as exc:
@@ -187,8 +193,10 @@ class _Worker:
     conn: Connection
     name: str
     ready: bool = False
-    #: The jobs it is evaluating now (at most one batch in flight per worker).
+    #: The jobs it was sent and has not returned yet (at most one batch in flight).
     batch: list[Job] = field(default_factory=list)
+    #: Whether it is working on a batch (until its final "results" message).
+    running: bool = False
 
 
 class _Pool:
@@ -342,7 +350,7 @@ class ProcessExecutor(Executor):
     def as_completed(self) -> Iterator[JobResult]:
         if self._payload is None:
             raise EvaluationError("the process executor was not started: call start() first")
-        while self._queue or any(w.batch for w in self._pool.workers.values()):
+        while self._queue or any(w.running for w in self._pool.workers.values()):
             self._dispatch()
             yield from self._poll()
 
@@ -352,7 +360,7 @@ class ProcessExecutor(Executor):
                               busy=sum(len(w.batch) for w in workers),
                               queued=len(self._queue), retried=self._queue.retried,
                               lost_workers=self._lost,
-                              busy_workers=sum(1 for w in workers if w.batch))
+                              busy_workers=sum(1 for w in workers if w.running))
 
     def shutdown(self) -> None:
         """Stop every worker (a stop message, then terminate, then kill); idempotent."""
@@ -385,7 +393,7 @@ class ProcessExecutor(Executor):
         return w
 
     def _dispatch(self) -> None:
-        idle = [w for w in self._pool.workers.values() if w.ready and not w.batch]
+        idle = [w for w in self._pool.workers.values() if w.ready and not w.running]
         if not idle or not self._queue:
             return
         size = batch_share(len(self._queue), self.workers, self._cap)
@@ -393,6 +401,7 @@ class ProcessExecutor(Executor):
             if not self._queue:
                 break
             w.batch = self._take(size)
+            w.running = True
             with contextlib.suppress(OSError):  # died: its sentinel fires, its batch re-queued
                 w.conn.send(("run", w.batch, self.batch_size))
 
@@ -442,7 +451,13 @@ class ProcessExecutor(Executor):
             return []
         if kind == "setup_error":
             raise WorkerSetupError(msg[1])
-        batch, w.batch = w.batch, []
+        if kind == "partial":
+            finished = {r.job.key for r in msg[1]}
+            done = [j for j in w.batch if j.key in finished]
+            w.batch = [j for j in w.batch if j.key not in finished]  # a death re-runs the rest
+            self._queue.done(done)
+            return list(msg[1])
+        batch, w.batch, w.running = w.batch, [], False
         if kind == "results":
             self._queue.done(batch)
             return list(msg[1])
@@ -482,6 +497,6 @@ class ProcessExecutor(Executor):
                 f"worker {w.name} died ({how}) while evaluating this point; it was "
                 f"retried {n} time(s) (max_retries={self.max_retries}) and its worker "
                 "died each time", worker=w.name))
-        w.batch = []
+        w.batch, w.running = [], False
         self._launch()  # set up again: capacity stays
         return results

@@ -34,7 +34,7 @@ from mapframe.executors.ray_cluster import (
     parse_address,
 )
 from mapframe.executors.ray_errors import cause, first_line, remote_error, summary, where
-from mapframe.executors.worker import WorkerRuntime, WorkerSetupError, batch_share
+from mapframe.executors.worker import BatchTimer, WorkerRuntime, WorkerSetupError, batch_share
 
 if TYPE_CHECKING:
     from mapframe.evaluators.base import Evaluator
@@ -133,6 +133,7 @@ class RayExecutor(Executor):
         self._reaper: subprocess.Popen[bytes] | None = None
         self._evaluator_name = ""
         self._max_batch: int | None = None
+        self._timer = BatchTimer()
         self._shared: list[Any] = []  # object refs of the evaluator and the merge spec
         self._resources: dict[str, float] = {}
         self._gpus = 0.0  # GPUs per actor
@@ -202,6 +203,7 @@ class RayExecutor(Executor):
             jobs, actor.jobs = actor.jobs or [], None
             try:
                 results = ray.get(ref)
+                self._timer.update(results)
             except ray.exceptions.RayTaskError as exc:  # raised by mapframe in the actor
                 raise remote_error(exc, actor.name) from None
             except ray.exceptions.RayError as exc:  # the actor, its node or its result is lost
@@ -302,7 +304,8 @@ class RayExecutor(Executor):
             return
         # An even share per actor (busy ones included), so that every actor gets work.
         n = batch_share(len(self._queue), sum(1 for a in self._actors if a.ready),
-                        self.batch_size, self._max_batch)
+                        self.batch_size, self._max_batch,
+                        self._timer.cap(self.batch_size, self._max_batch))
         for actor in idle:
             if not self._queue:
                 break

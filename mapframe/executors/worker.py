@@ -15,7 +15,7 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +38,32 @@ class WorkerSetupError(MapframeError, RuntimeError):
 def default_worker_name(prefix: str = "worker") -> str:
     """``prefix@host:pid``: enough to find the machine and process that failed."""
     return f"{prefix}@{socket.gethostname()}:{os.getpid()}"
+
+
+class BatchTimer:
+    """Sizes the batches of an evaluator without a batch limit by time, for executors that
+    send each batch to a remote worker in one call (Ray, Dask): one point first, then twice
+    as many while a batch takes under :data:`BATCH_TARGET_S` seconds, half as many beyond
+    twice that. A killed driver or worker then loses a few seconds of work, not a share of
+    the whole design."""
+
+    def __init__(self) -> None:
+        self.step = 1
+
+    def cap(self, *limits: int | None) -> int | None:
+        """The time cap, or ``None`` when a fixed limit is set (it sizes batches itself)."""
+        return None if any(limits) else self.step
+
+    def update(self, results: Sequence[JobResult]) -> None:
+        """Learn from a finished batch (its jobs' ``duration`` are the batch time shared)."""
+        n = len(results)
+        if n == 0 or n < self.step // 2:
+            return  # a remainder says little about the batch size
+        took = sum(float(r.duration or 0.0) for r in results)
+        if took < BATCH_TARGET_S:
+            self.step = min(2 * max(self.step, n), 1 << 16)
+        elif took > 2 * BATCH_TARGET_S:
+            self.step = max(1, n // 2)
 
 
 def batch_share(queued: int, workers: int, *caps: int | None) -> int:
@@ -83,6 +109,10 @@ def _detached(out: Any) -> Any:
     return out
 
 
+#: Seconds of work a time-sized batch aims at (evaluators without a batch limit).
+BATCH_TARGET_S = 2.0
+
+
 class WorkerRuntime:
     """One worker's evaluator, set up once and kept resident.
 
@@ -91,11 +121,16 @@ class WorkerRuntime:
         rt = WorkerRuntime(evaluator, merge_spec, name)
         rt.setup()                   # loads checkpoints, evaluator.setup(merger); once
         rt.run(jobs, batch_size)     # any number of times -> list[JobResult]
+        rt.iter_run(jobs, batch_size)  # the same, each batch's results as it finishes
         rt.close()                   # evaluator.close(); once
 
     ``run`` evaluates jobs in batches of up to ``batch_size`` (default: the evaluator's
-    ``max_batch_size``; all jobs when that is ``None``). When a batch raises, its jobs are
-    retried one at a time so that only the failing points come back failed. A batch whose
+    ``max_batch_size``). With neither set (a vectorised function with no limit), batches are
+    sized by time: the first holds one point, and each next one doubles while a batch takes
+    less than :data:`BATCH_TARGET_S` seconds (halves beyond twice that), so the evaluator
+    keeps its vectorisation while a killed worker loses only a few seconds of work; executors
+    pass each batch's results on as it finishes (:meth:`iter_run`). When a batch raises, its
+    jobs are retried one at a time so that only the failing points come back failed. A batch whose
     output has the wrong shape, or an evaluator that raises
     :class:`~mapframe.errors.EvaluatorBugError`, is a bug in the evaluator, not a failing
     point: that error propagates (whatever ``on_error`` says).
@@ -108,6 +143,8 @@ class WorkerRuntime:
         self.name = name or default_worker_name()
         self.ready = False
         self.setup_s = 0.0
+        #: The time-sized batch (see the class docs), kept from one call to the next.
+        self._timed_step = 1
 
     def setup(self) -> float:
         """Load the checkpoints and set the evaluator up; return the seconds it took.
@@ -140,14 +177,30 @@ class WorkerRuntime:
 
     def run(self, jobs: Sequence[Job], batch_size: int | None = None) -> list[JobResult]:
         """Evaluate ``jobs``; one :class:`JobResult` per job, in the order given."""
+        return [r for part in self.iter_run(jobs, batch_size) for r in part]
+
+    def iter_run(self, jobs: Sequence[Job], batch_size: int | None = None,
+                 ) -> Iterator[list[JobResult]]:
+        """Evaluate ``jobs`` batch by batch, yielding each batch's results (in the order
+        given) as soon as it is done."""
         if not self.ready:
             self.setup()
         jobs = list(jobs)
-        out: list[JobResult] = []
-        step = self._chunk(len(jobs), batch_size)
-        for i in range(0, len(jobs), step):
-            out.extend(self._run(jobs[i:i + step]))
-        return out
+        fixed = [s for s in (batch_size, self.evaluator.max_batch_size) if s]
+        step = min(fixed) if fixed else self._timed_step
+        i = 0
+        while i < len(jobs):
+            t0 = time.perf_counter()
+            part = self._run(jobs[i:i + step])
+            i += step
+            if not fixed:
+                took = time.perf_counter() - t0
+                if took < BATCH_TARGET_S:
+                    step = min(2 * step, 1 << 16)
+                elif took > 2 * BATCH_TARGET_S:
+                    step = max(1, step // 2)
+                self._timed_step = step
+            yield part
 
     def _run(self, jobs: list[Job]) -> list[JobResult]:
         from mapframe.executors.base import JobResult
