@@ -633,3 +633,25 @@ def test_remote_batches_are_sized_by_time_for_evaluators_without_a_limit():
     assert t.step == 4
     t.update(batch(4, 3 * BATCH_TARGET_S))
     assert t.step == 2
+
+
+# -- 16. a Ray cluster too small for the actors asked for --------------------------------
+def test_a_ray_cluster_too_small_starts_what_fits_or_fails_at_once():
+    import warnings
+
+    from mapframe.errors import MapframeWarning
+    from mapframe.executors.ray_cluster import check_fits
+
+    two_cpus = {"CPU": 2.0}
+    assert check_fits(two_cpus, 2, 1, 0.0, own_local=False) == 2
+    with pytest.warns(MapframeWarning, match="3 CPU.*cluster has 2; starting the 2 that fit"):
+        assert check_fits(two_cpus, 3, 1, 0.0, own_local=False) == 2
+    with pytest.raises(ConfigError, match=r"1 GPU \(1 x 1\) but the cluster has 0.*not one"):
+        check_fits(two_cpus, 1, 1, 1.0, own_local=False)
+    with pytest.warns(MapframeWarning, match="wait until the cluster has room"):
+        assert check_fits(two_cpus, 1, 1, 1.0, own_local=False, wait=True) == 1
+    with pytest.raises(ConfigError, match="give the local instance more"):
+        check_fits(two_cpus, 3, 1, 0.0, own_local=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_fits({"CPU": 8.0, "GPU": 2.0}, 2, 2, 1.0, own_local=False) == 2

@@ -219,10 +219,13 @@ def actors_to_fill(resources: Mapping[str, float], num_cpus: float, gpus: float)
 
 
 def check_fits(resources: Mapping[str, float], n_actors: int, num_cpus: float, gpus: float,
-               own_local: bool) -> None:
-    """Say when ``n_actors`` actors need more than the cluster has: a ``ConfigError`` for a
-    local instance this executor started (``own_local``; it cannot grow), else a warning
-    (the actors wait; an autoscaler may add nodes). Call it from the executor's ``start``."""
+               own_local: bool, wait: bool = False) -> int:
+    """How many of ``n_actors`` actors to start; says so when they need more than the
+    cluster has. A local instance this executor started (``own_local``) cannot grow: a
+    ``ConfigError``. Elsewhere, with ``wait`` (an autoscaler will add nodes), a warning and
+    all of them (they wait for room); without, the actors that fit, with a warning, or a
+    ``ConfigError`` when none fits (Ray would wait for ever, saying nothing).
+    Call it from the executor's ``start``."""
     short = [
         f"{need:g} {res} ({n_actors} x {per:g}) but the cluster has "
         f"{resources.get(res, 0.0):g}"
@@ -230,12 +233,24 @@ def check_fits(resources: Mapping[str, float], n_actors: int, num_cpus: float, g
         if (need := per * n_actors) > resources.get(res, 0.0) + 1e-9
     ]
     if not short:
-        return
+        return n_actors
     msg = f"ray executor: {n_actors} actor(s) need {'; '.join(short)}"
     if own_local:
         raise ConfigError(
             f"{msg}: lower workers, num_cpus or num_gpus, or give the local instance more "
             "with init={'num_cpus': ..., 'num_gpus': ...}"
         )
-    warnings.warn(f"{msg}; the actors wait until the cluster has room (an autoscaler may "
-                  "add nodes)", MapframeWarning, stacklevel=3)
+    if wait:
+        warnings.warn(f"{msg}; the actors wait until the cluster has room "
+                      "(wait_for_resources: true)", MapframeWarning, stacklevel=3)
+        return n_actors
+    fits = [int((resources.get(res, 0.0) + 1e-9) // per)
+            for res, per in (("CPU", float(num_cpus)), ("GPU", gpus)) if per > 0]
+    n_fit = min(fits) if fits else n_actors
+    if n_fit < 1:
+        raise ConfigError(
+            f"{msg}, so not one actor fits: lower num_cpus or num_gpus, add nodes, or set "
+            "wait_for_resources: true if an autoscaler adds them")
+    warnings.warn(f"{msg}; starting the {n_fit} that fit (set wait_for_resources: true to "
+                  "wait for the cluster to grow instead)", MapframeWarning, stacklevel=3)
+    return n_fit

@@ -75,6 +75,9 @@ class RayExecutor(Executor):
             (``num_cpus``, ``runtime_env``, ``namespace``, ...); ignored when Ray is already
             initialised in this process.
         connect_timeout: seconds to wait for a cluster address to answer.
+        wait_for_resources: on an existing cluster too small for ``workers`` actors, wait
+            for it to grow (an autoscaler); by default the actors that fit start, with a
+            warning, and a cluster where none fits is an error at once.
 
     What goes where: the evaluator and the merge spec (checkpoint paths, or task vectors given
     in memory) are put into Ray's object store once and fetched once by each actor, which
@@ -103,6 +106,7 @@ class RayExecutor(Executor):
         max_retries: int = 2,
         init: Mapping[str, Any] | None = None,
         connect_timeout: float = 15,
+        wait_for_resources: bool = False,
     ) -> None:
         self._target = parse_address(address)
         self.address = address
@@ -125,6 +129,10 @@ class RayExecutor(Executor):
             raise ConfigError(
                 f"connect_timeout must be a positive number of seconds, got {connect_timeout!r}")
         self.connect_timeout = float(connect_timeout)
+        if not isinstance(wait_for_resources, bool):
+            raise ConfigError(f"wait_for_resources must be true or false, got "
+                              f"{wait_for_resources!r}")
+        self.wait_for_resources = wait_for_resources
         _import_ray()  # fail at configuration time, with the install hint, without Ray
 
         self._ray: Any = None
@@ -161,8 +169,10 @@ class RayExecutor(Executor):
             self._resources = {k: float(v) for k, v in ray.cluster_resources().items()}
             gpus = self._gpus = gpus_per_actor(self.num_gpus, self._resources)
             self._n_actors = self.workers or actors_to_fill(self._resources, self.num_cpus, gpus)
-            check_fits(self._resources, self._n_actors, self.num_cpus, gpus,
-                       own_local=self._started_ray and self._target[0] == "local")
+            self._n_actors = check_fits(
+                self._resources, self._n_actors, self.num_cpus, gpus,
+                own_local=self._started_ray and self._target[0] == "local",
+                wait=self.wait_for_resources)
             if merge_spec is not None and merge_spec.pretrained is not None:
                 # Checkpoint paths are what travels; each actor loads them itself.
                 merge_spec = dataclasses.replace(merge_spec, task_vectors=None)
@@ -263,6 +273,7 @@ class RayExecutor(Executor):
             "max_retries": self.max_retries,
             "init": {str(k): _plain(v) for k, v in self.init.items()},
             "connect_timeout": self.connect_timeout,
+            "wait_for_resources": self.wait_for_resources,
         }
 
     # -- actors ---------------------------------------------------------------------------
