@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -655,3 +656,41 @@ def test_a_ray_cluster_too_small_starts_what_fits_or_fails_at_once():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert check_fits({"CPU": 8.0, "GPU": 2.0}, 2, 2, 1.0, own_local=False) == 2
+
+
+# -- 15. addresses that are not a scheduler ------------------------------------------------
+@pytest.mark.parametrize("kind", ["silent", "http"])
+def test_a_dask_address_that_is_not_a_scheduler_fails_within_the_timeout(kind):
+    pytest.importorskip("distributed")
+    import http.server
+    import socket
+    import socketserver
+
+    from mapframe.errors import MapframeError
+    from mapframe.evaluators.callable import CallableEvaluator
+    from mapframe.executors.dask_executor import DaskExecutor
+
+    if kind == "http":  # like the dashboard's port
+        server: Any = socketserver.ThreadingTCPServer(
+            ("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+        server.daemon_threads = True  # a handler may wait for ever on Dask's bytes
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.server_address[1]
+    else:  # accepts, then says nothing
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+    ex = DaskExecutor(address=f"tcp://127.0.0.1:{port}", connect_timeout=2)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(MapframeError, match=r"no Dask scheduler answered|cannot reach"):
+            ex.start(CallableEvaluator("objectives:two_quadratics", ["a", "b"]), None)
+    finally:
+        ex.shutdown()
+        if kind == "http":
+            server.shutdown()
+            server.server_close()
+        else:
+            server.close()
+    assert time.monotonic() - t0 < 15

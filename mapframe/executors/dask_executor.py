@@ -187,8 +187,14 @@ class DaskExecutor(Executor):
             self._client = distributed.Client(self._cluster, set_as_default=False)
             return
         try:
-            self._client = distributed.Client(self.address, timeout=self.connect_timeout,
-                                              set_as_default=False)
+            self._client = self._bounded_client(distributed)
+        except TypeError as exc:
+            if "identity" not in str(exc):
+                raise
+            raise MapframeError(
+                f"{self.address!r} is a Dask worker's address, not the scheduler's; give the "
+                "scheduler's address (`dask scheduler` prints it, port 8786 by default)"
+            ) from None
         except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
             raise MapframeError(
                 f"cannot reach the Dask scheduler at {self.address!r} within "
@@ -196,6 +202,32 @@ class DaskExecutor(Executor):
                 f"`dask scheduler` (and workers with `dask worker {self.address}`), check the "
                 "address, or leave address out to run a local cluster"
             ) from None
+
+    def _bounded_client(self, distributed: Any) -> Any:
+        """``distributed.Client(address)``, given up after ``connect_timeout`` (+2 s): its
+        own timeout does not cover a port that accepts the connection and then says nothing
+        (the dashboard's HTTP port, another program), where it waits for ever."""
+        box: dict[str, Any] = {}
+
+        def connect() -> None:
+            try:
+                box["client"] = distributed.Client(self.address, timeout=self.connect_timeout,
+                                                   set_as_default=False)
+            except BaseException as exc:  # handed to the caller's thread
+                box["error"] = exc
+
+        thread = threading.Thread(target=connect, name="mapframe-dask-connect", daemon=True)
+        thread.start()
+        thread.join(self.connect_timeout + 2.0)
+        if thread.is_alive():
+            raise MapframeError(
+                f"no Dask scheduler answered at {self.address!r} within "
+                f"{self.connect_timeout:g} s: something accepts connections there but does not "
+                "speak Dask's protocol (the dashboard's HTTP port, 8787 by default? the "
+                "scheduler listens on 8786); give the scheduler's address")
+        if "error" in box:
+            raise box["error"]
+        return box["client"]
 
     def _wait_for_workers(self) -> None:
         if self._cluster is not None:
