@@ -166,7 +166,13 @@ def test_plan_quick_and_the_n_environment_variable(monkeypatch: pytest.MonkeyPat
     assert {j["n"] for j in todo} == {6, 8}
     peers_run = {(j["n"], j["method"]) for j in todo if j["kind"] == "peer"}
     assert peers_run == {(n, m) for n in (6, 8) for m in bench_peers.PEERS_AT[n]}
-    assert {j["mode"] for j in todo if j["kind"] == "map"} == set(bench_peers.MAP_MODES)
+    maps = [j for j in todo if j["kind"] == "map"]
+    assert {j["mode"] for j in maps} == set(bench_peers.MODES_MANY)  # charged rows only
+    assert not any(j["proposal"] for j in maps)
+    monkeypatch.setenv(bench_peers.N_ENV, "3")
+    maps = [j for j in bench_peers.jobs() if j["kind"] == "map"]
+    assert {j["mode"] for j in maps} == set(bench_peers.MAP_MODES)
+    assert {j["proposal"] for j in maps} == {False, True}
     monkeypatch.setenv(bench_peers.N_ENV, "5")
     with pytest.raises(ValueError, match="MAPFRAME_BENCH_PEERS_N"):
         bench_peers.plan()
