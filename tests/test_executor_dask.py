@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -261,3 +262,40 @@ def test_workers_that_keep_dying_give_failed_results() -> None:
     assert all(r.metrics is None and r.error and "died, 1 time(s)" in r.error
                and "allowed-failures=0" in r.error for r in results)
     assert st.lost_workers == 1 and st.retried == 0 and st.busy == 0 and st.queued == 0
+
+
+def test_plugins_left_by_a_killed_driver_are_removed_at_start_up(address):
+    """A driver killed with SIGKILL cannot unregister its runtime plugin: it stayed on the
+    scheduler and on every worker (and was set up on every worker that joined). The next
+    driver removes the plugins whose driver's client is gone, and leaves live ones."""
+    driver = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import os, signal
+            from mapframe.evaluators.callable import CallableEvaluator
+            from mapframe.executors.dask_executor import DaskExecutor
+            ex = DaskExecutor(address={address!r})
+            ex.start(CallableEvaluator("objectives:two_quadratics", ["a", "b"]), None)
+            print(ex._token, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        """)], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+    dead = driver.stdout.strip().splitlines()[-1]
+    assert dead.startswith("mapframe-Client-")
+    with distributed.Client(address) as probe:
+        assert dead in probe.run_on_scheduler(lambda dask_scheduler: list(
+            dask_scheduler.worker_plugins))
+        live = DaskExecutor(address=address)
+        live.start(CallableEvaluator("objectives:two_quadratics", ["a", "b"]), None)
+        try:
+            on_scheduler = probe.run_on_scheduler(
+                lambda dask_scheduler: list(dask_scheduler.worker_plugins))
+            on_workers = probe.run(lambda dask_worker: list(dask_worker.plugins))
+            assert dead not in on_scheduler and live._token in on_scheduler
+            assert all(dead not in names for names in on_workers.values())
+            other = DaskExecutor(address=address)  # a second live driver keeps the first's
+            other.start(CallableEvaluator("objectives:two_quadratics", ["a", "b"]), None)
+            other.shutdown()
+            assert live._token in probe.run_on_scheduler(
+                lambda dask_scheduler: list(dask_scheduler.worker_plugins))
+        finally:
+            live.shutdown()

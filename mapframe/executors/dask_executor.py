@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import sys
@@ -26,6 +27,8 @@ from mapframe.executors.worker import BatchTimer, WorkerRuntime, WorkerSetupErro
 
 if TYPE_CHECKING:
     from mapframe.evaluators.base import Evaluator
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DaskExecutor"]
 
@@ -145,6 +148,10 @@ class DaskExecutor(Executor):
         try:
             self._connect(distributed)
             client: Any = self._client
+            # The plugin is named after this driver's client, so that a later driver can
+            # tell it from a live one when this one is killed (its client disconnects).
+            self._token = f"{_PLUGIN_PREFIX}{client.id}"
+            self._drop_stale_plugins()
             client.subscribe_topic("all", self._on_cluster_event)
             client.subscribe_topic(self._token, self._on_task_event)
             self._wait_for_workers()
@@ -244,6 +251,23 @@ class DaskExecutor(Executor):
                 f"with `dask worker {self.address or '<scheduler address>'}`, or lower "
                 "`workers`"
             ) from None
+
+    def _drop_stale_plugins(self) -> None:
+        """Unregister the runtime plugins of drivers that are gone (killed before they could
+        remove theirs): each would otherwise stay on the scheduler and every worker, holding
+        a resident model, and be set up again on every worker that joins."""
+        if self._cluster is not None:
+            return  # a private local cluster: nothing of anyone else's on it
+        try:
+            stale = self._client.run_on_scheduler(_stale_plugin_names)
+        except Exception:  # the scheduler may refuse to run functions: leave them
+            return
+        for name in stale:
+            with contextlib.suppress(Exception):
+                self._client.unregister_worker_plugin(name)
+        if stale:
+            log.info("removed %d mapframe worker plugin(s) left by drivers that are gone",
+                     len(stale))
 
     def _set_up_workers(self, payload: bytes) -> None:
         # The plugin carries the evaluator to each worker once (and to workers that join
@@ -512,6 +536,18 @@ def _build_runtime(payload: bytes, name: str) -> WorkerRuntime:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+#: Worker plugins of mapframe drivers are named this, then the driver's Dask client id.
+_PLUGIN_PREFIX = "mapframe-"
+
+
+def _stale_plugin_names(dask_scheduler: Any) -> list[str]:
+    """(On the scheduler.) mapframe runtime plugins whose driver's client is gone."""
+    live = set(dask_scheduler.clients)
+    return [name for name in dask_scheduler.worker_plugins
+            if name.startswith(_PLUGIN_PREFIX + "Client-")
+            and name[len(_PLUGIN_PREFIX):] not in live]
 
 
 def _runtime_plugin_class() -> type:
