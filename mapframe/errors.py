@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BudgetError",
     "CheckpointError",
+    "ClusterLostError",
     "ComponentError",
     "ConfigError",
     "EvaluationError",
@@ -66,6 +67,11 @@ class EvaluatorBugError(EvaluationError):
 
 class MetricError(EvaluationError):
     """A metric is NaN, infinite, or outside its declared range."""
+
+
+class ClusterLostError(MapframeError, RuntimeError):
+    """The cluster running the evaluations stopped answering mid-study. What was stored is
+    safe; the study resumes from the store once the cluster is back."""
 
 
 class StoreError(MapframeError, RuntimeError):

@@ -24,7 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from mapframe.errors import ConfigError, EvaluationError, MapframeWarning, MetricError
+from mapframe.errors import (
+    ClusterLostError,
+    ConfigError,
+    EvaluationError,
+    MapframeWarning,
+    MetricError,
+)
 from mapframe.evaluators.base import Evaluator
 from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
 from mapframe.history import Evaluation, FailureReason, History, coefficient_key
@@ -156,6 +162,9 @@ class EvaluationSession:
                 return self._run_claimed(jobs, phase, collected, done_before)
             self._run(jobs, phase, collected, done_before)
             return jobs
+        except ClusterLostError as exc:
+            raise ClusterLostError(f"{exc}; {self._safe_count()}: restart the cluster and run "
+                                   "the study again to resume") from None
         finally:
             # The history (what samplers and surrogates see) takes the results in submission
             # order, whoever made them and in whatever order they came, so a study gives the
@@ -163,6 +172,15 @@ class EvaluationSession:
             for job in jobs:
                 if job.key in collected:
                     history.add(collected[job.key])
+
+    def _safe_count(self) -> str:
+        """What is safe in the store, for messages about a lost cluster."""
+        where = f" in {self.store.location}" if self.store.location else " (in memory)"
+        try:
+            n = sum(1 for e in self.store.load() if e.status != "failed")
+        except Exception:
+            return f"the evaluations stored so far are safe{where}"
+        return f"{n} evaluations of study {self.study_name!r} are stored{where}"
 
     def _reuse_or_schedule(self, X: np.ndarray, phase: str, round_no: int,
                            history: History) -> list[Job]:

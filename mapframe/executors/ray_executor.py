@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mapframe._imports import optional_import
-from mapframe.errors import ConfigError, EvaluationError, MapframeError
+from mapframe.errors import ClusterLostError, ConfigError, EvaluationError, MapframeError
 from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
 from mapframe.executors.jobqueue import JobQueue
 from mapframe.executors.ray_cluster import (
@@ -38,6 +39,10 @@ from mapframe.executors.worker import BatchTimer, WorkerRuntime, WorkerSetupErro
 
 if TYPE_CHECKING:
     from mapframe.evaluators.base import Evaluator
+
+#: Seconds without a finished evaluation after which the executor checks that the cluster's
+#: head still answers (Ray aborts a driver whose head is gone about a minute later).
+HEALTH_CHECK_S = 10.0
 
 __all__ = ["RayExecutor"]
 
@@ -205,7 +210,11 @@ class RayExecutor(Executor):
                     f"ray executor: {len(self._queue)} job(s) queued but no actor is left to "
                     "run them"
                 )
-            [ref], _ = ray.wait(waiting, num_returns=1)
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=HEALTH_CHECK_S)
+            if not ready:  # nothing finished for a while: is the cluster still there?
+                self._check_cluster_alive()
+                continue
+            [ref] = ready
             if ref in self._setting_up:
                 self._finish_setup(self._setting_up.pop(ref), ref)
                 continue
@@ -219,6 +228,24 @@ class RayExecutor(Executor):
             except ray.exceptions.RayError as exc:  # the actor, its node or its result is lost
                 results = self._actor_died(actor, jobs, exc)
             yield from results
+
+    def _check_cluster_alive(self) -> None:
+        """Raise :class:`ClusterLostError` when the cluster's head (its GCS) no longer takes
+        connections: Ray itself would abort this process about a minute later, saying
+        nothing useful."""
+        try:
+            address = str(self._ray.get_runtime_context().gcs_address or "")
+        except Exception:  # a Ray client (ray://) session has no GCS address to probe
+            return
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            return
+        try:
+            socket.create_connection((host, int(port)), timeout=5.0).close()
+        except OSError as exc:
+            raise ClusterLostError(
+                f"the Ray cluster stopped answering: its head at {address} refuses "
+                f"connections ({exc})") from None
 
     @property
     def capacity(self) -> int:
@@ -327,6 +354,9 @@ class RayExecutor(Executor):
     def _actor_died(self, actor: _Actor, jobs: list[Job], exc: Exception) -> list[JobResult]:
         """Queue the dead actor's jobs again (or fail those out of re-runs) and start a
         replacement; return the failed results."""
+        # A dead head takes its actors with it: say so instead of waiting for a replacement
+        # that cannot start.
+        self._check_cluster_alive()
         self._lost += 1
         self._actors.remove(actor)
         _kill(self._ray, actor.handle)
