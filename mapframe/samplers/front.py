@@ -20,6 +20,7 @@ from mapframe.history import History
 from mapframe.hypervolume import greedy_hypervolume_subset
 from mapframe.problem import SearchSpace
 from mapframe.samplers.base import CheckedSampler, SamplerContext
+from mapframe.samplers.gp import _check_int
 from mapframe.samplers.space_filling import fresh_sobol
 from mapframe.surrogates.gp import (
     _require_gpytorch,
@@ -37,13 +38,7 @@ _TOO_CLOSE = 1e-3
 
 
 def _int_setting(value: Any, name: str, low: int, auto: bool = False) -> int | str:
-    if auto and value == "auto":
-        return "auto"
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        extra = ' or "auto"' if auto else ""
-        raise ConfigError(
-            f"front sampler: {name} must be an integer >= {low}{extra}, got {value!r}")
-    return int(value)
+    return _check_int(value, name, low, auto, who="front sampler")
 
 
 def _optimism_setting(value: Any) -> float:

@@ -54,12 +54,15 @@ _REF_MARGIN = 0.1
 
 
 # --------------------------------------------------------------------------- validation
-def _check_int(value: Any, name: str, low: int, auto: bool = False) -> int | str:
+def _check_int(value: Any, name: str, low: int, auto: bool = False,
+               who: str = "gp sampler") -> int | str:
+    """An integer setting of at least ``low`` (or ``"auto"`` where allowed), else a one-line
+    ``ConfigError`` naming ``who``."""
     if auto and value == "auto":
         return "auto"
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         extra = ' or "auto"' if auto else ""
-        raise ConfigError(f"gp sampler: {name} must be an integer >= {low}{extra}, got {value!r}")
+        raise ConfigError(f"{who}: {name} must be an integer >= {low}{extra}, got {value!r}")
     return int(value)
 
 
