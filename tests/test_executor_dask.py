@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -299,3 +300,38 @@ def test_plugins_left_by_a_killed_driver_are_removed_at_start_up(address):
                 lambda dask_scheduler: list(dask_scheduler.worker_plugins))
         finally:
             live.shutdown()
+
+
+def test_a_killed_driver_loses_at_most_one_short_batch_per_worker(address, tmp_path):
+    """Default settings, a vectorised objective with no batch limit: each call carries a
+    time-sized batch (one point at first), so a driver killed mid-study loses at most what
+    its workers were running, not ceil(design / workers) points each."""
+    from objectives import SlowStudy, search_keys
+
+    from mapframe.executors.worker import BATCH_TARGET_S
+
+    delay, budget = 0.5, 30
+    study = SlowStudy(tmp_path, budget=budget, delay=delay,
+                      executor={"name": "dask", "address": address})
+    env = {"MAPFRAME_TEST_LOG": str(study.log), "MAPFRAME_TEST_DELAY": str(delay)}
+    with distributed.Client(address) as probe:
+        probe.run(lambda: os.environ.update(env))  # the workers run the objective
+        try:
+            study.start()
+            study.wait_stored(4, timeout=120)
+            study.kill()
+            time.sleep(4 * delay)  # what the workers were running finishes, unstored
+            stored = len(search_keys(study.db))
+            lost = len(study.calls()) - stored
+            assert stored < budget
+            workers = len(probe.nthreads())
+            # The whole design was sent at once, in calls of one point (the batch timer had
+            # nothing to learn from yet): each worker lost at most the call it was running.
+            assert lost <= workers, (lost, stored)
+            assert lost * delay <= workers * (2 * BATCH_TARGET_S + delay)
+            done = study.rerun()
+            assert done.returncode == 0, done.stderr
+            assert len(set(search_keys(study.db))) == budget
+        finally:
+            study.stop()
+            probe.run(lambda: [os.environ.pop(k, None) for k in env])

@@ -265,3 +265,26 @@ def test_driver_killed_stops_its_local_ray_and_the_rerun_resumes(tmp_path):
     assert done.returncode == 0, done.stderr
     assert f"{budget - stored} new this run, {stored} reused" in done.stdout
     assert len(search_keys(study.db)) == budget
+
+
+def test_a_killed_driver_loses_at_most_one_short_batch_per_actor(tmp_path):
+    """Default settings (no batch_size), a vectorised objective with no batch limit: calls
+    carry time-sized batches (1 point, then 2 while under 2 s), so killing the driver loses
+    at most each actor's running call, not ceil(design / actors) points each."""
+    from mapframe.executors.worker import BATCH_TARGET_S
+
+    delay, budget = 1.0, 16
+    study = SlowStudy(tmp_path, budget=budget, delay=delay,
+                      executor={"name": "ray", "workers": 2})
+    study.start()
+    try:
+        study.wait_stored(4, timeout=180)
+        study.kill()
+    finally:
+        study.stop()
+    time.sleep(2 * delay)
+    stored = len(search_keys(study.db))
+    lost = len(study.calls()) - stored
+    assert stored < budget
+    assert lost * delay <= 2 * (2 * BATCH_TARGET_S + delay), (lost, stored)
+    assert lost <= 2 * 2, (lost, stored)  # two actors, at most two points a call
