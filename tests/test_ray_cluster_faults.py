@@ -84,3 +84,35 @@ def test_a_cluster_that_dies_mid_study_stops_the_driver_with_one_line(tmp_path):
         study.stop()
         _kill_session(temp)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_cluster_too_small_starts_the_actors_that_fit_and_says_so(tmp_path):
+    """workers: 3 on a one-CPU cluster waited for ever after one warning; now the one actor
+    that fits runs the study, and the warning says so. num_gpus: 1 on a cluster without
+    GPUs is an error at once, naming what the cluster has."""
+    ray_cli = Path(sys.executable).with_name("ray")
+    if not ray_cli.exists():
+        pytest.skip("the ray command is not installed beside this Python")
+    temp = Path(tempfile.mkdtemp(prefix="mfray", dir="/tmp"))
+    port = _free_port()
+    study = SlowStudy(tmp_path, budget=6, delay=0.0,
+                      executor={"name": "ray", "address": f"127.0.0.1:{port}", "workers": 3})
+    study.env["RAY_AUTH_MODE"] = "token"
+    try:
+        started = subprocess.run(
+            [str(ray_cli), "start", "--head", f"--port={port}", "--num-cpus=1",
+             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
+            env=study.env, capture_output=True, text=True, timeout=180)
+        assert started.returncode == 0, started.stderr[-2000:]
+        done = study.rerun()
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "starting the 1 that fit" in done.stderr
+        assert len(search_keys(study.db)) == 6
+        study.cfg["study"]["budget"] = 8  # something new to evaluate: the executor starts
+        done = study.rerun(executor={"name": "ray", "address": f"127.0.0.1:{port}",
+                                     "num_gpus": 1})
+        assert done.returncode == 2
+        assert "not one actor fits" in done.stderr and "cluster has 0" in done.stderr
+    finally:
+        _kill_session(temp)
+        shutil.rmtree(temp, ignore_errors=True)
