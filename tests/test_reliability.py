@@ -694,3 +694,27 @@ def test_a_dask_address_that_is_not_a_scheduler_fails_within_the_timeout(kind):
         else:
             server.close()
     assert time.monotonic() - t0 < 15
+
+
+def test_a_ray_connection_refused_for_a_token_names_ray_auth_mode(monkeypatch):
+    from mapframe.executors import ray_cluster
+
+    class FakeRay:
+        @staticmethod
+        def is_initialized() -> bool:
+            return False
+
+        @staticmethod
+        def init(**kwargs: Any) -> None:
+            raise ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:6379")
+
+    monkeypatch.setattr(ray_cluster, "probe", lambda *a: None)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    target = ("address", "127.0.0.1", 6379)
+    with pytest.raises(Exception, match="RAY_AUTH_MODE=token") as info:
+        ray_cluster.connect(FakeRay, target, "127.0.0.1:6379", {}, 5.0)
+    assert "\n" not in str(info.value)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # already set: the hint would mislead
+    with pytest.raises(Exception) as info:
+        ray_cluster.connect(FakeRay, target, "127.0.0.1:6379", {}, 5.0)
+    assert "RAY_AUTH_MODE" not in str(info.value)

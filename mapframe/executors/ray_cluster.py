@@ -169,11 +169,16 @@ def connect(ray: Any, target: Target, address: str | None, init: Mapping[str, An
     try:
         ray.init(address=address or "local", **kwargs)
     except ConnectionError as exc:
+        token = ("" if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else
+                 "; a cluster started by `ray start` with token authentication (the default "
+                 "of recent Ray, which then logs InvalidAuthToken) admits this driver only "
+                 "with RAY_AUTH_MODE=token in its environment (the token comes from "
+                 "~/.ray/auth_token or RAY_AUTH_TOKEN)")
         raise MapframeError(
             f"cannot connect to the Ray cluster at {address!r}: {first_line(exc)}; "
             f"{HOW_TO_FIX}; if the cluster is up, check that this machine may join it "
             "(the same Ray and Python versions, and the cluster's authentication token "
-            "where it uses one)"
+            f"where it uses one){token}"
         ) from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"ray.init rejected init={dict(init)!r}: {exc}") from None
