@@ -718,3 +718,29 @@ def test_a_ray_connection_refused_for_a_token_names_ray_auth_mode(monkeypatch):
     with pytest.raises(Exception) as info:
         ray_cluster.connect(FakeRay, target, "127.0.0.1:6379", {}, 5.0)
     assert "RAY_AUTH_MODE" not in str(info.value)
+
+
+def test_connect_timeout_bounds_ray_init_on_a_port_that_is_not_the_head(monkeypatch):
+    from mapframe.errors import MapframeError
+    from mapframe.executors import ray_cluster
+
+    release = threading.Event()
+
+    class StuckRay:  # like a raylet's gRPC port: accepted, then retried for 20+ s
+        @staticmethod
+        def is_initialized() -> bool:
+            return False
+
+        @staticmethod
+        def init(**kwargs: Any) -> None:
+            release.wait(30)
+
+    monkeypatch.setattr(ray_cluster, "probe", lambda *a: None)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(MapframeError, match=r"within 1 s \(connect_timeout\).*not a head"):
+            ray_cluster.connect(StuckRay, ("address", "127.0.0.1", 42247), "127.0.0.1:42247",
+                                {}, 1.0)
+    finally:
+        release.set()
+    assert time.monotonic() - t0 < 5

@@ -17,6 +17,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -167,7 +168,10 @@ def connect(ray: Any, target: Target, address: str | None, init: Mapping[str, An
         if host is not None and port is not None:
             probe(host, port, address, timeout)
     try:
-        ray.init(address=address or "local", **kwargs)
+        if kind == "local":
+            ray.init(address="local", **kwargs)
+        else:
+            _bounded_init(ray, address, kwargs, timeout)
     except ConnectionError as exc:
         token = ("" if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else
                  "; a cluster started by `ray start` with token authentication (the default "
@@ -183,6 +187,32 @@ def connect(ray: Any, target: Target, address: str | None, init: Mapping[str, An
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"ray.init rejected init={dict(init)!r}: {exc}") from None
     return True, (start_reaper(ray) if kind == "local" else None)
+
+
+def _bounded_init(ray: Any, address: str | None, kwargs: Mapping[str, Any],
+                  timeout: float) -> None:
+    """``ray.init(address=...)`` given up after ``timeout`` seconds: Ray retries a port that
+    speaks gRPC but is not the head's GCS (a raylet's, another service's) for over 20 s
+    whatever ``connect_timeout`` says, then fails with a generic message."""
+    box: dict[str, BaseException] = {}
+
+    def init() -> None:
+        try:
+            ray.init(address=address, **kwargs)
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=init, name="mapframe-ray-connect", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise MapframeError(
+            f"no Ray cluster answered at {address!r} within {timeout:g} s (connect_timeout): "
+            "the port speaks gRPC but is not a head node's GCS port; give the head's address "
+            "as `ray start --head` printed it (port 6379 by default), or raise "
+            "connect_timeout for a slow network")
+    if "error" in box:
+        raise box["error"]
 
 
 def start_reaper(ray: Any) -> subprocess.Popen[bytes] | None:
