@@ -335,3 +335,14 @@ def test_a_killed_driver_loses_at_most_one_short_batch_per_worker(address, tmp_p
         finally:
             study.stop()
             probe.run(lambda: [os.environ.pop(k, None) for k in env])
+
+
+def test_a_workers_address_is_named_as_such(cluster):
+    worker_address = next(iter(cluster.scheduler.workers))
+    ex = DaskExecutor(address=worker_address, connect_timeout=5)
+    try:
+        with pytest.raises(MapframeError, match="is a Dask worker's address, not the "
+                                                "scheduler's"):
+            ex.start(CallableEvaluator("objectives:two_quadratics", ["a", "b"]), None)
+    finally:
+        ex.shutdown()
