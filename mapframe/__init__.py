@@ -14,6 +14,7 @@ from mapframe.history import Evaluation, FailureReason
 from mapframe.nested import NestedMergeStudy, NestedResult
 from mapframe.problem import SearchSpace, Task
 from mapframe.results import Front, StudyResult
+from mapframe.results_folder import SavedResults, load_results
 from mapframe.spec import StudySpec
 from mapframe.study import MergeStudy, ProgressEvent
 
@@ -25,10 +26,12 @@ __all__ = [
     "NestedMergeStudy",
     "NestedResult",
     "ProgressEvent",
+    "SavedResults",
     "SearchSpace",
     "StudyResult",
     "StudySpec",
     "Task",
     "__version__",
+    "load_results",
 ]
 __all__ += errors.__all__  # every exception, listed once in mapframe.errors

@@ -28,6 +28,7 @@ commands:
   run CONFIG.yaml   run (or resume) the study a YAML config describes
   example           train the built-in offline example (digits, cached) and run it
   plugins           list installed plugins and the components they provide
+  export RESULTS_DIR -o OUT  save the merged model of a front point of a finished study
   store check|salvage PATH   check a damaged evaluation store, or copy what is readable
 
 Evaluations are stored in SQLite as they finish; re-running the same command resumes an
@@ -141,7 +142,25 @@ def _print_nested_summary(result: Any, paths: dict[str, Path], out: TextIO) -> N
         out.write(f"  {key:16s} {p}\n")
 
 
-def _run_config(cfg: dict[str, Any], args: argparse.Namespace) -> int:
+def _save_config(cfg: dict[str, Any], output: Path, source: Path | None,
+                 overrides: dict[str, Any]) -> Path | None:
+    """Write the study's config (absolute paths, with the command line's overrides) to
+    ``output/config.yaml``, so that ``mapframe export`` and ``mapframe.load_results`` can
+    rebuild the merge later; not over the config the study was started from."""
+    import yaml
+
+    from mapframe.results import write_atomically
+
+    path = output / "config.yaml"
+    if source is not None and path.exists() and path.resolve() == source.resolve():
+        return None
+    study = {**cfg.get("study", {}), **{k: v for k, v in overrides.items()
+                                         if v is not None}}
+    return write_atomically(path, yaml.safe_dump({**cfg, "study": study}, sort_keys=False))
+
+
+def _run_config(cfg: dict[str, Any], args: argparse.Namespace,
+                source: Path | None = None) -> int:
     from mapframe.config import build_study
 
     progress = Progress(quiet=args.quiet)
@@ -164,6 +183,9 @@ def _run_config(cfg: dict[str, Any], args: argparse.Namespace) -> int:
             "again to resume\n")
         return 143 if isinstance(exc, _Terminated) else 130
     paths = result.save(output, plot=not args.no_plot)
+    saved_cfg = _save_config(cfg, output, source, overrides)
+    if saved_cfg is not None:
+        paths["config_yaml"] = saved_cfg
     from mapframe.nested import NestedResult
 
     if isinstance(result, NestedResult):
@@ -236,7 +258,7 @@ def _show_warning(message: Any, category: Any, filename: str, lineno: int,
 def cmd_run(args: argparse.Namespace) -> int:
     from mapframe.config import load_config
 
-    return _run_config(load_config(args.config), args)
+    return _run_config(load_config(args.config), args, source=Path(args.config))
 
 
 def cmd_example(args: argparse.Namespace) -> int:
@@ -267,7 +289,8 @@ def cmd_example(args: argparse.Namespace) -> int:
     sys.stderr.write(f"config written to {cfg_path} (edit it and run: mapframe run "
                      f"{cfg_path})\n")
     args.budget = None  # already in the config
-    return _run_config(validate_config(config, base_dir=output, source=str(cfg_path)), args)
+    return _run_config(validate_config(config, base_dir=output, source=str(cfg_path)), args,
+                       source=cfg_path)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -305,6 +328,35 @@ def cmd_plugins(args: argparse.Namespace) -> int:
               f"{row.base_path.replace(':', '.')}  ({len(registry.names(row.kind))} "
               f"registered): {row.role}")
     return 1 if any(r["error"] for r in rows) else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mapframe.results_folder import load_results
+
+    saved = load_results(args.results)
+    index: int | None
+    if args.preference is not None:
+        index = saved.select(args.preference)
+    elif args.point == "selected":
+        index = saved.selected
+    else:
+        try:
+            index = int(args.point)
+        except ValueError:
+            raise ConfigError(f"--point must be 'selected' or a row index of front.csv, got "
+                              f"{args.point!r}") from None
+    path = saved.export(args.out, index=index)
+    i = index if index is not None else saved.selected
+    assert i is not None  # export raised otherwise
+    known = saved.front.measured[i]
+    values = saved.front.real[i] if known else saved.front.predicted[i]
+    metrics = ", ".join(f"{n}={v:.4g}" for n, v in zip(saved.task_names, values))
+    coefs = ", ".join(f"{n}={v:.4g}" for n, v in zip(saved.coefficient_names,
+                                                      saved.front.coefficients[i]))
+    sys.stdout.write(f"front point {i} ({(saved.front.source or [])[i]}; "
+                     f"{'measured' if known else 'predicted'} {metrics}; coefficients "
+                     f"{coefs}) -> {path}\n")
+    return 0
 
 
 def cmd_store_check(args: argparse.Namespace) -> int:
@@ -367,6 +419,21 @@ def build_parser() -> argparse.ArgumentParser:
                       "~/.cache/mapframe)")
     common(p_ex)
     p_ex.set_defaults(func=cmd_example)
+
+    p_xp = sub.add_parser("export", help="save the merged model of a front point",
+                          description="Save the merged model of a front point of a finished "
+                          "study from its results folder, without running the study again "
+                          "(the folder's config.yaml says which checkpoints to merge).")
+    p_xp.add_argument("results", help="the study's results folder")
+    p_xp.add_argument("--point", default="selected",
+                      help="'selected' (the study's own choice, default) or a row index of "
+                      "front.csv")
+    p_xp.add_argument("--preference", type=_preference,
+                      help="select the point for these weights instead (one per task)")
+    p_xp.add_argument("--out", "-o", required=True,
+                      help="where to write: a .safetensors file, or (no suffix) the "
+                      "checkpoints' own format (the LLM plugin writes a model folder)")
+    p_xp.set_defaults(func=cmd_export)
 
     p_st = sub.add_parser("store", help="check or salvage an evaluation store",
                           description="Check an SQLite evaluation store without writing to "

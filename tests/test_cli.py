@@ -142,3 +142,20 @@ def test_run_adaptive_sampler_with_stopping_from_yaml(tmp_path, capsys, sampler)
     # a re-run resumes: nothing new, the same stop
     assert main(["run", str(path), "--quiet"]) == 0
     assert f"0 new this run, {n} reused" in capsys.readouterr().out
+
+
+def test_run_saves_its_config_so_the_folder_can_be_read_back(tmp_path, capsys):
+    import mapframe
+
+    cfg = _config(tmp_path, output="out")
+    assert main(["run", str(cfg), "--quiet", "--seed", "3"]) == 0
+    saved = mapframe.load_results(tmp_path / "out")
+    assert saved.config is not None and saved.config["study"]["seed"] == 3  # the override
+    assert saved.selected is not None
+    assert saved.select([0.5, 0.5]) == saved.selected  # the study's own rule
+    capsys.readouterr()
+    # a black-box objective has no model to export: one line, before anything is written
+    assert main(["export", str(tmp_path / "out"), "-o", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no checkpoints to merge" in err and err.count("\n") == 0
+    assert not (tmp_path / "m.safetensors").exists()

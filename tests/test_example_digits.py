@@ -470,3 +470,55 @@ def test_cli_example_end_to_end(cache_dir: Path, tmp_path: Path, capsys) -> None
     # rerunning the written config reuses every evaluation
     assert main(["run", str(out / "config.yaml"), "-q", "--budget", "12"]) == 0
     assert "0 new this run, 17 reused" in capsys.readouterr().out
+
+
+def test_export_and_load_results_from_a_finished_results_folder(cache_dir: Path,
+                                                               tmp_path: Path, capsys) -> None:
+    """`mapframe export` and `mapframe.load_results` read a finished folder back: the
+    study's own selection exports the same model as the run did, any front row or a new
+    preference exports without evaluating anything, and bad requests are one-line errors."""
+    import torch
+
+    import mapframe
+    from mapframe.cli import main
+    from mapframe.merging.checkpoints import load_state_dict
+
+    out = tmp_path / "ex"
+    assert main(["example", "--tasks", ",".join(TRAINED[:2]), "--cache-dir", str(cache_dir),
+                 "--output", str(out), "--preference", "0.5,0.5", "-q", "--budget",
+                 "12"]) == 0
+    capsys.readouterr()
+    saved = mapframe.load_results(out)
+    assert saved.task_names == list(TRAINED[:2]) and len(saved.front) > 10
+    assert saved.selected is not None and saved.front.measured[saved.selected]
+    # the study's own choice: the same weights as the run's selected.safetensors
+    assert main(["export", str(out), "-o", str(tmp_path / "again.safetensors")]) == 0
+    line = capsys.readouterr().out
+    assert f"front point {saved.selected} " in line and "measured" in line
+    a = load_state_dict(out / "selected.safetensors")
+    b = load_state_dict(tmp_path / "again.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # a row of front.csv, and a new preference (selected like the study would)
+    assert main(["export", str(out), "--point", "0", "-o", str(tmp_path / "p0")]) == 0
+    assert (tmp_path / "p0.safetensors").is_file()
+    i = saved.select([0.9, 0.1])
+    assert main(["export", str(out), "--preference", "0.9,0.1", "-o",
+                 str(tmp_path / "pref.safetensors")]) == 0
+    assert f"front point {i} " in capsys.readouterr().out
+    c = saved.front.coefficients[i]
+    merged = load_state_dict(tmp_path / "pref.safetensors")
+    tv = mapframe.merging.TaskVectors.from_files(
+        saved.config["checkpoints"]["pretrained"], saved.config["checkpoints"]["finetuned"])
+    key = next(iter(tv.keys()))
+    expect = tv.base(key).float() + sum(float(ci) * tv.vectors(key)[j].float()
+                                        for j, ci in enumerate(c))
+    torch.testing.assert_close(merged[key].float(), expect.to(merged[key].dtype).float())
+    # one-line errors
+    for argv, msg in ((["export", str(out), "--point", "999", "-o", "x"], "out of range"),
+                      (["export", str(out), "--point", "best", "-o", "x"], "--point must"),
+                      (["export", str(out), "--preference", "1,2,3", "-o", "x"],
+                       "2 non-negative weights"),
+                      (["export", str(tmp_path), "-o", "x"], "not a mapframe results")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert msg in err and err.count("\n") == 0, err

@@ -1,0 +1,145 @@
+"""A finished study's results folder, read back: its front, selection and merged models.
+
+``mapframe run`` (and ``mapframe example``) write ``front.json``, ``summary.json`` and
+``config.yaml`` (the study's config with absolute paths) into the results folder.
+:func:`load_results` reads them back, so a front point can be selected for a new preference
+and exported as a merged model without running the study again::
+
+    saved = mapframe.load_results("results/digits")
+    i = saved.select([0.7, 0.3])
+    saved.export("merged.safetensors", index=i)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mapframe.errors import ConfigError
+from mapframe.problem import Task
+from mapframe.results import Front
+
+__all__ = ["SavedResults", "load_results"]
+
+
+@dataclass
+class SavedResults:
+    """What a results folder holds: the front (with which points are measured), the tasks,
+    the summary, and the config that can rebuild the merge."""
+
+    directory: Path
+    tasks: list[Task]
+    coefficient_names: list[str]
+    front: Front
+    summary: dict[str, Any]
+    config: dict[str, Any] | None
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    @property
+    def selected(self) -> int | None:
+        """The front index the study selected for its own preference, if any."""
+        sel = self.summary.get("selected")
+        return None if not sel else int(sel["index"])
+
+    def select(self, preference: list[float] | np.ndarray) -> int:
+        """The front index a new ``preference`` selects, as the study would: best-known
+        metrics scaled over the front, preference-weighted, among the measured points when
+        the study verified."""
+        from mapframe.metrics import select_by_preference
+
+        pref = np.asarray(preference, dtype=float).reshape(-1)
+        if pref.size != len(self.tasks) or not np.all(np.isfinite(pref)) or np.any(pref < 0):
+            raise ConfigError(
+                f"a preference needs {len(self.tasks)} non-negative weights (tasks "
+                f"{', '.join(self.task_names)}), got {np.asarray(preference).tolist()}")
+        verified = bool(self.summary.get("settings", {}).get("verify"))
+        among = self.front.measured if verified and self.front.measured.any() else None
+        return int(select_by_preference(self.front.best_known, pref,
+                                        [t.direction for t in self.tasks], among=among))
+
+    def export(self, path: str | os.PathLike[str], index: int | None = None,
+               preference: list[float] | None = None) -> Path:
+        """Save the merged model of front point ``index`` (default: the one ``preference``
+        selects, else the study's own selection) to ``path``, as
+        :meth:`StudyResult.export <mapframe.results.StudyResult.export>` does."""
+        if index is None:
+            index = self.select(preference) if preference is not None else self.selected
+        if index is None:
+            raise ConfigError("this study selected no point (it had no preference): give "
+                              "--point INDEX (a row of front.csv) or --preference")
+        if not 0 <= index < len(self.front):
+            raise ConfigError(f"front index {index} out of range: the front in "
+                              f"{self.directory} has {len(self.front)} points (0 to "
+                              f"{len(self.front) - 1})")
+        spec = self._merge_spec()
+        meta = {"mapframe.study": str(self.summary.get("study", "")),
+                "mapframe.source": (self.front.source or [])[index],
+                "mapframe.predicted": dict(zip(self.task_names,
+                                               self.front.predicted[index].tolist()))}
+        if self.front.measured[index]:
+            meta["mapframe.real"] = dict(zip(self.task_names,
+                                             self.front.real[index].tolist()))
+        return spec.build().export(path, self.front.coefficients[index], meta)
+
+    def _merge_spec(self) -> Any:
+        if self.config is None:
+            raise ConfigError(
+                f"{self.directory} has no config.yaml (results written by an older mapframe, "
+                "or by StudyResult.save): export from the study's own result instead "
+                "(StudyResult.export), or rerun it with the same config (it resumes from the "
+                "store, nothing is evaluated again)")
+        from mapframe.config import build_study
+
+        study, _ = build_study(self.config)
+        if getattr(study, "merge_spec", None) is None:
+            raise ConfigError(
+                "this study has no checkpoints to merge (it used a black-box objective), so "
+                "there is no model to export")
+        return study.merge_spec
+
+
+def load_results(directory: str | os.PathLike[str]) -> SavedResults:
+    """Read a results folder written by ``mapframe run`` / ``mapframe example`` (or by
+    :meth:`StudyResult.save <mapframe.results.StudyResult.save>` plus a ``config.yaml``)."""
+    import yaml
+
+    d = Path(directory)
+    if not d.is_dir():
+        raise ConfigError(f"results folder not found: {d} (give the study's output folder)")
+    front_path, summary_path = d / "front.json", d / "summary.json"
+    missing = [p.name for p in (front_path, summary_path) if not p.is_file()]
+    if missing:
+        raise ConfigError(f"{d} is not a mapframe results folder (no {', '.join(missing)}); "
+                          "give the folder a finished study wrote its results to")
+    try:
+        front_json = json.loads(front_path.read_text(encoding="utf-8"))
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the results in {d} ({exc})") from None
+    tasks = [Task(**t) for t in front_json["tasks"]]
+    names = [t.name for t in tasks]
+    cnames = list(front_json["coefficient_names"])
+    rows = front_json["points"]
+
+    def column(prefix: str, keys: list[str]) -> np.ndarray:
+        return np.array([[np.nan if r.get(f"{prefix}{k}") is None else r[f"{prefix}{k}"]
+                          for k in keys] for r in rows], dtype=float).reshape(len(rows),
+                                                                            len(keys))
+
+    std = column("std_", names) if rows and f"std_{names[0]}" in rows[0] else None
+    front = Front(column("c_", cnames), column("predicted_", names), column("real_", names),
+                  names, [t.direction for t in tasks], predicted_std=std,
+                  source=[r["source"] for r in rows])
+    config = None
+    cfg_path = d / "config.yaml"
+    if cfg_path.is_file():
+        config = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    return SavedResults(d, tasks, cnames, front, summary, config)
