@@ -49,10 +49,20 @@ def _kill_session(temp: Path, spare: int | None = None) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_a_cluster_that_dies_mid_study_stops_the_driver_with_one_line(tmp_path):
+def _start_head(env: dict[str, str], temp: Path, port: int) -> None:
+    """`ray start --head` on ``port`` with one CPU, its files under ``temp``; skips when the
+    ray command is not installed beside this Python."""
     ray_cli = Path(sys.executable).with_name("ray")
     if not ray_cli.exists():
         pytest.skip("the ray command is not installed beside this Python")
+    started = subprocess.run(
+        [str(ray_cli), "start", "--head", f"--port={port}", "--num-cpus=1",
+         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
+        env=env, capture_output=True, text=True, timeout=180)
+    assert started.returncode == 0, started.stderr[-2000:]
+
+
+def test_a_cluster_that_dies_mid_study_stops_the_driver_with_one_line(tmp_path):
     # A short folder: Ray's socket paths must stay under the 107-character limit.
     temp = Path(tempfile.mkdtemp(prefix="mfray", dir="/tmp"))
     port = _free_port()
@@ -61,11 +71,7 @@ def test_a_cluster_that_dies_mid_study_stops_the_driver_with_one_line(tmp_path):
     # The driver joins a cluster that `ray start` set up with token authentication.
     study.env["RAY_AUTH_MODE"] = "token"
     try:
-        started = subprocess.run(
-            [str(ray_cli), "start", "--head", f"--port={port}", "--num-cpus=1",
-             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
-            env=study.env, capture_output=True, text=True, timeout=180)
-        assert started.returncode == 0, started.stderr[-2000:]
+        _start_head(study.env, temp, port)
         study.start()
         study.wait_stored(3, timeout=180)
         t0 = time.monotonic()
@@ -90,20 +96,13 @@ def test_a_cluster_too_small_starts_the_actors_that_fit_and_says_so(tmp_path):
     """workers: 3 on a one-CPU cluster waited for ever after one warning; now the one actor
     that fits runs the study, and the warning says so. num_gpus: 1 on a cluster without
     GPUs is an error at once, naming what the cluster has."""
-    ray_cli = Path(sys.executable).with_name("ray")
-    if not ray_cli.exists():
-        pytest.skip("the ray command is not installed beside this Python")
     temp = Path(tempfile.mkdtemp(prefix="mfray", dir="/tmp"))
     port = _free_port()
     study = SlowStudy(tmp_path, budget=6, delay=0.0,
                       executor={"name": "ray", "address": f"127.0.0.1:{port}", "workers": 3})
     study.env["RAY_AUTH_MODE"] = "token"
     try:
-        started = subprocess.run(
-            [str(ray_cli), "start", "--head", f"--port={port}", "--num-cpus=1",
-             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
-            env=study.env, capture_output=True, text=True, timeout=180)
-        assert started.returncode == 0, started.stderr[-2000:]
+        _start_head(study.env, temp, port)
         done = study.rerun()
         assert done.returncode == 0, done.stderr[-3000:]
         assert "starting the 1 that fit" in done.stderr

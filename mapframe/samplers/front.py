@@ -20,13 +20,9 @@ from mapframe.history import History
 from mapframe.hypervolume import greedy_hypervolume_subset
 from mapframe.problem import SearchSpace
 from mapframe.samplers.base import CheckedSampler, SamplerContext
-from mapframe.samplers.gp import _check_int
+from mapframe.samplers.gp import _check_int, gp_fit_settings
 from mapframe.samplers.space_filling import fresh_sobol
 from mapframe.surrogates.gp import (
-    _require_gpytorch,
-    check_noise_floor,
-    check_nu,
-    check_restarts,
     fit_gp,
 )
 from mapframe.surrogates.quadratic import _one_blas_thread
@@ -111,10 +107,7 @@ class FrontSampler(CheckedSampler):
         self.initial = _int_setting(initial, "initial", 2, auto=True)
         self.batch = int(_int_setting(batch, "batch", 1))
         self.optimism = _optimism_setting(optimism)
-        self.nu = check_nu(nu)
-        self.restarts = check_restarts(restarts)
-        self.noise_floor = check_noise_floor(noise_floor)
-        _require_gpytorch("sampler")
+        self.nu, self.restarts, self.noise_floor = gp_fit_settings(nu, restarts, noise_floor)
 
     # ---- rounds
     def initial_size(self, n_dims: int) -> int:

@@ -66,6 +66,14 @@ def _check_int(value: Any, name: str, low: int, auto: bool = False,
     return int(value)
 
 
+def gp_fit_settings(nu: float, restarts: int, noise_floor: float) -> tuple[float, int, float]:
+    """A GP-based sampler's checked fit settings ``(nu, restarts, noise_floor)``, as for
+    :class:`~mapframe.surrogates.gp.GPSurrogate`; gpytorch must be installed."""
+    out = (check_nu(nu), check_restarts(restarts), check_noise_floor(noise_floor))
+    _require_gpytorch("sampler")
+    return out
+
+
 # --------------------------------------------------------------------------- hypervolume
 def _dominated_by(P: np.ndarray, F: np.ndarray) -> np.ndarray:
     """``(len(P),)``: is each row of ``P`` weakly dominated by some row of ``F`` (maximising)?"""
@@ -230,10 +238,7 @@ class GPSampler(CheckedSampler):
         self.batch = int(_check_int(batch, "batch", 1))
         self.n_samples = int(_check_int(n_samples, "n_samples", 1))
         self.n_candidates = _check_int(n_candidates, "n_candidates", 1, auto=True)
-        self.nu = check_nu(nu)
-        self.restarts = check_restarts(restarts)
-        self.noise_floor = check_noise_floor(noise_floor)
-        _require_gpytorch("sampler")
+        self.nu, self.restarts, self.noise_floor = gp_fit_settings(nu, restarts, noise_floor)
 
     # ---- rounds
     def initial_size(self, context: SamplerContext) -> int:
