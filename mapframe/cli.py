@@ -24,13 +24,6 @@ theta0 + sum_i c_i tau_i, fits one quadratic surrogate per task, solves the mult
 problem on the surrogates, and writes the whole trade-off front (and, for a preference, the
 merged model) to a results folder.
 
-commands:
-  run CONFIG.yaml   run (or resume) the study a YAML config describes
-  example           train the built-in offline example (digits, cached) and run it
-  plugins           list installed plugins and the components they provide
-  export RESULTS_DIR -o OUT  save the merged model of a front point of a finished study
-  store check|salvage PATH   check a damaged evaluation store, or copy what is readable
-
 Evaluations are stored in SQLite as they finish; re-running the same command resumes an
 interrupted study without redoing finished evaluations.
 """
@@ -176,13 +169,21 @@ def _run_config(cfg: dict[str, Any], args: argparse.Namespace,
             warnings.showwarning = _show_warning  # type: ignore[assignment]
             result = study.run()
     except (KeyboardInterrupt, _Terminated) as exc:
-        where = study.storage.location or study.storage.describe()
+        where = study.storage.location or "memory (nothing kept)"
         what = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
         sys.stderr.write(
             f"\n{what}; finished evaluations are stored in {where}; run the same command "
             "again to resume\n")
         return 143 if isinstance(exc, _Terminated) else 130
-    paths = result.save(output, plot=not args.no_plot)
+    try:
+        paths = result.save(output, plot=not args.no_plot)
+    except KeyboardInterrupt:
+        where = study.storage.location or "memory (nothing kept)"
+        sys.stderr.write(
+            f"\ninterrupted while writing the results to {output}; every evaluation is "
+            f"stored in {where}: run the same command again to write them (nothing is "
+            "evaluated again)\n")
+        return 130
     saved_cfg = _save_config(cfg, output, source, overrides)
     if saved_cfg is not None:
         paths["config_yaml"] = saved_cfg
@@ -261,6 +262,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _run_config(load_config(args.config), args, source=Path(args.config))
 
 
+def example_folder(tasks: Sequence[str], all_tasks: Sequence[str]) -> str:
+    """The example's default results folder: one per configuration, so that a 4-task run
+    does not overwrite the 2-task one (the default 2 tasks keep ``results/digits``)."""
+    tasks = list(tasks)
+    if tasks == list(all_tasks[:2]):
+        return "results/digits"
+    if tasks == list(all_tasks[:len(tasks)]):
+        return f"results/digits-{len(tasks)}tasks"
+    return "results/digits-" + "-".join(tasks)
+
+
 def cmd_example(args: argparse.Namespace) -> int:
     import yaml
 
@@ -274,7 +286,10 @@ def cmd_example(args: argparse.Namespace) -> int:
             raise ConfigError(f"--n-tasks must be between 1 and {len(digits.TASKS)}, got "
                               f"{args.n_tasks}")
         tasks = list(digits.TASKS[: args.n_tasks])
-    output = Path(args.output or "results/digits").absolute()
+    if args.preference is not None and len(args.preference) != len(tasks):
+        raise ConfigError(f"--preference needs {len(tasks)} weights, one per task "
+                          f"({', '.join(tasks)}), got {len(args.preference)}")
+    output = Path(args.output or example_folder(tasks, digits.TASKS)).absolute()
     sys.stderr.write(f"preparing the digits example ({len(tasks)} tasks: {', '.join(tasks)}; "
                      "trained once, then cached) ...\n")
     t0 = time.perf_counter()
@@ -283,14 +298,15 @@ def cmd_example(args: argparse.Namespace) -> int:
                      f"{Path(ck['pretrained']).parent}\n")
     config = digits.digits_study_config(output, tasks, checkpoints=ck,
                                         budget=args.budget, preference=args.preference)
-    output.mkdir(parents=True, exist_ok=True)
     cfg_path = output / "config.yaml"
+    # A bad argument (a preference of the wrong length, say) fails before anything is written.
+    validated = validate_config(config, base_dir=output, source=str(cfg_path))
+    output.mkdir(parents=True, exist_ok=True)
     cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
     sys.stderr.write(f"config written to {cfg_path} (edit it and run: mapframe run "
                      f"{cfg_path})\n")
     args.budget = None  # already in the config
-    return _run_config(validate_config(config, base_dir=output, source=str(cfg_path)), args,
-                       source=cfg_path)
+    return _run_config(validated, args, source=cfg_path)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:

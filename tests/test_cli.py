@@ -159,3 +159,30 @@ def test_run_saves_its_config_so_the_folder_can_be_read_back(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "no checkpoints to merge" in err and err.count("\n") == 0
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_friction_help_lists_each_command_once_and_examples_get_their_own_folder(capsys):
+    from mapframe.cli import example_folder
+    from mapframe.examples.digits import TASKS
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("run", "example", "export", "store", "plugins"):
+        assert sum(line.split()[:1] == [command] for line in out.splitlines()) == 1, out
+    assert example_folder(TASKS[:2], TASKS) == "results/digits"
+    assert example_folder(TASKS[:4], TASKS) == "results/digits-4tasks"
+    assert example_folder([TASKS[1], TASKS[0]], TASKS) == f"results/digits-{TASKS[1]}-{TASKS[0]}"
+
+
+def test_exported_models_get_the_mode_other_results_get(tmp_path):
+    import os
+
+    import torch
+
+    from mapframe.merging.checkpoints import save_state_dict
+
+    p = save_state_dict({"w": torch.zeros(3)}, tmp_path / "m.safetensors")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~mask  # 0644 under the usual umask

@@ -522,3 +522,16 @@ def test_export_and_load_results_from_a_finished_results_folder(cache_dir: Path,
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert msg in err and err.count("\n") == 0, err
+
+
+def test_a_bad_preference_fails_before_any_config_is_written(cache_dir: Path, tmp_path: Path,
+                                                              capsys) -> None:
+    from mapframe.cli import main
+
+    out = tmp_path / "ex"
+    argv = ["example", "--tasks", ",".join(TRAINED[:2]), "--cache-dir", str(cache_dir),
+            "--output", str(out), "--preference", "1,2,3", "-q"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "preference" in err
+    assert not (out / "config.yaml").exists()

@@ -174,6 +174,11 @@ def save_state_dict(
     p.parent.mkdir(parents=True, exist_ok=True)
     data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     save_file(data, str(p), metadata=dict(metadata or {}))
+    # safetensors writes 0600 (a private temporary file); give the file the mode every other
+    # result gets: 0666 less the process's umask (0644 by default).
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(p, 0o666 & ~mask)
     return p
 
 

@@ -41,6 +41,14 @@ DEFAULT_TASKS: dict[str, tuple[str, ...]] = {
 PREPARE_VERSION = 2
 
 
+
+def _plain(text: str) -> str:
+    """Docstring markup (``name``, :mod:`x`) as plain text, for --help."""
+    import re
+
+    text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
+
 def prepare_example(work: str | os.PathLike[str], kind: str = "lm", arch: str = "llama",
                     tasks: Sequence[str] | None = None, steps: int = 40, lora: bool = False,
                     seed: int = 0) -> dict[str, Any]:
@@ -205,7 +213,8 @@ def cmd_example(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mapframe-llm", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="mapframe-llm",
+                                     description=_plain(__doc__.split("\n")[0]))
     sub = parser.add_subparsers(dest="command")
     ex = sub.add_parser("example", help="build toy checkpoints and run a 2-task study offline")
     ex.add_argument("--kind", choices=sorted(DEFAULT_TASKS), default="lm",

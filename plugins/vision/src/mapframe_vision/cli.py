@@ -23,6 +23,14 @@ __all__ = ["example_config", "main", "prepare_example"]
 DEFAULT_TASKS = ("digits", "fashion")
 
 
+
+def _plain(text: str) -> str:
+    """Docstring markup (``name``, :mod:`x`) as plain text, for --help."""
+    import re
+
+    text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
+
 def _fashion_available() -> bool:
     from mapframe_vision.toy import FASHION_MNIST_DIR
 
@@ -116,7 +124,8 @@ def cmd_example(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mapframe-vision", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="mapframe-vision",
+                                     description=_plain(__doc__.split("\n")[0]))
     sub = parser.add_subparsers(dest="command")
     ex = sub.add_parser("example", help="train a tiny CLIP and run a 2-task study offline")
     ex.add_argument("--tasks", help=f"comma-separated toy tasks (default: "
