@@ -286,9 +286,8 @@ def cmd_example(args: argparse.Namespace) -> int:
             raise ConfigError(f"--n-tasks must be between 1 and {len(digits.TASKS)}, got "
                               f"{args.n_tasks}")
         tasks = list(digits.TASKS[: args.n_tasks])
-    if args.preference is not None and len(args.preference) != len(tasks):
-        raise ConfigError(f"--preference needs {len(tasks)} weights, one per task "
-                          f"({', '.join(tasks)}), got {len(args.preference)}")
+    if args.preference is not None:
+        preference_for(",".join(map(str, args.preference)), tasks)
     output = Path(args.output or example_folder(tasks, digits.TASKS)).absolute()
     sys.stderr.write(f"preparing the digits example ({len(tasks)} tasks: {', '.join(tasks)}; "
                      "trained once, then cached) ...\n")
@@ -391,6 +390,23 @@ def cmd_store_salvage(args: argparse.Namespace) -> int:
         print(f"study {name!r}: {n} evaluations copied")
     print(f"salvaged into {args.out}; point the study's storage at it to resume")
     return 0
+
+
+def preference_for(text: str | None, tasks: Sequence[str]) -> list[float] | None:
+    """A ``--preference p1,p2,...`` value for ``tasks`` (``None`` when not given): one
+    non-negative number per task, else a one-line :class:`ConfigError`. The plugins'
+    example commands parse theirs with it too."""
+    if not text:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--preference takes comma-separated numbers, e.g. 0.5,0.5; got "
+                          f"{text!r}") from None
+    if len(values) != len(tasks) or any(not v >= 0 for v in values):
+        raise ConfigError(f"--preference needs one weight per task, each >= 0 "
+                          f"({len(tasks)}: {', '.join(tasks)}), got {text!r}")
+    return values
 
 
 def _preference(text: str) -> list[float]:

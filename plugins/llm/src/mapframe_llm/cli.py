@@ -144,16 +144,6 @@ def example_config(prepared: dict[str, Any], output: str | os.PathLike[str],
     }
 
 
-def _parse_preference(text: str | None) -> list[float] | None:
-    if not text:
-        return None
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise ConfigError(f"--preference takes comma-separated numbers, e.g. 0.5,0.5; got "
-                          f"{text!r}") from exc
-
-
 def _describe(prepared: dict[str, Any], kind: str) -> str:
     if kind == "lm":
         losses = prepared["losses"]
@@ -171,16 +161,14 @@ def cmd_example(args: argparse.Namespace) -> int:
     import yaml
 
     from mapframe.cli import main as mapframe_main
+    from mapframe.cli import preference_for
 
     kind = args.kind
     if args.lora and kind != "lm":
         raise ConfigError("--lora applies to --kind lm only")
     tasks = ([t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks
              else list(DEFAULT_TASKS[kind]))
-    preference = _parse_preference(args.preference)
-    if preference is not None and len(preference) != len(tasks):
-        raise ConfigError(f"--preference needs one weight per task ({len(tasks)}: "
-                          f"{', '.join(tasks)}), got {len(preference)}")
+    preference = preference_for(args.preference, tasks)
     default_out = {"lm": f"results/{args.arch}-example",
                    "classification": "results/minilm-example"}[kind]
     output = Path(args.output or default_out).absolute()

@@ -86,7 +86,9 @@ def example_config(prepared: dict[str, Any], output: str | os.PathLike[str],
                         "finetuned": dict(prepared["finetuned"])},
     }
     if preference is not None:
+        # A preference selects one merged model: export it (selected.safetensors).
         cfg["study"]["preference"] = list(preference)
+        cfg["study"]["export"] = True
     return cfg
 
 
@@ -94,12 +96,14 @@ def cmd_example(args: argparse.Namespace) -> int:
     import yaml
 
     from mapframe.cli import main as mapframe_main
+    from mapframe.cli import preference_for
 
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else list(DEFAULT_TASKS)
     if "fashion" in tasks and not _fashion_available():
         sys.stderr.write("Fashion-MNIST is not installed (apt-get install "
                          "dataset-fashion-mnist); using digits_rot90 instead\n")
         tasks = [("digits_rot90" if t == "fashion" else t) for t in tasks]
+    pref = preference_for(args.preference, tasks)  # a bad one fails before any training
     output = Path(args.output or "results/clip-example").absolute()
     work = Path(args.work or output / "work")
     sys.stderr.write(f"preparing the CLIP example ({', '.join(tasks)}): tiny CLIP, one "
@@ -109,9 +113,6 @@ def cmd_example(args: argparse.Namespace) -> int:
     acc = ", ".join(f"{t} {a:.3f}" for t, a in prepared["accuracy"].items())
     sys.stderr.write(f"ready in {time.perf_counter() - t0:.1f}s; fine-tuned accuracy on own "
                      f"task: {acc}\n")
-    pref = None
-    if args.preference:
-        pref = [float(v) for v in args.preference.split(",")]
     cfg = example_config(prepared, output, budget=args.budget, preference=pref)
     output.mkdir(parents=True, exist_ok=True)
     cfg_path = output / "config.yaml"
@@ -134,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--work", help="where checkpoints and images go (default OUTPUT/work)")
     ex.add_argument("--budget", type=int, default=12, help="search evaluations (default 12)")
     ex.add_argument("--steps", type=int, default=150, help="fine-tuning steps per task")
-    ex.add_argument("--preference", help="one weight per task, e.g. 0.5,0.5")
+    ex.add_argument("--preference", help="one weight per task, e.g. 0.5,0.5: selects (and "
+                    "exports) one merged model")
     ex.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     ex.set_defaults(func=cmd_example)
     return parser
