@@ -535,3 +535,24 @@ def test_a_bad_preference_fails_before_any_config_is_written(cache_dir: Path, tm
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "preference" in err
     assert not (out / "config.yaml").exists()
+
+
+def test_the_readmes_python_snippets_run_as_written(ckpts: dict, cache_dir: Path,
+                                                   tmp_path: Path) -> None:
+    """Every ```python block of the README, run as written in a fresh folder (the example's
+    checkpoints come from this module's cache, so nothing is trained twice)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert len(blocks) >= 2
+    env = {**os.environ, "MAPFRAME_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1"}
+    for i, code in enumerate(blocks):
+        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"README snippet {i}:\n{code}\n{done.stderr[-2000:]}"
+    assert (tmp_path / "merged.safetensors").is_file()
+    assert (tmp_path / "study.sqlite").is_file()
