@@ -40,12 +40,17 @@ def default_worker_name(prefix: str = "worker") -> str:
     return f"{prefix}@{socket.gethostname()}:{os.getpid()}"
 
 
+#: Seconds of work a time-sized batch aims at (evaluators without a batch limit).
+BATCH_TARGET_S = 2.0
+
+
 class BatchTimer:
-    """Sizes the batches of an evaluator without a batch limit by time, for executors that
-    send each batch to a remote worker in one call (Ray, Dask): one point first, then twice
-    as many while a batch takes under :data:`BATCH_TARGET_S` seconds, half as many beyond
-    twice that. A killed driver or worker then loses a few seconds of work, not a share of
-    the whole design."""
+    """Sizes the batches of an evaluator without a batch limit by time: one point first,
+    then twice as many while a batch takes under :data:`BATCH_TARGET_S` seconds, half as
+    many beyond twice that. Used by :class:`WorkerRuntime` for the batches it evaluates and
+    by the executors that send each batch to a remote worker in one call (Ray, Dask). A
+    killed driver or worker then loses a few seconds of work, not a share of the whole
+    design."""
 
     def __init__(self) -> None:
         self.step = 1
@@ -56,10 +61,12 @@ class BatchTimer:
 
     def update(self, results: Sequence[JobResult]) -> None:
         """Learn from a finished batch (its jobs' ``duration`` are the batch time shared)."""
-        n = len(results)
+        self.learn(len(results), sum(float(r.duration or 0.0) for r in results))
+
+    def learn(self, n: int, took: float) -> None:
+        """Learn that a batch of ``n`` points took ``took`` seconds."""
         if n == 0 or n < self.step // 2:
             return  # a remainder says little about the batch size
-        took = sum(float(r.duration or 0.0) for r in results)
         if took < BATCH_TARGET_S:
             self.step = min(2 * max(self.step, n), 1 << 16)
         elif took > 2 * BATCH_TARGET_S:
@@ -109,10 +116,6 @@ def _detached(out: Any) -> Any:
     return out
 
 
-#: Seconds of work a time-sized batch aims at (evaluators without a batch limit).
-BATCH_TARGET_S = 2.0
-
-
 class WorkerRuntime:
     """One worker's evaluator, set up once and kept resident.
 
@@ -143,8 +146,8 @@ class WorkerRuntime:
         self.name = name or default_worker_name()
         self.ready = False
         self.setup_s = 0.0
-        #: The time-sized batch (see the class docs), kept from one call to the next.
-        self._timed_step = 1
+        #: Sizes batches by time (see the class docs), kept from one call to the next.
+        self._timer = BatchTimer()
 
     def setup(self) -> float:
         """Load the checkpoints and set the evaluator up; return the seconds it took.
@@ -171,10 +174,6 @@ class WorkerRuntime:
         self.setup_s = time.perf_counter() - t0
         return self.setup_s
 
-    def _chunk(self, n: int, batch_size: int | None) -> int:
-        sizes = [s for s in (batch_size, self.evaluator.max_batch_size) if s]
-        return min(sizes) if sizes else max(n, 1)
-
     def run(self, jobs: Sequence[Job], batch_size: int | None = None) -> list[JobResult]:
         """Evaluate ``jobs``; one :class:`JobResult` per job, in the order given."""
         return [r for part in self.iter_run(jobs, batch_size) for r in part]
@@ -186,20 +185,15 @@ class WorkerRuntime:
         if not self.ready:
             self.setup()
         jobs = list(jobs)
-        fixed = [s for s in (batch_size, self.evaluator.max_batch_size) if s]
-        step = min(fixed) if fixed else self._timed_step
+        fixed = min([s for s in (batch_size, self.evaluator.max_batch_size) if s], default=0)
         i = 0
         while i < len(jobs):
+            step = fixed or self._timer.step
             t0 = time.perf_counter()
             part = self._run(jobs[i:i + step])
             i += step
             if not fixed:
-                took = time.perf_counter() - t0
-                if took < BATCH_TARGET_S:
-                    step = min(2 * step, 1 << 16)
-                elif took > 2 * BATCH_TARGET_S:
-                    step = max(1, step // 2)
-                self._timed_step = step
+                self._timer.learn(len(part), time.perf_counter() - t0)
             yield part
 
     def _run(self, jobs: list[Job]) -> list[JobResult]:
