@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from abc import abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -137,6 +138,29 @@ class MergeSpec:
             "in_memory": (self.task_vectors.fingerprint()
                           if self.pretrained is None and self.task_vectors is not None else None),
         }
+
+
+def call_with_deadline(fn: Callable[[], Any], seconds: float, name: str) -> tuple[bool, Any]:
+    """Run ``fn()`` in a daemon thread named ``name`` and wait at most ``seconds``: returns
+    ``(True, its value)``, raises what it raised, or returns ``(False, None)`` when it is
+    still running (it is left behind). For cluster connections whose own timeouts do not
+    cover every way of hanging."""
+    box: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=call, name=name, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        return False, None
+    if "error" in box:
+        raise box["error"]
+    return True, box.get("value")
 
 
 def content_digest(path: Path) -> str | None:

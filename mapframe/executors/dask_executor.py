@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from mapframe._imports import optional_import
 from mapframe.errors import ConfigError, EvaluationError, MapframeError
-from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
+from mapframe.executors.base import (
+    Executor,
+    ExecutorStatus,
+    Job,
+    JobResult,
+    MergeSpec,
+    call_with_deadline,
+)
 from mapframe.executors.worker import BatchTimer, WorkerRuntime, WorkerSetupError, batch_share
 
 if TYPE_CHECKING:
@@ -214,27 +221,17 @@ class DaskExecutor(Executor):
         """``distributed.Client(address)``, given up after ``connect_timeout`` (+2 s): its
         own timeout does not cover a port that accepts the connection and then says nothing
         (the dashboard's HTTP port, another program), where it waits for ever."""
-        box: dict[str, Any] = {}
-
-        def connect() -> None:
-            try:
-                box["client"] = distributed.Client(self.address, timeout=self.connect_timeout,
-                                                   set_as_default=False)
-            except BaseException as exc:  # handed to the caller's thread
-                box["error"] = exc
-
-        thread = threading.Thread(target=connect, name="mapframe-dask-connect", daemon=True)
-        thread.start()
-        thread.join(self.connect_timeout + 2.0)
-        if thread.is_alive():
+        done, client = call_with_deadline(
+            lambda: distributed.Client(self.address, timeout=self.connect_timeout,
+                                       set_as_default=False),
+            self.connect_timeout + 2.0, "mapframe-dask-connect")
+        if not done:
             raise MapframeError(
                 f"no Dask scheduler answered at {self.address!r} within "
                 f"{self.connect_timeout:g} s: something accepts connections there but does not "
                 "speak Dask's protocol (the dashboard's HTTP port, 8787 by default? the "
                 "scheduler listens on 8786); give the scheduler's address")
-        if "error" in box:
-            raise box["error"]
-        return box["client"]
+        return client
 
     def _wait_for_workers(self) -> None:
         if self._cluster is not None:

@@ -17,12 +17,12 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from mapframe.errors import ConfigError, MapframeError, MapframeWarning
+from mapframe.executors.base import call_with_deadline
 from mapframe.executors.ray_errors import first_line
 
 __all__ = [
@@ -194,25 +194,14 @@ def _bounded_init(ray: Any, address: str | None, kwargs: Mapping[str, Any],
     """``ray.init(address=...)`` given up after ``timeout`` seconds: Ray retries a port that
     speaks gRPC but is not the head's GCS (a raylet's, another service's) for over 20 s
     whatever ``connect_timeout`` says, then fails with a generic message."""
-    box: dict[str, BaseException] = {}
-
-    def init() -> None:
-        try:
-            ray.init(address=address, **kwargs)
-        except BaseException as exc:  # handed to the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=init, name="mapframe-ray-connect", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
+    done, _ = call_with_deadline(lambda: ray.init(address=address, **kwargs), timeout,
+                                 "mapframe-ray-connect")
+    if not done:
         raise MapframeError(
             f"no Ray cluster answered at {address!r} within {timeout:g} s (connect_timeout): "
             "the port speaks gRPC but is not a head node's GCS port; give the head's address "
             "as `ray start --head` printed it (port 6379 by default), or raise "
             "connect_timeout for a slow network")
-    if "error" in box:
-        raise box["error"]
 
 
 def start_reaper(ray: Any) -> subprocess.Popen[bytes] | None:
