@@ -286,8 +286,8 @@ def cmd_example(args: argparse.Namespace) -> int:
             raise ConfigError(f"--n-tasks must be between 1 and {len(digits.TASKS)}, got "
                               f"{args.n_tasks}")
         tasks = list(digits.TASKS[: args.n_tasks])
-    if args.preference is not None:
-        preference_for(",".join(map(str, args.preference)), tasks)
+    if args.preference is not None:  # parsed by _preference; checked before any training
+        _check_preference(args.preference, tasks, ",".join(map(str, args.preference)))
     output = Path(args.output or example_folder(tasks, digits.TASKS)).absolute()
     sys.stderr.write(f"preparing the digits example ({len(tasks)} tasks: {', '.join(tasks)}; "
                      "trained once, then cached) ...\n")
@@ -403,9 +403,13 @@ def preference_for(text: str | None, tasks: Sequence[str]) -> list[float] | None
     except ValueError:
         raise ConfigError(f"--preference takes comma-separated numbers, e.g. 0.5,0.5; got "
                           f"{text!r}") from None
+    return _check_preference(values, tasks, text)
+
+
+def _check_preference(values: list[float], tasks: Sequence[str], given: str) -> list[float]:
     if len(values) != len(tasks) or any(not v >= 0 for v in values):
         raise ConfigError(f"--preference needs one weight per task, each >= 0 "
-                          f"({len(tasks)}: {', '.join(tasks)}), got {text!r}")
+                          f"({len(tasks)}: {', '.join(tasks)}), got {given!r}")
     return values
 
 
