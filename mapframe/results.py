@@ -159,6 +159,17 @@ class Front:
                      list(self.directions), None if std is None else std[idx],
                      [str(s) for s in src[idx]])
 
+    def export_metadata(self, index: int, study_name: str) -> dict[str, Any]:
+        """What an exported model of point ``index`` records about itself: the study, the
+        point's source, its predicted metrics and, where measured, its real ones."""
+        meta: dict[str, Any] = {
+            "mapframe.study": study_name,
+            "mapframe.source": (self.source or [])[index],
+            "mapframe.predicted": dict(zip(self.task_names, self.predicted[index].tolist()))}
+        if self.measured[index]:
+            meta["mapframe.real"] = dict(zip(self.task_names, self.real[index].tolist()))
+        return meta
+
     def rows(self, coefficient_names: list[str] | None = None) -> list[dict[str, Any]]:
         """The front as a list of flat dicts (one per point), as written to CSV."""
         cnames = coefficient_names or [f"c{i}" for i in range(self.coefficients.shape[1])]
@@ -270,14 +281,8 @@ class StudyResult:
             raise ConfigError(f"front index {index} out of range: the front has "
                               f"{len(self.front)} points")
         merger = self.merge_spec.build()
-        c = self.front.coefficients[index]
-        meta = {"mapframe.study": self.study_name,
-                "mapframe.source": (self.front.source or [])[index],
-                "mapframe.predicted": dict(zip(self.task_names,
-                                               self.front.predicted[index].tolist()))}
-        if self.front.measured[index]:
-            meta["mapframe.real"] = dict(zip(self.task_names, self.front.real[index].tolist()))
-        return merger.export(path, c, meta)
+        return merger.export(path, self.front.coefficients[index],
+                             self.front.export_metadata(index, self.study_name))
 
     def summary(self) -> dict[str, Any]:
         """A JSON-compatible summary: settings, counts, diagnostics, verification, selection."""

@@ -80,13 +80,7 @@ class SavedResults:
                               f"{self.directory} has {len(self.front)} points (0 to "
                               f"{len(self.front) - 1})")
         spec = self._merge_spec()
-        meta = {"mapframe.study": str(self.summary.get("study", "")),
-                "mapframe.source": (self.front.source or [])[index],
-                "mapframe.predicted": dict(zip(self.task_names,
-                                               self.front.predicted[index].tolist()))}
-        if self.front.measured[index]:
-            meta["mapframe.real"] = dict(zip(self.task_names,
-                                             self.front.real[index].tolist()))
+        meta = self.front.export_metadata(index, str(self.summary.get("study", "")))
         return spec.build().export(path, self.front.coefficients[index], meta)
 
     def _merge_spec(self) -> Any:
