@@ -159,6 +159,19 @@ class Front:
                      list(self.directions), None if std is None else std[idx],
                      [str(s) for s in src[idx]])
 
+    def select(self, preference: np.ndarray | Sequence[float],
+               bounds: tuple[Sequence[float], Sequence[float]] | None = None,
+               measured_only: bool = False) -> int:
+        """Index of the point with the best preference-weighted score of its best-known
+        metrics, each scaled to [0, 1] over the front (or over ``bounds``, ``(lower,
+        upper)``); with ``measured_only``, among the measured points (all when none is)."""
+        from mapframe.metrics import select_by_preference
+
+        lo, hi = bounds or (None, None)
+        among = self.measured if measured_only and self.measured.any() else None
+        return int(select_by_preference(self.best_known, preference, self.directions, lo, hi,
+                                        among=among))
+
     def export_metadata(self, index: int, study_name: str) -> dict[str, Any]:
         """What an exported model of point ``index`` records about itself: the study, the
         point's source, its predicted metrics and, where measured, its real ones."""
@@ -250,13 +263,7 @@ class StudyResult:
         metrics can be chosen (all points when none has them); a study that verifies selects
         so for its own preference.
         """
-        from mapframe.metrics import select_by_preference
-
-        lo, hi = self.preference_bounds or (None, None)
-        among = self.front.measured if measured_only and self.front.measured.any() else None
-        return int(select_by_preference(self.front.best_known, preference,
-                                        [t.direction for t in self.tasks], lo, hi,
-                                        among=among))
+        return self.front.select(preference, self.preference_bounds, measured_only)
 
     def export(self, path: str | os.PathLike[str], index: int | None = None,
                preference: list[float] | None = None) -> Path:
@@ -304,6 +311,7 @@ class StudyResult:
             "surrogates": self.diagnostics,
             "verification": self.verification,
             "preference": self.preference,
+            "preference_bounds": self.preference_bounds,
             "selected": sel,
             "timings_s": self.timings,
             "rounds": self.rounds,

@@ -51,19 +51,15 @@ class SavedResults:
 
     def select(self, preference: list[float] | np.ndarray) -> int:
         """The front index a new ``preference`` selects, as the study would: best-known
-        metrics scaled over the front, preference-weighted, among the measured points when
-        the study verified."""
-        from mapframe.metrics import select_by_preference
-
+        metrics scaled over the front (or the study's ``preference_bounds``),
+        preference-weighted, among the measured points when the study verified."""
         pref = np.asarray(preference, dtype=float).reshape(-1)
         if pref.size != len(self.tasks) or not np.all(np.isfinite(pref)) or np.any(pref < 0):
             raise ConfigError(
                 f"a preference needs {len(self.tasks)} non-negative weights (tasks "
                 f"{', '.join(self.task_names)}), got {np.asarray(preference).tolist()}")
         verified = bool(self.summary.get("settings", {}).get("verify"))
-        among = self.front.measured if verified and self.front.measured.any() else None
-        return int(select_by_preference(self.front.best_known, pref,
-                                        [t.direction for t in self.tasks], among=among))
+        return self.front.select(pref, self.summary.get("preference_bounds"), verified)
 
     def export(self, path: str | os.PathLike[str], index: int | None = None,
                preference: list[float] | None = None) -> Path:

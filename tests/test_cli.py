@@ -186,3 +186,20 @@ def test_exported_models_get_the_mode_other_results_get(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert p.stat().st_mode & 0o777 == 0o666 & ~mask  # 0644 under the usual umask
+
+
+def test_a_saved_folder_selects_like_its_study_with_preference_bounds(tmp_path):
+    import numpy as np
+    from objectives import two_quadratics
+
+    import mapframe
+
+    bounds = ([0.0, 0.5], [1.0, 1.0])  # task b scaled over [0.5, 1], not over the front
+    result = mapframe.MergeStudy(objective=two_quadratics, task_names=["a", "b"], budget=12,
+                                 preference=[0.5, 0.5], preference_bounds=bounds).run()
+    result.save(tmp_path, plot=False)
+    saved = mapframe.load_results(tmp_path)
+    prefs = [np.array([w, 1 - w]) for w in np.linspace(0.05, 0.95, 19)]
+    assert [saved.select(p) for p in prefs] == [result.select(p) for p in prefs]
+    # the bounds matter here: without them some preference selects another point
+    assert any(result.front.select(p) != result.select(p) for p in prefs)
