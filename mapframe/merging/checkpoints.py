@@ -87,10 +87,12 @@ def load_state_dict(
             "safetensors file, despite its name; rename it to .pt (or convert it to "
             "safetensors)")
     elif kind == "unknown" and suffix in _TORCH:
+        with open(p, "rb") as fh:  # the first bytes only: the file may be large
+            head = fh.read(8)
         raise CheckpointError(
             f"{p}: not a checkpoint (neither a torch zip archive, a pickle nor safetensors: "
             "it starts with bytes "
-            f"{p.read_bytes()[:8].hex(' ')}); check it is the right, completely written file")
+            f"{head.hex(' ')}); check it is the right, completely written file")
     if suffix in _SAFETENSORS:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
