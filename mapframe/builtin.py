@@ -16,11 +16,18 @@ def mapframe_register_components(registry: ComponentRegistry) -> None:
     from mapframe.executors.inprocess import InProcessExecutor
     from mapframe.executors.pool import ProcessExecutor
     from mapframe.executors.ray_executor import RayExecutor
+    from mapframe.merging.geometric import KarcherMean, ModelStock, MultiSlerp
     from mapframe.merging.interpolation import (
         ModelSoup,
         PreferenceTaskArithmetic,
         ScalarTaskArithmetic,
         Slerp,
+    )
+    from mapframe.merging.sparsified import Breadcrumbs, Della
+    from mapframe.merging.spectral import (
+        IsotropicCommonTaskMerge,
+        IsotropicMerge,
+        TaskSingularVectorsMerge,
     )
     from mapframe.merging.task_arithmetic import TaskArithmetic
     from mapframe.merging.ties_dare import DareTaskArithmetic, DareTies, TiesMerging
@@ -80,6 +87,14 @@ def mapframe_register_components(registry: ComponentRegistry) -> None:
         DareTies,
         Slerp,
         ModelSoup,
+        TaskSingularVectorsMerge,
+        IsotropicMerge,
+        IsotropicCommonTaskMerge,
+        Breadcrumbs,
+        Della,
+        ModelStock,
+        KarcherMean,
+        MultiSlerp,
         MemoryStore,
         SQLiteStore,
         InProcessExecutor,

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from mapframe._version import __version__
 from mapframe.errors import ConfigError, MapframeError
+from mapframe.progress import ProgressDisplay
 
 __all__ = ["main"]
 
@@ -29,49 +30,8 @@ interrupted study without redoing finished evaluations.
 """
 
 
-class Progress:
-    """A one-line progress display on stderr (plain lines when not a terminal)."""
-
-    def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
-        self.stream = stream or sys.stderr
-        self.quiet = quiet
-        self.tty = self.stream.isatty()
-        self._last_line = 0.0
-        self._stage = ""
-
-    def __call__(self, ev: Any) -> None:
-        if self.quiet:
-            return
-        now = time.monotonic()
-        stage_changed = ev.stage != self._stage
-        self._stage = ev.stage
-        if ev.stage in ("evaluate", "verify"):
-            width = 24
-            frac = min(ev.done / ev.total, 1.0) if ev.total else 1.0
-            bar = "#" * int(frac * width) + "." * (width - int(frac * width))
-            rate = ev.done / ev.elapsed if ev.elapsed > 0 else 0.0
-            workers = ""
-            if getattr(ev, "workers", None) is not None:
-                busy_workers = getattr(ev, "busy_workers", None)
-                workers = (f"  workers {busy_workers}/{ev.workers} busy" if busy_workers
-                           is not None else f"  workers {ev.workers}")
-                if ev.busy:
-                    workers += f"  running {ev.busy}"
-                if ev.retried:
-                    workers += f"  retried {ev.retried}"
-            line = (f"{ev.stage:8s} [{bar}] {ev.done}/{ev.total}  reused {ev.reused}  "
-                    f"failed {ev.failed}{workers}  {ev.elapsed:6.1f}s  ({rate:.1f}/s)")
-            if self.tty:
-                self.stream.write("\r" + line)
-                self.stream.flush()
-            elif stage_changed or ev.done == ev.total or now - self._last_line > 5:
-                self.stream.write(line + "\n")
-                self._last_line = now
-        else:
-            if self.tty:
-                self.stream.write("\n")
-            self.stream.write(f"{ev.stage} ...\n" if ev.stage != "done" else "done.\n")
-            self.stream.flush()
+#: The progress display (kept under its old name for scripts that import it).
+Progress = ProgressDisplay
 
 
 def _print_summary(result: Any, paths: dict[str, Path], out: TextIO) -> None:
@@ -167,7 +127,10 @@ def _run_config(cfg: dict[str, Any], args: argparse.Namespace,
         with warnings.catch_warnings(), _terminate_as_interrupt():
             warnings.simplefilter("always")
             warnings.showwarning = _show_warning  # type: ignore[assignment]
-            result = study.run()
+            try:
+                result = study.run()
+            finally:
+                progress.close()
     except (KeyboardInterrupt, _Terminated) as exc:
         where = study.storage.location or "memory (nothing kept)"
         what = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
@@ -206,8 +169,32 @@ def _run_config(cfg: dict[str, Any], args: argparse.Namespace,
             paths["merged_model"] = result.export(output / "selected", index)
     if study.storage.location is not None:
         paths["store"] = Path(study.storage.location)
+    if not getattr(args, "no_report", False):
+        report = _write_report(output)
+        if report is not None:
+            paths["report_html"] = report
     _print_summary(result, paths, sys.stdout)
     return 0
+
+
+def _write_report(output: Path) -> Path | None:
+    """Write ``output/report.html``; a one-line note instead when plotly is missing or the
+    report fails (the study's results are written already)."""
+    from mapframe.report import plotly_available, write_report
+
+    if not plotly_available():
+        sys.stderr.write("report.html not written: it needs plotly (pip install "
+                         "'mapframe[report]')\n")
+        return None
+    try:
+        return write_report(output)
+    except (MapframeError, OSError, ValueError) as exc:
+        sys.stderr.write(f"report.html not written: {exc}\n")
+    except KeyboardInterrupt:
+        sys.stderr.write(f"\ninterrupted while writing report.html; the other results are "
+                         f"written: run 'mapframe report {output}' to write it\n")
+        raise SystemExit(130) from None
+    return None
 
 
 def _check_writable(folder: Path) -> None:
@@ -360,7 +347,27 @@ def cmd_export(args: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(f"--point must be 'selected' or a row index of front.csv, got "
                               f"{args.point!r}") from None
-    path = saved.export(args.out, index=index)
+    if args.max_shard_size is not None and args.format != "hf":
+        raise ConfigError("--max-shard-size sizes the shards of a model folder: add --format hf")
+    if args.push_to_hub:  # checked before anything is written
+        if args.format != "hf":
+            raise ConfigError("--push-to-hub uploads a model folder: add --format hf")
+        from mapframe.export.point import hub_api
+
+        hub_api()
+    path = saved.export(args.out, index=index, preference=args.preference,
+                        format=args.format, max_shard_size=args.max_shard_size)
+    if args.push_to_hub:
+        from mapframe.export import push_to_hub
+
+        sys.stdout.write(f"pushed to {push_to_hub(path, args.push_to_hub)}\n")
+    if args.format == "mergekit" and saved.config is not None:
+        from mapframe.export.mergekit_yaml import mergekit_notes
+
+        strategy = saved.config.get("merge_strategy") or "task_arithmetic"
+        desc = {"name": strategy} if isinstance(strategy, str) else dict(strategy)
+        for note in mergekit_notes(desc):
+            sys.stderr.write(f"note: {note}\n")
     i = index if index is not None else saved.selected
     assert i is not None  # export raised otherwise
     known = saved.front.measured[i]
@@ -372,6 +379,26 @@ def cmd_export(args: argparse.Namespace) -> int:
                      f"{'measured' if known else 'predicted'} {metrics}; coefficients "
                      f"{coefs}) -> {path}\n")
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mapframe.report import write_report
+
+    path = write_report(args.results, args.out)
+    sys.stdout.write(f"report written to {path} (open it in a browser; it works offline)\n")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from mapframe._imports import optional_import
+    from mapframe.report import locate
+    from mapframe.report.dashboard import serve
+
+    optional_import("plotly", "report", "the dashboard")
+    if not args.interval > 0:
+        raise ConfigError(f"--interval must be a positive number of seconds, got "
+                          f"{args.interval}")
+    return serve(locate(args.path, args.study), args.host, args.port, args.interval)
 
 
 def cmd_store_check(args: argparse.Namespace) -> int:
@@ -434,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--budget", type=int, help="override study.budget (evaluations)")
         p.add_argument("--seed", type=int, help="override study.seed")
         p.add_argument("--no-plot", action="store_true", help="do not draw front.png")
+        p.add_argument("--no-report", action="store_true",
+                       help="do not write report.html (the interactive report)")
         p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
 
     p_run = sub.add_parser("run", help="run or resume the study of a YAML config",
@@ -468,7 +497,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help="select the point for these weights instead (one per task)")
     p_xp.add_argument("--out", "-o", required=True,
                       help="where to write: a .safetensors file, or (no suffix) the "
-                      "checkpoints' own format (the LLM plugin writes a model folder)")
+                      "checkpoints' own format (the LLM plugin writes a model folder); a "
+                      "folder for --format hf, a .yaml file for --format mergekit")
+    p_xp.add_argument("--format", choices=("safetensors", "hf", "mergekit"),
+                      default="safetensors",
+                      help="safetensors (default, as above), hf (a Hugging Face model "
+                      "folder with a model card) or mergekit (the equivalent mergekit YAML)")
+    p_xp.add_argument("--max-shard-size", default=None,
+                      help="--format hf: largest weight shard, e.g. 5GB (default) or 200MB")
+    p_xp.add_argument("--push-to-hub", metavar="REPO",
+                      help="--format hf: upload the folder to this Hugging Face Hub "
+                      "repository (needs huggingface_hub and a login)")
     p_xp.set_defaults(func=cmd_export)
 
     p_st = sub.add_parser("store", help="check or salvage an evaluation store",
@@ -483,6 +522,32 @@ def build_parser() -> argparse.ArgumentParser:
     p_salv.add_argument("path", help="the damaged store")
     p_salv.add_argument("out", help="the new store to create")
     p_salv.set_defaults(func=cmd_store_salvage)
+
+    p_rp = sub.add_parser("report", help="write the interactive report.html of a results "
+                          "folder", description="Write RESULTS/report.html: the front "
+                          "(predicted and measured points), a preference control with the "
+                          "export command for the point it selects, search progress, "
+                          "surrogate diagnostics and a trade-off summary. One self-contained "
+                          "file: it opens offline. Needs plotly (pip install "
+                          "'mapframe[report]').")
+    p_rp.add_argument("results", help="the study's results folder")
+    p_rp.add_argument("--out", "-o", help="where to write (default RESULTS/report.html)")
+    p_rp.set_defaults(func=cmd_report)
+
+    p_db = sub.add_parser("dashboard", help="serve the report on localhost, live while a "
+                          "study runs", description="Serve the report of a results folder or "
+                          "an evaluation store (.sqlite) on localhost, and refresh it as the "
+                          "study stores evaluations, so that a long study can be watched. "
+                          "Ctrl-C stops it.")
+    p_db.add_argument("path", help="a results folder, or the study's evaluations.sqlite")
+    p_db.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
+    p_db.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
+                      "127.0.0.1: this machine only)")
+    p_db.add_argument("--interval", type=float, default=2.0,
+                      help="seconds between checks for new evaluations (default 2)")
+    p_db.add_argument("--study", help="the study to show, in a store holding several "
+                      "(default: the folder's study, else the latest)")
+    p_db.set_defaults(func=cmd_dashboard)
 
     p_pl = sub.add_parser("plugins", help="list plugins and their components")
     p_pl.add_argument("--json", action="store_true", help="machine-readable output")

@@ -38,6 +38,9 @@ def load_spec(path: str | os.PathLike[str], **study_overrides: Any) -> StudySpec
         raise ConfigError(f"invalid YAML in {p}{where}: {problem}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{p} is not a text (UTF-8) YAML file") from None
+    from mapframe.mergekit_config import expand_mergekit
+
+    data = expand_mergekit(data, p.parent, str(p))  # a mergekit YAML, or a mergekit: section
     return StudySpec.from_config(data, base_dir=p.parent, source=str(p), **study_overrides)
 
 
@@ -52,6 +55,9 @@ def validate_config(
 ) -> dict[str, Any]:
     """Check a config mapping's structure and types; resolve relative paths. Returns the
     validated config as a mapping."""
+    from mapframe.mergekit_config import expand_mergekit
+
+    data = expand_mergekit(data, base_dir, source)
     return StudySpec.from_config(data, base_dir=base_dir, source=source).to_config()
 
 
@@ -63,7 +69,11 @@ def build_study(cfg: Mapping[str, Any] | StudySpec, **overrides: Any
     Returns the study and the run options that are not study settings (``output``,
     ``export``). ``overrides`` replace ``study`` fields (the CLI's --budget, --seed, ...).
     """
-    spec = cfg if isinstance(cfg, StudySpec) else StudySpec.from_config(cfg)
+    if not isinstance(cfg, StudySpec):
+        from mapframe.mergekit_config import expand_mergekit
+
+        cfg = StudySpec.from_config(expand_mergekit(cfg))
+    spec = cfg
     if any(v is not None for v in overrides.values()):
         if spec.nested is not None and overrides.get("budget") is not None:
             raise ConfigError("--budget does not apply to nested merging: set "

@@ -41,59 +41,79 @@ def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120
     B = result.front.best_known
     sel = result.selected
 
-    def panel(ax, i: int, j: int, legend: bool) -> None:
+    P = result.front.predicted
+
+    def panel(ax, i: int, j: int, join: bool) -> None:
         ax.scatter(Y[:, i], Y[:, j], s=14, c="0.65", label="evaluated (search)")
-        order = np.argsort(F[:, i])
-        ax.plot(F[order, i], F[order, j], "-", c="tab:blue", lw=1, alpha=0.6)
+        if join:  # a 2-D front is a curve; in projections of more tasks it is a cloud
+            order = np.argsort(F[:, i])
+            ax.plot(F[order, i], F[order, j], "-", c="tab:blue", lw=1, alpha=0.6)
         ax.scatter(F[:, i], F[:, j], s=10, c="tab:blue", label="predicted front")
         if S is not None:
             ax.errorbar(F[:, i], F[:, j], xerr=S[:, i], yerr=S[:, j], fmt="none",
                         ecolor="tab:blue", alpha=0.25, lw=0.8, label="predictive ±1 std")
         if ver.any():
+            for k in np.flatnonzero(ver):  # each verified prediction linked to its measurement
+                ax.plot([P[k, i], R[k, i]], [P[k, j], R[k, j]], "-", c="tab:red", lw=0.8,
+                        alpha=0.7, label="prediction → measurement")
             ax.scatter(R[ver, i], R[ver, j], s=40, marker="x", c="tab:red",
                        label="front, evaluated for real")
         if meas.any():
             ax.scatter(R[meas, i], R[meas, j], s=45, marker="D", facecolors="none",
                        edgecolors="tab:green", label="front, measured point")
         if sel is not None:
+            where = "measured" if result.front.measured[sel] else "predicted"
             ax.scatter(B[sel, i], B[sel, j], s=160, marker="*", c="gold", edgecolors="k",
-                       label="selected for preference", zorder=5)
-        if legend:
-            ax.legend(fontsize=7, loc="best")
+                       label=f"selected for preference ({where})", zorder=5)
 
+    title = (f"{result.study_name}: amortised Pareto front ({len(B)} points, "
+             f"{len(result.history)} evaluations)")
     if T == 1:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ax.hist(Y[:, 0], bins=20, color="0.65")
         ax.axvline(B[0, 0], c="tab:blue", label="front optimum (best known)")
         ax.set_xlabel(names[0])
+        ax.set_ylabel("evaluated points")
         ax.legend(fontsize=7)
-    elif T == 2:
-        fig, ax = plt.subplots(figsize=(5.5, 4.5))
-        panel(ax, 0, 1, legend=True)
+        fig.suptitle(title, fontsize=9)
+        return _save(plt, fig, path, dpi)
+    if T == 2:
+        fig, ax = plt.subplots(figsize=(5.5, 5.2))
+        panel(ax, 0, 1, join=True)
         ax.set_xlabel(f"{names[0]} ({result.tasks[0].direction})")
         ax.set_ylabel(f"{names[1]} ({result.tasks[1].direction})")
+        legend_ax = ax
     else:
         size = min(2.2 * T, 18)
-        fig, axes = plt.subplots(T, T, figsize=(size, size), squeeze=False)
+        fig, axes = plt.subplots(T, T, figsize=(size, size + 0.9), squeeze=False)
         for i in range(T):
             for j in range(T):
                 ax = axes[j][i]
                 if i == j:
                     ax.hist(F[:, i], bins=15, color="tab:blue", alpha=0.7)
+                    ax.set_title(f"{_short(names[i], 18)}: front points", fontsize=7)
                 else:
-                    panel(ax, i, j, legend=(i == 1 and j == 0))
+                    panel(ax, i, j, join=False)
                 if j == T - 1:
-                    ax.set_xlabel(names[i], fontsize=8)
+                    ax.set_xlabel(_short(names[i], 24), fontsize=8)
                 if i == 0:
-                    ax.set_ylabel(names[j], fontsize=8)
+                    ax.set_ylabel(_short(names[j], 24) if j else "front points", fontsize=8)
                 ax.tick_params(labelsize=6)
-    fig.suptitle(f"{result.study_name}: amortised Pareto front ({len(B)} points, "
-                 f"{len(result.history)} evaluations)", fontsize=9)
-    return _save(plt, fig, path, dpi)
+        legend_ax = axes[1][0]
+    # One legend for the figure, below the data (never over it), each label once.
+    handles, labels = legend_ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    fig.legend(list(unique.values()), list(unique.keys()), loc="lower center",
+               ncol=min(3, len(unique)), fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=9)
+    rows = -(-len(unique) // 3)
+    bottom = (0.22 * rows + 0.12) / fig.get_figheight()  # inches of legend, as a fraction
+    return _save(plt, fig, path, dpi, rect=(0.0, bottom, 1.0, 0.97))
 
 
-def _save(plt, fig, path: str | os.PathLike[str], dpi: int) -> Path:  # type: ignore[no-untyped-def]
-    fig.tight_layout()
+def _save(plt, fig, path: str | os.PathLike[str], dpi: int,  # type: ignore[no-untyped-def]
+          rect: tuple[float, float, float, float] | None = None) -> Path:
+    fig.tight_layout(rect=rect)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi)

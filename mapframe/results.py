@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mapframe._files import give_default_mode
 from mapframe.errors import ConfigError
 from mapframe.history import History
 from mapframe.problem import SearchSpace, Task
@@ -242,6 +243,8 @@ class StudyResult:
     #: What the front solver reported (``SolverResult.diagnostics``: for the built-ins, the
     #: share of its points the polish found dominated and replaced, and its tolerance).
     solver_diagnostics: dict[str, Any] = field(default_factory=dict)
+    #: What the study warned about (:mod:`mapframe.study_checks`), one line each.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def task_names(self) -> list[str]:
@@ -266,12 +269,17 @@ class StudyResult:
         return self.front.select(preference, self.preference_bounds, measured_only)
 
     def export(self, path: str | os.PathLike[str], index: int | None = None,
-               preference: list[float] | None = None) -> Path:
+               preference: list[float] | None = None, format: str = "safetensors",
+               max_shard_size: str | int | None = None) -> Path:
         """Save the merged model of front point ``index`` (or the one ``preference`` selects)
         and return its path: a safetensors file (``.safetensors`` appended to a path without
         a suffix), or the format the checkpoints' loader writes (the LLM plugin writes a
         Hugging Face model folder for a path without ``.safetensors``). Needs a study built
-        from checkpoints."""
+        from checkpoints.
+
+        ``format="hf"`` writes a Hugging Face model folder with a model card (shards of at
+        most ``max_shard_size``, e.g. ``"5GB"``), ``format="mergekit"`` the equivalent
+        mergekit YAML (:mod:`mapframe.export`)."""
         if self.merge_spec is None:
             raise ConfigError(
                 "this study has no checkpoints to merge (it used a black-box objective); "
@@ -287,6 +295,16 @@ class StudyResult:
         if not 0 <= index < len(self.front):
             raise ConfigError(f"front index {index} out of range: the front has "
                               f"{len(self.front)} points")
+        if format != "safetensors":
+            from mapframe.export import ExportPoint, export_point
+            from mapframe.export.hf_folder import parse_size
+
+            chosen = preference if preference is not None else (
+                self.preference if index == self.selected else None)
+            point = ExportPoint.from_front(self.front, index, self.merge_spec,
+                                           self.study_name, self.coefficient_names, chosen)
+            return export_point(point, self.merge_spec, path, format, None
+                                if max_shard_size is None else parse_size(max_shard_size))
         merger = self.merge_spec.build()
         return merger.export(path, self.front.coefficients[index],
                              self.front.export_metadata(index, self.study_name))
@@ -318,6 +336,7 @@ class StudyResult:
             "stopped_early": self.stopped_early,
             "stopping_trace": self.stopping_trace,
             "front_solver": self.solver_diagnostics,
+            "warnings": self.warnings,
             "settings": self.settings,
         }
 
@@ -364,6 +383,7 @@ def write_atomically(path: Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", newline="") as fh:
             fh.write(text)
+        give_default_mode(tmp)  # mkstemp's 0600, not the user's usual mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -62,12 +62,22 @@ class SavedResults:
         return self.front.select(pref, self.summary.get("preference_bounds"), verified)
 
     def export(self, path: str | os.PathLike[str], index: int | None = None,
-               preference: list[float] | None = None) -> Path:
+               preference: list[float] | None = None, format: str = "safetensors",
+               max_shard_size: str | int | None = None) -> Path:
         """Save the merged model of front point ``index`` (default: the one ``preference``
         selects, else the study's own selection) to ``path``, as
-        :meth:`StudyResult.export <mapframe.results.StudyResult.export>` does."""
+        :meth:`StudyResult.export <mapframe.results.StudyResult.export>` does.
+
+        ``format`` is one of :data:`mapframe.export.EXPORT_FORMATS`: ``safetensors`` (one
+        file, or the checkpoints' own format for a path without a suffix), ``hf`` (a
+        Hugging Face model folder with a model card and the front plot, shards of at most
+        ``max_shard_size``, e.g. ``"5GB"``) or ``mergekit`` (a mergekit YAML).
+        """
         if index is None:
             index = self.select(preference) if preference is not None else self.selected
+        chosen = preference
+        if chosen is None and index is not None and index == self.selected:
+            chosen = self.summary.get("preference")
         if index is None:
             raise ConfigError("this study selected no point (it had no preference): give "
                               "--point INDEX (a row of front.csv) or --preference")
@@ -76,6 +86,16 @@ class SavedResults:
                               f"{self.directory} has {len(self.front)} points (0 to "
                               f"{len(self.front) - 1})")
         spec = self._merge_spec()
+        if format != "safetensors":
+            from mapframe.export import ExportPoint, export_point
+            from mapframe.export.hf_folder import parse_size
+
+            png = self.directory / "front.png"
+            point = ExportPoint.from_front(
+                self.front, index, spec, str(self.summary.get("study", "")),
+                self.coefficient_names, chosen, png if png.is_file() else None)
+            return export_point(point, spec, path, format, None if max_shard_size is None
+                                else parse_size(max_shard_size))
         meta = self.front.export_metadata(index, str(self.summary.get("study", "")))
         return spec.build().export(path, self.front.coefficients[index], meta)
 

@@ -252,6 +252,24 @@ class EvaluationSession:
             self._start()
         self.executor.submit(jobs)
         pending = {j.key for j in jobs}
+        done_here = len(collected)
+        rows = 0  # evaluations finished inside running batches (executor.on_row)
+
+        def row_finished() -> None:
+            nonlocal rows
+            rows += 1
+            ahead = done_here + min(rows, len(jobs))
+            if self.on_progress is not None and ahead > len(collected):
+                self.on_progress(phase, done_before + ahead)
+
+        self.executor.on_row = row_finished
+        try:
+            self._collect(jobs, phase, collected, done_before, pending)
+        finally:
+            self.executor.on_row = None
+
+    def _collect(self, jobs: list[Job], phase: str, collected: dict[str, Evaluation],
+                 done_before: int, pending: set[str]) -> None:
         first_failure: Evaluation | None = None
         for res in self.executor.as_completed():
             if res.job.key not in pending:

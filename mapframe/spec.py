@@ -457,6 +457,7 @@ TOP_LEVEL_KEYS: dict[str, str] = {
        if k.config_key in StudySpec.model_fields and k.config_key != "storage"},
     "checkpoints": "pretrained and fine-tuned checkpoint paths",
     "nested": "Nested MAP: merge in pairs for study.preference (pair_budget, pairing)",
+    "mergekit": "a mergekit config (a path or inline): base_model, models, merge_method",
 }
 #: The ``study:`` section's fields and what each holds.
 STUDY_KEYS: dict[str, str] = {

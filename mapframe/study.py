@@ -43,6 +43,7 @@ from mapframe.solvers.base import FrontSolver
 from mapframe.spec import StudySpec
 from mapframe.stopping import RoundState, StoppingRule
 from mapframe.storage.base import EvaluationStore
+from mapframe.study_checks import extrapolation_check, tradeoff_check, verified_error_check
 from mapframe.surrogates.base import Surrogate
 
 __all__ = ["POOR_FIT_R2", "MergeStudy", "ProgressEvent", "StudyRun"]
@@ -238,6 +239,7 @@ class MergeStudy:
         self._combine(run)
         result = self._result(run)
         self._select(result)
+        self._check(run, result)
         self._finish(run, result)
         return result
 
@@ -263,6 +265,7 @@ class MergeStudy:
         self.sampler.setup(SamplerContext(
             space=self.space, tasks=tuple(self.tasks), surrogate=self.surrogate,
             budget=self.budget, seed=self.seed, capacity=self.executor.capacity))
+        self._report(run, "evaluate", len(run.history))  # the stage starts (timed from here)
         idle = 0
         while len(run.history) < self.budget:
             before = len(run.history)
@@ -357,6 +360,7 @@ class MergeStudy:
         preference picks on the predictions, when a preference is given."""
         t = time.perf_counter()
         if self.verify > 0:
+            self._report(run, "verify", 0)
             directions = [t.direction for t in self.tasks]
             measured = run.history.Y
             idx = greedy_hypervolume_subset(run.F_front, self.verify, directions, measured)
@@ -429,10 +433,31 @@ class MergeStudy:
         if self.preference is not None:
             result.selected = result.select(self.preference, measured_only=self.verify > 0)
 
+    def _check(self, run: StudyRun, result: StudyResult) -> None:
+        """10. warn about what deserves attention (:mod:`mapframe.study_checks`): surrogates
+        verification found far off, a selected point extrapolated beyond the evaluations, a
+        front without trade-off; each also recorded in ``result.warnings``."""
+        front = result.front
+        searched = [e for e in run.history if e.ok and e.phase == "search"]
+        X = np.array([e.coefficients for e in searched], float).reshape(-1, self.space.n_dims)
+        Y = np.array([e.metrics for e in searched], float).reshape(-1, len(self.tasks))
+        found = [verified_error_check(run.F_front, run.real, run.diagnostics, self.tasks),
+                 tradeoff_check(front.best_known, front.coefficients, Y, self.tasks)]
+        if result.selected is not None:
+            found.append(extrapolation_check(
+                front.coefficients[result.selected], X, self.space.lower, self.space.upper,
+                result.coefficient_names, measured=bool(front.measured[result.selected])))
+        for message in found:
+            if message is not None:
+                result.warnings.append(message)
+                warnings.warn(message, MapframeWarning, stacklevel=3)
+
     def _finish(self, run: StudyRun, result: StudyResult) -> None:
         """Store the summary, report, announce."""
         run.timings["total_s"] = time.perf_counter() - run.t0
-        self.storage.open(self.study_name, self.fingerprint())
+        # The fingerprint the run opened the store with: an evaluator whose public state
+        # changes while it evaluates (a call counter) must not lose the finished study here.
+        self.storage.open(self.study_name, run.session.fingerprint)
         try:
             self.storage.set_meta("summary", result.summary())
         finally:

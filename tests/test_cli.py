@@ -178,14 +178,22 @@ def test_friction_help_lists_each_command_once_and_examples_get_their_own_folder
 def test_exported_models_get_the_mode_other_results_get(tmp_path):
     import os
 
+    import numpy as np
     import torch
 
+    from mapframe import MergeStudy
     from mapframe.merging.checkpoints import save_state_dict
 
     p = save_state_dict({"w": torch.zeros(3)}, tmp_path / "m.safetensors")
     mask = os.umask(0)
     os.umask(mask)
     assert p.stat().st_mode & 0o777 == 0o666 & ~mask  # 0644 under the usual umask
+    # Every file of a results folder too (they are written through mkstemp's 0600 files).
+    result = MergeStudy(objective=lambda C: np.column_stack([C[:, 0], 1 - C[:, 0]]),
+                        task_names=["a", "b"], budget=6, seed=0).run()
+    paths = result.save(tmp_path / "results", plot=False)
+    for path in paths.values():
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
 
 
 def test_a_saved_folder_selects_like_its_study_with_preference_bounds(tmp_path):

@@ -189,8 +189,9 @@ def test_progress_callback():
     events = []
     MergeStudy(objective=quad, task_names=["a", "b"], budget=8, progress=events.append).run()
     stages = [e.stage for e in events]
-    assert stages.count("evaluate") == 8 and stages[-1] == "done"
-    assert [e.done for e in events if e.stage == "evaluate"] == list(range(1, 9))
+    # One event as the search starts (done 0), then one per stored evaluation.
+    assert stages.count("evaluate") == 9 and stages[-1] == "done"
+    assert [e.done for e in events if e.stage == "evaluate"] == list(range(0, 9))
 
 
 # -- checkpoint-based studies ---------------------------------------------------------------
@@ -559,3 +560,31 @@ def test_evaluator_loads_checkpoint_folders_itself(tmp_path):
 
     with pytest.raises(CheckpointError, match="is a folder"):
         MergeStudy(evaluator=NoLoader(), checkpoints=by_folder, budget=4)
+
+
+def test_evaluator_with_changing_public_state_finishes_and_resumes(tmp_path):
+    """An evaluator counting its calls in a public attribute changes its description while
+    it runs: the finished study must still be stored (it raised StoreError at the end), and
+    a fresh evaluator resumes it without evaluating again."""
+    from mapframe.evaluators import Evaluator
+    from mapframe.problem import Task
+
+    class Counting(Evaluator):
+        name = "counting"
+
+        def __init__(self):
+            self.calls = 0
+
+        @property
+        def tasks(self):
+            return [Task("a"), Task("b")]
+
+        def evaluate_tasks(self, coefficients, tasks):
+            self.calls += 1
+            return quad(coefficients)[:, list(tasks)]
+
+    db = tmp_path / "store.sqlite"
+    first = MergeStudy(evaluator=Counting(), budget=8, seed=0, storage=db).run()
+    assert first.n_evaluated == 8
+    again = MergeStudy(evaluator=Counting(), budget=8, seed=0, storage=db).run()
+    assert again.n_evaluated == 0 and again.n_reused == 8

@@ -11,7 +11,7 @@ score one task.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -55,7 +55,9 @@ class Evaluator(Component):
     mid-call loses that batch: keep ``max_batch_size`` at 1 for evaluations that take long
     each. Metrics are returned in natural units (accuracy in [0, 1], loss, ...); NaN marks a
     metric that could not be computed, and the study records it as invalid instead of
-    fitting it.
+    fitting it. An evaluator that scores a batch merge by merge calls
+    :meth:`row_finished` after each (:class:`ModelEvaluator` does): each evaluation is then
+    timed on its own (``duration_s``) and the progress display advances inside a batch.
 
     Evaluators written for mapframe ≤ 0.x implemented :meth:`evaluate` instead; such a
     class still works (its :meth:`evaluate_tasks` evaluates all tasks and keeps the
@@ -69,6 +71,8 @@ class Evaluator(Component):
     #: so checkpoint paths may name folders (model directories, adapters).
     reads_checkpoints: ClassVar[bool] = False
     max_batch_size: int | None = None
+    #: Set by the worker around each batch (see :meth:`row_finished`).
+    _row_listener: Callable[[], None] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -137,6 +141,17 @@ class Evaluator(Component):
 
     def close(self) -> None:
         """Release resources. Default: no-op."""
+
+    def row_finished(self) -> None:
+        """Say that the next row of the batch being evaluated is scored (rows in order).
+
+        Optional: an evaluator that scores a batch merge by merge calls it after each, so
+        that each evaluation is timed on its own instead of the batch time being shared,
+        and progress moves inside a large batch. Calls that do not add up to the batch's
+        rows are ignored (the batch time is then shared)."""
+        listener = self._row_listener
+        if listener is not None:
+            listener()
 
     @property
     def identifiable(self) -> bool:
@@ -345,6 +360,7 @@ class ModelEvaluator(Evaluator):
                     f"{len(tasks)} task(s), a bug in the evaluator (every point would fail "
                     "the same way); return one per task")
             out[b] = values
+            self.row_finished()
         return out
 
     def close(self) -> None:

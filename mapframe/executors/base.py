@@ -200,6 +200,11 @@ class Executor(Component):
     """
 
     kind: ClassVar[str] = "executor"
+    #: Set by the evaluation session: called in this process each time one evaluation of a
+    #: running batch finishes, before the batch's results come out of :meth:`as_completed`
+    #: (progress inside a large batch). Executors whose batches run in this process call it
+    #: (:class:`InProcessExecutor`); executors with remote workers may leave it uncalled.
+    on_row: Callable[[], None] | None = None
 
     @abstractmethod
     def start(self, evaluator: Evaluator, merge_spec: MergeSpec | None) -> None:

@@ -38,6 +38,7 @@ class InProcessExecutor(Executor):
 
     def start(self, evaluator: Evaluator, merge_spec: MergeSpec | None) -> None:
         runtime = WorkerRuntime(evaluator, merge_spec, name="local")
+        runtime.on_row = self._row_finished
         # Errors surface as raised here (nothing remote to name): keep the evaluator's own.
         evaluator.setup(merge_spec.build() if merge_spec is not None else None)
         runtime.ready = True
@@ -59,6 +60,10 @@ class InProcessExecutor(Executor):
                     yield from part
             finally:
                 self._busy = 0
+
+    def _row_finished(self) -> None:
+        if self.on_row is not None:
+            self.on_row()
 
     def status(self) -> ExecutorStatus:
         return ExecutorStatus(workers=1 if self._runtime is not None else 0, busy=self._busy,

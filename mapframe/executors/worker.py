@@ -15,7 +15,7 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -148,6 +148,9 @@ class WorkerRuntime:
         self.setup_s = 0.0
         #: Sizes batches by time (see the class docs), kept from one call to the next.
         self._timer = BatchTimer()
+        #: Called each time the evaluator finishes one row of a batch
+        #: (:meth:`Evaluator.row_finished <mapframe.evaluators.Evaluator.row_finished>`).
+        self.on_row: Callable[[], None] | None = None
 
     def setup(self) -> float:
         """Load the checkpoints and set the evaluator up; return the seconds it took.
@@ -201,6 +204,14 @@ class WorkerRuntime:
 
         ev = self.evaluator
         C = np.stack([j.coefficients for j in jobs])
+        marks: list[float] = []
+
+        def row_done() -> None:
+            marks.append(time.perf_counter())
+            if self.on_row is not None:
+                self.on_row()
+
+        ev._row_listener = row_done
         t0 = time.perf_counter()
         try:
             out = ev.evaluate(C)
@@ -213,9 +224,16 @@ class WorkerRuntime:
             tb = traceback.format_exc(limit=-3)
             return [JobResult(jobs[0], None, f"{msg}\n{tb}", time.perf_counter() - t0,
                               self.name)]
-        per = (time.perf_counter() - t0) / len(jobs)
+        finally:
+            ev._row_listener = None
+        took = time.perf_counter() - t0
         arr = check_batch_output(out, len(jobs), len(ev.tasks), f"evaluator {ev.name!r}")
-        return [JobResult(j, arr[i], None, per, self.name) for i, j in enumerate(jobs)]
+        # Each row timed on its own when the evaluator said when each finished; else the
+        # batch time shared.
+        durations = (np.diff([t0, *marks]).tolist() if len(marks) == len(jobs)
+                     else [took / len(jobs)] * len(jobs))
+        return [JobResult(j, arr[i], None, durations[i], self.name)
+                for i, j in enumerate(jobs)]
 
     def close(self) -> None:
         """Release the evaluator's resources."""

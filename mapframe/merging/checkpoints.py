@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import warnings
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mapframe.errors import CheckpointError
+from mapframe._files import give_default_mode
+from mapframe.errors import CheckpointError, MapframeWarning
 
 if TYPE_CHECKING:
     import torch
@@ -176,11 +178,7 @@ def save_state_dict(
     p.parent.mkdir(parents=True, exist_ok=True)
     data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     save_file(data, str(p), metadata=dict(metadata or {}))
-    # safetensors writes 0600 (a private temporary file); give the file the mode every other
-    # result gets: 0666 less the process's umask (0644 by default).
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(p, 0o666 & ~mask)
+    give_default_mode(p)  # safetensors writes 0600 (a private temporary file)
     return p
 
 
@@ -265,6 +263,8 @@ class TaskVectors:
             self._vectors[k] = stacked.to(_vector_dtype(b.dtype))
         self.task_names: list[str] = names
         self.sources: list[str] = srcs
+        for message in self.degeneracies():
+            warnings.warn(message, MapframeWarning, stacklevel=2)
 
     @classmethod
     def from_files(
@@ -399,6 +399,44 @@ class TaskVectors:
         merge(tensors)
         tensors.update(self.unmerged())
         return save_state_dict(tensors, p, metadata)
+
+    def degeneracies(self) -> list[str]:
+        """One message per zero task vector (a fine-tune equal to the pretrained model) and
+        per group of identical task vectors (the same fine-tune given twice): their
+        coefficients trade nothing off, so the front would show trade-offs that do not
+        exist. Emitted as :class:`~mapframe.errors.MapframeWarning` when the vectors are
+        built."""
+        import torch
+
+        n = self.n_tasks
+        # Per task: max |tau| and a cheap signature (sum of tau) over all tensors.
+        peak = [0.0] * n
+        total = [0.0] * n
+        for v in self._vectors.values():
+            flat = v.reshape(n, -1)
+            for i, (m, t) in enumerate(zip(flat.abs().amax(dim=1).tolist(),
+                                           flat.double().sum(dim=1).tolist())):
+                peak[i] = max(peak[i], m)
+                total[i] += t
+        out = [f"task vector {self.task_names[i]!r} is zero: checkpoint {self.sources[i]} "
+               "equals the pretrained one, so its coefficient changes nothing; give the "
+               "fine-tuned checkpoint (or drop the task)" for i in range(n) if peak[i] == 0]
+        seen: set[int] = set()
+        for i in range(n):
+            if i in seen or peak[i] == 0:
+                continue
+            same = [j for j in range(i + 1, n) if j not in seen and peak[j] == peak[i]
+                    and total[j] == total[i]
+                    and all(torch.equal(v[i], v[j]) for v in self._vectors.values())]
+            if same:
+                seen.update(same)
+                group = [self.task_names[k] for k in (i, *same)]
+                files = [self.sources[k] for k in (i, *same)]
+                out.append(f"task vectors {', '.join(map(repr, group))} are identical "
+                           f"(checkpoints {', '.join(files)}): the same fine-tune given "
+                           "more than once; the front shows trade-offs between them that "
+                           "do not exist; give each task its own checkpoint")
+        return out
 
     def norm_ratios(self) -> list[float]:
         """``||τ_i|| / ||θ0||`` per task (MAP's Taylor argument wants these small)."""

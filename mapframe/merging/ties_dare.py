@@ -23,8 +23,9 @@ import math
 import numbers
 import zlib
 from abc import abstractmethod
+from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -36,7 +37,18 @@ if TYPE_CHECKING:
 
     from mapframe.merging.checkpoints import TaskVectors
 
-__all__ = ["DareTaskArithmetic", "DareTies", "MaskedMergeStrategy", "TiesMerging"]
+__all__ = ["TRIM_RULES", "ZERO_SUM_RULES", "DareTaskArithmetic", "DareTies", "MaskedMergeStrategy",
+           "TiesMerging"]
+
+#: How TIES's magnitude trim counts the entries it keeps (``TiesMerging(trim_rule=...)``):
+#: ``mapframe`` keeps ``ceil(trim · n)`` entries of the exact decimal plus every entry tied at
+#: the threshold; ``mergekit`` keeps exactly ``max(1, int(trim · n))`` (mergekit's
+#: ``density``), the first ones of ``torch.argsort(|τ|, descending=True)``.
+TRIM_RULES = ("mapframe", "mergekit")
+#: What TIES's sign election does where an entry's trimmed values sum to exactly 0 (it
+#: happens in bf16 checkpoints, whose task vectors take few distinct values): ``base`` elects
+#: no sign (the merge keeps ``θ0`` there), ``positive`` elects ``+`` as mergekit does.
+ZERO_SUM_RULES = ("base", "positive")
 
 
 # -- parameter checks ---------------------------------------------------------------------
@@ -54,6 +66,23 @@ def _check_drop_rate(drop_rate: object) -> float:
         "0 drops nothing)"
     )
     return checked_real(drop_rate, message, lambda value: 0.0 <= value < 1.0)  # rejects NaN
+
+
+def _check_trim_rule(rule: object) -> str:
+    if rule not in TRIM_RULES:
+        raise ConfigError(
+            f"trim_rule must be 'mapframe' (keep ceil(trim·n) entries and every tie at the "
+            f"threshold) or 'mergekit' (keep exactly max(1, int(trim·n)), as mergekit's "
+            f"density), got {rule!r}")
+    return str(rule)
+
+
+def _check_zero_sum(rule: object) -> str:
+    if rule not in ZERO_SUM_RULES:
+        raise ConfigError(
+            f"zero_sum must be 'base' (where trimmed values sum to exactly 0 keep the "
+            f"pretrained weight) or 'positive' (elect +, as mergekit), got {rule!r}")
+    return str(rule)
 
 
 def _check_seed(seed: object) -> int:
@@ -92,6 +121,26 @@ def _magnitude_mask(values: torch.Tensor, trim: float) -> torch.Tensor:
     return magnitude >= threshold
 
 
+def _mergekit_magnitude_mask(values: torch.Tensor, trim: float) -> torch.Tensor:
+    """Entries of ``values`` kept by mergekit's magnitude sparsification at ``density = trim``.
+
+    Exactly ``max(1, int(trim · numel))`` entries (the binary float product, as mergekit
+    computes it), the first ones of ``torch.argsort(|values|, descending=True)`` (float32):
+    the same computation as ``mergekit.sparsify.magnitude``, so the same entries survive,
+    ties at the threshold included.
+    """
+    import torch
+
+    numel = values.numel()
+    if trim >= 1.0 or numel == 0:
+        return torch.ones(values.shape, dtype=torch.bool, device=values.device)
+    k = max(1, int(trim * numel))
+    magnitude = values.abs().reshape(-1).to(torch.float32)
+    mask = torch.zeros(numel, dtype=torch.bool, device=values.device)
+    mask[torch.argsort(magnitude, descending=True)[:k]] = True
+    return mask.reshape(values.shape)
+
+
 def _dare_keep(vectors: torch.Tensor, key: str, drop_rate: float, seed: int) -> torch.Tensor:
     """Bernoulli keep-masks (``P(keep) = 1 − drop_rate``), one per task, for tensor ``key``.
 
@@ -110,14 +159,17 @@ def _dare_keep(vectors: torch.Tensor, key: str, drop_rate: float, seed: int) -> 
 
 
 def _ties_mask(
-    vectors: torch.Tensor, trim: float, keep: torch.Tensor | None = None
+    vectors: torch.Tensor, trim: float, keep: torch.Tensor | None = None,
+    trim_rule: str = "mapframe", zero_sum: str = "base",
 ) -> torch.Tensor:
     """TIES's trim → elect sign → agree, as one bool mask of shape ``(N, *shape)``.
 
-    ``keep`` (DARE's masks) zeroes entries before trimming. The elected sign of an entry is
+    ``keep`` (DARE's masks) zeroes entries before trimming; ``trim_rule`` picks the magnitude
+    trim (:data:`TRIM_RULES`). The elected sign of an entry is
     ``γ = sign(Σ_i τ̂_i)`` over the trimmed vectors ``τ̂_i`` (unweighted by ``c``); task ``i``
     agrees where its trimmed entry is non-zero and has sign ``γ``. Where the trimmed entries
-    sum to exactly 0, ``γ = 0`` and no task agrees: the merge keeps ``θ0`` there. Temporaries
+    sum to exactly 0, ``γ = 0`` and no task agrees: the merge keeps ``θ0`` there (with
+    ``zero_sum="positive"``, ``γ = +1`` there, as mergekit elects). Temporaries
     stay at a few tensors' worth: the tasks are visited one at a time.
     """
     import torch
@@ -130,9 +182,10 @@ def _ties_mask(
     mass = torch.zeros(tuple(vectors.shape[1:]), dtype=torch.float32, device=vectors.device)
     for i in range(vectors.shape[0]):
         v = values(i)
-        mask[i] = _magnitude_mask(v, trim)
+        mask[i] = (_magnitude_mask(v, trim) if trim_rule == "mapframe"
+                   else _mergekit_magnitude_mask(v, trim))
         mass += torch.where(mask[i], v, 0.0)
-    gamma = torch.sign(mass)
+    gamma = torch.sign(mass) if zero_sum == "base" else torch.where(mass >= 0, 1.0, -1.0)
     del mass
     for i in range(vectors.shape[0]):
         mask[i] &= torch.sign(values(i)) * gamma > 0
@@ -207,14 +260,34 @@ class MaskedMergeStrategy(TensorwiseMergeStrategy):
 
 
 # -- the strategies -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class _ElectionRules:
+    """TIES's optional mergekit-compatible rules. Kept out of the public attributes and
+    described only when not the default: a strategy's description is part of a study's
+    identity in the store, so studies run before these options existed still resume."""
+
+    trim_rule: str = "mapframe"
+    zero_sum: str = "base"
+
+    def described(self) -> dict[str, str]:
+        out = {}
+        if self.trim_rule != "mapframe":
+            out["trim_rule"] = self.trim_rule
+        if self.zero_sum != "base":
+            out["zero_sum"] = self.zero_sum
+        return out
+
+
 class TiesMerging(MaskedMergeStrategy):
     """TIES merging (Yadav et al., 2023) with one coefficient per task.
 
     ``prepare`` runs TIES once, independently of ``c``, per tensor: **trim** each task vector
     to its top ``ceil(trim · numel)`` entries by magnitude (``τ̂_i``; every entry tied with the
-    threshold magnitude is kept too), **elect** the sign ``γ = sign(Σ_i τ̂_i)`` per entry
-    (the summed "mass", unweighted by ``c``), and mark where task ``i`` **agrees** (``τ̂_i ≠ 0``
-    with sign ``γ``). With ``n`` the number of agreeing tasks of an entry, the disjoint-mean
+    threshold magnitude is kept too; ``trim_rule="mergekit"`` keeps exactly
+    ``max(1, int(trim · numel))`` instead, as mergekit's ``density``), **elect** the sign
+    ``γ = sign(Σ_i τ̂_i)`` per entry (the summed "mass", unweighted by ``c``), and mark where
+    task ``i`` **agrees** (``τ̂_i ≠ 0`` with sign ``γ``). With ``n`` the number of agreeing
+    tasks of an entry, the disjoint-mean
     contribution of task ``i`` is ``τ̃_i = τ̂_i ⊙ agree_i / max(n, 1)`` and::
 
         θ(c) = θ0 + Σ_i c_i τ̃_i
@@ -228,20 +301,50 @@ class TiesMerging(MaskedMergeStrategy):
     ``N`` tasks and ``P`` merged parameters; ``τ̃`` is never stored, it is rebuilt per tensor
     at merge time from ``τ`` and the mask (a few tensors' worth of float32 temporaries).
 
+    **Against mergekit's ``ties``:** with ``trim_rule="mergekit"`` and equal coefficients
+    ``c = (λ, …, λ)`` this is mergekit's ``ties`` with ``density: trim``, ``lambda: λ`` and
+    equal weights; ``zero_sum="positive"`` also elects ``+`` where the trimmed values of an
+    entry sum to exactly 0, as mergekit does (by default such entries keep ``θ0``). mergekit
+    weights the sign election and divides by ``Σ w_i`` over the agreeing models rather than
+    by their count, so unequal coefficients have no mergekit equivalent (see
+    docs/merge-strategies.md).
+
     Args:
         trim: fraction of each task vector's entries kept per tensor, by magnitude, in
-            ``(0, 1]`` (TIES's ``k``, mergekit's ``density``); 1 skips trimming.
+            ``(0, 1]`` (TIES's ``k``); 1 skips trimming.
+        trim_rule: ``"mapframe"`` (default: ``ceil(trim · numel)`` entries of the decimal
+            ``trim``, plus every tie at the threshold) or ``"mergekit"`` (exactly
+            ``max(1, int(trim · numel))`` entries, as mergekit's ``density``).
+        zero_sum: ``"base"`` (default: entries whose trimmed values sum to exactly 0 keep
+            ``θ0``) or ``"positive"`` (elect ``+`` there, as mergekit).
     """
 
     name: ClassVar[str] = "ties"
     disjoint: ClassVar[bool] = True
 
-    def __init__(self, trim: float = 0.2) -> None:
+    def __init__(self, trim: float = 0.2, trim_rule: str = "mapframe",
+                 zero_sum: str = "base") -> None:
         self.trim = _check_trim(trim)
+        self._rules = _ElectionRules(_check_trim_rule(trim_rule), _check_zero_sum(zero_sum))
+
+    @property
+    def trim_rule(self) -> str:
+        """How the magnitude trim counts kept entries (:data:`TRIM_RULES`)."""
+        return self._rules.trim_rule
+
+    @property
+    def zero_sum(self) -> str:
+        """The sign elected where trimmed values sum to 0 (:data:`ZERO_SUM_RULES`)."""
+        return self._rules.zero_sum
+
+    def describe(self) -> dict[str, Any]:
+        """Name and settings; ``trim_rule`` and ``zero_sum`` only when not the default."""
+        return {**super().describe(), **self._rules.described()}
 
     def build_mask(self, key: str, vectors: torch.Tensor) -> torch.Tensor:
         """Trimmed-and-agreeing entries of each task for tensor ``key``."""
-        return _ties_mask(vectors, self.trim)
+        return _ties_mask(vectors, self.trim, trim_rule=self.trim_rule,
+                          zero_sum=self.zero_sum)
 
 
 class DareTaskArithmetic(MaskedMergeStrategy):
@@ -297,8 +400,13 @@ class DareTies(MaskedMergeStrategy):
 
         θ(c) = θ0 + Σ_i c_i δ_i ⊙ m_i / max(n, 1)
 
-    By default ``trim = 1``: DARE's random drop replaces TIES's magnitude trim (as in
-    mergekit's ``dare_ties``); ``trim < 1`` trims the DARE'd vectors further.
+    By default ``trim = 1``: DARE's random drop replaces TIES's magnitude trim; ``trim < 1``
+    trims the DARE'd vectors further. Unlike mergekit's ``dare_ties`` (whose defaults are
+    ``normalize: false``, no disjoint mean, and ``rescale: true``, restoring each task
+    vector's L1 norm), this always takes the disjoint mean and rescales by
+    ``1 / (1 − drop_rate)``: mergekit's ``dare_ties`` with ``normalize: true``,
+    ``rescale: false``, ``density: 1 − drop_rate`` and ``lambda: λ / (1 − drop_rate)`` is
+    this merge at ``c = (λ, …, λ)``, given the same drop masks (each tool draws its own).
 
     **What c drives:** only the per-task scaling ``c_i``; drops, trimming, signs and the
     disjoint-mean divisor are fixed by ``drop_rate``, ``seed``, ``trim`` and the task vectors.
@@ -311,15 +419,28 @@ class DareTies(MaskedMergeStrategy):
         seed: seed of the drop masks; the same seed gives the same merge.
         trim: fraction of each DARE'd task vector's entries kept per tensor, by magnitude, in
             ``(0, 1]``; 1 (the default) skips trimming.
+        zero_sum: ``"base"`` (default: entries whose values sum to exactly 0 keep ``θ0``)
+            or ``"positive"`` (elect ``+`` there, as mergekit).
     """
 
     name: ClassVar[str] = "dare_ties"
     disjoint: ClassVar[bool] = True
 
-    def __init__(self, drop_rate: float = 0.5, seed: int = 0, trim: float = 1.0) -> None:
+    def __init__(self, drop_rate: float = 0.5, seed: int = 0, trim: float = 1.0,
+                 zero_sum: str = "base") -> None:
         self.drop_rate = _check_drop_rate(drop_rate)
         self.seed = _check_seed(seed)
         self.trim = _check_trim(trim)
+        self._rules = _ElectionRules(zero_sum=_check_zero_sum(zero_sum))
+
+    @property
+    def zero_sum(self) -> str:
+        """The sign elected where the values sum to 0 (:data:`ZERO_SUM_RULES`)."""
+        return self._rules.zero_sum
+
+    def describe(self) -> dict[str, Any]:
+        """Name and settings; ``zero_sum`` only when not the default."""
+        return {**super().describe(), **self._rules.described()}
 
     @property
     def rescale(self) -> float:
@@ -331,4 +452,4 @@ class DareTies(MaskedMergeStrategy):
         keep = None if self.drop_rate == 0.0 else _dare_keep(
             vectors, key, self.drop_rate, self.seed
         )
-        return _ties_mask(vectors, self.trim, keep)
+        return _ties_mask(vectors, self.trim, keep, zero_sum=self.zero_sum)

@@ -5,9 +5,11 @@ Components (registered through the ``mapframe`` entry point ``llm``):
 
 - ``causal_lm``: loss / perplexity per task of a causal LM on held-out text;
 - ``text_classification``: accuracy per task of an encoder with one classification head
-  per task.
+  per task;
+- ``lm_eval``: one lm-evaluation-harness metric per task, the merged causal LM wrapped once
+  in lm-eval's ``HFLM`` (lm-eval imported only when used).
 
-Both read Hugging Face model directories (sharded safetensors) and PEFT LoRA adapters, and
+All three read Hugging Face model directories (sharded safetensors) and PEFT LoRA adapters, and
 merge into one resident model in place, streaming the checkpoints tensor by tensor.
 """
 

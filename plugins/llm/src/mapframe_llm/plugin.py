@@ -11,9 +11,12 @@ from mapframe.plugin import ComponentRegistry, hookimpl
 
 @hookimpl
 def mapframe_register_components(registry: ComponentRegistry) -> None:
-    """Register the ``causal_lm`` and ``text_classification`` evaluators."""
+    """Register the ``causal_lm``, ``text_classification`` and ``lm_eval`` evaluators
+    (``lm_eval`` imports lm-evaluation-harness only when it is used)."""
     from mapframe_llm.causal import CausalLMEvaluator
     from mapframe_llm.classify import TextClassificationEvaluator
+    from mapframe_llm.harness import LMEvalHarnessEvaluator
 
     registry.register(CausalLMEvaluator)
     registry.register(TextClassificationEvaluator)
+    registry.register(LMEvalHarnessEvaluator)

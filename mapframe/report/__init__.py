@@ -1,0 +1,56 @@
+"""The interactive report of a study: ``report.html`` and the live dashboard.
+
+- :mod:`mapframe.report.sources` finds the data (a results folder, a store, both);
+- :mod:`mapframe.report.analysis` computes what is shown (search hypervolume, trade-offs);
+- :mod:`mapframe.report.data` assembles it into :class:`ReportData` (JSON-ready, no plotly);
+- :mod:`mapframe.report.figures` and :mod:`mapframe.report.page` render the page (plotly);
+- :mod:`mapframe.report.dashboard` serves it on localhost and refreshes it.
+
+::
+
+    from mapframe.report import write_report
+    write_report("results/digits")   # -> results/digits/report.html
+
+Rendering needs plotly (``pip install 'mapframe[report]'``); it is imported only here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mapframe.errors import ConfigError
+from mapframe.report.data import ReportData, assemble
+from mapframe.report.sources import ReportSource, locate
+
+__all__ = ["ReportData", "ReportSource", "assemble", "locate", "plotly_available",
+           "write_report"]
+
+REPORT_NAME = "report.html"
+
+
+def plotly_available() -> bool:
+    """Whether plotly can be imported (the report needs it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("plotly") is not None
+
+
+def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str] | None = None
+                 ) -> Path:
+    """Write the report of the results folder ``results`` to ``out`` (default
+    ``results/report.html``) and return its path. The file is self-contained: it opens
+    offline."""
+    from mapframe._imports import optional_import
+
+    optional_import("plotly", "report", "the report (report.html)")
+    from mapframe.report.page import render_page
+    from mapframe.results import write_atomically
+
+    source = locate(results)
+    if source.directory is None:
+        raise ConfigError(f"{results} is a store without a finished study's results beside "
+                          "it; give the results folder, or watch the store with: mapframe "
+                          f"dashboard {results}")
+    target = Path(out) if out is not None else source.directory / REPORT_NAME
+    return write_atomically(target, render_page(assemble(source)))

@@ -1,0 +1,149 @@
+"""Assembling a report's data from a results folder and/or a store: :func:`assemble` returns a
+:class:`ReportData` (plain lists and dicts, ready for JSON), which the HTML rendering reads.
+Nothing here imports plotly."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mapframe.problem import Task
+from mapframe.report.analysis import hypervolume_trace, task_vector_findings, tradeoff_summary
+from mapframe.report.sources import ReportSource, store_studies
+
+__all__ = ["ReportData", "assemble"]
+
+#: The file ``mapframe export`` writes in the command the report shows.
+EXPORT_TARGET = "merged.safetensors"
+
+
+def _rows(a: np.ndarray | None) -> list[list[float | None]] | None:
+    """A matrix as nested lists, NaN as ``None`` (JSON has no NaN)."""
+    if a is None:
+        return None
+    return [[float(v) if np.isfinite(v) else None for v in row] for row in np.asarray(a)]
+
+
+@dataclass
+class ReportData:
+    """Everything a report shows, as JSON-ready values.
+
+    ``front`` (``None`` before a study has finished) holds ``coefficients``, ``predicted``,
+    ``real`` (``None`` where not measured), ``std`` (``None`` when the surrogate has none),
+    ``source`` and ``best_known`` (real where measured, else predicted), one row per point.
+    ``selection`` is what the page's preference control needs to select as
+    :meth:`SavedResults.select <mapframe.results_folder.SavedResults.select>` does:
+    ``best_known``, ``directions``, ``bounds`` (``[lower, upper]`` or ``None``), ``among``
+    (the measured-points mask, or ``None``), the study's ``preference`` and ``selected``.
+    ``evaluations`` lists every stored evaluation (``coefficients``, ``metrics``, ``phase``,
+    ``status``) and ``hypervolume``, the measured points' hypervolume after each one.
+    """
+
+    study: str | None
+    directory: str | None
+    store: str | None
+    task_names: list[str]
+    directions: list[str]
+    coefficient_names: list[str]
+    front: dict[str, Any] | None
+    selection: dict[str, Any] | None
+    evaluations: dict[str, Any]
+    diagnostics: list[dict[str, Any]]
+    tradeoffs: dict[str, Any] | None
+    task_vectors: dict[str, Any]
+    export: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    version: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _tasks_from_store(source: ReportSource) -> tuple[list[Task], int]:
+    assert source.store is not None
+    fingerprints = dict(store_studies(source.store))
+    fp = fingerprints.get(source.study or "", {})
+    tasks = [Task(**t) for t in fp.get("tasks", [])]
+    return tasks, int(fp.get("n_coefficients", len(tasks)))
+
+
+def _diagnostics(summary: dict[str, Any], task_names: list[str]) -> list[dict[str, Any]]:
+    fits = summary.get("surrogates") or {}
+    ver = summary.get("verification") or {}
+    out = []
+    for name in task_names:
+        d = fits.get(name) or {}
+        out.append({"task": name, "model": d.get("model"), "r2": d.get("r2"),
+                    "loo_r2": d.get("loo_r2"),
+                    "verified_mean_abs_error": (ver.get("mean_abs_error") or {}).get(name),
+                    "verified_max_abs_error": (ver.get("max_abs_error") or {}).get(name)})
+    return out
+
+
+def assemble(source: ReportSource) -> ReportData:
+    """The report's data for ``source``: the finished study's front and summary where the
+    folder has them, and every evaluation stored so far."""
+    from mapframe.results_folder import load_results
+
+    version = source.version()  # first: a write while reading shows at the next poll
+    saved = (load_results(source.directory)
+             if source.has_results and source.directory is not None else None)
+    notes: list[str] = []
+    summary: dict[str, Any] = {}
+    if saved is not None:
+        tasks, cnames, summary = saved.tasks, list(saved.coefficient_names), saved.summary
+    else:
+        tasks, n_coef = _tasks_from_store(source)
+        names = [t.name for t in tasks]
+        cnames = names if n_coef == len(names) else [f"c{i}" for i in range(n_coef)]
+    task_names = [t.name for t in tasks]
+    directions: list[str] = [str(t.direction) for t in tasks]
+    table = source.evaluations(cnames, task_names)
+    ok = table.ok
+    hv = hypervolume_trace(np.where(ok[:, None], table.metrics, np.nan), directions)
+    evaluations = {"coefficients": _rows(table.coefficients), "metrics": _rows(table.metrics),
+                   "phase": table.phase, "status": table.status,
+                   "hypervolume": [float(v) for v in hv]}
+    front_data = selection = tradeoffs = None
+    notes += [f"warning: {w}" for w in summary.get("warnings") or []]
+    if saved is not None:
+        front = saved.front
+        best = front.best_known
+        front_data = {"coefficients": _rows(front.coefficients),
+                      "predicted": _rows(front.predicted), "real": _rows(front.real),
+                      "std": _rows(front.predicted_std), "source": list(front.source or []),
+                      "best_known": _rows(best)}
+        verified = bool((summary.get("settings") or {}).get("verify"))
+        among = front.measured if verified and front.measured.any() else None
+        selection = {"best_known": _rows(best), "directions": directions,
+                     "bounds": summary.get("preference_bounds"),
+                     "among": None if among is None else [bool(v) for v in among],
+                     "preference": summary.get("preference"), "selected": saved.selected}
+        tradeoffs = tradeoff_summary(best, front.coefficients, task_names, cnames, directions)
+        n_front_run = int(summary.get("n_search_evaluations", 0)) + int(
+            (summary.get("verification") or {}).get("n_verified", 0))
+        if len(table) > n_front_run and source.store is not None:
+            notes.append(f"the store holds {len(table)} evaluations; the front below is "
+                         f"from the last finished run ({n_front_run}): a study is running "
+                         "or was interrupted")
+    else:
+        notes.append(f"no front yet: {len(table)} evaluations stored so far; the front "
+                     "appears when the study finishes")
+    has_model = bool(saved is not None and saved.config and saved.config.get("checkpoints"))
+    directory = None if source.directory is None else str(Path(source.directory).absolute())
+    export = {"command": (f"mapframe export {shlex.quote(directory or 'RESULTS_DIR')} "
+                          "--point {N} -o " + EXPORT_TARGET),
+              "has_model": has_model}
+    return ReportData(
+        study=source.study, directory=directory,
+        store=None if source.store is None else str(source.store),
+        task_names=task_names, directions=directions, coefficient_names=cnames,
+        front=front_data, selection=selection, evaluations=evaluations,
+        diagnostics=_diagnostics(summary, task_names), tradeoffs=tradeoffs,
+        task_vectors=task_vector_findings(summary, task_names) if summary else
+        {"zero": [], "duplicates": [], "note": "known once the study has finished"},
+        export=export, notes=notes, version=version)

@@ -1,0 +1,246 @@
+"""Where a report's data comes from: a results folder, an evaluation store, or both.
+
+:func:`locate` turns the path a user gives (a results folder, or an SQLite store) into a
+:class:`ReportSource`; :meth:`ReportSource.evaluations` reads the evaluations (from the store
+when there is one, so that a study still running shows what it has stored so far, else from
+``evaluations.csv``), and :meth:`ReportSource.version` is a cheap signature that changes
+when any of them is written (what the dashboard polls).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mapframe.errors import ConfigError, StoreError
+
+__all__ = ["EvaluationTable", "ReportSource", "locate"]
+
+#: The files of a results folder the report reads (their mtimes make up the version).
+RESULT_FILES = ("front.json", "summary.json", "evaluations.csv", "config.yaml")
+STORE_NAME = "evaluations.sqlite"
+
+
+@dataclass
+class EvaluationTable:
+    """Every stored evaluation of a study, in the order they were stored.
+
+    ``coefficients`` ``(M, N)``; ``metrics`` ``(M, T)`` (NaN where an evaluation failed);
+    ``phase`` and ``status`` one string per row (``"search"``/``"verify"``...,
+    ``"ok"``/``"failed"``/``"invalid"``).
+    """
+
+    coefficients: np.ndarray
+    metrics: np.ndarray
+    phase: list[str]
+    status: list[str]
+
+    def __len__(self) -> int:
+        return len(self.phase)
+
+    @property
+    def ok(self) -> np.ndarray:
+        """Mask of the successful evaluations (every metric finite)."""
+        finite = np.all(np.isfinite(self.metrics), axis=1) if self.metrics.size else \
+            np.zeros(len(self), dtype=bool)
+        return np.array([s == "ok" for s in self.status], dtype=bool) & finite
+
+    @staticmethod
+    def empty(n_coefficients: int, n_tasks: int) -> EvaluationTable:
+        return EvaluationTable(np.zeros((0, n_coefficients)), np.zeros((0, n_tasks)), [], [])
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    try:
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                               timeout=5)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the store {path} read-only ({exc})") from None
+
+
+def store_studies(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The studies of the store at ``path``: ``(name, fingerprint)``, oldest first."""
+    conn = _connect_read_only(path)
+    try:
+        rows = conn.execute("SELECT name, fingerprint FROM studies ORDER BY id").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is not a readable mapframe store ({exc}); give a "
+                         "results folder or the study's evaluations.sqlite") from None
+    finally:
+        conn.close()
+    out = []
+    for name, fp in rows:
+        try:
+            out.append((str(name), dict(json.loads(fp))))
+        except (ValueError, TypeError):
+            out.append((str(name), {}))
+    return out
+
+
+def read_store(path: Path, study: str, n_coefficients: int, n_tasks: int) -> EvaluationTable:
+    """The evaluations of ``study`` in the store at ``path``, in the order stored."""
+    conn = _connect_read_only(path)
+    try:
+        rows = conn.execute(
+            "SELECT e.coefficients, e.metrics, e.phase, e.status FROM evaluations e "
+            "JOIN studies s ON s.id = e.study_id WHERE s.name = ? ORDER BY e.seq",
+            (study,)).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot read the evaluations of study {study!r} in {path} "
+                         f"({exc})") from None
+    finally:
+        conn.close()
+    C = np.full((len(rows), n_coefficients), np.nan)
+    F = np.full((len(rows), n_tasks), np.nan)
+    for i, (coef, metrics, _, _) in enumerate(rows):
+        c = np.asarray(json.loads(coef), dtype=float).reshape(-1)
+        C[i, : min(c.size, n_coefficients)] = c[:n_coefficients]
+        if metrics is not None:
+            m = np.asarray(json.loads(metrics), dtype=float).reshape(-1)
+            F[i, : min(m.size, n_tasks)] = m[:n_tasks]
+    return EvaluationTable(C, F, [str(r[2]) for r in rows], [str(r[3]) for r in rows])
+
+
+def read_evaluations_csv(path: Path, coefficient_names: list[str],
+                         task_names: list[str]) -> EvaluationTable:
+    """The evaluations a results folder's ``evaluations.csv`` lists."""
+
+    def num(v: str | None) -> float:
+        try:
+            return float(v) if v not in (None, "") else np.nan
+        except ValueError:
+            return np.nan
+
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    C = np.array([[num(r.get(f"c_{n}")) for n in coefficient_names] for r in rows],
+                 dtype=float).reshape(len(rows), len(coefficient_names))
+    F = np.array([[num(r.get(n)) for n in task_names] for r in rows],
+                 dtype=float).reshape(len(rows), len(task_names))
+    return EvaluationTable(C, F, [r.get("phase", "search") or "search" for r in rows],
+                           [r.get("status", "ok") or "ok" for r in rows])
+
+
+def _is_store(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
+@dataclass
+class ReportSource:
+    """A results folder (``directory``, may be ``None``) and/or a store (``store``), and the
+    study in it (``study``)."""
+
+    directory: Path | None
+    store: Path | None
+    study: str | None
+
+    @property
+    def has_results(self) -> bool:
+        """Whether a finished study wrote its front here (front.json and summary.json)."""
+        d = self.directory
+        return d is not None and (d / "front.json").is_file() and (d / "summary.json").is_file()
+
+    def version(self) -> str:
+        """A signature of every file the report reads (size and mtime); it changes when a
+        study stores an evaluation (the store's write-ahead log) or writes its results."""
+        files: list[Path] = []
+        if self.directory is not None:
+            files += [self.directory / n for n in RESULT_FILES]
+        if self.store is not None:
+            files += [self.store, Path(f"{self.store}-wal")]
+        parts = []
+        for f in files:
+            try:
+                st = f.stat()
+                parts.append(f"{st.st_mtime_ns}:{st.st_size}")
+            except OSError:
+                parts.append("-")
+        return "/".join(parts)
+
+    def evaluations(self, coefficient_names: list[str], task_names: list[str]
+                    ) -> EvaluationTable:
+        """The study's evaluations: from the store when it holds the study, else from the
+        folder's ``evaluations.csv``, else none."""
+        if self.store is not None and self.study is not None:
+            with_study = {name for name, _ in store_studies(self.store)}
+            if self.study in with_study:
+                return read_store(self.store, self.study, len(coefficient_names),
+                                  len(task_names))
+        if self.directory is not None and (self.directory / "evaluations.csv").is_file():
+            return read_evaluations_csv(self.directory / "evaluations.csv",
+                                        coefficient_names, task_names)
+        return EvaluationTable.empty(len(coefficient_names), len(task_names))
+
+
+def _study_in_summary(directory: Path) -> str | None:
+    try:
+        summary = json.loads((directory / "summary.json").read_text(encoding="utf-8"))
+        return str(summary["study"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _store_of_folder(directory: Path) -> Path | None:
+    """The folder's store: ``evaluations.sqlite`` in it, else the one summary.json names."""
+    own = directory / STORE_NAME
+    if own.is_file():
+        return own
+    try:
+        summary = json.loads((directory / "summary.json").read_text(encoding="utf-8"))
+        path = summary["settings"]["storage"].get("path")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if path and Path(path).is_file():
+        return Path(path)
+    return None
+
+
+def locate(path: str | os.PathLike[str], study: str | None = None) -> ReportSource:
+    """The report source of ``path``: a results folder (its store found beside it or through
+    summary.json) or an SQLite store (its results folder: the store's own folder when a
+    study wrote its results there). ``study`` picks a study in a store holding several
+    (default: the folder's study, else the store's latest)."""
+    p = Path(path)
+    if p.is_dir():
+        store = _store_of_folder(p)
+        study = study or _study_in_summary(p)
+        if study is None and store is not None:  # a study still running: the store's latest
+            names = [name for name, _ in store_studies(store)]
+            study = names[-1] if names else None
+        src = ReportSource(p, store, study)
+        if not src.has_results and (store is None or study is None):
+            raise ConfigError(
+                f"{p} is not a mapframe results folder (no front.json and summary.json, no "
+                f"{STORE_NAME}); give the folder a study writes its results to, or its store")
+        return src
+    if p.is_file():
+        if not _is_store(p):
+            raise ConfigError(f"{p} is neither a results folder nor an SQLite evaluation "
+                              "store; give the study's results folder or its .sqlite store")
+        studies = [name for name, _ in store_studies(p)]
+        folder = p.parent if (p.parent / "summary.json").is_file() else None
+        if study is None:
+            study = (_study_in_summary(folder) if folder is not None else None)
+            if study not in studies:
+                study = studies[-1] if studies else None
+        elif study not in studies:
+            raise ConfigError(f"the store {p} has no study {study!r} (it has: "
+                              f"{', '.join(studies) or 'none yet'})")
+        if folder is not None and _study_in_summary(folder) != study:
+            folder = None
+        if study is None:
+            raise ConfigError(f"the store {p} holds no study yet; start the study, then "
+                              "give its store again")
+        return ReportSource(folder, p, study)
+    raise ConfigError(f"{p} does not exist; give a results folder or an evaluation store")

@@ -1,0 +1,189 @@
+"""A mergekit configuration read as a study: a mergekit YAML with mapframe's fields added, or
+a mapframe config with a ``mergekit:`` section (a file, inline, or with task names). No
+mergekit needed: the translation is checked on the spec the config becomes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mapframe.config import load_spec, validate_config
+from mapframe.errors import ConfigError
+from mapframe.mergekit_config import MERGE_METHODS, expand_mergekit, strategy_for
+
+EVALUATOR = {"name": "digits", "tasks": ["rot90", "flip"]}
+
+
+def _models(root: Path, names: tuple[str, ...] = ("ft-a", "ft-b")) -> dict[str, Any]:
+    for name in ("base", *names):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    return {"base_model": "base",
+            "models": [{"model": n, "parameters": {"weight": 0.5}} for n in names]}
+
+
+def _write(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_a_mergekit_yaml_with_a_mapframe_part_is_a_study(tmp_path: Path) -> None:
+    mk = {"merge_method": "ties", **_models(tmp_path), "parameters": {"density": 0.4},
+          "dtype": "bfloat16", "evaluator": EVALUATOR, "study": {"budget": 12}}
+    spec = load_spec(_write(tmp_path / "merge.yaml", mk))
+    assert spec.merge_strategy == {"name": "ties", "trim": 0.4, "trim_rule": "mergekit",
+                                   "zero_sum": "positive"}
+    assert spec.checkpoints is not None
+    assert spec.checkpoints.pretrained == str(tmp_path / "base")
+    # one coefficient per model, named after the evaluator's tasks (one per model)
+    assert spec.checkpoints.finetuned == {"rot90": str(tmp_path / "ft-a"),
+                                         "flip": str(tmp_path / "ft-b")}
+    assert spec.budget == 12
+
+
+def test_a_mergekit_section_reads_a_file_relative_to_the_config(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    mk = _write(models / "merge.yaml", {"merge_method": "task_arithmetic",
+                                        **_models(models)})
+    config = {"mergekit": "models/merge.yaml", "evaluator": {"name": "digits",
+                                                             "tasks": ["rot90"]}}
+    spec = load_spec(_write(tmp_path / "study.yaml", config))
+    assert spec.merge_strategy == {"name": "task_arithmetic"}
+    assert spec.checkpoints is not None
+    # paths inside the mergekit file are relative to that file; names are the folders'
+    assert spec.checkpoints.pretrained == str(models / "base")
+    assert spec.checkpoints.finetuned == {"ft-a": str(models / "ft-a"),
+                                          "ft-b": str(models / "ft-b")}
+    assert mk.is_file()
+
+
+def test_a_mergekit_section_inline_with_names(tmp_path: Path) -> None:
+    config = {"mergekit": {"config": {"merge_method": "dare_ties", **_models(tmp_path),
+                                      "parameters": {"density": 0.7}},
+                           "names": ["x", "y"]},
+              "evaluator": EVALUATOR}
+    spec = load_spec(_write(tmp_path / "study.yaml", config))
+    assert spec.merge_strategy == pytest.approx({"name": "dare_ties", "drop_rate": 0.3,
+                                                 "zero_sum": "positive"})
+    assert spec.checkpoints is not None and list(spec.checkpoints.finetuned) == ["x", "y"]
+    # validate_config (what the CLI saves as results/config.yaml) is a plain mapframe config
+    saved = validate_config(config, base_dir=tmp_path)
+    assert "mergekit" not in saved and saved["checkpoints"]["finetuned"]["x"] == str(
+        tmp_path / "ft-a")
+
+
+@pytest.mark.parametrize("method,shared,per_model,expected", [
+    ("task_arithmetic", {}, [{"weight": 0.3}, {"weight": 0.6}], {"name": "task_arithmetic"}),
+    ("task_arithmetic", {"lambda": 0.7}, [{}, {}], {"name": "task_arithmetic"}),
+    ("task_arithmetic", {"normalize": True, "lambda": 0.7}, [{}, {}],
+     {"name": "task_arithmetic_preference", "scale": 0.7}),
+    ("linear", {}, [{"weight": 1.0}, {"weight": 2.0}], {"name": "soup"}),
+    ("ties", {}, [{"density": 0.3}, {"density": 0.3}],
+     {"name": "ties", "trim": 0.3, "trim_rule": "mergekit", "zero_sum": "positive"}),
+    ("dare_linear", {"density": 0.9}, [{}, {}],
+     {"name": "dare_task_arithmetic", "drop_rate": 0.1}),
+    ("dare_ties", {"density": 0.5, "normalize": True}, [{}, {}],
+     {"name": "dare_ties", "drop_rate": 0.5, "zero_sum": "positive"}),
+    ("nuslerp", {}, [{"weight": 0.4}, {"weight": 0.6}], {"name": "slerp"}),
+    ("multislerp", {"eps": 1e-6}, [{"weight": 1.0}, {"weight": 2.0}],
+     {"name": "multislerp", "eps": 1e-6}),
+    ("model_stock", {}, [{}, {}], {"name": "model_stock"}),
+])
+def test_each_supported_method_becomes_its_strategy(method: str, shared: dict[str, Any],
+                                                    per_model: list[dict[str, Any]],
+                                                    expected: dict[str, Any]) -> None:
+    assert method in MERGE_METHODS
+    assert strategy_for(method, shared, per_model) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"merge_method": "della"}, r"merge_method 'della' is not supported by mapframe; "
+                                r"supported: task_arithmetic"),
+    ({"merge_method": "slerp"}, r"merge_method 'slerp' is not supported.*nuslerp"),
+    ({"parameters": {"density": [0.2, 0.5]}}, r"parameters.density is a per-tensor setting"),
+    ({"parameters": {"density": [{"filter": "mlp", "value": 0.5}, {"value": 0.3}]}},
+     r"per-tensor setting"),
+    ({"models": [{"model": "ft-a", "parameters": {"density": 0.2}},
+                 {"model": "ft-b", "parameters": {"density": 0.5}}]},
+     r"'density' differs between models \(0.2, 0.5\)"),
+    ({"parameters": {"epsilon": 0.1}}, r"parameter 'epsilon' of ties is not supported"),
+    ({"base_model": None}, r"needs the mergekit base_model"),
+    ({"slices": [{"sources": []}]}, r"slices are not supported"),
+    ({"models": [{"model": "other+lora"}, {"model": "ft-b"}]},
+     r"applies a LoRA adapter to 'other', not to base_model"),
+    ({"models": [{"model": "base"}]}, r"no fine-tuned model besides base_model"),
+    ({"merge_strategy": "ties"}, r"merge_strategy comes from the mergekit config"),
+    ({"evaluator": {"name": "digits", "tasks": ["a", "b"]}, "frobnicate": 1},
+     r"unknown field 'frobnicate'"),
+])
+def test_what_mapframe_cannot_search_is_a_one_line_error(tmp_path: Path,
+                                                         change: dict[str, Any],
+                                                         message: str) -> None:
+    mk = {"merge_method": "ties", **_models(tmp_path), "evaluator": EVALUATOR, **change}
+    with pytest.raises(ConfigError, match=message) as err:
+        load_spec(_write(tmp_path / "merge.yaml", mk))
+    assert "\n" not in str(err.value)
+
+
+def test_a_bare_mergekit_yaml_says_what_to_add(tmp_path: Path) -> None:
+    path = _write(tmp_path / "merge.yaml", {"merge_method": "linear", **_models(tmp_path)})
+    with pytest.raises(ConfigError, match=r"mergekit config without a mapframe part: add "
+                                          r"evaluator"):
+        load_spec(path)
+
+
+def test_section_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="mergekit config not found"):
+        expand_mergekit({"mergekit": "nope.yaml", "evaluator": EVALUATOR}, tmp_path)
+    with pytest.raises(ConfigError, match="must be the path of a mergekit YAML"):
+        expand_mergekit({"mergekit": {"models": []}, "evaluator": EVALUATOR}, tmp_path)
+    with pytest.raises(ConfigError, match=r"unknown field 'weights' in mergekit"):
+        expand_mergekit({"mergekit": {"config": "x.yaml", "weights": [1]}}, tmp_path)
+    with pytest.raises(ConfigError, match=r"mergekit\.names must be 2 distinct task names"):
+        expand_mergekit({"mergekit": {"config": {"merge_method": "linear",
+                                                 **_models(tmp_path)}, "names": ["a", "a"]},
+                         "evaluator": EVALUATOR}, tmp_path)
+    # a plain mapframe config passes through untouched
+    plain = {"evaluator": EVALUATOR, "study": {"budget": 3}}
+    assert expand_mergekit(plain, tmp_path) is plain
+
+
+@pytest.mark.parametrize("method,params,c", [
+    ("task_arithmetic", {}, [0.3, 0.9]),
+    ("task_arithmetic", {"normalize": True, "lambda": 0.6}, [0.3, 0.9]),
+    ("linear", {}, [0.3, 0.9]),
+    ("ties", {"density": 0.35}, [0.7, 0.7]),
+    ("dare_linear", {"density": 0.8}, [0.3, 0.9]),
+    ("dare_ties", {"density": 0.8}, [0.7, 0.7]),
+    ("nuslerp", {}, [0.25, 0.75]),
+    ("multislerp", {}, [0.25, 0.75]),
+    ("model_stock", {}, [1.0, 1.0]),
+])
+def test_a_config_read_in_exports_back_to_the_same_method(tmp_path: Path, method: str,
+                                                          params: dict[str, Any],
+                                                          c: list[float]) -> None:
+    """mergekit in, mapframe's strategy, mergekit out: the same method, base, models and
+    fixed parameters; the searched coefficients become the weights (or lambda)."""
+    from mapframe.export.mergekit_yaml import mergekit_config
+
+    models = _models(tmp_path)
+    for name in ("base", "ft-a", "ft-b"):
+        (tmp_path / name / "config.json").write_text("{}")
+    mk = {"merge_method": method, **models, "parameters": params, "evaluator": EVALUATOR}
+    spec = load_spec(_write(tmp_path / "merge.yaml", mk))
+    assert spec.checkpoints is not None
+    out = mergekit_config(spec.merge_strategy, c, spec.checkpoints.pretrained,
+                          spec.checkpoints.finetuned)
+    assert out["merge_method"] == method
+    assert [m["model"] for m in out["models"]] == [str(tmp_path / "ft-a"),
+                                                   str(tmp_path / "ft-b")]
+    if method != "linear":
+        assert out["base_model"] == str(tmp_path / "base")
+    for key in ("density",):
+        if key in params:
+            assert [m["parameters"][key] for m in out["models"]] == pytest.approx(
+                [params[key]] * 2)
+    if params.get("normalize"):
+        assert out["parameters"]["lambda"] == params["lambda"]

@@ -1,0 +1,226 @@
+"""The report in a real browser: headless Chromium (Debian's ``chromium`` and
+``chromium-driver``) driven by selenium. Skipped, with the reason, where they are missing;
+CI installs them (.ci/run)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from report_studies import make_results, make_study
+
+from mapframe.report import locate, write_report
+from mapframe.results_folder import load_results
+
+pytest.importorskip("plotly")
+selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install "
+                               "-e '.[test]')")
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def driver():
+    if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
+        pytest.skip("headless Chromium is not installed: apt-get install chromium "
+                    "chromium-driver")
+    opts = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1300,1600",
+                "--enable-unsafe-swiftshader"):
+        opts.add_argument(arg)
+    opts.binary_location = CHROMIUM
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
+    yield d
+    d.quit()
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory) -> Path:
+    folder = make_results(tmp_path_factory.mktemp("two"), 2, preference=[0.5, 0.5])
+    write_report(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory) -> Path:
+    folder = make_results(tmp_path_factory.mktemp("three"), 3,
+                          directions=["max", "min", "max"])
+    write_report(folder)
+    return folder
+
+
+def _open(driver, url: str, renders: int = 1) -> None:
+    driver.get_log("browser")  # drop earlier messages
+    driver.get(url)
+    WebDriverWait(driver, 30).until(
+        lambda d: (d.execute_script("return window.mapframeRendered || 0") or 0) >= renders)
+
+
+def _errors(driver) -> list[dict]:
+    return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+@pytest.mark.parametrize("which, figures", [("two", ["front", "progress"]),
+                                            ("three", ["parcoords", "front", "progress"])])
+def test_figures_render_without_errors(driver, request, which, figures):
+    folder = request.getfixturevalue(which)
+    _open(driver, (folder / "report.html").as_uri())
+    traces = driver.execute_script(
+        "return Array.from(document.querySelectorAll('.figure')).map("
+        "function (d) { return [d.id, (d.data || []).length,"
+        " d.querySelectorAll('.main-svg').length]; });")
+    assert [t[0] for t in traces] == [f"fig-{f}" for f in figures]
+    assert all(n > 0 and svg > 0 for _, n, svg in traces), traces
+    assert _errors(driver) == []
+    saved = load_results(folder)
+    shown = driver.find_element(By.ID, "n-evaluations").text
+    n = saved.summary["n_search_evaluations"] + saved.summary["verification"]["n_verified"]
+    assert shown == str(n)
+
+
+def test_hover_shows_coefficients(driver, two):
+    _open(driver, (two / "report.html").as_uri())
+    saved = load_results(two)
+    k = next(i for i, s in enumerate(saved.front.source) if s == "predicted")
+    text = driver.execute_script("""
+        var gd = document.getElementById('fig-front');
+        var t = gd.data.findIndex(function (d) { return d.name === 'front: predicted'; });
+        Plotly.Fx.hover(gd, [{curveNumber: t, pointNumber: 0}]);
+        var label = document.querySelector('#fig-front .hoverlayer .hovertext');
+        return label ? label.textContent : null;""")
+    assert text is not None, "no hover label"
+    c = saved.front.coefficients[k]
+    assert f"front point {k} (predicted)" in text
+    assert f"coefficients: alpha={c[0]:.4g}, beta={c[1]:.4g}" in text
+    assert "predicted: alpha=" in text and "measured: not measured" in text
+
+
+def test_hover_in_the_scatter_matrix(driver, three):
+    _open(driver, (three / "report.html").as_uri())
+    text = driver.execute_script("""
+        var gd = document.getElementById('fig-front');
+        var t = gd.data.findIndex(function (d) { return d.name === 'front: predicted'; });
+        // the lower half only (no diagonal): the top-left panel is x (alpha) by y2 (beta)
+        var dims = gd.data[t].dimensions;
+        Plotly.Fx.hover(gd, {xval: dims[0].values[0], yval: dims[1].values[0]}, 'xy2');
+        var label = document.querySelector('#fig-front .hoverlayer .hovertext');
+        return label ? label.textContent : null;""")
+    assert text is not None and "coefficients: alpha=" in text
+
+
+def test_page_selects_as_python_does(driver, two, three, tmp_path):
+    # fixed preference bounds take the place of the front's range
+    bounded = make_results(tmp_path, 2, preference_bounds=([0.0, 0.2], [1.0, 0.9]))
+    assert load_results(bounded).summary["preference_bounds"]
+    write_report(bounded)
+    for folder in (two, three, bounded):
+        _open(driver, (folder / "report.html").as_uri())
+        saved = load_results(folder)
+        T = len(saved.tasks)
+        rng = np.random.default_rng(0)
+        prefs = [list(np.eye(T)[j]) for j in range(T)] + [[1.0] * T] + [
+            list(rng.random(T)) for _ in range(8)]
+        for p in prefs:
+            assert driver.execute_script("return window.mapframeSelect(arguments[0])",
+                                         p) == saved.select(p), p
+        assert driver.execute_script("return window.mapframeSelect(arguments[0])",
+                                     [0.0] * T) == -1
+
+
+def test_slider_moves_the_highlight_and_the_command(driver, two):
+    _open(driver, (two / "report.html").as_uri())
+    saved = load_results(two)
+    assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-selected") == str(
+        saved.selected)
+
+    def star() -> list:
+        return driver.execute_script(
+            "var gd = document.getElementById('fig-front');"
+            "var h = gd.data[gd.data.length - 1]; return [h.x[0], h.y[0]];")
+
+    before = star()
+    results = {}
+    for hi, lo, weights in ((0, 1, [1.0, 0.0]), (1, 0, [0.0, 1.0])):
+        driver.find_element(By.ID, f"pref-{hi}").send_keys(Keys.END)
+        driver.find_element(By.ID, f"pref-{lo}").send_keys(Keys.HOME)
+        k = saved.select(weights)
+        WebDriverWait(driver, 10).until(
+            lambda d, k=k: d.find_element(By.TAG_NAME, "body").get_attribute(
+                "data-selected") == str(k))
+        cmd = driver.find_element(By.ID, "export-cmd").text
+        assert cmd == f"mapframe export {two.absolute()} --point {k} -o merged.safetensors"
+        assert star() == pytest.approx(list(saved.front.best_known[k]))
+        results[tuple(weights)] = k
+    assert results[(1.0, 0.0)] != results[(0.0, 1.0)]
+    assert star() != before
+
+
+def test_page_works_offline(driver, two):
+    driver.set_network_conditions(offline=True, latency=0, download_throughput=0,
+                                  upload_throughput=0)
+    try:
+        _open(driver, (two / "report.html").as_uri())
+        assert _errors(driver) == []
+        loaded = driver.execute_script(
+            "return performance.getEntriesByType('resource').map(function (e) "
+            "{ return e.name; });")
+        assert [u for u in loaded if u.startswith("http")] == []
+    finally:
+        driver.delete_network_conditions()
+
+
+def test_dashboard_refreshes_when_evaluations_are_stored(driver, tmp_path):
+    from mapframe.history import Evaluation
+    from mapframe.report.dashboard import Dashboard
+    from mapframe.storage import SQLiteStore
+
+    study = make_study(tmp_path, 2)
+    study.run().save(tmp_path, plot=False)
+    with Dashboard(locate(tmp_path), port=0, interval=0.3) as dash:
+        dash.start()
+        _open(driver, dash.url)
+        count = driver.find_element(By.ID, "n-evaluations").text
+        # move the preference: a refresh must keep it
+        driver.find_element(By.ID, "pref-1").send_keys(Keys.HOME)
+        selected = driver.find_element(By.TAG_NAME, "body").get_attribute("data-selected")
+        store = SQLiteStore(tmp_path / "evaluations.sqlite")
+        store.open(study.study_name, study.fingerprint())
+        for c in ([0.31, 0.42], [0.52, 0.61]):
+            store.add(Evaluation(np.array(c), np.array(c)))
+            time.sleep(0.05)
+        store.close()
+        WebDriverWait(driver, 15).until(lambda d: d.execute_script(
+            "return document.getElementById('n-evaluations').textContent") == str(
+                int(count) + 2))
+        assert "last finished run" in driver.find_element(By.ID, "overview").text
+        assert driver.find_element(By.TAG_NAME, "body").get_attribute(
+            "data-selected") == selected
+        assert driver.find_element(By.ID, "pref-1").get_attribute("value") == "0"
+        assert _errors(driver) == []
+
+
+@pytest.mark.slow
+def test_eight_tasks_render_and_select(driver, tmp_path):
+    """The largest front the docs show: 8 tasks (a 7 x 7 scatter matrix, 16 parallel axes)."""
+    folder = make_results(tmp_path, 8)
+    write_report(folder)
+    _open(driver, (folder / "report.html").as_uri())
+    assert _errors(driver) == []
+    n_axes = driver.execute_script(
+        "return document.getElementById('fig-parcoords').data[0].dimensions.length")
+    assert n_axes == 16
+    saved = load_results(folder)
+    rng = np.random.default_rng(1)
+    for p in [list(np.eye(8)[j]) for j in range(8)] + [list(rng.random(8)) for _ in range(4)]:
+        assert driver.execute_script("return window.mapframeSelect(arguments[0])",
+                                     p) == saved.select(p), p

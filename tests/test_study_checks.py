@@ -1,0 +1,128 @@
+"""Warnings that matter: verified error far above the leave-one-out estimate, a selected
+point outside the evaluated region, no trade-off between tasks, zero or duplicate task
+vectors. Each is a MapframeWarning and is recorded in the result (summary.json)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mapframe import MergeStudy
+from mapframe.errors import MapframeWarning
+from mapframe.problem import Task
+from mapframe.study_checks import extrapolation_check, tradeoff_check, verified_error_check
+
+TARGETS = np.array([[0.8, 0.2], [0.2, 0.8]])
+
+
+def _run(objective: Any, **kw: Any) -> tuple[Any, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = MergeStudy(objective=objective, task_names=["a", "b"], seed=0,
+                            **kw).run()
+    return result, [str(w.message) for w in caught if issubclass(w.category, MapframeWarning)]
+
+
+def _quad(C: np.ndarray) -> np.ndarray:
+    C = np.atleast_2d(C)
+    return np.column_stack([1 - ((C - t) ** 2).sum(1) for t in TARGETS])
+
+
+def test_verified_error_far_above_loo_warns() -> None:
+    plain, messages = _run(_quad, budget=12, verify=4, preference=[0.7, 0.3])
+    assert messages == []
+    where = plain.front.coefficients[plain.selected]
+    searched = np.array([e.coefficients for e in plain.history.select("search")])
+    assert np.min(np.linalg.norm(searched - where, axis=1)) > 0.05
+
+    def dip(C: np.ndarray) -> np.ndarray:
+        # A narrow dip where the preference selects: no search point sees it (the search
+        # is the same as above: the same seed and design, and the dip is ~0 there).
+        C = np.atleast_2d(C)
+        hole = 0.5 * np.exp(-((C - where) ** 2).sum(1) / 0.0005)
+        return _quad(C) - hole[:, None]
+
+    result, messages = _run(dip, budget=12, verify=4, preference=[0.7, 0.3])
+    text = [m for m in messages if "leave-one-out" in m]
+    assert len(text) == 1 and "'a'" in text[0] and "'b'" in text[0]
+    assert text[0] in result.warnings and text[0] in result.summary()["warnings"]
+
+
+def test_well_fitted_study_gives_no_warning() -> None:
+    result, messages = _run(_quad, budget=12, verify=4, preference=[1.0, 1.0])
+    assert messages == [] and result.warnings == []
+
+
+def test_selected_unevaluated_corner_warns() -> None:
+    def rising(C: np.ndarray) -> np.ndarray:
+        C = np.atleast_2d(C)  # task a rises with c_a, b with c_b: the best is corner (1, 1)
+        return np.column_stack([C[:, 0] - 0.3 * C[:, 1] ** 2, C[:, 1] - 0.3 * C[:, 0] ** 2])
+
+    result, messages = _run(rising, budget=12, verify=0, preference=[1.0, 1.0])
+    c = result.front.coefficients[result.selected]
+    assert np.all(c > 0.97)
+    text = [m for m in messages if "outside the region the search evaluated" in m]
+    assert len(text) == 1 and text[0] in result.warnings
+    # Verified, the same selection is measured: no extrapolation warning.
+    _, messages = _run(rising, budget=12, verify=3, preference=[1.0, 1.0])
+    assert not [m for m in messages if "outside the region" in m]
+
+
+def test_no_tradeoff_warns() -> None:
+    def agree(C: np.ndarray) -> np.ndarray:
+        C = np.atleast_2d(C)
+        d = ((C - 0.6) ** 2).sum(1)
+        return np.column_stack([1 - d, 0.5 - 2 * d])
+
+    _, messages = _run(agree, budget=12, verify=2, preference=[1.0, 1.0])
+    text = [m for m in messages if "no trade-off" in m]
+    assert len(text) == 1 and "(0.6, 0.6)" in text[0]
+
+
+def test_check_functions_on_arrays() -> None:
+    tasks = [Task("a"), Task("b", direction="min")]
+    P = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3]])
+    diag = {"a": {"loo_rmse": 0.01}, "b": {"loo_rmse": 0.01}}
+    assert verified_error_check(P, P + 0.005, diag, tasks) is None
+    msg = verified_error_check(P, P + np.array([0.1, 0.0]), diag, tasks)
+    assert msg is not None and "'a'" in msg and "'b'" not in msg
+    # One verified point says nothing.
+    real = np.full_like(P, np.nan)
+    real[0] = P[0] + 1
+    assert verified_error_check(P, real, diag, tasks) is None
+
+    square = np.array([[0, 0], [1, 0], [0, 1], [1, 1], [0.5, 0.5]], float)
+    lo, hi = np.zeros(2), np.ones(2)
+    assert extrapolation_check([0.5, 0.5], square, lo, hi, ["x", "y"], False) is None
+    assert extrapolation_check([0.9, 0.9], square[:3], lo, hi, ["x", "y"], False) is not None
+    assert extrapolation_check([0.9, 0.9], square[:3], lo, hi, ["x", "y"], True) is None
+
+    # Direction matters: "b" is minimised, so [0.9, 0.1] is best on both.
+    F = np.array([[0.9, 0.1], [0.5, 0.5], [0.1, 0.9]])
+    Y = np.array([[0.0, 0.0], [1.0, 1.0]])
+    assert tradeoff_check(F, F, Y, tasks) is not None
+    assert tradeoff_check(F, F, Y, [Task("a"), Task("b")]) is None
+
+
+def test_zero_and_duplicate_task_vectors_warn() -> None:
+    torch = pytest.importorskip("torch")
+    from mapframe.merging import TaskVectors
+
+    g = torch.Generator().manual_seed(0)
+    base = {"w": torch.randn(4, 3, generator=g), "b": torch.randn(3, generator=g)}
+    ft = {k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in base.items()}
+    other = {k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in base.items()}
+    with pytest.warns(MapframeWarning) as caught:
+        tv = TaskVectors(base, [ft, dict(base), dict(ft), other],
+                         task_names=["x", "same", "x2", "y"],
+                         sources=["x.pt", "base-copy.pt", "x-again.pt", "y.pt"])
+    messages = [str(w.message) for w in caught]
+    assert any("'same' is zero" in m and "base-copy.pt" in m for m in messages)
+    assert any("'x', 'x2' are identical" in m for m in messages)
+    assert len(tv.degeneracies()) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert TaskVectors(base, [ft, other]).degeneracies() == []
