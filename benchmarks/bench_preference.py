@@ -31,8 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import DigitsProblem
-from mapframe import MergeStudy
+from benchmarks.common import DigitsProblem, map_budget, map_front, preference_scores
 from mapframe.examples.digits import TASKS
 
 N_PREFERENCES = 20
@@ -67,17 +66,8 @@ def ta_with_preference(problem: DigitsProblem, P: np.ndarray) -> np.ndarray:
 
 def _map_scores(problem: DigitsProblem, strategy: Any, budget: int, P: np.ndarray,
                 seed: int) -> tuple[np.ndarray, np.ndarray]:
-    res = MergeStudy(evaluator={"name": "digits", "tasks": problem.tasks,
-                                "split": "validation"},
-                     checkpoints={"pretrained": problem.checkpoints["pretrained"],
-                                  "finetuned": problem.checkpoints["finetuned"]},
-                     merge_strategy=strategy, budget=budget, seed=seed).run()
-    test_ev = problem.evaluator(strategy, "test")
-    F_test = test_ev.evaluate(res.front.coefficients)
-    picked = np.argmax(res.front.predicted @ P.T, axis=0)  # per preference, by prediction
-    selected = np.einsum("kn,kn->k", F_test[picked], P)
-    best = np.max(F_test @ P.T, axis=0)
-    return selected, best
+    res, F_test = map_front(problem, strategy, budget, seed)
+    return preference_scores(res.front.predicted, F_test, P)
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -87,7 +77,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         problem = DigitsProblem.make(list(TASKS[:n]))
         rng = np.random.default_rng(1000 + n)
         P = rng.dirichlet(np.ones(n), size=N_PREFERENCES)
-        budget = max((n + 1) * (n + 2), 20)
+        budget = map_budget(n)
         scores: dict[str, np.ndarray] = {}
         evals: dict[str, int] = {}
         scores["MAP (selected)"], scores["MAP (best on front)"] = _map_scores(

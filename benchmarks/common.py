@@ -9,12 +9,16 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mapframe.examples import digits
 from mapframe.merging import Merger, TaskArithmetic, TaskVectors
 from mapframe.metrics import pareto_mask
+
+if TYPE_CHECKING:
+    from mapframe.results import StudyResult
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,6 +66,36 @@ class DigitsProblem:
         F = self.evaluate(grid, "test")
         mask = pareto_mask(F)
         return grid[mask], F[mask]
+
+
+def map_budget(n: int) -> int:
+    """MAP's evaluation budget in the preference benchmarks: twice the quadratic surrogate's
+    (N+1)(N+2)/2 coefficients, at least 20."""
+    return max((n + 1) * (n + 2), 20)
+
+
+def map_front(problem: DigitsProblem, strategy: object, budget: int, seed: int,
+              search_bounds: tuple[float, float] = (0.0, 1.0)) -> tuple[StudyResult, np.ndarray]:
+    """Plain MAP with ``strategy`` searching on the validation split; its result and the
+    *test*-split metrics of its front points (scoring them is not charged to the budget)."""
+    from mapframe import MergeStudy
+
+    res = MergeStudy(evaluator={"name": "digits", "tasks": problem.tasks,
+                                "split": "validation"},
+                     checkpoints={"pretrained": problem.checkpoints["pretrained"],
+                                  "finetuned": problem.checkpoints["finetuned"]},
+                     merge_strategy=strategy, budget=budget, seed=seed,
+                     search_bounds=search_bounds).run()
+    return res, problem.evaluator(strategy, "test").evaluate(res.front.coefficients)
+
+
+def preference_scores(predicted: np.ndarray, F_test: np.ndarray,
+                      P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per preference p (rows of ``P``): the test score Σ p_i m_i of the front point with the
+    best *predicted* score (what a user gets), and the best test score on the front (picked on
+    test: an upper bound)."""
+    picked = np.argmax(predicted @ P.T, axis=0)
+    return np.einsum("kn,kn->k", F_test[picked], P), np.max(F_test @ P.T, axis=0)
 
 
 def mean_std(rows: list[dict], key: str, fmt: str = ".3f") -> str:

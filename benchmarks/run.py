@@ -32,6 +32,10 @@ BENCHMARKS = {
     "nested": ("Nested MAP vs Plain MAP on many tasks", "benchmarks.bench_nested"),
     "peers": ("Head-to-head: mapframe vs BoTorch, Optuna, random and grid search",
               "benchmarks.bench_peers"),
+    "verification": ("Verification rule and handed-over front (peers setting, N = 3)",
+                     "benchmarks.bench_verification"),
+    "acquisition": ("Adaptive search: BoTorch qLogNEHVI in the front sampler's loop vs the "
+                    "front sampler", "benchmarks.bench_acquisition"),
     "vision": ("Vision plugin: the CLIP evaluator's cost per evaluation",
                "benchmarks.bench_vision"),
     "llm": ("LLM plugin: memory and merge throughput on sharded multi-GB checkpoints",

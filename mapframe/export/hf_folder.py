@@ -12,11 +12,12 @@ transformers import.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "hf_source_folder",
     "parse_size",
     "shard_names",
+    "staged_export_folder",
     "write_hf_folder",
 ]
 
@@ -98,6 +100,32 @@ def _copy_side_files(source: Path, target: Path) -> None:
             shutil.copy2(f, target / f.name)
 
 
+@contextlib.contextmanager
+def staged_export_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A folder to build an export in, beside ``path``, moved to ``path`` when the block
+    completes (removed if it raises); an existing ``path`` is replaced only when it is an
+    earlier mapframe export (it holds :data:`EXPORT_MARKER`). The files get the user's
+    usual mode (safetensors writes 0600)."""
+    out = Path(path)
+    if out.exists() and not (out / EXPORT_MARKER).is_file():
+        raise CheckpointError(
+            f"cannot export the merged model to {out}: it exists and is not an earlier "
+            "mapframe export; choose another path or remove it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    give_default_mode(*(f for f in out.iterdir() if f.is_file()))
+
+
 def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
@@ -124,18 +152,9 @@ def write_hf_folder(
     """
     from safetensors.torch import save_file
 
-    out = Path(path)
     if max_shard_bytes < 1:
         raise ConfigError(f"max_shard_bytes must be positive, got {max_shard_bytes!r}")
-    if out.exists() and not (out / EXPORT_MARKER).is_file():
-        raise CheckpointError(
-            f"cannot export the merged model to {out}: it exists and is not an earlier "
-            "mapframe export; choose another path or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with staged_export_folder(path) as tmp:
         if source_folder is not None:
             _copy_side_files(Path(source_folder), tmp)
         merged = list(task_vectors.keys())
@@ -183,11 +202,4 @@ def write_hf_folder(
                 target.write_bytes(content)
             else:
                 target.write_text(content, encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    give_default_mode(*out.iterdir())  # safetensors writes 0600
-    return out
+    return Path(path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -432,6 +433,9 @@ def test_export_writes_a_folder_that_from_pretrained_loads(llama: dict, gpt2: di
     assert "config.json" in support and support <= {f.name for f in out.iterdir()}
     assert json.loads((out / "mapframe_merge.json").read_text())["mapframe.coefficients"] == {
         "x": 0.6}
+    mask = os.umask(0)
+    os.umask(mask)  # every file gets the user's usual mode (safetensors writes 0600)
+    assert {f.stat().st_mode & 0o777 for f in out.iterdir()} == {0o666 & ~mask}
     loaded = resident(cls, out, dtype)
     model = resident(cls, root / "base", dtype)
     params = bind_resident(model, tv)

@@ -197,6 +197,27 @@ class HFEvaluator(ModelEvaluator):
             tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
         return tok
 
+    def load_causal_lm(self, attn_implementation: str | None = None) -> Any:
+        """The pretrained causal LM of :meth:`base_folder`, on the evaluator's device in its
+        dtype, in eval mode without gradients (every merge overwrites its weights)."""
+        from transformers import AutoModelForCausalLM
+
+        folder = self.base_folder()
+        kwargs: dict[str, Any] = {"dtype": self._torch_dtype,
+                                  "trust_remote_code": self._trust_remote_code}
+        if attn_implementation:
+            kwargs["attn_implementation"] = attn_implementation
+        try:
+            model: Any = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(
+                f"evaluator {self.name!r}: transformers cannot build a causal LM from {folder} "
+                f"({exc}); the pretrained checkpoint must be a causal language model folder"
+            ) from None
+        model = model.to(self.model_device()).eval()
+        model.requires_grad_(False)
+        return model
+
     def model_device(self) -> torch.device:
         """The torch device the ``device`` setting resolved to (known after :meth:`setup`)."""
         device: torch.device | None = getattr(self, "_device", None)

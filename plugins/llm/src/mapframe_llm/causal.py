@@ -174,23 +174,7 @@ class CausalLMEvaluator(HFEvaluator):
     def build_model(self) -> torch.nn.Module:
         """The pretrained causal LM, on the evaluator's device in its dtype (every merge
         overwrites its weights)."""
-        from transformers import AutoModelForCausalLM
-
-        folder = self.base_folder()
-        kwargs: dict[str, Any] = {"dtype": self._torch_dtype,
-                                  "trust_remote_code": self._trust_remote_code}
-        if self._attn:
-            kwargs["attn_implementation"] = self._attn
-        try:
-            model: Any = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
-        except (OSError, ValueError, KeyError) as exc:
-            raise ConfigError(
-                f"evaluator 'causal_lm': transformers cannot build a causal LM from {folder} "
-                f"({exc}); the pretrained checkpoint must be a causal language model folder"
-            ) from None
-        model = model.to(self.model_device()).eval()
-        model.requires_grad_(False)
-        return model
+        return self.load_causal_lm(self._attn)  # type: ignore[no-any-return]
 
     def prepare(self) -> None:
         """Read every task's records and tokenise those the built-in metric scores."""

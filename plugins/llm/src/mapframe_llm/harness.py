@@ -476,23 +476,8 @@ class LMEvalHarnessEvaluator(HFEvaluator):
         """The pretrained causal LM on the evaluator's device, in its dtype, wrapped once in
         lm-eval's ``HFLM`` (every merge overwrites its weights); the lm-eval tasks are built
         first unless :attr:`tasks` already built them."""
-        from transformers import AutoModelForCausalLM
-
         self._ensure_lm_tasks()
-        folder = self.base_folder()
-        kwargs: dict[str, Any] = {"dtype": self._torch_dtype,
-                                  "trust_remote_code": self._trust_remote_code}
-        if self._attn:
-            kwargs["attn_implementation"] = self._attn
-        try:
-            model: Any = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
-        except (OSError, ValueError, KeyError) as exc:
-            raise ConfigError(
-                f"evaluator 'lm_eval': transformers cannot build a causal LM from {folder} "
-                f"({exc}); the pretrained checkpoint must be a causal language model folder"
-            ) from None
-        model = model.to(self.model_device()).eval()
-        model.requires_grad_(False)
+        model = self.load_causal_lm(self._attn)
         from lm_eval.models.huggingface import HFLM
 
         # Wrapped before the merged tensors are bound: HFLM ties weights on construction.

@@ -548,15 +548,9 @@ class StreamedTaskVectors(TaskVectors):
             return super().export_merged(merge, out, metadata)
         if max_shard_bytes < 1:
             raise ConfigError(f"max_shard_bytes must be positive, got {max_shard_bytes!r}")
-        if out.exists() and not (out / EXPORT_MARKER).is_file():
-            raise CheckpointError(
-                f"cannot export the merged model to {out}: it exists and is not an earlier "
-                "mapframe export; choose another path or remove it")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
+        from mapframe.export.hf_folder import shard_names, staged_export_folder
+
+        with staged_export_folder(out) as tmp:
             base = self.base_folder
             if base.path.is_dir():
                 for f in sorted(base.path.iterdir()):
@@ -575,9 +569,9 @@ class StreamedTaskVectors(TaskVectors):
             weight_map: dict[str, str] = {}
             total = 0
             meta = {"format": "pt", **dict(metadata or {})}
+            names = shard_names(len(shards))
             for i, group in enumerate(shards):
-                name = ("model.safetensors" if len(shards) == 1
-                        else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors")
+                name = names[i]
                 tensors: dict[str, torch.Tensor] = {}
                 for k in group:
                     info = base.info(k)
@@ -599,12 +593,6 @@ class StreamedTaskVectors(TaskVectors):
                 except ValueError:
                     info_out[k] = v
             (tmp / EXPORT_MARKER).write_text(json.dumps(info_out, indent=1))
-            if out.exists():
-                shutil.rmtree(out)
-            tmp.rename(out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return out
 
     def close(self) -> None:

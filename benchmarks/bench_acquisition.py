@@ -1,0 +1,174 @@
+"""BoTorch's qLogNEHVI as the acquisition of the front sampler's loop, against the front sampler.
+
+Issue 20 asked for the adaptive search to be built on BoTorch (qLogNEHVI, `optimize_acqf`
+over the continuous box). This benchmark keeps everything of the `front` sampler's loop
+(`mapframe/samplers/front.py`) and swaps only how each round's batch is chosen:
+
+- **front sampler** (`sampler: front`, defaults): one exact GP per task (mapframe's
+  `fit_gp`), the predicted Pareto set solved on the posterior means, the batch picked from it
+  by hypervolume gain over the measured front;
+- **BoTorch qLogNEHVI** (`QLogNEHVISampler` below, a subclass of the front sampler that
+  overrides its per-round pick): coefficients scaled to the unit cube, metrics turned into
+  maximisation, one `SingleTaskGP` per task (`Standardize` outcome transform) in a
+  `ModelListGP`, `fit_gpytorch_mll`, `qLogNoisyExpectedHypervolumeImprovement` (reference point
+  `infer_reference_point` of the measured front, `X_baseline` every measured point,
+  `prune_baseline`, 64 Sobol' QMC samples), `optimize_acqf` over the box with 4 restarts and
+  256 raw samples (`batch_limit` 5, `maxiter` 200), the batch of 3 chosen sequentially.
+  Candidates within 1e-3 (max-norm) of a measured point are replaced by fresh Sobol' points,
+  as in the front sampler.
+
+Both run inside `MergeStudy` (no verification) with the same initial design, the first
+2 (N + 1) points of the same scrambled Sobol' sequence, and then batches of 3. The setting and
+scoring are the peers benchmark's (`benchmarks/bench_peers.py`, imported): the digits example
+at N = 3 (rot90, flip, roll), search on the validation split, every set scored on the test
+split against the Pareto front of a 21^3 grid. **HV fraction**: the test hypervolume of the
+points that no other evaluated point dominates on validation (the peers' rule), over the
+ground truth's. **Own overhead**: wall time not spent evaluating, until the B-th evaluation.
+One study per method and seed runs to the largest budget and is scored at every budget from
+its first B evaluations (both methods pick their batches greedily, so the first B points are
+what a study with budget B proposes, up to the last batch being cut).
+
+qLogNEHVI costs tens of seconds to minutes of own overhead per study, so the default run is
+**seed 0 only at budgets 10 / 20 / 30** (`--quick`: 10 / 20); one seed is a reading, not a
+ranking.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, ClassVar
+
+import numpy as np
+
+from benchmarks.bench_peers import TASKS, TRUTH, _black_box, _setting
+from mapframe import MergeStudy
+from mapframe.problem import SearchSpace
+from mapframe.samplers.base import SamplerContext
+from mapframe.samplers.front import _TOO_CLOSE, FrontSampler
+
+N = 3
+BUDGETS = [10, 20, 30]
+QUICK_BUDGETS = [10, 20]
+SEEDS = [0]
+METHODS = ("front sampler", "BoTorch qLogNEHVI")
+#: The BoTorch settings of the loop (those of the 2026-12-02 prototype).
+QLOGNEHVI_SETTINGS = {"mc_samples": 64, "num_restarts": 4, "raw_samples": 256, "batch": 3}
+
+
+class QLogNEHVISampler(FrontSampler):
+    """The front sampler's loop (initial Sobol' design, batches, fallback) with BoTorch's
+    qLogNEHVI, optimised over the box by ``optimize_acqf``, choosing each round's batch.
+    For this benchmark only; needs botorch."""
+
+    name: ClassVar[str] = "bench-qlognehvi"
+
+    def __init__(self, mc_samples: int = 64, num_restarts: int = 4, raw_samples: int = 256,
+                 batch: int = 3) -> None:
+        super().__init__(batch=batch)
+        self.mc_samples, self.num_restarts = int(mc_samples), int(num_restarts)
+        self.raw_samples = int(raw_samples)
+
+    def _front_picks(self, n: int, space: SearchSpace, context: SamplerContext,
+                     X: np.ndarray, Y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        import torch
+        from botorch.acquisition.multi_objective.logei import (
+            qLogNoisyExpectedHypervolumeImprovement,
+        )
+        from botorch.fit import fit_gpytorch_mll
+        from botorch.models import ModelListGP, SingleTaskGP
+        from botorch.models.transforms.outcome import Standardize
+        from botorch.optim.optimize import optimize_acqf
+        from botorch.sampling import SobolQMCNormalSampler
+        from botorch.utils.multi_objective.hypervolume import infer_reference_point
+        from botorch.utils.multi_objective.pareto import is_non_dominated
+        from gpytorch.mlls import SumMarginalLogLikelihood
+
+        seed = int(rng.integers(1 << 31))
+        torch.manual_seed(seed)
+        lo, width = space.lower, space.upper - space.lower
+        signs = np.array([t.sign for t in context.tasks], dtype=float)
+        Xt = torch.as_tensor((X - lo) / width, dtype=torch.double)
+        Yt = torch.as_tensor(Y * signs, dtype=torch.double)  # every task maximised
+        d = X.shape[1]
+        bounds = torch.stack([torch.zeros(d, dtype=torch.double),
+                              torch.ones(d, dtype=torch.double)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = ModelListGP(*[SingleTaskGP(Xt, Yt[:, j:j + 1],
+                                               outcome_transform=Standardize(m=1))
+                                  for j in range(Yt.shape[1])])
+            fit_gpytorch_mll(SumMarginalLogLikelihood(model.likelihood, model))
+            ref = infer_reference_point(Yt[is_non_dominated(Yt)])
+            acq = qLogNoisyExpectedHypervolumeImprovement(
+                model=model, ref_point=ref.tolist(), X_baseline=Xt, prune_baseline=True,
+                sampler=SobolQMCNormalSampler(sample_shape=torch.Size([self.mc_samples]),
+                                              seed=seed))
+            cand, _ = optimize_acqf(acq, bounds=bounds, q=n, num_restarts=self.num_restarts,
+                                    raw_samples=self.raw_samples,
+                                    options={"batch_limit": 5, "maxiter": 200},
+                                    sequential=True)
+        C = cand.detach().numpy()
+        gap = np.abs(C[:, None, :] - Xt.numpy()[None, :, :]).max(axis=2).min(axis=1)
+        C = C[gap >= _TOO_CLOSE]  # the caller tops up with fresh Sobol' points
+        return np.clip(lo + C * width, space.lower, space.upper)
+
+
+def _job(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """One study of ``job["method"]`` to the largest budget, scored at every budget."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    method, seed, budgets = job["method"], job["seed"], job["budgets"]
+    problem, scorer = _setting(N)
+    sampler = (FrontSampler() if method == "front sampler"
+               else QLogNEHVISampler(**QLOGNEHVI_SETTINGS))
+    bb = _black_box(problem, N, max(budgets))
+    bb.start()
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        MergeStudy(objective=bb, tasks=problem.val.tasks, budget=max(budgets), seed=seed,
+                   sampler=sampler).run()
+    print(f"  {method} seed {seed}: {time.perf_counter() - t:.0f} s", flush=True)
+    rows = []
+    for b in budgets:
+        X, F = bb.arrays(b)
+        rows.append({"method": method, "seed": seed, "budget": b,
+                     "hv_fraction": scorer.proposed(X, F)["hv_fraction"],
+                     "overhead_s": bb.overhead_at(b), "eval_s": bb.eval_before[b - 1]})
+    return rows
+
+
+def run(quick: bool = False, workers: int = 2) -> dict[str, Any]:
+    budgets = QUICK_BUDGETS if quick else BUDGETS
+    _, scorer = _setting(N)  # the ground truth once, before the workers start
+    todo = [{"method": m, "seed": s, "budgets": budgets} for s in SEEDS for m in METHODS]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        rows = [r for part in pool.map(_job, todo) for r in part]
+    return {"n": N, "tasks": TASKS[:N], "truth": list(TRUTH[N]),
+            "truth_front_size": len(scorer.truth), "budgets": budgets, "seeds": SEEDS,
+            "methods": list(METHODS), "qlognehvi": QLOGNEHVI_SETTINGS, "rows": rows}
+
+
+def report(data: dict[str, Any]) -> str:
+    budgets = data["budgets"]
+    lines = [f"N = {data['n']} (tasks {', '.join(data['tasks'])}); seeds {data['seeds']}; "
+             f"ground truth: a grid of {data['truth'][1] ** data['n']} points on test, "
+             f"{data['truth_front_size']} on its front. qLogNEHVI settings: "
+             + ", ".join(f"{k} {v}" for k, v in data["qlognehvi"].items())
+             + ". Each cell: HV fraction (test) / own overhead in seconds (mean over seeds); "
+             "both studies ran at the same time, one per core, on a shared machine.", "",
+             "| method | " + " | ".join(f"B = {b}" for b in budgets) + " |",
+             "|---|" + "---|" * len(budgets)]
+    for m in data["methods"]:
+        cells = []
+        for b in budgets:
+            rows = [r for r in data["rows"] if r["method"] == m and r["budget"] == b]
+            cells.append(f"{np.mean([r['hv_fraction'] for r in rows]):.3f} / "
+                         f"{np.mean([r['overhead_s'] for r in rows]):.1f}")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
