@@ -45,7 +45,8 @@ and `soup` (coefficients only weight an average) are left to the preference benc
 from __future__ import annotations
 
 import time
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import numpy as np
 
@@ -105,20 +106,22 @@ def cost(problem: DigitsProblem, spec: Any, reps: int = 10) -> dict[str, float]:
     """Prepare and per-evaluation cost of one strategy on ``problem`` (see the module doc)."""
     import torch
 
-    from mapframe.merging import Merger
+    from mapframe.merging import Merger, MergeStrategy
     from mapframe.plugin import get_registry
 
     n = len(problem.tasks)
     tv = problem.task_vectors
     assert tv is not None
-    reg = get_registry()
-    Merger(reg.create("merge_strategy", spec), tv)  # warm-up (lazy imports, first SVDs)
+
+    def strategy() -> MergeStrategy:
+        return cast("MergeStrategy", get_registry().create("merge_strategy", spec))
+
+    Merger(strategy(), tv)  # warm-up (lazy imports, first SVDs)
     t = time.perf_counter()
-    Merger(reg.create("merge_strategy", spec), tv)
+    Merger(strategy(), tv)
     prepare_s = time.perf_counter() - t
     holder: list[Any] = []
-    _, kept = _torch_peak_bytes(
-        lambda: holder.append(Merger(reg.create("merge_strategy", spec), tv)))
+    _, kept = _torch_peak_bytes(lambda: holder.append(Merger(strategy(), tv)))
     merger = holder[0]
     out = {k: torch.empty((1, *tv.base(k).shape), dtype=tv.base(k).dtype) for k in tv.keys()}
     C = np.random.default_rng(0).uniform(0.0, 1.0, (reps, n))
@@ -154,55 +157,70 @@ def _hv(F: np.ndarray, ref: np.ndarray, U: np.ndarray | None, box: float) -> flo
     return box * float(mc_dominated(F, U).mean())
 
 
+def new_results(seeds: list[int], names: list[str]) -> dict[str, Any]:
+    """An empty results dict; :func:`run_setting` adds one N to it."""
+    return {"ns": [], "seeds": seeds, "strategies": names, "settings": {}, "runs": [],
+            "costs": [], "preferences": N_PREFERENCES, "mc_points": MC_POINTS,
+            "mc_from_n": MC_HV_FROM_N}
+
+
+def run_setting(out: dict[str, Any], problem: Any) -> None:
+    """Every strategy of ``out`` on ``problem`` (a :class:`DigitsProblem` or anything with its
+    ``tasks``, ``checkpoints``, ``task_vectors``, ``evaluator`` and ``evaluator_spec``): cost,
+    fitted scale, MAP per box and seed, then the hypervolume fractions against the pooled
+    front of this N."""
+    n = len(problem.tasks)
+    P = preferences(n)
+    budget = map_budget(n)
+    fronts: list[tuple[dict[str, Any], np.ndarray]] = []
+    for name in out["strategies"]:
+        spec = STRATEGIES[name]
+        alpha, scale_acc = fit_scale(problem, spec)
+        out["costs"].append({"n": n, "strategy": name, "alpha": alpha,
+                             "scale_accuracy": scale_acc, **cost(problem, spec)})
+        for box, hi in zip(BOXES, (1.0, 2.0 * alpha)):
+            for seed in out["seeds"]:
+                t = time.perf_counter()
+                res, F_test = map_front(problem, spec, budget, seed, (0.0, hi),
+                                        skip_failed=True)
+                wall = time.perf_counter() - t
+                ok = np.isfinite(F_test).all(axis=1)  # merges that raised are dropped
+                F_test = F_test[ok]
+                selected, best = preference_scores(res.front.predicted[ok], F_test, P)
+                row = {"n": n, "strategy": name, "box": box, "upper": hi, "seed": seed,
+                       "budget": budget + (len(SCALES) if box != BOXES[0] else 0),
+                       "front_size": len(F_test), "failed_merges": int((~ok).sum()),
+                       "pref": float(100 * selected.mean()),
+                       "pref_std": float(100 * selected.std()),
+                       "pref_best": float(100 * best.mean()), "wall_s": wall}
+                out["runs"].append(row)
+                fronts.append((row, F_test[pareto_mask(F_test)]))
+        print(f"  N = {n} {name}: done", flush=True)
+    pooled = np.vstack([F for _, F in fronts])
+    pooled = pooled[pareto_mask(pooled)]
+    ref = reference_point(pooled, margin=0.1)
+    U, volume = None, 1.0
+    if n >= MC_HV_FROM_N:
+        top = pooled.max(axis=0)
+        volume = float(np.prod(top - ref))
+        U = np.random.default_rng(MC_SEED).uniform(ref, top, (MC_POINTS, n))
+    hv_pooled = _hv(pooled, ref, U, volume)
+    for row, F in fronts:
+        row["hv_fraction"] = _hv(F, ref, U, volume) / hv_pooled
+    out["ns"].append(n)
+    out["settings"][str(n)] = {"tasks": list(problem.tasks), "budget": budget,
+                               "reference_point": ref.tolist(),
+                               "pooled_front_size": len(pooled)}
+
+
 def run(quick: bool = False, ns: list[int] | None = None,
         strategies: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    ns = ns or ([2, 4] if quick else NS)
-    seeds = SEEDS[:1] if quick else SEEDS
-    names = strategies or list(STRATEGIES)
-    out: dict[str, Any] = {"ns": ns, "seeds": seeds, "strategies": names, "settings": {},
-                           "runs": [], "costs": [], "preferences": N_PREFERENCES,
-                           "mc_points": MC_POINTS, "mc_from_n": MC_HV_FROM_N}
-    for n in ns:
-        problem = DigitsProblem.make(list(TASKS[:n]))
-        P = preferences(n)
-        budget = map_budget(n)
-        fronts: list[tuple[dict[str, Any], np.ndarray]] = []
-        for name in names:
-            spec = STRATEGIES[name]
-            alpha, scale_acc = fit_scale(problem, spec)
-            out["costs"].append({"n": n, "strategy": name, "alpha": alpha,
-                                 "scale_accuracy": scale_acc, **cost(problem, spec)})
-            for box, hi in zip(BOXES, (1.0, 2.0 * alpha)):
-                for seed in seeds:
-                    t = time.perf_counter()
-                    res, F_test = map_front(problem, spec, budget, seed, (0.0, hi))
-                    wall = time.perf_counter() - t
-                    selected, best = preference_scores(res.front.predicted, F_test, P)
-                    row = {"n": n, "strategy": name, "box": box, "upper": hi, "seed": seed,
-                           "budget": budget + (len(SCALES) if box != BOXES[0] else 0),
-                           "front_size": len(F_test), "pref": float(100 * selected.mean()),
-                           "pref_std": float(100 * selected.std()),
-                           "pref_best": float(100 * best.mean()), "wall_s": wall}
-                    out["runs"].append(row)
-                    fronts.append((row, F_test[pareto_mask(F_test)]))
-            print(f"  N = {n} {name}: done", flush=True)
-        pooled = np.vstack([F for _, F in fronts])
-        pooled = pooled[pareto_mask(pooled)]
-        ref = reference_point(pooled, margin=0.1)
-        U, box = None, 1.0
-        if n >= MC_HV_FROM_N:
-            hi = pooled.max(axis=0)
-            box = float(np.prod(hi - ref))
-            U = np.random.default_rng(MC_SEED).uniform(ref, hi, (MC_POINTS, n))
-        hv_pooled = _hv(pooled, ref, U, box)
-        for row, F in fronts:
-            row["hv_fraction"] = _hv(F, ref, U, box) / hv_pooled
-        out["settings"][str(n)] = {"tasks": problem.tasks, "budget": budget,
-                                   "reference_point": ref.tolist(),
-                                   "pooled_front_size": len(pooled)}
+    out = new_results(SEEDS[:1] if quick else SEEDS, strategies or list(STRATEGIES))
+    for n in ns or ([2, 4] if quick else NS):
+        run_setting(out, DigitsProblem.make(list(TASKS[:n])))
     return out
 
 
@@ -214,6 +232,10 @@ def _stats(data: dict[str, Any], n: int, name: str, box: str,
     v = np.array([r[key] for r in data["runs"]
                   if r["n"] == n and r["strategy"] == name and r["box"] == box])
     return (float(v.mean()), float(v.std())) if len(v) else (np.nan, np.nan)
+
+
+def _mean_of(data: dict[str, Any], n: int, col: tuple[str, str], name: str) -> float:
+    return _stats(data, n, name, *col)[0]
 
 
 def _cost(data: dict[str, Any], n: int, name: str) -> dict[str, Any] | None:
@@ -274,8 +296,9 @@ def report(data: dict[str, Any]) -> str:
     mc = (f"Monte-Carlo hypervolumes ({data['mc_points']:,} fixed uniform points) from N = "
           f"{data['mc_from_n']} on")
     lines = [f"Mean ± std over seeds {data['seeds']}; {data['preferences']} preferences per N; "
-             f"{mc}. Cost columns: one torch thread, one measurement per strategy and N. The "
-             "best mean per column in **bold**.", ""]
+             f"{mc}. Cost columns: one torch thread, one measurement per strategy and N on a "
+             "machine shared with other jobs (expect outliers; compare orders of magnitude). "
+             "The best mean per column in **bold**.", ""]
     for n in data["ns"]:
         st = data["settings"][str(n)]
         names = [s for s in data["strategies"] if _cost(data, n, s)]
@@ -287,8 +310,7 @@ def report(data: dict[str, Any]) -> str:
                   "| peak MB / merge | prepare s | kept MB |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         cols = [(box, key) for box in BOXES for key in ("hv_fraction", "pref")]
-        best = {col: max(names, key=lambda s, col=col: _stats(data, n, s, *col)[0])
-                for col in cols}
+        best = {col: max(names, key=partial(_mean_of, data, n, col)) for col in cols}
         for s in names:
             c = _cost(data, n, s)
             assert c is not None
@@ -302,6 +324,13 @@ def report(data: dict[str, Any]) -> str:
                 f"{c['eval_ms']:.1f} | {c['peak_mb']:.2f} | {c['prepare_s']:.2f} | "
                 f"{c['kept_mb']:.2f} |")
         lines.append("")
+    failed = [r for r in data["runs"] if r.get("failed_merges")]
+    if failed:
+        lines += ["Merges that raised when the front was scored on test (dropped from that "
+                  "front): " + "; ".join(
+                      f"`{r['strategy']}` N = {r['n']} box `{r['box']}` seed {r['seed']}: "
+                      f"{r['failed_merges']} of {r['front_size'] + r['failed_merges']}"
+                      for r in failed) + ".", ""]
     lines += ["Reading (generated from the numbers above; within a box every strategy had the "
               "same evaluations, so the best front per evaluation spent is the best HV "
               "fraction):", "", *reading(data), ""]

@@ -9,7 +9,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -54,6 +54,10 @@ class DigitsProblem:
         ev.setup(Merger(strat, self.task_vectors))  # type: ignore[arg-type]
         return ev
 
+    def evaluator_spec(self, split: str) -> dict[str, object]:
+        """The evaluator's config for a study on ``split``."""
+        return {"name": "digits", "tasks": self.tasks, "split": split}
+
     def evaluate(self, C: np.ndarray, split: str = "test", chunk: int = 512) -> np.ndarray:
         ev = self.test if split == "test" else self.val
         C = np.atleast_2d(C)
@@ -74,19 +78,35 @@ def map_budget(n: int) -> int:
     return max((n + 1) * (n + 2), 20)
 
 
-def map_front(problem: DigitsProblem, strategy: object, budget: int, seed: int,
-              search_bounds: tuple[float, float] = (0.0, 1.0)) -> tuple[StudyResult, np.ndarray]:
+def map_front(problem: Any, strategy: Any, budget: int, seed: int,
+              search_bounds: tuple[float, float] = (0.0, 1.0),
+              skip_failed: bool = False) -> tuple[StudyResult, np.ndarray]:
     """Plain MAP with ``strategy`` searching on the validation split; its result and the
-    *test*-split metrics of its front points (scoring them is not charged to the budget)."""
+    *test*-split metrics of its front points (scoring them is not charged to the budget).
+    ``problem`` is a :class:`DigitsProblem` or anything with its ``tasks``, ``checkpoints``,
+    ``evaluator_spec`` and ``evaluator``. With ``skip_failed``, a front point whose merge
+    raises gets a row of NaN instead."""
     from mapframe import MergeStudy
 
-    res = MergeStudy(evaluator={"name": "digits", "tasks": problem.tasks,
-                                "split": "validation"},
+    res = MergeStudy(evaluator=problem.evaluator_spec("validation"),
                      checkpoints={"pretrained": problem.checkpoints["pretrained"],
                                   "finetuned": problem.checkpoints["finetuned"]},
                      merge_strategy=strategy, budget=budget, seed=seed,
                      search_bounds=search_bounds).run()
-    return res, problem.evaluator(strategy, "test").evaluate(res.front.coefficients)
+    ev = problem.evaluator(strategy, "test")
+    C = res.front.coefficients
+    try:
+        return res, ev.evaluate(C)
+    except Exception:
+        if not skip_failed:
+            raise
+    F = np.full((len(C), len(problem.tasks)), np.nan)
+    for i, c in enumerate(C):
+        try:
+            F[i] = ev.evaluate(c[None])[0]
+        except Exception:  # left NaN, counted by the caller
+            continue
+    return res, F
 
 
 def preference_scores(predicted: np.ndarray, F_test: np.ndarray,

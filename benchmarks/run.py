@@ -5,7 +5,8 @@
     python benchmarks/run.py --quick         # a smoke run with fewer budgets and seeds
 
 Each benchmark stores its raw numbers in benchmarks/results/<name>.json; docs/benchmarks.md is
-regenerated from all stored results, so every number there comes from a rerunnable command.
+regenerated from all stored results, so every number there comes from a rerunnable command (a
+benchmark without stored results here keeps its section of the page as it is).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ BENCHMARKS = {
     "fit_solve": ("Surrogate fit + front solve time", "benchmarks.bench_fit_solve"),
     "preference": ("Preference-weighted score: MAP vs single-model merging (Table 4)",
                    "benchmarks.bench_preference"),
+    "strategies": ("Merge strategies under MAP: front, preference score and cost per strategy",
+                   "benchmarks.bench_strategies"),
     "bayesian": ("Bayesian MAP: adaptive sampling vs Plain MAP", "benchmarks.bench_bayesian"),
     "nested": ("Nested MAP vs Plain MAP on many tasks", "benchmarks.bench_nested"),
     "peers": ("Head-to-head: mapframe vs BoTorch, Optuna, random and grid search",
@@ -38,6 +41,8 @@ BENCHMARKS = {
                     "front sampler", "benchmarks.bench_acquisition"),
     "vision": ("Vision plugin: the CLIP evaluator's cost per evaluation",
                "benchmarks.bench_vision"),
+    "strategies_vision": ("Vision plugin: merge strategies under MAP on the tiny CLIP tasks",
+                          "benchmarks.bench_strategies_vision"),
     "llm": ("LLM plugin: memory and merge throughput on sharded multi-GB checkpoints",
             "benchmarks.bench_llm"),
     "distributed": ("Executors: in-process vs process pool vs Ray vs Dask",
@@ -77,6 +82,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _sections(doc: Path) -> dict[str, str]:
+    """The sections of the current page by title (``## title`` lines), without the title."""
+    if not doc.exists():
+        return {}
+    out: dict[str, str] = {}
+    title: str | None = None
+    body: list[str] = []
+    for line in [*doc.read_text().splitlines(), "## "]:
+        if line.startswith("## "):
+            if title is not None:
+                out[title] = "\n".join(body).strip("\n")
+            title, body = line[3:].strip(), []
+        elif title is not None:
+            body.append(line)
+    return out
+
+
 def write_doc(results: Path, doc: Path) -> None:
     parts = [
         "# Benchmarks",
@@ -87,9 +109,12 @@ def write_doc(results: Path, doc: Path) -> None:
         "trustworthy than absolute times on a noisy machine.",
         "",
     ]
+    kept = _sections(doc)
     for name, (title, module) in BENCHMARKS.items():
         path = results / f"{name}.json"
-        if not path.exists():
+        if not path.exists():  # results not here: keep the page's section as it is
+            if title in kept:
+                parts += [f"## {title}", "", kept[title], ""]
             continue
         data = json.loads(path.read_text())
         meta = data["_meta"]

