@@ -71,7 +71,6 @@ from benchmarks.bench_peers import (
 )
 from benchmarks.common import mean_std
 from mapframe import MergeStudy
-from mapframe.history import coefficient_key
 from mapframe.metrics import pareto_mask, spread_subset
 
 N = 3
@@ -89,20 +88,12 @@ class SpreadVerifyStudy(MergeStudy):
     hypervolume gain over the measured front. For this benchmark only (no preference)."""
 
     def _verify(self, run: Any) -> None:
-        from mapframe.study import _verification_report
-
         if self.preference is not None:
             raise ValueError("SpreadVerifyStudy: the benchmark runs without a preference")
         t = time.perf_counter()
         if self.verify > 0:
             directions = [task.direction for task in self.tasks]
-            idx = spread_subset(run.F_front, self.verify, directions)
-            run.session.evaluate(run.X_front[idx], "verify", run.round_no, run.history)
-            for i in idx:
-                ev = run.history.get(coefficient_key(run.X_front[i]), "verify")
-                if ev is not None and ev.ok:
-                    run.real[i] = ev.metrics
-            run.verification = _verification_report(run.F_front, run.real, self.tasks)
+            self._verify_points(run, spread_subset(run.F_front, self.verify, directions))
         run.timings["verify_s"] = time.perf_counter() - t
 
 

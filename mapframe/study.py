@@ -370,13 +370,18 @@ class MergeStudy:
                 if chosen not in idx:
                     idx = np.union1d(greedy_hypervolume_subset(
                         run.F_front, self.verify - 1, directions, measured), [chosen])
-            run.session.evaluate(run.X_front[idx], "verify", run.round_no, run.history)
-            for i in idx:
-                ev = run.history.get(coefficient_key(run.X_front[i]), "verify")
-                if ev is not None and ev.ok:
-                    run.real[i] = ev.metrics
-            run.verification = _verification_report(run.F_front, run.real, self.tasks)
+            self._verify_points(run, idx)
         run.timings["verify_s"] = time.perf_counter() - t
+
+    def _verify_points(self, run: StudyRun, idx: np.ndarray) -> None:
+        """Evaluate the front rows ``idx`` for real (phase ``"verify"``), record their real
+        metrics and the verification report."""
+        run.session.evaluate(run.X_front[idx], "verify", run.round_no, run.history)
+        for i in idx:
+            ev = run.history.get(coefficient_key(run.X_front[i]), "verify")
+            if ev is not None and ev.ok:
+                run.real[i] = ev.metrics
+        run.verification = _verification_report(run.F_front, run.real, self.tasks)
 
     def _combine(self, run: StudyRun) -> None:
         """8. combine the solved front with every measured point (search and verification),

@@ -45,6 +45,18 @@ def _positive_int(name: str, value: object, allow_none: bool = False) -> int | N
     return value
 
 
+def task_range(name: str, rng: Any) -> tuple[float, float]:
+    """A task's ``range: [low, high]`` setting as floats, low < high (one-line errors)."""
+    try:
+        low, high = (float(x) for x in rng)
+    except (TypeError, ValueError):
+        raise ConfigError(f"task {name!r}: range must be [low, high] (use .inf for "
+                          f"unbounded), got {rng!r}") from None
+    if not low < high:
+        raise ConfigError(f"task {name!r}: range needs low < high, got {rng!r}")
+    return low, high
+
+
 class HFEvaluator(ModelEvaluator):
     """Base of evaluators over Hugging Face checkpoints merged into one resident model.
 

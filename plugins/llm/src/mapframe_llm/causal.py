@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from mapframe.errors import ConfigError, EvaluationError
 from mapframe.problem import Task
-from mapframe_llm.base import HFEvaluator, _positive_int
+from mapframe_llm.base import HFEvaluator, _positive_int, task_range
 from mapframe_llm.data import (
     TextTask,
     build_lm_examples,
@@ -129,14 +129,7 @@ class CausalLMEvaluator(HFEvaluator):
         direction = item.get("direction", "max")
         if direction != "max" and direction != "min":
             raise ConfigError(f"task {name!r}: direction must be max or min, got {direction!r}")
-        rng = item.get("range", [-math.inf, math.inf])
-        try:
-            low, high = (float(x) for x in rng)
-        except (TypeError, ValueError):
-            raise ConfigError(f"task {name!r}: range must be [low, high] (use .inf for "
-                              f"unbounded), got {rng!r}") from None
-        if not low < high:
-            raise ConfigError(f"task {name!r}: range needs low < high, got {rng!r}")
+        low, high = task_range(name, item.get("range", [-math.inf, math.inf]))
         path = item["scorer"] if isinstance(item["scorer"], str) else (
             f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}")
         return _ScorerSpec(path, fn, direction, low, high)

@@ -28,7 +28,7 @@ import numpy as np
 
 from mapframe.errors import ConfigError
 from mapframe.problem import Task
-from mapframe_llm.base import HFEvaluator, _positive_int
+from mapframe_llm.base import HFEvaluator, _positive_int, task_range
 
 if TYPE_CHECKING:
     import torch
@@ -130,16 +130,7 @@ def _parse_task(item: object, i: int, metric: str | None) -> HarnessTask:
     if direction not in (None, "max", "min"):
         raise ConfigError(f"task {name!r}: direction must be max or min, got {direction!r}")
     rng = item.get("range")
-    bounds: tuple[float, float] | None = None
-    if rng is not None:
-        try:
-            lo, hi = (float(x) for x in rng)
-        except (TypeError, ValueError):
-            raise ConfigError(f"task {name!r}: range must be [low, high] (use .inf for "
-                              f"unbounded), got {rng!r}") from None
-        if not lo < hi:
-            raise ConfigError(f"task {name!r}: range needs low < high, got {rng!r}")
-        bounds = (lo, hi)
+    bounds = None if rng is None else task_range(name, rng)
     return HarnessTask(name, task.strip(), m, direction, bounds)
 
 
