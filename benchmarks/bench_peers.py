@@ -114,6 +114,7 @@ the k front points that add most hypervolume to what was measured).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -128,6 +129,7 @@ import numpy as np
 from benchmarks import peers as peers_module
 from benchmarks.common import DigitsProblem, mean_std
 from benchmarks.peers import PEER_SETTINGS, PEERS, BlackBox, grid_points
+from mapframe.hypervolume import greedy_hypervolume_subset
 from mapframe.metrics import (
     hypervolume,
     inverted_generational_distance,
@@ -214,26 +216,28 @@ def truth_key(problem: DigitsProblem, kind: str, size: int) -> str:
          ]).encode()).hexdigest()[:16]
 
 
-def _truth_part(args: tuple[list[str], np.ndarray]) -> np.ndarray:
-    """Test metrics of one part of a sampled ground truth (in a worker process)."""
+def _truth_part(args: tuple[list[str], np.ndarray, str]) -> np.ndarray:
+    """Metrics of one part of a dense set on one split (in a worker process)."""
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
     torch.set_num_threads(1)
-    tasks, C = args
-    return DigitsProblem.make(tasks).evaluate(C, "test")
+    tasks, C, split = args
+    return DigitsProblem.make(tasks).evaluate(C, split)
 
 
-def _evaluate_test(problem: DigitsProblem, C: np.ndarray, workers: int) -> np.ndarray:
-    """``problem.evaluate(C, "test")``, split at multiples of 512 points over ``workers``
+def _evaluate_test(problem: DigitsProblem, C: np.ndarray, workers: int,
+                   split: str = "test") -> np.ndarray:
+    """``problem.evaluate(C, split)``, split at multiples of 512 points over ``workers``
     processes when ``problem`` is the digits problem (the same chunks as in one process)."""
     if workers <= 1 or not isinstance(problem, DigitsProblem) or len(C) < 1024:
-        return problem.evaluate(C, "test")
+        return problem.evaluate(C, split)
     per = -(-len(C) // workers)
     per = -(-per // 512) * 512
     parts = [C[i:i + per] for i in range(0, len(C), per)]
     with ProcessPoolExecutor(max_workers=len(parts)) as pool:
-        return np.vstack(list(pool.map(_truth_part, [(problem.tasks, c) for c in parts])))
+        return np.vstack(list(pool.map(_truth_part,
+                                       [(problem.tasks, c, split) for c in parts])))
 
 
 def ground_truth(problem: DigitsProblem, kind: str, size: int) -> np.ndarray:
@@ -251,6 +255,52 @@ def ground_truth(problem: DigitsProblem, kind: str, size: int) -> np.ndarray:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, F=F)
     return F
+
+
+def dense_points(n: int) -> np.ndarray:
+    """The ground truth's dense set of coefficients at ``n`` tasks (grid or uniform sample)."""
+    kind, size = TRUTH[n]
+    if kind == "grid":
+        axes = [np.linspace(0.0, 1.0, size)] * n
+        return np.array(list(itertools.product(*axes)))
+    return np.random.default_rng(12345).uniform(0.0, 1.0, (size, n))
+
+
+#: N at which the dense validation search (the thinned reference) is computed.
+DENSE_REFERENCE_AT = (3, 4)
+
+
+def dense_validation_front(problem: DigitsProblem) -> tuple[np.ndarray, np.ndarray]:
+    """A dense *validation* search: the ground truth's dense set evaluated on the validation
+    split, and the coefficients and validation metrics of its Pareto set (computed once,
+    cached beside the ground truth). What a user with unlimited evaluations would keep."""
+    n = len(problem.tasks)
+    kind, size = TRUTH[n]
+    path = CACHE / f"dense-val-{n}-{kind}-{size}-{truth_key(problem, kind, size)}.npz"
+    if path.exists():
+        z = np.load(path)
+        return z["C"], z["F"]
+    C = dense_points(n)
+    F = _evaluate_test(problem, C, TRUTH_WORKERS, split="validation")
+    mask = pareto_mask(F)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, C=C[mask], F=F[mask])
+    return C[mask], F[mask]
+
+
+_GREEDY_ORDER: dict[int, np.ndarray] = {}
+
+
+def thinned_reference(n: int, k: int) -> dict[str, float]:
+    """The dense validation search thinned to ``k`` points (greedy hypervolume gain on the
+    validation metrics, :func:`mapframe.hypervolume.greedy_hypervolume_subset`), scored on
+    test like every proposed set: the reference for a front of ``k`` points. The greedy
+    picks for ``k`` are the first ``k`` of one greedy order, computed once per ``n``."""
+    problem, scorer = _setting(n)
+    C, F = dense_validation_front(problem)
+    if n not in _GREEDY_ORDER or len(_GREEDY_ORDER[n]) < min(k, len(C)):
+        _GREEDY_ORDER[n] = greedy_hypervolume_subset(F, max(k, 200), ordered=True)
+    return scorer(C[_GREEDY_ORDER[n][:k]])
 
 
 def mc_dominated(F: np.ndarray, U: np.ndarray, block: int = 1 << 22) -> np.ndarray:
@@ -411,9 +461,13 @@ def _map_job(job: dict[str, Any]) -> list[dict[str, Any]]:
     row = {"method": job["mode"], "n": n, "budget": budget, "seed": seed,
            "surrogate": surrogate, "search": search, "verified": k,
            "evaluations": bb.count, "overhead_s": wall - bb.eval_s, "eval_s": bb.eval_s}
+    front = res.front.coefficients
+    # The points the study measured (non-dominated by validation), for the check that the
+    # handed-over front never scores below them.
+    measured = scorer.proposed(*bb.arrays())
     if job["proposal"]:
         row["method"] += " (proposal quality)"
-        row.update(scorer(res.front.coefficients), proposed=len(res.front.coefficients))
+        row.update(scorer(front), proposed=len(front), measured=measured)
         return [row]
     # mapframe's proposed set: its verified front points (the surrogates, fitted on every
     # evaluation, say they are Pareto-optimal; one noisy validation value does not overrule
@@ -424,7 +478,9 @@ def _map_job(job: dict[str, Any]) -> list[dict[str, Any]]:
     proposed = np.vstack([Xs[pareto_mask(Fs)], verified])
     row.update(scorer(proposed), proposed=len(proposed))
     # The peers' rule on the same evaluations, for transparency.
-    row["peer_rule"] = scorer.proposed(*bb.arrays())
+    row["peer_rule"] = measured
+    # The handed-over front (res.front: predicted points combined with every measurement).
+    row["front"] = {**scorer(front), "proposed": len(front)}
     return [row]
 
 
@@ -597,6 +653,9 @@ def run(quick: bool = False, workers: int = 2) -> dict[str, Any]:
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for part in pool.map(_run_job, todo):
             rows += part
+    for row in rows:  # the dense validation reference, once per front size (main process)
+        if row["n"] in DENSE_REFERENCE_AT and "(proposal quality)" in row["method"]:
+            row["dense_reference"] = thinned_reference(row["n"], row["proposed"])
     settings = {}
     for n, budgets in budgets_of.items():
         problem, scorer = _setting(n)
@@ -728,7 +787,60 @@ def report(data: dict[str, Any]) -> str:
                  if b in best_map and b in best_peer]
         lines += ["", f"Best mapframe mode minus best peer at N = {n} (charged HV "
                   "fraction): " + (", ".join(diffs) if diffs else "no budget with both"), ""]
+        lines += _front_vs_measured_lines(data, n, budgets)
+        lines += _dense_reference_lines(data, n, budgets)
     return "\n".join(lines)
+
+
+def _front_vs_measured_lines(data: dict[str, Any], n: Any, budgets: list[int]) -> list[str]:
+    """How the handed-over front (``res.front``) scores against the points the same run
+    measured (their non-dominated set by validation), on test, over every mapframe run."""
+    pairs = []
+    for r in data["rows"]:
+        if str(r["n"]) != str(n) or not r["method"].startswith("mapframe"):
+            continue
+        if "front" in r and "peer_rule" in r:
+            pairs.append((r["budget"], r["front"]["hv_fraction"],
+                          r["peer_rule"]["hv_fraction"]))
+        elif "measured" in r and "hv_fraction" in r:
+            pairs.append((r["budget"], r["hv_fraction"], r["measured"]["hv_fraction"]))
+    if not pairs:
+        return []
+    arr = np.array(pairs, dtype=float)
+    gain = arr[:, 1] - arr[:, 2]
+    worst = int(np.argmin(gain))
+    per_b = ", ".join(f"B = {b}: {np.mean(gain[arr[:, 0] == b]):+.3f}" for b in budgets
+                      if np.any(arr[:, 0] == b))
+    return [f"Handed-over front (`res.front`: predicted points combined with every "
+            f"measurement) against the points the same run measured, on test, over all "
+            f"{len(pairs)} mapframe runs at N = {n} (charged and proposal-quality): at least "
+            f"as good on {int(np.sum(gain >= 0))} of {len(pairs)}; mean gain {per_b}; "
+            f"smallest {gain[worst]:+.3f} (B = {int(arr[worst, 0])}).", ""]
+
+
+def _dense_reference_lines(data: dict[str, Any], n: Any, budgets: list[int]) -> list[str]:
+    """Proposal quality against the dense validation search thinned to the same number of
+    points (:func:`thinned_reference`), per mapframe mode and budget."""
+    rows = [r for r in data["rows"] if str(r["n"]) == str(n) and "dense_reference" in r]
+    if not rows:
+        return []
+    out = ["Proposal quality against a dense validation search (the ground truth's dense set "
+           "evaluated on validation, its validation Pareto set thinned by greedy hypervolume "
+           "gain to as many points as the proposed front, scored on test), mean over seeds:",
+           "", "| mode | " + " | ".join(f"B = {b}" for b in budgets) + " |",
+           "|---|" + "---|" * len(budgets)]
+    for m in sorted({r["method"] for r in rows}):
+        cells = []
+        for b in budgets:
+            here = [r for r in rows if r["method"] == m and r["budget"] == b]
+            if not here:
+                cells.append("–")
+                continue
+            front = float(np.mean([r["hv_fraction"] for r in here]))
+            ref = float(np.mean([r["dense_reference"]["hv_fraction"] for r in here]))
+            cells.append(f"{front:.3f} vs {ref:.3f} ({front - ref:+.3f})")
+        out.append(f"| {m.removesuffix(' (proposal quality)')} | " + " | ".join(cells) + " |")
+    return [*out, ""]
 
 
 def plot(data: dict[str, Any], out_dir: Path) -> list[Path]:

@@ -190,9 +190,11 @@ def hypervolume_improvement(
 
 
 def greedy_hypervolume_subset(
-    F: np.ndarray, k: int, directions: Directions = None, measured: np.ndarray | None = None
+    F: np.ndarray, k: int, directions: Directions = None, measured: np.ndarray | None = None,
+    ordered: bool = False,
 ) -> np.ndarray:
-    """Indices (sorted) of ``k`` rows of ``F`` chosen greedily by hypervolume gain.
+    """Indices (sorted; in the order picked with ``ordered``) of ``k`` rows of ``F`` chosen
+    greedily by hypervolume gain.
 
     Each step takes the row that adds most hypervolume to the non-dominated set of
     ``measured`` (metrics already known, in ``F``'s units) plus the rows chosen so far.
@@ -236,4 +238,4 @@ def greedy_hypervolume_subset(
             i = int(np.argmax(dist))
             chosen.append(i)
             dist = np.minimum(dist, np.linalg.norm(Z - Z[i], axis=1))
-    return np.array(sorted(chosen))
+    return np.array(chosen if ordered else sorted(chosen), dtype=int)

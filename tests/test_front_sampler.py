@@ -14,6 +14,7 @@ from mapframe.history import Evaluation, History
 from mapframe.hypervolume import greedy_hypervolume_subset, hypervolume_improvement
 from mapframe.metrics import hypervolume, pareto_mask, reference_point
 from mapframe.plugin import get_registry
+from mapframe.problem import SearchSpace, Task
 from mapframe.samplers.base import SamplerContext
 from mapframe.samplers.front import FrontSampler
 from mapframe.samplers.space_filling import sobol_unit
@@ -44,6 +45,17 @@ def test_bad_settings_are_one_line_errors(kwargs, fragment) -> None:
 def test_registered_like_every_builtin() -> None:
     assert get_registry().get("sampler", "front") is FrontSampler
     assert FrontSampler().describe()["name"] == "front"
+
+
+def test_initial_design_shrinks_with_the_budget() -> None:
+    s = FrontSampler()
+    assert s.initial_size(3) == 8  # budget unknown: 2 (N + 1)
+    assert [s.initial_size(3, b) for b in (9, 27, 40, 45, 200)] == [5, 5, 8, 8, 8]
+    assert [s.initial_size(8, b) for b in (18, 81)] == [10, 16]
+    assert FrontSampler(initial=4).initial_size(3, 200) == 4
+    # In a study the budget comes from setup(): 9 search evaluations at N = 3 start with 5.
+    s.setup(SamplerContext(space=SearchSpace.box(3), tasks=(Task("a"), Task("b")), budget=9))
+    assert s.batch_size(9, History(3, 2, [])) == 5
 
 
 def test_initial_design_then_rounds() -> None:
@@ -228,8 +240,14 @@ def test_auto_rule() -> None:
     assert auto_sampler_name(2, 30) == "gp"
     assert auto_sampler_name(3, 30) == "front"
     assert auto_sampler_name(8, 90) == "front"
-    assert auto_sampler_name(3, 10) == "sobol"  # no adaptive round after 2 (N + 1) points
-    assert auto_sampler_name(8, 20) == "sobol"
+    # The front sampler's initial design shrinks with the budget, never below N + 2 points:
+    # one adaptive round of 3 needs 8 evaluations at N = 3 and 13 at N = 8.
+    assert auto_sampler_name(3, 10) == "front"
+    assert auto_sampler_name(3, 8) == "front"
+    assert auto_sampler_name(3, 7) == "sobol"
+    assert auto_sampler_name(8, 20) == "front"
+    assert auto_sampler_name(8, 12) == "sobol"
+    assert auto_sampler_name(2, 8) == "sobol"  # gp: no adaptive round after 2 (N + 1)
 
 
 def test_auto_rule_without_gpytorch(monkeypatch) -> None:
@@ -251,7 +269,7 @@ def test_a_study_runs_the_chosen_sampler(spec) -> None:
     assert isinstance(study.sampler, FrontSampler)
     assert study.sampler.batch == (3 if spec == "auto" else 2)
     small = MergeStudy(objective=problem, task_names=[t.name for t in problem.tasks],
-                       budget=10, seed=0, sampler="auto")
+                       budget=7, seed=0, sampler="auto", surrogate="gp")
     assert small.sampler.name == "sobol"
 
 

@@ -409,15 +409,21 @@ class TaskVectors:
         import torch
 
         n = self.n_tasks
-        # Per task: max |tau| and a cheap signature (sum of tau) over all tensors.
+        # Per task: max |tau| and a cheap signature (sum of tau) over all tensors, with no
+        # copy of the stacked tensors (amax/amin, not abs(); a float32 sum, not a float64
+        # copy). The signature only pre-filters: identical vectors give identical sums in
+        # one process, and candidates are then compared exactly with torch.equal.
         peak = [0.0] * n
         total = [0.0] * n
         for v in self._vectors.values():
             flat = v.reshape(n, -1)
-            for i, (m, t) in enumerate(zip(flat.abs().amax(dim=1).tolist(),
-                                           flat.double().sum(dim=1).tolist())):
-                peak[i] = max(peak[i], m)
-                total[i] += t
+            if flat.shape[1] == 0:
+                continue
+            top = torch.maximum(flat.amax(dim=1), -flat.amin(dim=1)).tolist()
+            sums = flat.sum(dim=1, dtype=torch.float32).tolist()
+            for i, (m, t) in enumerate(zip(top, sums)):
+                peak[i] = max(peak[i], float(m))
+                total[i] += float(t)
         out = [f"task vector {self.task_names[i]!r} is zero: checkpoint {self.sources[i]} "
                "equals the pretrained one, so its coefficient changes nothing; give the "
                "fine-tuned checkpoint (or drop the task)" for i in range(n) if peak[i] == 0]

@@ -57,8 +57,13 @@ class FrontSampler(CheckedSampler):
     **Rounds.** First an initial space-filling design: the first points of one scrambled
     Sobol' sequence drawn from ``rng`` (the same ``rng`` gives the same design, so a resumed
     study re-proposes, and reuses, the same points). Its size is ``initial``; ``"auto"`` is
-    ``2 (N + 1)`` (BoTorch's tutorial start). Afterwards every round proposes
-    ``max(batch, capacity)`` points (never more than remain).
+    ``2 (N + 1)`` (BoTorch's tutorial start) for large search budgets ``B`` and shrinks
+    with small ones, never below ``N + 2``: ``min(2 (N + 1), max(N + 2, B // 5))`` (a
+    function of the study's budget, so a resumed study uses the same size). Small budgets
+    gain most from adaptive rounds: on the pilot seeds of the peers benchmark (100-105)
+    ``N + 2`` instead of ``2 (N + 1)`` raised the charged score at ``B = 10`` by 0.044 at
+    3 tasks and 0.024 at 4, and left it within noise at ``B = 20`` and ``30``. Afterwards
+    every round proposes ``max(batch, capacity)`` points (never more than remain).
 
     **Each adaptive round** (a function of ``history.canonical()`` and ``rng``):
 
@@ -110,15 +115,24 @@ class FrontSampler(CheckedSampler):
         self.nu, self.restarts, self.noise_floor = gp_fit_settings(nu, restarts, noise_floor)
 
     # ---- rounds
-    def initial_size(self, n_dims: int) -> int:
-        """The size of the initial space-filling design for ``n_dims`` coefficients."""
-        return 2 * (n_dims + 1) if self.initial == "auto" else int(self.initial)
+    def initial_size(self, n_dims: int, budget: int = 0) -> int:
+        """The size of the initial space-filling design for ``n_dims`` coefficients and a
+        search budget of ``budget`` evaluations (``0``: unknown, the full ``2 (N + 1)``)."""
+        if self.initial != "auto":
+            return int(self.initial)
+        full = 2 * (n_dims + 1)
+        return full if budget <= 0 else min(full, max(n_dims + 2, int(budget) // 5))
+
+    def _budget(self, history: History) -> int:
+        """The study's search budget as :meth:`setup` gave it (0 when not set up)."""
+        ctx = self._context
+        return ctx.budget if ctx is not None and ctx.space.n_dims == history.n_dims else 0
 
     def batch_size(self, remaining: int, history: History, capacity: int = 1) -> int:
         """The rest of the initial design while it is incomplete, then ``max(batch,
         capacity)``; never more than ``remaining`` (and at least 1)."""
         done = history.X.shape[0]
-        initial = self.initial_size(history.n_dims)
+        initial = self.initial_size(history.n_dims, self._budget(history))
         n = initial - done if done < initial else max(self.batch, int(capacity))
         return max(1, min(n, int(remaining)))
 
@@ -127,7 +141,7 @@ class FrontSampler(CheckedSampler):
     ) -> np.ndarray:
         """Return ``n`` points: initial Sobol' points, or the round's hypervolume picks."""
         X, Y = history.canonical()
-        if X.shape[0] < max(2, self.initial_size(space.n_dims)):
+        if X.shape[0] < max(2, self.initial_size(space.n_dims, self._budget(history))):
             return fresh_sobol(n, space, history, rng)
         context = self.context_for(space, history)
         with _one_blas_thread():
