@@ -797,7 +797,8 @@ def _front_vs_measured_lines(data: dict[str, Any], n: Any, budgets: list[int]) -
     measured (their non-dominated set by validation), on test, over every mapframe run."""
     pairs = []
     for r in data["rows"]:
-        if str(r["n"]) != str(n) or not r["method"].startswith("mapframe"):
+        if (str(r["n"]) != str(n) or not r["method"].startswith("mapframe")
+                or PEER_RULE in r["method"]):
             continue
         if "front" in r and "peer_rule" in r:
             pairs.append((r["budget"], r["front"]["hv_fraction"],

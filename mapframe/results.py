@@ -98,7 +98,8 @@ class Front:
 
     def with_measured(self, coefficients: np.ndarray, predicted: np.ndarray,
                       real: np.ndarray, predicted_std: np.ndarray | None = None,
-                      force: Sequence[int] = ()) -> Front:
+                      force: Sequence[int] = (),
+                      margin: np.ndarray | Sequence[float] | None = None) -> Front:
         """This front combined with measured points (never worse than the measurements).
 
         ``coefficients`` ``(M, N)`` are evaluated points, ``real`` ``(M, T)`` their metrics
@@ -110,7 +111,11 @@ class Front:
           replaces a prediction it beats, or a verified point it beats);
         * a measured point enters (source ``"measured"``) when no point dominates it and no
           point has the same metrics; the rows ``force`` enter unless a measured point
-          dominates them.
+          dominates them. With ``margin`` (one value per task, e.g. the surrogates'
+          leave-one-out RMSE), a *prediction* hides a measured point only when it still
+          dominates it after giving up ``margin`` on every task: a prediction has to beat a
+          measurement by more than the surrogates' known error (measured points always
+          compete on their real metrics).
 
         The result is sorted by the first task's best-known metric, best first.
         """
@@ -140,8 +145,15 @@ class Front:
         meas = np.flatnonzero(np.all(np.isfinite(all_R), axis=1))
         # Dropped: whatever a measurement dominates (a row never dominates itself).
         keep = np.asarray(~dominance_matrix(all_R[meas], best, self.directions).any(axis=0))
-        # Measured points enter where nothing is at least as good (first of equals kept).
-        beats = dominance_matrix(best, best[n_old:], self.directions)
+        # Measured points enter where nothing is at least as good (first of equals kept);
+        # a prediction must win by more than ``margin`` to hide a measurement.
+        handicap = best.copy()
+        if margin is not None:
+            gap = np.nan_to_num(np.asarray(margin, dtype=float).reshape(-1), nan=0.0)
+            worse = np.where(np.asarray(self.directions) == "max", -1.0, 1.0)
+            predicted_rows = ~np.all(np.isfinite(all_R), axis=1)
+            handicap[predicted_rows] += worse * np.maximum(gap, 0.0)
+        beats = dominance_matrix(handicap, best[n_old:], self.directions)
         same = np.all(best[:, None, :] == best[None, n_old:, :], axis=2)
         same[n_old:] &= ~np.tri(len(new), dtype=bool)  # an earlier new row only
         hidden = (beats | same).any(axis=0)

@@ -401,12 +401,13 @@ class MergeStudy:
             run.front = solved
         else:
             P, S = run.predict(C), _predicted_std(run.surrogates, C)
-            run.front = solved.with_measured(C, P, R, S)
+            margin = _prediction_margin(run.diagnostics, self.task_names)
+            run.front = solved.with_measured(C, P, R, S, margin=margin)
             if self.preference is not None and self.verify > 0:
                 lo, hi = self.preference_bounds or (run.front.best_known.min(axis=0),
                                                     run.front.best_known.max(axis=0))
                 best = select_by_preference(R, self.preference, directions, lo, hi)
-                run.front = solved.with_measured(C, P, R, S, force=[best])
+                run.front = solved.with_measured(C, P, R, S, force=[best], margin=margin)
         if run.verification is not None:
             run.verification["indices"] = np.flatnonzero(run.front.verified).tolist()
         run.timings["combine_s"] = time.perf_counter() - t
@@ -532,6 +533,22 @@ class MergeStudy:
 
 
 # ----------------------------------------------------------------------------------------
+def _prediction_margin(diagnostics: Mapping[str, Mapping[str, Any]],
+                       task_names: Sequence[str]) -> np.ndarray:
+    """Per task, how much a prediction must beat a measurement by to hide it from the
+    handed-over front: the surrogate's leave-one-out RMSE (its in-sample ``rmse`` when it
+    has none; 0 when neither is known)."""
+    out = []
+    for name in task_names:
+        diag = diagnostics.get(name, {})
+        value = diag.get("loo_rmse", diag.get("rmse"))
+        try:
+            out.append(float(value) if value is not None else 0.0)
+        except (TypeError, ValueError):
+            out.append(0.0)
+    return np.nan_to_num(np.array(out, dtype=float), nan=0.0)
+
+
 def _predicted_std(surrogates: Sequence[Surrogate], X: np.ndarray) -> np.ndarray | None:
     """``(K, T)`` predictive standard deviations at the front, when every surrogate has them."""
     cols = []

@@ -99,6 +99,29 @@ def test_with_measured_drops_a_verified_point_a_measurement_beats_and_minds_dire
     np.testing.assert_array_equal(out.best_known, [[0.2, 0.9], [0.5, 0.5]])
 
 
+def test_a_prediction_hides_a_measurement_only_beyond_the_margin():
+    # The prediction (0.70, 0.70) beats the measurement (0.68, 0.69) by 0.02 / 0.01: without
+    # a margin the measurement is hidden; with the surrogates' error of 0.015 per task the
+    # prediction no longer beats it on every task, so both are handed over.
+    front = Front(np.array([[0.5]]), np.array([[0.70, 0.70]]), np.full((1, 2), np.nan),
+                  ["a", "b"], ["max", "max"])
+    C, R = np.array([[0.4]]), np.array([[0.68, 0.69]])
+    assert front.with_measured(C, R, R).source == ["predicted"]
+    out = front.with_measured(C, R, R, margin=[0.015, 0.015])
+    assert sorted(out.source) == ["measured", "predicted"]
+    # A margin never lets a dominated measurement in when a *measurement* beats it.
+    C2, R2 = np.array([[0.4], [0.45]]), np.array([[0.68, 0.69], [0.69, 0.695]])
+    out = front.with_measured(C2, R2, R2, margin=[0.015, 0.015])
+    assert out.source.count("measured") == 1
+    np.testing.assert_array_equal(out.best_known[out.measured][0], [0.69, 0.695])
+    # Minimised tasks: the margin is given up in the worse (higher) direction.
+    low = Front(np.array([[0.5]]), np.array([[0.30, 0.30]]), np.full((1, 2), np.nan),
+                ["a", "b"], ["min", "min"])
+    R3 = np.array([[0.32, 0.31]])
+    assert low.with_measured(C, R3, R3).source == ["predicted"]
+    assert low.with_measured(C, R3, R3, margin=[0.015, 0.015]).source.count("measured") == 1
+
+
 def test_a_measurement_that_beats_predictions_replaces_them_in_a_study():
     res = _run(spike, sampler="grid", budget=9, seed=0)
     f = res.front

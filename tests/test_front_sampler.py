@@ -50,8 +50,8 @@ def test_registered_like_every_builtin() -> None:
 def test_initial_design_shrinks_with_the_budget() -> None:
     s = FrontSampler()
     assert s.initial_size(3) == 8  # budget unknown: 2 (N + 1)
-    assert [s.initial_size(3, b) for b in (9, 27, 40, 45, 200)] == [5, 5, 8, 8, 8]
-    assert [s.initial_size(8, b) for b in (18, 81)] == [10, 16]
+    assert [s.initial_size(3, b) for b in (9, 11, 12, 27, 200)] == [5, 5, 8, 8, 8]
+    assert [s.initial_size(8, b) for b in (18, 26, 27, 81)] == [10, 10, 18, 18]
     assert FrontSampler(initial=4).initial_size(3, 200) == 4
     # In a study the budget comes from setup(): 9 search evaluations at N = 3 start with 5.
     s.setup(SamplerContext(space=SearchSpace.box(3), tasks=(Task("a"), Task("b")), budget=9))
@@ -240,7 +240,7 @@ def test_auto_rule() -> None:
     assert auto_sampler_name(2, 30) == "gp"
     assert auto_sampler_name(3, 30) == "front"
     assert auto_sampler_name(8, 90) == "front"
-    # The front sampler's initial design shrinks with the budget, never below N + 2 points:
+    # The front sampler's initial design is N + 2 points below a budget of 3 (N + 1):
     # one adaptive round of 3 needs 8 evaluations at N = 3 and 13 at N = 8.
     assert auto_sampler_name(3, 10) == "front"
     assert auto_sampler_name(3, 8) == "front"

@@ -8,7 +8,8 @@ The rule (measured in ``docs/benchmarks.md``, head-to-head section, 2026-12-02):
   where the front is a curve), from ``budget >= 2 (N + 1) + 3``;
 - N >= 3: ``front`` (measure the predicted front by hypervolume gain, refit, re-solve),
   from ``budget >= initial + 3`` with the front sampler's budget-aware initial design
-  (``min(2 (N + 1), max(N + 2, budget // 5))``): 8 evaluations at N = 3, 13 at N = 8.
+  (``N + 2`` points below a budget of ``3 (N + 1)``, else ``2 (N + 1)``): 8 evaluations
+  at N = 3, 13 at N = 8.
   On the peers benchmark's pilot seeds (100-105) it beat Plain MAP at the smallest budgets
   too (N = 3, B = 10: 0.682 against 0.650; N = 8, B = 20: 0.138 against 0.108; N = 4,
   B = 10: 0.354 against 0.351).
