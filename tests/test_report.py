@@ -290,9 +290,13 @@ def test_dashboard_of_a_running_study_without_results(tmp_path):
 def test_dashboard_command_stops_cleanly_on_ctrl_c(two):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get(
         "PYTHONPATH", "")])}
+    # SIGINT back to its default in the child: a suite started as a background job (`cmd &`
+    # in a non-interactive shell) inherits SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt; a user's terminal Ctrl-C has the default disposition.
     proc = subprocess.Popen([sys.executable, "-m", "mapframe.cli", "dashboard", str(two),
                              "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                            text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()
         url = re.search(r"(http://\S+)", line).group(1)
