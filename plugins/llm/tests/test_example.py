@@ -106,15 +106,16 @@ def test_classification_study_config_runs(cls_files: Any, tmp_path: Path,
     assert best_t["predicted_" + t] > best_s["predicted_" + t] + 0.1
     # and the measured merges on the front are a trade-off too: none of them dominates
     # another. (3 front points were verified; the front also holds the evaluated points no
-    # prediction beats, with their real metrics, and a verified point that a measured one
-    # beats leaves it, so it holds 1 to 3 verified rows.)
+    # measurement beats and no prediction beats by more than the surrogates' error, with
+    # their real metrics, and a verified point that a measured one beats leaves it, so it
+    # holds 1 to 3 verified rows.)
     real = sorted((p["real_" + s], p["real_" + t]) for p in points
                   if p.get("real_" + s) is not None)
     verified = [p for p in points if p["source"] == "verified"]
     assert summary["verification"]["n_verified"] == 3
     assert 1 <= len(verified) <= 3 and len(real) >= 3
     for (s0, t0), (s1, t1) in itertools.pairwise(real):
-        assert s1 > s0 + 0.01 and t1 < t0 - 0.01, real
+        assert s1 > s0 and t1 < t0, real  # sorted by s: t strictly falls
 
 
 def test_example_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
