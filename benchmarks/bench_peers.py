@@ -250,8 +250,8 @@ def _truth_part(args: tuple[list[str], np.ndarray, str]) -> np.ndarray:
     return DigitsProblem.make(tasks).evaluate(C, split)
 
 
-def _evaluate_test(problem: DigitsProblem, C: np.ndarray, workers: int,
-                   split: str = "test") -> np.ndarray:
+def _evaluate_split(problem: DigitsProblem, C: np.ndarray, workers: int,
+                    split: str = "test") -> np.ndarray:
     """``problem.evaluate(C, split)``, split at multiples of 512 points over ``workers``
     processes when ``problem`` is the digits problem (the same chunks as in one process)."""
     if workers <= 1 or not isinstance(problem, DigitsProblem) or len(C) < 1024:
@@ -273,17 +273,17 @@ def ground_truth(problem: DigitsProblem, kind: str, size: int) -> np.ndarray:
     if kind == "grid":
         _, F = problem.ground_truth(size)
     else:
-        C = np.random.default_rng(12345).uniform(0.0, 1.0, (size, len(problem.tasks)))
-        F = _evaluate_test(problem, C, TRUTH_WORKERS)
+        F = _evaluate_split(problem, dense_points(len(problem.tasks), kind, size),
+                            TRUTH_WORKERS)
         F = F[pareto_mask(F)]
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, F=F)
     return F
 
 
-def dense_points(n: int) -> np.ndarray:
-    """The ground truth's dense set of coefficients at ``n`` tasks (grid or uniform sample)."""
-    kind, size = TRUTH[n]
+def dense_points(n: int, kind: str, size: int) -> np.ndarray:
+    """A ground truth's dense set of coefficients at ``n`` tasks: a grid of ``size`` points
+    per axis, or ``size`` uniform points (seed 12345)."""
     if kind == "grid":
         axes = [np.linspace(0.0, 1.0, size)] * n
         return np.array(list(itertools.product(*axes)))
@@ -304,8 +304,8 @@ def dense_validation_front(problem: DigitsProblem) -> tuple[np.ndarray, np.ndarr
     if path.exists():
         z = np.load(path)
         return z["C"], z["F"]
-    C = dense_points(n)
-    F = _evaluate_test(problem, C, TRUTH_WORKERS, split="validation")
+    C = dense_points(n, kind, size)
+    F = _evaluate_split(problem, C, TRUTH_WORKERS, split="validation")
     mask = pareto_mask(F)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, C=C[mask], F=F[mask])

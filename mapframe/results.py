@@ -141,8 +141,9 @@ class Front:
         all_C = np.concatenate([self.coefficients, C[new]])
         all_P = np.concatenate([self.predicted, P[new]])
         all_R = np.concatenate([real_f, R[new]])
-        best = np.where(np.all(np.isfinite(all_R), axis=1)[:, None], all_R, all_P)
-        meas = np.flatnonzero(np.all(np.isfinite(all_R), axis=1))
+        known = np.all(np.isfinite(all_R), axis=1)  # rows with real metrics
+        best = np.where(known[:, None], all_R, all_P)
+        meas = np.flatnonzero(known)
         # Dropped: whatever a measurement dominates (a row never dominates itself).
         keep = np.asarray(~dominance_matrix(all_R[meas], best, self.directions).any(axis=0))
         # Measured points enter where nothing is at least as good (first of equals kept);
@@ -151,8 +152,7 @@ class Front:
         if margin is not None:
             gap = np.nan_to_num(np.asarray(margin, dtype=float).reshape(-1), nan=0.0)
             worse = np.where(np.asarray(self.directions) == "max", -1.0, 1.0)
-            predicted_rows = ~np.all(np.isfinite(all_R), axis=1)
-            handicap[predicted_rows] += worse * np.maximum(gap, 0.0)
+            handicap[~known] += worse * np.maximum(gap, 0.0)
         beats = dominance_matrix(handicap, best[n_old:], self.directions)
         same = np.all(best[:, None, :] == best[None, n_old:, :], axis=2)
         same[n_old:] &= ~np.tri(len(new), dtype=bool)  # an earlier new row only

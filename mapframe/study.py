@@ -537,16 +537,16 @@ def _prediction_margin(diagnostics: Mapping[str, Mapping[str, Any]],
                        task_names: Sequence[str]) -> np.ndarray:
     """Per task, how much a prediction must beat a measurement by to hide it from the
     handed-over front: the surrogate's leave-one-out RMSE (its in-sample ``rmse`` when it
-    has none; 0 when neither is known)."""
+    has none; 0 when neither is known: :meth:`Front.with_measured` reads NaN as 0)."""
     out = []
     for name in task_names:
         diag = diagnostics.get(name, {})
         value = diag.get("loo_rmse", diag.get("rmse"))
         try:
-            out.append(float(value) if value is not None else 0.0)
+            out.append(float(value) if value is not None else np.nan)
         except (TypeError, ValueError):
-            out.append(0.0)
-    return np.nan_to_num(np.array(out, dtype=float), nan=0.0)
+            out.append(np.nan)
+    return np.array(out, dtype=float)
 
 
 def _predicted_std(surrogates: Sequence[Surrogate], X: np.ndarray) -> np.ndarray | None:
