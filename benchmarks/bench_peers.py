@@ -51,7 +51,8 @@ evaluations; it measures the front MAP draws for the user, which no peer produce
 
 The verification share (k = 0.3 B; 0.1 B for the `front` sampler, which already measures
 predicted front points every round) and the surrogate rule were fixed on pilot runs with
-seeds 100-102 (not the reported seeds); the peers run with their libraries' defaults or
+seeds 100-102 (not the reported seeds; `benchmarks/pilot_front.py` runs such pilots,
+see docs/adaptive-sampling.md); the peers run with their libraries' defaults or
 tutorial settings (listed below), not tuned on this benchmark.
 
 **Own overhead**: wall time not spent inside the black box (model fits, acquisition

@@ -1,0 +1,163 @@
+"""Pilot runs of the front sampler's variants on seeds the peers benchmark does not report.
+
+Settings of the front sampler (and of how the peers benchmark uses it) are chosen here, on
+the *pilot* seeds (100-105 by default), never on the reported seeds 0-2 of
+``python benchmarks/run.py peers``. Each run is one charged mapframe run of the peers
+benchmark (``bench_peers._map_job``: search on validation, verify, score on test), or with
+``--proposal`` one proposal-quality run (every evaluation spent on the search, the handed-over
+front scored). Printed: the mean ± std of the test HV fraction per variant and cell, the
+per-seed values and the own overhead. Nothing is written to docs/benchmarks.md.
+
+Usage::
+
+    python benchmarks/pilot_front.py base optimism-0.5 --cells 3:20,4:10
+    python benchmarks/pilot_front.py base gp-final --cells 4:50 --proposal --seeds 100-105
+
+Variants (``VARIANTS``): ``base`` (the front sampler as shipped, the benchmark's verify
+share), ``optimism-0.5`` / ``optimism-1`` (the predicted front solved on the posterior mean
+plus that many posterior standard deviations), ``share-0.2`` (verify 20 % of the budget
+instead of 10 %), ``quadratic-mean`` (each GP fitted to the residuals of a ridge quadratic
+once there are at least as many evaluations as the quadratic has parameters: a GP whose
+prior mean is the MAP quadratic) and ``gp-final`` (the study's final surrogate is ``gp`` at
+every budget instead of the benchmark's rule).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "base": {},
+    "optimism-0.5": {"sampler": {"optimism": 0.5}},
+    "optimism-1": {"sampler": {"optimism": 1.0}},
+    "share-0.2": {"share": 0.2},
+    "quadratic-mean": {"quadratic_mean": True},
+    "gp-final": {"surrogate": "gp"},
+}
+FRONT_MODE = "mapframe Bayesian MAP (front)"
+
+
+def _quadratic_features(Z: np.ndarray) -> np.ndarray:
+    d = Z.shape[1]
+    cols = [np.ones(len(Z))] + [Z[:, i] for i in range(d)]
+    cols += [Z[:, i] * Z[:, j] for i in range(d) for j in range(i, d)]
+    return np.column_stack(cols)
+
+
+class _QuadraticMeanGP:
+    """A fitted GP on the residuals of a ridge quadratic, with the quadratic added back."""
+
+    def __init__(self, gp: Any, weights: np.ndarray, lower: np.ndarray, width: np.ndarray):
+        self.gp, self.weights, self.lower, self.width = gp, weights, lower, width
+
+    def _prior(self, X: np.ndarray) -> np.ndarray:
+        return _quadratic_features((np.atleast_2d(X) - self.lower) / self.width) @ self.weights
+
+    def mean(self, X: np.ndarray) -> np.ndarray:
+        return self._prior(X) + self.gp.mean(X)
+
+    def mean_var(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, var = self.gp.mean_var(X)
+        return self._prior(X) + mean, var
+
+
+@contextlib.contextmanager
+def _quadratic_mean(ridge: float = 1e-3) -> Iterator[None]:
+    """The front sampler's ``fit_gp`` replaced by a quadratic-prior-mean fit while active."""
+    import mapframe.samplers.front as front
+
+    plain = front.fit_gp
+
+    def fit(X: np.ndarray, y: np.ndarray, *, bounds: Any = None, **kw: Any) -> Any:
+        d = X.shape[1]
+        n_params = (d + 1) * (d + 2) // 2
+        if X.shape[0] < n_params or bounds is None:
+            return plain(X, y, bounds=bounds, **kw)
+        lower = np.asarray(bounds[0], dtype=float)
+        width = np.asarray(bounds[1], dtype=float) - lower
+        F = _quadratic_features((X - lower) / width)
+        penalty = ridge * len(y) * np.diag([0.0] + [1.0] * (n_params - 1))
+        weights = np.linalg.solve(F.T @ F + penalty, F.T @ y)
+        return _QuadraticMeanGP(plain(X, y - F @ weights, bounds=bounds, **kw), weights,
+                                lower, width)
+
+    front.fit_gp = fit
+    try:
+        yield
+    finally:
+        front.fit_gp = plain
+
+
+def _one(task: tuple[str, int, int, int, bool]) -> tuple[str, int, int, int, float, float]:
+    import benchmarks.bench_peers as bp
+
+    name, n, budget, seed, proposal = task
+    spec = VARIANTS[name]
+    label = f"{FRONT_MODE} [{name}]"
+    sampler = {"name": "front", **spec.get("sampler", {})}  # a sampler config mapping
+    bp.MAP_MODES[label] = {"sampler": sampler}  # type: ignore[dict-item]
+    bp.VERIFY_SHARE_OF[label] = spec.get("share", bp.VERIFY_SHARE_OF[FRONT_MODE])
+    plain_rule = bp.surrogate_for
+    if "surrogate" in spec:
+        bp.surrogate_for = lambda search, n: str(spec["surrogate"])
+    job = {"kind": "map", "mode": label, "n": n, "budget": budget, "seed": seed,
+           "proposal": proposal}
+    try:
+        with _quadratic_mean() if spec.get("quadratic_mean") else contextlib.nullcontext():
+            row = bp._map_job(job)[0]
+    finally:
+        bp.surrogate_for = plain_rule
+    return name, n, budget, seed, float(row["hv_fraction"]), float(row["overhead_s"])
+
+
+def _seeds(text: str) -> list[int]:
+    if "-" in text:
+        lo, hi = (int(v) for v in text.split("-"))
+        return list(range(lo, hi + 1))
+    return [int(v) for v in text.split(",")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("variants", nargs="+", choices=sorted(VARIANTS))
+    parser.add_argument("--cells", default="3:20,4:10",
+                        help="N:B pairs, comma-separated (default 3:20,4:10)")
+    parser.add_argument("--seeds", default="100-105", help="e.g. 100-105 or 100,101")
+    parser.add_argument("--proposal", action="store_true",
+                        help="score the handed-over front of a search using every evaluation")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    seeds = _seeds(args.seeds)
+    if set(seeds) & {0, 1, 2}:
+        parser.error("seeds 0-2 are the peers benchmark's reported seeds: pilot on others")
+    cells = [tuple(int(v) for v in c.split(":")) for c in args.cells.split(",")]
+    tasks = [(v, n, b, s, args.proposal) for v in args.variants for n, b in cells
+             for s in seeds]
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    out: dict[tuple[str, int, int], list[tuple[float, float]]] = {}
+    with ProcessPoolExecutor(args.workers) as pool:
+        for name, n, b, _seed, hv, overhead in pool.map(_one, tasks):
+            out.setdefault((name, n, b), []).append((hv, overhead))
+    kind = "proposal quality" if args.proposal else "charged"
+    print(f"HV fraction on test ({kind}), seeds {seeds}")
+    for (name, n, b), values in sorted(out.items(), key=lambda kv: (kv[0][1], kv[0][2],
+                                                                     kv[0][0])):
+        a = np.array(values)
+        print(f"N={n} B={b:3d} {name:15s} {a[:, 0].mean():.3f} ± {a[:, 0].std():.3f}  "
+              f"{np.round(a[:, 0], 3).tolist()}  overhead {a[:, 1].mean():.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

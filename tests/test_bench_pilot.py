@@ -1,0 +1,49 @@
+"""The front sampler's pilot script (benchmarks/pilot_front.py): its own pieces.
+
+What is checked: the quadratic-prior-mean variant reproduces a quadratic from as many points
+as it has parameters and leaves the sampler's GP fit as it was afterwards, the reported
+seeds 0-2 are refused, and seed ranges parse.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+pytest.importorskip("gpytorch")
+
+from benchmarks import pilot_front
+
+
+def test_quadratic_mean_variant_follows_a_quadratic_and_is_undone_afterwards():
+    import mapframe.samplers.front as front
+
+    plain = front.fit_gp
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(12, 2))
+    quad = lambda C: 0.3 + C[:, 0] - 2 * (C[:, 1] - 0.4) ** 2 + C[:, 0] * C[:, 1]  # noqa: E731
+    box = (np.zeros(2), np.ones(2))
+    with pilot_front._quadratic_mean(ridge=0.0):
+        assert front.fit_gp is not plain
+        gp = front.fit_gp(X, quad(X), bounds=box)
+        few = front.fit_gp(X[:5], quad(X[:5]), bounds=box)  # fewer points than parameters
+    assert front.fit_gp is plain
+    Z = rng.uniform(size=(50, 2))
+    np.testing.assert_allclose(gp.mean(Z), quad(Z), atol=1e-6)
+    mean, var = gp.mean_var(Z)
+    np.testing.assert_allclose(mean, quad(Z), atol=1e-6)
+    assert np.all(var >= 0)
+    assert not isinstance(few, pilot_front._QuadraticMeanGP)
+
+
+def test_reported_seeds_are_refused_and_ranges_parse(capsys):
+    assert pilot_front._seeds("100-103") == [100, 101, 102, 103]
+    assert pilot_front._seeds("7,9") == [7, 9]
+    with pytest.raises(SystemExit):
+        pilot_front.main(["base", "--seeds", "0-3"])
+    assert "reported seeds" in capsys.readouterr().err
