@@ -37,6 +37,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mapframe.surrogates.quadratic import n_quadratic_params, quadratic_features
+
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
     "optimism-0.5": {"sampler": {"optimism": 0.5}},
@@ -48,13 +50,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
 FRONT_MODE = "mapframe Bayesian MAP (front)"
 
 
-def _quadratic_features(Z: np.ndarray) -> np.ndarray:
-    d = Z.shape[1]
-    cols = [np.ones(len(Z))] + [Z[:, i] for i in range(d)]
-    cols += [Z[:, i] * Z[:, j] for i in range(d) for j in range(i, d)]
-    return np.column_stack(cols)
-
-
 class _QuadraticMeanGP:
     """A fitted GP on the residuals of a ridge quadratic, with the quadratic added back."""
 
@@ -62,7 +57,7 @@ class _QuadraticMeanGP:
         self.gp, self.weights, self.lower, self.width = gp, weights, lower, width
 
     def _prior(self, X: np.ndarray) -> np.ndarray:
-        return _quadratic_features((np.atleast_2d(X) - self.lower) / self.width) @ self.weights
+        return quadratic_features((np.atleast_2d(X) - self.lower) / self.width) @ self.weights
 
     def mean(self, X: np.ndarray) -> np.ndarray:
         return self._prior(X) + self.gp.mean(X)
@@ -80,14 +75,13 @@ def _quadratic_mean(ridge: float = 1e-3) -> Iterator[None]:
     plain = front.fit_gp
 
     def fit(X: np.ndarray, y: np.ndarray, *, bounds: Any = None, **kw: Any) -> Any:
-        d = X.shape[1]
-        n_params = (d + 1) * (d + 2) // 2
+        n_params = n_quadratic_params(X.shape[1])
         if X.shape[0] < n_params or bounds is None:
             return plain(X, y, bounds=bounds, **kw)
         lower = np.asarray(bounds[0], dtype=float)
         width = np.asarray(bounds[1], dtype=float) - lower
-        F = _quadratic_features((X - lower) / width)
-        penalty = ridge * len(y) * np.diag([0.0] + [1.0] * (n_params - 1))
+        F = quadratic_features((X - lower) / width)
+        penalty = ridge * len(y) * np.diag([1.0] * (n_params - 1) + [0.0])  # not the 1
         weights = np.linalg.solve(F.T @ F + penalty, F.T @ y)
         return _QuadraticMeanGP(plain(X, y - F @ weights, bounds=bounds, **kw), weights,
                                 lower, width)

@@ -44,7 +44,7 @@ from mapframe.spec import StudySpec
 from mapframe.stopping import RoundState, StoppingRule
 from mapframe.storage.base import EvaluationStore
 from mapframe.study_checks import extrapolation_check, tradeoff_check, verified_error_check
-from mapframe.surrogates.base import Surrogate
+from mapframe.surrogates.base import Surrogate, expected_errors
 
 __all__ = ["POOR_FIT_R2", "MergeStudy", "ProgressEvent", "StudyRun"]
 
@@ -401,7 +401,7 @@ class MergeStudy:
             run.front = solved
         else:
             P, S = run.predict(C), _predicted_std(run.surrogates, C)
-            margin = _prediction_margin(run.diagnostics, self.task_names)
+            margin = expected_errors(run.diagnostics, self.task_names)
             run.front = solved.with_measured(C, P, R, S, margin=margin)
             if self.preference is not None and self.verify > 0:
                 lo, hi = self.preference_bounds or (run.front.best_known.min(axis=0),
@@ -533,22 +533,6 @@ class MergeStudy:
 
 
 # ----------------------------------------------------------------------------------------
-def _prediction_margin(diagnostics: Mapping[str, Mapping[str, Any]],
-                       task_names: Sequence[str]) -> np.ndarray:
-    """Per task, how much a prediction must beat a measurement by to hide it from the
-    handed-over front: the surrogate's leave-one-out RMSE (its in-sample ``rmse`` when it
-    has none; 0 when neither is known: :meth:`Front.with_measured` reads NaN as 0)."""
-    out = []
-    for name in task_names:
-        diag = diagnostics.get(name, {})
-        value = diag.get("loo_rmse", diag.get("rmse"))
-        try:
-            out.append(float(value) if value is not None else np.nan)
-        except (TypeError, ValueError):
-            out.append(np.nan)
-    return np.array(out, dtype=float)
-
-
 def _predicted_std(surrogates: Sequence[Surrogate], X: np.ndarray) -> np.ndarray | None:
     """``(K, T)`` predictive standard deviations at the front, when every surrogate has them."""
     cols = []

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from mapframe.problem import Task
+from mapframe.surrogates.base import expected_errors
 
 __all__ = ["VERIFIED_ERROR_FACTOR", "extrapolation_check", "tradeoff_check",
            "verified_error_check"]
@@ -50,11 +51,11 @@ def verified_error_check(predicted: np.ndarray, real: np.ndarray,
     if mask.sum() < 2:
         return None
     err = predicted[mask] - real[mask]
+    promised = expected_errors(diagnostics, [task.name for task in tasks])
     bad = []
     for j, task in enumerate(tasks):
-        diag = diagnostics.get(task.name, {})
-        loo = diag.get("loo_rmse", diag.get("rmse"))
-        if loo is None or not np.isfinite(loo):
+        loo = promised[j]
+        if not np.isfinite(loo):
             continue
         rmse = float(np.sqrt(np.mean(err[:, j] ** 2)))
         scale = max(1.0, float(np.abs(real[mask, j]).max()))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import ClassVar, TypedDict, cast
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, TypedDict, cast
 
 import numpy as np
 
@@ -18,6 +19,7 @@ __all__ = [
     "as_design",
     "check_fit_data",
     "default_surrogate",
+    "expected_errors",
     "task_prefix",
 ]
 
@@ -75,6 +77,21 @@ class SurrogateDiagnostics(TypedDict, total=False):
     constant: float
     nu: float
     log_likelihood: float
+
+
+def expected_errors(diagnostics: Mapping[str, Mapping[str, Any]],
+                    task_names: Sequence[str]) -> np.ndarray:
+    """Per task, the error its surrogate promises: ``loo_rmse``, else the in-sample
+    ``rmse``; NaN where a task's diagnostics report neither (or no number)."""
+    out = []
+    for name in task_names:
+        diag = diagnostics.get(name, {})
+        value = diag.get("loo_rmse", diag.get("rmse"))
+        try:
+            out.append(float(value) if value is not None else np.nan)
+        except (TypeError, ValueError):
+            out.append(np.nan)
+    return np.array(out, dtype=float)
 
 
 def default_surrogate() -> Surrogate:
