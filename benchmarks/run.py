@@ -35,6 +35,9 @@ BENCHMARKS = {
     "nested": ("Nested MAP vs Plain MAP on many tasks", "benchmarks.bench_nested"),
     "peers": ("Head-to-head: mapframe vs BoTorch, Optuna, random and grid search",
               "benchmarks.bench_peers"),
+    "search_reference": ("Dense validation reference: how many evaluations a plain search "
+                         "needs to match mapframe's proposed front",
+                         "benchmarks.bench_search_reference"),
     "verification": ("Verification rule and handed-over front (peers setting, N = 3)",
                      "benchmarks.bench_verification"),
     "acquisition": ("Adaptive search: BoTorch qLogNEHVI in the front sampler's loop vs the "

@@ -1,0 +1,88 @@
+"""The search-reference benchmark (benchmarks/bench_search_reference.py): its own pieces.
+
+What is checked: random-search blocks are disjoint and sized as stated, a thinned search's
+score never falls when the front may hold more points and equals the whole Pareto set's once
+``k`` covers it, "random search needs M" reads the smallest M on the ladder that reaches the
+target (``> max`` when none does), and the report states those numbers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import bench_search_reference as sr
+from mapframe.metrics import hypervolume, pareto_mask
+
+
+def test_blocks_are_disjoint_and_capped():
+    parts = sr.blocks(30, size=100, most=5)
+    assert [len(p) for p in parts] == [30, 30, 30]
+    assert len(np.unique(np.concatenate(parts))) == 90
+    assert len(sr.blocks(100, size=100)) == 1
+    assert len(sr.blocks(10, size=1000, most=5)) == 5
+
+
+def test_thinned_scores_grow_with_k_and_reach_the_whole_pareto_set():
+    rng = np.random.default_rng(0)
+    F_val = rng.uniform(size=(200, 3))
+    F_test = F_val + rng.normal(scale=0.05, size=F_val.shape)
+    ref = np.full(3, -0.2)
+    whole = hypervolume(F_test[pareto_mask(F_val)], ref)
+    n_front = int(pareto_mask(F_val).sum())
+    ks = [1, 3, 10, n_front, n_front + 5]
+    scores = sr.thinned_scores(F_val, F_test, ks, lambda F: hypervolume(F, ref) / whole)
+    values = [scores[k] for k in ks]
+    assert all(b >= a - 1e-12 for a, b in itertools.pairwise(values))
+    assert values[0] < values[-1]
+    assert abs(scores[n_front] - 1.0) < 1e-12 and abs(scores[n_front + 5] - 1.0) < 1e-12
+
+
+def _data() -> dict:
+    curve = {"10": {"5": 0.2, "7": 0.3}, "100": {"5": 0.5, "7": 0.6},
+             "1000": {"5": 0.7, "7": 0.8}}
+    rows = [{"method": "mapframe Bayesian MAP (front) (proposal quality)", "budget": 10,
+             "seed": s, "hv_fraction": hv, "proposed": k}
+            for s, hv, k in [(0, 0.52, 5), (1, 0.58, 7)]]
+    return {"ladder": [10, 100, 1000], "pool": 1000, "blocks": 5, "within": 0.01,
+            "peers_computed": {"command": "python benchmarks/run.py peers", "seconds": 1.0},
+            "n": {"3": {"rows": rows, "curve": curve, "surrogate_error": {
+                "val_test_rms": [0.02, 0.01], "gp_rmse": {"30": [0.05, 0.04]}}}}}
+
+
+def test_needed_is_the_smallest_m_reaching_the_target():
+    data = _data()
+    assert sr.at_budget(data, "3", 100, [5, 7]) == 0.55
+    assert sr.needed(data, "3", 0.55, [5, 7]) == "100"
+    assert sr.needed(data, "3", 0.56, [5, 7]) == "1000"
+    assert sr.needed(data, "3", 0.2, [5]) == "10"
+    assert sr.needed(data, "3", 0.9, [5, 7]) == "> 1000"
+
+
+def test_report_states_the_comparison():
+    text = sr.report(_data())
+    row = next(line for line in text.splitlines() if line.startswith("| Bayesian MAP"))
+    # mode | B | k | mapframe | random M = B | needs | dense
+    assert [c.strip() for c in row.strip("|").split("|")] == [
+        "Bayesian MAP (front)", "10", "6", "0.550", "0.250", "100", "0.750"]
+    assert "from M = 1000" in text  # 0.75 - 0.01 first reached at M = 1000
+    assert "M = 30: 0.050, 0.040" in text and "per task over the pool: 0.020, 0.010" in text
+
+
+def test_surrogate_error_falls_with_more_evaluations(monkeypatch):
+    pytest.importorskip("gpytorch")
+    rng = np.random.default_rng(1)
+    C = rng.uniform(size=(400, 2))
+    F_val = np.column_stack([np.sin(3 * C[:, 0]) + C[:, 1], C[:, 0] * C[:, 1]])
+    F_test = F_val + 0.01
+    monkeypatch.setattr(sr, "pool", lambda n: (C, F_val, F_test))
+    err = sr.surrogate_error(2, sizes=[8, 100], held_out=100)
+    np.testing.assert_allclose(err["val_test_rms"], [0.01, 0.01])
+    few, many = np.array(err["gp_rmse"]["8"]), np.array(err["gp_rmse"]["100"])
+    assert np.all(many < few) and np.all(many < 0.01)
