@@ -35,6 +35,8 @@ BENCHMARKS = {
     "nested": ("Nested MAP vs Plain MAP on many tasks", "benchmarks.bench_nested"),
     "peers": ("Head-to-head: mapframe vs BoTorch, Optuna, random and grid search",
               "benchmarks.bench_peers"),
+    "peers_more_seeds": ("Head-to-head's close cells on more seeds",
+                         "benchmarks.bench_peers_more_seeds"),
     "search_reference": ("Dense validation reference: how many evaluations a plain search "
                          "needs to match mapframe's proposed front",
                          "benchmarks.bench_search_reference"),

@@ -1,0 +1,132 @@
+"""The head-to-head's close cells on more seeds: is mapframe's lag there more than noise?
+
+The peers benchmark reports 3 seeds (0-2). In three of its cells mapframe's best mode trails
+the best peer on the charged score by less than one standard deviation over those seeds:
+N = 3, B = 20 (BoTorch qNEHVI), N = 4, B = 10 (random search) and N = 8, B = 20 (Optuna
+TPE). This benchmark reruns exactly those cells, with the same code paths (`bench_peers`'s
+jobs: every peer of the cell, checkpoints cut at the peers benchmark's budgets up to B, and
+every mapframe mode's charged run), on six more seeds (3-8), and reads them together with
+the recorded seeds 0-2 from `benchmarks/results/peers.json` (run `python benchmarks/run.py
+peers` first). Grid search is deterministic: its recorded row stands for every seed.
+
+Per cell: each method's charged HV fraction on test, mean ± std over the 9 seeds (and over
+the 6 new ones), and the paired difference between mapframe's `front` sampler and the best
+peer of the cell (the peer with the highest 9-seed mean): mean, standard error and the
+number of seeds on which `front` is ahead. The issue's target is read on the 3 reported
+seeds; these rows say whether a lag there is a real one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import bench_peers as bp
+
+#: The cells rerun: (N, B).
+CELLS = [(3, 20), (4, 10), (8, 20)]
+#: The new seeds (the peers benchmark reports 0-2).
+NEW_SEEDS = [3, 4, 5, 6, 7, 8]
+PEERS_JSON = Path(__file__).resolve().parent / "results" / "peers.json"
+FRONT = "mapframe Bayesian MAP (front)"
+
+
+def cell_jobs(n: int, budget: int, seeds: list[int]) -> list[dict[str, Any]]:
+    """The peers benchmark's jobs for one cell: each peer run to ``budget`` (cut at the
+    benchmark's checkpoints up to it) and each mapframe mode's charged run."""
+    cps = [b for b in bp.BUDGETS[n] if b <= budget]
+    many = n >= bp.MANY_TASKS_FROM_N
+    modes = [m for m in bp.MAP_MODES if not many or m in bp.MODES_MANY]
+    out: list[dict[str, Any]] = []
+    for seed in seeds:
+        out += [{"kind": "peer", "n": n, "seed": seed, "method": m, "checkpoints": cps}
+                for m in bp.PEERS_AT[n]]
+        out += [{"kind": "map", "n": n, "budget": budget, "seed": seed, "mode": m,
+                 "proposal": False} for m in modes]
+    return out
+
+
+def charged(rows: list[dict[str, Any]], n: int, budget: int) -> dict[str, dict[int, float]]:
+    """``{method: {seed: charged HV fraction}}`` of the rows at ``(n, budget)`` (charged
+    rows only: no proposal-quality rows, no budgets a peer did not reach)."""
+    out: dict[str, dict[int, float]] = {}
+    for r in rows:
+        if (int(r["n"]) == n and int(r["budget"]) == budget and "hv_fraction" in r
+                and not str(r["method"]).endswith("(proposal quality)")):
+            out.setdefault(str(r["method"]), {})[int(r["seed"])] = float(r["hv_fraction"])
+    return out
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if not PEERS_JSON.exists():
+        raise SystemExit(f"{PEERS_JSON} is missing: run `python benchmarks/run.py peers` "
+                         "first (its seeds 0-2 are read from there)")
+    recorded = json.loads(PEERS_JSON.read_text())
+    cells = CELLS[:1] if quick else CELLS
+    seeds = NEW_SEEDS[:1] if quick else NEW_SEEDS
+    for n, _ in cells:
+        bp._setting(n)  # ground truths once, before the workers start
+    todo = [j for n, b in cells for j in cell_jobs(n, b, seeds)]
+    rows: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        for part in pool.map(bp._run_job, todo):
+            rows += part
+    out: dict[str, Any] = {"new_seeds": seeds, "recorded_seeds": recorded["seeds"],
+                           "cells": []}
+    for n, b in cells:
+        new = charged(rows, n, b)
+        old = charged(recorded["rows"], n, b)
+        grid = old.pop("grid search", {})
+        if grid:  # deterministic: the same row for every seed
+            new["grid search"] = {s: next(iter(grid.values())) for s in seeds}
+            old["grid search"] = grid
+        out["cells"].append({"n": n, "budget": b, "new": new, "recorded": old})
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _both(cell: dict[str, Any], method: str) -> dict[int, float]:
+    return {int(s): v for part in ("recorded", "new")
+            for s, v in cell[part].get(method, {}).items()}
+
+
+def paired(cell: dict[str, Any], a: str, b: str) -> tuple[float, float, int, int]:
+    """Mean and standard error of ``a - b`` over the seeds both have, seeds where ``a`` is
+    ahead, and the number of seeds."""
+    x, y = _both(cell, a), _both(cell, b)
+    d = np.array([x[s] - y[s] for s in sorted(set(x) & set(y))])
+    if not len(d):
+        return float("nan"), float("nan"), 0, 0
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return float(d.mean()), se, int(np.sum(d > 0)), len(d)
+
+
+def report(data: dict[str, Any]) -> str:
+    lines = [f"Seeds: recorded {data['recorded_seeds']} (peers.json) plus new "
+             f"{data['new_seeds']}. Charged HV fraction on test, mean ± std.", ""]
+    for cell in data["cells"]:
+        n, b = cell["n"], cell["budget"]
+        methods = sorted(set(cell["recorded"]) | set(cell["new"]))
+        means = {m: float(np.mean(list(_both(cell, m).values()))) for m in methods}
+        lines += [f"**N = {n}, B = {b}**", "",
+                  "| method | all seeds | recorded seeds | new seeds |", "|---|---|---|---|"]
+        for m in sorted(methods, key=lambda m: -means[m]):
+            cols = []
+            for part in (_both(cell, m), cell["recorded"].get(m, {}), cell["new"].get(m, {})):
+                v = np.array(list(part.values()))
+                cols.append(f"{v.mean():.3f} ± {v.std():.3f} ({len(v)})" if len(v) else "–")
+            lines.append(f"| {m} | " + " | ".join(cols) + " |")
+        peers = [m for m in methods if not m.startswith("mapframe")]
+        best = max(peers, key=lambda m: means[m])
+        mean, se, ahead, k = paired(cell, FRONT, best)
+        lines += ["", f"`front` minus the best peer over all seeds ({best}): {mean:+.3f} ± "
+                  f"{se:.3f} (standard error), ahead on {ahead} of {k} seeds.", ""]
+    return "\n".join(lines)
