@@ -105,6 +105,11 @@ measurement, or a prediction by more than the surrogates' leave-one-out RMSE, be
   with its 10 Sobol' start points): -0.014. On the pilot seeds 100-105 the same random
   search scored 0.304 against the `front` sampler's 0.354: at 10 evaluations in 4
   dimensions the ranking is mostly the luck of the design.
+- **The two lags on more seeds** (`python benchmarks/run.py peers_more_seeds`, its own
+  section below: the same jobs on seeds 3-8, read with 0-2): over 9 seeds the best mapframe
+  mode leads at N = 3, B = 20 (`gp` 0.786 vs qNEHVI 0.783; `front` 0.778) and at N = 4,
+  B = 10 (Plain MAP 0.359, `front` 0.349 vs random search 0.341), each by less than its
+  standard error; at N = 8, B = 20 Optuna TPE stays 0.007 ahead of `front` (0.146 vs 0.139).
 - **N = 6** (peers without qNEHVI, qLogNEHVI and Optuna GP, see above): mapframe ahead at
   every budget, +0.031 (`front` 0.264 at B = 14, Optuna TPE 0.233), +0.077 and +0.154
   (`front`: 0.400 and 0.562 against qNParEGO's 0.323 and Optuna TPE's 0.408).

@@ -56,6 +56,11 @@ def test_paired_difference_per_seed():
 
 
 def test_report_reads_the_best_peer_over_all_seeds():
-    text = ms.report({"recorded_seeds": [0, 1], "new_seeds": [3], "cells": [_cell()]})
-    assert "(peer x): +0.017" in text and "ahead on 2 of 3 seeds" in text
+    cell = {**_cell(), "check_rows": 3, "check_max_diff": 0.0}
+    text = ms.report({"recorded_seeds": [0, 1], "new_seeds": [3], "check_seed": [0],
+                      "cells": [cell]})
+    assert "Rerun of seed 0 against its recorded rows (3 methods): largest difference" in text
+    assert ("The best mapframe mode (Bayesian MAP (front)) minus the best peer (peer x), "
+            "paired over all seeds: +0.017") in text and "ahead on 2 of 3 seeds" in text
+    assert "The `front` sampler" not in text  # it is the best mode here: one line
     assert "| peer x | 0.733 ± 0.034 (3) | 0.750 ± 0.030 (2) | 0.700 ± 0.000 (1) |" in text
