@@ -704,6 +704,20 @@ def run(quick: bool = False, workers: int = 2) -> dict[str, Any]:
             "peer_settings": PEER_SETTINGS, "map_modes": MAP_MODES}
 
 
+#: Where ``python benchmarks/run.py peers`` records its results (read by the benchmarks that
+#: build on them).
+RESULTS_JSON = Path(__file__).resolve().parent / "results" / "peers.json"
+
+
+def recorded_results(need: str) -> dict[str, Any]:
+    """The recorded peers results; a one-line exit naming the command when there are none
+    (``need`` says what the caller reads from them)."""
+    if not RESULTS_JSON.exists():
+        raise SystemExit(f"{RESULTS_JSON} is missing: run `python benchmarks/run.py peers` "
+                         f"first ({need})")
+    return json.loads(RESULTS_JSON.read_text())  # type: ignore[no-any-return]
+
+
 # --------------------------------------------------------------------------- report
 
 

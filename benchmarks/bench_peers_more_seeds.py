@@ -30,10 +30,8 @@ that model the metrics are within a few thousandths of each other.
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,7 +42,6 @@ from benchmarks import bench_peers as bp
 CELLS = [(3, 20), (4, 10), (8, 20)]
 #: The new seeds (the peers benchmark reports 0-2).
 NEW_SEEDS = [3, 4, 5, 6, 7, 8]
-PEERS_JSON = Path(__file__).resolve().parent / "results" / "peers.json"
 FRONT = "mapframe Bayesian MAP (front)"
 
 
@@ -76,10 +73,7 @@ def charged(rows: list[dict[str, Any]], n: int, budget: int) -> dict[str, dict[i
 
 def run(quick: bool = False) -> dict[str, Any]:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    if not PEERS_JSON.exists():
-        raise SystemExit(f"{PEERS_JSON} is missing: run `python benchmarks/run.py peers` "
-                         "first (its seeds 0-2 are read from there)")
-    recorded = json.loads(PEERS_JSON.read_text())
+    recorded = bp.recorded_results("its seeds 0-2 are read from there")
     cells = CELLS[:1] if quick else CELLS
     seeds = NEW_SEEDS[:1] if quick else NEW_SEEDS
     for n, _ in cells:

@@ -43,9 +43,7 @@ Reading of the recorded run (mapframe's rows: the peers run of the same library 
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,8 +60,6 @@ POOL = 20_000
 LADDER = [10, 20, 30, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000]
 #: Disjoint blocks averaged per M (fewer when the pool holds fewer).
 BLOCKS = 5
-#: The peers benchmark's recorded results, read for mapframe's proposals.
-PEERS_JSON = Path(__file__).resolve().parent / "results" / "peers.json"
 #: "Within" for the random-search table.
 WITHIN = 0.01
 #: Evaluations the GP of the surrogate-error table is fitted to, and held-out points.
@@ -147,10 +143,7 @@ def proposal_rows(peers: dict[str, Any], n: int) -> list[dict[str, Any]]:
 
 def run(quick: bool = False) -> dict[str, Any]:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    if not PEERS_JSON.exists():
-        raise SystemExit(f"{PEERS_JSON} is missing: run `python benchmarks/run.py peers` "
-                         "first (this benchmark reads its proposal-quality rows)")
-    peers = json.loads(PEERS_JSON.read_text())
+    peers = bp.recorded_results("this benchmark reads its proposal-quality rows")
     ladder = LADDER[:6] if quick else LADDER
     out: dict[str, Any] = {"ladder": ladder, "pool": POOL, "blocks": BLOCKS,
                            "within": WITHIN, "peers_computed": peers["_meta"], "n": {}}

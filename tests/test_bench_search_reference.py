@@ -86,3 +86,11 @@ def test_surrogate_error_falls_with_more_evaluations(monkeypatch):
     np.testing.assert_allclose(err["val_test_rms"], [0.01, 0.01])
     few, many = np.array(err["gp_rmse"]["8"]), np.array(err["gp_rmse"]["100"])
     assert np.all(many < few) and np.all(many < 0.01)
+
+
+def test_missing_peers_results_name_the_command(monkeypatch, tmp_path):
+    from benchmarks import bench_peers
+
+    monkeypatch.setattr(bench_peers, "RESULTS_JSON", tmp_path / "peers.json")
+    with pytest.raises(SystemExit, match=r"run `python benchmarks/run.py peers` first"):
+        sr.run()
