@@ -135,10 +135,10 @@ measurement, or a prediction by more than the surrogates' leave-one-out RMSE, be
   (0.832 against 0.880 at B = 100). Within 0.01 is not reached at any budget; at N = 3 the
   gap closes with the budget (0.05 to 0.011), at N = 4 it is still 0.05 at 100 evaluations
   against the thousands of the reference. How much that reference asks is measured in the
-  next section (`python benchmarks/run.py search_reference`): random search on validation
-  first comes within 0.01 of its own 20 000-point value at 1 000 evaluations (N = 3) and
-  10 000 (N = 4), and mapframe's proposal from B evaluations matches random search with
-  about 20 B.
+  section "Dense validation reference" (`python benchmarks/run.py search_reference`):
+  random search on validation comes within 0.01 of its own 20 000-point value only after
+  500-1 000 evaluations (N = 3) and 5 000-10 000 (N = 4), and mapframe's proposal from B
+  evaluations is worth 4 B to 25 B random ones.
 - **Proposal quality** (not charged) keeps rising with the budget for the `front` sampler:
   at N = 4 0.647 / 0.739 / 0.738 / 0.774 / 0.832 for B = 10-100, against Plain MAP's 0.651 /
   0.710 / 0.737 / 0.751 / 0.775 (the quadratic plateau the front sampler's refitted GPs

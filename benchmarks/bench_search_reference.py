@@ -16,29 +16,32 @@ Read per (N, B) and mapframe mode, from the recorded peers results
 (`benchmarks/results/peers.json`, proposal-quality rows, the same seeds and front sizes):
 - **mapframe**: its proposal's HV fraction (mean over seeds) and front size k (mean);
 - **random, M = B**: random search with the same number of evaluations, thinned to k;
-- **random search needs**: the smallest M on the ladder whose mean score reaches mapframe's
-  (how many evaluations mapframe's B are worth), `> 20000` when none does;
+- **random search reaches it at M**: where on the ladder random search's mean score reaches
+  mapframe's, as `a-b` (with a evaluations it stays below, with b it reaches it: mapframe's B
+  evaluations are worth between a and b), `> 20000` when it never does;
 - **dense (20 000)**: the whole pool thinned to k, the uniform-sample version of the peers
   benchmark's dense reference (at N = 3 that one is a 21^3 grid, so the two differ slightly).
 
-And per N and front size: the smallest M at which random search comes within 0.01 of its own
-20 000-point value, which says what the issue's "within 0.01 of a dense validation search"
-asks of a search with B <= 100 evaluations.
+And per N and front size: where random search comes within 0.01 of its own 20 000-point
+value, which says what the issue's "within 0.01 of a dense validation search" asks of a
+search with B <= 100 evaluations.
 
 Reading of the recorded run (mapframe's rows: the peers run of the same library version):
-- **A proposed front from B evaluations is worth about 20 B random validation evaluations**
-  (10-25 B). The `front` sampler's proposal matches random search with 200 / 500 / 500 /
-  1000 evaluations at N = 3, B = 10 / 20 / 30 / 50, and with 200 / 500 / 500 / 500 / 2000 at
-  N = 4, B = 10 / 20 / 30 / 50 / 100. Random search with the same B evaluations scores 0.33
-  to 0.35 below it at B = 10 and 0.15-0.19 below at the largest budgets.
+- **A proposed front from B evaluations is worth 4 B to 25 B random validation
+  evaluations, at least 10 B at 6 of the 9 budgets.** The `front` sampler's proposal lies
+  between random search with 100-200 / 200-500 / 200-500 / 500-1000 evaluations at N = 3,
+  B = 10 / 20 / 30 / 50, and 100-200 / 200-500 / 200-500 / 200-500 / 1000-2000 at N = 4,
+  B = 10 / 20 / 30 / 50 / 100 (below 10 B only at B = 30 and at N = 4, B = 50). Random
+  search with the same B evaluations scores 0.33 to 0.35 below it at B = 10 and 0.15-0.19
+  below at the largest budgets.
 - **The issue's "within 0.01 of the dense validation search" asks for thousands of
-  evaluations' worth.** Random search itself first comes within 0.01 of its own 20 000-point
-  value at M = 1000 evaluations at N = 3 and at M = 10 000 at N = 4. mapframe's proposals are
-  0.015 (N = 3, B = 50: 0.931 vs 0.946) and 0.048 (N = 4, B = 100: 0.832 vs 0.880) below it,
-  where random search with 50 and 100 evaluations is 0.16 and 0.24 below. The gap left is
-  the surrogates' error with B evaluations (last table: a GP fitted to M uniform validation
-  evaluations, its RMSE on held-out validation points, against the validation-test
-  difference that no search can remove).
+  evaluations' worth.** Random search itself comes within 0.01 of its own 20 000-point value
+  between M = 500 and 1 000 evaluations at N = 3 and between 5 000 and 10 000 at N = 4.
+  mapframe's proposals are 0.015 (N = 3, B = 50: 0.931 vs 0.946) and 0.048 (N = 4, B = 100:
+  0.832 vs 0.880) below it, where random search with 50 and 100 evaluations is 0.16 and
+  0.24 below. The gap left is the surrogates' error with B evaluations (last table: a GP
+  fitted to M uniform validation evaluations, its RMSE on held-out validation points,
+  against the validation-test difference that no search can remove).
 """
 
 from __future__ import annotations
@@ -172,11 +175,14 @@ def at_budget(data: dict[str, Any], n: str, m: int, ks: list[int]) -> float:
 
 
 def needed(data: dict[str, Any], n: str, target: float, ks: list[int]) -> str:
-    """The smallest M on the ladder whose mean score reaches ``target`` (``> max`` if none)."""
-    for m in data["ladder"]:
+    """Where random search reaches ``target`` on the ladder: ``"a-b"`` when ``b`` is the
+    smallest M whose mean score reaches it and ``a`` the M before (which does not), ``"<= b"``
+    when the smallest M already does, ``"> max"`` when none does."""
+    ladder = data["ladder"]
+    for i, m in enumerate(ladder):
         if at_budget(data, n, m, ks) >= target:
-            return str(m)
-    return f"> {data['ladder'][-1]}"
+            return f"<= {m}" if i == 0 else f"{ladder[i - 1]}-{m}"
+    return f"> {ladder[-1]}"
 
 
 def report(data: dict[str, Any]) -> str:
@@ -188,7 +194,8 @@ def report(data: dict[str, Any]) -> str:
     for n, part in data["n"].items():
         rows = part["rows"]
         lines += [f"**N = {n}**", "",
-                  "| mode | B | k (mean) | mapframe | random, M = B | random search needs M "
+                  "| mode | B | k (mean) | mapframe | random, M = B "
+                  "| random search reaches it at M "
                   f"| dense ({ladder[-1]}) |", "|---|---|---|---|---|---|---|"]
         for mode in sorted({r["method"] for r in rows}):
             for b in sorted({int(r["budget"]) for r in rows if r["method"] == mode}):
@@ -205,7 +212,7 @@ def report(data: dict[str, Any]) -> str:
         all_ks = sorted({int(r["proposed"]) for r in rows})
         full = at_budget(data, n, ladder[-1], all_ks)
         lines += ["", f"Random search within {data['within']} of its own {ladder[-1]}-point "
-                  f"value ({full:.3f}, mean over the front sizes above): from M = "
+                  f"value ({full:.3f}, mean over the front sizes above): at M = "
                   f"{needed(data, n, full - data['within'], all_ks)}. Random search by M "
                   "(same front sizes): "
                   + ", ".join(f"{m}: {at_budget(data, n, m, all_ks):.3f}" for m in ladder)

@@ -2,8 +2,9 @@
 
 What is checked: random-search blocks are disjoint and sized as stated, a thinned search's
 score never falls when the front may hold more points and equals the whole Pareto set's once
-``k`` covers it, "random search needs M" reads the smallest M on the ladder that reaches the
-target (``> max`` when none does), and the report states those numbers.
+``k`` covers it, "random search reaches it at M" brackets the target between the ladder's M
+that stays below it and the first that reaches it (``<= min`` / ``> max`` at the ends), and
+the report states those numbers.
 """
 
 from __future__ import annotations
@@ -59,19 +60,19 @@ def _data() -> dict:
 def test_needed_is_the_smallest_m_reaching_the_target():
     data = _data()
     assert sr.at_budget(data, "3", 100, [5, 7]) == 0.55
-    assert sr.needed(data, "3", 0.55, [5, 7]) == "100"
-    assert sr.needed(data, "3", 0.56, [5, 7]) == "1000"
-    assert sr.needed(data, "3", 0.2, [5]) == "10"
+    assert sr.needed(data, "3", 0.55, [5, 7]) == "10-100"
+    assert sr.needed(data, "3", 0.56, [5, 7]) == "100-1000"
+    assert sr.needed(data, "3", 0.2, [5]) == "<= 10"
     assert sr.needed(data, "3", 0.9, [5, 7]) == "> 1000"
 
 
 def test_report_states_the_comparison():
     text = sr.report(_data())
     row = next(line for line in text.splitlines() if line.startswith("| Bayesian MAP"))
-    # mode | B | k | mapframe | random M = B | needs | dense
+    # mode | B | k | mapframe | random M = B | reaches it at M | dense
     assert [c.strip() for c in row.strip("|").split("|")] == [
-        "Bayesian MAP (front)", "10", "6", "0.550", "0.250", "100", "0.750"]
-    assert "from M = 1000" in text  # 0.75 - 0.01 first reached at M = 1000
+        "Bayesian MAP (front)", "10", "6", "0.550", "0.250", "10-100", "0.750"]
+    assert "at M = 100-1000" in text  # 0.75 - 0.01 first reached at M = 1000
     assert "M = 30: 0.050, 0.040" in text and "per task over the pool: 0.020, 0.010" in text
 
 
