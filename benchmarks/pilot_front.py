@@ -18,8 +18,9 @@ share), ``optimism-0.5`` / ``optimism-1`` (the predicted front solved on the pos
 plus that many posterior standard deviations), ``share-0.2`` (verify 20 % of the budget
 instead of 10 %), ``quadratic-mean`` (each GP fitted to the residuals of a ridge quadratic
 once there are at least as many evaluations as the quadratic has parameters: a GP whose
-prior mean is the MAP quadratic) and ``gp-final`` (the study's final surrogate is ``gp`` at
-every budget instead of the benchmark's rule).
+prior mean is the MAP quadratic), ``gp-final`` (the study's final surrogate is ``gp`` at
+every budget instead of the benchmark's rule) and ``gp-sampler`` (the ``gp`` sampler instead
+of ``front``, verifying 30 % of the budget as the peers benchmark's ``gp`` mode does).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "share-0.2": {"share": 0.2},
     "quadratic-mean": {"quadratic_mean": True},
     "gp-final": {"surrogate": "gp"},
+    "gp-sampler": {"sampler": {"name": "gp"}, "share": 0.3},
 }
 FRONT_MODE = "mapframe Bayesian MAP (front)"
 
