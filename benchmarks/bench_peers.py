@@ -283,8 +283,7 @@ def ground_truth(problem: DigitsProblem, kind: str, size: int) -> np.ndarray:
     if kind == "grid":
         _, F = problem.ground_truth(size)
     else:
-        F = _evaluate_split(problem, dense_points(len(problem.tasks), kind, size),
-                            TRUTH_WORKERS)
+        F = dense_metrics(problem, kind, size, "test")
         F = F[pareto_mask(F)]
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, F=F)
@@ -298,6 +297,21 @@ def dense_points(n: int, kind: str, size: int) -> np.ndarray:
         axes = [np.linspace(0.0, 1.0, size)] * n
         return np.array(list(itertools.product(*axes)))
     return np.random.default_rng(12345).uniform(0.0, 1.0, (size, n))
+
+
+def dense_metrics(problem: DigitsProblem, kind: str, size: int, split: str) -> np.ndarray:
+    """Metrics on ``split`` of every point of the dense set ``dense_points(N, kind, size)``;
+    computed once, cached under ``CACHE`` (the ground truth, the dense validation search and
+    the search-reference benchmark's pool share them where they use the same set)."""
+    key = truth_key(problem, kind, size)
+    path = CACHE / f"dense-{split}-{len(problem.tasks)}-{kind}-{size}-{key}.npz"
+    if path.exists():
+        return np.load(path)["F"]
+    F = _evaluate_split(problem, dense_points(len(problem.tasks), kind, size),
+                        TRUTH_WORKERS, split=split)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, F=F)
+    return F
 
 
 #: N at which the dense validation search (the thinned reference) is computed.
@@ -315,7 +329,7 @@ def dense_validation_front(problem: DigitsProblem) -> tuple[np.ndarray, np.ndarr
         z = np.load(path)
         return z["C"], z["F"]
     C = dense_points(n, kind, size)
-    F = _evaluate_split(problem, C, TRUTH_WORKERS, split="validation")
+    F = dense_metrics(problem, kind, size, "validation")
     mask = pareto_mask(F)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, C=C[mask], F=F[mask])
@@ -652,6 +666,12 @@ def plan(quick: bool = False) -> tuple[dict[int, list[int]], list[int]]:
     return {n: list(BUDGETS[n]) for n in ns}, list(SEEDS)
 
 
+def modes_at(n: int) -> list[str]:
+    """The mapframe modes run at ``n`` tasks (only :data:`MODES_MANY` from
+    :data:`MANY_TASKS_FROM_N` on)."""
+    return [m for m in MAP_MODES if n < MANY_TASKS_FROM_N or m in MODES_MANY]
+
+
 def jobs(quick: bool = False) -> list[dict[str, Any]]:
     budgets_of, seeds = plan(quick)
     out: list[dict[str, Any]] = []
@@ -659,12 +679,10 @@ def jobs(quick: bool = False) -> list[dict[str, Any]]:
         for seed in seeds:
             out += [{"kind": "peer", "n": n, "seed": seed, "method": m,
                      "checkpoints": budgets} for m in PEERS_AT[n]]
-            many = n >= MANY_TASKS_FROM_N
-            modes = [m for m in MAP_MODES if not many or m in MODES_MANY]
+            proposals = (False,) if n >= MANY_TASKS_FROM_N else (False, True)
             for budget in budgets:
                 out += [{"kind": "map", "n": n, "budget": budget, "seed": seed, "mode": m,
-                         "proposal": p} for m in modes for p in ((False,) if many
-                                                                   else (False, True))]
+                         "proposal": p} for m in modes_at(n) for p in proposals]
         out += [{"kind": "grid", "n": n, "budget": b, "seeds": seeds} for b in budgets]
     # The slowest jobs (BoTorch at the largest N) first, so that both workers stay busy.
     return sorted(out, key=lambda j: (j["kind"] != "peer" or "BoTorch" not in j["method"],

@@ -49,14 +49,12 @@ def cell_jobs(n: int, budget: int, seeds: list[int]) -> list[dict[str, Any]]:
     """The peers benchmark's jobs for one cell: each peer run to ``budget`` (cut at the
     benchmark's checkpoints up to it) and each mapframe mode's charged run."""
     cps = [b for b in bp.BUDGETS[n] if b <= budget]
-    many = n >= bp.MANY_TASKS_FROM_N
-    modes = [m for m in bp.MAP_MODES if not many or m in bp.MODES_MANY]
     out: list[dict[str, Any]] = []
     for seed in seeds:
         out += [{"kind": "peer", "n": n, "seed": seed, "method": m, "checkpoints": cps}
                 for m in bp.PEERS_AT[n]]
         out += [{"kind": "map", "n": n, "budget": budget, "seed": seed, "mode": m,
-                 "proposal": False} for m in modes]
+                 "proposal": False} for m in bp.modes_at(n)]
     return out
 
 

@@ -71,19 +71,12 @@ HELD_OUT = 500
 
 
 def pool(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The pool's coefficients and their validation and test metrics (cached)."""
+    """The pool's coefficients and their validation and test metrics (cached:
+    :func:`bench_peers.dense_metrics`; at N = 4 the peers benchmark's own dense sample)."""
     problem, _ = bp._setting(n)
-    key = bp.truth_key(problem, "sample", POOL)
-    path = bp.CACHE / f"search-pool-{n}-{POOL}-{key}.npz"
-    if path.exists():
-        z = np.load(path)
-        return z["C"], z["F_val"], z["F_test"]
-    C = bp.dense_points(n, "sample", POOL)
-    F_val = bp._evaluate_split(problem, C, bp.TRUTH_WORKERS, split="validation")
-    F_test = bp._evaluate_split(problem, C, bp.TRUTH_WORKERS, split="test")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, C=C, F_val=F_val, F_test=F_test)
-    return C, F_val, F_test
+    return (bp.dense_points(n, "sample", POOL),
+            bp.dense_metrics(problem, "sample", POOL, "validation"),
+            bp.dense_metrics(problem, "sample", POOL, "test"))
 
 
 def blocks(m: int, size: int = POOL, most: int = BLOCKS) -> list[np.ndarray]:
