@@ -328,8 +328,9 @@ def _evaluator(args: dict[str, Any]) -> dict[str, Any]:
              for i in range(N_FINETUNES)]
     finetuned = {f"task{i}": str(work / f"ft{i}") for i in range(N_FINETUNES)}
     ev = CausalLMEvaluator(tasks=tasks, batch_size=1, max_length=MAX_LENGTH, dtype="auto",
-                           device="cpu", storage=args["storage"],
+                           device=args.get("device", "cpu"), storage=args["storage"],
                            reader=args.get("reader", "pread"))
+    cuda = str(args.get("device", "cpu")).startswith("cuda")
     t0 = time.perf_counter()
     spec = MergeSpec(TaskArithmetic(), str(work / "base"), finetuned,
                      loader=ev.load_task_vectors)
@@ -349,7 +350,12 @@ def _evaluator(args: dict[str, Any]) -> dict[str, Any]:
         for c in MERGE_CS:
             t0 = time.perf_counter()
             ev.merger.merge_into(ev._params, np.array(c))
+            if cuda:
+                torch.cuda.synchronize()
             merge_times.append(time.perf_counter() - t0)
+    gpu = ({"gpu_peak_bytes": torch.cuda.max_memory_allocated(),
+            "gpu_end_bytes": torch.cuda.memory_allocated(),
+            "device": str(ev.model_device())} if cuda else {"device": "cpu"})
     ckpt = tv.base_folder.nbytes
     read = _page_cache_read(work, args["threads"]) if args["storage"] == "disk" else {}
     memory = tv.memory_cost()
@@ -370,7 +376,7 @@ def _evaluator(args: dict[str, Any]) -> dict[str, Any]:
             "scores": scores.tolist(), "merge_times": merge_times, "merge_s": merge_s,
             "merge_bytes": moved, "merge_gbps": moved / merge_s / _GB,
             "held_bytes": memory["held_bytes"], "memory": described,
-            "threads": torch.get_num_threads(), **read,
+            "threads": torch.get_num_threads(), **read, **gpu,
             **_copy_bandwidth(args["copy_elements"])}
 
 

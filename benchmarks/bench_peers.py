@@ -729,11 +729,16 @@ RESULTS_JSON = Path(__file__).resolve().parent / "results" / "peers.json"
 
 def recorded_results(need: str) -> dict[str, Any]:
     """The recorded peers results; a one-line exit naming the command when there are none
-    (``need`` says what the caller reads from them)."""
-    if not RESULTS_JSON.exists():
-        raise SystemExit(f"{RESULTS_JSON} is missing: run `python benchmarks/run.py peers` "
+    (``need`` says what the caller reads from them). They are read from the results folder
+    that ``run.py --results DIR`` names (``MAPFRAME_BENCH_RESULTS``), else from
+    :data:`RESULTS_JSON`."""
+    folder = os.environ.get("MAPFRAME_BENCH_RESULTS")
+    path = Path(folder) / "peers.json" if folder else RESULTS_JSON
+    if not path.exists():
+        flag = f" --results {folder}" if folder else ""
+        raise SystemExit(f"{path} is missing: run `python benchmarks/run.py peers{flag}` "
                          f"first ({need})")
-    return json.loads(RESULTS_JSON.read_text())  # type: ignore[no-any-return]
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- report

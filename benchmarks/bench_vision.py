@@ -7,8 +7,8 @@ no pretrained weights can be downloaded here; speed and memory do not depend on 
 224×224 images.
 Runs in the plugin's environment: `pip install "torch==2.15.0" "torchvision==0.29.2"
 "open_clip_torch==3.3.0" -e . -e ./plugins/vision`, then
-`python benchmarks/run.py vision`. CPU only here (no GPU was lent to this work); the CUDA
-path (fp16 autocast) is the same code with `device: cuda`."""
+`python benchmarks/run.py vision`. CPU only; the CUDA path (`device: cuda`, fp16 autocast)
+is measured by `python benchmarks/run.py gpu` (its own section below)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ def _rss_mb() -> float:
 
 
 def _setup(work: Path, model: str, size: int, n_images: int, tasks: list[str],
-           model_config: str | None) -> tuple[Any, Any, dict[str, Any]]:
+           model_config: str | None, device: str = "cpu",
+           precision: str = "auto") -> tuple[Any, Any, dict[str, Any]]:
     import open_clip
     import torch
     from mapframe_vision.clip import ClipEvaluator
@@ -58,8 +59,8 @@ def _setup(work: Path, model: str, size: int, n_images: int, tasks: list[str],
         folder = write_image_folder(work / f"data-{size}" / t, x, y, names)
         specs.append({"name": t, "data": str(folder), "classnames": names})
     ev = ClipEvaluator(tasks=specs, model=model, model_config=model_config,
-                       pretrained=str(pre), head_cache=str(work / "heads"), device="cpu",
-                       batch_size=64)
+                       pretrained=str(pre), head_cache=str(work / "heads"), device=device,
+                       precision=precision, batch_size=64)
     spec = MergeSpec(TaskArithmetic(), str(pre), ft, prepare=ev.prepare_checkpoint)
     return ev, spec, {"pretrained": str(pre), "finetuned": ft}
 
@@ -70,9 +71,11 @@ def _reload_eval(ev: Any, merger: Any, c: np.ndarray) -> float:
     import torch
     from mapframe_vision.runtime import score_classifier
 
+    device = str(ev.model_device())
     t0 = time.perf_counter()
     model = open_clip.create_model(ev.model, pretrained=None).visual.eval()
     model.load_state_dict(merger.merged_state_dict(c))
+    model.to(device)
     with torch.no_grad():
         for name, evalset in ev._sets.items():
             head = ev.heads[name]
@@ -81,17 +84,37 @@ def _reload_eval(ev: Any, merger: Any, c: np.ndarray) -> float:
                 f = model(x).float()
                 return (f / f.norm(dim=-1, keepdim=True)) @ head.T
 
-            score_classifier(logits, evalset, "cpu", "fp32")
+            score_classifier(logits, evalset, device, ev.precision)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
-def _case(label: str, model: str, size: int, n_images: int, tasks: list[str],
-          model_config: str | None, reps: int, leak_merges: int) -> dict[str, Any]:
+def _gpu_mb(device: str) -> dict[str, float]:
+    """Memory allocated by torch on ``device`` now and at its peak, in MB (empty on CPU)."""
     import torch
 
+    if not device.startswith("cuda"):
+        return {}
+    torch.cuda.synchronize()
+    return {"allocated": torch.cuda.memory_allocated(device) / 1e6,
+            "peak": torch.cuda.max_memory_allocated(device) / 1e6}
+
+
+def _case(label: str, model: str, size: int, n_images: int, tasks: list[str],
+          model_config: str | None, reps: int, leak_merges: int, device: str = "cpu",
+          precision: str = "auto", reload: bool = True) -> dict[str, Any]:
+    """One model on one device: resident evaluations (timed), reloads (timed when
+    ``reload``), then ``leak_merges`` further merges for the memory growth. The scores of
+    the timed evaluations are returned too (for comparing devices on the same merges)."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        ev, spec, _ = _setup(work, model, size, n_images, tasks, model_config)
+        ev, spec, _ = _setup(work, model, size, n_images, tasks, model_config, device,
+                             precision)
         t0 = time.perf_counter()
         merger = spec.build()
         ev.setup(merger)
@@ -100,26 +123,33 @@ def _case(label: str, model: str, size: int, n_images: int, tasks: list[str],
         C = rng.uniform(0, 1, size=(reps, len(tasks)))
         ev.evaluate(C[:1])  # warm-up
         t0 = time.perf_counter()
-        ev.evaluate(C)
+        scores = ev.evaluate(C)
         resident = (time.perf_counter() - t0) / reps
         timings = ev.timings
-        reload = float(np.median([_reload_eval(ev, merger, c) for c in C[: max(2, reps // 2)]]))
+        reload_s = (float(np.median([_reload_eval(ev, merger, c)
+                                     for c in C[: max(2, reps // 2)]])) if reload else None)
         gc.collect()
-        rss0 = _rss_mb()
+        rss0, gpu0 = _rss_mb(), _gpu_mb(device)
         ev.evaluate(rng.uniform(0, 1, size=(leak_merges, len(tasks))))
         gc.collect()
-        rss1 = _rss_mb()
-        n_params = sum(p.numel() for p in ev._visual.parameters())
+        rss1, gpu1 = _rss_mb(), _gpu_mb(device)
+        n_params = sum(p.numel() for p in ev._model.parameters())
         images = sum(len(s) for s in ev._sets.values())
+        resolved = str(ev.model_device())
         ev.close()
-    return {"label": label, "model": model, "image_size": size, "tasks": len(tasks),
-            "images_per_eval": images, "visual_params": n_params, "setup_s": setup_s,
-            "resident_eval_s": resident, "reload_eval_s": reload,
-            "merge_s": timings["merge_s"] / timings["merges"],
-            "images_per_s": timings["images"] / timings["score_s"],
-            "rss_growth_mb": rss1 - rss0, "leak_merges": leak_merges,
-            "threads": torch.get_num_threads(),
-            "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3}
+    row = {"label": label, "model": model, "image_size": size, "tasks": len(tasks),
+           "device": resolved, "precision": precision,
+           "images_per_eval": images, "visual_params": n_params, "setup_s": setup_s,
+           "resident_eval_s": resident, "reload_eval_s": reload_s,
+           "merge_s": timings["merge_s"] / timings["merges"],
+           "images_per_s": timings["images"] / timings["score_s"],
+           "rss_growth_mb": rss1 - rss0, "leak_merges": leak_merges,
+           "threads": torch.get_num_threads(),
+           "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3,
+           "scores": np.asarray(scores).tolist()}
+    if gpu1:
+        row.update(gpu_peak_mb=gpu1["peak"], gpu_growth_mb=gpu1["allocated"] - gpu0["allocated"])
+    return row
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -157,7 +187,8 @@ def report(data: dict[str, Any]) -> str:
             f"{r['reload_eval_s']:.3f} | {r['reload_eval_s'] / r['resident_eval_s']:.2f}× | "
             f"{r['merge_s']:.3f} | {r['images_per_s']:.0f} | {r['setup_s']:.1f} | "
             f"{r['rss_growth_mb']:+.1f} over {r['leak_merges']} |")
-    lines += ["", "GPU throughput: not measured — no GPU was lent to this work; the CUDA path "
-              "(device: cuda, fp16 autocast) is the same code and is exercised only when a "
-              "device is available.", ""]
+    lines += ["", "GPU throughput (device: cuda, fp16 autocast): measured on a lent GPU "
+              "machine, against the CPU of that machine, in the section \"GPU: the vision and "
+              "LLM plugins' CUDA paths against the CPU\" (`python benchmarks/run.py gpu`).",
+              ""]
     return "\n".join(lines)

@@ -52,6 +52,8 @@ BENCHMARKS = {
             "benchmarks.bench_llm"),
     "distributed": ("Executors: in-process vs process pool vs Ray vs Dask",
                     "benchmarks.bench_distributed"),
+    "gpu": ("GPU: the vision and LLM plugins' CUDA paths against the CPU",
+            "benchmarks.bench_gpu"),
 }
 
 
@@ -71,11 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
+    # Benchmarks that build on another's results read them from this folder too.
+    os.environ["MAPFRAME_BENCH_RESULTS"] = str(results.resolve())
     for name in args.names or list(BENCHMARKS):
         _title, module = BENCHMARKS[name]
+        mod = importlib.import_module(module)
+        why = mod.unavailable() if hasattr(mod, "unavailable") else None
+        if why and not args.names:  # asked for by name, its run() says why in one line
+            print(f"skipping {name}: {why}", flush=True)
+            continue
         print(f"running {name} ...", flush=True)
         t0 = time.perf_counter()
-        data = importlib.import_module(module).run(quick=args.quick)
+        data = mod.run(quick=args.quick)
         data["_meta"] = {"machine": machine(), "seconds": time.perf_counter() - t0,
                          "quick": args.quick,
                          "command": f"python benchmarks/run.py {name}"

@@ -92,6 +92,28 @@ def test_surrogate_error_falls_with_more_evaluations(monkeypatch):
 def test_missing_peers_results_name_the_command(monkeypatch, tmp_path):
     from benchmarks import bench_peers
 
+    monkeypatch.delenv("MAPFRAME_BENCH_RESULTS", raising=False)
     monkeypatch.setattr(bench_peers, "RESULTS_JSON", tmp_path / "peers.json")
     with pytest.raises(SystemExit, match=r"run `python benchmarks/run.py peers` first"):
         sr.run()
+
+
+def test_peers_results_come_from_the_folder_run_py_names(monkeypatch, tmp_path):
+    """`run.py --results DIR` makes the benchmarks that build on the peers run read DIR's
+    peers.json, not the committed one; a missing one names the same flag."""
+    import json
+
+    from benchmarks import bench_peers
+
+    monkeypatch.setattr(bench_peers, "RESULTS_JSON", tmp_path / "committed.json")
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    monkeypatch.setenv("MAPFRAME_BENCH_RESULTS", str(folder))
+    with pytest.raises(SystemExit, match=rf"run `python benchmarks/run.py peers --results "
+                                         rf"{folder}` first"):
+        bench_peers.recorded_results("test")
+    (folder / "peers.json").write_text(json.dumps({"rows": [], "mark": "mine"}))
+    (tmp_path / "committed.json").write_text(json.dumps({"rows": [], "mark": "committed"}))
+    assert bench_peers.recorded_results("test")["mark"] == "mine"
+    monkeypatch.delenv("MAPFRAME_BENCH_RESULTS")
+    assert bench_peers.recorded_results("test")["mark"] == "committed"
