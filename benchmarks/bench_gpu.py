@@ -297,8 +297,8 @@ def _reading(data: dict[str, Any]) -> list[str]:
         if True in pair and False in pair and pair[True]["rc"] == 0 == pair[False]["rc"]:
             with_gpu, without = pair[True]["wall_s"], pair[False]["wall_s"]
             verdict = (f" ({without / with_gpu:.1f}× faster)" if without > 1.25 * with_gpu
-                       else ": about the same (the example's models are tiny; its time goes "
-                       "to the CPU side: data, training steps, the study)")
+                       else ": about the same (the example trains its fine-tunes on the CPU "
+                       "either way, and its models are too small for the GPU to matter)")
             out.append(f"- `{cmd}`: {with_gpu:.0f} s with the GPU, {without:.0f} s "
                        f"without{verdict}.")
     return ["**Reading.**", "", *out, ""] if out else []
