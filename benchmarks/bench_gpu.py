@@ -106,7 +106,7 @@ def _examples(quick: bool) -> list[dict[str, Any]]:
                                        "--preference", "0.5,0.5"]),
                            ("llm", [str(bindir / "mapframe-llm"), "example",
                                     "--preference", "0.5,0.5"])):
-            for gpu in (GPU == "cuda", False):
+            for gpu in ((True, False) if GPU == "cuda" else (False,)):
                 rows.append({"plugin": name, **_example(
                     argv + (["--steps", "20"] if quick else []), gpu,
                     Path(tmp) / f"{name}-{'gpu' if gpu else 'cpu'}")})
