@@ -97,5 +97,12 @@ def test_reading_is_computed_from_the_rows():
     assert "ViT-L-14 (GPU only): 0.50 s per evaluation of 256 images, of which the merge " \
         "takes 200 ms (40%)" in text
     assert "takes 0.90 s at best (cuda ram) against 1.80 s on the CPU (cpu disk)" in text
+    assert "no steady-state scoring speed" in text  # these rows have no 2nd cycle
+    assert "| 0.50 | not measured | 0.90 |" in text
+    for row, s in zip(data["llm"]["rows"], (0.05, 0.4)):
+        row["cycle2_score_s"] = s
+    text = bench_gpu.report(data)
+    assert "steady-state cycle: 0.05 s on the GPU (cuda ram), 0.40 s on the CPU." in text
+    assert "| 0.50 | 0.05 | 0.90 |" in text
     assert "`mapframe-llm example`: 10 s with the GPU, 30 s without (3.0× faster)" in text
     assert "`mapframe-vision example`: 20 s with the GPU, 21 s without: about the same" in text
