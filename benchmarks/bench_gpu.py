@@ -70,6 +70,7 @@ def _llm(quick: bool) -> dict[str, Any]:
 
 
 def _example(argv: list[str], gpu: bool, out: Path) -> dict[str, Any]:
+    command = " ".join([Path(argv[0]).name, *argv[1:]])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("OMP_NUM_THREADS", None)  # run.py's 1 thread: the examples run as a user's would
     if not gpu:
@@ -79,16 +80,15 @@ def _example(argv: list[str], gpu: bool, out: Path) -> dict[str, Any]:
         proc = subprocess.run([*argv, "-o", str(out), "-q"], env=env, capture_output=True,
                               text=True, timeout=EXAMPLE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        return {"command": " ".join([Path(argv[0]).name, *argv[1:]]), "gpu": gpu,
-                "rc": "timeout", "wall_s": time.perf_counter() - t0}
+        return {"command": command, "gpu": gpu, "rc": "timeout",
+                "wall_s": time.perf_counter() - t0}
     wall = time.perf_counter() - t0
     summary = out / "summary.json"
     data = json.loads(summary.read_text()) if summary.exists() else {}
     ready = [line for line in proc.stderr.splitlines() if line.startswith("ready in")]
     selected = data.get("selected") or {}
     tasks = [t["name"] for t in data.get("tasks", [])]
-    return {"command": " ".join([Path(argv[0]).name, *argv[1:]]), "gpu": gpu,
-            "rc": proc.returncode, "wall_s": wall,
+    return {"command": command, "gpu": gpu, "rc": proc.returncode, "wall_s": wall,
             "stderr_tail": proc.stderr[-600:] if proc.returncode else "",
             "prepared": ready[-1] if ready else "",
             "evaluations": data.get("n_search_evaluations"),
@@ -158,12 +158,22 @@ def run(quick: bool = False) -> dict[str, Any]:
     return data
 
 
+def _cpu_vision_rows(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The CPU row of each vision model: the reference of its GPU rows."""
+    return {r["model"]: r for r in rows if r["device"] == "cpu"}
+
+
+def _cpu_llm_row(llm: dict[str, Any]) -> dict[str, Any] | None:
+    """The LLM rows' CPU reference (``None`` when the CPU was not measured)."""
+    return next((r for r in llm["rows"] if r["device"] == "cpu"), None)
+
+
 def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.1f}×" if a and b else "—"
 
 
 def _vision_report(rows: list[dict[str, Any]]) -> list[str]:
-    cpu = {r["model"]: r for r in rows if r["device"] == "cpu"}
+    cpu = _cpu_vision_rows(rows)
     lines = [
         "**Vision: the `clip` evaluator.** One evaluation = merge 2 task vectors into the "
         "resident image tower + classify every task's images (224 px). *Speed-up* = CPU s / "
@@ -196,7 +206,7 @@ def _vision_report(rows: list[dict[str, Any]]) -> list[str]:
 
 def _llm_report(llm: dict[str, Any]) -> list[str]:
     ck = llm["checkpoints"]
-    cpu = next((r for r in llm["rows"] if r["device"] == "cpu"), None)
+    cpu = _cpu_llm_row(llm)
     lines = [
         f"**LLM: the `causal_lm` evaluator** on a Llama of {ck['params'] / 1e9:.2f} B "
         f"parameters ({ck['checkpoint_bytes'] / 1e9:.2f} GB per bf16 checkpoint, base + "
@@ -262,7 +272,7 @@ def _reading(data: dict[str, Any]) -> list[str]:
     """What the rows say, each sentence computed from them."""
     out = []
     vision = data.get("vision") or []
-    cpu = {r["model"]: r for r in vision if r["device"] == "cpu"}
+    cpu = _cpu_vision_rows(vision)
     for r in vision:
         ref = cpu.get(r["model"])
         if r["device"] == "cpu":
@@ -291,7 +301,7 @@ def _reading(data: dict[str, Any]) -> list[str]:
     llm = data.get("llm")
     if llm:
         gpu_rows = [r for r in llm["rows"] if r["device"] != "cpu"]
-        ref = next((r for r in llm["rows"] if r["device"] == "cpu"), None)
+        ref = _cpu_llm_row(llm)
         if gpu_rows and ref is not None:
             fastest = min(gpu_rows, key=lambda r: r["merge_s"])
             out.append(
@@ -316,7 +326,7 @@ def _reading(data: dict[str, Any]) -> list[str]:
 
 
 def report(data: dict[str, Any]) -> str:
-    lines = [f"GPU: {data['gpu']}.", "", *[f"{note}" for note in data.get("notes", [])], ""]
+    lines = [f"GPU: {data['gpu']}.", "", *data.get("notes", []), ""]
     if "vision" in data:
         lines += _vision_report(data["vision"])
     if "llm" in data:
