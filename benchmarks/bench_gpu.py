@@ -258,14 +258,69 @@ def _examples_report(rows: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def _llm_scoring(gpu: dict[str, Any], cpu: dict[str, Any]) -> str:
+def _verdict(slow: float, fast: float, same: str) -> str:
+    """``"N× faster"`` when ``fast`` beats ``slow`` by over a quarter, ``"N× slower"`` when it
+    loses by over a quarter, else ``same``."""
+    if slow > 1.25 * fast:
+        return f"{slow / fast:.1f}× faster"
+    if fast > 1.25 * slow:
+        return f"{fast / slow:.1f}× slower"
+    return same
+
+
+def _llm_scoring(gpu_rows: list[dict[str, Any]], cpu: dict[str, Any]) -> str:
     """The LLM rows' scoring times compared, from the steady-state cycle where it was run."""
-    if "cycle2_score_s" in gpu and "cycle2_score_s" in cpu:
-        return (f" Scoring the 4 tasks in a steady-state cycle: {gpu['cycle2_score_s']:.2f} s "
-                f"on the GPU ({gpu['mode']}), {cpu['cycle2_score_s']:.2f} s on the CPU.")
+    steady = [r for r in gpu_rows if "cycle2_score_s" in r]
+    if steady and "cycle2_score_s" in cpu:
+        best = min(steady, key=lambda r: r["cycle2_score_s"])
+        return (f" Scoring the 4 tasks in a steady-state cycle (2nd cycle): "
+                f"{best['cycle2_score_s']:.2f} s on the GPU ({best['mode']}) against "
+                f"{cpu['cycle2_score_s']:.2f} s on the CPU, "
+                f"{_verdict(cpu['cycle2_score_s'], best['cycle2_score_s'], 'about the same')}.")
     return (" The cycle's scoring time is each process's first evaluation; on the GPU it "
             "includes CUDA's first-use initialisation (one-off), so it is no steady-state "
             "scoring speed (this run predates the 2nd-cycle measurement).")
+
+
+def _llm_reading(llm: dict[str, Any]) -> list[str]:
+    """The LLM rows' merge and scoring times, each GPU row against the CPU row of the same
+    storage."""
+    gpu_rows = [r for r in llm["rows"] if r["device"] != "cpu"]
+    ref = _cpu_llm_row(llm)
+    if not gpu_rows or ref is None:
+        return []
+    storage = ref["mode"].split()[-1]
+    same = [r for r in gpu_rows if r["mode"].split()[-1] == storage]
+    parts = []
+    for r in same:
+        verdict = _verdict(ref["merge_s"], r["merge_s"], "about the same")
+        parts.append(
+            f"a merge with the weights on the GPU takes {r['merge_s']:.2f} s ({r['mode']}) "
+            f"against {ref['merge_s']:.2f} s on the CPU ({ref['mode']}), {verdict}: the "
+            f"streamed merge is computed on {llm['threads']} CPU threads and copied into the "
+            "weights chunk by chunk wherever they live")
+    others = [f"{r['merge_s']:.2f} s ({r['mode']})" for r in gpu_rows if r not in same]
+    if others:
+        parts.append("with the task vectors held in RAM instead of read from the "
+                     "checkpoints: " + ", ".join(others))
+    text = "; ".join(parts) + "." if parts else ""
+    return [f"- LLM: {text}{_llm_scoring(gpu_rows, ref)}"]
+
+
+def _examples_reading(rows: list[dict[str, Any]]) -> list[str]:
+    """Each example's wall time with the GPU visible against hidden."""
+    pairs: dict[str, dict[bool, dict[str, Any]]] = {}
+    for r in rows:
+        pairs.setdefault(r["command"], {})[r["gpu"]] = r
+    out = []
+    for cmd, pair in pairs.items():
+        if True in pair and False in pair and pair[True]["rc"] == 0 == pair[False]["rc"]:
+            with_gpu, without = pair[True]["wall_s"], pair[False]["wall_s"]
+            verdict = _verdict(without, with_gpu, "about the same")
+            out.append(f"- `{cmd}`: {with_gpu:.0f} s with the GPU visible, {without:.0f} s "
+                       f"hidden, {verdict} (the example trains its fine-tunes on the CPU "
+                       "either way, and its models are tiny).")
+    return out
 
 
 def _reading(data: dict[str, Any]) -> list[str]:
@@ -300,28 +355,8 @@ def _reading(data: dict[str, Any]) -> list[str]:
                    "after the listed further merges on every GPU row.")
     llm = data.get("llm")
     if llm:
-        gpu_rows = [r for r in llm["rows"] if r["device"] != "cpu"]
-        ref = _cpu_llm_row(llm)
-        if gpu_rows and ref is not None:
-            fastest = min(gpu_rows, key=lambda r: r["merge_s"])
-            out.append(
-                f"- LLM: a merge with the weights on the GPU takes {fastest['merge_s']:.2f} s "
-                f"at best ({fastest['mode']}) against {ref['merge_s']:.2f} s on the CPU "
-                f"({ref['mode']}): the streamed merge is computed on {llm['threads']} CPU "
-                "threads and copied into the GPU's weights chunk by chunk, so the GPU does not "
-                "speed it up." + _llm_scoring(fastest, ref))
-    ex = data.get("examples") or []
-    pairs: dict[str, dict[bool, dict[str, Any]]] = {}
-    for r in ex:
-        pairs.setdefault(r["command"], {})[r["gpu"]] = r
-    for cmd, pair in pairs.items():
-        if True in pair and False in pair and pair[True]["rc"] == 0 == pair[False]["rc"]:
-            with_gpu, without = pair[True]["wall_s"], pair[False]["wall_s"]
-            verdict = (f" ({without / with_gpu:.1f}× faster)" if without > 1.25 * with_gpu
-                       else ": about the same (the example trains its fine-tunes on the CPU "
-                       "either way, and its models are too small for the GPU to matter)")
-            out.append(f"- `{cmd}`: {with_gpu:.0f} s with the GPU, {without:.0f} s "
-                       f"without{verdict}.")
+        out.extend(_llm_reading(llm))
+    out.extend(_examples_reading(data.get("examples") or []))
     return ["**Reading.**", "", *out, ""] if out else []
 
 
