@@ -19,8 +19,10 @@ plus that many posterior standard deviations), ``share-0.2`` (verify 20 % of the
 instead of 10 %), ``quadratic-mean`` (each GP fitted to the residuals of a ridge quadratic
 once there are at least as many evaluations as the quadratic has parameters: a GP whose
 prior mean is the MAP quadratic), ``gp-final`` (the study's final surrogate is ``gp`` at
-every budget instead of the benchmark's rule) and ``gp-sampler`` (the ``gp`` sampler instead
-of ``front``, verifying 30 % of the budget as the peers benchmark's ``gp`` mode does).
+every budget instead of the benchmark's rule), ``gp-sampler`` (the ``gp`` sampler instead
+of ``front``, verifying 30 % of the budget as the peers benchmark's ``gp`` mode does),
+``select-hv`` (the study's front solved by the ``auto`` solver with ``select: hypervolume``)
+and ``select-hv-gp`` (that, with ``gp`` as the study's final surrogate at every budget).
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "quadratic-mean": {"quadratic_mean": True},
     "gp-final": {"surrogate": "gp"},
     "gp-sampler": {"sampler": {"name": "gp"}, "share": 0.3},
+    "select-hv": {"front_solver": {"name": "auto", "select": "hypervolume"}},
+    "select-hv-gp": {"front_solver": {"name": "auto", "select": "hypervolume"},
+                     "surrogate": "gp"},
 }
 FRONT_MODE = "mapframe Bayesian MAP (front)"
 
@@ -103,6 +108,8 @@ def _one(task: tuple[str, int, int, int, bool]) -> tuple[str, int, int, int, flo
     label = f"{FRONT_MODE} [{name}]"
     sampler = {"name": "front", **spec.get("sampler", {})}  # a sampler config mapping
     bp.MAP_MODES[label] = {"sampler": sampler}  # type: ignore[dict-item]
+    if "front_solver" in spec:
+        bp.MAP_MODES[label]["front_solver"] = spec["front_solver"]  # type: ignore[index]
     bp.VERIFY_SHARE_OF[label] = spec.get("share", bp.VERIFY_SHARE_OF[FRONT_MODE])
     plain_rule = bp.surrogate_for
     if "surrogate" in spec:
