@@ -47,3 +47,25 @@ def test_reported_seeds_are_refused_and_ranges_parse(capsys):
     with pytest.raises(SystemExit):
         pilot_front.main(["base", "--seeds", "0-3"])
     assert "reported seeds" in capsys.readouterr().err
+
+
+def test_select_variants_hand_the_front_solver_and_surrogate_to_the_study(monkeypatch):
+    import benchmarks.bench_peers as bp
+
+    seen = {}
+
+    def fake_job(job):
+        seen["mode"] = dict(bp.MAP_MODES[job["mode"]])
+        seen["surrogate"] = bp.surrogate_for(50, 3)
+        return [{"hv_fraction": 0.5, "overhead_s": 1.0}]
+
+    monkeypatch.setattr(bp, "_map_job", fake_job)
+    plain_rule = bp.surrogate_for
+    out = pilot_front._one(("select-hv-gp", 3, 50, 100, True))
+    assert out == ("select-hv-gp", 3, 50, 100, 0.5, 1.0)
+    assert seen["mode"]["front_solver"] == {"name": "auto", "select": "hypervolume"}
+    assert seen["mode"]["sampler"] == {"name": "front"}
+    assert seen["surrogate"] == "gp"
+    assert bp.surrogate_for is plain_rule  # restored afterwards
+    pilot_front._one(("select-hv", 3, 50, 100, True))
+    assert seen["surrogate"] == "auto"  # 50 >= (N+1)(N+2) = 20: the benchmark's rule
