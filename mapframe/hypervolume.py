@@ -233,13 +233,19 @@ def greedy_hypervolume_subset(
     if len(chosen) < k:  # nothing adds volume any more: spread the rest
         if not chosen:
             return spread_subset(F, k, directions)
-        dist = np.min(np.linalg.norm(Z[:, None, :] - Z[chosen][None, :, :], axis=2), axis=1)
-        while len(chosen) < k:
-            dist[chosen] = -np.inf
-            i = int(np.argmax(dist))
-            chosen.append(i)
-            dist = np.minimum(dist, np.linalg.norm(Z - Z[i], axis=1))
+        _fill_by_spread(Z, chosen, k)
     return np.array(chosen if ordered else sorted(chosen), dtype=int)
+
+
+def _fill_by_spread(Z: np.ndarray, chosen: list[int], k: int) -> None:
+    """Append to ``chosen`` (not empty) the rows of ``Z`` farthest from those chosen, one at
+    a time, until it holds ``k`` (:func:`~mapframe.metrics.spread_subset`'s rule)."""
+    dist = np.min(np.linalg.norm(Z[:, None, :] - Z[chosen][None, :, :], axis=2), axis=1)
+    while len(chosen) < k:
+        dist[chosen] = -np.inf
+        i = int(np.argmax(dist))
+        chosen.append(i)
+        dist = np.minimum(dist, np.linalg.norm(Z - Z[i], axis=1))
 
 
 #: Quasi-random points of :func:`sampled_hypervolume_subset`'s volume estimate.
@@ -309,10 +315,5 @@ def sampled_hypervolume_subset(
     if len(chosen) < k:  # nothing adds a sample point any more: spread the rest
         if not chosen:
             return np.sort(spread_subset(F, k, directions))
-        dist = np.min(np.linalg.norm(Z[:, None, :] - Z[chosen][None, :, :], axis=2), axis=1)
-        while len(chosen) < k:
-            dist[chosen] = -np.inf
-            i = int(np.argmax(dist))
-            chosen.append(i)
-            dist = np.minimum(dist, np.linalg.norm(Z - Z[i], axis=1))
+        _fill_by_spread(Z, chosen, k)
     return np.array(sorted(chosen), dtype=int)
