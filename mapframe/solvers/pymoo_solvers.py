@@ -419,10 +419,11 @@ class AutoFrontSolver(_BoxSolver):
     surrogates among the algorithm's points and the non-dominated points of ``pool``
     scrambled Sobol' points of the box (at most ``max_candidates`` of those), then
     polished. The front then holds the points that together cover most of the predicted
-    objective space, as a dense search thinned by hypervolume would; it costs about
-    0.2-0.9 s more per solve (the sampled greedy subset,
-    :func:`mapframe.hypervolume.sampled_hypervolume_subset`). See docs/adaptive-sampling.md
-    for what it changes on the peers benchmark's tasks.
+    objective space, as a dense search thinned by hypervolume would. It costs 2.3-2.9 times
+    the default solve from N = 3 (the pool's predictions and the sampled greedy subset,
+    :func:`mapframe.hypervolume.sampled_hypervolume_subset`; docs/benchmarks.md, "Surrogate
+    fit + front solve time"). See docs/adaptive-sampling.md for what it changes on the
+    peers benchmark's tasks.
     """
 
     name: ClassVar[str] = "auto"
