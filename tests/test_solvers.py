@@ -241,6 +241,9 @@ def test_no_tasks_is_a_config_error() -> None:
         lambda: GridSolver(tolerance="small"),  # type: ignore[arg-type]
         lambda: GridSolver(polish="yes"),  # type: ignore[arg-type]
         lambda: AutoFrontSolver(tolerance=-1e-6),
+        lambda: AutoFrontSolver(select="best"),
+        lambda: AutoFrontSolver(pool=1),
+        lambda: AutoFrontSolver(max_candidates=0),
     ],
 )
 def test_invalid_settings(make: Callable[[], object]) -> None:
@@ -291,3 +294,26 @@ def test_grid_solver_thins_dense_fronts():
     # every thinned point is one of the full front's points
     full_rows = {tuple(r) for r in np.round(full.X, 12)}
     assert all(tuple(r) in full_rows for r in np.round(thin.X, 12))
+
+
+def test_select_setting_is_a_one_line_error_and_described() -> None:
+    with pytest.raises(ConfigError) as err:
+        AutoFrontSolver(select="volume")
+    message = str(err.value)
+    assert "\n" not in message
+    assert "select must be one of solver, hypervolume" in message and "'volume'" in message
+    desc = AutoFrontSolver(select="hypervolume", pool=1024).describe()
+    assert (desc["select"], desc["pool"], desc["max_candidates"]) == ("hypervolume", 1024, 4096)
+    assert AutoFrontSolver().describe()["select"] == "solver"
+
+
+def test_select_hypervolume_with_one_task_keeps_the_optimum() -> None:
+    space = SearchSpace.box(3)
+    one = [Task("a")]
+
+    def predict(X: np.ndarray) -> np.ndarray:
+        return (1.0 - np.sum((X - 0.3) ** 2, axis=1))[:, None]
+
+    plain = AutoFrontSolver().solve(predict, space, one, seed=0)
+    chosen = AutoFrontSolver(select="hypervolume").solve(predict, space, one, seed=0)
+    np.testing.assert_allclose(chosen.X, plain.X)

@@ -120,7 +120,7 @@ def _select_setting(value: object) -> str:
     return str(value)
 
 
-def select_by_hypervolume(
+def _select_by_hypervolume(
     predict: Predict, result: SolverResult, space: SearchSpace, directions: list[str],
     pool: int, max_candidates: int, seed: int | None,
 ) -> SolverResult:
@@ -180,8 +180,8 @@ class _BoxSolver(FrontSolver):
         directions = _directions(tasks)
         result = self._solve(predict, space, directions, seed)
         if self.select == "hypervolume":
-            result = select_by_hypervolume(predict, result, space, directions, self.pool,
-                                           self.max_candidates, seed)
+            result = _select_by_hypervolume(predict, result, space, directions, self.pool,
+                                            self.max_candidates, seed)
         if not self.polish:
             return result
         return polish_front(predict, result, space, directions, self.tolerance)
