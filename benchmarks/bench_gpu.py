@@ -258,14 +258,14 @@ def _examples_report(rows: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def _verdict(slow: float, fast: float, same: str) -> str:
+def _verdict(slow: float, fast: float) -> str:
     """``"N× faster"`` when ``fast`` beats ``slow`` by over a quarter, ``"N× slower"`` when it
-    loses by over a quarter, else ``same``."""
+    loses by over a quarter, else ``"about the same"``."""
     if slow > 1.25 * fast:
         return f"{slow / fast:.1f}× faster"
     if fast > 1.25 * slow:
         return f"{fast / slow:.1f}× slower"
-    return same
+    return "about the same"
 
 
 def _llm_scoring(gpu_rows: list[dict[str, Any]], cpu: dict[str, Any]) -> str:
@@ -276,7 +276,7 @@ def _llm_scoring(gpu_rows: list[dict[str, Any]], cpu: dict[str, Any]) -> str:
         return (f" Scoring the 4 tasks in a steady-state cycle (2nd cycle): "
                 f"{best['cycle2_score_s']:.2f} s on the GPU ({best['mode']}) against "
                 f"{cpu['cycle2_score_s']:.2f} s on the CPU, "
-                f"{_verdict(cpu['cycle2_score_s'], best['cycle2_score_s'], 'about the same')}.")
+                f"{_verdict(cpu['cycle2_score_s'], best['cycle2_score_s'])}.")
     return (" The cycle's scoring time is each process's first evaluation; on the GPU it "
             "includes CUDA's first-use initialisation (one-off), so it is no steady-state "
             "scoring speed (this run predates the 2nd-cycle measurement).")
@@ -293,7 +293,7 @@ def _llm_reading(llm: dict[str, Any]) -> list[str]:
     same = [r for r in gpu_rows if r["mode"].split()[-1] == storage]
     parts = []
     for r in same:
-        verdict = _verdict(ref["merge_s"], r["merge_s"], "about the same")
+        verdict = _verdict(ref["merge_s"], r["merge_s"])
         parts.append(
             f"a merge with the weights on the GPU takes {r['merge_s']:.2f} s ({r['mode']}) "
             f"against {ref['merge_s']:.2f} s on the CPU ({ref['mode']}), {verdict}: the "
@@ -316,7 +316,7 @@ def _examples_reading(rows: list[dict[str, Any]]) -> list[str]:
     for cmd, pair in pairs.items():
         if True in pair and False in pair and pair[True]["rc"] == 0 == pair[False]["rc"]:
             with_gpu, without = pair[True]["wall_s"], pair[False]["wall_s"]
-            verdict = _verdict(without, with_gpu, "about the same")
+            verdict = _verdict(without, with_gpu)
             out.append(f"- `{cmd}`: {with_gpu:.0f} s with the GPU visible, {without:.0f} s "
                        f"hidden, {verdict} (the example trains its fine-tunes on the CPU "
                        "either way, and its models are tiny).")

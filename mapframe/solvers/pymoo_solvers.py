@@ -113,6 +113,21 @@ def _make_problem(predict: Predict, space: SearchSpace, directions: Sequence[str
     )
 
 
+def _sobol_box(space: SearchSpace, n: int, seed: int | None) -> np.ndarray:
+    """The first ``n`` points of a scrambled Sobol' sequence (``seed``) in the box, drawn as
+    the next power of two (which keeps the sequence balanced)."""
+    from scipy.stats import qmc
+
+    m = max(0, math.ceil(math.log2(n)))
+    return space.scale(qmc.Sobol(d=space.n_dims, scramble=True, seed=seed).random_base2(m)[:n])
+
+
+def _predict_batched(predict: Predict, X: np.ndarray, n_obj: int) -> np.ndarray:
+    """``predict(X)`` in batches of ``_GRID_BATCH`` rows (bounds a surrogate's memory)."""
+    return np.concatenate([_predict_checked(predict, X[i : i + _GRID_BATCH], n_obj)
+                           for i in range(0, len(X), _GRID_BATCH)])
+
+
 def _select_setting(value: object) -> str:
     if value not in SELECTIONS:
         raise ConfigError(f"front solver: select must be one of {', '.join(SELECTIONS)} "
@@ -128,18 +143,13 @@ def _select_by_hypervolume(
     hypervolume gain on the surrogates among ``result``'s points and the non-dominated ones
     of ``pool`` scrambled Sobol' points of the box (at most ``max_candidates`` of those, in
     the sequence's order; :func:`mapframe.hypervolume.sampled_hypervolume_subset`)."""
-    from scipy.stats import qmc
-
     from mapframe.hypervolume import sampled_hypervolume_subset
 
     k = len(result.X)
     if k == 0 or len(directions) < 2:
         return result
-    m = max(1, math.ceil(math.log2(pool)))
-    X = space.scale(qmc.Sobol(d=space.n_dims, scramble=True, seed=seed)
-                    .random_base2(m)[:pool])
-    F = np.concatenate([_predict_checked(predict, X[i : i + _GRID_BATCH], len(directions))
-                        for i in range(0, len(X), _GRID_BATCH)])
+    X = _sobol_box(space, pool, seed)
+    F = _predict_batched(predict, X, len(directions))
     keep = np.flatnonzero(pareto_mask(F, directions))[:max_candidates]
     X_all = np.vstack([result.X, X[keep]])
     F_all = np.vstack([result.F, F[keep]])
@@ -377,27 +387,18 @@ class GridSolver(_BoxSolver):
     def candidates(self, space: SearchSpace, seed: int | None = None) -> np.ndarray:
         """The points of the box this solver evaluates, shape (M, N)."""
         n = space.n_dims
-        if n <= 3:
-            k = self.points_per_dim or self.default_points_per_dim[n]
-            axes = [np.linspace(0.0, 1.0, k)] * n
-            unit = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, n)
-        else:
-            from scipy.stats import qmc
-
-            m = max(0, math.ceil(math.log2(self.n_samples)))
-            unit = qmc.Sobol(d=n, scramble=True, seed=seed).random_base2(m)[: self.n_samples]
-        return space.scale(unit)
+        if n > 3:
+            return _sobol_box(space, self.n_samples, seed)
+        k = self.points_per_dim or self.default_points_per_dim[n]
+        axes = [np.linspace(0.0, 1.0, k)] * n
+        return space.scale(np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, n))
 
     def _solve(
         self, predict: Predict, space: SearchSpace, directions: list[str], seed: int | None
     ) -> SolverResult:
         """Evaluate the grid (or Sobol sample) in batches and return its non-dominated set."""
         X = self.candidates(space, seed)
-        parts = [
-            _predict_checked(predict, X[i : i + _GRID_BATCH], len(directions))
-            for i in range(0, len(X), _GRID_BATCH)
-        ]
-        F = np.concatenate(parts)
+        F = _predict_batched(predict, X, len(directions))
         keep = np.flatnonzero(pareto_mask(F, directions))
         if self.max_points is not None and keep.size > self.max_points:
             keep = keep[spread_subset(F[keep], self.max_points, directions)]
