@@ -8,7 +8,8 @@ for N <= 3, 16384 Sobol points beyond) and the ``auto`` solver with ``select: hy
 each with its default Pareto polish and timed together with the fit. The median of 3
 repetitions is reported, with the surrogates' mean R² and leave-one-out R².
 
-For NSGA-III (what the default ``auto`` solver runs from N = 3; the grid at N = 2) the polish
+For NSGA-III (what the default ``auto`` solver runs from N = 3, re-chosen by hypervolume gain
+at N = 3 and 4 since ``select: auto``; the grid at N = 2) the polish
 is also timed on its own (raw solve with ``polish=False``, then ``polish_front``), and the
 share of front points that the improvement check finds dominated (improvable on every task
 by more than the tolerance, 1e-6 of the task's range) is reported before the polish (the raw
@@ -23,8 +24,11 @@ the command took 167 s) is on a machine about 3-4 times slower at everything (th
 benchmark's CPU rows show the same slowdown there): fit + NSGA-III 0.44-1.87 s, above 1 s
 from N = 5; the ratios between the solvers are the thing to compare. ``select:
 hypervolume`` costs 1.5 times the default solve at N = 2 (the grid) and 2.3-2.9 times from
-N = 3 (NSGA-III plus 16384 predictions and the sampled greedy subset before the polish): it
-stays opt-in partly for that. The grid solver stays above 1 s at N = 8 (16384 points). After
+N = 3 (NSGA-III plus 16384 predictions and the sampled greedy subset before the polish).
+The default ``select: auto`` uses it at N = 3 and 4 only, where it lifts the handed-over
+front (docs/adaptive-sampling.md); here that is 1.2 and 1.8 s, at the 2026-12-02 machine's
+speed (a third) an estimated 0.4-0.6 s, not measured there. From N = 5 the default keeps
+NSGA-III's own points. The grid solver stays above 1 s at N = 8 (16384 points). After
 the polish at most 1 % of the points remain improvable (gain at most 3e-4 of the task's
 range).
 """

@@ -69,3 +69,5 @@ def test_select_variants_hand_the_front_solver_and_surrogate_to_the_study(monkey
     assert bp.surrogate_for is plain_rule  # restored afterwards
     pilot_front._one(("select-hv", 3, 50, 100, True))
     assert seen["surrogate"] == "auto"  # 50 >= (N+1)(N+2) = 20: the benchmark's rule
+    pilot_front._one(("select-solver", 3, 50, 100, True))
+    assert seen["mode"]["front_solver"] == {"name": "auto", "select": "solver"}

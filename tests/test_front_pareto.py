@@ -295,6 +295,8 @@ def test_study_summary_reports_the_polish():
     report = res.summary()["front_solver"]
     assert report["polished"] and 0 <= report["dominated_share_before"] <= 1
     assert report["n_polished"] >= 1 and report["tolerance"] > 0
+    # select: auto chose the study's front by hypervolume gain at three tasks
+    assert report["select"] == "hypervolume" and report["select_candidates"] > 0
 
 
 @pytest.mark.parametrize("n", [3, 4, 8])
@@ -308,7 +310,8 @@ def test_select_hypervolume_is_pareto_optimal_and_covers_more_volume(
     from mapframe.metrics import hypervolume
 
     problem = Quadratics(n, anisotropic=anisotropic)
-    plain = AutoFrontSolver().solve(problem, problem.space, problem.tasks, seed=0)
+    plain = AutoFrontSolver(select="solver").solve(problem, problem.space, problem.tasks,
+                                                   seed=0)
     chosen = AutoFrontSolver(select="hypervolume").solve(problem, problem.space,
                                                          problem.tasks, seed=0)
     check_front(problem, chosen.X, chosen.F, igd=False)

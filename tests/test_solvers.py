@@ -301,10 +301,21 @@ def test_select_setting_is_a_one_line_error_and_described() -> None:
         AutoFrontSolver(select="volume")
     message = str(err.value)
     assert "\n" not in message
-    assert "select must be one of solver, hypervolume" in message and "'volume'" in message
+    assert "select must be one of auto, solver, hypervolume" in message and "'volume'" in message
     desc = AutoFrontSolver(select="hypervolume", pool=1024).describe()
     assert (desc["select"], desc["pool"], desc["max_candidates"]) == ("hypervolume", 1024, 4096)
-    assert AutoFrontSolver().describe()["select"] == "solver"
+    assert AutoFrontSolver().describe()["select"] == "auto"
+
+
+@pytest.mark.parametrize(("n_obj", "expected"), [(1, "solver"), (2, "solver"), (3, "hypervolume"),
+                                                 (4, "hypervolume"), (5, "solver"), (8, "solver")])
+def test_select_auto_chooses_by_hypervolume_for_three_and_four_objectives(
+    n_obj: int, expected: str
+) -> None:
+    assert AutoFrontSolver().selection(n_obj) == expected
+    assert AutoFrontSolver(select="solver").selection(n_obj) == "solver"
+    assert AutoFrontSolver(select="hypervolume").selection(n_obj) == "hypervolume"
+    assert NSGA3Solver().selection(n_obj) == "solver"  # a named algorithm keeps its points
 
 
 def test_select_hypervolume_with_one_task_keeps_the_optimum() -> None:

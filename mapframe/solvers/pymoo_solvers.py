@@ -45,8 +45,13 @@ _PARTITIONS = {2: 99, 3: 13, 4: 7, 5: 5, 6: 4, 7: 3, 8: 3}
 _SINGLE_OBJECTIVE_POP = 50
 # Rows per predict call in the grid solver; bounds the memory a surrogate may need per call.
 _GRID_BATCH = 16384
-#: ``select`` values: the algorithm's own points, or a choice by hypervolume gain.
-SELECTIONS = ("solver", "hypervolume")
+#: ``select`` values: the algorithm's own points, a choice by hypervolume gain, or ``auto``
+#: (hypervolume gain for :data:`SELECT_AUTO_OBJECTIVES` objectives, else the solver's points).
+SELECTIONS = ("auto", "solver", "hypervolume")
+#: Numbers of objectives for which ``select: auto`` chooses by hypervolume gain: where it was
+#: measured to lift the handed-over front (docs/adaptive-sampling.md) and keeps fit + solve
+#: within the time target (docs/benchmarks.md, "Surrogate fit + front solve time").
+SELECT_AUTO_OBJECTIVES = (3, 4)
 #: Sobol' points of the box added to the candidates of ``select: hypervolume``.
 SELECT_POOL = 1 << 14
 #: Non-dominated pool points kept as candidates at most (the first in the sequence's order).
@@ -177,6 +182,14 @@ class _BoxSolver(FrontSolver):
         self.polish = _bool_setting(polish, "polish")
         self.tolerance = _tolerance_setting(tolerance)
 
+    def selection(self, n_obj: int) -> str:
+        """How the points are chosen for ``n_obj`` objectives: ``select``, with ``auto``
+        resolved (``hypervolume`` for :data:`SELECT_AUTO_OBJECTIVES` objectives, else
+        ``solver``)."""
+        if self.select != "auto":
+            return self.select
+        return "hypervolume" if n_obj in SELECT_AUTO_OBJECTIVES else "solver"
+
     def solve(
         self,
         predict: Predict,
@@ -189,7 +202,7 @@ class _BoxSolver(FrontSolver):
         points were dominated before)."""
         directions = _directions(tasks)
         result = self._solve(predict, space, directions, seed)
-        if self.select == "hypervolume":
+        if self.selection(len(directions)) == "hypervolume":
             result = _select_by_hypervolume(predict, result, space, directions, self.pool,
                                             self.max_candidates, seed)
         if not self.polish:
@@ -414,9 +427,9 @@ class AutoFrontSolver(_BoxSolver):
     41**3-point grid costs about a second, so NSGA-III takes over from N = 3 by default.
     ``polish`` and ``tolerance`` apply to either (see :class:`NSGA2Solver`).
 
-    ``select`` says how the returned points are chosen. ``"solver"`` (the default): the
-    algorithm's own (the grid's spread thinning, NSGA-III's population, one per reference
-    direction). ``"hypervolume"``: as many points, chosen by greedy hypervolume gain on the
+    ``select`` says how the returned points are chosen. ``"solver"``: the algorithm's own
+    (the grid's spread thinning, NSGA-III's population, one per reference direction).
+    ``"hypervolume"``: as many points, chosen by greedy hypervolume gain on the
     surrogates among the algorithm's points and the non-dominated points of ``pool``
     scrambled Sobol' points of the box (at most ``max_candidates`` of those), then
     polished. The front then holds the points that together cover most of the predicted
@@ -431,7 +444,7 @@ class AutoFrontSolver(_BoxSolver):
 
     def __init__(self, max_grid_dims: int = 2, max_points: int = 100, n_gen: int = 40,
                  polish: bool = True, tolerance: float = DEFAULT_TOLERANCE,
-                 select: str = "solver", pool: int = SELECT_POOL,
+                 select: str = "auto", pool: int = SELECT_POOL,
                  max_candidates: int = SELECT_MAX_CANDIDATES) -> None:
         self.max_grid_dims = _int_setting(max_grid_dims, "max_grid_dims", 0)
         self.max_points = _int_setting(max_points, "max_points", 1)
