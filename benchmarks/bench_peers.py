@@ -93,18 +93,18 @@ measurement, or a prediction by more than the surrogates' leave-one-out RMSE, be
 - **N = 2: met at every budget**, +0.018 to +0.033 over the best peer (Bayesian MAP (gp)
   0.890 / 0.932 / 0.967 / 0.976 at B = 10 / 20 / 30 / 50; best peer Optuna GP 0.900 / 0.938
   / 0.958 from B = 20, grid search 0.865 at B = 10).
-- **N = 3: met at B = 10, 30 and 50, not at B = 20.** The `front` sampler 0.664 / 0.836 /
-  0.885 against BoTorch qNEHVI's 0.657 / 0.833 / 0.875 (+0.007, +0.003, +0.006); at B = 20
-  0.778 against 0.786 (-0.008, within one standard deviation over seeds). The smaller
-  start moved B = 10 from -0.004 to +0.007.
-- **N = 4: met at B = 20-100, not at B = 10.** The `front` sampler 0.529 / 0.612 / 0.691 /
-  0.795 against the best peer's 0.525 (Optuna GP) / 0.607 (qNEHVI) / 0.665 (Optuna GP) /
-  0.748 (qNParEGO): +0.004, +0.005, +0.026, +0.047 (qNEHVI, qLogNEHVI and Optuna GP did
-  not reach 50 or 100 evaluations within the overhead cap). At B = 10 random search's
-  0.355 ± 0.033 leads every model-based method (`front` 0.341, up from 0.333; BoTorch 0.332
-  with its 10 Sobol' start points): -0.014. On the pilot seeds 100-105 the same random
-  search scored 0.304 against the `front` sampler's 0.354: at 10 evaluations in 4
-  dimensions the ranking is mostly the luck of the design.
+- **N = 3: met at B = 10, 30 and 50, not at B = 20.** Best mapframe mode against BoTorch
+  qNEHVI's 0.657 / 0.833 / 0.875: +0.003 (`front` 0.660), +0.004
+  (`front` 0.836), +0.006 (`front` 0.884); at B = 20 `gp` 0.783 against 0.786 (-0.003,
+  was -0.008 before `select: auto`; within one standard deviation over seeds).
+- **N = 4: met at B = 50 and 100, not at B = 10-30.** The `front` sampler 0.698 / 0.791 at
+  B = 50 / 100 against the best peer's 0.665 (Optuna GP) / 0.748 (qNParEGO): +0.033,
+  +0.043. At B = 10 random search's 0.355 ± 0.033 leads (Plain MAP 0.342, `front` 0.330:
+  -0.013); at B = 20 and 30 Optuna GP's 0.525 and qNEHVI's 0.607 lead `front`'s 0.510 and
+  `gp`'s 0.596 (-0.015, -0.011). Before `select: auto` (the run of 2026-12-03) `front` led
+  there by 0.004 and 0.005: the new default changes which front points are verified (k = 2
+  and 3), and on these seeds that cost `front` 0.019 and 0.020 (standard deviations over
+  seeds 0.019-0.030); its search rounds run as before.
 - **The two lags on more seeds** (`python benchmarks/run.py peers_more_seeds`, its own
   section below: the same jobs on seeds 3-8, read with 0-2): over 9 seeds the best mapframe
   mode leads at N = 3, B = 20 (`gp` 0.786 vs qNEHVI 0.783; `front` 0.778) and at N = 4,
@@ -116,33 +116,40 @@ measurement, or a prediction by more than the surrogates' leave-one-out RMSE, be
 - **N = 8**: level at B = 20 (-0.005: `front` 0.164, up from 0.131, against Optuna TPE's
   0.170), ahead at B = 45 (+0.025: 0.299 against TPE's 0.274) and B = 90 (+0.085: 0.451
   against TPE's 0.366; qNParEGO did not reach 90 within the cap).
-- **Overhead: lower than BoTorch's wherever BoTorch models.** mapframe's own time per study:
-  Plain MAP 0.1-2.2 s at N <= 4 and up to 8.7 s at N = 8, `gp` 1.0-34 s, `front` 0.7-51 s
-  at N <= 4, 6-33 s at N = 6 and 14-115 s at N = 8. BoTorch: qNEHVI 2.4-218 s,
-  qLogNEHVI 3.1-285 s, qNParEGO 4.1-294 s at N <= 4, 100-224 s at N = 6 and 11-206 s at
-  N = 8 (at B = 45; B = 90 not reached). At the smallest budgets where BoTorch only
-  evaluates its 2(N+1) Sobol' start points (N = 4, B = 10; N = 6, B = 14) its overhead is
-  0.0 s against mapframe's 2-6 s.
+- **Overhead: lower than BoTorch's wherever BoTorch models**, though the rows now come from
+  machines of different speed: mapframe's N = 3, 4 rows were measured on 2026-12-04's
+  machine, 3-4 times slower than the one of the cached BoTorch rows (Plain MAP's own time
+  there rose from 0.3-2.2 s to 1.6-6.4 s with the same work). mapframe's own time per
+  study: Plain MAP 1.6-6.4 s at N = 3, 4 and up to 8.7 s at N = 8, `gp` 3.8-104 s, `front`
+  9-171 s at N = 3, 4 (the final solve's `select: hypervolume` included), 6-33 s at N = 6
+  and 14-115 s at N = 8. BoTorch: qNEHVI 2.4-218 s, qLogNEHVI 3.1-285 s, qNParEGO
+  4.1-294 s at N <= 4, 100-224 s at N = 6 and 11-206 s at N = 8 (at B = 45; B = 90 not
+  reached). At the smallest budgets where BoTorch only evaluates its 2(N+1) Sobol' start
+  points (N = 4, B = 10; N = 6, B = 14) its overhead is 0.0 s against mapframe's 2-9 s.
 - **The handed-over front is never worse than the measured points at N = 3-8**: at least
-  as good on every one of the 72 / 90 / 18 / 18 runs at N = 3 / 4 / 6 / 8, by +0.024 to
-  +0.27 of the true front's hypervolume. At N = 2 on 70 of 72; the two others lose 0.005
-  and 0.002 (`front` proposal at B = 50, Plain MAP at B = 20): predictions that beat a
-  measured point on validation by more than the surrogates' error and lose to it on test
-  (noise between the splits, which no surrogate error measures).
-- **Dense validation reference (N = 3, 4; not met).** The `front` sampler's proposed front
-  against the dense validation search thinned to the same size: -0.052 / -0.021 / -0.021 /
-  -0.011 at N = 3 (B = 10-50; 0.931 against 0.943 at B = 50), -0.199 to -0.047 at N = 4
-  (0.832 against 0.880 at B = 100). Within 0.01 is not reached at any budget; at N = 3 the
-  gap closes with the budget (0.05 to 0.011), at N = 4 it is still 0.05 at 100 evaluations
-  against the thousands of the reference. How much that reference asks is measured in the
-  section "Dense validation reference" (`python benchmarks/run.py search_reference`):
+  as good on every one of the 72 / 90 / 18 / 18 runs at N = 3 / 4 / 6 / 8, by +0.045 to
+  +0.42 of the true front's hypervolume per run at N = 3, 4. At N = 2 on 70 of 72; the two others
+  lose 0.005 and 0.002 (`front` proposal at B = 50, Plain MAP at B = 20): predictions that
+  beat a measured point on validation by more than the surrogates' error and lose to it on
+  test (noise between the splits, which no surrogate error measures). With `select: auto`
+  the handed-over front rose at every charged N = 3, 4 cell of every mode (e.g. `front` at
+  N = 4, B = 30: 0.745 to 0.798; B = 100: 0.825 to 0.845).
+- **Dense validation reference (N = 3, 4): met at N = 3, B = 50 only.** The `front`
+  sampler's proposed front against the dense validation search thinned to the same size:
+  -0.040 / -0.017 / -0.012 / **-0.006** at N = 3 (B = 10-50; 0.938 against 0.944 at
+  B = 50, the first cell within 0.01; `gp` -0.010 there), -0.166 / -0.090 / -0.095 /
+  -0.049 / -0.028 at N = 4 (0.851 against 0.879 at B = 100; it was -0.047 before `select:
+  auto`). How much that reference asks is measured in the section "Dense validation
+  reference" (`python benchmarks/run.py search_reference`, on the proposals of 2026-12-03):
   random search on validation comes within 0.01 of its own 20 000-point value only after
   500-1 000 evaluations (N = 3) and 5 000-10 000 (N = 4), and mapframe's proposal from B
-  evaluations is worth 4 B to 25 B random ones.
-- **Proposal quality** (not charged) keeps rising with the budget for the `front` sampler:
-  at N = 4 0.647 / 0.739 / 0.738 / 0.774 / 0.832 for B = 10-100, against Plain MAP's 0.651 /
-  0.710 / 0.737 / 0.751 / 0.775 (the quadratic plateau the front sampler's refitted GPs
-  avoid); at N = 3 0.883-0.931; at N = 2 0.94-0.99.
+  evaluations was worth 4 B to 25 B random ones.
+- **Proposal quality** (not charged) keeps rising with the budget for the `front` sampler
+  and rose with `select: auto` at every N = 3, 4 cell of every mode (+0.005 to +0.058): at
+  N = 4 0.681 / 0.762 / 0.762 / 0.815 / 0.851 for B = 10-100 (before: 0.647 / 0.739 /
+  0.738 / 0.774 / 0.832), Plain MAP 0.700 / 0.767 / 0.766 / 0.789 / 0.816 (before 0.651 /
+  0.710 / 0.737 / 0.751 / 0.775); at N = 3 0.895-0.938 (before 0.883-0.931); at N = 2
+  0.94-0.99.
 """
 
 from __future__ import annotations

@@ -26,7 +26,9 @@ And per N and front size: where random search comes within 0.01 of its own 20 00
 value, which says what the issue's "within 0.01 of a dense validation search" asks of a
 search with B <= 100 evaluations.
 
-Reading of the recorded run (mapframe's rows: the peers run of the same library version):
+Reading of the recorded run (mapframe's rows: the peers run of 2026-12-03, before
+``select: auto`` made the front solver choose its points by hypervolume gain at 3-4 tasks; the
+peers section's own dense-reference lines have the current proposals):
 - **A proposed front from B evaluations is worth 4 B to 25 B random validation
   evaluations, at least 10 B at 6 of the 9 budgets.** The `front` sampler's proposal lies
   between random search with 100-200 / 200-500 / 200-500 / 500-1000 evaluations at N = 3,

@@ -91,6 +91,26 @@ def test_proposals_lie_near_the_pareto_set(n: int) -> None:
     assert picked.max() < 0.25 * np.median(measured), (picked, np.median(measured))
 
 
+def test_rounds_keep_the_solvers_own_points(monkeypatch) -> None:
+    # The rounds solve with select: solver; only the study's final front is re-chosen by
+    # hypervolume gain at 3-4 tasks (select: auto).
+    from mapframe.solvers.pymoo_solvers import AutoFrontSolver
+
+    seen: list[str] = []
+    solve = AutoFrontSolver.solve
+
+    def spy(self, predict, space, tasks, seed=None):
+        seen.append(self.selection(len(tasks)))
+        return solve(self, predict, space, tasks, seed)
+
+    monkeypatch.setattr(AutoFrontSolver, "solve", spy)
+    problem = Quadratics(3)
+    s = FrontSampler()
+    s.setup(SamplerContext(space=problem.space, tasks=tuple(problem.tasks), budget=40))
+    s.propose(3, problem.space, _history(problem, 12), np.random.default_rng(2))
+    assert seen == ["solver"]
+
+
 def test_proposals_extend_the_measured_front() -> None:
     # Every pick is predicted to add hypervolume to the measured front (none repeats it).
     problem = Quadratics(3)
