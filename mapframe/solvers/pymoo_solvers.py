@@ -15,7 +15,8 @@ name        how                                use when
 ``nsga3``   pymoo NSGA-III, Das-Dennis dirs    default; spreads points evenly for T >= 3
 ``nsga2``   pymoo NSGA-II, crowding distance   T = 2 or 3, or to cross-check NSGA-III
 ``grid``    regular grid / Sobol sample        N <= 3 (exact up to grid spacing), ground truth
-``auto``    ``grid`` for N <= 2, else nsga3    the default of MergeStudy
+``auto``    ``grid`` for N <= 2, else nsga3    the default of MergeStudy; at 3-4 tasks
+                                               its points re-chosen by hypervolume gain
 ==========  =================================  ===========================================
 """
 
