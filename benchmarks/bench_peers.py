@@ -118,8 +118,9 @@ measurement, or a prediction by more than the surrogates' leave-one-out RMSE, be
   against TPE's 0.366; qNParEGO did not reach 90 within the cap).
 - **Overhead: lower than BoTorch's wherever BoTorch models**, though the rows now come from
   machines of different speed: mapframe's N = 3, 4 rows were measured on 2026-12-04's
-  machine, 3-4 times slower than the one of the cached BoTorch rows (Plain MAP's own time
-  there rose from 0.3-2.2 s to 1.6-6.4 s with the same work). mapframe's own time per
+  machine, 3-4 times slower than the one of the cached BoTorch rows (`python
+  benchmarks/run.py fit_solve` took 167 s there against 41 s on 2026-12-02). mapframe's own
+  time per
   study: Plain MAP 1.6-6.4 s at N = 3, 4 and up to 8.7 s at N = 8, `gp` 3.8-104 s, `front`
   9-171 s at N = 3, 4 (the final solve's `select: hypervolume` included), 6-33 s at N = 6
   and 14-115 s at N = 8. BoTorch: qNEHVI 2.4-218 s, qLogNEHVI 3.1-285 s, qNParEGO
@@ -128,8 +129,8 @@ measurement, or a prediction by more than the surrogates' leave-one-out RMSE, be
   points (N = 4, B = 10; N = 6, B = 14) its overhead is 0.0 s against mapframe's 2-9 s.
 - **The handed-over front is never worse than the measured points at N = 3-8**: at least
   as good on every one of the 72 / 90 / 18 / 18 runs at N = 3 / 4 / 6 / 8, by +0.045 to
-  +0.42 of the true front's hypervolume per run at N = 3, 4. At N = 2 on 70 of 72; the two others
-  lose 0.005 and 0.002 (`front` proposal at B = 50, Plain MAP at B = 20): predictions that
+  +0.42 of the true front's hypervolume per run at N = 3, 4. At N = 2 on 70 of 72; the two
+  others lose 0.005 and 0.002 (`front` proposal at B = 50, Plain MAP at B = 20): predictions that
   beat a measured point on validation by more than the surrogates' error and lose to it on
   test (noise between the splits, which no surrogate error measures). With `select: auto`
   the handed-over front rose at every charged N = 3, 4 cell of every mode (e.g. `front` at
