@@ -69,7 +69,10 @@ the source text of `benchmarks/peers.py`, the ground truth, how hypervolume is c
 overhead cap) and a rerun reads them instead of running the job. The recorded JSON marks every
 row `"cached": true/false` with `"computed"` (when it was computed); a cached row's overheads
 are those measured when it was computed. `MAPFRAME_BENCH_NO_CACHE=1` recomputes them;
-`MAPFRAME_BENCH_PEERS_N=6,8` runs only the listed N.
+`MAPFRAME_BENCH_PEERS_N=6,8` runs only the listed N. `MAPFRAME_BENCH_PEERS_MODES` (mapframe
+modes, comma-separated, e.g. `mapframe Bayesian MAP (front)`) reruns only those modes' runs at
+the selected N and keeps every other row from the recorded `benchmarks/results/peers.json`;
+its `_meta.parts` says which part of the rows each run produced.
 
 **Handed-over front vs measured points** (one line per N): every mapframe run's
 `res.front` (the predicted front combined with every measurement, the front a user is
@@ -89,17 +92,24 @@ the `front` sampler starts with N + 2 Sobol' points instead of 2(N + 1) when its
 budget is below 3(N + 1) (B = 10 at N = 3 and 4, 14 at N = 6, 20 at N = 8; larger budgets
 run exactly as before), and the handed-over front keeps a measured point unless a
 measurement, or a prediction by more than the surrogates' leave-one-out RMSE, beats it.
+Since 2026-12-05 the `front` sampler's study at N = 3, 4 solves its final front on the `gp`
+surrogate where the rule below says `auto` (`surrogate: auto` with that sampler at 3-4 tasks;
+docs/adaptive-sampling.md, "The final surrogate with the front sampler"): its rows at N = 3, 4
+were rerun then (`MAPFRAME_BENCH_PEERS_MODES`, see above); the cells whose search budget is
+below (N + 1)(N + 2), where the rule already said `gp`, reproduced their previous rows exactly.
 
 - **N = 2: met at every budget**, +0.018 to +0.033 over the best peer (Bayesian MAP (gp)
   0.890 / 0.932 / 0.967 / 0.976 at B = 10 / 20 / 30 / 50; best peer Optuna GP 0.900 / 0.938
   / 0.958 from B = 20, grid search 0.865 at B = 10).
 - **N = 3: met at B = 10, 30 and 50, not at B = 20.** Best mapframe mode against BoTorch
-  qNEHVI's 0.657 / 0.833 / 0.875: +0.003 (`front` 0.660), +0.004
-  (`front` 0.836), +0.006 (`front` 0.884); at B = 20 `gp` 0.783 against 0.786 (-0.003,
-  was -0.008 before `select: auto`; within one standard deviation over seeds).
-- **N = 4: met at B = 50 and 100, not at B = 10-30.** The `front` sampler 0.698 / 0.791 at
-  B = 50 / 100 against the best peer's 0.665 (Optuna GP) / 0.748 (qNParEGO): +0.033,
-  +0.043. At B = 10 random search's 0.355 ± 0.033 leads (Plain MAP 0.342, `front` 0.330:
+  qNEHVI's 0.657 / 0.833 and Optuna GP's 0.879: +0.003 (`front` 0.660), +0.007
+  (`front` 0.840, was 0.836 with the quadratic final surrogate), +0.006 (`front` 0.885); at
+  B = 20 `gp` 0.783 against qNEHVI's 0.786 (-0.003, was -0.008 before `select: auto`; within
+  one standard deviation over seeds).
+- **N = 4: met at B = 50 and 100, not at B = 10-30.** The `front` sampler 0.707 / 0.796 at
+  B = 50 / 100 (0.698 / 0.791 with the quadratic final surrogate) against the best peer's
+  0.665 (Optuna GP) / 0.748 (qNParEGO): +0.042, +0.048. At B = 10 random search's
+  0.355 ± 0.033 leads (Plain MAP 0.342, `front` 0.330:
   -0.013); at B = 20 and 30 Optuna GP's 0.525 and qNEHVI's 0.607 lead `front`'s 0.510 and
   `gp`'s 0.596 (-0.015, -0.011). Before `select: auto` (the run of 2026-12-03) `front` led
   there by 0.004 and 0.005: the new default changes which front points are verified (k = 2
@@ -122,7 +132,8 @@ measurement, or a prediction by more than the surrogates' leave-one-out RMSE, be
   benchmarks/run.py fit_solve` took 167 s there against 41 s on 2026-12-02). mapframe's own
   time per
   study: Plain MAP 1.6-6.4 s at N = 3, 4 and up to 8.7 s at N = 8, `gp` 3.8-104 s, `front`
-  9-171 s at N = 3, 4 (the final solve's `select: hypervolume` included), 6-33 s at N = 6
+  5.9-112 s at N = 3, 4 (rerun 2026-12-05 on a machine of the same kind, 2 cores; the final
+  solve's `select: hypervolume` and `gp` surrogate included), 6-33 s at N = 6
   and 14-115 s at N = 8. BoTorch: qNEHVI 2.4-218 s, qLogNEHVI 3.1-285 s, qNParEGO
   4.1-294 s at N <= 4, 100-224 s at N = 6 and 11-206 s at N = 8 (at B = 45; B = 90 not
   reached). At the smallest budgets where BoTorch only evaluates its 2(N+1) Sobol' start
@@ -134,22 +145,28 @@ measurement, or a prediction by more than the surrogates' leave-one-out RMSE, be
   beat a measured point on validation by more than the surrogates' error and lose to it on
   test (noise between the splits, which no surrogate error measures). With `select: auto`
   the handed-over front rose at every charged N = 3, 4 cell of every mode (e.g. `front` at
-  N = 4, B = 30: 0.745 to 0.798; B = 100: 0.825 to 0.845).
-- **Dense validation reference (N = 3, 4): met at N = 3, B = 50 only.** The `front`
+  N = 4, B = 30: 0.745 to 0.798; B = 100: 0.825 to 0.845), and with the `gp` final surrogate
+  again where it changed (`front`, N = 3, B = 30 / 50: 0.928 / 0.934 to 0.933 / 0.938; N = 4,
+  B = 50 / 100: 0.803 / 0.845 to 0.824 / 0.855).
+- **Dense validation reference (N = 3, 4): met at N = 3, B = 30 and 50.** The `front`
   sampler's proposed front against the dense validation search thinned to the same size:
-  -0.040 / -0.017 / -0.012 / **-0.006** at N = 3 (B = 10-50; 0.938 against 0.944 at
-  B = 50, the first cell within 0.01; `gp` -0.010 there), -0.166 / -0.090 / -0.095 /
-  -0.049 / -0.028 at N = 4 (0.851 against 0.879 at B = 100; it was -0.047 before `select:
-  auto`). How much that reference asks is measured in the section "Dense validation
+  -0.040 / -0.012 / **-0.006** / **-0.005** at N = 3 (B = 10-50; with the quadratic final
+  surrogate B = 20-50 were -0.017 / -0.012 / -0.006), -0.166 / -0.090 / -0.054 / -0.030 /
+  -0.016 at N = 4 (0.864 at B = 100; B = 30-100 were -0.095 / -0.049 / -0.028 with the
+  quadratic, -0.047 at B = 100 before `select: auto`). How much that reference asks is
+  measured in the section "Dense validation
   reference" (`python benchmarks/run.py search_reference`, on the proposals of 2026-12-03):
   random search on validation comes within 0.01 of its own 20 000-point value only after
   500-1 000 evaluations (N = 3) and 5 000-10 000 (N = 4), and mapframe's proposal from B
   evaluations was worth 4 B to 25 B random ones.
 - **Proposal quality** (not charged) keeps rising with the budget for the `front` sampler
-  and rose with `select: auto` at every N = 3, 4 cell of every mode (+0.005 to +0.058): at
-  N = 4 0.681 / 0.762 / 0.762 / 0.815 / 0.851 for B = 10-100 (before: 0.647 / 0.739 /
-  0.738 / 0.774 / 0.832), Plain MAP 0.700 / 0.767 / 0.766 / 0.789 / 0.816 (before 0.651 /
-  0.710 / 0.737 / 0.751 / 0.775); at N = 3 0.895-0.938 (before 0.883-0.931); at N = 2
+  and rose with `select: auto` at every N = 3, 4 cell of every mode (+0.005 to +0.058), and
+  with the `gp` final surrogate again: at N = 4 0.681 / 0.762 / 0.803 / 0.834 / 0.864 for
+  B = 10-100 (with the quadratic at B = 30-100: 0.762 / 0.815 / 0.851; before `select:
+  auto`: 0.647 / 0.739 / 0.738 / 0.774 / 0.832), Plain MAP 0.700 / 0.767 / 0.766 / 0.789 /
+  0.816 (before 0.651 /
+  0.710 / 0.737 / 0.751 / 0.775); at N = 3 0.895 / 0.925 / 0.934 / 0.939 (before `select:
+  auto` 0.883-0.931); at N = 2
   0.94-0.99.
 """
 
@@ -244,6 +261,8 @@ TRUTH_WORKERS = 2
 PEER_ROWS_VERSION = 1
 #: Comma-separated N to run (e.g. "6,8"); default: every N (QUICK_N when quick).
 N_ENV = "MAPFRAME_BENCH_PEERS_N"
+#: Environment variable naming the mapframe modes to rerun (the other rows are kept).
+MODES_ENV = "MAPFRAME_BENCH_PEERS_MODES"
 #: "1" disables reading cached peer rows (they are still written).
 NO_CACHE_ENV = "MAPFRAME_BENCH_NO_CACHE"
 
@@ -511,11 +530,13 @@ def _map_job(job: dict[str, Any]) -> list[dict[str, Any]]:
     bb.start()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = MergeStudy(objective=bb, tasks=problem.val.tasks, budget=search, verify=k,
-                         seed=seed, surrogate=surrogate, **MAP_MODES[job["mode"]]).run()
+        study = MergeStudy(objective=bb, tasks=problem.val.tasks, budget=search, verify=k,
+                           seed=seed, surrogate=surrogate, **MAP_MODES[job["mode"]])
+        res = study.run()
     wall = time.perf_counter() - bb.t0
+    # The surrogate the study ran with (``auto`` may resolve to ``gp`` with the front sampler).
     row = {"method": job["mode"], "n": n, "budget": budget, "seed": seed,
-           "surrogate": surrogate, "search": search, "verified": k,
+           "surrogate": study.surrogate.name, "search": search, "verified": k,
            "evaluations": bb.count, "overhead_s": wall - bb.eval_s, "eval_s": bb.eval_s}
     front = res.front.coefficients
     # The points the study measured (non-dominated by validation), for the check that the
@@ -665,6 +686,20 @@ def selected_n(quick: bool = False) -> list[int]:
     return sorted(set(ns))
 
 
+def selected_modes() -> list[str] | None:
+    """The mapframe modes named by MAPFRAME_BENCH_PEERS_MODES (comma-separated), or ``None``
+    when it is not set (every mode, every peer)."""
+    env = os.environ.get(MODES_ENV, "").strip()
+    if not env:
+        return None
+    modes = [m.strip() for m in env.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MAP_MODES]
+    if not modes or unknown:
+        raise ValueError(f"{MODES_ENV}={env!r}: give comma-separated mapframe modes from: "
+                         f"{', '.join(MAP_MODES)}")
+    return modes
+
+
 def plan(quick: bool = False) -> tuple[dict[int, list[int]], list[int]]:
     """``(budgets per N, seeds)``: the full plan, or two budgets and one seed when quick;
     the N are those of :func:`selected_n`."""
@@ -682,16 +717,20 @@ def modes_at(n: int) -> list[str]:
 
 def jobs(quick: bool = False) -> list[dict[str, Any]]:
     budgets_of, seeds = plan(quick)
+    only = selected_modes()
     out: list[dict[str, Any]] = []
     for n, budgets in budgets_of.items():
         for seed in seeds:
-            out += [{"kind": "peer", "n": n, "seed": seed, "method": m,
-                     "checkpoints": budgets} for m in PEERS_AT[n]]
+            if only is None:
+                out += [{"kind": "peer", "n": n, "seed": seed, "method": m,
+                         "checkpoints": budgets} for m in PEERS_AT[n]]
             proposals = (False,) if n >= MANY_TASKS_FROM_N else (False, True)
             for budget in budgets:
                 out += [{"kind": "map", "n": n, "budget": budget, "seed": seed, "mode": m,
-                         "proposal": p} for m in modes_at(n) for p in proposals]
-        out += [{"kind": "grid", "n": n, "budget": b, "seeds": seeds} for b in budgets]
+                         "proposal": p} for m in modes_at(n) for p in proposals
+                        if only is None or m in only]
+        if only is None:
+            out += [{"kind": "grid", "n": n, "budget": b, "seeds": seeds} for b in budgets]
     # The slowest jobs (BoTorch at the largest N) first, so that both workers stay busy.
     return sorted(out, key=lambda j: (j["kind"] != "peer" or "BoTorch" not in j["method"],
                                       -j["n"]))
@@ -716,6 +755,9 @@ def run(quick: bool = False, workers: int = 2) -> dict[str, Any]:
     for row in rows:  # the dense validation reference, once per front size (main process)
         if row["n"] in DENSE_REFERENCE_AT and "(proposal quality)" in row["method"]:
             row["dense_reference"] = thinned_reference(row["n"], row["proposed"])
+    only = selected_modes()
+    if only is not None:
+        return merged_with_recorded(rows, list(budgets_of), only)
     settings = {}
     for n, budgets in budgets_of.items():
         problem, scorer = _setting(n)
@@ -728,6 +770,27 @@ def run(quick: bool = False, workers: int = 2) -> dict[str, Any]:
             "verify_share": VERIFY_SHARE, "verify_share_of": VERIFY_SHARE_OF,
             "peer_overhead_cap_s": PEER_OVERHEAD_CAP,
             "peer_settings": PEER_SETTINGS, "map_modes": MAP_MODES}
+
+
+def merged_with_recorded(rows: list[dict[str, Any]], ns: list[int], modes: list[str]
+                         ) -> dict[str, Any]:
+    """The recorded results with the rows of ``modes`` (charged and proposal quality) at
+    ``ns`` replaced by ``rows``; ``_rerun`` and ``_earlier_meta`` tell ``run.py`` how to
+    describe the parts in ``_meta``."""
+    recorded = recorded_results(f"{MODES_ENV} keeps the other rows from there")
+
+    def replaced(row: dict[str, Any]) -> bool:
+        return (int(row["n"]) in ns
+                and str(row["method"]).removesuffix(" (proposal quality)") in modes)
+
+    data = {k: v for k, v in recorded.items() if k != "_meta"}
+    data["rows"] = [r for r in recorded["rows"] if not replaced(r)] + rows
+    data["map_modes"] = MAP_MODES
+    data["_rerun"] = {"n": sorted(ns), "modes": modes,
+                      "env": f"{N_ENV}={','.join(map(str, sorted(ns)))} "
+                             f"{MODES_ENV}={json.dumps(','.join(modes))}"}
+    data["_earlier_meta"] = recorded.get("_meta", {})
+    return data
 
 
 #: Where ``python benchmarks/run.py peers`` records its results (read by the benchmarks that

@@ -24,7 +24,18 @@ of ``front``, verifying 30 % of the budget as the peers benchmark's ``gp`` mode 
 ``select-hv`` (the study's front solved by the ``auto`` solver with ``select: hypervolume``;
 since it became ``select: auto``'s choice for 3-4 tasks, ``base`` there is the same),
 ``select-hv-gp`` (that, with ``gp`` as the study's final surrogate at every budget) and
-``select-solver`` (``select: solver``: NSGA-III's own points, the default before).
+``select-solver`` (``select: solver``: NSGA-III's own points, the default before),
+``batch-1`` / ``batch-2`` (adaptive rounds of 1 or 2 points instead of 3),
+``quadratic-final`` (the quadratic as the study's surrogate wherever the benchmark's rule
+says ``auto``: the default before 2026-12-05, when ``surrogate: auto`` with the front sampler
+at 3-4 tasks became the ``gp`` surrogate), the warps (:mod:`mapframe.surrogates.warp`):
+``no-warp`` (the sampler's GPs and the ``gp`` surrogate on the raw accuracies, the
+default), ``warp-rounds`` (the sampler's GPs on the logits), ``warp-final`` (the ``gp``
+surrogate on the logits), ``warp-both``, and ``gp-final-warp`` / ``gp-final-no-warp``
+(``gp`` as the study's surrogate at every budget, on the logits or the raw accuracies).
+
+Every variant but ``base`` keeps the quadratic where the benchmark's rule says ``auto``
+(:func:`_surrogate_rule`), as every pilot before 2026-12-05 ran; ``base`` is as shipped.
 """
 
 from __future__ import annotations
@@ -56,6 +67,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "select-hv-gp": {"front_solver": {"name": "auto", "select": "hypervolume"},
                      "surrogate": "gp"},
     "select-solver": {"front_solver": {"name": "auto", "select": "solver"}},
+    "batch-1": {"sampler": {"batch": 1}},
+    "batch-2": {"sampler": {"batch": 2}},
+    "quadratic-final": {},
+    "no-warp": {"sampler": {"warp": "none"}, "gp_surrogate": {"warp": "none"}},
+    "warp-rounds": {"sampler": {"warp": "auto"}, "gp_surrogate": {"warp": "none"}},
+    "warp-final": {"sampler": {"warp": "none"}, "gp_surrogate": {"warp": "auto"}},
+    "warp-both": {"sampler": {"warp": "auto"}, "gp_surrogate": {"warp": "auto"}},
+    "gp-final-warp": {"sampler": {"warp": "none"}, "surrogate": "gp",
+                      "gp_surrogate": {"warp": "auto"}},
+    "gp-final-no-warp": {"sampler": {"warp": "none"}, "surrogate": "gp",
+                         "gp_surrogate": {"warp": "none"}},
 }
 FRONT_MODE = "mapframe Bayesian MAP (front)"
 
@@ -79,8 +101,9 @@ class _QuadraticMeanGP:
 
 @contextlib.contextmanager
 def _quadratic_mean(ridge: float = 1e-3) -> Iterator[None]:
-    """The front sampler's ``fit_gp`` replaced by a quadratic-prior-mean fit while active."""
-    import mapframe.samplers.front as front
+    """The GP fit (``mapframe.surrogates.gp.fit_gp``, which the front sampler's rounds call)
+    replaced by a quadratic-prior-mean fit while active."""
+    import mapframe.surrogates.gp as front
 
     plain = front.fit_gp
 
@@ -103,6 +126,25 @@ def _quadratic_mean(ridge: float = 1e-3) -> Iterator[None]:
         front.fit_gp = plain
 
 
+def _surrogate_rule(name: str, rule: Any) -> Any:
+    """The benchmark's surrogate rule as variant ``name`` changes it: its ``surrogate``
+    replaces the rule's choice, its ``gp_surrogate`` settings go to the ``gp`` surrogate, and
+    every variant but ``base`` keeps the quadratic where the rule says ``auto`` (the mapping
+    ``{"name": "auto"}``, which the study does not resolve to ``gp``): the pilots before
+    2026-12-05 ran with it, so their commands measure what they measured then."""
+    spec = VARIANTS[name]
+
+    def pick(search: int, n: int) -> str | dict[str, Any]:
+        chosen = str(spec["surrogate"]) if "surrogate" in spec else rule(search, n)
+        if chosen == "gp" and "gp_surrogate" in spec:
+            return {"name": "gp", **spec["gp_surrogate"]}
+        if chosen == "auto" and name != "base":
+            return {"name": "auto"}
+        return chosen
+
+    return pick
+
+
 def _one(task: tuple[str, int, int, int, bool]) -> tuple[str, int, int, int, float, float]:
     import benchmarks.bench_peers as bp
 
@@ -115,8 +157,7 @@ def _one(task: tuple[str, int, int, int, bool]) -> tuple[str, int, int, int, flo
         bp.MAP_MODES[label]["front_solver"] = spec["front_solver"]  # type: ignore[index]
     bp.VERIFY_SHARE_OF[label] = spec.get("share", bp.VERIFY_SHARE_OF[FRONT_MODE])
     plain_rule = bp.surrogate_for
-    if "surrogate" in spec:
-        bp.surrogate_for = lambda search, n: str(spec["surrogate"])
+    bp.surrogate_for = _surrogate_rule(name, plain_rule)  # type: ignore[assignment]
     job = {"kind": "map", "mode": label, "n": n, "budget": budget, "seed": seed,
            "proposal": proposal}
     try:

@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -89,11 +90,33 @@ def main(argv: list[str] | None = None) -> int:
                          "quick": args.quick,
                          "command": f"python benchmarks/run.py {name}"
                          + (" --quick" if args.quick else "")}
+        if "_rerun" in data:  # a partial rerun merged into the recorded results
+            data["_meta"] = merged_meta(data["_meta"], data.pop("_rerun"),
+                                        data.pop("_earlier_meta"))
         (results / f"{name}.json").write_text(json.dumps(data, indent=1, default=float))
         print(f"  done in {data['_meta']['seconds']:.0f} s", flush=True)
     write_doc(results, Path(args.doc))
     print(f"wrote {args.doc}")
     return 0
+
+
+def merged_meta(meta: dict[str, Any], rerun: dict[str, Any], earlier: dict[str, Any]
+                ) -> dict[str, Any]:
+    """``_meta`` of results that a partial rerun (``rerun``: what it ran, and the ``env``
+    settings that chose it) merged into earlier ones: ``parts`` lists this run first, then
+    the earlier parts; ``command`` and ``seconds`` are this run's, ``machine`` tells the
+    page about the other parts."""
+    env = str(rerun.get("env", ""))
+    this = {**meta, **rerun, "command": f"{env} {meta['command']}".strip()}
+    earlier_parts = list(earlier.get("parts") or ([earlier] if earlier else []))
+    parts = [this, *earlier_parts]
+    what = ", ".join(str(m) for m in rerun.get("modes", [])) or "every row"
+    ns = ", ".join(str(n) for n in rerun.get("n", []))
+    total = sum(float(p.get("seconds", 0)) for p in parts)
+    return {**this, "parts": parts,
+            "machine": f"{meta['machine']}: rerun of {what} at N = {ns}, the other rows kept "
+                       f"from {len(parts) - 1} earlier part(s) (`_meta.parts` of the results "
+                       f"file lists each part's machine, date and time; {total:.0f} s in all)"}
 
 
 def _sections(doc: Path) -> dict[str, str]:

@@ -31,6 +31,7 @@ from mapframe.spec import CheckpointsSpec, StudySpec, check_preference, check_pr
 from mapframe.stopping import StoppingRule
 from mapframe.storage.base import EvaluationStore
 from mapframe.surrogates.base import Surrogate
+from mapframe.surrogates.choice import resolve_auto_surrogate
 
 __all__ = ["StudyParts", "assemble", "build_merge_spec", "fresh_seed"]
 
@@ -84,7 +85,8 @@ def assemble(spec: StudySpec) -> StudyParts:
 
     sampler_spec = resolve_auto_sampler(spec.sampler, space.n_dims, spec.budget)
     sampler: Sampler = registry.create("sampler", sampler_spec)  # type: ignore[assignment]
-    surrogate: Surrogate = registry.create("surrogate", spec.surrogate)  # type: ignore[assignment]
+    surrogate: Surrogate = registry.create(  # type: ignore[assignment]
+        "surrogate", resolve_auto_surrogate(spec.surrogate, sampler.name, len(tasks)))
     front_solver: FrontSolver = registry.create(  # type: ignore[assignment]
         "front_solver", spec.front_solver)
     executor: Executor = registry.create("executor", spec.executor)  # type: ignore[assignment]

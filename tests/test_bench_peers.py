@@ -178,6 +178,44 @@ def test_plan_quick_and_the_n_environment_variable(monkeypatch: pytest.MonkeyPat
         bench_peers.plan()
 
 
+def test_the_modes_variable_reruns_some_modes_and_keeps_the_other_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from benchmarks import run as bench_run
+
+    front = "mapframe Bayesian MAP (front)"
+    monkeypatch.setenv(bench_peers.N_ENV, "3")
+    monkeypatch.setenv(bench_peers.MODES_ENV, front)
+    todo = bench_peers.jobs()
+    assert todo and {(j["kind"], j["mode"], j["n"]) for j in todo} == {("map", front, 3)}
+    monkeypatch.setenv(bench_peers.MODES_ENV, "Plain MAP")
+    with pytest.raises(ValueError, match="MAPFRAME_BENCH_PEERS_MODES='Plain MAP'"):
+        bench_peers.jobs()
+    recorded = {"seeds": [0], "rows": [
+        {"method": front, "n": 3, "budget": 10, "seed": 0, "hv_fraction": 0.1},
+        {"method": front + " (proposal quality)", "n": 3, "budget": 10, "seed": 0},
+        {"method": front, "n": 4, "budget": 10, "seed": 0},
+        {"method": "mapframe Plain MAP", "n": 3, "budget": 10, "seed": 0},
+        {"method": "random search", "n": 3, "budget": 10, "seed": 0}],
+        "_meta": {"machine": "old", "seconds": 5.0, "command": "c"}}
+    (tmp_path / "peers.json").write_text(json.dumps(recorded))
+    monkeypatch.setenv("MAPFRAME_BENCH_RESULTS", str(tmp_path))
+    new = [{"method": front, "n": 3, "budget": 10, "seed": 0, "hv_fraction": 0.2}]
+    data = bench_peers.merged_with_recorded(new, [3], [front])
+    kept = [(r["method"], r["n"]) for r in data["rows"]]
+    assert kept == [(front, 4), ("mapframe Plain MAP", 3), ("random search", 3), (front, 3)]
+    assert data["rows"][-1]["hv_fraction"] == 0.2
+    meta = bench_run.merged_meta({"machine": "new", "seconds": 2.0, "command": "c"},
+                                 data.pop("_rerun"), data.pop("_earlier_meta"))
+    assert [p["machine"] for p in meta["parts"]] == ["new", "old"]
+    assert meta["parts"][0]["modes"] == [front] and meta["parts"][0]["n"] == [3]
+    assert meta["seconds"] == 2.0 and "rerun of " + front + " at N = 3" in meta["machine"]
+    assert "7 s in all" in meta["machine"]
+    assert meta["command"] == ('MAPFRAME_BENCH_PEERS_N=3 MAPFRAME_BENCH_PEERS_MODES='
+                               '"mapframe Bayesian MAP (front)" c')
+
+
 # --------------------------------------------------------------------------- peers
 
 

@@ -21,7 +21,7 @@ from benchmarks import pilot_front
 
 
 def test_quadratic_mean_variant_follows_a_quadratic_and_is_undone_afterwards():
-    import mapframe.samplers.front as front
+    import mapframe.surrogates.gp as front  # the fit the front sampler's rounds call
 
     plain = front.fit_gp
     rng = np.random.default_rng(0)
@@ -68,6 +68,28 @@ def test_select_variants_hand_the_front_solver_and_surrogate_to_the_study(monkey
     assert seen["surrogate"] == "gp"
     assert bp.surrogate_for is plain_rule  # restored afterwards
     pilot_front._one(("select-hv", 3, 50, 100, True))
-    assert seen["surrogate"] == "auto"  # 50 >= (N+1)(N+2) = 20: the benchmark's rule
+    # 50 >= (N+1)(N+2) = 20: the benchmark's rule says auto; variants keep the quadratic
+    assert seen["surrogate"] == {"name": "auto"}
+    pilot_front._one(("base", 3, 50, 100, True))
+    assert seen["surrogate"] == "auto"  # as shipped: the study resolves it
     pilot_front._one(("select-solver", 3, 50, 100, True))
     assert seen["mode"]["front_solver"] == {"name": "auto", "select": "solver"}
+
+
+def test_no_warp_variant_turns_the_warp_off_in_the_rounds_and_the_gp_surrogate(monkeypatch):
+    import benchmarks.bench_peers as bp
+
+    seen = {}
+
+    def fake_job(job):
+        seen["mode"] = dict(bp.MAP_MODES[job["mode"]])
+        seen["small"], seen["large"] = bp.surrogate_for(10, 3), bp.surrogate_for(50, 3)
+        return [{"hv_fraction": 0.5, "overhead_s": 1.0}]
+
+    monkeypatch.setattr(bp, "_map_job", fake_job)
+    plain_rule = bp.surrogate_for
+    pilot_front._one(("no-warp", 3, 10, 100, False))
+    assert seen["mode"]["sampler"] == {"name": "front", "warp": "none"}
+    assert seen["small"] == {"name": "gp", "warp": "none"}  # the rule picks gp there
+    assert seen["large"] == {"name": "auto"}
+    assert bp.surrogate_for is plain_rule

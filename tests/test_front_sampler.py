@@ -307,3 +307,45 @@ def test_auto_sampler_used_directly_delegates() -> None:
     np.testing.assert_array_equal(X, want.propose(3, problem.space, history,
                                                   np.random.default_rng(0)))
     assert AutoSampler(batch=2).describe() == {"name": "auto", "batch": 2}
+
+
+@pytest.mark.parametrize("sampler, n, surrogate, want", [
+    ("front", 3, "auto", "gp"), ("front", 4, "auto", "gp"), ("auto", 3, "auto", "gp"),
+    ("front", 5, "auto", "auto"), ("front", 2, "auto", "auto"), ("sobol", 3, "auto", "auto"),
+    ("gp", 3, "auto", "auto"), ("front", 3, "quadratic", "quadratic"),
+    ("front", 3, {"name": "auto", "ridge": 1e-3}, "auto")])
+def test_auto_surrogate_is_the_gp_with_the_front_sampler_at_3_and_4_tasks(
+        sampler, n, surrogate, want) -> None:
+    problem = Quadratics(n)
+    study = MergeStudy(objective=problem, task_names=[t.name for t in problem.tasks],
+                       budget=40, seed=0, sampler=sampler, surrogate=surrogate)
+    assert study.surrogate.name == want
+    assert study.settings()["surrogate"]["name"] == want  # summary.json says which ran
+
+
+def test_warp_setting() -> None:
+    assert FrontSampler().describe()["warp"] == "none"
+    assert FrontSampler(warp="auto").warp == "auto"
+    with pytest.raises(ConfigError, match="warp must be one of auto, none"):
+        FrontSampler(warp="logit")
+
+
+def test_warped_rounds_fit_the_logits_of_bounded_metrics(monkeypatch) -> None:
+    """With ``warp: auto`` each round's GPs are fitted to the warped metrics."""
+    import mapframe.surrogates.warp as warp_module
+
+    seen = []
+    plain = warp_module.WarpedGP.fit.__func__
+
+    def spy(cls, X, y, task, warp="auto", **kw):
+        out = plain(cls, X, y, task, warp, **kw)
+        seen.append(out.warp.kind)
+        return out
+
+    monkeypatch.setattr(warp_module.WarpedGP, "fit", classmethod(spy))
+    problem = Quadratics(3)
+    tasks = tuple(Task(t.name, t.direction, -10.0, 10.0) for t in problem.tasks)
+    s = FrontSampler(warp="auto")
+    s.setup(SamplerContext(space=problem.space, tasks=tasks, budget=40))
+    X = s.propose(3, problem.space, _history(problem, 12), np.random.default_rng(0))
+    assert X.shape == (3, 3) and seen == ["logit"] * 3

@@ -123,8 +123,10 @@ def test_surrogate_errors():
         GPSurrogate(noise_floor=0.0)
     with pytest.raises(ConfigError):
         GPSurrogate(restarts=0)
+    with pytest.raises(ConfigError, match="warp must be one of auto, none"):
+        GPSurrogate(warp="logit")
     assert GPSurrogate().describe() == {
-        "name": "gp", "nu": 2.5, "noise_floor": 1e-6, "restarts": 2}
+        "name": "gp", "nu": 2.5, "noise_floor": 1e-6, "restarts": 2, "warp": "none"}
 
 
 def test_missing_gpytorch_message(monkeypatch):

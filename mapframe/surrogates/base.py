@@ -58,6 +58,9 @@ class SurrogateDiagnostics(TypedDict, total=False):
         The Gaussian process's hyper-parameters (lengthscales per input on the unit cube;
         outputscale and noise on standardised outputs) and maximised log likelihood per
         point.
+    ``warp``
+        The link the Gaussian process was fitted through (``"logit"``, ``"softplus (lower
+        bound)"``, ``"softplus (upper bound)"`` or ``"identity"``).
     """
 
     model: str
@@ -71,6 +74,7 @@ class SurrogateDiagnostics(TypedDict, total=False):
     converged: bool
     nfev: int
     bound: str
+    warp: str
     lengthscales: list[float]
     outputscale: float
     noise: float

@@ -40,6 +40,7 @@ from mapframe.surrogates.base import (
     task_prefix,
 )
 from mapframe.surrogates.quadratic import _fitted, _one_blas_thread
+from mapframe.surrogates.warp import WarpedGP, WarpName, check_warp
 
 __all__ = ["FittedGP", "GPSurrogate", "fit_gp"]
 
@@ -493,20 +494,30 @@ class GPSurrogate(Surrogate):
 
     Settings: ``nu`` (Matérn smoothness: 0.5, 1.5 or 2.5), ``noise_floor`` (lower bound of the
     noise variance on standardised outputs: keeps noise-free data well conditioned),
-    ``restarts`` (fixed optimisation starts). Unlike the quadratic surrogates the GP has no
-    fixed parameter count, so any design with ``N + 1`` points is accepted, and it does not
-    use the task's metric range beyond validating the values (predictions are not clipped
-    to it). The fit is deterministic. Needs gpytorch (``pip install 'mapframe[gp]'``).
+    ``restarts`` (fixed optimisation starts) and ``warp``: ``"none"`` (default) fits the raw
+    metric (predictions may leave its declared range); ``"auto"`` fits the task's metric
+    mapped by the link its declared range calls for, as the ``auto`` quadratic does (logit
+    for a metric bounded on both sides such as an accuracy, softplus inverse for one bound;
+    :mod:`mapframe.surrogates.warp`), so predictions stay inside the range and flatten
+    towards it; then ``predict`` is the warped latent posterior mean (the metric's posterior
+    median) and ``predict_std`` the delta-method standard deviation. Not the default: in the
+    front sampler's studies on the peers benchmark's pilot seeds it scored lower
+    (docs/adaptive-sampling.md, "Tried and not adopted: a warped GP"). Unlike the
+    quadratic surrogates the GP has no fixed parameter count, so any design with ``N + 1``
+    points is accepted. The fit is deterministic. Needs gpytorch (``pip install
+    'mapframe[gp]'``).
     """
 
     name: ClassVar[str] = "gp"
 
-    def __init__(self, nu: float = 2.5, noise_floor: float = 1e-6, restarts: int = 2) -> None:
+    def __init__(self, nu: float = 2.5, noise_floor: float = 1e-6, restarts: int = 2,
+                 warp: WarpName = "none") -> None:
         self.nu = check_nu(nu)
         self.noise_floor = check_noise_floor(noise_floor)
         self.restarts = check_restarts(restarts)
+        self.warp: WarpName = check_warp(warp)
         _require_gpytorch("surrogate")
-        self._gp: FittedGP | None = None
+        self._gp: WarpedGP | None = None
         self._diagnostics: dict[str, Any] = {}
 
     def n_params(self, n_dims: int) -> int:
@@ -526,29 +537,40 @@ class GPSurrogate(Surrogate):
         """
         self._gp = None
         X, y = self._validate(X, y, task)
-        gp = fit_gp(X, y, nu=self.nu, noise_floor=self.noise_floor, restarts=self.restarts)
+        gp = WarpedGP.fit(X, y, task, self.warp, nu=self.nu, noise_floor=self.noise_floor,
+                          restarts=self.restarts)
         self._gp = gp
         self._diagnostics = self._quality(gp, y)
         return self
 
     @property
     def model(self) -> FittedGP:
-        """The fitted :class:`FittedGP` (posterior mean, covariance, leave-one-out)."""
+        """The fitted :class:`FittedGP` on the warped scale (posterior mean, covariance,
+        leave-one-out); with ``warp="none"``, or an unbounded metric, the metric's own."""
+        return _fitted(self._gp, "GPSurrogate").latent
+
+    @property
+    def warped(self) -> WarpedGP:
+        """The fitted GP with its :class:`~mapframe.surrogates.warp.MetricWarp`."""
         return _fitted(self._gp, "GPSurrogate")
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Posterior mean at each row of ``X`` (``(M, N)``; one point as ``(N,)``): ``(M,)``."""
-        return self.model.mean(X)
+        """Posterior mean (with a warp: median) at each row of ``X`` (``(M, N)``; one point as
+        ``(N,)``): ``(M,)``."""
+        return self.warped.mean(X)
 
     def predict_std(self, X: np.ndarray) -> np.ndarray:
-        """Posterior standard deviation of the latent function at each row of ``X``: ``(M,)``."""
-        return np.sqrt(self.model.var(X))
+        """Posterior standard deviation of the latent function at each row of ``X``, in the
+        metric's units (delta method through the warp): ``(M,)``."""
+        return self.warped.std(X)
 
     def diagnostics(self) -> SurrogateDiagnostics:
         """``r2``/``rmse`` of the posterior mean on the fitted points, ``loo_r2``/``loo_rmse``
         from closed-form leave-one-out (``loo_method = "closed_form"``, hyper-parameters
-        fixed), ``n_samples``, ``model``, the hyper-parameters (``lengthscales`` per input on
-        the unit cube, ``outputscale`` and ``noise`` on standardised outputs, ``constant``,
+        fixed; both in the metric's units), ``n_samples``, ``model``, ``warp`` (``"logit"``,
+        ``"softplus (lower bound)"`` / ``"(upper bound)"`` or ``"identity"``), the
+        hyper-parameters (of the GP on the warped scale: ``lengthscales`` per input on the
+        unit cube, ``outputscale`` and ``noise`` on standardised outputs, ``constant``,
         ``nu``) and ``log_likelihood`` (the maximised objective per point). Empty before
         :meth:`fit`."""
         return cast(SurrogateDiagnostics, dict(self._diagnostics))
@@ -567,12 +589,11 @@ class GPSurrogate(Surrogate):
             )
         return X, y
 
-    def _quality(self, gp: FittedGP, y: np.ndarray) -> dict[str, Any]:
+    def _quality(self, gp: WarpedGP, y: np.ndarray) -> dict[str, Any]:
         k = y.size
         ss_tot = float(np.sum((y - y.mean()) ** 2))
-        resid = y - gp.mean(gp.X)
-        loo_mean, _ = gp.loo()
-        loo_resid = y - loo_mean
+        resid = y - gp.mean(gp.latent.X)
+        loo_resid = y - gp.loo_mean()
         ss_res, press = float(resid @ resid), float(loo_resid @ loo_resid)
 
         def r2(ss: float) -> float:
@@ -586,6 +607,7 @@ class GPSurrogate(Surrogate):
             "loo_rmse": math.sqrt(press / k),
             "loo_method": "closed_form",
             "n_samples": k,
-            **gp.hyperparameters(),
-            "log_likelihood": gp.log_likelihood,
+            "warp": gp.warp.describe(),
+            **gp.latent.hyperparameters(),
+            "log_likelihood": gp.latent.log_likelihood,
         }

@@ -40,6 +40,7 @@ from mapframe.surrogates.base import (
     check_fit_data,
     task_prefix,
 )
+from mapframe.surrogates.warp import softplus, softplus_inverse
 
 __all__ = [
     "AutoSurrogate",
@@ -578,15 +579,6 @@ class SigmoidQuadraticSurrogate(_WarpedQuadratic):
         return logit(np.clip((y - lo) / (hi - lo), self.eps, 1.0 - self.eps))
 
 
-def _softplus(q: np.ndarray) -> np.ndarray:
-    return np.logaddexp(0.0, q)
-
-
-def _softplus_inverse(v: np.ndarray) -> np.ndarray:
-    # log(exp(v) - 1), written to stay finite for large v
-    return v + np.log(-np.expm1(-v))
-
-
 class SoftplusQuadraticSurrogate(_WarpedQuadratic):
     """MAP's case 3: ``m(c) = l + softplus(q(c))`` for metrics bounded below, e.g. a loss
     ``>= 0`` (``"softplus_quadratic"``); mirrored, ``u − softplus(q(c))``, for metrics bounded
@@ -630,7 +622,7 @@ class SoftplusQuadraticSurrogate(_WarpedQuadratic):
         self._anchor = task.lower if side == "lower" else task.upper
 
     def _link(self, q: np.ndarray) -> np.ndarray:
-        return self._anchor + self._side * _softplus(q)
+        return self._anchor + self._side * softplus(q)
 
     def _link_grad(self, q: np.ndarray) -> np.ndarray:
         return self._side * expit(q)
@@ -638,7 +630,7 @@ class SoftplusQuadraticSurrogate(_WarpedQuadratic):
     def _inverse_link(self, y: np.ndarray) -> np.ndarray:
         gap = self._side * (y - self._anchor)
         floor = self.eps * (float(gap.max()) if gap.max() > 0 else 1.0)
-        return _softplus_inverse(np.maximum(gap, floor))
+        return softplus_inverse(np.maximum(gap, floor))
 
     def _fit_quality(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         out = super()._fit_quality(*args, **kwargs)
