@@ -9,9 +9,11 @@ from the GP's posterior means scored higher on test than from the quadratic on t
 benchmark's pilot seeds (proposal quality, every evaluation on the search; ``python
 benchmarks/pilot_front.py select-hv select-hv-gp --proposal ...`` and ``... no-warp
 gp-final-no-warp --proposal ...``, docs/adaptive-sampling.md): +0.006 to +0.014 at N = 3,
-B = 20 / 50 and N = 4, B = 30 / 50 / 100. Elsewhere it is unmeasured and ``auto`` stays the
-quadratic. Only the plain name ``"auto"`` resolves; a mapping with settings for the quadratic
-(``{"name": "auto", "ridge": ...}``) or a surrogate object is used as given.
+B = 20 / 50 and N = 4, B = 50 / 100, +0.002 at N = 4, B = 30; and on the reported seeds
+(``python benchmarks/run.py peers``) +0.001 to +0.041 in every cell where it changed the
+surrogate. Elsewhere it is unmeasured and ``auto`` stays the quadratic. Only the plain name
+``"auto"`` resolves; a mapping with settings for the quadratic (``{"name": "auto", "ridge":
+...}``) or a surrogate object is used as given.
 """
 
 from __future__ import annotations
