@@ -115,11 +115,15 @@ below (N + 1)(N + 2), where the rule already said `gp`, reproduced their previou
   there by 0.004 and 0.005: the new default changes which front points are verified (k = 2
   and 3), and on these seeds that cost `front` 0.019 and 0.020 (standard deviations over
   seeds 0.019-0.030); its search rounds run as before.
-- **The two lags on more seeds** (`python benchmarks/run.py peers_more_seeds`, its own
-  section below: the same jobs on seeds 3-8, read with 0-2): over 9 seeds the best mapframe
-  mode leads at N = 3, B = 20 (`gp` 0.786 vs qNEHVI 0.783; `front` 0.778) and at N = 4,
-  B = 10 (Plain MAP 0.359, `front` 0.349 vs random search 0.341), each by less than its
-  standard error; at N = 8, B = 20 Optuna TPE stays 0.007 ahead of `front` (0.146 vs 0.139).
+- **Two of the lags on more seeds** (`python benchmarks/run.py peers_more_seeds`, its own
+  section below: the same jobs on seeds 3-8, read with 0-2; rerun 2026-12-05 on a machine
+  other than the recorded seeds'): over 9 seeds the best mapframe mode leads at N = 3,
+  B = 20 (`gp` 0.789 vs qNEHVI 0.784; `front` 0.776) and at N = 4, B = 10 (Plain MAP 0.356,
+  `front` 0.339 vs random search 0.341), each by less than its standard error; at N = 8,
+  B = 20 Optuna TPE stays 0.013 ahead of `front` (0.147 vs 0.134). N = 4, B = 20 and 30 are
+  not in it: BoTorch's and Optuna GP's runs to B = 30 at N = 4 took about 610 s of own
+  overhead a seed in the recorded rows, an estimated half hour a seed on 2026-12-05's
+  3-4 times slower machine.
 - **N = 6** (peers without qNEHVI, qLogNEHVI and Optuna GP, see above): mapframe ahead at
   every budget, +0.031 (`front` 0.264 at B = 14, Optuna TPE 0.233), +0.077 and +0.154
   (`front`: 0.400 and 0.562 against qNParEGO's 0.323 and Optuna TPE's 0.408).
