@@ -29,7 +29,6 @@ from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import numpy as np
 from scipy.optimize import least_squares
-from scipy.special import expit, logit
 
 from mapframe.errors import BudgetError, ConfigError, MapframeError
 from mapframe.problem import Task
@@ -40,7 +39,7 @@ from mapframe.surrogates.base import (
     check_fit_data,
     task_prefix,
 )
-from mapframe.surrogates.warp import softplus, softplus_inverse
+from mapframe.surrogates.warp import MetricWarp
 
 __all__ = [
     "AutoSurrogate",
@@ -565,18 +564,17 @@ class SigmoidQuadraticSurrogate(_WarpedQuadratic):
         assert self._task is not None
         return self._task.lower, self._task.upper
 
+    def _warp(self) -> MetricWarp:
+        return MetricWarp("logit", *self._range(), eps=self.eps)
+
     def _link(self, q: np.ndarray) -> np.ndarray:
-        lo, hi = self._range()
-        return lo + (hi - lo) * expit(q)
+        return self._warp().to_metric(q)
 
     def _link_grad(self, q: np.ndarray) -> np.ndarray:
-        lo, hi = self._range()
-        s = expit(q)
-        return (hi - lo) * s * (1.0 - s)
+        return self._warp().derivative(q)
 
     def _inverse_link(self, y: np.ndarray) -> np.ndarray:
-        lo, hi = self._range()
-        return logit(np.clip((y - lo) / (hi - lo), self.eps, 1.0 - self.eps))
+        return self._warp().to_latent(y)
 
 
 class SoftplusQuadraticSurrogate(_WarpedQuadratic):
@@ -621,16 +619,17 @@ class SoftplusQuadraticSurrogate(_WarpedQuadratic):
         self._side = 1.0 if side == "lower" else -1.0
         self._anchor = task.lower if side == "lower" else task.upper
 
+    def _warp(self) -> MetricWarp:
+        return MetricWarp("softplus", lower=self._anchor, side=self._side)
+
     def _link(self, q: np.ndarray) -> np.ndarray:
-        return self._anchor + self._side * softplus(q)
+        return self._warp().to_metric(q)
 
     def _link_grad(self, q: np.ndarray) -> np.ndarray:
-        return self._side * expit(q)
+        return self._warp().derivative(q)
 
     def _inverse_link(self, y: np.ndarray) -> np.ndarray:
-        gap = self._side * (y - self._anchor)
-        floor = self.eps * (float(gap.max()) if gap.max() > 0 else 1.0)
-        return softplus_inverse(np.maximum(gap, floor))
+        return MetricWarp.softplus_from(self._anchor, self._side, y, self.eps).to_latent(y)
 
     def _fit_quality(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         out = super()._fit_quality(*args, **kwargs)

@@ -61,13 +61,23 @@ class MetricWarp:
     """The link between one task's metric ``y`` and the latent ``g`` a GP models.
 
     Build it with :meth:`for_task` (the fitted targets fix the one-sided floor); ``kind`` is
-    ``"logit"``, ``"softplus"`` or ``"identity"``.
+    ``"logit"``, ``"softplus"`` or ``"identity"``. The warped quadratic surrogates
+    (:mod:`mapframe.surrogates.quadratic`) use the same links, with their own ``eps``.
     """
 
     def __init__(self, kind: str, lower: float = 0.0, upper: float = 1.0, side: float = 1.0,
-                 floor: float = 0.0) -> None:
+                 floor: float = 0.0, eps: float = WARP_EPS) -> None:
         self.kind, self.lower, self.upper = kind, float(lower), float(upper)
-        self.side, self.floor = float(side), float(floor)
+        self.side, self.floor, self.eps = float(side), float(floor), float(eps)
+
+    @classmethod
+    def softplus_from(cls, anchor: float, side: float, y: np.ndarray,
+                      eps: float = WARP_EPS) -> MetricWarp:
+        """The softplus link on ``anchor`` (``side`` ``1``: a lower bound, ``-1``: an upper
+        one), its targets ``y`` kept ``eps · max|y − anchor|`` off the bound."""
+        gap = side * (np.asarray(y, dtype=float) - anchor)
+        top = float(gap.max()) if gap.size and gap.max() > 0 else 1.0
+        return cls("softplus", lower=anchor, side=side, floor=eps * top, eps=eps)
 
     @classmethod
     def for_task(cls, task: Task | None, y: np.ndarray, warp: WarpName = "auto") -> MetricWarp:
@@ -80,16 +90,14 @@ class MetricWarp:
         if lo_ok and hi_ok:
             return cls("logit", task.lower, task.upper)
         side, anchor = (1.0, task.lower) if lo_ok else (-1.0, task.upper)
-        gap = side * (np.asarray(y, dtype=float) - anchor)
-        top = float(gap.max()) if gap.size and gap.max() > 0 else 1.0
-        return cls("softplus", lower=anchor, side=side, floor=WARP_EPS * top)
+        return cls.softplus_from(anchor, side, y)
 
     def to_latent(self, y: np.ndarray) -> np.ndarray:
         """Metric values → the latent scale (clipped inside the range first)."""
         y = np.asarray(y, dtype=float)
         if self.kind == "logit":
             p = (y - self.lower) / (self.upper - self.lower)
-            return np.asarray(logit(np.clip(p, WARP_EPS, 1.0 - WARP_EPS)))
+            return np.asarray(logit(np.clip(p, self.eps, 1.0 - self.eps)))
         if self.kind == "softplus":
             return softplus_inverse(np.maximum(self.side * (y - self.lower), self.floor))
         return y
@@ -103,15 +111,19 @@ class MetricWarp:
             return self.lower + self.side * softplus(g)
         return g
 
-    def slope(self, g: np.ndarray) -> np.ndarray:
-        """``|d metric / d g|`` at the latent values ``g``."""
+    def derivative(self, g: np.ndarray) -> np.ndarray:
+        """``d metric / d g`` at the latent values ``g`` (negative for the mirrored softplus)."""
         g = np.asarray(g, dtype=float)
         if self.kind == "logit":
             s = expit(g)
             return (self.upper - self.lower) * s * (1.0 - s)
         if self.kind == "softplus":
-            return np.asarray(expit(g))
+            return self.side * expit(g)
         return np.ones_like(g)
+
+    def slope(self, g: np.ndarray) -> np.ndarray:
+        """``|d metric / d g|`` at the latent values ``g``."""
+        return np.abs(self.derivative(g))
 
     def describe(self) -> str:
         """``"logit"``, ``"softplus"`` (with its side) or ``"identity"``, for diagnostics."""
