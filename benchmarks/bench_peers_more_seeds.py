@@ -37,8 +37,10 @@ one machine.
 
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,10 +48,32 @@ import numpy as np
 from benchmarks import bench_peers as bp
 
 #: The cells rerun: (N, B).
-CELLS = [(3, 20), (4, 10), (8, 20)]
+CELLS = [(3, 20), (4, 10), (4, 20), (8, 20)]
+#: Comma-separated ``N:B`` cells: rerun only those and keep the other cells of the recorded
+#: ``peers_more_seeds.json`` (e.g. ``4:20`` after adding that cell to :data:`CELLS`).
+CELLS_ENV = "MAPFRAME_BENCH_MORE_SEEDS_CELLS"
 #: The new seeds (the peers benchmark reports 0-2).
 NEW_SEEDS = [3, 4, 5, 6, 7, 8]
 FRONT = "mapframe Bayesian MAP (front)"
+#: Where ``python benchmarks/run.py peers_more_seeds`` records its results.
+RESULTS_JSON = Path(__file__).resolve().parent / "results" / "peers_more_seeds.json"
+
+
+def selected_cells() -> list[tuple[int, int]] | None:
+    """The cells named by MAPFRAME_BENCH_MORE_SEEDS_CELLS (``N:B``, comma-separated), or
+    ``None`` when it is not set (every cell of :data:`CELLS`)."""
+    env = os.environ.get(CELLS_ENV, "").strip()
+    if not env:
+        return None
+    try:
+        cells = [(int(n), int(b)) for n, b in
+                 (part.strip().split(":") for part in env.split(",") if part.strip())]
+    except ValueError:
+        cells = []
+    if not cells or any(c not in CELLS for c in cells):
+        raise ValueError(f"{CELLS_ENV}={env!r}: give comma-separated N:B cells from: "
+                         + ", ".join(f"{n}:{b}" for n, b in CELLS))
+    return cells
 
 
 def cell_jobs(n: int, budget: int, seeds: list[int]) -> list[dict[str, Any]]:
@@ -79,7 +103,8 @@ def charged(rows: list[dict[str, Any]], n: int, budget: int) -> dict[str, dict[i
 def run(quick: bool = False) -> dict[str, Any]:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     recorded = bp.recorded_results("its seeds 0-2 are read from there")
-    cells = CELLS[:1] if quick else CELLS
+    chosen = selected_cells()
+    cells = CELLS[:1] if quick else (chosen or CELLS)
     seeds = NEW_SEEDS[:1] if quick else NEW_SEEDS
     for n, _ in cells:
         bp._setting(n)  # ground truths once, before the workers start
@@ -107,7 +132,33 @@ def run(quick: bool = False) -> dict[str, Any]:
         out["cells"].append({"n": n, "budget": b, "new": new, "recorded": old,
                              "check_max_diff": max(diffs) if diffs else None,
                              "check_rows": len(diffs)})
-    return out
+    return merged_with_recorded(out) if chosen and not quick else out
+
+
+def merged_with_recorded(out: dict[str, Any]) -> dict[str, Any]:
+    """``out`` (a rerun of some cells) plus the other cells of the recorded results, in the
+    order of :data:`CELLS`; ``_rerun`` and ``_earlier_meta`` tell ``run.py`` how to describe
+    the parts in ``_meta``."""
+    folder = os.environ.get("MAPFRAME_BENCH_RESULTS")
+    path = Path(folder) / "peers_more_seeds.json" if folder else RESULTS_JSON
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: run `python benchmarks/run.py peers_more_seeds` "
+                         f"first ({CELLS_ENV} keeps the other cells from there)")
+    recorded = json.loads(path.read_text())
+    if recorded.get("new_seeds") != out["new_seeds"]:
+        raise SystemExit(f"{path} has seeds {recorded.get('new_seeds')}, this run "
+                         f"{out['new_seeds']}: rerun every cell (unset {CELLS_ENV})")
+    rerun = {(c["n"], c["budget"]): c for c in out["cells"]}
+    kept = {(c["n"], c["budget"]): c for c in recorded["cells"] if (c["n"], c["budget"])
+            not in rerun}
+    both = {**kept, **rerun}
+    order = [c for c in CELLS if c in both] + sorted(set(both) - set(CELLS))
+    names = ", ".join(f"{n}:{b}" for n, b in sorted(rerun))
+    return {**out, "cells": [both[c] for c in order],
+            "_rerun": {"env": f"{CELLS_ENV}={names}",
+                       "what": "cells " + ", ".join(f"N = {n}, B = {b}"
+                                                    for n, b in sorted(rerun))},
+            "_earlier_meta": recorded.get("_meta", {})}
 
 
 # --------------------------------------------------------------------------- report

@@ -110,11 +110,13 @@ def merged_meta(meta: dict[str, Any], rerun: dict[str, Any], earlier: dict[str, 
     this = {**meta, **rerun, "command": f"{env} {meta['command']}".strip()}
     earlier_parts = list(earlier.get("parts") or ([earlier] if earlier else []))
     parts = [this, *earlier_parts]
-    what = ", ".join(str(m) for m in rerun.get("modes", [])) or "every row"
-    ns = ", ".join(str(n) for n in rerun.get("n", []))
+    what = rerun.get("what")
+    if not what:
+        modes = ", ".join(str(m) for m in rerun.get("modes", [])) or "every row"
+        what = f"{modes} at N = {', '.join(str(n) for n in rerun.get('n', []))}"
     total = sum(float(p.get("seconds", 0)) for p in parts)
     return {**this, "parts": parts,
-            "machine": f"{meta['machine']}: rerun of {what} at N = {ns}, the other rows kept "
+            "machine": f"{meta['machine']}: rerun of {what}, the other rows kept "
                        f"from {len(parts) - 1} earlier part(s) (`_meta.parts` of the results "
                        f"file lists each part's machine, date and time; {total:.0f} s in all)"}
 
