@@ -243,7 +243,8 @@ VERIFY_SHARE = 0.3
 #: predicted front points every round; its share was fixed on the pilot seeds 100-102).
 VERIFY_SHARE_OF = {"mapframe Bayesian MAP (front)": 0.1}
 #: Most seconds of own overhead one peer run may spend (see the docs for which were cut).
-PEER_OVERHEAD_CAP = float(os.environ.get("MAPFRAME_BENCH_PEER_CAP", 480))
+PEER_OVERHEAD_CAP_DEFAULT = 480.0
+PEER_OVERHEAD_CAP = float(os.environ.get("MAPFRAME_BENCH_PEER_CAP", PEER_OVERHEAD_CAP_DEFAULT))
 #: A lower cap from N = 6 on (Optuna GP and BoTorch qNParEGO there take about 8 s a round, and
 #: the whole benchmark must fit in one working session); it is printed with the results.
 PEER_OVERHEAD_CAP_MANY = float(os.environ.get("MAPFRAME_BENCH_PEER_CAP_MANY", 240))

@@ -131,7 +131,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             old["grid search"] = grid
         out["cells"].append({"n": n, "budget": b, "new": new, "recorded": old,
                              "check_max_diff": max(diffs) if diffs else None,
-                             "check_rows": len(diffs)})
+                             "check_rows": len(diffs), "peer_overhead_cap_s": bp.peer_cap(n)})
     return merged_with_recorded(out) if chosen and not quick else out
 
 
@@ -205,6 +205,10 @@ def report(data: dict[str, Any]) -> str:
             lines.append(f"{label} ({who.removeprefix('mapframe ')}) minus the best peer "
                          f"({best}), paired over all seeds: {mean:+.3f} ± {se:.3f} "
                          f"(standard error), ahead on {ahead} of {k} seeds.")
+        if cell.get("peer_overhead_cap_s") not in (None, bp.PEER_OVERHEAD_CAP_DEFAULT):
+            lines.append(f"Peer runs here stopped at {cell['peer_overhead_cap_s']:.0f} s of own "
+                         f"overhead (the peers benchmark's cap: "
+                         f"{bp.PEER_OVERHEAD_CAP_DEFAULT:.0f} s).")
         if cell.get("check_rows"):
             lines.append(f"Rerun of seed {data['check_seed'][0]} against its recorded rows "
                          f"({cell['check_rows']} methods): largest difference "

@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         data = mod.run(quick=args.quick)
         data["_meta"] = {"machine": machine(), "seconds": time.perf_counter() - t0,
                          "quick": args.quick,
-                         "command": f"python benchmarks/run.py {name}"
+                         "command": command_env()
+                         + f"python benchmarks/run.py {name}"
                          + (" --quick" if args.quick else "")}
         if "_rerun" in data:  # a partial rerun merged into the recorded results
             data["_meta"] = merged_meta(data["_meta"], data.pop("_rerun"),
@@ -98,6 +99,16 @@ def main(argv: list[str] | None = None) -> int:
     write_doc(results, Path(args.doc))
     print(f"wrote {args.doc}")
     return 0
+
+
+#: Settings read from the environment that change a benchmark's results; a recorded command
+#: names those that were set.
+RECORDED_ENV = ("MAPFRAME_BENCH_PEER_CAP", "MAPFRAME_BENCH_PEER_CAP_MANY")
+
+
+def command_env() -> str:
+    """``NAME=value `` for each of :data:`RECORDED_ENV` set in this run's environment."""
+    return "".join(f"{k}={os.environ[k]} " for k in RECORDED_ENV if k in os.environ)
 
 
 def merged_meta(meta: dict[str, Any], rerun: dict[str, Any], earlier: dict[str, Any]

@@ -8,15 +8,19 @@ the report names the best peer and the count of seeds ahead.
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import bench_peers as bp
 from benchmarks import bench_peers_more_seeds as ms
+from benchmarks import run as bench_run
 
 
 def test_cell_jobs_follow_the_peers_benchmark():
@@ -64,3 +68,52 @@ def test_report_reads_the_best_peer_over_all_seeds():
             "paired over all seeds: +0.017") in text and "ahead on 2 of 3 seeds" in text
     assert "The `front` sampler" not in text  # it is the best mode here: one line
     assert "| peer x | 0.733 ± 0.034 (3) | 0.750 ± 0.030 (2) | 0.700 ± 0.000 (1) |" in text
+
+
+def test_cells_variable_names_cells_of_the_benchmark(monkeypatch):
+    assert ms.selected_cells() is None
+    monkeypatch.setenv(ms.CELLS_ENV, " 4:20, 3:20 ")
+    assert ms.selected_cells() == [(4, 20), (3, 20)]
+    for bad in ("5:20", "4-20", "4:x", ","):
+        monkeypatch.setenv(ms.CELLS_ENV, bad)
+        with pytest.raises(ValueError, match="give comma-separated N:B cells from: 3:20"):
+            ms.selected_cells()
+
+
+def test_rerun_of_a_cell_keeps_the_other_recorded_cells(tmp_path, monkeypatch):
+    def cell(n: int, b: int, v: float) -> dict:
+        return {"n": n, "budget": b, "new": {"m": {3: v}}, "recorded": {"m": {0: v}}}
+
+    recorded = {"new_seeds": [3], "cells": [cell(8, 20, 0.1), cell(4, 20, 0.2),
+                                            cell(3, 20, 0.3)],
+                "_meta": {"machine": "old", "seconds": 5.0, "command": "c"}}
+    (tmp_path / "peers_more_seeds.json").write_text(json.dumps(recorded))
+    monkeypatch.setenv("MAPFRAME_BENCH_RESULTS", str(tmp_path))
+    monkeypatch.setenv("MAPFRAME_BENCH_PEER_CAP", "1500")
+    data = ms.merged_with_recorded({"new_seeds": [3], "cells": [cell(4, 20, 0.9)]})
+    assert [(c["n"], c["budget"]) for c in data["cells"]] == [(3, 20), (4, 20), (8, 20)]
+    # The rerun cell replaces its recorded one (JSON keys are strings: read the values).
+    assert [list(c["new"]["m"].values()) for c in data["cells"]] == [[0.3], [0.9], [0.1]]
+    meta = bench_run.merged_meta(
+        {"machine": "new", "seconds": 2.0,
+         "command": bench_run.command_env() + "python benchmarks/run.py peers_more_seeds"},
+        data.pop("_rerun"), data.pop("_earlier_meta"))
+    assert meta["command"] == ("MAPFRAME_BENCH_MORE_SEEDS_CELLS=4:20 MAPFRAME_BENCH_PEER_CAP="
+                               "1500 python benchmarks/run.py peers_more_seeds")
+    assert "rerun of cells N = 4, B = 20, the other rows kept from 1 earlier" in meta["machine"]
+    with pytest.raises(SystemExit, match="has seeds \\[3\\], this run \\[4\\]"):
+        ms.merged_with_recorded({"new_seeds": [4], "cells": []})
+    monkeypatch.setenv("MAPFRAME_BENCH_RESULTS", str(tmp_path / "none"))
+    first = re.escape("run `python benchmarks/run.py peers_more_seeds`")
+    with pytest.raises(SystemExit, match=first):
+        ms.merged_with_recorded({"new_seeds": [3], "cells": []})
+
+
+def test_report_names_a_changed_peer_cap():
+    cell = {**_cell(), "peer_overhead_cap_s": 1500.0}
+    text = ms.report({"recorded_seeds": [0, 1], "new_seeds": [3], "check_seed": [0],
+                      "cells": [cell]})
+    assert "Peer runs here stopped at 1500 s of own overhead" in text
+    cell["peer_overhead_cap_s"] = bp.PEER_OVERHEAD_CAP_DEFAULT
+    assert "stopped at" not in ms.report({"recorded_seeds": [0, 1], "new_seeds": [3],
+                                          "check_seed": [0], "cells": [cell]})
