@@ -7,7 +7,8 @@ import pytest
 
 from mapframe.errors import ConfigError
 from mapframe.problem import Task
-from mapframe.surrogates.warp import MetricWarp, WarpedGP, check_warp
+from mapframe.surrogates.quadratic import AutoSurrogate
+from mapframe.surrogates.warp import MetricWarp, WarpedGP, check_warp, range_link
 
 pytest.importorskip("gpytorch")
 
@@ -24,6 +25,17 @@ def test_the_warp_follows_the_declared_range(task, kind):
     y = np.array([0.2, 0.5, 0.9])
     assert MetricWarp.for_task(task, y).describe() == kind
     assert MetricWarp.for_task(task, y, "none").describe() == "identity"
+
+
+@pytest.mark.parametrize("task, link, model, bound", [
+    (ACCURACY, "logit", "SigmoidQuadraticSurrogate", None),
+    (LOSS, "softplus-lower", "SoftplusQuadraticSurrogate", "lower"),
+    (SCORE, "softplus-upper", "SoftplusQuadraticSurrogate", "upper"),
+    (FREE, "identity", "QuadraticSurrogate", None), (None, "identity", "QuadraticSurrogate", None)])
+def test_the_auto_quadratic_and_the_gp_warp_read_the_range_alike(task, link, model, bound):
+    assert range_link(task) == link
+    chosen = AutoSurrogate().choose(task)
+    assert type(chosen).__name__ == model and getattr(chosen, "bound", None) == bound
 
 
 @pytest.mark.parametrize("task, y", [(ACCURACY, [0.01, 0.3, 0.77, 0.99]),

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from mapframe.surrogates.quadratic import AutoSurrogate
+
 __all__ = ["GP_FINAL_SAMPLERS", "GP_FINAL_TASKS", "resolve_auto_surrogate"]
 
-#: The name that asks for the rule.
-AUTO = "auto"
+#: The name that asks for the rule (the ``auto`` quadratic's registered name).
+AUTO = AutoSurrogate.name
 #: Samplers with whose GPs ``auto`` becomes the ``gp`` surrogate.
 GP_FINAL_SAMPLERS = ("front",)
 #: Numbers of tasks at which it does.

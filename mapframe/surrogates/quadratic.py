@@ -39,7 +39,7 @@ from mapframe.surrogates.base import (
     check_fit_data,
     task_prefix,
 )
-from mapframe.surrogates.warp import MetricWarp
+from mapframe.surrogates.warp import MetricWarp, range_link
 
 __all__ = [
     "AutoSurrogate",
@@ -662,17 +662,16 @@ class AutoSurrogate(_WarpSettings, Surrogate):
 
     def choose(self, task: Task | None) -> _QuadraticModel:
         """A fresh, unfitted model suited to ``task``'s metric range."""
-        lo = task is not None and math.isfinite(task.lower)
-        hi = task is not None and math.isfinite(task.upper)
-        if not (lo or hi):
+        kind = range_link(task)
+        if kind == "identity":
             return QuadraticSurrogate(ridge=self.ridge)
-        if lo and hi:
+        if kind == "logit":
             return SigmoidQuadraticSurrogate(
                 ridge=self.ridge, eps=self.eps, loo=self.loo, max_nfev=self.max_nfev
             )
         return SoftplusQuadraticSurrogate(
             ridge=self.ridge, eps=self.eps, loo=self.loo, max_nfev=self.max_nfev,
-            bound="lower" if lo else "upper",
+            bound="lower" if kind == "softplus-lower" else "upper",
         )
 
     def fit(self, X: np.ndarray, y: np.ndarray, task: Task | None = None) -> AutoSurrogate:

@@ -30,7 +30,8 @@ from scipy.special import expit, logit
 from mapframe.errors import ConfigError
 from mapframe.problem import Task
 
-__all__ = ["WARPS", "MetricWarp", "WarpedGP", "check_warp", "softplus", "softplus_inverse"]
+__all__ = ["WARPS", "MetricWarp", "WarpedGP", "check_warp", "range_link", "softplus",
+           "softplus_inverse"]
 
 #: Accepted ``warp`` settings: from the task's range, or none.
 WARPS = ("auto", "none")
@@ -55,6 +56,19 @@ def check_warp(value: Any) -> WarpName:
         raise ConfigError(f"warp must be one of {', '.join(WARPS)}, got {value!r}: 'auto' "
                           "follows the task's metric range, 'none' fits the raw metric")
     return value  # type: ignore[no-any-return]
+
+
+def range_link(task: Task | None) -> str:
+    """The link a task's declared metric range calls for: ``"logit"`` (both bounds finite),
+    ``"softplus-lower"`` / ``"softplus-upper"`` (one bound) or ``"identity"`` (none, or no
+    task). The warped GPs and the ``auto`` quadratic choose by it."""
+    lo = task is not None and math.isfinite(task.lower)
+    hi = task is not None and math.isfinite(task.upper)
+    if lo and hi:
+        return "logit"
+    if lo or hi:
+        return "softplus-lower" if lo else "softplus-upper"
+    return "identity"
 
 
 class MetricWarp:
@@ -83,13 +97,12 @@ class MetricWarp:
     def for_task(cls, task: Task | None, y: np.ndarray, warp: WarpName = "auto") -> MetricWarp:
         """The warp for ``task``'s declared range (identity for ``warp="none"``, no task or
         an unbounded metric), its one-sided floor set from the targets ``y``."""
-        lo_ok = task is not None and math.isfinite(task.lower)
-        hi_ok = task is not None and math.isfinite(task.upper)
-        if check_warp(warp) == "none" or task is None or not (lo_ok or hi_ok):
+        kind = range_link(task)
+        if check_warp(warp) == "none" or task is None or kind == "identity":
             return cls("identity")
-        if lo_ok and hi_ok:
+        if kind == "logit":
             return cls("logit", task.lower, task.upper)
-        side, anchor = (1.0, task.lower) if lo_ok else (-1.0, task.upper)
+        side, anchor = (1.0, task.lower) if kind == "softplus-lower" else (-1.0, task.upper)
         return cls.softplus_from(anchor, side, y)
 
     def to_latent(self, y: np.ndarray) -> np.ndarray:
