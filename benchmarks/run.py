@@ -7,6 +7,13 @@
 Each benchmark stores its raw numbers in benchmarks/results/<name>.json; docs/benchmarks.md is
 regenerated from all stored results, so every number there comes from a rerunnable command (a
 benchmark without stored results here keeps its section of the page as it is).
+
+A benchmark may rerun part of its recorded results (``MAPFRAME_BENCH_PEERS_MODES``,
+``MAPFRAME_BENCH_MORE_SEEDS_CELLS``): its ``run()`` then returns the merged results with two
+extra keys, ``_rerun`` (what this run covered: ``env``, the settings that chose it, and
+``what`` or ``n`` + ``modes``) and ``_earlier_meta`` (the recorded ``_meta``), which
+:func:`merged_meta` turns into a ``_meta`` whose ``parts`` list every run behind the rows.
+The peer-cap settings in :data:`RECORDED_ENV` are written into every recorded command.
 """
 
 from __future__ import annotations
