@@ -25,7 +25,9 @@ of ``front``, verifying 30 % of the budget as the peers benchmark's ``gp`` mode 
 since it became ``select: auto``'s choice for 3-4 tasks, ``base`` there is the same),
 ``select-hv-gp`` (that, with ``gp`` as the study's final surrogate at every budget) and
 ``select-solver`` (``select: solver``: NSGA-III's own points, the default before),
-``batch-1`` / ``batch-2`` (adaptive rounds of 1 or 2 points instead of 3),
+``small-start`` (an initial design of N + 2 Sobol' points at every budget, not only below a
+search budget of 3 (N + 1)), ``batch-1`` / ``batch-2`` (adaptive rounds of 1 or 2 points
+instead of 3),
 ``quadratic-final`` (the quadratic as the study's surrogate wherever the benchmark's rule
 says ``auto``: the default before 2026-12-05, when ``surrogate: auto`` with the front sampler
 at 3-4 tasks became the ``gp`` surrogate), the warps (:mod:`mapframe.surrogates.warp`):
@@ -67,6 +69,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "select-hv-gp": {"front_solver": {"name": "auto", "select": "hypervolume"},
                      "surrogate": "gp"},
     "select-solver": {"front_solver": {"name": "auto", "select": "solver"}},
+    "small-start": {"small_start": True},
     "batch-1": {"sampler": {"batch": 1}},
     "batch-2": {"sampler": {"batch": 2}},
     "quadratic-final": {},
@@ -152,6 +155,8 @@ def _one(task: tuple[str, int, int, int, bool]) -> tuple[str, int, int, int, flo
     spec = VARIANTS[name]
     label = f"{FRONT_MODE} [{name}]"
     sampler = {"name": "front", **spec.get("sampler", {})}  # a sampler config mapping
+    if spec.get("small_start"):
+        sampler["initial"] = n + 2
     bp.MAP_MODES[label] = {"sampler": sampler}  # type: ignore[dict-item]
     if "front_solver" in spec:
         bp.MAP_MODES[label]["front_solver"] = spec["front_solver"]  # type: ignore[index]

@@ -93,3 +93,21 @@ def test_no_warp_variant_turns_the_warp_off_in_the_rounds_and_the_gp_surrogate(m
     assert seen["small"] == {"name": "gp", "warp": "none"}  # the rule picks gp there
     assert seen["large"] == {"name": "auto"}
     assert bp.surrogate_for is plain_rule
+
+
+def test_small_start_variant_starts_with_n_plus_2_points_at_every_budget(monkeypatch):
+    import benchmarks.bench_peers as bp
+    from mapframe.samplers.front import FrontSampler
+
+    seen = {}
+
+    def fake_job(job):
+        seen["mode"] = dict(bp.MAP_MODES[job["mode"]])
+        return [{"hv_fraction": 0.5, "overhead_s": 1.0}]
+
+    monkeypatch.setattr(bp, "_map_job", fake_job)
+    pilot_front._one(("small-start", 4, 30, 100, False))
+    assert seen["mode"]["sampler"] == {"name": "front", "initial": 6}
+    # As built by the study: 6 Sobol' points where `auto` would start with 2 (N + 1) = 10.
+    assert FrontSampler(initial=6).initial_size(4, 27) == 6
+    assert FrontSampler().initial_size(4, 27) == 10
