@@ -115,15 +115,16 @@ below (N + 1)(N + 2), where the rule already said `gp`, reproduced their previou
   there by 0.004 and 0.005: the new default changes which front points are verified (k = 2
   and 3), and on these seeds that cost `front` 0.019 and 0.020 (standard deviations over
   seeds 0.019-0.030); its search rounds run as before.
-- **Two of the lags on more seeds** (`python benchmarks/run.py peers_more_seeds`, its own
-  section below: the same jobs on seeds 3-8, read with 0-2; rerun 2026-12-05 on a machine
+- **Three of the lags on more seeds** (`python benchmarks/run.py peers_more_seeds`, its own
+  section below: the same jobs on seeds 3-8, read with 0-2; run 2026-12-05 on a machine
   other than the recorded seeds'): over 9 seeds the best mapframe mode leads at N = 3,
-  B = 20 (`gp` 0.789 vs qNEHVI 0.784; `front` 0.776) and at N = 4, B = 10 (Plain MAP 0.356,
-  `front` 0.339 vs random search 0.341), each by less than its standard error; at N = 8,
-  B = 20 Optuna TPE stays 0.013 ahead of `front` (0.147 vs 0.134). N = 4, B = 20 and 30 are
-  not in it: BoTorch's and Optuna GP's runs to B = 30 at N = 4 took about 610 s of own
-  overhead a seed in the recorded rows, an estimated half hour a seed on 2026-12-05's
-  3-4 times slower machine.
+  B = 20 (`gp` 0.789 vs qNEHVI 0.784; `front` 0.776), at N = 4, B = 10 (Plain MAP 0.356,
+  `front` 0.339 vs random search 0.341) and at N = 4, B = 20 (`front` 0.526 vs Optuna GP
+  0.515, qLogNEHVI 0.513, qNEHVI 0.512; ahead on 6 of 9 seeds), each by less than its
+  standard error; at N = 8, B = 20 Optuna TPE stays 0.013 ahead of `front` (0.147 vs
+  0.134). N = 4, B = 30 is not in it: BoTorch's runs to 30 evaluations would take about
+  2 hours of the 2 cores for 7 seeds on 2026-12-05's machine (its section says how that
+  was estimated).
 - **N = 6** (peers without qNEHVI, qLogNEHVI and Optuna GP, see above): mapframe ahead at
   every budget, +0.031 (`front` 0.264 at B = 14, Optuna TPE 0.233), +0.077 and +0.154
   (`front`: 0.400 and 0.562 against qNParEGO's 0.323 and Optuna TPE's 0.408).
@@ -247,12 +248,17 @@ PEER_OVERHEAD_CAP_DEFAULT = 480.0
 PEER_OVERHEAD_CAP = float(os.environ.get("MAPFRAME_BENCH_PEER_CAP", PEER_OVERHEAD_CAP_DEFAULT))
 #: A lower cap from N = 6 on (Optuna GP and BoTorch qNParEGO there take about 8 s a round, and
 #: the whole benchmark must fit in one working session); it is printed with the results.
-PEER_OVERHEAD_CAP_MANY = float(os.environ.get("MAPFRAME_BENCH_PEER_CAP_MANY", 240))
+PEER_OVERHEAD_CAP_MANY_DEFAULT = 240.0
+PEER_OVERHEAD_CAP_MANY = float(os.environ.get("MAPFRAME_BENCH_PEER_CAP_MANY",
+                                              PEER_OVERHEAD_CAP_MANY_DEFAULT))
 
 
-def peer_cap(n: int) -> float:
-    """The overhead cap of one peer run at ``n`` tasks."""
-    return PEER_OVERHEAD_CAP if n <= 4 else min(PEER_OVERHEAD_CAP, PEER_OVERHEAD_CAP_MANY)
+def peer_cap(n: int, default: bool = False) -> float:
+    """The overhead cap of one peer run at ``n`` tasks (``default``: without the
+    environment's settings)."""
+    cap, many = ((PEER_OVERHEAD_CAP_DEFAULT, PEER_OVERHEAD_CAP_MANY_DEFAULT) if default
+                 else (PEER_OVERHEAD_CAP, PEER_OVERHEAD_CAP_MANY))
+    return cap if n <= 4 else min(cap, many)
 CACHE = Path(os.environ.get("MAPFRAME_CACHE", Path.home() / ".cache" / "mapframe")) / "bench"
 #: From this N on, hypervolumes are Monte-Carlo estimates (exact HV of a few thousand
 #: ground-truth front points is out of reach at 6 and 8 objectives).

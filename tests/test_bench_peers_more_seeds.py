@@ -113,7 +113,9 @@ def test_report_names_a_changed_peer_cap():
     cell = {**_cell(), "peer_overhead_cap_s": 1500.0}
     text = ms.report({"recorded_seeds": [0, 1], "new_seeds": [3], "check_seed": [0],
                       "cells": [cell]})
-    assert "Peer runs here stopped at 1500 s of own overhead" in text
-    cell["peer_overhead_cap_s"] = bp.PEER_OVERHEAD_CAP_DEFAULT
-    assert "stopped at" not in ms.report({"recorded_seeds": [0, 1], "new_seeds": [3],
-                                          "check_seed": [0], "cells": [cell]})
+    assert "Peer runs here could spend up to 1500 s of own overhead" in text
+    assert "(the peers benchmark's cap at N = 3: 480 s)" in text
+    for n, usual in ((3, 480.0), (8, 240.0)):  # the usual cap at N: no line
+        text = ms.report({"recorded_seeds": [0, 1], "new_seeds": [3], "check_seed": [0],
+                          "cells": [{**cell, "n": n, "peer_overhead_cap_s": usual}]})
+        assert "could spend" not in text
