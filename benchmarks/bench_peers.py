@@ -159,11 +159,12 @@ below (N + 1)(N + 2), where the rule already said `gp`, reproduced their previou
   surrogate B = 20-50 were -0.017 / -0.012 / -0.006), -0.166 / -0.090 / -0.054 / -0.030 /
   -0.016 at N = 4 (0.864 at B = 100; B = 30-100 were -0.095 / -0.049 / -0.028 with the
   quadratic, -0.047 at B = 100 before `select: auto`). How much that reference asks is
-  measured in the section "Dense validation
-  reference" (`python benchmarks/run.py search_reference`, on the proposals of 2026-12-03):
-  random search on validation comes within 0.01 of its own 20 000-point value only after
-  500-1 000 evaluations (N = 3) and 5 000-10 000 (N = 4), and mapframe's proposal from B
-  evaluations was worth 4 B to 25 B random ones.
+  measured in the section "Dense validation reference" (`python benchmarks/run.py
+  search_reference`, on these proposals, rerun 2026-12-05): random search on validation
+  comes within 0.01 of its own 20 000-point value only after 500-1 000 evaluations (N = 3)
+  and 5 000-10 000 (N = 4), and the `front` sampler's proposal from B evaluations is worth
+  at least 10 B random ones at every budget (up to 50 B; 4 B to 25 B before `select: auto`
+  and the `gp` final surrogate).
 - **Proposal quality** (not charged) keeps rising with the budget for the `front` sampler
   and rose with `select: auto` at every N = 3, 4 cell of every mode (+0.005 to +0.058), and
   with the `gp` final surrogate again: at N = 4 0.681 / 0.762 / 0.803 / 0.834 / 0.864 for
