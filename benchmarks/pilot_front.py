@@ -21,6 +21,7 @@ once there are at least as many evaluations as the quadratic has parameters: a G
 prior mean is the MAP quadratic), ``gp-final`` (the study's final surrogate is ``gp`` at
 every budget instead of the benchmark's rule), ``gp-sampler`` (the ``gp`` sampler instead
 of ``front``, verifying 30 % of the budget as the peers benchmark's ``gp`` mode does),
+``gp-sampler-gp-final`` (that, with ``gp`` as the study's final surrogate at every budget),
 ``select-hv`` (the study's front solved by the ``auto`` solver with ``select: hypervolume``;
 since it became ``select: auto``'s choice for 3-4 tasks, ``base`` there is the same),
 ``select-hv-gp`` (that, with ``gp`` as the study's final surrogate at every budget) and
@@ -65,6 +66,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "quadratic-mean": {"quadratic_mean": True},
     "gp-final": {"surrogate": "gp"},
     "gp-sampler": {"sampler": {"name": "gp"}, "share": 0.3},
+    "gp-sampler-gp-final": {"sampler": {"name": "gp"}, "share": 0.3, "surrogate": "gp"},
     "select-hv": {"front_solver": {"name": "auto", "select": "hypervolume"}},
     "select-hv-gp": {"front_solver": {"name": "auto", "select": "hypervolume"},
                      "surrogate": "gp"},

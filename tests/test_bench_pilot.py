@@ -111,3 +111,19 @@ def test_small_start_variant_starts_with_n_plus_2_points_at_every_budget(monkeyp
     # As built by the study: 6 Sobol' points where `auto` would start with 2 (N + 1) = 10.
     assert FrontSampler(initial=6).initial_size(4, 27) == 6
     assert FrontSampler().initial_size(4, 27) == 10
+
+
+def test_gp_sampler_gp_final_variant_uses_the_gp_surrogate_at_every_budget(monkeypatch):
+    import benchmarks.bench_peers as bp
+
+    seen = {}
+
+    def fake_job(job):
+        seen["mode"] = dict(bp.MAP_MODES[job["mode"]])
+        seen["share"] = bp.VERIFY_SHARE_OF[job["mode"]]
+        seen["large"] = bp.surrogate_for(50, 3)  # the benchmark's rule says auto there
+        return [{"hv_fraction": 0.5, "overhead_s": 1.0}]
+
+    monkeypatch.setattr(bp, "_map_job", fake_job)
+    pilot_front._one(("gp-sampler-gp-final", 3, 50, 100, False))
+    assert seen == {"mode": {"sampler": {"name": "gp"}}, "share": 0.3, "large": "gp"}
