@@ -810,16 +810,17 @@ def merged_with_recorded(rows: list[dict[str, Any]], ns: list[int], modes: list[
 RESULTS_JSON = Path(__file__).resolve().parent / "results" / "peers.json"
 
 
-def recorded_results(need: str) -> dict[str, Any]:
-    """The recorded peers results; a one-line exit naming the command when there are none
-    (``need`` says what the caller reads from them). They are read from the results folder
-    that ``run.py --results DIR`` names (``MAPFRAME_BENCH_RESULTS``), else from
-    :data:`RESULTS_JSON`."""
+def recorded_results(need: str, name: str = "peers") -> dict[str, Any]:
+    """The recorded results of benchmark ``name`` (``peers`` unless said); a one-line exit
+    naming the command when there are none (``need`` says what the caller reads from them).
+    They are read from the results folder that ``run.py --results DIR`` names
+    (``MAPFRAME_BENCH_RESULTS``), else from :data:`RESULTS_JSON`'s folder."""
     folder = os.environ.get("MAPFRAME_BENCH_RESULTS")
-    path = Path(folder) / "peers.json" if folder else RESULTS_JSON
+    default = RESULTS_JSON if name == "peers" else RESULTS_JSON.parent / f"{name}.json"
+    path = Path(folder) / f"{name}.json" if folder else default
     if not path.exists():
         flag = f" --results {folder}" if folder else ""
-        raise SystemExit(f"{path} is missing: run `python benchmarks/run.py peers{flag}` "
+        raise SystemExit(f"{path} is missing: run `python benchmarks/run.py {name}{flag}` "
                          f"first ({need})")
     return json.loads(path.read_text())  # type: ignore[no-any-return]
 

@@ -50,10 +50,8 @@ therefore mix machines; the paired differences use each seed's rows from one mac
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,8 +66,6 @@ CELLS_ENV = "MAPFRAME_BENCH_MORE_SEEDS_CELLS"
 #: The new seeds (the peers benchmark reports 0-2).
 NEW_SEEDS = [3, 4, 5, 6, 7, 8]
 FRONT = "mapframe Bayesian MAP (front)"
-#: Where ``python benchmarks/run.py peers_more_seeds`` records its results.
-RESULTS_JSON = Path(__file__).resolve().parent / "results" / "peers_more_seeds.json"
 
 
 def selected_cells() -> list[tuple[int, int]] | None:
@@ -119,6 +115,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     chosen = selected_cells()
     cells = CELLS[:1] if quick else (chosen or CELLS)
     seeds = NEW_SEEDS[:1] if quick else NEW_SEEDS
+    # A rerun of some cells keeps the others: read them now, not after the run.
+    kept = recorded_cells(seeds) if chosen and not quick else None
     for n, _ in cells:
         bp._setting(n)  # ground truths once, before the workers start
     check = recorded["seeds"][:1]  # rerun too: do these jobs reproduce the recorded rows?
@@ -145,22 +143,25 @@ def run(quick: bool = False) -> dict[str, Any]:
         out["cells"].append({"n": n, "budget": b, "new": new, "recorded": old,
                              "check_max_diff": max(diffs) if diffs else None,
                              "check_rows": len(diffs), "peer_overhead_cap_s": bp.peer_cap(n)})
-    return merged_with_recorded(out) if chosen and not quick else out
+    return merged_with_recorded(out, kept) if kept is not None else out
 
 
-def merged_with_recorded(out: dict[str, Any]) -> dict[str, Any]:
-    """``out`` (a rerun of some cells) plus the other cells of the recorded results, in the
-    order of :data:`CELLS`; ``_rerun`` and ``_earlier_meta`` tell ``run.py`` how to describe
-    the parts in ``_meta``."""
-    folder = os.environ.get("MAPFRAME_BENCH_RESULTS")
-    path = Path(folder) / "peers_more_seeds.json" if folder else RESULTS_JSON
-    if not path.exists():
-        raise SystemExit(f"{path} is missing: run `python benchmarks/run.py peers_more_seeds` "
-                         f"first ({CELLS_ENV} keeps the other cells from there)")
-    recorded = json.loads(path.read_text())
-    if recorded.get("new_seeds") != out["new_seeds"]:
-        raise SystemExit(f"{path} has seeds {recorded.get('new_seeds')}, this run "
-                         f"{out['new_seeds']}: rerun every cell (unset {CELLS_ENV})")
+def recorded_cells(seeds: list[int]) -> dict[str, Any]:
+    """The recorded results of this benchmark, which a rerun of some cells keeps the other
+    cells of; a one-line exit when there are none or they have other new seeds."""
+    recorded = bp.recorded_results(f"{CELLS_ENV} keeps the other cells from there",
+                                   "peers_more_seeds")
+    if recorded.get("new_seeds") != seeds:
+        raise SystemExit(f"the recorded peers_more_seeds results have seeds "
+                         f"{recorded.get('new_seeds')}, this run {seeds}: rerun every cell "
+                         f"(unset {CELLS_ENV})")
+    return recorded
+
+
+def merged_with_recorded(out: dict[str, Any], recorded: dict[str, Any]) -> dict[str, Any]:
+    """``out`` (a rerun of some cells) plus the other cells of ``recorded``
+    (:func:`recorded_cells`), in the order of :data:`CELLS`; ``_rerun`` and ``_earlier_meta``
+    tell ``run.py`` how to describe the parts in ``_meta``."""
     rerun = {(c["n"], c["budget"]): c for c in out["cells"]}
     kept = {(c["n"], c["budget"]): c for c in recorded["cells"] if (c["n"], c["budget"])
             not in rerun}

@@ -90,7 +90,8 @@ def test_rerun_of_a_cell_keeps_the_other_recorded_cells(tmp_path, monkeypatch):
     (tmp_path / "peers_more_seeds.json").write_text(json.dumps(recorded))
     monkeypatch.setenv("MAPFRAME_BENCH_RESULTS", str(tmp_path))
     monkeypatch.setenv("MAPFRAME_BENCH_PEER_CAP", "1500")
-    data = ms.merged_with_recorded({"new_seeds": [3], "cells": [cell(4, 20, 0.9)]})
+    data = ms.merged_with_recorded({"new_seeds": [3], "cells": [cell(4, 20, 0.9)]},
+                                   ms.recorded_cells([3]))
     assert [(c["n"], c["budget"]) for c in data["cells"]] == [(3, 20), (4, 20), (8, 20)]
     # The rerun cell replaces its recorded one (JSON keys are strings: read the values).
     assert [list(c["new"]["m"].values()) for c in data["cells"]] == [[0.3], [0.9], [0.1]]
@@ -101,12 +102,12 @@ def test_rerun_of_a_cell_keeps_the_other_recorded_cells(tmp_path, monkeypatch):
     assert meta["command"] == ("MAPFRAME_BENCH_MORE_SEEDS_CELLS=4:20 MAPFRAME_BENCH_PEER_CAP="
                                "1500 python benchmarks/run.py peers_more_seeds")
     assert "rerun of cells N = 4, B = 20, the other rows kept from 1 earlier" in meta["machine"]
-    with pytest.raises(SystemExit, match="has seeds \\[3\\], this run \\[4\\]"):
-        ms.merged_with_recorded({"new_seeds": [4], "cells": []})
+    with pytest.raises(SystemExit, match="have seeds \\[3\\], this run \\[4\\]"):
+        ms.recorded_cells([4])
     monkeypatch.setenv("MAPFRAME_BENCH_RESULTS", str(tmp_path / "none"))
-    first = re.escape("run `python benchmarks/run.py peers_more_seeds`")
+    first = re.escape("run `python benchmarks/run.py peers_more_seeds --results ")
     with pytest.raises(SystemExit, match=first):
-        ms.merged_with_recorded({"new_seeds": [3], "cells": []})
+        ms.recorded_cells([3])
 
 
 def test_report_names_a_changed_peer_cap():
@@ -119,3 +120,17 @@ def test_report_names_a_changed_peer_cap():
         text = ms.report({"recorded_seeds": [0, 1], "new_seeds": [3], "check_seed": [0],
                           "cells": [{**cell, "n": n, "peer_overhead_cap_s": usual}]})
         assert "could spend" not in text
+
+
+def test_a_cell_rerun_checks_the_recorded_cells_before_it_runs(tmp_path, monkeypatch):
+    (tmp_path / "peers.json").write_text(json.dumps({"seeds": [0], "rows": []}))
+    monkeypatch.setenv("MAPFRAME_BENCH_RESULTS", str(tmp_path))
+    monkeypatch.setenv(ms.CELLS_ENV, "4:20")
+
+    def no_work(*_args):
+        raise AssertionError("the run started before the recorded cells were read")
+
+    monkeypatch.setattr(bp, "_setting", no_work)
+    monkeypatch.setattr(bp, "_run_job", no_work)
+    with pytest.raises(SystemExit, match=re.escape("peers_more_seeds.json is missing")):
+        ms.run()
