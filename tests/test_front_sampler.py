@@ -312,9 +312,10 @@ def test_auto_sampler_used_directly_delegates() -> None:
 @pytest.mark.parametrize("sampler, n, surrogate, want", [
     ("front", 3, "auto", "gp"), ("front", 4, "auto", "gp"), ("auto", 3, "auto", "gp"),
     ("front", 5, "auto", "auto"), ("front", 2, "auto", "auto"), ("sobol", 3, "auto", "auto"),
-    ("gp", 3, "auto", "auto"), ("front", 3, "quadratic", "quadratic"),
+    ("gp", 3, "auto", "gp"), ("gp", 4, "auto", "gp"), ("gp", 2, "auto", "auto"),
+    ("gp", 5, "auto", "auto"), ("front", 3, "quadratic", "quadratic"),
     ("front", 3, {"name": "auto", "ridge": 1e-3}, "auto")])
-def test_auto_surrogate_is_the_gp_with_the_front_sampler_at_3_and_4_tasks(
+def test_auto_surrogate_is_the_gp_with_the_front_and_gp_samplers_at_3_and_4_tasks(
         sampler, n, surrogate, want) -> None:
     problem = Quadratics(n)
     study = MergeStudy(objective=problem, task_names=[t.name for t in problem.tasks],

@@ -1,19 +1,28 @@
 """``surrogate: auto`` in a study: the surrogate the pilots found best with the study's sampler.
 
 ``auto`` names :class:`~mapframe.surrogates.quadratic.AutoSurrogate` (MAP's quadratic, warped
-by the task's metric range). One case resolves to the ``gp`` surrogate instead: the ``front``
-sampler (also what ``sampler: auto`` picks from 3 tasks) at 3 or 4 tasks, where that sampler
-has fitted one Gaussian process per task every round and the study's front is chosen by
-hypervolume gain (the ``auto`` front solver's ``select: auto``). There the study's final front
-from the GP's posterior means scored higher on test than from the quadratic on the peers
-benchmark's pilot seeds (proposal quality, every evaluation on the search; ``python
-benchmarks/pilot_front.py select-hv select-hv-gp --proposal ...`` and ``... no-warp
-gp-final-no-warp --proposal ...``, docs/adaptive-sampling.md): +0.006 to +0.014 at N = 3,
-B = 20 / 50 and N = 4, B = 50 / 100, +0.002 at N = 4, B = 30; and on the reported seeds
-(``python benchmarks/run.py peers``) +0.001 to +0.041 in every cell where it changed the
-surrogate. Elsewhere it is unmeasured and ``auto`` stays the quadratic. Only the plain name
-``"auto"`` resolves; a mapping with settings for the quadratic (``{"name": "auto", "ridge":
-...}``) or a surrogate object is used as given.
+by the task's metric range). One case resolves to the ``gp`` surrogate instead: a sampler
+that fits one Gaussian process per task every round, the ``front`` sampler (also what
+``sampler: auto`` picks from 3 tasks) or the ``gp`` sampler, at 3 or 4 tasks, where the
+study's front is chosen by hypervolume gain (the ``auto`` front solver's ``select: auto``).
+There the study's final front from the GP's posterior means scored higher on test than from
+the quadratic:
+
+- ``front`` sampler, on the peers benchmark's pilot seeds (proposal quality, every evaluation
+  on the search; ``python benchmarks/pilot_front.py select-hv select-hv-gp --proposal ...``
+  and ``... no-warp gp-final-no-warp --proposal ...``, docs/adaptive-sampling.md): +0.006 to
+  +0.014 at N = 3, B = 20 / 50 and N = 4, B = 50 / 100, +0.002 at N = 4, B = 30; and on the
+  reported seeds (``python benchmarks/run.py peers``) +0.001 to +0.041 in every cell where it
+  changed the surrogate.
+- ``gp`` sampler, charged (``python benchmarks/pilot_front.py gp-sampler gp-sampler-gp-final
+  --cells 3:30,3:50,4:30,4:50``, seeds 100-105): +0.008 / +0.006 at N = 3, B = 30 / 50 and
+  +0.016 at N = 4, B = 50 (ahead on 5, 4 and 5 of 6 seeds; N = 4, B = 30 unchanged, the
+  peers benchmark's rule already says ``gp`` there); the reported seeds' rows are in
+  docs/benchmarks.md.
+
+Elsewhere it is unmeasured and ``auto`` stays the quadratic. Only the plain name ``"auto"``
+resolves; a mapping with settings for the quadratic (``{"name": "auto", "ridge": ...}``) or a
+surrogate object is used as given.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ __all__ = ["GP_FINAL_SAMPLERS", "GP_FINAL_TASKS", "resolve_auto_surrogate"]
 #: The name that asks for the rule (the ``auto`` quadratic's registered name).
 AUTO = AutoSurrogate.name
 #: Samplers with whose GPs ``auto`` becomes the ``gp`` surrogate.
-GP_FINAL_SAMPLERS = ("front",)
+GP_FINAL_SAMPLERS = ("front", "gp")
 #: Numbers of tasks at which it does.
 GP_FINAL_TASKS = (3, 4)
 
