@@ -97,6 +97,16 @@ surrogate where the rule below says `auto` (`surrogate: auto` with that sampler 
 docs/adaptive-sampling.md, "The final surrogate with the front sampler"): its rows at N = 3, 4
 were rerun then (`MAPFRAME_BENCH_PEERS_MODES`, see above); the cells whose search budget is
 below (N + 1)(N + 2), where the rule already said `gp`, reproduced their previous rows exactly.
+The same rule was then extended to the `gp` sampler (piloted on seeds 100-105 first, see
+docs/adaptive-sampling.md; with it that sampler's Sobol' start is N + 1 points, the `gp`
+surrogate's parameter count, instead of the quadratic's (N + 1)(N + 2)/2), and its rows at
+N = 3, 4 rerun (`MAPFRAME_BENCH_PEERS_MODES="mapframe Bayesian MAP (gp)"`, 1 056 s): again
+the cells where the rule already said `gp` reproduced their rows exactly; where it changed,
+the charged score rose on the mean in all four cells (N = 3, B = 30 / 50: 0.817 / 0.873 to
+0.827 / 0.879; N = 4, B = 50 / 100: 0.672 / 0.772 to 0.679 / 0.784; ahead on 2, 2, 2 and 3
+of the 3 seeds) and the proposal quality in all six where it changed (+0.001 at N = 3,
+B = 20, +0.005 to +0.024 elsewhere, on the mean). No best mode changed: `front` leads those
+cells.
 
 - **N = 2: met at every budget**, +0.018 to +0.033 over the best peer (Bayesian MAP (gp)
   0.890 / 0.932 / 0.967 / 0.976 at B = 10 / 20 / 30 / 50; best peer Optuna GP 0.900 / 0.938
@@ -136,15 +146,15 @@ below (N + 1)(N + 2), where the rule already said `gp`, reproduced their previou
   machine, 3-4 times slower than the one of the cached BoTorch rows (`python
   benchmarks/run.py fit_solve` took 167 s there against 41 s on 2026-12-02). mapframe's own
   time per
-  study: Plain MAP 1.6-6.4 s at N = 3, 4 and up to 8.7 s at N = 8, `gp` 3.8-104 s, `front`
-  5.9-112 s at N = 3, 4 (rerun 2026-12-05 on a machine of the same kind, 2 cores; the final
-  solve's `select: hypervolume` and `gp` surrogate included), 6-33 s at N = 6
+  study: Plain MAP 1.6-6.4 s at N = 3, 4 and up to 8.7 s at N = 8, `gp` 2.9-98 s, `front`
+  5.9-112 s at N = 3, 4 (both rerun 2026-12-05 on a machine of the same kind, 2 cores; the
+  final solve's `select: hypervolume` and `gp` surrogate included), 6-33 s at N = 6
   and 14-115 s at N = 8. BoTorch: qNEHVI 2.4-218 s, qLogNEHVI 3.1-285 s, qNParEGO
   4.1-294 s at N <= 4, 100-224 s at N = 6 and 11-206 s at N = 8 (at B = 45; B = 90 not
   reached). At the smallest budgets where BoTorch only evaluates its 2(N+1) Sobol' start
   points (N = 4, B = 10; N = 6, B = 14) its overhead is 0.0 s against mapframe's 2-9 s.
 - **The handed-over front is never worse than the measured points at N = 3-8**: at least
-  as good on every one of the 72 / 90 / 18 / 18 runs at N = 3 / 4 / 6 / 8, by +0.045 to
+  as good on every one of the 72 / 90 / 18 / 18 runs at N = 3 / 4 / 6 / 8, by +0.047 to
   +0.42 of the true front's hypervolume per run at N = 3, 4. At N = 2 on 70 of 72; the two
   others lose 0.005 and 0.002 (`front` proposal at B = 50, Plain MAP at B = 20): predictions that
   beat a measured point on validation by more than the surrogates' error and lose to it on
@@ -152,13 +162,17 @@ below (N + 1)(N + 2), where the rule already said `gp`, reproduced their previou
   the handed-over front rose at every charged N = 3, 4 cell of every mode (e.g. `front` at
   N = 4, B = 30: 0.745 to 0.798; B = 100: 0.825 to 0.845), and with the `gp` final surrogate
   again where it changed (`front`, N = 3, B = 30 / 50: 0.928 / 0.934 to 0.933 / 0.938; N = 4,
-  B = 50 / 100: 0.803 / 0.845 to 0.824 / 0.855).
+  B = 50 / 100: 0.803 / 0.845 to 0.824 / 0.855; `gp`, N = 3, B = 50: 0.927 to 0.936; N = 4,
+  B = 50 / 100: 0.790 / 0.824 to 0.799 / 0.842).
 - **Dense validation reference (N = 3, 4): met at N = 3, B = 30 and 50.** The `front`
   sampler's proposed front against the dense validation search thinned to the same size:
   -0.040 / -0.012 / **-0.006** / **-0.005** at N = 3 (B = 10-50; with the quadratic final
   surrogate B = 20-50 were -0.017 / -0.012 / -0.006), -0.166 / -0.090 / -0.054 / -0.030 /
   -0.016 at N = 4 (0.864 at B = 100; B = 30-100 were -0.095 / -0.049 / -0.028 with the
-  quadratic, -0.047 at B = 100 before `select: auto`). How much that reference asks is
+  quadratic, -0.047 at B = 100 before `select: auto`). The `gp` sampler's front, with the `gp`
+  final surrogate, is now within 0.01 at N = 3, B = 30 and 50 too (-0.007, -0.005; were
+  -0.015, -0.010); at N = 4, B = 30-100 -0.063 / -0.040 / -0.018 (were -0.085 / -0.058 /
+  -0.033). How much that reference asks is
   measured in the section "Dense validation reference" (`python benchmarks/run.py
   search_reference`, on these proposals, rerun 2026-12-05): random search on validation
   comes within 0.01 of its own 20 000-point value only after 500-1 000 evaluations (N = 3)

@@ -21,7 +21,9 @@ once there are at least as many evaluations as the quadratic has parameters: a G
 prior mean is the MAP quadratic), ``gp-final`` (the study's final surrogate is ``gp`` at
 every budget instead of the benchmark's rule), ``gp-sampler`` (the ``gp`` sampler instead
 of ``front``, verifying 30 % of the budget as the peers benchmark's ``gp`` mode does),
-``gp-sampler-gp-final`` (that, with ``gp`` as the study's final surrogate at every budget),
+``gp-sampler-gp-final`` (that, with ``gp`` as the study's final surrogate at every budget:
+the ``gp`` sampler as shipped since 2026-12-05, when ``surrogate: auto`` with it at 3-4 tasks
+became the ``gp`` surrogate; ``gp-sampler`` is it as shipped before),
 ``select-hv`` (the study's front solved by the ``auto`` solver with ``select: hypervolume``;
 since it became ``select: auto``'s choice for 3-4 tasks, ``base`` there is the same),
 ``select-hv-gp`` (that, with ``gp`` as the study's final surrogate at every budget) and

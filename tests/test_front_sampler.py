@@ -324,6 +324,20 @@ def test_auto_surrogate_is_the_gp_with_the_front_and_gp_samplers_at_3_and_4_task
     assert study.settings()["surrogate"]["name"] == want  # summary.json says which ran
 
 
+@pytest.mark.parametrize("n, surrogate, want", [
+    (3, "auto", 4), (4, "auto", 5), (3, "quadratic", 10), (2, "auto", 6)])
+def test_gp_sampler_initial_design_follows_the_resolved_surrogate(n, surrogate, want) -> None:
+    """The ``gp`` sampler's ``initial: auto`` is the study surrogate's parameter count: with
+    ``auto`` resolved to ``gp`` at 3-4 tasks that is N + 1 points, not the quadratic's
+    (N + 1)(N + 2) / 2 (the combination the pilot measured)."""
+    problem = Quadratics(n)
+    study = MergeStudy(objective=problem, task_names=[t.name for t in problem.tasks],
+                       budget=40, seed=0, sampler="gp", surrogate=surrogate)
+    context = SamplerContext(space=problem.space, tasks=tuple(problem.tasks),
+                             surrogate=study.surrogate, budget=40)
+    assert study.sampler.initial_size(context) == want
+
+
 def test_warp_setting() -> None:
     assert FrontSampler().describe()["warp"] == "none"
     assert FrontSampler(warp="auto").warp == "auto"

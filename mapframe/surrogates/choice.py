@@ -18,7 +18,9 @@ the quadratic:
   --cells 3:30,3:50,4:30,4:50``, seeds 100-105): +0.008 / +0.006 at N = 3, B = 30 / 50 and
   +0.016 at N = 4, B = 50 (ahead on 5, 4 and 5 of 6 seeds; N = 4, B = 30 unchanged, the
   peers benchmark's rule already says ``gp`` there); the reported seeds' rows are in
-  docs/benchmarks.md.
+  docs/benchmarks.md. The ``gp`` sampler's ``initial: auto`` is the study surrogate's
+  parameter count, so with this rule its Sobol' start shrinks from the quadratic's
+  (N + 1)(N + 2) / 2 points to N + 1: the pilot measured the two together, as they ship.
 
 Elsewhere it is unmeasured and ``auto`` stays the quadratic. Only the plain name ``"auto"``
 resolves; a mapping with settings for the quadratic (``{"name": "auto", "ridge": ...}``) or a
