@@ -24,6 +24,8 @@ of ``front``, verifying 30 % of the budget as the peers benchmark's ``gp`` mode 
 ``gp-sampler-gp-final`` (that, with ``gp`` as the study's final surrogate at every budget:
 the ``gp`` sampler as shipped since 2026-12-05, when ``surrogate: auto`` with it at 3-4 tasks
 became the ``gp`` surrogate; ``gp-sampler`` is it as shipped before),
+``gp-sampler-share-0.2`` / ``gp-sampler-share-0.1`` (that, verifying 20 % or 10 % of the
+budget instead of the peers benchmark's 30 %),
 ``select-hv`` (the study's front solved by the ``auto`` solver with ``select: hypervolume``;
 since it became ``select: auto``'s choice for 3-4 tasks, ``base`` there is the same),
 ``select-hv-gp`` (that, with ``gp`` as the study's final surrogate at every budget) and
@@ -69,6 +71,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gp-final": {"surrogate": "gp"},
     "gp-sampler": {"sampler": {"name": "gp"}, "share": 0.3},
     "gp-sampler-gp-final": {"sampler": {"name": "gp"}, "share": 0.3, "surrogate": "gp"},
+    "gp-sampler-share-0.2": {"sampler": {"name": "gp"}, "share": 0.2, "surrogate": "gp"},
+    "gp-sampler-share-0.1": {"sampler": {"name": "gp"}, "share": 0.1, "surrogate": "gp"},
     "select-hv": {"front_solver": {"name": "auto", "select": "hypervolume"}},
     "select-hv-gp": {"front_solver": {"name": "auto", "select": "hypervolume"},
                      "surrogate": "gp"},
