@@ -106,6 +106,24 @@ def test_every_builtin_component_is_in_the_reference():
                 f"parameter {param!r} of {kind} {name!r} is missing from reference.md")
 
 
+def test_the_auto_table_names_the_surrogate_rule_as_coded():
+    """reference.md's "What `auto` picks" row for the surrogate names every sampler and
+    number of tasks with which ``surrogate: auto`` becomes the ``gp`` surrogate."""
+    from mapframe.solvers.pymoo_solvers import SELECT_AUTO_OBJECTIVES
+    from mapframe.surrogates.choice import GP_FINAL_SAMPLERS, GP_FINAL_TASKS
+
+    page = _page("reference.md")
+    table = page.split("### What `auto` picks", 1)[1].split("\n### ", 1)[0]
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()
+            if line.startswith("| `")}
+    surrogate = rows["`surrogate: auto`"]
+    assert " or ".join(f"`{s}`" for s in GP_FINAL_SAMPLERS) + " sampler" in surrogate
+    tasks = " or ".join(str(n) for n in GP_FINAL_TASKS) + " tasks"
+    assert f"at {tasks}, the `gp` surrogate" in surrogate
+    select = " or ".join(str(n) for n in SELECT_AUTO_OBJECTIVES) + " tasks"
+    assert f"at {select}" in rows["`front_solver: {name: auto, select: auto}`"]
+
+
 # -- (c) configuration keys ----------------------------------------------------------------
 def test_every_config_key_is_documented():
     page = _page("configuration.md")
