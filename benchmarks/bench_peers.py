@@ -125,16 +125,16 @@ cells.
   there by 0.004 and 0.005: the new default changes which front points are verified (k = 2
   and 3), and on these seeds that cost `front` 0.019 and 0.020 (standard deviations over
   seeds 0.019-0.030); its search rounds run as before.
-- **Three of the lags on more seeds** (`python benchmarks/run.py peers_more_seeds`, its own
+- **The lags on more seeds** (`python benchmarks/run.py peers_more_seeds`, its own
   section below: the same jobs on seeds 3-8, read with 0-2; run 2026-12-05 on a machine
   other than the recorded seeds'): over 9 seeds the best mapframe mode leads at N = 3,
   B = 20 (`gp` 0.789 vs qNEHVI 0.784; `front` 0.776), at N = 4, B = 10 (Plain MAP 0.356,
   `front` 0.339 vs random search 0.341) and at N = 4, B = 20 (`front` 0.526 vs Optuna GP
   0.515, qLogNEHVI 0.513, qNEHVI 0.512; ahead on 6 of 9 seeds), each by less than its
   standard error; at N = 8, B = 20 Optuna TPE stays 0.013 ahead of `front` (0.147 vs
-  0.134). N = 4, B = 30 is not in it: BoTorch's runs to 30 evaluations would take about
-  2 hours of the 2 cores for 7 seeds on 2026-12-05's machine (its section says how that
-  was estimated).
+  0.134). N = 4, B = 30, added later on 2026-12-05 (7 370 s): `front` 0.609 vs qNEHVI
+  0.595 over 9 seeds (+0.014 ± 0.011 paired, ahead on 6 of 9), so all four lags at N <= 4
+  are leads on 9 seeds, each within about one standard error.
 - **N = 6** (peers without qNEHVI, qLogNEHVI and Optuna GP, see above): mapframe ahead at
   every budget, +0.031 (`front` 0.264 at B = 14, Optuna TPE 0.233), +0.077 and +0.154
   (`front`: 0.400 and 0.562 against qNParEGO's 0.323 and Optuna TPE's 0.408).

@@ -30,13 +30,14 @@ the `front` sampler 0.526 vs Optuna GP 0.515 (+0.011 ± 0.012, ahead on 6 of 9; 
 seeds 0.535 against 0.510, and BoTorch qNEHVI and qLogNEHVI 0.509 and 0.510). At N = 8,
 B = 20 Optuna TPE leads `front` by 0.013 ± 0.014 (`front` ahead on 4 of 9). So none of the lags
 is larger than the seed-to-seed noise, nor is any lead. N = 4, B = 30 (0.011 behind qNEHVI
-on the reported seeds) was added to the cells on 2026-12-05 but is not recorded yet: in the
-recorded rows BoTorch qNEHVI's and qLogNEHVI's runs to 30 evaluations took 2.5 times their
-runs to 20, which took 211-569 s a seed here, so about 9-24 minutes a seed each, some 2
-hours for the cell on 2 cores. Its run (`MAPFRAME_BENCH_MORE_SEEDS_CELLS=4:30
-MAPFRAME_BENCH_PEER_CAP=3000 python benchmarks/run.py peers_more_seeds`) may span sessions:
-each finished peer job is kept in the peer-row cache (keyed with the cap, so rerun it with
-the same cap) and a rerun reads it instead of running it again. The N = 4, B = 20 cell
+on the reported seeds), added on 2026-12-05 and run alone
+(`MAPFRAME_BENCH_MORE_SEEDS_CELLS=4:30
+MAPFRAME_BENCH_PEER_CAP=3000`, 7 370 s; its first 50 minutes shared the 2 cores with a CI
+rehearsal, hence the cap): on 9 seeds the `front` sampler 0.609 against BoTorch qNEHVI's
+0.595 (qLogNEHVI 0.594, `gp` 0.593, Optuna GP 0.581): +0.014 ± 0.011 paired, ahead on 6 of
+9 seeds (`gp` -0.002 ± 0.005). So all four cells of N <= 4 that trail on the 3 reported
+seeds lead on 9, each within about one standard error. Its rerun of seed 0 differs from the
+recorded rows by up to 0.067 (another machine; see below). The N = 4, B = 20 cell
 was added on 2026-12-05 and run alone (`MAPFRAME_BENCH_MORE_SEEDS_CELLS=4:20`; the other
 cells are kept from the run before, see `_meta.parts`), with the peers' overhead cap raised
 to 1 500 s (`MAPFRAME_BENCH_PEER_CAP=1500`): on this machine, shared with another benchmark
