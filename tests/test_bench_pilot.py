@@ -113,25 +113,10 @@ def test_small_start_variant_starts_with_n_plus_2_points_at_every_budget(monkeyp
     assert FrontSampler().initial_size(4, 27) == 10
 
 
-def test_gp_sampler_gp_final_variant_uses_the_gp_surrogate_at_every_budget(monkeypatch):
-    import benchmarks.bench_peers as bp
-
-    seen = {}
-
-    def fake_job(job):
-        seen["mode"] = dict(bp.MAP_MODES[job["mode"]])
-        seen["share"] = bp.VERIFY_SHARE_OF[job["mode"]]
-        seen["large"] = bp.surrogate_for(50, 3)  # the benchmark's rule says auto there
-        return [{"hv_fraction": 0.5, "overhead_s": 1.0}]
-
-    monkeypatch.setattr(bp, "_map_job", fake_job)
-    pilot_front._one(("gp-sampler-gp-final", 3, 50, 100, False))
-    assert seen == {"mode": {"sampler": {"name": "gp"}}, "share": 0.3, "large": "gp"}
-
-
-@pytest.mark.parametrize("name, share", [("gp-sampler-share-0.2", 0.2),
+@pytest.mark.parametrize("name, share", [("gp-sampler-gp-final", 0.3),
+                                         ("gp-sampler-share-0.2", 0.2),
                                          ("gp-sampler-share-0.1", 0.1)])
-def test_gp_sampler_share_variants_verify_their_share_with_the_gp_surrogate(
+def test_gp_sampler_variants_verify_their_share_with_the_gp_surrogate_at_every_budget(
         monkeypatch, name, share):
     import benchmarks.bench_peers as bp
 
@@ -139,12 +124,14 @@ def test_gp_sampler_share_variants_verify_their_share_with_the_gp_surrogate(
 
     def fake_job(job):
         seen["mode"] = dict(bp.MAP_MODES[job["mode"]])
-        seen["split"] = bp.map_split(30, 4, bp.VERIFY_SHARE_OF[job["mode"]])
-        seen["large"] = bp.surrogate_for(50, 3)
+        seen["share"] = bp.VERIFY_SHARE_OF[job["mode"]]
+        seen["split"] = bp.map_split(30, 4, seen["share"])
+        seen["large"] = bp.surrogate_for(50, 3)  # the benchmark's rule says auto there
         return [{"hv_fraction": 0.5, "overhead_s": 1.0}]
 
     monkeypatch.setattr(bp, "_map_job", fake_job)
     pilot_front._one((name, 4, 30, 100, False))
     k = round(share * 30)
     assert seen["mode"] == {"sampler": {"name": "gp"}}
-    assert seen["split"][:2] == (30 - k, k) and seen["large"] == "gp"
+    assert seen["share"] == share and seen["large"] == "gp"
+    assert seen["split"][:2] == (30 - k, k)
