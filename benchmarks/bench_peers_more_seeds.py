@@ -65,7 +65,7 @@ import numpy as np
 from benchmarks import bench_peers as bp
 
 #: The cells rerun: (N, B).
-CELLS = [(3, 20), (4, 10), (4, 20), (4, 30), (8, 20)]
+CELLS = [(3, 10), (3, 20), (3, 30), (3, 50), (4, 10), (4, 20), (4, 30), (8, 20)]
 #: Comma-separated ``N:B`` cells: rerun only those and keep the other cells of the recorded
 #: ``peers_more_seeds.json`` (e.g. ``4:20`` after adding that cell to :data:`CELLS`).
 CELLS_ENV = "MAPFRAME_BENCH_MORE_SEEDS_CELLS"
@@ -94,13 +94,23 @@ def selected_cells() -> list[tuple[int, int]] | None:
 def cell_jobs(n: int, budget: int, seeds: list[int]) -> list[dict[str, Any]]:
     """The peers benchmark's jobs for one cell: each peer run to ``budget`` (cut at the
     benchmark's checkpoints up to it) and each mapframe mode's charged run."""
-    cps = [b for b in bp.BUDGETS[n] if b <= budget]
+    return cells_jobs([(n, budget)], seeds)
+
+
+def cells_jobs(cells: list[tuple[int, int]], seeds: list[int]) -> list[dict[str, Any]]:
+    """The jobs of several cells: per N and seed, each peer runs once, to the largest budget
+    of that N's cells (peers are anytime methods cut at the benchmark's checkpoints, so that
+    one run gives the rows of every smaller budget, as in the peers benchmark), and each
+    mapframe mode runs once per cell (its charged run depends on the budget)."""
     out: list[dict[str, Any]] = []
-    for seed in seeds:
-        out += [{"kind": "peer", "n": n, "seed": seed, "method": m, "checkpoints": cps}
-                for m in bp.PEERS_AT[n]]
-        out += [{"kind": "map", "n": n, "budget": budget, "seed": seed, "mode": m,
-                 "proposal": False} for m in bp.modes_at(n)]
+    for n in dict.fromkeys(n for n, _ in cells):
+        budgets = sorted(b for m, b in cells if m == n)
+        cps = [b for b in bp.BUDGETS[n] if b <= budgets[-1]]
+        for seed in seeds:
+            out += [{"kind": "peer", "n": n, "seed": seed, "method": m, "checkpoints": cps}
+                    for m in bp.PEERS_AT[n]]
+            out += [{"kind": "map", "n": n, "budget": b, "seed": seed, "mode": m,
+                     "proposal": False} for b in budgets for m in bp.modes_at(n)]
     return out
 
 
@@ -126,7 +136,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     for n, _ in cells:
         bp._setting(n)  # ground truths once, before the workers start
     check = recorded["seeds"][:1]  # rerun too: do these jobs reproduce the recorded rows?
-    todo = [j for n, b in cells for j in cell_jobs(n, b, check + seeds)]
+    todo = cells_jobs(cells, check + seeds)
     rows: list[dict[str, Any]] = []
     with ProcessPoolExecutor(max_workers=2) as pool:
         for part in pool.map(bp._run_job, todo):

@@ -35,6 +35,17 @@ def test_cell_jobs_follow_the_peers_benchmark():
         bp.MODES_MANY)
 
 
+def test_cells_of_one_n_share_each_peer_run():
+    jobs = ms.cells_jobs([(3, 10), (3, 30), (4, 10)], [5])
+    peers3 = [j for j in jobs if j["kind"] == "peer" and j["n"] == 3]
+    assert len(peers3) == len(bp.PEERS_AT[3])  # one run per peer, not one per cell
+    assert all(j["checkpoints"] == [10, 20, 30] for j in peers3)
+    assert all(j["checkpoints"] == [10] for j in jobs if j["kind"] == "peer" and j["n"] == 4)
+    maps3 = [j for j in jobs if j["kind"] == "map" and j["n"] == 3]
+    assert sorted({j["budget"] for j in maps3}) == [10, 30]
+    assert len(maps3) == 2 * len(bp.modes_at(3))
+
+
 def test_charged_skips_proposals_and_unreached_budgets():
     rows = [{"method": "a", "n": 3, "budget": 20, "seed": 1, "hv_fraction": 0.5},
             {"method": "a (proposal quality)", "n": 3, "budget": 20, "seed": 1,
