@@ -87,7 +87,7 @@ def test_cells_variable_names_cells_of_the_benchmark(monkeypatch):
     assert ms.selected_cells() == [(4, 20), (3, 20)]
     for bad in ("5:20", "4-20", "4:x", ","):
         monkeypatch.setenv(ms.CELLS_ENV, bad)
-        with pytest.raises(ValueError, match="give comma-separated N:B cells from: 3:20"):
+        with pytest.raises(ValueError, match="give comma-separated N:B cells from: 3:10, 3:20"):
             ms.selected_cells()
 
 
