@@ -39,10 +39,13 @@ at 3-4 tasks became the ``gp`` surrogate), the warps (:mod:`mapframe.surrogates.
 ``no-warp`` (the sampler's GPs and the ``gp`` surrogate on the raw accuracies, the
 default), ``warp-rounds`` (the sampler's GPs on the logits), ``warp-final`` (the ``gp``
 surrogate on the logits), ``warp-both``, and ``gp-final-warp`` / ``gp-final-no-warp``
-(``gp`` as the study's surrogate at every budget, on the logits or the raw accuracies).
+(``gp`` as the study's surrogate at every budget, on the logits or the raw accuracies),
+``pick-expected`` (each round's batch by greedy q-EHVI over the predicted front, ``pick:
+expected``, instead of the hypervolume gain on the means; otherwise as shipped).
 
-Every variant but ``base`` keeps the quadratic where the benchmark's rule says ``auto``
-(:func:`_surrogate_rule`), as every pilot before 2026-12-05 ran; ``base`` is as shipped.
+Every variant but ``base`` (and those marked ``shipped``, such as ``pick-expected``) keeps the
+quadratic where the benchmark's rule says ``auto`` (:func:`_surrogate_rule`), as every pilot
+before 2026-12-05 ran; ``base`` is as shipped.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "batch-1": {"sampler": {"batch": 1}},
     "batch-2": {"sampler": {"batch": 2}},
     "quadratic-final": {},
+    "pick-expected": {"sampler": {"pick": "expected"}, "shipped": True},
     "no-warp": {"sampler": {"warp": "none"}, "gp_surrogate": {"warp": "none"}},
     "warp-rounds": {"sampler": {"warp": "auto"}, "gp_surrogate": {"warp": "none"}},
     "warp-final": {"sampler": {"warp": "none"}, "gp_surrogate": {"warp": "auto"}},
@@ -149,7 +153,7 @@ def _surrogate_rule(name: str, rule: Any) -> Any:
         chosen = str(spec["surrogate"]) if "surrogate" in spec else rule(search, n)
         if chosen == "gp" and "gp_surrogate" in spec:
             return {"name": "gp", **spec["gp_surrogate"]}
-        if chosen == "auto" and name != "base":
+        if chosen == "auto" and name != "base" and not spec.get("shipped"):
             return {"name": "auto"}
         return chosen
 

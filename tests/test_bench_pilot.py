@@ -135,3 +135,24 @@ def test_gp_sampler_variants_verify_their_share_with_the_gp_surrogate_at_every_b
     assert seen["mode"] == {"sampler": {"name": "gp"}}
     assert seen["share"] == share and seen["large"] == "gp"
     assert seen["split"][:2] == (30 - k, k)
+
+
+def test_shipped_variant_keeps_the_benchmarks_surrogate_rule_as_shipped(monkeypatch):
+    # pick-expected changes the rounds only: where the benchmark's rule says `auto` it stays
+    # "auto" (which the study resolves), not the mapping that keeps the quadratic.
+    import benchmarks.bench_peers as bp
+
+    seen = {}
+
+    def fake_job(job):
+        seen["mode"] = dict(bp.MAP_MODES[job["mode"]])
+        seen["share"] = bp.VERIFY_SHARE_OF[job["mode"]]
+        seen["rule"] = [bp.surrogate_for(s, 3) for s in (5, 50)]
+        return [{"hv_fraction": 0.5, "overhead_s": 1.0}]
+
+    monkeypatch.setattr(bp, "_map_job", fake_job)
+    plain = bp.surrogate_for
+    pilot_front._one(("pick-expected", 3, 20, 100, False))
+    assert seen["mode"] == {"sampler": {"name": "front", "pick": "expected"}}
+    assert seen["share"] == bp.VERIFY_SHARE_OF[pilot_front.FRONT_MODE]
+    assert seen["rule"] == [plain(5, 3), plain(50, 3)] and "auto" in seen["rule"]

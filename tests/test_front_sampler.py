@@ -26,6 +26,11 @@ class TestFrontSampler(AdaptiveSamplerContract):
         return FrontSampler()
 
 
+class TestFrontSamplerExpectedPicks(AdaptiveSamplerContract):
+    def make_sampler(self):
+        return FrontSampler(pick="expected", n_samples=32)
+
+
 # --------------------------------------------------------------------------- settings
 @pytest.mark.parametrize("kwargs, fragment", [
     ({"initial": 1}, "initial must be an integer >= 2"),
@@ -35,6 +40,9 @@ class TestFrontSampler(AdaptiveSamplerContract):
     ({"optimism": -1}, "optimism must be a number from 0 to 10"),
     ({"optimism": "high"}, "optimism must be a number from 0 to 10"),
     ({"nu": 2.0}, "nu must be one of"),
+    ({"pick": "ehvi"}, "pick must be 'hypervolume'"),
+    ({"n_samples": 0}, "n_samples must be an integer >= 1"),
+    ({"pick": "expected", "warp": "auto"}, "use it with warp: none"),
 ])
 def test_bad_settings_are_one_line_errors(kwargs, fragment) -> None:
     with pytest.raises(ConfigError, match=fragment) as info:
@@ -76,13 +84,14 @@ def _history(problem: Quadratics, n: int, seed: int = 0) -> History:
     return History(problem.n, problem.n, [Evaluation(x, y) for x, y in zip(X, Y)])
 
 
+@pytest.mark.parametrize("pick", ["hypervolume", "expected"])
 @pytest.mark.parametrize("n", [3, 4])
-def test_proposals_lie_near_the_pareto_set(n: int) -> None:
+def test_proposals_lie_near_the_pareto_set(n: int, pick: str) -> None:
     # After the initial design the picks come from the predicted Pareto set: far closer to
     # the true one (the targets' convex hull) than the measured points are.
     problem = Quadratics(n)
     history = _history(problem, 2 * (n + 1) + 4)
-    s = FrontSampler()
+    s = FrontSampler(pick=pick)  # type: ignore[arg-type]
     s.setup(SamplerContext(space=problem.space, tasks=tuple(problem.tasks), budget=40))
     X = s.propose(3, problem.space, history, np.random.default_rng(1))
     assert X.shape == (3, n)
@@ -111,11 +120,12 @@ def test_rounds_keep_the_solvers_own_points(monkeypatch) -> None:
     assert seen == ["solver"]
 
 
-def test_proposals_extend_the_measured_front() -> None:
+@pytest.mark.parametrize("pick", ["hypervolume", "expected"])
+def test_proposals_extend_the_measured_front(pick: str) -> None:
     # Every pick is predicted to add hypervolume to the measured front (none repeats it).
     problem = Quadratics(3)
     history = _history(problem, 12)
-    s = FrontSampler()
+    s = FrontSampler(pick=pick)  # type: ignore[arg-type]
     s.setup(SamplerContext(space=problem.space, tasks=tuple(problem.tasks), budget=40))
     X = s.propose(3, problem.space, history, np.random.default_rng(2))
     Y = history.Y
@@ -124,10 +134,39 @@ def test_proposals_extend_the_measured_front() -> None:
     assert np.all(gains > 0)
 
 
-def test_min_tasks_are_handled() -> None:
+def test_expected_picks_run_q_ehvi_over_the_predicted_front(monkeypatch) -> None:
+    # pick: expected hands the solver's predicted points (none repeating a measured one) to
+    # the gp sampler's greedy q-EHVI instead of the hypervolume gain on the means.
+    import mapframe.samplers.front as front_module
+
+    calls: list[np.ndarray] = []
+    qehvi = front_module.greedy_qehvi
+
+    def spy(n, gps, Xc, *args, **kwargs):
+        calls.append(Xc)
+        return qehvi(n, gps, Xc, *args, **kwargs)
+
+    monkeypatch.setattr(front_module, "greedy_qehvi", spy)
+    monkeypatch.setattr(front_module, "greedy_hypervolume_subset",
+                        lambda *a, **k: pytest.fail("the mean-based rule ran"))
+    problem = Quadratics(3)
+    history = _history(problem, 12)
+    s = FrontSampler(pick="expected")
+    s.setup(SamplerContext(space=problem.space, tasks=tuple(problem.tasks), budget=40))
+    X = s.propose(3, problem.space, history, np.random.default_rng(4))
+    assert len(calls) == 1 and calls[0].shape[0] > 3
+    assert all(any(np.allclose(x, c) for c in calls[0]) for x in X)
+    gap = np.abs(calls[0][:, None, :] - history.X[None]).max(axis=2).min(axis=1)
+    assert gap.min() >= 1e-3
+    again = s.propose(3, problem.space, history, np.random.default_rng(4))
+    np.testing.assert_array_equal(X, again)
+
+
+@pytest.mark.parametrize("pick", ["hypervolume", "expected"])
+def test_min_tasks_are_handled(pick: str) -> None:
     problem = Quadratics(3, minimised=(1,))
     history = _history(problem, 12)
-    s = FrontSampler()
+    s = FrontSampler(pick=pick)  # type: ignore[arg-type]
     s.setup(SamplerContext(space=problem.space, tasks=tuple(problem.tasks), budget=40))
     X = s.propose(2, problem.space, history, np.random.default_rng(0))
     assert problem.hull_distance2(X).max() < 0.25 * np.median(problem.hull_distance2(history.X))

@@ -37,7 +37,7 @@ from mapframe.surrogates.gp import (
 )
 from mapframe.surrogates.quadratic import _one_blas_thread
 
-__all__ = ["GPSampler", "hypervolume_improvement"]
+__all__ = ["GPSampler", "greedy_qehvi", "hypervolume_improvement"]
 
 #: Most already-chosen points handled exactly (2^q inclusion–exclusion terms) for T >= 3.
 _MAX_EXACT_PENDING = 3
@@ -162,6 +162,109 @@ def _batch_hvi(
     if W is None:
         raise ValueError("the Monte-Carlo improvement needs uniform points W")
     return _hvi_mc(Y, P, Q, ref, W)
+
+
+def _scaled_front(Y: np.ndarray, signs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Objectives as maximisation scaled by their observed range (worst → 0, best → 1):
+    ``(lo, span, P)`` with ``P`` the observed Pareto front in those units."""
+    G = Y * signs
+    lo = G.min(axis=0)
+    span = G.max(axis=0) - lo
+    span = np.where(span > 0, span, 1.0)
+    Z = (G - lo) / span
+    return lo, span, Z[pareto_mask(Z)]
+
+
+def greedy_qehvi(
+    n: int,
+    gps: list[FittedGP],
+    Xc: np.ndarray,
+    signs: np.ndarray,
+    lo: np.ndarray,
+    span: np.ndarray,
+    P: np.ndarray,
+    n_samples: int,
+    rng: np.random.Generator,
+) -> list[int]:
+    """Indices of ``n`` of the candidates ``Xc`` chosen by greedy sequential q-EHVI.
+
+    ``gps`` are the tasks' fitted GPs (metric units), ``signs`` ``+1`` for a task maximised
+    and ``-1`` minimised; ``lo`` and ``span`` scale the maximised objectives to the unit
+    range in which ``P`` (the observed Pareto front) lies; the reference point is a tenth of
+    that range below the worst. ``n_samples`` joint posterior samples from standard normals
+    drawn from ``rng`` (then, for 3+ objectives where needed, uniform points for the
+    Monte-Carlo improvement), so the same ``rng`` gives the same picks.
+    """
+    T, M = len(gps), Xc.shape[0]
+    ref = np.full(T, -_REF_MARGIN)
+    mu = np.empty((T, M))
+    var = np.empty((T, M))
+    for j, gp in enumerate(gps):
+        m, v = gp.mean_var(Xc)
+        mu[j] = (signs[j] * m - lo[j]) / span[j]
+        var[j] = v / span[j] ** 2
+    S = int(n_samples)
+    base = rng.standard_normal((T, M, S))
+    table = W = None
+    if T >= 3:
+        upper = np.maximum(np.max(mu + 10.0 * np.sqrt(var), axis=1), P.max(axis=0))
+        if _FrontTable.cells(P, ref) <= _MAX_TABLE_CELLS:
+            table = _FrontTable(P, ref, upper)
+        if table is None or n - 1 > _MAX_EXACT_PENDING:
+            W = rng.random((S, _MC_POINTS, T))
+    return _greedy(n, gps, Xc, span, mu, var, base, P, ref, table, W)
+
+
+def _greedy(
+    n: int,
+    gps: list[FittedGP],
+    Xc: np.ndarray,
+    span: np.ndarray,
+    mu: np.ndarray,
+    var: np.ndarray,
+    base: np.ndarray,
+    P: np.ndarray,
+    ref: np.ndarray,
+    table: _FrontTable | None,
+    W: np.ndarray | None,
+) -> list[int]:
+    """Greedy sequential q-EHVI over the candidates; returns the chosen indices.
+
+    Per task, joint samples at the candidates are ``mu + L z_chosen + sqrt(d) z_own`` with
+    ``L`` the columns of an incremental (pivoted) Cholesky factor of the posterior
+    covariance over the chosen points and ``d`` the conditional variance left: exactly
+    the joint posterior of (chosen points, each candidate).
+    """
+    T, M = mu.shape
+    S = base.shape[2]
+    L = np.zeros((T, M, 0))
+    d = var.copy()
+    chosen: list[int] = []
+    Q = np.empty((S, 0, T))
+    for _ in range(min(n, M)):
+        zc = base[:, chosen, :]  # (T, q, S)
+        samples = mu[:, :, None] + np.einsum("tmq,tqs->tms", L, zc)
+        samples += np.sqrt(d)[:, :, None] * base
+        Ysamp = np.transpose(samples, (2, 1, 0))  # (S, M, T)
+        acq = _batch_hvi(Ysamp, P, Q, ref, table, W).mean(axis=0)
+        acq[chosen] = -np.inf
+        best = int(np.argmax(acq))
+        if not acq[best] > 1e-12:  # nothing improves: explore where most is unknown
+            spread = d.sum(axis=0)
+            spread[chosen] = -np.inf
+            best = int(np.argmax(spread))
+        chosen.append(best)
+        Q = np.concatenate([Q, Ysamp[:, best, None, :]], axis=1)
+        cols = np.zeros((T, M, 1))
+        for j, gp in enumerate(gps):
+            if d[j, best] > 1e-12:
+                c = gp.cov(Xc, Xc[best : best + 1])[:, 0] / span[j] ** 2
+                c = (c - L[j] @ L[j, best]) / math.sqrt(d[j, best])
+                cols[j, :, 0] = c
+        L = np.concatenate([L, cols], axis=2)
+        d = np.maximum(d - cols[:, :, 0] ** 2, 0.0)
+        d[:, best] = 0.0
+    return chosen
 
 
 # --------------------------------------------------------------------------- sampler
@@ -296,40 +399,14 @@ class GPSampler(CheckedSampler):
                    restarts=self.restarts)
             for j in range(T)
         ]
-        # Objectives as maximisation, scaled by their observed range.
         signs = np.array([1.0 if t.direction == "max" else -1.0 for t in context.tasks])
-        G = Y * signs
-        lo = G.min(axis=0)
-        span = G.max(axis=0) - lo
-        span = np.where(span > 0, span, 1.0)
-        Zobs = (G - lo) / span
-        ref = np.full(T, -_REF_MARGIN)
-        pareto = pareto_mask(Zobs)
-        P = Zobs[pareto]
-
+        lo, span, P = _scaled_front(Y, signs)
         unit_obs = (X - space.lower) / (space.upper - space.lower)
+        pareto = pareto_mask((Y * signs - lo) / span)
         evaluated = np.array([e.coefficients for e in history if e.phase == "search"])
         unit_cand = self._candidates(n, N, unit_obs[pareto], evaluated, space, rng)
         Xc = np.clip(space.scale(unit_cand), space.lower, space.upper)
-        M = Xc.shape[0]
-
-        mu = np.empty((T, M))
-        var = np.empty((T, M))
-        for j, gp in enumerate(gps):
-            m, v = gp.mean_var(Xc)
-            mu[j] = (signs[j] * m - lo[j]) / span[j]
-            var[j] = v / span[j] ** 2
-        S = self.n_samples
-        base = rng.standard_normal((T, M, S))
-
-        table = W = None
-        if T >= 3:
-            upper = np.maximum(np.max(mu + 10.0 * np.sqrt(var), axis=1), P.max(axis=0))
-            if _FrontTable.cells(P, ref) <= _MAX_TABLE_CELLS:
-                table = _FrontTable(P, ref, upper)
-            if table is None or n - 1 > _MAX_EXACT_PENDING:
-                W = rng.random((S, _MC_POINTS, T))
-        return Xc[self._greedy(n, gps, Xc, span, mu, var, base, P, ref, table, W)]
+        return Xc[greedy_qehvi(n, gps, Xc, signs, lo, span, P, self.n_samples, rng)]
 
     def _candidates(
         self,
@@ -358,55 +435,3 @@ class GPSampler(CheckedSampler):
                 near |= (gap < _SAME_POINT).any(axis=1)
             cand = cand[~near]
         return cand
-
-    def _greedy(
-        self,
-        n: int,
-        gps: list[FittedGP],
-        Xc: np.ndarray,
-        span: np.ndarray,
-        mu: np.ndarray,
-        var: np.ndarray,
-        base: np.ndarray,
-        P: np.ndarray,
-        ref: np.ndarray,
-        table: _FrontTable | None,
-        W: np.ndarray | None,
-    ) -> list[int]:
-        """Greedy sequential q-EHVI over the candidates; returns the chosen indices.
-
-        Per task, joint samples at the candidates are ``mu + L z_chosen + sqrt(d) z_own`` with
-        ``L`` the columns of an incremental (pivoted) Cholesky factor of the posterior
-        covariance over the chosen points and ``d`` the conditional variance left: exactly
-        the joint posterior of (chosen points, each candidate).
-        """
-        T, M = mu.shape
-        S = base.shape[2]
-        L = np.zeros((T, M, 0))
-        d = var.copy()
-        chosen: list[int] = []
-        Q = np.empty((S, 0, T))
-        for _ in range(min(n, M)):
-            zc = base[:, chosen, :]  # (T, q, S)
-            samples = mu[:, :, None] + np.einsum("tmq,tqs->tms", L, zc)
-            samples += np.sqrt(d)[:, :, None] * base
-            Ysamp = np.transpose(samples, (2, 1, 0))  # (S, M, T)
-            acq = _batch_hvi(Ysamp, P, Q, ref, table, W).mean(axis=0)
-            acq[chosen] = -np.inf
-            best = int(np.argmax(acq))
-            if not acq[best] > 1e-12:  # nothing improves: explore where most is unknown
-                spread = d.sum(axis=0)
-                spread[chosen] = -np.inf
-                best = int(np.argmax(spread))
-            chosen.append(best)
-            Q = np.concatenate([Q, Ysamp[:, best, None, :]], axis=1)
-            cols = np.zeros((T, M, 1))
-            for j, gp in enumerate(gps):
-                if d[j, best] > 1e-12:
-                    c = gp.cov(Xc, Xc[best : best + 1])[:, 0] / span[j] ** 2
-                    c = (c - L[j] @ L[j, best]) / math.sqrt(d[j, best])
-                    cols[j, :, 0] = c
-            L = np.concatenate([L, cols], axis=2)
-            d = np.maximum(d - cols[:, :, 0] ** 2, 0.0)
-            d[:, best] = 0.0
-        return chosen
