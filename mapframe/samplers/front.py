@@ -20,7 +20,7 @@ from mapframe.history import History
 from mapframe.hypervolume import greedy_hypervolume_subset
 from mapframe.problem import SearchSpace
 from mapframe.samplers.base import CheckedSampler, SamplerContext
-from mapframe.samplers.gp import _check_int, _scaled_front, gp_fit_settings, greedy_qehvi
+from mapframe.samplers.gp import _check_int, gp_fit_settings, greedy_qehvi, scaled_front
 from mapframe.samplers.space_filling import fresh_sobol
 from mapframe.surrogates.quadratic import _one_blas_thread
 from mapframe.surrogates.warp import WarpedGP, WarpName, check_warp
@@ -211,7 +211,7 @@ class FrontSampler(CheckedSampler):
         if Xc.shape[0] == 0:
             return np.empty((0, space.n_dims))
         if self.pick == "expected":
-            lo, span, P = _scaled_front(Y, signs)
+            lo, span, P, _ = scaled_front(Y, signs)
             latent = [gp.latent for gp in gps]
             idx = np.array(greedy_qehvi(n, latent, Xc, signs, lo, span, P, self.n_samples,
                                         rng), dtype=int)

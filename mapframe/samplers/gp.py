@@ -37,7 +37,7 @@ from mapframe.surrogates.gp import (
 )
 from mapframe.surrogates.quadratic import _one_blas_thread
 
-__all__ = ["GPSampler", "greedy_qehvi", "hypervolume_improvement"]
+__all__ = ["GPSampler", "greedy_qehvi", "hypervolume_improvement", "scaled_front"]
 
 #: Most already-chosen points handled exactly (2^q inclusion–exclusion terms) for T >= 3.
 _MAX_EXACT_PENDING = 3
@@ -164,15 +164,20 @@ def _batch_hvi(
     return _hvi_mc(Y, P, Q, ref, W)
 
 
-def _scaled_front(Y: np.ndarray, signs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Objectives as maximisation scaled by their observed range (worst → 0, best → 1):
-    ``(lo, span, P)`` with ``P`` the observed Pareto front in those units."""
+def scaled_front(
+    Y: np.ndarray, signs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The measured metrics ``Y`` as maximised objectives scaled by their observed range
+    (worst → 0, best → 1; ``signs``: +1 for a task maximised, -1 minimised): ``(lo, span,
+    P, pareto)`` with ``(signs * Y - lo) / span`` the scaled values, ``P`` its Pareto front
+    and ``pareto`` the mask of the rows on it (what :func:`greedy_qehvi` takes)."""
     G = Y * signs
     lo = G.min(axis=0)
     span = G.max(axis=0) - lo
     span = np.where(span > 0, span, 1.0)
     Z = (G - lo) / span
-    return lo, span, Z[pareto_mask(Z)]
+    pareto = pareto_mask(Z)
+    return lo, span, Z[pareto], pareto
 
 
 def greedy_qehvi(
@@ -400,9 +405,8 @@ class GPSampler(CheckedSampler):
             for j in range(T)
         ]
         signs = np.array([1.0 if t.direction == "max" else -1.0 for t in context.tasks])
-        lo, span, P = _scaled_front(Y, signs)
+        lo, span, P, pareto = scaled_front(Y, signs)
         unit_obs = (X - space.lower) / (space.upper - space.lower)
-        pareto = pareto_mask((Y * signs - lo) / span)
         evaluated = np.array([e.coefficients for e in history if e.phase == "search"])
         unit_cand = self._candidates(n, N, unit_obs[pareto], evaluated, space, rng)
         Xc = np.clip(space.scale(unit_cand), space.lower, space.upper)
