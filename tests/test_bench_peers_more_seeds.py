@@ -79,6 +79,10 @@ def test_report_reads_the_best_peer_over_all_seeds():
             "paired over all seeds: +0.017") in text and "ahead on 2 of 3 seeds" in text
     assert "The `front` sampler" not in text  # it is the best mode here: one line
     assert "| peer x | 0.733 ± 0.034 (3) | 0.750 ± 0.030 (2) | 0.700 ± 0.000 (1) |" in text
+    # The summary row: front - peer x is 0.000 on the recorded seeds 0-1 (-0.02, +0.02),
+    # +0.017 over all three.
+    assert ("| N = 3, B = 20 | Bayesian MAP (front) | peer x | +0.000 | +0.017 ± 0.020 "
+            "| 2 of 3 |") in text
 
 
 def test_cells_variable_names_cells_of_the_benchmark(monkeypatch):
