@@ -3,10 +3,11 @@
 The peers benchmark reports 3 seeds (0-2). In some of its cells mapframe's best mode trails
 the best peer on the charged score by less than one standard deviation over those seeds:
 N = 3, B = 20 (BoTorch qNEHVI), N = 4, B = 10 (random search), N = 4, B = 20 (Optuna GP),
-N = 4, B = 30 (BoTorch qNEHVI) and N = 8, B = 20 (Optuna TPE). This benchmark reruns
-exactly those cells, with the same code paths (`bench_peers`'s jobs: every peer of the
-cell, checkpoints cut at the peers benchmark's budgets up to B, and every mapframe mode's
-charged run), on six more seeds (3-8), and reads
+N = 4, B = 30 (BoTorch qNEHVI) and N = 8, B = 20 (Optuna TPE); in others it leads by less
+than 0.01: N = 3, B = 10, 30 and 50. This benchmark reruns exactly those cells, with the
+same code paths (`bench_peers`'s jobs: every peer of the cell, checkpoints cut at the peers
+benchmark's budgets up to B, one peer run per N and seed serving all that N's cells, and
+every mapframe mode's charged run), on six more seeds (3-8), and reads
 them together with the recorded seeds 0-2 from `benchmarks/results/peers.json` (run `python
 benchmarks/run.py peers` first). Grid search is deterministic: its recorded row stands for
 every seed.
