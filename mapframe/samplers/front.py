@@ -131,12 +131,12 @@ class FrontSampler(CheckedSampler):
             raise ConfigError(
                 f"front sampler: pick must be 'hypervolume' (gain on the posterior means) or "
                 f"'expected' (q-EHVI over the predicted front), got {pick!r}")
-        self.pick: Literal["hypervolume", "expected"] = pick
-        self.n_samples = int(_int_setting(n_samples, "n_samples", 1))
         self.initial = _int_setting(initial, "initial", 2, auto=True)
         self.batch = int(_int_setting(batch, "batch", 1))
         self.optimism = _optimism_setting(optimism)
         self.warp: WarpName = check_warp(warp)
+        self.pick: Literal["hypervolume", "expected"] = pick
+        self.n_samples = int(_int_setting(n_samples, "n_samples", 1))
         if self.pick == "expected" and self.warp != "none":
             raise ConfigError("front sampler: pick 'expected' samples the GPs on the metrics' "
                               "own scale; use it with warp: none (the default)")
