@@ -134,7 +134,10 @@ cells.
   standard error; at N = 8, B = 20 Optuna TPE stays 0.013 ahead of `front` (0.147 vs
   0.134). N = 4, B = 30, added later on 2026-12-05 (7 370 s): `front` 0.609 vs qNEHVI
   0.595 over 9 seeds (+0.014 ± 0.011 paired, ahead on 6 of 9), so all four lags at N <= 4
-  are leads on 9 seeds, each within about one standard error.
+  are leads on 9 seeds, each within about one standard error. The N = 3 cells where the 3
+  reported seeds lead by under 0.01 (B = 10, 30, 50), added later the same day (8 477 s): on 9 seeds
+  `front` leads at B = 10 (+0.016 ± 0.014) and B = 30 (+0.003 ± 0.005), and `gp` is level
+  with Optuna GP at B = 50 (0.880 each, +0.000 ± 0.002): no N <= 4 cell trails on 9 seeds.
 - **N = 6** (peers without qNEHVI, qLogNEHVI and Optuna GP, see above): mapframe ahead at
   every budget, +0.031 (`front` 0.264 at B = 14, Optuna TPE 0.233), +0.077 and +0.154
   (`front`: 0.400 and 0.562 against qNParEGO's 0.323 and Optuna TPE's 0.408).

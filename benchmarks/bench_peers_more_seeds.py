@@ -46,6 +46,17 @@ while seed 0 ran, BoTorch qLogNEHVI's rerun of seed 0 needed 569 s to reach B = 
 seeds' peer runs all stayed below the usual 480 s (at most 404 s), so the cap changed none
 of their rows.
 
+The N = 3 cells B = 10, 30 and 50 (3-seed leads of +0.003, +0.007 and +0.006), added on
+2026-12-05 and run together (`MAPFRAME_BENCH_MORE_SEEDS_CELLS=3:10,3:30,3:50
+MAPFRAME_BENCH_PEER_CAP=3000`, 8 477 s; its first hour shared the 2 cores with a CI
+rehearsal): on 9 seeds the best mapframe mode leads at B = 10 (`front` 0.658 vs BoTorch
+qNEHVI 0.642: +0.016 ± 0.014 paired, ahead on 6 of 9) and B = 30 (`front` 0.835 vs
+qLogNEHVI 0.831: +0.003 ± 0.005, 6 of 9) and is level at B = 50 (`gp` and `front` 0.880,
+Optuna GP 0.880: +0.000 ± 0.002, 4 of 9). So over 9 seeds no cell of N <= 4 trails the best
+peer; every difference there is within about one standard error but N = 3, B = 10's (just
+over one). The rerun of seed 0 differs from its recorded rows by up to 0.019 / 0.031 /
+0.028 (B = 10 / 30 / 50; another machine, see below).
+
 **Machines differ**: the new seeds ran on 2026-12-05's machine, the recorded seeds on
 earlier ones, and the rerun of seed 0 no longer reproduces its recorded rows exactly, as it
 did on the machine of 2026-12-03: the largest difference is 0.022 at N = 3, 0.001 at N = 4,
@@ -184,7 +195,7 @@ def merged_with_recorded(out: dict[str, Any], recorded: dict[str, Any]) -> dict[
             not in rerun}
     both = {**kept, **rerun}
     order = [c for c in CELLS if c in both] + sorted(set(both) - set(CELLS))
-    names = ", ".join(f"{n}:{b}" for n, b in sorted(rerun))
+    names = ",".join(f"{n}:{b}" for n, b in sorted(rerun))  # one shell word
     return {**out, "cells": [both[c] for c in order],
             "_rerun": {"env": f"{CELLS_ENV}={names}",
                        "what": "cells " + ", ".join(f"N = {n}, B = {b}"
