@@ -43,7 +43,7 @@ surrogate on the logits), ``warp-both``, and ``gp-final-warp`` / ``gp-final-no-w
 ``pick-expected`` (each round's batch by greedy q-EHVI over the predicted front, ``pick:
 expected``, instead of the hypervolume gain on the means; otherwise as shipped).
 
-Every variant but ``base`` (and those marked ``shipped``, such as ``pick-expected``) keeps the
+Every variant not marked ``shipped`` (``base`` and ``pick-expected`` are) keeps the
 quadratic where the benchmark's rule says ``auto`` (:func:`_surrogate_rule`), as every pilot
 before 2026-12-05 ran; ``base`` is as shipped.
 """
@@ -66,7 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mapframe.surrogates.quadratic import n_quadratic_params, quadratic_features
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "base": {},
+    "base": {"shipped": True},
     "optimism-0.5": {"sampler": {"optimism": 0.5}},
     "optimism-1": {"sampler": {"optimism": 1.0}},
     "share-0.2": {"share": 0.2},
@@ -144,16 +144,17 @@ def _quadratic_mean(ridge: float = 1e-3) -> Iterator[None]:
 def _surrogate_rule(name: str, rule: Any) -> Any:
     """The benchmark's surrogate rule as variant ``name`` changes it: its ``surrogate``
     replaces the rule's choice, its ``gp_surrogate`` settings go to the ``gp`` surrogate, and
-    every variant but ``base`` keeps the quadratic where the rule says ``auto`` (the mapping
-    ``{"name": "auto"}``, which the study does not resolve to ``gp``): the pilots before
-    2026-12-05 ran with it, so their commands measure what they measured then."""
+    every variant not marked ``shipped`` keeps the quadratic where the rule says ``auto``
+    (the mapping ``{"name": "auto"}``, which the study does not resolve to ``gp``): the
+    pilots before 2026-12-05 ran with it, so their commands measure what they measured
+    then."""
     spec = VARIANTS[name]
 
     def pick(search: int, n: int) -> str | dict[str, Any]:
         chosen = str(spec["surrogate"]) if "surrogate" in spec else rule(search, n)
         if chosen == "gp" and "gp_surrogate" in spec:
             return {"name": "gp", **spec["gp_surrogate"]}
-        if chosen == "auto" and name != "base" and not spec.get("shipped"):
+        if chosen == "auto" and not spec.get("shipped"):
             return {"name": "auto"}
         return chosen
 

@@ -212,10 +212,9 @@ class FrontSampler(CheckedSampler):
             return np.empty((0, space.n_dims))
         if self.pick == "expected":
             lo, span, P, _ = scaled_front(Y, signs)
-            latent = [gp.latent for gp in gps]
-            idx = np.array(greedy_qehvi(n, latent, Xc, signs, lo, span, P, self.n_samples,
-                                        rng), dtype=int)
-            return np.clip(Xc[idx], space.lower, space.upper)
-        directions = [t.direction for t in context.tasks]
-        idx = greedy_hypervolume_subset(predict(Xc), n, directions, Y)
+            idx = np.array(greedy_qehvi(n, [gp.latent for gp in gps], Xc, signs, lo, span,
+                                        P, self.n_samples, rng), dtype=int)
+        else:
+            directions = [t.direction for t in context.tasks]
+            idx = greedy_hypervolume_subset(predict(Xc), n, directions, Y)
         return np.clip(Xc[idx], space.lower, space.upper)

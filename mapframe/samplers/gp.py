@@ -404,7 +404,7 @@ class GPSampler(CheckedSampler):
                    restarts=self.restarts)
             for j in range(T)
         ]
-        signs = np.array([1.0 if t.direction == "max" else -1.0 for t in context.tasks])
+        signs = np.array([t.sign for t in context.tasks])
         lo, span, P, pareto = scaled_front(Y, signs)
         unit_obs = (X - space.lower) / (space.upper - space.lower)
         evaluated = np.array([e.coefficients for e in history if e.phase == "search"])
