@@ -16,7 +16,7 @@ import copy
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from scipy.stats import qmc
@@ -26,6 +26,7 @@ from mapframe.history import History, coefficient_key
 from mapframe.problem import SearchSpace, Task
 from mapframe.samplers.base import CheckedSampler
 from mapframe.samplers.space_filling import fresh_sobol
+from mapframe.settings import int_setting, number_setting
 from mapframe.surrogates.base import Surrogate
 
 __all__ = [
@@ -38,6 +39,9 @@ __all__ = [
     "radius_edges",
     "to_hyperspherical",
 ]
+
+#: How the sampler's setting errors name it.
+_WHO = "bins sampler"
 
 #: The pool of candidate points never exceeds this many points (it matters only for N >= 6).
 MAX_POOL = 32768
@@ -189,24 +193,6 @@ class _Round:
 
 
 # --------------------------------------------------------------------------- the sampler
-def _check_int(name: str, value: Any, minimum: int, auto: bool = False) -> int | str:
-    if auto and value == "auto":
-        return "auto"
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        allowed = f"an integer >= {minimum}" + (' or "auto"' if auto else "")
-        raise ConfigError(f"bins sampler: {name} must be {allowed}, got {value!r}")
-    return int(value)
-
-
-def _check_float(name: str, value: Any, positive: bool) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
-    v = float(value) if ok else math.nan
-    if not (math.isfinite(v) and (v > 0 if positive else v >= 0)):
-        allowed = "a finite number > 0" if positive else "a finite number >= 0"
-        raise ConfigError(f"bins sampler: {name} must be {allowed}, got {value!r}")
-    return v
-
-
 class BinSampler(CheckedSampler):
     """Bayesian MAP's adaptive sampler (``name = "bins"``): evaluate next where the
     surrogate is most wrong, bin by bin (Algorithm 3 of the MAP paper).
@@ -302,12 +288,12 @@ class BinSampler(CheckedSampler):
         pool_per_bin: int = 64,
         probes_per_bin: int = 16,
     ) -> None:
-        self.batch = int(_check_int("batch", batch, 1))
-        self.initial: int | str = _check_int("initial", initial, 1, auto=True)
-        self.angle_bins: int | str = _check_int("angle_bins", angle_bins, 1, auto=True)
-        self.radius_bins = int(_check_int("radius_bins", radius_bins, 1))
-        self.lam = _check_float("lam", lam, positive=False)
-        self.temperature = _check_float("temperature", temperature, positive=True)
+        self.batch = int_setting(batch, "batch", 1, who=_WHO)
+        self.initial: int | str = int_setting(initial, "initial", 1, who=_WHO, auto=True)
+        self.angle_bins: int | str = int_setting(angle_bins, "angle_bins", 1, who=_WHO, auto=True)
+        self.radius_bins = int_setting(radius_bins, "radius_bins", 1, who=_WHO)
+        self.lam = number_setting(lam, "lam", 0.0, who=_WHO)
+        self.temperature = number_setting(temperature, "temperature", 0.0, who=_WHO, open_low=True)
         if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)) or (
             n_bootstrap < 0 or n_bootstrap == 1
         ):
@@ -316,8 +302,8 @@ class BinSampler(CheckedSampler):
                 f"got {n_bootstrap!r}"
             )
         self.n_bootstrap = int(n_bootstrap)
-        self.pool_per_bin = int(_check_int("pool_per_bin", pool_per_bin, 1))
-        self.probes_per_bin = int(_check_int("probes_per_bin", probes_per_bin, 1))
+        self.pool_per_bin = int_setting(pool_per_bin, "pool_per_bin", 1, who=_WHO)
+        self.probes_per_bin = int_setting(probes_per_bin, "probes_per_bin", 1, who=_WHO)
 
     # ---- settings resolved for a problem
     def resolved_angle_bins(self, n_dims: int) -> int:

@@ -11,7 +11,7 @@ points already measured. Verify → refit → re-solve rounds, with the hypervol
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -20,31 +20,19 @@ from mapframe.history import History
 from mapframe.hypervolume import greedy_hypervolume_subset
 from mapframe.problem import SearchSpace
 from mapframe.samplers.base import CheckedSampler, SamplerContext
-from mapframe.samplers.gp import _check_int, gp_fit_settings, greedy_qehvi, scaled_front
+from mapframe.samplers.gp import gp_fit_settings, greedy_qehvi, scaled_front
 from mapframe.samplers.space_filling import fresh_sobol
+from mapframe.settings import int_setting, number_setting
 from mapframe.surrogates.quadratic import _one_blas_thread
 from mapframe.surrogates.warp import WarpedGP, WarpName, check_warp
 
 __all__ = ["FrontSampler"]
 
+#: How the sampler's setting errors name it.
+_WHO = "front sampler"
+
 #: Candidates closer than this (max-norm, unit cube) to an evaluated point are not proposed.
 _TOO_CLOSE = 1e-3
-
-
-def _int_setting(value: Any, name: str, low: int, auto: bool = False) -> int | str:
-    return _check_int(value, name, low, auto, who="front sampler")
-
-
-def _optimism_setting(value: Any) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        out = float("nan")
-    if isinstance(value, bool) or not 0.0 <= out <= 10.0:
-        raise ConfigError(
-            f"front sampler: optimism must be a number from 0 to 10 (posterior standard "
-            f"deviations added in each task's better direction), got {value!r}")
-    return out
 
 
 class FrontSampler(CheckedSampler):
@@ -131,12 +119,14 @@ class FrontSampler(CheckedSampler):
             raise ConfigError(
                 f"front sampler: pick must be 'hypervolume' (gain on the posterior means) or "
                 f"'expected' (q-EHVI over the predicted front), got {pick!r}")
-        self.initial = _int_setting(initial, "initial", 2, auto=True)
-        self.batch = int(_int_setting(batch, "batch", 1))
-        self.optimism = _optimism_setting(optimism)
+        self.initial = int_setting(initial, "initial", 2, who=_WHO, auto=True)
+        self.batch = int_setting(batch, "batch", 1, who=_WHO)
+        self.optimism = number_setting(
+            optimism, "optimism", 0.0, 10.0, who=_WHO,
+            meaning="posterior standard deviations added in each task's better direction")
         self.warp: WarpName = check_warp(warp)
         self.pick: Literal["hypervolume", "expected"] = pick
-        self.n_samples = int(_int_setting(n_samples, "n_samples", 1))
+        self.n_samples = int_setting(n_samples, "n_samples", 1, who=_WHO)
         if self.pick == "expected" and self.warp != "none":
             raise ConfigError("front sampler: pick 'expected' samples the GPs on the metrics' "
                               "own scale; use it with warp: none (the default)")

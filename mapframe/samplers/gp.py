@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
-from mapframe.errors import ConfigError
 from mapframe.history import History
 from mapframe.hypervolume import MAX_TABLE_CELLS as _MAX_TABLE_CELLS
 from mapframe.hypervolume import FrontTable as _FrontTable
@@ -27,6 +26,7 @@ from mapframe.metrics import pareto_mask
 from mapframe.problem import SearchSpace
 from mapframe.samplers.base import CheckedSampler, SamplerContext
 from mapframe.samplers.space_filling import fresh_sobol, sobol_unit
+from mapframe.settings import int_setting
 from mapframe.surrogates.gp import (
     FittedGP,
     _require_gpytorch,
@@ -38,6 +38,9 @@ from mapframe.surrogates.gp import (
 from mapframe.surrogates.quadratic import _one_blas_thread
 
 __all__ = ["GPSampler", "greedy_qehvi", "hypervolume_improvement", "scaled_front"]
+
+#: How the sampler's setting errors name it.
+_WHO = "gp sampler"
 
 #: Most already-chosen points handled exactly (2^q inclusion–exclusion terms) for T >= 3.
 _MAX_EXACT_PENDING = 3
@@ -54,18 +57,6 @@ _REF_MARGIN = 0.1
 
 
 # --------------------------------------------------------------------------- validation
-def _check_int(value: Any, name: str, low: int, auto: bool = False,
-               who: str = "gp sampler") -> int | str:
-    """An integer setting of at least ``low`` (or ``"auto"`` where allowed), else a one-line
-    ``ConfigError`` naming ``who``."""
-    if auto and value == "auto":
-        return "auto"
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        extra = ' or "auto"' if auto else ""
-        raise ConfigError(f"{who}: {name} must be an integer >= {low}{extra}, got {value!r}")
-    return int(value)
-
-
 def gp_fit_settings(nu: float, restarts: int, noise_floor: float) -> tuple[float, int, float]:
     """A GP-based sampler's checked fit settings ``(nu, restarts, noise_floor)``, as for
     :class:`~mapframe.surrogates.gp.GPSurrogate`; gpytorch must be installed."""
@@ -342,10 +333,11 @@ class GPSampler(CheckedSampler):
         restarts: int = 2,
         noise_floor: float = 1e-6,
     ) -> None:
-        self.initial = _check_int(initial, "initial", 2, auto=True)
-        self.batch = int(_check_int(batch, "batch", 1))
-        self.n_samples = int(_check_int(n_samples, "n_samples", 1))
-        self.n_candidates = _check_int(n_candidates, "n_candidates", 1, auto=True)
+        self.initial = int_setting(initial, "initial", 2, who=_WHO, auto=True)
+        self.batch = int_setting(batch, "batch", 1, who=_WHO)
+        self.n_samples = int_setting(n_samples, "n_samples", 1, who=_WHO)
+        self.n_candidates = int_setting(n_candidates, "n_candidates", 1, who=_WHO,
+                                        auto=True)
         self.nu, self.restarts, self.noise_floor = gp_fit_settings(nu, restarts, noise_floor)
 
     # ---- rounds

@@ -32,6 +32,7 @@ import numpy as np
 from mapframe.errors import ConfigError
 from mapframe.metrics import pareto_mask, spread_subset
 from mapframe.problem import SearchSpace, Task
+from mapframe.settings import bool_setting, int_setting, number_setting
 from mapframe.solvers._common import Predict, _finish, _predict_checked
 from mapframe.solvers.base import FrontSolver, SolverResult
 from mapframe.solvers.polish import DEFAULT_TOLERANCE, polish_front
@@ -71,28 +72,6 @@ def default_partitions(n_obj: int) -> int:
 
 def _n_directions(n_obj: int, n_partitions: int) -> int:
     return math.comb(n_partitions + n_obj - 1, n_obj - 1)
-
-
-def _int_setting(value: object, name: str, minimum: int) -> int:
-    """``value`` as an int >= ``minimum``; :class:`ConfigError` otherwise (bools rejected)."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not ok or not float(value).is_integer() or value < minimum:  # type: ignore[arg-type,operator]
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)  # type: ignore[call-overload]
-
-
-def _tolerance_setting(value: object) -> float:
-    """``value`` as a float in (0, 1); :class:`ConfigError` otherwise."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not ok or not 0.0 < float(value) < 1.0:  # type: ignore[arg-type]
-        raise ConfigError(f"tolerance must be a number in (0, 1), got {value!r}")
-    return float(value)  # type: ignore[arg-type]
-
-
-def _bool_setting(value: object, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-    return bool(value)
 
 
 def _directions(tasks: Sequence[Task]) -> list[str]:
@@ -180,8 +159,9 @@ class _BoxSolver(FrontSolver):
     max_candidates: int = SELECT_MAX_CANDIDATES
 
     def _set_polish(self, polish: bool, tolerance: float) -> None:
-        self.polish = _bool_setting(polish, "polish")
-        self.tolerance = _tolerance_setting(tolerance)
+        self.polish = bool_setting(polish, "polish")
+        self.tolerance = number_setting(tolerance, "tolerance", 0.0, 1.0, open_low=True,
+                                        open_high=True)
 
     def selection(self, n_obj: int) -> str:
         """How the points are chosen for ``n_obj`` objectives: ``select``, with ``auto``
@@ -232,8 +212,8 @@ class _PymooSolver(_BoxSolver):
         polish: bool = True,
         tolerance: float = DEFAULT_TOLERANCE,
     ) -> None:
-        self.pop_size = None if pop_size is None else _int_setting(pop_size, "pop_size", 4)
-        self.n_gen = _int_setting(n_gen, "n_gen", 1)
+        self.pop_size = None if pop_size is None else int_setting(pop_size, "pop_size", 4)
+        self.n_gen = int_setting(n_gen, "n_gen", 1)
         self.eliminate_duplicates = bool(eliminate_duplicates)
         self._set_polish(polish, tolerance)
 
@@ -333,7 +313,7 @@ class NSGA3Solver(_PymooSolver):
         super().__init__(pop_size=pop_size, n_gen=n_gen, eliminate_duplicates=eliminate_duplicates,
                          polish=polish, tolerance=tolerance)
         self.n_partitions = (
-            None if n_partitions is None else _int_setting(n_partitions, "n_partitions", 1)
+            None if n_partitions is None else int_setting(n_partitions, "n_partitions", 1)
         )
 
     def _algorithm(self, n_obj: int) -> Any:
@@ -391,10 +371,10 @@ class GridSolver(_BoxSolver):
         tolerance: float = DEFAULT_TOLERANCE,
     ) -> None:
         self.points_per_dim = (
-            None if points_per_dim is None else _int_setting(points_per_dim, "points_per_dim", 2)
+            None if points_per_dim is None else int_setting(points_per_dim, "points_per_dim", 2)
         )
-        self.n_samples = _int_setting(n_samples, "n_samples", 1)
-        self.max_points = None if max_points is None else _int_setting(max_points,
+        self.n_samples = int_setting(n_samples, "n_samples", 1)
+        self.max_points = None if max_points is None else int_setting(max_points,
                                                                        "max_points", 1)
         self._set_polish(polish, tolerance)
 
@@ -447,13 +427,13 @@ class AutoFrontSolver(_BoxSolver):
                  polish: bool = True, tolerance: float = DEFAULT_TOLERANCE,
                  select: str = "auto", pool: int = SELECT_POOL,
                  max_candidates: int = SELECT_MAX_CANDIDATES) -> None:
-        self.max_grid_dims = _int_setting(max_grid_dims, "max_grid_dims", 0)
-        self.max_points = _int_setting(max_points, "max_points", 1)
-        self.n_gen = _int_setting(n_gen, "n_gen", 1)
+        self.max_grid_dims = int_setting(max_grid_dims, "max_grid_dims", 0)
+        self.max_points = int_setting(max_points, "max_points", 1)
+        self.n_gen = int_setting(n_gen, "n_gen", 1)
         self._set_polish(polish, tolerance)
         self.select = _select_setting(select)
-        self.pool = _int_setting(pool, "pool", 2)
-        self.max_candidates = _int_setting(max_candidates, "max_candidates", 1)
+        self.pool = int_setting(pool, "pool", 2)
+        self.max_candidates = int_setting(max_candidates, "max_candidates", 1)
 
     def choose(self, space: SearchSpace) -> _BoxSolver:
         """The solver used for ``space``."""

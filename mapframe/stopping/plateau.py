@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mapframe.errors import ConfigError
 from mapframe.problem import SearchSpace
+from mapframe.settings import int_setting, number_setting
 from mapframe.stopping.base import RoundState, StoppingRule
 
 __all__ = ["PlateauStopping"]
@@ -49,31 +49,13 @@ class PlateauStopping(StoppingRule):
         min_evaluations: int | str = "auto",
         n_candidates: int = 2048,
     ) -> None:
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ConfigError(f"plateau: patience must be an integer >= 1, got {patience!r}")
-        for key, val in (("hv_tol", hv_tol), ("loo_tol", loo_tol)):
-            if isinstance(val, bool) or not isinstance(val, (int, float)) or not (
-                0 <= val < 1
-            ):
-                raise ConfigError(f"plateau: {key} must be a number in [0, 1), got {val!r}")
-        if min_evaluations != "auto" and (
-            isinstance(min_evaluations, bool) or not isinstance(min_evaluations, int)
-            or min_evaluations < 1
-        ):
-            raise ConfigError(
-                f"plateau: min_evaluations must be 'auto' or an integer >= 1, got "
-                f"{min_evaluations!r}"
-            )
-        if isinstance(n_candidates, bool) or not isinstance(n_candidates, int) or (
-            n_candidates < 16
-        ):
-            raise ConfigError(
-                f"plateau: n_candidates must be an integer >= 16, got {n_candidates!r}")
-        self.patience = patience
-        self.hv_tol = float(hv_tol)
-        self.loo_tol = float(loo_tol)
-        self.min_evaluations = min_evaluations
-        self.n_candidates = n_candidates
+        who = "plateau"
+        self.patience = int_setting(patience, "patience", 1, who=who)
+        self.hv_tol = number_setting(hv_tol, "hv_tol", 0.0, 1.0, who=who, open_high=True)
+        self.loo_tol = number_setting(loo_tol, "loo_tol", 0.0, 1.0, who=who, open_high=True)
+        self.min_evaluations = int_setting(min_evaluations, "min_evaluations", 1, who=who,
+                                           auto=True)
+        self.n_candidates = int_setting(n_candidates, "n_candidates", 16, who=who)
         self.reset()
 
     def reset(self) -> None:

@@ -1,0 +1,94 @@
+"""Checks of a component's constructor settings, each failing with a one-line
+:class:`~mapframe.errors.ConfigError` that names the component, the setting, what it must be
+and what it got.
+
+Components take their settings from Python and from YAML configs alike, so a check accepts
+what either gives for a valid value (Python and numpy integers; an integral float such as
+``40.0`` for an integer setting) and rejects the rest, booleans included (``True`` is an
+``int`` to Python, never a count to a user)::
+
+    self.batch = int_setting(batch, "batch", 1, who="front sampler")
+    self.initial = int_setting(initial, "initial", 2, who="front sampler", auto=True)
+    self.tolerance = number_setting(tolerance, "tolerance", 0.0, 1.0, open_low=True,
+                                    open_high=True)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, overload
+
+import numpy as np
+
+from mapframe.errors import ConfigError
+
+__all__ = ["bool_setting", "int_setting", "number_setting"]
+
+
+def _prefix(who: str | None) -> str:
+    return f"{who}: " if who else ""
+
+
+def _real(value: Any) -> float | None:
+    """``value`` as a float when it is a real number (not a bool), else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    return float(value)
+
+
+@overload
+def int_setting(value: Any, name: str, minimum: int, *, who: str | None = None,
+                auto: Literal[False] = False) -> int: ...
+
+
+@overload
+def int_setting(value: Any, name: str, minimum: int, *, who: str | None = None,
+                auto: Literal[True]) -> int | Literal["auto"]: ...
+
+
+def int_setting(value: Any, name: str, minimum: int, *, who: str | None = None,
+                auto: bool = False) -> int | Literal["auto"]:
+    """``value`` as an ``int`` of at least ``minimum`` (or ``"auto"`` where ``auto``), else
+    ``ConfigError("<who>: <name> must be an integer >= <minimum>[ or "auto"], got ...")``."""
+    if auto and isinstance(value, str) and value == "auto":
+        return "auto"
+    v = _real(value)
+    if v is None or not math.isfinite(v) or not v.is_integer() or v < minimum:
+        extra = ' or "auto"' if auto else ""
+        raise ConfigError(f"{_prefix(who)}{name} must be an integer >= {minimum}{extra}, "
+                          f"got {value!r}")
+    return int(v)
+
+
+def number_setting(value: Any, name: str, low: float, high: float = math.inf, *,
+                   who: str | None = None, open_low: bool = False, open_high: bool = False,
+                   meaning: str = "") -> float:
+    """``value`` as a finite ``float`` between ``low`` and ``high`` (each bound included
+    unless ``open_low`` / ``open_high``), else a one-line ``ConfigError`` stating the range
+    (and ``meaning``, a short parenthesis on what the number is, where given)."""
+    v = _real(value)
+    ok = v is not None and math.isfinite(v)
+    if ok:
+        assert v is not None
+        ok = (v > low if open_low else v >= low) and (v < high if open_high else v <= high)
+    if not ok:
+        if math.isinf(high):
+            allowed = f"a finite number {'>' if open_low else '>='} {low:g}"
+        elif not open_low and not open_high:
+            allowed = f"a number from {low:g} to {high:g}"
+        else:
+            allowed = (f"a number in {'(' if open_low else '['}{low:g}, {high:g}"
+                       f"{')' if open_high else ']'}")
+        about = f" ({meaning})" if meaning else ""
+        raise ConfigError(f"{_prefix(who)}{name} must be {allowed}{about}, got {value!r}")
+    assert v is not None
+    return v
+
+
+def bool_setting(value: Any, name: str, *, who: str | None = None) -> bool:
+    """``value`` as a ``bool`` (Python's or numpy's), else a one-line ``ConfigError``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{_prefix(who)}{name} must be true or false, got {value!r}")
+    return bool(value)
