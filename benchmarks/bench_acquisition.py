@@ -7,10 +7,12 @@ over the continuous box). This benchmark keeps everything of the `front` sampler
 - **front sampler** (`sampler: front`, defaults): one exact GP per task (mapframe's
   `fit_gp`), the predicted Pareto set solved on the posterior means, the batch picked from it
   by hypervolume gain over the measured front;
-- **BoTorch qLogNEHVI** (`QLogNEHVISampler` below, a subclass of the front sampler that
-  overrides its per-round pick): coefficients scaled to the unit cube, metrics turned into
-  maximisation, one `SingleTaskGP` per task (`Standardize` outcome transform) in a
-  `ModelListGP`, `fit_gpytorch_mll`, `qLogNoisyExpectedHypervolumeImprovement` (reference point
+- **BoTorch qLogNEHVI** (the `botorch` sampler, `sampler: {name: botorch, acquisition:
+  qlognehvi}`, `mapframe/samplers/botorch_sampler.py`; until 2026-12-05 a benchmark-only
+  subclass of the front sampler with the same round): coefficients scaled to the unit cube,
+  metrics turned into maximisation, one `SingleTaskGP` per task (`Standardize` outcome
+  transform) in a `ModelListGP`, `fit_gpytorch_mll`,
+  `qLogNoisyExpectedHypervolumeImprovement` (reference point
   `infer_reference_point` of the measured front, `X_baseline` every measured point,
   `prune_baseline`, 64 Sobol' QMC samples), `optimize_acqf` over the box with 4 restarts and
   256 raw samples (`batch_limit` 5, `maxiter` 200), the batch of 3 chosen sequentially.
@@ -51,16 +53,15 @@ import os
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from benchmarks.bench_peers import TASKS, TRUTH, _black_box, _setting
 from benchmarks.common import mean_std
 from mapframe import MergeStudy
-from mapframe.problem import SearchSpace
-from mapframe.samplers.base import SamplerContext
-from mapframe.samplers.front import _TOO_CLOSE, FrontSampler
+from mapframe.samplers.botorch_sampler import BoTorchSampler
+from mapframe.samplers.front import FrontSampler
 
 N = 3
 BUDGETS = [10, 20, 30, 50]
@@ -71,62 +72,10 @@ METHODS = ("front sampler", "BoTorch qLogNEHVI")
 QLOGNEHVI_SETTINGS = {"mc_samples": 64, "num_restarts": 4, "raw_samples": 256, "batch": 3}
 
 
-class QLogNEHVISampler(FrontSampler):
-    """The front sampler's loop (initial Sobol' design, batches, fallback) with BoTorch's
-    qLogNEHVI, optimised over the box by ``optimize_acqf``, choosing each round's batch.
-    For this benchmark only; needs botorch."""
-
-    name: ClassVar[str] = "bench-qlognehvi"
-
-    def __init__(self, mc_samples: int = 64, num_restarts: int = 4, raw_samples: int = 256,
-                 batch: int = 3) -> None:
-        super().__init__(batch=batch)
-        self.mc_samples, self.num_restarts = int(mc_samples), int(num_restarts)
-        self.raw_samples = int(raw_samples)
-
-    def _front_picks(self, n: int, space: SearchSpace, context: SamplerContext,
-                     X: np.ndarray, Y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        import torch
-        from botorch.acquisition.multi_objective.logei import (
-            qLogNoisyExpectedHypervolumeImprovement,
-        )
-        from botorch.fit import fit_gpytorch_mll
-        from botorch.models import ModelListGP, SingleTaskGP
-        from botorch.models.transforms.outcome import Standardize
-        from botorch.optim.optimize import optimize_acqf
-        from botorch.sampling import SobolQMCNormalSampler
-        from botorch.utils.multi_objective.hypervolume import infer_reference_point
-        from botorch.utils.multi_objective.pareto import is_non_dominated
-        from gpytorch.mlls import SumMarginalLogLikelihood
-
-        seed = int(rng.integers(1 << 31))
-        torch.manual_seed(seed)
-        lo, width = space.lower, space.upper - space.lower
-        signs = np.array([t.sign for t in context.tasks], dtype=float)
-        Xt = torch.as_tensor((X - lo) / width, dtype=torch.double)
-        Yt = torch.as_tensor(Y * signs, dtype=torch.double)  # every task maximised
-        d = X.shape[1]
-        bounds = torch.stack([torch.zeros(d, dtype=torch.double),
-                              torch.ones(d, dtype=torch.double)])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = ModelListGP(*[SingleTaskGP(Xt, Yt[:, j:j + 1],
-                                               outcome_transform=Standardize(m=1))
-                                  for j in range(Yt.shape[1])])
-            fit_gpytorch_mll(SumMarginalLogLikelihood(model.likelihood, model))
-            ref = infer_reference_point(Yt[is_non_dominated(Yt)])
-            acq = qLogNoisyExpectedHypervolumeImprovement(
-                model=model, ref_point=ref.tolist(), X_baseline=Xt, prune_baseline=True,
-                sampler=SobolQMCNormalSampler(sample_shape=torch.Size([self.mc_samples]),
-                                              seed=seed))
-            cand, _ = optimize_acqf(acq, bounds=bounds, q=n, num_restarts=self.num_restarts,
-                                    raw_samples=self.raw_samples,
-                                    options={"batch_limit": 5, "maxiter": 200},
-                                    sequential=True)
-        C = cand.detach().numpy()
-        gap = np.abs(C[:, None, :] - Xt.numpy()[None, :, :]).max(axis=2).min(axis=1)
-        C = C[gap >= _TOO_CLOSE]  # the caller tops up with fresh Sobol' points
-        return np.clip(lo + C * width, space.lower, space.upper)
+def qlognehvi_sampler(**settings: Any) -> BoTorchSampler:
+    """The shipped ``botorch`` sampler running qLogNEHVI (with the front sampler's initial
+    design and batches, its defaults)."""
+    return BoTorchSampler(acquisition="qlognehvi", **settings)
 
 
 def _job(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -138,7 +87,7 @@ def _job(job: dict[str, Any]) -> list[dict[str, Any]]:
     method, seed, budgets = job["method"], job["seed"], job["budgets"]
     problem, scorer = _setting(N)
     sampler = (FrontSampler() if method == "front sampler"
-               else QLogNEHVISampler(**QLOGNEHVI_SETTINGS))
+               else qlognehvi_sampler(**QLOGNEHVI_SETTINGS))
     bb = _black_box(problem, N, max(budgets))
     bb.start()
     t = time.perf_counter()

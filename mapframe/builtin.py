@@ -33,6 +33,7 @@ def mapframe_register_components(registry: ComponentRegistry) -> None:
     from mapframe.merging.ties_dare import DareTaskArithmetic, DareTies, TiesMerging
     from mapframe.pairing import CosinePairing, InOrderPairing, MetricProfilePairing
     from mapframe.samplers.bins import BinSampler
+    from mapframe.samplers.botorch_sampler import BoTorchSampler
     from mapframe.samplers.choice import AutoSampler
     from mapframe.samplers.front import FrontSampler
     from mapframe.samplers.gp import GPSampler
@@ -69,6 +70,7 @@ def mapframe_register_components(registry: ComponentRegistry) -> None:
         BinSampler,
         GPSampler,
         FrontSampler,
+        BoTorchSampler,
         AutoSampler,
         QuadraticSurrogate,
         SigmoidQuadraticSurrogate,

@@ -16,13 +16,26 @@ __all__ = ["Direction", "SearchSpace", "Task", "as_tasks"]
 Direction = Literal["max", "min"]
 
 
+def _bound(task: str, which: str, value: object, unbounded: float) -> float:
+    """A task's ``lower`` / ``upper`` metric bound as a float (``None``: no bound)."""
+    if value is None:
+        return unbounded
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"task {task!r}: {which} must be a number (or None for no bound), "
+                          f"got {value!r}") from None
+
+
 @dataclass(frozen=True)
 class Task:
     """One task of a merge: its name, its metric's direction and the metric's known range.
 
     ``lower``/``upper`` are the metric's natural range (accuracy: 0 and 1; a loss: 0 and
-    ``inf``); ``-inf``/``inf`` mean unbounded. Surrogates use the range to pick a warping, and
-    evaluations outside it are rejected as errors.
+    ``inf``); ``-inf``/``inf`` (or ``None``) mean unbounded. Surrogates use the range to pick a
+    warping, and evaluations outside it are rejected as errors.
     """
 
     name: str
@@ -37,7 +50,8 @@ class Task:
             raise ConfigError(
                 f"task {self.name!r}: direction must be 'max' or 'min', got {self.direction!r}"
             )
-        lo, hi = float(self.lower), float(self.upper)
+        lo = _bound(self.name, "lower", self.lower, -math.inf)
+        hi = _bound(self.name, "upper", self.upper, math.inf)
         if math.isnan(lo) or math.isnan(hi) or not lo < hi:
             raise ConfigError(
                 f"task {self.name!r}: metric range must satisfy lower < upper, got "

@@ -71,8 +71,8 @@ def test_spread_rule_matches_spread_subset_on_the_front() -> None:
 
 def test_qlognehvi_sampler_keeps_the_initial_design() -> None:
     pytest.importorskip("botorch")
-    sampler = bench_acquisition.QLogNEHVISampler(mc_samples=8, num_restarts=1,
-                                                 raw_samples=16)
+    sampler = bench_acquisition.qlognehvi_sampler(mc_samples=8, num_restarts=1,
+                                                  raw_samples=16)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ours = MergeStudy(objective=objective, task_names=["a", "b"], budget=9, seed=0,

@@ -398,8 +398,8 @@ def test_adaptive_sampling_page_matches_the_components(tmp_path):
 
     page = _page("adaptive-sampling.md")
     registry = get_registry()
-    for kind, name in (("sampler", "bins"), ("sampler", "gp"), ("surrogate", "gp"),
-                       ("stopping", "plateau")):
+    for kind, name in (("sampler", "bins"), ("sampler", "gp"), ("sampler", "front"),
+                       ("sampler", "botorch"), ("surrogate", "gp"), ("stopping", "plateau")):
         for param in inspect.signature(registry.get(kind, name)).parameters:
             assert f"| `{param}` |" in page or f"`{param}`" in page, (kind, name, param)
     configs = [yaml.safe_load(body) for info, body in _blocks("adaptive-sampling.md")

@@ -2,6 +2,7 @@
 
 from mapframe.samplers.base import Sampler, SamplerContext
 from mapframe.samplers.bins import BinSampler
+from mapframe.samplers.botorch_sampler import BoTorchSampler
 from mapframe.samplers.front import FrontSampler
 from mapframe.samplers.gp import GPSampler
 from mapframe.samplers.space_filling import (
@@ -13,6 +14,7 @@ from mapframe.samplers.space_filling import (
 
 __all__ = [
     "BinSampler",
+    "BoTorchSampler",
     "FrontSampler",
     "GPSampler",
     "GridSampler",

@@ -16,14 +16,12 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from mapframe.errors import ConfigError
-from mapframe.history import History
 from mapframe.hypervolume import greedy_hypervolume_subset
 from mapframe.problem import SearchSpace
-from mapframe.samplers.base import CheckedSampler, SamplerContext
+from mapframe.samplers.base import SamplerContext
 from mapframe.samplers.gp import gp_fit_settings, greedy_qehvi, scaled_front
-from mapframe.samplers.space_filling import fresh_sobol
+from mapframe.samplers.rounds import RoundsSampler, far_from_measured
 from mapframe.settings import int_setting, number_setting
-from mapframe.surrogates.quadratic import _one_blas_thread
 from mapframe.surrogates.warp import WarpedGP, WarpName, check_warp
 
 __all__ = ["FrontSampler"]
@@ -31,11 +29,8 @@ __all__ = ["FrontSampler"]
 #: How the sampler's setting errors name it.
 _WHO = "front sampler"
 
-#: Candidates closer than this (max-norm, unit cube) to an evaluated point are not proposed.
-_TOO_CLOSE = 1e-3
 
-
-class FrontSampler(CheckedSampler):
+class FrontSampler(RoundsSampler):
     """Adaptive sampling on the front predicted by one Gaussian process per task (``"front"``).
 
     Call order as for every adaptive sampler (:class:`~mapframe.samplers.base.Sampler`).
@@ -101,6 +96,7 @@ class FrontSampler(CheckedSampler):
     """
 
     name: ClassVar[str] = "front"
+    who = _WHO
     adaptive: ClassVar[bool] = True
 
     def __init__(
@@ -119,8 +115,7 @@ class FrontSampler(CheckedSampler):
             raise ConfigError(
                 f"front sampler: pick must be 'hypervolume' (gain on the posterior means) or "
                 f"'expected' (q-EHVI over the predicted front), got {pick!r}")
-        self.initial = int_setting(initial, "initial", 2, who=_WHO, auto=True)
-        self.batch = int_setting(batch, "batch", 1, who=_WHO)
+        self._set_rounds(initial, batch)
         self.optimism = number_setting(
             optimism, "optimism", 0.0, 10.0, who=_WHO,
             meaning="posterior standard deviations added in each task's better direction")
@@ -133,43 +128,7 @@ class FrontSampler(CheckedSampler):
         self.nu, self.restarts, self.noise_floor = gp_fit_settings(nu, restarts, noise_floor)
 
     # ---- rounds
-    def initial_size(self, n_dims: int, budget: int = 0) -> int:
-        """The size of the initial space-filling design for ``n_dims`` coefficients and a
-        search budget of ``budget`` evaluations (``0``: unknown, the full ``2 (N + 1)``)."""
-        if self.initial != "auto":
-            return int(self.initial)
-        full = 2 * (n_dims + 1)
-        return full if budget <= 0 or budget >= 3 * (n_dims + 1) else n_dims + 2
-
-    def _budget(self, history: History) -> int:
-        """The study's search budget as :meth:`setup` gave it (0 when not set up)."""
-        ctx = self._context
-        return ctx.budget if ctx is not None and ctx.space.n_dims == history.n_dims else 0
-
-    def batch_size(self, remaining: int, history: History, capacity: int = 1) -> int:
-        """The rest of the initial design while it is incomplete, then ``max(batch,
-        capacity)``; never more than ``remaining`` (and at least 1)."""
-        done = history.X.shape[0]
-        initial = self.initial_size(history.n_dims, self._budget(history))
-        n = initial - done if done < initial else max(self.batch, int(capacity))
-        return max(1, min(n, int(remaining)))
-
-    def _propose(
-        self, n: int, space: SearchSpace, history: History, rng: np.random.Generator
-    ) -> np.ndarray:
-        """Return ``n`` points: initial Sobol' points, or the round's hypervolume picks."""
-        X, Y = history.canonical()
-        if X.shape[0] < max(2, self.initial_size(space.n_dims, self._budget(history))):
-            return fresh_sobol(n, space, history, rng)
-        context = self.context_for(space, history)
-        with _one_blas_thread():
-            picks = self._front_picks(n, space, context, X, Y, rng)
-        if picks.shape[0] < n:
-            extra = fresh_sobol(n - picks.shape[0], space, history, rng)
-            picks = np.vstack([picks, extra]) if picks.size else extra
-        return picks
-
-    def _front_picks(
+    def _round_picks(
         self,
         n: int,
         space: SearchSpace,
@@ -194,10 +153,7 @@ class FrontSampler(CheckedSampler):
         # study's final front gets at 3-4 tasks: the batch is chosen by hypervolume gain next.
         sol = AutoFrontSolver(select="solver").solve(predict, space, list(context.tasks),
                                                      int(rng.integers(1 << 31)))
-        Xc = np.asarray(sol.X, dtype=float).reshape(-1, space.n_dims)
-        width = space.upper - space.lower
-        gap = np.abs((Xc[:, None, :] - X[None, :, :]) / width).max(axis=2).min(axis=1)
-        Xc = Xc[gap >= _TOO_CLOSE]
+        Xc = far_from_measured(sol.X, X, space)
         if Xc.shape[0] == 0:
             return np.empty((0, space.n_dims))
         if self.pick == "expected":

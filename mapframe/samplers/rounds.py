@@ -1,0 +1,110 @@
+"""The round structure shared by the ``front`` and ``botorch`` samplers: a space-filling start,
+then rounds whose batch an acquisition chooses from everything measured.
+
+:class:`RoundsSampler` owns the start (its size, ``initial``), the batch size and the fallback
+(fresh Sobol' points when a round chooses fewer points than asked); a subclass implements
+only :meth:`RoundsSampler._round_picks`.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Literal
+
+import numpy as np
+
+from mapframe.history import History
+from mapframe.problem import SearchSpace
+from mapframe.samplers.base import CheckedSampler, SamplerContext
+from mapframe.samplers.space_filling import fresh_sobol
+from mapframe.settings import int_setting
+from mapframe.surrogates.quadratic import _one_blas_thread
+
+__all__ = ["TOO_CLOSE", "RoundsSampler", "far_from_measured"]
+
+#: Candidates closer than this (max-norm, unit cube) to an evaluated point are not proposed.
+TOO_CLOSE = 1e-3
+
+
+def far_from_measured(C: np.ndarray, X: np.ndarray, space: SearchSpace) -> np.ndarray:
+    """The rows of ``C`` at least :data:`TOO_CLOSE` (max-norm, unit cube) from every row of
+    ``X``."""
+    C = np.asarray(C, dtype=float).reshape(-1, space.n_dims)
+    if C.shape[0] == 0 or X.shape[0] == 0:
+        return C
+    width = space.upper - space.lower
+    gap = np.abs((C[:, None, :] - X[None, :, :]) / width).max(axis=2).min(axis=1)
+    return C[gap >= TOO_CLOSE]
+
+
+class RoundsSampler(CheckedSampler):
+    """An adaptive sampler that starts with a space-filling design and then proposes rounds
+    of ``batch`` points chosen by :meth:`_round_picks`.
+
+    The start is the first points of one scrambled Sobol' sequence drawn from ``rng`` (the
+    same ``rng`` gives the same design, so a resumed study re-proposes, and reuses, the same
+    points); its size is ``initial``, ``"auto"`` resolved by :meth:`initial_size`. A round
+    proposes ``max(batch, capacity)`` points (never more than remain), from
+    ``history.canonical()`` (so the order of the history does not matter); when
+    :meth:`_round_picks` returns fewer, fresh Sobol' points fill the batch.
+    """
+
+    #: How setting errors name the sampler.
+    who: str = "sampler"
+
+    def _set_rounds(self, initial: int | Literal["auto"], batch: int) -> None:
+        self.initial = int_setting(initial, "initial", 2, who=self.who, auto=True)
+        self.batch = int_setting(batch, "batch", 1, who=self.who)
+
+    def initial_size(self, n_dims: int, budget: int = 0) -> int:
+        """The size of the initial space-filling design for ``n_dims`` coefficients and a
+        search budget of ``budget`` evaluations (``0``: unknown, the full ``2 (N + 1)``):
+        ``initial``, or for ``"auto"`` ``2 (N + 1)`` (BoTorch's tutorial start), ``N + 2``
+        when ``budget`` is below ``3 (N + 1)`` (the full start would leave fewer than
+        ``N + 1`` adaptive evaluations)."""
+        if self.initial != "auto":
+            return int(self.initial)
+        full = 2 * (n_dims + 1)
+        return full if budget <= 0 or budget >= 3 * (n_dims + 1) else n_dims + 2
+
+    def _budget(self, history: History) -> int:
+        """The study's search budget as :meth:`setup` gave it (0 when not set up)."""
+        ctx = self._context
+        return ctx.budget if ctx is not None and ctx.space.n_dims == history.n_dims else 0
+
+    def batch_size(self, remaining: int, history: History, capacity: int = 1) -> int:
+        """The rest of the initial design while it is incomplete, then ``max(batch,
+        capacity)``; never more than ``remaining`` (and at least 1)."""
+        done = history.X.shape[0]
+        initial = self.initial_size(history.n_dims, self._budget(history))
+        n = initial - done if done < initial else max(self.batch, int(capacity))
+        return max(1, min(n, int(remaining)))
+
+    def _propose(
+        self, n: int, space: SearchSpace, history: History, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Return ``n`` points: initial Sobol' points, or the round's picks."""
+        X, Y = history.canonical()
+        if X.shape[0] < max(2, self.initial_size(space.n_dims, self._budget(history))):
+            return fresh_sobol(n, space, history, rng)
+        context = self.context_for(space, history)
+        with _one_blas_thread():
+            picks = self._round_picks(n, space, context, X, Y, rng)
+        if picks.shape[0] < n:
+            extra = fresh_sobol(n - picks.shape[0], space, history, rng)
+            picks = np.vstack([picks, extra]) if picks.size else extra
+        return picks
+
+    @abstractmethod
+    def _round_picks(
+        self,
+        n: int,
+        space: SearchSpace,
+        context: SamplerContext,
+        X: np.ndarray,
+        Y: np.ndarray,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """At most ``n`` points of ``space`` to measure next, none within :data:`TOO_CLOSE`
+        of a row of ``X`` (canonical order; ``Y`` their metrics in the tasks' units and
+        directions, ``context.tasks``); fewer are topped up with fresh Sobol' points."""
