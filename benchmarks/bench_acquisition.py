@@ -35,16 +35,20 @@ qLogNEHVI's own overhead is about a minute per study to B = 30 on this machine, 
 minutes to B = 50, so the whole run takes minutes. Both methods' studies run two at a time
 (one per core), so their overheads are measured under the same load.
 
-Reading of the recorded run (seeds 0-2; the machine was shared with another job, so both
-methods' overheads are inflated alike): **BoTorch's acquisition does not beat the front
-sampler.** The front sampler is ahead at B = 20, 30 and 50 (+0.012 each, 3, 2 and 3 of 3
-seeds; the third seed at B = 30 is a tie, -0.0001) and level at B = 10 (-0.002, one seed
-ahead: after the shared 8-point start each has chosen only 2 points), at 2.7-33 s of own
-overhead against 14-301 s (5-9 times less). The 2026-12-02 throw-away prototype (seed 0 for
-qLogNEHVI, on a loaded machine) had read 0.669 / 0.796 / 0.841 / 0.875 for qLogNEHVI
-against 0.661 / 0.776 / 0.822 / 0.879 for the front sampler; this rerunnable loop, with the
-front sampler's own initial design for both, does not reproduce qLogNEHVI's lead at
-B = 10-30.
+Reading of the recorded run (seeds 0-2, 2026-12-05, the shipped `botorch` sampler; the
+studies ran two at a time, one per core, so both methods' overheads are measured under the
+same load): **BoTorch's acquisition does not beat the front sampler.** The front sampler is
+ahead at B = 20, 30 and 50 (+0.012 / +0.013 / +0.011, 3 of 3 seeds each) and level at
+B = 10 (-0.003, 2 of 3 seeds ahead: after the shared 8-point start each has chosen only 2
+points), at 2.2-25 s of own overhead against 48-396 s (16-22 times less). The run of
+2026-12-03 (the benchmark-only subclass, the same round; the ground truth then had 1 437
+front points, now 1 411) read the same: +0.012 at B = 20-50, -0.002 at B = 10, with
+qLogNEHVI's overhead at 14-301 s on the machine of that day. The 2026-12-02
+throw-away prototype (seed 0 for qLogNEHVI, on a loaded machine) had read 0.669 / 0.796 /
+0.841 / 0.875 for qLogNEHVI against 0.661 / 0.776 / 0.822 / 0.879 for the front sampler;
+this rerunnable loop, with the front sampler's own initial design for both, does not
+reproduce qLogNEHVI's lead at B = 10-30. So `sampler: auto` keeps picking `front`; the
+`botorch` sampler is there for users who want BoTorch's own acquisition in a study.
 """
 
 from __future__ import annotations
