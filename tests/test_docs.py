@@ -425,3 +425,37 @@ def test_nested_page_yaml_validates_and_images_exist(tmp_path):
         assert (DOCS / image).is_file(), image
     for name in get_registry().names("pairing"):
         assert f"`{name}`" in page
+
+
+def test_adaptive_sampling_page_rounds_sampler_example_runs(tmp_path):
+    """The page's RoundsSampler subclass, registered as a plugin would, passes the adaptive
+    sampler contract's checks and runs a study that resumes without re-evaluating."""
+    from mapframe.plugin import hookimpl
+    from mapframe.testing import AdaptiveSamplerContract
+
+    [body] = [b for info, b in _blocks("adaptive-sampling.md")
+              if info == "python" and "class JitterSampler(RoundsSampler)" in b]
+    namespace: dict = {}
+    exec(compile(body, "adaptive-sampling.md", "exec"), namespace)
+    cls = namespace["JitterSampler"]
+
+    class Plugin:
+        @hookimpl
+        def mapframe_register_components(self, registry):
+            registry.register(cls)
+
+    plugin = Plugin()
+    register_plugin(plugin, name="jitter-docs-example")
+    try:
+        class Check(AdaptiveSamplerContract):
+            def make_sampler(self):
+                return cls(batch=2)
+
+        check = Check()
+        check.test_is_registered()
+        check.test_proposals_with_history()
+        check.test_history_order_does_not_matter()
+        check.test_proposes_in_rounds()
+        check.test_study_resumes_without_reevaluating(tmp_path)
+    finally:
+        unregister_plugin(plugin)

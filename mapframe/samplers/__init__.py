@@ -5,6 +5,7 @@ from mapframe.samplers.bins import BinSampler
 from mapframe.samplers.botorch_sampler import BoTorchSampler
 from mapframe.samplers.front import FrontSampler
 from mapframe.samplers.gp import GPSampler
+from mapframe.samplers.rounds import RoundsSampler
 from mapframe.samplers.space_filling import (
     GridSampler,
     LatinHypercubeSampler,
@@ -20,6 +21,7 @@ __all__ = [
     "GridSampler",
     "LatinHypercubeSampler",
     "RandomSampler",
+    "RoundsSampler",
     "Sampler",
     "SamplerContext",
     "SobolSampler",

@@ -109,7 +109,7 @@ class BoTorchSampler(RoundsSampler):
             return self.acquisition
         return "qlognehvi" if n_tasks <= AUTO_EHVI_TASKS else "qlognparego"
 
-    def _round_picks(
+    def round_picks(
         self,
         n: int,
         space: SearchSpace,

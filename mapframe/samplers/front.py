@@ -128,7 +128,7 @@ class FrontSampler(RoundsSampler):
         self.nu, self.restarts, self.noise_floor = gp_fit_settings(nu, restarts, noise_floor)
 
     # ---- rounds
-    def _round_picks(
+    def round_picks(
         self,
         n: int,
         space: SearchSpace,

@@ -3,7 +3,7 @@ then rounds whose batch an acquisition chooses from everything measured.
 
 :class:`RoundsSampler` owns the start (its size, ``initial``), the batch size and the fallback
 (fresh Sobol' points when a round chooses fewer points than asked); a subclass implements
-only :meth:`RoundsSampler._round_picks`.
+only :meth:`RoundsSampler.round_picks`.
 """
 
 from __future__ import annotations
@@ -39,14 +39,16 @@ def far_from_measured(C: np.ndarray, X: np.ndarray, space: SearchSpace) -> np.nd
 
 class RoundsSampler(CheckedSampler):
     """An adaptive sampler that starts with a space-filling design and then proposes rounds
-    of ``batch`` points chosen by :meth:`_round_picks`.
+    of ``batch`` points chosen by :meth:`round_picks`: the base of the ``front`` and
+    ``botorch`` samplers, and the quickest way to try another acquisition (implement
+    :meth:`round_picks`, call ``self._set_rounds(initial, batch)`` in ``__init__``).
 
     The start is the first points of one scrambled Sobol' sequence drawn from ``rng`` (the
     same ``rng`` gives the same design, so a resumed study re-proposes, and reuses, the same
     points); its size is ``initial``, ``"auto"`` resolved by :meth:`initial_size`. A round
     proposes ``max(batch, capacity)`` points (never more than remain), from
     ``history.canonical()`` (so the order of the history does not matter); when
-    :meth:`_round_picks` returns fewer, fresh Sobol' points fill the batch.
+    :meth:`round_picks` returns fewer, fresh Sobol' points fill the batch.
     """
 
     #: How setting errors name the sampler.
@@ -89,14 +91,14 @@ class RoundsSampler(CheckedSampler):
             return fresh_sobol(n, space, history, rng)
         context = self.context_for(space, history)
         with _one_blas_thread():
-            picks = self._round_picks(n, space, context, X, Y, rng)
+            picks = self.round_picks(n, space, context, X, Y, rng)
         if picks.shape[0] < n:
             extra = fresh_sobol(n - picks.shape[0], space, history, rng)
             picks = np.vstack([picks, extra]) if picks.size else extra
         return picks
 
     @abstractmethod
-    def _round_picks(
+    def round_picks(
         self,
         n: int,
         space: SearchSpace,
