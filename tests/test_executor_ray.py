@@ -83,7 +83,10 @@ class TestRayExecutor(ExecutorContract):
         return RayExecutor(workers=2)
 
 
-@pytest.mark.parametrize("metric", ["accuracy", "loss"])
+#: The loss run (about 20 s of the one worker that runs every Ray test) is slow: the
+#: accuracy run covers the same path in the core suite.
+@pytest.mark.parametrize("metric", ["accuracy",
+                                    pytest.param("loss", marks=pytest.mark.slow)])
 def test_digits_study_matches_inprocess(tmp_path_factory: pytest.TempPathFactory,
                                         metric: str) -> None:
     """The built-in digits example gives bit-identical histories and fronts on both, although
@@ -235,6 +238,10 @@ def test_settings_are_checked_and_described() -> None:
         RayExecutor(address="head")
 
 
+#: Slow (about 20 s on the one worker that runs every Ray test): the core suite keeps the
+#: Ray kill below (at most one short batch lost) and the process pool's kill-and-resume
+#: (tests/test_executor_pool.py); this adds the watchdog and the rerun on Ray.
+@pytest.mark.slow
 def test_driver_killed_stops_its_local_ray_and_the_rerun_resumes(tmp_path):
     # A driver killed with kill -9 cannot call ray.shutdown(): the watchdog the executor
     # started beside its local instance stops every process of that Ray session.
