@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from mapframe.errors import MapframeError
@@ -17,3 +18,12 @@ def optional_import(module: str, extra: str, purpose: str) -> ModuleType:
             f"{purpose} needs the package '{module.split('.')[0]}', which is not importable "
             f"({exc}); install it with: pip install 'mapframe[{extra}]'"
         ) from exc
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be found for import, without importing it (cheap: for checks
+    that run before a heavy optional dependency is needed)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

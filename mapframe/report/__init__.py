@@ -31,9 +31,9 @@ REPORT_NAME = "report.html"
 
 def plotly_available() -> bool:
     """Whether plotly can be imported (the report needs it)."""
-    import importlib.util
+    from mapframe._imports import installed
 
-    return importlib.util.find_spec("plotly") is not None
+    return installed("plotly")
 
 
 def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str] | None = None

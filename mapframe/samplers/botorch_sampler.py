@@ -10,12 +10,12 @@ front sampler's loop vs the front sampler"). Needs ``pip install 'mapframe[botor
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from mapframe._imports import installed
 from mapframe.errors import ConfigError
 from mapframe.problem import SearchSpace
 from mapframe.samplers.base import SamplerContext
@@ -38,11 +38,7 @@ _WHO = "botorch sampler"
 
 
 def _require_botorch() -> None:
-    try:
-        found = importlib.util.find_spec("botorch") is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
+    if not installed("botorch"):
         raise ConfigError("the botorch sampler needs BoTorch, which is not installed: "
                           "pip install 'mapframe[botorch]'")
 

@@ -17,11 +17,11 @@ The rule (measured in ``docs/benchmarks.md``, head-to-head section, 2026-12-02):
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any, ClassVar
 
 import numpy as np
 
+from mapframe._imports import installed
 from mapframe.history import History
 from mapframe.problem import SearchSpace
 from mapframe.samplers.base import Sampler, SamplerContext
@@ -35,10 +35,7 @@ _ONE_ROUND = 3
 
 
 def _has_gpytorch() -> bool:
-    try:
-        return importlib.util.find_spec("gpytorch") is not None
-    except (ImportError, ValueError):
-        return False
+    return installed("gpytorch")
 
 
 def auto_sampler_name(n_dims: int, budget: int) -> str:

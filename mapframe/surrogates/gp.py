@@ -22,7 +22,6 @@ load them; predictions never touch them.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import math
 import warnings
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from typing import Any, ClassVar, cast
 import numpy as np
 from scipy.linalg import cho_solve, cholesky, solve_triangular
 
+from mapframe._imports import installed
 from mapframe.errors import BudgetError, ConfigError, MapframeError
 from mapframe.problem import Task
 from mapframe.surrogates.base import (
@@ -59,11 +59,7 @@ _CHUNK_ELEMS = 1 << 21
 
 def _require_gpytorch(what: str) -> None:
     """Raise :class:`ConfigError` (cheaply, without importing it) when gpytorch is missing."""
-    try:
-        found = importlib.util.find_spec("gpytorch") is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
+    if not installed("gpytorch"):
         raise ConfigError(_HINT.format(what=what))
 
 
