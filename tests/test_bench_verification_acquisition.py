@@ -22,6 +22,7 @@ from benchmarks import bench_acquisition, bench_verification
 from mapframe import MergeStudy
 from mapframe.history import coefficient_key
 from mapframe.metrics import spread_subset
+from mapframe.samplers.botorch_sampler import BoTorchSampler
 
 TARGETS = np.array([[0.9, 0.1], [0.1, 0.9]])
 
@@ -71,8 +72,8 @@ def test_spread_rule_matches_spread_subset_on_the_front() -> None:
 
 def test_qlognehvi_sampler_keeps_the_initial_design() -> None:
     pytest.importorskip("botorch")
-    sampler = bench_acquisition.qlognehvi_sampler(mc_samples=8, num_restarts=1,
-                                                  raw_samples=16)
+    sampler = BoTorchSampler(acquisition="qlognehvi", mc_samples=8, num_restarts=1,
+                             raw_samples=16)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ours = MergeStudy(objective=objective, task_names=["a", "b"], budget=9, seed=0,
