@@ -256,7 +256,14 @@ MAP_MODES = {
     "mapframe Plain MAP": {"sampler": "sobol"},
     "mapframe Bayesian MAP (gp)": {"sampler": "gp"},
     "mapframe Bayesian MAP (front)": {"sampler": "front"},
+    "mapframe Bayesian MAP (botorch)": {"sampler": "botorch"},
 }
+#: mapframe's ``botorch`` sampler (BoTorch's qLogNEHVI in mapframe's study, charged and
+#: verified like every mode): its rounds cost what BoTorch's own loop costs, so it runs at
+#: N <= 4 only (qLogNEHVI is not the acquisition there; qLogNParEGO is) and up to B = 50.
+BOTORCH_MODE = "mapframe Bayesian MAP (botorch)"
+#: Largest budget per N of the modes that do not run everywhere (an N not listed: not run).
+MODE_BUDGETS: dict[str, dict[int, int]] = {BOTORCH_MODE: {2: 50, 3: 50, 4: 50}}
 VERIFY_SHARE = 0.3
 #: Modes that verify another share of the budget (the front sampler already measures
 #: predicted front points every round; its share was fixed on the pilot seeds 100-102).
@@ -738,10 +745,20 @@ def plan(quick: bool = False) -> tuple[dict[int, list[int]], list[int]]:
     return {n: list(BUDGETS[n]) for n in ns}, list(SEEDS)
 
 
-def modes_at(n: int) -> list[str]:
+def modes_at(n: int, budget: int | None = None) -> list[str]:
     """The mapframe modes run at ``n`` tasks (only :data:`MODES_MANY` from
-    :data:`MANY_TASKS_FROM_N` on)."""
-    return [m for m in MAP_MODES if n < MANY_TASKS_FROM_N or m in MODES_MANY]
+    :data:`MANY_TASKS_FROM_N` on; the modes of :data:`MODE_BUDGETS` only at their N), and at
+    ``budget`` when given (those modes only up to their largest budget)."""
+    out = []
+    for m in MAP_MODES:
+        if n >= MANY_TASKS_FROM_N and m not in MODES_MANY:
+            continue
+        limit = MODE_BUDGETS.get(m)
+        if limit is not None and (n not in limit or (budget is not None
+                                                     and budget > limit[n])):
+            continue
+        out.append(m)
+    return out
 
 
 def jobs(quick: bool = False) -> list[dict[str, Any]]:
@@ -756,7 +773,7 @@ def jobs(quick: bool = False) -> list[dict[str, Any]]:
             proposals = (False,) if n >= MANY_TASKS_FROM_N else (False, True)
             for budget in budgets:
                 out += [{"kind": "map", "n": n, "budget": budget, "seed": seed, "mode": m,
-                         "proposal": p} for m in modes_at(n) for p in proposals
+                         "proposal": p} for m in modes_at(n, budget) for p in proposals
                         if only is None or m in only]
         if only is None:
             out += [{"kind": "grid", "n": n, "budget": b, "seeds": seeds} for b in budgets]

@@ -122,7 +122,7 @@ def cells_jobs(cells: list[tuple[int, int]], seeds: list[int]) -> list[dict[str,
             out += [{"kind": "peer", "n": n, "seed": seed, "method": m, "checkpoints": cps}
                     for m in bp.PEERS_AT[n]]
             out += [{"kind": "map", "n": n, "budget": b, "seed": seed, "mode": m,
-                     "proposal": False} for b in budgets for m in bp.modes_at(n)]
+                     "proposal": False} for b in budgets for m in bp.modes_at(n, b)]
     return out
 
 

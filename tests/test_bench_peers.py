@@ -173,6 +173,12 @@ def test_plan_quick_and_the_n_environment_variable(monkeypatch: pytest.MonkeyPat
     maps = [j for j in bench_peers.jobs() if j["kind"] == "map"]
     assert {j["mode"] for j in maps} == set(bench_peers.MAP_MODES)
     assert {j["proposal"] for j in maps} == {False, True}
+    monkeypatch.setenv(bench_peers.N_ENV, "4,6")
+    botorch = [j for j in bench_peers.jobs() if j.get("mode") == bench_peers.BOTORCH_MODE]
+    assert {j["n"] for j in botorch} == {4}  # a mode of MODE_BUDGETS: only at its N
+    assert sorted({j["budget"] for j in botorch}) == [10, 20, 30, 50]  # and up to its budget
+    assert bench_peers.modes_at(4, 100) == [m for m in bench_peers.MAP_MODES
+                                            if m != bench_peers.BOTORCH_MODE]
     monkeypatch.setenv(bench_peers.N_ENV, "5")
     with pytest.raises(ValueError, match="MAPFRAME_BENCH_PEERS_N"):
         bench_peers.plan()
