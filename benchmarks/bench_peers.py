@@ -35,7 +35,12 @@ memory at N = 8 (twice; N = 6 was not tried separately for lack of time). qNParE
 Chebyshev scalarisations, noisy log-EI on each) runs at every N. mapframe runs Plain MAP and
 the `front` sampler (what `sampler: auto` picks from N = 3) at N = 6 and 8, charged rows only
 (the proposal-quality runs and the `gp` sampler are left out there to keep the whole benchmark
-within one working session).
+within one working session). At N <= 4 it also runs the `botorch` sampler (`sampler:
+botorch`, mapframe[botorch]: BoTorch's qLogNEHVI tutorial step as the study's search rounds,
+batches of 3 after the same Sobol' start as the `front` sampler, then mapframe's
+verification and handed-over front; `MODE_BUDGETS`: up to B = 50, since at N = 4 its rounds
+cost what BoTorch's own loop costs, which did not reach B = 50 within the overhead cap). It
+verifies k = 0.3 B like the `gp` sampler (not piloted: no setting of this mode was tuned).
 
 **Charged score** (the main rows). mapframe is charged exactly like the peers: with a budget B,
 each mode searches with B - k evaluations, then *verifies* k points of its predicted front
@@ -138,6 +143,27 @@ cells.
   reported seeds lead by under 0.01 (B = 10, 30, 50), added later the same day (8 477 s): on 9 seeds
   `front` leads at B = 10 (+0.016 ± 0.014) and B = 30 (+0.003 ± 0.005), and `gp` is level
   with Optuna GP at B = 50 (0.880 each, +0.000 ± 0.002): no N <= 4 cell trails on 9 seeds.
+- **The `botorch` sampler as a mapframe mode** (added 2026-12-05:
+  `MAPFRAME_BENCH_PEERS_N=2,3,4 MAPFRAME_BENCH_PEERS_MODES="mapframe Bayesian MAP (botorch)"
+  python benchmarks/run.py peers`, 2 404 s, every other row kept): BoTorch's qLogNEHVI step
+  as the study's search rounds, then mapframe's verification and handed-over front. Charged
+  at B = 10 / 20 / 30 / 50: N = 2 0.886 / 0.933 / 0.968 / 0.970 against BoTorch's own
+  qLogNEHVI loop's 0.854 / 0.883 / 0.892 / 0.897 -- the same acquisition, +0.03 to +0.08 from
+  the verified front points (BoTorch's loop hands over only what it measured and covers the
+  N = 2 front poorly: IGD 0.37-0.40 against 0.03-0.13); N = 3 0.668 / 0.779 / 0.830 / 0.878
+  (qLogNEHVI 0.657 / 0.782 / 0.830 / 0.875, `front` 0.660 / 0.781 / 0.840 / 0.885); N = 4
+  0.325 / 0.492 / 0.599 / 0.682 (qLogNEHVI 0.332 / 0.517 / 0.604 / not reached, `front`
+  0.330 / 0.510 / 0.592 / 0.707). It is the best mode at N = 2, B = 20 and 30, N = 3, B = 10
+  (+0.011 over qNEHVI, was +0.003 with `front`) and N = 4, B = 30 (-0.007 to qNEHVI, was
+  -0.011 with `gp`), each by less than a standard deviation over seeds: with one more mode,
+  the best mode's mean picks up more of the seeds' noise, so these moves say little. Its
+  proposal quality is below `front`'s at N = 3, 4 (N = 4: 0.658 / 0.774 / 0.774 / 0.804
+  against 0.681 / 0.762 / 0.803 / 0.834): the `front` sampler's rounds measure predicted
+  front points, where the final surrogate needs them. Own overhead: 1.4-25 s at N = 2,
+  2.6-71 s at N = 3, 11-222 s at N = 4 (490 s for a proposal-quality run at N = 4, B = 50),
+  1.1-5.4 times the `front` sampler's from B = 20 and below BoTorch's own loop (N = 4, B = 30:
+  62 s against qLogNEHVI's 268 s; batches of 3 and B - k search points). So `sampler: auto`
+  keeps `front`: the same charged score within noise, better proposals, less overhead.
 - **N = 6** (peers without qNEHVI, qLogNEHVI and Optuna GP, see above): mapframe ahead at
   every budget, +0.031 (`front` 0.264 at B = 14, Optuna TPE 0.233), +0.077 and +0.154
   (`front`: 0.400 and 0.562 against qNParEGO's 0.323 and Optuna TPE's 0.408).

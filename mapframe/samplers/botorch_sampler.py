@@ -3,9 +3,10 @@ tasks, qLogNParEGO for many, optimised over the continuous box by ``optimize_acq
 
 For users who know BoTorch's multi-objective loop and want it inside a :class:`MergeStudy`
 (store, resume, executors, verification, the handed-over front). ``sampler: auto`` does not
-pick it: on the peers benchmark's tasks the ``front`` sampler scored as well or better at a
-fraction of the overhead (docs/benchmarks.md, "Adaptive search: BoTorch qLogNEHVI in the
-front sampler's loop vs the front sampler"). Needs ``pip install 'mapframe[botorch]'``.
+pick it: on the peers benchmark's tasks the ``front`` sampler scored as well within noise,
+with better proposed fronts, at a fraction of the overhead (docs/benchmarks.md, "Adaptive
+search: BoTorch qLogNEHVI in the front sampler's loop vs the front sampler", and this
+sampler's mode in "Head-to-head"). Needs ``pip install 'mapframe[botorch]'``.
 """
 
 from __future__ import annotations
