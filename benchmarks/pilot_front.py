@@ -26,6 +26,11 @@ the ``gp`` sampler as shipped since 2026-12-05, when ``surrogate: auto`` with it
 became the ``gp`` surrogate; ``gp-sampler`` is it as shipped before),
 ``gp-sampler-share-0.2`` / ``gp-sampler-share-0.1`` (that, verifying 20 % or 10 % of the
 budget instead of the peers benchmark's 30 %),
+``botorch-sampler`` (the ``botorch`` sampler as shipped and as the peers benchmark's
+``botorch`` mode runs it: verify 30 %, ``surrogate: auto`` the quadratic wherever the
+benchmark's rule says ``auto``) and ``botorch-sampler-gp-final`` (that, with ``gp`` as the
+study's final surrogate at every budget: whether the ``surrogate: auto`` rule of the ``front``
+and ``gp`` samplers should cover it too),
 ``select-hv`` (the study's front solved by the ``auto`` solver with ``select: hypervolume``;
 since it became ``select: auto``'s choice for 3-4 tasks, ``base`` there is the same),
 ``select-hv-gp`` (that, with ``gp`` as the study's final surrogate at every budget) and
@@ -76,6 +81,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gp-sampler-gp-final": {"sampler": {"name": "gp"}, "share": 0.3, "surrogate": "gp"},
     "gp-sampler-share-0.2": {"sampler": {"name": "gp"}, "share": 0.2, "surrogate": "gp"},
     "gp-sampler-share-0.1": {"sampler": {"name": "gp"}, "share": 0.1, "surrogate": "gp"},
+    "botorch-sampler": {"sampler": {"name": "botorch"}, "share": 0.3, "shipped": True},
+    "botorch-sampler-gp-final": {"sampler": {"name": "botorch"}, "share": 0.3,
+                                 "surrogate": "gp"},
     "select-hv": {"front_solver": {"name": "auto", "select": "hypervolume"}},
     "select-hv-gp": {"front_solver": {"name": "auto", "select": "hypervolume"},
                      "surrogate": "gp"},

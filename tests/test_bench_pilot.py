@@ -113,11 +113,12 @@ def test_small_start_variant_starts_with_n_plus_2_points_at_every_budget(monkeyp
     assert FrontSampler().initial_size(4, 27) == 10
 
 
-@pytest.mark.parametrize("name, share", [("gp-sampler-gp-final", 0.3),
-                                         ("gp-sampler-share-0.2", 0.2),
-                                         ("gp-sampler-share-0.1", 0.1)])
+@pytest.mark.parametrize("name, share, sampler", [("gp-sampler-gp-final", 0.3, "gp"),
+                                                  ("gp-sampler-share-0.2", 0.2, "gp"),
+                                                  ("gp-sampler-share-0.1", 0.1, "gp"),
+                                                  ("botorch-sampler-gp-final", 0.3, "botorch")])
 def test_gp_sampler_variants_verify_their_share_with_the_gp_surrogate_at_every_budget(
-        monkeypatch, name, share):
+        monkeypatch, name, share, sampler):
     import benchmarks.bench_peers as bp
 
     seen = {}
@@ -132,7 +133,7 @@ def test_gp_sampler_variants_verify_their_share_with_the_gp_surrogate_at_every_b
     monkeypatch.setattr(bp, "_map_job", fake_job)
     pilot_front._one((name, 4, 30, 100, False))
     k = round(share * 30)
-    assert seen["mode"] == {"sampler": {"name": "gp"}}
+    assert seen["mode"] == {"sampler": {"name": sampler}}
     assert seen["share"] == share and seen["large"] == "gp"
     assert seen["split"][:2] == (30 - k, k)
 
@@ -156,3 +157,8 @@ def test_shipped_variant_keeps_the_benchmarks_surrogate_rule_as_shipped(monkeypa
     assert seen["mode"] == {"sampler": {"name": "front", "pick": "expected"}}
     assert seen["share"] == bp.VERIFY_SHARE_OF[pilot_front.FRONT_MODE]
     assert seen["rule"] == [plain(5, 3), plain(50, 3)] and "auto" in seen["rule"]
+    # The botorch sampler as the peers benchmark's mode runs it.
+    pilot_front._one(("botorch-sampler", 3, 20, 100, False))
+    assert seen["mode"] == {"sampler": {"name": "botorch"}}
+    assert seen["share"] == bp.VERIFY_SHARE_OF.get(bp.BOTORCH_MODE, bp.VERIFY_SHARE)
+    assert seen["rule"] == [plain(5, 3), plain(50, 3)]
