@@ -22,7 +22,11 @@ the quadratic:
   parameter count, so with this rule its Sobol' start shrinks from the quadratic's
   (N + 1)(N + 2) / 2 points to N + 1: the pilot measured the two together, as they ship.
 
-Elsewhere it is unmeasured and ``auto`` stays the quadratic. Only the plain name ``"auto"``
+With the ``botorch`` sampler (GPs every round too) it was piloted and not adopted: proposal
+quality on seeds 100-102 (``python benchmarks/pilot_front.py botorch-sampler
+botorch-sampler-gp-final --cells 3:30,3:50,4:30 --proposal --seeds 100-102``) +0.006 / +0.004
+at N = 3, B = 30 / 50 and -0.009 at N = 4, B = 30. Elsewhere it is unmeasured and ``auto``
+stays the quadratic. Only the plain name ``"auto"``
 resolves; a mapping with settings for the quadratic (``{"name": "auto", "ridge": ...}``) or a
 surrogate object is used as given.
 """
