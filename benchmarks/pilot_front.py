@@ -26,6 +26,11 @@ the ``gp`` sampler as shipped since 2026-12-05, when ``surrogate: auto`` with it
 became the ``gp`` surrogate; ``gp-sampler`` is it as shipped before),
 ``gp-sampler-share-0.2`` / ``gp-sampler-share-0.1`` (that, verifying 20 % or 10 % of the
 budget instead of the peers benchmark's 30 %),
+``plain`` (Plain MAP as the peers benchmark runs it: Sobol' design, verify 30 %, its
+surrogate rule: the ``gp`` surrogate below twice the quadratic's parameter count in search
+evaluations), ``plain-quadratic`` (that, with the quadratic at every budget where it can be
+fitted), ``quadratic-always`` (the ``front`` sampler with the quadratic as the study's final
+surrogate at every budget, where the benchmark's rule says ``gp`` too),
 ``botorch-sampler`` (the ``botorch`` sampler as shipped and as the peers benchmark's
 ``botorch`` mode runs it: verify 30 %, ``surrogate: auto`` the quadratic wherever the
 benchmark's rule says ``auto``) and ``botorch-sampler-gp-final`` (that, with ``gp`` as the
@@ -81,6 +86,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gp-sampler-gp-final": {"sampler": {"name": "gp"}, "share": 0.3, "surrogate": "gp"},
     "gp-sampler-share-0.2": {"sampler": {"name": "gp"}, "share": 0.2, "surrogate": "gp"},
     "gp-sampler-share-0.1": {"sampler": {"name": "gp"}, "share": 0.1, "surrogate": "gp"},
+    "plain": {"sampler": {"name": "sobol"}, "share": 0.3, "shipped": True},
+    "plain-quadratic": {"sampler": {"name": "sobol"}, "share": 0.3, "surrogate": "auto"},
+    "quadratic-always": {"surrogate": "auto"},
     "botorch-sampler": {"sampler": {"name": "botorch"}, "share": 0.3, "shipped": True},
     "botorch-sampler-gp-final": {"sampler": {"name": "botorch"}, "share": 0.3,
                                  "surrogate": "gp"},

@@ -86,7 +86,9 @@ def assemble(spec: StudySpec) -> StudyParts:
     sampler_spec = resolve_auto_sampler(spec.sampler, space.n_dims, spec.budget)
     sampler: Sampler = registry.create("sampler", sampler_spec)  # type: ignore[assignment]
     surrogate: Surrogate = registry.create(  # type: ignore[assignment]
-        "surrogate", resolve_auto_surrogate(spec.surrogate, sampler.name, len(tasks)))
+        "surrogate", resolve_auto_surrogate(
+            spec.surrogate, sampler.name, len(tasks), n_dims=space.n_dims,
+            budget=spec.budget if spec.nested is None else None))
     front_solver: FrontSolver = registry.create(  # type: ignore[assignment]
         "front_solver", spec.front_solver)
     executor: Executor = registry.create("executor", spec.executor)  # type: ignore[assignment]

@@ -162,3 +162,28 @@ def test_shipped_variant_keeps_the_benchmarks_surrogate_rule_as_shipped(monkeypa
     assert seen["mode"] == {"sampler": {"name": "botorch"}}
     assert seen["share"] == bp.VERIFY_SHARE_OF.get(bp.BOTORCH_MODE, bp.VERIFY_SHARE)
     assert seen["rule"] == [plain(5, 3), plain(50, 3)]
+
+
+@pytest.mark.parametrize("name, sampler, share, small, large", [
+    ("plain", {"name": "sobol"}, 0.3, "gp", "auto"),
+    ("plain-quadratic", {"name": "sobol"}, 0.3, {"name": "auto"}, {"name": "auto"}),
+    ("quadratic-always", {"name": "front"}, None, {"name": "auto"}, {"name": "auto"})])
+def test_surrogate_rule_variants(monkeypatch, name, sampler, share, small, large):
+    # plain: Plain MAP with the benchmark's rule as shipped (gp below (N+1)(N+2), "auto"
+    # above, which the study resolves); the other two keep the quadratic at every budget.
+    import benchmarks.bench_peers as bp
+
+    seen = {}
+
+    def fake_job(job):
+        seen["mode"] = dict(bp.MAP_MODES[job["mode"]])
+        seen["share"] = bp.VERIFY_SHARE_OF[job["mode"]]
+        seen["rule"] = [bp.surrogate_for(s, 4) for s in (10, 30)]
+        return [{"hv_fraction": 0.5, "overhead_s": 1.0}]
+
+    monkeypatch.setattr(bp, "_map_job", fake_job)
+    pilot_front._one((name, 4, 30, 100, False))
+    assert seen["mode"] == {"sampler": sampler}
+    assert seen["share"] == (share if share is not None
+                             else bp.VERIFY_SHARE_OF[pilot_front.FRONT_MODE])
+    assert seen["rule"] == [small, large]

@@ -120,6 +120,11 @@ def test_the_auto_table_names_the_surrogate_rule_as_coded():
     assert " or ".join(f"`{s}`" for s in GP_FINAL_SAMPLERS) + " sampler" in surrogate
     tasks = " or ".join(str(n) for n in GP_FINAL_TASKS) + " tasks"
     assert f"at {tasks}, the `gp` surrogate" in surrogate
+    from mapframe.surrogates.choice import SMALL_BUDGET_FACTOR, SMALL_BUDGET_TASKS
+
+    assert SMALL_BUDGET_FACTOR == 2  # "twice the quadratic's parameter count"
+    assert (f"from {SMALL_BUDGET_TASKS} tasks on with any sampler, the `gp` surrogate when the "
+            "search budget is below twice the quadratic's parameter count") in surrogate
     select = " or ".join(str(n) for n in SELECT_AUTO_OBJECTIVES) + " tasks"
     assert f"at {select}" in rows["`front_solver: {name: auto, select: auto}`"]
 

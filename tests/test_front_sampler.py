@@ -357,8 +357,10 @@ def test_auto_sampler_used_directly_delegates() -> None:
 def test_auto_surrogate_is_the_gp_with_the_front_and_gp_samplers_at_3_and_4_tasks(
         sampler, n, surrogate, want) -> None:
     problem = Quadratics(n)
+    # 50 evaluations: at 5 tasks at least twice the quadratic's 21 parameters (below that
+    # the small-budget rule, tests/test_surrogate_choice.py, would pick the gp surrogate).
     study = MergeStudy(objective=problem, task_names=[t.name for t in problem.tasks],
-                       budget=40, seed=0, sampler=sampler, surrogate=surrogate)
+                       budget=50, seed=0, sampler=sampler, surrogate=surrogate)
     assert study.surrogate.name == want
     assert study.settings()["surrogate"]["name"] == want  # summary.json says which ran
 

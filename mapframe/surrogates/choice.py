@@ -1,7 +1,8 @@
 """``surrogate: auto`` in a study: the surrogate the pilots found best with the study's sampler.
 
 ``auto`` names :class:`~mapframe.surrogates.quadratic.AutoSurrogate` (MAP's quadratic, warped
-by the task's metric range). One case resolves to the ``gp`` surrogate instead: a sampler
+by the task's metric range). Two cases resolve to the ``gp`` surrogate instead: small search
+budgets from 4 tasks on (below), and a sampler
 that fits one Gaussian process per task every round, the ``front`` sampler (also what
 ``sampler: auto`` picks from 3 tasks) or the ``gp`` sampler, at 3 or 4 tasks, where the
 study's front is chosen by hypervolume gain (the ``auto`` front solver's ``select: auto``).
@@ -22,6 +23,22 @@ the quadratic:
   parameter count, so with this rule its Sobol' start shrinks from the quadratic's
   (N + 1)(N + 2) / 2 points to N + 1: the pilot measured the two together, as they ship.
 
+**Small budgets, from 4 tasks on** (any sampler; task-wise coefficients, gpytorch installed):
+with a search budget below twice the quadratic's parameter count, (N + 1)(N + 2)
+evaluations, ``auto`` is the ``gp`` surrogate (it needs N + 1 points; below (N + 1)(N + 2)/2
+the quadratic cannot be fitted at all). This is the peers benchmark's rule for every mode
+(``bench_peers.surrogate_for``), measured against the quadratic with Plain MAP on pilot seeds
+100-105 (``python benchmarks/pilot_front.py plain plain-quadratic --cells
+2:10,3:20,4:30,6:56,8:90`` charged, and ``--cells 3:15,4:20,4:25,6:40,8:60 --proposal``):
+charged +0.021 / +0.057 / +0.068 at N = 4 / 6 / 8 (ahead on 4, 6 and 5 of 6 seeds), proposal
+quality +0.069 / +0.027 at N = 4, B = 20 / 25, +0.030 at N = 6, +0.050 at N = 8 (6, 5, 4 and
+5 of 6); at 2 and 3 tasks the quadratic was as good or better (charged -0.025 at N = 2,
+B = 10 and +0.005 at N = 3, B = 20; proposal -0.010 at N = 3, B = 15), so the rule starts at
+4. With the ``front`` sampler at 6 / 8 tasks, charged, seeds 100-102 (``python
+benchmarks/pilot_front.py base quadratic-always --cells 6:56,8:90 --seeds 100-102``): +0.003 /
++0.007. At 5 and 7 tasks it is interpolated, not measured; layer-wise coefficients are unmeasured
+and keep the quadratic.
+
 With the ``botorch`` sampler (GPs every round too) it was piloted and not adopted: proposal
 quality on seeds 100-102 (``python benchmarks/pilot_front.py botorch-sampler
 botorch-sampler-gp-final --cells 3:30,3:50,4:30 --proposal --seeds 100-102``) +0.006 / +0.004
@@ -35,9 +52,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from mapframe.surrogates.quadratic import AutoSurrogate
+from mapframe._imports import installed
+from mapframe.surrogates.quadratic import AutoSurrogate, n_quadratic_params
 
-__all__ = ["GP_FINAL_SAMPLERS", "GP_FINAL_TASKS", "resolve_auto_surrogate"]
+__all__ = ["GP_FINAL_SAMPLERS", "GP_FINAL_TASKS", "SMALL_BUDGET_FACTOR", "SMALL_BUDGET_TASKS",
+           "resolve_auto_surrogate"]
 
 #: The name that asks for the rule (the ``auto`` quadratic's registered name).
 AUTO = AutoSurrogate.name
@@ -47,9 +66,26 @@ GP_FINAL_SAMPLERS = ("front", "gp")
 GP_FINAL_TASKS = (3, 4)
 
 
-def resolve_auto_surrogate(spec: Any, sampler_name: str, n_tasks: int) -> Any:
-    """``"gp"`` where the rule above applies to ``spec``, else ``spec`` unchanged."""
-    if (isinstance(spec, str) and spec == AUTO and sampler_name in GP_FINAL_SAMPLERS
-            and n_tasks in GP_FINAL_TASKS):
+#: With a search budget below this many times the quadratic's parameter count ...
+SMALL_BUDGET_FACTOR = 2
+#: ... ``auto`` is the ``gp`` surrogate from this many tasks on, with any sampler.
+SMALL_BUDGET_TASKS = 4
+
+
+def resolve_auto_surrogate(spec: Any, sampler_name: str, n_tasks: int, *,
+                           n_dims: int | None = None, budget: int | None = None) -> Any:
+    """``"gp"`` where a rule above applies to ``spec``, else ``spec`` unchanged.
+
+    ``n_dims`` (coefficients) and ``budget`` (search evaluations) drive the small-budget
+    rule; it applies to task-wise coefficients only (``n_dims == n_tasks``) and only when
+    gpytorch is installed.
+    """
+    if not (isinstance(spec, str) and spec == AUTO):
+        return spec
+    if sampler_name in GP_FINAL_SAMPLERS and n_tasks in GP_FINAL_TASKS:
+        return "gp"
+    if (budget is not None and n_dims == n_tasks and n_tasks >= SMALL_BUDGET_TASKS
+            and budget < SMALL_BUDGET_FACTOR * n_quadratic_params(n_tasks)
+            and installed("gpytorch")):
         return "gp"
     return spec
