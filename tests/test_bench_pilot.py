@@ -113,6 +113,25 @@ def test_small_start_variant_starts_with_n_plus_2_points_at_every_budget(monkeyp
     assert FrontSampler().initial_size(4, 27) == 10
 
 
+def _seen(monkeypatch, variant, n, budget, searches, rule_n):
+    """What the peers benchmark's job sees when ``pilot_front._one`` runs ``variant`` (the
+    job itself faked): the mode's settings, its verify share, and the surrogate rule at each
+    of ``searches`` search evaluations for ``rule_n`` tasks."""
+    import benchmarks.bench_peers as bp
+
+    seen = {}
+
+    def fake_job(job):
+        seen["mode"] = dict(bp.MAP_MODES[job["mode"]])
+        seen["share"] = bp.VERIFY_SHARE_OF[job["mode"]]
+        seen["rule"] = [bp.surrogate_for(s, rule_n) for s in searches]
+        return [{"hv_fraction": 0.5, "overhead_s": 1.0}]
+
+    monkeypatch.setattr(bp, "_map_job", fake_job)
+    pilot_front._one((variant, n, budget, 100, False))
+    return seen
+
+
 @pytest.mark.parametrize("name, share, sampler", [("gp-sampler-gp-final", 0.3, "gp"),
                                                   ("gp-sampler-share-0.2", 0.2, "gp"),
                                                   ("gp-sampler-share-0.1", 0.1, "gp"),
@@ -121,21 +140,12 @@ def test_gp_sampler_variants_verify_their_share_with_the_gp_surrogate_at_every_b
         monkeypatch, name, share, sampler):
     import benchmarks.bench_peers as bp
 
-    seen = {}
-
-    def fake_job(job):
-        seen["mode"] = dict(bp.MAP_MODES[job["mode"]])
-        seen["share"] = bp.VERIFY_SHARE_OF[job["mode"]]
-        seen["split"] = bp.map_split(30, 4, seen["share"])
-        seen["large"] = bp.surrogate_for(50, 3)  # the benchmark's rule says auto there
-        return [{"hv_fraction": 0.5, "overhead_s": 1.0}]
-
-    monkeypatch.setattr(bp, "_map_job", fake_job)
-    pilot_front._one((name, 4, 30, 100, False))
+    # At 50 search evaluations for 3 tasks the benchmark's rule says auto: these say gp.
+    seen = _seen(monkeypatch, name, 4, 30, (50,), 3)
     k = round(share * 30)
     assert seen["mode"] == {"sampler": {"name": sampler}}
-    assert seen["share"] == share and seen["large"] == "gp"
-    assert seen["split"][:2] == (30 - k, k)
+    assert seen["share"] == share and seen["rule"] == ["gp"]
+    assert bp.map_split(30, 4, seen["share"])[:2] == (30 - k, k)
 
 
 def test_shipped_variant_keeps_the_benchmarks_surrogate_rule_as_shipped(monkeypatch):
@@ -143,22 +153,13 @@ def test_shipped_variant_keeps_the_benchmarks_surrogate_rule_as_shipped(monkeypa
     # "auto" (which the study resolves), not the mapping that keeps the quadratic.
     import benchmarks.bench_peers as bp
 
-    seen = {}
-
-    def fake_job(job):
-        seen["mode"] = dict(bp.MAP_MODES[job["mode"]])
-        seen["share"] = bp.VERIFY_SHARE_OF[job["mode"]]
-        seen["rule"] = [bp.surrogate_for(s, 3) for s in (5, 50)]
-        return [{"hv_fraction": 0.5, "overhead_s": 1.0}]
-
-    monkeypatch.setattr(bp, "_map_job", fake_job)
     plain = bp.surrogate_for
-    pilot_front._one(("pick-expected", 3, 20, 100, False))
+    seen = _seen(monkeypatch, "pick-expected", 3, 20, (5, 50), 3)
     assert seen["mode"] == {"sampler": {"name": "front", "pick": "expected"}}
     assert seen["share"] == bp.VERIFY_SHARE_OF[pilot_front.FRONT_MODE]
     assert seen["rule"] == [plain(5, 3), plain(50, 3)] and "auto" in seen["rule"]
     # The botorch sampler as the peers benchmark's mode runs it.
-    pilot_front._one(("botorch-sampler", 3, 20, 100, False))
+    seen = _seen(monkeypatch, "botorch-sampler", 3, 20, (5, 50), 3)
     assert seen["mode"] == {"sampler": {"name": "botorch"}}
     assert seen["share"] == bp.VERIFY_SHARE_OF.get(bp.BOTORCH_MODE, bp.VERIFY_SHARE)
     assert seen["rule"] == [plain(5, 3), plain(50, 3)]
@@ -173,16 +174,7 @@ def test_surrogate_rule_variants(monkeypatch, name, sampler, share, small, large
     # above, which the study resolves); the other two keep the quadratic at every budget.
     import benchmarks.bench_peers as bp
 
-    seen = {}
-
-    def fake_job(job):
-        seen["mode"] = dict(bp.MAP_MODES[job["mode"]])
-        seen["share"] = bp.VERIFY_SHARE_OF[job["mode"]]
-        seen["rule"] = [bp.surrogate_for(s, 4) for s in (10, 30)]
-        return [{"hv_fraction": 0.5, "overhead_s": 1.0}]
-
-    monkeypatch.setattr(bp, "_map_job", fake_job)
-    pilot_front._one((name, 4, 30, 100, False))
+    seen = _seen(monkeypatch, name, 4, 30, (10, 30), 4)
     assert seen["mode"] == {"sampler": sampler}
     assert seen["share"] == (share if share is not None
                              else bp.VERIFY_SHARE_OF[pilot_front.FRONT_MODE])
