@@ -62,9 +62,11 @@ see docs/adaptive-sampling.md); the peers run with their libraries' defaults or
 tutorial settings (listed below), not tuned on this benchmark. Since 2026-12-05 the
 library's `surrogate: auto` makes the same small-budget choice from 4 tasks on, with any
 sampler (piloted on seeds 100-105, docs/adaptive-sampling.md, "Small budgets"); at 2 and 3
-tasks Plain MAP keeps the quadratic, which on those pilots was as good or better (charged
--0.025 at N = 2, B = 10 with `gp`), so this benchmark's Plain MAP rows there (search budget
-below (N + 1)(N + 2)) ran a surrogate a user would not get by default.
+tasks it keeps the quadratic (for Plain MAP as good or better on those pilots: charged
+-0.025 at N = 2, B = 10 with `gp`), so this benchmark's rows there with a search budget below
+(N + 1)(N + 2) ran the `gp` surrogate where a user gets the quadratic by default: Plain MAP's,
+the `botorch` mode's, and the `gp` mode's at N = 2 (`front` and `gp` get `gp` at 3 tasks
+anyway).
 
 **Own overhead**: wall time not spent inside the black box (model fits, acquisition
 optimisation, front solving, bookkeeping), mean over seeds. Peers are anytime methods: one run
