@@ -65,7 +65,7 @@ sampler (piloted on seeds 100-105, docs/adaptive-sampling.md, "Small budgets"); 
 tasks it keeps the quadratic (for Plain MAP as good or better on those pilots: charged
 -0.025 at N = 2, B = 10 with `gp`), so this benchmark's rows there with a search budget below
 (N + 1)(N + 2) ran the `gp` surrogate where a user gets the quadratic by default: Plain MAP's,
-the `botorch` mode's, and the `gp` mode's at N = 2 (`front` and `gp` get `gp` at 3 tasks
+the `botorch` mode's, and the `gp` and `front` modes' at N = 2 (both get `gp` at 3 tasks
 anyway).
 
 **Own overhead**: wall time not spent inside the black box (model fits, acquisition
