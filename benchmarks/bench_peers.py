@@ -252,6 +252,8 @@ from mapframe.metrics import (
     pareto_mask,
     reference_point,
 )
+from mapframe.surrogates.choice import SMALL_BUDGET_FACTOR
+from mapframe.surrogates.quadratic import n_quadratic_params
 
 #: The digits tasks in the order they are added: the first N are merged at N tasks. The first
 #: four are the input transforms of the original N <= 4 runs; then the two remaining input
@@ -568,8 +570,9 @@ def _setting(n: int) -> tuple[DigitsProblem, Scorer]:
 
 def surrogate_for(search: int, n: int) -> str:
     """``auto`` (quadratic) when ``search`` is at least twice the quadratic's parameter count
-    (N+1)(N+2)/2, else ``gp`` (needs only N + 1 points)."""
-    return "auto" if search >= (n + 1) * (n + 2) else "gp"
+    (N+1)(N+2)/2, else ``gp`` (needs only N + 1 points): the threshold of ``surrogate:
+    auto``'s small-budget rule (:mod:`mapframe.surrogates.choice`), here at every N."""
+    return "auto" if search >= SMALL_BUDGET_FACTOR * n_quadratic_params(n) else "gp"
 
 
 def _black_box(problem: DigitsProblem, n: int, budget: int, **kw: Any) -> BlackBox:
