@@ -107,10 +107,16 @@ def assemble(spec: StudySpec) -> StudyParts:
     if spec.nested is None:
         n_params = surrogate.n_params(space.n_dims)
         if spec.budget < n_params:
+            # ``surrogate: auto`` picks the gp below the quadratic's count when gpytorch is
+            # installed (mapframe.surrogates.choice); say so where that is what is missing.
+            gp_hint = (f", or install gpytorch (pip install 'mapframe[gp]') so that "
+                       f"surrogate: auto fits the gp, which needs {space.n_dims + 1}"
+                       if spec.surrogate == "auto" and spec.budget >= space.n_dims + 1
+                       and surrogate.name == "auto" else "")
             raise BudgetError(
                 f"budget {spec.budget} cannot fit the {n_params}-parameter {surrogate.name} "
                 f"surrogate for {space.n_dims} coefficients: set budget >= {n_params} (the "
-                f"paper uses about twice that, {2 * n_params})"
+                f"paper uses about twice that, {2 * n_params}){gp_hint}"
             )
     preference = None if spec.preference is None else check_preference(
         spec.preference, len(tasks))

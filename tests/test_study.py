@@ -148,8 +148,9 @@ def test_objective_exception_raise_and_record():
 
 
 def test_budget_below_parameter_count():
+    # The quadratic named explicitly (surrogate: auto takes the gp there: test_surrogate_choice).
     with pytest.raises(BudgetError, match=r"set budget >= 10"):
-        MergeStudy(objective=quad, task_names=["a", "b", "c"], budget=9)
+        MergeStudy(objective=quad, task_names=["a", "b", "c"], budget=9, surrogate="quadratic")
 
 
 @pytest.mark.parametrize("bounds", [(0.0, np.inf), (np.nan, 1.0), (1.0, 0.0)])

@@ -1,6 +1,7 @@
 """``surrogate: auto`` resolved by the study (mapframe.surrogates.choice): the small-budget
 rule (the ``gp`` surrogate below twice the quadratic's parameter count in search evaluations,
-from SMALL_BUDGET_TASKS tasks on, with any sampler)."""
+from SMALL_BUDGET_TASKS tasks on, with any sampler) and the gp below the quadratic's parameter
+count at any number of tasks."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from test_front_pareto import Quadratics
 
 import mapframe.surrogates.choice as choice
 from mapframe import MergeStudy
+from mapframe.errors import BudgetError
 from mapframe.surrogates.choice import (
     SMALL_BUDGET_FACTOR,
     SMALL_BUDGET_TASKS,
@@ -24,8 +26,18 @@ LIMIT = SMALL_BUDGET_FACTOR * n_quadratic_params(N)  # 30 at 4 tasks
     ("sobol", N, N, LIMIT - 1, "gp"),          # below the limit: gp
     ("sobol", N, N, LIMIT, "auto"),            # at the limit: the quadratic
     ("bins", N + 2, N + 2, 2 * n_quadratic_params(N + 2) - 1, "gp"),  # any sampler, more tasks
-    ("sobol", N - 1, N - 1, 5, "auto"),        # fewer tasks: unmeasured, the quadratic
-    ("sobol", N, 3 * N, 10, "auto"),           # layer-wise coefficients: unmeasured
+    ("sobol", N - 1, N - 1, 12, "auto"),       # fewer tasks: the quadratic where it fits
+    ("sobol", N, 3 * N, 3 * N + 1, "gp"),      # layer-wise, below the quadratic: gp fits
+    ("sobol", N, 3 * N, 3 * N, "auto"),        # ... not below N + 1: the quadratic's error
+    ("sobol", N, 2 * N, n_quadratic_params(2 * N), "auto"),  # layer-wise: unmeasured
+    # Below the quadratic's parameter count (N + 1)(N + 2)/2 the gp, from N + 1 points on.
+    ("sobol", 3, 3, 9, "gp"),
+    ("sobol", 3, 3, 4, "gp"),
+    ("sobol", 3, 3, 10, "auto"),
+    ("sobol", 3, 3, 3, "auto"),
+    ("sobol", 2, 2, 5, "gp"),
+    ("sobol", 2, 2, 6, "auto"),
+    ("botorch", 2, 2, 3, "gp"),
     ("sobol", N, N, None, "auto"),             # no budget known (Nested MAP's shared parts)
     ("front", 3, 3, 100, "gp"),                # the front/gp sampler rule at 3-4 tasks
 ])
@@ -42,6 +54,34 @@ def test_only_the_plain_name_auto_resolves() -> None:
 def test_without_gpytorch_the_rule_keeps_the_quadratic(monkeypatch) -> None:
     monkeypatch.setattr(choice, "installed", lambda module: False)
     assert resolve_auto_surrogate("auto", "sobol", N, n_dims=N, budget=LIMIT - 1) == "auto"
+    assert resolve_auto_surrogate("auto", "sobol", 3, n_dims=3, budget=9) == "auto"
+
+
+def test_without_gpytorch_a_budget_below_the_quadratic_says_what_to_install(monkeypatch) -> None:
+    monkeypatch.setattr(choice, "installed", lambda module: False)
+    problem = Quadratics(3)
+    with pytest.raises(BudgetError, match=r"set budget >= 10 .*pip install 'mapframe\[gp\]'"
+                                          r".*needs 4$"):
+        MergeStudy(objective=problem, task_names=[t.name for t in problem.tasks], budget=9,
+                   seed=0)
+    # Below N + 1 neither fits: the quadratic's error alone.
+    with pytest.raises(BudgetError, match=r"set budget >= 10 \(the paper uses about twice "
+                                          r"that, 20\)$"):
+        MergeStudy(objective=problem, task_names=[t.name for t in problem.tasks], budget=3,
+                   seed=0)
+
+
+@pytest.mark.parametrize("n_tasks, budget", [(2, 5), (3, 8)])
+def test_a_study_below_the_quadratics_parameters_runs_on_the_gp(n_tasks, budget) -> None:
+    # A BudgetError before: at 2 and 3 tasks too, auto now takes the gp below the quadratic.
+    problem = Quadratics(n_tasks)
+    res = MergeStudy(objective=problem, task_names=[t.name for t in problem.tasks],
+                     budget=budget, seed=0).run()
+    assert res.settings["surrogate"]["name"] == "gp"
+    assert len(res.history) == budget and len(res.front.coefficients) > 0
+    # ... and the quadratic where it fits.
+    assert MergeStudy(objective=problem, task_names=[t.name for t in problem.tasks],
+                      budget=n_quadratic_params(n_tasks), seed=0).surrogate.name == "auto"
 
 
 @pytest.mark.parametrize("budget, want", [(LIMIT - 10, "gp"), (LIMIT, "auto")])

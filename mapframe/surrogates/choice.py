@@ -1,8 +1,9 @@
 """``surrogate: auto`` in a study: the surrogate the pilots found best with the study's sampler.
 
 ``auto`` names :class:`~mapframe.surrogates.quadratic.AutoSurrogate` (MAP's quadratic, warped
-by the task's metric range). Two cases resolve to the ``gp`` surrogate instead: small search
-budgets from 4 tasks on (below), and a sampler
+by the task's metric range). Three cases resolve to the ``gp`` surrogate instead: a search
+budget too small to fit the quadratic at all, small search budgets from 4 tasks on (both
+below), and a sampler
 that fits one Gaussian process per task every round, the ``front`` sampler (also what
 ``sampler: auto`` picks from 3 tasks) or the ``gp`` sampler, at 3 or 4 tasks, where the
 study's front is chosen by hypervolume gain (the ``auto`` front solver's ``select: auto``).
@@ -26,9 +27,10 @@ the quadratic:
 **Small budgets, from 4 tasks on** (any sampler; task-wise coefficients, gpytorch installed):
 with a search budget below twice the quadratic's parameter count, (N + 1)(N + 2)
 evaluations, ``auto`` is the ``gp`` surrogate (it needs N + 1 points; below (N + 1)(N + 2)/2
-the quadratic cannot be fitted at all). This is the peers benchmark's rule for every mode
-(``bench_peers.surrogate_for``), measured against the quadratic with Plain MAP on pilot seeds
-100-105 (``python benchmarks/pilot_front.py plain plain-quadratic --cells
+the quadratic cannot be fitted at all). This was the peers benchmark's own rule for every
+mode until 2026-12-06 (``bench_peers.peers_rule_before``; since then the benchmark runs
+``surrogate: auto`` as resolved here), measured against the quadratic with Plain MAP on pilot seeds
+100-105 (``python benchmarks/pilot_front.py plain-gp plain-quadratic --cells
 2:10,3:20,4:30,6:56,8:90`` charged, and ``--cells 3:15,4:20,4:25,6:40,8:60 --proposal``):
 charged +0.021 / +0.057 / +0.068 at N = 4 / 6 / 8 (ahead on 4, 6 and 5 of 6 seeds), proposal
 quality +0.069 / +0.027 at N = 4, B = 20 / 25, +0.030 at N = 6, +0.050 at N = 8 (6, 5, 4 and
@@ -38,6 +40,15 @@ B = 10 and +0.005 at N = 3, B = 20; proposal -0.010 at N = 3, B = 15), so the ru
 benchmarks/pilot_front.py base quadratic-always --cells 6:56,8:90 --seeds 100-102``): +0.003 /
 +0.007. At 5 and 7 tasks it is interpolated, not measured; layer-wise coefficients are unmeasured
 and keep the quadratic.
+
+**Below the quadratic's parameter count** (any number of tasks and coefficients, any
+sampler, gpytorch installed): a search budget of at least N + 1 but below (N + 1)(N + 2)/2
+(N coefficients) cannot fit the quadratic at all, so ``auto`` is the ``gp`` surrogate, which
+fits N + 1 points, rather than a :class:`~mapframe.errors.BudgetError` (for example 7 or 9
+evaluations at 3 tasks, 5 at 2). There is nothing to compare it with (the quadratic does not
+run there); the peers benchmark's rows at N = 2 and 3 with a search budget below the
+quadratic's parameter count are such runs. Without gpytorch the study still raises, and says
+how to proceed.
 
 With the ``botorch`` sampler (GPs every round too) it was piloted and not adopted: proposal
 quality on seeds 100-102 (``python benchmarks/pilot_front.py botorch-sampler
@@ -76,16 +87,20 @@ def resolve_auto_surrogate(spec: Any, sampler_name: str, n_tasks: int, *,
                            n_dims: int | None = None, budget: int | None = None) -> Any:
     """``"gp"`` where a rule above applies to ``spec``, else ``spec`` unchanged.
 
-    ``n_dims`` (coefficients) and ``budget`` (search evaluations) drive the small-budget
-    rule; it applies to task-wise coefficients only (``n_dims == n_tasks``) and only when
-    gpytorch is installed.
+    ``n_dims`` (coefficients) and ``budget`` (search evaluations) drive the budget rules,
+    which apply only when gpytorch is installed: the small-budget rule to task-wise
+    coefficients only (``n_dims == n_tasks``), the rule below the quadratic's parameter count
+    to any coefficients.
     """
     if not (isinstance(spec, str) and spec == AUTO):
         return spec
     if sampler_name in GP_FINAL_SAMPLERS and n_tasks in GP_FINAL_TASKS:
         return "gp"
-    if (budget is not None and n_dims == n_tasks and n_tasks >= SMALL_BUDGET_TASKS
-            and budget < SMALL_BUDGET_FACTOR * n_quadratic_params(n_tasks)
-            and installed("gpytorch")):
+    if budget is None or n_dims is None or not installed("gpytorch"):
+        return spec
+    if (n_dims == n_tasks and n_tasks >= SMALL_BUDGET_TASKS
+            and budget < SMALL_BUDGET_FACTOR * n_quadratic_params(n_tasks)):
         return "gp"
+    if n_dims + 1 <= budget < n_quadratic_params(n_dims):
+        return "gp"  # too few points for the quadratic, enough for the gp
     return spec
