@@ -26,16 +26,19 @@ the ``gp`` sampler as shipped since 2026-12-05, when ``surrogate: auto`` with it
 became the ``gp`` surrogate; ``gp-sampler`` is it as shipped before),
 ``gp-sampler-share-0.2`` / ``gp-sampler-share-0.1`` (that, verifying 20 % or 10 % of the
 budget instead of the peers benchmark's 30 %),
-``plain`` (Plain MAP as the peers benchmark runs it: Sobol' design, verify 30 %, its
-surrogate rule: the ``gp`` surrogate below twice the quadratic's parameter count in search
-evaluations), ``plain-quadratic`` (that, with the quadratic at every budget where it can be
-fitted), ``quadratic-always`` (the ``front`` sampler with the quadratic as the study's final
-surrogate at every budget, where the benchmark's rule says ``gp`` too),
+``plain`` (Plain MAP as the peers benchmark runs it: Sobol' design, verify 30 %,
+``surrogate: auto`` as the library resolves it), ``plain-gp`` (that, with the ``gp``
+surrogate at every budget: ``plain`` as the benchmark ran it before 2026-12-06 wherever its
+own rule said ``gp``, below twice the quadratic's parameter count in search evaluations, which
+covers every cell of the small-budget pilot in docs/adaptive-sampling.md), ``plain-quadratic``
+(that, with the quadratic at every budget where it can be fitted), ``quadratic-always``
+(the ``front`` sampler with the quadratic as the study's final surrogate at every budget,
+where the benchmark's rule said ``gp`` too),
 ``botorch-sampler`` (the ``botorch`` sampler as shipped and as the peers benchmark's
-``botorch`` mode runs it: verify 30 %, ``surrogate: auto`` the quadratic wherever the
-benchmark's rule says ``auto``) and ``botorch-sampler-gp-final`` (that, with ``gp`` as the
-study's final surrogate at every budget: whether the ``surrogate: auto`` rule of the ``front``
-and ``gp`` samplers should cover it too),
+``botorch`` mode runs it: verify 30 %, ``surrogate: auto`` as the library resolves it) and
+``botorch-sampler-gp-final`` (that, with ``gp`` as the study's final surrogate at every
+budget: whether the ``surrogate: auto`` rule of the ``front`` and ``gp`` samplers should
+cover it too),
 ``select-hv`` (the study's front solved by the ``auto`` solver with ``select: hypervolume``;
 since it became ``select: auto``'s choice for 3-4 tasks, ``base`` there is the same),
 ``select-hv-gp`` (that, with ``gp`` as the study's final surrogate at every budget) and
@@ -53,9 +56,11 @@ surrogate on the logits), ``warp-both``, and ``gp-final-warp`` / ``gp-final-no-w
 ``pick-expected`` (each round's batch by greedy q-EHVI over the predicted front, ``pick:
 expected``, instead of the hypervolume gain on the means; otherwise as shipped).
 
-Every variant not marked ``shipped`` (``base`` and ``pick-expected`` are) keeps the
-quadratic where the benchmark's rule says ``auto`` (:func:`_surrogate_rule`), as every pilot
-before 2026-12-05 ran; ``base`` is as shipped.
+Every variant not marked ``shipped`` (``base``, ``plain``, ``botorch-sampler`` and
+``pick-expected`` are) runs with the benchmark's surrogate rule as it was until 2026-12-06
+(:data:`PILOT_RULE`) and keeps the quadratic where that says ``auto``
+(:func:`_surrogate_rule`), as every pilot before 2026-12-05 ran; the shipped ones run with
+``surrogate: auto`` as the library resolves it, like the peers benchmark since 2026-12-06.
 """
 
 from __future__ import annotations
@@ -88,6 +93,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gp-sampler-share-0.1": {"sampler": {"name": "gp"}, "share": 0.1, "surrogate": "gp"},
     "plain": {"sampler": {"name": "sobol"}, "share": 0.3, "shipped": True},
     "plain-quadratic": {"sampler": {"name": "sobol"}, "share": 0.3, "surrogate": "auto"},
+    "plain-gp": {"sampler": {"name": "sobol"}, "share": 0.3, "surrogate": "gp"},
     "quadratic-always": {"surrogate": "auto"},
     "botorch-sampler": {"sampler": {"name": "botorch"}, "share": 0.3, "shipped": True},
     "botorch-sampler-gp-final": {"sampler": {"name": "botorch"}, "share": 0.3,
@@ -157,17 +163,27 @@ def _quadratic_mean(ridge: float = 1e-3) -> Iterator[None]:
         front.fit_gp = plain
 
 
+#: The surrogate rule of the variants not marked ``shipped``: the peers benchmark's own rule
+#: until 2026-12-06 (``gp`` below twice the quadratic's parameter count in search
+#: evaluations, at every N), with which every pilot before then ran.
+PILOT_RULE = "peers_rule_before"
+
+
 def _surrogate_rule(name: str, rule: Any) -> Any:
-    """The benchmark's surrogate rule as variant ``name`` changes it: its ``surrogate``
-    replaces the rule's choice, its ``gp_surrogate`` settings go to the ``gp`` surrogate, and
-    every variant not marked ``shipped`` keeps the quadratic where the rule says ``auto``
-    (the mapping ``{"name": "auto"}``, which the study does not resolve to ``gp``): the
-    pilots before 2026-12-05 ran with it, so their commands measure what they measured
-    then."""
+    """The surrogate rule as variant ``name`` changes it: its ``surrogate`` replaces the
+    rule's choice, its ``gp_surrogate`` settings go to the ``gp`` surrogate. A variant marked
+    ``shipped`` starts from ``rule`` (the benchmark's :func:`bench_peers.surrogate_for`:
+    ``auto``, which the study resolves as for a user); every other variant from
+    :data:`PILOT_RULE` and keeps the quadratic where that says ``auto`` (the mapping
+    ``{"name": "auto"}``, which the study does not resolve to ``gp``): the pilots before
+    2026-12-05 ran with it, so their commands measure what they measured then."""
+    import benchmarks.bench_peers as bp
+
     spec = VARIANTS[name]
+    base = rule if spec.get("shipped") else getattr(bp, PILOT_RULE)
 
     def pick(search: int, n: int) -> str | dict[str, Any]:
-        chosen = str(spec["surrogate"]) if "surrogate" in spec else rule(search, n)
+        chosen = str(spec["surrogate"]) if "surrogate" in spec else base(search, n)
         if chosen == "gp" and "gp_surrogate" in spec:
             return {"name": "gp", **spec["gp_surrogate"]}
         if chosen == "auto" and not spec.get("shipped"):
