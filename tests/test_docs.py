@@ -125,8 +125,12 @@ def test_the_auto_table_names_the_surrogate_rule_as_coded():
     assert SMALL_BUDGET_FACTOR == 2  # "twice the quadratic's parameter count"
     assert (f"from {SMALL_BUDGET_TASKS} tasks on with any sampler, the `gp` surrogate when the "
             "search budget is below twice the quadratic's parameter count") in surrogate
-    assert ("the `gp` surrogate when the search budget is at least N + 1 but below the "
+    assert ("the `gp` surrogate when the search budget is at least N + 1 and at most the "
             "quadratic's (N + 1)(N + 2)/2 parameters") in surrogate
+    from mapframe.surrogates.choice import BOTORCH_GP_TASKS
+
+    assert BOTORCH_GP_TASKS == (3,)
+    assert "with the `botorch` sampler at 3 tasks, the `gp` surrogate" in surrogate
     select = " or ".join(str(n) for n in SELECT_AUTO_OBJECTIVES) + " tasks"
     assert f"at {select}" in rows["`front_solver: {name: auto, select: auto}`"]
 

@@ -1,7 +1,7 @@
 """``surrogate: auto`` resolved by the study (mapframe.surrogates.choice): the small-budget
 rule (the ``gp`` surrogate below twice the quadratic's parameter count in search evaluations,
 from SMALL_BUDGET_TASKS tasks on, with any sampler) and the gp below the quadratic's parameter
-count at any number of tasks."""
+count (inclusive) at any number of tasks, and with the botorch sampler at 3 tasks."""
 
 from __future__ import annotations
 
@@ -29,15 +29,23 @@ LIMIT = SMALL_BUDGET_FACTOR * n_quadratic_params(N)  # 30 at 4 tasks
     ("sobol", N - 1, N - 1, 12, "auto"),       # fewer tasks: the quadratic where it fits
     ("sobol", N, 3 * N, 3 * N + 1, "gp"),      # layer-wise, below the quadratic: gp fits
     ("sobol", N, 3 * N, 3 * N, "auto"),        # ... not below N + 1: the quadratic's error
-    ("sobol", N, 2 * N, n_quadratic_params(2 * N), "auto"),  # layer-wise: unmeasured
-    # Below the quadratic's parameter count (N + 1)(N + 2)/2 the gp, from N + 1 points on.
+    ("sobol", N, 2 * N, n_quadratic_params(2 * N), "gp"),  # layer-wise, interpolating
+    ("sobol", N, 2 * N, n_quadratic_params(2 * N) + 1, "auto"),  # layer-wise: unmeasured
+    # Up to the quadratic's parameter count (N + 1)(N + 2)/2 the gp, from N + 1 points on.
     ("sobol", 3, 3, 9, "gp"),
     ("sobol", 3, 3, 4, "gp"),
-    ("sobol", 3, 3, 10, "auto"),
-    ("sobol", 3, 3, 3, "auto"),
+    ("sobol", 3, 3, 10, "gp"),                 # the quadratic would interpolate
+    ("sobol", 3, 3, 11, "auto"),
+    ("sobol", 3, 3, 3, "auto"),                # below N + 1: the quadratic's BudgetError
     ("sobol", 2, 2, 5, "gp"),
-    ("sobol", 2, 2, 6, "auto"),
+    ("sobol", 2, 2, 6, "gp"),
+    ("sobol", 2, 2, 7, "auto"),
     ("botorch", 2, 2, 3, "gp"),
+    ("botorch", 2, 2, 100, "auto"),
+    # The botorch sampler at 3 tasks: the gp at every budget; at 4 only by the budget rules.
+    ("botorch", 3, 3, 100, "gp"),
+    ("botorch", 4, 4, 100, "auto"),
+    ("botorch", 4, 4, LIMIT - 1, "gp"),
     ("sobol", N, N, None, "auto"),             # no budget known (Nested MAP's shared parts)
     ("front", 3, 3, 100, "gp"),                # the front/gp sampler rule at 3-4 tasks
 ])
@@ -79,9 +87,12 @@ def test_a_study_below_the_quadratics_parameters_runs_on_the_gp(n_tasks, budget)
                      budget=budget, seed=0).run()
     assert res.settings["surrogate"]["name"] == "gp"
     assert len(res.history) == budget and len(res.front.coefficients) > 0
-    # ... and the quadratic where it fits.
-    assert MergeStudy(objective=problem, task_names=[t.name for t in problem.tasks],
-                      budget=n_quadratic_params(n_tasks), seed=0).surrogate.name == "auto"
+    # ... and the quadratic from one point beyond its parameter count (at the count it would
+    # interpolate: the gp there too).
+    for extra, want in ((0, "gp"), (1, "auto")):
+        study = MergeStudy(objective=problem, task_names=[t.name for t in problem.tasks],
+                           budget=n_quadratic_params(n_tasks) + extra, seed=0)
+        assert study.surrogate.name == want
 
 
 @pytest.mark.parametrize("budget, want", [(LIMIT - 10, "gp"), (LIMIT, "auto")])

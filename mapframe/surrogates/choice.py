@@ -1,14 +1,14 @@
 """``surrogate: auto`` in a study: the surrogate the pilots found best with the study's sampler.
 
 ``auto`` names :class:`~mapframe.surrogates.quadratic.AutoSurrogate` (MAP's quadratic, warped
-by the task's metric range). Three cases resolve to the ``gp`` surrogate instead: a search
-budget too small to fit the quadratic at all, small search budgets from 4 tasks on (both
-below), and a sampler
-that fits one Gaussian process per task every round, the ``front`` sampler (also what
-``sampler: auto`` picks from 3 tasks) or the ``gp`` sampler, at 3 or 4 tasks, where the
-study's front is chosen by hypervolume gain (the ``auto`` front solver's ``select: auto``).
-There the study's final front from the GP's posterior means scored higher on test than from
-the quadratic:
+by the task's metric range). These cases resolve to the ``gp`` surrogate instead: a search
+budget up to the quadratic's parameter count (too small to fit it, or just enough to
+interpolate), small search budgets from 4 tasks on, the ``botorch`` sampler at 3 tasks
+(all below), and a sampler that fits one Gaussian process per task every round, the
+``front`` sampler (also what ``sampler: auto`` picks from 3 tasks) or the ``gp`` sampler, at
+3 or 4 tasks, where the study's front is chosen by hypervolume gain (the ``auto`` front
+solver's ``select: auto``). There the study's final front from the GP's posterior means
+scored higher on test than from the quadratic:
 
 - ``front`` sampler, on the peers benchmark's pilot seeds (proposal quality, every evaluation
   on the search; ``python benchmarks/pilot_front.py select-hv select-hv-gp --proposal ...``
@@ -41,20 +41,38 @@ benchmarks/pilot_front.py base quadratic-always --cells 6:56,8:90 --seeds 100-10
 +0.007. At 5 and 7 tasks it is interpolated, not measured; layer-wise coefficients are unmeasured
 and keep the quadratic.
 
-**Below the quadratic's parameter count** (any number of tasks and coefficients, any
+**Up to the quadratic's parameter count** (any number of tasks and coefficients, any
 sampler, gpytorch installed): a search budget of at least N + 1 but below (N + 1)(N + 2)/2
-(N coefficients) cannot fit the quadratic at all, so ``auto`` is the ``gp`` surrogate, which
-fits N + 1 points, rather than a :class:`~mapframe.errors.BudgetError` (for example 7 or 9
-evaluations at 3 tasks, 5 at 2). There is nothing to compare it with (the quadratic does not
-run there); the peers benchmark's rows at N = 2 and 3 with a search budget below the
-quadratic's parameter count are such runs. Without gpytorch the study still raises, and says
-how to proceed.
+(N coefficients) cannot fit the quadratic at all, and at exactly (N + 1)(N + 2)/2 it
+interpolates the noisy measurements, so ``auto`` is the ``gp`` surrogate there, which fits
+N + 1 points, rather than a :class:`~mapframe.errors.BudgetError` or an interpolating
+quadratic (for example 4-10 evaluations at 3 tasks, 3-6 at 2). Without gpytorch the study
+still raises below the parameter count, and says how to proceed. Measured where the
+quadratic runs, on pilot seeds 100-105, proposal quality (every evaluation on the search;
+``python benchmarks/pilot_front.py plain plain-gp botorch-sampler botorch-sampler-gp-final
+--cells 2:6,2:8,2:10,3:10,3:12,3:15,3:20 --proposal``, 2026-12-06, about 6 minutes on 2
+cores), gp minus quadratic: at the parameter count, Plain MAP +0.165 at N = 3, B = 10 (the
+quadratic's seeds 0.459-0.926, the gp's 0.843-0.898) and -0.005 at N = 2, B = 6 (standard
+deviations over seeds 0.070 against 0.030), the ``botorch`` sampler +0.038 at N = 2, B = 6
+(at N = 3 the next rule applies). Above it the quadratic mostly leads: Plain MAP -0.040 /
+-0.015 at N = 2, B = 8 / 10, -0.010 at N = 3, B = 15, +0.001 at B = 20; the ``botorch``
+sampler at N = 2 -0.016 / -0.036 at B = 8 / 10; charged (``... --cells 2:10,2:15,3:20,3:25``,
+search budgets 7-18) the quadratic +0.025 / +0.019 at N = 2, B = 10 / 15 with Plain MAP,
++0.009 / +0.020 with the ``botorch`` sampler, and the gp +0.005 / +0.008 at N = 3, B = 20 /
+25 with Plain MAP (inside the noise). One budget leans the other way: Plain MAP at N = 3,
+B = 12 (two points above the count), +0.021 for the gp (the quadratic 0.885 ± 0.065 with one
+seed at 0.748, the gp 0.906 ± 0.018); the rule stops at the count, where the reason holds
+at every N, rather than at a threshold fitted to one budget.
 
-With the ``botorch`` sampler (GPs every round too) it was piloted and not adopted: proposal
-quality on seeds 100-102 (``python benchmarks/pilot_front.py botorch-sampler
-botorch-sampler-gp-final --cells 3:30,3:50,4:30 --proposal --seeds 100-102``) +0.006 / +0.004
-at N = 3, B = 30 / 50 and -0.009 at N = 4, B = 30. Elsewhere it is unmeasured and ``auto``
-stays the quadratic. Only the plain name ``"auto"``
+**The ``botorch`` sampler at 3 tasks** (adopted 2026-12-06): its rounds fit one GP per task,
+like the ``front`` and ``gp`` samplers', and on the same pilot seeds its study's final front
+from the ``gp`` surrogate beat the quadratic's at every budget measured: proposal quality
++0.147 / +0.045 / +0.036 / +0.013 at B = 10 / 12 / 15 / 20 (above), +0.006 / +0.004 at
+B = 30 / 50 (``python benchmarks/pilot_front.py botorch-sampler botorch-sampler-gp-final
+--cells 3:30,3:50,4:30 --proposal --seeds 100-102``), charged +0.021 / +0.014 at B = 20 / 25
+(ahead on 5 and 6 of 6 seeds). At 4 tasks that pilot read -0.009 (B = 30), so it stays the
+quadratic there outside the small-budget rule; at 2 tasks the quadratic led above its
+threshold (above). Only the plain name ``"auto"``
 resolves; a mapping with settings for the quadratic (``{"name": "auto", "ridge": ...}``) or a
 surrogate object is used as given.
 """
@@ -66,8 +84,8 @@ from typing import Any
 from mapframe._imports import installed
 from mapframe.surrogates.quadratic import AutoSurrogate, n_quadratic_params
 
-__all__ = ["GP_FINAL_SAMPLERS", "GP_FINAL_TASKS", "SMALL_BUDGET_FACTOR", "SMALL_BUDGET_TASKS",
-           "resolve_auto_surrogate"]
+__all__ = ["BOTORCH_GP_TASKS", "GP_FINAL_SAMPLERS", "GP_FINAL_TASKS", "SMALL_BUDGET_FACTOR",
+           "SMALL_BUDGET_TASKS", "resolve_auto_surrogate"]
 
 #: The name that asks for the rule (the ``auto`` quadratic's registered name).
 AUTO = AutoSurrogate.name
@@ -75,6 +93,8 @@ AUTO = AutoSurrogate.name
 GP_FINAL_SAMPLERS = ("front", "gp")
 #: Numbers of tasks at which it does.
 GP_FINAL_TASKS = (3, 4)
+#: Numbers of tasks at which the ``botorch`` sampler's study gets the ``gp`` surrogate too.
+BOTORCH_GP_TASKS = (3,)
 
 
 #: With a search budget below this many times the quadratic's parameter count ...
@@ -96,11 +116,13 @@ def resolve_auto_surrogate(spec: Any, sampler_name: str, n_tasks: int, *,
         return spec
     if sampler_name in GP_FINAL_SAMPLERS and n_tasks in GP_FINAL_TASKS:
         return "gp"
+    if sampler_name == "botorch" and n_tasks in BOTORCH_GP_TASKS:
+        return "gp"
     if budget is None or n_dims is None or not installed("gpytorch"):
         return spec
     if (n_dims == n_tasks and n_tasks >= SMALL_BUDGET_TASKS
             and budget < SMALL_BUDGET_FACTOR * n_quadratic_params(n_tasks)):
         return "gp"
-    if n_dims + 1 <= budget < n_quadratic_params(n_dims):
-        return "gp"  # too few points for the quadratic, enough for the gp
+    if n_dims + 1 <= budget <= n_quadratic_params(n_dims):
+        return "gp"  # the quadratic cannot be fitted or interpolates; the gp can be fitted
     return spec
