@@ -57,17 +57,19 @@ spent on search, whose whole predicted front is scored on test without charging 
 evaluations; it measures the front MAP draws for the user, which no peer produces.
 
 The verification share (k = 0.3 B; 0.1 B for the `front` sampler, which already measures
-predicted front points every round) and the surrogate rule were fixed on pilot runs with
-seeds 100-102 (not the reported seeds; `benchmarks/pilot_front.py` runs such pilots,
-see docs/adaptive-sampling.md); the peers run with their libraries' defaults or
-tutorial settings (listed below), not tuned on this benchmark. Since 2026-12-05 the
-library's `surrogate: auto` makes the same small-budget choice from 4 tasks on, with any
-sampler (piloted on seeds 100-105, docs/adaptive-sampling.md, "Small budgets"); at 2 and 3
-tasks it keeps the quadratic (for Plain MAP as good or better on those pilots: charged
--0.025 at N = 2, B = 10 with `gp`), so this benchmark's rows there with a search budget below
-(N + 1)(N + 2) ran the `gp` surrogate where a user gets the quadratic by default: Plain MAP's,
-the `botorch` mode's, and the `gp` and `front` modes' at N = 2 (both get `gp` at 3 tasks
-anyway).
+predicted front points every round) was fixed on pilot runs with seeds 100-102 (not the
+reported seeds; `benchmarks/pilot_front.py` runs such pilots, see
+docs/adaptive-sampling.md); the peers run with their libraries' defaults or tutorial
+settings (listed below), not tuned on this benchmark. **Surrogate**: since 2026-12-06 every
+mode runs `surrogate: auto`, resolved by the study as for a user who names none
+(`mapframe.surrogates.choice`, rules piloted on seeds 100-105: the `gp` surrogate with the
+`front` and `gp` samplers at 3-4 tasks, with the `botorch` sampler at 3, from 4 tasks on
+below a search budget of (N + 1)(N + 2), and at any N up to the quadratic's
+(N + 1)(N + 2)/2 parameters; the quadratic otherwise), so every row is a default. Before,
+the benchmark chose itself (`gp` below a search budget of (N + 1)(N + 2) at every N), which
+at 2 and 3 tasks differed from the default; the N = 2 and 3 rows of every mode were rerun
+then (`MAPFRAME_BENCH_PEERS_N=2,3 MAPFRAME_BENCH_PEERS_MODES=...` with the four modes), on
+a machine whose arithmetic differs from the earlier runs' (see the reading).
 
 **Own overhead**: wall time not spent inside the black box (model fits, acquisition
 optimisation, front solving, bookkeeping), mean over seeds. Peers are anytime methods: one run
@@ -122,14 +124,28 @@ of the 3 seeds) and the proposal quality in all six where it changed (+0.001 at 
 B = 20, +0.005 to +0.024 elsewhere, on the mean). No best mode changed: `front` leads those
 cells.
 
-- **N = 2: met at every budget**, +0.018 to +0.033 over the best peer (Bayesian MAP (gp)
-  0.890 / 0.932 / 0.967 / 0.976 at B = 10 / 20 / 30 / 50; best peer Optuna GP 0.900 / 0.938
-  / 0.958 from B = 20, grid search 0.865 at B = 10).
-- **N = 3: met at B = 10, 30 and 50, not at B = 20.** Best mapframe mode against BoTorch
-  qNEHVI's 0.657 / 0.833 and Optuna GP's 0.879: +0.003 (`front` 0.660), +0.007
-  (`front` 0.840, was 0.836 with the quadratic final surrogate), +0.006 (`front` 0.885); at
-  B = 20 `gp` 0.783 against qNEHVI's 0.786 (-0.003, was -0.008 before `select: auto`; within
-  one standard deviation over seeds).
+- **The rerun of 2026-12-06** (every mode at N = 2 and 3, after the switch to `surrogate:
+  auto`, 856 s on 2 cores): the rows whose surrogate did not change moved too, by up to 0.03
+  a run (the `front` sampler's at N = 3, B = 30 from 0.840 to 0.831 on the mean), because
+  this machine's arithmetic differs from the earlier runs': the code before the switch
+  (commit 5d059d6) gives on it exactly the new rows, not the recorded ones (checked on
+  seed 0: Plain MAP at N = 3, B = 50 0.846 against the recorded 0.850, `front` at B = 30
+  0.836 against 0.852). Where the surrogate changed (N = 2, B = 10 charged and proposal,
+  every mode: the quadratic instead of `gp`; N = 3: Plain MAP charged at B = 20, the
+  `botorch` mode at B = 30 and 50 and in proposal quality at B = 20 too, `gp` instead of the
+  quadratic) the change is within that same spread but in proposal quality at N = 2, B = 10
+  (+0.019 to +0.045 on the mean in every mode). These reruns' own overheads are this
+  machine's, 3-5 times faster than the earlier runs' (the `front` sampler at N = 3, B = 50:
+  5.1 s against 28.4 s).
+- **N = 2: met at every budget**, +0.018 to +0.033 over the best peer (Plain MAP 0.889 at
+  B = 10, the `botorch` mode 0.933 / 0.968 at B = 20 / 30, Bayesian MAP (gp) 0.976 at B = 50;
+  best peer Optuna GP 0.900 / 0.938 / 0.958 from B = 20, grid search 0.865 at B = 10).
+- **N = 3: met at B = 10 and 50, not at B = 20 and 30.** Best mapframe mode against BoTorch
+  qNEHVI's 0.657 / 0.786 / 0.833 and Optuna GP's 0.879: +0.011 (the `botorch` mode 0.668),
+  -0.007 (the `botorch` mode 0.779; `front` 0.778, `gp` 0.776), -0.002 (`front` 0.831) and
+  +0.004 (`front` 0.882). Before the rerun of 2026-12-06 (another machine, see above) B = 30
+  read +0.007 (`front` 0.840) and B = 20 -0.003; every one of these differences is within one
+  standard deviation over seeds.
 - **N = 4: met at B = 50 and 100, not at B = 10-30.** The `front` sampler 0.707 / 0.796 at
   B = 50 / 100 (0.698 / 0.791 with the quadratic final surrogate) against the best peer's
   0.665 (Optuna GP) / 0.748 (qNParEGO): +0.042, +0.048. At B = 10 random search's
@@ -156,21 +172,23 @@ cells.
   `MAPFRAME_BENCH_PEERS_N=2,3,4 MAPFRAME_BENCH_PEERS_MODES="mapframe Bayesian MAP (botorch)"
   python benchmarks/run.py peers`, 2 404 s, every other row kept): BoTorch's qLogNEHVI step
   as the study's search rounds, then mapframe's verification and handed-over front. Charged
-  at B = 10 / 20 / 30 / 50: N = 2 0.886 / 0.933 / 0.968 / 0.970 against BoTorch's own
+  at B = 10 / 20 / 30 / 50 (N = 2, 3: the rerun of 2026-12-06): N = 2 0.879 / 0.933 / 0.968 /
+  0.970 against BoTorch's own
   qLogNEHVI loop's 0.854 / 0.883 / 0.892 / 0.897 -- the same acquisition, +0.03 to +0.08 from
   the verified front points (BoTorch's loop hands over only what it measured and covers the
-  N = 2 front poorly: IGD 0.37-0.40 against 0.03-0.13); N = 3 0.668 / 0.779 / 0.830 / 0.878
-  (qLogNEHVI 0.657 / 0.782 / 0.830 / 0.875, `front` 0.660 / 0.781 / 0.840 / 0.885); N = 4
+  N = 2 front poorly: IGD 0.37-0.40 against 0.03-0.20); N = 3 0.668 / 0.779 / 0.828 / 0.876
+  (qLogNEHVI 0.657 / 0.782 / 0.830 / 0.875, `front` 0.666 / 0.778 / 0.831 / 0.882); N = 4
   0.325 / 0.492 / 0.599 / 0.682 (qLogNEHVI 0.332 / 0.517 / 0.604 / not reached, `front`
   0.330 / 0.510 / 0.592 / 0.707). It is the best mode at N = 2, B = 20 and 30, N = 3, B = 10
-  (+0.011 over qNEHVI, was +0.003 with `front`) and N = 4, B = 30 (-0.007 to qNEHVI, was
-  -0.011 with `gp`), each by less than a standard deviation over seeds: with one more mode,
+  (+0.011 over qNEHVI) and B = 20 (0.001 above `front`) and N = 4, B = 30 (-0.007 to qNEHVI,
+  was -0.011 with `gp`), each by less than a standard deviation over seeds: with one more mode,
   the best mode's mean picks up more of the seeds' noise, so these moves say little. Its
   proposal quality is below `front`'s at N = 3, 4 (N = 4: 0.658 / 0.774 / 0.774 / 0.804
   against 0.681 / 0.762 / 0.803 / 0.834): the `front` sampler's rounds measure predicted
-  front points, where the final surrogate needs them. Own overhead: 1.4-25 s at N = 2,
-  2.6-71 s at N = 3, 11-222 s at N = 4 (490 s for a proposal-quality run at N = 4, B = 50),
-  1.1-5.4 times the `front` sampler's from B = 20 and below BoTorch's own loop (N = 4, B = 30:
+  front points, where the final surrogate needs them. Own overhead: 1.2-24 s at N = 2,
+  7.7-70 s at N = 3 (both on 2026-12-06's faster machine, where `front` took 0.2-5.1 s: 5-14
+  times less), 11-222 s at N = 4 (490 s for a proposal-quality run at N = 4, B = 50; 2.4-5.4
+  times the `front` sampler's from B = 20), below BoTorch's own loop (N = 4, B = 30:
   62 s against qLogNEHVI's 268 s; batches of 3 and B - k search points). So `sampler: auto`
   keeps `front`: the same charged score within noise, better proposals, less overhead.
 - **N = 6** (peers without qNEHVI, qLogNEHVI and Optuna GP, see above): mapframe ahead at
@@ -180,20 +198,20 @@ cells.
   0.170), ahead at B = 45 (+0.025: 0.299 against TPE's 0.274) and B = 90 (+0.085: 0.451
   against TPE's 0.366; qNParEGO did not reach 90 within the cap).
 - **Overhead: lower than BoTorch's wherever BoTorch models**, though the rows now come from
-  machines of different speed: mapframe's N = 3, 4 rows were measured on 2026-12-04's
-  machine, 3-4 times slower than the one of the cached BoTorch rows (`python
-  benchmarks/run.py fit_solve` took 167 s there against 41 s on 2026-12-02). mapframe's own
-  time per
-  study: Plain MAP 1.6-6.4 s at N = 3, 4 and up to 8.7 s at N = 8, `gp` 2.9-98 s, `front`
-  5.9-112 s at N = 3, 4 (both rerun 2026-12-05 on a machine of the same kind, 2 cores; the
-  final solve's `select: hypervolume` and `gp` surrogate included), 6-33 s at N = 6
+  machines of different speed: mapframe's N = 4 rows were measured on 2026-12-04's and
+  2026-12-05's machines, 3-4 times slower than the one of the cached BoTorch rows (`python
+  benchmarks/run.py fit_solve` took 167 s there against 41 s on 2026-12-02), its N = 2, 3
+  rows on 2026-12-06's, 3-5 times faster than those. mapframe's own time per study: Plain
+  MAP 0.3-0.9 s at N = 3 and 3.7-6.4 s at N = 4, up to 8.7 s at N = 8; `gp` 0.8-5.2 s at
+  N = 3 and 5.5-98 s at N = 4, `front` 1.1-5.5 s and 7.2-112 s (the final solve's
+  `select: hypervolume` and `gp` surrogate included); 6-33 s at N = 6
   and 14-115 s at N = 8. BoTorch: qNEHVI 2.4-218 s, qLogNEHVI 3.1-285 s, qNParEGO
   4.1-294 s at N <= 4, 100-224 s at N = 6 and 11-206 s at N = 8 (at B = 45; B = 90 not
   reached). At the smallest budgets where BoTorch only evaluates its 2(N+1) Sobol' start
   points (N = 4, B = 10; N = 6, B = 14) its overhead is 0.0 s against mapframe's 2-9 s.
 - **The handed-over front is never worse than the measured points at N = 3-8**: at least
-  as good on every one of the 72 / 90 / 18 / 18 runs at N = 3 / 4 / 6 / 8, by +0.047 to
-  +0.42 of the true front's hypervolume per run at N = 3, 4. At N = 2 on 70 of 72; the two
+  as good on every one of the 96 / 114 / 18 / 18 runs at N = 3 / 4 / 6 / 8, by +0.047 to
+  +0.42 of the true front's hypervolume per run at N = 3, 4. At N = 2 on 94 of 96; the two
   others lose 0.005 and 0.002 (`front` proposal at B = 50, Plain MAP at B = 20): predictions that
   beat a measured point on validation by more than the surrogates' error and lose to it on
   test (noise between the splits, which no surrogate error measures). With `select: auto`
@@ -204,15 +222,17 @@ cells.
   B = 50 / 100: 0.790 / 0.824 to 0.799 / 0.842).
 - **Dense validation reference (N = 3, 4): met at N = 3, B = 30 and 50.** The `front`
   sampler's proposed front against the dense validation search thinned to the same size:
-  -0.040 / -0.012 / **-0.006** / **-0.005** at N = 3 (B = 10-50; with the quadratic final
+  -0.048 / -0.016 / **-0.006** / **-0.004** at N = 3 (B = 10-50, the rerun of 2026-12-06;
+  -0.040 / -0.012 / -0.006 / -0.005 on the earlier machine, and with the quadratic final
   surrogate B = 20-50 were -0.017 / -0.012 / -0.006), -0.166 / -0.090 / -0.054 / -0.030 /
   -0.016 at N = 4 (0.864 at B = 100; B = 30-100 were -0.095 / -0.049 / -0.028 with the
   quadratic, -0.047 at B = 100 before `select: auto`). The `gp` sampler's front, with the `gp`
-  final surrogate, is now within 0.01 at N = 3, B = 30 and 50 too (-0.007, -0.005; were
-  -0.015, -0.010); at N = 4, B = 30-100 -0.063 / -0.040 / -0.018 (were -0.085 / -0.058 /
+  final surrogate, is within 0.01 at N = 3, B = 30 and 50 too (-0.010, -0.002 in the rerun;
+  -0.007, -0.005 on the earlier machine, -0.015, -0.010 before that surrogate); at N = 4,
+  B = 30-100 -0.063 / -0.040 / -0.018 (were -0.085 / -0.058 /
   -0.033). How much that reference asks is
   measured in the section "Dense validation reference" (`python benchmarks/run.py
-  search_reference`, on these proposals, rerun 2026-12-05): random search on validation
+  search_reference`, on these proposals, rerun 2026-12-06): random search on validation
   comes within 0.01 of its own 20 000-point value only after 500-1 000 evaluations (N = 3)
   and 5 000-10 000 (N = 4), and the `front` sampler's proposal from B evaluations is worth
   at least 10 B random ones at every budget (up to 50 B; 4 B to 25 B before `select: auto`
@@ -223,9 +243,9 @@ cells.
   B = 10-100 (with the quadratic at B = 30-100: 0.762 / 0.815 / 0.851; before `select:
   auto`: 0.647 / 0.739 / 0.738 / 0.774 / 0.832), Plain MAP 0.700 / 0.767 / 0.766 / 0.789 /
   0.816 (before 0.651 /
-  0.710 / 0.737 / 0.751 / 0.775); at N = 3 0.895 / 0.925 / 0.934 / 0.939 (before `select:
-  auto` 0.883-0.931); at N = 2
-  0.94-0.99.
+  0.710 / 0.737 / 0.751 / 0.775); at N = 3 0.887 / 0.920 / 0.933 / 0.939 (the rerun of
+  2026-12-06; 0.895 / 0.925 / 0.934 / 0.939 on the earlier machine, before `select: auto`
+  0.883-0.931); at N = 2 0.967-0.996.
 """
 
 from __future__ import annotations
