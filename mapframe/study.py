@@ -43,7 +43,12 @@ from mapframe.solvers.base import FrontSolver
 from mapframe.spec import StudySpec
 from mapframe.stopping import RoundState, StoppingRule
 from mapframe.storage.base import EvaluationStore
-from mapframe.study_checks import extrapolation_check, tradeoff_check, verified_error_check
+from mapframe.study_checks import (
+    extrapolation_check,
+    interpolation_check,
+    tradeoff_check,
+    verified_error_check,
+)
 from mapframe.surrogates.base import Surrogate, expected_errors
 
 __all__ = ["POOR_FIT_R2", "MergeStudy", "ProgressEvent", "StudyRun"]
@@ -442,13 +447,16 @@ class MergeStudy:
     def _check(self, run: StudyRun, result: StudyResult) -> None:
         """10. warn about what deserves attention (:mod:`mapframe.study_checks`): surrogates
         verification found far off, a selected point extrapolated beyond the evaluations, a
-        front without trade-off; each also recorded in ``result.warnings``."""
+        front without trade-off, a quadratic fitted to exactly as many evaluations as it has
+        parameters; each also recorded in ``result.warnings``."""
         front = result.front
         searched = [e for e in run.history if e.ok and e.phase == "search"]
         X = np.array([e.coefficients for e in searched], float).reshape(-1, self.space.n_dims)
         Y = np.array([e.metrics for e in searched], float).reshape(-1, len(self.tasks))
         found = [verified_error_check(run.F_front, run.real, run.diagnostics, self.tasks),
-                 tradeoff_check(front.best_known, front.coefficients, Y, self.tasks)]
+                 tradeoff_check(front.best_known, front.coefficients, Y, self.tasks),
+                 interpolation_check(len(searched), self.surrogate.n_params(self.space.n_dims),
+                                     self.surrogate.name)]
         if result.selected is not None:
             found.append(extrapolation_check(
                 front.coefficients[result.selected], X, self.space.lower, self.space.upper,

@@ -93,17 +93,25 @@ import os, time
 import numpy as np
 
 LOG = os.environ["MULTI_DRIVER_LOG"]
+# After this many finished calls, the next one never returns (a driver to be killed inside
+# an evaluation, with no race between the test's kill and the evaluation's end); 0: never.
+HANG_AFTER = int(os.environ.get("MULTI_DRIVER_HANG_AFTER", "0"))
+done = 0
 
 
 def f(c):
+    global done
     key = ",".join(f"{v:.6f}" for v in c)
     with open(LOG, "a") as fh:
         fh.write(f"start {key} {os.getpid()}\\n")
+    if HANG_AFTER and done >= HANG_AFTER:
+        time.sleep(3600)
     time.sleep(float(os.environ.get("MULTI_DRIVER_SLEEP", "0.05")))
     a = 1 - (c[0] - 0.8) ** 2 - 0.5 * (c[1] - 0.2) ** 2
     b = 1 - (c[0] - 0.2) ** 2 - 0.5 * (c[1] - 0.8) ** 2
     with open(LOG, "a") as fh:
         fh.write(f"end {key} {os.getpid()}\\n")
+    done += 1
     return np.array([a, b])
 '''
 
@@ -131,8 +139,10 @@ def drivers(tmp_path):
     (tmp_path / "driver.py").write_text(DRIVER)
     log = tmp_path / "calls.log"
 
-    def start(store: Path, out: Path, sleep: float = 0.05) -> subprocess.Popen[bytes]:
+    def start(store: Path, out: Path, sleep: float = 0.05, hang_after: int = 0
+              ) -> subprocess.Popen[bytes]:
         env = {**os.environ, "MULTI_DRIVER_LOG": str(log), "MULTI_DRIVER_SLEEP": str(sleep),
+               "MULTI_DRIVER_HANG_AFTER": str(hang_after),
                "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
                "OMP_NUM_THREADS": "1"}
         return subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), str(store),
@@ -163,7 +173,10 @@ def test_three_drivers_evaluate_each_point_once_with_one_killed(drivers, tmp_pat
     ref = json.loads((tmp_path / "solo.json").read_text())
 
     store = tmp_path / "shared.sqlite"
-    procs = [start(store, tmp_path / f"d{i}.json", sleep=0.15) for i in range(3)]
+    # The third driver hangs inside its second evaluation (it can never finish it between the
+    # check below and the kill: that race once let it log an end it did not store).
+    procs = [start(store, tmp_path / f"d{i}.json", sleep=0.15, hang_after=1 if i == 2 else 0)
+             for i in range(3)]
     victim = procs[2]
     # Kill the third driver with SIGKILL while it is inside an evaluation, after it finished
     # at least one: its finished ones must stay stored, its running point must be taken over.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -175,6 +176,24 @@ def test_three_tasks_in_three_dimensions() -> None:
     assert len(nsga3.X) >= 50
     ref = reference_point(grid.F, nsga3.F)
     assert hypervolume(nsga3.F, ref) >= 0.95 * hypervolume(grid.F, ref)
+
+
+def test_nsga3_leaves_the_processes_warning_filters_as_they_were() -> None:
+    # pymoo's NSGA-III calls warnings.simplefilter("ignore") while it normalises; unscoped,
+    # that silenced every later warning of the process (a study's MapframeWarnings too).
+    centres = np.array([[0.2, 0.2, 0.8], [0.8, 0.3, 0.2], [0.4, 0.9, 0.5]])
+
+    def predict(X: np.ndarray) -> np.ndarray:
+        return -np.sum((X[:, None, :] - centres[None]) ** 2, axis=2)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        before = list(warnings.filters)
+        NSGA3Solver(n_gen=30).solve(predict, SearchSpace.box(3),
+                                    [Task("a"), Task("b"), Task("c")], seed=0)
+        assert warnings.filters == before
+        with pytest.warns(UserWarning, match="still heard"):
+            warnings.warn("still heard", UserWarning, stacklevel=1)
 
 
 def test_grid_uses_sobol_beyond_three_dimensions() -> None:

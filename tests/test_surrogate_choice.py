@@ -10,7 +10,7 @@ from test_front_pareto import Quadratics
 
 import mapframe.surrogates.choice as choice
 from mapframe import MergeStudy
-from mapframe.errors import BudgetError
+from mapframe.errors import BudgetError, MapframeWarning
 from mapframe.surrogates.choice import (
     SMALL_BUDGET_FACTOR,
     SMALL_BUDGET_TASKS,
@@ -112,3 +112,23 @@ def test_a_budget_below_the_quadratics_parameters_now_runs_on_the_gp() -> None:
                      budget=10, seed=0, sampler="sobol").run()
     assert res.settings["surrogate"]["name"] == "gp"
     assert len(res.history) == 10 and len(res.front.coefficients) > 0
+
+
+def test_a_quadratic_fitted_to_exactly_its_parameter_count_warns(monkeypatch) -> None:
+    # Without gpytorch, auto at the count is the quadratic: it interpolates; the study says so
+    # (one line, in result.warnings too) and names the way out.
+    monkeypatch.setattr(choice, "installed", lambda module: False)
+    problem = Quadratics(3)
+    names = [t.name for t in problem.tasks]
+    with pytest.warns(MapframeWarning, match=r"auto surrogate has 10 parameters per task and "
+                                             r"was fitted to exactly 10 evaluations.*"
+                                             r"pip install 'mapframe\[gp\]'"):
+        res = MergeStudy(objective=problem, task_names=names, budget=10, seed=0).run()
+    assert any("interpolates" in w for w in res.warnings)
+    # A quadratic named explicitly: the same warning, pointing at surrogate: gp ...
+    with pytest.warns(MapframeWarning, match=r"or use surrogate: gp$"):
+        MergeStudy(objective=problem, task_names=names, budget=10, seed=0,
+                   surrogate="quadratic").run()
+    # ... and none with one evaluation more.
+    res = MergeStudy(objective=problem, task_names=names, budget=11, seed=0).run()
+    assert not any("interpolates" in w for w in res.warnings)

@@ -23,6 +23,7 @@ name        how                                use when
 from __future__ import annotations
 
 import math
+import warnings
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -238,14 +239,18 @@ class _PymooSolver(_BoxSolver):
         n_obj = len(directions)
         algorithm = self._single_objective() if n_obj == 1 else self._algorithm(n_obj)
         problem = _make_problem(predict, space, directions)
-        res = minimize(
-            problem,
-            algorithm,
-            ("n_gen", self.n_gen),
-            seed=seed,
-            verbose=False,
-            copy_algorithm=False,
-        )
+        # pymoo's NSGA-III calls warnings.simplefilter("ignore") while it normalises (its
+        # get_nadir_point, pymoo 0.6), which would silence every warning of the process from
+        # then on, the study's own MapframeWarnings included: keep that filter in here.
+        with warnings.catch_warnings():
+            res = minimize(
+                problem,
+                algorithm,
+                ("n_gen", self.n_gen),
+                seed=seed,
+                verbose=False,
+                copy_algorithm=False,
+            )
         X = res.pop.get("X")
         return _finish(predict, X, space, directions, int(algorithm.evaluator.n_eval))
 
