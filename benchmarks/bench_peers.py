@@ -594,7 +594,7 @@ def surrogate_for(search: int, n: int) -> str:
     sampler, N and search budget (:mod:`mapframe.surrogates.choice`), so each row is what a
     user who names no surrogate gets. (Until 2026-12-06 this benchmark chose itself: ``gp``
     below twice the quadratic's parameter count in search evaluations at every N, else
-    ``auto``; the pilots keep that rule, ``pilot_front.PILOT_RULE``.) The pilots replace this
+    ``auto``; the pilots keep that rule, ``peers_rule_before``.) The pilots replace this
     function to change the surrogate."""
     return "auto"
 

@@ -58,7 +58,7 @@ expected``, instead of the hypervolume gain on the means; otherwise as shipped).
 
 Every variant not marked ``shipped`` (``base``, ``plain``, ``botorch-sampler`` and
 ``pick-expected`` are) runs with the benchmark's surrogate rule as it was until 2026-12-06
-(:data:`PILOT_RULE`) and keeps the quadratic where that says ``auto``
+(``bench_peers.peers_rule_before``) and keeps the quadratic where that says ``auto``
 (:func:`_surrogate_rule`), as every pilot before 2026-12-05 ran; the shipped ones run with
 ``surrogate: auto`` as the library resolves it, like the peers benchmark since 2026-12-06.
 """
@@ -163,24 +163,19 @@ def _quadratic_mean(ridge: float = 1e-3) -> Iterator[None]:
         front.fit_gp = plain
 
 
-#: The surrogate rule of the variants not marked ``shipped``: the peers benchmark's own rule
-#: until 2026-12-06 (``gp`` below twice the quadratic's parameter count in search
-#: evaluations, at every N), with which every pilot before then ran.
-PILOT_RULE = "peers_rule_before"
-
-
 def _surrogate_rule(name: str, rule: Any) -> Any:
     """The surrogate rule as variant ``name`` changes it: its ``surrogate`` replaces the
     rule's choice, its ``gp_surrogate`` settings go to the ``gp`` surrogate. A variant marked
     ``shipped`` starts from ``rule`` (the benchmark's :func:`bench_peers.surrogate_for`:
-    ``auto``, which the study resolves as for a user); every other variant from
-    :data:`PILOT_RULE` and keeps the quadratic where that says ``auto`` (the mapping
-    ``{"name": "auto"}``, which the study does not resolve to ``gp``): the pilots before
-    2026-12-05 ran with it, so their commands measure what they measured then."""
+    ``auto``, which the study resolves as for a user); every other variant from the
+    benchmark's rule until 2026-12-06 (:func:`bench_peers.peers_rule_before`) and keeps the
+    quadratic where that says ``auto`` (the mapping ``{"name": "auto"}``, which the study
+    does not resolve to ``gp``): the pilots before 2026-12-05 ran with it, so their commands
+    measure what they measured then."""
     import benchmarks.bench_peers as bp
 
     spec = VARIANTS[name]
-    base = rule if spec.get("shipped") else getattr(bp, PILOT_RULE)
+    base = rule if spec.get("shipped") else bp.peers_rule_before
 
     def pick(search: int, n: int) -> str | dict[str, Any]:
         chosen = str(spec["surrogate"]) if "surrogate" in spec else base(search, n)
