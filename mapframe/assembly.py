@@ -31,7 +31,7 @@ from mapframe.spec import CheckpointsSpec, StudySpec, check_preference, check_pr
 from mapframe.stopping import StoppingRule
 from mapframe.storage.base import EvaluationStore
 from mapframe.surrogates.base import Surrogate
-from mapframe.surrogates.choice import resolve_auto_surrogate
+from mapframe.surrogates.choice import INSTALL_GP_HINT, resolve_auto_surrogate
 
 __all__ = ["StudyParts", "assemble", "build_merge_spec", "fresh_seed"]
 
@@ -109,8 +109,7 @@ def assemble(spec: StudySpec) -> StudyParts:
         if spec.budget < n_params:
             # ``surrogate: auto`` picks the gp below the quadratic's count when gpytorch is
             # installed (mapframe.surrogates.choice); say so where that is what is missing.
-            gp_hint = (f", or install gpytorch (pip install 'mapframe[gp]') so that "
-                       f"surrogate: auto fits the gp, which needs {space.n_dims + 1}"
+            gp_hint = (f", or {INSTALL_GP_HINT}, which needs {space.n_dims + 1}"
                        if spec.surrogate == "auto" and spec.budget >= space.n_dims + 1
                        and surrogate.name == "auto" else "")
             raise BudgetError(

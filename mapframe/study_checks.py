@@ -24,6 +24,7 @@ import numpy as np
 
 from mapframe.problem import Task
 from mapframe.surrogates.base import expected_errors
+from mapframe.surrogates.choice import INSTALL_GP_HINT
 
 __all__ = ["VERIFIED_ERROR_FACTOR", "extrapolation_check", "interpolation_check",
            "tradeoff_check", "verified_error_check"]
@@ -142,8 +143,7 @@ def interpolation_check(n_points: int, n_params: int, surrogate: str) -> str | N
     gp there when gpytorch is installed."""
     if surrogate == "gp" or n_points != n_params:
         return None
-    way_out = ("install gpytorch (pip install 'mapframe[gp]') so that surrogate: auto fits the "
-               "gp" if surrogate == "auto" else "use surrogate: gp")
+    way_out = INSTALL_GP_HINT if surrogate == "auto" else "use surrogate: gp"
     return (f"the {surrogate} surrogate has {n_params} parameters per task and was fitted to "
             f"exactly {n_points} evaluations: it interpolates them, noise included, so its "
             f"front may be far off; raise the budget (the paper uses about {2 * n_params}) or "

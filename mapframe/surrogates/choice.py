@@ -84,8 +84,8 @@ from typing import Any
 from mapframe._imports import installed
 from mapframe.surrogates.quadratic import AutoSurrogate, n_quadratic_params
 
-__all__ = ["BOTORCH_GP_TASKS", "GP_FINAL_SAMPLERS", "GP_FINAL_TASKS", "SMALL_BUDGET_FACTOR",
-           "SMALL_BUDGET_TASKS", "resolve_auto_surrogate"]
+__all__ = ["BOTORCH_GP_TASKS", "GP_FINAL_SAMPLERS", "GP_FINAL_TASKS", "INSTALL_GP_HINT",
+           "SMALL_BUDGET_FACTOR", "SMALL_BUDGET_TASKS", "resolve_auto_surrogate"]
 
 #: The name that asks for the rule (the ``auto`` quadratic's registered name).
 AUTO = AutoSurrogate.name
@@ -95,6 +95,9 @@ GP_FINAL_SAMPLERS = ("front", "gp")
 GP_FINAL_TASKS = (3, 4)
 #: Numbers of tasks at which the ``botorch`` sampler's study gets the ``gp`` surrogate too.
 BOTORCH_GP_TASKS = (3,)
+#: What a user without gpytorch is told to do where the budget rules would pick the gp.
+INSTALL_GP_HINT = ("install gpytorch (pip install 'mapframe[gp]') so that surrogate: auto fits "
+                   "the gp")
 
 
 #: With a search budget below this many times the quadratic's parameter count ...
