@@ -21,7 +21,7 @@ from mapframe.samplers.gp import (
     _hvi_mc,
     hypervolume_improvement,
 )
-from mapframe.surrogates.gp import GPSurrogate, _kernel, fit_gp
+from mapframe.surrogates.gp import GPSurrogate, _kernel, _trend_kernel, fit_gp
 from mapframe.testing import AdaptiveSamplerContract, SurrogateContract
 
 
@@ -110,6 +110,49 @@ def test_numpy_kernel_matches_gpytorch(nu):
     with torch.no_grad():
         want = k(torch.tensor(A), torch.tensor(B)).to_dense().numpy()
     np.testing.assert_allclose(_kernel(A, B, ls, 2.0, nu), 2.0 * want, rtol=1e-6, atol=1e-9)
+
+
+def test_trend_kernel_matches_gpytorch():
+    import gpytorch
+    import torch
+
+    rng = np.random.default_rng(1)
+    A, B = rng.random((6, 3)), rng.random((4, 3))
+    k = gpytorch.kernels.PolynomialKernel(power=2).double()
+    k.offset = torch.tensor([[0.7]], dtype=torch.float64)
+    with torch.no_grad():
+        want = k(torch.tensor(A - 0.5), torch.tensor(B - 0.5)).to_dense().numpy()
+    np.testing.assert_allclose(_trend_kernel(A, B, 3.0, 0.7), 3.0 * want, rtol=1e-9)
+
+
+def _bowl(X: np.ndarray) -> np.ndarray:
+    return 1.0 - ((X - 0.3) ** 2).sum(axis=1)
+
+
+def test_quadratic_trend_fits_a_quadratic_better():
+    rng = np.random.default_rng(0)
+    X = rng.random((25, 4))
+    y = _bowl(X) + 0.01 * rng.standard_normal(25)
+    box = (np.zeros(4), np.ones(4))
+    plain, trend = fit_gp(X, y, bounds=box), fit_gp(X, y, bounds=box, trend="quadratic")
+    assert "trend_scale" not in plain.hyperparameters()
+    assert trend.hyperparameters()["trend_scale"] > 0.0
+    Xt = rng.random((500, 4))
+
+    def rmse(gp):
+        return float(np.sqrt(np.mean((gp.mean(Xt) - _bowl(Xt)) ** 2)))
+
+    assert rmse(trend) < 0.75 * rmse(plain)
+    # the trend is part of every posterior quantity: variances, covariances, refits
+    mean, cov = trend.posterior(Xt[:6])
+    np.testing.assert_allclose(np.diag(cov), trend.var(Xt[:6]), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(mean, trend.mean_var(Xt[:6])[0], atol=1e-12)
+    again = trend.with_data(X, y)
+    np.testing.assert_allclose(again.mean(Xt[:6]), mean, atol=1e-10)
+    far = trend.var(np.full((1, 4), 3.0))[0]
+    assert far > trend.var(X[:1])[0]
+    with pytest.raises(ConfigError, match="trend must be one of none, quadratic"):
+        fit_gp(X, y, trend="cubic")
 
 
 def test_surrogate_errors():

@@ -11,6 +11,7 @@ float64 (numpy) posterior that the ``gp`` surrogate and the ``gp`` sampler query
 * scaling: inputs mapped to the unit cube (the given bounds, or the data's per-dimension
   min/max), outputs standardised to mean 0 and standard deviation 1; every hyper-parameter
   lives on those scales;
+* optional: a quadratic trend added to the kernel (``trend="quadratic"``, not the default);
 * fitting: the exact marginal log likelihood plus the log priors is maximised with
   ``torch.optim.LBFGS`` (strong Wolfe line search) from ``restarts`` fixed starting points
   (no random initialisation), keeping the best. The same data therefore gives the same fit.
@@ -132,6 +133,17 @@ def check_restarts(restarts: Any) -> int:
     return int(restarts)
 
 
+#: Kernel trends :func:`fit_gp` accepts: none (the default), or a Bayesian quadratic one.
+TRENDS = ("none", "quadratic")
+
+
+def check_trend(trend: Any) -> str:
+    """Validate the kernel's trend part."""
+    if trend not in TRENDS:
+        raise ConfigError(f"trend must be one of {', '.join(TRENDS)}, got {trend!r}")
+    return str(trend)
+
+
 # --------------------------------------------------------------------------- kernel
 def _matern(r: np.ndarray, nu: float) -> np.ndarray:
     """The unit-variance Matérn correlation at scaled distances ``r`` (gpytorch's form)."""
@@ -160,6 +172,14 @@ def _kernel(A: np.ndarray, B: np.ndarray, lengthscale: np.ndarray, outputscale: 
         r = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
         out[i : i + step] = _matern(r, nu)
     return outputscale * out
+
+
+def _trend_kernel(A: np.ndarray, B: np.ndarray, trend_scale: float,
+                  trend_offset: float) -> np.ndarray:
+    """``trend_scale · ((a − ½)·(b − ½) + trend_offset)²`` for unit-cube rows: the covariance
+    of a quadratic function of the inputs with random coefficients (a Bayesian quadratic
+    trend; gpytorch's ``PolynomialKernel(power=2)`` on centred inputs)."""
+    return trend_scale * ((A - 0.5) @ (B - 0.5).T + trend_offset) ** 2
 
 
 def _cholesky(K: np.ndarray) -> np.ndarray:
@@ -204,6 +224,8 @@ class FittedGP:
         noise: float,
         nu: float,
         log_likelihood: float = math.nan,
+        trend_scale: float = 0.0,
+        trend_offset: float = 0.0,
     ) -> None:
         self.lower = np.asarray(lower, dtype=float)
         self.width = np.asarray(width, dtype=float)
@@ -211,6 +233,8 @@ class FittedGP:
         self.constant, self.outputscale = float(constant), float(outputscale)
         self.lengthscale = np.asarray(lengthscale, dtype=float).reshape(-1)
         self.noise, self.nu = float(noise), float(nu)
+        #: Weight and offset of the quadratic trend part of the kernel (0: none).
+        self.trend_scale, self.trend_offset = float(trend_scale), float(trend_offset)
         #: Maximised objective: log marginal likelihood plus log priors, per data point.
         self.log_likelihood = float(log_likelihood)
         self.X = np.asarray(X, dtype=float)
@@ -234,7 +258,18 @@ class FittedGP:
         return (X - self.lower) / self.width
 
     def _k(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
-        return _kernel(A, B, self.lengthscale, self.outputscale, self.nu)
+        K = _kernel(A, B, self.lengthscale, self.outputscale, self.nu)
+        if self.trend_scale:
+            K += _trend_kernel(A, B, self.trend_scale, self.trend_offset)
+        return K
+
+    def _prior_var(self, Z: np.ndarray) -> np.ndarray:
+        """Prior variance of the latent function at unit-cube rows ``Z``: ``(M,)``."""
+        v = np.full(Z.shape[0], self.outputscale)
+        if self.trend_scale:
+            c = Z - 0.5
+            v += self.trend_scale * (np.einsum("ij,ij->i", c, c) + self.trend_offset) ** 2
+        return v
 
     def _solve_cross(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(K(X, Z), L⁻¹ K(X, Z))`` for unit-cube points ``Z``."""
@@ -249,15 +284,17 @@ class FittedGP:
 
     def var(self, X: np.ndarray) -> np.ndarray:
         """Posterior variance of the latent function at each row of ``X``: ``(M,)``."""
-        _, V = self._solve_cross(self._unit(X))
-        v = self.outputscale - np.einsum("ij,ij->j", V, V)
+        Z = self._unit(X)
+        _, V = self._solve_cross(Z)
+        v = self._prior_var(Z) - np.einsum("ij,ij->j", V, V)
         return np.maximum(v, 0.0) * self.y_scale**2
 
     def mean_var(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and latent variance at each row of ``X``, sharing one kernel matrix."""
-        Kxz, V = self._solve_cross(self._unit(X))
+        Z = self._unit(X)
+        Kxz, V = self._solve_cross(Z)
         mean = self.y_mean + self.y_scale * (self.constant + Kxz.T @ self._alpha)
-        v = np.maximum(self.outputscale - np.einsum("ij,ij->j", V, V), 0.0)
+        v = np.maximum(self._prior_var(Z) - np.einsum("ij,ij->j", V, V), 0.0)
         return mean, v * self.y_scale**2
 
     def cov(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -295,6 +332,7 @@ class FittedGP:
             X, y, lower=self.lower, width=self.width, y_mean=self.y_mean,
             y_scale=self.y_scale, constant=self.constant, outputscale=self.outputscale,
             lengthscale=self.lengthscale, noise=self.noise, nu=self.nu,
+            trend_scale=self.trend_scale, trend_offset=self.trend_offset,
         )
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -305,6 +343,8 @@ class FittedGP:
             "noise": self.noise,
             "constant": self.constant,
             "nu": self.nu,
+            **({"trend_scale": self.trend_scale, "trend_offset": self.trend_offset}
+               if self.trend_scale else {}),
         }
 
 
@@ -351,7 +391,7 @@ def _scaling(
 
 def _optimise(
     gpytorch: Any, torch: Any, Z: np.ndarray, t: np.ndarray, *, nu: float, noise_floor: float,
-    lengthscale0: float, noise0: float,
+    lengthscale0: float, noise0: float, trend: str = "none",
 ) -> tuple[float, dict[str, Any]] | None:
     """One LBFGS run from a fixed start; ``(loss, hyper-parameters)`` or ``None`` on failure."""
     from gpytorch.constraints import GreaterThan
@@ -370,7 +410,15 @@ def _optimise(
         lengthscale_constraint=GreaterThan(_MIN_LENGTHSCALE),
     )
     covar = gpytorch.kernels.ScaleKernel(base, outputscale_prior=GammaPrior(2.0, 0.15))
-    model = _model_class(gpytorch)(x, y, likelihood, covar).double()
+    quad = None
+    if trend == "quadratic":
+        x = x - 0.5  # the trend is centred on the box; the Matérn part is shift-invariant
+        quad = gpytorch.kernels.ScaleKernel(gpytorch.kernels.PolynomialKernel(power=2))
+        model = _model_class(gpytorch)(x, y, likelihood, covar + quad).double()
+        quad.outputscale = torch.tensor(0.1, dtype=torch.float64)
+        quad.base_kernel.offset = torch.tensor([[1.0]], dtype=torch.float64)
+    else:
+        model = _model_class(gpytorch)(x, y, likelihood, covar).double()
     base.lengthscale = torch.full((1, d), max(lengthscale0, 2 * _MIN_LENGTHSCALE),
                                   dtype=torch.float64)
     covar.outputscale = torch.tensor(1.0, dtype=torch.float64)
@@ -403,6 +451,9 @@ def _optimise(
         "noise": float(likelihood.noise.detach().reshape(-1)[0]),
         "constant": float(model.mean_module.constant.detach().reshape(-1)[0]),
     }
+    if quad is not None:
+        hyper["trend_scale"] = float(quad.outputscale.detach())
+        hyper["trend_offset"] = float(quad.base_kernel.offset.detach().reshape(-1)[0])
     if not all(np.all(np.isfinite(v)) for v in hyper.values()):
         return None
     return loss, hyper
@@ -416,6 +467,7 @@ def fit_gp(
     nu: float = 2.5,
     noise_floor: float = 1e-6,
     restarts: int = 2,
+    trend: str = "none",
 ) -> FittedGP:
     """Fit an exact GP to ``(X (K, d), y (K,))`` and return its :class:`FittedGP` posterior.
 
@@ -424,12 +476,19 @@ def fit_gp(
     ``noise_floor`` the lower bound of the noise variance on standardised outputs, and
     ``restarts`` the number of fixed starting points tried (the best objective wins; a start
     that fails numerically is skipped, and if all fail the first start's values are kept).
+    ``trend="quadratic"`` adds a Bayesian quadratic trend to the kernel,
+    ``s · ((z − ½)·(z' − ½) + o)²`` on unit-cube inputs (gpytorch's ``PolynomialKernel(power=2)``
+    under a ``ScaleKernel``; ``s`` and ``o`` fitted with the rest, no priors): the marginal
+    likelihood decides how much of the data a quadratic explains. Not the default: on the
+    peers benchmark's pilot seeds the front sampler with it in every fit scored no higher
+    (docs/adaptive-sampling.md, "Tried and not adopted: other GP kernels").
     torch runs single-threaded during the fit (its setting is restored afterwards). The
     result is a deterministic function of the data and these settings.
     """
     nu = check_nu(nu)
     noise_floor = check_noise_floor(noise_floor)
     restarts = check_restarts(restarts)
+    trend = check_trend(trend)
     X = np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float).reshape(-1)
     if X.ndim != 2 or X.shape[0] != y.size or X.shape[0] == 0:
@@ -455,7 +514,7 @@ def fit_gp(
         warnings.filterwarnings("ignore", module=r"gpytorch\..*|linear_operator\..*")
         for factor, noise0 in _STARTS[:restarts]:
             got = _optimise(gpytorch, torch, Z, t, nu=nu, noise_floor=noise_floor,
-                            lengthscale0=factor * mode, noise0=noise0)
+                            lengthscale0=factor * mode, noise0=noise0, trend=trend)
             if got is not None and (best is None or got[0] < best[0]):
                 best = got
     hyper: dict[str, Any]
@@ -470,7 +529,8 @@ def fit_gp(
         X, y, lower=lower, width=width, y_mean=y_mean, y_scale=y_scale,
         constant=hyper["constant"], outputscale=hyper["outputscale"],
         lengthscale=hyper["lengthscale"], noise=hyper["noise"], nu=nu,
-        log_likelihood=-loss,
+        log_likelihood=-loss, trend_scale=hyper.get("trend_scale", 0.0),
+        trend_offset=hyper.get("trend_offset", 0.0),
     )
 
 
