@@ -55,12 +55,22 @@ surrogate on the logits), ``warp-both``, and ``gp-final-warp`` / ``gp-final-no-w
 (``gp`` as the study's surrogate at every budget, on the logits or the raw accuracies),
 ``pick-expected`` (each round's batch by greedy q-EHVI over the predicted front, ``pick:
 expected``, instead of the hypervolume gain on the means; otherwise as shipped).
+Added 2026-12-06, each otherwise as shipped: ``botorch-sampler-share-0.2`` /
+``botorch-sampler-share-0.1`` (the ``botorch`` sampler verifying 20 % or 10 % of the budget
+instead of 30 %), ``gp-final-nu-1.5`` / ``gp-final-nu-0.5`` (the ``gp`` surrogate with a
+rougher Matérn kernel than the default ``nu = 2.5``), ``trend`` (every GP fit, the sampler's
+rounds and the ``gp`` surrogate, with a quadratic trend in its kernel:
+``fit_gp(trend="quadratic")``), ``final-lcb-0.5`` / ``final-lcb-1`` (the study's front, its
+verification and the handed-over front from the ``gp`` surrogate's posterior mean minus 0.5 or
+1 posterior standard deviation: a pessimistic front) and ``final-ucb-0.5`` / ``final-ucb-1``
+(plus: an optimistic one).
 
 Every variant not marked ``shipped`` (``base``, ``plain``, ``botorch-sampler`` and
-``pick-expected`` are) runs with the benchmark's surrogate rule as it was until 2026-12-06
-(``bench_peers.peers_rule_before``) and keeps the quadratic where that says ``auto``
-(:func:`_surrogate_rule`), as every pilot before 2026-12-05 ran; the shipped ones run with
-``surrogate: auto`` as the library resolves it, like the peers benchmark since 2026-12-06.
+``pick-expected`` are) or ``current_rule`` (those added on 2026-12-06) runs with the
+benchmark's surrogate rule as it was until 2026-12-06 (``bench_peers.peers_rule_before``) and
+keeps the quadratic where that says ``auto`` (:func:`_surrogate_rule`), as every pilot before
+2026-12-05 ran; the others run with ``surrogate: auto`` as the library resolves it, like the
+peers benchmark since 2026-12-06.
 """
 
 from __future__ import annotations
@@ -98,6 +108,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "botorch-sampler": {"sampler": {"name": "botorch"}, "share": 0.3, "shipped": True},
     "botorch-sampler-gp-final": {"sampler": {"name": "botorch"}, "share": 0.3,
                                  "surrogate": "gp"},
+    "botorch-sampler-share-0.2": {"sampler": {"name": "botorch"}, "share": 0.2,
+                                  "current_rule": True},
+    "botorch-sampler-share-0.1": {"sampler": {"name": "botorch"}, "share": 0.1,
+                                  "current_rule": True},
     "select-hv": {"front_solver": {"name": "auto", "select": "hypervolume"}},
     "select-hv-gp": {"front_solver": {"name": "auto", "select": "hypervolume"},
                      "surrogate": "gp"},
@@ -115,6 +129,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
                       "gp_surrogate": {"warp": "auto"}},
     "gp-final-no-warp": {"sampler": {"warp": "none"}, "surrogate": "gp",
                          "gp_surrogate": {"warp": "none"}},
+    "trend": {"trend": True, "current_rule": True},
+    "final-lcb-0.5": {"final_beta": 0.5, "current_rule": True},
+    "final-lcb-1": {"final_beta": 1.0, "current_rule": True},
+    "final-ucb-0.5": {"final_beta": -0.5, "current_rule": True},
+    "final-ucb-1": {"final_beta": -1.0, "current_rule": True},
+    "gp-final-nu-1.5": {"surrogate": "gp", "gp_surrogate": {"nu": 1.5}},
+    "gp-final-nu-0.5": {"surrogate": "gp", "gp_surrogate": {"nu": 0.5}},
 }
 FRONT_MODE = "mapframe Bayesian MAP (front)"
 
@@ -163,6 +184,46 @@ def _quadratic_mean(ridge: float = 1e-3) -> Iterator[None]:
         front.fit_gp = plain
 
 
+@contextlib.contextmanager
+def _quadratic_trend() -> Iterator[None]:
+    """Every GP fit (the front sampler's rounds and the ``gp`` surrogate) with a quadratic
+    trend in its kernel (``fit_gp(trend="quadratic")``) while active."""
+    import mapframe.surrogates.gp as gp
+
+    plain = gp.fit_gp
+
+    def fit(*args: Any, **kw: Any) -> Any:
+        kw.setdefault("trend", "quadratic")
+        return plain(*args, **kw)
+
+    gp.fit_gp = fit  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        gp.fit_gp = plain
+
+
+@contextlib.contextmanager
+def _final_bound(beta: float) -> Iterator[None]:
+    """The ``gp`` surrogate's predictions (the study's front solve, verification and
+    handed-over front; not the sampler's rounds, whose GPs are their own) replaced by the
+    posterior mean minus ``beta`` posterior standard deviations while active: a pessimistic
+    front for ``beta > 0``, an optimistic one below 0 (every task of the benchmark is
+    maximised)."""
+    from mapframe.surrogates.gp import GPSurrogate
+
+    plain = GPSurrogate.predict
+
+    def predict(self: GPSurrogate, X: np.ndarray) -> np.ndarray:
+        return plain(self, X) - beta * self.predict_std(X)
+
+    GPSurrogate.predict = predict  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        GPSurrogate.predict = plain  # type: ignore[method-assign]
+
+
 def _surrogate_rule(name: str, rule: Any) -> Any:
     """The surrogate rule as variant ``name`` changes it: its ``surrogate`` replaces the
     rule's choice, its ``gp_surrogate`` settings go to the ``gp`` surrogate. A variant marked
@@ -175,13 +236,14 @@ def _surrogate_rule(name: str, rule: Any) -> Any:
     import benchmarks.bench_peers as bp
 
     spec = VARIANTS[name]
-    base = rule if spec.get("shipped") else bp.peers_rule_before
+    current = spec.get("shipped") or spec.get("current_rule")
+    base = rule if current else bp.peers_rule_before
 
     def pick(search: int, n: int) -> str | dict[str, Any]:
         chosen = str(spec["surrogate"]) if "surrogate" in spec else base(search, n)
         if chosen == "gp" and "gp_surrogate" in spec:
             return {"name": "gp", **spec["gp_surrogate"]}
-        if chosen == "auto" and not spec.get("shipped"):
+        if chosen == "auto" and not current:
             return {"name": "auto"}
         return chosen
 
@@ -206,7 +268,10 @@ def _one(task: tuple[str, int, int, int, bool]) -> tuple[str, int, int, int, flo
     job = {"kind": "map", "mode": label, "n": n, "budget": budget, "seed": seed,
            "proposal": proposal}
     try:
-        with _quadratic_mean() if spec.get("quadratic_mean") else contextlib.nullcontext():
+        with (_quadratic_mean() if spec.get("quadratic_mean") else
+              _quadratic_trend() if spec.get("trend") else
+              _final_bound(spec["final_beta"]) if "final_beta" in spec else
+              contextlib.nullcontext()):
             row = bp._map_job(job)[0]
     finally:
         bp.surrogate_for = plain_rule

@@ -2,7 +2,10 @@
 
 What is checked: the quadratic-prior-mean variant reproduces a quadratic from as many points
 as it has parameters and leaves the sampler's GP fit as it was afterwards, the reported
-seeds 0-2 are refused, and seed ranges parse.
+seeds 0-2 are refused, and seed ranges parse; the quadratic-trend and mean ± std variants
+change the fits only while they run; the variants added on 2026-12-06 run the shipped
+surrogate rule; and the reference-gap diagnostic (benchmarks/pilot_reference_gap.py) refuses
+the reported seeds and task counts without a dense reference.
 """
 
 from __future__ import annotations
@@ -183,3 +186,52 @@ def test_surrogate_rule_variants(monkeypatch, name, sampler, share, small, large
     assert seen["share"] == (share if share is not None
                              else bp.VERIFY_SHARE_OF[pilot_front.FRONT_MODE])
     assert seen["rule"] == [small, large]
+
+
+def test_trend_and_bound_variants_change_the_fits_and_are_undone_afterwards():
+    import mapframe.surrogates.gp as gp
+    from mapframe.problem import Task
+
+    plain_fit, plain_predict = gp.fit_gp, gp.GPSurrogate.predict
+    rng = np.random.default_rng(1)
+    X = rng.uniform(size=(15, 2))
+    y = 1.0 - ((X - 0.3) ** 2).sum(axis=1)
+    with pilot_front._quadratic_trend():
+        assert "trend_scale" in gp.fit_gp(X, y).hyperparameters()
+    assert gp.fit_gp is plain_fit
+    s = gp.GPSurrogate().fit(X, y, Task("t"))
+    Z = rng.uniform(size=(8, 2)) + 0.5  # partly outside the data: a visible std
+    mean, std = s.predict(Z), s.predict_std(Z)
+    with pilot_front._final_bound(1.0):
+        np.testing.assert_allclose(s.predict(Z), mean - std)
+    with pilot_front._final_bound(-0.5):
+        np.testing.assert_allclose(s.predict(Z), mean + 0.5 * std)
+    assert gp.GPSurrogate.predict is plain_predict
+    np.testing.assert_allclose(s.predict(Z), mean)
+
+
+def test_variants_added_later_run_the_shipped_surrogate_rule(monkeypatch):
+    import benchmarks.bench_peers as bp
+
+    seen = {}
+
+    def fake_job(job):
+        seen["surrogate"] = bp.surrogate_for(50, 3)
+        seen["share"] = bp.VERIFY_SHARE_OF[job["mode"]]
+        return [{"hv_fraction": 0.5, "overhead_s": 1.0}]
+
+    monkeypatch.setattr(bp, "_map_job", fake_job)
+    for name in ("trend", "final-lcb-0.5", "botorch-sampler-share-0.1"):
+        pilot_front._one((name, 3, 50, 100, False))
+        assert seen["surrogate"] == "auto"  # the study resolves it, as for a user
+    assert seen["share"] == 0.1
+
+
+def test_reference_gap_refuses_reported_seeds_and_other_task_counts(capsys):
+    from benchmarks import pilot_reference_gap
+
+    for argv in (["--seeds", "1-3"], ["--cells", "2:10", "--seeds", "100"]):
+        with pytest.raises(SystemExit):
+            pilot_reference_gap.main(argv)
+    err = capsys.readouterr().err
+    assert "reported seeds" in err and "N = 3 and 4 only" in err
