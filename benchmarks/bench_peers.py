@@ -236,7 +236,11 @@ cells.
   comes within 0.01 of its own 20 000-point value only after 500-1 000 evaluations (N = 3)
   and 5 000-10 000 (N = 4), and the `front` sampler's proposal from B evaluations is worth
   at least 10 B random ones at every budget (up to 50 B; 4 B to 25 B before `select: auto`
-  and the `gp` final surrogate).
+  and the `gp` final surrogate). Where the remaining gap comes from (`python
+  benchmarks/pilot_reference_gap.py`, pilot seeds, docs/adaptive-sampling.md): an exact
+  solve of the same surrogates over the whole dense set scores within 0.005 of the
+  handed-over front, so the gap is the surrogates' accuracy with B evaluations, not the
+  front solve.
 - **Proposal quality** (not charged) keeps rising with the budget for the `front` sampler
   and rose with `select: auto` at every N = 3, 4 cell of every mode (+0.005 to +0.058), and
   with the `gp` final surrogate again: at N = 4 0.681 / 0.762 / 0.803 / 0.834 / 0.864 for
