@@ -134,8 +134,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "final-lcb-1": {"final_beta": 1.0, "current_rule": True},
     "final-ucb-0.5": {"final_beta": -0.5, "current_rule": True},
     "final-ucb-1": {"final_beta": -1.0, "current_rule": True},
-    "gp-final-nu-1.5": {"surrogate": "gp", "gp_surrogate": {"nu": 1.5}},
-    "gp-final-nu-0.5": {"surrogate": "gp", "gp_surrogate": {"nu": 0.5}},
+    "gp-final-nu-1.5": {"surrogate": "gp", "gp_surrogate": {"nu": 1.5}, "current_rule": True},
+    "gp-final-nu-0.5": {"surrogate": "gp", "gp_surrogate": {"nu": 0.5}, "current_rule": True},
 }
 FRONT_MODE = "mapframe Bayesian MAP (front)"
 
