@@ -83,6 +83,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
@@ -177,11 +178,8 @@ def _quadratic_mean(ridge: float = 1e-3) -> Iterator[None]:
         return _QuadraticMeanGP(plain(X, y - F @ weights, bounds=bounds, **kw), weights,
                                 lower, width)
 
-    front.fit_gp = fit
-    try:
+    with mock.patch.object(front, "fit_gp", fit):
         yield
-    finally:
-        front.fit_gp = plain
 
 
 @contextlib.contextmanager
@@ -196,11 +194,8 @@ def _quadratic_trend() -> Iterator[None]:
         kw.setdefault("trend", "quadratic")
         return plain(*args, **kw)
 
-    gp.fit_gp = fit  # type: ignore[assignment]
-    try:
+    with mock.patch.object(gp, "fit_gp", fit):
         yield
-    finally:
-        gp.fit_gp = plain
 
 
 @contextlib.contextmanager
@@ -217,11 +212,8 @@ def _final_bound(beta: float) -> Iterator[None]:
     def predict(self: GPSurrogate, X: np.ndarray) -> np.ndarray:
         return plain(self, X) - beta * self.predict_std(X)
 
-    GPSurrogate.predict = predict  # type: ignore[method-assign]
-    try:
+    with mock.patch.object(GPSurrogate, "predict", predict):
         yield
-    finally:
-        GPSurrogate.predict = plain  # type: ignore[method-assign]
 
 
 def _surrogate_rule(name: str, rule: Any) -> Any:
