@@ -31,7 +31,11 @@ from mapframe.spec import CheckpointsSpec, StudySpec, check_preference, check_pr
 from mapframe.stopping import StoppingRule
 from mapframe.storage.base import EvaluationStore
 from mapframe.surrogates.base import Surrogate
-from mapframe.surrogates.choice import INSTALL_GP_HINT, resolve_auto_surrogate
+from mapframe.surrogates.choice import (
+    INSTALL_GP_HINT,
+    resolve_auto_surrogate,
+    up_to_quadratic_count,
+)
 
 __all__ = ["StudyParts", "assemble", "build_merge_spec", "fresh_seed"]
 
@@ -110,8 +114,8 @@ def assemble(spec: StudySpec) -> StudyParts:
             # ``surrogate: auto`` picks the gp below the quadratic's count when gpytorch is
             # installed (mapframe.surrogates.choice); say so where that is what is missing.
             gp_hint = (f", or {INSTALL_GP_HINT}, which needs {space.n_dims + 1}"
-                       if spec.surrogate == "auto" and spec.budget >= space.n_dims + 1
-                       and surrogate.name == "auto" else "")
+                       if spec.surrogate == "auto" and surrogate.name == "auto"
+                       and up_to_quadratic_count(space.n_dims, spec.budget) else "")
             raise BudgetError(
                 f"budget {spec.budget} cannot fit the {n_params}-parameter {surrogate.name} "
                 f"surrogate for {space.n_dims} coefficients: set budget >= {n_params} (the "

@@ -85,7 +85,8 @@ from mapframe._imports import installed
 from mapframe.surrogates.quadratic import AutoSurrogate, n_quadratic_params
 
 __all__ = ["BOTORCH_GP_TASKS", "GP_FINAL_SAMPLERS", "GP_FINAL_TASKS", "INSTALL_GP_HINT",
-           "SMALL_BUDGET_FACTOR", "SMALL_BUDGET_TASKS", "resolve_auto_surrogate"]
+           "SMALL_BUDGET_FACTOR", "SMALL_BUDGET_TASKS", "resolve_auto_surrogate",
+           "up_to_quadratic_count"]
 
 #: The name that asks for the rule (the ``auto`` quadratic's registered name).
 AUTO = AutoSurrogate.name
@@ -104,6 +105,13 @@ INSTALL_GP_HINT = ("install gpytorch (pip install 'mapframe[gp]') so that surrog
 SMALL_BUDGET_FACTOR = 2
 #: ... ``auto`` is the ``gp`` surrogate from this many tasks on, with any sampler.
 SMALL_BUDGET_TASKS = 4
+
+
+def up_to_quadratic_count(n_dims: int, budget: int) -> bool:
+    """Whether a search budget is one where ``auto`` takes the ``gp`` for want of points (when
+    gpytorch is installed): enough for the gp (``n_dims + 1``) but at most the quadratic's
+    parameter count, where the quadratic cannot be fitted or interpolates."""
+    return n_dims + 1 <= budget <= n_quadratic_params(n_dims)
 
 
 def resolve_auto_surrogate(spec: Any, sampler_name: str, n_tasks: int, *,
@@ -126,6 +134,6 @@ def resolve_auto_surrogate(spec: Any, sampler_name: str, n_tasks: int, *,
     if (n_dims == n_tasks and n_tasks >= SMALL_BUDGET_TASKS
             and budget < SMALL_BUDGET_FACTOR * n_quadratic_params(n_tasks)):
         return "gp"
-    if n_dims + 1 <= budget <= n_quadratic_params(n_dims):
-        return "gp"  # the quadratic cannot be fitted or interpolates; the gp can be fitted
+    if up_to_quadratic_count(n_dims, budget):
+        return "gp"
     return spec
