@@ -282,20 +282,22 @@ class FittedGP:
         Kxz = self._k(self._Z, self._unit(X))
         return self.y_mean + self.y_scale * (self.constant + Kxz.T @ self._alpha)
 
+    def _latent_var(self, Z: np.ndarray, V: np.ndarray) -> np.ndarray:
+        """Posterior latent variance at unit-cube rows ``Z`` from ``V = L⁻¹ K(X, Z)``, in the
+        metric's units: ``(M,)``."""
+        return np.maximum(self._prior_var(Z) - np.einsum("ij,ij->j", V, V), 0.0) * self.y_scale**2
+
     def var(self, X: np.ndarray) -> np.ndarray:
         """Posterior variance of the latent function at each row of ``X``: ``(M,)``."""
         Z = self._unit(X)
-        _, V = self._solve_cross(Z)
-        v = self._prior_var(Z) - np.einsum("ij,ij->j", V, V)
-        return np.maximum(v, 0.0) * self.y_scale**2
+        return self._latent_var(Z, self._solve_cross(Z)[1])
 
     def mean_var(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and latent variance at each row of ``X``, sharing one kernel matrix."""
         Z = self._unit(X)
         Kxz, V = self._solve_cross(Z)
         mean = self.y_mean + self.y_scale * (self.constant + Kxz.T @ self._alpha)
-        v = np.maximum(self._prior_var(Z) - np.einsum("ij,ij->j", V, V), 0.0)
-        return mean, v * self.y_scale**2
+        return mean, self._latent_var(Z, V)
 
     def cov(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
         """Posterior covariance of the latent function between rows of ``A`` and ``B``."""
@@ -410,15 +412,15 @@ def _optimise(
         lengthscale_constraint=GreaterThan(_MIN_LENGTHSCALE),
     )
     covar = gpytorch.kernels.ScaleKernel(base, outputscale_prior=GammaPrior(2.0, 0.15))
-    quad = None
+    kernel, quad = covar, None
     if trend == "quadratic":
         x = x - 0.5  # the trend is centred on the box; the Matérn part is shift-invariant
         quad = gpytorch.kernels.ScaleKernel(gpytorch.kernels.PolynomialKernel(power=2))
-        model = _model_class(gpytorch)(x, y, likelihood, covar + quad).double()
+        kernel = covar + quad
+    model = _model_class(gpytorch)(x, y, likelihood, kernel).double()
+    if quad is not None:
         quad.outputscale = torch.tensor(0.1, dtype=torch.float64)
         quad.base_kernel.offset = torch.tensor([[1.0]], dtype=torch.float64)
-    else:
-        model = _model_class(gpytorch)(x, y, likelihood, covar).double()
     base.lengthscale = torch.full((1, d), max(lengthscale0, 2 * _MIN_LENGTHSCALE),
                                   dtype=torch.float64)
     covar.outputscale = torch.tensor(1.0, dtype=torch.float64)
