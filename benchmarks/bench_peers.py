@@ -626,22 +626,43 @@ def map_split(budget: int, n: int, share: float = VERIFY_SHARE) -> tuple[int, in
     return budget - k, k, surrogate_for(budget - k, n)
 
 
-def _map_job(job: dict[str, Any]) -> list[dict[str, Any]]:
+def run_map_study(problem: DigitsProblem, mode: str, budget: int, seed: int, *,
+                  proposal: bool) -> tuple[Any, Any, BlackBox]:
+    """One mapframe run of ``mode`` on the validation black box: ``(study, result, black
+    box)``. Charged (``proposal=False``): B - k search evaluations and k verified
+    (:func:`map_split`); proposal quality: all B on the search, none verified."""
     from mapframe import MergeStudy
 
-    n, budget, seed = job["n"], job["budget"], job["seed"]
-    problem, scorer = _setting(n)
-    search, k, surrogate = ((budget, 0, surrogate_for(budget, n)) if job["proposal"]
-                            else map_split(budget, n,
-                                           VERIFY_SHARE_OF.get(job["mode"], VERIFY_SHARE)))
+    n = len(problem.tasks)
+    search, k, surrogate = ((budget, 0, surrogate_for(budget, n)) if proposal
+                            else map_split(budget, n, VERIFY_SHARE_OF.get(mode, VERIFY_SHARE)))
     bb = _black_box(problem, n, budget)
     bb.start()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         study = MergeStudy(objective=bb, tasks=problem.val.tasks, budget=search, verify=k,
-                           seed=seed, surrogate=surrogate, **MAP_MODES[job["mode"]])
+                           seed=seed, surrogate=surrogate, **MAP_MODES[mode])
         res = study.run()
+    return study, res, bb
+
+
+def charged_set(res: Any, n: int) -> np.ndarray:
+    """mapframe's proposed set on the charged score: its verified front points (the
+    surrogates, fitted on every evaluation, say they are Pareto-optimal; one noisy validation
+    value does not overrule that) plus the search points no other search point dominates on
+    validation."""
+    verified = np.array([e.coefficients for e in res.history.select("verify")]).reshape(-1, n)
+    Xs = np.array([e.coefficients for e in res.history.select("search")]).reshape(-1, n)
+    Fs = np.array([e.metrics for e in res.history.select("search")]).reshape(len(Xs), -1)
+    return np.vstack([Xs[pareto_mask(Fs)], verified])
+
+
+def _map_job(job: dict[str, Any]) -> list[dict[str, Any]]:
+    n, budget, seed = job["n"], job["budget"], job["seed"]
+    problem, scorer = _setting(n)
+    study, res, bb = run_map_study(problem, job["mode"], budget, seed, proposal=job["proposal"])
     wall = time.perf_counter() - bb.t0
+    search, k = study.budget, study.verify
     # The surrogate the study ran with (``auto`` may resolve to ``gp`` with the front sampler).
     row = {"method": job["mode"], "n": n, "budget": budget, "seed": seed,
            "surrogate": study.surrogate.name, "search": search, "verified": k,
@@ -654,13 +675,7 @@ def _map_job(job: dict[str, Any]) -> list[dict[str, Any]]:
         row["method"] += " (proposal quality)"
         row.update(scorer(front), proposed=len(front), measured=measured)
         return [row]
-    # mapframe's proposed set: its verified front points (the surrogates, fitted on every
-    # evaluation, say they are Pareto-optimal; one noisy validation value does not overrule
-    # that) plus the search points no other search point dominates on validation.
-    verified = np.array([e.coefficients for e in res.history.select("verify")]).reshape(-1, n)
-    Xs = np.array([e.coefficients for e in res.history.select("search")]).reshape(-1, n)
-    Fs = np.array([e.metrics for e in res.history.select("search")]).reshape(len(Xs), -1)
-    proposed = np.vstack([Xs[pareto_mask(Fs)], verified])
+    proposed = charged_set(res, n)
     row.update(scorer(proposed), proposed=len(proposed))
     # The peers' rule on the same evaluations, for transparency.
     row["peer_rule"] = measured

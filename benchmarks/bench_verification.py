@@ -79,11 +79,12 @@ from benchmarks.bench_peers import (
     VERIFY_SHARE_OF,
     _black_box,
     _setting,
+    charged_set,
     map_split,
 )
 from benchmarks.common import mean_std
 from mapframe import MergeStudy
-from mapframe.metrics import pareto_mask, spread_subset
+from mapframe.metrics import spread_subset
 
 N = 3
 BUDGETS = [10, 20, 30, 50]
@@ -131,13 +132,8 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
                            "search": search, "verified": k, "surrogate": surrogate,
                            "evaluations": bb.count,
                            "overhead_s": time.perf_counter() - bb.t0 - bb.eval_s}
-    # The charged set, exactly as in bench_peers._map_job: verified front points plus the
-    # search points no other search point dominates on validation.
-    verified = np.array([e.coefficients for e in res.history.select("verify")]).reshape(-1, N)
-    Xs = np.array([e.coefficients for e in res.history.select("search")]).reshape(-1, N)
-    Fs = np.array([e.metrics for e in res.history.select("search")]).reshape(len(Xs), -1)
-    charged = np.vstack([Xs[pareto_mask(Fs)], verified])
-    row["charged"] = scorer(charged)["hv_fraction"]
+    # The charged set, as the peers benchmark scores it.
+    row["charged"] = scorer(charged_set(res, N))["hv_fraction"]
     # Handed-over front vs what was measured (all B evaluations, and their validation front).
     Xm, Fm = bb.arrays()
     row["handed_over"] = scorer(res.front.coefficients)["hv_fraction"]

@@ -277,6 +277,15 @@ def _seeds(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
 
 
+def pilot_seeds(parser: argparse.ArgumentParser, text: str) -> list[int]:
+    """The seeds ``text`` names (``100-105`` or ``100,101``); the peers benchmark's reported
+    seeds 0-2 are refused through ``parser``: settings are chosen on other seeds."""
+    seeds = _seeds(text)
+    if set(seeds) & {0, 1, 2}:
+        parser.error("seeds 0-2 are the peers benchmark's reported seeds: pilot on others")
+    return seeds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("variants", nargs="+", choices=sorted(VARIANTS))
@@ -287,9 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="score the handed-over front of a search using every evaluation")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
-    seeds = _seeds(args.seeds)
-    if set(seeds) & {0, 1, 2}:
-        parser.error("seeds 0-2 are the peers benchmark's reported seeds: pilot on others")
+    seeds = pilot_seeds(parser, args.seeds)
     cells = [tuple(int(v) for v in c.split(":")) for c in args.cells.split(",")]
     tasks = [(v, n, b, s, args.proposal) for v in args.variants for n, b in cells
              for s in seeds]

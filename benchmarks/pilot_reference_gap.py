@@ -26,43 +26,39 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.pilot_front import pilot_seeds
 
 #: Front sizes scored besides the handed-over front's own.
 SIZES = (300, 600, 1000, 2000)
 MODE = "mapframe Bayesian MAP (front)"
 
 
-def gap_row(n: int, budget: int, seed: int) -> dict[str, object]:
-    """One proposal-quality run's three scores at the front's own size and at ``SIZES``."""
+def gap_row(n: int, budget: int, seed: int
+            ) -> tuple[float, list[tuple[int, float, float]]]:
+    """One proposal-quality run: the handed-over front's score, and ``(k, surrogates' exact
+    front, reference)`` at the front's own size ``k`` and at ``SIZES``."""
     import benchmarks.bench_peers as bp
-    from mapframe import MergeStudy
     from mapframe.hypervolume import greedy_hypervolume_subset
     from mapframe.metrics import pareto_mask
 
     problem, scorer = bp._setting(n)
     dense = bp.dense_points(n, *bp.TRUTH[n])
     C, F = bp.dense_validation_front(problem)
-    bb = bp._black_box(problem, n, budget)
-    bb.start()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = MergeStudy(objective=bb, tasks=problem.val.tasks, budget=budget, seed=seed,
-                         surrogate="auto", **bp.MAP_MODES[MODE]).run()
+    _, res, _ = bp.run_map_study(problem, MODE, budget, seed, proposal=True)
     predicted = res.predict(dense)
     keep = pareto_mask(predicted)
     Cp, Fp = dense[keep], predicted[keep]
     top = max(SIZES)
     by_surrogate = greedy_hypervolume_subset(Fp, min(top, len(Fp)), ordered=True)
     by_validation = greedy_hypervolume_subset(F, min(top, len(F)), ordered=True)
-    row: dict[str, object] = {"front": scorer(res.front.coefficients)["hv_fraction"]}
-    for k in (len(res.front), *SIZES):
-        row[k] = (scorer(Cp[by_surrogate[:k]])["hv_fraction"],
-                  scorer(C[by_validation[:k]])["hv_fraction"])
-    return row
+    return scorer(res.front.coefficients)["hv_fraction"], [
+        (k, scorer(Cp[by_surrogate[:k]])["hv_fraction"],
+         scorer(C[by_validation[:k]])["hv_fraction"])
+        for k in (len(res.front), *SIZES)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,22 +66,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cells", default="3:20,4:30", help="N:B pairs (N = 3 or 4)")
     parser.add_argument("--seeds", default="100-102", help="e.g. 100-102 or 100,101")
     args = parser.parse_args(argv)
-    lo, _, hi = args.seeds.partition("-")
-    seeds = (list(range(int(lo), int(hi) + 1)) if hi
-             else [int(v) for v in args.seeds.split(",")])
-    if set(seeds) & {0, 1, 2}:
-        parser.error("seeds 0-2 are the peers benchmark's reported seeds: pilot on others")
+    seeds = pilot_seeds(parser, args.seeds)
     print("HV fraction on test: k = front size: surrogate's dense front vs dense reference")
     for cell in args.cells.split(","):
         n, budget = (int(v) for v in cell.split(":"))
         if n not in (3, 4):
             parser.error(f"cell {cell}: the dense reference exists at N = 3 and 4 only")
         for seed in seeds:
-            row = gap_row(n, budget, seed)
+            front, by_size = gap_row(n, budget, seed)
             sizes = " | ".join(f"k={k}: {s:.3f} vs {r:.3f} ({s - r:+.3f})"
-                               for k, (s, r) in ((k, v) for k, v in row.items()
-                                                 if k != "front"))
-            print(f"N={n} B={budget:3d} seed {seed}: front {row['front']:.3f} | {sizes}",
+                               for k, s, r in by_size)
+            print(f"N={n} B={budget:3d} seed {seed}: front {front:.3f} | {sizes}",
                   flush=True)
     return 0
 
