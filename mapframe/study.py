@@ -456,7 +456,8 @@ class MergeStudy:
         found = [verified_error_check(run.F_front, run.real, run.diagnostics, self.tasks),
                  tradeoff_check(front.best_known, front.coefficients, Y, self.tasks),
                  interpolation_check(len(searched), self.surrogate.n_params(self.space.n_dims),
-                                     self.surrogate.name)]
+                                     self.surrogate.name,
+                                     self.surrogate.interpolates_at_n_params)]
         if result.selected is not None:
             found.append(extrapolation_check(
                 front.coefficients[result.selected], X, self.space.lower, self.space.upper,

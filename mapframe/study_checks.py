@@ -135,13 +135,15 @@ def tradeoff_check(best_known: np.ndarray, coefficients: np.ndarray, searched: n
             "task's evaluated range of the best front value on every task")
 
 
-def interpolation_check(n_points: int, n_params: int, surrogate: str) -> str | None:
-    """A surrogate other than ``gp`` fitted to exactly ``n_params`` evaluations (its parameter
-    count per task): it interpolates them, noise included. On the peers benchmark's pilots
-    such a quadratic at 3 tasks scored 0.46-0.93 of the true front's hypervolume where the gp
-    scored 0.84-0.90 (docs/adaptive-sampling.md), which is why ``surrogate: auto`` takes the
-    gp there when gpytorch is installed."""
-    if surrogate == "gp" or n_points != n_params:
+def interpolation_check(n_points: int, n_params: int, surrogate: str,
+                        interpolates: bool = True) -> str | None:
+    """A surrogate that ``interpolates`` at its parameter count
+    (:attr:`~mapframe.surrogates.base.Surrogate.interpolates_at_n_params`: the quadratics, not
+    the ``gp``) fitted to exactly ``n_params`` evaluations: it reproduces them, noise
+    included. On the peers benchmark's pilots such a quadratic at 3 tasks scored 0.46-0.93 of
+    the true front's hypervolume where the gp scored 0.84-0.90 (docs/adaptive-sampling.md),
+    which is why ``surrogate: auto`` takes the gp there when gpytorch is installed."""
+    if not interpolates or n_points != n_params:
         return None
     way_out = INSTALL_GP_HINT if surrogate == "auto" else "use surrogate: gp"
     return (f"the {surrogate} surrogate has {n_params} parameters per task and was fitted to "

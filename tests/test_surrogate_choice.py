@@ -16,7 +16,8 @@ from mapframe.surrogates.choice import (
     SMALL_BUDGET_TASKS,
     resolve_auto_surrogate,
 )
-from mapframe.surrogates.quadratic import n_quadratic_params
+from mapframe.surrogates.gp import GPSurrogate
+from mapframe.surrogates.quadratic import QuadraticSurrogate, n_quadratic_params
 
 N = SMALL_BUDGET_TASKS
 LIMIT = SMALL_BUDGET_FACTOR * n_quadratic_params(N)  # 30 at 4 tasks
@@ -131,4 +132,28 @@ def test_a_quadratic_fitted_to_exactly_its_parameter_count_warns(monkeypatch) ->
                    surrogate="quadratic").run()
     # ... and none with one evaluation more.
     res = MergeStudy(objective=problem, task_names=names, budget=11, seed=0).run()
+    assert not any("interpolates" in w for w in res.warnings)
+
+
+class _NoisyQuadratic(QuadraticSurrogate):
+    """A quadratic that says it does not interpolate at its parameter count (as a plugin
+    surrogate that models noise would)."""
+
+    name = "noisy_quadratic"
+    interpolates_at_n_params = False
+
+
+def test_the_interpolation_warning_follows_the_surrogate_not_its_name() -> None:
+    # The check reads Surrogate.interpolates_at_n_params: a surrogate that declares it
+    # False gets no warning at its parameter count, whatever its name; gp declares False.
+    problem = Quadratics(3)
+    names = [t.name for t in problem.tasks]
+    res = MergeStudy(objective=problem, task_names=names, budget=10, seed=0,
+                     surrogate=_NoisyQuadratic()).run()
+    assert not any("interpolates" in w for w in res.warnings)
+    assert GPSurrogate.interpolates_at_n_params is False
+    assert QuadraticSurrogate.interpolates_at_n_params is True
+    # The gp at its own minimum (N + 1 = 4 evaluations) draws no interpolation warning.
+    res = MergeStudy(objective=problem, task_names=names, budget=4, seed=0, sampler="sobol",
+                     surrogate="gp").run()
     assert not any("interpolates" in w for w in res.warnings)

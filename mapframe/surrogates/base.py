@@ -181,6 +181,12 @@ class Surrogate(Component):
     """
 
     kind: ClassVar[str] = "surrogate"
+    #: Whether a fit to exactly ``n_params(N)`` points reproduces them, noise included: true
+    #: for a model with that many free parameters (the quadratics), false for one whose
+    #: ``n_params`` is only the fewest points it accepts (the GP, which models noise). Where
+    #: it is true, the study warns when the search ends with exactly that many evaluations
+    #: (:func:`mapframe.study_checks.interpolation_check`).
+    interpolates_at_n_params: ClassVar[bool] = True
 
     @abstractmethod
     def n_params(self, n_dims: int) -> int:

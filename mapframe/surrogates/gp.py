@@ -567,6 +567,7 @@ class GPSurrogate(Surrogate):
     """
 
     name: ClassVar[str] = "gp"
+    interpolates_at_n_params: ClassVar[bool] = False  # N + 1 is a minimum, not a count
 
     def __init__(self, nu: float = 2.5, noise_floor: float = 1e-6, restarts: int = 2,
                  warp: WarpName = "none") -> None:

@@ -232,6 +232,24 @@ class SurrogateContract:
             p = s.n_params(n)
             assert isinstance(p, int) and p >= n + 1
 
+    def test_interpolates_at_n_params_is_honest(self) -> None:
+        # A surrogate that says it interpolates at its parameter count (the study then warns
+        # on such a fit) must reproduce noisy points it was fitted to exactly that many of.
+        s = self.make_surrogate()
+        assert isinstance(s.interpolates_at_n_params, bool)
+        if not s.interpolates_at_n_params:
+            return
+        for n in (2, 3):
+            X, y = self._data(n, s.n_params(n), seed=4)
+            task = self.make_task()
+            noise = np.random.default_rng(5).normal(0.0, 0.02 * (np.ptp(y) + 1e-12), y.size)
+            y = np.clip(y + noise, task.lower, task.upper)
+            fitted = copy.deepcopy(s).fit(X, y, task)
+            err = float(np.max(np.abs(fitted.predict(X) - y)))
+            assert err <= 1e-6 * (np.ptp(y) + 1e-12), (
+                f"interpolates_at_n_params is True but a fit to {len(y)} points misses them "
+                f"by {err:.3g}: set it to False")
+
     def test_fit_predict_shapes(self) -> None:
         s = self.make_surrogate()
         X, y = self._data(2, 3 * s.n_params(2))
