@@ -64,6 +64,11 @@ rounds and the ``gp`` surrogate, with a quadratic trend in its kernel:
 verification and the handed-over front from the ``gp`` surrogate's posterior mean minus 0.5 or
 1 posterior standard deviation: a pessimistic front) and ``final-ucb-0.5`` / ``final-ucb-1``
 (plus: an optimistic one).
+Added 2026-12-07: ``botorch-sampler-matern`` (the ``botorch`` sampler as shipped, its
+``SingleTaskGP`` models with the ``gp`` surrogate's kernel instead of BoTorch's default RBF:
+a Matérn-5/2 ARD kernel under a ``ScaleKernel`` with the outputscale prior Gamma(2, 0.15),
+BoTorch's own lengthscale prior and floor; on smooth functions ``fit_gp`` predicts with
+about 0.8x the RMSE of BoTorch's default GP, tests/test_gp_oracles.py).
 
 Every variant not marked ``shipped`` (``base``, ``plain``, ``botorch-sampler`` and
 ``pick-expected`` are) or ``current_rule`` (those added on 2026-12-06) runs with the
@@ -137,6 +142,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "final-ucb-1": {"final_beta": -1.0, "current_rule": True},
     "gp-final-nu-1.5": {"surrogate": "gp", "gp_surrogate": {"nu": 1.5}, "current_rule": True},
     "gp-final-nu-0.5": {"surrogate": "gp", "gp_surrogate": {"nu": 0.5}, "current_rule": True},
+    "botorch-sampler-matern": {"sampler": {"name": "botorch"}, "share": 0.3,
+                               "botorch_matern": True, "current_rule": True},
 }
 FRONT_MODE = "mapframe Bayesian MAP (front)"
 
@@ -216,6 +223,29 @@ def _final_bound(beta: float) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _botorch_matern() -> Iterator[None]:
+    """The ``botorch`` sampler's ``SingleTaskGP`` models (``botorch_batch`` imports the class
+    from ``botorch.models`` at each call) built with the ``gp`` surrogate's kernel while
+    active: Matérn-5/2 ARD under a ``ScaleKernel`` with the outputscale prior Gamma(2, 0.15);
+    the lengthscale prior and floor are BoTorch's own (those of ``fit_gp``)."""
+    import botorch.models
+    from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
+    from gpytorch.kernels import ScaleKernel
+    from gpytorch.priors import GammaPrior
+
+    plain = botorch.models.SingleTaskGP
+
+    def single_task_gp(X: Any, Y: Any, **kw: Any) -> Any:
+        base = get_covar_module_with_dim_scaled_prior(ard_num_dims=X.shape[-1],
+                                                      use_rbf_kernel=False)
+        covar = ScaleKernel(base, outputscale_prior=GammaPrior(2.0, 0.15))
+        return plain(X, Y, covar_module=covar, **kw)
+
+    with mock.patch.object(botorch.models, "SingleTaskGP", single_task_gp):
+        yield
+
+
 def _surrogate_rule(name: str, rule: Any) -> Any:
     """The surrogate rule as variant ``name`` changes it: its ``surrogate`` replaces the
     rule's choice, its ``gp_surrogate`` settings go to the ``gp`` surrogate. A variant marked
@@ -263,6 +293,7 @@ def _one(task: tuple[str, int, int, int, bool]) -> tuple[str, int, int, int, flo
         with (_quadratic_mean() if spec.get("quadratic_mean") else
               _quadratic_trend() if spec.get("trend") else
               _final_bound(spec["final_beta"]) if "final_beta" in spec else
+              _botorch_matern() if spec.get("botorch_matern") else
               contextlib.nullcontext()):
             row = bp._map_job(job)[0]
     finally:

@@ -3,9 +3,10 @@
 What is checked: the quadratic-prior-mean variant reproduces a quadratic from as many points
 as it has parameters and leaves the sampler's GP fit as it was afterwards, the reported
 seeds 0-2 are refused, and seed ranges parse; the quadratic-trend and mean ± std variants
-change the fits only while they run; the variants added on 2026-12-06 run the shipped
-surrogate rule; and the reference-gap diagnostic (benchmarks/pilot_reference_gap.py) refuses
-the reported seeds and task counts without a dense reference.
+change the fits only while they run, as does the BoTorch-Matérn variant; the variants added
+on 2026-12-06 and later run the shipped surrogate rule; and the reference-gap diagnostic
+(benchmarks/pilot_reference_gap.py) refuses the reported seeds and task counts without a
+dense reference.
 """
 
 from __future__ import annotations
@@ -210,6 +211,42 @@ def test_trend_and_bound_variants_change_the_fits_and_are_undone_afterwards():
     np.testing.assert_allclose(s.predict(Z), mean)
 
 
+def test_botorch_matern_variant_builds_the_gp_kernel_and_is_undone_afterwards():
+    pytest.importorskip("botorch")
+    from unittest import mock
+
+    import botorch.models
+    import torch
+    from gpytorch.kernels import MaternKernel, RBFKernel, ScaleKernel
+
+    from mapframe.samplers.botorch_sampler import botorch_batch
+
+    plain = botorch.models.SingleTaskGP
+    rng = np.random.default_rng(2)
+    X = rng.uniform(size=(8, 2))
+    Y = np.column_stack([1 - ((X - 0.3) ** 2).sum(axis=1), 1 - ((X - 0.7) ** 2).sum(axis=1)])
+    built = []
+    with pilot_front._botorch_matern():
+        patched = botorch.models.SingleTaskGP
+        assert patched is not plain
+
+        def spy(X, Y, **kw):
+            model = patched(X, Y, **kw)
+            built.append(model.covar_module)
+            return model
+
+        with mock.patch.object(botorch.models, "SingleTaskGP", spy):
+            C = botorch_batch(X, Y, 2, "qlognehvi", mc_samples=16, num_restarts=2,
+                              raw_samples=16, seed=0)  # the sampler's own call
+    assert C.shape == (2, 2) and len(built) == 2  # one model per task, each Matérn-5/2
+    for covar in built:
+        assert isinstance(covar, ScaleKernel) and isinstance(covar.base_kernel, MaternKernel)
+        assert covar.base_kernel.nu == 2.5
+    assert botorch.models.SingleTaskGP is plain
+    default = plain(torch.tensor(X), torch.tensor(Y[:, :1])).covar_module
+    assert isinstance(default, RBFKernel)  # BoTorch's own default, back in place
+
+
 def test_variants_added_later_run_the_shipped_surrogate_rule(monkeypatch):
     import benchmarks.bench_peers as bp
 
@@ -221,7 +258,8 @@ def test_variants_added_later_run_the_shipped_surrogate_rule(monkeypatch):
         return [{"hv_fraction": 0.5, "overhead_s": 1.0}]
 
     monkeypatch.setattr(bp, "_map_job", fake_job)
-    for name in ("trend", "final-lcb-0.5", "botorch-sampler-share-0.1"):
+    for name in ("trend", "final-lcb-0.5", "botorch-sampler-matern",
+                 "botorch-sampler-share-0.1"):
         pilot_front._one((name, 3, 50, 100, False))
         assert seen["surrogate"] == "auto"  # the study resolves it, as for a user
     assert seen["share"] == 0.1
