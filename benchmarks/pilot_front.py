@@ -64,7 +64,7 @@ rounds and the ``gp`` surrogate, with a quadratic trend in its kernel:
 verification and the handed-over front from the ``gp`` surrogate's posterior mean minus 0.5 or
 1 posterior standard deviation: a pessimistic front) and ``final-ucb-0.5`` / ``final-ucb-1``
 (plus: an optimistic one).
-Added 2026-12-07: ``botorch-sampler-matern`` (the ``botorch`` sampler as shipped, its
+Added later on 2026-12-06: ``botorch-sampler-matern`` (the ``botorch`` sampler as shipped, its
 ``SingleTaskGP`` models with the ``gp`` surrogate's kernel instead of BoTorch's default RBF:
 a Matérn-5/2 ARD kernel under a ``ScaleKernel`` with the outputscale prior Gamma(2, 0.15),
 BoTorch's own lengthscale prior and floor; on smooth functions ``fit_gp`` predicts with
