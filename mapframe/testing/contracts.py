@@ -246,7 +246,8 @@ class SurrogateContract:
             y = np.clip(y + noise, task.lower, task.upper)
             fitted = copy.deepcopy(s).fit(X, y, task)
             err = float(np.max(np.abs(fitted.predict(X) - y)))
-            assert err <= 1e-6 * (np.ptp(y) + 1e-12), (
+            # 0.1 % of the range against noise of 2 %: a slight ridge still counts.
+            assert err <= 1e-3 * (np.ptp(y) + 1e-12), (
                 f"interpolates_at_n_params is True but a fit to {len(y)} points misses them "
                 f"by {err:.3g}: set it to False")
 
