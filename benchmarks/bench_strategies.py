@@ -2,10 +2,11 @@
 
 The preference benchmark (Table 4) and the front-quality benchmark re-run **per merge
 strategy** on the digits example at N = 2, 4 and 8 tasks (the first N of the example's task
-list, the checkpoints of `mapframe example`). For every strategy, Plain MAP (default sampler,
-surrogate and front solver) searches the coefficients on the *validation* split with the same
-budget, max(2·(N+1)(N+2)/2, 20) evaluations (20, 30, 90), for seeds 0, 1, 2; its front
-points are then scored on the *test* split (not charged to the budget). Two search boxes:
+list, the checkpoints of `mapframe example`). For every strategy, Plain MAP (the `sobol`
+sampler, default surrogate and front solver) searches the coefficients on the *validation*
+split with the same budget, max(2·(N+1)(N+2)/2, 20) evaluations (20, 30, 90), for seeds 0,
+1, 2; its front points are then scored on the *test* split (not charged to the budget).
+Two search boxes:
 
 - `[0, 1]` — MAP's default `search_bounds`, what `merge_strategy: NAME` gives as is.
 - `[0, 2α*]` — a box fitted to the strategy's scale: `α*` maximises the mean validation

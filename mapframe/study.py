@@ -148,7 +148,7 @@ class MergeStudy:
         seed: int | None = 0,
         search_bounds: Sequence[float] | Sequence[Sequence[float]] = (0.0, 1.0),
         n_coefficients: int | None = None,
-        sampler: Sampler | str | Mapping[str, Any] = "sobol",
+        sampler: Sampler | str | Mapping[str, Any] = "auto",
         surrogate: Surrogate | str | Mapping[str, Any] = "auto",
         front_solver: FrontSolver | str | Mapping[str, Any] = "auto",
         storage: EvaluationStore | str | os.PathLike[str] | Mapping[str, Any] | None = None,

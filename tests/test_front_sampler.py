@@ -332,6 +332,29 @@ def test_a_study_runs_the_chosen_sampler(spec) -> None:
     assert small.sampler.name == "sobol"
 
 
+def test_the_default_sampler_is_auto(monkeypatch) -> None:
+    # Issue 20, item 6: a user who names no sampler gets what the head-to-head found best
+    # (the front sampler from 3 tasks, gp at 2), and Plain MAP's Sobol' design where gpytorch
+    # is missing; the YAML spec's default is the same.
+    import mapframe.samplers.choice as choice
+    from mapframe.spec import StudySpec
+
+    names = {}
+    for n, budget in ((2, 20), (3, 20), (4, 30)):
+        problem = Quadratics(n)
+        study = MergeStudy(objective=problem, task_names=[t.name for t in problem.tasks],
+                           budget=budget, seed=0)
+        names[n] = study.sampler.name
+        assert study.settings()["sampler"]["name"] == names[n]
+    assert names == {2: "gp", 3: "front", 4: "front"}
+    assert StudySpec.model_fields["sampler"].default == "auto"
+    monkeypatch.setattr(choice, "_has_gpytorch", lambda: False)
+    problem = Quadratics(3)
+    study = MergeStudy(objective=problem, task_names=[t.name for t in problem.tasks],
+                       budget=20, seed=0)
+    assert study.sampler.name == "sobol"
+
+
 def test_auto_sampler_used_directly_delegates() -> None:
     from mapframe.samplers.choice import AutoSampler
 

@@ -44,7 +44,7 @@ class RowByRow(Evaluator):
 
 
 def _study(evaluator: Evaluator, events: list[ProgressEvent], budget: int = 12) -> Any:
-    return MergeStudy(evaluator=evaluator, budget=budget, seed=0,
+    return MergeStudy(evaluator=evaluator, budget=budget, seed=0, sampler="sobol",  # 1 batch
                       study_name=f"progress-{id(evaluator)}",
                       executor=InProcessExecutor(batch_size=budget),
                       progress=events.append).run()

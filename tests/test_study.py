@@ -336,7 +336,8 @@ def test_export_needs_checkpoints():
 
 
 def test_result_save_writes_everything(tmp_path):
-    res = MergeStudy(objective=quad, task_names=["a", "b"], budget=10, verify=2).run()
+    res = MergeStudy(objective=quad, task_names=["a", "b"], budget=10, verify=2,
+                     sampler="sobol").run()  # the Sobol' design the rows below describe
     paths = res.save(tmp_path / "out")
     for key in ("front_csv", "front_json", "evaluations_csv", "surrogates_json",
                 "summary_json", "front_png"):

@@ -21,6 +21,7 @@ TARGETS = np.array([[0.8, 0.2], [0.2, 0.8]])
 def _run(objective: Any, **kw: Any) -> tuple[Any, list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        kw.setdefault("sampler", "sobol")  # the scenarios are built on this Sobol' design
         result = MergeStudy(objective=objective, task_names=["a", "b"], seed=0,
                             **kw).run()
     return result, [str(w.message) for w in caught if issubclass(w.category, MapframeWarning)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from test_front_pareto import Quadratics
 
+import mapframe.samplers.choice as sampler_choice
 import mapframe.surrogates.choice as choice
 from mapframe import MergeStudy
 from mapframe.errors import BudgetError, MapframeWarning
@@ -66,8 +67,14 @@ def test_without_gpytorch_the_rule_keeps_the_quadratic(monkeypatch) -> None:
     assert resolve_auto_surrogate("auto", "sobol", 3, n_dims=3, budget=9) == "auto"
 
 
-def test_without_gpytorch_a_budget_below_the_quadratic_says_what_to_install(monkeypatch) -> None:
+def _without_gpytorch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As without gpytorch installed: both auto rules (sampler and surrogate) fall back."""
     monkeypatch.setattr(choice, "installed", lambda module: False)
+    monkeypatch.setattr(sampler_choice, "installed", lambda module: False)
+
+
+def test_without_gpytorch_a_budget_below_the_quadratic_says_what_to_install(monkeypatch) -> None:
+    _without_gpytorch(monkeypatch)
     problem = Quadratics(3)
     with pytest.raises(BudgetError, match=r"set budget >= 10 .*pip install 'mapframe\[gp\]'"
                                           r".*needs 4$"):
@@ -85,14 +92,15 @@ def test_a_study_below_the_quadratics_parameters_runs_on_the_gp(n_tasks, budget)
     # A BudgetError before: at 2 and 3 tasks too, auto now takes the gp below the quadratic.
     problem = Quadratics(n_tasks)
     res = MergeStudy(objective=problem, task_names=[t.name for t in problem.tasks],
-                     budget=budget, seed=0).run()
+                     budget=budget, seed=0, sampler="sobol").run()
     assert res.settings["surrogate"]["name"] == "gp"
     assert len(res.history) == budget and len(res.front.coefficients) > 0
     # ... and the quadratic from one point beyond its parameter count (at the count it would
     # interpolate: the gp there too).
     for extra, want in ((0, "gp"), (1, "auto")):
         study = MergeStudy(objective=problem, task_names=[t.name for t in problem.tasks],
-                           budget=n_quadratic_params(n_tasks) + extra, seed=0)
+                           budget=n_quadratic_params(n_tasks) + extra, seed=0,
+                           sampler="sobol")
         assert study.surrogate.name == want
 
 
@@ -118,7 +126,7 @@ def test_a_budget_below_the_quadratics_parameters_now_runs_on_the_gp() -> None:
 def test_a_quadratic_fitted_to_exactly_its_parameter_count_warns(monkeypatch) -> None:
     # Without gpytorch, auto at the count is the quadratic: it interpolates; the study says so
     # (one line, in result.warnings too) and names the way out.
-    monkeypatch.setattr(choice, "installed", lambda module: False)
+    _without_gpytorch(monkeypatch)
     problem = Quadratics(3)
     names = [t.name for t in problem.tasks]
     with pytest.warns(MapframeWarning, match=r"auto surrogate has 10 parameters per task and "

@@ -59,7 +59,7 @@ COMPONENT_KINDS: tuple[ComponentKind, ...] = (
     ComponentKind("evaluator", "mapframe.evaluators.base:Evaluator", "evaluator", None,
                   "mapframe.evaluators", "merges (if needed) and scores a batch of "
                   "coefficient vectors on the tasks"),
-    ComponentKind("sampler", "mapframe.samplers.base:Sampler", "sampler", "sobol",
+    ComponentKind("sampler", "mapframe.samplers.base:Sampler", "sampler", "auto",
                   "mapframe.samplers", "proposes the coefficient vectors to evaluate"),
     ComponentKind("surrogate", "mapframe.surrogates.base:Surrogate", "surrogate", "auto",
                   "mapframe.surrogates", "predicts one task's metric from the coefficients"),

@@ -84,6 +84,7 @@ def example_config(prepared: dict[str, Any], output: str | os.PathLike[str],
         },
         "checkpoints": {"pretrained": prepared["pretrained"],
                         "finetuned": dict(prepared["finetuned"])},
+        "sampler": "sobol",  # Plain MAP in one batch, as the digits and LLM examples
     }
     if preference is not None:
         # A preference selects one merged model: export it (selected.safetensors).
