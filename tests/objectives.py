@@ -77,7 +77,8 @@ class SlowStudy:
             evaluator["batch_size"] = evaluator_batch_size
         self.budget = budget
         self.cfg = {"study": {"name": "slow", "budget": budget, "seed": 0, "output": "out"},
-                    "evaluator": evaluator, "front_solver": {"name": "nsga2", "n_gen": 30}}
+                    "evaluator": evaluator, "front_solver": {"name": "nsga2", "n_gen": 30},
+                    "sampler": "sobol"}  # one design: what a killed driver may lose is fixed
         if executor is not None:
             self.cfg["executor"] = executor
         self.dir = Path(tmp_path)

@@ -122,7 +122,7 @@ from mapframe.storage import SQLiteStore
 import multi_driver_objective as m
 
 store, out = sys.argv[1], sys.argv[2]
-study = MergeStudy(budget=24, verify=3,
+study = MergeStudy(budget=24, verify=3, sampler="sobol",  # one design shared by the drivers
                    storage=SQLiteStore(store, claim_ttl=1.0), study_name="shared",
                    evaluator={"name": "callable", "function": "multi_driver_objective:f",
                               "tasks": ["a", "b"], "vectorized": False})
