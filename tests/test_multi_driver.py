@@ -116,13 +116,13 @@ def f(c):
 '''
 
 DRIVER = '''
-import json, sys
+import json, os, sys
 from mapframe import MergeStudy
 from mapframe.storage import SQLiteStore
 import multi_driver_objective as m
 
 store, out = sys.argv[1], sys.argv[2]
-study = MergeStudy(budget=24, verify=3, sampler="sobol",  # one design shared by the drivers
+study = MergeStudy(budget=24, verify=3, sampler=os.environ["MULTI_DRIVER_SAMPLER"],
                    storage=SQLiteStore(store, claim_ttl=1.0), study_name="shared",
                    evaluator={"name": "callable", "function": "multi_driver_objective:f",
                               "tasks": ["a", "b"], "vectorized": False})
@@ -139,9 +139,10 @@ def drivers(tmp_path):
     (tmp_path / "driver.py").write_text(DRIVER)
     log = tmp_path / "calls.log"
 
-    def start(store: Path, out: Path, sleep: float = 0.05, hang_after: int = 0
-              ) -> subprocess.Popen[bytes]:
+    def start(store: Path, out: Path, sleep: float = 0.05, hang_after: int = 0,
+              sampler: str = "sobol") -> subprocess.Popen[bytes]:
         env = {**os.environ, "MULTI_DRIVER_LOG": str(log), "MULTI_DRIVER_SLEEP": str(sleep),
+               "MULTI_DRIVER_SAMPLER": sampler,
                "MULTI_DRIVER_HANG_AFTER": str(hang_after),
                "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
                "OMP_NUM_THREADS": "1"}
@@ -164,10 +165,13 @@ def _wait(procs: list[subprocess.Popen[bytes]], timeout: float = 120) -> None:
         assert p.returncode == 0, err.decode()[-2000:]
 
 
-def test_three_drivers_evaluate_each_point_once_with_one_killed(drivers, tmp_path):
+@pytest.mark.parametrize("sampler", ["sobol", "auto"])
+def test_three_drivers_evaluate_each_point_once_with_one_killed(drivers, tmp_path, sampler):
+    # sobol: one design; auto (the default; with gpytorch the gp sampler here): rounds that
+    # each driver proposes from the same stored history, so they share the points too.
     start, log = drivers
     # One driver alone, on its own store: the reference front.
-    solo = start(tmp_path / "solo.sqlite", tmp_path / "solo.json", sleep=0.0)
+    solo = start(tmp_path / "solo.sqlite", tmp_path / "solo.json", sleep=0.0, sampler=sampler)
     _wait([solo])
     log.unlink()
     ref = json.loads((tmp_path / "solo.json").read_text())
@@ -175,8 +179,8 @@ def test_three_drivers_evaluate_each_point_once_with_one_killed(drivers, tmp_pat
     store = tmp_path / "shared.sqlite"
     # The third driver hangs inside its second evaluation (it can never finish it between the
     # check below and the kill: that race once let it log an end it did not store).
-    procs = [start(store, tmp_path / f"d{i}.json", sleep=0.15, hang_after=1 if i == 2 else 0)
-             for i in range(3)]
+    procs = [start(store, tmp_path / f"d{i}.json", sleep=0.15, hang_after=1 if i == 2 else 0,
+                   sampler=sampler) for i in range(3)]
     victim = procs[2]
     # Kill the third driver with SIGKILL while it is inside an evaluation, after it finished
     # at least one: its finished ones must stay stored, its running point must be taken over.
