@@ -60,12 +60,13 @@ class SlowStudy:
     """A slow two-task study (:func:`slow_logged`) run by the CLI in a subprocess, for the
     tests that kill its driver with SIGKILL and resume it from its SQLite store.
 
-    ``executor``: the YAML ``executor`` entry (``None``: the default). Every call of the
-    objective appends a line to :attr:`log`.
+    ``executor``: the YAML ``executor`` entry (``None``: the default). ``sampler``: the
+    YAML ``sampler`` (default ``sobol``, one design; ``auto`` is the library's default).
+    Every call of the objective appends a line to :attr:`log`.
     """
 
     def __init__(self, tmp_path, budget: int, delay: float, executor=None,
-                 evaluator_batch_size: int | None = None) -> None:
+                 evaluator_batch_size: int | None = None, sampler: str = "sobol") -> None:
         import sys
         from pathlib import Path
 
@@ -78,7 +79,7 @@ class SlowStudy:
         self.budget = budget
         self.cfg = {"study": {"name": "slow", "budget": budget, "seed": 0, "output": "out"},
                     "evaluator": evaluator, "front_solver": {"name": "nsga2", "n_gen": 30},
-                    "sampler": "sobol"}  # one design: what a killed driver may lose is fixed
+                    "sampler": sampler}  # sobol: one design, what a killed driver may lose
         if executor is not None:
             self.cfg["executor"] = executor
         self.dir = Path(tmp_path)

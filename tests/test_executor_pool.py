@@ -254,6 +254,34 @@ def test_job_whose_worker_always_dies_fails_after_its_retries():
 # --- 4. the driver killed with kill -9, then resumed -----------------------------------------
 
 
+def test_an_adaptive_study_killed_mid_round_resumes_without_redoing_anything(tmp_path):
+    # The default sampler (auto: the gp sampler at 2 tasks with gpytorch): killed after its
+    # initial design and one round, the rerun evaluates only what was not stored and
+    # reaches the budget; the rounds go on from the stored history.
+    pytest.importorskip("gpytorch")
+    study = SlowStudy(tmp_path, budget=15, delay=0.2, sampler="auto")
+    study.start()
+    try:
+        study.wait_stored(8)  # past the 6-point initial design
+        study.kill()
+    finally:
+        study.stop()
+    budget = study.budget
+    stored = set(search_keys(study.db))
+    assert 8 <= len(stored) < budget
+    calls_before = len(study.calls())
+    done = study.rerun(delay=0.0)
+    assert done.returncode == 0, done.stderr
+    assert f"{budget - len(stored)} new this run, {len(stored)} reused" in done.stdout
+    keys = search_keys(study.db)
+    assert len(keys) == budget and len(set(keys)) == budget and stored <= set(keys)
+    again = [coefficient_key([float(v.removeprefix("np.float64(").removesuffix(")"))
+                              for v in line.split(",")])
+             for line in study.calls()[calls_before:]]
+    assert len(again) == budget - len(stored)
+    assert not stored & set(again), "a stored evaluation was evaluated again"
+
+
 def test_driver_killed_then_resumed_reuses_what_was_stored(tmp_path):
     # 13 points (about 2 s) left after the 3rd is stored: time to kill
     study = SlowStudy(tmp_path, budget=16, delay=0.3,
