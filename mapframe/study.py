@@ -47,6 +47,7 @@ from mapframe.study_checks import (
     extrapolation_check,
     interpolation_check,
     tradeoff_check,
+    unused_stored_check,
     verified_error_check,
 )
 from mapframe.surrogates.base import Surrogate, expected_errors
@@ -462,10 +463,25 @@ class MergeStudy:
             found.append(extrapolation_check(
                 front.coefficients[result.selected], X, self.space.lower, self.space.upper,
                 result.coefficient_names, measured=bool(front.measured[result.selected])))
+        found.append(self._unused_stored(run))
         for message in found:
             if message is not None:
                 result.warnings.append(message)
                 warnings.warn(message, MapframeWarning, stacklevel=3)
+
+    def _unused_stored(self, run: StudyRun) -> str | None:
+        """:func:`~mapframe.study_checks.unused_stored_check` on the store's evaluations of
+        this study (read with the fingerprint the run opened the store with); none with
+        ``seed=None``, which draws fresh points on every run by design."""
+        if self.spec.seed is None:
+            return None
+        self.storage.open(self.study_name, run.session.fingerprint)
+        try:
+            stored = self.storage.load()
+        finally:
+            self.storage.close()
+        return unused_stored_check(stored, run.history, self.study_name, self.sampler.name,
+                                   self.seed)
 
     def _finish(self, run: StudyRun, result: StudyResult) -> None:
         """Store the summary, report, announce."""

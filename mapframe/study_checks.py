@@ -9,7 +9,9 @@ message (or ``None``) that :class:`~mapframe.study.MergeStudy` emits as a
 - :func:`tradeoff_check`: one merge is (nearly) best on every task, so the front offers no
   trade-off;
 - :func:`interpolation_check`: a quadratic-family surrogate was fitted to exactly as many
-  evaluations as it has parameters, so it interpolates them, noise included.
+  evaluations as it has parameters, so it interpolates them, noise included;
+- :func:`unused_stored_check`: the store holds finished search evaluations of this study
+  that this run did not propose (another seed, sampler or budget), so they went unused.
 
 Zero and duplicate task vectors are found where the weights are, when they are loaded
 (:meth:`mapframe.merging.TaskVectors.degeneracies`).
@@ -22,12 +24,13 @@ from typing import Any
 
 import numpy as np
 
+from mapframe.history import Evaluation, History
 from mapframe.problem import Task
 from mapframe.surrogates.base import expected_errors
 from mapframe.surrogates.choice import INSTALL_GP_HINT
 
 __all__ = ["VERIFIED_ERROR_FACTOR", "extrapolation_check", "interpolation_check",
-           "tradeoff_check", "verified_error_check"]
+           "tradeoff_check", "unused_stored_check", "verified_error_check"]
 
 #: Verified RMS error above this multiple of the leave-one-out RMSE triggers a warning.
 VERIFIED_ERROR_FACTOR = 3.0
@@ -150,3 +153,23 @@ def interpolation_check(n_points: int, n_params: int, surrogate: str,
             f"exactly {n_points} evaluations: it interpolates them, noise included, so its "
             f"front may be far off; raise the budget (the paper uses about {2 * n_params}) or "
             f"{way_out}")
+
+
+def unused_stored_check(stored: Sequence[Evaluation], used: History, study_name: str,
+                        sampler: str, seed: int | None) -> str | None:
+    """Finished search evaluations in the store (``stored``: all of study ``study_name``'s)
+    that this run never proposed, so its fit did not see them: the study was run before
+    with another seed, sampler or budget (a store reuses a point only when it is proposed
+    again). Nothing is lost (they stay stored), but the user may have paid for them twice.
+    Silent with ``seed=None``, which draws fresh points on every run by design."""
+    if seed is None:
+        return None
+    unused = [e for e in stored
+              if e.ok and e.phase == "search" and used.get(e.key, "search") is None]
+    if not unused:
+        return None
+    return (f"{len(unused)} finished search evaluations stored for study {study_name!r} were "
+            f"not proposed by this run (sampler {sampler!r}, seed {seed}), so they went "
+            "unused: a study reuses stored points only with the seed, sampler and budget that "
+            "proposed them (the default sampler is 'auto' since 2026-12-06, 'sobol' before: "
+            "name the one they were made with), or give this run another study_name")

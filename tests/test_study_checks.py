@@ -22,8 +22,8 @@ def _run(objective: Any, **kw: Any) -> tuple[Any, list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         kw.setdefault("sampler", "sobol")  # the scenarios are built on this Sobol' design
-        result = MergeStudy(objective=objective, task_names=["a", "b"], seed=0,
-                            **kw).run()
+        kw.setdefault("seed", 0)
+        result = MergeStudy(objective=objective, task_names=["a", "b"], **kw).run()
     return result, [str(w.message) for w in caught if issubclass(w.category, MapframeWarning)]
 
 
@@ -127,3 +127,29 @@ def test_zero_and_duplicate_task_vectors_warn() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert TaskVectors(base, [ft, other]).degeneracies() == []
+
+
+def test_stored_evaluations_a_run_did_not_propose_are_reported(tmp_path) -> None:
+    # A study resumed with another seed (or sampler, or budget) proposes other points: the
+    # stored ones stay, unused, and the run says so (nothing is silently paid for twice).
+    db = str(tmp_path / "s.sqlite")
+
+    def run(**kw: Any) -> tuple[Any, list[str]]:
+        return _run(_quad, budget=10, storage=db, study_name="same", **kw)
+
+    _, messages = run()
+    assert not any("went unused" in m for m in messages)
+    again, messages = run()  # the same study: everything reused, nothing to report
+    assert again.n_reused == 10 and not any("went unused" in m for m in messages)
+    other, messages = run(seed=1)
+    text = [m for m in messages if "went unused" in m]
+    assert len(text) == 1 and text[0].startswith("10 finished search evaluations stored for "
+                                                 "study 'same' were not proposed")
+    assert "sampler 'sobol', seed 1" in text[0] and text[0] in other.warnings
+    # A changed sampler: the stored Sobol' design is not what the gp sampler proposes.
+    pytest.importorskip("gpytorch")
+    _, messages = _run(_quad, budget=10, storage=db, study_name="same", sampler="auto")
+    assert any("went unused" in m and "sampler 'gp'" in m for m in messages)
+    # seed=None draws fresh points by design: no message.
+    _, messages = run(seed=None)
+    assert not any("went unused" in m for m in messages)
