@@ -150,6 +150,13 @@ def test_stored_evaluations_a_run_did_not_propose_are_reported(tmp_path) -> None
     pytest.importorskip("gpytorch")
     _, messages = _run(_quad, budget=10, storage=db, study_name="same", sampler="auto")
     assert any("went unused" in m and "sampler 'gp'" in m for m in messages)
+    # An old 20-point Sobol' study (the default before 2026-12-06) resumed on the new default:
+    # only the gp sampler's initial design (the same first 6 Sobol' points) is found.
+    db2 = str(tmp_path / "old.sqlite")
+    _run(_quad, budget=20, storage=db2)
+    resumed, messages = _run(_quad, budget=20, storage=db2, sampler="auto")
+    assert resumed.n_reused == 6 and resumed.n_evaluated == 14
+    assert any(m.startswith("14 finished search evaluations") for m in messages)
     # seed=None draws fresh points by design: no message.
     _, messages = run(seed=None)
     assert not any("went unused" in m for m in messages)
