@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from mapframe.assembly import StudyParts, assemble
-from mapframe.errors import BudgetError, EvaluationError, MapframeWarning
+from mapframe.errors import BudgetError, EvaluationError, MapframeWarning, StoreError
 from mapframe.evaluators.base import Evaluator
 from mapframe.executors.base import Executor, MergeSpec
 from mapframe.history import History, coefficient_key
@@ -475,11 +475,14 @@ class MergeStudy:
         ``seed=None``, which draws fresh points on every run by design."""
         if self.spec.seed is None:
             return None
-        self.storage.open(self.study_name, run.session.fingerprint)
         try:
-            stored = self.storage.load()
-        finally:
-            self.storage.close()
+            self.storage.open(self.study_name, run.session.fingerprint)
+            try:
+                stored = self.storage.load()
+            finally:
+                self.storage.close()
+        except StoreError:  # a check never fails a finished run; saving reports the store
+            return None
         return unused_stored_check(stored, run.history, self.study_name, self.sampler.name,
                                    self.seed)
 
