@@ -118,7 +118,10 @@ class MergeStudy:
     merging comes with ``checkpoints={"pretrained": path, "finetuned": {task: path}}`` (or
     ``task_vectors=``) and a ``merge_strategy``. Components (``sampler``, ``surrogate``,
     ``front_solver``, ``storage``, ``executor``, ``merge_strategy``, ``evaluator``) are given
-    by registry name, by ``{"name": ..., **params}``, or as instances.
+    by registry name, by ``{"name": ..., **params}``, or as instances. The default sampler,
+    ``"auto"``, runs Bayesian MAP where gpytorch is installed (``gp`` for up to 2
+    coefficients, ``front`` from 3) and Plain MAP's Sobol' design without it; name
+    ``sampler="sobol"`` for Plain MAP.
 
     ``storage`` is in memory by default; pass a path (``"study.sqlite"``) to keep evaluations
     on disk, so that re-running the same study (same ``study_name``) reuses every stored
