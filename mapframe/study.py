@@ -466,36 +466,32 @@ class MergeStudy:
             found.append(extrapolation_check(
                 front.coefficients[result.selected], X, self.space.lower, self.space.upper,
                 result.coefficient_names, measured=bool(front.measured[result.selected])))
-        found.append(self._unused_stored(run))
         for message in found:
-            if message is not None:
-                result.warnings.append(message)
-                warnings.warn(message, MapframeWarning, stacklevel=3)
+            _warn(result, message)
 
     def _unused_stored(self, run: StudyRun) -> str | None:
-        """:func:`~mapframe.study_checks.unused_stored_check` on the store's evaluations of
-        this study (read with the fingerprint the run opened the store with); none with
-        ``seed=None``, which draws fresh points on every run by design."""
+        """:func:`~mapframe.study_checks.unused_stored_check` on the evaluations the (open)
+        store holds for this study; none with ``seed=None``, which draws fresh points on every
+        run by design."""
         if self.spec.seed is None:
             return None
         try:
-            self.storage.open(self.study_name, run.session.fingerprint)
-            try:
-                stored = self.storage.load()
-            finally:
-                self.storage.close()
-        except StoreError:  # a check never fails a finished run; saving reports the store
+            stored = self.storage.load()
+        except StoreError:  # a check never fails a finished run
             return None
         return unused_stored_check(stored, run.history, self.study_name, self.sampler.name,
                                    self.seed)
 
     def _finish(self, run: StudyRun, result: StudyResult) -> None:
-        """Store the summary, report, announce."""
+        """With the store opened once more: warn about stored evaluations this run did not
+        use (the last check of step 10, which needs the store), store the summary; then
+        report and announce."""
         run.timings["total_s"] = time.perf_counter() - run.t0
         # The fingerprint the run opened the store with: an evaluator whose public state
         # changes while it evaluates (a call counter) must not lose the finished study here.
         self.storage.open(self.study_name, run.session.fingerprint)
         try:
+            _warn(result, self._unused_stored(run))
             self.storage.set_meta("summary", result.summary())
         finally:
             self.storage.close()
@@ -588,3 +584,11 @@ def _verification_report(
         report["max_abs_error"] = {t.name: float(np.max(np.abs(err[:, j])))
                                    for j, t in enumerate(tasks)}
     return report
+
+
+def _warn(result: StudyResult, message: str | None) -> None:
+    """Record a check's ``message`` (if any) in ``result.warnings`` and emit it as a
+    :class:`MapframeWarning` from :meth:`MergeStudy.run`'s caller."""
+    if message is not None:
+        result.warnings.append(message)
+        warnings.warn(message, MapframeWarning, stacklevel=4)

@@ -156,14 +156,13 @@ def interpolation_check(n_points: int, n_params: int, surrogate: str,
 
 
 def unused_stored_check(stored: Sequence[Evaluation], used: History, study_name: str,
-                        sampler: str, seed: int | None) -> str | None:
+                        sampler: str, seed: int) -> str | None:
     """Finished search evaluations in the store (``stored``: all of study ``study_name``'s)
     that this run never proposed, so its fit did not see them: the study was run before
     with another seed, sampler or budget (a store reuses a point only when it is proposed
     again). Nothing is lost (they stay stored), but the user may have paid for them twice.
-    Silent with ``seed=None``, which draws fresh points on every run by design."""
-    if seed is None:
-        return None
+    The study skips the check when its seed was drawn (``seed=None``: fresh points on every
+    run by design)."""
     unused = [e for e in stored
               if e.ok and e.phase == "search" and used.get(e.key, "search") is None]
     if not unused:
