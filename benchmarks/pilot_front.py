@@ -69,9 +69,18 @@ Added later on 2026-12-06: ``botorch-sampler-matern`` (the ``botorch`` sampler a
 a Matérn-5/2 ARD kernel under a ``ScaleKernel`` with the outputscale prior Gamma(2, 0.15),
 BoTorch's own lengthscale prior and floor; on smooth functions ``fit_gp`` predicts with
 about 0.8x the RMSE of BoTorch's default GP, tests/test_gp_oracles.py).
+Added later on 2026-12-06, each otherwise as shipped then: ``lhs-start`` (the ``front``
+sampler's start an optimised Latin hypercube, ``design: lhs``, instead of Sobol' points; it
+became the default the same day, so ``base`` has it from then on: compare ``sobol-start``
+with ``base`` to repeat that pilot), ``sobol-start`` (the ``front`` sampler with ``design:
+sobol``, its start before), ``gp-sampler-shipped`` (the ``gp`` sampler as the peers
+benchmark runs it, verify 30 %), ``gp-sampler-lhs`` (that, with ``design: lhs``),
+``plain-lhs`` (Plain MAP on an optimised Latin hypercube, ``sampler: {name: lhs,
+optimization: random-cd}``, instead of ``sobol``).
 
-Every variant not marked ``shipped`` (``base``, ``plain``, ``botorch-sampler`` and
-``pick-expected`` are) or ``current_rule`` (those added on 2026-12-06) runs with the
+Every variant not marked ``shipped`` (``base``, ``plain``, ``botorch-sampler``,
+``pick-expected`` and ``gp-sampler-shipped`` are) or ``current_rule`` (those added on
+2026-12-06) runs with the
 benchmark's surrogate rule as it was until 2026-12-06 (``bench_peers.peers_rule_before``) and
 keeps the quadratic where that says ``auto`` (:func:`_surrogate_rule`), as every pilot before
 2026-12-05 ran; the others run with ``surrogate: auto`` as the library resolves it, like the
@@ -144,6 +153,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gp-final-nu-0.5": {"surrogate": "gp", "gp_surrogate": {"nu": 0.5}, "current_rule": True},
     "botorch-sampler-matern": {"sampler": {"name": "botorch"}, "share": 0.3,
                                "botorch_matern": True, "current_rule": True},
+    "lhs-start": {"sampler": {"design": "lhs"}, "current_rule": True},
+    "sobol-start": {"sampler": {"design": "sobol"}, "current_rule": True},
+    "gp-sampler-shipped": {"sampler": {"name": "gp"}, "share": 0.3, "shipped": True},
+    "gp-sampler-lhs": {"sampler": {"name": "gp", "design": "lhs"}, "share": 0.3,
+                       "current_rule": True},
+    "plain-lhs": {"sampler": {"name": "lhs", "optimization": "random-cd"}, "share": 0.3,
+                  "current_rule": True},
 }
 FRONT_MODE = "mapframe Bayesian MAP (front)"
 

@@ -31,6 +31,11 @@ class TestFrontSamplerExpectedPicks(AdaptiveSamplerContract):
         return FrontSampler(pick="expected", n_samples=32)
 
 
+class TestFrontSamplerSobolStart(AdaptiveSamplerContract):
+    def make_sampler(self):
+        return FrontSampler(design="sobol")
+
+
 # --------------------------------------------------------------------------- settings
 @pytest.mark.parametrize("kwargs, fragment", [
     ({"initial": 1}, "initial must be an integer >= 2"),
@@ -43,6 +48,7 @@ class TestFrontSamplerExpectedPicks(AdaptiveSamplerContract):
     ({"pick": "ehvi"}, "pick must be 'hypervolume'"),
     ({"n_samples": 0}, "n_samples must be an integer >= 1"),
     ({"pick": "expected", "warp": "auto"}, "use it with warp: none"),
+    ({"design": "latin"}, "design must be one of sobol, lhs"),
 ])
 def test_bad_settings_are_one_line_errors(kwargs, fragment) -> None:
     with pytest.raises(ConfigError, match=fragment) as info:
@@ -75,6 +81,22 @@ def test_initial_design_then_rounds() -> None:
     assert s.batch_size(50, full) == 3
     assert s.batch_size(50, full, capacity=5) == 5
     assert FrontSampler(initial=4, batch=2).batch_size(50, full) == 2
+
+
+@pytest.mark.parametrize("design", ["lhs", "sobol"])
+def test_initial_design_is_the_chosen_space_filling_design(design: str) -> None:
+    s = FrontSampler(design=design)
+    space = SearchSpace.box(4)
+    s.setup(SamplerContext(space=space, tasks=(Task("a"), Task("b")), budget=40))
+    empty = History(4, 2, [])
+    n = s.batch_size(40, empty)
+    X = s.propose(n, space, empty, np.random.default_rng([0, 0]))
+    assert n == 10  # 2 (N + 1)
+    strata = np.sort(np.floor(X * n).astype(int), axis=0)
+    is_latin = all((strata[:, j] == np.arange(n)).all() for j in range(4))
+    assert is_latin == (design == "lhs")
+    if design == "sobol":
+        np.testing.assert_array_equal(X, sobol_unit(n, 4, np.random.default_rng([0, 0])))
 
 
 # --------------------------------------------------------------------------- proposals

@@ -314,9 +314,11 @@ def test_rounds_and_initial_design():
 def test_sampler_settings():
     assert GPSampler().describe() == {
         "name": "gp", "initial": "auto", "batch": 3, "n_samples": 128,
-        "n_candidates": "auto", "nu": 2.5, "restarts": 2, "noise_floor": 1e-6}
+        "n_candidates": "auto", "nu": 2.5, "restarts": 2, "noise_floor": 1e-6,
+        "design": "sobol"}
     for bad in ({"batch": 0}, {"initial": 1}, {"initial": "all"}, {"n_samples": 0},
-                {"n_candidates": "many"}, {"nu": 3}, {"restarts": 9}, {"batch": True}):
+                {"n_candidates": "many"}, {"nu": 3}, {"restarts": 9}, {"batch": True},
+                {"design": "halton"}):
         with pytest.raises(ConfigError):
             GPSampler(**bad)
 

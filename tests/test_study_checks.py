@@ -160,3 +160,20 @@ def test_stored_evaluations_a_run_did_not_propose_are_reported(tmp_path) -> None
     # seed=None draws fresh points by design: no message.
     _, messages = run(seed=None)
     assert not any("went unused" in m for m in messages)
+
+
+def test_a_front_study_started_on_sobol_points_is_resumed_with_design_sobol(tmp_path) -> None:
+    # The front sampler's start is a Latin hypercube since 2026-12-06: an older front study
+    # (Sobol' start) resumed on the default re-draws its start and says how to keep it.
+    pytest.importorskip("gpytorch")
+    db = str(tmp_path / "front.sqlite")
+    old = {"name": "front", "design": "sobol"}
+    first, _ = _run(_quad, budget=9, storage=db, sampler=old)
+    assert first.n_evaluated == 9
+    resumed, messages = _run(_quad, budget=9, storage=db, sampler=old)
+    assert resumed.n_reused == 9 and resumed.n_evaluated == 0
+    assert not any("went unused" in m for m in messages)
+    redrawn, messages = _run(_quad, budget=9, storage=db, sampler="front")
+    text = [m for m in messages if "went unused" in m]
+    assert redrawn.n_evaluated > 0 and len(text) == 1
+    assert "front sampler starts with a Latin hypercube, design 'sobol' before" in text[0]

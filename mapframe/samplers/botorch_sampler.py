@@ -48,9 +48,11 @@ class BoTorchSampler(RoundsSampler):
     """Adaptive sampling with BoTorch's acquisitions (``"botorch"``), BoTorch's tutorial loop.
 
     The start and the rounds are those of the ``front`` sampler
-    (:class:`~mapframe.samplers.rounds.RoundsSampler`: ``initial`` Sobol' points, ``"auto"``
+    (:class:`~mapframe.samplers.rounds.RoundsSampler`: ``initial`` points, ``"auto"``
     ``2 (N + 1)`` as in BoTorch's tutorial, or ``N + 2`` on a small budget; then rounds of
-    ``batch`` points). Each round, on the successful evaluations in canonical order:
+    ``batch`` points), but the start's ``design`` defaults to ``"sobol"``, BoTorch's
+    tutorial's (``"lhs"``: the ``front`` sampler's default, an optimised Latin hypercube).
+    Each round, on the successful evaluations in canonical order:
 
     1. coefficients scaled to the unit cube, metrics signed so that every task is maximised;
     2. one ``SingleTaskGP`` per task (``Standardize`` outcome transform) in a
@@ -88,12 +90,13 @@ class BoTorchSampler(RoundsSampler):
         mc_samples: int = 128,
         num_restarts: int = 10,
         raw_samples: int = 512,
+        design: Literal["sobol", "lhs"] = "sobol",
     ) -> None:
         if acquisition not in ACQUISITIONS:
             raise ConfigError(f"{_WHO}: acquisition must be one of {', '.join(ACQUISITIONS)}, "
                               f"got {acquisition!r}")
         self.acquisition: Acquisition = acquisition
-        self._set_rounds(initial, batch)
+        self._set_rounds(initial, batch, design)
         self.mc_samples = int_setting(mc_samples, "mc_samples", 1, who=_WHO)
         self.num_restarts = int_setting(num_restarts, "num_restarts", 1, who=_WHO)
         self.raw_samples = int_setting(raw_samples, "raw_samples", self.num_restarts,

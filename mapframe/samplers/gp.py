@@ -25,7 +25,7 @@ from mapframe.hypervolume import _hvi_1d, _hvi_2d, hypervolume_improvement
 from mapframe.metrics import pareto_mask
 from mapframe.problem import SearchSpace
 from mapframe.samplers.base import CheckedSampler, SamplerContext
-from mapframe.samplers.space_filling import fresh_sobol, sobol_unit
+from mapframe.samplers.space_filling import check_design, fresh_design, sobol_unit
 from mapframe.settings import int_setting
 from mapframe.surrogates.gp import (
     FittedGP,
@@ -275,8 +275,11 @@ class GPSampler(CheckedSampler):
         X = sampler.propose(n, space, history, rng)    # one round; evaluate; repeat
 
     **Rounds.** First an initial space-filling design: the first points of one scrambled
-    Sobol' sequence drawn from ``rng`` (the same ``rng`` gives the same design, so a resumed
-    study re-proposes, and reuses, the same points). Its size is ``initial``; ``"auto"`` is
+    Sobol' sequence drawn from ``rng`` (``design: sobol``, the default; ``design: lhs``, one
+    optimised Latin hypercube of that size as the ``front`` sampler's default, scored level
+    or lower here on the peers benchmark's pilot seeds; docs/adaptive-sampling.md); the
+    same ``rng`` gives the same design, so a resumed
+    study re-proposes, and reuses, the same points. Its size is ``initial``; ``"auto"`` is
     the study surrogate's :meth:`~mapframe.surrogates.base.Surrogate.n_params` (at least
     ``N + 1``), so that the study can fit its surrogate whatever happens next. While fewer
     successful evaluations than that exist, :meth:`batch_size` asks for the missing ones
@@ -309,8 +312,9 @@ class GPSampler(CheckedSampler):
        with the largest remaining posterior variance (summed over tasks) is chosen.
 
     Settings: ``initial`` (size of the space-filling design, ``"auto"`` or an integer >= 2),
-    ``batch`` (points per adaptive round), ``n_samples`` (posterior samples), ``n_candidates``
-    (Sobol' candidates), ``nu``, ``restarts`` and ``noise_floor`` (the GP fits, as for
+    ``design`` (``"sobol"`` or ``"lhs"``), ``batch`` (points per adaptive round),
+    ``n_samples`` (posterior samples), ``n_candidates`` (Sobol' candidates), ``nu``,
+    ``restarts`` and ``noise_floor`` (the GP fits, as for
     :class:`~mapframe.surrogates.gp.GPSurrogate`).
 
     Everything random comes from ``rng`` (never numpy's or torch's global state), and the GP
@@ -332,8 +336,10 @@ class GPSampler(CheckedSampler):
         nu: float = 2.5,
         restarts: int = 2,
         noise_floor: float = 1e-6,
+        design: Literal["sobol", "lhs"] = "sobol",
     ) -> None:
         self.initial = int_setting(initial, "initial", 2, who=_WHO, auto=True)
+        self.design = check_design(design, _WHO)
         self.batch = int_setting(batch, "batch", 1, who=_WHO)
         self.n_samples = int_setting(n_samples, "n_samples", 1, who=_WHO)
         self.n_candidates = int_setting(n_candidates, "n_candidates", 1, who=_WHO,
@@ -365,18 +371,11 @@ class GPSampler(CheckedSampler):
         """Return ``n`` points: initial Sobol' points, or the greedy q-EHVI batch."""
         context = self.context_for(space, history)
         X, Y = history.canonical()
-        if X.shape[0] < max(2, self.initial_size(context)):
-            return self._space_filling(n, space, history, rng)
+        initial = self.initial_size(context)
+        if X.shape[0] < max(2, initial):
+            return fresh_design(self.design, n, initial, space, history, rng)
         with _one_blas_thread():
             return self._ehvi(n, space, context, X, Y, history, rng)
-
-    # ---- initial design
-    @staticmethod
-    def _space_filling(
-        n: int, space: SearchSpace, history: History, rng: np.random.Generator
-    ) -> np.ndarray:
-        """The first ``n`` not yet evaluated points of a Sobol' sequence scrambled by ``rng``."""
-        return fresh_sobol(n, space, history, rng)
 
     # ---- acquisition
     def _ehvi(

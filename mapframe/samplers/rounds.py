@@ -16,7 +16,7 @@ import numpy as np
 from mapframe.history import History
 from mapframe.problem import SearchSpace
 from mapframe.samplers.base import CheckedSampler, SamplerContext
-from mapframe.samplers.space_filling import fresh_sobol
+from mapframe.samplers.space_filling import check_design, fresh_design, fresh_sobol
 from mapframe.settings import int_setting
 from mapframe.surrogates.quadratic import _one_blas_thread
 
@@ -41,11 +41,14 @@ class RoundsSampler(CheckedSampler):
     """An adaptive sampler that starts with a space-filling design and then proposes rounds
     of ``batch`` points chosen by :meth:`round_picks`: the base of the ``front`` and
     ``botorch`` samplers, and the quickest way to try another acquisition (implement
-    :meth:`round_picks`, call ``self._set_rounds(initial, batch)`` in ``__init__``).
+    :meth:`round_picks`, call ``self._set_rounds(initial, batch, design)`` in ``__init__``).
 
-    The start is the first points of one scrambled Sobol' sequence drawn from ``rng`` (the
-    same ``rng`` gives the same design, so a resumed study re-proposes, and reuses, the same
-    points); its size is ``initial``, ``"auto"`` resolved by :meth:`initial_size`. A round
+    The start is a space-filling design drawn from ``rng`` (the same ``rng`` gives the same
+    design, so a resumed study re-proposes, and reuses, the same points): ``design``
+    ``"sobol"``, the first points of one scrambled Sobol' sequence, or ``"lhs"``, one
+    optimised Latin hypercube of the start's size
+    (:func:`~mapframe.samplers.space_filling.fresh_design`); its size is ``initial``,
+    ``"auto"`` resolved by :meth:`initial_size`. A round
     proposes ``max(batch, capacity)`` points (never more than remain), from
     ``history.canonical()`` (so the order of the history does not matter); when
     :meth:`round_picks` returns fewer, fresh Sobol' points fill the batch.
@@ -54,9 +57,11 @@ class RoundsSampler(CheckedSampler):
     #: How setting errors name the sampler.
     who: str = "sampler"
 
-    def _set_rounds(self, initial: int | Literal["auto"], batch: int) -> None:
+    def _set_rounds(self, initial: int | Literal["auto"], batch: int,
+                    design: str = "sobol") -> None:
         self.initial = int_setting(initial, "initial", 2, who=self.who, auto=True)
         self.batch = int_setting(batch, "batch", 1, who=self.who)
+        self.design = check_design(design, self.who)
 
     def initial_size(self, n_dims: int, budget: int = 0) -> int:
         """The size of the initial space-filling design for ``n_dims`` coefficients and a
@@ -85,10 +90,11 @@ class RoundsSampler(CheckedSampler):
     def _propose(
         self, n: int, space: SearchSpace, history: History, rng: np.random.Generator
     ) -> np.ndarray:
-        """Return ``n`` points: initial Sobol' points, or the round's picks."""
+        """Return ``n`` points: the initial design's, or the round's picks."""
         X, Y = history.canonical()
-        if X.shape[0] < max(2, self.initial_size(space.n_dims, self._budget(history))):
-            return fresh_sobol(n, space, history, rng)
+        initial = self.initial_size(space.n_dims, self._budget(history))
+        if X.shape[0] < max(2, initial):
+            return fresh_design(self.design, n, initial, space, history, rng)
         context = self.context_for(space, history)
         with _one_blas_thread():
             picks = self.round_picks(n, space, context, X, Y, rng)

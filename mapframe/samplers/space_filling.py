@@ -12,6 +12,9 @@ the unit cube mapped into the box with :meth:`~mapframe.problem.SearchSpace.scal
 
 ¹ With the same seed, proposing ``n`` and then ``n' > n`` points gives the same first ``n``.
 
+The adaptive samplers' initial designs come from here too: :func:`fresh_design` (a Sobol'
+prefix or one optimised Latin hypercube, without the points already evaluated).
+
 A quadratic surrogate needs at least three distinct values per coordinate (with only two,
 ``c_j² `` is a linear function of ``c_j`` on the design); random, Sobol' and LHS designs have
 ``n`` distinct values per coordinate, and the grid sampler never uses fewer than three levels.
@@ -69,6 +72,50 @@ def fresh_sobol(n: int, space: SearchSpace, history: History, rng: np.random.Gen
                 space.upper)
     keep = [i for i, x in enumerate(X) if coefficient_key(x) not in done]
     return X[keep[:n]].reshape(-1, space.n_dims)
+
+
+#: Initial designs an adaptive sampler can start with (its ``design`` setting).
+DESIGNS = ("sobol", "lhs")
+
+
+def check_design(design: object, who: str) -> str:
+    """Validate an adaptive sampler's ``design`` setting (one of :data:`DESIGNS`)."""
+    if design not in DESIGNS:
+        raise ConfigError(f"{who}: design must be one of {', '.join(DESIGNS)} (the initial "
+                          f"space-filling design), got {design!r}")
+    return str(design)
+
+
+def lhs_unit(n: int, n_dims: int, rng: np.random.Generator,
+             optimization: Literal["random-cd"] | None = "random-cd") -> np.ndarray:
+    """A Latin hypercube of ``n`` points in ``[0, 1]^n_dims`` drawn from ``rng``; with
+    ``optimization="random-cd"`` its strata are permuted to lower the centered discrepancy
+    (scipy's option; the Latin property is kept)."""
+    engine = qmc.LatinHypercube(d=n_dims, optimization=optimization,
+                                **_qmc_rng(qmc.LatinHypercube, rng))
+    return engine.random(n)
+
+
+def fresh_design(design: str, n: int, size: int, space: SearchSpace, history: History,
+                 rng: np.random.Generator) -> np.ndarray:
+    """The next ``n`` points of an adaptive sampler's initial design of ``size`` points that
+    are not already search evaluations of ``history`` (the same ``rng`` gives the same design,
+    so a resumed study re-proposes and reuses it).
+
+    ``"sobol"``: :func:`fresh_sobol` (``size`` plays no part: the sequence has the prefix
+    property). ``"lhs"``: one Latin hypercube of ``size`` points (:func:`lhs_unit`), its
+    points not yet evaluated in order; when fewer than ``n`` are left (a failed evaluation
+    leaves the design short of successful points), fresh Sobol' points fill the rest.
+    """
+    if design == "sobol":
+        return fresh_sobol(n, space, history, rng)
+    done = {e.key for e in history if e.phase == "search"}
+    X = np.clip(space.scale(lhs_unit(max(int(size), 1), space.n_dims, rng)), space.lower,
+                space.upper)
+    X = X[[i for i, x in enumerate(X) if coefficient_key(x) not in done][:n]]
+    if X.shape[0] < n:
+        X = np.vstack([X, fresh_sobol(n - X.shape[0], space, history, rng)])
+    return X.reshape(-1, space.n_dims)
 
 
 class RandomSampler(CheckedSampler):
@@ -132,12 +179,7 @@ class LatinHypercubeSampler(CheckedSampler):
         self, n: int, space: SearchSpace, history: History, rng: np.random.Generator
     ) -> np.ndarray:
         """Return a Latin hypercube of ``n`` points inside ``space``."""
-        engine = qmc.LatinHypercube(
-            d=space.n_dims,
-            optimization=self.optimization,
-            **_qmc_rng(qmc.LatinHypercube, rng),
-        )
-        return space.scale(engine.random(n))
+        return space.scale(lhs_unit(n, space.n_dims, rng, self.optimization))
 
 
 class GridSampler(CheckedSampler):
