@@ -75,6 +75,7 @@ therefore mix machines; the paired differences use each seed's rows from one mac
 
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -150,6 +151,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     chosen = selected_cells()
     cells = CELLS[:1] if quick else (chosen or CELLS)
     seeds = NEW_SEEDS[:1] if quick else NEW_SEEDS
+    modes = bp.selected_modes()
+    if modes is not None and not quick:
+        return rerun_modes(modes, cells, seeds, recorded)
     # A rerun of some cells keeps the others: read them now, not after the run.
     kept = recorded_cells(seeds) if chosen and not quick else None
     for n, _ in cells:
@@ -179,6 +183,50 @@ def run(quick: bool = False) -> dict[str, Any]:
                              "check_max_diff": max(diffs) if diffs else None,
                              "check_rows": len(diffs), "peer_overhead_cap_s": bp.peer_cap(n)})
     return merged_with_recorded(out, kept) if kept is not None else out
+
+
+def rerun_modes(modes: list[str], cells: list[tuple[int, int]], seeds: list[int],
+                recorded: dict[str, Any]) -> dict[str, Any]:
+    """Rerun only the mapframe ``modes`` (MAPFRAME_BENCH_PEERS_MODES) in ``cells``, on the
+    new seeds and the check seed, and keep every other row of the recorded results: after a
+    change to mapframe, whose peers' rows it cannot move. In each rerun cell the modes' rows
+    of the recorded seeds are read again from peers.json (rerun there first, with the same
+    MAPFRAME_BENCH_PEERS_MODES), and the check seed is compared with those."""
+    kept = recorded_cells(seeds)
+    for n, _ in cells:
+        bp._setting(n)
+    check = recorded["seeds"][:1]
+    todo = [{"kind": "map", "n": n, "budget": b, "seed": seed, "mode": m, "proposal": False}
+            for n, b in cells for seed in check + seeds for m in modes
+            if m in bp.modes_at(n, b)]
+    rows: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        for part in pool.map(bp._run_job, todo):
+            rows += part
+    out = {k: v for k, v in kept.items() if k != "_meta"}
+    out["cells"] = []
+    for cell in kept["cells"]:
+        n, b = int(cell["n"]), int(cell["budget"])
+        if (n, b) not in cells:
+            out["cells"].append(cell)
+            continue
+        rerun, old = charged(rows, n, b), charged(recorded["rows"], n, b)
+        cell = {**cell, "new": dict(cell["new"]), "recorded": dict(cell["recorded"])}
+        diffs = []
+        for m in rerun:
+            cell["new"][m] = {s: v for s, v in rerun[m].items() if s in seeds}
+            cell["recorded"][m] = old.get(m, {})
+            diffs += [abs(rerun[m][s] - old[m][s]) for s in check
+                      if s in rerun[m] and s in old.get(m, {})]
+        cell["check_max_diff"] = max(diffs) if diffs else None
+        cell["check_rows"] = len(diffs)
+        out["cells"].append(cell)
+    names = ",".join(f"{n}:{b}" for n, b in sorted(cells))
+    out["_rerun"] = {"env": f"{bp.MODES_ENV}={json.dumps(','.join(modes))} {CELLS_ENV}={names}",
+                     "what": "mapframe modes " + ", ".join(modes) + " in cells "
+                     + ", ".join(f"N = {n}, B = {b}" for n, b in sorted(cells))}
+    out["_earlier_meta"] = kept.get("_meta", {})
+    return out
 
 
 def recorded_cells(seeds: list[int]) -> dict[str, Any]:

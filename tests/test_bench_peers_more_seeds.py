@@ -149,3 +149,71 @@ def test_a_cell_rerun_checks_the_recorded_cells_before_it_runs(tmp_path, monkeyp
     monkeypatch.setattr(bp, "_run_job", no_work)
     with pytest.raises(SystemExit, match=re.escape("peers_more_seeds.json is missing")):
         ms.run()
+
+
+class _InProcess:
+    """A stand-in for the process pool: runs the jobs here, with the test's patches."""
+
+    def __init__(self, max_workers: int) -> None:
+        pass
+
+    def __enter__(self) -> _InProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def map(self, fn, jobs):
+        return [fn(job) for job in jobs]
+
+
+def test_rerun_of_modes_keeps_every_other_row(tmp_path, monkeypatch):
+    # After a change to mapframe only its modes need rerunning: the chosen modes' rows are
+    # replaced (new seeds from the rerun, recorded seeds from peers.json), nothing else.
+    front, plain = ms.FRONT, "mapframe Plain MAP"
+
+    def row(n: int, b: int, seed: int, method: str, v: float) -> dict:
+        return {"n": n, "budget": b, "seed": seed, "method": method, "hv_fraction": v}
+
+    (tmp_path / "peers.json").write_text(json.dumps({"seeds": [0], "rows": [
+        row(3, 20, 0, front, 0.70), row(3, 20, 0, plain, 0.60),
+        row(3, 20, 0, "random search", 0.50)]}))
+
+    def cell(n: int, b: int) -> dict:
+        return {"n": n, "budget": b, "check_max_diff": 0.0, "check_rows": 3,
+                "new": {front: {3: 0.1}, plain: {3: 0.2}, "random search": {3: 0.3}},
+                "recorded": {front: {0: 0.4}, plain: {0: 0.6}, "random search": {0: 0.5}}}
+
+    (tmp_path / "peers_more_seeds.json").write_text(json.dumps({
+        "new_seeds": [3], "recorded_seeds": [0], "check_seed": [0],
+        "cells": [cell(3, 20), cell(4, 20)],
+        "_meta": {"machine": "old", "seconds": 5.0, "command": "c"}}))
+    monkeypatch.setenv("MAPFRAME_BENCH_RESULTS", str(tmp_path))
+    monkeypatch.setenv(ms.CELLS_ENV, "3:20")
+    monkeypatch.setenv(bp.MODES_ENV, front)
+    monkeypatch.setattr(ms, "NEW_SEEDS", [3])
+    monkeypatch.setattr(ms, "ProcessPoolExecutor", _InProcess)
+    monkeypatch.setattr(bp, "_setting", lambda n: None)
+    jobs = []
+
+    def run_job(job: dict) -> list[dict]:
+        jobs.append(job)
+        v = 0.70 if job["seed"] == 0 else 0.75  # seed 0 reproduces peers.json's row
+        return [row(job["n"], job["budget"], job["seed"], job["mode"], v)]
+
+    monkeypatch.setattr(bp, "_run_job", run_job)
+    data = ms.run()
+    assert {(j["n"], j["budget"], j["seed"], j["mode"]) for j in jobs} == {
+        (3, 20, 0, front), (3, 20, 3, front)}
+    first, second = data["cells"]
+
+    def by_seed(part: str, method: str) -> dict[int, float]:  # JSON keys are strings
+        return {int(s): v for s, v in first[part][method].items()}
+
+    assert by_seed("new", front) == {3: 0.75} and by_seed("recorded", front) == {0: 0.70}
+    assert by_seed("new", plain) == {3: 0.2} and by_seed("recorded", plain) == {0: 0.6}
+    assert by_seed("new", "random search") == {3: 0.3}
+    assert first["check_max_diff"] == 0.0 and first["check_rows"] == 1
+    assert second == json.loads(json.dumps(cell(4, 20)))  # the other cell as recorded
+    assert data["_rerun"]["what"] == f"mapframe modes {front} in cells N = 3, B = 20"
+    assert data["_rerun"]["env"] == (f'{bp.MODES_ENV}="{front}" {ms.CELLS_ENV}=3:20')
