@@ -124,6 +124,23 @@ of the 3 seeds) and the proposal quality in all six where it changed (+0.001 at 
 B = 20, +0.005 to +0.024 elsewhere, on the mean). No best mode changed: `front` leads those
 cells.
 
+- **The Latin hypercube start (later on 2026-12-06)**: the `front` sampler's initial design
+  became an optimised Latin hypercube (`design: lhs`, chosen on the pilot seeds:
+  docs/adaptive-sampling.md, "The initial design"), and its rows at N = 3, 4, 6 and 8 were
+  rerun (`MAPFRAME_BENCH_PEERS_N=3,4,6,8 MAPFRAME_BENCH_PEERS_MODES="mapframe Bayesian MAP
+  (front)"`, 550 s; every other row kept). Charged, Sobol' start then Latin hypercube
+  start, reported seeds 0-2: N = 3 0.666 / 0.778 / 0.831 / 0.882 to 0.677 / 0.776 / 0.820 /
+  0.877 (B = 10-50; both on this machine); N = 4 0.330 / 0.510 / 0.592 / 0.707 / 0.796 to
+  0.337 / 0.514 / 0.615 / 0.702 / 0.790 (B = 10-100); N = 6 0.264 / 0.400 / 0.562 to 0.261 /
+  0.404 / 0.569; N = 8 0.164 / 0.299 / 0.451 to 0.158 / 0.279 / 0.427 (the N = 4-8 rows before
+  were measured on other machines, whose arithmetic moved even random search's score at
+  N = 8, see "Machines differ" in the more-seeds section). On these 3 seeds the start helps
+  most at N = 4, B = 30 (+0.023, now ahead of qNEHVI) and costs at N = 3, B = 30 (-0.011)
+  and N = 8, B = 45 and 90 (-0.020, -0.024); on the pilot seeds, 6-12 per cell, it was
+  ahead at N = 3, B = 30 on 10 of 12 seeds (+0.006 ± 0.002) and level at N = 8 (see the
+  pilot table there). Proposal quality: N = 3 0.887 to 0.905 at B = 10, level elsewhere
+  (0.920 / 0.930 / 0.939); N = 4 0.681 / 0.762 / 0.803 / 0.834 / 0.864 to 0.736 / 0.770 /
+  0.804 / 0.832 / 0.860.
 - **The rerun of 2026-12-06** (every mode at N = 2 and 3, after the switch to `surrogate:
   auto`, 856 s on 2 cores): the rows whose surrogate did not change moved too, by up to 0.03
   a run (the `front` sampler's at N = 3, B = 30 from 0.840 to 0.831 on the mean), because
@@ -140,21 +157,24 @@ cells.
 - **N = 2: met at every budget**, +0.018 to +0.033 over the best peer (Plain MAP 0.889 at
   B = 10, the `botorch` mode 0.933 / 0.968 at B = 20 / 30, Bayesian MAP (gp) 0.976 at B = 50;
   best peer Optuna GP 0.900 / 0.938 / 0.958 from B = 20, grid search 0.865 at B = 10).
-- **N = 3: met at B = 10 and 50, not at B = 20 and 30.** Best mapframe mode against BoTorch
-  qNEHVI's 0.657 / 0.786 / 0.833 and Optuna GP's 0.879: +0.011 (the `botorch` mode 0.668),
-  -0.007 (the `botorch` mode 0.779; `front` 0.778, `gp` 0.776), -0.002 (`front` 0.831) and
-  +0.004 (`front` 0.882). Before the rerun of 2026-12-06 (another machine, see above) B = 30
-  read +0.007 (`front` 0.840) and B = 20 -0.003; every one of these differences is within one
-  standard deviation over seeds.
-- **N = 4: met at B = 50 and 100, not at B = 10-30.** The `front` sampler 0.707 / 0.796 at
-  B = 50 / 100 (0.698 / 0.791 with the quadratic final surrogate) against the best peer's
-  0.665 (Optuna GP) / 0.748 (qNParEGO): +0.042, +0.048. At B = 10 random search's
-  0.355 ± 0.033 leads (Plain MAP 0.342, `front` 0.330:
-  -0.013); at B = 20 and 30 Optuna GP's 0.525 and qNEHVI's 0.607 lead `front`'s 0.510 and
-  `gp`'s 0.596 (-0.015, -0.011). Before `select: auto` (the run of 2026-12-03) `front` led
-  there by 0.004 and 0.005: the new default changes which front points are verified (k = 2
-  and 3), and on these seeds that cost `front` 0.019 and 0.020 (standard deviations over
-  seeds 0.019-0.030); its search rounds run as before.
+- **N = 3: met at B = 10, not at B = 20, 30 and 50 (each by 0.007 or less).** Best mapframe
+  mode against BoTorch qNEHVI's 0.657 / 0.786 / 0.833 and Optuna GP's 0.879: +0.020 (`front`
+  0.677), -0.007 (the `botorch` mode 0.779; `front` 0.776, `gp` 0.776), -0.005 (the
+  `botorch` mode 0.828; `front` 0.820) and -0.001 (`gp` 0.878; `front` 0.877). With the
+  Sobol' start (the rows before, this machine) B = 30 and 50 read -0.002 and +0.004; before
+  the rerun of 2026-12-06 (another machine, see above) B = 30 read +0.007 (`front` 0.840)
+  and B = 20 -0.003; every one of these differences is within one standard deviation over
+  seeds.
+- **N = 4: met at B = 30, 50 and 100, not at B = 10 and 20.** The `front` sampler 0.615 /
+  0.702 / 0.790 at B = 30 / 50 / 100 against the best peer's 0.607 (qNEHVI) / 0.665 (Optuna
+  GP) / 0.748 (qNParEGO): +0.009, +0.038, +0.042. At B = 10 random search's 0.355 ± 0.033
+  leads (Plain MAP 0.342, `front` 0.337: -0.013; random search's mean over 100 seeds of 10
+  uniform points, all scored on test, is 0.321 ± 0.005, a throw-away check: these 3 seeds
+  drew it high); at B = 20 Optuna GP's 0.525 leads `front`'s 0.514 (-0.011). With the
+  Sobol' start B = 30 read -0.007 (`front` 0.592, `gp` 0.596 then best). Before `select:
+  auto` (the run of 2026-12-03) `front` led at B = 20 and 30 by 0.004 and 0.005: that
+  default changes which front points are verified (k = 2 and 3), and on these seeds that
+  cost `front` 0.019 and 0.020 (standard deviations over seeds 0.019-0.030).
 - **The lags on more seeds** (`python benchmarks/run.py peers_more_seeds`, its own
   section below: the same jobs on seeds 3-8, read with 0-2; run 2026-12-05 on a machine
   other than the recorded seeds'): over 9 seeds the best mapframe mode leads at N = 3,
@@ -177,14 +197,16 @@ cells.
   qLogNEHVI loop's 0.854 / 0.883 / 0.892 / 0.897 -- the same acquisition, +0.03 to +0.08 from
   the verified front points (BoTorch's loop hands over only what it measured and covers the
   N = 2 front poorly: IGD 0.37-0.40 against 0.03-0.20); N = 3 0.668 / 0.779 / 0.828 / 0.876
-  (qLogNEHVI 0.657 / 0.782 / 0.830 / 0.875, `front` 0.666 / 0.778 / 0.831 / 0.882); N = 4
-  0.325 / 0.492 / 0.599 / 0.682 (qLogNEHVI 0.332 / 0.517 / 0.604 / not reached, `front`
-  0.330 / 0.510 / 0.592 / 0.707). It is the best mode at N = 2, B = 20 and 30, N = 3, B = 10
-  (+0.011 over qNEHVI) and B = 20 (0.001 above `front`) and N = 4, B = 30 (-0.007 to qNEHVI,
-  was -0.011 with `gp`), each by less than a standard deviation over seeds: with one more mode,
+  (qLogNEHVI 0.657 / 0.782 / 0.830 / 0.875, `front` then 0.666 / 0.778 / 0.831 / 0.882, with
+  its Latin hypercube start 0.677 / 0.776 / 0.820 / 0.877); N = 4 0.325 / 0.492 / 0.599 /
+  0.682 (qLogNEHVI 0.332 / 0.517 / 0.604 / not reached, `front` then 0.330 / 0.510 / 0.592 /
+  0.707, now 0.337 / 0.514 / 0.615 / 0.702). It is the best mode at N = 2, B = 20 and 30 and
+  N = 3, B = 20 (0.003 above `front`) and 30 (0.008 above `front`), and was at N = 3, B = 10
+  and N = 4, B = 30 before the Latin hypercube start, each by less than a standard deviation
+  over seeds: with one more mode,
   the best mode's mean picks up more of the seeds' noise, so these moves say little. Its
   proposal quality is below `front`'s at N = 3, 4 (N = 4: 0.658 / 0.774 / 0.774 / 0.804
-  against 0.681 / 0.762 / 0.803 / 0.834): the `front` sampler's rounds measure predicted
+  against 0.736 / 0.770 / 0.804 / 0.832): the `front` sampler's rounds measure predicted
   front points, where the final surrogate needs them. Own overhead: 1.2-24 s at N = 2,
   7.7-70 s at N = 3 (both on 2026-12-06's faster machine, where `front` took 0.2-5.1 s: 5-14
   times less), 11-222 s at N = 4 (490 s for a proposal-quality run at N = 4, B = 50; 2.4-5.4
@@ -192,23 +214,28 @@ cells.
   62 s against qLogNEHVI's 268 s; batches of 3 and B - k search points). So `sampler: auto`
   keeps `front`: the same charged score within noise, better proposals, less overhead.
 - **N = 6** (peers without qNEHVI, qLogNEHVI and Optuna GP, see above): mapframe ahead at
-  every budget, +0.031 (`front` 0.264 at B = 14, Optuna TPE 0.233), +0.077 and +0.154
-  (`front`: 0.400 and 0.562 against qNParEGO's 0.323 and Optuna TPE's 0.408).
-- **N = 8**: level at B = 20 (-0.005: `front` 0.164, up from 0.131, against Optuna TPE's
-  0.170), ahead at B = 45 (+0.025: 0.299 against TPE's 0.274) and B = 90 (+0.085: 0.451
-  against TPE's 0.366; qNParEGO did not reach 90 within the cap).
+  every budget, +0.028 (`front` 0.261 at B = 14, Optuna TPE 0.233), +0.082 and +0.160
+  (`front`: 0.404 and 0.569 against qNParEGO's 0.323 and Optuna TPE's 0.408).
+- **N = 8**: behind at B = 20 (-0.012: `front` 0.158, against Optuna TPE's 0.170; 0.164
+  with the Sobol' start on another machine), ahead at B = 45 (+0.005: 0.279 against TPE's
+  0.274) and B = 90 (+0.061: 0.427 against TPE's 0.366; qNParEGO did not reach 90 within the
+  cap). With the Sobol' start, measured on another machine, B = 45 and 90 read +0.025 and
+  +0.085; on the pilot seeds the two starts are level at N = 8 (-0.010 ± 0.009, +0.009 ±
+  0.015 and -0.007 ± 0.018 at B = 20 / 45 / 90).
 - **Overhead: lower than BoTorch's wherever BoTorch models**, though the rows now come from
   machines of different speed: mapframe's N = 4 rows were measured on 2026-12-04's and
   2026-12-05's machines, 3-4 times slower than the one of the cached BoTorch rows (`python
   benchmarks/run.py fit_solve` took 167 s there against 41 s on 2026-12-02), its N = 2, 3
   rows on 2026-12-06's, 3-5 times faster than those. mapframe's own time per study: Plain
   MAP 0.3-0.9 s at N = 3 and 3.7-6.4 s at N = 4, up to 8.7 s at N = 8; `gp` 0.8-5.2 s at
-  N = 3 and 5.5-98 s at N = 4, `front` 1.1-5.5 s and 7.2-112 s (the final solve's
-  `select: hypervolume` and `gp` surrogate included); 6-33 s at N = 6
-  and 14-115 s at N = 8. BoTorch: qNEHVI 2.4-218 s, qLogNEHVI 3.1-285 s, qNParEGO
-  4.1-294 s at N <= 4, 100-224 s at N = 6 and 11-206 s at N = 8 (at B = 45; B = 90 not
+  N = 3 and 5.5-98 s at N = 4, `front` 1.2-6.1 s and 1.3-22 s (the final solve's
+  `select: hypervolume` and `gp` surrogate included; its rows at N = 3-8 were rerun on
+  2026-12-06's machine with the Latin hypercube start: 7.2-112 s at N = 4 on the earlier
+  one); 2.8-15 s at N = 6 and 6.1-58 s at N = 8. BoTorch: qNEHVI 2.4-218 s, qLogNEHVI
+  3.1-285 s, qNParEGO 4.1-294 s at N <= 4, 100-224 s at N = 6 and 11-206 s at N = 8
+  (at B = 45; B = 90 not
   reached). At the smallest budgets where BoTorch only evaluates its 2(N+1) Sobol' start
-  points (N = 4, B = 10; N = 6, B = 14) its overhead is 0.0 s against mapframe's 2-9 s.
+  points (N = 4, B = 10; N = 6, B = 14) its overhead is 0.0 s against mapframe's 1-3 s.
 - **The handed-over front is never worse than the measured points at N = 3-8**: at least
   as good on every one of the 96 / 114 / 18 / 18 runs at N = 3 / 4 / 6 / 8, by +0.047 to
   +0.42 of the true front's hypervolume per run at N = 3, 4. At N = 2 on 94 of 96; the two
@@ -222,10 +249,12 @@ cells.
   B = 50 / 100: 0.790 / 0.824 to 0.799 / 0.842).
 - **Dense validation reference (N = 3, 4): met at N = 3, B = 30 and 50.** The `front`
   sampler's proposed front against the dense validation search thinned to the same size:
-  -0.048 / -0.016 / **-0.006** / **-0.004** at N = 3 (B = 10-50, the rerun of 2026-12-06;
+  -0.030 / -0.017 / **-0.008** / **-0.003** at N = 3 (B = 10-50, with the Latin hypercube
+  start; -0.048 / -0.016 / -0.006 / -0.004 with the Sobol' start in the rerun of 2026-12-06,
   -0.040 / -0.012 / -0.006 / -0.005 on the earlier machine, and with the quadratic final
-  surrogate B = 20-50 were -0.017 / -0.012 / -0.006), -0.166 / -0.090 / -0.054 / -0.030 /
-  -0.016 at N = 4 (0.864 at B = 100; B = 30-100 were -0.095 / -0.049 / -0.028 with the
+  surrogate B = 20-50 were -0.017 / -0.012 / -0.006), -0.110 / -0.082 / -0.053 / -0.032 /
+  -0.020 at N = 4 (0.860 at B = 100; with the Sobol' start -0.166 / -0.090 / -0.054 /
+  -0.030 / -0.016 on another machine; B = 30-100 were -0.095 / -0.049 / -0.028 with the
   quadratic, -0.047 at B = 100 before `select: auto`). The `gp` sampler's front, with the `gp`
   final surrogate, is within 0.01 at N = 3, B = 30 and 50 too (-0.010, -0.002 in the rerun;
   -0.007, -0.005 on the earlier machine, -0.015, -0.010 before that surrogate); at N = 4,
@@ -243,11 +272,14 @@ cells.
   front solve.
 - **Proposal quality** (not charged) keeps rising with the budget for the `front` sampler
   and rose with `select: auto` at every N = 3, 4 cell of every mode (+0.005 to +0.058), and
-  with the `gp` final surrogate again: at N = 4 0.681 / 0.762 / 0.803 / 0.834 / 0.864 for
-  B = 10-100 (with the quadratic at B = 30-100: 0.762 / 0.815 / 0.851; before `select:
-  auto`: 0.647 / 0.739 / 0.738 / 0.774 / 0.832), Plain MAP 0.700 / 0.767 / 0.766 / 0.789 /
+  with the `gp` final surrogate again: at N = 4 0.736 / 0.770 / 0.804 / 0.832 / 0.860 for
+  B = 10-100 with the Latin hypercube start (0.681 / 0.762 / 0.803 / 0.834 / 0.864 with the
+  Sobol' start, another machine; with the quadratic at B = 30-100: 0.762 / 0.815 / 0.851;
+  before `select: auto`: 0.647 / 0.739 / 0.738 / 0.774 / 0.832), Plain MAP 0.700 / 0.767 /
+  0.766 / 0.789 /
   0.816 (before 0.651 /
-  0.710 / 0.737 / 0.751 / 0.775); at N = 3 0.887 / 0.920 / 0.933 / 0.939 (the rerun of
+  0.710 / 0.737 / 0.751 / 0.775); at N = 3 0.905 / 0.920 / 0.930 / 0.939 with the Latin
+  hypercube start (0.887 / 0.920 / 0.933 / 0.939 with the Sobol' start in the rerun of
   2026-12-06; 0.895 / 0.925 / 0.934 / 0.939 on the earlier machine, before `select: auto`
   0.883-0.931); at N = 2 0.967-0.996.
 """

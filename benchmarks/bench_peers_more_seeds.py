@@ -20,6 +20,22 @@ seeds; these rows say whether a lag there is a real one. The benchmark also reru
 recorded seed 0 of every cell and compares it with its recorded rows: on the machine that
 recorded them it reproduced them exactly; on another machine it may not (see the reading).
 
+**The Latin hypercube start** (2026-12-06, latest part): after the `front` sampler's start
+became an optimised Latin hypercube (docs/adaptive-sampling.md, "The initial design"), its
+rows were rerun in every cell (`MAPFRAME_BENCH_PEERS_MODES="mapframe Bayesian MAP (front)"
+python benchmarks/run.py peers_more_seeds`, 119 s, after the same rerun of peers.json: every
+other method's new-seed rows kept, every method's recorded-seed rows read again from
+peers.json; the rerun of seed 0 reproduced peers.json's `front` rows exactly). On 9 seeds
+the best mapframe mode now leads the best peer in every cell: N = 3, B = 10 `front` +0.022 ±
+0.007 (ahead on 7 of 9), B = 20 `gp` +0.003 ± 0.008 (5 of 9; `front` -0.001 ± 0.005, 2 of
+9), B = 30 `gp` +0.002 ± 0.004 (4 of 9; `front` +0.001 ± 0.004), B = 50 `front` +0.002 ±
+0.002 (5 of 9); N = 4, B = 10 `front` +0.026 ± 0.023 (7 of 9; 0.366 against random search's
+0.341 and Plain MAP's 0.356), B = 20 `front` +0.008 ± 0.017 (5 of 9), B = 30 `front` +0.013
+± 0.007 (8 of 9); N = 8, B = 20 `front` +0.015 ± 0.015 (6 of 9; it trailed Optuna TPE by
+0.013 with the Sobol' start). On the 3 recorded seeds alone the best mode still trails at
+N = 3, B = 20 / 30 / 50 and N = 4, B = 10 / 20 (the first column of the summary table).
+The paragraphs below read the runs before this one.
+
 Reading of the recorded run (2026-12-05, after `select: auto` and the `gp` final surrogate;
 these cells' mapframe rows on seeds 0-2 are those of peers.json): on 9 seeds **the best
 mapframe mode is ahead of the best peer in all three cells of N <= 4 where it trails on the
@@ -188,10 +204,12 @@ def run(quick: bool = False) -> dict[str, Any]:
 def rerun_modes(modes: list[str], cells: list[tuple[int, int]], seeds: list[int],
                 recorded: dict[str, Any]) -> dict[str, Any]:
     """Rerun only the mapframe ``modes`` (MAPFRAME_BENCH_PEERS_MODES) in ``cells``, on the
-    new seeds and the check seed, and keep every other row of the recorded results: after a
-    change to mapframe, whose peers' rows it cannot move. In each rerun cell the modes' rows
-    of the recorded seeds are read again from peers.json (rerun there first, with the same
-    MAPFRAME_BENCH_PEERS_MODES), and the check seed is compared with those."""
+    new seeds and the check seed, and keep every other new-seed row of the recorded results:
+    after a change to mapframe, whose peers' rows it cannot move. In each rerun cell every
+    method's rows of the recorded seeds are read again from peers.json (rerun the modes
+    there first, with the same MAPFRAME_BENCH_PEERS_MODES), as a full run reads them (only
+    the methods the cell has: a mode added to peers.json later has no new seeds), and the
+    check seed's rerun is compared with the modes' rows there."""
     kept = recorded_cells(seeds)
     for n, _ in cells:
         bp._setting(n)
@@ -211,11 +229,12 @@ def rerun_modes(modes: list[str], cells: list[tuple[int, int]], seeds: list[int]
             out["cells"].append(cell)
             continue
         rerun, old = charged(rows, n, b), charged(recorded["rows"], n, b)
-        cell = {**cell, "new": dict(cell["new"]), "recorded": dict(cell["recorded"])}
+        # Methods this benchmark ran (a mode added to peers.json later has no new seeds).
+        fresh = {m: v for m, v in old.items() if m in cell["recorded"] or m in cell["new"]}
+        cell = {**cell, "new": dict(cell["new"]), "recorded": {**cell["recorded"], **fresh}}
         diffs = []
         for m in rerun:
             cell["new"][m] = {s: v for s, v in rerun[m].items() if s in seeds}
-            cell["recorded"][m] = old.get(m, {})
             diffs += [abs(rerun[m][s] - old[m][s]) for s in check
                       if s in rerun[m] and s in old.get(m, {})]
         cell["check_max_diff"] = max(diffs) if diffs else None

@@ -168,8 +168,9 @@ class _InProcess:
 
 
 def test_rerun_of_modes_keeps_every_other_row(tmp_path, monkeypatch):
-    # After a change to mapframe only its modes need rerunning: the chosen modes' rows are
-    # replaced (new seeds from the rerun, recorded seeds from peers.json), nothing else.
+    # After a change to mapframe only its modes need rerunning: the chosen modes' new-seed
+    # rows are replaced, every method's recorded seeds are read again from peers.json (as a
+    # full run reads them), and nothing else changes.
     front, plain = ms.FRONT, "mapframe Plain MAP"
 
     def row(n: int, b: int, seed: int, method: str, v: float) -> dict:
@@ -177,12 +178,12 @@ def test_rerun_of_modes_keeps_every_other_row(tmp_path, monkeypatch):
 
     (tmp_path / "peers.json").write_text(json.dumps({"seeds": [0], "rows": [
         row(3, 20, 0, front, 0.70), row(3, 20, 0, plain, 0.60),
-        row(3, 20, 0, "random search", 0.50)]}))
+        row(3, 20, 0, "random search", 0.50), row(3, 20, 0, "mapframe later mode", 0.99)]}))
 
     def cell(n: int, b: int) -> dict:
         return {"n": n, "budget": b, "check_max_diff": 0.0, "check_rows": 3,
                 "new": {front: {3: 0.1}, plain: {3: 0.2}, "random search": {3: 0.3}},
-                "recorded": {front: {0: 0.4}, plain: {0: 0.6}, "random search": {0: 0.5}}}
+                "recorded": {front: {0: 0.4}, plain: {0: 0.65}, "random search": {0: 0.5}}}
 
     (tmp_path / "peers_more_seeds.json").write_text(json.dumps({
         "new_seeds": [3], "recorded_seeds": [0], "check_seed": [0],
@@ -211,9 +212,11 @@ def test_rerun_of_modes_keeps_every_other_row(tmp_path, monkeypatch):
         return {int(s): v for s, v in first[part][method].items()}
 
     assert by_seed("new", front) == {3: 0.75} and by_seed("recorded", front) == {0: 0.70}
-    assert by_seed("new", plain) == {3: 0.2} and by_seed("recorded", plain) == {0: 0.6}
+    assert by_seed("new", plain) == {3: 0.2} and by_seed("recorded", plain) == {0: 0.60}
     assert by_seed("new", "random search") == {3: 0.3}
     assert first["check_max_diff"] == 0.0 and first["check_rows"] == 1
     assert second == json.loads(json.dumps(cell(4, 20)))  # the other cell as recorded
+    assert by_seed("recorded", "random search") == {0: 0.50}
+    assert "mapframe later mode" not in first["recorded"]  # a mode without new seeds
     assert data["_rerun"]["what"] == f"mapframe modes {front} in cells N = 3, B = 20"
     assert data["_rerun"]["env"] == (f'{bp.MODES_ENV}="{front}" {ms.CELLS_ENV}=3:20')

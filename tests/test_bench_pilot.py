@@ -273,3 +273,28 @@ def test_reference_gap_refuses_reported_seeds_and_other_task_counts(capsys):
             pilot_reference_gap.main(argv)
     err = capsys.readouterr().err
     assert "reported seeds" in err and "N = 3 and 4 only" in err
+
+
+@pytest.mark.parametrize("name, sampler, share", [
+    ("lhs-start", {"name": "front", "design": "lhs"}, 0.1),
+    ("sobol-start", {"name": "front", "design": "sobol"}, 0.1),
+    ("gp-sampler-shipped", {"name": "gp"}, 0.3),
+    ("gp-sampler-lhs", {"name": "gp", "design": "lhs"}, 0.3),
+    ("plain-lhs", {"name": "lhs", "optimization": "random-cd"}, 0.3)])
+def test_initial_design_variants_name_their_design(monkeypatch, name, sampler, share):
+    seen = _seen(monkeypatch, name, 4, 30, [20, 27], 4)
+    assert seen["mode"]["sampler"] == sampler and seen["share"] == share
+    assert seen["rule"] == ["auto", "auto"]  # the shipped rule: the study resolves it
+
+
+def test_design_pilot_draws_each_design_within_the_cube():
+    from benchmarks import pilot_design_hv
+
+    for kind in pilot_design_hv.DESIGNS:
+        X = pilot_design_hv.design(kind, 10, 4, seed=3)
+        assert X.shape == (10, 4) and np.all((X >= 0) & (X <= 1))
+        np.testing.assert_array_equal(X, pilot_design_hv.design(kind, 10, 4, seed=3))
+    strata = np.sort(np.floor(pilot_design_hv.design("lhs-cd", 10, 4, 3) * 10), axis=0)
+    assert (strata == np.arange(10)[:, None]).all()  # a Latin hypercube
+    with pytest.raises(ValueError, match="unknown design 'grid'"):
+        pilot_design_hv.design("grid", 10, 4, 3)

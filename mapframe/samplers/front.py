@@ -41,8 +41,9 @@ class FrontSampler(RoundsSampler):
     with its strata permuted to lower the centered discrepancy (scipy's ``random-cd``), or
     ``design: sobol``, the first points of one scrambled Sobol' sequence (the default
     before). On the peers benchmark's pilot seeds the Latin hypercube raised the charged
-    score in 11 of 13 cells (N = 3 and 4, B = 20 and 30: +0.006 to +0.024, two to three
-    standard errors; docs/adaptive-sampling.md, "The initial design"). Its size is
+    score in 8 of 9 cells at 3-4 tasks (B = 20 and 30: +0.006 to +0.024, two to three
+    standard errors) and left it level at 6-8 tasks (docs/adaptive-sampling.md, "The initial
+    design"). Its size is
     ``initial``; ``"auto"`` is
     ``2 (N + 1)`` (BoTorch's tutorial start), or ``N + 2`` when the search budget ``B`` is
     below ``3 (N + 1)`` (a function of the study's budget, so a resumed study uses the same
