@@ -168,9 +168,10 @@ cells.
 - **N = 4: met at B = 30, 50 and 100, not at B = 10 and 20.** The `front` sampler 0.615 /
   0.702 / 0.790 at B = 30 / 50 / 100 against the best peer's 0.607 (qNEHVI) / 0.665 (Optuna
   GP) / 0.748 (qNParEGO): +0.009, +0.038, +0.042. At B = 10 random search's 0.355 ± 0.033
-  leads (Plain MAP 0.342, `front` 0.337: -0.013; random search's mean over 100 seeds of 10
-  uniform points, all scored on test, is 0.321 ± 0.005, a throw-away check: these 3 seeds
-  drew it high); at B = 20 Optuna GP's 0.525 leads `front`'s 0.514 (-0.011). With the
+  leads (Plain MAP 0.342, `front` 0.337: -0.013; 10 uniform points, all kept and scored on
+  test, an upper bound of random search's charged score, average 0.321 ± 0.005 over 100
+  seeds, `python benchmarks/pilot_design_hv.py --n 4 --sizes 10`: these 3 seeds drew it
+  high); at B = 20 Optuna GP's 0.525 leads `front`'s 0.514 (-0.011). With the
   Sobol' start B = 30 read -0.007 (`front` 0.592, `gp` 0.596 then best). Before `select:
   auto` (the run of 2026-12-03) `front` led at B = 20 and 30 by 0.004 and 0.005: that
   default changes which front points are verified (k = 2 and 3), and on these seeds that

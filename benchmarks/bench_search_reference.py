@@ -28,26 +28,28 @@ search with B <= 100 evaluations.
 
 Reading of the recorded run (2026-12-06; mapframe's rows: the peers results recorded then,
 whose N = 2, 3 rows were rerun that day with `surrogate: auto` as the library resolves it,
-on another machine; the N = 4 rows are those of 2026-12-05, with `select: auto` and, for the
-`front` sampler at 3-4 tasks, the `gp` final surrogate; the run of 2026-12-05 read the same
-but where noted):
+on another machine, and whose `front` rows at N = 3, 4 were rerun later that day with the
+sampler's Latin hypercube start; the other N = 4 rows are those of 2026-12-05, with `select:
+auto` and, for the `front` sampler at 3-4 tasks, the `gp` final surrogate; the runs before
+read the same but where noted):
 - **A proposed front from B evaluations is worth at least 10 B random validation evaluations
   at every budget, and up to 50 B.** The `front` sampler's proposal lies between random
-  search with 100-200 / 200-500 / 500-1000 / 500-1000 evaluations at N = 3, B = 10 / 20 /
-  30 / 50 (200-500 at B = 10 on 2026-12-05), and 100-200 / 200-500 / 500-1000 / 1000-2000 /
-  2000-5000 at N = 4, B = 10 / 20 / 30 / 50 / 100 (the run of 2026-12-03, before those two
-  defaults, read 4 B to 25 B, below 10 B at three budgets). Random search with the same B
-  evaluations scores 0.34 to 0.39 below it at B = 10 and 0.156-0.223 below at the largest
+  search with 200-500 / 200-500 / 500-1000 / 500-1000 evaluations at N = 3, B = 10 / 20 /
+  30 / 50 (100-200 at B = 10 with the Sobol' start), and 200-500 / 200-500 / 500-1000 /
+  1000-2000 / 2000-5000 at N = 4, B = 10 / 20 / 30 / 50 / 100 (100-200 at B = 10 with the
+  Sobol' start; the run of 2026-12-03, before those two defaults, read 4 B to 25 B, below
+  10 B at three budgets). Random search with the same B
+  evaluations scores 0.34 to 0.44 below it at B = 10 and 0.156-0.219 below at the largest
   budgets.
 - **The issue's "within 0.01 of the dense validation search" asks for thousands of
   evaluations' worth.** Random search itself comes within 0.01 of its own 20 000-point value
   between M = 500 and 1 000 evaluations at N = 3 and between 5 000 and 10 000 at N = 4.
-  The `front` sampler's proposals are 0.008 (N = 3, B = 50: 0.939 vs 0.947) and 0.016
-  (N = 4, B = 100: 0.864 vs 0.880) below it, where random search with 50 and 100
-  evaluations is 0.164 and 0.239 below. The gap left is the surrogates' error with B
-  evaluations (last table: a GP fitted to M uniform validation evaluations, its RMSE on
-  held-out validation points, against the validation-test difference that no search can
-  remove).
+  The `front` sampler's proposals are 0.007 (N = 3, B = 50: 0.939 vs 0.946) and 0.020
+  (N = 4, B = 100: 0.860 vs 0.880; 0.016 with the Sobol' start) below it, where random
+  search with 50 and 100 evaluations is 0.164 and 0.239 below. The gap left is the
+  surrogates' error with B evaluations (last table: a GP fitted to M uniform validation
+  evaluations, its RMSE on held-out validation points, against the validation-test
+  difference that no search can remove).
 """
 
 from __future__ import annotations
