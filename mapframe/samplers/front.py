@@ -43,9 +43,8 @@ class FrontSampler(RoundsSampler):
     before). On the peers benchmark's pilot seeds the Latin hypercube raised the charged
     score in 8 of 9 cells at 3-4 tasks (B = 20 and 30: +0.006 to +0.024, two to three
     standard errors) and left it level at 6-8 tasks (docs/adaptive-sampling.md, "The initial
-    design"). Its size is
-    ``initial``; ``"auto"`` is
-    ``2 (N + 1)`` (BoTorch's tutorial start), or ``N + 2`` when the search budget ``B`` is
+    design"). Its size is ``initial``; ``"auto"`` is ``2 (N + 1)`` (BoTorch's tutorial
+    start), or ``N + 2`` when the search budget ``B`` is
     below ``3 (N + 1)`` (a function of the study's budget, so a resumed study uses the same
     size): there the full start would leave fewer than ``N + 1`` adaptive evaluations. On
     the pilot seeds of the peers benchmark (100-105) ``N + 2`` raised the charged score at
@@ -93,10 +92,9 @@ class FrontSampler(RoundsSampler):
     ``gp`` sampler's exploration is better.
 
     Settings: ``initial``, ``batch``, ``design`` (``"lhs"`` or ``"sobol"``), ``optimism``
-    (``0``), ``warp`` (``"none"`` or
-    ``"auto"``), ``pick`` (``"hypervolume"`` or ``"expected"``) and ``n_samples`` (``128``,
-    for ``pick: expected``), ``nu``, ``restarts`` and ``noise_floor`` (the GP fits, as for
-    :class:`~mapframe.surrogates.gp.GPSurrogate`).
+    (``0``), ``warp`` (``"none"`` or ``"auto"``), ``pick`` (``"hypervolume"`` or
+    ``"expected"``) and ``n_samples`` (``128``, for ``pick: expected``), ``nu``, ``restarts``
+    and ``noise_floor`` (the GP fits, as for :class:`~mapframe.surrogates.gp.GPSurrogate`).
     Everything random comes from ``rng``; the fits are deterministic; so the same
     ``(history, rng)`` gives the same proposal. A round costs a GP fit per task plus one
     front solve: about 0.3-1 s for N <= 4 on two CPU cores. Needs gpytorch

@@ -278,8 +278,8 @@ class GPSampler(CheckedSampler):
     Sobol' sequence drawn from ``rng`` (``design: sobol``, the default; ``design: lhs``, one
     optimised Latin hypercube of that size as the ``front`` sampler's default, scored level
     or lower here on the peers benchmark's pilot seeds; docs/adaptive-sampling.md); the
-    same ``rng`` gives the same design, so a resumed
-    study re-proposes, and reuses, the same points. Its size is ``initial``; ``"auto"`` is
+    same ``rng`` gives the same design, so a resumed study re-proposes, and reuses, the same
+    points. Its size is ``initial``; ``"auto"`` is
     the study surrogate's :meth:`~mapframe.surrogates.base.Surrogate.n_params` (at least
     ``N + 1``), so that the study can fit its surrogate whatever happens next. While fewer
     successful evaluations than that exist, :meth:`batch_size` asks for the missing ones
@@ -368,7 +368,7 @@ class GPSampler(CheckedSampler):
     def _propose(
         self, n: int, space: SearchSpace, history: History, rng: np.random.Generator
     ) -> np.ndarray:
-        """Return ``n`` points: initial Sobol' points, or the greedy q-EHVI batch."""
+        """Return ``n`` points: the initial design's, or the greedy q-EHVI batch."""
         context = self.context_for(space, history)
         X, Y = history.canonical()
         initial = self.initial_size(context)
