@@ -116,7 +116,7 @@ def f(c):
 '''
 
 DRIVER = '''
-import json, os, sys
+import json, os, sys, time
 from mapframe import MergeStudy
 from mapframe.storage import SQLiteStore
 import multi_driver_objective as m
@@ -126,6 +126,11 @@ study = MergeStudy(budget=24, verify=3, sampler=os.environ["MULTI_DRIVER_SAMPLER
                    storage=SQLiteStore(store, claim_ttl=1.0), study_name="shared",
                    evaluator={"name": "callable", "function": "multi_driver_objective:f",
                               "tasks": ["a", "b"], "vectorized": False})
+go = os.environ.get("MULTI_DRIVER_GO")
+if go:  # start together: a slow start (imports on a loaded machine) must not leave no work
+    open(f"{go}.ready.{os.getpid()}", "w").close()
+    while not os.path.exists(go):
+        time.sleep(0.01)
 res = study.run()
 with open(out, "w") as fh:
     json.dump({"X": res.front.coefficients.tolist(), "F": res.front.predicted.tolist(),
@@ -140,9 +145,9 @@ def drivers(tmp_path):
     log = tmp_path / "calls.log"
 
     def start(store: Path, out: Path, sleep: float = 0.05, hang_after: int = 0,
-              sampler: str = "sobol") -> subprocess.Popen[bytes]:
+              sampler: str = "sobol", go: Path | None = None) -> subprocess.Popen[bytes]:
         env = {**os.environ, "MULTI_DRIVER_LOG": str(log), "MULTI_DRIVER_SLEEP": str(sleep),
-               "MULTI_DRIVER_SAMPLER": sampler,
+               "MULTI_DRIVER_SAMPLER": sampler, "MULTI_DRIVER_GO": str(go or ""),
                "MULTI_DRIVER_HANG_AFTER": str(hang_after),
                "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
                "OMP_NUM_THREADS": "1"}
@@ -157,6 +162,19 @@ def _ends(log: Path) -> list[tuple[str, str]]:
         return []
     return [(w[1], w[2]) for w in (line.split() for line in log.read_text().splitlines())
             if w[0] == "end"]
+
+
+def _release(go: Path, procs: list[subprocess.Popen[bytes]], timeout: float = 120) -> None:
+    """Let drivers started with ``go`` run once every one of them is ready (imported, its
+    study built): otherwise, on a loaded machine, the first ones may finish the whole budget
+    before a slow starter proposes anything."""
+    deadline = time.monotonic() + timeout
+    while len(list(go.parent.glob(go.name + ".ready.*"))) < len(procs):
+        for p in procs:
+            assert p.poll() is None, p.communicate()[1].decode()[-2000:]
+        assert time.monotonic() < deadline, "the drivers never got ready"
+        time.sleep(0.01)
+    go.touch()
 
 
 def _wait(procs: list[subprocess.Popen[bytes]], timeout: float = 120) -> None:
@@ -179,8 +197,10 @@ def test_three_drivers_evaluate_each_point_once_with_one_killed(drivers, tmp_pat
     store = tmp_path / "shared.sqlite"
     # The third driver hangs inside its second evaluation (it can never finish it between the
     # check below and the kill: that race once let it log an end it did not store).
+    go = tmp_path / "go"
     procs = [start(store, tmp_path / f"d{i}.json", sleep=0.15, hang_after=1 if i == 2 else 0,
-                   sampler=sampler) for i in range(3)]
+                   sampler=sampler, go=go) for i in range(3)]
+    _release(go, procs)
     victim = procs[2]
     # Kill the third driver with SIGKILL while it is inside an evaluation, after it finished
     # at least one: its finished ones must stay stored, its running point must be taken over.
