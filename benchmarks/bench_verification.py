@@ -31,7 +31,9 @@ measurements on the *validation* metrics it sees; the columns show whether that 
 test. The handed-over front's predicted rows were never measured: a user pays nothing more
 for them, but they are only as good as the surrogates.
 
-Reading of the recorded run (3 seeds, budgets 10-50; 2026-12-06, with every mode on
+Reading of the recorded run (3 seeds, budgets 10-50; 2026-12-06, before the `front`
+sampler's start became a Latin hypercube later that day, so its `front` rows start from
+Sobol' points; with every mode on
 `surrogate: auto` as the library resolves it, like the peers benchmark since that day; at
 N = 3 that changed Plain MAP's surrogate at B = 20 from `gp` to the quadratic. It ran on a
 machine whose arithmetic differs from the earlier runs', which moves single runs by up to
