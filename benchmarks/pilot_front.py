@@ -76,7 +76,10 @@ with ``base`` to repeat that pilot), ``sobol-start`` (the ``front`` sampler with
 sobol``, its start before), ``gp-sampler-shipped`` (the ``gp`` sampler as the peers
 benchmark runs it, verify 30 %), ``gp-sampler-lhs`` (that, with ``design: lhs``),
 ``plain-lhs`` (Plain MAP on an optimised Latin hypercube, ``sampler: {name: lhs,
-optimization: random-cd}``, instead of ``sobol``).
+optimization: random-cd}``, instead of ``sobol``), ``small-start-lhs`` (``small-start`` with
+the shipped surrogate rule and, from then on, the Latin hypercube start),
+``botorch-sampler-lhs`` (the ``botorch`` sampler as the peers benchmark runs it, with the
+Latin hypercube start instead of BoTorch's Sobol' one; compare with ``botorch-sampler``).
 
 Every variant not marked ``shipped`` (``base``, ``plain``, ``botorch-sampler``,
 ``pick-expected`` and ``gp-sampler-shipped`` are) or ``current_rule`` (those added on
@@ -155,6 +158,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                "botorch_matern": True, "current_rule": True},
     "lhs-start": {"sampler": {"design": "lhs"}, "current_rule": True},
     "sobol-start": {"sampler": {"design": "sobol"}, "current_rule": True},
+    "small-start-lhs": {"small_start": True, "current_rule": True},
+    "botorch-sampler-lhs": {"sampler": {"name": "botorch", "design": "lhs"}, "share": 0.3,
+                            "current_rule": True},
     "gp-sampler-shipped": {"sampler": {"name": "gp"}, "share": 0.3, "shipped": True},
     "gp-sampler-lhs": {"sampler": {"name": "gp", "design": "lhs"}, "share": 0.3,
                        "current_rule": True},

@@ -280,7 +280,9 @@ def test_reference_gap_refuses_reported_seeds_and_other_task_counts(capsys):
     ("sobol-start", {"name": "front", "design": "sobol"}, 0.1),
     ("gp-sampler-shipped", {"name": "gp"}, 0.3),
     ("gp-sampler-lhs", {"name": "gp", "design": "lhs"}, 0.3),
-    ("plain-lhs", {"name": "lhs", "optimization": "random-cd"}, 0.3)])
+    ("plain-lhs", {"name": "lhs", "optimization": "random-cd"}, 0.3),
+    ("small-start-lhs", {"name": "front", "initial": 6}, 0.1),
+    ("botorch-sampler-lhs", {"name": "botorch", "design": "lhs"}, 0.3)])
 def test_initial_design_variants_name_their_design(monkeypatch, name, sampler, share):
     seen = _seen(monkeypatch, name, 4, 30, [20, 27], 4)
     assert seen["mode"]["sampler"] == sampler and seen["share"] == share
