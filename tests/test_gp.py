@@ -30,6 +30,11 @@ class TestGPSampler(AdaptiveSamplerContract):
         return GPSampler()
 
 
+class TestGPSamplerLatinHypercubeStart(AdaptiveSamplerContract):
+    def make_sampler(self):
+        return GPSampler(design="lhs")
+
+
 class TestGPSurrogate(SurrogateContract):
     def make_surrogate(self):
         return GPSurrogate()
