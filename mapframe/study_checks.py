@@ -172,5 +172,5 @@ def unused_stored_check(stored: Sequence[Evaluation], used: History, study_name:
     return (f"{len(unused)} finished search evaluations stored for study {study_name!r} were "
             f"not proposed by this run (sampler {sampler!r}, seed {seed}), so they went "
             "unused: a study reuses stored points only with the seed, sampler and budget that "
-            f"proposed them (the default sampler is 'auto' since 2026-12-06, 'sobol' before,"
+            "proposed them (the default sampler is 'auto' since 2026-12-06, 'sobol' before,"
             f"{start}: name the one they were made with), or give this run another study_name")

@@ -67,9 +67,19 @@ def fresh_sobol(n: int, space: SearchSpace, history: History, rng: np.random.Gen
     """The first ``n`` points of a Sobol' sequence scrambled with ``rng``, in the box, that are
     not already search evaluations of ``history``: the initial design of adaptive samplers (the
     same ``rng`` gives the same design, so a resumed study re-proposes and reuses it)."""
-    done = {e.key for e in history if e.phase == "search"}
-    X = np.clip(space.scale(sobol_unit(n + len(done), space.n_dims, rng)), space.lower,
-                space.upper)
+    done = _search_keys(history)
+    return _first_not_done(sobol_unit(n + len(done), space.n_dims, rng), n, space, done)
+
+
+def _search_keys(history: History) -> set[str]:
+    """The keys of ``history``'s search evaluations."""
+    return {e.key for e in history if e.phase == "search"}
+
+
+def _first_not_done(U: np.ndarray, n: int, space: SearchSpace, done: set[str]) -> np.ndarray:
+    """The first ``n`` rows of the unit-cube points ``U``, mapped into the box, whose keys are
+    not in ``done`` (fewer when ``U`` runs out)."""
+    X = np.clip(space.scale(U), space.lower, space.upper)
     keep = [i for i, x in enumerate(X) if coefficient_key(x) not in done]
     return X[keep[:n]].reshape(-1, space.n_dims)
 
@@ -109,13 +119,11 @@ def fresh_design(design: str, n: int, size: int, space: SearchSpace, history: Hi
     """
     if design == "sobol":
         return fresh_sobol(n, space, history, rng)
-    done = {e.key for e in history if e.phase == "search"}
-    X = np.clip(space.scale(lhs_unit(max(int(size), 1), space.n_dims, rng)), space.lower,
-                space.upper)
-    X = X[[i for i, x in enumerate(X) if coefficient_key(x) not in done][:n]]
+    X = _first_not_done(lhs_unit(max(int(size), 1), space.n_dims, rng), n, space,
+                        _search_keys(history))
     if X.shape[0] < n:
         X = np.vstack([X, fresh_sobol(n - X.shape[0], space, history, rng)])
-    return X.reshape(-1, space.n_dims)
+    return X
 
 
 class RandomSampler(CheckedSampler):
