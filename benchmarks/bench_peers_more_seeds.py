@@ -150,6 +150,15 @@ def cells_jobs(cells: list[tuple[int, int]], seeds: list[int]) -> list[dict[str,
     return out
 
 
+def _run_jobs(todo: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of the peers benchmark's jobs ``todo``, two at a time (one per core)."""
+    rows: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        for part in pool.map(bp._run_job, todo):
+            rows += part
+    return rows
+
+
 def charged(rows: list[dict[str, Any]], n: int, budget: int) -> dict[str, dict[int, float]]:
     """``{method: {seed: charged HV fraction}}`` of the rows at ``(n, budget)`` (charged
     rows only: no proposal-quality rows, no budgets a peer did not reach)."""
@@ -176,10 +185,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         bp._setting(n)  # ground truths once, before the workers start
     check = recorded["seeds"][:1]  # rerun too: do these jobs reproduce the recorded rows?
     todo = cells_jobs(cells, check + seeds)
-    rows: list[dict[str, Any]] = []
-    with ProcessPoolExecutor(max_workers=2) as pool:
-        for part in pool.map(bp._run_job, todo):
-            rows += part
+    rows = _run_jobs(todo)
     out: dict[str, Any] = {"new_seeds": seeds, "recorded_seeds": recorded["seeds"],
                            "check_seed": check, "cells": []}
     for n, b in cells:
@@ -217,10 +223,7 @@ def rerun_modes(modes: list[str], cells: list[tuple[int, int]], seeds: list[int]
     todo = [{"kind": "map", "n": n, "budget": b, "seed": seed, "mode": m, "proposal": False}
             for n, b in cells for seed in check + seeds for m in modes
             if m in bp.modes_at(n, b)]
-    rows: list[dict[str, Any]] = []
-    with ProcessPoolExecutor(max_workers=2) as pool:
-        for part in pool.map(bp._run_job, todo):
-            rows += part
+    rows = _run_jobs(todo)
     out = {k: v for k, v in kept.items() if k != "_meta"}
     out["cells"] = []
     for cell in kept["cells"]:
