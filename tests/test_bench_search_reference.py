@@ -54,7 +54,8 @@ def _data() -> dict:
     return {"ladder": [10, 100, 1000], "pool": 1000, "blocks": 5, "within": 0.01,
             "peers_computed": {"command": "python benchmarks/run.py peers", "seconds": 1.0},
             "n": {"3": {"rows": rows, "curve": curve, "surrogate_error": {
-                "val_test_rms": [0.02, 0.01], "gp_rmse": {"30": [0.05, 0.04]}}}}}
+                "val_test_rms": [0.02, 0.01], "gp_rmse": {"30": [0.05, 0.04]},
+                "gp_front": {"30": {"5": 0.6, "7": 0.64}}, "repeats": 3}}}}
 
 
 def test_needed_is_the_smallest_m_reaching_the_target():
@@ -74,6 +75,9 @@ def test_report_states_the_comparison():
         "Bayesian MAP (front)", "10", "6", "0.550", "0.250", "10-100", "0.750"]
     assert "at M = 100-1000" in text  # 0.75 - 0.01 first reached at M = 1000
     assert "M = 30: 0.050, 0.040" in text and "per task over the pool: 0.020, 0.010" in text
+    # the GPs' exact front from 30 evaluations: mean over k = 5, 7 of 0.6, 0.64 against the
+    # dense reference's 0.75
+    assert "M = 30: 0.620 (-0.130)" in text and "mean over 3 disjoint blocks" in text
 
 
 def test_surrogate_error_falls_with_more_evaluations(monkeypatch):
@@ -87,6 +91,36 @@ def test_surrogate_error_falls_with_more_evaluations(monkeypatch):
     np.testing.assert_allclose(err["val_test_rms"], [0.01, 0.01])
     few, many = np.array(err["gp_rmse"]["8"]), np.array(err["gp_rmse"]["100"])
     assert np.all(many < few) and np.all(many < 0.01)
+    assert "gp_front" not in err
+
+
+def test_surrogate_front_approaches_the_dense_reference(monkeypatch):
+    """The GPs' exact front on the pool: from 100 evaluations of a smooth problem it is as
+    good as the pool's own Pareto set thinned alike (within 0.01), from 6 it is worse; each
+    block's score is a thinned front of pool points, so never above the whole pool's."""
+    pytest.importorskip("gpytorch")
+    rng = np.random.default_rng(2)
+    C = rng.uniform(size=(600, 2))
+    F_val = np.column_stack([np.sin(5 * C[:, 0]) * np.cos(3 * C[:, 1]) + C[:, 0],
+                             np.cos(4 * C[:, 0] * C[:, 1]) + C[:, 1] ** 2])
+    F_test = F_val.copy()
+    monkeypatch.setattr(sr, "pool", lambda n: (C, F_val, F_test))
+    ref = np.full(2, -2.0)
+    whole = hypervolume(F_test[pareto_mask(F_val)], ref)
+
+    def frac(F):
+        return float(hypervolume(F, ref) / whole)
+
+    dense = sr.thinned_scores(F_val, F_test, [5, 20], frac)
+    err = sr.surrogate_error(2, sizes=[6, 100], held_out=100, ks=[5, 20], repeats=2,
+                             hv_fraction=frac)
+    assert err["repeats"] == 2 and set(err["gp_front"]) == {"6", "100"}
+    for k in (5, 20):
+        many = err["gp_front"]["100"][str(k)]
+        assert dense[k] - 0.01 <= many <= 1 + 1e-12
+        assert err["gp_front"]["6"][str(k)] < many - 0.01
+    assert sr.surrogate_front(err, 100, [5, 20]) == pytest.approx(
+        np.mean([err["gp_front"]["100"]["5"], err["gp_front"]["100"]["20"]]))
 
 
 def test_missing_peers_results_name_the_command(monkeypatch, tmp_path):
