@@ -6,7 +6,8 @@ seeds 0-2 are refused, and seed ranges parse; the quadratic-trend and mean ± st
 change the fits only while they run, as does the BoTorch-Matérn variant; the variants added
 on 2026-12-06 and later run the shipped surrogate rule; and the reference-gap diagnostic
 (benchmarks/pilot_reference_gap.py) refuses the reported seeds and task counts without a
-dense reference.
+dense reference; the GP variants of benchmarks/pilot_gp_variants.py follow a smooth
+function and are deterministic.
 """
 
 from __future__ import annotations
@@ -300,3 +301,24 @@ def test_design_pilot_draws_each_design_within_the_cube():
     assert (strata == np.arange(10)[:, None]).all()  # a Latin hypercube
     with pytest.raises(ValueError, match="unknown design 'grid'"):
         pilot_design_hv.design("grid", 10, 4, 3)
+
+
+@pytest.mark.parametrize("variant", ["input-warp", "additive"])
+def test_gp_variant_pilot_fits_follow_a_smooth_function(variant):
+    """Each GP variant of benchmarks/pilot_gp_variants.py, fitted to 40 points of a smooth
+    function, predicts 200 others with a tenth of the constant predictor's error, and the
+    fit is a deterministic function of its data."""
+    from benchmarks import pilot_gp_variants
+
+    rng = np.random.default_rng(4)
+    X, Xh = rng.uniform(size=(40, 3)), rng.uniform(size=(200, 3))
+
+    def f(Z):
+        return np.tanh(4 * Z[:, 0] - 2) + Z[:, 1] * Z[:, 2] - 0.5 * Z[:, 2] ** 2
+
+    mean = pilot_gp_variants.fit(X, f(X), variant)
+    rmse = np.sqrt(np.mean((mean(Xh) - f(Xh)) ** 2))
+    assert rmse < 0.1 * np.std(f(Xh))
+    np.testing.assert_allclose(pilot_gp_variants.fit(X, f(X), variant)(Xh), mean(Xh))
+    with pytest.raises(ValueError, match="unknown variant 'rbf'"):
+        pilot_gp_variants.fit(X, f(X), "rbf")
