@@ -141,6 +141,16 @@ cells.
   pilot table there). Proposal quality: N = 3 0.887 to 0.905 at B = 10, level elsewhere
   (0.920 / 0.930 / 0.939); N = 4 0.681 / 0.762 / 0.803 / 0.834 / 0.864 to 0.736 / 0.770 /
   0.804 / 0.832 / 0.860.
+- **The mean of the gp and the quadratic (evening of 2026-12-06)**: with the `front` sampler
+  at 3 tasks above 10 search evaluations `surrogate: auto` became `gp_and_quadratic`
+  (chosen on the pilot seeds: docs/adaptive-sampling.md, "The mean of the GP and the
+  quadratic"), and the `front` rows at N = 3 were rerun (`MAPFRAME_BENCH_PEERS_N=3
+  MAPFRAME_BENCH_PEERS_MODES="mapframe Bayesian MAP (front)"`, 95 s, on 2 cores shared with a
+  pilot, so that part's overheads are inflated). Reported seeds 0-2, B = 20 / 30 / 50 (B = 10
+  keeps the `gp`): charged 0.776 / 0.820 / 0.877 to 0.775 / 0.822 / 0.876, proposal quality
+  0.920 / 0.930 / 0.939 to 0.923 / 0.930 / 0.939 (against the dense validation reference at
+  B = 20: -0.017 to -0.014): within the spread over seeds, smaller than on the pilot seeds
+  (+0.001 to +0.003 charged, +0.004 to +0.006 proposal quality).
 - **The rerun of 2026-12-06** (every mode at N = 2 and 3, after the switch to `surrogate:
   auto`, 856 s on 2 cores): the rows whose surrogate did not change moved too, by up to 0.03
   a run (the `front` sampler's at N = 3, B = 30 from 0.840 to 0.831 on the mean), because
@@ -159,8 +169,8 @@ cells.
   best peer Optuna GP 0.900 / 0.938 / 0.958 from B = 20, grid search 0.865 at B = 10).
 - **N = 3: met at B = 10, not at B = 20, 30 and 50 (each by 0.007 or less).** Best mapframe
   mode against BoTorch qNEHVI's 0.657 / 0.786 / 0.833 and Optuna GP's 0.879: +0.020 (`front`
-  0.677), -0.007 (the `botorch` mode 0.779; `front` 0.776, `gp` 0.776), -0.005 (the
-  `botorch` mode 0.828; `front` 0.820) and -0.001 (`gp` 0.878; `front` 0.877). With the
+  0.677), -0.007 (the `botorch` mode 0.779; `front` 0.775, `gp` 0.776), -0.005 (the
+  `botorch` mode 0.828; `front` 0.822) and -0.001 (`gp` 0.878; `front` 0.876). With the
   Sobol' start (the rows before, this machine) B = 30 and 50 read -0.002 and +0.004; before
   the rerun of 2026-12-06 (another machine, see above) B = 30 read +0.007 (`front` 0.840)
   and B = 20 -0.003; every one of these differences is within one standard deviation over

@@ -20,7 +20,18 @@ seeds; these rows say whether a lag there is a real one. The benchmark also reru
 recorded seed 0 of every cell and compares it with its recorded rows: on the machine that
 recorded them it reproduced them exactly; on another machine it may not (see the reading).
 
-**The Latin hypercube start** (2026-12-06, latest part): after the `front` sampler's start
+**The mean of the gp and the quadratic** (evening of 2026-12-06, latest part): with the
+`front` sampler at 3 tasks above 10 search evaluations `surrogate: auto` became
+`gp_and_quadratic` (docs/adaptive-sampling.md, "The mean of the GP and the quadratic"), and
+the `front` rows were rerun in every cell (same command, 117 s; only the N = 3, B = 20-50
+cells changed). Charged, seeds 3-8: 0.785 / 0.838 / 0.884 to 0.784 / 0.837 / 0.883 at
+B = 20 / 30 / 50, so over 9 seeds the `front` mode moves by -0.001 to +0.000 (0.781 / 0.832 /
+0.881): the change lifts the proposed front (see the peers benchmark), not the charged score.
+The best mode still leads in every cell: N = 3, B = 50 `front` +0.001 ± 0.003 (5 of 9; was
++0.002 ± 0.002); B = 20 and 30 are `gp`'s, unchanged (`front` -0.003 ± 0.005 and +0.001 ±
+0.004 there).
+
+**The Latin hypercube start** (2026-12-06, the part before): after the `front` sampler's start
 became an optimised Latin hypercube (docs/adaptive-sampling.md, "The initial design"), its
 rows were rerun in every cell (`MAPFRAME_BENCH_PEERS_MODES="mapframe Bayesian MAP (front)"
 python benchmarks/run.py peers_more_seeds`, 119 s, after the same rerun of peers.json: every

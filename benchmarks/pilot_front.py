@@ -80,6 +80,9 @@ optimization: random-cd}``, instead of ``sobol``), ``small-start-lhs`` (``small-
 the shipped surrogate rule and, from then on, the Latin hypercube start),
 ``botorch-sampler-lhs`` (the ``botorch`` sampler as the peers benchmark runs it, with the
 Latin hypercube start instead of BoTorch's Sobol' one; compare with ``botorch-sampler``).
+Added 2026-12-06 (later): ``gp-and-quadratic-final`` (the study's final surrogate the mean of
+the ``gp`` surrogate and the ``auto`` quadratic, ``surrogate: gp_and_quadratic``, at every
+budget; needs a search budget above the quadratic's parameter count).
 
 Every variant not marked ``shipped`` (``base``, ``plain``, ``botorch-sampler``,
 ``pick-expected`` and ``gp-sampler-shipped`` are) or ``current_rule`` (those added on
@@ -166,6 +169,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
                        "current_rule": True},
     "plain-lhs": {"sampler": {"name": "lhs", "optimization": "random-cd"}, "share": 0.3,
                   "current_rule": True},
+    "gp-and-quadratic-final": {"surrogate": "gp_and_quadratic", "current_rule": True},
 }
 FRONT_MODE = "mapframe Bayesian MAP (front)"
 

@@ -53,6 +53,7 @@ def mapframe_register_components(registry: ComponentRegistry) -> None:
     from mapframe.storage.memory import MemoryStore
     from mapframe.storage.sqlite import SQLiteStore
     from mapframe.surrogates.gp import GPSurrogate
+    from mapframe.surrogates.mean import GPQuadraticMeanSurrogate
     from mapframe.surrogates.quadratic import (
         AutoSurrogate,
         QuadraticSurrogate,
@@ -77,6 +78,7 @@ def mapframe_register_components(registry: ComponentRegistry) -> None:
         SoftplusQuadraticSurrogate,
         AutoSurrogate,
         GPSurrogate,
+        GPQuadraticMeanSurrogate,
         NSGA2Solver,
         NSGA3Solver,
         GridSolver,

@@ -394,13 +394,16 @@ def test_auto_sampler_used_directly_delegates() -> None:
 
 
 @pytest.mark.parametrize("sampler, n, surrogate, want", [
-    ("front", 3, "auto", "gp"), ("front", 4, "auto", "gp"), ("auto", 3, "auto", "gp"),
+    ("front", 3, "auto", "gp_and_quadratic"), ("front", 4, "auto", "gp"),
+    ("auto", 3, "auto", "gp_and_quadratic"),
     ("front", 5, "auto", "auto"), ("front", 2, "auto", "auto"), ("sobol", 3, "auto", "auto"),
     ("gp", 3, "auto", "gp"), ("gp", 4, "auto", "gp"), ("gp", 2, "auto", "auto"),
     ("gp", 5, "auto", "auto"), ("front", 3, "quadratic", "quadratic"),
     ("front", 3, {"name": "auto", "ridge": 1e-3}, "auto")])
 def test_auto_surrogate_is_the_gp_with_the_front_and_gp_samplers_at_3_and_4_tasks(
         sampler, n, surrogate, want) -> None:
+    """With the ``front`` sampler at 3 tasks and a budget above the quadratic's 10
+    parameters, the mean of the gp and the quadratic (``gp_and_quadratic``)."""
     problem = Quadratics(n)
     # 50 evaluations: at 5 tasks at least twice the quadratic's 21 parameters (below that
     # the small-budget rule, tests/test_surrogate_choice.py, would pick the gp surrogate).

@@ -49,7 +49,16 @@ LIMIT = SMALL_BUDGET_FACTOR * n_quadratic_params(N)  # 30 at 4 tasks
     ("botorch", 4, 4, 100, "auto"),
     ("botorch", 4, 4, LIMIT - 1, "gp"),
     ("sobol", N, N, None, "auto"),             # no budget known (Nested MAP's shared parts)
-    ("front", 3, 3, 100, "gp"),                # the front/gp sampler rule at 3-4 tasks
+    ("front", 4, 4, 100, "gp"),                # the front/gp sampler rule at 3-4 tasks
+    ("gp", 3, 3, 100, "gp"),
+    # The front sampler at 3 tasks: the mean of the gp and the quadratic above the
+    # quadratic's parameter count (10), the gp up to it; layer-wise or no budget: the gp.
+    ("front", 3, 3, 100, "gp_and_quadratic"),
+    ("front", 3, 3, 11, "gp_and_quadratic"),
+    ("front", 3, 3, 10, "gp"),
+    ("front", 3, 3, 9, "gp"),
+    ("front", 3, 6, 100, "gp"),
+    ("front", 3, 3, None, "gp"),
 ])
 def test_small_budget_rule(sampler, n_tasks, n_dims, budget, want) -> None:
     assert resolve_auto_surrogate("auto", sampler, n_tasks, n_dims=n_dims,

@@ -2,6 +2,7 @@
 
 from mapframe.surrogates.base import Surrogate, SurrogateDiagnostics
 from mapframe.surrogates.gp import GPSurrogate
+from mapframe.surrogates.mean import GPQuadraticMeanSurrogate
 from mapframe.surrogates.quadratic import (
     AutoSurrogate,
     QuadraticSurrogate,
@@ -14,6 +15,7 @@ from mapframe.surrogates.quadratic import (
 
 __all__ = [
     "AutoSurrogate",
+    "GPQuadraticMeanSurrogate",
     "GPSurrogate",
     "QuadraticSurrogate",
     "SigmoidQuadraticSurrogate",

@@ -1,8 +1,9 @@
 """``surrogate: auto`` in a study: the surrogate the pilots found best with the study's sampler.
 
 ``auto`` names :class:`~mapframe.surrogates.quadratic.AutoSurrogate` (MAP's quadratic, warped
-by the task's metric range). These cases resolve to the ``gp`` surrogate instead: a search
-budget up to the quadratic's parameter count (too small to fit it, or just enough to
+by the task's metric range). These cases resolve to the ``gp`` surrogate instead (one, the
+``front`` sampler at 3 tasks above the quadratic's parameter count, to the mean of the two):
+a search budget up to the quadratic's parameter count (too small to fit it, or just enough to
 interpolate), small search budgets from 4 tasks on, the ``botorch`` sampler at 3 tasks
 (all below), and a sampler that fits one Gaussian process per task every round, the
 ``front`` sampler (also what ``sampler: auto`` picks from 3 tasks) or the ``gp`` sampler, at
@@ -23,6 +24,16 @@ scored higher on test than from the quadratic:
   docs/benchmarks.md. The ``gp`` sampler's ``initial: auto`` is the study surrogate's
   parameter count, so with this rule its Sobol' start shrinks from the quadratic's
   (N + 1)(N + 2) / 2 points to N + 1: the pilot measured the two together, as they ship.
+
+**The mean of the gp and the quadratic, with the ``front`` sampler at 3 tasks** (adopted
+2026-12-06): where the search budget is above the quadratic's parameter count (more than 10
+evaluations; task-wise coefficients), ``auto`` is the ``gp_and_quadratic`` surrogate
+(:class:`~mapframe.surrogates.mean.GPQuadraticMeanSurrogate`), the mean of the two models'
+predictions. On the peers benchmark's pilot seeds 100-105 (``python benchmarks/pilot_front.py
+base gp-and-quadratic-final --cells 3:20,3:30,3:50,4:30,4:50 --proposal`` and ``... --cells
+3:20,3:30,3:50``): proposal quality +0.006 / +0.005 / +0.004 at N = 3, B = 20 / 30 / 50
+(ahead on 4 of 6 seeds in each), charged +0.001 / +0.003 / +0.003 (B = 30: ahead on all 6);
+at 4 tasks -0.004 / -0.002 (B = 30 / 50), so there it stays the ``gp``.
 
 **Small budgets, from 4 tasks on** (any sampler; task-wise coefficients, gpytorch installed):
 with a search budget below twice the quadratic's parameter count, (N + 1)(N + 2)
@@ -85,8 +96,8 @@ from mapframe._imports import installed
 from mapframe.surrogates.quadratic import AutoSurrogate, n_quadratic_params
 
 __all__ = ["BOTORCH_GP_TASKS", "GP_FINAL_SAMPLERS", "GP_FINAL_TASKS", "INSTALL_GP_HINT",
-           "SMALL_BUDGET_FACTOR", "SMALL_BUDGET_TASKS", "resolve_auto_surrogate",
-           "up_to_quadratic_count"]
+           "MEAN_SAMPLER", "MEAN_SURROGATE", "MEAN_TASKS", "SMALL_BUDGET_FACTOR",
+           "SMALL_BUDGET_TASKS", "resolve_auto_surrogate", "up_to_quadratic_count"]
 
 #: The name that asks for the rule (the ``auto`` quadratic's registered name).
 AUTO = AutoSurrogate.name
@@ -96,6 +107,13 @@ GP_FINAL_SAMPLERS = ("front", "gp")
 GP_FINAL_TASKS = (3, 4)
 #: Numbers of tasks at which the ``botorch`` sampler's study gets the ``gp`` surrogate too.
 BOTORCH_GP_TASKS = (3,)
+#: The sampler with which ``auto`` is the mean of the gp and the quadratic ...
+MEAN_SAMPLER = "front"
+#: ... at these numbers of tasks (task-wise coefficients, a search budget above the
+#: quadratic's parameter count) ...
+MEAN_TASKS = (3,)
+#: ... under this registered name.
+MEAN_SURROGATE = "gp_and_quadratic"
 #: What a user without gpytorch is told to do where the budget rules would pick the gp.
 INSTALL_GP_HINT = ("install gpytorch (pip install 'mapframe[gp]') so that surrogate: auto fits "
                    "the gp")
@@ -116,7 +134,8 @@ def up_to_quadratic_count(n_dims: int, budget: int) -> bool:
 
 def resolve_auto_surrogate(spec: Any, sampler_name: str, n_tasks: int, *,
                            n_dims: int | None = None, budget: int | None = None) -> Any:
-    """``"gp"`` where a rule above applies to ``spec``, else ``spec`` unchanged.
+    """``"gp"`` (or ``"gp_and_quadratic"``) where a rule above applies to ``spec``, else
+    ``spec`` unchanged.
 
     ``n_dims`` (coefficients) and ``budget`` (search evaluations) drive the budget rules,
     which apply only when gpytorch is installed: the small-budget rule to task-wise
@@ -125,6 +144,9 @@ def resolve_auto_surrogate(spec: Any, sampler_name: str, n_tasks: int, *,
     """
     if not (isinstance(spec, str) and spec == AUTO):
         return spec
+    if (sampler_name == MEAN_SAMPLER and n_tasks in MEAN_TASKS and n_dims == n_tasks
+            and budget is not None and budget > n_quadratic_params(n_dims)):
+        return MEAN_SURROGATE
     if sampler_name in GP_FINAL_SAMPLERS and n_tasks in GP_FINAL_TASKS:
         return "gp"
     if sampler_name == "botorch" and n_tasks in BOTORCH_GP_TASKS:
