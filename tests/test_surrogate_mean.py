@@ -46,6 +46,19 @@ def test_predictions_are_the_mean_of_the_two_members():
     assert mean.predict_std(Xnew) is None
 
 
+def test_settings_round_trip_through_the_registry():
+    from mapframe.errors import ConfigError
+    from mapframe.plugin.manager import get_registry
+
+    s = GPQuadraticMeanSurrogate(nu=1.5, ridge=1e-3)
+    desc = s.describe()
+    assert desc == {"name": "gp_and_quadratic", "nu": 1.5, "noise_floor": 1e-6, "restarts": 2,
+                    "ridge": 1e-3}
+    assert get_registry().create("surrogate", desc).describe() == desc
+    with pytest.raises(ConfigError, match="nu"):
+        GPQuadraticMeanSurrogate(nu=3.0)
+
+
 def test_needs_the_quadratic_point_count():
     s = GPQuadraticMeanSurrogate()
     assert s.n_params(3) == 10 and s.n_params(1) == 3

@@ -14,6 +14,7 @@ quadratic") has the numbers.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, ClassVar, cast
 
@@ -49,14 +50,17 @@ class GPQuadraticMeanSurrogate(Surrogate):
 
     def __init__(self, nu: float = 2.5, noise_floor: float = 1e-6, restarts: int = 2,
                  ridge: float = 0.0) -> None:
-        self.gp = GPSurrogate(nu=nu, noise_floor=noise_floor, restarts=restarts)
-        self.quadratic = AutoSurrogate(ridge=ridge)
+        # unfitted members: they check the settings (and that gpytorch is installed)
+        self._gp = GPSurrogate(nu=nu, noise_floor=noise_floor, restarts=restarts)
+        self._quadratic = AutoSurrogate(ridge=ridge)
+        self.nu, self.noise_floor = self._gp.nu, self._gp.noise_floor
+        self.restarts, self.ridge = self._gp.restarts, self._quadratic.ridge
         self._fitted: tuple[GPSurrogate, AutoSurrogate] | None = None
         self._diagnostics: dict[str, Any] = {}
 
     def n_params(self, n_dims: int) -> int:
         """The quadratic's ``(N + 1)(N + 2)/2``: the fewest points both members accept."""
-        return max(self.gp.n_params(n_dims), self.quadratic.n_params(n_dims))
+        return max(self._gp.n_params(n_dims), self._quadratic.n_params(n_dims))
 
     def check_design(self, X: np.ndarray) -> None:
         """Raise :class:`~mapframe.errors.BudgetError` unless ``X`` identifies the quadratic."""
@@ -72,9 +76,8 @@ class GPQuadraticMeanSurrogate(Surrogate):
         """
         self._fitted = None
         X, y = check_fit_data(X, y, task)
-        gp = GPSurrogate(nu=self.gp.nu, noise_floor=self.gp.noise_floor,
-                         restarts=self.gp.restarts).fit(X, y, task)
-        quadratic = AutoSurrogate(ridge=self.quadratic.ridge).fit(X, y, task)
+        gp = copy.deepcopy(self._gp).fit(X, y, task)
+        quadratic = copy.deepcopy(self._quadratic).fit(X, y, task)
         self._fitted = (gp, quadratic)
         self._diagnostics = self._quality(X, y)
         return self
