@@ -29,9 +29,10 @@ search with B <= 100 evaluations.
 Reading of the recorded run (2026-12-06; mapframe's rows: the peers results recorded then,
 whose N = 2, 3 rows were rerun that day with `surrogate: auto` as the library resolves it,
 on another machine, and whose `front` rows at N = 3, 4 were rerun later that day with the
-sampler's Latin hypercube start; the other N = 4 rows are those of 2026-12-05, with `select:
-auto` and, for the `front` sampler at 3-4 tasks, the `gp` final surrogate; the runs before
-read the same but where noted):
+sampler's Latin hypercube start, and at N = 3 once more in the evening with the
+`gp_and_quadratic` final surrogate (B = 20: 0.920 to 0.923); the other N = 4 rows are those
+of 2026-12-05, with `select: auto` and, for the `front` sampler at 3-4 tasks, the `gp` final
+surrogate; the runs before read the same but where noted):
 - **A proposed front from B evaluations is worth at least 10 B random validation evaluations
   at every budget, and up to 50 B.** The `front` sampler's proposal lies between random
   search with 200-500 / 200-500 / 500-1000 / 500-1000 evaluations at N = 3, B = 10 / 20 /
