@@ -32,7 +32,7 @@ evaluations; task-wise coefficients), ``auto`` is the ``gp_and_quadratic`` surro
 predictions. On the peers benchmark's pilot seeds 100-105 (``python benchmarks/pilot_front.py
 base gp-and-quadratic-final --cells 3:20,3:30,3:50,4:30,4:50 --proposal`` and ``... --cells
 3:20,3:30,3:50``): proposal quality +0.006 / +0.005 / +0.004 at N = 3, B = 20 / 30 / 50
-(ahead on 4 of 6 seeds in each), charged +0.001 / +0.003 / +0.003 (B = 30: ahead on all 6);
+(ahead on 4, 5 and 4 of 6 seeds), charged +0.001 / +0.003 / +0.003 (B = 30: ahead on all 6);
 at 4 tasks -0.004 / -0.002 (B = 30 / 50), so there it stays the ``gp``.
 
 **Small budgets, from 4 tasks on** (any sampler; task-wise coefficients, gpytorch installed):
