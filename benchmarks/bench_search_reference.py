@@ -295,9 +295,10 @@ def report(data: dict[str, Any]) -> str:
                           "set over the whole pool, thinned alike, scored on test"
                           f"{blocks_note}), against the dense reference ({full:.3f}; mean "
                           "over the front sizes above) — "
-                          + "; ".join(f"M = {m}: {surrogate_front(err, m, all_ks):.3f} "
-                                      f"({surrogate_front(err, m, all_ks) - full:+.3f})"
-                                      for m in err["gp_front"]) + ".", ""]
+                          + "; ".join(f"M = {m}: {score:.3f} ({score - full:+.3f})"
+                                      for m, score in ((m, surrogate_front(err, m, all_ks))
+                                                       for m in err["gp_front"]))
+                          + ".", ""]
             lines += ["Surrogate error: RMSE per task of a GP fitted to M uniform validation "
                       f"evaluations{blocks_note}, on {HELD_OUT} held-out points' validation "
                       "metrics — "

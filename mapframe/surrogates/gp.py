@@ -40,7 +40,7 @@ from mapframe.surrogates.base import (
     check_fit_data,
     task_prefix,
 )
-from mapframe.surrogates.quadratic import _fitted, _one_blas_thread
+from mapframe.surrogates.quadratic import _fitted, _one_blas_thread, _r2
 from mapframe.surrogates.warp import WarpedGP, WarpName, check_warp
 
 __all__ = ["FittedGP", "GPSurrogate", "fit_gp"]
@@ -655,14 +655,11 @@ class GPSurrogate(Surrogate):
         loo_resid = y - gp.loo_mean()
         ss_res, press = float(resid @ resid), float(loo_resid @ loo_resid)
 
-        def r2(ss: float) -> float:
-            return 1.0 - ss / ss_tot if ss_tot > 0 else math.nan
-
         return {
             "model": self.name,
-            "r2": r2(ss_res),
+            "r2": _r2(ss_res, ss_tot),
             "rmse": math.sqrt(ss_res / k),
-            "loo_r2": r2(press),
+            "loo_r2": _r2(press, ss_tot),
             "loo_rmse": math.sqrt(press / k),
             "loo_method": "closed_form",
             "n_samples": k,

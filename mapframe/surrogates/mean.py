@@ -23,7 +23,7 @@ import numpy as np
 from mapframe.problem import Task
 from mapframe.surrogates.base import Surrogate, SurrogateDiagnostics, check_fit_data
 from mapframe.surrogates.gp import GPSurrogate
-from mapframe.surrogates.quadratic import AutoSurrogate, _fitted, check_identifiable
+from mapframe.surrogates.quadratic import AutoSurrogate, _fitted, _r2, check_identifiable
 
 __all__ = ["GPQuadraticMeanSurrogate"]
 
@@ -110,7 +110,7 @@ class GPQuadraticMeanSurrogate(Surrogate):
         loo = [float(m.get("loo_rmse", math.nan)) for m in members.values()]
         return {
             "model": self.name,
-            "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan,
+            "r2": _r2(ss_res, ss_tot),
             "rmse": math.sqrt(ss_res / y.size),
             "loo_rmse": float(np.mean(loo)),
             "loo_method": "bound",
