@@ -138,6 +138,9 @@ def curve(n: int, ks: list[int], ladder: list[int] = LADDER) -> dict[int, dict[i
 
 #: A surrogate fit for :func:`surrogate_error`: ``fit(X, y)`` -> the fitted mean function.
 Fit = Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]
+#: A joint fit of every task: ``(X (M, d), Y (M, T))`` to a function of ``Z (K, d)`` that
+#: returns the ``(K, T)`` predictions.
+FitTasks = Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]
 
 
 def _fit_gp_mean(X: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -150,7 +153,8 @@ def _fit_gp_mean(X: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], np.ndar
 
 def surrogate_error(n: int, sizes: list[int] = GP_SIZES, held_out: int = HELD_OUT,
                     ks: list[int] | None = None, repeats: int = GP_REPEATS,
-                    hv_fraction: Any = None, fit: Fit | None = None) -> dict[str, Any]:
+                    hv_fraction: Any = None, fit: Fit | None = None,
+                    fit_tasks: FitTasks | None = None) -> dict[str, Any]:
     """What a GP fitted to M uniform validation evaluations is worth, for each M in ``sizes``.
 
     Per M, over up to ``repeats`` disjoint blocks of M pool points (the pool's last
@@ -169,7 +173,8 @@ def surrogate_error(n: int, sizes: list[int] = GP_SIZES, held_out: int = HELD_OU
     the pool, per task (what no search can remove). ``hv_fraction`` scores a front's test
     metrics (default: the peers benchmark's scorer at ``n`` tasks); ``fit(X, y)`` returns a
     model's mean function on the unit box (default: :func:`fit_gp`'s, with the box as bounds;
-    ``benchmarks/pilot_gp_variants.py`` passes others)."""
+    ``benchmarks/pilot_gp_variants.py`` passes others); ``fit_tasks(X, Y)``, when given,
+    replaces it with one model of all tasks (predictions ``(K, T)``)."""
     C, F_val, F_test = pool(n)
     fit = fit or _fit_gp_mean
     if ks and hv_fraction is None:
@@ -186,11 +191,16 @@ def surrogate_error(n: int, sizes: list[int] = GP_SIZES, held_out: int = HELD_OU
     for m in sizes:
         errs, fronts = [], []
         for idx in blocks(m, len(C) - held_out, repeats):
-            means = [fit(C[idx], F_val[idx, j]) for j in range(n)]
-            errs.append([float(np.sqrt(np.mean((mean(Xh) - Fh[:, j]) ** 2)))
-                         for j, mean in enumerate(means)])
+            if fit_tasks is not None:
+                predict = fit_tasks(C[idx], F_val[idx])
+            else:
+                means = [fit(C[idx], F_val[idx, j]) for j in range(n)]
+
+                def predict(Z: np.ndarray, means: list[Any] = means) -> np.ndarray:
+                    return np.column_stack([mean(Z) for mean in means])
+            errs.append(np.sqrt(np.mean((predict(Xh) - Fh) ** 2, axis=0)).tolist())
             if ks:
-                P = np.column_stack([mean(C) for mean in means])
+                P = predict(C)
                 fronts.append(thinned_scores(P, F_test, ks, hv_fraction))
         out["gp_rmse"][str(m)] = np.mean(errs, axis=0).tolist()
         if ks:

@@ -322,3 +322,24 @@ def test_gp_variant_pilot_fits_follow_a_smooth_function(variant):
     np.testing.assert_allclose(pilot_gp_variants.fit(X, f(X), variant)(Xh), mean(Xh))
     with pytest.raises(ValueError, match="unknown variant 'rbf'"):
         pilot_gp_variants.fit(X, f(X), "rbf")
+
+
+def test_shared_lengthscale_pilot_fit_follows_every_task():
+    """The shared-lengthscales variant of benchmarks/pilot_gp_variants.py, fitted jointly to
+    two smooth functions of the same inputs, predicts each with a tenth of the constant
+    predictor's error; the fit is deterministic."""
+    from benchmarks import pilot_gp_variants
+
+    rng = np.random.default_rng(5)
+    X, Xh = rng.uniform(size=(40, 3)), rng.uniform(size=(200, 3))
+
+    def f(Z):
+        return np.column_stack([np.tanh(4 * Z[:, 0] - 2) + Z[:, 1] * Z[:, 2],
+                                3 * np.sin(2 * Z[:, 1]) - Z[:, 0] ** 2 + 10])
+
+    mean = pilot_gp_variants.fit_shared(X, f(X))
+    got = mean(Xh)
+    assert got.shape == (200, 2)
+    rmse = np.sqrt(np.mean((got - f(Xh)) ** 2, axis=0))
+    assert np.all(rmse < 0.1 * np.std(f(Xh), axis=0))
+    np.testing.assert_allclose(pilot_gp_variants.fit_shared(X, f(X))(Xh), got)

@@ -151,3 +151,29 @@ def test_peers_results_come_from_the_folder_run_py_names(monkeypatch, tmp_path):
     assert bench_peers.recorded_results("test")["mark"] == "mine"
     monkeypatch.delenv("MAPFRAME_BENCH_RESULTS")
     assert bench_peers.recorded_results("test")["mark"] == "committed"
+
+
+def test_surrogate_error_takes_a_joint_fit(monkeypatch):
+    """``fit_tasks`` (one model of all tasks) gives exactly what the per-task ``fit`` gives
+    when it wraps the same per-task fits."""
+    rng = np.random.default_rng(3)
+    C = rng.uniform(size=(300, 2))
+    F_val = np.column_stack([np.sin(3 * C[:, 0]) + C[:, 1], C[:, 0] * C[:, 1] - C[:, 1] ** 2])
+    monkeypatch.setattr(sr, "pool", lambda n: (C, F_val, F_val.copy()))
+
+    def fit(X, y):
+        coef, *_ = np.linalg.lstsq(np.column_stack([X, np.ones(len(X))]), y, rcond=None)
+        return lambda Z: np.column_stack([Z, np.ones(len(Z))]) @ coef
+
+    def fit_tasks(X, Y):
+        means = [fit(X, Y[:, j]) for j in range(Y.shape[1])]
+        return lambda Z: np.column_stack([m(Z) for m in means])
+
+    def frac(F):
+        return float(F.max(axis=0).sum())
+
+    kw = dict(sizes=[10, 40], held_out=100, ks=[5], repeats=2, hv_fraction=frac)
+    one = sr.surrogate_error(2, fit=fit, **kw)
+    joint = sr.surrogate_error(2, fit_tasks=fit_tasks, **kw)
+    assert one["gp_rmse"] == joint["gp_rmse"] and one["gp_front"] == joint["gp_front"]
+    assert one["gp_rmse"]["10"] != one["gp_rmse"]["40"]

@@ -40,8 +40,8 @@ class TestFrontSamplerSobolStart(AdaptiveSamplerContract):
 @pytest.mark.parametrize("kwargs, fragment", [
     ({"initial": 1}, "initial must be an integer >= 2"),
     ({"initial": "many"}, "initial must be an integer >= 2"),
-    ({"batch": 0}, "batch must be an integer >= 1"),
-    ({"batch": True}, "batch must be an integer >= 1"),
+    ({"batch": 0}, 'batch must be an integer >= 1 or "auto"'),
+    ({"batch": True}, 'batch must be an integer >= 1 or "auto"'),
     ({"optimism": -1}, "optimism must be a number from 0 to 10"),
     ({"optimism": "high"}, "optimism must be a number from 0 to 10"),
     ({"nu": 2.0}, "nu must be one of"),
@@ -81,6 +81,26 @@ def test_initial_design_then_rounds() -> None:
     assert s.batch_size(50, full) == 3
     assert s.batch_size(50, full, capacity=5) == 5
     assert FrontSampler(initial=4, batch=2).batch_size(50, full) == 2
+
+
+def test_rounds_of_one_below_a_search_budget_of_3_n_plus_1() -> None:
+    # batch: auto is 1 where the start shrinks to N + 2 (a handful of adaptive evaluations,
+    # a refit after each), 3 from a search budget of 3 (N + 1); a pool's capacity still wins.
+    s = FrontSampler()
+    assert s.batch == "auto"
+    assert [s.round_size(3, b) for b in (0, 9, 11, 12, 50)] == [3, 1, 1, 3, 3]
+    assert [s.round_size(8, b) for b in (18, 26, 27)] == [1, 1, 3]
+    assert FrontSampler(batch=2).round_size(3, 9) == 2
+    space = SearchSpace.box(3)
+    s.setup(SamplerContext(space=space, tasks=(Task("a"), Task("b")), budget=9))
+    started = History(3, 2, [Evaluation(np.full(3, i / 10), np.zeros(2)) for i in range(5)])
+    assert s.batch_size(4, started) == 1
+    assert s.batch_size(4, started, capacity=2) == 2
+    s.setup(SamplerContext(space=space, tasks=(Task("a"), Task("b")), budget=40))
+    full = History(3, 2, [Evaluation(np.full(3, i / 10), np.zeros(2)) for i in range(8)])
+    assert s.batch_size(32, full) == 3
+    with pytest.raises(ConfigError, match='batch must be an integer >= 1 or "auto"'):
+        FrontSampler(batch="many")
 
 
 @pytest.mark.parametrize("design", ["lhs", "sobol"])
@@ -348,7 +368,7 @@ def test_a_study_runs_the_chosen_sampler(spec) -> None:
     study = MergeStudy(objective=problem, task_names=[t.name for t in problem.tasks],
                        budget=14, seed=0, sampler=spec)
     assert isinstance(study.sampler, FrontSampler)
-    assert study.sampler.batch == (3 if spec == "auto" else 2)
+    assert study.sampler.batch == ("auto" if spec == "auto" else 2)
     small = MergeStudy(objective=problem, task_names=[t.name for t in problem.tasks],
                        budget=7, seed=0, sampler="auto", surrogate="gp")
     assert small.sampler.name == "sobol"

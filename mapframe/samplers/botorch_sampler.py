@@ -86,7 +86,7 @@ class BoTorchSampler(RoundsSampler):
         self,
         acquisition: Acquisition = "auto",
         initial: int | Literal["auto"] = "auto",
-        batch: int = 3,
+        batch: int | Literal["auto"] = 3,
         mc_samples: int = 128,
         num_restarts: int = 10,
         raw_samples: int = 512,

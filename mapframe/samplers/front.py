@@ -51,7 +51,13 @@ class FrontSampler(RoundsSampler):
     ``B = 10`` by 0.044 at 3 tasks and 0.024 at 4; at ``B = 20`` and ``30`` it changed it
     by less than the spread over seeds, and on the reported seeds it lost 0.03 at 4 tasks,
     so larger budgets keep the full start. Afterwards
-    every round proposes ``max(batch, capacity)`` points (never more than remain).
+    every round proposes ``max(batch, capacity)`` points (never more than remain);
+    ``batch: "auto"`` (the default since 2026-12-06; 3 before) is 1 below that same search
+    budget of ``3 (N + 1)``, where only a handful of adaptive evaluations follow the start
+    and one batch of 3 would spend most of them on one fit, else 3. On the pilot seeds
+    (100-123) rounds of 1 there raised the charged score at N = 3, 4, 6 and 8 (B = 10, 10,
+    14, 20) and left it level at the larger budgets, where they tripled the rounds' cost
+    (docs/adaptive-sampling.md, "Rounds of 1 point below a search budget of 3 (N + 1)").
 
     **Each adaptive round** (a function of ``history.canonical()`` and ``rng``):
 
@@ -108,7 +114,7 @@ class FrontSampler(RoundsSampler):
     def __init__(
         self,
         initial: int | Literal["auto"] = "auto",
-        batch: int = 3,
+        batch: int | Literal["auto"] = "auto",
         optimism: float = 0.0,
         nu: float = 2.5,
         restarts: int = 2,

@@ -49,7 +49,8 @@ class RoundsSampler(CheckedSampler):
     optimised Latin hypercube of the start's size
     (:func:`~mapframe.samplers.space_filling.fresh_design`); its size is ``initial``,
     ``"auto"`` resolved by :meth:`initial_size`. A round
-    proposes ``max(batch, capacity)`` points (never more than remain), from
+    proposes ``max(batch, capacity)`` points (``batch: "auto"`` resolved by
+    :meth:`round_size`) (never more than remain), from
     ``history.canonical()`` (so the order of the history does not matter); when
     :meth:`round_picks` returns fewer, fresh Sobol' points fill the batch.
     """
@@ -57,11 +58,20 @@ class RoundsSampler(CheckedSampler):
     #: How setting errors name the sampler.
     who: str = "sampler"
 
-    def _set_rounds(self, initial: int | Literal["auto"], batch: int,
+    def _set_rounds(self, initial: int | Literal["auto"], batch: int | Literal["auto"],
                     design: str = "sobol") -> None:
         self.initial = int_setting(initial, "initial", 2, who=self.who, auto=True)
-        self.batch = int_setting(batch, "batch", 1, who=self.who)
+        self.batch = int_setting(batch, "batch", 1, who=self.who, auto=True)
         self.design = check_design(design, self.who)
+
+    def round_size(self, n_dims: int, budget: int = 0) -> int:
+        """The points per adaptive round for ``n_dims`` coefficients and a search budget of
+        ``budget`` (``0``: unknown): ``batch``, or for ``"auto"`` 1 when ``budget`` is below
+        ``3 (N + 1)`` (the budgets that start with ``N + 2`` points, leaving a handful of
+        adaptive evaluations: a refit after each), else 3."""
+        if self.batch != "auto":
+            return int(self.batch)
+        return 1 if 0 < budget < 3 * (n_dims + 1) else 3
 
     def initial_size(self, n_dims: int, budget: int = 0) -> int:
         """The size of the initial space-filling design for ``n_dims`` coefficients and a
@@ -81,10 +91,13 @@ class RoundsSampler(CheckedSampler):
 
     def batch_size(self, remaining: int, history: History, capacity: int = 1) -> int:
         """The rest of the initial design while it is incomplete, then ``max(batch,
-        capacity)``; never more than ``remaining`` (and at least 1)."""
+        capacity)`` (``batch`` as :meth:`round_size` resolves it); never more than
+        ``remaining`` (and at least 1)."""
         done = history.X.shape[0]
-        initial = self.initial_size(history.n_dims, self._budget(history))
-        n = initial - done if done < initial else max(self.batch, int(capacity))
+        budget = self._budget(history)
+        initial = self.initial_size(history.n_dims, budget)
+        n = (initial - done if done < initial
+             else max(self.round_size(history.n_dims, budget), int(capacity)))
         return max(1, min(n, int(remaining)))
 
     def _propose(
