@@ -45,7 +45,8 @@ since it became ``select: auto``'s choice for 3-4 tasks, ``base`` there is the s
 ``select-solver`` (``select: solver``: NSGA-III's own points, the default before),
 ``small-start`` (an initial design of N + 2 Sobol' points at every budget, not only below a
 search budget of 3 (N + 1)), ``batch-1`` / ``batch-2`` (adaptive rounds of 1 or 2 points
-instead of 3),
+at every budget; ``base`` has rounds of 1 only below a search budget of 3 (N + 1) since
+``batch: auto`` became the default on 2026-12-06, rounds of 3 before),
 ``quadratic-final`` (the quadratic as the study's surrogate wherever the benchmark's rule
 says ``auto``: the default before 2026-12-05, when ``surrogate: auto`` with the front sampler
 at 3-4 tasks became the ``gp`` surrogate), the warps (:mod:`mapframe.surrogates.warp`):

@@ -56,8 +56,9 @@ class FrontSampler(RoundsSampler):
     budget of ``3 (N + 1)``, where only a handful of adaptive evaluations follow the start
     and one batch of 3 would spend most of them on one fit, else 3. On the pilot seeds
     (100-123) rounds of 1 there raised the charged score at N = 3, 4, 6 and 8 (B = 10, 10,
-    14, 20) and left it level at the larger budgets, where they tripled the rounds' cost
-    (docs/adaptive-sampling.md, "Rounds of 1 point below a search budget of 3 (N + 1)").
+    14, 20: +0.007 to +0.024 on the mean) and left it level at larger budgets (seeds
+    100-111), at 1.7-2.5 times the own overhead (docs/adaptive-sampling.md, "Rounds of 1
+    point below a search budget of 3 (N + 1)").
 
     **Each adaptive round** (a function of ``history.canonical()`` and ``rng``):
 
@@ -97,10 +98,11 @@ class FrontSampler(RoundsSampler):
     (``docs/benchmarks.md``) it leads the ``gp`` sampler from 3 tasks on; at 2 tasks the
     ``gp`` sampler's exploration is better.
 
-    Settings: ``initial``, ``batch``, ``design`` (``"lhs"`` or ``"sobol"``), ``optimism``
-    (``0``), ``warp`` (``"none"`` or ``"auto"``), ``pick`` (``"hypervolume"`` or
-    ``"expected"``) and ``n_samples`` (``128``, for ``pick: expected``), ``nu``, ``restarts``
-    and ``noise_floor`` (the GP fits, as for :class:`~mapframe.surrogates.gp.GPSurrogate`).
+    Settings: ``initial``, ``batch`` (``"auto"`` or an integer >= 1), ``design``
+    (``"lhs"`` or ``"sobol"``), ``optimism`` (``0``), ``warp`` (``"none"`` or ``"auto"``),
+    ``pick`` (``"hypervolume"`` or ``"expected"``) and ``n_samples`` (``128``, for ``pick:
+    expected``), ``nu``, ``restarts`` and ``noise_floor`` (the GP fits, as for
+    :class:`~mapframe.surrogates.gp.GPSurrogate`).
     Everything random comes from ``rng``; the fits are deterministic; so the same
     ``(history, rng)`` gives the same proposal. A round costs a GP fit per task plus one
     front solve: about 0.3-1 s for N <= 4 on two CPU cores. Needs gpytorch
