@@ -141,6 +141,19 @@ cells.
   pilot table there). Proposal quality: N = 3 0.887 to 0.905 at B = 10, level elsewhere
   (0.920 / 0.930 / 0.939); N = 4 0.681 / 0.762 / 0.803 / 0.834 / 0.864 to 0.736 / 0.770 /
   0.804 / 0.832 / 0.860.
+- **Rounds of 1 point at the smallest budgets (night of 2026-12-06, latest part)**: the
+  `front` sampler's `batch` became `"auto"`, one point per round below a search budget of
+  3(N + 1) (where its start shrinks to N + 2 points), else 3 as before (chosen on pilot
+  seeds 100-123: docs/adaptive-sampling.md, "Rounds of 1 point below a search budget of 3
+  (N + 1)"), and its rows at N = 3, 4, 6 and 8 were rerun (`MAPFRAME_BENCH_PEERS_N=3,4,6,8
+  MAPFRAME_BENCH_PEERS_MODES="mapframe Bayesian MAP (front)"`, 590 s); every cell from a
+  search budget of 3(N + 1) on reproduced its previous rows exactly. Charged, reported seeds
+  0-2: N = 3, B = 10 0.677 to 0.669; **N = 4, B = 10 0.337 to 0.386** (now ahead of random
+  search's 0.355); N = 6, B = 14 0.261 to 0.241; **N = 8, B = 20 0.158 to 0.173** (now
+  ahead of Optuna TPE's 0.170). Proposal quality N = 3, B = 10 0.905 to 0.917 (dense
+  validation reference -0.030 to -0.017), N = 4, B = 10 0.736 to 0.738. On these 3 seeds
+  two cells fell, within their spread (standard deviations 0.013-0.046); on the 24 pilot
+  seeds all four rose (+0.007 to +0.024).
 - **The mean of the gp and the quadratic (evening of 2026-12-06)**: with the `front` sampler
   at 3 tasks above 10 search evaluations `surrogate: auto` became `gp_and_quadratic`
   (chosen on the pilot seeds: docs/adaptive-sampling.md, "The mean of the GP and the
@@ -168,20 +181,20 @@ cells.
   B = 10, the `botorch` mode 0.933 / 0.968 at B = 20 / 30, Bayesian MAP (gp) 0.976 at B = 50;
   best peer Optuna GP 0.900 / 0.938 / 0.958 from B = 20, grid search 0.865 at B = 10).
 - **N = 3: met at B = 10, not at B = 20, 30 and 50 (each by 0.007 or less).** Best mapframe
-  mode against BoTorch qNEHVI's 0.657 / 0.786 / 0.833 and Optuna GP's 0.879: +0.020 (`front`
-  0.677), -0.007 (the `botorch` mode 0.779; `front` 0.775, `gp` 0.776), -0.005 (the
+  mode against BoTorch qNEHVI's 0.657 / 0.786 / 0.833 and Optuna GP's 0.879: +0.012 (`front`
+  0.669; 0.677 with rounds of 3), -0.007 (the `botorch` mode 0.779; `front` 0.775, `gp` 0.776), -0.005 (the
   `botorch` mode 0.828; `front` 0.822) and -0.001 (`gp` 0.878; `front` 0.876). With the
   Sobol' start (the rows before, this machine) B = 30 and 50 read -0.002 and +0.004; before
   the rerun of 2026-12-06 (another machine, see above) B = 30 read +0.007 (`front` 0.840)
   and B = 20 -0.003; every one of these differences is within one standard deviation over
   seeds.
-- **N = 4: met at B = 30, 50 and 100, not at B = 10 and 20.** The `front` sampler 0.615 /
-  0.702 / 0.790 at B = 30 / 50 / 100 against the best peer's 0.607 (qNEHVI) / 0.665 (Optuna
-  GP) / 0.748 (qNParEGO): +0.009, +0.038, +0.042. At B = 10 random search's 0.355 ± 0.033
-  leads (Plain MAP 0.342, `front` 0.337: -0.013; 10 uniform points, all kept and scored on
-  test, an upper bound of random search's charged score, average 0.321 ± 0.005 over 100
-  seeds, `python benchmarks/pilot_design_hv.py --n 4 --sizes 10`: these 3 seeds drew it
-  high); at B = 20 Optuna GP's 0.525 leads `front`'s 0.514 (-0.011). With the
+- **N = 4: met at B = 10, 30, 50 and 100, not at B = 20.** The `front` sampler 0.386 /
+  0.615 / 0.702 / 0.790 at B = 10 / 30 / 50 / 100 against the best peer's 0.355 (random
+  search) / 0.607 (qNEHVI) / 0.665 (Optuna GP) / 0.748 (qNParEGO): +0.031, +0.009, +0.038,
+  +0.042. At B = 10 random search led before the rounds of 1 (Plain MAP 0.342, `front`
+  0.337: -0.013; random search's 0.355 ± 0.033 is high for it: 10 uniform points, all kept
+  and scored on test, an upper bound of random search's charged score, average 0.321 ±
+  0.005 over 100 seeds, `python benchmarks/pilot_design_hv.py --n 4 --sizes 10`); at B = 20 Optuna GP's 0.525 leads `front`'s 0.514 (-0.011). With the
   Sobol' start B = 30 read -0.007 (`front` 0.592, `gp` 0.596 then best). Before `select:
   auto` (the run of 2026-12-03) `front` led at B = 20 and 30 by 0.004 and 0.005: that
   default changes which front points are verified (k = 2 and 3), and on these seeds that
@@ -211,7 +224,8 @@ cells.
   (qLogNEHVI 0.657 / 0.782 / 0.830 / 0.875, `front` then 0.666 / 0.778 / 0.831 / 0.882, with
   its Latin hypercube start 0.677 / 0.776 / 0.820 / 0.877); N = 4 0.325 / 0.492 / 0.599 /
   0.682 (qLogNEHVI 0.332 / 0.517 / 0.604 / not reached, `front` then 0.330 / 0.510 / 0.592 /
-  0.707, now 0.337 / 0.514 / 0.615 / 0.702). It is the best mode at N = 2, B = 20 and 30 and
+  0.707, with the Latin hypercube start 0.337 / 0.514 / 0.615 / 0.702, now 0.386 at B = 10).
+  It is the best mode at N = 2, B = 20 and 30 and
   N = 3, B = 20 (0.003 above `front`) and 30 (0.008 above `front`), and was at N = 3, B = 10
   and N = 4, B = 30 before the Latin hypercube start, each by less than a standard deviation
   over seeds: with one more mode,
@@ -225,10 +239,11 @@ cells.
   62 s against qLogNEHVI's 268 s; batches of 3 and B - k search points). So `sampler: auto`
   keeps `front`: the same charged score within noise, better proposals, less overhead.
 - **N = 6** (peers without qNEHVI, qLogNEHVI and Optuna GP, see above): mapframe ahead at
-  every budget, +0.028 (`front` 0.261 at B = 14, Optuna TPE 0.233), +0.082 and +0.160
+  every budget, +0.014 (Plain MAP 0.247 at B = 14, `front` 0.241 with rounds of 1 and 0.261
+  with rounds of 3, Optuna TPE 0.233), +0.082 and +0.160
   (`front`: 0.404 and 0.569 against qNParEGO's 0.323 and Optuna TPE's 0.408).
-- **N = 8**: behind at B = 20 (-0.012: `front` 0.158, against Optuna TPE's 0.170; 0.164
-  with the Sobol' start on another machine), ahead at B = 45 (+0.005: 0.279 against TPE's
+- **N = 8**: ahead at every budget: B = 20 +0.003 (`front` 0.173 against Optuna TPE's
+  0.170; 0.158 with rounds of 3, 0.164 with the Sobol' start on another machine), B = 45 (+0.005: 0.279 against TPE's
   0.274) and B = 90 (+0.061: 0.427 against TPE's 0.366; qNParEGO did not reach 90 within the
   cap). With the Sobol' start, measured on another machine, B = 45 and 90 read +0.025 and
   +0.085; on the pilot seeds the two starts are level at N = 8 (-0.010 ± 0.009, +0.009 ±
@@ -239,10 +254,10 @@ cells.
   benchmarks/run.py fit_solve` took 167 s there against 41 s on 2026-12-02), its N = 2, 3
   rows on 2026-12-06's, 3-5 times faster than those. mapframe's own time per study: Plain
   MAP 0.3-0.9 s at N = 3 and 3.7-6.4 s at N = 4, up to 8.7 s at N = 8; `gp` 0.8-5.2 s at
-  N = 3 and 5.5-98 s at N = 4, `front` 1.2-6.1 s and 1.3-22 s (the final solve's
+  N = 3 and 5.5-98 s at N = 4, `front` 2.0-6.2 s and 2.3-24 s (the final solve's
   `select: hypervolume` and `gp` surrogate included; its rows at N = 3-8 were rerun on
-  2026-12-06's machine with the Latin hypercube start: 7.2-112 s at N = 4 on the earlier
-  one); 2.8-15 s at N = 6 and 6.1-58 s at N = 8. BoTorch: qNEHVI 2.4-218 s, qLogNEHVI
+  2026-12-06's machine with the rounds of 1 at the smallest budgets: 7.2-112 s at N = 4 on
+  the earlier one); 4.9-16 s at N = 6 and 13-54 s at N = 8. BoTorch: qNEHVI 2.4-218 s, qLogNEHVI
   3.1-285 s, qNParEGO 4.1-294 s at N <= 4, 100-224 s at N = 6 and 11-206 s at N = 8
   (at B = 45; B = 90 not
   reached). At the smallest budgets where BoTorch only evaluates its 2(N+1) Sobol' start
@@ -260,10 +275,11 @@ cells.
   B = 50 / 100: 0.790 / 0.824 to 0.799 / 0.842).
 - **Dense validation reference (N = 3, 4): met at N = 3, B = 30 and 50.** The `front`
   sampler's proposed front against the dense validation search thinned to the same size:
-  -0.030 / -0.017 / **-0.008** / **-0.003** at N = 3 (B = 10-50, with the Latin hypercube
-  start; -0.048 / -0.016 / -0.006 / -0.004 with the Sobol' start in the rerun of 2026-12-06,
+  -0.017 / -0.014 / **-0.008** / **-0.004** at N = 3 (B = 10-50, with the rounds of 1 at
+  B = 10 and the `gp_and_quadratic` final surrogate from B = 20; with the Latin hypercube
+  start before them -0.030 / -0.017 / -0.008 / -0.003; -0.048 / -0.016 / -0.006 / -0.004 with the Sobol' start in the rerun of 2026-12-06,
   -0.040 / -0.012 / -0.006 / -0.005 on the earlier machine, and with the quadratic final
-  surrogate B = 20-50 were -0.017 / -0.012 / -0.006), -0.110 / -0.082 / -0.053 / -0.032 /
+  surrogate B = 20-50 were -0.017 / -0.012 / -0.006), -0.109 / -0.082 / -0.053 / -0.032 /
   -0.020 at N = 4 (0.860 at B = 100; with the Sobol' start -0.166 / -0.090 / -0.054 /
   -0.030 / -0.016 on another machine; B = 30-100 were -0.095 / -0.049 / -0.028 with the
   quadratic, -0.047 at B = 100 before `select: auto`). The `gp` sampler's front, with the `gp`
@@ -283,14 +299,15 @@ cells.
   front solve.
 - **Proposal quality** (not charged) keeps rising with the budget for the `front` sampler
   and rose with `select: auto` at every N = 3, 4 cell of every mode (+0.005 to +0.058), and
-  with the `gp` final surrogate again: at N = 4 0.736 / 0.770 / 0.804 / 0.832 / 0.860 for
-  B = 10-100 with the Latin hypercube start (0.681 / 0.762 / 0.803 / 0.834 / 0.864 with the
+  with the `gp` final surrogate again: at N = 4 0.738 / 0.770 / 0.804 / 0.832 / 0.860 for
+  B = 10-100 with the rounds of 1 at B = 10 (0.736 there before them; 0.681 / 0.762 / 0.803 / 0.834 / 0.864 with the
   Sobol' start, another machine; with the quadratic at B = 30-100: 0.762 / 0.815 / 0.851;
   before `select: auto`: 0.647 / 0.739 / 0.738 / 0.774 / 0.832), Plain MAP 0.700 / 0.767 /
   0.766 / 0.789 /
   0.816 (before 0.651 /
-  0.710 / 0.737 / 0.751 / 0.775); at N = 3 0.905 / 0.920 / 0.930 / 0.939 with the Latin
-  hypercube start (0.887 / 0.920 / 0.933 / 0.939 with the Sobol' start in the rerun of
+  0.710 / 0.737 / 0.751 / 0.775); at N = 3 0.917 / 0.923 / 0.930 / 0.939 with the rounds
+  of 1 at B = 10 and the mean of the GP and the quadratic from B = 20 (0.905 / 0.920 / 0.930
+  / 0.939 with the Latin hypercube start before them; 0.887 / 0.920 / 0.933 / 0.939 with the Sobol' start in the rerun of
   2026-12-06; 0.895 / 0.925 / 0.934 / 0.939 on the earlier machine, before `select: auto`
   0.883-0.931); at N = 2 0.967-0.996.
 """

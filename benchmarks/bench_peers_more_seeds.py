@@ -20,7 +20,20 @@ seeds; these rows say whether a lag there is a real one. The benchmark also reru
 recorded seed 0 of every cell and compares it with its recorded rows: on the machine that
 recorded them it reproduced them exactly; on another machine it may not (see the reading).
 
-**The mean of the gp and the quadratic** (evening of 2026-12-06, latest part): with the
+**Rounds of 1 point at the smallest budgets** (night of 2026-12-06, latest part): the
+`front` sampler's `batch: auto` (one point per round below a search budget of 3(N + 1);
+docs/adaptive-sampling.md, "Rounds of 1 point below a search budget of 3 (N + 1)"), its rows
+rerun in every cell (same command, about 3 minutes; only N = 3, B = 10, N = 4, B = 10 and
+N = 8, B = 20 changed, the rest reproduced their rows exactly). Charged, seeds 3-8: N = 3,
+B = 10 0.656 to 0.669; N = 4, B = 10 0.381 to 0.404; N = 8, B = 20 0.163 to 0.139. Over 9
+seeds: N = 3, B = 10 `front` +0.027 ± 0.007 over BoTorch qNEHVI (ahead on 8 of 9; was
++0.022 ± 0.007); **N = 4, B = 10 `front` 0.398 against random search's 0.341, +0.058 ±
+0.016 (8 of 9; was +0.026 ± 0.023)**; N = 8, B = 20 `front` 0.150 against Optuna TPE's
+0.147, +0.003 ± 0.015 (4 of 9; was +0.015 ± 0.015): at N = 8 these six seeds lose 0.024
+where the 24 pilot seeds gained 0.024 ± 0.006, so that cell's sign is within its noise. The
+best mode still leads in every cell on 9 seeds.
+
+**The mean of the gp and the quadratic** (evening of 2026-12-06, the part before): with the
 `front` sampler at 3 tasks above 10 search evaluations `surrogate: auto` became
 `gp_and_quadratic` (docs/adaptive-sampling.md, "The mean of the GP and the quadratic"), and
 the `front` rows were rerun in every cell (same command, 117 s; only the N = 3, B = 20-50
