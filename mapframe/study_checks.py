@@ -167,7 +167,8 @@ def unused_stored_check(stored: Sequence[Evaluation], used: History, study_name:
               if e.ok and e.phase == "search" and used.get(e.key, "search") is None]
     if not unused:
         return None
-    start = (" and the front sampler starts with a Latin hypercube, design 'sobol' before"
+    start = (" and the front sampler starts with a Latin hypercube (design 'sobol' before) "
+             "and proposes rounds of 1 below a search budget of 3 (N + 1) (batch 3 before)"
              if sampler == "front" else "")
     return (f"{len(unused)} finished search evaluations stored for study {study_name!r} were "
             f"not proposed by this run (sampler {sampler!r}, seed {seed}), so they went "

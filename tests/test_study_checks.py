@@ -176,4 +176,5 @@ def test_a_front_study_started_on_sobol_points_is_resumed_with_design_sobol(tmp_
     redrawn, messages = _run(_quad, budget=9, storage=db, sampler="front")
     text = [m for m in messages if "went unused" in m]
     assert redrawn.n_evaluated > 0 and len(text) == 1
-    assert "front sampler starts with a Latin hypercube, design 'sobol' before" in text[0]
+    assert "front sampler starts with a Latin hypercube (design 'sobol' before)" in text[0]
+    assert "rounds of 1 below a search budget of 3 (N + 1) (batch 3 before)" in text[0]
