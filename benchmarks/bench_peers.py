@@ -182,23 +182,24 @@ cells.
   best peer Optuna GP 0.900 / 0.938 / 0.958 from B = 20, grid search 0.865 at B = 10).
 - **N = 3: met at B = 10, not at B = 20, 30 and 50 (each by 0.007 or less).** Best mapframe
   mode against BoTorch qNEHVI's 0.657 / 0.786 / 0.833 and Optuna GP's 0.879: +0.012 (`front`
-  0.669; 0.677 with rounds of 3), -0.007 (the `botorch` mode 0.779; `front` 0.775, `gp` 0.776), -0.005 (the
-  `botorch` mode 0.828; `front` 0.822) and -0.001 (`gp` 0.878; `front` 0.876). With the
-  Sobol' start (the rows before, this machine) B = 30 and 50 read -0.002 and +0.004; before
-  the rerun of 2026-12-06 (another machine, see above) B = 30 read +0.007 (`front` 0.840)
-  and B = 20 -0.003; every one of these differences is within one standard deviation over
-  seeds.
-- **N = 4: met at B = 10, 30, 50 and 100, not at B = 20.** The `front` sampler 0.386 /
-  0.615 / 0.702 / 0.790 at B = 10 / 30 / 50 / 100 against the best peer's 0.355 (random
-  search) / 0.607 (qNEHVI) / 0.665 (Optuna GP) / 0.748 (qNParEGO): +0.031, +0.009, +0.038,
-  +0.042. At B = 10 random search led before the rounds of 1 (Plain MAP 0.342, `front`
-  0.337: -0.013; random search's 0.355 ± 0.033 is high for it: 10 uniform points, all kept
-  and scored on test, an upper bound of random search's charged score, average 0.321 ±
-  0.005 over 100 seeds, `python benchmarks/pilot_design_hv.py --n 4 --sizes 10`); at B = 20 Optuna GP's 0.525 leads `front`'s 0.514 (-0.011). With the
-  Sobol' start B = 30 read -0.007 (`front` 0.592, `gp` 0.596 then best). Before `select:
-  auto` (the run of 2026-12-03) `front` led at B = 20 and 30 by 0.004 and 0.005: that
-  default changes which front points are verified (k = 2 and 3), and on these seeds that
-  cost `front` 0.019 and 0.020 (standard deviations over seeds 0.019-0.030).
+  0.669; 0.677 with rounds of 3), -0.007 (the `botorch` mode 0.779; `front` 0.775, `gp`
+  0.776), -0.005 (the `botorch` mode 0.828; `front` 0.822) and -0.001 (`gp` 0.878; `front`
+  0.876). With the Sobol' start (the rows before, this machine) B = 30 and 50 read -0.002 and
+  +0.004; before the rerun of 2026-12-06 (another machine, see above) B = 30 read +0.007
+  (`front` 0.840) and B = 20 -0.003; every one of these differences is within one standard
+  deviation over seeds.
+- **N = 4: met at B = 10, 30, 50 and 100, not at B = 20.** The `front` sampler 0.386 / 0.615 /
+  0.702 / 0.790 at B = 10 / 30 / 50 / 100 against the best peer's 0.355 (random search) /
+  0.607 (qNEHVI) / 0.665 (Optuna GP) / 0.748 (qNParEGO): +0.031, +0.009, +0.038, +0.042. At B
+  = 10 random search led before the rounds of 1 (Plain MAP 0.342, `front` 0.337: -0.013;
+  random search's 0.355 ± 0.033 is high for it: 10 uniform points, all kept and scored on
+  test, an upper bound of random search's charged score, average 0.321 ± 0.005 over 100 seeds,
+  `python benchmarks/pilot_design_hv.py --n 4 --sizes 10`); at B = 20 Optuna GP's 0.525 leads
+  `front`'s 0.514 (-0.011). With the Sobol' start B = 30 read -0.007 (`front` 0.592, `gp`
+  0.596 then best). Before `select: auto` (the run of 2026-12-03) `front` led at B = 20 and 30
+  by 0.004 and 0.005: that default changes which front points are verified (k = 2 and 3), and
+  on these seeds that cost `front` 0.019 and 0.020 (standard deviations over seeds
+  0.019-0.030).
 - **The lags on more seeds** (`python benchmarks/run.py peers_more_seeds`, its own
   section below: the same jobs on seeds 3-8, read with 0-2; run 2026-12-05 on a machine
   other than the recorded seeds'): over 9 seeds the best mapframe mode leads at N = 3,
@@ -242,12 +243,12 @@ cells.
   every budget, +0.014 (Plain MAP 0.247 at B = 14, `front` 0.241 with rounds of 1 and 0.261
   with rounds of 3, Optuna TPE 0.233), +0.082 and +0.160
   (`front`: 0.404 and 0.569 against qNParEGO's 0.323 and Optuna TPE's 0.408).
-- **N = 8**: ahead at every budget: B = 20 +0.003 (`front` 0.173 against Optuna TPE's
-  0.170; 0.158 with rounds of 3, 0.164 with the Sobol' start on another machine), B = 45 (+0.005: 0.279 against TPE's
-  0.274) and B = 90 (+0.061: 0.427 against TPE's 0.366; qNParEGO did not reach 90 within the
-  cap). With the Sobol' start, measured on another machine, B = 45 and 90 read +0.025 and
-  +0.085; on the pilot seeds the two starts are level at N = 8 (-0.010 ± 0.009, +0.009 ±
-  0.015 and -0.007 ± 0.018 at B = 20 / 45 / 90).
+- **N = 8**: ahead at every budget: B = 20 +0.003 (`front` 0.173 against Optuna TPE's 0.170;
+  0.158 with rounds of 3, 0.164 with the Sobol' start on another machine), B = 45 (+0.005:
+  0.279 against TPE's 0.274) and B = 90 (+0.061: 0.427 against TPE's 0.366; qNParEGO did not
+  reach 90 within the cap). With the Sobol' start, measured on another machine, B = 45 and 90
+  read +0.025 and +0.085; on the pilot seeds the two starts are level at N = 8 (-0.010 ±
+  0.009, +0.009 ± 0.015 and -0.007 ± 0.018 at B = 20 / 45 / 90).
 - **Overhead: lower than BoTorch's wherever BoTorch models**, though the rows now come from
   machines of different speed: mapframe's N = 4 rows were measured on 2026-12-04's and
   2026-12-05's machines, 3-4 times slower than the one of the cached BoTorch rows (`python
@@ -275,41 +276,39 @@ cells.
   B = 50 / 100: 0.790 / 0.824 to 0.799 / 0.842).
 - **Dense validation reference (N = 3, 4): met at N = 3, B = 30 and 50.** The `front`
   sampler's proposed front against the dense validation search thinned to the same size:
-  -0.017 / -0.014 / **-0.008** / **-0.004** at N = 3 (B = 10-50, with the rounds of 1 at
-  B = 10 and the `gp_and_quadratic` final surrogate from B = 20; with the Latin hypercube
-  start before them -0.030 / -0.017 / -0.008 / -0.003; -0.048 / -0.016 / -0.006 / -0.004 with the Sobol' start in the rerun of 2026-12-06,
-  -0.040 / -0.012 / -0.006 / -0.005 on the earlier machine, and with the quadratic final
-  surrogate B = 20-50 were -0.017 / -0.012 / -0.006), -0.109 / -0.082 / -0.053 / -0.032 /
-  -0.020 at N = 4 (0.860 at B = 100; with the Sobol' start -0.166 / -0.090 / -0.054 /
-  -0.030 / -0.016 on another machine; B = 30-100 were -0.095 / -0.049 / -0.028 with the
-  quadratic, -0.047 at B = 100 before `select: auto`). The `gp` sampler's front, with the `gp`
-  final surrogate, is within 0.01 at N = 3, B = 30 and 50 too (-0.010, -0.002 in the rerun;
-  -0.007, -0.005 on the earlier machine, -0.015, -0.010 before that surrogate); at N = 4,
-  B = 30-100 -0.063 / -0.040 / -0.018 (were -0.085 / -0.058 /
-  -0.033). How much that reference asks is
-  measured in the section "Dense validation reference" (`python benchmarks/run.py
-  search_reference`, on these proposals, rerun 2026-12-06): random search on validation
-  comes within 0.01 of its own 20 000-point value only after 500-1 000 evaluations (N = 3)
-  and 5 000-10 000 (N = 4), and the `front` sampler's proposal from B evaluations is worth
-  at least 10 B random ones at every budget (up to 50 B; 4 B to 25 B before `select: auto`
-  and the `gp` final surrogate). Where the remaining gap comes from (`python
-  benchmarks/pilot_reference_gap.py`, pilot seeds, docs/adaptive-sampling.md): an exact
-  solve of the same surrogates over the whole dense set scores within 0.005 of the
-  handed-over front, so the gap is the surrogates' accuracy with B evaluations, not the
-  front solve.
-- **Proposal quality** (not charged) keeps rising with the budget for the `front` sampler
-  and rose with `select: auto` at every N = 3, 4 cell of every mode (+0.005 to +0.058), and
-  with the `gp` final surrogate again: at N = 4 0.738 / 0.770 / 0.804 / 0.832 / 0.860 for
-  B = 10-100 with the rounds of 1 at B = 10 (0.736 there before them; 0.681 / 0.762 / 0.803 / 0.834 / 0.864 with the
-  Sobol' start, another machine; with the quadratic at B = 30-100: 0.762 / 0.815 / 0.851;
-  before `select: auto`: 0.647 / 0.739 / 0.738 / 0.774 / 0.832), Plain MAP 0.700 / 0.767 /
-  0.766 / 0.789 /
-  0.816 (before 0.651 /
-  0.710 / 0.737 / 0.751 / 0.775); at N = 3 0.917 / 0.923 / 0.930 / 0.939 with the rounds
-  of 1 at B = 10 and the mean of the GP and the quadratic from B = 20 (0.905 / 0.920 / 0.930
-  / 0.939 with the Latin hypercube start before them; 0.887 / 0.920 / 0.933 / 0.939 with the Sobol' start in the rerun of
-  2026-12-06; 0.895 / 0.925 / 0.934 / 0.939 on the earlier machine, before `select: auto`
-  0.883-0.931); at N = 2 0.967-0.996.
+  -0.017 / -0.014 / **-0.008** / **-0.004** at N = 3 (B = 10-50, with the rounds of 1 at B =
+  10 and the `gp_and_quadratic` final surrogate from B = 20; with the Latin hypercube start
+  before them -0.030 / -0.017 / -0.008 / -0.003; -0.048 / -0.016 / -0.006 / -0.004 with the
+  Sobol' start in the rerun of 2026-12-06, -0.040 / -0.012 / -0.006 / -0.005 on the earlier
+  machine, and with the quadratic final surrogate B = 20-50 were -0.017 / -0.012 / -0.006),
+  -0.109 / -0.082 / -0.053 / -0.032 / -0.020 at N = 4 (0.860 at B = 100; with the Sobol' start
+  -0.166 / -0.090 / -0.054 / -0.030 / -0.016 on another machine; B = 30-100 were -0.095 /
+  -0.049 / -0.028 with the quadratic, -0.047 at B = 100 before `select: auto`). The `gp`
+  sampler's front, with the `gp` final surrogate, is within 0.01 at N = 3, B = 30 and 50 too
+  (-0.010, -0.002 in the rerun; -0.007, -0.005 on the earlier machine, -0.015, -0.010 before
+  that surrogate); at N = 4, B = 30-100 -0.063 / -0.040 / -0.018 (were -0.085 / -0.058 /
+  -0.033). How much that reference asks is measured in the section "Dense validation
+  reference" (`python benchmarks/run.py search_reference`, on these proposals, rerun
+  2026-12-06): random search on validation comes within 0.01 of its own 20 000-point value
+  only after 500-1 000 evaluations (N = 3) and 5 000-10 000 (N = 4), and the `front` sampler's
+  proposal from B evaluations is worth at least 10 B random ones at every budget (up to 50 B;
+  4 B to 25 B before `select: auto` and the `gp` final surrogate). Where the remaining gap
+  comes from (`python benchmarks/pilot_reference_gap.py`, pilot seeds,
+  docs/adaptive-sampling.md): an exact solve of the same surrogates over the whole dense set
+  scores within 0.005 of the handed-over front, so the gap is the surrogates' accuracy with B
+  evaluations, not the front solve.
+- **Proposal quality** (not charged) keeps rising with the budget for the `front` sampler and
+  rose with `select: auto` at every N = 3, 4 cell of every mode (+0.005 to +0.058), and with
+  the `gp` final surrogate again: at N = 4 0.738 / 0.770 / 0.804 / 0.832 / 0.860 for B =
+  10-100 with the rounds of 1 at B = 10 (0.736 there before them; 0.681 / 0.762 / 0.803 /
+  0.834 / 0.864 with the Sobol' start, another machine; with the quadratic at B = 30-100:
+  0.762 / 0.815 / 0.851; before `select: auto`: 0.647 / 0.739 / 0.738 / 0.774 / 0.832), Plain
+  MAP 0.700 / 0.767 / 0.766 / 0.789 / 0.816 (before 0.651 / 0.710 / 0.737 / 0.751 / 0.775); at
+  N = 3 0.917 / 0.923 / 0.930 / 0.939 with the rounds of 1 at B = 10 and the mean of the GP
+  and the quadratic from B = 20 (0.905 / 0.920 / 0.930 / 0.939 with the Latin hypercube start
+  before them; 0.887 / 0.920 / 0.933 / 0.939 with the Sobol' start in the rerun of 2026-12-06;
+  0.895 / 0.925 / 0.934 / 0.939 on the earlier machine, before `select: auto` 0.883-0.931); at
+  N = 2 0.967-0.996.
 """
 
 from __future__ import annotations
