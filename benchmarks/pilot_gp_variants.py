@@ -87,6 +87,38 @@ def _kernel(torch: Any, p: dict[str, Any], A: Any, B: Any, variant: str) -> Any:
     return K
 
 
+def _minimise(objective: Callable[[dict[str, Any]], Any], inits: list[dict[str, Any]],
+              what: str) -> dict[str, Any]:
+    """The parameters (tensors) with the lowest ``objective`` after L-BFGS from each start in
+    ``inits``; a start whose Cholesky fails is skipped."""
+    import torch
+
+    best: tuple[float, dict[str, Any]] | None = None
+    for init in inits:
+        p = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True)
+             for k, v in init.items()}
+        opt = torch.optim.LBFGS(list(p.values()), lr=1.0, max_iter=200,
+                                line_search_fn="strong_wolfe")
+
+        def closure(p: dict[str, Any] = p, opt: Any = opt) -> Any:
+            opt.zero_grad()
+            loss = objective(p)
+            loss.backward()
+            return loss
+
+        try:
+            opt.step(closure)
+            with torch.no_grad():
+                loss = float(objective(p))
+        except (RuntimeError, ValueError):  # a failed Cholesky: try the next start
+            continue
+        if math.isfinite(loss) and (best is None or loss < best[0]):
+            best = (loss, {k: v.detach().clone() for k, v in p.items()})
+    if best is None:
+        raise RuntimeError(f"every start of the {what} fit failed")
+    return best[1]
+
+
 def fit(X: np.ndarray, y: np.ndarray, variant: str) -> Mean:
     """Fit ``variant`` (``input-warp`` or ``additive``) to ``X`` in ``[0, 1]^d`` and ``y``;
     return its posterior mean function."""
@@ -117,7 +149,7 @@ def fit(X: np.ndarray, y: np.ndarray, variant: str) -> Mean:
             prior = prior + ((p["log_ls1"] - math.sqrt(2.0)) ** 2).sum() / 6.0
         return nll + prior
 
-    best: tuple[float, dict[str, Any]] | None = None
+    inits = []
     for offset, log_noise in _STARTS:
         init = {"log_ls": [centre + offset] * d, "log_s": 0.0, "log_noise": log_noise,
                 "constant": 0.0}
@@ -125,28 +157,8 @@ def fit(X: np.ndarray, y: np.ndarray, variant: str) -> Mean:
             init.update(log_a=[0.0] * d, log_b=[0.0] * d)
         else:
             init.update(log_ls1=[math.sqrt(2.0) + offset] * d, log_s1=0.0, log_s2=0.0)
-        p = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True)
-             for k, v in init.items()}
-        opt = torch.optim.LBFGS(list(p.values()), lr=1.0, max_iter=200,
-                                line_search_fn="strong_wolfe")
-
-        def closure(p: dict[str, Any] = p, opt: Any = opt) -> Any:
-            opt.zero_grad()
-            loss = objective(p)
-            loss.backward()
-            return loss
-
-        try:
-            opt.step(closure)
-            with torch.no_grad():
-                loss = float(objective(p))
-        except (RuntimeError, ValueError):  # a failed Cholesky: try the next start
-            continue
-        if math.isfinite(loss) and (best is None or loss < best[0]):
-            best = (loss, {k: v.detach().clone() for k, v in p.items()})
-    if best is None:
-        raise RuntimeError(f"every start of the {variant} fit failed")
-    p = best[1]
+        inits.append(init)
+    p = _minimise(objective, inits, variant)
     with torch.no_grad():
         K = _kernel(torch, p, x, x, variant) + (p["log_noise"].exp() + _NOISE_FLOOR) * eye
         alpha = torch.cholesky_solve((t - p["constant"])[:, None], torch.linalg.cholesky(K))
@@ -193,32 +205,10 @@ def fit_shared(X: np.ndarray, Y: np.ndarray) -> Mean:
                  + (0.15 * p["log_s"].exp() - p["log_s"]).sum())
         return nll + prior
 
-    best: tuple[float, dict[str, Any]] | None = None
-    for offset, log_noise in _STARTS:
-        init = {"log_ls": [centre + offset] * d, "log_s": [0.0] * tasks,
-                "log_noise": [log_noise] * tasks, "constant": [0.0] * tasks}
-        p = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True)
-             for k, v in init.items()}
-        opt = torch.optim.LBFGS(list(p.values()), lr=1.0, max_iter=200,
-                                line_search_fn="strong_wolfe")
-
-        def closure(p: dict[str, Any] = p, opt: Any = opt) -> Any:
-            opt.zero_grad()
-            loss = objective(p)
-            loss.backward()
-            return loss
-
-        try:
-            opt.step(closure)
-            with torch.no_grad():
-                loss = float(objective(p))
-        except (RuntimeError, ValueError):  # a failed Cholesky: try the next start
-            continue
-        if math.isfinite(loss) and (best is None or loss < best[0]):
-            best = (loss, {k: v.detach().clone() for k, v in p.items()})
-    if best is None:
-        raise RuntimeError("every start of the shared-lengthscales fit failed")
-    p = best[1]
+    inits = [{"log_ls": [centre + offset] * d, "log_s": [0.0] * tasks,
+              "log_noise": [log_noise] * tasks, "constant": [0.0] * tasks}
+             for offset, log_noise in _STARTS]
+    p = _minimise(objective, inits, "shared-lengthscales")
     with torch.no_grad():
         alpha = torch.cholesky_solve((t - p["constant"][:, None])[..., None],
                                      torch.linalg.cholesky(gram(p)))
