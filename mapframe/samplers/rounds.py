@@ -49,8 +49,8 @@ class RoundsSampler(CheckedSampler):
     optimised Latin hypercube of the start's size
     (:func:`~mapframe.samplers.space_filling.fresh_design`); its size is ``initial``,
     ``"auto"`` resolved by :meth:`initial_size`. A round
-    proposes ``max(batch, capacity)`` points (``batch: "auto"`` resolved by
-    :meth:`round_size`) (never more than remain), from
+    proposes ``max(batch, capacity)`` points, never more than remain (``batch: "auto"``
+    resolved by :meth:`round_size`), from
     ``history.canonical()`` (so the order of the history does not matter); when
     :meth:`round_picks` returns fewer, fresh Sobol' points fill the batch.
     """
