@@ -190,8 +190,8 @@ cells.
   deviation over seeds.
 - **N = 4: met at B = 10, 30, 50 and 100, not at B = 20.** The `front` sampler 0.386 / 0.615 /
   0.702 / 0.790 at B = 10 / 30 / 50 / 100 against the best peer's 0.355 (random search) /
-  0.607 (qNEHVI) / 0.665 (Optuna GP) / 0.748 (qNParEGO): +0.031, +0.009, +0.038, +0.042. At B
-  = 10 random search led before the rounds of 1 (Plain MAP 0.342, `front` 0.337: -0.013;
+  0.607 (qNEHVI) / 0.665 (Optuna GP) / 0.748 (qNParEGO): +0.031, +0.009, +0.038, +0.042.
+  At B = 10 random search led before the rounds of 1 (Plain MAP 0.342, `front` 0.337: -0.013;
   random search's 0.355 ± 0.033 is high for it: 10 uniform points, all kept and scored on
   test, an upper bound of random search's charged score, average 0.321 ± 0.005 over 100 seeds,
   `python benchmarks/pilot_design_hv.py --n 4 --sizes 10`); at B = 20 Optuna GP's 0.525 leads
