@@ -430,6 +430,8 @@ class DaskExecutor(Executor):
             return
         action, worker = msg.get("action"), msg.get("worker")
         with self._lock:
+            if self._client is None:  # shut down: a late event must not count a worker again
+                return
             if action == "add-worker" and worker and worker not in self._workers_gone:
                 self._workers_up.add(worker)
             elif action == "remove-worker" and worker:
@@ -447,6 +449,8 @@ class DaskExecutor(Executor):
         if not isinstance(msg, dict):
             return
         with self._lock:
+            if self._client is None:  # shut down
+                return
             key = msg.get("started")
             if key in self._batches and key not in self._finished:
                 self._running.add(key)
