@@ -260,3 +260,33 @@ def test_claims_of_a_process_that_is_gone_are_taken_over_at_once(tmp_path):
     live = f"{socket.gethostname()}:{os.getpid()}:abcd1234"
     assert a.claim("search", ["k2"], live) == ["k2"]
     assert b.claim("search", ["k2"], "B") == []  # a live process keeps its claims
+
+
+def test_a_result_and_its_claim_change_together(tmp_path):
+    """While a driver stores a result, another driver never sees the point both unclaimed
+    and not done (it would evaluate it again): the claim's deletion and the result's insert
+    commit as one. Checked from a third connection at the moment the insert starts; in
+    autocommit the deletion had committed by then (two drivers evaluated the first design
+    point twice in test_three_drivers_evaluate_each_point_once_with_one_killed, 1 run in
+    about 10)."""
+    path = tmp_path / "s.sqlite"
+    a, _ = _pair(path)
+    assert a.claim("search", ["k1"], "A") == ["k1"]
+    seen: list[tuple[bool, bool]] = []
+
+    def watch(statement: str) -> None:
+        if statement.startswith("INSERT OR REPLACE INTO evaluations"):
+            with sqlite3.connect(path) as other:
+                claimed = other.execute("SELECT COUNT(*) FROM claims WHERE key = 'k1'"
+                                        ).fetchone()[0] > 0
+                done = other.execute("SELECT COUNT(*) FROM evaluations WHERE key = 'k1'"
+                                     ).fetchone()[0] > 0
+            seen.append((claimed, done))
+
+    a._connect().set_trace_callback(watch)
+    a.add(_ev("k1"))
+    a._connect().set_trace_callback(None)
+    assert seen == [(True, False)]  # still A's claim: nobody may take it
+    with sqlite3.connect(path) as other:
+        assert other.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
+        assert other.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0] == 1

@@ -367,8 +367,19 @@ class SQLiteStore(EvaluationStore):
         return out
 
     def add(self, evaluation: Evaluation) -> None:
+        conn = self._connect()
         with self._writing():
-            self._add(evaluation)
+            # One transaction: the result lands and its claim goes at once. In autocommit the
+            # claim's DELETE committed first, and another driver claiming in between saw the
+            # point neither claimed nor done and evaluated it again.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._add(evaluation)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def _add(self, evaluation: Evaluation) -> None:
         conn = self._connect()
