@@ -351,8 +351,8 @@ def test_a_workers_address_is_named_as_such(cluster):
 def test_cluster_events_after_shutdown_change_nothing() -> None:
     """A worker event that the client's thread delivers after shutdown() cleared the state
     (a replacement worker coming up while the study ends) must not count a worker again:
-    status() of a shut-down executor reads 0 workers, 0 busy (a race seen once in 5 runs of
-    test_worker_killed_mid_study)."""
+    status() of a shut-down executor reads 0 workers, 0 busy (a race that failed
+    test_worker_killed_mid_study once in six full runs of the core suite)."""
     ex = DaskExecutor(workers=2)
     ex._client = object()  # as if started: events count
     ex._on_cluster_event(("all", {"action": "add-worker", "worker": "tcp://a:1"}))
