@@ -73,6 +73,20 @@ def _legacy_reason(status: str, error: str | None) -> FailureReason | None:
     return None
 
 
+@contextlib.contextmanager
+def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction on an autocommit connection: ``BEGIN IMMEDIATE`` (one writer at
+    a time, taken before the first read), ``COMMIT`` at the end, ``ROLLBACK`` on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring a file written by an older mapframe up to the current schema, once.
 
@@ -87,8 +101,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
     if has_reason():
         return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _write_transaction(conn):
         if not has_reason():  # another process may have migrated it meanwhile
             conn.execute("ALTER TABLE evaluations ADD COLUMN reason TEXT")
             rows = conn.execute(
@@ -100,10 +113,6 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 if reason is not None:
                     updates.append((reason.value, seq))
             conn.executemany("UPDATE evaluations SET reason = ? WHERE seq = ?", updates)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 #: The tables (and their columns) of a mapframe store; any other layout is another
@@ -367,19 +376,11 @@ class SQLiteStore(EvaluationStore):
         return out
 
     def add(self, evaluation: Evaluation) -> None:
-        conn = self._connect()
-        with self._writing():
-            # One transaction: the result lands and its claim goes at once. In autocommit the
-            # claim's DELETE committed first, and another driver claiming in between saw the
-            # point neither claimed nor done and evaluated it again.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._add(evaluation)
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        # One transaction: the result lands and its claim goes at once. In autocommit the
+        # claim's DELETE committed first, and another driver claiming in between saw the
+        # point neither claimed nor done and evaluated it again.
+        with self._writing(), _write_transaction(self._connect()):
+            self._add(evaluation)
 
     def _add(self, evaluation: Evaluation) -> None:
         conn = self._connect()
@@ -452,31 +453,26 @@ class SQLiteStore(EvaluationStore):
                 "the study at the copy")
         now = time.time()
         got: list[str] = []
-        with self._writing():
-            conn.execute("BEGIN IMMEDIATE")  # one claimer at a time: no key claimed twice
-            try:
-                for key in keys:
-                    if limit is not None and len(got) >= limit:
-                        break
-                    done = conn.execute(
-                        "SELECT 1 FROM evaluations WHERE study_id = ? AND phase = ? AND "
-                        "key = ? AND status != 'failed'", (sid, phase, key)).fetchone()
-                    if done is not None:
-                        continue
-                    held = conn.execute(
-                        "SELECT owner, heartbeat FROM claims WHERE study_id = ? AND phase = ? "
-                        "AND key = ?", (sid, phase, key)).fetchone()
-                    if (held is not None and held[0] != owner
-                            and held[1] > now - self.claim_ttl and not driver_is_gone(held[0])):
-                        continue
-                    conn.execute(
-                        "INSERT OR REPLACE INTO claims (study_id, phase, key, owner, heartbeat) "
-                        "VALUES (?, ?, ?, ?, ?)", (sid, phase, key, owner, now))
-                    got.append(key)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        # one claimer at a time: no key claimed twice
+        with self._writing(), _write_transaction(conn):
+            for key in keys:
+                if limit is not None and len(got) >= limit:
+                    break
+                done = conn.execute(
+                    "SELECT 1 FROM evaluations WHERE study_id = ? AND phase = ? AND "
+                    "key = ? AND status != 'failed'", (sid, phase, key)).fetchone()
+                if done is not None:
+                    continue
+                held = conn.execute(
+                    "SELECT owner, heartbeat FROM claims WHERE study_id = ? AND phase = ? "
+                    "AND key = ?", (sid, phase, key)).fetchone()
+                if (held is not None and held[0] != owner
+                        and held[1] > now - self.claim_ttl and not driver_is_gone(held[0])):
+                    continue
+                conn.execute(
+                    "INSERT OR REPLACE INTO claims (study_id, phase, key, owner, heartbeat) "
+                    "VALUES (?, ?, ?, ?, ?)", (sid, phase, key, owner, now))
+                got.append(key)
         return got
 
     def renew_claims(self, owner: str) -> None:
