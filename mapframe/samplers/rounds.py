@@ -37,6 +37,13 @@ def far_from_measured(C: np.ndarray, X: np.ndarray, space: SearchSpace) -> np.nd
     return C[gap >= TOO_CLOSE]
 
 
+def _small_budget(n_dims: int, budget: int) -> bool:
+    """A known search budget below ``3 (N + 1)``: the full start of ``2 (N + 1)`` points
+    would leave fewer than ``N + 1`` adaptive evaluations, so ``"auto"`` shrinks the start to
+    ``N + 2`` and the rounds to 1 point."""
+    return 0 < budget < 3 * (n_dims + 1)
+
+
 class RoundsSampler(CheckedSampler):
     """An adaptive sampler that starts with a space-filling design and then proposes rounds
     of ``batch`` points chosen by :meth:`round_picks`: the base of the ``front`` and
@@ -71,7 +78,7 @@ class RoundsSampler(CheckedSampler):
         adaptive evaluations: a refit after each), else 3."""
         if self.batch != "auto":
             return int(self.batch)
-        return 1 if 0 < budget < 3 * (n_dims + 1) else 3
+        return 1 if _small_budget(n_dims, budget) else 3
 
     def initial_size(self, n_dims: int, budget: int = 0) -> int:
         """The size of the initial space-filling design for ``n_dims`` coefficients and a
@@ -81,8 +88,7 @@ class RoundsSampler(CheckedSampler):
         ``N + 1`` adaptive evaluations)."""
         if self.initial != "auto":
             return int(self.initial)
-        full = 2 * (n_dims + 1)
-        return full if budget <= 0 or budget >= 3 * (n_dims + 1) else n_dims + 2
+        return n_dims + 2 if _small_budget(n_dims, budget) else 2 * (n_dims + 1)
 
     def _budget(self, history: History) -> int:
         """The study's search budget as :meth:`setup` gave it (0 when not set up)."""
