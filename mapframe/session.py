@@ -271,6 +271,9 @@ class EvaluationSession:
     def _collect(self, jobs: list[Job], phase: str, collected: dict[str, Evaluation],
                  done_before: int, pending: set[str]) -> None:
         first_failure: Evaluation | None = None
+        # An out-of-range row stops the study, but only after every result the executor
+        # still delivers is stored: the rows after it in the batch finished too.
+        first_out_of_range: Evaluation | None = None
         for res in self.executor.as_completed():
             if res.job.key not in pending:
                 continue  # a duplicate result (e.g. a retried job that also finished)
@@ -286,11 +289,14 @@ class EvaluationSession:
                 self.on_stored(ev)
             if self.on_progress is not None:
                 self.on_progress(phase, done_before + len(collected))
-            _raise_if_out_of_range(ev)
+            if ev.out_of_range and first_out_of_range is None:
+                first_out_of_range = ev
             if ev.status == "failed" and self.on_error == "raise" and first_failure is None:
                 first_failure = ev
-                if not pending:
-                    break
+            if not pending and (first_failure is not None or first_out_of_range is not None):
+                break
+        if first_out_of_range is not None:
+            _raise_if_out_of_range(first_out_of_range)
         if first_failure is not None:
             first = (first_failure.error or "").splitlines()[0]
             raise EvaluationError(

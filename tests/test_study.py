@@ -417,6 +417,31 @@ def test_out_of_range_metrics_stop_a_resumed_study_too(tmp_path):
         MergeStudy(objective=lambda C: 100 * quad(C), **kwargs).run()
 
 
+def test_an_out_of_range_row_keeps_the_rest_of_its_batch(tmp_path):
+    """A metric outside its range stops the study, but every row the evaluator finished in
+    that batch is stored first (before, the rows after the bad one were lost)."""
+    import sqlite3
+
+    evaluated: list[tuple[float, ...]] = []
+
+    def f(C):
+        C = np.atleast_2d(C)
+        out = quad(C) / 2
+        out[C[:, 0] > 0.7, 0] = -1e-6  # a rounding just below the declared 0
+        evaluated.extend(map(tuple, C))
+        return out
+
+    db = tmp_path / "s.sqlite"
+    with pytest.raises(MetricError, match="outside its declared range"):
+        MergeStudy(objective=f, task_names=["a", "b"], metric_ranges=[(0, 1), (0, 1)],
+                   budget=12, seed=0, sampler="sobol",
+                   executor={"name": "inprocess", "batch_size": 12}, storage=db).run()
+    bad = sum(c[0] > 0.7 for c in evaluated)
+    assert 0 < bad < len(evaluated) == 12
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0] == 12
+
+
 def test_poor_surrogate_fit_warns():
     rng = np.random.default_rng(0)
 
