@@ -89,6 +89,88 @@ def test_digest_is_stable_across_processes():
     assert len(outs) == 1 and "None" not in outs
 
 
+def test_a_torch_model_read_by_an_objective_counts_by_its_weights():
+    """A model's repr is its architecture only: two objectives reading models with other
+    weights used to share one digest, and a study reused the other model's metrics."""
+    import torch
+
+    def make(seed):
+        torch.manual_seed(seed)
+        model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Tanh())
+        return lambda C: model(torch.as_tensor(C, dtype=torch.float32)).detach().numpy()
+
+    assert callable_digest(make(0)) == callable_digest(make(0))
+    assert callable_digest(make(0)) != callable_digest(make(1))
+    with torch.no_grad():
+        half = torch.nn.Linear(2, 2).to(torch.bfloat16)  # a dtype numpy lacks
+        f = lambda C: half  # noqa: E731
+        before = callable_digest(f)
+        half.weight.add_(1)
+        assert None not in (before, callable_digest(f)) and before != callable_digest(f)
+
+
+def test_an_object_whose_repr_hides_its_state_counts_by_that_state():
+    """A fitted estimator's repr shows its settings, not what it learned."""
+
+    class Fitted:
+        def __init__(self, w):
+            self.w = np.asarray(w, dtype=float)
+
+        def __repr__(self):
+            return "Fitted()"
+
+    def make(w):
+        est = Fitted(w)
+        return lambda C: C @ est.w
+
+    assert callable_digest(make([1.0, 2.0])) == callable_digest(make([1.0, 2.0]))
+    assert callable_digest(make([1.0, 2.0])) != callable_digest(make([1.0, 3.0]))
+
+
+def test_digest_of_tensors_inside_objects_is_stable_across_processes():
+    """torch's own pickling of a tensor embeds a random id: tensors are hashed by content."""
+    script = ("import torch\nfrom mapframe.evaluators.identity import callable_digest\n"
+              "class Holder:\n    def __init__(self):\n        torch.manual_seed(0)\n"
+              "        self.m = torch.nn.Linear(3, 3)\n        self.t = torch.ones(2)\n"
+              "h = Holder()\nf = lambda C: (h, C)\nprint(callable_digest(f))\n")
+    outs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           check=True).stdout.strip() for _ in range(2)}
+    assert len(outs) == 1 and "None" not in outs
+
+
+def test_a_script_s_objective_is_known_by_what_it_computes(tmp_path):
+    """A function defined in the running script was known by its name ``__main__:f`` only:
+    editing the script (or a value it reads) and rerunning reused the old metrics."""
+    script = ("import numpy as np\nfrom mapframe import MergeStudy\nK = {k}\n"
+              "def objective(C):\n    return np.column_stack([K * C[:, 0], -C[:, 1]])\n"
+              "res = MergeStudy(objective=objective, task_names=['a', 'b'], budget=8, seed=0,\n"
+              "                 storage={db!r}).run()\nprint(res.n_evaluated, res.n_reused)\n")
+    db = str(tmp_path / "s.sqlite")
+
+    def run(k):
+        return subprocess.run([sys.executable, "-c", script.format(k=k, db=db)],
+                              capture_output=True, text=True)
+
+    first, again, edited = run(1.0), run(1.0), run(2.0)
+    assert first.stdout.split() == ["8", "0"] and again.stdout.split() == ["0", "8"]
+    assert edited.returncode != 0 and "evaluator differ" in edited.stderr
+
+
+def test_a_script_study_stored_before_script_digests_still_resumes():
+    from mapframe.storage.base import fingerprint_diff
+
+    old = {"tasks": [], "evaluator": {"name": "callable", "function": "__main__:f"}}
+    new = {"tasks": [], "evaluator": {"name": "callable", "function": "__main__:f",
+                                      "code": "abc"}}
+    assert fingerprint_diff(old, new) == []
+    other = {"tasks": [], "evaluator": {"name": "callable", "function": "__main__:g",
+                                        "code": "abc"}}
+    assert fingerprint_diff(old, other) == ["evaluator"]
+    lam = {"tasks": [], "evaluator": {"name": "callable", "function": "<lambda>"}}
+    assert fingerprint_diff(lam, {**lam, "evaluator": {**lam["evaluator"], "code": "x"}}) == [
+        "evaluator"]
+
+
 def test_an_unidentifiable_objective_refuses_to_reuse_a_store(tmp_path):
     lock = threading.Lock()  # no stable identity: not picklable, repr is an address
 

@@ -13,7 +13,11 @@ from mapframe.evaluators.base import Evaluator
 from mapframe.evaluators.identity import callable_digest
 from mapframe.problem import Task, as_tasks
 
-__all__ = ["CallableEvaluator", "resolve_callable"]
+__all__ = ["DIGESTED", "CallableEvaluator", "resolve_callable"]
+
+#: Function descriptions identified by a digest of what they compute: ``<...>`` (not
+#: importable by name) and ``__main__:...`` (defined in the running script).
+DIGESTED = ("<", "__main__:")
 
 
 def resolve_callable(spec: str | Callable[..., Any]) -> Callable[..., Any]:
@@ -65,8 +69,11 @@ class CallableEvaluator(Evaluator):
     ) -> None:
         self.function = function if isinstance(function, str) else _qualname(function)
         self._fn = resolve_callable(function)
-        # A callable that cannot be re-imported by name is identified by what it computes.
-        self._digest = (callable_digest(self._fn) if self.function.startswith("<")
+        # A callable that cannot be re-imported by name is identified by what it computes;
+        # so is one defined in the running script, whose code (or the values it reads) may
+        # change between runs under the same name. An importable module's function is known
+        # by its name.
+        self._digest = (callable_digest(self._fn) if self.function.startswith(DIGESTED)
                         else None)
         self._tasks = as_tasks(tasks=tasks, directions=directions, ranges=ranges)
         self.vectorized = bool(vectorized)
@@ -105,7 +112,7 @@ class CallableEvaluator(Evaluator):
             "tasks": [t.to_dict() for t in self._tasks],
             "vectorized": self.vectorized,
         }
-        if self.function.startswith("<"):
+        if self.function.startswith("<") or self._digest is not None:
             out["code"] = self._digest
         return out
 

@@ -8,7 +8,12 @@ default arguments, the values its closure captured, the values of the module-lev
 reads, and for a partial or an instance the bound arguments or attributes. Captured lists,
 dicts and sets count by their type only (a function may append to them as it runs, e.g. a
 call log): to make constants part of the identity, capture them as tuples, numbers,
-strings or arrays.
+strings or arrays. Other values count by their contents: arrays and tensors by their bytes,
+a torch model by its ``state_dict`` (its repr is the architecture only), any other object
+by its pickle (with arrays and tensors inside it hashed by their bytes: torch's own pickle
+of a tensor differs between processes), or by its attributes where it cannot be pickled.
+A repr is used only for an object that neither pickles nor has attributes, and only when
+it shows neither a memory address nor an abbreviation (``...``).
 
 A value without a stable identity (an object whose only description is its memory address
 and that cannot be pickled) makes the callable *unidentifiable*: :func:`callable_digest`
@@ -20,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import pickle
+import sys
 import types
 from collections.abc import Callable
 from typing import Any
@@ -165,14 +171,71 @@ def _feed_value(h: Any, value: Any, depth: int, seen: set[int]) -> None:
         _feed(h, "array", str(array.dtype), repr(array.shape),
               hashlib.sha256(array.tobytes()).hexdigest())
         return
+    if _is_torch_module(value):
+        # A model's repr is its architecture only: its weights (and buffers) count too.
+        _feed(h, "torch module", type(value).__qualname__, repr(value), str(value.training))
+        for name, tensor in value.state_dict().items():
+            _feed(h, "state", name)
+            _feed_value(h, tensor, depth + 1, seen)
+        return
+    # Whatever pickles is identified by its pickle: a repr may leave out the state (a fitted
+    # estimator's repr shows its settings, not what it learned) or abbreviate it ("...").
+    digest = _pickle_digest(value)
+    if digest is not None:
+        _feed(h, "pickle", digest)
+        return
+    attributes = getattr(value, "__dict__", None)
+    if isinstance(attributes, dict):  # e.g. an instance of a class defined in a function
+        cls = type(value)
+        _feed(h, "object", cls.__module__, cls.__qualname__)
+        for name in sorted(attributes):
+            _feed(h, "attribute", name)
+            _feed_value(h, attributes[name], depth + 1, seen)
+        return
     text = repr(value)
-    if " at 0x" not in text and " object at " not in text:
+    if " at 0x" not in text and " object at " not in text and "..." not in text:
         _feed(h, type(value).__qualname__, text)
         return
+    raise _Unidentifiable
+
+
+class _HashWriter:
+    """A file-like sink that hashes what a pickler writes, so a large value is never held
+    twice in memory."""
+
+    def __init__(self) -> None:
+        self.h = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.h.update(data)
+        return len(data)
+
+
+class _ContentPickler(pickle.Pickler):
+    """A pickler that writes arrays and tensors as a digest of their contents: torch's own
+    pickling of a tensor differs between processes (it embeds a random serialization id),
+    and hashing the raw bytes is cheaper than pickling them."""
+
+    def persistent_id(self, obj: Any) -> Any:
+        array = _as_array(obj) if not isinstance(obj, (type, str, bytes)) else None
+        if array is None:
+            return None
+        return ("array", str(array.dtype), array.shape,
+                hashlib.sha256(array.tobytes()).hexdigest())
+
+
+def _pickle_digest(value: Any) -> str | None:
+    sink = _HashWriter()
     try:
-        _feed(h, "pickle", hashlib.sha256(pickle.dumps(value, protocol=4)).hexdigest())
+        _ContentPickler(sink, protocol=4).dump(value)
     except Exception:
-        raise _Unidentifiable from None
+        return None
+    return sink.h.hexdigest()
+
+
+def _is_torch_module(value: Any) -> bool:
+    torch = sys.modules.get("torch")  # never imported here: only a loaded torch has modules
+    return torch is not None and isinstance(value, torch.nn.Module)
 
 
 def _as_array(value: Any) -> Any:
@@ -182,5 +245,10 @@ def _as_array(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return np.ascontiguousarray(value)
     if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
-        return np.ascontiguousarray(value.detach().cpu().numpy())
+        tensor = value.detach().cpu()
+        try:
+            return np.ascontiguousarray(tensor.numpy())
+        except TypeError:  # a dtype numpy lacks (bfloat16, float8): its raw bytes
+            raw = tensor.contiguous().reshape(-1).view(sys.modules["torch"].uint8).numpy()
+            return np.ascontiguousarray(raw).view(np.dtype(f"V{tensor.element_size()}"))
     return None

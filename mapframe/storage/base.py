@@ -42,7 +42,17 @@ def driver_is_gone(owner: str) -> bool:
 
 
 def fingerprint_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Top-level fields whose values differ between two study fingerprints."""
+    """Top-level fields whose values differ between two study fingerprints.
+
+    A study stored before functions defined in a script (``__main__:...``) were digested
+    has no ``code`` for its objective: it is compared by the function's name, as then.
+    """
+    old_evaluator = old.get("evaluator")
+    new_evaluator = new.get("evaluator")
+    if (isinstance(old_evaluator, dict) and isinstance(new_evaluator, dict)
+            and str(old_evaluator.get("function", "")).startswith("__main__:")
+            and "code" not in old_evaluator and "code" in new_evaluator):
+        new = {**new, "evaluator": {k: v for k, v in new_evaluator.items() if k != "code"}}
     keys = sorted(set(old) | set(new))
     return [k for k in keys if json.dumps(old.get(k), sort_keys=True, default=str)
             != json.dumps(new.get(k), sort_keys=True, default=str)]
