@@ -405,6 +405,48 @@ def test_in_memory_task_vectors_are_part_of_the_store_identity(tmp_path):
     with pytest.raises(StoreError, match="merge"):
         MergeStudy(evaluator=Norm(), task_vectors=TaskVectors(base, other, ["x", "y"]),
                    budget=6, storage=db).run()
+    # Same norms, other weights: a negated task vector (task negation) and the two tasks'
+    # vectors swapped used to pass as the original (norms only).
+    tv = TaskVectors(base, fts, ["x", "y"])
+    negated = TaskVectors.from_vectors(
+        base, [{k: -v for k, v in tv.vector(i).items()} for i in range(2)], ["x", "y"])
+    swapped = TaskVectors.from_vectors(base, [tv.vector(1), tv.vector(0)], ["x", "y"])
+    norms = tv.fingerprint()["task_sq_norms"]
+    assert negated.fingerprint()["task_sq_norms"] == norms
+    assert swapped.fingerprint()["task_sq_norms"] == norms[::-1]
+    for tvs in (negated, swapped):
+        with pytest.raises(StoreError, match="merge"):
+            MergeStudy(evaluator=Norm(), task_vectors=tvs, budget=6, storage=db).run()
+    again = MergeStudy(evaluator=Norm(), task_vectors=TaskVectors(base, fts, ["x", "y"]),
+                       budget=6, storage=db).run()
+    assert again.n_evaluated == 0 and again.n_reused == 6
+
+
+def test_task_vectors_digest_follows_in_place_changes():
+    from mapframe.merging import TaskVectors
+
+    base = {"w": torch.zeros(3), "b": torch.zeros(2, dtype=torch.bfloat16)}
+    tv = TaskVectors(base, [{"w": torch.ones(3), "b": torch.ones(2, dtype=torch.bfloat16)},
+                            {"w": 2 * torch.ones(3), "b": torch.zeros(2, dtype=torch.bfloat16)}],
+                     ["x", "y"])
+    first = tv.fingerprint()["digest"]
+    assert tv.fingerprint()["digest"] == first  # the cached digest
+    tv._vectors["w"][0, 1] += 1  # an in-place edit is seen, not served from the cache
+    assert tv.fingerprint()["digest"] != first
+
+
+def test_task_vectors_stored_before_their_digest_still_resume():
+    from mapframe.storage.base import fingerprint_diff
+
+    weights = {"tasks": ["x", "y"], "task_sq_norms": [1.0, 2.0]}
+    old = {"merge": {"strategy": "ta", "in_memory": weights}}
+    assert fingerprint_diff(old, {"merge": {"strategy": "ta",
+                                            "in_memory": {**weights, "digest": "d"}}}) == []
+    assert fingerprint_diff(old, {"merge": {"strategy": "ta", "in_memory": {
+        **weights, "task_sq_norms": [1.0, 3.0], "digest": "d"}}}) == ["merge"]
+    new = {"merge": {"strategy": "ta", "in_memory": {**weights, "digest": "d"}}}
+    assert fingerprint_diff(new, {"merge": {"strategy": "ta", "in_memory": {
+        **weights, "digest": "e"}}}) == ["merge"]
 
 
 def test_out_of_range_metrics_stop_a_resumed_study_too(tmp_path):

@@ -456,8 +456,10 @@ class TaskVectors:
         return out
 
     def fingerprint(self) -> dict[str, object]:
-        """A cheap identity of the loaded weights (names, shapes, per-task norms), so that a
-        store never mixes evaluations of different in-memory task vectors."""
+        """An identity of the loaded weights, so that a store never mixes evaluations of
+        different in-memory task vectors: names, counts, squared norms (readable) and a
+        SHA-256 digest of every tensor's bytes (norms alone take a negated, permuted or
+        swapped task vector for the original)."""
         import torch
 
         def sq(t: Any) -> float:
@@ -474,7 +476,41 @@ class TaskVectors:
         return {"tasks": list(self.task_names), "tensors": len(self._vectors),
                 "params": sum(v[0].numel() for v in self._vectors.values()),
                 "base_sq_norm": float(f"{base:.10g}"),
-                "task_sq_norms": [float(f"{x:.10g}") for x in norms]}
+                "task_sq_norms": [float(f"{x:.10g}") for x in norms],
+                "digest": self._content_digest()}
+
+    def _content_digest(self) -> str:
+        """SHA-256 over the names, dtypes, shapes and bytes of the base weights, the other
+        tensors and each task's vector, in a fixed order (exact: no thread-dependent sums).
+        Kept until a tensor changes in place (torch counts each tensor's in-place writes), as
+        a study asks for it more than once."""
+        import hashlib
+
+        import torch
+
+        tensors = [*self._base.values(), *self._other.values(), *self._vectors.values()]
+        key = (tuple(sorted(self._base)), tuple(sorted(self._other)),
+               tuple(sorted(self._vectors)), tuple((id(t), t._version) for t in tensors))
+        cached = getattr(self, "_digest_cache", None)
+        if cached is not None and cached[0] == key:
+            return str(cached[1])
+        h = hashlib.sha256()
+
+        def feed(label: str, t: Any) -> None:
+            t = t.detach().cpu().contiguous()
+            h.update(f"{label}|{t.dtype}|{tuple(t.shape)}\0".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+
+        for k in sorted(self._base):
+            feed(f"base:{k}", self._base[k])
+        for k in sorted(self._other):
+            feed(f"other:{k}", self._other[k])
+        for i in range(self.n_tasks):
+            for k in sorted(self._vectors):
+                feed(f"task{i}:{k}", self._vectors[k][i])
+        digest = h.hexdigest()[:32]
+        self._digest_cache = (key, digest)
+        return digest
 
     def nbytes(self) -> int:
         return sum(v.numel() * v.element_size() for v in self._vectors.values()) + sum(

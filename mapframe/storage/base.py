@@ -44,18 +44,33 @@ def driver_is_gone(owner: str) -> bool:
 def fingerprint_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Top-level fields whose values differ between two study fingerprints.
 
-    A study stored before functions defined in a script (``__main__:...``) were digested
-    has no ``code`` for its objective: it is compared by the function's name, as then.
+    Fields added to the fingerprint since a study was stored are left out of the comparison
+    with it (it resumes as it was checked then): a study stored before functions defined in
+    a script (``__main__:...``) were digested has no ``code`` for its objective (it is
+    compared by the function's name), one stored before in-memory task vectors were
+    digested no ``digest`` for them (compared by their norms).
     """
-    old_evaluator = old.get("evaluator")
-    new_evaluator = new.get("evaluator")
-    if (isinstance(old_evaluator, dict) and isinstance(new_evaluator, dict)
-            and str(old_evaluator.get("function", "")).startswith("__main__:")
-            and "code" not in old_evaluator and "code" in new_evaluator):
-        new = {**new, "evaluator": {k: v for k, v in new_evaluator.items() if k != "code"}}
+    new = _without_fields_added_later(old, new)
     keys = sorted(set(old) | set(new))
     return [k for k in keys if json.dumps(old.get(k), sort_keys=True, default=str)
             != json.dumps(new.get(k), sort_keys=True, default=str)]
+
+
+def _without_fields_added_later(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` without the fields (see :func:`fingerprint_diff`) that ``old`` predates."""
+    evaluator, old_evaluator = new.get("evaluator"), old.get("evaluator")
+    if (isinstance(old_evaluator, dict) and isinstance(evaluator, dict)
+            and str(old_evaluator.get("function", "")).startswith("__main__:")
+            and "code" not in old_evaluator):
+        new = {**new, "evaluator": {k: v for k, v in evaluator.items() if k != "code"}}
+    merge, old_merge = new.get("merge"), old.get("merge")
+    if isinstance(old_merge, dict) and isinstance(merge, dict):
+        weights, old_weights = merge.get("in_memory"), old_merge.get("in_memory")
+        if (isinstance(old_weights, dict) and isinstance(weights, dict)
+                and "digest" not in old_weights):
+            weights = {k: v for k, v in weights.items() if k != "digest"}
+            new = {**new, "merge": {**merge, "in_memory": weights}}
+    return new
 
 
 class EvaluationStore(Component):
