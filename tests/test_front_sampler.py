@@ -230,6 +230,46 @@ def test_study_measures_a_better_front_than_plain_sobol() -> None:
     assert hypervolume(front, ref) > 1.05 * hypervolume(sobol, ref)
 
 
+@pytest.mark.parametrize("fault", ["raises", "nan"])
+def test_a_point_that_failed_is_not_proposed_again(fault: str) -> None:
+    """A failed (or NaN) point is not in the fitted data: a deterministic round proposed it
+    again, the session skipped it (already evaluated), and after three empty rounds the
+    study aborted with "keeps proposing points that were already evaluated"."""
+    calls: list[tuple[float, ...]] = []
+
+    def objective(C):
+        C = np.atleast_2d(C)
+        calls.extend(map(tuple, C))
+        out = np.column_stack([1.0 - ((C - [0.8, 0.2]) ** 2).sum(axis=1),
+                               1.0 - ((C - [0.2, 0.8]) ** 2).sum(axis=1)])
+        bad = (C[:, 0] >= 0.4) & (C[:, 0] <= 0.6)
+        if fault == "raises" and bad.any():
+            raise RuntimeError("cannot evaluate here")
+        out[bad] = np.nan
+        return out
+
+    res = MergeStudy(objective=objective, task_names=["a", "b"], budget=14, sampler="front",
+                     seed=0, on_error="record", executor={"name": "inprocess",
+                                                          "batch_size": 1}).run()
+    assert len(res.history) == 14 and len(calls) == 14
+    failed = [e for e in res.history if not e.ok]
+    assert failed  # the region was met, and the study went on
+    assert len({e.key for e in res.history if e.phase == "search"}) == 14
+
+
+def test_rounds_drop_picks_at_a_failed_point() -> None:
+    problem = Quadratics(2)
+    history = _history(problem, 8)
+    s = FrontSampler(batch=2)
+    s.setup(SamplerContext(space=problem.space, tasks=tuple(problem.tasks), budget=20))
+    first = s.propose(2, problem.space, history, np.random.default_rng(0))
+    for x in first:  # the same round's picks, now failed points of the history
+        history.add(Evaluation(x, None, status="failed", error="boom"))
+    again = s.propose(2, problem.space, history, np.random.default_rng(0))
+    gap = np.abs(again[:, None, :] - first[None, :, :]).max(axis=2)
+    assert again.shape == (2, 2) and gap.min() >= 1e-3
+
+
 # --------------------------------------------------------------------------- hypervolume
 def _brute_gain(Y: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """HV(front ∪ {y}) − HV(front) with pymoo, maximisation form."""

@@ -20,7 +20,7 @@ from mapframe._imports import installed
 from mapframe.errors import ConfigError
 from mapframe.problem import SearchSpace
 from mapframe.samplers.base import SamplerContext
-from mapframe.samplers.rounds import RoundsSampler, far_from_measured
+from mapframe.samplers.rounds import RoundsSampler
 from mapframe.settings import int_setting
 from mapframe.surrogates.gp import _single_threaded
 
@@ -131,7 +131,7 @@ class BoTorchSampler(RoundsSampler):
             C = botorch_batch(Xu, Y * signs, n, self.acquisition_for(len(context.tasks)),
                               mc_samples=self.mc_samples, num_restarts=self.num_restarts,
                               raw_samples=self.raw_samples, seed=seed)
-        C = far_from_measured(lo + C * width, X, space)
+        C = self.far_from_evaluated(lo + C * width, X, space)
         return np.clip(C, space.lower, space.upper)
 
 

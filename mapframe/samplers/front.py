@@ -20,7 +20,7 @@ from mapframe.hypervolume import greedy_hypervolume_subset
 from mapframe.problem import SearchSpace
 from mapframe.samplers.base import SamplerContext
 from mapframe.samplers.gp import gp_fit_settings, greedy_qehvi, scaled_front
-from mapframe.samplers.rounds import RoundsSampler, far_from_measured
+from mapframe.samplers.rounds import RoundsSampler
 from mapframe.settings import int_setting, number_setting
 from mapframe.surrogates.warp import WarpedGP, WarpName, check_warp
 
@@ -168,7 +168,7 @@ class FrontSampler(RoundsSampler):
         # study's final front gets at 3-4 tasks: the batch is chosen by hypervolume gain next.
         sol = AutoFrontSolver(select="solver").solve(predict, space, list(context.tasks),
                                                      int(rng.integers(1 << 31)))
-        Xc = far_from_measured(sol.X, X, space)
+        Xc = self.far_from_evaluated(sol.X, X, space)
         if Xc.shape[0] == 0:
             return np.empty((0, space.n_dims))
         if self.pick == "expected":

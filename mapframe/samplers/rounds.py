@@ -20,7 +20,7 @@ from mapframe.samplers.space_filling import check_design, fresh_design, fresh_so
 from mapframe.settings import int_setting
 from mapframe.surrogates.quadratic import _one_blas_thread
 
-__all__ = ["TOO_CLOSE", "RoundsSampler", "far_from_measured"]
+__all__ = ["TOO_CLOSE", "RoundsSampler", "failed_coefficients", "far_from_measured"]
 
 #: Candidates closer than this (max-norm, unit cube) to an evaluated point are not proposed.
 TOO_CLOSE = 1e-3
@@ -35,6 +35,13 @@ def far_from_measured(C: np.ndarray, X: np.ndarray, space: SearchSpace) -> np.nd
     width = space.upper - space.lower
     gap = np.abs((C[:, None, :] - X[None, :, :]) / width).max(axis=2).min(axis=1)
     return C[gap >= TOO_CLOSE]
+
+
+def failed_coefficients(history: History) -> np.ndarray:
+    """The coefficients of ``history``'s search evaluations that failed or gave invalid
+    metrics (not in ``history.X``): ``(F, n_dims)``."""
+    rows = [e.coefficients for e in history if e.phase == "search" and not e.ok]
+    return np.array(rows, dtype=float).reshape(len(rows), history.n_dims)
 
 
 def _small_budget(n_dims: int, budget: int) -> bool:
@@ -115,12 +122,25 @@ class RoundsSampler(CheckedSampler):
         if X.shape[0] < max(2, initial):
             return fresh_design(self.design, n, initial, space, history, rng)
         context = self.context_for(space, history)
+        self._failed = failed_coefficients(history)
         with _one_blas_thread():
             picks = self.round_picks(n, space, context, X, Y, rng)
+        # A point that failed (or gave invalid metrics) is not in X: never propose it again
+        # (a deterministic acquisition would, and the round would add nothing).
+        picks = far_from_measured(picks, self._failed, space)
         if picks.shape[0] < n:
             extra = fresh_sobol(n - picks.shape[0], space, history, rng)
             picks = np.vstack([picks, extra]) if picks.size else extra
         return picks
+
+    def far_from_evaluated(self, C: np.ndarray, X: np.ndarray, space: SearchSpace
+                           ) -> np.ndarray:
+        """The rows of ``C`` far (:func:`far_from_measured`) from every measured point ``X``
+        and from every point of this round's history that failed or gave invalid metrics."""
+        failed = getattr(self, "_failed", None)
+        if failed is not None and failed.shape[0]:
+            X = np.vstack([np.asarray(X, dtype=float).reshape(-1, space.n_dims), failed])
+        return far_from_measured(C, X, space)
 
     @abstractmethod
     def round_picks(
@@ -134,4 +154,6 @@ class RoundsSampler(CheckedSampler):
     ) -> np.ndarray:
         """At most ``n`` points of ``space`` to measure next, none within :data:`TOO_CLOSE`
         of a row of ``X`` (canonical order; ``Y`` their metrics in the tasks' units and
-        directions, ``context.tasks``); fewer are topped up with fresh Sobol' points."""
+        directions, ``context.tasks``) or of a point that failed
+        (:meth:`far_from_evaluated` filters candidates by both; a pick near a failed point
+        is dropped after the call anyway); fewer are topped up with fresh Sobol' points."""
