@@ -474,6 +474,34 @@ def test_a_wiped_page_is_detected_at_open(tmp_path):
                    study_name="s").run()
 
 
+def test_a_store_cut_short_is_salvaged_up_to_the_cut(tmp_path, capsys):
+    """A file that lost its last page: SQLite refuses it whole ("malformed"), and salvage
+    used to recover nothing; the pages before the cut are read from a zero-padded copy."""
+    from mapframe.cli import main
+    from mapframe.storage.repair import missing_bytes
+    from mapframe.storage.sqlite import SQLiteStore
+
+    db = tmp_path / "s.sqlite"
+    MergeStudy(objective=_quad, task_names=["a", "b"], budget=40, seed=0, storage=db,
+               study_name="s", sampler="sobol").run()
+    SQLiteStore(db)._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    whole = db.read_bytes()
+    assert missing_bytes(db) == (0, len(whole))
+    db.write_bytes(whole[:-4096])
+    assert missing_bytes(db) == (4096, len(whole))
+    assert main(["store", "check", str(db)]) == 1
+    out = capsys.readouterr().out
+    assert "4096 bytes shorter" in out and "readable evaluations" in out
+    new = tmp_path / "new.sqlite"
+    assert main(["store", "salvage", str(db), str(new)]) == 0
+    copied = int(capsys.readouterr().out.split(": ")[1].split()[0])
+    assert 0 < copied < 40
+    assert db.read_bytes() == whole[:-4096]  # the damaged file is left as it was
+    res = MergeStudy(objective=_quad, task_names=["a", "b"], budget=40, seed=0, storage=new,
+                     study_name="s", sampler="sobol").run()
+    assert (res.n_reused, res.n_evaluated) == (copied, 40 - copied)
+
+
 # -- 7. several runs writing one results folder ---------------------------------------------
 def test_concurrent_saves_into_one_folder_do_not_crash(tmp_path):
     import multiprocessing as mp

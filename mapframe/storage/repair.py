@@ -9,8 +9,12 @@ same names and fingerprints, so that a rerun of the study resumes from the copy.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import sqlite3
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +22,7 @@ from mapframe.errors import StoreError
 from mapframe.history import Evaluation
 from mapframe.storage.sqlite import ROW_COLUMNS, SQLiteStore, row_evaluation
 
-__all__ = ["StoreReport", "StudyReport", "check_store", "salvage_store"]
+__all__ = ["StoreReport", "StudyReport", "check_store", "missing_bytes", "salvage_store"]
 
 
 @dataclass
@@ -57,14 +61,60 @@ class StoreReport:
         return out
 
 
-def _connect_read_only(path: str | Path) -> sqlite3.Connection:
+def missing_bytes(path: str | Path) -> tuple[int, int]:
+    """``(bytes missing, expected size)`` of an SQLite file cut short: its header records
+    the page size and the page count, and a file shorter than their product lost its tail
+    (a copy that did not finish, a full disk). ``(0, size)`` for a whole file or one whose
+    header cannot tell."""
+    p = Path(path)
+    size = p.stat().st_size
+    with open(p, "rb") as fh:
+        header = fh.read(100)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+        return 0, size
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    # The page count in the header is valid when its version number matches the file's
+    # change counter (SQLite's file format, section 1.3.7).
+    if header[92:96] != header[24:28] or pages == 0:
+        return 0, size
+    expected = pages * page_size
+    return max(0, expected - size), expected
+
+
+@contextlib.contextmanager
+def _read_only(path: str | Path) -> Iterator[tuple[sqlite3.Connection, list[str]]]:
+    """A read-only connection to the store at ``path`` and notes on how it was read. A file
+    cut short is read from a temporary copy padded with zeros to its recorded size (SQLite
+    refuses the short file whole, though every page before the cut is intact); the rows on
+    the lost pages are then unreadable, the rest readable."""
     p = Path(path)
     if not p.is_file():
         raise StoreError(f"no store at {p} (check the path)")
-    try:
-        return sqlite3.connect(f"file:{p}?mode=ro", uri=True, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open {p} read-only ({exc})") from None
+    missing, expected = missing_bytes(p)
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="mapframe-salvage-") as tmp:
+        source = p
+        if missing:
+            source = Path(tmp) / p.name
+            shutil.copyfile(p, source)
+            with open(source, "ab") as fh:
+                fh.truncate(expected)
+            wal = p.with_name(p.name + "-wal")
+            if wal.is_file():
+                shutil.copyfile(wal, source.with_name(source.name + "-wal"))
+            notes.append(f"the file is {missing} bytes shorter than the {expected} its header "
+                         "records (truncated): read from a copy padded with zeros, so rows "
+                         "on the lost pages are unreadable")
+        try:
+            conn = sqlite3.connect(f"file:{source}?mode=ro", uri=True, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {p} read-only ({exc})") from None
+        try:
+            yield conn, notes
+        finally:
+            conn.close()
 
 
 def _studies(conn: sqlite3.Connection) -> list[tuple[int, str, str]]:
@@ -97,13 +147,12 @@ def _evaluations(conn: sqlite3.Connection, study_id: int
 
 def check_store(path: str | Path) -> StoreReport:
     """Read the store at ``path`` (without writing) and report what can be read."""
-    conn = _connect_read_only(path)
-    try:
+    with _read_only(path) as (conn, notes):
         try:
             integrity = [r[0] for r in conn.execute("PRAGMA integrity_check")]
         except sqlite3.DatabaseError as exc:
             integrity = [f"{exc}"]
-        report = StoreReport(str(path), integrity, [])
+        report = StoreReport(str(path), integrity, [], list(notes))
         try:
             studies = _studies(conn)
         except sqlite3.DatabaseError as exc:
@@ -119,8 +168,6 @@ def check_store(path: str | Path) -> StoreReport:
             study.readable, study.unreadable = len(good), study.unreadable + bad
             report.studies.append(study)
         return report
-    finally:
-        conn.close()
 
 
 def salvage_store(path: str | Path, out: str | Path) -> dict[str, int]:
@@ -129,9 +176,8 @@ def salvage_store(path: str | Path, out: str | Path) -> dict[str, int]:
     target = Path(out)
     if target.exists():
         raise StoreError(f"{target} exists: salvage into a new file")
-    conn = _connect_read_only(path)
     copied: dict[str, int] = {}
-    try:
+    with _read_only(path) as (conn, _):
         try:
             studies = _studies(conn)
         except sqlite3.DatabaseError as exc:
@@ -157,6 +203,4 @@ def salvage_store(path: str | Path, out: str | Path) -> dict[str, int]:
             finally:
                 store.close()
             copied[name] = len(good)
-    finally:
-        conn.close()
     return copied
