@@ -221,6 +221,34 @@ def test_report_command_and_bad_paths(two, tmp_path, capsys):
         locate(two / "evaluations.sqlite", study="other")
 
 
+def test_a_study_named_through_a_shared_folder_gets_only_its_own_results(tmp_path):
+    """Two studies saved into one folder (one store): naming the first through the folder
+    used to pair its evaluations with the second's front and tasks, and a study the store
+    lacks silently showed the folder's."""
+    from mapframe import MergeStudy
+
+    def quad(C):
+        C = np.atleast_2d(C)
+        return np.column_stack([1 - ((C - [.8, .2]) ** 2).sum(1),
+                                1 - ((C - [.2, .8]) ** 2).sum(1)])
+
+    out = tmp_path / "out"
+    db = out / "evaluations.sqlite"
+    MergeStudy(objective=quad, task_names=["acc_a", "acc_b"], budget=8, seed=0,
+               sampler="sobol", storage=db, study_name="first").run().save(out, plot=False)
+    MergeStudy(objective=lambda C: 100 + 50 * quad(C), task_names=["loss_x", "loss_y"],
+               budget=10, seed=1, sampler="sobol", storage=db,
+               study_name="second").run().save(out, plot=False)
+    for given in (out, db):
+        data = assemble(locate(given, study="first"))
+        assert data.study == "first" and data.task_names == ["acc_a", "acc_b"]
+        assert data.front is None and len(data.evaluations["phase"]) == 8
+    last = assemble(locate(out, study="second"))
+    assert last.task_names == ["loss_x", "loss_y"] and last.front is not None
+    with pytest.raises(ConfigError, match="has no study 'third'"):
+        locate(out, study="third")
+
+
 # ----------------------------------------------------------------------------- dashboard
 
 def _get(url: str) -> tuple[int, bytes]:

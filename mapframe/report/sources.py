@@ -206,6 +206,23 @@ def _store_of_folder(directory: Path) -> Path | None:
     return None
 
 
+def _named_study_of_folder(folder: Path, store: Path | None, study: str) -> ReportSource:
+    """The source of study ``study`` asked for through a results folder: its evaluations
+    from the folder's store, the folder's front and summary only when they are that study's
+    (a folder shared by several studies holds the last one's)."""
+    own = _study_in_summary(folder) == study
+    if store is not None:
+        studies = [name for name, _ in store_studies(store)]
+        if study not in studies:
+            raise ConfigError(f"the store {store} of {folder} has no study {study!r} (it has: "
+                              f"{', '.join(studies) or 'none yet'})")
+    elif not own:
+        raise ConfigError(f"{folder} holds the results of study "
+                          f"{_study_in_summary(folder)!r}, not {study!r}, and no store; give "
+                          "that study's results folder or its store")
+    return ReportSource(folder if own else None, store, study)
+
+
 def locate(path: str | os.PathLike[str], study: str | None = None) -> ReportSource:
     """The report source of ``path``: a results folder (its store found beside it or through
     summary.json) or an SQLite store (its results folder: the store's own folder when a
@@ -214,7 +231,9 @@ def locate(path: str | os.PathLike[str], study: str | None = None) -> ReportSour
     p = Path(path)
     if p.is_dir():
         store = _store_of_folder(p)
-        study = study or _study_in_summary(p)
+        if study is not None:  # a study named: the folder's results only if they are its
+            return _named_study_of_folder(p, store, study)
+        study = _study_in_summary(p)
         if study is None and store is not None:  # a study still running: the store's latest
             names = [name for name, _ in store_studies(store)]
             study = names[-1] if names else None
