@@ -96,10 +96,13 @@ def _print_nested_summary(result: Any, paths: dict[str, Path], out: TextIO) -> N
 
 
 def _save_config(cfg: dict[str, Any], output: Path, source: Path | None,
-                 overrides: dict[str, Any]) -> Path | None:
+                 overrides: dict[str, Any], store: str | None = None) -> Path | None:
     """Write the study's config (absolute paths, with the command line's overrides) to
     ``output/config.yaml``, so that ``mapframe export`` and ``mapframe.load_results`` can
-    rebuild the merge later; not over the config the study was started from."""
+    rebuild the merge later and ``mapframe run`` of it, from any folder, resumes the same
+    study: the results folder and the store the run used are written as absolute paths
+    (defaults included, which are relative to the folder the run started in). Not over the
+    config the study was started from."""
     import yaml
 
     from mapframe.results import write_atomically
@@ -109,6 +112,9 @@ def _save_config(cfg: dict[str, Any], output: Path, source: Path | None,
         return None
     study = {**cfg.get("study", {}), **{k: v for k, v in overrides.items()
                                          if v is not None}}
+    study["output"] = os.path.abspath(output)
+    if study.get("storage") is None and store is not None:
+        study["storage"] = store if "://" in store else os.path.abspath(store)
     return write_atomically(path, yaml.safe_dump({**cfg, "study": study}, sort_keys=False))
 
 
@@ -147,7 +153,7 @@ def _run_config(cfg: dict[str, Any], args: argparse.Namespace,
             f"stored in {where}: run the same command again to write them (nothing is "
             "evaluated again)\n")
         return 130
-    saved_cfg = _save_config(cfg, output, source, overrides)
+    saved_cfg = _save_config(cfg, output, source, overrides, study.storage.location)
     if saved_cfg is not None:
         paths["config_yaml"] = saved_cfg
     from mapframe.nested import NestedResult

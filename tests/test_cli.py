@@ -161,6 +161,27 @@ def test_run_saves_its_config_so_the_folder_can_be_read_back(tmp_path, capsys):
     assert not (tmp_path / "m.safetensors").exists()
 
 
+def test_the_saved_config_resumes_its_study_from_any_folder(tmp_path, monkeypatch, capsys):
+    """A study run with the default results folder and store (both relative to the folder
+    it started in): its saved config.yaml named neither, so running it from another folder
+    evaluated everything again into a new store."""
+    (tmp_path / "project").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    cfg = _config(tmp_path / "project")
+    monkeypatch.chdir(tmp_path / "project")
+    assert main(["run", str(cfg), "--quiet", "--no-plot", "--no-report"]) == 0
+    saved = tmp_path / "project" / "results" / "quad" / "config.yaml"
+    study = yaml.safe_load(saved.read_text())["study"]
+    assert study["output"] == str(tmp_path / "project" / "results" / "quad")
+    assert study["storage"] == str(tmp_path / "project" / "results" / "quad" /
+                                   "evaluations.sqlite")
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["run", str(saved), "--no-plot", "--no-report"]) == 0
+    assert "(0 new this run, 15 reused" in capsys.readouterr().out  # 12 search + 3 verify
+    assert not list((tmp_path / "elsewhere").rglob("*.sqlite"))
+
+
 def test_friction_help_lists_each_command_once_and_examples_get_their_own_folder(capsys):
     from mapframe.cli import example_folder
     from mapframe.examples.digits import TASKS
