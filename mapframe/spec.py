@@ -126,8 +126,18 @@ def _on_error(v: Any) -> str:
 
 
 def _name(v: Any) -> str:
+    """A study name: also the results folder's name (``results/<name>``) where no output is
+    given, so it must not leave that folder or be no name at all."""
     if not isinstance(v, str) or not v:
         raise _Invalid(f"{{loc}} must be a non-empty string, got {v!r}")
+    if any(ord(ch) < 32 for ch in v):
+        raise _Invalid(f"{{loc}} must not contain control characters, got {v!r}; use "
+                       "letters, digits, '-', '_' or '.'")
+    parts = v.replace("\\", "/").split("/")
+    if os.path.isabs(v) or v.startswith(("/", "\\")) or any(p in (".", "..") for p in parts):
+        raise _Invalid(f"{{loc}} must not be a path ('.', '..' or absolute), got {v!r}: it "
+                       "names the results folder results/<name>; give a plain name (and "
+                       "study.output for where the results go)")
     return v
 
 
@@ -250,7 +260,8 @@ class StudySpec(BaseModel):
     storage: Annotated[Any, BeforeValidator(_storage)] = None
     study_name: Annotated[str, BeforeValidator(_name)] = "study"
     budget: Annotated[int, BeforeValidator(_int(1, "a positive integer"))] = 30
-    seed: Annotated[int | None, BeforeValidator(_int(None, "", optional=True))] = 0
+    seed: Annotated[int | None, BeforeValidator(
+        _int(0, "a non-negative integer", optional=True))] = 0
     search_bounds: Annotated[Any, BeforeValidator(_bounds)] = (0.0, 1.0)
     n_coefficients: Annotated[int | None, BeforeValidator(
         _int(1, ">= 1", optional=True))] = None

@@ -72,6 +72,14 @@ def test_cli_overrides(tmp_path):
          "cannot import module 'no_such_mod'"),
         ("evaluator: digits\ncheckpoints: {pretrained: x.safetensors}\n",
          "needs both 'pretrained"),
+        # the name is the results folder's (results/<name>): '..' wrote into the current
+        # folder, a NUL byte ended in a raw ValueError
+        ("evaluator: {name: callable, function: 'objectives:two_quadratics', tasks: [a, b]}\n"
+         "study: {name: '..'}\n", "study.name must not be a path"),
+        ("evaluator: {name: callable, function: 'objectives:two_quadratics', tasks: [a, b]}\n"
+         "study: {name: \"x\\0y\"}\n", "study.name must not contain control characters"),
+        ("evaluator: {name: callable, function: 'objectives:two_quadratics', tasks: [a, b]}\n"
+         "study: {seed: -1}\n", "study.seed must be a non-negative integer"),
     ],
 )
 def test_config_errors_are_one_line(tmp_path, capsys, text, message):
