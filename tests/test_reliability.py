@@ -679,6 +679,37 @@ def test_three_metrics_for_two_tasks_is_a_bug_in_the_evaluator_not_a_failing_poi
         assert "on_error" not in str(info.value)
 
 
+@pytest.mark.parametrize("returned", [{"a": 0.5, "b": 0.5}, "0.5,0.5", [0.1, 0.2, 0.3]])
+def test_a_one_point_function_returning_the_wrong_kind_is_a_bug_not_a_failing_point(returned):
+    """With vectorized=False a dict (say) failed each point: on_error='raise' advised
+    on_error='record', and with 'record' the whole budget was spent before a BudgetError."""
+    from mapframe.errors import EvaluatorBugError
+    from mapframe.evaluators.callable import CallableEvaluator
+
+    calls = []
+
+    def per_point(c):
+        calls.append(c)
+        return returned
+
+    for on_error in ("raise", "record"):
+        calls.clear()
+        with pytest.raises(EvaluatorBugError, match=r"vectorized=False.*2 number\(s\), one "
+                                                   r"per task \(a, b\)") as info:
+            MergeStudy(evaluator=CallableEvaluator(per_point, ["a", "b"], vectorized=False),
+                       budget=10, sampler="sobol", surrogate="quadratic",
+                       on_error=on_error).run()
+        assert len(calls) == 1 and "on_error" not in str(info.value)
+
+
+def test_a_one_point_function_may_return_one_number_for_one_task():
+    from mapframe.evaluators.callable import CallableEvaluator
+
+    ev = CallableEvaluator(lambda c: float(c.sum()), ["a"], vectorized=False)
+    M = ev.evaluate_tasks(np.array([[0.25, 0.5], [1.0, 0.0]]), [0])
+    np.testing.assert_allclose(M, [[0.75], [1.0]])
+
+
 # -- 13. results stream out of a batch: a kill loses a few seconds of work ------------------
 def test_time_sized_batches_grow_while_a_batch_is_quick(monkeypatch):
     import time as _time

@@ -94,10 +94,33 @@ class CallableEvaluator(Evaluator):
         if self.vectorized:
             M = self._fn(C)
         else:
-            M = np.array([np.asarray(self._fn(c), dtype=float).reshape(-1) for c in C])
+            M = np.vstack([self._one_point(self._fn(c)) for c in C]) if len(C) else (
+                np.empty((0, len(self._tasks))))
         if len(cols) == len(self._tasks) and cols == list(range(len(cols))):
             return M  # as returned: the study checks its shape and values
         return np.asarray(M, dtype=float)[:, cols]
+
+    def _one_point(self, out: Any) -> np.ndarray:
+        """One point's return value as a ``(1, T)`` row, checked like a batch's: a dict, a
+        string or the wrong number of values is a bug every point would hit
+        (:class:`~mapframe.errors.EvaluatorBugError`), not a failing point."""
+        from mapframe.errors import EvaluatorBugError
+        from mapframe.executors.worker import check_batch_output
+
+        n = len(self._tasks)
+        if not isinstance(out, (dict, str, bytes)) and np.ndim(out) == 0:
+            out = [out]  # one number: one task's metric
+        try:
+            return check_batch_output(out, 1, n, f"function {self.function}")
+        except EvaluatorBugError as exc:
+            if "complex" in str(exc):
+                raise  # its own message says what to do
+            shape = np.shape(out) if not isinstance(out, (dict, str, bytes)) else None
+            got = type(out).__name__ + (f" of shape {shape}" if shape else "")
+            raise EvaluatorBugError(
+                f"function {self.function} (vectorized=False) returned {got}; it must return "
+                f"{n} number(s), one per task ({', '.join(t.name for t in self._tasks)}), as "
+                "a list or array (a bug in the function, not a failing point)") from exc
 
     @property
     def identifiable(self) -> bool:
