@@ -218,6 +218,27 @@ def test_wrong_output_shape_names_the_actor() -> None:
         ex.shutdown()
 
 
+def test_an_objective_that_cannot_be_serialised_is_a_one_line_error() -> None:
+    """Ray's own error inspected the evaluator's members and tripped on its ``merger``
+    property: "evaluator 'callable' was used before setup(merger)", naming neither the
+    problem nor the fix."""
+    import threading
+
+    lock = threading.Lock()
+
+    def locked(C):
+        with lock:
+            return quad(C)
+
+    ex = RayExecutor(workers=1)
+    with pytest.raises(ConfigError, match=r"cannot be serialised to send to Ray actors "
+                                          r"\(TypeError: cannot pickle '_thread.lock'") as info:
+        ex.start(CallableEvaluator(locked, ["a", "b"]), None)
+    assert "setup(merger)" not in str(info.value) and "\n" not in str(info.value)
+    assert ex.status().workers == 0
+    ex.shutdown()
+
+
 def test_settings_are_checked_and_described() -> None:
     ex = RayExecutor(workers=3, num_cpus=0.5, num_gpus=0, batch_size=4, max_retries=0,
                      init={"num_cpus": 4}, address="head:6379")

@@ -184,7 +184,7 @@ class RayExecutor(Executor):
             self._evaluator_name = evaluator.name
             self._max_batch = evaluator.max_batch_size
             self._remote_cls = ray.remote(_RayWorker)
-            self._shared = [ray.put(evaluator), ray.put(merge_spec)]
+            self._shared = _put_for_actors(ray, evaluator, merge_spec)
             pending = {}
             for _ in range(self._n_actors):
                 actor = self._spawn(gpus)
@@ -474,3 +474,24 @@ def _non_negative(what: str, value: Any, extra: str = "") -> float:
                           f" got {value!r}")
     return float(value)
 
+
+def _put_for_actors(ray: Any, evaluator: Evaluator, merge_spec: MergeSpec | None) -> list[Any]:
+    """The evaluator and merge spec in Ray's object store, for every actor. One that cannot
+    be serialised is a one-line :class:`ConfigError` naming cloudpickle's reason: Ray's own
+    error inspects the object's members, and an evaluator's ``merger`` property, read
+    before setup, made it say "was used before setup(merger)" instead."""
+    try:
+        return [ray.put(evaluator), ray.put(merge_spec)]
+    except Exception as exc:
+        import cloudpickle
+
+        try:
+            cloudpickle.dumps((evaluator, merge_spec))
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        except Exception as pickling:
+            reason = f"{type(pickling).__name__}: {pickling}"
+        raise ConfigError(
+            f"evaluator {evaluator.name!r} (or its merge spec) cannot be serialised to send to "
+            f"Ray actors ({reason}); define its function at module level in an importable "
+            "module (not a lambda capturing a lock, a file or a connection), or use "
+            "executor='inprocess'") from None
