@@ -502,6 +502,29 @@ def test_a_store_cut_short_is_salvaged_up_to_the_cut(tmp_path, capsys):
     assert (res.n_reused, res.n_evaluated) == (copied, 40 - copied)
 
 
+def test_a_relative_store_path_survives_an_objective_that_changes_directory(tmp_path,
+                                                                             monkeypatch):
+    """The store reopens its file at the run's end (and its heartbeat does for claims): a
+    relative path, resolved after the objective's os.chdir, made a second store there."""
+    import os
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+
+    def wanders(C):
+        os.chdir(tmp_path / "b")
+        return _quad(C)
+
+    MergeStudy(objective=wanders, task_names=["a", "b"], budget=8, seed=0, sampler="sobol",
+               storage="s.sqlite").run()
+    assert not list((tmp_path / "b").iterdir())
+    monkeypatch.chdir(tmp_path / "a")
+    again = MergeStudy(objective=wanders, task_names=["a", "b"], budget=8, seed=0,
+                       sampler="sobol", storage="s.sqlite").run()
+    assert again.n_reused == 8 and not list((tmp_path / "b").iterdir())
+
+
 # -- 7. several runs writing one results folder ---------------------------------------------
 def test_concurrent_saves_into_one_folder_do_not_crash(tmp_path):
     import multiprocessing as mp

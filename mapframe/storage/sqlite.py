@@ -227,7 +227,9 @@ class SQLiteStore(EvaluationStore):
                 claim_ttl > 0):
             raise ConfigError(f"claim_ttl must be a positive number of seconds, got "
                              f"{claim_ttl!r}")
-        self.path = str(path)
+        # Absolute from the start: the heartbeat thread and the run's end reopen the file,
+        # and an objective that changes the working directory must not send them elsewhere.
+        self.path = os.path.abspath(os.fspath(path))
         self.claim_ttl = float(claim_ttl)
         self._conn: sqlite3.Connection | None = None
         self._study_id: int | None = None
