@@ -436,3 +436,38 @@ def test_abandoned_results_then_shutdown_leaves_no_process():
     ex.shutdown()  # the study does this when it raises mid-way
     assert not any(_exists(pid) for pid in pids), "shutdown left worker processes behind"
     assert ex.status() == type(st)(workers=0, busy=0, queued=0, busy_workers=0)
+
+
+def test_a_worker_error_keeps_the_results_other_workers_sent_in_the_same_wait(monkeypatch):
+    """Two workers ready at once, the first reporting an evaluator bug: the second's
+    results were dropped with the raised error; now they reach the study (which stores
+    them) before the error stops it."""
+    from mapframe.executors import pool as pool_mod
+    from mapframe.executors.base import JobResult
+
+    class Conn:
+        def __init__(self, msg):
+            self.msg = msg
+
+        def recv(self):
+            return self.msg
+
+    class Process:
+        sentinel = object()
+
+    jobs = [Job("k0", np.array([0.1, 0.2])), Job("k1", np.array([0.3, 0.4]))]
+    msgs = [("evaluation_error", "returned shape (1, 3) for 1 coefficient vector(s)"),
+            ("results", [JobResult(jobs[1], np.array([0.5, 0.6]))])]
+    ex = ProcessExecutor(workers=2)
+    ex._payload = b"started"
+    for i, msg in enumerate(msgs):
+        ex._pool.workers[i] = pool_mod._Worker(i, Process(), Conn(msg), f"w{i}", ready=True,
+                                               batch=[jobs[i]], running=True)
+    monkeypatch.setattr(pool_mod, "wait", lambda handles: [w.conn for w in
+                                                           ex._pool.workers.values()])
+    got = []
+    with pytest.raises(EvaluationError, match="worker w0: returned shape"):
+        for result in ex.as_completed():
+            got.append(result.job.key)
+    assert got == ["k1"]
+    ex._pool.workers.clear()

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mapframe.errors import ConfigError, EvaluationError
+from mapframe.errors import ConfigError, EvaluationError, MapframeError
 from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
 from mapframe.executors.jobqueue import JobQueue
 from mapframe.executors.worker import (
@@ -339,7 +339,9 @@ class ProcessExecutor(Executor):
             for _ in range(self.workers):
                 self._launch()
             while not all(w.ready for w in self._pool.workers.values()):
-                self._poll()
+                _, error = self._poll()
+                if error is not None:
+                    raise error
         except BaseException:
             self.shutdown()
             raise
@@ -352,7 +354,10 @@ class ProcessExecutor(Executor):
             raise EvaluationError("the process executor was not started: call start() first")
         while self._queue or any(w.running for w in self._pool.workers.values()):
             self._dispatch()
-            yield from self._poll()
+            results, error = self._poll()
+            yield from results  # stored by the study before the error stops it
+            if error is not None:
+                raise error
 
     def status(self) -> ExecutorStatus:
         workers = list(self._pool.workers.values())
@@ -414,8 +419,10 @@ class ProcessExecutor(Executor):
             batch.append(q.popleft())
         return batch
 
-    def _poll(self) -> list[JobResult]:
-        """Wait for the next messages or deaths; handle them; return the results."""
+    def _poll(self) -> tuple[list[JobResult], MapframeError | None]:
+        """Wait for the next messages or deaths; handle them; return the results and the
+        first error a worker reported. Every ready worker is handled even after an error,
+        so that the results other workers delivered in the same wait are not lost."""
         workers = list(self._pool.workers.values())
         handles: dict[Any, _Worker] = {}
         for w in workers:
@@ -423,14 +430,21 @@ class ProcessExecutor(Executor):
             handles[w.process.sentinel] = w
         ready = set(wait(list(handles)))
         results: list[JobResult] = []
+        error: MapframeError | None = None
         # Messages first: a worker may have sent its results just before it died.
         for w in workers:
             if w.conn in ready and w.index in self._pool.workers:
-                results.extend(self._receive(w))
+                try:
+                    results.extend(self._receive(w))
+                except MapframeError as exc:
+                    error = error or exc
         for w in workers:
             if w.process.sentinel in ready and w.index in self._pool.workers:
-                results.extend(self._lost_worker(w))
-        return results
+                try:
+                    results.extend(self._lost_worker(w))
+                except MapframeError as exc:
+                    error = error or exc
+        return results, error
 
     def _receive(self, w: _Worker) -> list[JobResult]:
         try:
