@@ -84,6 +84,8 @@ Latin hypercube start instead of BoTorch's Sobol' one; compare with ``botorch-sa
 Added 2026-12-06 (later): ``gp-and-quadratic-final`` (the study's final surrogate the mean of
 the ``gp`` surrogate and the ``auto`` quadratic, ``surrogate: gp_and_quadratic``, at every
 budget; needs a search budget above the quadratic's parameter count).
+Added 2026-12-06 (session 44): ``share-min`` (the ``front`` sampler verifying one point,
+the least ``bench_peers.map_split`` allows, instead of 10 % of the budget).
 
 Every variant not marked ``shipped`` (``base``, ``plain``, ``botorch-sampler``,
 ``pick-expected`` and ``gp-sampler-shipped`` are) or ``current_rule`` (those added on
@@ -171,6 +173,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "plain-lhs": {"sampler": {"name": "lhs", "optimization": "random-cd"}, "share": 0.3,
                   "current_rule": True},
     "gp-and-quadratic-final": {"surrogate": "gp_and_quadratic", "current_rule": True},
+    "share-min": {"share": 0.0, "current_rule": True},
 }
 FRONT_MODE = "mapframe Bayesian MAP (front)"
 
