@@ -27,6 +27,17 @@ def slow_logged(C):
     return out
 
 
+def bug_below_half(C):
+    """Three metrics for two tasks (a bug in the evaluator) where the first coefficient is
+    below 0.5, at once; elsewhere two_quadratics after 0.3 s, so that a batch elsewhere is
+    still running when the bug is reported."""
+    C = np.atleast_2d(C)
+    if (C[:, 0] < 0.5).any():
+        return np.ones((len(C), 3))
+    time.sleep(0.3 * len(C))
+    return two_quadratics(C)
+
+
 def kill_self_once(marker) -> None:
     """SIGKILL this process, unless some process already did: the first caller creates the
     file ``marker`` (atomically) and dies; every later caller returns."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from objectives import SlowStudy, kill_self_once, search_keys
+from objectives import SlowStudy, bug_below_half, kill_self_once, search_keys
 
 from mapframe import MergeStudy
 from mapframe.errors import ConfigError, EvaluationError
@@ -471,3 +471,19 @@ def test_a_worker_error_keeps_the_results_other_workers_sent_in_the_same_wait(mo
             got.append(result.job.key)
     assert got == ["k1"]
     ex._pool.workers.clear()
+
+
+def test_after_a_worker_error_the_batches_under_way_finish_and_are_kept(tmp_path):
+    """One point breaks the evaluator's contract (three metrics for two tasks) while the
+    other worker evaluates another batch: that batch's results are finished evaluations,
+    stored before the error stops the study, and the queue is not run further."""
+    import sqlite3
+
+    db = tmp_path / "s.sqlite"
+    with pytest.raises(EvaluationError, match=r"shape \(1, 3\)"):
+        MergeStudy(objective=bug_below_half, task_names=["a", "b"],
+                   budget=12, seed=0, sampler="sobol", storage=db,
+                   executor={"name": "process", "workers": 2, "batch_size": 1}).run()
+    with sqlite3.connect(db) as con:
+        stored = con.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+    assert stored == 1  # the good point under way; nothing more was started

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from objectives import SlowStudy, kill_self_once, search_keys
+from objectives import SlowStudy, bug_below_half, kill_self_once, search_keys
 
 from mapframe import MergeStudy
 from mapframe.errors import ConfigError, EvaluationError, MapframeError
@@ -237,6 +237,19 @@ def test_an_objective_that_cannot_be_serialised_is_a_one_line_error() -> None:
     assert "setup(merger)" not in str(info.value) and "\n" not in str(info.value)
     assert ex.status().workers == 0
     ex.shutdown()
+
+
+def test_after_an_actor_error_the_batches_under_way_finish_and_are_kept(tmp_path) -> None:
+    """One point breaks the evaluator's contract while the other actor evaluates another:
+    that result is a finished evaluation, stored before the error stops the study (it was
+    dropped), and no further point is started."""
+    db = tmp_path / "s.sqlite"
+    with pytest.raises(EvaluationError, match=r"shape \(1, 3\)"):
+        MergeStudy(objective=bug_below_half, task_names=["a", "b"], budget=12, seed=0,
+                   sampler="sobol", storage=db,
+                   executor={"name": "ray", "workers": 2, "batch_size": 1}).run()
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0] == 1
 
 
 def test_settings_are_checked_and_described() -> None:

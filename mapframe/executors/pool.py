@@ -352,12 +352,20 @@ class ProcessExecutor(Executor):
     def as_completed(self) -> Iterator[JobResult]:
         if self._payload is None:
             raise EvaluationError("the process executor was not started: call start() first")
-        while self._queue or any(w.running for w in self._pool.workers.values()):
-            self._dispatch()
-            results, error = self._poll()
-            yield from results  # stored by the study before the error stops it
-            if error is not None:
-                raise error
+        error: MapframeError | None = None
+        while ((self._queue and error is None)
+               or any(w.running for w in self._pool.workers.values())):
+            if error is None:
+                self._dispatch()
+            results, failed = self._poll()
+            yield from results  # stored by the study before an error stops it
+            if failed is not None and error is None:
+                # Stop handing out work, but let the batches under way finish: their
+                # results are finished evaluations, and the study stores them.
+                error = failed
+                self._queue.clear()
+        if error is not None:
+            raise error
 
     def status(self) -> ExecutorStatus:
         workers = list(self._pool.workers.values())

@@ -202,9 +202,12 @@ class RayExecutor(Executor):
     def as_completed(self) -> Iterator[JobResult]:
         ray = self._ray
         assert ray is not None and self._actors, "start() was not called"
-        while self._queue or self._in_flight:
-            self._dispatch()
-            waiting = [*self._in_flight, *self._setting_up]
+        error: MapframeError | None = None
+        while (self._queue and error is None) or self._in_flight:
+            if error is None:
+                self._dispatch()
+            # After an error only the batches under way are awaited (no new actor is needed).
+            waiting = [*self._in_flight, *(self._setting_up if error is None else [])]
             if not waiting:
                 raise MapframeError(
                     f"ray executor: {len(self._queue)} job(s) queued but no actor is left to "
@@ -224,10 +227,17 @@ class RayExecutor(Executor):
                 results = ray.get(ref)
                 self._timer.update(results)
             except ray.exceptions.RayTaskError as exc:  # raised by mapframe in the actor
-                raise remote_error(exc, actor.name) from None
+                # Stop handing out work, but let the batches under way finish: their
+                # results are finished evaluations, and the study stores them.
+                if error is None:
+                    error = remote_error(exc, actor.name)
+                    self._queue.clear()
+                continue
             except ray.exceptions.RayError as exc:  # the actor, its node or its result is lost
                 results = self._actor_died(actor, jobs, exc)
             yield from results
+        if error is not None:
+            raise error
 
     def _check_cluster_alive(self) -> None:
         """Raise :class:`ClusterLostError` when the cluster's head (its GCS) no longer takes
