@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import typing
 
@@ -246,7 +247,8 @@ def test_old_sqlite_file_migration_is_idempotent_across_stores(tmp_path):
 def test_store_location(tmp_path):
     path = tmp_path / "sub" / "e.sqlite"
     assert SQLiteStore(path).location == str(path)
-    assert SQLiteStore("rel/e.sqlite").location == "rel/e.sqlite"
+    # absolute from the start: the working directory may change during the run
+    assert SQLiteStore("rel/e.sqlite").location == os.path.abspath("rel/e.sqlite")
     assert MemoryStore().location is None
     # location is not a setting: describe() (and so the study fingerprint) is unchanged
     assert "location" not in SQLiteStore(path).describe()
