@@ -116,6 +116,28 @@ class SavedResults:
         return study.merge_spec
 
 
+def _front_of(front_json: Any) -> tuple[list[Task], list[str], Front]:
+    """The tasks, coefficient names and front a ``front.json`` holds. Rows written before
+    the front recorded each point's source (``"source"``) get it inferred, as for a front
+    built without one (a point with real metrics was verified)."""
+    tasks = [Task(**t) for t in front_json["tasks"]]
+    names = [t.name for t in tasks]
+    cnames = list(front_json["coefficient_names"])
+    rows = front_json["points"]
+
+    def column(prefix: str, keys: list[str]) -> np.ndarray:
+        return np.array([[np.nan if r.get(f"{prefix}{k}") is None else r[f"{prefix}{k}"]
+                          for k in keys] for r in rows], dtype=float).reshape(len(rows),
+                                                                            len(keys))
+
+    std = column("std_", names) if rows and f"std_{names[0]}" in rows[0] else None
+    sources = [r.get("source") for r in rows]
+    front = Front(column("c_", cnames), column("predicted_", names), column("real_", names),
+                  names, [t.direction for t in tasks], predicted_std=std,
+                  source=None if None in sources else sources)
+    return tasks, cnames, front
+
+
 def load_results(directory: str | os.PathLike[str]) -> SavedResults:
     """Read a results folder written by ``mapframe run`` / ``mapframe example`` (or by
     :meth:`StudyResult.save <mapframe.results.StudyResult.save>` plus a ``config.yaml``)."""
@@ -134,20 +156,14 @@ def load_results(directory: str | os.PathLike[str]) -> SavedResults:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read the results in {d} ({exc})") from None
-    tasks = [Task(**t) for t in front_json["tasks"]]
-    names = [t.name for t in tasks]
-    cnames = list(front_json["coefficient_names"])
-    rows = front_json["points"]
-
-    def column(prefix: str, keys: list[str]) -> np.ndarray:
-        return np.array([[np.nan if r.get(f"{prefix}{k}") is None else r[f"{prefix}{k}"]
-                          for k in keys] for r in rows], dtype=float).reshape(len(rows),
-                                                                            len(keys))
-
-    std = column("std_", names) if rows and f"std_{names[0]}" in rows[0] else None
-    front = Front(column("c_", cnames), column("predicted_", names), column("real_", names),
-                  names, [t.direction for t in tasks], predicted_std=std,
-                  source=[r["source"] for r in rows])
+    try:
+        tasks, cnames, front = _front_of(front_json)
+    except (KeyError, TypeError, ValueError) as exc:
+        what = f"no field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ConfigError(f"cannot read {front_path} ({type(exc).__name__}: {what}); it was "
+                          "not written by mapframe's StudyResult.save, or was edited: rerun "
+                          "the study (its evaluations are reused from the store) to write it "
+                          "again") from None
     config = None
     cfg_path = d / "config.yaml"
     if cfg_path.is_file():

@@ -190,6 +190,32 @@ def test_the_saved_config_resumes_its_study_from_any_folder(tmp_path, monkeypatc
     assert not list((tmp_path / "elsewhere").rglob("*.sqlite"))
 
 
+def test_an_older_or_damaged_front_json_reads_or_is_a_one_line_error(tmp_path, capsys):
+    """Rows written before the front recorded each point's source had no "source": reading
+    them raised a raw KeyError (also from `mapframe export`)."""
+    import json
+
+    import mapframe
+
+    cfg = _config(tmp_path, output="out")
+    assert main(["run", str(cfg), "--quiet", "--no-plot", "--no-report"]) == 0
+    path = tmp_path / "out" / "front.json"
+    data = json.loads(path.read_text())
+    for row in data["points"]:
+        del row["source"]
+    path.write_text(json.dumps(data))
+    saved = mapframe.load_results(tmp_path / "out")
+    assert len(saved.front) == len(data["points"])
+    assert set(saved.front.source) <= {"predicted", "verified"}
+    del data["coefficient_names"]
+    path.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "out"), "-o", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no field 'coefficient_names'" in err and "Traceback" not in err
+    assert err.count("\n") == 0
+
+
 def test_friction_help_lists_each_command_once_and_examples_get_their_own_folder(capsys):
     from mapframe.cli import example_folder
     from mapframe.examples.digits import TASKS
