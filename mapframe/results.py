@@ -353,9 +353,18 @@ class StudyResult:
         }
 
     def save(self, directory: str | os.PathLike[str], plot: bool = True) -> dict[str, Path]:
-        """Write front.csv/json, evaluations.csv, surrogates.json, summary.json, front.png."""
+        """Write front.csv/json, evaluations.csv, surrogates.json, summary.json, front.png.
+
+        A ``front.png`` or ``report.html`` an earlier save left in ``directory`` (another
+        study's, or this one's before new evaluations) is removed unless this save writes it
+        again (``front.png`` with ``plot``; ``mapframe run`` writes ``report.html`` after
+        saving unless ``--no-report``): a folder never shows one study's plot beside
+        another's results, nor ships it in an exported model card."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
+        for stale in ("front.png", "report.html"):
+            with contextlib.suppress(FileNotFoundError):
+                (d / stale).unlink()
         paths: dict[str, Path] = {}
         rows = self.front.rows(self.coefficient_names)
         paths["front_csv"] = _write_csv(d / "front.csv", rows)

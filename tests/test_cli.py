@@ -216,6 +216,22 @@ def test_an_older_or_damaged_front_json_reads_or_is_a_one_line_error(tmp_path, c
     assert err.count("\n") == 0
 
 
+def test_a_folder_never_keeps_another_study_s_plot_or_report(tmp_path):
+    """Two studies saved into one folder, the second with --no-plot: the first's front.png
+    stayed beside the second's results (and went into an exported model card)."""
+    pytest.importorskip("matplotlib")
+    first = _config(tmp_path, output="out", name="first")
+    assert main(["run", str(first), "--quiet", "--no-report"]) == 0
+    assert (tmp_path / "out" / "front.png").is_file()
+    (tmp_path / "out" / "report.html").write_text("<html>the first study</html>")
+    second = _config(tmp_path, output="out", name="second", budget=10)
+    assert main(["run", str(second), "--quiet", "--no-plot", "--no-report"]) == 0
+    assert not (tmp_path / "out" / "front.png").exists()
+    assert not (tmp_path / "out" / "report.html").exists()
+    assert main(["run", str(second), "--quiet", "--no-report"]) == 0
+    assert (tmp_path / "out" / "front.png").is_file()
+
+
 def test_friction_help_lists_each_command_once_and_examples_get_their_own_folder(capsys):
     from mapframe.cli import example_folder
     from mapframe.examples.digits import TASKS
