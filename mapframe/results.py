@@ -268,16 +268,20 @@ class StudyResult:
         return np.column_stack([s.predict(C) for s in self.surrogates])
 
     def select(self, preference: np.ndarray | list[float],
-               measured_only: bool = False) -> int:
+               measured_only: bool | None = None) -> int:
         """Index of the front point with the best preference-weighted normalised score.
 
         Each task's best-known metric (``front.best_known``: real where measured, else
         predicted) is scaled to [0, 1] over the front (1 = best, whatever the direction), or
         over ``preference_bounds`` when the study fixed them, then weighted by
         ``preference`` (normalised to sum 1). With ``measured_only`` only points with real
-        metrics can be chosen (all points when none has them); a study that verifies selects
-        so for its own preference.
+        metrics can be chosen (all points when none has them). The default, ``None``,
+        selects as the study does for its own preference: among the measured points when
+        it verified (``verify > 0``), among all otherwise; so do ``export(preference=...)``,
+        ``load_results(...).select``, ``mapframe export --preference`` and the report.
         """
+        if measured_only is None:
+            measured_only = bool(self.settings.get("verify"))
         return self.front.select(preference, self.preference_bounds, measured_only)
 
     def export(self, path: str | os.PathLike[str], index: int | None = None,

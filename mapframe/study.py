@@ -33,7 +33,7 @@ from mapframe.history import History, coefficient_key
 from mapframe.hypervolume import greedy_hypervolume_subset
 from mapframe.merging.base import MergeStrategy
 from mapframe.merging.checkpoints import TaskVectors
-from mapframe.metrics import select_by_preference
+from mapframe.metrics import pareto_mask, select_by_preference
 from mapframe.plugin import get_plugin_manager
 from mapframe.problem import SearchSpace, Task
 from mapframe.results import Front, StudyResult
@@ -415,7 +415,12 @@ class MergeStudy:
             if self.preference is not None and self.verify > 0:
                 lo, hi = self.preference_bounds or (run.front.best_known.min(axis=0),
                                                     run.front.best_known.max(axis=0))
-                best = select_by_preference(R, self.preference, directions, lo, hi)
+                # Among the measured points no other one dominates: with a zero weight a
+                # dominated point can tie with the one dominating it, and a forced dominated
+                # point would be dropped again, leaving the choice to the predictions.
+                undominated = np.flatnonzero(pareto_mask(R, directions))
+                best = int(undominated[select_by_preference(
+                    R[undominated], self.preference, directions, lo, hi)])
                 run.front = solved.with_measured(C, P, R, S, force=[best], margin=margin)
         if run.verification is not None:
             run.verification["indices"] = np.flatnonzero(run.front.verified).tolist()

@@ -168,6 +168,68 @@ def test_selection_ranks_on_best_known_metrics():
     assert res.select([1.0, 0.0]) == int(np.argmax(f.best_known[:, 0]))
 
 
+def test_a_zero_weight_still_hands_over_the_best_measured_point():
+    """With a zero weight the best measured point ties with the points it dominates; the
+    first of them was forced onto the front, dropped again (it is dominated), and an
+    unverified prediction was handed over."""
+    from typing import ClassVar
+
+    from mapframe.surrogates.base import Surrogate
+
+    def truth(C):
+        C = np.atleast_2d(C)
+        return np.column_stack([C[:, 0], 0.5 * C[:, 1]])
+
+    class Optimistic(Surrogate):
+        """Over-predicts a bump near c = (1, 0.75-0.9), as an over-confident fit would."""
+
+        name: ClassVar[str] = "optimistic_test"
+
+        def n_params(self, n_dims):
+            return 3
+
+        def fit(self, X, y, task):
+            self.j = 0 if np.allclose(y, np.asarray(X)[:, 0]) else 1
+            return self
+
+        def predict(self, X):
+            X = np.atleast_2d(X)
+            c0, c1 = X[:, 0], X[:, 1]
+            if self.j == 0:
+                return c0 + 0.3 * np.clip(1 - 4 * (c1 - 0.75) ** 2, 0, None) * c0 ** 8
+            w = c0 ** 8
+            return w * (0.6 - 2 * (c1 - 0.9) ** 2) + (1 - w) * 0.5 * c1
+
+        def diagnostics(self):
+            return {"r2": 1.0, "rmse": 0.0, "loo_rmse": 0.0}
+
+    for preference in ([1.0, 0.0], [1.0, 1e-6]):
+        res = _run(truth, budget=9, sampler="grid", surrogate=Optimistic(), front_solver="grid",
+                   verify=1, preference=preference, seed=0)
+        f, k = res.front, res.selected
+        assert k is not None and f.source[k] == "measured"
+        np.testing.assert_allclose(f.real[k], [1.0, 0.5])  # the best measurement
+
+
+def test_every_way_to_select_for_a_new_preference_agrees(tmp_path: Path):
+    """StudyResult.select and export(preference=...) chose among all front points, the
+    saved folder (load_results, `mapframe export --preference`, the report) among the
+    measured ones when the study verified: two models for one preference."""
+    import mapframe
+
+    res = _run(quad, budget=12, seed=0, verify=2, preference=[0.5, 0.5], sampler="sobol")
+    res.save(tmp_path / "out", plot=False)
+    saved = mapframe.load_results(tmp_path / "out")
+    for preference in ([0.9, 0.1], [0.2, 0.8], [1.0, 0.0], [0.5, 0.5]):
+        index = res.select(preference)
+        assert index == saved.select(preference)
+        assert res.front.source[index] != "predicted"  # measured-only: the study verified
+    assert res.select([0.5, 0.5]) == res.selected
+    # Asked for explicitly, every point can still be chosen.
+    everything = res.select([0.9, 0.1], measured_only=False)
+    assert everything == res.front.select([0.9, 0.1], res.preference_bounds)
+
+
 @pytest.fixture(scope="module")
 def digits_result(tmp_path_factory: pytest.TempPathFactory):
     pytest.importorskip("sklearn")

@@ -183,7 +183,10 @@ def test_verify_and_preference():
                                quad(res.front.coefficients[res.front.verified]))
     # all weight on task a: the selected point is task a's best
     assert res.selected == int(np.argmax(res.front.predicted[:, 0]))
-    assert res.select([0, 1]) == int(np.argmax(res.front.predicted[:, 1]))
+    assert res.select([0, 1], measured_only=False) == int(np.argmax(res.front.predicted[:, 1]))
+    # a new preference is chosen as the study chose: among the measured points
+    measured = np.flatnonzero(res.front.measured)
+    assert res.select([0, 1]) == measured[np.argmax(res.front.real[measured, 1])]
 
 
 def test_progress_callback():
