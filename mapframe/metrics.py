@@ -27,7 +27,9 @@ import numpy as np
 from mapframe.errors import ConfigError, float_array
 
 __all__ = [
+    "FLAT_RANGE_TOLERANCE",
     "dominance_matrix",
+    "flat_range",
     "generational_distance",
     "hypervolume",
     "hypervolume_fraction",
@@ -448,7 +450,8 @@ def preference_scores(
     Each objective is mapped linearly to [0, 1] with 1 = best, using the per-objective range
     ``lower``/``upper`` in natural units (for ``"max"``: ``lower`` -> 0, ``upper`` -> 1; for
     ``"min"``: ``upper`` -> 0, ``lower`` -> 1). Without bounds the per-column min and max of
-    ``F`` are used. A column whose range is zero scores 1 for every point (all are best). The
+    ``F`` are used. A column whose range is zero (or round-off: :func:`flat_range`) scores 1
+    for every point (all are best). The
     scores are then averaged with ``preference`` normalised to sum to 1; values of ``F``
     outside the range give scores outside [0, 1].
     """
@@ -462,8 +465,22 @@ def preference_scores(
     hi = arr.max(axis=0) if upper is None else _as_vector(upper, "upper", n_obj)
     unit = normalize(arr, lo, hi)
     unit = np.where(s > 0, unit, 1.0 - unit)
-    unit[:, hi == lo] = 1.0
+    unit[:, flat_range(lo, hi)] = 1.0
     return unit @ w
+
+
+#: A range narrower than this, relative to its values' size, is no range: round-off.
+FLAT_RANGE_TOLERANCE = 1e-9
+
+
+def flat_range(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Per objective, whether ``[lower, upper]`` is no range at all: narrower than
+    :data:`FLAT_RANGE_TOLERANCE` times ``max(1, |lower|, |upper|)``. A task that never
+    varies shows a spread of round-off (1e-15) over a front; scaled to [0, 1] it would
+    decide a preference selection by noise."""
+    lo, hi = np.asarray(lower, dtype=float), np.asarray(upper, dtype=float)
+    size = np.maximum(1.0, np.maximum(np.abs(lo), np.abs(hi)))
+    return np.asarray(hi - lo <= FLAT_RANGE_TOLERANCE * size)
 
 
 def select_by_preference(

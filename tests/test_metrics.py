@@ -357,3 +357,19 @@ def test_spread_subset_hand_computed():
     assert set(spread_subset(F, 2, ["min", "min"]).tolist()) == {0, 4}
     with pytest.raises(ConfigError):
         spread_subset(F, -1)
+
+
+def test_a_task_that_never_varies_does_not_decide_a_selection_by_round_off() -> None:
+    """A constant task's spread over a front is round-off (about 1e-15); scaled to [0, 1]
+    it decided selection: select([1, 1, 1]) and select([0, 1, 1]) disagreed."""
+    from mapframe.metrics import flat_range
+
+    rng = np.random.default_rng(0)
+    b = np.sort(rng.uniform(0, 1, 50))
+    F = np.column_stack([1.0 + rng.choice([0.0, 2.2e-16, 4.4e-16], 50), b, 1 - b ** 2])
+    assert F[:, 0].max() > F[:, 0].min()  # round-off only
+    assert list(flat_range(F.min(axis=0), F.max(axis=0))) == [True, False, False]
+    assert select_by_preference(F, [1, 1, 1]) == select_by_preference(F, [0, 1, 1])
+    np.testing.assert_allclose(preference_scores(F, [1, 0, 0]), 1.0)
+    # a real range, however small against the values, still counts
+    assert not flat_range(np.array([1000.0]), np.array([1000.001]))[0]

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mapframe.hypervolume import hypervolume_improvement
-from mapframe.metrics import pareto_mask, select_by_preference
+from mapframe.metrics import flat_range, pareto_mask, select_by_preference
 
 __all__ = ["hypervolume_trace", "task_vector_findings", "tradeoff_summary"]
 
@@ -97,7 +97,8 @@ def tradeoff_summary(best_known: np.ndarray, coefficients: np.ndarray,
                 conflicts.append(f"{task_names[a]} vs {task_names[b]} (r = {r:.2f})")
             elif r is not None and r >= AGREE:
                 agreements.append(f"{task_names[a]} and {task_names[b]} (r = {r:.2f})")
-    flat = [n for n in task_names if out["ranges"][n]["span"] <= 0]
+    flat = [n for n in task_names if flat_range(np.array(out["ranges"][n]["min"]),
+                                                 np.array(out["ranges"][n]["max"]))]
     if conflicts:
         out["sentences"].append("tasks that conflict along the front (improving one costs "
                                 "the other): " + "; ".join(conflicts))

@@ -237,7 +237,8 @@ function selectIndex(sel, p) {
       var span = hi[j] - lo[j];
       var u = span > 0 ? (F[k][j] - lo[j]) / span : 0;
       if (sel.directions[j] !== "max") { u = 1 - u; }
-      if (hi[j] === lo[j]) { u = 1; }
+      // no range, or round-off only (mapframe.metrics.flat_range): every point is best
+      if (span <= 1e-9 * Math.max(1, Math.abs(hi[j]), Math.abs(lo[j]))) { u = 1; }
       s += u * w[j];
     }
     if (s > bestScore) { best = k; bestScore = s; }
