@@ -24,6 +24,7 @@ from mapframe.merging.base import MergeStrategy
 from mapframe.merging.checkpoints import TaskVectors
 from mapframe.plugin import get_registry
 from mapframe.problem import SearchSpace, Task, as_tasks
+from mapframe.results import check_task_columns
 from mapframe.samplers.base import Sampler
 from mapframe.samplers.choice import resolve_auto_sampler
 from mapframe.solvers.base import FrontSolver
@@ -86,6 +87,7 @@ def assemble(spec: StudySpec) -> StudyParts:
             "{'pretrained': path, 'finetuned': {task: path, ...}} (or task_vectors=)"
         )
     space = _search_space(spec, tasks, merge_spec)
+    check_task_columns([t.name for t in tasks], space.names)
 
     sampler_spec = resolve_auto_sampler(spec.sampler, space.n_dims, spec.budget)
     sampler: Sampler = registry.create("sampler", sampler_spec)  # type: ignore[assignment]

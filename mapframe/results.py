@@ -27,6 +27,23 @@ if TYPE_CHECKING:
 __all__ = ["SOURCES", "Front", "StudyResult"]
 
 
+#: The columns of ``evaluations.csv`` beside one per task (named as the task) and one per
+#: coefficient (``c_<name>``): a task may not take one of these names.
+EVALUATION_COLUMNS = ("phase", "status", "round", "duration_s", "error")
+
+
+def check_task_columns(task_names: Sequence[str], coefficient_names: Sequence[str]) -> None:
+    """A one-line :class:`ConfigError` when a task's name is also a column of
+    ``evaluations.csv`` (its metric column would overwrite that one)."""
+    taken = set(EVALUATION_COLUMNS) | {f"c_{n}" for n in coefficient_names}
+    clash = [n for n in task_names if n in taken]
+    if clash:
+        raise ConfigError(
+            f"task name(s) {', '.join(map(repr, clash))} are also columns of the results' "
+            f"evaluations.csv ({', '.join(EVALUATION_COLUMNS)}, c_<coefficient>); rename the "
+            f"task (e.g. {clash[0] + '_metric'!r})")
+
+
 #: Where a front point comes from (``Front.source``).
 SOURCES = ("predicted", "verified", "measured")
 

@@ -660,3 +660,18 @@ def test_evaluator_with_changing_public_state_finishes_and_resumes(tmp_path):
     assert first.n_evaluated == 8
     again = MergeStudy(evaluator=Counting(), budget=8, seed=0, storage=db).run()
     assert again.n_evaluated == 0 and again.n_reused == 8
+
+
+@pytest.mark.parametrize("name", ["error", "status", "phase", "round", "duration_s"])
+def test_a_task_named_like_a_column_of_evaluations_csv_is_a_one_line_error(name, tmp_path):
+    """Its metric column overwrote that column: a task named "error" left its metrics
+    empty in evaluations.csv, "status" hid every successful point from the report."""
+    with pytest.raises(ConfigError, match=rf"'{name}' are also columns of the results' "
+                                          r"evaluations.csv.*rename the task"):
+        MergeStudy(objective=quad, task_names=[name, "b"], budget=6)
+    # a coefficient's column too (c_<coefficient>), with coefficients named apart from tasks
+    from mapframe.results import check_task_columns
+
+    with pytest.raises(ConfigError, match="'c_x'"):
+        check_task_columns(["c_x", "b"], ["x", "y"])
+    check_task_columns(["loss", "acc"], ["loss", "acc"])
