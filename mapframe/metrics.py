@@ -430,6 +430,8 @@ def _preference_weights(preference: Sequence[float] | np.ndarray, n_obj: int) ->
             f"preference weights must be non-negative, got {w.tolist()}; use 0 for objectives "
             "you do not care about"
         )
+    if w.max(initial=0.0) > 0:
+        w = w / w.max()  # first, so that the sum of huge weights (1e308) cannot overflow
     total = w.sum()
     if total <= 0:
         raise ConfigError(

@@ -196,8 +196,10 @@ class Front:
         metrics, each scaled to [0, 1] over the front (or over ``bounds``, ``(lower,
         upper)``); with ``measured_only``, among the measured points (all when none is)."""
         from mapframe.metrics import select_by_preference
+        from mapframe.spec import check_preference_bounds
 
-        lo, hi = bounds or (None, None)
+        checked = check_preference_bounds(bounds, len(self.task_names))
+        lo, hi = checked or (None, None)
         among = self.measured if measured_only and self.measured.any() else None
         return int(select_by_preference(self.best_known, preference, self.directions, lo, hi,
                                         among=among))

@@ -540,10 +540,11 @@ def check_preference(preference: Sequence[float], n: int) -> np.ndarray:
         raise ConfigError(f"preference must be {n} numbers, got {preference!r}") from None
     if p.size != n:
         raise ConfigError(f"preference has {p.size} weights for {n} tasks; give one per task")
-    if not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
+    if not np.all(np.isfinite(p)) or np.any(p < 0) or not np.any(p > 0):
         raise ConfigError(
             f"preference weights must be finite, non-negative and not all zero, got {p.tolist()}"
         )
+    p = p / p.max()  # first, so that the sum of huge weights (1e308) cannot overflow
     return p / p.sum()
 
 

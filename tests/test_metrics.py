@@ -373,3 +373,22 @@ def test_a_task_that_never_varies_does_not_decide_a_selection_by_round_off() -> 
     np.testing.assert_allclose(preference_scores(F, [1, 0, 0]), 1.0)
     # a real range, however small against the values, still counts
     assert not flat_range(np.array([1000.0]), np.array([1000.001]))[0]
+
+
+def test_huge_preference_weights_do_not_overflow_to_zero() -> None:
+    """The sum of [1e308, 1e308] overflowed: every weight became 0, select returned row 0,
+    and a study ran to its end before saying the weights were all zero."""
+    from mapframe.spec import check_preference
+
+    F = np.array([[0.0, 1.0], [0.6, 0.6], [1.0, 0.0]])
+    assert select_by_preference(F, [1e308, 1e308]) == select_by_preference(F, [1, 1]) == 1
+    np.testing.assert_allclose(check_preference([1e308, 1e308], 2), [0.5, 0.5])
+
+
+def test_malformed_preference_bounds_are_a_one_line_error() -> None:
+    from mapframe.results import Front
+
+    front = Front(np.array([[0.0], [1.0]]), np.array([[0.0, 1.0], [1.0, 0.0]]),
+                  np.full((2, 2), np.nan), ["a", "b"], ["max", "max"])
+    with pytest.raises(ConfigError, match="preference_bounds must be"):
+        front.select([1, 1], ([0, 0],))  # type: ignore[arg-type]
