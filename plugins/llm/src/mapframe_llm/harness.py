@@ -44,10 +44,14 @@ OTHER_SEED = 1234
 FEWSHOT_SEED = 1234
 
 #: Known ranges of lm-eval's built-in metrics (others are unbounded unless a task sets
-#: ``range``). Perplexities are exp(mean negative log-likelihood) >= 1.
+#: ``range``). Perplexities are exp(mean negative log-likelihood) >= 1. ``brier_score``
+#: sums the squared errors over a question's choices (lm-eval's ``metrics.brier_score``):
+#: [0, 2]. ``f1`` has no one range: a fraction in most tasks, a percentage where a task
+#: takes it from the SQuAD scripts (squadv2), so it has none here.
 _RANGES: dict[str, tuple[float, float]] = {
-    **dict.fromkeys(("acc", "acc_norm", "acc_mutual_info", "exact_match", "f1",
-                     "acc_bytes", "brier_score"), (0.0, 1.0)),
+    **dict.fromkeys(("acc", "acc_norm", "acc_mutual_info", "exact_match", "acc_bytes"),
+                    (0.0, 1.0)),
+    "brier_score": (0.0, 2.0),
     "mcc": (-1.0, 1.0),
     **dict.fromkeys(("perplexity", "word_perplexity", "byte_perplexity"), (1.0, math.inf)),
     "bits_per_byte": (0.0, math.inf),
@@ -57,7 +61,7 @@ _RANGES: dict[str, tuple[float, float]] = {
 def metric_range(metric: str) -> tuple[float, float]:
     """The natural range of an lm-eval metric (``(-inf, inf)`` when mapframe does not know
     it): accuracies and exact match in [0, 1], perplexities in [1, inf), ``bits_per_byte``
-    in [0, inf), ``mcc`` in [-1, 1]."""
+    in [0, inf), ``mcc`` in [-1, 1], ``brier_score`` in [0, 2]."""
     return _RANGES.get(metric, (-math.inf, math.inf))
 
 
