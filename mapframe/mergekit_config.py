@@ -148,16 +148,23 @@ def strategy_for(method: str, shared: Mapping[str, Any],
                               "models) has no mapframe strategy; use normalize: true (soup) "
                               "or task_arithmetic with a base_model")
         return {"name": "soup"}
+    # mergekit's normalize: divide each entry by the weights of its agreeing models (on by
+    # default for ties, off for dare_ties); mapframe's disjoint mean divides by their count,
+    # the same for the equal weights a study exports.
     if method == "ties":
-        return {"name": "ties", "trim": float(one("density", 1.0)), "trim_rule": "mergekit",
-                "zero_sum": "positive"}
+        strategy = {"name": "ties", "trim": float(one("density", 1.0)),
+                    "trim_rule": "mergekit", "zero_sum": "positive"}
+        return strategy if one("normalize", True) else {**strategy, "disjoint": False}
     if method in ("dare_linear", "dare_ties"):
         density = float(one("density", 1.0))
         if not 0.0 < density <= 1.0:
             raise ConfigError(f"mergekit density must be in (0, 1] for {method}, got {density}")
         name = "dare_task_arithmetic" if method == "dare_linear" else "dare_ties"
         strategy = {"name": name, "drop_rate": 1.0 - density}
-        return strategy if method == "dare_linear" else {**strategy, "zero_sum": "positive"}
+        if method == "dare_linear":
+            return strategy
+        strategy = {**strategy, "zero_sum": "positive"}
+        return strategy if one("normalize", False) else {**strategy, "disjoint": False}
     if method == "multislerp":
         return {"name": "multislerp", "eps": float(one("eps", 1e-8))}
     if method == "model_stock":

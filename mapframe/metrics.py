@@ -27,7 +27,6 @@ import numpy as np
 from mapframe.errors import ConfigError, float_array
 
 __all__ = [
-    "FLAT_RANGE_TOLERANCE",
     "dominance_matrix",
     "flat_range",
     "generational_distance",

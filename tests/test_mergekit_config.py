@@ -65,8 +65,9 @@ def test_a_mergekit_section_inline_with_names(tmp_path: Path) -> None:
                            "names": ["x", "y"]},
               "evaluator": EVALUATOR}
     spec = load_spec(_write(tmp_path / "study.yaml", config))
+    # mergekit's dare_ties defaults to normalize: false, the sum of the agreeing entries
     assert spec.merge_strategy == pytest.approx({"name": "dare_ties", "drop_rate": 0.3,
-                                                 "zero_sum": "positive"})
+                                                 "zero_sum": "positive", "disjoint": False})
     assert spec.checkpoints is not None and list(spec.checkpoints.finetuned) == ["x", "y"]
     # validate_config (what the CLI saves as results/config.yaml) is a plain mapframe config
     saved = validate_config(config, base_dir=tmp_path)
@@ -82,6 +83,11 @@ def test_a_mergekit_section_inline_with_names(tmp_path: Path) -> None:
     ("linear", {}, [{"weight": 1.0}, {"weight": 2.0}], {"name": "soup"}),
     ("ties", {}, [{"density": 0.3}, {"density": 0.3}],
      {"name": "ties", "trim": 0.3, "trim_rule": "mergekit", "zero_sum": "positive"}),
+    ("ties", {"normalize": False}, [{"density": 0.3}, {"density": 0.3}],
+     {"name": "ties", "trim": 0.3, "trim_rule": "mergekit", "zero_sum": "positive",
+      "disjoint": False}),
+    ("dare_ties", {"density": 0.5}, [{}, {}],
+     {"name": "dare_ties", "drop_rate": 0.5, "zero_sum": "positive", "disjoint": False}),
     ("dare_linear", {"density": 0.9}, [{}, {}],
      {"name": "dare_task_arithmetic", "drop_rate": 0.1}),
     ("dare_ties", {"density": 0.5, "normalize": True}, [{}, {}],
@@ -155,8 +161,10 @@ def test_section_errors(tmp_path: Path) -> None:
     ("task_arithmetic", {"normalize": True, "lambda": 0.6}, [0.3, 0.9]),
     ("linear", {}, [0.3, 0.9]),
     ("ties", {"density": 0.35}, [0.7, 0.7]),
+    ("ties", {"density": 0.35, "normalize": False}, [0.7, 0.7]),
     ("dare_linear", {"density": 0.8}, [0.3, 0.9]),
     ("dare_ties", {"density": 0.8}, [0.7, 0.7]),
+    ("dare_ties", {"density": 0.8, "normalize": True}, [0.7, 0.7]),
     ("nuslerp", {}, [0.25, 0.75]),
     ("multislerp", {}, [0.25, 0.75]),
     ("model_stock", {}, [1.0, 1.0]),
@@ -185,5 +193,8 @@ def test_a_config_read_in_exports_back_to_the_same_method(tmp_path: Path, method
         if key in params:
             assert [m["parameters"][key] for m in out["models"]] == pytest.approx(
                 [params[key]] * 2)
-    if params.get("normalize"):
+    if method == "task_arithmetic" and params.get("normalize"):
         assert out["parameters"]["lambda"] == params["lambda"]
+    if method in ("ties", "dare_ties"):  # mergekit's own default where none was given
+        default = method == "ties"
+        assert out["parameters"]["normalize"] == params.get("normalize", default)

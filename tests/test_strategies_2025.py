@@ -505,6 +505,25 @@ def test_della_matches_mergekit_with_the_same_masks(monkeypatch, rescale, lam):
         assert diff < 1e-5
 
 
+@pytest.mark.parametrize("normalize", [True, False])
+def test_ties_matches_mergekit_with_and_without_normalize(normalize):
+    """mergekit's ties with normalize: true is mapframe's disjoint mean, with false the sum
+    of the agreeing entries (``disjoint: false``), at equal coefficients (mergekit's
+    lambda) with mapframe's mergekit rules for the trim count and a zero sum."""
+    pytest.importorskip("mergekit")
+    from mapframe.merging.ties_dare import TiesMerging
+
+    tv = _random_task_vectors(3, MK_SHAPES)
+    lam, density = 0.7, 0.4
+    ours = _merge(TiesMerging(trim=density, trim_rule="mergekit", zero_sum="positive",
+                              disjoint=normalize), tv, [lam] * 3)
+    ref = {k: _mergekit("ties", _weights(tv, k), 0, weight=1.0, density=density,
+                        normalize=normalize, **{"lambda": lam}) for k in tv.keys()}
+    diff = _max_diff(ours, ref)
+    _report(f"ties normalize={normalize}", diff)
+    assert diff < 1e-5
+
+
 def test_model_stock_matches_mergekit():
     pytest.importorskip("mergekit")
     for n in (2, 3, 5):

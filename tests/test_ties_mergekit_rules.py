@@ -91,3 +91,23 @@ def test_bad_rules_are_one_line_errors(make, message) -> None:
     with pytest.raises(ConfigError, match=message) as err:
         make()
     assert "\n" not in str(err.value)
+
+
+def test_disjoint_false_sums_the_agreeing_entries_by_hand() -> None:
+    """mergekit's normalize: false (its default for dare_ties) sums the agreeing entries;
+    such a config used to run mapframe's disjoint mean, which no coefficients reproduce
+    (the divisor differs entry by entry)."""
+    tv = _tv([0.0, 0.0, 0.0], [[1.0, -2.0, 3.0], [2.0, 1.0, -1.0]])
+    # elected signs +, -, +: task 1 agrees everywhere, task 2 only on the first entry
+    c = (0.5, 2.0)
+    mean = _merge(TiesMerging(trim=1.0), tv, c)["w"]
+    total = _merge(TiesMerging(trim=1.0, disjoint=False), tv, c)["w"]
+    assert mean.tolist() == pytest.approx([(0.5 * 1 + 2.0 * 2) / 2, 0.5 * -2, 0.5 * 3])
+    assert total.tolist() == pytest.approx([0.5 * 1 + 2.0 * 2, 0.5 * -2, 0.5 * 3])
+    dare = _merge(DareTies(drop_rate=0.0, disjoint=False), tv, c)["w"]
+    assert dare.tolist() == pytest.approx(total.tolist())
+    assert TiesMerging(disjoint=False).describe()["disjoint"] is False
+    assert "disjoint" not in TiesMerging().describe()  # studies stored before still resume
+    with pytest.raises(ConfigError, match="disjoint must be true"):
+        TiesMerging(disjoint="no")  # type: ignore[arg-type]
+

@@ -114,7 +114,7 @@ def _ties(desc: Mapping[str, Any], c: list[float]
             "merge_strategy: {name: ties, trim_rule: mergekit} to export to mergekit")
     lam = _uniform("ties", c, _TIES_WHY)
     density = float(desc.get("trim", 0.2))
-    return ({"normalize": True, "lambda": lam},
+    return ({"normalize": bool(desc.get("disjoint", True)), "lambda": lam},
             [{"weight": 1.0, "density": density} for _ in c], True)
 
 
@@ -138,7 +138,8 @@ def _dare_ties(desc: Mapping[str, Any], c: list[float]
             "run dare_ties with trim: 1")
     lam = _uniform("dare_ties", c, _TIES_WHY)
     keep = _keep(desc)
-    return ({"normalize": True, "rescale": False, "lambda": lam / keep},
+    return ({"normalize": bool(desc.get("disjoint", True)), "rescale": False,
+             "lambda": lam / keep},
             [{"weight": 1.0, "density": keep} for _ in c], True)
 
 
@@ -198,14 +199,15 @@ MERGEKIT_METHODS: dict[str, MergekitTranslation] = {
         "linear", "weight c_i (normalize: true), no base_model", "exact (float rounding)",
         _soup),
     "ties": MergekitTranslation(
-        "ties", "density: trim, weight 1, lambda: c (equal c only); needs trim_rule: mergekit",
+        "ties", "density: trim, weight 1, normalize: disjoint, lambda: c (equal c only); "
+        "needs trim_rule: mergekit",
         "exact for equal c (with zero_sum: positive also where trimmed values sum to 0)",
         _ties),
     "dare_task_arithmetic": MergekitTranslation(
         "dare_linear", "density: 1 − drop_rate, weight c_i / (1 − drop_rate), rescale: false",
         "same formula; the random drop masks are each tool's own", _dare_task_arithmetic),
     "dare_ties": MergekitTranslation(
-        "dare_ties", "density: 1 − drop_rate, normalize: true, rescale: false, "
+        "dare_ties", "density: 1 − drop_rate, normalize: disjoint, rescale: false, "
         "lambda: c / (1 − drop_rate) (equal c only, trim 1)",
         "same formula for equal c (zero_sum: positive); the random drop masks are each "
         "tool's own", _dare_ties),

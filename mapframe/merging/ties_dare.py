@@ -209,7 +209,11 @@ class MaskedMergeStrategy(TensorwiseMergeStrategy):
     to float32 rounding.
     """
 
-    disjoint: ClassVar[bool] = False
+    @property
+    def disjoint(self) -> bool:
+        """Whether each entry is divided by its number of surviving tasks (the disjoint
+        mean); ``False`` here, TIES and DARE-TIES say otherwise."""
+        return False
 
     @property
     def rescale(self) -> float:
@@ -268,14 +272,24 @@ class _ElectionRules:
 
     trim_rule: str = "mapframe"
     zero_sum: str = "base"
+    disjoint: bool = True
 
-    def described(self) -> dict[str, str]:
-        out = {}
+    def described(self) -> dict[str, str | bool]:
+        out: dict[str, str | bool] = {}
         if self.trim_rule != "mapframe":
             out["trim_rule"] = self.trim_rule
         if self.zero_sum != "base":
             out["zero_sum"] = self.zero_sum
+        if not self.disjoint:
+            out["disjoint"] = False
         return out
+
+
+def _check_disjoint(disjoint: Any) -> bool:
+    if not isinstance(disjoint, bool):
+        raise ConfigError(f"disjoint must be true (divide each entry by its agreeing tasks: "
+                          f"the disjoint mean) or false (their sum), got {disjoint!r}")
+    return disjoint
 
 
 class TiesMerging(MaskedMergeStrategy):
@@ -317,15 +331,24 @@ class TiesMerging(MaskedMergeStrategy):
             ``max(1, int(trim · numel))`` entries, as mergekit's ``density``).
         zero_sum: ``"base"`` (default: entries whose trimmed values sum to exactly 0 keep
             ``θ0``) or ``"positive"`` (elect ``+`` there, as mergekit).
+        disjoint: ``True`` (default: each entry divided by its number of agreeing tasks,
+            the disjoint mean of the TIES paper; mergekit's ``normalize: true``) or
+            ``False`` (their sum, ``θ(c) = θ0 + Σ_i c_i τ̂_i ⊙ agree_i``: mergekit's
+            ``normalize: false``).
     """
 
     name: ClassVar[str] = "ties"
-    disjoint: ClassVar[bool] = True
 
     def __init__(self, trim: float = 0.2, trim_rule: str = "mapframe",
-                 zero_sum: str = "base") -> None:
+                 zero_sum: str = "base", disjoint: bool = True) -> None:
         self.trim = _check_trim(trim)
-        self._rules = _ElectionRules(_check_trim_rule(trim_rule), _check_zero_sum(zero_sum))
+        self._rules = _ElectionRules(_check_trim_rule(trim_rule), _check_zero_sum(zero_sum),
+                                     _check_disjoint(disjoint))
+
+    @property
+    def disjoint(self) -> bool:
+        """Whether each entry is divided by its agreeing tasks (the disjoint mean)."""
+        return self._rules.disjoint
 
     @property
     def trim_rule(self) -> str:
@@ -338,7 +361,8 @@ class TiesMerging(MaskedMergeStrategy):
         return self._rules.zero_sum
 
     def describe(self) -> dict[str, Any]:
-        """Name and settings; ``trim_rule`` and ``zero_sum`` only when not the default."""
+        """Name and settings; ``trim_rule``, ``zero_sum`` and ``disjoint`` only when not the
+        default."""
         return {**super().describe(), **self._rules.described()}
 
     def build_mask(self, key: str, vectors: torch.Tensor) -> torch.Tensor:
@@ -403,10 +427,11 @@ class DareTies(MaskedMergeStrategy):
     By default ``trim = 1``: DARE's random drop replaces TIES's magnitude trim; ``trim < 1``
     trims the DARE'd vectors further. Unlike mergekit's ``dare_ties`` (whose defaults are
     ``normalize: false``, no disjoint mean, and ``rescale: true``, restoring each task
-    vector's L1 norm), this always takes the disjoint mean and rescales by
-    ``1 / (1 − drop_rate)``: mergekit's ``dare_ties`` with ``normalize: true``,
-    ``rescale: false``, ``density: 1 − drop_rate`` and ``lambda: λ / (1 − drop_rate)`` is
-    this merge at ``c = (λ, …, λ)``, given the same drop masks (each tool draws its own).
+    vector's L1 norm), this takes the disjoint mean by default (``disjoint=False``: the
+    sum, as ``normalize: false``) and rescales by ``1 / (1 − drop_rate)``: mergekit's
+    ``dare_ties`` with ``normalize: true`` (``false`` for ``disjoint=False``), ``rescale:
+    false``, ``density: 1 − drop_rate`` and ``lambda: λ / (1 − drop_rate)`` is this merge at
+    ``c = (λ, …, λ)``, given the same drop masks (each tool draws its own).
 
     **What c drives:** only the per-task scaling ``c_i``; drops, trimming, signs and the
     disjoint-mean divisor are fixed by ``drop_rate``, ``seed``, ``trim`` and the task vectors.
@@ -421,17 +446,25 @@ class DareTies(MaskedMergeStrategy):
             ``(0, 1]``; 1 (the default) skips trimming.
         zero_sum: ``"base"`` (default: entries whose values sum to exactly 0 keep ``θ0``)
             or ``"positive"`` (elect ``+`` there, as mergekit).
+        disjoint: ``True`` (default: the disjoint mean; mergekit's ``normalize: true``) or
+            ``False`` (the sum of the agreeing entries: mergekit's ``normalize: false``,
+            its default for ``dare_ties``).
     """
 
     name: ClassVar[str] = "dare_ties"
-    disjoint: ClassVar[bool] = True
 
     def __init__(self, drop_rate: float = 0.5, seed: int = 0, trim: float = 1.0,
-                 zero_sum: str = "base") -> None:
+                 zero_sum: str = "base", disjoint: bool = True) -> None:
         self.drop_rate = _check_drop_rate(drop_rate)
         self.seed = _check_seed(seed)
         self.trim = _check_trim(trim)
-        self._rules = _ElectionRules(zero_sum=_check_zero_sum(zero_sum))
+        self._rules = _ElectionRules(zero_sum=_check_zero_sum(zero_sum),
+                                     disjoint=_check_disjoint(disjoint))
+
+    @property
+    def disjoint(self) -> bool:
+        """Whether each entry is divided by its agreeing tasks (the disjoint mean)."""
+        return self._rules.disjoint
 
     @property
     def zero_sum(self) -> str:
@@ -439,7 +472,7 @@ class DareTies(MaskedMergeStrategy):
         return self._rules.zero_sum
 
     def describe(self) -> dict[str, Any]:
-        """Name and settings; ``zero_sum`` only when not the default."""
+        """Name and settings; ``zero_sum`` and ``disjoint`` only when not the default."""
         return {**super().describe(), **self._rules.described()}
 
     @property

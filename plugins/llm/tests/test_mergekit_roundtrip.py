@@ -45,6 +45,11 @@ CASES: list[tuple[dict[str, Any], list[float]]] = [
      [0.6, 0.6]),
     ({"name": "dare_task_arithmetic", "drop_rate": 0.3, "seed": 2}, [0.7, 0.4]),
     ({"name": "dare_ties", "drop_rate": 0.3, "seed": 2, "zero_sum": "positive"}, [0.6, 0.6]),
+    # the sum of the agreeing entries: mergekit's normalize: false
+    ({"name": "ties", "trim": 0.3, "trim_rule": "mergekit", "zero_sum": "positive",
+      "disjoint": False}, [0.6, 0.6]),
+    ({"name": "dare_ties", "drop_rate": 0.3, "seed": 2, "zero_sum": "positive",
+      "disjoint": False}, [0.6, 0.6]),
     ({"name": "slerp"}, [0.3, 0.7]),
     ({"name": "multislerp"}, [0.3, 0.7]),
     ({"name": "model_stock"}, [1.0, 1.0]),
