@@ -243,23 +243,32 @@ def expand_mergekit(data: Any, base_dir: str | os.PathLike[str] = ".",
     if not isinstance(method, str):
         raise ConfigError("mergekit merge_method must be a method name")
     base_model = mk.get("base_model")
-    if isinstance(base_model, Mapping):
-        base_model = _model_path(base_model, "base_model", base, None)
-    elif isinstance(base_model, str) and base_model:
-        base_model = _resolve(base_model, base)
-    else:
-        raise ConfigError(
-            "mapframe needs the mergekit base_model (the pretrained model every task vector "
-            "is measured from); add base_model: <folder>")
     models = mk.get("models")
     if not isinstance(models, list) or not models:
         raise ConfigError("mergekit models must be a list of {model: <path>, parameters: "
                           "{...}}")
+    # linear (a weighted average of whole models, mapframe's soup) needs no base: its merge
+    # does not depend on the point task vectors are measured from, so the first model is
+    # taken as that point (its task vector is zero), and every listed model, a listed
+    # base_model included, is one of the averaged models, as in mergekit.
+    linear = method == "linear"
+    if isinstance(base_model, Mapping):
+        base_model = _model_path(base_model, "base_model", base, None)
+    elif isinstance(base_model, str) and base_model:
+        base_model = _resolve(base_model, base)
+    elif linear:
+        first = models[0]
+        first = first if isinstance(first, Mapping) and "model" in first else {"model": first}
+        base_model = _model_path(first["model"], "models[0].model", base, None)
+    else:
+        raise ConfigError(
+            "mapframe needs the mergekit base_model (the pretrained model every task vector "
+            "is measured from); add base_model: <folder>")
     paths, per_model = [], []
     for i, entry in enumerate(models):
         entry = entry if isinstance(entry, Mapping) and "model" in entry else {"model": entry}
         model = _model_path(entry["model"], f"models[{i}].model", base, base_model)
-        if model == base_model:
+        if model == base_model and not linear:
             continue  # mergekit lets the base be listed among the models
         paths.append(model)
         per_model.append(_parameters(f"models[{i}].parameters", entry.get("parameters")))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -198,3 +199,49 @@ def test_a_config_read_in_exports_back_to_the_same_method(tmp_path: Path, method
     if method in ("ties", "dare_ties"):  # mergekit's own default where none was given
         default = method == "ties"
         assert out["parameters"]["normalize"] == params.get("normalize", default)
+
+
+def test_a_linear_merge_needs_no_base_and_keeps_a_listed_base(tmp_path: Path) -> None:
+    """mapframe's soup exports as mergekit's linear without base_model (mergekit adds an
+    unlisted base with no weight, which breaks linear); reading it back asked for a
+    base_model. A linear that lists its base among the models averages it in (mergekit
+    does); mapframe dropped it silently."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    from mapframe.export.mergekit_yaml import mergekit_config
+    from mapframe.merging.checkpoints import load_state_dict
+    from mapframe.merging.interpolation import ModelSoup
+
+    weights = {}
+    for i, name in enumerate(("base", "ft-a", "ft-b")):
+        (tmp_path / name).mkdir()
+        weights[name] = {"w": torch.full((3,), float(i + 1))}
+        save_file(weights[name], str(tmp_path / name / "model.safetensors"))
+        (tmp_path / name / "config.json").write_text("{}")
+    out = mergekit_config({"name": "soup"}, [0.3, 0.9], str(tmp_path / "base"),
+                          {"a": str(tmp_path / "ft-a"), "b": str(tmp_path / "ft-b")})
+    assert "base_model" not in out
+    spec = load_spec(_write(tmp_path / "soup.yaml", {**out, "evaluator": EVALUATOR}))
+    assert spec.merge_strategy == {"name": "soup"} and spec.checkpoints is not None
+    assert spec.checkpoints.pretrained == str(tmp_path / "ft-a")  # any model would do
+    assert list(spec.checkpoints.finetuned.values()) == [str(tmp_path / "ft-a"),
+                                                          str(tmp_path / "ft-b")]
+    listed = {"merge_method": "linear", "base_model": "base",
+              "models": [{"model": n, "parameters": {"weight": 1.0}}
+                         for n in ("base", "ft-a", "ft-b")], "evaluator": {
+                  "name": "callable", "function": "objectives:two_quadratics",
+                  "tasks": ["x", "y", "z"]}}
+    spec = load_spec(_write(tmp_path / "listed.yaml", listed))
+    assert spec.checkpoints is not None
+    assert list(spec.checkpoints.finetuned.values()) == [
+        str(tmp_path / n) for n in ("base", "ft-a", "ft-b")]
+    # the soup of the three at equal weights is mergekit's (θ0 + θa + θb) / 3
+    from mapframe.merging.checkpoints import TaskVectors
+    from mapframe.merging.merger import Merger
+
+    base = load_state_dict(Path(spec.checkpoints.pretrained) / "model.safetensors")
+    fts = [load_state_dict(Path(p) / "model.safetensors")
+           for p in spec.checkpoints.finetuned.values()]
+    merged = Merger(ModelSoup(), TaskVectors(base, fts)).merged_state_dict(np.ones(3))
+    assert merged["w"].tolist() == pytest.approx([2.0, 2.0, 2.0])
