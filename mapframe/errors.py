@@ -23,6 +23,7 @@ __all__ = [
     "MapframeWarning",
     "MetricError",
     "PluginLoadError",
+    "SetupMismatchError",
     "StoreError",
     "UnknownComponentError",
 ]
@@ -76,6 +77,10 @@ class ClusterLostError(MapframeError, RuntimeError):
 
 class StoreError(MapframeError, RuntimeError):
     """The evaluation store cannot be opened or does not match the study."""
+
+
+class SetupMismatchError(StoreError):
+    """The store already holds a study of that name with another setup (fingerprint)."""
 
 
 class MapframeWarning(UserWarning):

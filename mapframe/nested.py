@@ -21,6 +21,8 @@ under its own name, so an interrupted tournament resumes where it stopped.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import os
 import time
@@ -33,7 +35,7 @@ import numpy as np
 
 from mapframe.assembly import assemble
 from mapframe.component import Component
-from mapframe.errors import BudgetError, ConfigError, EvaluationError
+from mapframe.errors import BudgetError, ConfigError, EvaluationError, SetupMismatchError
 from mapframe.evaluators.base import Evaluator
 from mapframe.history import History
 from mapframe.pairing import (
@@ -491,6 +493,22 @@ class NestedMergeStudy:
             pairing=self.pairing.name, _pretrained=base)
 
     # --------------------------------------------------------------------------------
+    def _stored_name(self, name: str, fingerprint: dict[str, Any]) -> str:
+        """The name a pair's study (or an extra evaluation) is stored under: ``name`` (the
+        merge tree's label) unless the store already holds another setup there, as it does
+        after a tournament with another preference (other side weights, other merged
+        vectors); then ``name@<digest of the setup>``. So every setup keeps its evaluations
+        and each tournament reuses those of its own (and studies stored before keep their
+        plain names)."""
+        try:
+            self.storage.open(name, fingerprint)
+        except SetupMismatchError:
+            text = json.dumps(fingerprint, sort_keys=True, default=str)
+            return f"{name}@{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+        finally:
+            self.storage.close()
+        return name
+
     def _component(self, spec: Any) -> Any:
         return copy.deepcopy(spec) if isinstance(spec, Component) else spec
 
@@ -526,6 +544,7 @@ class NestedMergeStudy:
             preference=list(select), preference_bounds=bounds, on_error=self.on_error,
             progress=self.progress,
         )
+        study.study_name = self._stored_name(study.study_name, study.fingerprint())
         res = study.run()
         sel = int(res.selected)  # type: ignore[arg-type]
         c = res.front.coefficients[sel]
@@ -579,9 +598,9 @@ class NestedMergeStudy:
             "executor", self._component(self.executor_spec))
         history = History(1, len(self.tasks))
         run.counts["extra_models"] += 1
-        with EvaluationSession(self.storage, f"{self.study_name}/{purpose}/{node.name}", fp,
-                               self.evaluator, spec, executor, self.tasks,
-                               on_error="raise") as session:
+        name = self._stored_name(f"{self.study_name}/{purpose}/{node.name}", fp)
+        with EvaluationSession(self.storage, name, fp, self.evaluator, spec, executor,
+                               self.tasks, on_error="raise") as session:
             try:
                 session.evaluate(np.ones((1, 1)), "search", 0, history)
             except EvaluationError as exc:

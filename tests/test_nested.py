@@ -232,6 +232,24 @@ def test_resume_mid_tournament(tmp_path) -> None:
     assert again.tree() == res.tree()
 
 
+def test_a_new_preference_reuses_the_pairs_it_shares_on_one_store(tmp_path) -> None:
+    """docs/nested.md: a new preference is a new tournament whose pairs with the same side
+    preferences reuse their stored evaluations. Its pair studies were named by the merge
+    tree alone, so the second tournament stopped with "a different setup" (a StoreError
+    whose fix, another name, reused nothing)."""
+    store = tmp_path / "n.sqlite"
+    counts = []
+    for pref in ([1, 1, 1, 1], [4, 1, 1, 1], [1, 1, 1, 1], [4, 1, 1, 1]):
+        tv, ev, _, _ = make_problem(4)
+        res = NestedMergeStudy(ev, task_vectors=tv, preference=pref, pair_budget=6,
+                               pairing="in_order", front_solver="grid", storage=store).run()
+        counts.append((res.evaluations["new_this_run"], res.evaluations["reused_from_store"]))
+    first, second, again, again2 = counts
+    assert first[1] == 0 and first[0] > 0
+    assert 0 < second[1] < sum(second)  # the (t2+t3) pair's sides weigh 1:1 in both
+    assert again == (0, sum(first)) and again2 == (0, sum(second))
+
+
 def test_save_writes_tree_fronts_and_pairs(tmp_path) -> None:
     res, *_ = run(4, k=6)
     paths = res.save(tmp_path / "out")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from mapframe.component import Component
-from mapframe.errors import StoreError
+from mapframe.errors import SetupMismatchError
 from mapframe.history import Evaluation
 
 __all__ = ["EvaluationStore", "driver_id", "driver_is_gone", "fingerprint_diff"]
@@ -166,7 +166,7 @@ class EvaluationStore(Component):
     ) -> None:
         diff = fingerprint_diff(old, new)
         if diff:
-            raise StoreError(
+            raise SetupMismatchError(
                 f"{where} already holds a study named {study_name!r} with a different setup "
                 f"({', '.join(diff)} differ); use another study name or another store, or "
                 "delete the old study"
