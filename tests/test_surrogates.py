@@ -405,3 +405,15 @@ def test_prototype_copies_fit_independently(model: Surrogate, name: str) -> None
     desc = model.describe()
     assert desc["name"] == name and "ridge" in desc
     assert all(isinstance(v, (str, int, float, type(None))) for v in desc.values())
+
+
+def test_expected_errors_fall_back_to_rmse_where_the_loo_error_is_not_a_number():
+    """A leave-one-out error of NaN (a point with leverage 1) made the promised error NaN,
+    so the handed-over front's margin dropped to 0, not to the in-sample rmse."""
+    from mapframe.surrogates.base import expected_errors
+
+    diag = {"a": {"loo_rmse": float("nan"), "rmse": 0.02}, "b": {"loo_rmse": 0.05, "rmse": 0.01},
+            "c": {"rmse": 0.03}, "d": {}, "e": {"loo_rmse": "n/a"}}
+    got = expected_errors(diag, ["a", "b", "c", "d", "e"])
+    np.testing.assert_allclose(got[:3], [0.02, 0.05, 0.03])
+    assert np.isnan(got[3]) and np.isnan(got[4])

@@ -85,16 +85,21 @@ class SurrogateDiagnostics(TypedDict, total=False):
 
 def expected_errors(diagnostics: Mapping[str, Mapping[str, Any]],
                     task_names: Sequence[str]) -> np.ndarray:
-    """Per task, the error its surrogate promises: ``loo_rmse``, else the in-sample
-    ``rmse``; NaN where a task's diagnostics report neither (or no number)."""
+    """Per task, the error its surrogate promises: ``loo_rmse``, else (absent, or not a
+    finite number, as where a point's leverage is 1) the in-sample ``rmse``; NaN where a
+    task's diagnostics report neither."""
+
+    def number(value: Any) -> float:
+        try:
+            return float(value) if value is not None else np.nan
+        except (TypeError, ValueError):
+            return np.nan
+
     out = []
     for name in task_names:
         diag = diagnostics.get(name, {})
-        value = diag.get("loo_rmse", diag.get("rmse"))
-        try:
-            out.append(float(value) if value is not None else np.nan)
-        except (TypeError, ValueError):
-            out.append(np.nan)
+        loo = number(diag.get("loo_rmse"))
+        out.append(loo if np.isfinite(loo) else number(diag.get("rmse")))
     return np.array(out, dtype=float)
 
 
