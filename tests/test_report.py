@@ -172,6 +172,29 @@ def test_degenerate_front_says_so(tmp_path):
     assert 'id="degenerate"' in html and "one merge serves every preference" in html
 
 
+@pytest.mark.parametrize("name", ["evil {{BUNDLE}}", "evil {{PLOTLYJS}}", "x {{TITLE}}"])
+def test_a_study_name_holding_a_placeholder_of_the_page_is_shown_as_written(tmp_path, name):
+    """The template was filled placeholder by placeholder, so one inside the (first
+    inserted) title was filled too: a 19 MB title, a data block that no longer parsed, or
+    the data (with a task's name as live HTML) pasted into the heading."""
+    from mapframe import MergeStudy
+    from mapframe.report.page import render_page
+
+    def two(C):
+        C = np.atleast_2d(C)
+        return np.column_stack([C[:, 0], 1 - C[:, 0] ** 2])
+
+    MergeStudy(objective=two, task_names=["<b>a</b>", "b"], budget=8, seed=0,
+               sampler="sobol", study_name=name,
+               storage=tmp_path / "evaluations.sqlite").run().save(tmp_path, plot=False)
+    page = render_page(assemble(locate(tmp_path)))
+    assert _bundle(page)["data"]["study"] == name
+    title = re.search(r"<title>(.*?)</title>", page, re.S)
+    assert title is not None and title.group(1) == f"mapframe report: {name}"
+    assert page.count('id="mapframe-bundle"') == 1 and "<b>a</b>" not in page.split(
+        'id="mapframe-bundle"')[0]
+
+
 # ----------------------------------------------------------------------------- CLI
 
 def _config(tmp_path: Path) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -144,11 +145,15 @@ def render_page(data: ReportData, live: dict[str, Any] | None = None) -> str:
     """The whole page for ``data``: self-contained, it opens offline."""
     b = bundle(data, live)
     title = f"mapframe report: {data.study or 'study'}"
-    return (_TEMPLATE.replace("{{TITLE}}", html.escape(title))
-            .replace("{{STYLE}}", _STYLE)
-            .replace("{{SCRIPT}}", _SCRIPT)
-            .replace("{{BUNDLE}}", bundle_json(b))
-            .replace("{{PLOTLYJS}}", _plotly_js()))
+    parts = {"TITLE": html.escape(title), "STYLE": _STYLE, "SCRIPT": _SCRIPT,
+             "BUNDLE": bundle_json(b), "PLOTLYJS": _plotly_js()}
+    # One pass over the template: a value that contains a placeholder (a study named
+    # "x {{BUNDLE}}") is inserted as it is, never filled in again.
+    return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], _TEMPLATE)
+
+
+#: The page template's placeholders, ``{{NAME}}``.
+_PLACEHOLDER = re.compile(r"\{\{(TITLE|STYLE|SCRIPT|BUNDLE|PLOTLYJS)\}\}")
 
 
 _STYLE = """
