@@ -195,6 +195,40 @@ def test_a_study_name_holding_a_placeholder_of_the_page_is_shown_as_written(tmp_
         'id="mapframe-bundle"')[0]
 
 
+def test_a_watched_study_keeps_its_own_results_as_its_folder_changes(tmp_path):
+    """The source is fixed when the dashboard starts, the folder is not: a second study
+    saving into it put its front beside the first study's evaluations; and a dashboard
+    started on a running study's store never showed the front once the study finished."""
+    from mapframe import MergeStudy
+
+    def study(name, names, out, budget=10):
+        def f(C):
+            C = np.atleast_2d(C)
+            return np.column_stack([C[:, 0], 1 - C[:, 0] ** 2 - 0.1 * C[:, 1]])
+
+        return MergeStudy(objective=f, task_names=names, budget=budget, seed=0,
+                          sampler="sobol", storage=out / "evaluations.sqlite", study_name=name)
+
+    shared = tmp_path / "shared"
+    study("A", ["a1", "a2"], shared).run().save(shared, plot=False)
+    src = locate(shared)
+    assert assemble(src).front is not None
+    study("B", ["b1", "b2"], shared, budget=12).run().save(shared, plot=False)
+    after = assemble(src)  # the dashboard's next poll
+    assert after.study == "A" and after.task_names == ["a1", "a2"]
+    assert after.front is None and len(after.evaluations["phase"]) == 10
+
+    running = tmp_path / "running"
+    live = study("C", ["c1", "c2"], running)
+    live.run()  # the store exists, the results are not written yet
+    src = locate(running / "evaluations.sqlite")
+    before = (src.version(), assemble(src).front)
+    assert before[1] is None
+    live.run().save(running, plot=False)  # the study finishes and writes its results
+    assert src.version() != before[0]  # the dashboard sees the change ...
+    assert assemble(src).front is not None  # ... and shows the front
+
+
 # ----------------------------------------------------------------------------- CLI
 
 def _config(tmp_path: Path) -> Path:

@@ -90,8 +90,8 @@ def assemble(source: ReportSource) -> ReportData:
     from mapframe.results_folder import load_results
 
     version = source.version()  # first: a write while reading shows at the next poll
-    saved = (load_results(source.directory)
-             if source.has_results and source.directory is not None else None)
+    folder = source.results_folder  # this study's finished results, wherever they are
+    saved = load_results(folder) if folder is not None else None
     notes: list[str] = []
     summary: dict[str, Any] = {}
     if saved is not None:
@@ -134,7 +134,8 @@ def assemble(source: ReportSource) -> ReportData:
         notes.append(f"no front yet: {len(table)} evaluations stored so far; the front "
                      "appears when the study finishes")
     has_model = bool(saved is not None and saved.config and saved.config.get("checkpoints"))
-    directory = None if source.directory is None else str(Path(source.directory).absolute())
+    where = folder if folder is not None else source.directory
+    directory = None if where is None else str(Path(where).absolute())
     export = {"command": (f"mapframe export {shlex.quote(directory or 'RESULTS_DIR')} "
                           "--point {N} -o " + EXPORT_TARGET),
               "has_model": has_model}

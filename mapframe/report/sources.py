@@ -139,24 +139,39 @@ def _is_store(path: Path) -> bool:
 @dataclass
 class ReportSource:
     """A results folder (``directory``, may be ``None``) and/or a store (``store``), and the
-    study in it (``study``)."""
+    study in it (``study``). ``candidate`` is a folder the study may still write its results
+    to (a running study's store's folder): it is looked at again on every read."""
 
     directory: Path | None
     store: Path | None
     study: str | None
+    candidate: Path | None = None
+
+    @property
+    def results_folder(self) -> Path | None:
+        """The folder holding *this* study's finished results (front.json and summary.json
+        naming ``study``), ``directory`` or ``candidate``; ``None`` while there is none. A
+        folder another study saved into since is not this study's: its front is not shown
+        beside this study's evaluations."""
+        for d in (self.directory, self.candidate):
+            if (d is not None and (d / "front.json").is_file()
+                    and (d / "summary.json").is_file()
+                    and (self.study is None or _study_in_summary(d) == self.study)):
+                return d
+        return None
 
     @property
     def has_results(self) -> bool:
         """Whether a finished study wrote its front here (front.json and summary.json)."""
-        d = self.directory
-        return d is not None and (d / "front.json").is_file() and (d / "summary.json").is_file()
+        return self.results_folder is not None
 
     def version(self) -> str:
         """A signature of every file the report reads (size and mtime); it changes when a
         study stores an evaluation (the store's write-ahead log) or writes its results."""
         files: list[Path] = []
-        if self.directory is not None:
-            files += [self.directory / n for n in RESULT_FILES]
+        for d in (self.directory, self.candidate):
+            if d is not None:
+                files += [d / n for n in RESULT_FILES]
         if self.store is not None:
             files += [self.store, Path(f"{self.store}-wal")]
         parts = []
@@ -177,8 +192,9 @@ class ReportSource:
             if self.study in with_study:
                 return read_store(self.store, self.study, len(coefficient_names),
                                   len(task_names))
-        if self.directory is not None and (self.directory / "evaluations.csv").is_file():
-            return read_evaluations_csv(self.directory / "evaluations.csv",
+        folder = self.results_folder
+        if folder is not None and (folder / "evaluations.csv").is_file():
+            return read_evaluations_csv(folder / "evaluations.csv",
                                         coefficient_names, task_names)
         return EvaluationTable.empty(len(coefficient_names), len(task_names))
 
@@ -261,5 +277,5 @@ def locate(path: str | os.PathLike[str], study: str | None = None) -> ReportSour
         if study is None:
             raise ConfigError(f"the store {p} holds no study yet; start the study, then "
                               "give its store again")
-        return ReportSource(folder, p, study)
+        return ReportSource(folder, p, study, candidate=p.parent)
     raise ConfigError(f"{p} does not exist; give a results folder or an evaluation store")
