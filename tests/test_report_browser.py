@@ -4,6 +4,7 @@ CI installs them (.ci/run)."""
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -166,6 +167,18 @@ def test_slider_moves_the_highlight_and_the_command(driver, two):
         results[tuple(weights)] = k
     assert results[(1.0, 0.0)] != results[(0.0, 1.0)]
     assert star() != before
+
+
+def test_the_export_command_fills_the_point_not_a_brace_in_the_folder(driver, tmp_path):
+    """A results folder named like ``sweep-{N}`` got the point number in its name and the
+    placeholder left in the command."""
+    folder = make_results(tmp_path / "sweep-{N}", 2)
+    write_report(folder)
+    _open(driver, (folder / "report.html").as_uri())
+    k = load_results(folder).selected
+    cmd = driver.find_element(By.ID, "export-cmd").text
+    assert cmd == (f"mapframe export {shlex.quote(str(folder.absolute()))} --point {k} "
+                   "-o merged.safetensors")
 
 
 def test_page_works_offline(driver, two):

@@ -354,7 +354,9 @@ function update() {
     "</tbody></table>" +
     (d.export.has_model ? "" : "<p class='muted'>This study used a black-box objective: " +
      "there is no merged model to export.</p>");
-  cmd.textContent = d.export.command.replace("{N}", String(k));
+  // the point's {N} is the last one: a folder's name may hold "{N}" too
+  var template = d.export.command, at = template.lastIndexOf("{N}");
+  cmd.textContent = template.slice(0, at) + String(k) + template.slice(at + 3);
   highlight(k);
 }
 
