@@ -398,12 +398,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from mapframe._imports import optional_import
     from mapframe.report import locate
-    from mapframe.report.dashboard import serve
+    from mapframe.report.dashboard import MAX_INTERVAL_S, serve
 
     optional_import("plotly", "report", "the dashboard")
-    if not args.interval > 0:
-        raise ConfigError(f"--interval must be a positive number of seconds, got "
-                          f"{args.interval}")
+    if not 0 < args.interval <= MAX_INTERVAL_S:
+        raise ConfigError(f"--interval must be a number of seconds in (0, {MAX_INTERVAL_S:g}], "
+                          f"got {args.interval}")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be in 0-65535 (0 picks a free one), got {args.port}")
     return serve(locate(args.path, args.study), args.host, args.port, args.interval)
 
 

@@ -395,3 +395,36 @@ def test_dashboard_command_stops_cleanly_on_ctrl_c(two):
             proc.kill()
     assert proc.returncode == 0, err
     assert "dashboard stopped" in out and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--port", "70000"], "--port must be in 0-65535"),
+    (["--port", "-5"], "--port must be in 0-65535"),
+    (["--interval", "inf"], "--interval must be a number of seconds in (0, 86400]"),
+    (["--interval", "0"], "--interval must be a number of seconds"),
+])
+def test_dashboard_arguments_out_of_range_are_one_line_errors(two, capsys, args, message):
+    """A port past 65535 or an infinite interval ended in a raw OverflowError."""
+    assert main(["dashboard", str(two), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.strip()]) == 1
+
+
+def test_dashboard_serves_on_an_ipv6_host(two):
+    """An IPv6 host (::1) failed with "Address family not supported" and the advice to
+    choose another port."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    from mapframe.report.dashboard import Dashboard
+
+    with Dashboard(locate(two), host="::1", port=0, interval=0.5) as dash:
+        dash.start()
+        assert dash.url.startswith("http://[::1]:")
+        status, page = _get(dash.url)
+        assert status == 200 and b'id="mapframe-bundle"' in page

@@ -10,6 +10,7 @@ redraws in place, keeping the preference the user set.
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +22,16 @@ from mapframe.report.sources import ReportSource
 __all__ = ["Dashboard", "serve"]
 
 
+#: The longest refresh interval a page can use (a browser's timer holds at most 2^31 ms).
+MAX_INTERVAL_S = 86400.0
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    """The server for an IPv6 host (``::1``): the standard one binds IPv4 only."""
+
+    address_family = socket.AF_INET6
+
+
 class Dashboard:
     """The report of ``source`` as a small web server on ``host:port`` (``port=0``: a free
     one). :meth:`start` serves in a background thread, :meth:`serve_forever` in this one
@@ -29,15 +40,22 @@ class Dashboard:
     def __init__(self, source: ReportSource, host: str = "127.0.0.1", port: int = 0,
                  interval: float = 2.0) -> None:
         self.source = source
+        if not (isinstance(interval, (int, float)) and 0 < interval <= MAX_INTERVAL_S):
+            raise ConfigError(f"the refresh interval must be a number of seconds in (0, "
+                              f"{MAX_INTERVAL_S:g}], got {interval!r}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigError(f"the port must be an integer in 0-65535 (0 picks a free one), "
+                              f"got {port!r}")
         self.interval_ms = max(100, int(interval * 1000))
         self._lock = threading.Lock()
         self._cache: tuple[str, dict[str, Any]] | None = None
         handler = _handler(self)
+        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
         try:
-            self.server = ThreadingHTTPServer((host, port), handler)
+            self.server = server_class((host, port), handler)
         except OSError as exc:
             raise ConfigError(f"cannot serve on {host}:{port} ({exc.strerror or exc}); give "
-                              "another --port (0 picks a free one)") from None
+                              "another --port (0 picks a free one) or --host") from None
         self.server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
