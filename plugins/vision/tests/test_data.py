@@ -14,6 +14,7 @@ import torch
 from mapframe_vision.data import (
     EvalSet,
     TaskSpec,
+    check_numeric_folder_order,
     load_dataset,
     parse_tasks,
     resolve_class_names,
@@ -349,3 +350,39 @@ def test_fashion_mnist_missing_names_the_package(tmp_path):
     with pytest.raises(ConfigError, match="apt-get install dataset-fashion-mnist") as ei:
         FashionMNIST(str(tmp_path / "nowhere"))
     assert "t10k-images-idx3-ubyte.gz" in str(ei.value)
+
+
+class _FolderLike:
+    """What an ImageFolder of ``<root>/<class>/<image>`` gives: ``classes`` the sorted folder
+    names, each image's label its folder's index in that list."""
+
+    def __init__(self, folders: list[str]) -> None:
+        self.classes = sorted(folders)
+        self.samples = [(torch.zeros(3, 4, 4), i) for i in range(len(self.classes))]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.samples[i]
+
+
+def test_a_dataset_missing_a_class_folder_is_an_error_not_shifted_labels() -> None:
+    """A validation folder without class 3 against the 10 MNIST names: every label from 3
+    on pointed at the next head row, and nothing said so."""
+    ds = _FolderLike([str(d) for d in range(10) if d != 3])
+    with pytest.raises(ConfigError, match=r"'MNIST': the dataset has 9 classes \(0, 1, 2, 4, "
+                                          r".*but the head has 10 classes"):
+        EvalSet("MNIST", ds, 10, device="cpu")
+    EvalSet("MNIST", _FolderLike([str(d) for d in range(10)]), 10, device="cpu")
+
+
+def test_numbered_class_folders_sorted_as_text_are_an_error_with_named_classes() -> None:
+    """Folders 0..42 sort as text (0, 1, 10, 11, ..., 2): with class names in numeric order
+    (a preset), folder "2" got label 12 and the name of class 12."""
+    with pytest.raises(ConfigError, match=r"'GTSRB': the class folders are numbers sorted as "
+                                          r"text \(0, 1, 10, 11, ...\).*leading zeros \(00, 01"):
+        check_numeric_folder_order("GTSRB", _FolderLike([str(d) for d in range(43)]))
+    check_numeric_folder_order("GTSRB", _FolderLike([f"{d:02d}" for d in range(43)]))
+    check_numeric_folder_order("MNIST", _FolderLike([str(d) for d in range(10)]))
+    check_numeric_folder_order("pets", _FolderLike(["cat", "dog"]))

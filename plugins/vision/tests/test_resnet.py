@@ -403,7 +403,9 @@ def test_labels_beyond_the_head(world: dict[str, Any]) -> None:
     tasks = _task_configs(world)
     tasks[1]["data"] = str(world["data"]["upright"]["val"])  # labels 0-9, 5-class head
     ev = _evaluator(world, tasks=tasks)
-    with pytest.raises(ConfigError, match=r"'rotated'.*label 9.*5 classes"):
+    # an ImageFolder lists its classes: the count differs before any label is read
+    with pytest.raises(ConfigError, match=r"'rotated': the dataset has 10 classes.*the head "
+                                          r"has 5 classes"):
         _setup(ev, world)
 
 
@@ -413,6 +415,16 @@ def test_refit_data_labels_beyond_the_head(world: dict[str, Any]) -> None:
     ev = _evaluator(world, tasks=tasks, refit=True)
     with pytest.raises(ConfigError, match=r"rotated \(refit_data\).*5 classes"):
         _setup(ev, world)
+
+
+def test_refit_data_that_is_the_scored_data_is_an_error(world: dict[str, Any]) -> None:
+    """A head re-fitted on the split it is scored on learns those labels: accepted silently
+    before."""
+    tasks = _task_configs(world, refit=True)
+    tasks[0]["refit_data"] = tasks[0]["data"]
+    with pytest.raises(ConfigError, match=r"'upright' re-fit their head on the data they are "
+                                          r"scored on"):
+        _evaluator(world, tasks=tasks, refit=True)
 
 
 def test_head_errors(world: dict[str, Any], tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from mapframe_vision._common import (
 from mapframe_vision.data import (
     EvalSet,
     TaskSpec,
+    check_numeric_folder_order,
     describe_data,
     load_dataset,
     parse_tasks,
@@ -359,6 +360,8 @@ class ClipEvaluator(ModelEvaluator):
                 spec.name in presets()["classnames"]
             ):
                 spec = TaskSpec(spec.name, spec.data, "preset", spec.templates, spec.max_samples)
+            if spec.classnames not in (None, "folder"):  # names in class order
+                check_numeric_folder_order(spec.name, ds)
             self._classnames[spec.name] = resolve_class_names(spec, ds, presets()["classnames"])
             self._templates[spec.name] = resolve_templates(spec.name, spec.templates)
         self._heads = self._build_heads()

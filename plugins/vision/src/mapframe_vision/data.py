@@ -247,6 +247,39 @@ def _dataset_classes(spec: TaskSpec, dataset: Any, required: bool) -> list[str]:
     )
 
 
+def check_class_count(name: str, dataset: Any, n_classes: int) -> None:
+    """A one-line :class:`ConfigError` when a dataset that lists its classes (an
+    ImageFolder's class folders) has another number of them than the head has rows: labels
+    are indices into the dataset's own list, so a missing class folder shifts every label
+    after it onto the wrong head row (silently: they all stay below the head's size)."""
+    classes = getattr(dataset, "classes", None)
+    if isinstance(classes, (list, tuple)) and classes and len(classes) != n_classes:
+        shown = ", ".join(map(str, classes[:6])) + (", ..." if len(classes) > 6 else "")
+        raise ConfigError(
+            f"task {name!r}: the dataset has {len(classes)} classes ({shown}) but the head "
+            f"has {n_classes} classes; each head row is one class, in the dataset's label "
+            "order: give a dataset with a folder for every class, or class names for exactly "
+            "its classes")
+
+
+def check_numeric_folder_order(name: str, dataset: Any) -> None:
+    """A one-line :class:`ConfigError` when class names that do not come from the dataset (a
+    preset or a list, in numeric class order) meet class folders named by unpadded numbers:
+    an ImageFolder sorts them as text (0, 1, 10, 11, ..., 2), so label 2 is folder "10"."""
+    classes = getattr(dataset, "classes", None)
+    if not (isinstance(classes, (list, tuple)) and classes
+            and all(isinstance(c, str) and c.isdigit() for c in classes)):
+        return
+    if list(classes) != sorted(classes, key=int):
+        width = max(len(c) for c in classes)
+        raise ConfigError(
+            f"task {name!r}: the class folders are numbers sorted as text "
+            f"({', '.join(classes[:4])}, ...), so their labels do not follow the class "
+            "names' numeric order; rename the folders with leading zeros "
+            f"({', '.join(str(i).zfill(width) for i in range(3))}, ...) or give "
+            "classnames: folder")
+
+
 class EvalSet:
     """A task's evaluation images and labels, batched on the evaluation device.
 
@@ -276,6 +309,7 @@ class EvalSet:
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.device = device
+        check_class_count(name, dataset, n_classes)
         n = len(dataset)
         if max_samples is not None and max_samples < n:
             # A fixed random subset (seed 0): the same images for every merge and every run.

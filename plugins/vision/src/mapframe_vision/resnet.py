@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -206,6 +207,12 @@ class ResNetEvaluator(ModelEvaluator):
                     "refit_data: give each task a labelled split to re-fit its head on "
                     "(refit_data: /path/to/train/ImageFolder), or set refit: false"
                 )
+            same = [s.name for s in self._specs if _same_data(s.refit_data, s.data)]
+            if same:
+                raise ConfigError(
+                    f"task(s) {', '.join(map(repr, same))} re-fit their head on the data they "
+                    "are scored on (refit_data is data): the head would learn the labels it "
+                    "is scored on; give refit_data another labelled split (e.g. train)")
         for arg, val, low in (("image_size", image_size, 1), ("batch_size", batch_size, 1),
                               ("num_workers", num_workers, 0)):
             check_count(arg, val, low)
@@ -508,3 +515,13 @@ class ResNetEvaluator(ModelEvaluator):
         super().close()
         drop_attributes(self, ("_heads", "_finetuned_heads", "_sets", "_refit_sets"))
         self._ready = False
+
+
+def _same_data(a: Any, b: Any) -> bool:
+    """Whether two tasks' data specs name the same data (paths compared resolved)."""
+    if isinstance(a, str) and isinstance(b, str):
+        def resolved(p: str) -> str:
+            return os.path.realpath(os.path.expanduser(p))
+
+        return resolved(a) == resolved(b)
+    return a is not None and a == b
