@@ -340,6 +340,9 @@ class StudyResult:
                                            self.study_name, self.coefficient_names, chosen)
             return export_point(point, self.merge_spec, path, format, None
                                 if max_shard_size is None else parse_size(max_shard_size))
+        from mapframe.export.point import prepare_safetensors_path
+
+        prepare_safetensors_path(path)
         merger = self.merge_spec.build()
         return merger.export(path, self.front.coefficients[index],
                              self.front.export_metadata(index, self.study_name))

@@ -96,6 +96,9 @@ class SavedResults:
                 self.coefficient_names, chosen, png if png.is_file() else None)
             return export_point(point, spec, path, format, None if max_shard_size is None
                                 else parse_size(max_shard_size))
+        from mapframe.export.point import prepare_safetensors_path
+
+        prepare_safetensors_path(path)
         meta = self.front.export_metadata(index, str(self.summary.get("study", "")))
         return spec.build().export(path, self.front.coefficients[index], meta)
 

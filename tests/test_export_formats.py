@@ -418,3 +418,40 @@ def test_notes_say_where_mergekit_will_not_give_the_same_weights() -> None:
     notes = mergekit_notes({"name": "dare_task_arithmetic", "drop_rate": 0.1})
     assert len(notes) == 1 and "mergekit draws its own masks" in notes[0]
     assert len(mergekit_notes({"name": "dare_ties"})) == 2
+
+
+def test_export_never_replaces_what_it_did_not_write(results_folder: Path, tmp_path: Path,
+                                                      capsys: Any) -> None:
+    """The default format overwrote any file (a user's notes.md became safetensors bytes),
+    and a folder or an unusable path ended in raw tracebacks."""
+    import mapframe
+
+    notes = tmp_path / "notes.md"
+    notes.write_text("important data")
+    (tmp_path / "folder.safetensors").mkdir()
+    (tmp_path / "afile.txt").write_text("x")
+    for target, message in ((notes, "it exists and is not an earlier mapframe export"),
+                            (tmp_path / "folder.safetensors", "it is a folder"),
+                            (tmp_path / "afile.txt" / "m.safetensors",
+                             "its folder cannot be made")):
+        capsys.readouterr()
+        assert main(["export", str(results_folder), "-o", str(target)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err and "Traceback" not in err
+    assert notes.read_text() == "important data"
+    saved = mapframe.load_results(results_folder)
+    with pytest.raises(ConfigError, match="not an earlier mapframe export"):
+        saved.export(notes, index=0)
+    # an earlier export is replaced, as before
+    out = tmp_path / "m.safetensors"
+    assert main(["export", str(results_folder), "-o", str(out)]) == 0
+    assert main(["export", str(results_folder), "-o", str(out)]) == 0
+    yaml_out = tmp_path / "m.yaml"
+    (tmp_path / "their.yaml").write_text("models: []\n")
+    assert main(["export", str(results_folder), "--format", "mergekit", "-o",
+                 str(tmp_path / "their.yaml")]) == 2
+    assert (tmp_path / "their.yaml").read_text() == "models: []\n"
+    assert main(["export", str(results_folder), "--format", "mergekit", "-o", str(yaml_out)]
+                ) == 0
+    assert main(["export", str(results_folder), "--format", "mergekit", "-o", str(yaml_out)]
+                ) == 0

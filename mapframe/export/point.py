@@ -116,6 +116,50 @@ class ExportPoint:
         return lines + [f"note: {n}" for n in mergekit_notes(self.strategy)]
 
 
+def refuse_to_overwrite(out: Path) -> None:
+    """A one-line :class:`ConfigError` when writing ``out`` would replace something that is
+    not an earlier mapframe export of the same kind (a folder, a user's file): the default
+    export used to overwrite any file silently."""
+    if out.is_dir():
+        raise ConfigError(f"cannot export to {out}: it is a folder; give -o a file path")
+    if out.exists() and not _is_mapframe_export(out):
+        raise ConfigError(f"cannot export to {out}: it exists and is not an earlier mapframe "
+                          "export; choose another path or remove it")
+
+
+def _is_mapframe_export(path: Path) -> bool:
+    """Whether ``path`` is a safetensors file or a mergekit YAML that mapframe wrote."""
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            with path.open(encoding="utf-8") as fh:
+                return "mapframe study" in fh.readline()
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as fh:
+            return "mapframe.merge_strategy" in (fh.metadata() or {})
+    except Exception:  # not readable as either: not ours
+        return False
+
+
+def prepare_safetensors_path(path: str | os.PathLike[str]) -> None:
+    """Checks before a merged model is written at ``path`` in the default format: a file
+    path (with a suffix) must not replace something that is not an earlier export, and its
+    folder must be creatable (a suffixless path is the checkpoints' loader's to decide)."""
+    out = Path(path)
+    if out.suffix:
+        refuse_to_overwrite(out)
+    _make_parent(out)
+
+
+def _make_parent(out: Path) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot export to {out}: its folder cannot be made "
+                          f"({exc.strerror or exc}); give -o a path in a writable folder"
+                          ) from None
+
+
 def export_point(point: ExportPoint, merge_spec: MergeSpec | None,
                  path: str | os.PathLike[str], format: str = "safetensors",
                  max_shard_bytes: int | None = None) -> Path:
@@ -147,7 +191,8 @@ def export_point(point: ExportPoint, merge_spec: MergeSpec | None,
             raise ConfigError(why or "no mergekit equivalent")
         if not out.suffix:
             out = out.with_suffix(".yaml")
-        out.parent.mkdir(parents=True, exist_ok=True)
+        refuse_to_overwrite(out)
+        _make_parent(out)
         out.write_text(mergekit_yaml(config, point.mergekit_header()), encoding="utf-8")
         return out
     if merge_spec is None:
@@ -158,6 +203,7 @@ def export_point(point: ExportPoint, merge_spec: MergeSpec | None,
     if format == "safetensors":
         meta = {k: v for k, v in point.metadata().items() if k in (
             "mapframe.study", "mapframe.source", "mapframe.predicted", "mapframe.real")}
+        prepare_safetensors_path(out)
         return merger.export(out, c, meta)
     from mapframe.export.hf_folder import hf_source_folder, write_hf_folder
     from mapframe.export.mergekit_yaml import mergekit_yaml
