@@ -90,3 +90,24 @@ def test_integral_floats_from_a_config_become_ints() -> None:
     assert (sampler.batch, sampler.initial) == (2, 6)
     assert isinstance(sampler.batch, int) and isinstance(sampler.initial, int)
     assert PlateauStopping(patience=np.int64(4)).patience == 4
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"sampler": {"name": "sobol", "scramble": "false"}}, "scramble must be true or false"),
+    ({"front_solver": {"name": "nsga2", "eliminate_duplicates": "false"}},
+     "eliminate_duplicates must be true or false"),
+])
+def test_a_string_for_a_switch_is_an_error_not_true(kwargs, message):
+    """bool("false") is True: these switches were read that way and the run went on with
+    the opposite of what the config said."""
+    from mapframe import MergeStudy
+
+    with pytest.raises(ConfigError, match=message):
+        MergeStudy(objective=lambda C: C, task_names=["a", "b"], budget=6, **kwargs)
+
+
+def test_the_callable_evaluators_vectorized_switch_is_checked():
+    from mapframe.evaluators.callable import CallableEvaluator
+
+    with pytest.raises(ConfigError, match="vectorized must be true or false"):
+        CallableEvaluator(lambda C: C, ["a", "b"], vectorized="false")  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from mapframe.errors import ConfigError
 from mapframe.evaluators.base import Evaluator
 from mapframe.evaluators.identity import callable_digest
 from mapframe.problem import Task, as_tasks
+from mapframe.settings import bool_setting
 
 __all__ = ["DIGESTED", "CallableEvaluator", "resolve_callable"]
 
@@ -76,7 +77,7 @@ class CallableEvaluator(Evaluator):
         self._digest = (callable_digest(self._fn) if self.function.startswith(DIGESTED)
                         else None)
         self._tasks = as_tasks(tasks=tasks, directions=directions, ranges=ranges)
-        self.vectorized = bool(vectorized)
+        self.vectorized = bool_setting(vectorized, "vectorized")
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         # A function of one vector gains nothing from batches: one point at a time, so each

@@ -34,6 +34,7 @@ from mapframe.errors import ConfigError
 from mapframe.history import History, coefficient_key
 from mapframe.problem import SearchSpace
 from mapframe.samplers.base import CheckedSampler, check_n
+from mapframe.settings import bool_setting
 
 __all__ = ["GridSampler", "LatinHypercubeSampler", "RandomSampler", "SobolSampler"]
 
@@ -156,7 +157,7 @@ class SobolSampler(CheckedSampler):
     name: ClassVar[str] = "sobol"
 
     def __init__(self, scramble: bool = True) -> None:
-        self.scramble = bool(scramble)
+        self.scramble = bool_setting(scramble, "scramble", who="sampler 'sobol'")
 
     def _propose(
         self, n: int, space: SearchSpace, history: History, rng: np.random.Generator

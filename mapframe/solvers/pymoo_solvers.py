@@ -215,7 +215,7 @@ class _PymooSolver(_BoxSolver):
     ) -> None:
         self.pop_size = None if pop_size is None else int_setting(pop_size, "pop_size", 4)
         self.n_gen = int_setting(n_gen, "n_gen", 1)
-        self.eliminate_duplicates = bool(eliminate_duplicates)
+        self.eliminate_duplicates = bool_setting(eliminate_duplicates, "eliminate_duplicates")
         self._set_polish(polish, tolerance)
 
     @abstractmethod

@@ -18,6 +18,7 @@ import numpy as np
 
 from mapframe.errors import CheckpointError, ConfigError
 from mapframe.evaluators.base import Evaluator, ModelEvaluator
+from mapframe.settings import bool_setting
 from mapframe_llm.runtime import DTYPES, resolve_device, resolve_dtype
 from mapframe_llm.taskvectors import (
     READERS,
@@ -105,7 +106,7 @@ class HFEvaluator(ModelEvaluator):
         self._storage = storage
         self._reader = reader
         self._tokenizer_path = tokenizer
-        self._trust_remote_code = bool(trust_remote_code)
+        self._trust_remote_code = bool_setting(trust_remote_code, "trust_remote_code")
         self._timings = {"merges": 0, "merge_s": 0.0, "score_s": 0.0, "setup_s": 0.0}
 
     # -- settings ----------------------------------------------------------------------------

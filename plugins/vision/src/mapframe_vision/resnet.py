@@ -49,6 +49,7 @@ import numpy as np
 from mapframe.errors import ConfigError
 from mapframe.evaluators.base import ModelEvaluator
 from mapframe.problem import Task
+from mapframe.settings import bool_setting
 from mapframe_vision._common import (
     check_count,
     check_metric,
@@ -247,7 +248,7 @@ class ResNetEvaluator(ModelEvaluator):
         self.precision = check_precision(precision)
         self.preload = preload
         self.preload_limit_gb = float(preload_limit_gb)
-        self.allow_pickle = bool(allow_pickle)
+        self.allow_pickle = bool_setting(allow_pickle, "allow_pickle")
         self._tasks = metric_tasks(self._specs, metric)
         self._shapes: dict[str, tuple[int, ...]] | None = None
         self._ready = False
