@@ -21,6 +21,7 @@ is a one-line :class:`~mapframe.errors.ConfigError` naming what is supported.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mapframe.errors import ConfigError
+from mapframe.settings import bool_setting, number_setting
 
 __all__ = ["MERGE_METHODS", "expand_mergekit", "is_mergekit_config", "strategy_for"]
 
@@ -131,6 +133,13 @@ def strategy_for(method: str, shared: Mapping[str, Any],
                 return m[name]
         return default
 
+    def flag(name: str, default: bool) -> bool:
+        return bool_setting(one(name, default), name, who=f"mergekit {method} parameter")
+
+    def number(name: str, default: float, low: float = -math.inf) -> float:
+        return number_setting(one(name, default), name, low,
+                              who=f"mergekit {method} parameter")
+
     known = {"weight", "density", "normalize", "lambda", "rescale", "int8_mask",
              "nuslerp_flatten", "nuslerp_row_wise", "normalize_weights", "eps", "filter_wise"}
     for m in [shared, *per_model]:
@@ -139,11 +148,11 @@ def strategy_for(method: str, shared: Mapping[str, Any],
             raise ConfigError(f"mergekit parameter {unknown[0]!r} of {method} is not "
                               f"supported (supported: {', '.join(sorted(known))})")
     if method == "task_arithmetic":
-        if one("normalize", False):
-            return {"name": "task_arithmetic_preference", "scale": float(one("lambda", 1.0))}
+        if flag("normalize", False):
+            return {"name": "task_arithmetic_preference", "scale": number("lambda", 1.0)}
         return {"name": "task_arithmetic"}
     if method == "linear":
-        if not one("normalize", True):
+        if not flag("normalize", True):
             raise ConfigError("mergekit linear with normalize: false (an unnormalised sum of "
                               "models) has no mapframe strategy; use normalize: true (soup) "
                               "or task_arithmetic with a base_model")
@@ -152,11 +161,11 @@ def strategy_for(method: str, shared: Mapping[str, Any],
     # default for ties, off for dare_ties); mapframe's disjoint mean divides by their count,
     # the same for the equal weights a study exports.
     if method == "ties":
-        strategy = {"name": "ties", "trim": float(one("density", 1.0)),
+        strategy = {"name": "ties", "trim": number("density", 1.0, 0.0),
                     "trim_rule": "mergekit", "zero_sum": "positive"}
-        return strategy if one("normalize", True) else {**strategy, "disjoint": False}
+        return strategy if flag("normalize", True) else {**strategy, "disjoint": False}
     if method in ("dare_linear", "dare_ties"):
-        density = float(one("density", 1.0))
+        density = number("density", 1.0, 0.0)
         if not 0.0 < density <= 1.0:
             raise ConfigError(f"mergekit density must be in (0, 1] for {method}, got {density}")
         name = "dare_task_arithmetic" if method == "dare_linear" else "dare_ties"
@@ -164,15 +173,15 @@ def strategy_for(method: str, shared: Mapping[str, Any],
         if method == "dare_linear":
             return strategy
         strategy = {**strategy, "zero_sum": "positive"}
-        return strategy if one("normalize", False) else {**strategy, "disjoint": False}
+        return strategy if flag("normalize", False) else {**strategy, "disjoint": False}
     if method == "multislerp":
-        return {"name": "multislerp", "eps": float(one("eps", 1e-8))}
+        return {"name": "multislerp", "eps": number("eps", 1e-8, 0.0)}
     if method == "model_stock":
-        if one("filter_wise", False):
+        if flag("filter_wise", False):
             raise ConfigError("mapframe's model_stock takes one angle per tensor: drop "
                               "filter_wise: true")
         return {"name": "model_stock"}
-    if not one("nuslerp_flatten", True) or one("nuslerp_row_wise", False):
+    if not flag("nuslerp_flatten", True) or flag("nuslerp_row_wise", False):
         raise ConfigError("mapframe's slerp interpolates whole (flattened) tensors: drop "
                           "nuslerp_row_wise / nuslerp_flatten: false")
     return {"name": "slerp"}
@@ -188,6 +197,9 @@ def _load_yaml(path: Path) -> Any:
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML in the mergekit config {path}: "
                           f"{str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"the mergekit config {path} is not UTF-8 text (a binary file?); "
+                          "give the merge's YAML file") from None
 
 
 def expand_mergekit(data: Any, base_dir: str | os.PathLike[str] = ".",

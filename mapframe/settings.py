@@ -74,7 +74,9 @@ def number_setting(value: Any, name: str, low: float, high: float = math.inf, *,
         assert v is not None
         ok = (v > low if open_low else v >= low) and (v < high if open_high else v <= high)
     if not ok:
-        if math.isinf(high):
+        if math.isinf(high) and math.isinf(low):
+            allowed = "a finite number"
+        elif math.isinf(high):
             allowed = f"a finite number {'>' if open_low else '>='} {low:g}"
         elif not open_low and not open_high:
             allowed = f"a number from {low:g} to {high:g}"

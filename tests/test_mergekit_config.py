@@ -245,3 +245,24 @@ def test_a_linear_merge_needs_no_base_and_keeps_a_listed_base(tmp_path: Path) ->
            for p in spec.checkpoints.finetuned.values()]
     merged = Merger(ModelSoup(), TaskVectors(base, fts)).merged_state_dict(np.ones(3))
     assert merged["w"].tolist() == pytest.approx([2.0, 2.0, 2.0])
+
+
+@pytest.mark.parametrize("method, shared, message", [
+    ("task_arithmetic", {"normalize": "false"}, "normalize must be true or false"),
+    ("ties", {"density": "abc"}, "density must be a finite number"),
+    ("task_arithmetic", {"normalize": True, "lambda": "abc"}, "lambda must be a finite number"),
+    ("multislerp", {"eps": None}, "eps must be a finite number >= 0"),
+    ("model_stock", {"filter_wise": "no"}, "filter_wise must be true or false"),
+])
+def test_mergekit_parameters_of_the_wrong_kind_are_one_line_errors(method, shared, message):
+    """normalize: "false" was truthy (a different merge, silently); non-numbers ended in raw
+    ValueError / TypeError tracebacks."""
+    with pytest.raises(ConfigError, match=rf"mergekit {method} parameter: {message}"):
+        strategy_for(method, shared, [{}, {}])
+
+
+def test_a_binary_mergekit_file_is_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "merge.yaml"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        expand_mergekit({"mergekit": {"config": str(path)}, "evaluator": EVALUATOR}, tmp_path)
