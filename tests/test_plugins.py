@@ -201,3 +201,33 @@ def mapframe_register_components(reg):
         get_registry()
     assert main(["plugins"]) == 1
     assert "BROKEN" in capsys.readouterr().out
+
+
+def test_a_component_that_fails_when_made_names_itself_in_one_line():
+    """Only TypeError and ValueError were turned into one-line errors: a constructor that
+    imports a missing optional package, or any other bug of a plugin's, ended in a raw
+    traceback that did not name the plugin."""
+    from mapframe.errors import ConfigError
+
+    class NeedsDep(RandomSampler):
+        name = "needs_dep_test"
+
+        def __init__(self) -> None:
+            import no_such_package_for_mapframe  # noqa: F401
+
+    class Broken(RandomSampler):
+        name = "broken_init_test"
+
+        def __init__(self) -> None:
+            raise RuntimeError("the plugin's own bug\nsecond line")
+
+    registry = ComponentRegistry()
+    registry.register(NeedsDep)
+    registry.register(Broken)
+    with pytest.raises(ConfigError, match=r"sampler 'needs_dep_test' \(from .*\) needs a "
+                                          r"package that is not installed.*no_such_package"):
+        registry.create("sampler", "needs_dep_test")
+    with pytest.raises(ComponentError, match=r"sampler 'broken_init_test' \(from .*\) failed "
+                                             r"when it was made: RuntimeError: the plugin's "
+                                             r"own bug$"):
+        registry.create("sampler", "broken_init_test")

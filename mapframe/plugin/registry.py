@@ -8,7 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mapframe.component import Component
-from mapframe.errors import ComponentError, ConfigError, UnknownComponentError
+from mapframe.errors import (
+    ComponentError,
+    ConfigError,
+    MapframeError,
+    UnknownComponentError,
+)
 from mapframe.plugin.kinds import COMPONENT_KINDS
 
 __all__ = ["ComponentRegistry", "PluginInfo", "component_bases"]
@@ -160,10 +165,20 @@ class ComponentRegistry:
                 kwargs = {k: v for k, v in kwargs.items() if k in sig.parameters}
         try:
             return cls(**kwargs)
+        except MapframeError:
+            raise  # already one line, naming what to fix
         except (TypeError, ValueError) as exc:
-            if isinstance(exc, ConfigError):
-                raise
             raise ConfigError(f"{kind} {name!r}: invalid parameters ({exc})") from None
+        except ImportError as exc:
+            raise ConfigError(
+                f"{kind} {name!r} (from {self.origin(kind, name)}) needs a package that is not "
+                f"installed ({exc}); install it as that component's documentation says"
+            ) from None
+        except Exception as exc:  # a plugin's own bug: name the plugin, in one line
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise ComponentError(
+                f"{kind} {name!r} (from {self.origin(kind, name)}) failed when it was made: "
+                f"{type(exc).__name__}: {first}") from None
 
     def _check_kind(self, kind: str) -> str:
         if kind not in self._classes:
