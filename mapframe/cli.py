@@ -293,7 +293,7 @@ def cmd_example(args: argparse.Namespace) -> int:
     cfg_path = output / "config.yaml"
     # A bad argument (a preference of the wrong length, say) fails before anything is written.
     validated = validate_config(config, base_dir=output, source=str(cfg_path))
-    output.mkdir(parents=True, exist_ok=True)
+    _check_writable(output)  # a file there, or no permission: one line, not a traceback
     cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
     sys.stderr.write(f"config written to {cfg_path} (edit it and run: mapframe run "
                      f"{cfg_path})\n")
@@ -343,6 +343,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     saved = load_results(args.results)
     index: int | None
+    if args.preference is not None and args.point != "selected":
+        raise ConfigError("give --point or --preference, not both: each picks the front "
+                          "point to export")
     if args.preference is not None:
         index = saved.select(args.preference)
     elif args.point == "selected":
@@ -390,7 +393,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from mapframe.report import write_report
 
-    path = write_report(args.results, args.out)
+    if args.out is not None:
+        out = Path(args.out)
+        if out.is_dir() or not out.parent.is_dir():
+            raise ConfigError(f"-o {out}: give a file path in an existing folder (e.g. "
+                              f"{out / 'report.html' if out.is_dir() else 'report.html'})")
+    try:
+        path = write_report(args.results, args.out)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report ({exc.strerror or exc}: "
+                          f"{exc.filename or args.out}); give -o a file in a writable folder"
+                          ) from None
     sys.stdout.write(f"report written to {path} (open it in a browser; it works offline)\n")
     return 0
 
@@ -442,8 +455,9 @@ def preference_for(text: str | None, tasks: Sequence[str]) -> list[float] | None
 
 
 def _check_preference(values: list[float], tasks: Sequence[str], given: str) -> list[float]:
-    if len(values) != len(tasks) or any(not v >= 0 for v in values):
-        raise ConfigError(f"--preference needs one weight per task, each >= 0 "
+    if (len(values) != len(tasks) or any(not v >= 0 for v in values)
+            or not any(v > 0 for v in values)):
+        raise ConfigError(f"--preference needs one weight per task, each >= 0 and not all 0 "
                           f"({len(tasks)}: {', '.join(tasks)}), got {given!r}")
     return values
 

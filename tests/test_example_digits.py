@@ -556,3 +556,29 @@ def test_the_readmes_python_snippets_run_as_written(ckpts: dict, cache_dir: Path
         assert done.returncode == 0, f"README snippet {i}:\n{code}\n{done.stderr[-2000:]}"
     assert (tmp_path / "merged.safetensors").is_file()
     assert (tmp_path / "study.sqlite").is_file()
+
+
+def test_cli_example_and_export_bad_arguments_are_one_line_errors(cache_dir: Path,
+                                                                  tmp_path: Path,
+                                                                  capsys) -> None:
+    """An all-zero preference wrote config.yaml before failing; an output that is a file
+    ended in a raw FileExistsError; --point beside --preference was silently ignored."""
+    from mapframe.cli import main
+
+    base = ["example", "--tasks", ",".join(TRAINED[:2]), "--cache-dir", str(cache_dir),
+            "-q", "--budget", "8"]
+    out = tmp_path / "zero"
+    assert main([*base, "--output", str(out), "--preference", "0,0"]) == 2
+    assert "not all 0" in capsys.readouterr().err and not out.exists()
+    afile = tmp_path / "afile.txt"
+    afile.write_text("x")
+    assert main([*base, "--output", str(afile)]) == 2
+    err = capsys.readouterr().err
+    assert "is a file" in err and "Traceback" not in err and afile.read_text() == "x"
+    done = tmp_path / "done"
+    assert main([*base, "--output", str(done), "--preference", "0.5,0.5"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(done), "--point", "3", "--preference", "1,0", "-o",
+                 str(tmp_path / "m.safetensors")]) == 2
+    assert "give --point or --preference, not both" in capsys.readouterr().err
+    assert not (tmp_path / "m.safetensors").exists()

@@ -428,3 +428,15 @@ def test_dashboard_serves_on_an_ipv6_host(two):
         assert dash.url.startswith("http://[::1]:")
         status, page = _get(dash.url)
         assert status == 200 and b'id="mapframe-bundle"' in page
+
+
+@pytest.mark.parametrize("target", ["folder", "missing/r.html", "afile.txt/r.html"])
+def test_report_to_an_unusable_path_is_a_one_line_error(two, tmp_path, capsys, target):
+    """A folder, a missing folder or a file standing for a folder ended in raw tracebacks."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "afile.txt").write_text("x")
+    assert main(["report", str(two), "-o", str(tmp_path / target)]) == 2
+    err = capsys.readouterr().err
+    assert "-o" in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.strip()]) == 1
+
