@@ -244,3 +244,17 @@ def test_bad_initial_design_is_a_one_line_error(bad: object) -> None:
     with pytest.raises(ConfigError, match="design must be one of sobol, lhs") as info:
         check_design(bad, "front sampler")
     assert "\n" not in str(info.value)
+
+
+def test_auto_with_adaptive_settings_falls_back_to_sobol_without_them():
+    """sampler: {name: auto, batch: 2} at a budget too small for an adaptive round failed
+    with "sampler 'sobol' does not take parameter(s) batch", a sampler the user never
+    named."""
+    from mapframe.samplers.choice import AutoSampler, resolve_auto_sampler
+
+    assert resolve_auto_sampler({"name": "auto", "batch": 2, "scramble": False}, 2, 4) == {
+        "name": "sobol", "scramble": False}
+    assert AutoSampler(batch=2).chosen(2, 4).describe() == {"name": "sobol", "scramble": True}
+    big = resolve_auto_sampler({"name": "auto", "batch": 2}, 2, 40)
+    assert big["name"] in ("gp", "sobol")  # sobol without gpytorch
+    assert big.get("batch") == (2 if big["name"] == "gp" else None)

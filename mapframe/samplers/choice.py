@@ -60,8 +60,24 @@ def resolve_auto_sampler(spec: Any, n_dims: int, budget: int) -> Any:
     if isinstance(spec, str) and spec == AUTO:
         return auto_sampler_name(n_dims, budget)
     if isinstance(spec, dict) and spec.get("name") == AUTO:
-        return {**spec, "name": auto_sampler_name(n_dims, budget)}
+        settings = {k: v for k, v in spec.items() if k != "name"}
+        return _with_settings(auto_sampler_name(n_dims, budget), settings)
     return spec
+
+
+def _with_settings(name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The chosen sampler's spec with the settings given to ``auto``. Where the rule falls
+    back to Plain MAP's ``sobol`` (no adaptive round fits the budget, or no gpytorch), the
+    adaptive samplers' settings (``batch``, ``initial``, ...) have nothing to apply to and
+    are left out, rather than failing with an error about a sampler the user never named."""
+    if name == "sobol":
+        import inspect
+
+        from mapframe.samplers.space_filling import SobolSampler
+
+        taken = inspect.signature(SobolSampler).parameters
+        settings = {k: v for k, v in settings.items() if k in taken}
+    return {"name": name, **settings}
 
 
 class AutoSampler(Sampler):
@@ -87,7 +103,7 @@ class AutoSampler(Sampler):
         """The sampler the rule picks, built with this one's settings."""
         from mapframe.plugin import get_registry
 
-        spec = {"name": auto_sampler_name(n_dims, budget), **self.settings}
+        spec = _with_settings(auto_sampler_name(n_dims, budget), self.settings)
         return get_registry().create("sampler", spec)  # type: ignore[return-value]
 
     def setup(self, context: SamplerContext) -> None:
