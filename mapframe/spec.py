@@ -57,6 +57,21 @@ def unknown_field(key: str, allowed: Mapping[str, Any] | set[str] | frozenset[st
     )
 
 
+def _misplaced(key: str, where: str) -> ConfigError | None:
+    """The one-line error for a known field in the wrong section (``seed`` at the top level,
+    ``sampler`` under ``study``, ``pair_budget`` under ``study``), or ``None``."""
+    if where == "nested" and key == "budget":
+        return None  # a pair's budget: unknown_field suggests pair_budget
+    sections = {"top": (TOP_LEVEL_KEYS, "at the top level of the config"),
+                "study": (STUDY_KEYS, "under study"), "nested": (NESTED_KEYS, "under nested")}
+    for name, (keys, place) in sections.items():
+        if name != where and key in keys and key not in ("study", "nested"):
+            here = "at the top level" if where == "top" else f"under {where}"
+            return ConfigError(f"{key!r} is not a field {here}: it belongs {place}; move it "
+                               "there")
+    return None
+
+
 # -- field checks (each raises _Invalid with the message; "{loc}" names the field) ---------
 def _is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
@@ -362,7 +377,8 @@ class StudySpec(BaseModel):
                               f"{type(data).__name__}")
         for key in data:
             if key not in TOP_LEVEL_KEYS:
-                raise unknown_field(str(key), TOP_LEVEL_KEYS, source)
+                raise _misplaced(str(key), "top") or unknown_field(str(key), TOP_LEVEL_KEYS,
+                                                                   source)
         if "evaluator" not in data:
             raise ConfigError(f"{source}: missing required field 'evaluator' (e.g. evaluator: "
                               "{name: digits, tasks: [rot90, flip]})")
@@ -373,7 +389,8 @@ class StudySpec(BaseModel):
         fields: dict[str, Any] = {}
         for key, value in study.items():
             if key not in yaml_to_field:
-                raise unknown_field(str(key), STUDY_KEYS, "study")
+                raise _misplaced(str(key), "study") or unknown_field(str(key), STUDY_KEYS,
+                                                                     "study")
             fields[yaml_to_field[key]] = value
         for key, value in study_overrides.items():
             if value is not None:
@@ -399,7 +416,8 @@ class StudySpec(BaseModel):
                                   "pairing: cosine}")
             for key in nested:
                 if key not in NESTED_KEYS:
-                    raise unknown_field(str(key), NESTED_KEYS, "nested")
+                    raise _misplaced(str(key), "nested") or unknown_field(str(key), NESTED_KEYS,
+                                                                          "nested")
             for key, why in (("budget", "set nested.pair_budget (evaluations per pair) "
                                         "instead"),
                              ("n_coefficients", "nested merging has one model per task")):

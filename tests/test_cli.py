@@ -80,6 +80,14 @@ def test_cli_overrides(tmp_path):
          "study: {name: \"x\\0y\"}\n", "study.name must not contain control characters"),
         ("evaluator: {name: callable, function: 'objectives:two_quadratics', tasks: [a, b]}\n"
          "study: {seed: -1}\n", "study.seed must be a non-negative integer"),
+        # a known field in the wrong section: "did you mean 'nested'?" for a top-level seed
+        ("evaluator: {name: callable, function: 'objectives:two_quadratics', tasks: [a, b]}\n"
+         "seed: 8\n", "'seed' is not a field at the top level: it belongs under study"),
+        ("evaluator: {name: callable, function: 'objectives:two_quadratics', tasks: [a, b]}\n"
+         "study: {sampler: lhs}\n", "it belongs at the top level of the config"),
+        ("evaluator: {name: callable, function: 'objectives:two_quadratics', tasks: [a, b]}\n"
+         "study: {pair_budget: 4}\n", "'pair_budget' is not a field under study: it belongs "
+                                        "under nested"),
     ],
 )
 def test_config_errors_are_one_line(tmp_path, capsys, text, message):
