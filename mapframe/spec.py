@@ -77,17 +77,22 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
-def _int(minimum: int | None, what: str, optional: bool = False
-         ) -> Callable[[Any], int | None]:
+def _int(minimum: int | None, what: str, optional: bool = False,
+         maximum: int | None = None) -> Callable[[Any], int | None]:
     def check(v: Any) -> int | None:
         if v is None and optional:
             return None
         if not _is_int(v):
             raise _Invalid(f"{{loc}} must be int{' or null' if optional else ''}, got {v!r}")
-        if minimum is not None and v < minimum:
+        if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
             raise _Invalid(f"{{loc}} must be {what}, got {v!r}")
         return int(v)
     return check
+
+
+#: The most evaluations a study (or a Nested MAP pair) may be given: its samplers lay out
+#: every point up front, and far fewer model evaluations than this fill any front.
+MAX_BUDGET = 10_000_000
 
 
 def _component(v: Any) -> Any:
@@ -244,7 +249,8 @@ class NestedSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
-    pair_budget: Annotated[int, BeforeValidator(_int(1, "a positive integer"))] = 20
+    pair_budget: Annotated[int, BeforeValidator(_int(
+        1, f"a positive integer up to {MAX_BUDGET:,}", maximum=MAX_BUDGET))] = 20
     pairing: Component = _default("pairing")
 
 
@@ -274,7 +280,8 @@ class StudySpec(BaseModel):
     stopping: OptionalComponent = None
     storage: Annotated[Any, BeforeValidator(_storage)] = None
     study_name: Annotated[str, BeforeValidator(_name)] = "study"
-    budget: Annotated[int, BeforeValidator(_int(1, "a positive integer"))] = 30
+    budget: Annotated[int, BeforeValidator(_int(
+        1, f"a positive integer up to {MAX_BUDGET:,}", maximum=MAX_BUDGET))] = 30
     seed: Annotated[int | None, BeforeValidator(
         _int(0, "a non-negative integer", optional=True))] = 0
     search_bounds: Annotated[Any, BeforeValidator(_bounds)] = (0.0, 1.0)
