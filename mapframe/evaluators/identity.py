@@ -13,7 +13,10 @@ a torch model by its ``state_dict`` (its repr is the architecture only), any oth
 by its pickle (with arrays and tensors inside it hashed by their bytes: torch's own pickle
 of a tensor differs between processes), or by its attributes where it cannot be pickled.
 A repr is used only for an object that neither pickles nor has attributes, and only when
-it shows neither a memory address nor an abbreviation (``...``).
+it shows neither a memory address nor an abbreviation (``...``). An object holding a set of
+strings pickles in an order that differs between processes (hash randomisation), so a
+study reading one is a new setup in each process, as it was when such values counted by
+their repr: capture a tuple (or a sorted list) instead.
 
 A value without a stable identity (an object whose only description is its memory address
 and that cannot be pickled) makes the callable *unidentifiable*: :func:`callable_digest`
