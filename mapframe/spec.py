@@ -84,8 +84,10 @@ def _int(minimum: int | None, what: str, optional: bool = False,
             return None
         if not _is_int(v):
             raise _Invalid(f"{{loc}} must be int{' or null' if optional else ''}, got {v!r}")
-        if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
+        if minimum is not None and v < minimum:
             raise _Invalid(f"{{loc}} must be {what}, got {v!r}")
+        if maximum is not None and v > maximum:
+            raise _Invalid(f"{{loc}} must be at most {maximum:,}, got {v!r}")
         return int(v)
     return check
 
@@ -250,7 +252,7 @@ class NestedSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     pair_budget: Annotated[int, BeforeValidator(_int(
-        1, f"a positive integer up to {MAX_BUDGET:,}", maximum=MAX_BUDGET))] = 20
+        1, "a positive integer", maximum=MAX_BUDGET))] = 20
     pairing: Component = _default("pairing")
 
 
@@ -281,7 +283,7 @@ class StudySpec(BaseModel):
     storage: Annotated[Any, BeforeValidator(_storage)] = None
     study_name: Annotated[str, BeforeValidator(_name)] = "study"
     budget: Annotated[int, BeforeValidator(_int(
-        1, f"a positive integer up to {MAX_BUDGET:,}", maximum=MAX_BUDGET))] = 30
+        1, "a positive integer", maximum=MAX_BUDGET))] = 30
     seed: Annotated[int | None, BeforeValidator(
         _int(0, "a non-negative integer", optional=True))] = 0
     search_bounds: Annotated[Any, BeforeValidator(_bounds)] = (0.0, 1.0)

@@ -82,8 +82,7 @@ def test_cli_overrides(tmp_path):
          "study: {seed: -1}\n", "study.seed must be a non-negative integer"),
         # a budget no study can lay out: a raw numpy MemoryError / ValueError before
         ("evaluator: {name: callable, function: 'objectives:two_quadratics', tasks: [a, b]}\n"
-         "study: {budget: 1000000000}\n", "study.budget must be a positive integer up to "
-                                          "10,000,000"),
+         "study: {budget: 1000000000}\n", "study.budget must be at most 10,000,000"),
         # a known field in the wrong section: "did you mean 'nested'?" for a top-level seed
         ("evaluator: {name: callable, function: 'objectives:two_quadratics', tasks: [a, b]}\n"
          "seed: 8\n", "'seed' is not a field at the top level: it belongs under study"),
