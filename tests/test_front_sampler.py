@@ -230,6 +230,7 @@ def test_study_measures_a_better_front_than_plain_sobol() -> None:
     assert hypervolume(front, ref) > 1.05 * hypervolume(sobol, ref)
 
 
+@pytest.mark.filterwarnings("ignore:NaN or infinite metric")  # the case under test
 @pytest.mark.parametrize("fault", ["raises", "nan"])
 def test_a_point_that_failed_is_not_proposed_again(fault: str) -> None:
     """A failed (or NaN) point is not in the fitted data: a deterministic round proposed it
