@@ -129,16 +129,33 @@ def _numbers(v: Any) -> list[float] | None:
         return None
     if isinstance(v, (str, bytes, Mapping)) or not isinstance(v, (Sequence, np.ndarray)):
         raise _Invalid(f"{{loc}} must be list, got {v!r}")
+    if _holds_bool(v):
+        raise _Invalid(f"{{loc}} must be a list of numbers, got {v!r}")
     try:
-        return [float(x) for x in np.asarray(v, dtype=float).reshape(-1)]
+        arr = np.asarray(v, dtype=float)
     except (TypeError, ValueError):
         raise _Invalid(f"{{loc}} must be a list of numbers, got {v!r}") from None
+    if arr.ndim != 1:  # [[0.5], [0.5]] is not a weight per task
+        raise _Invalid(f"{{loc}} must be a flat list of numbers, got {v!r}")
+    return [float(x) for x in arr]
 
 
 def _bounds(v: Any) -> Any:
     if isinstance(v, (str, bytes, Mapping)) or not isinstance(v, (Sequence, np.ndarray)):
         raise _Invalid(f"{{loc}} must be list, got {v!r}")
+    if _holds_bool(v):  # [false, true] is not the box [0, 1]
+        raise _Invalid(f"{{loc}} must hold numbers, not true/false, got {v!r}")
     return v
+
+
+def _holds_bool(v: Any) -> bool:
+    if isinstance(v, (bool, np.bool_)):
+        return True
+    if isinstance(v, np.ndarray):
+        return v.dtype == bool
+    if isinstance(v, Sequence) and not isinstance(v, (str, bytes)):
+        return any(_holds_bool(x) for x in v)
+    return False
 
 
 def _on_error(v: Any) -> str:
@@ -169,7 +186,7 @@ def _optional_str(v: Any) -> str | None:
     if isinstance(v, os.PathLike):
         return os.fspath(v)
     if not isinstance(v, str) or not v:
-        raise _Invalid(f"{{loc}} must be str, got {v!r}")
+        raise _Invalid(f"{{loc}} must be a non-empty string (a path), got {v!r}")
     return v
 
 

@@ -111,3 +111,19 @@ def test_the_callable_evaluators_vectorized_switch_is_checked():
 
     with pytest.raises(ConfigError, match="vectorized must be true or false"):
         CallableEvaluator(lambda C: C, ["a", "b"], vectorized="false")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"preference": [[0.5], [0.5]]}, "preference must be a flat list of numbers"),
+    ({"preference": [True, 1.0]}, "preference must be a list of numbers"),
+    ({"search_bounds": [False, True]}, "search_bounds must hold numbers, not true/false"),
+    ({"output": ""}, "output must be a non-empty string"),
+])
+def test_values_that_were_silently_reshaped_or_misworded(kwargs, message):
+    """A nested preference was flattened, true/false read as 1/0, and an empty output said
+    "must be str" of a string."""
+    from mapframe.spec import StudySpec
+
+    with pytest.raises(ConfigError, match=message):
+        StudySpec.build(evaluator={"name": "callable", "function": "objectives:two_quadratics",
+                                   "tasks": ["a", "b"]}, **kwargs)
