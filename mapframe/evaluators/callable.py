@@ -105,23 +105,15 @@ class CallableEvaluator(Evaluator):
         """One point's return value as a ``(1, T)`` row, checked like a batch's: a dict, a
         string or the wrong number of values is a bug every point would hit
         (:class:`~mapframe.errors.EvaluatorBugError`), not a failing point."""
-        from mapframe.errors import EvaluatorBugError
         from mapframe.executors.worker import check_batch_output
 
         n = len(self._tasks)
         if not isinstance(out, (dict, str, bytes)) and np.ndim(out) == 0:
             out = [out]  # one number: one task's metric
-        try:
-            return check_batch_output(out, 1, n, f"function {self.function}")
-        except EvaluatorBugError as exc:
-            if "complex" in str(exc):
-                raise  # its own message says what to do
-            shape = np.shape(out) if not isinstance(out, (dict, str, bytes)) else None
-            got = type(out).__name__ + (f" of shape {shape}" if shape else "")
-            raise EvaluatorBugError(
-                f"function {self.function} (vectorized=False) returned {got}; it must return "
-                f"{n} number(s), one per task ({', '.join(t.name for t in self._tasks)}), as "
-                "a list or array (a bug in the function, not a failing point)") from exc
+        return check_batch_output(
+            out, 1, n, f"function {self.function} (vectorized=False)",
+            expected=f"{n} number(s), one per task "
+                     f"({', '.join(t.name for t in self._tasks)}), as a list or array")
 
     @property
     def identifiable(self) -> bool:

@@ -81,9 +81,14 @@ def batch_share(queued: int, workers: int, *caps: int | None) -> int:
     return max(1, min([share, *(c for c in caps if c)]))
 
 
-def check_batch_output(out: object, n_rows: int, n_tasks: int, who: str) -> np.ndarray:
-    """Validate an evaluator's return value for a batch of ``n_rows`` coefficient vectors."""
+def check_batch_output(out: object, n_rows: int, n_tasks: int, who: str,
+                       expected: str | None = None) -> np.ndarray:
+    """Validate an evaluator's return value for a batch of ``n_rows`` coefficient vectors.
+    ``expected`` says what it must return instead (default: an array of shape
+    ``(n_rows, n_tasks)``), for callers whose contract reads otherwise."""
     values = _detached(out)
+    must = expected or (f"an array of shape ({n_rows}, {n_tasks}) (one row per coefficient "
+                        "vector, one column per task)")
     if np.iscomplexobj(values) or (isinstance(values, (list, tuple)) and any(
             isinstance(v, complex) or np.iscomplexobj(v) for v in values)):
         raise EvaluatorBugError(
@@ -93,16 +98,16 @@ def check_batch_output(out: object, n_rows: int, n_tasks: int, who: str) -> np.n
         arr = np.asarray(values, dtype=float)
     except (TypeError, ValueError):
         raise EvaluatorBugError(
-            f"{who} returned {type(out).__name__}, not numbers; it must return an array of "
-            f"shape ({n_rows}, {n_tasks}) (one row per coefficient vector, one column per task)"
+            f"{who} returned {type(out).__name__}, not numbers; it must return {must}"
         ) from None
     if arr.shape != (n_rows, n_tasks):
         if arr.shape == (n_tasks,) and n_rows == 1:
             return arr.reshape(1, n_tasks)
         raise EvaluatorBugError(
             f"{who} returned shape {arr.shape} for {n_rows} coefficient vector(s) and "
-            f"{n_tasks} task(s); it must return shape ({n_rows}, {n_tasks}) (a bug in the "
-            "evaluator, not a failing point)"
+            f"{n_tasks} task(s); it must return "
+            f"{expected or f'shape ({n_rows}, {n_tasks})'} (a bug in the evaluator, not a "
+            "failing point)"
         )
     return arr
 
