@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from mapframe.metrics import FLAT_RANGE_TOLERANCE
 from mapframe.problem import Task
 from mapframe.report.analysis import hypervolume_trace, task_vector_findings, tradeoff_summary
 from mapframe.report.sources import ReportSource, store_studies
@@ -122,7 +123,8 @@ def assemble(source: ReportSource) -> ReportData:
         selection = {"best_known": _rows(best), "directions": directions,
                      "bounds": summary.get("preference_bounds"),
                      "among": None if among is None else [bool(v) for v in among],
-                     "preference": summary.get("preference"), "selected": saved.selected}
+                     "preference": summary.get("preference"), "selected": saved.selected,
+                     "flat_tolerance": FLAT_RANGE_TOLERANCE}
         tradeoffs = tradeoff_summary(best, front.coefficients, task_names, cnames, directions)
         n_front_run = int(summary.get("n_search_evaluations", 0)) + int(
             (summary.get("verification") or {}).get("n_verified", 0))

@@ -243,7 +243,9 @@ function selectIndex(sel, p) {
       var u = span > 0 ? (F[k][j] - lo[j]) / span : 0;
       if (sel.directions[j] !== "max") { u = 1 - u; }
       // no range, or round-off only (mapframe.metrics.flat_range): every point is best
-      if (span <= 1e-9 * Math.max(1, Math.abs(hi[j]), Math.abs(lo[j]))) { u = 1; }
+      if (span <= sel.flat_tolerance * Math.max(1, Math.abs(hi[j]), Math.abs(lo[j]))) {
+        u = 1;
+      }
       s += u * w[j];
     }
     if (s > bestScore) { best = k; bestScore = s; }
