@@ -146,6 +146,26 @@ def test_missing_distributed_gives_the_install_hint(monkeypatch) -> None:
         MergeStudy(objective=quad, task_names=["a", "b"], executor="dask")
 
 
+def test_unpicklable_evaluator_is_a_one_line_config_error() -> None:
+    """cloudpickle sends a lambda by value but not a lock it captures: the same one-line
+    error as the process and Ray executors, with cloudpickle's advice (no cluster starts)."""
+    import threading
+
+    lock = threading.Lock()
+
+    def locked(C):
+        with lock:
+            return C.sum(axis=1, keepdims=True)
+
+    ex = DaskExecutor(workers=1)
+    with pytest.raises(ConfigError, match=r"cannot be serialised to send to Dask workers "
+                                          r"\(TypeError: cannot pickle '_thread.lock'.*not a "
+                                          r"lambda capturing a lock") as info:
+        ex.start(CallableEvaluator(locked, ["a"]), None)
+    assert "\n" not in str(info.value)
+    ex.shutdown()
+
+
 def test_unreachable_scheduler_is_a_clear_error() -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

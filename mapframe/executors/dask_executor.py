@@ -29,6 +29,7 @@ from mapframe.executors.base import (
     JobResult,
     MergeSpec,
     call_with_deadline,
+    unsendable_evaluator_error,
 )
 from mapframe.executors.worker import BatchTimer, WorkerRuntime, WorkerSetupError, batch_share
 
@@ -512,10 +513,8 @@ def _pickle_payload(evaluator: Evaluator, merge_spec: MergeSpec | None) -> bytes
     try:
         return bytes(cloudpickle.dumps((evaluator, merge_spec)))
     except Exception as exc:
-        raise ConfigError(
-            f"evaluator {evaluator.name!r} (or its merge spec) cannot be pickled to send to "
-            f"Dask workers: {type(exc).__name__}: {exc}"
-        ) from None
+        raise unsendable_evaluator_error(evaluator.name, exc, to="Dask workers",
+                                         serializer="cloudpickle") from None
 
 
 def _build_runtime(payload: bytes, name: str) -> WorkerRuntime:

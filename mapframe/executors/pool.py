@@ -41,7 +41,14 @@ from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mapframe.errors import ConfigError, EvaluationError, MapframeError
-from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
+from mapframe.executors.base import (
+    Executor,
+    ExecutorStatus,
+    Job,
+    JobResult,
+    MergeSpec,
+    unsendable_evaluator_error,
+)
 from mapframe.executors.jobqueue import JobQueue
 from mapframe.executors.worker import (
     WorkerRuntime,
@@ -321,12 +328,8 @@ class ProcessExecutor(Executor):
         try:
             payload = pickle.dumps((evaluator, merge_spec), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
-            raise ConfigError(
-                f"the process executor sends evaluator {evaluator.name!r} to worker "
-                f"processes, but it cannot be pickled ({type(exc).__name__}: {exc}); define "
-                "its function at module level in an importable module (not a lambda or a "
-                "nested function), or use executor='inprocess'"
-            ) from None
+            raise unsendable_evaluator_error(evaluator.name, exc, to="worker processes",
+                                             serializer="pickle") from None
         self._payload = payload
         self._evaluator_name = evaluator.name
         caps = [c for c in (self.batch_size, evaluator.max_batch_size) if c]

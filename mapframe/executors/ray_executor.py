@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from mapframe._imports import optional_import
 from mapframe.errors import ClusterLostError, ConfigError, EvaluationError, MapframeError
-from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
+from mapframe.executors.base import (
+    Executor,
+    ExecutorStatus,
+    Job,
+    JobResult,
+    MergeSpec,
+    unsendable_evaluator_error,
+)
 from mapframe.executors.jobqueue import JobQueue
 from mapframe.executors.ray_cluster import (
     actors_to_fill,
@@ -495,13 +502,10 @@ def _put_for_actors(ray: Any, evaluator: Evaluator, merge_spec: MergeSpec | None
     except Exception as exc:
         import cloudpickle
 
+        reason: BaseException = exc
         try:
             cloudpickle.dumps((evaluator, merge_spec))
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         except Exception as pickling:
-            reason = f"{type(pickling).__name__}: {pickling}"
-        raise ConfigError(
-            f"evaluator {evaluator.name!r} (or its merge spec) cannot be serialised to send to "
-            f"Ray actors ({reason}); define its function at module level in an importable "
-            "module (not a lambda capturing a lock, a file or a connection), or use "
-            "executor='inprocess'") from None
+            reason = pickling
+        raise unsendable_evaluator_error(evaluator.name, reason, to="Ray actors",
+                                         serializer="cloudpickle") from None
