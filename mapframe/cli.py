@@ -470,6 +470,29 @@ def _preference(text: str) -> list[float]:
             f"preference must be comma-separated numbers, got {text!r}") from None
 
 
+def _budget(text: str) -> int:
+    from mapframe.spec import MAX_BUDGET
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_BUDGET:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of evaluations from 1 to {MAX_BUDGET:,}, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mapframe", description=DESCRIPTION,
@@ -480,8 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--output", "-o", help="results folder (run: default the config's "
                        "study.output, else results/<study name>; example: results/digits)")
-        p.add_argument("--budget", type=int, help="override study.budget (evaluations)")
-        p.add_argument("--seed", type=int, help="override study.seed")
+        p.add_argument("--budget", type=_budget, help="override study.budget (evaluations)")
+        p.add_argument("--seed", type=_seed, help="override study.seed")
         p.add_argument("--no-plot", action="store_true", help="do not draw front.png")
         p.add_argument("--no-report", action="store_true",
                        help="do not write report.html (the interactive report)")

@@ -293,3 +293,19 @@ def test_a_saved_folder_selects_like_its_study_with_preference_bounds(tmp_path):
     assert [saved.select(p) for p in prefs] == [result.select(p) for p in prefs]
     # the bounds matter here: without them some preference selects another point
     assert any(result.front.select(p) != result.select(p) for p in prefs)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget", "0"], "argument --budget: must be a whole number of evaluations from 1 to"),
+    (["--budget", "2.5"], "argument --budget: must be a whole number"),
+    (["--seed", "-1"], "argument --seed: must be a non-negative integer, got '-1'"),
+])
+def test_a_bad_budget_or_seed_flag_names_the_flag(tmp_path, capsys, args, message):
+    """The error names the flag the user typed (it named study.budget / study.seed, fields
+    of a config the user may not have), and no study starts."""
+    with pytest.raises(SystemExit) as info:
+        main(["run", str(_config(tmp_path)), "-o", str(tmp_path / "out"), *args])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "study." not in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
