@@ -231,3 +231,36 @@ def test_a_component_that_fails_when_made_names_itself_in_one_line():
                                              r"when it was made: RuntimeError: the plugin's "
                                              r"own bug$"):
         registry.create("sampler", "broken_init_test")
+
+
+@pytest.mark.parametrize("kind, spec, message", [
+    ("front_solver", {"name": "nsga3", "n_gen": -1}, "front_solver 'nsga3': n_gen must be"),
+    ("executor", {"name": "process", "workers": -1}, "executor 'process': workers must be"),
+    ("storage", {"name": "sqlite", "path": "unused.db", "claim_ttl": -1},
+     "storage 'sqlite': claim_ttl must be"),
+    # a message that already names its component is left as it is
+    ("stopping", {"name": "plateau", "patience": -1}, "plateau: patience must be"),
+])
+def test_a_setting_error_says_which_component_it_is_about(kind, spec, message):
+    """A config names several components: 'n_gen must be ...' alone did not say whose."""
+    from mapframe.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        get_registry().create(kind, spec)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_a_component_error_of_its_own_class_keeps_its_class():
+    """The name goes in front without changing what a caller catches."""
+
+    class Picky(RandomSampler):
+        name = "picky_test"
+
+        def __init__(self) -> None:
+            raise UnknownComponentError("the thing it needs is not there")
+
+    registry = ComponentRegistry()
+    registry.register(Picky)
+    with pytest.raises(UnknownComponentError,
+                       match=r"^sampler 'picky_test': the thing it needs is not there$"):
+        registry.create("sampler", "picky_test")

@@ -165,8 +165,8 @@ class ComponentRegistry:
                 kwargs = {k: v for k, v in kwargs.items() if k in sig.parameters}
         try:
             return cls(**kwargs)
-        except MapframeError:
-            raise  # already one line, naming what to fix
+        except MapframeError as exc:  # already one line; say which component it is about
+            raise _naming_component(exc, kind, name) from None
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{kind} {name!r}: invalid parameters ({exc})") from None
         except ImportError as exc:
@@ -184,3 +184,18 @@ class ComponentRegistry:
         if kind not in self._classes:
             raise ConfigError(f"unknown component kind {kind!r}; kinds: {', '.join(self._classes)}")
         return kind
+
+
+def _naming_component(exc: MapframeError, kind: str, name: str) -> MapframeError:
+    """``exc`` with ``"<kind> '<name>': "`` in front, unless its message already starts with
+    the component's name (``"front sampler: ..."``, ``"plateau: ..."``) or its kind: a
+    config names several components, and ``n_gen must be ...`` alone does not say whose."""
+    text = str(exc)
+    lowered = text.lower()
+    if lowered.startswith((name.lower(), kind.lower(), kind.replace("_", " ").lower())):
+        return exc
+    try:
+        named = type(exc)(f"{kind} {name!r}: {text}")
+    except Exception:  # a subclass with another constructor: keep it as it is
+        return exc
+    return named if str(named) == f"{kind} {name!r}: {text}" else exc
