@@ -328,6 +328,28 @@ class FrontSolverContract:
         a, b = self._solve(), self._solve()
         np.testing.assert_allclose(a.X, b.X)
 
+    def test_respects_an_offset_box(self) -> None:
+        # A box that is not the unit square, with other bounds per dimension: a solver that
+        # draws from [0, 1]^N instead of calling space.scale fails here.
+        space = SearchSpace(np.array([-0.5, 0.1]), np.array([0.25, 0.6]))
+
+        def predict(X: np.ndarray) -> np.ndarray:
+            return self._predict((X - space.lower) / (space.upper - space.lower))
+
+        res = self.make_solver().solve(predict, space, [Task("a"), Task("b")], seed=0)
+        X, F = np.asarray(res.X, dtype=float), np.asarray(res.F, dtype=float)
+        assert X.ndim == 2 and X.shape[1] == 2 and F.shape == (X.shape[0], 2)
+        assert X.shape[0] >= 5
+        outside = ~space.contains(X, atol=1e-9)
+        assert not outside.any(), (
+            f"{int(outside.sum())} of {len(X)} points lie outside the box "
+            f"lower={space.lower.tolist()} upper={space.upper.tolist()}: draw candidates "
+            f"with space.scale(...) or inside [space.lower, space.upper]")
+        np.testing.assert_allclose(F, predict(X), atol=1e-8,
+                                   err_msg="F is not the objective at X")
+        assert pareto_mask(F).all()
+        assert F[:, 0].max() > -0.01 and F[:, 1].max() > -0.01
+
 
 def assert_batch_matches_rows(strategy: MergeStrategy, task_vectors: TaskVectors,
                               C: np.ndarray, atol: float = 1e-6) -> None:
