@@ -13,7 +13,8 @@ import numpy as np
 
 from mapframe.metrics import pareto_mask
 from mapframe.solvers.base import FrontSolver, SolverResult
-from mapframe.testing import FrontSolverContract
+from mapframe.storage.base import EvaluationStore
+from mapframe.testing import FrontSolverContract, StoreContract
 
 
 def _failing_checks(contract: Any, tmp_path: Any) -> list[str]:
@@ -69,3 +70,80 @@ class TestFrontSolverContractRejects:
                 return Scaled()
 
         Contract().test_respects_an_offset_box()
+
+
+class LeakyStore(EvaluationStore):
+    """Keys rows by ``evaluation.key`` only, in one file: it ignores the study name (two
+    studies share their rows and meta) and the phase (a verify row replaces the search row)."""
+
+    name = "leaky_for_test"
+
+    def __init__(self, path: str) -> None:
+        self.path = str(path)
+
+    def _read(self) -> dict[str, Any]:
+        import os
+        import pickle
+
+        if os.path.exists(self.path):
+            with open(self.path, "rb") as f:
+                return pickle.load(f)
+        return {"fps": {}, "rows": {}, "meta": {}}
+
+    def _write(self, d: dict[str, Any]) -> None:
+        import pickle
+
+        with open(self.path, "wb") as f:
+            pickle.dump(d, f)
+
+    def open(self, study_name, fingerprint):
+        d = self._read()
+        if study_name in d["fps"]:
+            self._check_fingerprint(study_name, d["fps"][study_name], fingerprint, self.path)
+        else:
+            d["fps"][study_name] = fingerprint
+            self._write(d)
+
+    def load(self):
+        return list(self._read()["rows"].values())
+
+    def add(self, evaluation):
+        d = self._read()
+        d["rows"].pop(evaluation.key, None)
+        d["rows"][evaluation.key] = evaluation
+        self._write(d)
+
+    def set_meta(self, key, value):
+        d = self._read()
+        d["meta"][key] = value
+        self._write(d)
+
+    def get_meta(self, key, default=None):
+        return self._read()["meta"].get(key, default)
+
+
+class TestStoreContractRejects:
+    def test_a_store_that_mixes_studies_and_ignores_the_phase(self, tmp_path):
+        class Contract(StoreContract):
+            def make_store(self, tmp_path):
+                return LeakyStore(str(tmp_path / "s.pkl"))
+
+        failed = _failing_checks(Contract(), tmp_path)
+        assert "test_studies_stay_apart" in failed
+        assert "test_phase_and_key_are_the_identity" in failed
+
+    def test_a_store_that_only_mixes_studies(self, tmp_path):
+        class PhaseAware(LeakyStore):
+            def add(self, evaluation):
+                d = self._read()
+                d["rows"].pop((evaluation.phase, evaluation.key), None)
+                d["rows"][(evaluation.phase, evaluation.key)] = evaluation
+                self._write(d)
+
+        class Contract(StoreContract):
+            def make_store(self, tmp_path):
+                return PhaseAware(str(tmp_path / "s.pkl"))
+
+        failed = _failing_checks(Contract(), tmp_path)
+        assert "test_studies_stay_apart" in failed
+        assert "test_phase_and_key_are_the_identity" not in failed

@@ -590,6 +590,72 @@ class StoreContract:
         loc = store.location
         assert loc is None or (isinstance(loc, str) and loc)
 
+    def _reopened(self, store: EvaluationStore, tmp_path: Any) -> EvaluationStore:
+        """The same store for the next study: a new instance when the store reopens across
+        instances (as each study makes its own), else ``store`` itself."""
+        if not self.reopens_across_instances:
+            return store
+        store.close()
+        return self.make_store(tmp_path)
+
+    def test_studies_stay_apart(self, tmp_path: Any) -> None:
+        # Two study names in one store: nothing of one (rows, meta) is visible in the other,
+        # even for the same coefficients and a different setup.
+        c = np.array([0.25, 0.5])
+        store = self.make_store(tmp_path)
+        store.open("first", {"tasks": ["a", "b"]})
+        store.add(Evaluation(c, np.array([1.0, 2.0])))
+        store.add(Evaluation(np.array([0.1, 0.9]), np.array([3.0, 4.0])))
+        store.set_meta("summary", {"study": "first"})
+        store = self._reopened(store, tmp_path)
+        store.open("second", {"tasks": ["c", "d"]})
+        assert store.load() == [], "a new study sees rows of another study in the store"
+        assert store.get_meta("summary") is None, "a new study sees another study's meta"
+        assert store.stored("search", [Evaluation(c, None).key]) == {}
+        store.add(Evaluation(c, np.array([-1.0, -2.0])))
+        store.set_meta("summary", {"study": "second"})
+        rows = store.load()
+        assert len(rows) == 1 and rows[0].metrics is not None
+        np.testing.assert_array_equal(rows[0].metrics, [-1.0, -2.0])
+        store = self._reopened(store, tmp_path)
+        store.open("first", {"tasks": ["a", "b"]})
+        rows = store.load()
+        assert len(rows) == 2, "another study's rows replaced or joined this study's"
+        first = {r.key: r for r in rows}[Evaluation(c, None).key]
+        assert first.metrics is not None
+        np.testing.assert_array_equal(first.metrics, [1.0, 2.0])
+        assert store.get_meta("summary") == {"study": "first"}
+        store.close()
+
+    def test_phase_and_key_are_the_identity(self, tmp_path: Any) -> None:
+        # A search row and a verify row of the same coefficients are two rows; adding again
+        # in one phase replaces only that phase's row.
+        c = np.array([0.25, 0.5])
+        key = Evaluation(c, None).key
+        store = self.make_store(tmp_path)
+        store.open("s", {})
+        store.add(Evaluation(c, np.array([1.0, 2.0]), phase="search"))
+        store.add(Evaluation(c, np.array([1.1, 2.1]), phase="verify"))
+        rows = store.load()
+        assert sorted(r.phase for r in rows) == ["search", "verify"], (
+            "a verify row of the same point replaced its search row: key rows by "
+            "(phase, key)")
+        store.add(Evaluation(c, np.array([1.5, 2.5]), phase="search"))
+        if self.reopens_across_instances:
+            store.close()
+            store = self.make_store(tmp_path)
+            store.open("s", {})
+        by_phase: dict[str, Evaluation] = {r.phase: r for r in store.load()}
+        assert len(store.load()) == 2 and set(by_phase) == {"search", "verify"}
+        for phase, want in (("search", [1.5, 2.5]), ("verify", [1.1, 2.1])):
+            got = by_phase[phase].metrics
+            assert got is not None
+            np.testing.assert_array_equal(got, want)
+            stored = store.stored(phase, [key])
+            assert set(stored) == {key} and stored[key].phase == phase
+            np.testing.assert_array_equal(stored[key].metrics, want)
+        store.close()
+
 
 class ExecutorContract:
     """Checks for :class:`~mapframe.executors.Executor` implementations."""
