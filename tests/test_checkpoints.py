@@ -256,3 +256,18 @@ def test_low_precision_merges_are_rounded_once(dtype):
                                      for ci, ft in zip(c, fts))
         off = (out[k] != ref.to(dt)).float().mean().item()
         assert off < 0.002, off
+
+
+def test_export_without_a_suffix_refuses_to_replace_a_users_file(tmp_path):
+    """The appended ``.safetensors`` was written without the overwrite check."""
+    base, fts = _sd(0), [_sd(1)]
+    merger = Merger(TaskArithmetic(), TaskVectors(base, fts, ["a"]))
+    mine = save_state_dict(base, tmp_path / "mine.safetensors")
+    before = mine.read_bytes()
+    with pytest.raises(ConfigError, match="not an earlier mapframe export") as err:
+        merger.export(tmp_path / "mine", np.array([0.5]))
+    assert "\n" not in str(err.value)
+    assert mine.read_bytes() == before
+    out = merger.export(tmp_path / "m", np.array([0.5]))
+    assert merger.export(tmp_path / "m", np.array([0.2])) == out  # its own export: replaced
+

@@ -455,3 +455,22 @@ def test_export_never_replaces_what_it_did_not_write(results_folder: Path, tmp_p
                 ) == 0
     assert main(["export", str(results_folder), "--format", "mergekit", "-o", str(yaml_out)]
                 ) == 0
+
+
+def test_a_path_without_a_suffix_never_replaces_a_users_file(study: Any,
+                                                              tmp_path: Path) -> None:
+    """``export("pretrained")`` wrote ``pretrained.safetensors`` over the user's own
+    checkpoint: the overwrite check ran only for paths with a suffix, and the suffix was
+    appended afterwards. The final path is now checked."""
+    result, ck, _ = study
+    target = Path(ck["pretrained"])  # .../base/model.safetensors, the study's own input
+    before = target.read_bytes()
+    for path in (target, target.with_suffix("")):
+        with pytest.raises(ConfigError, match="not an earlier mapframe export") as err:
+            result.export(path, index=0)
+        assert "\n" not in str(err.value) and str(target) in str(err.value)
+    assert target.read_bytes() == before
+    # an earlier export under the same suffixless name is still replaced
+    first = result.export(tmp_path / "m", index=0)
+    assert first == tmp_path / "m.safetensors"
+    assert result.export(tmp_path / "m", index=1) == first

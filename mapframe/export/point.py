@@ -144,7 +144,9 @@ def _is_mapframe_export(path: Path) -> bool:
 def prepare_safetensors_path(path: str | os.PathLike[str]) -> None:
     """Checks before a merged model is written at ``path`` in the default format: a file
     path (with a suffix) must not replace something that is not an earlier export, and its
-    folder must be creatable (a suffixless path is the checkpoints' loader's to decide)."""
+    folder must be creatable (a suffixless path is the checkpoints' loader's to decide: it
+    checks the path it resolves it to, e.g. ``TaskVectors.export_merged`` the one with
+    ``.safetensors`` appended)."""
     out = Path(path)
     if out.suffix:
         refuse_to_overwrite(out)

@@ -389,12 +389,19 @@ class TaskVectors:
         ``merge(params)`` overwrites each tensor in ``params`` (any subset of :meth:`keys`)
         with its merged value. The default writes one ``.safetensors`` file under the
         pretrained tensor names (``.safetensors`` is appended to a path without a suffix).
-        Task vectors read from model folders override this to write a folder the model's
-        library loads (sharded, with its config and tokenizer).
+        An existing file at the final path is replaced only when it is an earlier mapframe
+        export (else a one-line :class:`~mapframe.errors.ConfigError`). Task vectors read
+        from model folders override this to write a folder the model's library loads
+        (sharded, with its config and tokenizer).
         """
+        from mapframe.export.point import refuse_to_overwrite
+
         p = Path(path)
         if not p.suffix:
             p = p.with_suffix(".safetensors")
+        # Checked on the path actually written: the caller's check saw the path without the
+        # suffix appended here, and "pretrained" replaced the user's pretrained.safetensors.
+        refuse_to_overwrite(p)
         tensors = {k: self.base(k).clone() for k in self.keys()}
         merge(tensors)
         tensors.update(self.unmerged())
