@@ -9,15 +9,29 @@ __all__ = ["Component"]
 
 
 def _jsonable(value: Any) -> Any:
+    """``value`` as JSON-compatible data that is the same in every process: the store's
+    fingerprint of a study is built from it, so a value that printed differently in the
+    next process (a set in hash order, an object's memory address) made an unchanged study
+    a different setup and its stored evaluations unusable."""
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        items = [_jsonable(v) for v in value]
+        return sorted(items, key=lambda v: (type(v).__name__, repr(v)))
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if hasattr(value, "tolist"):
         return value.tolist()
-    return repr(value)
+    text = repr(value)
+    if " at 0x" in text:  # the default object repr: the address differs in every process
+        from mapframe.evaluators.identity import value_digest
+
+        digest = value_digest(value)
+        if digest is not None:  # by content; unpicklable, it stays a new setup each time
+            return f"<{type(value).__qualname__} sha256:{digest[:16]}>"
+    return text
 
 
 class Component(ABC):

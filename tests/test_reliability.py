@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -87,6 +88,40 @@ def test_digest_is_stable_across_processes():
                            check=True, env={"PYTHONHASHSEED": str(seed), "PATH": ""}
                            ).stdout.strip() for seed in (1, 2)}
     assert len(outs) == 1 and "None" not in outs
+
+
+_DESCRIBE_SCRIPT = """
+from mapframe.component import Component
+
+class Scale:
+    def __init__(self, k):
+        self.k = k
+
+class Described(Component):
+    name = "described"
+
+    def __init__(self, k):
+        self.labels = {"cat", "dog", "bird", "fish", "frog", "horse"}
+        self.scale = Scale(k)
+
+print(Described(2.0).describe()["labels"], Described(2.0).describe()["scale"],
+      Described(3.0).describe()["scale"], sep="|")
+"""
+
+
+def test_a_component_s_set_or_plain_object_setting_describes_it_the_same_in_every_process():
+    """describe() feeds the store's fingerprint: a set written in hash order, or an object
+    written with its memory address, made an unchanged study a different setup in the next
+    process, and all its stored evaluations were evaluated again."""
+    outs = [subprocess.run([sys.executable, "-c", _DESCRIBE_SCRIPT], capture_output=True,
+                           text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip()
+            for seed in (1, 2, 3)]
+    assert len(set(outs)) == 1, outs
+    labels, scale_2, scale_3 = outs[0].split("|")
+    assert labels == str(sorted(["cat", "dog", "bird", "fish", "frog", "horse"]))
+    assert scale_2.startswith("<Scale") and " at 0x" not in outs[0]
+    assert scale_2 != scale_3  # two different objects are two setups
 
 
 def test_a_torch_model_read_by_an_objective_counts_by_its_weights():

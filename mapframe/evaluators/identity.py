@@ -33,7 +33,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["callable_digest"]
+__all__ = ["callable_digest", "value_digest"]
 
 _MAX_DEPTH = 8
 
@@ -225,6 +225,14 @@ class _ContentPickler(pickle.Pickler):
             return None
         return ("array", str(array.dtype), array.shape,
                 hashlib.sha256(array.tobytes()).hexdigest())
+
+
+def value_digest(value: Any) -> str | None:
+    """SHA-256 of ``value``'s pickle with arrays and tensors inside it hashed by their bytes
+    (the same in every process, unlike torch's own pickle); ``None`` where it cannot be
+    pickled. What a component's :meth:`~mapframe.component.Component.describe` writes for a
+    setting whose repr is only a memory address."""
+    return _pickle_digest(value)
 
 
 def _pickle_digest(value: Any) -> str | None:
