@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from mapframe.executors.base import Executor, JobResult
 from mapframe.metrics import pareto_mask
 from mapframe.solvers.base import FrontSolver, SolverResult
 from mapframe.storage.base import EvaluationStore
-from mapframe.testing import FrontSolverContract, StoreContract
+from mapframe.testing import ExecutorContract, FrontSolverContract, StoreContract
 
 
 def _failing_checks(contract: Any, tmp_path: Any) -> list[str]:
@@ -147,3 +148,33 @@ class TestStoreContractRejects:
         failed = _failing_checks(Contract(), tmp_path)
         assert "test_studies_stay_apart" in failed
         assert "test_phase_and_key_are_the_identity" not in failed
+
+
+class SloppyExecutor(Executor):
+    """Never sets the evaluator up with the merge spec (``evaluator.setup(spec.build())``)."""
+
+    name = "sloppy_for_test"
+
+    def start(self, evaluator, merge_spec):
+        self._ev, self._jobs = evaluator, []
+
+    def submit(self, jobs):
+        self._jobs.extend(jobs)
+
+    def as_completed(self):
+        while self._jobs:
+            job = self._jobs.pop(0)
+            try:
+                m = np.asarray(self._ev.evaluate(job.coefficients[None]), float)[0]
+                yield JobResult(job, m)
+            except Exception as e:
+                yield JobResult(job, None, f"{type(e).__name__}: {e}")
+
+
+class TestExecutorContractRejects:
+    def test_an_executor_that_skips_the_merge_spec(self, tmp_path):
+        class Contract(ExecutorContract):
+            def make_executor(self):
+                return SloppyExecutor()
+
+        assert _failing_checks(Contract(), tmp_path) == ["test_merging_evaluator"]

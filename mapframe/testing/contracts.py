@@ -38,6 +38,7 @@ __all__ = [
     "StoreContract",
     "SurrogateContract",
     "assert_batch_matches_rows",
+    "tiny_checkpoints",
     "tiny_task_vectors",
 ]
 
@@ -53,8 +54,7 @@ def _registered(component: Any) -> None:
     assert registry.get(kind, cls.name) is cls
 
 
-def tiny_task_vectors(n_tasks: int = 3, seed: int = 0, dtype: Any = None) -> TaskVectors:
-    """A small random pretrained state dict and ``n_tasks`` fine-tunes of it."""
+def _tiny_states(n_tasks: int, seed: int, dtype: Any) -> tuple[dict[str, Any], list[Any]]:
     import torch
 
     g = torch.Generator().manual_seed(seed)
@@ -68,7 +68,30 @@ def tiny_task_vectors(n_tasks: int = 3, seed: int = 0, dtype: Any = None) -> Tas
         ft = {k: (v + 0.1 * torch.randn(v.shape, generator=g).to(dt)
                   if torch.is_floating_point(v) else v.clone()) for k, v in base.items()}
         fts.append(ft)
+    return base, fts
+
+
+def tiny_task_vectors(n_tasks: int = 3, seed: int = 0, dtype: Any = None) -> TaskVectors:
+    """A small random pretrained state dict and ``n_tasks`` fine-tunes of it."""
+    base, fts = _tiny_states(n_tasks, seed, dtype)
     return TaskVectors(base, fts, [f"t{i}" for i in range(n_tasks)])
+
+
+def tiny_checkpoints(folder: Any, n_tasks: int = 2, seed: int = 0) -> MergeSpec:
+    """Write the tensors of :func:`tiny_task_vectors` as ``.safetensors`` checkpoints in
+    ``folder``; return a task-arithmetic :class:`~mapframe.executors.MergeSpec` naming them
+    (tasks ``t0``, ``t1``, ...), as a study gives executors."""
+    from pathlib import Path
+
+    from mapframe.merging.checkpoints import save_state_dict
+    from mapframe.merging.task_arithmetic import TaskArithmetic
+
+    folder = Path(folder)
+    base, fts = _tiny_states(n_tasks, seed, None)
+    pretrained = save_state_dict(base, folder / "pretrained.safetensors")
+    finetuned = {f"t{i}": str(save_state_dict(ft, folder / f"t{i}.safetensors"))
+                 for i, ft in enumerate(fts)}
+    return MergeSpec(TaskArithmetic(), str(pretrained), finetuned)
 
 
 class SamplerContract:
@@ -694,11 +717,59 @@ class ExecutorContract:
         assert results["1"].error and "negative" in results["1"].error
         assert results["0"].error is None and results["2"].error is None
 
+    def test_merging_evaluator(self, tmp_path: Any) -> None:
+        # An evaluator that merges checkpoints: wherever it runs, the executor must set it
+        # up with the merge spec (evaluator.setup(merge_spec.build()), as WorkerRuntime
+        # does); the metrics then equal those of the same evaluator set up in this process.
+        spec = tiny_checkpoints(tmp_path, n_tasks=2)
+        C = np.random.default_rng(1).uniform(0, 1, (5, 2))
+        local = _TinyMergeEvaluator()
+        local.setup(tiny_checkpoints(tmp_path / "local", n_tasks=2).build())
+        expected = np.asarray(local.evaluate(C), dtype=float)
+        ex = self.make_executor()
+        ex.start(_TinyMergeEvaluator(), spec)
+        ex.submit([Job(str(i), C[i]) for i in range(len(C))])
+        results = {r.job.key: r for r in ex.as_completed()}
+        ex.shutdown()
+        assert set(results) == {str(i) for i in range(len(C))}
+        errors = {k: r.error for k, r in results.items() if r.error}
+        assert not errors, (
+            f"a merging evaluator failed under this executor ({next(iter(errors.values()))}): "
+            "set the evaluator up with evaluator.setup(merge_spec.build()) wherever it runs")
+        for i in range(len(C)):
+            got = results[str(i)].metrics
+            assert got is not None
+            np.testing.assert_allclose(got, expected[i], rtol=1e-5, atol=1e-6)
+
 
 def _contract_objective(C: np.ndarray) -> np.ndarray:
     if np.any(C < 0):
         raise ValueError("negative coefficient")
     return np.column_stack([C.sum(axis=1), (C**2).sum(axis=1)])
+
+
+class _TinyMergeEvaluator(Evaluator):
+    """Merges the :func:`tiny_checkpoints` and scores two sums of the merged tensors (a
+    module-level class, so executors can send it to other processes)."""
+
+    name = "contract_tiny_merge"
+    needs_merger = True
+
+    @property
+    def tasks(self) -> list[Task]:
+        return [Task("weight_sum"), Task("head_energy")]
+
+    def evaluate_tasks(self, coefficients: np.ndarray, tasks: Any) -> np.ndarray:
+        cols = self.check_task_indices(tasks)
+        C = self.check_coefficients(coefficients)
+        tv = self.merger.task_vectors
+        rows = []
+        for c in C:
+            params = {k: tv.base(k).clone() for k in tv.keys()}
+            self.merger.merge_into(params, c)
+            rows.append([float(params["layer.weight"].sum()),
+                         float((params["head.weight"] ** 2).sum())])
+        return np.asarray(rows, dtype=float)[:, cols]
 
 
 class PairingContract:
