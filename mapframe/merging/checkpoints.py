@@ -148,6 +148,32 @@ def _vector_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
 
 
+def _tied_keys(base: Mapping[str, torch.Tensor],
+               others: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, str]:
+    """``{key: first key}`` for the floating-point keys of ``base`` that are the same tensor
+    as an earlier key (one storage, offset, shape and stride: a tied embedding and LM head,
+    as ``torch.save(model.state_dict())`` keeps them), and that hold equal values in each of
+    ``others`` too (a fine-tune that untied them keeps them apart)."""
+    import torch
+
+    first: dict[tuple[Any, ...], str] = {}
+    tied: dict[str, str] = {}
+    for k, t in base.items():
+        if not torch.is_floating_point(t) or t.numel() == 0:
+            continue
+        try:
+            ptr = t.untyped_storage().data_ptr()
+        except (RuntimeError, NotImplementedError):  # tensors without a storage
+            continue
+        view = (t.device, ptr, t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        if view not in first:
+            first[view] = k
+        elif all(o[k] is o[first[view]] or torch.equal(o[k], o[first[view]])
+                 for o in others):
+            tied[k] = first[view]
+    return tied
+
+
 def sniff_checkpoint_format(path: str | os.PathLike[str]) -> str:
     """What a checkpoint file holds by its first bytes: ``"safetensors"`` (an 8-byte
     little-endian header length, then a JSON header), ``"zip"`` (torch's default format),
@@ -192,6 +218,12 @@ class TaskVectors:
     float32 (twice the checkpoint's memory for them), where ``θ_i − θ0`` is exact; a merge
     accumulates in float32 and is rounded once into the tensor's dtype, so ``c = e_i``
     gives ``θ_i`` bit for bit.
+
+    Tied tensors (keys of the pretrained state dict that share one storage, such as an
+    embedding and a tied LM head, when the fine-tunes hold equal values under them too) are
+    held once: their base and task vectors are the same tensors, and :meth:`tied_key` names
+    the first key, by which seeded strategies draw their masks, so every merge gives them
+    one value.
     """
 
     def __init__(
@@ -235,9 +267,14 @@ class TaskVectors:
                         "come from the same architecture"
                     )
         self._vectors: dict[str, torch.Tensor] = {}
+        self._tied = _tied_keys(base, finetuned)
         for k, b in base.items():
             if not torch.is_floating_point(b):
                 self._other[k] = b.clone()
+                continue
+            if k in self._tied:  # the same tensor as an earlier key: held once
+                self._base[k] = self._base[self._tied[k]]
+                self._vectors[k] = self._vectors[self._tied[k]]
                 continue
             b32 = b.detach().to(torch.float32)
             if not torch.isfinite(b32).all():
@@ -317,6 +354,14 @@ class TaskVectors:
                 if k not in v or tuple(v[k].shape) != tuple(b.shape):
                     raise CheckpointError(
                         f"task vector {names[i]!r} lacks tensor {k!r} or has the wrong shape")
+        self._tied = _tied_keys(pretrained, vectors)
+        for k, b in pretrained.items():
+            if not torch.is_floating_point(b):
+                continue
+            if k in self._tied:
+                self._base[k] = self._base[self._tied[k]]
+                self._vectors[k] = self._vectors[self._tied[k]]
+                continue
             self._base[k] = b.detach().clone()
             self._vectors[k] = torch.stack(
                 [v[k].detach().to(_vector_dtype(b.dtype)) for v in vectors])
@@ -342,6 +387,12 @@ class TaskVectors:
 
     def base(self, key: str) -> torch.Tensor:
         return self._base[key]
+
+    def tied_key(self, key: str) -> str:
+        """The first key of the tensor ``key`` is tied to (shares its storage with in the
+        checkpoints), or ``key`` itself. Strategies that draw random masks seed them by this
+        name, so tied keys get the same mask and one merged value."""
+        return getattr(self, "_tied", {}).get(key, key)
 
     def vectors(self, key: str) -> torch.Tensor:
         """The task vectors of one tensor, stacked: shape ``(N, *shape)``."""
@@ -520,6 +571,5 @@ class TaskVectors:
         return digest
 
     def nbytes(self) -> int:
-        return sum(v.numel() * v.element_size() for v in self._vectors.values()) + sum(
-            v.numel() * v.element_size() for v in self._base.values()
-        )
+        held = {id(v): v for v in (*self._vectors.values(), *self._base.values())}
+        return sum(v.numel() * v.element_size() for v in held.values())  # tied: counted once

@@ -225,12 +225,16 @@ class Della(TensorwiseMergeStrategy):
         # per tensor: (bool agree mask, one l1 factor per task) or (None, agree / p)
         self._state: dict[str, tuple[torch.Tensor | None, torch.Tensor]] = {}
         for key in task_vectors.keys():
+            first = task_vectors.tied_key(key)  # tied tensors: one draw, seeded by one name
+            if first in self._state:
+                self._state[key] = self._state[first]
+                continue
             vectors = task_vectors.vectors(key).to(torch.float32)
             if self.density >= 1.0:  # nothing dropped; the sign election stays
                 keep = torch.ones(vectors.shape, dtype=torch.bool, device=vectors.device)
                 probs = torch.ones(vectors.shape, device=vectors.device)
             else:
-                keep, probs = della_keep_masks(vectors, key, self.density, self.epsilon,
+                keep, probs = della_keep_masks(vectors, first, self.density, self.epsilon,
                                                self.seed)
             n = vectors.shape[0]
             if self.rescale == "probability":

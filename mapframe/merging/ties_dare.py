@@ -227,9 +227,11 @@ class MaskedMergeStrategy(TensorwiseMergeStrategy):
     def prepare(self, task_vectors: TaskVectors) -> None:
         """Build and keep one bool mask per merged tensor (``N·P`` bytes in all)."""
         super().prepare(task_vectors)
-        self._masks: dict[str, torch.Tensor | None] = {
-            key: self.build_mask(key, task_vectors.vectors(key)) for key in task_vectors.keys()
-        }
+        self._masks: dict[str, torch.Tensor | None] = {}
+        for key in task_vectors.keys():
+            first = task_vectors.tied_key(key)  # tied tensors: one mask, seeded by one name
+            self._masks[key] = (self._masks[first] if first in self._masks
+                                else self.build_mask(first, task_vectors.vectors(key)))
 
     def merged(self, key: str, C: np.ndarray) -> torch.Tensor:
         """``θ(C[b])`` for tensor ``key``, float32, shape ``(B, *shape)``."""
