@@ -271,3 +271,14 @@ def test_export_without_a_suffix_refuses_to_replace_a_users_file(tmp_path):
     out = merger.export(tmp_path / "m", np.array([0.5]))
     assert merger.export(tmp_path / "m", np.array([0.2])) == out  # its own export: replaced
 
+
+
+@pytest.mark.parametrize("name", ["m.pt", "m.bin", "m.pth", "m.ckpt", "m.PT", "m.gguf"])
+def test_export_refuses_a_torch_suffix_it_would_not_honour(tmp_path, name):
+    """A path ending in .pt or .bin got a safetensors file under that name, which torch.load
+    cannot read."""
+    merger = Merger(TaskArithmetic(), TaskVectors(_sd(0), [_sd(1)], ["a"]))
+    with pytest.raises(ConfigError, match=r"writes safetensors.*\.safetensors") as err:
+        merger.export(tmp_path / name, np.array([0.5]))
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / name).exists()

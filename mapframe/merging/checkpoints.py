@@ -36,6 +36,10 @@ CheckpointLoader = Callable[[str, Mapping[str, str]], "TaskVectors | None"]
 
 _SAFETENSORS = (".safetensors",)
 _TORCH = (".pt", ".pth", ".bin", ".ckpt")
+#: Suffixes of other weight formats: an export path ending in one is refused (mapframe writes
+#: safetensors; a file named so would not load where that name says).
+_NOT_SAFETENSORS = (*_TORCH, ".gguf", ".onnx", ".h5", ".npz", ".npy", ".pkl", ".pickle",
+                    ".msgpack")
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -439,15 +443,23 @@ class TaskVectors:
 
         ``merge(params)`` overwrites each tensor in ``params`` (any subset of :meth:`keys`)
         with its merged value. The default writes one ``.safetensors`` file under the
-        pretrained tensor names (``.safetensors`` is appended to a path without a suffix).
+        pretrained tensor names (``.safetensors`` is appended to a path without a suffix; a
+        suffix of another weight format, such as ``.pt``/``.bin``, is a one-line
+        :class:`~mapframe.errors.ConfigError`, as no such file is written).
         An existing file at the final path is replaced only when it is an earlier mapframe
         export (else a one-line :class:`~mapframe.errors.ConfigError`). Task vectors read
         from model folders override this to write a folder the model's library loads
         (sharded, with its config and tokenizer).
         """
+        from mapframe.errors import ConfigError
         from mapframe.export.point import refuse_to_overwrite
 
         p = Path(path)
+        if p.suffix.lower() in _NOT_SAFETENSORS:
+            # A safetensors file under a torch name: torch.load cannot read it.
+            raise ConfigError(
+                f"cannot export to {p}: mapframe writes safetensors, not a {p.suffix} file; "
+                "give a path ending in .safetensors (or without a suffix)")
         if not p.suffix:
             p = p.with_suffix(".safetensors")
         # Checked on the path actually written: the caller's check saw the path without the
