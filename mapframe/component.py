@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
-__all__ = ["Component"]
+from mapframe.errors import ComponentError, MapframeError
+
+__all__ = ["Component", "component_failures"]
 
 
 def _jsonable(value: Any) -> Any:
@@ -60,3 +64,22 @@ class Component(ABC):
         desc.pop("name", None)
         args = ", ".join(f"{k}={v!r}" for k, v in desc.items())
         return f"{type(self).__name__}({args})"
+
+
+@contextmanager
+def component_failures(component: Component, method: str) -> Iterator[None]:
+    """Run a call of ``component.method`` so that an unexpected exception from it (a bug in
+    the component's code: a plugin's, a subclass's or mapframe's own) ends in a one-line
+    :class:`~mapframe.errors.ComponentError` naming the component and its class, with the
+    original exception chained for the traceback. mapframe's own errors pass unchanged."""
+    try:
+        yield
+    except MapframeError:
+        raise
+    except Exception as exc:
+        text = str(exc).splitlines()
+        cls = type(component)
+        raise ComponentError(
+            f"{component.kind.replace('_', ' ')} {component.name!r} "
+            f"({cls.__module__}.{cls.__qualname__}) failed in {method}(): "
+            f"{type(exc).__name__}{': ' + text[0] if text else ''}") from exc

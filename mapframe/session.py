@@ -274,6 +274,9 @@ class EvaluationSession:
         # An out-of-range row stops the study, but only after every result the executor
         # still delivers is stored: the rows after it in the batch finished too.
         first_out_of_range: Evaluation | None = None
+        # A plugin's stored-evaluation hook that raises stops the study too, but only after
+        # the batch's other results are stored (they were lost with the raw exception).
+        hook_error: Exception | None = None
         for res in self.executor.as_completed():
             if res.job.key not in pending:
                 continue  # a duplicate result (e.g. a retried job that also finished)
@@ -285,8 +288,11 @@ class EvaluationSession:
             self.counts.by_phase[phase] = self.counts.by_phase.get(phase, 0) + 1
             if not ev.ok:
                 self.counts.failed += 1
-            if self.on_stored is not None:
-                self.on_stored(ev)
+            if self.on_stored is not None and hook_error is None:
+                try:
+                    self.on_stored(ev)
+                except Exception as exc:
+                    hook_error = exc
             if self.on_progress is not None:
                 self.on_progress(phase, done_before + len(collected))
             if ev.out_of_range and first_out_of_range is None:
@@ -295,6 +301,8 @@ class EvaluationSession:
                 first_failure = ev
             if not pending and (first_failure is not None or first_out_of_range is not None):
                 break
+        if hook_error is not None:
+            raise hook_error
         if first_out_of_range is not None:
             _raise_if_out_of_range(first_out_of_range)
         if first_failure is not None:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from mapframe.assembly import StudyParts, assemble
+from mapframe.component import component_failures
 from mapframe.errors import BudgetError, EvaluationError, MapframeWarning, StoreError
 from mapframe.evaluators.base import Evaluator
 from mapframe.executors.base import Executor, MergeSpec
@@ -35,6 +36,7 @@ from mapframe.merging.base import MergeStrategy
 from mapframe.merging.checkpoints import TaskVectors
 from mapframe.metrics import pareto_mask, select_by_preference
 from mapframe.plugin import get_plugin_manager
+from mapframe.plugin.events import announce
 from mapframe.problem import SearchSpace, Task
 from mapframe.results import Front, StudyResult
 from mapframe.samplers.base import Sampler, SamplerContext
@@ -240,7 +242,7 @@ class MergeStudy:
         """Run the study (resuming from the store) and return its :class:`StudyResult`."""
         run = self._begin()
         with run.session:
-            self._hooks.mapframe_study_started(study=self)
+            announce(self._hooks, "mapframe_study_started", study=self)
             self._search(run)
             self._fit(run)
             self._solve(run)
@@ -257,23 +259,25 @@ class MergeStudy:
         session = EvaluationSession(
             self.storage, self.study_name, self.fingerprint(), self.evaluator,
             self.merge_spec, self.executor, self.tasks, on_error=self.on_error,
-            on_stored=lambda ev: self._hooks.mapframe_evaluation_stored(study=self,
-                                                                        evaluation=ev),
+            on_stored=lambda ev: announce(self._hooks, "mapframe_evaluation_stored",
+                                          study=self, evaluation=ev),
             on_progress=None)
         run = StudyRun(session, History(self.space.n_dims, len(self.tasks)),
                        time.perf_counter())
         session.on_progress = lambda phase, done: self._report(
             run, "evaluate" if phase == "search" else phase, done)
         if self.stopping is not None:
-            self.stopping.reset()
+            with component_failures(self.stopping, "reset"):
+                self.stopping.reset()
         return run
 
     def _search(self, run: StudyRun) -> None:
         """1-4. sample -> merge -> evaluate -> store, in rounds (one for a fixed design)."""
         t = time.perf_counter()
-        self.sampler.setup(SamplerContext(
-            space=self.space, tasks=tuple(self.tasks), surrogate=self.surrogate,
-            budget=self.budget, seed=self.seed, capacity=self.executor.capacity))
+        with component_failures(self.sampler, "setup"):
+            self.sampler.setup(SamplerContext(
+                space=self.space, tasks=tuple(self.tasks), surrogate=self.surrogate,
+                budget=self.budget, seed=self.seed, capacity=self.executor.capacity))
         self._report(run, "evaluate", len(run.history))  # the stage starts (timed from here)
         idle = 0
         while len(run.history) < self.budget:
@@ -296,11 +300,17 @@ class MergeStudy:
     def _search_round(self, run: StudyRun) -> dict[str, Any]:
         """One round: the sampler proposes, the session evaluates; returns its record."""
         remaining = self.budget - len(run.history)
-        n = int(self.sampler.batch_size(remaining, run.history, self.executor.capacity))
-        n = max(1, min(n, remaining))
+        with component_failures(self.sampler, "batch_size"):
+            n = self.sampler.batch_size(remaining, run.history, self.executor.capacity)
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise EvaluationError(f"sampler {self.sampler.name!r}: batch_size() returned "
+                                  f"{n!r}; it must return an integer >= 1")
+        n = max(1, min(int(n), remaining))
         rng = np.random.default_rng([self.seed, run.round_no])
         t_prop = time.perf_counter()
-        X = self._check_proposal(self.sampler.propose(n, self.space, run.history, rng), n)
+        with component_failures(self.sampler, "propose"):
+            proposed = self.sampler.propose(n, self.space, run.history, rng)
+        X = self._check_proposal(proposed, n)
         t_prop = time.perf_counter() - t_prop
         run.timings["propose_s"] += t_prop
         if run.round_no == 0 and not self.sampler.adaptive and n == self.budget:
@@ -351,11 +361,10 @@ class MergeStudy:
         """6. solve the multi-objective problem on the surrogates."""
         t = time.perf_counter()
         self._report(run, "solve", len(run.history))
-        sol = self.front_solver.solve(run.predict, self.space, self.tasks, self.seed)
-        X_front, F_front = np.asarray(sol.X, float), np.asarray(sol.F, float)
+        with component_failures(self.front_solver, "solve"):
+            sol = self.front_solver.solve(run.predict, self.space, self.tasks, self.seed)
+        X_front, F_front = self._check_front(run, sol)
         run.solver_diagnostics = dict(getattr(sol, "diagnostics", None) or {})
-        if X_front.ndim != 2 or X_front.shape[0] == 0:
-            raise EvaluationError(f"front solver {self.front_solver.name!r} returned no points")
         order = np.argsort(F_front[:, 0] * -self.tasks[0].sign, kind="stable")
         run.X_front, run.F_front = X_front[order], F_front[order]
         run.std_front = _predicted_std(run.surrogates, run.X_front)
@@ -501,7 +510,7 @@ class MergeStudy:
         finally:
             self.storage.close()
         self._report(run, "done", len(run.history))
-        self._hooks.mapframe_study_finished(study=self, result=result)
+        announce(self._hooks, "mapframe_study_finished", study=self, result=result)
 
     # -- helpers of the phases ------------------------------------------------------------
     def _check_proposal(self, X: Any, n: int) -> np.ndarray:
@@ -515,11 +524,48 @@ class MergeStudy:
                 f"sampler {name!r} proposed shape {X.shape}; expected at most ({n}, "
                 f"{self.space.n_dims})"
             )
+        if X.shape[0] == 0:
+            raise EvaluationError(f"sampler {name!r} proposed no points when asked for {n}; "
+                                  "a sampler must propose at least one")
         if not np.all(np.isfinite(X)):
             raise EvaluationError(f"sampler {name!r} proposed non-finite coefficients")
         if not np.all(self.space.contains(X, atol=1e-9)):
             raise EvaluationError(f"sampler {name!r} proposed points outside the search box")
         return np.clip(X, self.space.lower, self.space.upper)
+
+    def _check_front(self, run: StudyRun, sol: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The solver's front as ``(X, F)`` arrays, after checking its contract: ``(K, N)``
+        points inside the search box (clipped to it within round-off) and ``(K, T)`` finite
+        predictions that are the surrogates' at those points. A front that broke it was
+        handed over (predictions of other points, coefficients outside the box) or ended in
+        a raw numpy error."""
+        name = self.front_solver.name
+        try:
+            X, F = np.asarray(sol.X, dtype=float), np.asarray(sol.F, dtype=float)
+        except (AttributeError, TypeError, ValueError):
+            raise EvaluationError(f"front solver {name!r} returned {type(sol).__name__}, not "
+                                  "a solution with numeric X and F arrays") from None
+        n, t = self.space.n_dims, len(self.tasks)
+        if X.ndim != 2 or X.shape[0] == 0:
+            raise EvaluationError(f"front solver {name!r} returned no points")
+        if X.shape[1] != n or F.shape != (X.shape[0], t):
+            raise EvaluationError(
+                f"front solver {name!r} returned X of shape {X.shape} and F of shape "
+                f"{F.shape}; expected (K, {n}) and (K, {t}) for the same K")
+        if not (np.all(np.isfinite(X)) and np.all(np.isfinite(F))):
+            raise EvaluationError(f"front solver {name!r} returned non-finite values")
+        if not np.all(self.space.contains(X, atol=1e-9)):
+            raise EvaluationError(
+                f"front solver {name!r} returned points outside the search box; a solver "
+                "must search space.lower..space.upper (space.scale maps the unit cube there)")
+        X = np.clip(X, self.space.lower, self.space.upper)
+        expected = run.predict(X)
+        scale = np.maximum(1.0, np.abs(expected))
+        if not np.all(np.abs(F - expected) <= 1e-6 * scale):
+            raise EvaluationError(
+                f"front solver {name!r} returned predictions F that are not the surrogates' "
+                "predictions at its points X; return F = predict(X) row for row")
+        return X, F
 
     def _fit_copies(self, X: np.ndarray, Y: np.ndarray
                     ) -> tuple[list[Surrogate], dict[str, dict[str, Any]]]:
@@ -528,9 +574,11 @@ class MergeStudy:
         diagnostics: dict[str, dict[str, Any]] = {}
         for j, task in enumerate(self.tasks):
             s = copy.deepcopy(self.surrogate)
-            s.fit(X, Y[:, j], task)
+            with component_failures(s, "fit"):
+                s.fit(X, Y[:, j], task)
             surrogates.append(s)
-            diagnostics[task.name] = dict(s.diagnostics())
+            with component_failures(s, "diagnostics"):
+                diagnostics[task.name] = dict(s.diagnostics())
         return surrogates, diagnostics
 
     def _check_stopping(self, run: StudyRun, record: dict[str, Any]) -> str | None:
@@ -546,7 +594,8 @@ class MergeStudy:
                            diagnostics=diagnostics, tasks=tuple(self.tasks), space=self.space,
                            n_params=n_params)
         t = time.perf_counter()
-        reason = self.stopping.update(state)
+        with component_failures(self.stopping, "update"):
+            reason = self.stopping.update(state)
         record["stopping_s"] = time.perf_counter() - t
         return reason
 
