@@ -264,3 +264,124 @@ def test_a_component_error_of_its_own_class_keeps_its_class():
     with pytest.raises(UnknownComponentError,
                        match=r"^sampler 'picky_test': the thing it needs is not there$"):
         registry.create("sampler", "picky_test")
+
+
+def _one_plugin_error(registry, name):
+    return next(p for p in registry.plugins if p.name == name).error
+
+
+def test_a_misnamed_hook_argument_is_one_line_naming_hook_and_argument(fake_dist):
+    """pluggy's PluginValidationError, copied verbatim, was three lines."""
+    src = '''
+from mapframe.plugin import hookimpl
+
+@hookimpl
+def mapframe_register_components(reg):
+    pass
+'''
+    fake_dist("mapframe-argname", {"argp": "argname_plugin"}, {"argname_plugin.py": src})
+    with pytest.raises(PluginLoadError) as err:
+        get_registry()
+    msg = str(err.value)
+    assert "\n" not in msg, msg
+    assert "mapframe_register_components" in msg and "'reg'" in msg
+    assert "registry" in msg and "pip uninstall mapframe-argname" in msg
+
+
+def test_a_multi_line_import_error_of_a_plugin_is_one_line(fake_dist):
+    src = 'raise RuntimeError("first line of the problem\\nsecond line\\nthird line")\n'
+    fake_dist("mapframe-lines", {"lines": "lines_plugin"}, {"lines_plugin.py": src})
+    with pytest.raises(PluginLoadError) as err:
+        get_registry()
+    msg = str(err.value)
+    assert "\n" not in msg and "first line of the problem" in msg, msg
+
+
+def test_registering_the_same_plugin_twice_is_a_no_op(fresh_plugins):
+    """A notebook cell run twice registered the module twice: every later study failed with
+    a two-line pluggy message dumping the plugin dict."""
+    import types
+
+    calls = []
+    mod = types.ModuleType("notebook_twice_plugin")
+
+    @hookimpl
+    def mapframe_register_components(registry):
+        calls.append(1)
+
+    mod.mapframe_register_components = mapframe_register_components
+    register_plugin(mod)
+    register_plugin(mod)
+    try:
+        registry = get_registry()
+        assert _one_plugin_error(registry, "notebook_twice_plugin") is None
+        assert len([p for p in registry.plugins if p.name == "notebook_twice_plugin"]) == 1
+        assert calls == [1]
+    finally:
+        unregister_plugin(mod)
+    assert "notebook_twice_plugin" not in [p.name for p in get_registry().plugins]
+
+
+def test_registering_an_installed_plugin_in_code_is_a_no_op(fake_dist):
+    fake_dist("mapframe-sphere", {"sphere": "sphere_plugin"},
+              {"sphere_plugin.py": GOOD_PLUGIN})
+    import sphere_plugin
+
+    register_plugin(sphere_plugin)
+    try:
+        registry = get_registry()
+        assert "sphere" in registry.names("evaluator")
+        assert all(p.error is None for p in registry.plugins)
+    finally:
+        unregister_plugin(sphere_plugin)
+
+
+def test_an_in_code_plugin_is_told_to_unregister_not_to_pip_uninstall(fresh_plugins):
+    import types
+
+    mod = types.ModuleType("notebook_raising_plugin")
+
+    @hookimpl
+    def mapframe_register_components(registry):
+        raise RuntimeError("boom\nmore")
+
+    mod.mapframe_register_components = mapframe_register_components
+    register_plugin(mod)
+    try:
+        with pytest.raises(PluginLoadError) as err:
+            get_registry()
+    finally:
+        unregister_plugin(mod)
+    msg = str(err.value)
+    assert "\n" not in msg and "boom" in msg, msg
+    assert "pip uninstall" not in msg
+    assert "mapframe.plugin.unregister_plugin(" in msg
+
+
+def test_another_plugin_under_a_name_taken_in_code_is_refused(fresh_plugins):
+    import types
+
+    first, second = types.ModuleType("same_label"), types.ModuleType("same_label")
+    register_plugin(first)
+    try:
+        with pytest.raises(PluginLoadError) as err:
+            register_plugin(second)
+        msg = str(err.value)
+        assert "\n" not in msg and "'same_label'" in msg and "name=" in msg
+        unregister_plugin("same_label")  # by the name it was registered under
+        register_plugin(second)
+    finally:
+        unregister_plugin(second)
+    assert "same_label" not in [p.name for p in get_registry().plugins]
+
+
+def test_the_documented_hook_argument_error(fake_dist):
+    from pathlib import Path
+
+    src = ("from mapframe.plugin import hookimpl\n\n@hookimpl\n"
+           "def mapframe_register_components(reg):\n    pass\n")
+    fake_dist("mapframe-myplugin", {"myplugin": "argdoc_plugin"}, {"argdoc_plugin.py": src})
+    with pytest.raises(PluginLoadError) as err:
+        get_registry()
+    page = (Path(__file__).parent.parent / "docs" / "writing-plugins.md").read_text()
+    assert f"mapframe: error: {err.value}\n" in page

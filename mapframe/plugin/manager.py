@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 from importlib import metadata
 from types import ModuleType
@@ -22,6 +23,8 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "mapframe"
+#: The package named for plugins registered with :func:`register_plugin`.
+IN_CODE = "<registered in code>"
 
 _lock = threading.RLock()
 _state: dict[str, Any] = {"pm": None, "registry": None, "extra": []}
@@ -61,18 +64,26 @@ def _build() -> tuple[pluggy.PluginManager, ComponentRegistry]:
             registry.plugins.append(info)
             continue
         except Exception as exc:
-            info.error = f"{type(exc).__name__}: {exc}"
+            info.error = _one_line(exc)
             registry.plugins.append(info)
             continue
         plugins.append((info, obj))
+    loaded = [obj for _, obj in plugins]
     for obj, name in _state["extra"]:
+        if any(obj is other for other in loaded):
+            continue  # already installed through an entry point: registering it is a no-op
         mod = obj.__name__ if isinstance(obj, ModuleType) else type(obj).__qualname__
-        plugins.append((PluginInfo(name, "<registered in code>", "", mod), obj))
+        plugins.append((PluginInfo(name, IN_CODE, "", mod), obj))
     for info, obj in plugins:
+        problem = _hook_argument_problem(pm, obj)
+        if problem:
+            info.error = problem
+            registry.plugins.append(info)
+            continue
         try:
             pm.register(obj, name=f"{info.package}:{info.name}")
         except Exception as exc:  # pluggy's PluginValidationError, among others
-            info.error = f"{type(exc).__name__}: {exc}"
+            info.error = _one_line(exc)
             registry.plugins.append(info)
             continue
         registry.plugins.append(info)
@@ -89,11 +100,48 @@ def _build() -> tuple[pluggy.PluginManager, ComponentRegistry]:
         except SystemExit as exc:
             info.error = f"its mapframe_register_components called sys.exit({exc.code!r})"
         except Exception as exc:
-            info.error = f"{type(exc).__name__}: {exc}"
+            info.error = _one_line(exc)
         finally:
             registry._current_plugin = "<direct>"
             registry._current_info = None
     return pm, registry
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` with only the message's first line (pluggy's messages, and many a
+    plugin's own, go on to dump the plugin dict or a hook's definition)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _required_args(fn: Any) -> list[str] | None:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    return [p.name for p in params if p.default is p.empty
+            and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def _hook_argument_problem(pm: pluggy.PluginManager, obj: Any) -> str | None:
+    """A one-line error for a hook implementation whose arguments the hook does not pass
+    (pluggy's own error is three lines), else ``None``."""
+    for hook in _known_hooks():
+        impl = getattr(obj, hook, None)
+        if not callable(impl) or pm.parse_hookimpl_opts(obj, hook) is None:
+            continue
+        args = _required_args(impl)
+        spec = _required_args(getattr(hookspecs, hook)) or []
+        bad = [a for a in args or [] if a not in spec]
+        if bad:
+            return (f"its hook {hook}({', '.join(args or [])}) takes "
+                    f"{', '.join(repr(a) for a in bad)}, which mapframe does not pass; name the "
+                    f"arguments as the hook does: {hook}({', '.join(spec)})")
+    return None
+
+
+def _known_hooks() -> list[str]:
+    return [n for n in dir(hookspecs) if n.startswith("mapframe_")]
 
 
 def _unknown_hooks(obj: Any) -> str | None:
@@ -101,7 +149,7 @@ def _unknown_hooks(obj: Any) -> str | None:
     (a misspelled name would otherwise never be called), else ``None``."""
     import difflib
 
-    known = [n for n in dir(hookspecs) if n.startswith("mapframe_")]
+    known = _known_hooks()
     names = [n for n in dir(obj) if n.startswith("mapframe_") and callable(getattr(obj, n))]
     bad = [n for n in names if n not in known]
     if not bad:
@@ -134,6 +182,11 @@ def get_registry(strict: bool = True) -> ComponentRegistry:
     registry: ComponentRegistry = _state["registry"]
     if strict:
         for info in registry.plugins:
+            if info.error and info.package == IN_CODE:
+                raise PluginLoadError(
+                    f"plugin {info.name!r}, registered in code, failed to load ({info.error}); "
+                    f"fix it, or remove it with mapframe.plugin.unregister_plugin({info.name!r})"
+                )
             if info.error:
                 raise PluginLoadError(
                     f"plugin {info.name!r} from package {info.package!r} failed to load "
@@ -147,17 +200,31 @@ def register_plugin(plugin: Any, name: str | None = None) -> None:
     """Register a plugin object or module in code (tests, notebooks, embedding systems).
 
     The registry is rebuilt on next use, with this plugin added after the installed ones.
+    Registering an object that is already registered (in code, or installed through an
+    entry point) does nothing, so a notebook cell run twice is harmless. Another object under
+    a name already taken in code raises :class:`~mapframe.errors.PluginLoadError`: give it
+    another ``name``, or unregister the first one.
     """
     with _lock:
         label = name or getattr(plugin, "__name__", type(plugin).__qualname__)
+        for other, other_label in _state["extra"]:
+            if other is plugin:
+                return
+            if other_label == label:
+                raise PluginLoadError(
+                    f"another plugin is already registered in code as {label!r}; register "
+                    f"this one with another name (register_plugin(plugin, name=...)) or remove "
+                    f"the first with mapframe.plugin.unregister_plugin({label!r})")
         _state["extra"].append((plugin, label))
         _state["pm"] = _state["registry"] = None
 
 
 def unregister_plugin(plugin: Any) -> None:
-    """Undo :func:`register_plugin`."""
+    """Undo :func:`register_plugin`: ``plugin`` is the object registered, or the name it was
+    registered under."""
     with _lock:
-        _state["extra"] = [(p, n) for p, n in _state["extra"] if p is not plugin]
+        _state["extra"] = [(p, n) for p, n in _state["extra"]
+                           if p is not plugin and not (isinstance(plugin, str) and n == plugin)]
         _state["pm"] = _state["registry"] = None
 
 
