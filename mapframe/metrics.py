@@ -476,11 +476,13 @@ FLAT_RANGE_TOLERANCE = 1e-9
 
 def flat_range(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
     """Per objective, whether ``[lower, upper]`` is no range at all: narrower than
-    :data:`FLAT_RANGE_TOLERANCE` times ``max(1, |lower|, |upper|)``. A task that never
-    varies shows a spread of round-off (1e-15) over a front; scaled to [0, 1] it would
-    decide a preference selection by noise."""
+    :data:`FLAT_RANGE_TOLERANCE` times ``max(|lower|, |upper|)`` (an empty range is flat).
+    A task that never varies shows a spread of round-off (1e-15) over a front; scaled to
+    [0, 1] it would decide a preference selection by noise. The tolerance is relative to
+    the values alone: with a floor of 1 (until 2026-12-06), a task whose metric lives on a
+    small scale (1e-10) counted as flat, and a preference for it chose its worst point."""
     lo, hi = np.asarray(lower, dtype=float), np.asarray(upper, dtype=float)
-    size = np.maximum(1.0, np.maximum(np.abs(lo), np.abs(hi)))
+    size = np.maximum(np.abs(lo), np.abs(hi))
     return np.asarray(hi - lo <= FLAT_RANGE_TOLERANCE * size)
 
 

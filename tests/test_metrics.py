@@ -375,6 +375,16 @@ def test_a_task_that_never_varies_does_not_decide_a_selection_by_round_off() -> 
     assert not flat_range(np.array([1000.0]), np.array([1000.001]))[0]
 
 
+def test_a_task_on_a_small_scale_is_not_flat() -> None:
+    """A floor of 1 under the flat tolerance made a metric of about 1e-10 flat: a preference
+    for it scored every point 1 and chose its worst point."""
+    from mapframe.metrics import flat_range
+
+    F = np.array([[1.0, 1e-10], [0.5, 3e-10]])
+    assert select_by_preference(F, [0, 1]) == 1
+    assert list(flat_range(np.array([0.0, 1e-10]), np.array([0.0, 3e-10]))) == [True, False]
+
+
 def test_huge_preference_weights_do_not_overflow_to_zero() -> None:
     """The sum of [1e308, 1e308] overflowed: every weight became 0, select returned row 0,
     and a study ran to its end before saying the weights were all zero."""

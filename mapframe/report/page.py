@@ -243,7 +243,7 @@ function selectIndex(sel, p) {
       var u = span > 0 ? (F[k][j] - lo[j]) / span : 0;
       if (sel.directions[j] !== "max") { u = 1 - u; }
       // no range, or round-off only (mapframe.metrics.flat_range): every point is best
-      if (span <= sel.flat_tolerance * Math.max(1, Math.abs(hi[j]), Math.abs(lo[j]))) {
+      if (span <= sel.flat_tolerance * Math.max(Math.abs(hi[j]), Math.abs(lo[j]))) {
         u = 1;
       }
       s += u * w[j];
