@@ -38,10 +38,10 @@ MERGE_METHODS: dict[str, str] = {
     "task_arithmetic": "task_arithmetic (normalize: true -> task_arithmetic_preference)",
     "linear": "soup",
     "ties": "ties with trim_rule: mergekit, zero_sum: positive (density -> trim)",
-    "dare_linear": "dare_task_arithmetic (1 - density -> drop_rate)",
+    "dare_linear": "dare_task_arithmetic (1 - density -> drop_rate; normalize: false)",
     "dare_ties": "dare_ties with zero_sum: positive (1 - density -> drop_rate)",
     "nuslerp": "slerp (with base_model: the task vectors are interpolated)",
-    "multislerp": "multislerp (with base_model)",
+    "multislerp": "multislerp (with base_model; normalize_weights: true)",
     "model_stock": "model_stock (filter_wise: false)",
 }
 #: mergekit's top-level fields that change nothing MAP searches (output dtype, tokenizer).
@@ -171,10 +171,21 @@ def strategy_for(method: str, shared: Mapping[str, Any],
         name = "dare_task_arithmetic" if method == "dare_linear" else "dare_ties"
         strategy = {"name": name, "drop_rate": 1.0 - density}
         if method == "dare_linear":
+            if flag("normalize", False):  # mergekit's default for dare_linear: false
+                raise ConfigError(
+                    "mergekit dare_linear with normalize: true (the dropped task vectors "
+                    "divided by the summed weights) has no mapframe strategy; set normalize: "
+                    "false (MAP searches the weights' scale too), or use task_arithmetic "
+                    "with normalize: true (no drop)")
             return strategy
         strategy = {**strategy, "zero_sum": "positive"}
         return strategy if flag("normalize", False) else {**strategy, "disjoint": False}
     if method == "multislerp":
+        if not flag("normalize_weights", True):
+            raise ConfigError(
+                "mergekit multislerp with normalize_weights: false (unnormalised weights "
+                "lengthen the step along the sphere) has no mapframe strategy (its "
+                "multislerp moves by c/Σc and scales by Σc); set normalize_weights: true")
         return {"name": "multislerp", "eps": number("eps", 1e-8, 0.0)}
     if method == "model_stock":
         if flag("filter_wise", False):

@@ -266,3 +266,25 @@ def test_a_binary_mergekit_file_is_a_one_line_error(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe\x00binary")
     with pytest.raises(ConfigError, match="is not UTF-8 text"):
         expand_mergekit({"mergekit": {"config": str(path)}, "evaluator": EVALUATOR}, tmp_path)
+
+
+@pytest.mark.parametrize("method, shared, message", [
+    ("dare_linear", {"density": 0.5, "normalize": True},
+     r"mergekit dare_linear with normalize: true .*no mapframe strategy.*normalize: false"),
+    ("multislerp", {"normalize_weights": False},
+     r"mergekit multislerp with normalize_weights: false .*no mapframe strategy.*"
+     r"normalize_weights: true"),
+])
+def test_mergekit_settings_without_a_mapframe_equivalent_are_refused(method, shared,
+                                                                     message):
+    """dare_linear's normalize: true (mergekit divides by the summed weights) and
+    multislerp's normalize_weights: false were dropped silently: the study searched a
+    different merge than the config asked for."""
+    with pytest.raises(ConfigError, match=message) as err:
+        strategy_for(method, shared, [{"weight": 0.5}, {"weight": 0.5}])
+    assert "\n" not in str(err.value)
+    # their defaults (and explicit defaults) still read
+    default = {k: v for k, v in shared.items() if k not in ("normalize", "normalize_weights")}
+    flipped = {**shared, **{k: not v for k, v in shared.items()
+                            if k in ("normalize", "normalize_weights")}}
+    assert strategy_for(method, default, [{}, {}]) == strategy_for(method, flipped, [{}, {}])
