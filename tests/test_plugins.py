@@ -385,3 +385,42 @@ def test_the_documented_hook_argument_error(fake_dist):
         get_registry()
     page = (Path(__file__).parent.parent / "docs" / "writing-plugins.md").read_text()
     assert f"mapframe: error: {err.value}\n" in page
+
+
+def test_a_hook_without_hookimpl_marks_the_plugin_broken(fake_dist, capsys):
+    """pluggy ignores an undecorated function: the plugin showed [ok] with no components,
+    and the study then said its component 'is not available'."""
+    src = '''
+from mapframe.samplers.space_filling import RandomSampler
+
+class Mine(RandomSampler):
+    name = "mine_undecorated"
+
+def mapframe_register_components(registry):
+    registry.register(Mine)
+'''
+    fake_dist("mapframe-nodeco", {"nodeco": "nodeco_plugin"}, {"nodeco_plugin.py": src})
+    with pytest.raises(PluginLoadError) as err:
+        get_registry()
+    msg = str(err.value)
+    assert "\n" not in msg and "mapframe-nodeco" in msg
+    assert "mapframe_register_components" in msg
+    assert "decorate it with @hookimpl (from mapframe.plugin import hookimpl)" in msg
+    assert main(["plugins"]) == 1
+    out = capsys.readouterr().out
+    assert "BROKEN" in out and "@hookimpl" in out
+
+
+def test_an_undecorated_hook_method_in_code_is_reported(fresh_plugins):
+    class Listener:
+        def mapframe_study_started(self, study):
+            pass
+
+    listener = Listener()
+    register_plugin(listener)
+    try:
+        with pytest.raises(PluginLoadError, match=r"mapframe_study_started.*@hookimpl"):
+            get_registry()
+    finally:
+        unregister_plugin(listener)
+    get_registry()

@@ -87,7 +87,7 @@ def _build() -> tuple[pluggy.PluginManager, ComponentRegistry]:
             registry.plugins.append(info)
             continue
         registry.plugins.append(info)
-        unknown = _unknown_hooks(obj)
+        unknown = _unknown_hooks(obj) or _undecorated_hooks(pm, obj)
         if unknown:
             info.error = unknown
             continue
@@ -137,6 +137,16 @@ def _hook_argument_problem(pm: pluggy.PluginManager, obj: Any) -> str | None:
             return (f"its hook {hook}({', '.join(args or [])}) takes "
                     f"{', '.join(repr(a) for a in bad)}, which mapframe does not pass; name the "
                     f"arguments as the hook does: {hook}({', '.join(spec)})")
+    return None
+
+
+def _undecorated_hooks(pm: pluggy.PluginManager, obj: Any) -> str | None:
+    """A one-line error for a function named like a hook but not decorated with
+    ``@hookimpl`` (pluggy silently never calls it), else ``None``."""
+    for hook in _known_hooks():
+        if callable(getattr(obj, hook, None)) and pm.parse_hookimpl_opts(obj, hook) is None:
+            return (f"defines {hook} without @hookimpl, so it is never called; decorate it "
+                    "with @hookimpl (from mapframe.plugin import hookimpl)")
     return None
 
 
