@@ -387,13 +387,17 @@ def test_documented_duplicate_name_error(fake_dist, tmp_path, my_package):
     assert f"mapframe: error: {err.value}" == documented
 
 
-def test_plugin_listing_in_configuration_matches_the_cli(capsys):
+@pytest.mark.parametrize("page_name", ["configuration.md", "writing-plugins.md"])
+def test_plugin_listing_in_configuration_matches_the_cli(capsys, page_name):
+    """Every built-in row of `mapframe plugins`, in order, in each page that shows the
+    listing (writing-plugins.md's copy had gone stale: four samplers, one strategy)."""
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
-    builtin = out.split("\n\n")[0].split("builtin  (")[1].splitlines()[1:8]
-    page = _page("configuration.md")
-    for line in builtin:
-        assert line in page
+    rows = out.split("\n\n")[0].split("builtin  (")[1].splitlines()[1:]
+    assert len(rows) >= 9 and all(r.startswith("    ") for r in rows), rows
+    page = _page(page_name)
+    assert "\n".join(rows) + "\n" in page, (
+        f"{page_name}: paste the built-in rows of `mapframe plugins`:\n" + "\n".join(rows))
 
 
 def test_every_metric_is_in_the_reference():
