@@ -205,15 +205,18 @@ def greedy_hypervolume_subset(
     from those chosen (:func:`~mapframe.metrics.spread_subset`'s rule), so exactly
     ``min(k, len(F))`` rows are returned.
     """
-    from mapframe.metrics import spread_subset
+    from mapframe.metrics import _as_matrix, spread_subset
 
-    G = -to_minimization(np.asarray(F, dtype=float), directions)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ConfigError(f"k must be an integer number of rows, got {k!r}")
+    G = -to_minimization(_as_matrix(F, "F"), directions)
     n, T = G.shape
     k = min(int(k), n)
     if k <= 0:
         return np.arange(0)
+    # ``measured`` must have F's columns: a transposed or wider array was reshaped to fit
     Gm = (np.empty((0, T)) if measured is None or np.size(measured) == 0 else
-          -to_minimization(np.asarray(measured, dtype=float).reshape(-1, T), directions))
+          -to_minimization(_as_matrix(measured, "measured", T), directions))
     both = np.vstack([G, Gm])
     lo = both.min(axis=0)
     span = np.ptp(both, axis=0)

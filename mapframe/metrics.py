@@ -221,7 +221,8 @@ def hypervolume(
     builds one shared by several fronts. Points that are not strictly better than the
     reference point in every objective contribute nothing; an empty ``F`` has hypervolume 0.
     """
-    ref = np.asarray(ref_point, dtype=float)
+    ref = float_array(ref_point, "ref_point must be a numeric vector with one value per "
+                      "objective")
     if ref.ndim != 1 or ref.size == 0:
         raise ConfigError(
             f"ref_point must be a vector with one value per objective, got shape {ref.shape}"
@@ -259,8 +260,9 @@ def reference_point(
     """
     if not fronts:
         raise ConfigError("reference_point needs at least one array of points")
-    if not np.isfinite(margin) or margin < 0:
-        raise ConfigError(f"margin must be a finite number >= 0, got {margin}")
+    if (isinstance(margin, bool) or not isinstance(margin, (int, float, np.number))
+            or not np.isfinite(margin) or margin < 0):
+        raise ConfigError(f"margin must be a finite number >= 0, got {margin!r}")
     first = _as_matrix(fronts[0], "fronts[0]")
     n_obj = first.shape[1]
     arrays = [first] + [_as_matrix(f, f"fronts[{i}]", n_obj) for i, f in enumerate(fronts[1:], 1)]
@@ -375,8 +377,10 @@ def win_rate(
         raise ConfigError("win_rate needs at least one point in each front")
     s = _signs(directions, p.shape[1])
     if n_samples is not None:
-        if int(n_samples) != n_samples or n_samples < 1:
-            raise ConfigError(f"n_samples must be a positive integer or None, got {n_samples}")
+        if (isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer))
+                or n_samples < 1):
+            raise ConfigError(
+                f"n_samples must be a positive integer or None, got {n_samples!r}")
         gen = _rng(rng)
         n = int(n_samples)
         p = p[gen.choice(len(p), size=n, replace=n > len(p))]
@@ -554,8 +558,8 @@ def r2_score(y: np.ndarray, yhat: np.ndarray) -> float:
     undefined: the result is 1.0 for a perfect prediction and 0.0 otherwise (as
     scikit-learn does).
     """
-    a = np.asarray(y, dtype=float)
-    b = np.asarray(yhat, dtype=float)
+    a = float_array(y, "r2_score needs y as a numeric 1-D array")
+    b = float_array(yhat, "r2_score needs yhat as a numeric 1-D array")
     if a.ndim == 2 and a.shape[1] == 1:
         a = a[:, 0]
     if b.ndim == 2 and b.shape[1] == 1:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mapframe.errors import ConfigError
+from mapframe.hypervolume import greedy_hypervolume_subset
 from mapframe.metrics import (
     dominance_matrix,
     generational_distance,
@@ -402,3 +403,25 @@ def test_malformed_preference_bounds_are_a_one_line_error() -> None:
                   np.full((2, 2), np.nan), ["a", "b"], ["max", "max"])
     with pytest.raises(ConfigError, match="preference_bounds must be"):
         front.select([1, 1], ([0, 0],))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda F: greedy_hypervolume_subset(
+        F, 2, measured=np.ones((2, 3)) * 0.5), "measured has 3 objectives"),
+    (lambda F: greedy_hypervolume_subset(
+        F, 2, measured=np.array([[0.9, 0.55, 0.1], [0.1, 0.55, 0.9]])),
+     "measured has 3 objectives"),  # a transposed (3, 2) was reshaped and used
+    (lambda F: greedy_hypervolume_subset(
+        F, "a"), "k must be an integer"),
+    (lambda F: hypervolume(F, ["a", "b"]), "ref_point must be a numeric vector"),
+    (lambda F: reference_point(F, margin="a"), "margin must be a finite number"),
+    (lambda F: win_rate(F, F, n_samples="a"), "n_samples must be a positive integer"),
+    (lambda F: r2_score(["a"], ["b"]), "r2_score needs y as a numeric"),
+])
+def test_misshaped_or_mistyped_metric_inputs_are_one_line_config_errors(call, message):
+    """They were used silently (a transposed ``measured`` reshaped to fit) or ended in raw
+    numpy/builtin errors."""
+    F = np.array([[1.0, 0.0], [0.6, 0.6], [0.0, 1.0], [0.5, 0.4]])
+    with pytest.raises(ConfigError, match=message) as info:
+        call(F)
+    assert "\n" not in str(info.value)
