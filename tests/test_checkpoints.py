@@ -282,3 +282,24 @@ def test_export_refuses_a_torch_suffix_it_would_not_honour(tmp_path, name):
         merger.export(tmp_path / name, np.array([0.5]))
     assert "\n" not in str(err.value)
     assert not (tmp_path / name).exists()
+
+
+def test_float64_checkpoints_merge_in_float64():
+    """Task arithmetic accumulated float64 checkpoints in float32: c = 0 missed θ0 and
+    c = e_i missed θ_i by about 1e-7. Now θ0 is exact and θ_i within float64 rounding
+    (θ0 + (θ_i − θ0) is not always θ_i in binary floating point)."""
+    g = torch.Generator().manual_seed(0)
+    base = {"w": torch.randn(16, 16, generator=g, dtype=torch.float64)}
+    fts = [{"w": base["w"] + 1e-3 * torch.randn(16, 16, generator=g, dtype=torch.float64)}
+           for _ in range(2)]
+    merger = Merger(TaskArithmetic(), TaskVectors(base, fts, ["a", "b"]))
+    out = merger.merged_state_dict(np.zeros(2))
+    assert out["w"].dtype == torch.float64 and torch.equal(out["w"], base["w"])
+    for i in range(2):
+        c = np.zeros(2)
+        c[i] = 1.0
+        torch.testing.assert_close(merger.merged_state_dict(c)["w"], fts[i]["w"], rtol=0,
+                                   atol=1e-15)
+    c = np.array([0.25, 0.5])  # float32-exact: the coefficients themselves are float32
+    ref = base["w"] + sum(ci * (ft["w"] - base["w"]) for ci, ft in zip(c, fts))
+    torch.testing.assert_close(merger.merged_state_dict(c)["w"], ref, rtol=0, atol=1e-14)

@@ -145,11 +145,11 @@ def load_state_dict(
 
 
 def _vector_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype task vectors of a ``dtype`` tensor are kept in: float32 for 16-bit floats
-    (bf16, fp16), else the tensor's own."""
+    """The dtype task vectors of a ``dtype`` tensor are computed and kept in: float64 for
+    float64 tensors, else float32 (where the difference of two bf16/fp16 values is exact)."""
     import torch
 
-    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _tied_keys(base: Mapping[str, torch.Tensor],
@@ -221,7 +221,11 @@ class TaskVectors:
     are kept from the pretrained checkpoint. Task vectors of bf16/fp16 tensors are held in
     float32 (twice the checkpoint's memory for them), where ``θ_i − θ0`` is exact; a merge
     accumulates in float32 and is rounded once into the tensor's dtype, so ``c = e_i``
-    gives ``θ_i`` bit for bit.
+    gives ``θ_i`` bit for bit. float64 tensors keep float64 task vectors, and the linear
+    merges (task arithmetic and its reweightings, through :meth:`combine_into`) accumulate
+    them in float64, so there ``c = 0`` gives ``θ0`` bit for bit and ``c = e_i`` gives
+    ``θ_i`` to float64 rounding (about 1e-16 relative); the masked, spectral and spherical
+    strategies compute in float32 (about 1e-7 relative).
 
     Tied tensors (keys of the pretrained state dict that share one storage, such as an
     embedding and a tied LM head, when the fine-tunes hold equal values under them too) are
@@ -280,14 +284,17 @@ class TaskVectors:
                 self._base[k] = self._base[self._tied[k]]
                 self._vectors[k] = self._vectors[self._tied[k]]
                 continue
-            b32 = b.detach().to(torch.float32)
+            # The task vectors' dtype (float32, float64 for float64 checkpoints): computing
+            # a float64 θ_i − θ0 in float32 lost 1e-7 of every merge.
+            wide = _vector_dtype(b.dtype)
+            b32 = b.detach().to(wide)
             if not torch.isfinite(b32).all():
                 where = f" {base_source}" if base_source else ""
                 raise CheckpointError(
                     f"tensor {k!r} of the pretrained checkpoint{where} holds NaN or infinite "
                     "values; check that file (every task vector is measured from it)")
             stacked = torch.stack(
-                [ft[k].detach().to(torch.float32) - b32 for ft in finetuned]
+                [ft[k].detach().to(wide) - b32 for ft in finetuned]
             )
             if not torch.isfinite(stacked).all():
                 bad = [srcs[i] for i in range(len(finetuned))
@@ -301,7 +308,7 @@ class TaskVectors:
             # bf16 and the merge to bf16 again missed θ_i itself (c = e_i) in 6.5 % of
             # entries. In float32 the difference of two bf16/fp16 values is exact, so a merge
             # is rounded once, when it is written back in the checkpoint's dtype.
-            self._vectors[k] = stacked.to(_vector_dtype(b.dtype))
+            self._vectors[k] = stacked
         self.task_names: list[str] = names
         self.sources: list[str] = srcs
         for message in self.degeneracies():
@@ -404,7 +411,8 @@ class TaskVectors:
 
     def combine_into(self, key: str, coefficients: torch.Tensor, out: torch.Tensor) -> None:
         """Write ``θ0 + Σ_i c_i τ_i`` of tensor ``key`` into ``out`` (accumulated in float32,
-        written in ``out``'s dtype). ``coefficients`` is a float32 tensor of shape ``(N,)``.
+        float64 for float64 checkpoints, written in ``out``'s dtype). ``coefficients`` is a
+        float32 tensor of shape ``(N,)``.
 
         Linear merges (task arithmetic and every strategy reweighting it) go through this one
         method, so a subclass that keeps its task vectors elsewhere (read from disk tensor by
@@ -412,8 +420,12 @@ class TaskVectors:
         """
         import torch
 
-        acc = torch.tensordot(coefficients, self.vectors(key).to(torch.float32), dims=1)
-        acc += self.base(key).to(torch.float32)
+        vectors = self.vectors(key)
+        # float64 checkpoints are merged in float64: in float32, c = 0 and c = e_i missed θ0
+        # and θ_i by about 1e-7.
+        dt = torch.float64 if vectors.dtype == torch.float64 else torch.float32
+        acc = torch.tensordot(coefficients.to(dt), vectors.to(dt), dims=1)
+        acc += self.base(key).to(dt)
         out.copy_(acc)
 
     def combine_batch_into(self, key: str, coefficients: torch.Tensor, out: torch.Tensor) -> None:

@@ -93,7 +93,8 @@ class ReweightedTaskArithmetic(MergeStrategy):
     :meth:`check_coefficients` checks the raw vector (one finite coefficient per task, then
     the domain), so a :class:`~mapframe.merging.Merger` rejects a bad batch before writing
     anything. The merge itself is :class:`~mapframe.merging.task_arithmetic.TaskArithmetic`'s
-    tensor loop run on ``w`` (float32 accumulation, written back in each tensor's dtype).
+    tensor loop run on ``w`` (float32 accumulation, float64 for float64 checkpoints, written
+    back in each tensor's dtype).
 
     The loop is reused by composition, not inheritance: a weighted soup is not task
     arithmetic with coefficients ``c``, so these classes are not ``TaskArithmetic``

@@ -18,8 +18,9 @@ __all__ = ["TaskArithmetic"]
 class TaskArithmetic(MergeStrategy):
     """``θ(c) = θ0 + Σ_i c_i τ_i``: coefficient ``c_i`` scales task vector ``i``.
 
-    Works one tensor at a time, accumulating in float32 and writing back in the tensor's own
-    dtype; the only extra memory is one tensor's worth. The arithmetic itself is
+    Works one tensor at a time, accumulating in float32 (float64 for float64 checkpoints)
+    and writing back in the tensor's own dtype; the only extra memory is one tensor's worth.
+    The arithmetic itself is
     :meth:`TaskVectors.combine_into <mapframe.merging.TaskVectors.combine_into>`, so task
     vectors that live elsewhere (streamed from disk, low-rank adapters) merge through the
     same strategy without being materialised.
