@@ -303,3 +303,50 @@ def test_float64_checkpoints_merge_in_float64():
     c = np.array([0.25, 0.5])  # float32-exact: the coefficients themselves are float32
     ref = base["w"] + sum(ci * (ft["w"] - base["w"]) for ci, ft in zip(c, fts))
     torch.testing.assert_close(merger.merged_state_dict(c)["w"], ref, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("wrapped", [
+    lambda sd: {"model": sd, "epoch": 3},  # timm / DeiT / MAE
+    lambda sd: {"epoch": 3, "model_state_dict": sd, "optimizer_state_dict": {}},  # tutorial
+    lambda sd: {"module": sd},  # DeepSpeed
+    lambda sd: {"state_dict": sd, "epoch": 1},  # Lightning
+])
+def test_common_checkpoint_wrappers_are_unwrapped(tmp_path, wrapped):
+    """Only {"state_dict": ...} was unwrapped; {"model": sd} and {"model_state_dict": sd}
+    said "the checkpoint holds no tensors". The weights read, and their identity, are the
+    same as for the bare state dict."""
+    sd, ft = _sd(0), _sd(1)
+    torch.save(sd, tmp_path / "bare.pt")
+    torch.save(wrapped(sd), tmp_path / "wrapped.pt")
+    torch.save(ft, tmp_path / "ft.pt")
+    out = load_state_dict(tmp_path / "wrapped.pt")
+    assert sorted(out) == sorted(sd) and all(torch.equal(out[k], sd[k]) for k in sd)
+    bare = TaskVectors.from_files(tmp_path / "bare.pt", {"a": tmp_path / "ft.pt"})
+    unwrapped = TaskVectors.from_files(tmp_path / "wrapped.pt", {"a": tmp_path / "ft.pt"})
+    assert bare.fingerprint() == unwrapped.fingerprint()
+
+
+def test_nested_state_dicts_mapframe_cannot_pick_are_named(tmp_path):
+    sd = _sd(0)
+    torch.save({"ema": sd, "epoch": 3}, tmp_path / "ema.pt")
+    with pytest.raises(CheckpointError, match=r"no tensors at its top level.*'ema' holds "
+                       r"\d+ tensors.*torch.save\(checkpoint\['ema'\], path\)") as err:
+        load_state_dict(tmp_path / "ema.pt")
+    assert "\n" not in str(err.value)
+    torch.save({"model": sd, "state_dict": _sd(1)}, tmp_path / "two.pt")
+    with pytest.raises(CheckpointError, match=r"'model' and 'state_dict'") as err:
+        load_state_dict(tmp_path / "two.pt")
+    assert "\n" not in str(err.value)
+
+
+def test_a_folder_given_as_a_checkpoint_says_it_is_a_folder(tmp_path):
+    """An existing Hugging Face model folder was reported as "checkpoint not found"."""
+    folder = tmp_path / "hf"
+    save_state_dict(_sd(0), folder / "model.safetensors")
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"is a folder, not a checkpoint file.*"
+                       r"model\.safetensors.*LLM plugin") as err:
+        load_state_dict(folder)
+    assert "\n" not in str(err.value) and "not found" not in str(err.value)
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_state_dict(tmp_path / "missing.pt")

@@ -42,13 +42,34 @@ _NOT_SAFETENSORS = (*_TORCH, ".gguf", ".onnx", ".h5", ".npz", ".npy", ".pkl", ".
                     ".msgpack")
 
 
+#: Keys under which training scripts save the state dict beside other things: Lightning
+#: (``state_dict``), timm / DeiT / MAE (``model``), the PyTorch tutorial
+#: (``model_state_dict``), DeepSpeed (``module``).
+_WRAPPERS = ("state_dict", "model", "model_state_dict", "module")
+
+
+def _n_tensors(obj: Any) -> int:
+    import torch
+
+    if not isinstance(obj, Mapping):
+        return 0
+    return sum(isinstance(v, torch.Tensor) for v in obj.values())
+
+
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     import torch
 
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
+    if isinstance(obj, Mapping):
+        wrapped = [k for k, v in obj.items() if k in _WRAPPERS and _n_tensors(v)]
+        if len(wrapped) > 1:
+            raise CheckpointError(
+                f"{path}: the checkpoint holds more than one state dict ("
+                f"{' and '.join(repr(k) for k in wrapped)}); re-save the one to merge alone "
+                f"with torch.save(checkpoint[{wrapped[0]!r}], path)")
+        if wrapped:
+            obj = obj[wrapped[0]]
     if not isinstance(obj, Mapping) or not obj:
         raise CheckpointError(
             f"{path}: expected a state dict (a mapping of names to tensors), found "
@@ -59,6 +80,14 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
         if isinstance(v, torch.Tensor):
             out[str(k)] = v
     if not out:
+        nested = [(str(k), _n_tensors(v)) for k, v in obj.items() if _n_tensors(v)]
+        if nested:
+            k, n = nested[0]
+            raise CheckpointError(
+                f"{path}: the checkpoint holds no tensors at its top level; its entry {k!r} "
+                f"holds {n} tensors (a state dict under a key mapframe does not unwrap: "
+                f"{', '.join(_WRAPPERS)}); re-save it with "
+                f"torch.save(checkpoint[{k!r}], path)")
         raise CheckpointError(f"{path}: the checkpoint holds no tensors")
     return out
 
@@ -75,9 +104,20 @@ def load_state_dict(
     file names by an inert stand-in and collects the module tree's parameters and persistent
     buffers under their ``state_dict`` keys (the original classes need not be importable).
     Anything else that needs full unpickling is refused unless ``allow_pickle=True``:
-    unpickling runs code from the file, so only do it for files you trust.
+    unpickling runs code from the file, so only do it for files you trust. A state dict
+    saved beside other things under one of ``state_dict``, ``model``, ``model_state_dict``
+    or ``module`` (Lightning, timm, the PyTorch tutorial, DeepSpeed) is unwrapped.
     """
     p = Path(path)
+    if p.is_dir():
+        weights = sorted(f.name for f in p.iterdir() if f.is_file()
+                         and f.suffix.lower() in (*_SAFETENSORS, *_TORCH))
+        which = (f"the weights file in it ({', '.join(weights[:3])})" if weights
+                 else "a weights file")
+        raise CheckpointError(
+            f"{p} is a folder, not a checkpoint file; give {which}, or use an evaluator "
+            "that reads model folders (such as the LLM plugin's, for sharded Hugging Face "
+            "models)")
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p} (check the path in your config)")
     suffix = p.suffix.lower()
