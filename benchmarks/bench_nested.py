@@ -9,7 +9,8 @@ All searching uses the validation split; every score is a real test-split evalua
 Methods:
 
 - **Nested MAP** — `NestedMergeStudy` with task arithmetic, one tournament per preference,
-  `pair_budget = 20` evaluations per pair (seed 0), with the `cosine` (default), `in_order`
+  `pair_budget = 20` evaluations per pair (seed 0; `sampler: sobol`, Plain MAP's design, in
+  every pair, as the class defaulted to until 2026-12-06), with the `cosine` (default), `in_order`
   (the paper's round 1) and `metric_profile` pairings. Its final model is the task-arithmetic
   merge with the tournament's effective coefficients (checked: their validation metrics equal
   the tournament's final metrics), scored on test.
@@ -65,7 +66,8 @@ def _nested(problem: DigitsProblem, p: np.ndarray, pairing: str) -> dict[str, An
     """One tournament for preference ``p``; its final model scored on test."""
     res = NestedMergeStudy({"name": "digits", "tasks": problem.tasks, "split": "validation"},
                            preference=p.tolist(), checkpoints=problem.checkpoints,
-                           pair_budget=PAIR_BUDGET, pairing=pairing, seed=0).run()
+                           pair_budget=PAIR_BUDGET, pairing=pairing, sampler="sobol",
+                           seed=0).run()
     eff = res.effective_coefficients
     assert eff is not None, "task arithmetic must report effective coefficients"
     c = np.array([eff[t] for t in problem.tasks])

@@ -342,7 +342,7 @@ class NestedMergeStudy:
         merge_strategy: MergeStrategy | str | Mapping[str, Any] = "task_arithmetic",
         pair_budget: int = 20,
         pairing: PairingStrategy | str | Mapping[str, Any] = "cosine",
-        sampler: Any = "sobol",
+        sampler: Any = "auto",
         surrogate: Any = "auto",
         front_solver: Any = "auto",
         storage: EvaluationStore | str | os.PathLike[str] | Mapping[str, Any] | None = None,

@@ -290,10 +290,25 @@ def test_models_must_match_tasks() -> None:
 
 def test_budget_and_verify_checks() -> None:
     tv, ev, *_ = make_problem(4)
-    with pytest.raises(BudgetError, match="pair_budget 4"):
-        NestedMergeStudy(ev, task_vectors=tv, preference=[1] * 4, pair_budget=4)
+    with pytest.raises(BudgetError, match="pair_budget 4"):  # the quadratic's 6 parameters
+        NestedMergeStudy(ev, task_vectors=tv, preference=[1] * 4, pair_budget=4,
+                         sampler="sobol", surrogate="quadratic")
     with pytest.raises(ConfigError, match="verify"):
         NestedMergeStudy(ev, task_vectors=tv, preference=[1] * 4, verify=0)
+
+
+def test_python_and_yaml_run_the_same_pair_sampler_by_default(tmp_path) -> None:
+    """The docs give the pairs' settings "as for MergeStudy" (sampler ``auto``): the YAML
+    route did, while ``NestedMergeStudy(...)`` defaulted to ``sobol``, so the page's two
+    versions of one study ran different searches and chose different models."""
+    from mapframe.config import build_study
+
+    tv, ev, *_ = make_problem(3)
+    python = NestedMergeStudy(ev, task_vectors=tv, preference=[1, 1, 1])
+    yaml_route, _ = build_study(yaml.safe_load(_digits_config(tmp_path).read_text()))
+    assert isinstance(yaml_route, NestedMergeStudy)
+    assert python.settings()["sampler"] == yaml_route.settings()["sampler"]
+    assert python.settings()["sampler"] in ("auto", {"name": "auto"})
 
 
 # -- YAML and CLI --------------------------------------------------------------------------
