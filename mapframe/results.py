@@ -281,12 +281,14 @@ class StudyResult:
     def task_names(self) -> list[str]:
         return [t.name for t in self.tasks]
 
-    def predict(self, coefficients: np.ndarray) -> np.ndarray:
-        """Surrogate predictions ``(M, T)`` for coefficient vectors ``(M, N)``."""
+    def predict(self, coefficients: np.ndarray | Sequence[Sequence[float]] | Sequence[float]
+                ) -> np.ndarray:
+        """Surrogate predictions ``(M, T)`` for coefficient vectors ``(M, N)`` (an array or
+        nested lists; one vector may be given flat)."""
         C = np.atleast_2d(np.asarray(coefficients, dtype=float))
         return np.column_stack([s.predict(C) for s in self.surrogates])
 
-    def select(self, preference: np.ndarray | list[float],
+    def select(self, preference: np.ndarray | Sequence[float],
                measured_only: bool | None = None) -> int:
         """Index of the front point with the best preference-weighted normalised score.
 
@@ -304,7 +306,8 @@ class StudyResult:
         return self.front.select(preference, self.preference_bounds, measured_only)
 
     def export(self, path: str | os.PathLike[str], index: int | None = None,
-               preference: list[float] | None = None, format: str = "safetensors",
+               preference: np.ndarray | Sequence[float] | None = None,
+               format: str = "safetensors",
                max_shard_size: str | int | None = None) -> Path:
         """Save the merged model of front point ``index`` (or the one ``preference`` selects)
         and return its path: a safetensors file (``.safetensors`` appended to a path without
@@ -336,8 +339,9 @@ class StudyResult:
 
             chosen = preference if preference is not None else (
                 self.preference if index == self.selected else None)
-            point = ExportPoint.from_front(self.front, index, self.merge_spec,
-                                           self.study_name, self.coefficient_names, chosen)
+            point = ExportPoint.from_front(
+                self.front, index, self.merge_spec, self.study_name, self.coefficient_names,
+                None if chosen is None else [float(x) for x in chosen])
             return export_point(point, self.merge_spec, path, format, None
                                 if max_shard_size is None else parse_size(max_shard_size))
         from mapframe.export.point import prepare_safetensors_path

@@ -1,0 +1,25 @@
+"""The documented public API as a user types it (docs/embedding.md), checked by
+``mypy --strict`` in .ci/run: a call the docs show must type-check as written."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mapframe import MergeStudy, StudyResult
+
+
+def objective(C: np.ndarray) -> np.ndarray:
+    return np.column_stack([1 - (C[:, 0] - 0.2) ** 2, 1 - (C[:, 1] - 0.8) ** 2])
+
+
+def use(result: StudyResult) -> None:
+    predicted: np.ndarray = result.predict([[0.5, 0.5]])
+    best: int = result.select([0.7, 0.3])
+    also: int = result.select((0.7, 0.3))
+    print(predicted.shape, best, also, result.front.coefficients.shape)
+
+
+if __name__ == "__main__":
+    study = MergeStudy(objective=objective, task_names=["a", "b"], budget=20,
+                       preference=(0.5, 0.5))
+    use(study.run())
