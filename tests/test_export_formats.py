@@ -474,3 +474,45 @@ def test_a_path_without_a_suffix_never_replaces_a_users_file(study: Any,
     first = result.export(tmp_path / "m", index=0)
     assert first == tmp_path / "m.safetensors"
     assert result.export(tmp_path / "m", index=1) == first
+
+
+def _bin_model(folder: Path, state: dict[str, Any], config: dict[str, Any] | None) -> str:
+    folder.mkdir(parents=True)
+    if config is not None:
+        (folder / "config.json").write_text(json.dumps(config))
+    torch.save(state, folder / "pytorch_model.bin")
+    return str(folder / "pytorch_model.bin")
+
+
+@pytest.mark.parametrize("config", [{"torch_dtype": "bfloat16"}, {}])
+def test_bf16_bin_checkpoints_keep_their_dtype_in_the_mergekit_yaml(tmp_path: Path,
+                                                                   config: dict[str, Any]
+                                                                   ) -> None:
+    """checkpoint_dtype read only safetensors headers: pytorch_model.bin checkpoints (and
+    folders holding only .bin) got no out_dtype, so mergekit wrote a bf16 merge in float32."""
+    torch.manual_seed(0)
+    base = {k: v.to(torch.bfloat16) for k, v in Net().state_dict().items()
+            if v.is_floating_point()}
+    pre = _bin_model(tmp_path / "base", base, {"model_type": "net", **config})
+    fts = {f"t{i}": _bin_model(tmp_path / f"ft{i}", base, {"model_type": "net"})
+           for i in range(2)}
+    for where in (pre, str(Path(pre).parent)):
+        assert checkpoint_dtype(where) == "bfloat16"
+        cfg = mergekit_config({"name": "task_arithmetic"}, [0.5, 0.5], where, fts)
+        assert (cfg["dtype"], cfg["out_dtype"]) == ("float32", "bfloat16")
+
+
+def test_a_checkpoint_dtype_read_from_config_json_or_refused(tmp_path: Path) -> None:
+    """A legacy (non-zip) .bin is read from config.json's torch_dtype; with neither, the
+    export says it cannot tell the dtype instead of leaving out_dtype out."""
+    state = {k: v.half() for k, v in Net().state_dict().items() if v.is_floating_point()}
+    folder = tmp_path / "legacy"
+    folder.mkdir()
+    torch.save(state, folder / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    (folder / "config.json").write_text(json.dumps({"torch_dtype": "float16"}))
+    assert checkpoint_dtype(str(folder)) == "float16"
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"cannot tell the dtype.*torch_dtype") as err:
+        mergekit_config({"name": "task_arithmetic"}, [1.0], str(folder),
+                        {"t": str(folder / "pytorch_model.bin")})
+    assert "\n" not in str(err.value)

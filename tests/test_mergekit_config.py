@@ -179,7 +179,8 @@ def test_a_config_read_in_exports_back_to_the_same_method(tmp_path: Path, method
 
     models = _models(tmp_path)
     for name in ("base", "ft-a", "ft-b"):
-        (tmp_path / name / "config.json").write_text("{}")
+        # no weights: the dtype (mergekit's out_dtype) is read from config.json
+        (tmp_path / name / "config.json").write_text('{"torch_dtype": "float32"}')
     mk = {"merge_method": method, **models, "parameters": params, "evaluator": EVALUATOR}
     spec = load_spec(_write(tmp_path / "merge.yaml", mk))
     assert spec.checkpoints is not None

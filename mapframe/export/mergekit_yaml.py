@@ -274,31 +274,71 @@ def _safetensors_dtypes(file: Path) -> list[str]:
     return [v["dtype"] for k, v in header.items() if k != "__metadata__"]
 
 
-def checkpoint_dtype(path: str) -> str | None:
-    """The floating-point dtype a checkpoint stores (mergekit's name: ``float32``,
-    ``bfloat16``, ...), read from its safetensors header; ``None`` when unknown."""
-    p = Path(path)
-    files: list[Path] = []
-    if p.is_dir():
-        index = p / "model.safetensors.index.json"
+def _torch_dtypes(file: Path) -> list[str]:
+    """The dtypes of a torch checkpoint's floating-point tensors, memory-mapped (a zip
+    archive: nothing is read but what the dtypes need); ``[]`` when it cannot be mapped
+    (a legacy pickle, a pickled module)."""
+    import torch
+
+    from mapframe.merging.checkpoints import _unwrap
+
+    try:
+        obj = torch.load(str(file), map_location="cpu", weights_only=True, mmap=True)
+        state = _unwrap(obj, file)
+    except Exception:  # not mappable or not a plain state dict: config.json decides
+        return []
+    return [str(v.dtype).removeprefix("torch.") for v in state.values()
+            if v.is_floating_point()]
+
+
+def _config_dtype(folder: Path) -> str | None:
+    """``torch_dtype`` (or ``dtype``) of a model folder's config.json."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = config.get("torch_dtype", config.get("dtype")) if isinstance(config, dict) else None
+    value = str(value).removeprefix("torch.") if value else None
+    return value if value in _DTYPES.values() else None
+
+
+def _weight_files(p: Path) -> list[Path]:
+    """The weight file(s) to read a dtype from: a file itself, or a folder's first shard
+    (safetensors preferred, then torch .bin/.pt)."""
+    if not p.is_dir():
+        return [p]
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = p / index_name
         if index.is_file():
             try:
                 shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            except (OSError, ValueError, KeyError):
-                return None
-            files = [p / shards[0]] if shards else []
-        else:
-            files = sorted(p.glob("*.safetensors"))[:1]
-    elif p.suffix == ".safetensors":
-        files = [p]
-    for f in files:
+            except (OSError, ValueError, KeyError, AttributeError):
+                continue
+            return [p / shards[0]] if shards else []
+    for pattern in ("*.safetensors", "*.bin", "*.pt", "*.pth"):
+        found = sorted(p.glob(pattern))
+        if found:
+            return found[:1]
+    return []
+
+
+def checkpoint_dtype(path: str) -> str | None:
+    """The floating-point dtype a checkpoint stores (mergekit's name: ``float32``,
+    ``bfloat16``, ...): the most common one in its safetensors header or torch state dict
+    (memory-mapped), else its model folder's ``config.json`` ``torch_dtype``; ``None``
+    when none of these tells."""
+    p = Path(path)
+    for f in _weight_files(p):
         try:
-            found = [_DTYPES[d] for d in _safetensors_dtypes(f) if d in _DTYPES]
+            if f.suffix.lower() == ".safetensors":
+                found = [_DTYPES[d] for d in _safetensors_dtypes(f) if d in _DTYPES]
+            else:
+                found = [d for d in _torch_dtypes(f) if d in _DTYPES.values()]
         except (OSError, ValueError):
-            return None
+            found = []
         if found:
             return max(set(found), key=found.count)
-    return None
+    return _config_dtype(p if p.is_dir() else p.parent)
 
 
 # -- the configuration -------------------------------------------------------------------
@@ -342,7 +382,12 @@ def mergekit_config(
     out["parameters"] = params
     out["dtype"] = "float32"
     stored = dtype or checkpoint_dtype(pretrained)
-    if stored is not None and stored != "float32":
+    if stored is None:  # leaving out_dtype out would have mergekit write float32
+        raise ConfigError(
+            f"cannot tell the dtype of the checkpoint {pretrained} (no safetensors header, "
+            "readable torch state dict or torch_dtype in its config.json) for the mergekit "
+            "out_dtype; add torch_dtype to its config.json")
+    if stored != "float32":
         out["out_dtype"] = stored
     return out
 
