@@ -47,6 +47,7 @@ from mapframe.pairing import (
 )
 from mapframe.plugin import get_registry
 from mapframe.problem import Task
+from mapframe.progress import check_progress
 from mapframe.spec import StudySpec
 
 if TYPE_CHECKING:
@@ -415,6 +416,7 @@ class NestedMergeStudy:
         self.search_bounds = spec.search_bounds
         self.on_error = spec.on_error
         self.study_name = spec.study_name
+        check_progress(progress)
         self.progress = progress
         self.storage: EvaluationStore = parts.storage
 

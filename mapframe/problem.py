@@ -84,6 +84,10 @@ def as_tasks(
     """Build the task list from names plus per-task directions and metric ranges (low, high)."""
     if tasks is not None and task_names is not None:
         raise ConfigError("give either tasks= or task_names=, not both")
+    for what, given in (("task_names", task_names), ("tasks", tasks)):
+        if isinstance(given, (str, bytes)):  # a str is a Sequence[str] of characters
+            raise ConfigError(f"{what} must be a list of task names, got the string "
+                              f"{given!r}; write [{given!r}]")
     items: list[Task | str | dict] = list(tasks if tasks is not None else task_names or [])
     if not items:
         raise ConfigError("a study needs at least one task: pass task_names=[...]")

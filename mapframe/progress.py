@@ -15,11 +15,22 @@ import sys
 import time
 from typing import Any, TextIO
 
-__all__ = ["ProgressDisplay"]
+__all__ = ["ProgressDisplay", "check_progress"]
 
 #: Seconds between two plain progress lines (not a terminal).
 PLAIN_EVERY_S = 5.0
 _STAGE_LABEL = {"evaluate": "search", "verify": "verify"}
+
+
+def check_progress(progress: object) -> None:
+    """A one-line :class:`~mapframe.errors.ConfigError` unless ``progress`` is ``None`` or
+    callable: a study accepted ``progress=True`` and stopped with a raw ``TypeError`` at its
+    first event."""
+    if progress is not None and not callable(progress):
+        from mapframe.errors import ConfigError
+
+        raise ConfigError(f"progress must be a callable taking a ProgressEvent (e.g. "
+                          f"mapframe.progress.ProgressDisplay()) or None, got {progress!r}")
 
 
 class ProgressDisplay:

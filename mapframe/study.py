@@ -38,6 +38,7 @@ from mapframe.metrics import pareto_mask, select_by_preference
 from mapframe.plugin import get_plugin_manager
 from mapframe.plugin.events import announce
 from mapframe.problem import SearchSpace, Task
+from mapframe.progress import check_progress
 from mapframe.results import Front, StudyResult
 from mapframe.samplers.base import Sampler, SamplerContext
 from mapframe.session import EvaluationSession
@@ -206,6 +207,7 @@ class MergeStudy:
         self.preference = parts.preference
         self.preference_bounds = parts.preference_bounds
         self.study_name = parts.spec.study_name
+        check_progress(progress)
         self.progress = progress
         self._hooks = get_plugin_manager().hook
 
