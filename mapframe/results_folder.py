@@ -109,13 +109,18 @@ class SavedResults:
                 "or by StudyResult.save): export from the study's own result instead "
                 "(StudyResult.export), or rerun it with the same config (it resumes from the "
                 "store, nothing is evaluated again)")
+        no_model = ConfigError(
+            "this study has no checkpoints to merge (it used a black-box objective), so "
+            "there is no model to export")
+        if not any(key in self.config for key in ("checkpoints", "mergekit")):
+            # said before building the study: that imports the objective, and a black-box
+            # study's module missing from PYTHONPATH gave advice that led only here
+            raise no_model
         from mapframe.config import build_study
 
         study, _ = build_study(self.config)
         if getattr(study, "merge_spec", None) is None:
-            raise ConfigError(
-                "this study has no checkpoints to merge (it used a black-box objective), so "
-                "there is no model to export")
+            raise no_model
         return study.merge_spec
 
 

@@ -178,6 +178,15 @@ def test_run_saves_its_config_so_the_folder_can_be_read_back(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "no checkpoints to merge" in err and err.count("\n") == 0
     assert not (tmp_path / "m.safetensors").exists()
+    # ... also where the objective's module cannot be imported (it was imported first,
+    # and the advice to put it on PYTHONPATH led only to this message)
+    saved_config = tmp_path / "out" / "config.yaml"
+    cfg_data = yaml.safe_load(saved_config.read_text())
+    cfg_data["evaluator"]["function"] = "no_such_module_for_mapframe:f"
+    saved_config.write_text(yaml.safe_dump(cfg_data))
+    assert main(["export", str(tmp_path / "out"), "-o", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no checkpoints to merge" in err and "no_such_module" not in err
 
 
 def test_the_saved_config_resumes_its_study_from_any_folder(tmp_path, monkeypatch, capsys):
