@@ -251,8 +251,8 @@ def digits_result(tmp_path_factory: pytest.TempPathFactory):
 def test_digits_example_hands_over_a_measured_point_not_the_overpredicted_corner(
         digits_result):
     # The user's case (`mapframe example --preference 0.5,0.5`): the prediction picks the
-    # unsampled corner c=(1, 1) (predicted about 0.978/0.924); verified, it measures about
-    # 0.900/0.853, which the search point c=(0.938, 0.873) (about 0.909/0.873) beats.
+    # unsampled corner c=(1, 1) (predicted about 0.977/0.925); verified, it measures about
+    # 0.900/0.855, which the search point c=(0.938, 0.873) (about 0.907/0.873) beats.
     res = digits_result
     f = res.front
     verified = {tuple(e.coefficients): e.metrics for e in res.history.select("verify")}
