@@ -147,6 +147,14 @@ def strategy_for(method: str, shared: Mapping[str, Any],
         if unknown:
             raise ConfigError(f"mergekit parameter {unknown[0]!r} of {method} is not "
                               f"supported (supported: {', '.join(sorted(known))})")
+    if method == "ties" and flag("rescale", False):
+        # mergekit then scales each trimmed tensor back to its L1 norm: a factor per tensor
+        # that no coefficients reproduce (DARE's rescale is documented as agreeing in
+        # expectation with mapframe's 1/(1 - drop_rate); TIES has no such counterpart)
+        raise ConfigError(
+            "mergekit ties with rescale: true (each trimmed task vector scaled back to its "
+            "L1 norm per tensor) has no mapframe strategy; drop rescale (mergekit's default "
+            "is false)")
     if method == "task_arithmetic":
         if flag("normalize", False):
             return {"name": "task_arithmetic_preference", "scale": number("lambda", 1.0)}

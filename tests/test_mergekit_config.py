@@ -289,3 +289,14 @@ def test_mergekit_settings_without_a_mapframe_equivalent_are_refused(method, sha
     flipped = {**shared, **{k: not v for k, v in shared.items()
                             if k in ("normalize", "normalize_weights")}}
     assert strategy_for(method, default, [{}, {}]) == strategy_for(method, flipped, [{}, {}])
+
+
+def test_mergekit_ties_with_rescale_is_refused():
+    """TIES' rescale: true (mergekit scales each trimmed task vector back to its L1 norm per
+    tensor) was read silently: the study searched another merge than the config's."""
+    with pytest.raises(ConfigError, match=r"mergekit ties with rescale: true .*no mapframe "
+                                          r"strategy; drop rescale") as err:
+        strategy_for("ties", {"density": 0.5, "rescale": True}, [{"weight": 1}, {"weight": 1}])
+    assert "\n" not in str(err.value)
+    assert (strategy_for("ties", {"density": 0.5, "rescale": False}, [{}, {}])
+            == strategy_for("ties", {"density": 0.5}, [{}, {}]))
