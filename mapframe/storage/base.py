@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import uuid
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from mapframe.component import Component
-from mapframe.errors import SetupMismatchError
+from mapframe.errors import SetupMismatchError, StoreError
 from mapframe.history import Evaluation
 
 __all__ = ["EvaluationStore", "driver_id", "driver_is_gone", "fingerprint_diff"]
@@ -73,6 +75,14 @@ def _without_fields_added_later(old: dict[str, Any], new: dict[str, Any]) -> dic
     return new
 
 
+#: Guards the check-and-take of a store instance's holder (see ``EvaluationStore._opening``).
+_HOLDERS_LOCK = threading.Lock()
+
+
+def _thread_alive(ident: int) -> bool:
+    return any(t.ident == ident for t in threading.enumerate())
+
+
 class EvaluationStore(Component):
     """Persists evaluations so that nothing is lost and nothing is evaluated twice.
 
@@ -102,6 +112,15 @@ class EvaluationStore(Component):
     claims alive with :meth:`renew_claims` and drops them with :meth:`release_claims`. A claim
     whose owner stopped renewing it for ``claim_ttl`` seconds (a killed driver) is taken over.
     The defaults suit a store only one process uses: every point can be claimed.
+
+    **One study, one thread per instance.** An instance is open for one study in one thread
+    at a time (the thread that opened it; reopening from that thread switches study, as
+    sequential studies do). Opening it from another thread while it is open there, or using
+    it from a thread that did not open it, raises a one-line
+    :class:`~mapframe.errors.StoreError`: two concurrent studies on one instance would
+    otherwise read and write each other's rows. A thread that ended without closing it does
+    not hold it. Built-in stores do this with :meth:`_opening` (around :meth:`open`),
+    :meth:`_check_thread` (in every other method) and :meth:`_release` (in :meth:`close`).
     """
 
     kind: ClassVar[str] = "storage"
@@ -160,6 +179,61 @@ class EvaluationStore(Component):
         wanted = set(keys)
         return {e.key: e for e in self.load()
                 if e.phase == phase and e.key in wanted and e.status != "failed"}
+
+    # -- one study, one thread per instance ------------------------------------------------
+    def _holder_now(self) -> tuple[int, str] | None:
+        """``(thread ident, study name)`` of the live thread that holds this instance open."""
+        held: tuple[int, str] | None = self.__dict__.get("_holder")
+        if held is None or not _thread_alive(held[0]):
+            return None
+        return held
+
+    def _in_use_error(self, study_name: str, doing: str) -> StoreError:
+        where = f" ({self.location})" if self.location else ""
+        return StoreError(
+            f"this {self.name} store instance{where} is already open for study "
+            f"{study_name!r} in another thread, so it cannot {doing} here; give each "
+            "concurrent study its own store instance, or a path")
+
+    @contextmanager
+    def _opening(self, study_name: str) -> Iterator[None]:
+        """Around :meth:`open`: take this instance for ``study_name`` in the calling thread,
+        or raise :class:`~mapframe.errors.StoreError` when another live thread holds it; a
+        failed open leaves the holder as it was."""
+        me = threading.get_ident()
+        with _HOLDERS_LOCK:
+            held = self._holder_now()
+            if held is not None and held[0] != me:
+                raise self._in_use_error(held[1], f"open study {study_name!r}")
+            before = self.__dict__.get("_holder")
+            self.__dict__["_holder"] = (me, study_name)
+        try:
+            yield
+        except BaseException:
+            with _HOLDERS_LOCK:
+                self.__dict__["_holder"] = before
+            raise
+
+    def _check_thread(self) -> None:
+        """Raise :class:`~mapframe.errors.StoreError` when another live thread holds this
+        instance open (the calling thread would read or write that thread's study)."""
+        held = self.__dict__.get("_holder")
+        if held is None or held[0] == threading.get_ident():
+            return
+        held = self._holder_now()
+        if held is not None:
+            raise self._in_use_error(held[1], "be used from a thread that did not open it")
+
+    def _release(self) -> bool:
+        """In :meth:`close`: whether the calling thread may close this instance (it holds
+        it, or no live thread does); then it holds it no more. A close from another thread
+        while one holds it (a refused study's cleanup) leaves it open there."""
+        with _HOLDERS_LOCK:
+            held = self._holder_now()
+            if held is not None and held[0] != threading.get_ident():
+                return False
+            self.__dict__["_holder"] = None
+            return True
 
     def _check_fingerprint(
         self, study_name: str, old: dict[str, Any], new: dict[str, Any], where: str

@@ -12,7 +12,11 @@ __all__ = ["MemoryStore"]
 
 
 class MemoryStore(EvaluationStore):
-    """Keeps evaluations in this process only; reusing the same instance resumes a study."""
+    """Keeps evaluations in this process only; reusing the same instance resumes a study.
+
+    One instance holds many studies, told apart by their names, but is open for one study in
+    one thread at a time: concurrent studies (in threads) each need their own instance.
+    """
 
     name: ClassVar[str] = "memory"
 
@@ -22,17 +26,26 @@ class MemoryStore(EvaluationStore):
         self._open: str | None = None
 
     def open(self, study_name: str, fingerprint: dict[str, Any]) -> None:
-        if study_name in self._studies:
-            self._check_fingerprint(
-                study_name, self._studies[study_name][0], fingerprint, "this memory store"
-            )
-        else:
-            self._studies[study_name] = (copy.deepcopy(fingerprint), {}, {})
-        self._open = study_name
+        with self._opening(study_name):
+            if study_name in self._studies:
+                self._check_fingerprint(
+                    study_name, self._studies[study_name][0], fingerprint, "this memory store"
+                )
+            else:
+                self._studies[study_name] = (copy.deepcopy(fingerprint), {}, {})
+            self._open = study_name
+
+    def close(self) -> None:
+        self._release()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy (another process, a deep copy) is held by no thread.
+        return {k: v for k, v in self.__dict__.items() if k != "_holder"}
 
     def _current(self):
         from mapframe.errors import StoreError
 
+        self._check_thread()
         if self._open is None:
             raise StoreError("the store is not open: call open(study_name, fingerprint) first")
         return self._studies[self._open]

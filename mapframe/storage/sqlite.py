@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -232,6 +233,9 @@ class SQLiteStore(EvaluationStore):
         self.path = os.path.abspath(os.fspath(path))
         self.claim_ttl = float(claim_ttl)
         self._conn: sqlite3.Connection | None = None
+        #: The thread ident ``_conn`` was made in (one instance is used by one thread at a
+        #: time: see ``EvaluationStore._opening``; sequential threads each reconnect).
+        self._conn_thread: int | None = None
         self._study_id: int | None = None
         self._study_name = ""
         #: True when the file could only be opened for reading (its evaluations are reused;
@@ -242,7 +246,15 @@ class SQLiteStore(EvaluationStore):
     lock_timeout: ClassVar[float] = 30.0
 
     def _connect(self) -> sqlite3.Connection:
+        self._check_thread()
+        if self._conn is not None and self._conn_thread != threading.get_ident():
+            # Made in a thread that no longer holds the store (it closed it, or ended without
+            # closing it): this thread gets a connection of its own.
+            old, self._conn = self._conn, None
+            with contextlib.suppress(sqlite3.Error):
+                old.close()
         if self._conn is None:
+            self._conn_thread = threading.get_ident()
             p = Path(self.path)
             deadline = time.monotonic() + self.lock_timeout
             delay = 0.01
@@ -281,7 +293,8 @@ class SQLiteStore(EvaluationStore):
         # reads the file as it is, which is right for a file nobody can write.
         for query in ("mode=ro", "immutable=1"):
             try:
-                conn = sqlite3.connect(f"file:{p}?{query}", uri=True, isolation_level=None)
+                conn = sqlite3.connect(f"file:{p}?{query}", uri=True, isolation_level=None,
+                                       check_same_thread=False)
             except sqlite3.Error as exc:
                 last = exc
                 continue
@@ -301,7 +314,10 @@ class SQLiteStore(EvaluationStore):
     @staticmethod
     def _set_up(p: Path) -> sqlite3.Connection:
         p.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(p), timeout=30.0, isolation_level=None)
+        # check_same_thread=False: the thread that holds the store uses it alone (see
+        # _connect), but a connection left by a thread that ended must be closable.
+        conn = sqlite3.connect(str(p), timeout=30.0, isolation_level=None,
+                               check_same_thread=False)
         try:
             _refuse_foreign(conn, p)  # before anything writes to the file
             _refuse_damaged(conn, p)
@@ -315,6 +331,10 @@ class SQLiteStore(EvaluationStore):
         return conn
 
     def open(self, study_name: str, fingerprint: dict[str, Any]) -> None:
+        with self._opening(study_name):
+            self._open_study(study_name, fingerprint)
+
+    def _open_study(self, study_name: str, fingerprint: dict[str, Any]) -> None:
         conn = self._connect()
         fp = json.dumps(fingerprint, sort_keys=True, default=str)
         if self.read_only:
@@ -488,6 +508,7 @@ class SQLiteStore(EvaluationStore):
             conn.close()
 
     def release_claims(self, owner: str) -> None:
+        self._check_thread()
         if self._conn is None or self._study_id is None or self.read_only:
             return
         with self._writing():
@@ -519,6 +540,8 @@ class SQLiteStore(EvaluationStore):
         return default if row is None else json.loads(row[0])
 
     def close(self) -> None:
+        if not self._release():
+            return  # another thread holds it open (a refused study's cleanup)
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -527,4 +550,4 @@ class SQLiteStore(EvaluationStore):
     def __getstate__(self) -> dict[str, Any]:
         # Connections cannot cross processes; a copy reconnects lazily.
         return {"path": self.path, "claim_ttl": self.claim_ttl, "_conn": None,
-                "_study_id": None, "_study_name": "", "read_only": False}
+                "_conn_thread": None, "_study_id": None, "_study_name": "", "read_only": False}

@@ -650,6 +650,32 @@ class StoreContract:
         assert store.get_meta("summary") == {"study": "first"}
         store.close()
 
+    def test_open_in_another_thread_is_refused(self, tmp_path: Any) -> None:
+        # Two concurrent studies on one instance would read and write each other's rows:
+        # an instance open in one thread refuses to open (for any study) in another.
+        import threading
+
+        store = self.make_store(tmp_path)
+        store.open("first", {})
+        store.add(Evaluation(np.array([0.5]), np.array([1.0])))
+        box: dict[str, BaseException | None] = {}
+
+        def other() -> None:
+            try:
+                store.open("second", {})
+                box["error"] = None
+            except BaseException as exc:
+                box["error"] = exc
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(60)
+        assert isinstance(box.get("error"), StoreError), (
+            "an instance open for a study in one thread opened for another study in a second "
+            "thread: refuse it with a StoreError (see EvaluationStore._opening)")
+        assert len(store.load()) == 1, "the refused open changed the open study"
+        store.close()
+
     def test_phase_and_key_are_the_identity(self, tmp_path: Any) -> None:
         # A search row and a verify row of the same coefficients are two rows; adding again
         # in one phase replaces only that phase's row.
