@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from mapframe._imports import installed
+from mapframe._warning_filters import warning_filters
 from mapframe.errors import ConfigError
 from mapframe.problem import SearchSpace
 from mapframe.samplers.base import SamplerContext
@@ -124,8 +125,9 @@ class BoTorchSampler(RoundsSampler):
         lo, width = space.lower, space.upper - space.lower
         signs = np.array([t.sign for t in context.tasks], dtype=float)
         Xu = (X - lo) / width
-        with torch.random.fork_rng(devices=[]), _single_threaded(torch), \
-                warnings.catch_warnings():
+        # warning_filters() first: its lock also keeps other threads' blocks from restoring
+        # torch's RNG state and thread count (process-wide) under this one.
+        with warning_filters(), torch.random.fork_rng(devices=[]), _single_threaded(torch):
             warnings.simplefilter("ignore")  # BoTorch's numerical and input warnings
             torch.manual_seed(seed)
             C = botorch_batch(Xu, Y * signs, n, self.acquisition_for(len(context.tasks)),

@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from scipy.stats import qmc
 
+from mapframe._warning_filters import warning_filters
 from mapframe.errors import ConfigError
 from mapframe.history import History, coefficient_key
 from mapframe.problem import SearchSpace
@@ -56,7 +57,7 @@ def sobol_unit(n: int, n_dims: int, rng: np.random.Generator, scramble: bool = T
     as 30 are normal; the points are still well spread).
     """
     engine = qmc.Sobol(d=n_dims, scramble=scramble, **_qmc_rng(qmc.Sobol, rng))
-    with warnings.catch_warnings():
+    with warning_filters():
         warnings.filterwarnings(
             "ignore", message="The balance properties of Sobol", category=UserWarning
         )

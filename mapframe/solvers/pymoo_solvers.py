@@ -23,13 +23,13 @@ name        how                                use when
 from __future__ import annotations
 
 import math
-import warnings
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
+from mapframe._warning_filters import warning_filters
 from mapframe.errors import ConfigError
 from mapframe.metrics import pareto_mask, spread_subset
 from mapframe.problem import SearchSpace, Task
@@ -242,7 +242,7 @@ class _PymooSolver(_BoxSolver):
         # pymoo's NSGA-III calls warnings.simplefilter("ignore") while it normalises (its
         # get_nadir_point, pymoo 0.6), which would silence every warning of the process from
         # then on, the study's own MapframeWarnings included: keep that filter in here.
-        with warnings.catch_warnings():
+        with warning_filters():
             res = minimize(
                 problem,
                 algorithm,

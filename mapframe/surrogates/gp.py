@@ -32,6 +32,7 @@ import numpy as np
 from scipy.linalg import cho_solve, cholesky, solve_triangular
 
 from mapframe._imports import installed
+from mapframe._warning_filters import warning_filters
 from mapframe.errors import BudgetError, ConfigError, MapframeError
 from mapframe.problem import Task
 from mapframe.surrogates.base import (
@@ -66,7 +67,7 @@ def _require_gpytorch(what: str) -> None:
 
 def _import_torch(what: str) -> tuple[Any, Any]:
     try:
-        with warnings.catch_warnings():
+        with warning_filters():
             # linear_operator decorates helpers with torch.jit.script at import time, which
             # recent torch deprecates; that is gpytorch's business, not the user's.
             warnings.filterwarnings("ignore", category=DeprecationWarning,
@@ -510,7 +511,9 @@ def fit_gp(
     d = Z.shape[1]
     mode = math.exp(math.sqrt(2.0) + math.log(d) / 2.0 - 3.0)  # the lengthscale prior's mode
     best: tuple[float, dict[str, Any]] | None = None
-    with _single_threaded(torch), warnings.catch_warnings(), gpytorch.settings.fast_computations(
+    # warning_filters() first: its lock also keeps another thread's fit from restoring torch's
+    # thread count (a process-wide setting) under this one.
+    with warning_filters(), _single_threaded(torch), gpytorch.settings.fast_computations(
         log_prob=False, covar_root_decomposition=False, solves=False
     ), gpytorch.settings.max_cholesky_size(1 << 30):
         warnings.filterwarnings("ignore", module=r"gpytorch\..*|linear_operator\..*")
