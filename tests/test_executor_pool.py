@@ -341,6 +341,62 @@ def test_worker_dying_during_setup_is_a_setup_error():
     assert ex.status().workers == 0 and not ex._pool.workers
 
 
+def test_a_study_started_while_a_worker_imports_the_main_script_is_a_config_error(
+        monkeypatch, tmp_path):
+    # Under spawn/forkserver every worker re-imports the main script; an unguarded study in
+    # it ran again there (and, with a shared store, waited forever for the driver's points).
+    import multiprocessing
+
+    from mapframe.storage import MemoryStore, SQLiteStore
+
+    monkeypatch.setattr(multiprocessing.current_process(), "_inheriting", True, raising=False)
+    ex = ProcessExecutor(workers=1)
+    with pytest.raises(ConfigError, match=r"if __name__ == '__main__':") as info:
+        ex.start(CallableEvaluator(quad, ["a", "b"]), None)
+    assert "\n" not in str(info.value) and not ex._pool.workers
+    for store in (MemoryStore(), SQLiteStore(tmp_path / "never-made.sqlite")):
+        with pytest.raises(ConfigError, match=r"if __name__ == '__main__':"):
+            store.open("s", {})
+    assert not (tmp_path / "never-made.sqlite").exists()
+
+
+_UNGUARDED = """
+import sys, warnings
+warnings.simplefilter("ignore")
+from objmod import f
+from mapframe import MergeStudy
+r = MergeStudy(objective=f, task_names=["a", "b"], budget=6, seed=0, sampler="sobol",
+               executor={"name": "process", "workers": 1}, storage=STORAGE).run()
+print("finished", r.n_evaluated)
+"""
+
+
+@pytest.mark.parametrize("storage", ["'unguarded.sqlite'", "None"])
+def test_an_unguarded_script_fails_fast_naming_the_guard(tmp_path, storage):
+    # Without `if __name__ == "__main__":` the workers ran the script's study themselves: with
+    # a SQLite store the driver waited forever; without one, a long traceback ended in a
+    # WorkerSetupError that did not say why.
+    import subprocess
+    import sys
+
+    (tmp_path / "objmod.py").write_text(
+        "import numpy as np\n\ndef f(C):\n"
+        "    return np.column_stack([-(C**2).sum(1), -((C - 1)**2).sum(1)])\n")
+    script = tmp_path / "unguarded.py"
+    script.write_text(_UNGUARDED.replace("STORAGE", storage))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    try:
+        proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a study in a script without `if __name__ == '__main__':` hangs")
+    assert proc.returncode != 0 and "finished" not in proc.stdout
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "WorkerSetupError" in last and "if __name__ == '__main__':" in last, last
+    assert "a study started while a worker process was importing the main script" in (
+        proc.stderr)
+
+
 # --- 6. settings, evaluator bugs, clean shutdown ----------------------------------------------
 
 

@@ -192,6 +192,22 @@ def _worker_main(conn: Connection, index: int, threads: int) -> None:
 # ----------------------------------------------------------------------------------------
 # in the driver
 
+#: The one-line reason an unguarded script's study cannot run in a worker it started.
+GUARD_HINT = ("guard the script's study with `if __name__ == '__main__':` (the 'spawn' and "
+              "'forkserver' start methods re-import the main script in every worker)")
+
+
+def refuse_study_in_bootstrapping_worker() -> None:
+    """Raise :class:`~mapframe.errors.ConfigError` when this process is a worker that
+    multiprocessing is still setting up (re-importing the main script under spawn or
+    forkserver): a study started there comes from a script without an
+    ``if __name__ == '__main__':`` guard, and would run again in every worker (with a shared
+    store, waiting forever for the points the driver claimed)."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise ConfigError("a study started while a worker process was importing the main "
+                          f"script; {GUARD_HINT}")
+
+
 
 @dataclass(eq=False)
 class _Worker:
@@ -199,6 +215,9 @@ class _Worker:
     process: BaseProcess
     conn: Connection
     name: str
+    #: Whether it said hello (it got past multiprocessing's start-up: unpickling its
+    #: arguments and, under spawn/forkserver, re-importing the main script).
+    started: bool = False
     ready: bool = False
     #: The jobs it was sent and has not returned yet (at most one batch in flight).
     batch: list[Job] = field(default_factory=list)
@@ -324,6 +343,7 @@ class ProcessExecutor(Executor):
         Raises :class:`WorkerSetupError` naming the worker (and, for a checkpoint it cannot
         read, the file) when one fails, after stopping them all.
         """
+        refuse_study_in_bootstrapping_worker()
         self.shutdown()
         try:
             payload = pickle.dumps((evaluator, merge_spec), protocol=pickle.HIGHEST_PROTOCOL)
@@ -467,6 +487,7 @@ class ProcessExecutor(Executor):
     def _handle(self, w: _Worker, msg: tuple[Any, ...]) -> list[JobResult]:
         kind = msg[0]
         if kind == "hello":
+            w.started = True
             assert self._payload is not None
             with contextlib.suppress(OSError):  # died: its sentinel says so
                 w.conn.send(("setup", self._payload))
@@ -511,9 +532,16 @@ class ProcessExecutor(Executor):
         w.conn.close()
         how = _exit_description(code)
         if not w.ready:
+            hint = ""
+            if not w.started and self.start_method in ("spawn", "forkserver"):
+                # It died before its first message: while multiprocessing set it up, which
+                # under spawn/forkserver re-imports the main script.
+                hint = (f" before it started (start method {self.start_method!r}); if the "
+                        "study runs from a script, guard it with "
+                        "`if __name__ == '__main__':`")
             raise WorkerSetupError(
                 f"worker {w.name} died while setting up evaluator {self._evaluator_name!r} "
-                f"({how})"
+                f"({how}){hint}"
             )
         self._lost += 1
         for job, n in self._queue.requeue(w.batch, self.max_retries):
