@@ -258,6 +258,9 @@ class MergeStudy:
 
     def _begin(self) -> StudyRun:
         """A fresh run: its evaluation session on the store, an empty history."""
+        from mapframe.executors.pool import refuse_study_in_bootstrapping_worker
+
+        refuse_study_in_bootstrapping_worker()  # any store, before a point is claimed
         session = EvaluationSession(
             self.storage, self.study_name, self.fingerprint(), self.evaluator,
             self.merge_spec, self.executor, self.tasks, on_error=self.on_error,

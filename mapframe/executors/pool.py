@@ -208,7 +208,6 @@ def refuse_study_in_bootstrapping_worker() -> None:
                           f"script; {GUARD_HINT}")
 
 
-
 @dataclass(eq=False)
 class _Worker:
     index: int
