@@ -152,12 +152,14 @@ class EvaluationSession:
         """Evaluate the rows of ``X`` (those not already in ``history``) in ``phase``:
         reuse stored results, run the others; everything lands in ``history`` in the order
         of ``X``. Returns the jobs that were run (not reused)."""
-        jobs = self._reuse_or_schedule(X, phase, round_no, history)
-        if not jobs:
-            return jobs
-        done_before = len(history.select(phase, ok=False))
+        order, reused, jobs = self._reuse_or_schedule(X, phase, round_no, history)
         collected: dict[str, Evaluation] = {}
         try:
+            for old in reused.values():
+                _raise_if_out_of_range(old)
+            if not jobs:
+                return jobs
+            done_before = len(history.select(phase, ok=False)) + len(reused)
             if self.store.shared:
                 return self._run_claimed(jobs, phase, collected, done_before)
             self._run(jobs, phase, collected, done_before)
@@ -167,11 +169,14 @@ class EvaluationSession:
                                    "the study again to resume") from None
         finally:
             # The history (what samplers and surrogates see) takes the results in submission
-            # order, whoever made them and in whatever order they came, so a study gives the
-            # same front on any executor and with any number of drivers.
-            for job in jobs:
-                if job.key in collected:
-                    history.add(collected[job.key])
+            # order, whoever made them, in whatever order they came and whether this run or
+            # an earlier one stored them (a round cut short by an interruption is partly
+            # stored: its stored points went in first and changed the final fit), so a study
+            # gives the same front on any executor, with any number of drivers, resumed or not.
+            for key in order:
+                ev = reused.get(key) or collected.get(key)
+                if ev is not None:
+                    history.add(ev)
 
     def _safe_count(self) -> str:
         """What is safe in the store, for messages about a lost cluster."""
@@ -182,8 +187,12 @@ class EvaluationSession:
             return f"the evaluations stored so far are safe{where}"
         return f"{n} evaluations of study {self.study_name!r} are stored{where}"
 
-    def _reuse_or_schedule(self, X: np.ndarray, phase: str, round_no: int,
-                           history: History) -> list[Job]:
+    def _reuse_or_schedule(self, X: np.ndarray, phase: str, round_no: int, history: History
+                           ) -> tuple[list[str], dict[str, Evaluation], list[Job]]:
+        """The keys of ``X``'s rows new to ``history`` (in ``X``'s order, once each), the
+        stored evaluations among them, and the jobs for the others."""
+        order: list[str] = []
+        reused: dict[str, Evaluation] = {}
         jobs: list[Job] = []
         seen: set[str] = set()
         for x in np.atleast_2d(X):
@@ -191,14 +200,14 @@ class EvaluationSession:
             if key in seen or history.get(key, phase) is not None:
                 continue
             seen.add(key)
+            order.append(key)
             old = self._stored.get((phase, key))
             if old is not None:
-                history.add(old)
+                reused[key] = old
                 self.counts.reused += 1
-                _raise_if_out_of_range(old)
                 continue
             jobs.append(Job(key, np.array(x, dtype=float), phase, round_no))
-        return jobs
+        return order, reused, jobs
 
     def _start(self) -> None:
         t = time.perf_counter()
