@@ -26,7 +26,7 @@ from mapframe.plugin import get_registry
 from mapframe.problem import SearchSpace, Task, as_tasks
 from mapframe.results import check_task_columns
 from mapframe.samplers.base import Sampler
-from mapframe.samplers.choice import resolve_auto_sampler
+from mapframe.samplers.choice import auto_adaptive_budget, is_auto, resolve_auto_sampler
 from mapframe.solvers.base import FrontSolver
 from mapframe.spec import CheckpointsSpec, StudySpec, check_preference, check_preference_bounds
 from mapframe.stopping import StoppingRule
@@ -90,7 +90,19 @@ def assemble(spec: StudySpec) -> StudyParts:
     check_task_columns([t.name for t in tasks], space.names)
 
     sampler_spec = resolve_auto_sampler(spec.sampler, space.n_dims, spec.budget)
-    sampler: Sampler = registry.create("sampler", sampler_spec)  # type: ignore[assignment]
+    auto_note = ""
+    if is_auto(spec.sampler):
+        chosen = sampler_spec if isinstance(sampler_spec, str) else getattr(
+            sampler_spec, "name", None) or dict(sampler_spec).get("name")
+        auto_note = (f"sampler auto chose {chosen!r} for {space.n_dims} coefficients and "
+                     f"budget {spec.budget} (docs/adaptive-sampling.md)")
+    try:
+        sampler: Sampler = registry.create("sampler", sampler_spec)  # type: ignore[assignment]
+    except ConfigError as exc:
+        if not auto_note:
+            raise
+        raise ConfigError(f"{auto_note}, and it refuses a setting given to auto: {exc}; name "
+                          "the sampler those settings are for") from None
     surrogate: Surrogate = registry.create(  # type: ignore[assignment]
         "surrogate", resolve_auto_surrogate(
             spec.surrogate, sampler.name, len(tasks), n_dims=space.n_dims,
@@ -103,10 +115,17 @@ def assemble(spec: StudySpec) -> StudyParts:
         stopping = registry.create("stopping", spec.stopping)  # type: ignore[assignment]
         assert stopping is not None
         if not sampler.adaptive:
+            fix = ""
+            if auto_note:
+                least = auto_adaptive_budget(space.n_dims)
+                fix = (f" ({auto_note}: raise the budget to at least {least}, or name an "
+                       "adaptive sampler)" if least is not None else
+                       f" ({auto_note}: install gpytorch, pip install 'mapframe[gp]', for "
+                       "Bayesian MAP, or name sampler: bins)")
             raise ConfigError(
                 f"stopping={stopping.name!r} needs an adaptive sampler (one that proposes in "
                 f"rounds, such as 'bins' or 'gp'); {sampler.name!r} proposes its whole design "
-                "at once"
+                f"at once{fix}"
             )
     storage: EvaluationStore = registry.create(  # type: ignore[assignment]
         "storage", spec.storage_spec())

@@ -192,3 +192,25 @@ def test_a_string_of_task_names_or_a_progress_that_is_no_callable_is_refused(kwa
 
     with pytest.raises(ConfigError, match=message):
         MergeStudy(objective=quad, budget=12, **kwargs)
+
+
+@pytest.mark.parametrize("sampler, stopping, message", [
+    ({"name": "auto", "optimism": 1}, None,
+     r"sampler auto chose 'gp' for 2 coefficients and budget 20 .* refuses a setting given "
+     r"to auto: .*optimism; .*name the sampler those settings are for"),
+    ({"name": "auto", "batch": "auto"}, None, r"sampler auto chose 'gp' .*batch must be"),
+    ("auto", "plateau", r"'sobol' proposes its whole design at once \(sampler auto chose "
+                        r"'sobol' for 2 coefficients and budget 8 .*raise the budget to at "
+                        r"least 9, or name an adaptive sampler\)"),
+])
+def test_settings_auto_s_choice_refuses_name_that_choice_and_the_fix(sampler, stopping,
+                                                                    message):
+    """The error named a sampler the user never chose ('gp sampler: batch must be ...',
+    'sobol proposes its whole design at once') without saying that auto chose it, or how
+    to get what was asked for."""
+    pytest.importorskip("gpytorch")
+    from mapframe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        MergeStudy(objective=quad, task_names=["a", "b"], budget=8 if stopping else 20,
+                   sampler=sampler, stopping=stopping)

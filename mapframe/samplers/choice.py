@@ -26,7 +26,8 @@ from mapframe.history import History
 from mapframe.problem import SearchSpace
 from mapframe.samplers.base import Sampler, SamplerContext
 
-__all__ = ["AUTO", "AutoSampler", "auto_sampler_name", "resolve_auto_sampler"]
+__all__ = ["AUTO", "AutoSampler", "auto_adaptive_budget", "auto_sampler_name", "is_auto",
+           "resolve_auto_sampler"]
 
 #: The name that asks for the rule.
 AUTO = "auto"
@@ -48,6 +49,21 @@ def auto_sampler_name(n_dims: int, budget: int) -> str:
 
     initial = FrontSampler().initial_size(n_dims, budget)
     return "front" if budget >= initial + _ONE_ROUND else "sobol"
+
+
+def auto_adaptive_budget(n_dims: int) -> int | None:
+    """The smallest budget at which ``auto`` picks an adaptive sampler for ``n_dims``
+    coefficients (``None`` without gpytorch: never)."""
+    if not _has_gpytorch():
+        return None
+    return next(b for b in range(1, 10_000) if auto_sampler_name(n_dims, b) != "sobol")
+
+
+def is_auto(spec: Any) -> bool:
+    """Whether a sampler spec asks for the rule (``"auto"``, ``{"name": "auto", ...}`` or an
+    :class:`AutoSampler`)."""
+    return (isinstance(spec, AutoSampler) or (isinstance(spec, str) and spec == AUTO)
+            or (isinstance(spec, dict) and spec.get("name") == AUTO))
 
 
 def resolve_auto_sampler(spec: Any, n_dims: int, budget: int) -> Any:
