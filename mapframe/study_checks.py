@@ -159,8 +159,8 @@ def unused_stored_check(stored: Sequence[Evaluation], used: History, study_name:
                         sampler: str, seed: int) -> str | None:
     """Finished search evaluations in the store (``stored``: all of study ``study_name``'s)
     that this run never proposed, so its fit did not see them: the study was run before
-    with another seed, sampler or budget (a store reuses a point only when it is proposed
-    again). Nothing is lost (they stay stored), but the user may have paid for them twice.
+    with another seed, sampler or budget, or an adaptive sampler with another number of
+    workers (a store reuses a point only when it is proposed again). Nothing is lost (they stay stored), but the user may have paid for them twice.
     The study skips the check when its seed was drawn (``seed=None``: fresh points on every
     run by design)."""
     unused = [e for e in stored
@@ -173,5 +173,7 @@ def unused_stored_check(stored: Sequence[Evaluation], used: History, study_name:
     return (f"{len(unused)} finished search evaluations stored for study {study_name!r} were "
             f"not proposed by this run (sampler {sampler!r}, seed {seed}), so they went "
             "unused: a study reuses stored points only with the seed, sampler and budget that "
-            "proposed them (the default sampler is 'auto' since 2026-12-06, 'sobol' before,"
-            f"{start}: name the one they were made with), or give this run another study_name")
+            "proposed them, and an adaptive sampler's rounds only with the same number of "
+            "workers (a round holds at least one point per worker) (the default sampler is "
+            f"'auto' since 2026-12-06, 'sobol' before{start}: name the one they were made "
+            "with), or give this run another study_name")

@@ -178,3 +178,26 @@ def test_a_front_study_started_on_sobol_points_is_resumed_with_design_sobol(tmp_
     assert redrawn.n_evaluated > 0 and len(text) == 1
     assert "front sampler starts with a Latin hypercube (design 'sobol' before)" in text[0]
     assert "rounds of 1 below a search budget of 3 (N + 1) (batch 3 before)" in text[0]
+
+
+def test_a_resume_with_another_worker_count_names_the_workers(tmp_path) -> None:
+    """An adaptive sampler's rounds hold at least one point per worker: resumed with more
+    workers, the stored rounds went unused and the warning named only the seed, sampler and
+    budget, all unchanged."""
+    pytest.importorskip("gpytorch")
+    from mapframe.executors.inprocess import InProcessExecutor
+
+    class FourWide(InProcessExecutor):
+        name = "four_wide_test"
+
+        @property
+        def capacity(self) -> int:
+            return 4
+
+    db = str(tmp_path / "s.sqlite")
+    _run(_quad, budget=16, storage=db, sampler="gp")
+    resumed, messages = _run(_quad, budget=16, storage=db, sampler="gp",
+                             executor=FourWide())
+    assert resumed.n_reused < 16  # the rounds after the start proposed other points
+    text = [m for m in messages if "went unused" in m]
+    assert len(text) == 1 and "the same number of workers" in text[0]
