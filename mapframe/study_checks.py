@@ -160,7 +160,8 @@ def unused_stored_check(stored: Sequence[Evaluation], used: History, study_name:
     """Finished search evaluations in the store (``stored``: all of study ``study_name``'s)
     that this run never proposed, so its fit did not see them: the study was run before
     with another seed, sampler or budget, or an adaptive sampler with another number of
-    workers (a store reuses a point only when it is proposed again). Nothing is lost (they stay stored), but the user may have paid for them twice.
+    workers (a store reuses a point only when it is proposed again). Nothing is lost (they
+    stay stored), but the user may have paid for them twice.
     The study skips the check when its seed was drawn (``seed=None``: fresh points on every
     run by design)."""
     unused = [e for e in stored
