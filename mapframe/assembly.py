@@ -31,6 +31,7 @@ from mapframe.solvers.base import FrontSolver
 from mapframe.spec import CheckpointsSpec, StudySpec, check_preference, check_preference_bounds
 from mapframe.stopping import StoppingRule
 from mapframe.storage.base import EvaluationStore
+from mapframe.surrogates import choice as surrogate_choice
 from mapframe.surrogates.base import Surrogate
 from mapframe.surrogates.choice import (
     INSTALL_GP_HINT,
@@ -137,6 +138,14 @@ def assemble(spec: StudySpec) -> StudyParts:
             gp_hint = (f", or {INSTALL_GP_HINT}, which needs {space.n_dims + 1}"
                        if spec.surrogate == "auto" and surrogate.name == "auto"
                        and up_to_quadratic_count(space.n_dims, spec.budget) else "")
+            if (spec.surrogate == "auto" and surrogate.name == "auto"
+                    and spec.budget < space.n_dims + 1 and surrogate_choice.installed("gpytorch")):
+                # from N + 1 evaluations surrogate: auto fits the gp instead
+                raise BudgetError(
+                    f"budget {spec.budget} cannot fit a surrogate for {space.n_dims} "
+                    f"coefficients: set budget >= {space.n_dims + 1} (surrogate: auto then "
+                    f"fits the gp; the {n_params}-parameter quadratic needs {n_params}, and "
+                    f"the paper uses about twice that, {2 * n_params})")
             raise BudgetError(
                 f"budget {spec.budget} cannot fit the {n_params}-parameter {surrogate.name} "
                 f"surrogate for {space.n_dims} coefficients: set budget >= {n_params} (the "

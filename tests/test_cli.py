@@ -63,7 +63,7 @@ def test_cli_overrides(tmp_path):
         ("evaluator: {name: callable}\nstudy: {budget: ten}\n", "study.budget must be int"),
         ("evaluator: {name: nope}\n", "evaluator 'nope' is not available"),
         ("evaluator: {name: callable, function: 'objectives:two_quadratics', tasks: [a, b]}\n"
-         "study: {budget: 2}\n", "set budget >= 6"),
+         "study: {budget: 2}\n", "set budget >= 3 (surrogate: auto then fits the gp"),
         ("evaluator: {name: callable, function: 'objectives:two_quadratics', tasks: [a, b]}\n"
          "study: {search_bounds: [0, .inf]}\n", "search bounds must be finite"),
         ("evaluator: {name: callable, function: 'objectives:two_quadratics', tasks: [a, b],"
