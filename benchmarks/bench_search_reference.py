@@ -40,7 +40,7 @@ surrogate; the runs before read the same but where noted):
   1000-2000 / 2000-5000 at N = 4, B = 10 / 20 / 30 / 50 / 100 (100-200 at B = 10 with the
   Sobol' start; the run of 2026-12-03, before those two defaults, read 4 B to 25 B, below
   10 B at three budgets). Random search with the same B
-  evaluations scores 0.34 to 0.44 below it at B = 10 and 0.156-0.219 below at the largest
+  evaluations scores 0.37 to 0.44 below it at B = 10 and 0.156-0.219 below at the largest
   budgets.
 - **The issue's "within 0.01 of the dense validation search" asks for thousands of
   evaluations' worth.** Random search itself comes within 0.01 of its own 20 000-point value

@@ -52,6 +52,9 @@ def test_reported_seeds_are_refused_and_ranges_parse(capsys):
     with pytest.raises(SystemExit):
         pilot_front.main(["base", "--seeds", "0-3"])
     assert "reported seeds" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the close cells' more seeds are reported too
+        pilot_front.main(["base", "--seeds", "5"])
+    assert "reported seeds" in capsys.readouterr().err
 
 
 def test_select_variants_hand_the_front_solver_and_surrogate_to_the_study(monkeypatch):
