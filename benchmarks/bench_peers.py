@@ -11,7 +11,8 @@ the validation metrics it saw, of everything it evaluated. Every proposed set is
 *test* split (scoring is not charged) against a ground truth computed once and cached: the
 Pareto front of a dense grid for N <= 3 and of 20 000 uniform random points for N = 4, 6 and 8,
 also on test. At N = 6 and 8 that random sample is a loose reference (44 % of its points are
-on its own front at N = 6, 57 % at N = 8; a method may go beyond it). **HV fraction**: the proposed set's test
+on its own front at N = 6, 57 % at N = 8; a method may go beyond it). **HV fraction**: the
+proposed set's test
 hypervolume over the ground truth's, with one reference point per N (the ground-truth front's
 worst value per task minus 10 % of its range). For N >= 6 the hypervolumes are Monte-Carlo
 estimates: the exact hypervolume of the ground truth's thousands of front points is out of reach
@@ -64,7 +65,8 @@ docs/adaptive-sampling.md). Other seeds are not other data: the pilots score on 
 split and ground truth as the reported rows, so every setting chosen by a pilot (this share,
 and the defaults docs/adaptive-sampling.md derives from pilots) was chosen by test scores, a
 selection the reported rows do not correct for (the settings are few and the differences
-they made small, but read the rows with that in mind); the peers run with their libraries' defaults or tutorial
+they made small, but read the rows with that in mind); the peers run with their libraries'
+defaults or tutorial
 settings (listed below), not tuned on this benchmark. **Surrogate**: since 2026-12-06 every
 mode runs `surrogate: auto`, resolved by the study as for a user who names none
 (`mapframe.surrogates.choice`, rules piloted on seeds 100-105: the `gp` surrogate with the
@@ -88,7 +90,8 @@ in one command, two at a time (one per core, one BLAS thread each).
 code (they still run the digits example's models and merges, mapframe.examples.digits and
 mapframe.merging, and are scored with mapframe.metrics; nor are Optuna's, BoTorch's and
 torch's versions in the key below, so a change there is not noticed: rerun with
-`MAPFRAME_BENCH_NO_CACHE=1` after one), so each such job's rows are cached (under the benchmark cache's `peer-rows/`, keyed by the job,
+`MAPFRAME_BENCH_NO_CACHE=1` after one), so each such job's rows are cached (under the
+benchmark cache's `peer-rows/`, keyed by the job,
 the source text of `benchmarks/peers.py`, the ground truth, how hypervolume is computed and the
 overhead cap) and a rerun reads them instead of running the job. The recorded JSON marks every
 row `"cached": true/false` with `"computed"` (when it was computed); a cached row's overheads
