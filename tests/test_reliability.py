@@ -375,6 +375,20 @@ def test_a_foreign_sqlite_database_is_refused_untouched(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]  # no -wal, no -shm
 
 
+@pytest.mark.parametrize("content", [b"task,score\n a,0.5\n", b"x"])
+def test_a_file_that_is_no_database_is_refused_untouched(tmp_path, content):
+    """A CSV given as the store was called a damaged store (with advice to salvage it), and
+    a file of one byte was silently replaced by a new store."""
+    path = tmp_path / "results.csv"
+    path.write_bytes(content)
+    with pytest.raises(StoreError, match=r"results.csv is not an evaluation store .*give "
+                                         r"storage another path") as info:
+        _study(lambda C: C, path).run()
+    assert "salvage" not in str(info.value)
+    assert path.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
+
+
 def _full_store(tmp_path):
     from mapframe.history import Evaluation
     from mapframe.storage.sqlite import SQLiteStore

@@ -188,6 +188,25 @@ def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+#: The first bytes of every SQLite database file.
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _refuse_other_file(p: Path) -> None:
+    """A one-line :class:`StoreError` when ``p`` is an existing file that is no SQLite
+    database (a CSV, a model, notes): SQLite called it damaged, and the advice to salvage
+    it was wrong; a file of a byte or two it silently replaced with a new store."""
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(len(_SQLITE_MAGIC))
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return  # created, or reported, by SQLite itself
+    if head and head != _SQLITE_MAGIC[:len(head)]:
+        raise StoreError(
+            f"{p} is not an evaluation store (an existing file that is no SQLite database); "
+            "give storage another path (mapframe never overwrites it)")
+
+
 def _open_error(p: Path, exc: BaseException) -> StoreError:
     text = str(exc).lower()
     if "malformed" in text or "not a database" in text:
@@ -288,6 +307,7 @@ class SQLiteStore(EvaluationStore):
 
     @staticmethod
     def _set_up_read_only(p: Path) -> sqlite3.Connection:
+        _refuse_other_file(p)
         last: BaseException | None = None
         # mode=ro needs the WAL index files (or a writable folder to make them); immutable=1
         # reads the file as it is, which is right for a file nobody can write.
@@ -314,6 +334,7 @@ class SQLiteStore(EvaluationStore):
     @staticmethod
     def _set_up(p: Path) -> sqlite3.Connection:
         p.parent.mkdir(parents=True, exist_ok=True)
+        _refuse_other_file(p)
         # check_same_thread=False: the thread that holds the store uses it alone (see
         # _connect), but a connection left by a thread that ended must be closable.
         conn = sqlite3.connect(str(p), timeout=30.0, isolation_level=None,
