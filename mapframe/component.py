@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from mapframe.errors import ComponentError, MapframeError
+from mapframe.errors import ComponentError, MapframeError, one_line
 
 __all__ = ["Component", "component_failures"]
 
@@ -77,9 +77,8 @@ def component_failures(component: Component, method: str) -> Iterator[None]:
     except MapframeError:
         raise
     except Exception as exc:
-        text = str(exc).splitlines()
         cls = type(component)
         raise ComponentError(
             f"{component.kind.replace('_', ' ')} {component.name!r} "
             f"({cls.__module__}.{cls.__qualname__}) failed in {method}(): "
-            f"{type(exc).__name__}{': ' + text[0] if text else ''}") from exc
+            f"{one_line(exc)}") from exc

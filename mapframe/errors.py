@@ -87,6 +87,15 @@ class MapframeWarning(UserWarning):
     """Warnings mapframe emits (weak designs, poor surrogate fits, ...)."""
 
 
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` with only the message's first non-empty line (``Type`` alone when it
+    has none): how mapframe quotes an exception it did not raise inside its own one-line
+    messages (pluggy's, a plugin's or a library's messages often go on for lines). Not
+    exported."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 def float_array(value: object, message: str) -> np.ndarray:
     """``np.asarray(value, dtype=float)``; :class:`ConfigError` ``message`` when ``value`` is
     not numeric. The first step of mapframe's checks of array arguments (not exported)."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from mapframe.component import Component
-from mapframe.errors import ConfigError
+from mapframe.errors import ConfigError, one_line
 
 if TYPE_CHECKING:
     from mapframe.evaluators.base import Evaluator
@@ -173,8 +173,6 @@ def unsendable_evaluator_error(evaluator_name: str, exc: BaseException, *, to: s
     ``serializer`` is ``"pickle"`` (functions travel by name: a lambda or nested function
     cannot) or ``"cloudpickle"`` (functions travel by value, but not what they capture: a
     lock, an open file, a connection)."""
-    text = str(exc).splitlines()
-    reason = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
     if serializer == "pickle":
         advice = ("define its function at module level in an importable module (not a "
                   "lambda or a nested function)")
@@ -183,7 +181,7 @@ def unsendable_evaluator_error(evaluator_name: str, exc: BaseException, *, to: s
                   "lambda capturing a lock, a file or a connection)")
     return ConfigError(
         f"evaluator {evaluator_name!r} (or its merge spec) cannot be serialised to send to "
-        f"{to} ({reason}); {advice}, or use executor='inprocess'")
+        f"{to} ({one_line(exc)}); {advice}, or use executor='inprocess'")
 
 
 def content_digest(path: Path) -> str | None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mapframe.errors import ComponentError, MapframeError
+from mapframe.errors import ComponentError, MapframeError, one_line
+from mapframe.plugin.manager import IN_CODE
 
 __all__ = ["announce"]
 
@@ -23,11 +24,10 @@ def announce(hooks: Any, event: str, **kwargs: Any) -> None:
     except MapframeError:
         raise
     except Exception as exc:
-        text = str(exc).splitlines()
         raise ComponentError(
-            f"the {event} hook of {_failing_plugin(caller, exc)} failed: "
-            f"{type(exc).__name__}{': ' + text[0] if text else ''}; fix or remove that "
-            "plugin (`mapframe plugins` lists the installed ones)") from exc
+            f"the {event} hook of {_failing_plugin(caller, exc)} failed: {one_line(exc)}; "
+            "fix or remove that plugin (`mapframe plugins` lists the installed ones)"
+        ) from exc
 
 
 def _failing_plugin(caller: Any, exc: BaseException) -> str:
@@ -45,5 +45,5 @@ def _failing_plugin(caller: Any, exc: BaseException) -> str:
     package, _, name = found.rpartition(":")  # registered as "<package>:<entry point>"
     if not package:
         return f"plugin {found!r}"
-    where = "registered in code" if package == "<registered in code>" else f"package {package}"
+    where = "registered in code" if package == IN_CODE else f"package {package}"
     return f"plugin {name!r} ({where})"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pluggy
 
-from mapframe.errors import PluginLoadError
+from mapframe.errors import PluginLoadError, one_line
 from mapframe.plugin import hookspecs
 from mapframe.plugin.registry import ComponentRegistry, PluginInfo
 
@@ -64,7 +64,7 @@ def _build() -> tuple[pluggy.PluginManager, ComponentRegistry]:
             registry.plugins.append(info)
             continue
         except Exception as exc:
-            info.error = _one_line(exc)
+            info.error = one_line(exc)
             registry.plugins.append(info)
             continue
         plugins.append((info, obj))
@@ -83,7 +83,7 @@ def _build() -> tuple[pluggy.PluginManager, ComponentRegistry]:
         try:
             pm.register(obj, name=f"{info.package}:{info.name}")
         except Exception as exc:  # pluggy's PluginValidationError, among others
-            info.error = _one_line(exc)
+            info.error = one_line(exc)
             registry.plugins.append(info)
             continue
         registry.plugins.append(info)
@@ -100,18 +100,11 @@ def _build() -> tuple[pluggy.PluginManager, ComponentRegistry]:
         except SystemExit as exc:
             info.error = f"its mapframe_register_components called sys.exit({exc.code!r})"
         except Exception as exc:
-            info.error = _one_line(exc)
+            info.error = one_line(exc)
         finally:
             registry._current_plugin = "<direct>"
             registry._current_info = None
     return pm, registry
-
-
-def _one_line(exc: BaseException) -> str:
-    """``Type: message`` with only the message's first line (pluggy's messages, and many a
-    plugin's own, go on to dump the plugin dict or a hook's definition)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _required_args(fn: Any) -> list[str] | None:

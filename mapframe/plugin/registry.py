@@ -13,6 +13,7 @@ from mapframe.errors import (
     ConfigError,
     MapframeError,
     UnknownComponentError,
+    one_line,
 )
 from mapframe.plugin.kinds import COMPONENT_KINDS
 
@@ -175,10 +176,9 @@ class ComponentRegistry:
                 f"installed ({exc}); install it as that component's documentation says"
             ) from None
         except Exception as exc:  # a plugin's own bug: name the plugin, in one line
-            first = str(exc).splitlines()[0] if str(exc) else ""
             raise ComponentError(
                 f"{kind} {name!r} (from {self.origin(kind, name)}) failed when it was made: "
-                f"{type(exc).__name__}: {first}") from None
+                f"{one_line(exc)}") from None
 
     def _check_kind(self, kind: str) -> str:
         if kind not in self._classes:
