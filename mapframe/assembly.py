@@ -26,7 +26,12 @@ from mapframe.plugin import get_registry
 from mapframe.problem import SearchSpace, Task, as_tasks
 from mapframe.results import check_task_columns
 from mapframe.samplers.base import Sampler
-from mapframe.samplers.choice import auto_adaptive_budget, is_auto, resolve_auto_sampler
+from mapframe.samplers.choice import (
+    auto_adaptive_budget,
+    auto_sampler_name,
+    is_auto,
+    resolve_auto_sampler,
+)
 from mapframe.solvers.base import FrontSolver
 from mapframe.spec import CheckpointsSpec, StudySpec, check_preference, check_preference_bounds
 from mapframe.stopping import StoppingRule
@@ -93,8 +98,7 @@ def assemble(spec: StudySpec) -> StudyParts:
     sampler_spec = resolve_auto_sampler(spec.sampler, space.n_dims, spec.budget)
     auto_note = ""
     if is_auto(spec.sampler):
-        chosen = sampler_spec if isinstance(sampler_spec, str) else getattr(
-            sampler_spec, "name", None) or dict(sampler_spec).get("name")
+        chosen = auto_sampler_name(space.n_dims, spec.budget)  # what resolve_... picked
         auto_note = (f"sampler auto chose {chosen!r} for {space.n_dims} coefficients and "
                      f"budget {spec.budget} (docs/adaptive-sampling.md)")
     try:

@@ -11,7 +11,7 @@ import numpy as np
 
 from mapframe.errors import ConfigError, float_array
 
-__all__ = ["Direction", "SearchSpace", "Task", "as_tasks"]
+__all__ = ["Direction", "SearchSpace", "Task", "as_tasks", "refuse_a_string_of_names"]
 
 Direction = Literal["max", "min"]
 
@@ -75,6 +75,16 @@ class Task:
         return asdict(self)
 
 
+def refuse_a_string_of_names(**given: object) -> None:
+    """A one-line :class:`ConfigError` when one of ``given`` (``task_names=...``,
+    ``tasks=...``) is a string: a ``str`` is a ``Sequence[str]`` of its characters, so
+    ``task_names="accuracy"`` became the tasks a, c, c, u, ..."""
+    for what, value in given.items():
+        if isinstance(value, (str, bytes)):
+            raise ConfigError(f"{what} must be a list of task names, got the string "
+                              f"{value!r}; write [{value!r}]")
+
+
 def as_tasks(
     task_names: Sequence[str] | None = None,
     tasks: Sequence[Task | str | dict] | None = None,
@@ -84,10 +94,7 @@ def as_tasks(
     """Build the task list from names plus per-task directions and metric ranges (low, high)."""
     if tasks is not None and task_names is not None:
         raise ConfigError("give either tasks= or task_names=, not both")
-    for what, given in (("task_names", task_names), ("tasks", tasks)):
-        if isinstance(given, (str, bytes)):  # a str is a Sequence[str] of characters
-            raise ConfigError(f"{what} must be a list of task names, got the string "
-                              f"{given!r}; write [{given!r}]")
+    refuse_a_string_of_names(task_names=task_names, tasks=tasks)
     items: list[Task | str | dict] = list(tasks if tasks is not None else task_names or [])
     if not items:
         raise ConfigError("a study needs at least one task: pass task_names=[...]")

@@ -27,6 +27,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, mo
 
 from mapframe.errors import ConfigError
 from mapframe.plugin.kinds import COMPONENT_KINDS, kind_named
+from mapframe.problem import refuse_a_string_of_names
 
 __all__ = [
     "CHECKPOINT_KEYS",
@@ -367,10 +368,7 @@ class StudySpec(BaseModel):
                 "give exactly one of objective= (a function of coefficients) or evaluator= "
                 "(a component that merges and evaluates models)"
             )
-        for what, given in (("task_names", task_names), ("tasks", tasks)):
-            if isinstance(given, (str, bytes)):  # a str is a Sequence[str] of characters
-                raise ConfigError(f"{what} must be a list of task names, got the string "
-                                  f"{given!r}; write [{given!r}]")
+        refuse_a_string_of_names(task_names=task_names, tasks=tasks)  # before list(...)
         if objective is not None:
             if task_names is None and tasks is None:
                 raise ConfigError("objective= needs task_names=[...] naming its T metrics")
