@@ -258,7 +258,7 @@ class MergeStudy:
 
     def _begin(self) -> StudyRun:
         """A fresh run: its evaluation session on the store, an empty history."""
-        from mapframe.executors.pool import refuse_study_in_bootstrapping_worker
+        from mapframe._bootstrapping import refuse_study_in_bootstrapping_worker
 
         refuse_study_in_bootstrapping_worker()  # any store, before a point is claimed
         session = EvaluationSession(

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from mapframe._bootstrapping import refuse_study_in_bootstrapping_worker
 from mapframe.errors import ConfigError, EvaluationError, MapframeError
 from mapframe.executors.base import (
     Executor,
@@ -191,22 +192,6 @@ def _worker_main(conn: Connection, index: int, threads: int) -> None:
 
 # ----------------------------------------------------------------------------------------
 # in the driver
-
-#: The one-line reason an unguarded script's study cannot run in a worker it started.
-GUARD_HINT = ("guard the script's study with `if __name__ == '__main__':` (the 'spawn' and "
-              "'forkserver' start methods re-import the main script in every worker)")
-
-
-def refuse_study_in_bootstrapping_worker() -> None:
-    """Raise :class:`~mapframe.errors.ConfigError` when this process is a worker that
-    multiprocessing is still setting up (re-importing the main script under spawn or
-    forkserver): a study started there comes from a script without an
-    ``if __name__ == '__main__':`` guard, and would run again in every worker (with a shared
-    store, waiting forever for the points the driver claimed)."""
-    if getattr(multiprocessing.current_process(), "_inheriting", False):
-        raise ConfigError("a study started while a worker process was importing the main "
-                          f"script; {GUARD_HINT}")
-
 
 @dataclass(eq=False)
 class _Worker:

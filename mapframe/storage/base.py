@@ -200,7 +200,7 @@ class EvaluationStore(Component):
         """Around :meth:`open`: take this instance for ``study_name`` in the calling thread,
         or raise :class:`~mapframe.errors.StoreError` when another live thread holds it; a
         failed open leaves the holder as it was."""
-        from mapframe.executors.pool import refuse_study_in_bootstrapping_worker
+        from mapframe._bootstrapping import refuse_study_in_bootstrapping_worker
 
         refuse_study_in_bootstrapping_worker()  # an unguarded script, re-imported by a worker
         me = threading.get_ident()
