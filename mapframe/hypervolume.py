@@ -19,6 +19,8 @@ numpy only; nothing here imports torch.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from mapframe.errors import ConfigError
@@ -118,7 +120,8 @@ class FrontTable:
     def cells(front: np.ndarray, ref: np.ndarray) -> int:
         """The table's size for ``front``: its number of grid nodes (an upper bound)."""
         keep = front[np.all(front > ref, axis=1)]
-        return int(np.prod([len(np.unique(keep[:, t])) + 2 for t in range(ref.size)]))
+        # Python integers: numpy's int64 product wraps around from about 10 objectives
+        return math.prod(len(np.unique(keep[:, t])) + 2 for t in range(ref.size))
 
     def __call__(self, Z: np.ndarray) -> np.ndarray:
         """``G`` at each row of ``Z (..., T)``."""
@@ -173,12 +176,14 @@ def hypervolume_improvement(
     and two objectives and while the front's :class:`FrontTable` has at most
     ``MAX_TABLE_CELLS`` nodes; a Monte-Carlo estimate (32768 fixed uniform points) beyond.
     """
-    Y = np.atleast_2d(np.asarray(Y, dtype=float))
+    from mapframe.metrics import _as_matrix, _as_vector
+
     ref = np.asarray(ref, dtype=float).reshape(-1)
     T = ref.size
-    front = np.asarray(front, dtype=float).reshape(-1, T)
-    if Y.shape[1] != T:
-        raise ConfigError(f"Y has {Y.shape[1]} objectives, the reference point {T}")
+    ref = _as_vector(ref, "ref", T)
+    Y = _as_matrix(np.atleast_2d(np.asarray(Y, dtype=float)), "Y", T)
+    front = np.asarray(front, dtype=float)
+    front = _as_matrix(front.reshape(1, T) if front.shape == (T,) else front, "front", T)
     front = front[np.all(front > ref, axis=1)]
     if T == 1:
         return _hvi_1d(Y[None], front[None], ref)[0]
@@ -207,8 +212,7 @@ def greedy_hypervolume_subset(
     """
     from mapframe.metrics import _as_matrix, spread_subset
 
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise ConfigError(f"k must be an integer number of rows, got {k!r}")
+    _check_k(k)
     G = -to_minimization(_as_matrix(F, "F"), directions)
     n, T = G.shape
     k = min(int(k), n)
@@ -238,6 +242,12 @@ def greedy_hypervolume_subset(
             return spread_subset(F, k, directions)
         _fill_by_spread(Z, chosen, k)
     return np.array(chosen if ordered else sorted(chosen), dtype=int)
+
+
+def _check_k(k: object) -> None:
+    """Refuse a ``k`` that is not an integer (``True``, ``2.5``, ``"3"``)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ConfigError(f"k must be an integer number of rows, got {k!r}")
 
 
 def _fill_by_spread(Z: np.ndarray, chosen: list[int], k: int) -> None:
@@ -283,9 +293,10 @@ def sampled_hypervolume_subset(
     """
     from scipy.stats import qmc
 
-    from mapframe.metrics import spread_subset
+    from mapframe.metrics import _as_matrix, spread_subset
 
-    G = -to_minimization(np.asarray(F, dtype=float), directions)
+    _check_k(k)
+    G = -to_minimization(_as_matrix(F, "F"), directions)
     n, T = G.shape
     k = min(int(k), n)
     if k <= 0:

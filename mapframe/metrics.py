@@ -229,7 +229,8 @@ def hypervolume(
         )
     n_obj = ref.size
     ref = _as_vector(ref, "ref_point", n_obj)
-    arr = _as_matrix(F, "F", None if np.size(F) else n_obj)
+    arr = float_array(F, "F must be a numeric array of shape (K, T)")
+    arr = _as_matrix(arr, "F", None if arr.size else n_obj)
     if arr.shape[1] != n_obj:
         raise ConfigError(
             f"ref_point has {n_obj} values but F has {arr.shape[1]} objectives; give one "
@@ -527,7 +528,7 @@ def spread_subset(F: np.ndarray, k: int, directions: Directions = None) -> np.nd
     """
     arr = _as_matrix(F, "F")
     n = arr.shape[0]
-    if not isinstance(k, (int, np.integer)) or k < 0:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
         raise ConfigError(f"k must be a non-negative integer, got {k!r}")
     if k >= n:
         return np.arange(n)
