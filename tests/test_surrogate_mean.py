@@ -90,6 +90,11 @@ def test_diagnostics_bound_the_leave_one_out_error():
                                                    members["quadratic"]["loo_rmse"]]))
     # the members' own LOO values are closed-form / linearized, not refits: allow 20 %
     assert exact <= 1.2 * d["loo_rmse"]
+    # loo_r2 (read by the CLI summary and the report) is the R² that the RMSE bound gives
+    exact_r2 = 1.0 - np.sum(np.square(held)) / np.sum((y - y.mean()) ** 2)
+    assert d["loo_r2"] == pytest.approx(1.0 - d["loo_rmse"] ** 2 * len(y)
+                                        / np.sum((y - y.mean()) ** 2))
+    assert d["loo_r2"] <= exact_r2 + 0.2 * (1.0 - exact_r2)
 
 
 def test_a_study_runs_with_it_by_name():

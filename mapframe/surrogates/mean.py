@@ -96,7 +96,8 @@ class GPQuadraticMeanSurrogate(Surrogate):
         """``r2``/``rmse`` of the mean on the fitted points; ``loo_rmse`` an upper bound of
         the mean's leave-one-out RMSE, the mean of the members' (the mean's held-out
         residuals are the members' averaged, so by Minkowski's inequality their RMS is at
-        most that; ``loo_method = "bound"``); ``n_samples``, ``n_params``, ``model``, and each
+        most that; ``loo_method = "bound"``), and ``loo_r2`` the lower bound of the
+        leave-one-out R² that it gives; ``n_samples``, ``n_params``, ``model``, and each
         member's own diagnostics under ``members``. Empty before :meth:`fit`."""
         return cast(SurrogateDiagnostics, dict(self._diagnostics))
 
@@ -108,11 +109,13 @@ class GPQuadraticMeanSurrogate(Surrogate):
         members: dict[str, dict[str, Any]] = {"gp": dict(gp.diagnostics()),
                                                "quadratic": dict(quadratic.diagnostics())}
         loo = [float(m.get("loo_rmse", math.nan)) for m in members.values()]
+        loo_rmse = float(np.mean(loo))
         return {
             "model": self.name,
             "r2": _r2(ss_res, ss_tot),
             "rmse": math.sqrt(ss_res / y.size),
-            "loo_rmse": float(np.mean(loo)),
+            "loo_r2": _r2(loo_rmse**2 * y.size, ss_tot),  # a lower bound, as loo_rmse is upper
+            "loo_rmse": loo_rmse,
             "loo_method": "bound",
             "n_samples": int(y.size),
             "n_params": self.n_params(X.shape[1]),

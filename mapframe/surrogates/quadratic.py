@@ -465,7 +465,8 @@ class QuadraticSurrogate(_QuadraticModel):
     ``ridge`` (default 0) adds ``ridge · |β|²`` on the scaled features' coefficients (all but
     the intercept) for ill-conditioned designs; it does not rescue an unidentifiable design,
     which is still rejected. Leave-one-out diagnostics are exact, from the hat matrix:
-    ``e_i / (1 - h_ii)``.
+    ``e_i / (1 - h_ii)`` (with ``ridge`` > 0: of the ridge fit at the features' scaling over
+    all points; a refit on the others rescales the features, so its penalty differs).
     """
 
     name: ClassVar[str] = "quadratic"
