@@ -27,7 +27,7 @@ import numpy as np
 
 from mapframe.assembly import StudyParts, assemble
 from mapframe.component import component_failures
-from mapframe.errors import BudgetError, EvaluationError, MapframeWarning, StoreError
+from mapframe.errors import BudgetError, ConfigError, EvaluationError, MapframeWarning, StoreError
 from mapframe.evaluators.base import Evaluator
 from mapframe.executors.base import Executor, MergeSpec
 from mapframe.history import History, coefficient_key
@@ -602,6 +602,11 @@ class MergeStudy:
         with component_failures(self.stopping, "update"):
             reason = self.stopping.update(state)
         record["stopping_s"] = time.perf_counter() - t
+        if reason is not None and not (isinstance(reason, str) and reason):
+            # False, 0 or "" would stop the study while stopped_early reads as false
+            raise ConfigError(f"stopping rule {self.stopping.name!r}: update() returned "
+                              f"{reason!r}; it must return None to go on or a non-empty "
+                              "string saying why the study stops")
         return reason
 
     def _report(self, run: StudyRun, stage: str, done: int) -> None:

@@ -210,3 +210,28 @@ class TestPlateauStoppingContract(StoppingRuleContract):
 class TestPlateauStoppingDefaultsContract(StoppingRuleContract):
     def make_stopping(self) -> PlateauStopping:
         return PlateauStopping()
+
+
+class _Answers(PlateauStopping):
+    """A rule that answers ``value`` every round (a plugin's rule returning False to go on)."""
+
+    name: ClassVar[str] = "answers_test"
+
+    def __init__(self, value: object) -> None:
+        super().__init__()
+        self.value = value
+
+    def update(self, state: RoundState) -> str | None:
+        return self.value  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("value", [False, 0, "", True, ["stop"]])
+def test_a_rule_answering_neither_none_nor_a_reason_is_refused(value) -> None:
+    # False/0/"" stopped the study after the first round while stopped_early read as false
+    with pytest.raises(ConfigError, match="must return None to go on or a non-empty string"):
+        study(stopping=_Answers(value), budget=20).run()
+
+
+def test_a_rule_answering_none_goes_on() -> None:
+    res = study(stopping=_Answers(None), budget=20).run()
+    assert res.stopped_early is None and res.n_evaluated == 20
