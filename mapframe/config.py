@@ -99,21 +99,30 @@ def _fields(spec: StudySpec) -> dict[str, Any]:
 
 
 def _loader() -> Any:
-    """A safe YAML loader that refuses a key given twice in one mapping."""
+    """A safe YAML loader that refuses a key given twice in one mapping.
+
+    Merge keys (``<<: *anchor``, ``<<: {...}``) work as in PyYAML: a key written in the
+    mapping itself overrides a merged one; only a key written twice in one mapping is refused.
+    """
     import yaml
 
     class _UniqueKeyLoader(yaml.SafeLoader):
         pass
 
+    merge_tag = "tag:yaml.org,2002:merge"
+
     def construct_mapping(loader: Any, node: Any, deep: bool = False) -> Any:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == merge_tag:
+                continue  # '<<' has no constructor: flatten_mapping resolves it below
             key = loader.construct_object(key_node, deep=deep)
             if key in seen:
                 raise ConfigError(
                     f"duplicate key {key!r} at line {key_node.start_mark.line + 1}: each "
                     "field may appear once in a mapping (the later value would silently win)")
             seen.add(key)
+        loader.flatten_mapping(node)  # merged keys first, the mapping's own keys override
         return loader.construct_mapping(node, deep=deep)
 
     _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
