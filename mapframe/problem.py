@@ -10,6 +10,7 @@ from typing import Literal
 import numpy as np
 
 from mapframe.errors import ConfigError, float_array
+from mapframe.settings import refuse_number_string
 
 __all__ = ["Direction", "SearchSpace", "Task", "as_tasks", "refuse_a_string_of_names"]
 
@@ -20,8 +21,10 @@ def _bound(task: str, which: str, value: object, unbounded: float) -> float:
     """A task's ``lower`` / ``upper`` metric bound as a float (``None``: no bound)."""
     if value is None:
         return unbounded
+    refuse_number_string(value, which, who=f"task {task!r}",
+                         what="a number (or None for no bound)")
     try:
-        if isinstance(value, bool):
+        if isinstance(value, (bool, str, bytes)):  # "inf" and True are no bounds
             raise TypeError
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -90,8 +93,11 @@ def as_tasks(
     tasks: Sequence[Task | str | dict] | None = None,
     directions: Sequence[str] | str | None = None,
     ranges: Sequence[tuple[float, float] | None] | None = None,
+    *,
+    ranges_name: str = "ranges",
 ) -> list[Task]:
-    """Build the task list from names plus per-task directions and metric ranges (low, high)."""
+    """Build the task list from names plus per-task directions and metric ranges (low, high);
+    ``ranges_name`` is how the caller spells ``ranges`` in its errors."""
     if tasks is not None and task_names is not None:
         raise ConfigError("give either tasks= or task_names=, not both")
     refuse_a_string_of_names(task_names=task_names, tasks=tasks)
@@ -103,8 +109,13 @@ def as_tasks(
         directions = [directions] * n
     if directions is not None and len(directions) != n:
         raise ConfigError(f"directions has {len(directions)} entries for {n} tasks")
+    expected = f"one (low, high) pair or None per task, e.g. {[(0, 1)] + [None] * (n - 1)}"
+    if ranges is not None and (isinstance(ranges, (str, bytes))
+                               or not isinstance(ranges, (Sequence, np.ndarray))):
+        raise ConfigError(f"{ranges_name} must list {expected}, got {ranges!r}")
     if ranges is not None and len(ranges) != n:
-        raise ConfigError(f"metric ranges has {len(ranges)} entries for {n} tasks")
+        raise ConfigError(f"{ranges_name} has {len(ranges)} entries for {n} tasks; give "
+                          f"{expected}")
     out: list[Task] = []
     for i, item in enumerate(items):
         if isinstance(item, Task):
@@ -122,8 +133,12 @@ def as_tasks(
         if directions is not None:
             task = Task(task.name, directions[i], task.lower, task.upper)  # type: ignore[arg-type]
         if ranges is not None and ranges[i] is not None:
-            lo, hi = ranges[i]  # type: ignore[misc]
-            task = Task(task.name, task.direction, lo, hi)
+            pair = ranges[i]
+            if (isinstance(pair, (str, bytes)) or not isinstance(pair, (Sequence, np.ndarray))
+                    or len(pair) != 2):
+                raise ConfigError(f"{ranges_name}: task {task.name!r} needs a (low, high) pair "
+                                  f"or None, got {pair!r}; give {expected}")
+            task = Task(task.name, task.direction, pair[0], pair[1])
         out.append(task)
     names = [t.name for t in out]
     dupes = sorted({x for x in names if names.count(x) > 1})

@@ -16,13 +16,14 @@ what either gives for a valid value (Python and numpy integers; an integral floa
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Literal, overload
 
 import numpy as np
 
 from mapframe.errors import ConfigError
 
-__all__ = ["bool_setting", "int_setting", "number_setting"]
+__all__ = ["bool_setting", "int_setting", "number_setting", "refuse_number_string"]
 
 
 def _prefix(who: str | None) -> str:
@@ -36,6 +37,40 @@ def _real(value: Any) -> float | None:
     if not isinstance(value, (int, float, np.integer, np.floating)):
         return None
     return float(value)
+
+
+# A number in exponent form: YAML 1.1 (PyYAML) reads it as a float only with a dot in the
+# mantissa and a sign on the exponent, so `1e-6` and `1.0e6` arrive as strings.
+_EXPONENT_FORM = re.compile(r"([-+]?)(\d*)(?:\.(\d*))?[eE]([-+]?)(\d+)")
+
+
+def _string_hint(text: str) -> str:
+    """How to write the number ``text`` so that YAML (and Python) read a number."""
+    m = _EXPONENT_FORM.fullmatch(text.strip())
+    sign, whole, frac, exp_sign, exp = m.groups() if m else ("", "", "", "+", "")
+    missing = [what for what, absent in (("a dot", frac is None),
+                                         ("a sign in the exponent", not exp_sign)) if absent]
+    if not missing:  # YAML would have read it as a number: it was quoted
+        return "write the number without quotes"
+    fixed = f"{sign}{whole or '0'}.{frac or '0'}e{exp_sign or '+'}{exp}"
+    return f"YAML reads {text.strip()} without {' and '.join(missing)} as text: write {fixed}"
+
+
+def refuse_number_string(value: Any, name: str, *, who: str | None = None,
+                         what: str = "a number") -> None:
+    """Raise ``ConfigError("<who>: <name> must be <what>, got the string '1e-6' (YAML reads
+    1e-6 without a dot as text: write 1.0e-6)")`` when ``value`` is a string that reads as a
+    finite number; return otherwise. A number setting never converts a string: the check
+    names the cause (a quoted number, or YAML's reading of ``1e-6``) and the fix."""
+    if not isinstance(value, str):
+        return
+    try:
+        number = float(value)
+    except ValueError:
+        return
+    if math.isfinite(number):
+        raise ConfigError(f"{_prefix(who)}{name} must be {what}, got the string {value!r} "
+                          f"({_string_hint(value)})")
 
 
 @overload
@@ -67,7 +102,9 @@ def number_setting(value: Any, name: str, low: float, high: float = math.inf, *,
                    meaning: str = "") -> float:
     """``value`` as a finite ``float`` between ``low`` and ``high`` (each bound included
     unless ``open_low`` / ``open_high``), else a one-line ``ConfigError`` stating the range
-    (and ``meaning``, a short parenthesis on what the number is, where given)."""
+    (and ``meaning``, a short parenthesis on what the number is, where given); a string
+    that reads as a number is refused with :func:`refuse_number_string`'s message."""
+    refuse_number_string(value, name, who=who)
     v = _real(value)
     ok = v is not None and math.isfinite(v)
     if ok:

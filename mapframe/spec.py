@@ -27,7 +27,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, mo
 
 from mapframe.errors import ConfigError
 from mapframe.plugin.kinds import COMPONENT_KINDS, kind_named
-from mapframe.problem import refuse_a_string_of_names
+from mapframe.problem import as_tasks, refuse_a_string_of_names
+from mapframe.settings import refuse_number_string
 
 __all__ = [
     "CHECKPOINT_KEYS",
@@ -78,11 +79,32 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
+def _no_number_strings(v: Any, what: str) -> None:
+    """Raise ``_Invalid`` ("{loc} must be <what>, got the string '1e-6' (YAML reads ...)")
+    when ``v``, or an item of ``v`` at any depth, is a string that reads as a number: a number
+    field never converts a string (:func:`~mapframe.settings.refuse_number_string`)."""
+    try:
+        _refuse_number_strings(v, "{loc}", what)
+    except ConfigError as exc:
+        raise _Invalid(str(exc)) from None
+
+
+def _refuse_number_strings(v: Any, name: str, what: str) -> None:
+    """:func:`~mapframe.settings.refuse_number_string` for ``v`` and each item of ``v`` at
+    any depth."""
+    if isinstance(v, (Sequence, np.ndarray)) and not isinstance(v, (str, bytes)):
+        for x in v:
+            _refuse_number_strings(x, name, what)
+    else:
+        refuse_number_string(v, name, what=what)
+
+
 def _int(minimum: int | None, what: str, optional: bool = False,
          maximum: int | None = None) -> Callable[[Any], int | None]:
     def check(v: Any) -> int | None:
         if v is None and optional:
             return None
+        _no_number_strings(v, f"int{' or null' if optional else ''}")
         if not _is_int(v):
             raise _Invalid(f"{{loc}} must be int{' or null' if optional else ''}, got {v!r}")
         if minimum is not None and v < minimum:
@@ -132,6 +154,7 @@ def _numbers(v: Any) -> list[float] | None:
         raise _Invalid(f"{{loc}} must be list, got {v!r}")
     if _holds_bool(v):
         raise _Invalid(f"{{loc}} must be a list of numbers, got {v!r}")
+    _no_number_strings(v, "a list of numbers")
     try:
         arr = np.asarray(v, dtype=float)
     except (TypeError, ValueError):
@@ -146,6 +169,7 @@ def _bounds(v: Any) -> Any:
         raise _Invalid(f"{{loc}} must be list, got {v!r}")
     if _holds_bool(v):  # [false, true] is not the box [0, 1]
         raise _Invalid(f"{{loc}} must hold numbers, not true/false, got {v!r}")
+    _no_number_strings(v, "a [low, high] pair of numbers or one pair per coefficient")
     return v
 
 
@@ -374,9 +398,12 @@ class StudySpec(BaseModel):
                 raise ConfigError("objective= needs task_names=[...] naming its T metrics")
             from mapframe.evaluators.callable import CallableEvaluator
 
-            evaluator = CallableEvaluator(
-                objective, tasks if tasks is not None else list(task_names or []),
-                directions=directions, ranges=metric_ranges)
+            # the evaluator calls them ranges: check them first under the keyword's name
+            items = tasks if tasks is not None else list(task_names or [])
+            as_tasks(tasks=items, directions=directions, ranges=metric_ranges,
+                     ranges_name="metric_ranges")
+            evaluator = CallableEvaluator(objective, items, directions=directions,
+                                          ranges=metric_ranges)
         elif task_names is not None or tasks is not None or directions is not None:
             raise ConfigError(
                 "with evaluator=, the evaluator defines the tasks; drop task_names=, tasks= "
@@ -580,6 +607,7 @@ def _is_store_name(name: str) -> bool:
 def check_preference(preference: Sequence[float], n: int) -> np.ndarray:
     """``preference`` as ``n`` non-negative weights summing to 1 (a one-line
     :class:`~mapframe.errors.ConfigError` otherwise)."""
+    _refuse_number_strings(preference, "preference", f"{n} numbers")
     try:
         p = np.asarray(preference, dtype=float).reshape(-1)
     except (TypeError, ValueError):
@@ -601,6 +629,8 @@ def check_preference_bounds(
     with lower < upper, or ``None``."""
     if bounds is None:
         return None
+    _refuse_number_strings(bounds, "preference_bounds",
+                           f"(lower, upper) with {n} numbers each")
     try:
         lo, hi = (np.asarray(b, dtype=float).reshape(-1) for b in bounds)
     except (TypeError, ValueError):

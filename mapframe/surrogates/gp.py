@@ -35,6 +35,7 @@ from mapframe._imports import installed
 from mapframe._warning_filters import warning_filters
 from mapframe.errors import BudgetError, ConfigError, MapframeError
 from mapframe.problem import Task
+from mapframe.settings import number_setting, refuse_number_string
 from mapframe.surrogates.base import (
     Surrogate,
     SurrogateDiagnostics,
@@ -97,32 +98,26 @@ def _single_threaded(torch: Any) -> Iterator[None]:
 
 # --------------------------------------------------------------------------- settings
 def check_nu(nu: Any) -> float:
-    """Validate the Matérn smoothness (0.5, 1.5 or 2.5)."""
+    """Validate the Matérn smoothness (0.5, 1.5 or 2.5); a string is refused, never read."""
+    refuse_number_string(nu, "nu", what="one of 0.5, 1.5 or 2.5")
     try:
         value = float(nu)
     except (TypeError, ValueError):
         value = math.nan
-    if isinstance(nu, bool) or value not in NU_VALUES:
+    if isinstance(nu, (bool, str)) or value not in NU_VALUES:
         raise ConfigError(f"nu must be one of 0.5, 1.5 or 2.5 (Matérn smoothness), got {nu!r}")
     return value
 
 
 def check_noise_floor(noise_floor: Any) -> float:
     """Validate the lower bound on the (standardised) noise variance."""
-    try:
-        value = float(noise_floor)
-    except (TypeError, ValueError):
-        value = math.nan
-    if isinstance(noise_floor, bool) or not 0.0 < value < 1.0:
-        raise ConfigError(
-            f"noise_floor must be a number in (0, 1) (noise variance on standardised outputs), "
-            f"got {noise_floor!r}"
-        )
-    return value
+    return number_setting(noise_floor, "noise_floor", 0.0, 1.0, open_low=True, open_high=True,
+                          meaning="noise variance on standardised outputs")
 
 
 def check_restarts(restarts: Any) -> int:
     """Validate the number of fixed optimisation starts."""
+    refuse_number_string(restarts, "restarts", what=f"an integer from 1 to {len(_STARTS)}")
     if (
         isinstance(restarts, bool)
         or not isinstance(restarts, (int, np.integer))

@@ -32,6 +32,7 @@ from scipy.optimize import least_squares
 
 from mapframe.errors import BudgetError, ConfigError, MapframeError
 from mapframe.problem import Task
+from mapframe.settings import number_setting, refuse_number_string
 from mapframe.surrogates.base import (
     Surrogate,
     SurrogateDiagnostics,
@@ -217,21 +218,17 @@ def _check_settings(**settings: Any) -> dict[str, Any]:
     """Validate the fitting settings shared by the models; return them normalised."""
     out: dict[str, Any] = {}
     if "ridge" in settings:
-        ridge = float(settings["ridge"])
-        if not (math.isfinite(ridge) and ridge >= 0):
-            raise ConfigError(f"ridge must be a finite number >= 0, got {settings['ridge']!r}")
-        out["ridge"] = ridge
+        out["ridge"] = number_setting(settings["ridge"], "ridge", 0.0)
     if "eps" in settings:
-        eps = float(settings["eps"])
-        if not 0 < eps < 0.5:
-            raise ConfigError(f"eps must lie in (0, 0.5), got {settings['eps']!r}")
-        out["eps"] = eps
+        out["eps"] = number_setting(settings["eps"], "eps", 0.0, 0.5, open_low=True,
+                                    open_high=True)
     if "loo" in settings:
         if settings["loo"] not in ("linearized", "refit"):
             raise ConfigError(f"loo must be 'linearized' or 'refit', got {settings['loo']!r}")
         out["loo"] = settings["loo"]
     if "max_nfev" in settings:
         m = settings["max_nfev"]
+        refuse_number_string(m, "max_nfev", what="a positive integer")
         if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
             raise ConfigError(f"max_nfev must be a positive integer, got {m!r}")
         out["max_nfev"] = int(m)
