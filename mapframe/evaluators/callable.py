@@ -12,7 +12,7 @@ from mapframe.errors import ConfigError
 from mapframe.evaluators.base import Evaluator
 from mapframe.evaluators.identity import callable_digest
 from mapframe.problem import Task, as_tasks
-from mapframe.settings import bool_setting
+from mapframe.settings import bool_setting, int_setting
 
 __all__ = ["DIGESTED", "CallableEvaluator", "resolve_callable"]
 
@@ -78,8 +78,8 @@ class CallableEvaluator(Evaluator):
                         else None)
         self._tasks = as_tasks(tasks=tasks, directions=directions, ranges=ranges)
         self.vectorized = bool_setting(vectorized, "vectorized")
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if batch_size is not None:  # True is no batch size
+            batch_size = int_setting(batch_size, "batch_size", 1)
         # A function of one vector gains nothing from batches: one point at a time, so each
         # result is stored as it finishes and drivers sharing a study share its points.
         self.max_batch_size = batch_size if (batch_size or self.vectorized) else 1

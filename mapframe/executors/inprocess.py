@@ -6,9 +6,9 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
-from mapframe.errors import ConfigError
 from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
 from mapframe.executors.worker import WorkerRuntime, check_batch_output
+from mapframe.settings import int_setting
 
 if TYPE_CHECKING:
     from mapframe.evaluators.base import Evaluator
@@ -29,9 +29,8 @@ class InProcessExecutor(Executor):
     name: ClassVar[str] = "inprocess"
 
     def __init__(self, batch_size: int | None = None) -> None:
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.batch_size = batch_size
+        self.batch_size = (None if batch_size is None  # True is no batch size
+                           else int_setting(batch_size, "batch_size", 1))
         self._queue: deque[Job] = deque()
         self._runtime: WorkerRuntime | None = None
         self._busy = 0
