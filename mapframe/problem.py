@@ -12,9 +12,27 @@ import numpy as np
 from mapframe.errors import ConfigError, float_array
 from mapframe.settings import refuse_number_string
 
-__all__ = ["Direction", "SearchSpace", "Task", "as_tasks", "refuse_a_string_of_names"]
+__all__ = ["Direction", "SearchSpace", "Task", "as_tasks", "refuse_a_string_of_names",
+           "unquoted_name_hint"]
 
 Direction = Literal["max", "min"]
+
+
+def unquoted_name_hint(value: object) -> str:
+    """Why a name read from YAML may not be a string, and the fix: ``""`` for a string, else
+    a parenthesis such as ``" (YAML reads no, yes, on, off, true and false unquoted as
+    booleans: quote the name, e.g. 'no')"``."""
+    if isinstance(value, str):
+        return ""
+    if isinstance(value, bool):
+        kind, example = "no, yes, on, off, true and false unquoted as booleans", "'no'"
+    elif value is None:
+        kind, example = "null, ~ and an empty value as null", "'null'"
+    elif isinstance(value, (int, float)):
+        kind, example = "an unquoted number as a number", f"'{value}'"
+    else:
+        return ""
+    return f" (YAML reads {kind}: quote the name, e.g. {example})"
 
 
 def _bound(task: str, which: str, value: object, unbounded: float) -> float:
@@ -48,7 +66,8 @@ class Task:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(f"task name must be a non-empty string, got {self.name!r}")
+            raise ConfigError(f"task name must be a non-empty string, got {self.name!r}"
+                              f"{unquoted_name_hint(self.name)}")
         if self.direction not in ("max", "min"):
             raise ConfigError(
                 f"task {self.name!r}: direction must be 'max' or 'min', got {self.direction!r}"
@@ -129,7 +148,8 @@ def as_tasks(
                 raise ConfigError(f"task #{i}: {exc}; allowed keys: name, direction, lower, "
                                   "upper") from None
         else:
-            raise ConfigError(f"task #{i} must be a name or a mapping, got {type(item).__name__}")
+            raise ConfigError(f"task #{i} must be a name or a mapping, got "
+                              f"{type(item).__name__} {item!r}{unquoted_name_hint(item)}")
         if directions is not None:
             task = Task(task.name, directions[i], task.lower, task.upper)  # type: ignore[arg-type]
         if ranges is not None and ranges[i] is not None:

@@ -27,7 +27,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, mo
 
 from mapframe.errors import ConfigError
 from mapframe.plugin.kinds import COMPONENT_KINDS, kind_named
-from mapframe.problem import as_tasks, refuse_a_string_of_names
+from mapframe.problem import as_tasks, refuse_a_string_of_names, unquoted_name_hint
 from mapframe.settings import refuse_number_string
 
 __all__ = [
@@ -234,6 +234,9 @@ def _finetuned(v: Any) -> dict[str, str]:
         raise _Invalid("{loc} must map each task name to its fine-tuned checkpoint path")
     out: dict[str, str] = {}
     for k, p in v.items():
+        if not isinstance(k, str) or not k:
+            raise _Invalid(f"{{loc}} keys must be task names (strings), got {k!r}"
+                           f"{unquoted_name_hint(k)}")
         if not isinstance(p, (str, os.PathLike)) or not os.fspath(p):
             raise _Invalid(f"{{loc}}.{k} must be a path string, got {p!r}")
         out[str(k)] = os.fspath(p)
