@@ -100,6 +100,8 @@ class EvaluationSession:
         self.on_error = on_error
         self.on_stored = on_stored
         self.on_progress = on_progress
+        #: The first exception ``on_progress`` raised, held until the batch is stored.
+        self._progress_error: Exception | None = None
         self.counts = EvaluationCounts()
         self._stored: dict[tuple[str, str], Evaluation] = {}
         self._started = False
@@ -235,9 +237,9 @@ class EvaluationSession:
                         collected[key] = ev
                         self.counts.reused += 1
                         self.counts.by_other_drivers += 1
-                        if self.on_progress is not None:
-                            self.on_progress(phase, done_before + len(collected))
+                        self._progress(phase, done_before + len(collected))
                         _raise_if_out_of_range(ev)
+                    self._raise_progress_error()
                     if not todo:
                         break
                     got = self.store.claim(phase, list(todo), self.owner, limit=chunk)
@@ -252,6 +254,22 @@ class EvaluationSession:
             finally:
                 self.store.release_claims(self.owner)
         return ran
+
+    def _progress(self, phase: str, done: int) -> None:
+        """Call ``on_progress``; an exception it raises is held (and later calls skipped)
+        until :meth:`_raise_progress_error`, so that the batch's finished results are stored
+        first (they were lost with it)."""
+        if self.on_progress is None or self._progress_error is not None:
+            return
+        try:
+            self.on_progress(phase, done)
+        except Exception as exc:
+            self._progress_error = exc
+
+    def _raise_progress_error(self) -> None:
+        error, self._progress_error = self._progress_error, None
+        if error is not None:
+            raise error
 
     def _run(self, jobs: list[Job], phase: str, collected: dict[str, Evaluation],
              done_before: int) -> None:
@@ -268,8 +286,8 @@ class EvaluationSession:
             nonlocal rows
             rows += 1
             ahead = done_here + min(rows, len(jobs))
-            if self.on_progress is not None and ahead > len(collected):
-                self.on_progress(phase, done_before + ahead)
+            if ahead > len(collected):
+                self._progress(phase, done_before + ahead)
 
         self.executor.on_row = row_finished
         try:
@@ -302,8 +320,7 @@ class EvaluationSession:
                     self.on_stored(ev)
                 except Exception as exc:
                     hook_error = exc
-            if self.on_progress is not None:
-                self.on_progress(phase, done_before + len(collected))
+            self._progress(phase, done_before + len(collected))
             if ev.out_of_range and first_out_of_range is None:
                 first_out_of_range = ev
             if ev.status == "failed" and self.on_error == "raise" and first_failure is None:
@@ -312,6 +329,7 @@ class EvaluationSession:
                 break
         if hook_error is not None:
             raise hook_error
+        self._raise_progress_error()
         if first_out_of_range is not None:
             _raise_if_out_of_range(first_out_of_range)
         if first_failure is not None:

@@ -128,3 +128,29 @@ def test_quiet_shows_nothing() -> None:
     show(_ev("evaluate", 1, 2))
     show.close()
     assert out.getvalue() == ""
+
+
+def test_a_progress_callback_that_raises_loses_no_finished_evaluation(tmp_path) -> None:
+    # It raised inside the batch's collection: 1 of 12 finished evaluations was stored and
+    # the rerun evaluated the other 11 again. Now the batch is stored, then it propagates.
+    calls: list[int] = []
+
+    def objective(C: np.ndarray) -> np.ndarray:
+        calls.append(len(C))
+        return np.column_stack([1 - ((C - 0.8) ** 2).sum(1), 1 - ((C - 0.2) ** 2).sum(1)])
+
+    def crashes(ev: ProgressEvent) -> None:
+        if ev.stage == "evaluate" and ev.done >= 1:
+            raise RuntimeError("display crashed")
+
+    kw: dict[str, Any] = dict(objective=objective, task_names=["a", "b"], budget=12, seed=0,
+                              sampler="sobol", storage=str(tmp_path / "s.sqlite"))
+    try:
+        MergeStudy(progress=crashes, **kw).run()
+    except RuntimeError as err:
+        assert "display crashed" in str(err)
+    else:
+        raise AssertionError("the callback's error did not propagate")
+    assert sum(calls) == 12
+    again = MergeStudy(**kw).run()
+    assert again.n_reused == 12 and again.n_evaluated == 0 and sum(calls) == 12
