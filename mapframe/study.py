@@ -102,6 +102,8 @@ class StudyRun:
     std_front: np.ndarray | None = None
     real: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
     verification: dict[str, Any] | None = None
+    #: How many front points the verification evaluates (``verify`` or fewer).
+    verify_total: int = 0
     #: The front solver's report on its result (``SolverResult.diagnostics``).
     solver_diagnostics: dict[str, Any] = field(default_factory=dict)
     #: The front handed to the user: the solved front combined with the measured points.
@@ -383,23 +385,30 @@ class MergeStudy:
         preference picks on the predictions, when a preference is given."""
         t = time.perf_counter()
         if self.verify > 0:
-            self._report(run, "verify", 0)
             directions = [t.direction for t in self.tasks]
             measured = run.history.Y
-            idx = greedy_hypervolume_subset(run.F_front, self.verify, directions, measured)
+            # A front point the search measured already has real metrics (the handed-over
+            # front gives it them): verifying it would spend an evaluation on a known value.
+            fresh = np.array([not _measured_ok(run.history, x) for x in run.X_front], bool)
+            rows = np.flatnonzero(fresh)
+            idx = rows[greedy_hypervolume_subset(run.F_front[rows], self.verify, directions,
+                                                 measured)]
             if self.preference is not None:
                 chosen = select_by_preference(run.F_front, self.preference, directions,
                                               *(self.preference_bounds or (None, None)))
-                if chosen not in idx:
-                    idx = np.union1d(greedy_hypervolume_subset(
-                        run.F_front, self.verify - 1, directions, measured), [chosen])
+                if fresh[chosen] and chosen not in idx:
+                    idx = np.union1d(rows[greedy_hypervolume_subset(
+                        run.F_front[rows], self.verify - 1, directions, measured)], [chosen])
+            run.verify_total = int(idx.size)
+            self._report(run, "verify", 0)
             self._verify_points(run, idx)
         run.timings["verify_s"] = time.perf_counter() - t
 
     def _verify_points(self, run: StudyRun, idx: np.ndarray) -> None:
         """Evaluate the front rows ``idx`` for real (phase ``"verify"``), record their real
         metrics and the verification report."""
-        run.session.evaluate(run.X_front[idx], "verify", run.round_no, run.history)
+        if idx.size:
+            run.session.evaluate(run.X_front[idx], "verify", run.round_no, run.history)
         for i in idx:
             ev = run.history.get(coefficient_key(run.X_front[i]), "verify")
             if ev is not None and ev.ok:
@@ -612,7 +621,7 @@ class MergeStudy:
     def _report(self, run: StudyRun, stage: str, done: int) -> None:
         if self.progress is None:
             return
-        total = self.budget if stage in ("evaluate", "fit", "solve", "done") else self.verify
+        total = self.budget if stage in ("evaluate", "fit", "solve", "done") else run.verify_total
         st = run.session.status() if stage in ("evaluate", "verify") else None
         counts = run.session.counts
         self.progress(ProgressEvent(stage, done, total, counts.reused, counts.failed,
@@ -633,6 +642,12 @@ def _predicted_std(surrogates: Sequence[Surrogate], X: np.ndarray) -> np.ndarray
             return None
         cols.append(np.asarray(sd, dtype=float).reshape(-1))
     return np.column_stack(cols)
+
+
+def _measured_ok(history: History, x: np.ndarray) -> bool:
+    """Whether the search evaluated ``x`` successfully."""
+    ev = history.get(coefficient_key(x), "search")
+    return ev is not None and ev.ok
 
 
 def _verification_report(
