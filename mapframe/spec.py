@@ -142,9 +142,25 @@ def _optional_component(v: Any) -> Any:
 def _storage(v: Any) -> Any:
     if v is None:
         return None
-    if isinstance(v, os.PathLike):
-        return os.fspath(v)
+    if isinstance(v, os.PathLike):  # a path, never a store name: Path("memory") is a file
+        return {"name": "sqlite", "path": os.fspath(v)}
+    if isinstance(v, str):
+        _refuse_a_store_name_typo(v)
     return _component(v)
+
+
+def _refuse_a_store_name_typo(storage: str) -> None:
+    """Raise ``_Invalid`` for a bare name (no suffix, no folder) close to a store's name:
+    ``memroy`` would otherwise be an SQLite file named ``memroy``."""
+    if not storage or _is_store_name(storage) or any(ch in storage for ch in "./\\"):
+        return
+    from mapframe.plugin import get_registry
+
+    close = difflib.get_close_matches(storage, get_registry().names("storage"), n=1,
+                                      cutoff=0.75)
+    if close:
+        raise _Invalid(f"{{loc}}: {storage!r} names no store: did you mean {close[0]!r}? (a "
+                       "file path needs a suffix such as .sqlite or a directory part)")
 
 
 def _numbers(v: Any) -> list[float] | None:
@@ -488,6 +504,10 @@ class StudySpec(BaseModel):
             fields["output"] = _resolve(fields["output"], base)
         storage = fields.get("storage")
         if isinstance(storage, str) and storage and not _is_store_name(storage):
+            try:
+                _refuse_a_store_name_typo(storage)  # before it becomes an absolute path
+            except _Invalid as exc:
+                raise ConfigError(str(exc).replace("{loc}", "study.storage")) from None
             fields["storage"] = _resolve(storage, base)
         elif isinstance(storage, Mapping) and isinstance(storage.get("path"), str):
             fields["storage"] = {**storage, "path": _resolve(storage["path"], base)}

@@ -1,0 +1,56 @@
+"""Store names and paths: a typo of a store's name is no SQLite file, and an
+``os.PathLike`` always means an SQLite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mapframe import MergeStudy
+from mapframe.config import load_spec
+from mapframe.errors import ConfigError
+from mapframe.storage import MemoryStore, SQLiteStore
+
+TYPO = ("'memroy' names no store: did you mean 'memory'? (a file path needs a suffix such "
+        "as .sqlite or a directory part)")
+
+
+def quad(C):
+    C = np.atleast_2d(C)
+    return np.stack([-(C[:, 0] - 0.5) ** 2, -(C[:, 1] - 0.5) ** 2], axis=1)
+
+
+def study(storage):
+    return MergeStudy(objective=quad, task_names=["a", "b"], budget=12, storage=storage)
+
+
+def test_a_typo_of_a_store_name_in_yaml_is_refused(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text('evaluator: {name: callable, function: "x:y", tasks: [a, b]}\n'
+                    "study: {storage: memroy}\n")
+    with pytest.raises(ConfigError) as err:
+        load_spec(path)
+    assert str(err.value) == f"study.storage: {TYPO}"
+    assert not (tmp_path / "memroy").exists()
+
+
+def test_a_typo_of_a_store_name_in_python_is_refused():
+    with pytest.raises(ConfigError) as err:
+        study("memroy")
+    assert str(err.value) == f"storage: {TYPO}"
+
+
+@pytest.mark.parametrize("name", ["evals", "memroy.sqlite", "./memroy"])
+def test_documented_paths_and_far_names_are_sqlite_files(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(study(name).storage, SQLiteStore)
+
+
+def test_a_pathlike_is_always_an_sqlite_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = study(Path("memory")).storage
+    assert isinstance(store, SQLiteStore)
+    assert store.location is not None and Path(store.location).name == "memory"
+    assert isinstance(study("memory").storage, MemoryStore)
