@@ -203,6 +203,11 @@ def build_merge_spec(
     if task_vectors is not None:
         if checkpoints is not None:
             raise ConfigError("give checkpoints= or task_vectors=, not both")
+        if not isinstance(task_vectors, TaskVectors):
+            raise ConfigError(
+                "task_vectors must be a mapframe.merging.TaskVectors (task vectors in memory), "
+                f"got {type(task_vectors).__name__} {task_vectors!r:.80}; for checkpoint files "
+                "give checkpoints={'pretrained': path, 'finetuned': {task: path, ...}}")
         return MergeSpec(strategy, task_vectors=task_vectors)
     assert checkpoints is not None
     if not isinstance(checkpoints, CheckpointsSpec):
