@@ -493,6 +493,16 @@ def _seed(text: str) -> int:
     return value
 
 
+def _folder(text: str) -> str:
+    """``--output``: a folder path; an empty one is refused (it silently meant the default
+    folder, while ``study.output: ""`` is an error)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"must be a folder path, got {text!r}: leave --output out for the default "
+            "(study.output, else results/<study name>)")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mapframe", description=DESCRIPTION,
@@ -501,8 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--output", "-o", help="results folder (run: default the config's "
-                       "study.output, else results/<study name>; example: results/digits)")
+        p.add_argument("--output", "-o", type=_folder,
+                       help="results folder (run: default the config's study.output, else "
+                       "results/<study name>; example: results/digits)")
         p.add_argument("--budget", type=_budget, help="override study.budget (evaluations)")
         p.add_argument("--seed", type=_seed, help="override study.seed")
         p.add_argument("--no-plot", action="store_true", help="do not draw front.png")
