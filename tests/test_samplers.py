@@ -258,3 +258,29 @@ def test_auto_with_adaptive_settings_falls_back_to_sobol_without_them():
     big = resolve_auto_sampler({"name": "auto", "batch": 2}, 2, 40)
     assert big["name"] in ("gp", "sobol")  # sobol without gpytorch
     assert big.get("batch") == (2 if big["name"] == "gp" else None)
+
+
+@pytest.mark.parametrize("settings, match", [
+    ({"bacth": 5}, "does not take parameter\\(s\\) bacth"),
+    ({"batch": 0}, "batch"),
+    ({"batch": "many"}, "batch"),
+    ({"optimism": -1}, "optimism"),
+    ({"pick": "best"}, "pick"),
+])
+def test_auto_checks_the_settings_it_leaves_out_when_it_falls_back_to_sobol(settings, match):
+    """{name: auto, bacth: 5} ran at a budget where auto falls back to sobol (the typo was
+    dropped with the adaptive settings) and failed only at budgets that pick gp/front."""
+    from mapframe.errors import ConfigError
+    from mapframe.samplers.choice import resolve_auto_sampler
+
+    with pytest.raises(ConfigError, match=match) as info:
+        resolve_auto_sampler({"name": "auto", **settings}, 2, 4)
+    assert "\n" not in str(info.value)
+
+
+def test_auto_keeps_settings_one_candidate_accepts():
+    from mapframe.samplers.choice import resolve_auto_sampler
+
+    # batch "auto" is the front sampler's (the gp sampler takes integers only)
+    assert resolve_auto_sampler({"name": "auto", "batch": "auto", "optimism": 0.5}, 3, 4) == {
+        "name": "sobol"}

@@ -81,19 +81,53 @@ def resolve_auto_sampler(spec: Any, n_dims: int, budget: int) -> Any:
     return spec
 
 
+#: The samplers the rule picks from, whose settings ``{"name": "auto", ...}`` may carry.
+_CANDIDATES = ("sobol", "gp", "front")
+
+
 def _with_settings(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     """The chosen sampler's spec with the settings given to ``auto``. Where the rule falls
     back to Plain MAP's ``sobol`` (no adaptive round fits the budget, or no gpytorch), the
     adaptive samplers' settings (``batch``, ``initial``, ...) have nothing to apply to and
-    are left out, rather than failing with an error about a sampler the user never named."""
+    are left out, rather than failing with an error about a sampler the user never named;
+    they are still checked, so that a typo or a bad value fails at every budget, not only
+    where the rule picks an adaptive sampler."""
     if name == "sobol":
         import inspect
 
-        from mapframe.samplers.space_filling import SobolSampler
+        from mapframe.errors import ConfigError
+        from mapframe.plugin import get_registry
 
-        taken = inspect.signature(SobolSampler).parameters
-        settings = {k: v for k, v in settings.items() if k in taken}
+        registry = get_registry()
+        takes = {c: set(inspect.signature(registry.get("sampler", c)).parameters)
+                 for c in _CANDIDATES}
+        unknown = [k for k in settings if not any(k in t for t in takes.values())]
+        if unknown:
+            known = sorted(set().union(*takes.values()))
+            raise ConfigError(
+                f"sampler 'auto' does not take parameter(s) {', '.join(unknown)}; the samplers "
+                f"it picks from ({', '.join(_CANDIDATES)}) take: {', '.join(known)}")
+        for key, value in settings.items():
+            if key not in takes["sobol"]:
+                _check_value(registry, key, value, [c for c in _CANDIDATES if key in takes[c]])
+        settings = {k: v for k, v in settings.items() if k in takes["sobol"]}
     return {"name": name, **settings}
+
+
+def _check_value(registry: Any, key: str, value: Any, candidates: list[str]) -> None:
+    """Raise the first candidate's one-line error unless one of the ``candidates`` (the
+    samplers taking ``key``) accepts ``value`` for it."""
+    from mapframe.errors import ConfigError
+
+    first: ConfigError | None = None
+    for candidate in candidates:
+        try:
+            registry.create("sampler", {"name": candidate, key: value})
+            return
+        except ConfigError as exc:
+            first = first or exc
+    if first is not None:
+        raise first
 
 
 class AutoSampler(Sampler):
