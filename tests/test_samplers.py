@@ -284,3 +284,21 @@ def test_auto_keeps_settings_one_candidate_accepts():
     # batch "auto" is the front sampler's (the gp sampler takes integers only)
     assert resolve_auto_sampler({"name": "auto", "batch": "auto", "optimism": 0.5}, 3, 4) == {
         "name": "sobol"}
+
+
+@pytest.mark.parametrize("sampler", [
+    {"name": "gp", "initial": 50}, {"name": "front", "initial": 12}, {"name": "bins", "initial": 12},
+])
+def test_an_initial_design_taking_the_whole_budget_is_said(sampler):
+    """{name: gp, initial: 50} with budget 12 ran the first 12 points of the design and
+    never adapted, while the recorded settings still said initial 50."""
+    from mapframe import MergeStudy
+    from mapframe.errors import MapframeWarning
+
+    def f(C):
+        return np.column_stack([1 - ((C - 0.8) ** 2).sum(1), 1 - ((C - 0.2) ** 2).sum(1)])
+
+    pytest.importorskip("gpytorch")
+    with pytest.warns(MapframeWarning, match="takes the whole budget of 12 evaluations"):
+        MergeStudy(objective=f, task_names=["a", "b"], budget=12, seed=0, sampler=sampler,
+                   surrogate="quadratic").run()

@@ -120,6 +120,21 @@ class Sampler(Component):
         """Return an ``(n, space.n_dims)`` array of coefficient vectors inside ``space``."""
 
 
+def warn_without_adaptive_round(who: str, initial: int, budget: int) -> None:
+    """Warn (:class:`~mapframe.errors.MapframeWarning`) when an adaptive sampler's explicit
+    initial design of ``initial`` points takes the whole search ``budget``: the study then
+    runs only (part of) that design and never adapts, which the settings do not say."""
+    if budget > 0 and initial >= budget:
+        import warnings
+
+        from mapframe.errors import MapframeWarning
+
+        warnings.warn(
+            f"{who}: its initial design of {initial} points takes the whole budget of "
+            f"{budget} evaluations, so no adaptive round runs; set initial below the budget "
+            "(or 'auto') or raise the budget", MapframeWarning, stacklevel=3)
+
+
 class CheckedSampler(Sampler):
     """Base of the built-in samplers: :meth:`propose` checks ``n`` with :func:`check_n` and
     returns the empty design for ``n == 0`` itself, so subclasses implement :meth:`_propose`
