@@ -49,6 +49,7 @@ class ProgressDisplay:
         self._stage = ""
         self._stage_t0 = 0.0
         self._stage_done0 = 0
+        self._stage_reused0 = 0
         self._last_line = 0.0
         self._task: Any = None
 
@@ -85,6 +86,7 @@ class ProgressDisplay:
         self._stage = ev.stage
         self._stage_t0 = now
         self._stage_done0 = ev.done
+        self._stage_reused0 = ev.reused
         self._last_line = 0.0
         if ev.stage in _STAGE_LABEL:
             if self._rich is not None:
@@ -101,7 +103,8 @@ class ProgressDisplay:
     def _rate_eta(self, ev: Any, now: float) -> tuple[float, float | None]:
         """Evaluations per second in this stage (this run's own), and seconds left."""
         took = now - self._stage_t0
-        made = ev.done - self._stage_done0
+        # evaluations read back from the store take no time: they are not this run's rate
+        made = (ev.done - self._stage_done0) - (ev.reused - self._stage_reused0)
         if took <= 0 or made <= 0:
             return 0.0, None
         rate = made / took

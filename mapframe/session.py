@@ -159,6 +159,9 @@ class EvaluationSession:
         try:
             for old in reused.values():
                 _raise_if_out_of_range(old)
+            if reused:  # a resumed round: its stored points count as done at once
+                self._progress(phase, len(history.select(phase, ok=False)) + len(reused))
+                self._raise_progress_error()
             if not jobs:
                 return jobs
             done_before = len(history.select(phase, ok=False)) + len(reused)

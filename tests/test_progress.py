@@ -154,3 +154,39 @@ def test_a_progress_callback_that_raises_loses_no_finished_evaluation(tmp_path) 
     assert sum(calls) == 12
     again = MergeStudy(**kw).run()
     assert again.n_reused == 12 and again.n_evaluated == 0 and sum(calls) == 12
+
+
+def test_a_resumed_stage_says_its_reused_points_and_they_do_not_inflate_the_rate(
+        monkeypatch: Any) -> None:
+    # The study's stage starts at 0/20 with nothing reused; the 4 points read back from the
+    # store arrive as one event (there was none: the display read "search 0/20" until the
+    # first new evaluation) and must not count in this run's rate (it read 1.25/s).
+    import mapframe.progress as progress
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    out = io.StringIO()
+    show = ProgressDisplay(out, rich_bar=False)
+    show(_ev("evaluate", 0, 20))
+    show(_ev("evaluate", 4, 20, reused=4))
+    for done in range(5, 21):
+        clock[0] += 1.0
+        show(_ev("evaluate", done, 20, reused=4))
+    show.close()
+    search = [ln for ln in out.getvalue().splitlines() if ln.startswith("search")]
+    assert "search 20/20" in search[-1] and "(1.00/s)" in search[-1]
+
+    events: list[ProgressEvent] = []
+
+    def objective(C: np.ndarray) -> np.ndarray:
+        return np.column_stack([1 - ((C - 0.8) ** 2).sum(1), 1 - ((C - 0.2) ** 2).sum(1)])
+
+    from mapframe.storage import MemoryStore
+
+    store = MemoryStore()
+    kw: dict[str, Any] = dict(objective=objective, task_names=["a", "b"], seed=0,
+                              sampler="sobol", storage=store)
+    MergeStudy(budget=8, **kw).run()
+    MergeStudy(budget=12, progress=events.append, **kw).run()
+    search = [(e.done, e.reused) for e in events if e.stage == "evaluate"]
+    assert search[0] == (0, 0) and search[1] == (8, 8) and search[-1] == (12, 8)
