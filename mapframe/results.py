@@ -32,6 +32,19 @@ __all__ = ["SOURCES", "Front", "StudyResult"]
 EVALUATION_COLUMNS = ("phase", "status", "round", "duration_s", "error")
 
 
+def check_front_index(index: object, size: int, where: str = "the front") -> int:
+    """``index`` as an ``int`` when it names a point of a front of ``size`` points; else a
+    one-line :class:`ConfigError` saying what an index must be (a float, a string or a bool
+    reached numpy and raised its own error)."""
+    if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+        raise ConfigError(f"a front index must be an integer (a row of front.csv, 0 to "
+                          f"{size - 1}), got {index!r} ({type(index).__name__})")
+    if not 0 <= index < size:
+        raise ConfigError(f"front index {index} out of range: {where} has {size} points "
+                          f"(0 to {size - 1})")
+    return int(index)
+
+
 def check_task_columns(task_names: Sequence[str], coefficient_names: Sequence[str]) -> None:
     """A one-line :class:`ConfigError` when a task's name is also a column of
     ``evaluations.csv`` (its metric column would overwrite that one)."""
@@ -284,8 +297,18 @@ class StudyResult:
     def predict(self, coefficients: np.ndarray | Sequence[Sequence[float]] | Sequence[float]
                 ) -> np.ndarray:
         """Surrogate predictions ``(M, T)`` for coefficient vectors ``(M, N)`` (an array or
-        nested lists; one vector may be given flat)."""
-        C = np.atleast_2d(np.asarray(coefficients, dtype=float))
+        nested lists; one vector may be given flat); anything else is a one-line
+        :class:`ConfigError`."""
+        n = len(self.coefficient_names)
+        try:
+            C = np.atleast_2d(np.asarray(coefficients, dtype=float))
+        except (TypeError, ValueError):
+            C = None
+        if C is None or C.ndim != 2 or C.shape[1] != n:
+            raise ConfigError(
+                f"predict needs numbers in an array of shape (M, {n}) or ({n},) (one value "
+                f"per coefficient: {', '.join(self.coefficient_names)}), got "
+                f"{_describe(coefficients)}")
         return np.column_stack([s.predict(C) for s in self.surrogates])
 
     def select(self, preference: np.ndarray | Sequence[float],
@@ -330,9 +353,7 @@ class StudyResult:
                 index = self.selected
             else:
                 raise ConfigError("export needs a front index or a preference vector")
-        if not 0 <= index < len(self.front):
-            raise ConfigError(f"front index {index} out of range: the front has "
-                              f"{len(self.front)} points")
+        index = check_front_index(index, len(self.front))
         if format != "safetensors":
             from mapframe.export import ExportPoint, export_point
             from mapframe.export.hf_folder import parse_size
@@ -458,6 +479,18 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
 def write_json(path: Path, data: Any) -> Path:
     return write_atomically(
         path, json.dumps(data, indent=2, default=_json_default, allow_nan=True) + "\n")
+
+
+def _describe(value: Any) -> str:
+    """A short description of a value given where numbers were expected."""
+    shape: tuple[int, ...] | None
+    try:
+        shape = np.shape(value)
+    except ValueError:
+        shape = None  # ragged nested lists
+    text = " ".join(repr(value).split())  # one line (an array's repr has several)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return text if shape is None else f"{text} (shape {shape})"
 
 
 def _json_default(obj: Any) -> Any:

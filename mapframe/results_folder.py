@@ -22,7 +22,7 @@ import numpy as np
 
 from mapframe.errors import ConfigError
 from mapframe.problem import Task
-from mapframe.results import Front
+from mapframe.results import Front, check_front_index
 
 __all__ = ["SavedResults", "load_results"]
 
@@ -81,10 +81,7 @@ class SavedResults:
         if index is None:
             raise ConfigError("this study selected no point (it had no preference): give "
                               "--point INDEX (a row of front.csv) or --preference")
-        if not 0 <= index < len(self.front):
-            raise ConfigError(f"front index {index} out of range: the front in "
-                              f"{self.directory} has {len(self.front)} points (0 to "
-                              f"{len(self.front) - 1})")
+        index = check_front_index(index, len(self.front), f"the front in {self.directory}")
         spec = self._merge_spec()
         if format != "safetensors":
             from mapframe.export import ExportPoint, export_point
