@@ -324,6 +324,33 @@ def test_group_and_missing_yaml_are_config_errors(harness: dict[str, Any]) -> No
         _ = _evaluator(harness, ["/no/such.yaml"]).tasks
 
 
+def test_two_yamls_that_define_one_task_name_are_refused(harness: dict[str, Any],
+                                                         tmp_path: Path) -> None:
+    """lm-eval keys results by the YAML's ``task:`` name: two sources of one name would
+    silently give both objectives the first one's scores."""
+    text = (Path(harness["tasks"]) / "toy_ppl.yaml").read_text()
+    other = text.replace(harness["files"].data_jsonl["lang_b"],
+                         harness["files"].data_jsonl["lang_a"])
+    assert other != text
+    for folder, body in (("a", text), ("b", other)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "qa.yaml").write_text(body)  # both say task: toy_ppl
+    a, b = str(tmp_path / "a" / "qa.yaml"), str(tmp_path / "b" / "qa.yaml")
+    for tasks in ([{"task": a, "name": "qa_a"}, {"task": b, "name": "qa_b"}],
+                  ["toy_ppl", b]):  # include_path's toy_ppl and a YAML of that name
+        with pytest.raises(ConfigError) as info:
+            _ = _evaluator(harness, tasks).tasks
+        msg = str(info.value)
+        assert "both define lm-eval task 'toy_ppl'" in msg and b in msg
+        assert "distinct 'task:' names" in msg and "\n" not in msg
+    # the same file twice (by include_path name and by path) is one task, not a clash
+    same = str(Path(harness["tasks"]) / "toy_ppl.yaml")
+    ev = _evaluator(harness, ["toy_ppl", {"task": same, "name": "ppl_again",
+                                          "metric": "bits_per_byte"}])
+    assert ev.metric_keys == {"toy_ppl": "toy_ppl: word_perplexity,none",
+                              "ppl_again": "toy_ppl: bits_per_byte,none"}
+
+
 def test_a_task_yaml_path_needs_no_include_path(harness: dict[str, Any]) -> None:
     ev = LMEvalHarnessEvaluator([str(Path(harness["tasks"]) / "toy_ppl.yaml")],
                                 metric="bits_per_byte")

@@ -341,11 +341,22 @@ class LMEvalHarnessEvaluator(HFEvaluator):
                                            include_defaults=False)]
         objects: dict[str, Any] = {}
         by_spec: dict[str, str] = {}
+        # lm-eval name -> (the entry that loaded it, its YAML file): lm-eval keys results by
+        # name, so two sources of one name would be scored as one task.
+        sources: dict[str, tuple[HarnessTask, str]] = {}
         resolved = []
         for spec in self._specs:
             if spec.task not in by_spec:
-                task = self._load_task(spec, managers, lm_eval)
+                task, source = self._load_task(spec, managers, lm_eval)
                 name = str(task.task_name)
+                if name in sources and sources[name][1] != source:
+                    first, where = sources[name]
+                    raise ConfigError(
+                        f"tasks {first.name!r} ({where}) and {spec.name!r} ({source}) both "
+                        f"define lm-eval task {name!r}; lm-eval keys results by task name, so "
+                        "both would get one task's scores: give the YAMLs distinct 'task:' "
+                        "names")
+                sources.setdefault(name, (spec, source))
                 objects.setdefault(name, task)
                 by_spec[spec.task] = name
             lm_name = by_spec[spec.task]
@@ -354,7 +365,9 @@ class LMEvalHarnessEvaluator(HFEvaluator):
             self._apply_fewshot(task)
         return resolved, objects
 
-    def _load_task(self, spec: HarnessTask, managers: list[Any], lm_eval: Any) -> Any:
+    def _load_task(self, spec: HarnessTask, managers: list[Any], lm_eval: Any
+                   ) -> tuple[Any, str]:
+        """The lm-eval task object of ``spec`` and the YAML file that defines it."""
         from lm_eval.tasks import TaskManager
 
         is_file = spec.task.endswith((".yaml", ".yml"))
@@ -387,7 +400,10 @@ class LMEvalHarnessEvaluator(HFEvaluator):
         tasks, groups = loaded.get("tasks", {}), loaded.get("groups", {})
         if groups or len(tasks) != 1:  # a YAML file that defines a group
             raise ConfigError(self._not_a_task(spec, list(tasks)))
-        return next(iter(tasks.values()))
+        entry = None if is_file else tm.task_index.get(task_path)
+        yaml_path = getattr(entry, "yaml_path", None)
+        source = str(Path(yaml_path).resolve()) if yaml_path else task_path
+        return next(iter(tasks.values())), source
 
     @staticmethod
     def _not_a_task(spec: HarnessTask, members: list[str]) -> str:
