@@ -287,7 +287,8 @@ def test_auto_keeps_settings_one_candidate_accepts():
 
 
 @pytest.mark.parametrize("sampler", [
-    {"name": "gp", "initial": 50}, {"name": "front", "initial": 12}, {"name": "bins", "initial": 12},
+    {"name": "gp", "initial": 50}, {"name": "front", "initial": 12},
+    {"name": "bins", "initial": 12},
 ])
 def test_an_initial_design_taking_the_whole_budget_is_said(sampler):
     """{name: gp, initial: 50} with budget 12 ran the first 12 points of the design and
