@@ -406,6 +406,9 @@ class StudyResult:
     def save(self, directory: str | os.PathLike[str], plot: bool = True) -> dict[str, Path]:
         """Write front.csv/json, evaluations.csv, surrogates.json, summary.json, front.png.
 
+        ``summary.json`` is removed first and written after the files it describes, so a
+        folder holding one holds the whole results of one save.
+
         A ``front.png`` or ``report.html`` an earlier save left in ``directory`` (another
         study's, or this one's before new evaluations) is removed unless this save writes it
         again (``front.png`` with ``plot``; ``mapframe run`` writes ``report.html`` after
@@ -413,7 +416,10 @@ class StudyResult:
         another's results, nor ships it in an exported model card."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        for stale in ("front.png", "report.html"):
+        # summary.json goes first and comes back last: a save cut short (a kill) leaves a
+        # folder without one, which load_results refuses as unfinished, never new front and
+        # evaluations beside an older run's summary.
+        for stale in ("summary.json", "front.png", "report.html"):
             with contextlib.suppress(FileNotFoundError):
                 (d / stale).unlink()
         paths: dict[str, Path] = {}

@@ -143,6 +143,11 @@ def _front_of(front_json: Any) -> tuple[list[Task], list[str], Front]:
     return tasks, cnames, front
 
 
+#: What :meth:`StudyResult.save <mapframe.results.StudyResult.save>` writes before
+#: ``summary.json`` (which it writes last).
+_SAVED_FIRST = ("front.csv", "front.json", "evaluations.csv", "surrogates.json")
+
+
 def load_results(directory: str | os.PathLike[str]) -> SavedResults:
     """Read a results folder written by ``mapframe run`` / ``mapframe example`` (or by
     :meth:`StudyResult.save <mapframe.results.StudyResult.save>` plus a ``config.yaml``)."""
@@ -153,6 +158,12 @@ def load_results(directory: str | os.PathLike[str]) -> SavedResults:
         raise ConfigError(f"results folder not found: {d} (give the study's output folder)")
     front_path, summary_path = d / "front.json", d / "summary.json"
     missing = [p.name for p in (front_path, summary_path) if not p.is_file()]
+    written = [name for name in _SAVED_FIRST if (d / name).is_file()]
+    if not summary_path.is_file() and written:
+        raise ConfigError(
+            f"the results in {d} are unfinished: the run that wrote them stopped before "
+            f"writing summary.json (it has {', '.join(written)}); run the study again to "
+            "write them (its evaluations are reused from the store)")
     if missing:
         raise ConfigError(f"{d} is not a mapframe results folder (no {', '.join(missing)}); "
                           "give the folder a finished study wrote its results to")
