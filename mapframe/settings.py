@@ -56,6 +56,16 @@ def _string_hint(text: str) -> str:
     return f"YAML reads {text.strip()} without {' and '.join(missing)} as text: write {fixed}"
 
 
+def string_number_hint(value: str) -> str | None:
+    """For a string that reads as a finite number, how to write it so that YAML reads a
+    number (``None`` for any other string)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return _string_hint(value) if math.isfinite(number) else None
+
+
 def refuse_number_string(value: Any, name: str, *, who: str | None = None,
                          what: str = "a number") -> None:
     """Raise ``ConfigError("<who>: <name> must be <what>, got the string '1e-6' (YAML reads

@@ -48,6 +48,8 @@ def test_number_setting_names_the_yaml_cause_and_the_fix():
     ("surrogate", {"name": "gp", "restarts": "2"}, "restarts"),
     ("front_solver", {"name": "auto", "tolerance": "1e-6"}, "tolerance"),
     ("stopping", {"name": "plateau", "hv_tol": "5e-3"}, "hv_tol"),
+    ("merge_strategy", {"name": "karcher", "tol": "1e-6"}, "tol"),
+    ("merge_strategy", {"name": "multislerp", "eps": "1e-8"}, "eps"),
 ])
 def test_component_number_settings_refuse_strings(kind, spec, setting):
     value = spec[setting]

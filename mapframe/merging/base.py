@@ -23,6 +23,11 @@ __all__ = ["MergeStrategy", "TensorwiseMergeStrategy", "checked_real"]
 def checked_real(value: object, message: str, valid: Callable[[float], bool]) -> float:
     """A strategy setting as a float: ``value`` must be a real number (not a bool) for which
     ``valid`` holds, else :class:`ConfigError` ``"{message}, got {value!r}"``."""
+    if isinstance(value, str):
+        from mapframe.settings import string_number_hint
+
+        hint = string_number_hint(value)
+        raise ConfigError(f"{message}, got the string {value!r}" + (f" ({hint})" if hint else ""))
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not valid(float(value)):
         raise ConfigError(f"{message}, got {value!r}")
     return float(value)
