@@ -351,6 +351,30 @@ def test_two_yamls_that_define_one_task_name_are_refused(harness: dict[str, Any]
                               "ppl_again": "toy_ppl: bits_per_byte,none"}
 
 
+def test_an_edited_task_yaml_is_another_setup(harness: dict[str, Any], tmp_path: Path) -> None:
+    """The fingerprint holds the task YAMLs' contents (and their includes), not only their
+    paths: editing a task's data files must not reuse the scores stored for the old ones."""
+    import shutil
+
+    folder = tmp_path / "tasks"
+    shutil.copytree(harness["tasks"], folder)
+    (folder / "shared.yaml").write_text("doc_to_text: ''\n")
+    path = folder / "alone" / "qa.yaml"
+    path.parent.mkdir()
+    path.write_text((folder / "toy_ppl.yaml").read_text().replace("task: toy_ppl", "task: qa")
+                    + "include: ../shared.yaml\n")
+    by_name = _evaluator(harness, ["toy_ppl"], include_path=str(folder))
+    by_path = _evaluator(harness, [str(path)])
+    before = (by_name.describe(), by_path.describe())
+    assert before == (by_name.describe(), by_path.describe())  # deterministic
+    toy_ppl = folder / "toy_ppl.yaml"
+    lang_a = harness["files"].data_jsonl["lang_a"]
+    toy_ppl.write_text(toy_ppl.read_text().replace(harness["files"].data_jsonl["lang_b"], lang_a))
+    assert by_name.describe() != before[0] and by_path.describe() == before[1]
+    (folder / "shared.yaml").write_text("doc_to_text: 'Q: '\n")  # a file qa.yaml includes
+    assert by_path.describe() != before[1]
+
+
 def test_a_task_yaml_path_needs_no_include_path(harness: dict[str, Any]) -> None:
     ev = LMEvalHarnessEvaluator([str(Path(harness["tasks"]) / "toy_ppl.yaml")],
                                 metric="bits_per_byte")

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import hashlib
 import importlib
 import logging
 import math
 import random
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +153,33 @@ def _include_paths(value: object) -> list[str]:
                               "that holds your task YAMLs)")
         out.append(str(path.resolve()))
     return out
+
+
+_INCLUDE_LINE = re.compile(r"^include:\s*['\"]?([^'\"#\s]+)", re.MULTILINE)
+
+
+def _yaml_digest(files: Sequence[Path]) -> str | None:
+    """SHA-256 of the task YAMLs ``files`` (names and contents) and of the YAMLs their
+    ``include:`` lines name, so that an edited task (its data files, prompts, metrics) is
+    another setup in the study's fingerprint; ``None`` when a file cannot be read (the task
+    is refused later, with its own error)."""
+    digest = hashlib.sha256()
+    seen: set[Path] = set()
+    todo = sorted(files)
+    while todo:
+        path = todo.pop(0)
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            text = path.read_bytes()
+        except OSError:
+            return None
+        digest.update(f"{path}\0{len(text)}\0".encode())
+        digest.update(text)
+        todo.extend((path.parent / m).resolve() for m in
+                    _INCLUDE_LINE.findall(text.decode("utf-8", "replace")))
+    return digest.hexdigest()
 
 
 def _check_limit(limit: object) -> int | float | None:
@@ -312,11 +341,17 @@ class LMEvalHarnessEvaluator(HFEvaluator):
                 d["direction"] = s.direction
             if s.range is not None:
                 d["range"] = list(s.range)
+            if s.task.endswith((".yaml", ".yml")):
+                d["yaml_sha256"] = _yaml_digest([Path(s.task).expanduser().resolve()])
             tasks.append(d)
+        # The task YAMLs' contents, not only their paths: an edited YAML is another setup.
+        include_yamls = [p.resolve() for folder in self._include
+                         for p in Path(folder).rglob("*") if p.suffix in (".yaml", ".yml")]
         settings = self._settings()
         settings["max_length"] = self._lm_max_length
         # Scores depend on the lm-eval version (prompts, metrics): part of the fingerprint.
         return {"name": self.name, "tasks": tasks, "include_path": list(self._include),
+                "include_path_sha256": _yaml_digest(include_yamls) if self._include else None,
                 "limit": self._limit, "num_fewshot": self._num_fewshot,
                 "apply_chat_template": self._chat,
                 "fewshot_as_multiturn": self._multiturn,
