@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import threading
+import time
 import uuid
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
@@ -19,21 +20,40 @@ from mapframe.history import Evaluation
 __all__ = ["EvaluationStore", "driver_id", "driver_is_gone", "fingerprint_diff"]
 
 
+#: The driver ids this process made (:func:`driver_id`): an owner with this host and this
+#: process's PID that is not among them, and whose claims were last renewed before this
+#: process started, belongs to an earlier process that had the same PID (a container
+#: restarted, its driver PID 1 again), which is gone.
+_OWN_DRIVERS: set[str] = set()
+_OWN_DRIVERS_LOCK = threading.Lock()
+#: When this process started (at the latest): a claim renewed before it is not one of its own.
+_STARTED_AT = time.time()
+
+
 def driver_id() -> str:
     """A new name for one driver in a store's claims: ``host:pid:random``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    with _OWN_DRIVERS_LOCK:
+        _OWN_DRIVERS.add(owner)
+    return owner
 
 
-def driver_is_gone(owner: str) -> bool:
+def driver_is_gone(owner: str, heartbeat: float | None = None) -> bool:
     """Whether ``owner`` (a :func:`driver_id`) was a process on this host that no longer
-    runs: its claims can be taken over at once instead of after ``claim_ttl``."""
+    runs: its claims can be taken over at once instead of after ``claim_ttl``. An owner
+    with this process's PID that this process did not make, whose claim was last renewed
+    (``heartbeat``, a ``time.time()``; ``None``: unknown) before this process started, was
+    an earlier process with the same PID (a restarted container's PID 1): gone too."""
     host, _, rest = owner.partition(":")
     pid_text = rest.partition(":")[0]
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
     if pid == os.getpid():
-        return False
+        with _OWN_DRIVERS_LOCK:
+            if owner in _OWN_DRIVERS:
+                return False
+        return heartbeat is None or heartbeat < _STARTED_AT
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

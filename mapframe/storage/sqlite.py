@@ -510,7 +510,8 @@ class SQLiteStore(EvaluationStore):
                     "SELECT owner, heartbeat FROM claims WHERE study_id = ? AND phase = ? "
                     "AND key = ?", (sid, phase, key)).fetchone()
                 if (held is not None and held[0] != owner
-                        and held[1] > now - self.claim_ttl and not driver_is_gone(held[0])):
+                        and held[1] > now - self.claim_ttl
+                        and not driver_is_gone(held[0], held[1])):
                     continue
                 conn.execute(
                     "INSERT OR REPLACE INTO claims (study_id, phase, key, owner, heartbeat) "
