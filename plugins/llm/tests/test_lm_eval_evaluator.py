@@ -375,6 +375,28 @@ def test_an_edited_task_yaml_is_another_setup(harness: dict[str, Any], tmp_path:
     assert by_path.describe() != before[1]
 
 
+def test_a_tokenizer_of_another_model_is_refused_at_setup(harness: dict[str, Any],
+                                                          tmp_path: Path) -> None:
+    """A tokenizer with more ids than the model's embedding rows: refused at setup (as
+    causal_lm does), not an IndexError at the first evaluation."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    files = harness["files"]
+    tok = AutoTokenizer.from_pretrained(files.tokenizer)
+    rows = AutoConfig.from_pretrained(files.base).vocab_size
+    tok.add_tokens([f"extra_token_{i}" for i in range(rows - len(tok) + 3)])
+    tok.save_pretrained(tmp_path / "tokenizer")
+    ev = _evaluator(harness, ["toy_ppl"], tokenizer=str(tmp_path / "tokenizer"))
+    try:
+        with pytest.raises(ConfigError) as info:
+            _setup(ev, files)
+    finally:
+        ev.close()
+    msg = str(info.value)
+    assert f"the tokenizer has token ids up to {rows + 2}, but the model's vocabulary has " \
+           f"{rows} entries" in msg and "set tokenizer:" in msg and "\n" not in msg
+
+
 def test_a_task_yaml_path_needs_no_include_path(harness: dict[str, Any]) -> None:
     ev = LMEvalHarnessEvaluator([str(Path(harness["tasks"]) / "toy_ppl.yaml")],
                                 metric="bits_per_byte")

@@ -231,6 +231,17 @@ class HFEvaluator(ModelEvaluator):
         model.requires_grad_(False)
         return model
 
+    def check_token_id(self, top: int, what: str) -> None:
+        """Refuse, with a one-line :class:`ConfigError`, a token id ``top`` past the resident
+        model's input embedding rows (the tokenizer belongs to another model); ``what`` says
+        where the id comes from (``"task 'qa': the tokenizer produces token id"``)."""
+        model: Any = self.resident_model
+        vocab = int(model.get_input_embeddings().weight.shape[0])
+        if top >= vocab:
+            raise ConfigError(
+                f"{what} {top}, but the model's vocabulary has {vocab} entries: the tokenizer "
+                "belongs to another model (set tokenizer: to the base model's own)")
+
     def model_device(self) -> torch.device:
         """The torch device the ``device`` setting resolved to (known after :meth:`setup`)."""
         device: torch.device | None = getattr(self, "_device", None)

@@ -175,8 +175,6 @@ class CausalLMEvaluator(HFEvaluator):
         self._batches: dict[str, list[dict[str, torch.Tensor]]] = {}
         self._n_tokens: dict[str, int] = {}
         pad = self._tokenizer.pad_token_id
-        model: Any = self.resident_model
-        vocab = model.get_input_embeddings().weight.shape[0]
         for s in self._specs:
             records = read_records(s)
             self._records[s.name] = records
@@ -189,11 +187,7 @@ class CausalLMEvaluator(HFEvaluator):
             self._batches[s.name] = lm_batches(examples, self.batch_size, pad)
             self._n_tokens[s.name] = sum(e.scored for e in examples)
             top = max(int(b["input_ids"].max()) for b in self._batches[s.name])
-            if top >= vocab:
-                raise ConfigError(
-                    f"task {s.name!r}: the tokenizer produces token id {top}, but the model's "
-                    f"vocabulary has {vocab} entries: the tokenizer belongs to another model "
-                    "(set tokenizer: to the base model's own)")
+            self.check_token_id(top, f"task {s.name!r}: the tokenizer produces token id")
 
     @property
     def scored_tokens(self) -> dict[str, int]:

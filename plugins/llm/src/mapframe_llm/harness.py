@@ -534,6 +534,12 @@ class LMEvalHarnessEvaluator(HFEvaluator):
                               trust_remote_code=self._trust_remote_code)
         return model  # type: ignore[no-any-return]
 
+    def prepare(self) -> None:
+        """Check that the tokenizer fits the model (lm-eval would fail at the first
+        evaluation with an IndexError): every id it has must be an embedding row."""
+        self.check_token_id(len(self._tokenizer) - 1,
+                            f"evaluator {self.name!r}: the tokenizer has token ids up to")
+
     @property
     def lm(self) -> Any:
         """The ``HFLM`` around the resident model (after :meth:`setup`)."""
