@@ -99,9 +99,10 @@ def int_setting(value: Any, name: str, minimum: int, *, who: str | None = None,
     ``ConfigError("<who>: <name> must be an integer >= <minimum>[ or "auto"], got ...")``."""
     if auto and isinstance(value, str) and value == "auto":
         return "auto"
+    extra = ' or "auto"' if auto else ""
+    refuse_number_string(value, name, who=who, what=f"an integer >= {minimum}{extra}")
     v = _real(value)
     if v is None or not math.isfinite(v) or not v.is_integer() or v < minimum:
-        extra = ' or "auto"' if auto else ""
         raise ConfigError(f"{_prefix(who)}{name} must be an integer >= {minimum}{extra}, "
                           f"got {value!r}")
     return int(v)

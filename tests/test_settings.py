@@ -22,11 +22,18 @@ def test_int_setting_takes_integers_from_python_numpy_and_yaml(value: Any) -> No
     assert got == 3 and type(got) is int
 
 
-@pytest.mark.parametrize("value", [True, np.bool_(False), 2.5, "3", None, math.nan, math.inf, 0])
+@pytest.mark.parametrize("value", [True, np.bool_(False), 2.5, None, math.nan, math.inf, 0])
 def test_int_setting_rejects_what_is_not_a_count(value: Any) -> None:
     with pytest.raises(ConfigError) as err:
         int_setting(value, "batch", 1, who="front sampler")
     assert str(err.value) == f"front sampler: batch must be an integer >= 1, got {value!r}"
+
+
+def test_int_setting_names_a_quoted_count_and_the_fix() -> None:
+    with pytest.raises(ConfigError) as err:
+        int_setting("3", "batch", 1, who="front sampler")
+    assert str(err.value) == ("front sampler: batch must be an integer >= 1, got the string "
+                              "'3' (write the number without quotes)")
 
 
 def test_int_setting_auto() -> None:

@@ -242,7 +242,7 @@ def test_dare_ties_seeds():
     (lambda: TiesMerging(trim=0), r"trim fraction must be in \(0, 1\].*got 0"),
     (lambda: TiesMerging(trim=1.5), r"trim fraction must be in \(0, 1\].*got 1.5"),
     (lambda: TiesMerging(trim=float("nan")), r"trim fraction must be in \(0, 1\]"),
-    (lambda: TiesMerging(trim="0.2"), r"trim fraction must be in \(0, 1\].*got '0.2'"),
+    (lambda: TiesMerging(trim="0.2"), r"trim fraction must be in \(0, 1\].*got the string '0.2'"),
     (lambda: DareTies(trim=0.0), r"trim fraction must be in \(0, 1\]"),
     (lambda: DareTaskArithmetic(drop_rate=1.0), r"drop rate must be in \[0, 1\).*got 1.0"),
     (lambda: DareTaskArithmetic(drop_rate=-0.1), r"drop rate must be in \[0, 1\).*got -0.1"),
