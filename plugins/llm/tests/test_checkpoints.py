@@ -296,6 +296,24 @@ def test_lora_adapter_for_another_base_model_is_rejected(llama: dict, tmp_path: 
         load_task_vectors(llama["root"] / "base", {"x": tmp_path / "gpt_adapter"})
 
 
+def test_seq_cls_adapter_with_its_own_head_gets_the_merge_hint(llama: dict,
+                                                                tmp_path: Path) -> None:
+    """A SEQ_CLS LoRA adapter saves its new ``score`` head whole (modules_to_save): the head
+    is the adapter's own module, not a sign of another base model."""
+    model = transformers.LlamaForSequenceClassification.from_pretrained(
+        str(llama["root"] / "base"), num_labels=3)
+    pm = peft.get_peft_model(model, peft.LoraConfig(task_type="SEQ_CLS", r=2,
+                                                    target_modules=["q_proj"]))
+    pm.save_pretrained(tmp_path / "adapter")
+    for allow_heads in (False, True):
+        with pytest.raises(CheckpointError) as info:
+            load_task_vectors(llama["root"] / "base", {"x": tmp_path / "adapter"},
+                              allow_heads=allow_heads)
+        msg = str(info.value)
+        assert "saves its own 'score.weight'" in msg and "merge_and_unload" in msg
+        assert "another base model" not in msg and "\n" not in msg
+
+
 def test_dora_adapter_is_rejected(llama: dict, tmp_path: Path) -> None:
     model = transformers.LlamaForCausalLM.from_pretrained(str(llama["root"] / "base"))
     pm = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj"],

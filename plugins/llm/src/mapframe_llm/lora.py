@@ -173,9 +173,22 @@ class LoraAdapter:
         or the adapter key of a full replacement tensor (read when merging)."""
         out: dict[str, LowRankDelta | str] = {}
 
-        def target(name: str) -> str:
+        def present(name: str) -> bool:
+            key = key_map.get(name)
+            return key is not None and key in base
+
+        def target(name: str, saved_whole: bool = False) -> str:
             key = key_map.get(name)
             if key is None or key not in base:
+                if saved_whole and all(present(f"{m}.weight") for m in self.factors):
+                    # The LoRA layers fit this base: the whole module is the adapter's own.
+                    raise CheckpointError(
+                        f"{self.role} saves its own {name!r} (PEFT modules_to_save, such as "
+                        "the classifier head of a SEQ_CLS adapter), which the pretrained "
+                        f"checkpoint {base.path} does not have: a new module is not a LoRA "
+                        "delta; merge the adapter into its model (PeftModel.merge_and_unload() "
+                        "+ save_pretrained) and give that folder (text_classification keeps "
+                        "such a folder's head per task)")
                 raise CheckpointError(
                     f"{self.role} changes {name!r}, which the pretrained checkpoint "
                     f"{base.path} does not have: the adapter was trained on another base model "
@@ -183,7 +196,7 @@ class LoraAdapter:
             return key
 
         for name, akey in self.full.items():
-            key = target(name)
+            key = target(name, saved_whole=True)
             a, b = self.folder.info(akey), base.info(key)
             if a.shape != b.shape:
                 raise CheckpointError(
