@@ -105,9 +105,24 @@ def _task_names(evaluator: Any, n: int) -> list[str] | None:
     tasks = evaluator.get("tasks") if isinstance(evaluator, Mapping) else None
     if not isinstance(tasks, Sequence) or isinstance(tasks, str) or len(tasks) != n:
         return None
-    names = [t if isinstance(t, str) else (t.get("name") or t.get("task"))
-             if isinstance(t, Mapping) else None for t in tasks]
+    names = [_task_name(t) for t in tasks]
     return [str(x) for x in names] if all(isinstance(x, str) and x for x in names) else None
+
+
+def _task_name(task: Any) -> Any:
+    """The objective name of one ``tasks`` entry: its ``name``, else its ``task``; a task
+    YAML's path (``my_tasks/qa.yaml``) without a ``name`` is named by its stem (``qa``).
+    The same rule as the lm_eval evaluator's (``mapframe_llm.harness._parse_task``), kept
+    here because mapframe does not depend on its plugins."""
+    entry = {"task": task} if isinstance(task, str) else task
+    if not isinstance(entry, Mapping):
+        return None
+    value = entry.get("task")
+    if entry.get("name"):
+        return entry["name"]
+    if isinstance(value, str) and value.endswith((".yaml", ".yml")):
+        return Path(value).stem
+    return value
 
 
 def strategy_for(method: str, shared: Mapping[str, Any],

@@ -76,6 +76,20 @@ def test_a_mergekit_section_inline_with_names(tmp_path: Path) -> None:
         tmp_path / "ft-a")
 
 
+def test_a_task_yaml_path_names_its_coefficient_by_its_stem(tmp_path: Path) -> None:
+    """lm_eval names a task YAML given by path by its stem (my_tasks/qa_b.yaml -> qa_b):
+    the coefficients must carry the objectives' names."""
+    mk = {"merge_method": "task_arithmetic", **_models(tmp_path),
+          "evaluator": {"name": "lm_eval",
+                        "tasks": ["my_tasks/qa_b.yaml", {"task": "other/qa_c.yml"}]}}
+    out = expand_mergekit(mk, tmp_path)
+    assert list(out["checkpoints"]["finetuned"]) == ["qa_b", "qa_c"]
+    named = {**mk, "evaluator": {"name": "lm_eval", "tasks": [
+        {"task": "my_tasks/qa_b.yaml", "name": "qa"}, "arc_easy"]}}
+    assert list(expand_mergekit(named, tmp_path)["checkpoints"]["finetuned"]) == ["qa",
+                                                                                  "arc_easy"]
+
+
 @pytest.mark.parametrize("method,shared,per_model,expected", [
     ("task_arithmetic", {}, [{"weight": 0.3}, {"weight": 0.6}], {"name": "task_arithmetic"}),
     ("task_arithmetic", {"lambda": 0.7}, [{}, {}], {"name": "task_arithmetic"}),
