@@ -8,9 +8,9 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -19,6 +19,8 @@ from mapframe.history import Evaluation, FailureReason
 from mapframe.storage.base import EvaluationStore, driver_is_gone
 
 __all__ = ["SQLiteStore"]
+
+_T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -81,11 +83,11 @@ def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
+        conn.execute("COMMIT")  # a COMMIT that fails (busy) is rolled back too: retryable
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -279,7 +281,7 @@ class SQLiteStore(EvaluationStore):
             delay = 0.01
             while True:
                 try:
-                    self._conn = self._set_up(p)
+                    self._conn = self._set_up(p, self.lock_timeout)
                     break
                 except sqlite3.OperationalError as exc:
                     if _is_read_only_error(exc) and p.is_file():
@@ -332,12 +334,13 @@ class SQLiteStore(EvaluationStore):
         raise _open_error(p, last or RuntimeError("cannot read it"))
 
     @staticmethod
-    def _set_up(p: Path) -> sqlite3.Connection:
+    def _set_up(p: Path, timeout: float = 30.0) -> sqlite3.Connection:
         p.parent.mkdir(parents=True, exist_ok=True)
         _refuse_other_file(p)
         # check_same_thread=False: the thread that holds the store uses it alone (see
         # _connect), but a connection left by a thread that ended must be closable.
-        conn = sqlite3.connect(str(p), timeout=30.0, isolation_level=None,
+        # ``timeout``: how long a statement waits for another process's write lock.
+        conn = sqlite3.connect(str(p), timeout=timeout, isolation_level=None,
                                check_same_thread=False)
         try:
             _refuse_foreign(conn, p)  # before anything writes to the file
@@ -372,10 +375,9 @@ class SQLiteStore(EvaluationStore):
             return
         # Insert-if-absent, then read: two processes creating the same study at once both
         # end up with the one row (a plain INSERT would fail the UNIQUE name in one of them).
-        conn.execute(
+        self._write(lambda c: c.execute(
             "INSERT OR IGNORE INTO studies (name, fingerprint, created) VALUES (?, ?, ?)",
-            (study_name, fp, time.time()),
-        )
+            (study_name, fp, time.time())))
         row = conn.execute(
             "SELECT id, fingerprint FROM studies WHERE name = ?", (study_name,)
         ).fetchone()
@@ -422,8 +424,11 @@ class SQLiteStore(EvaluationStore):
         # One transaction: the result lands and its claim goes at once. In autocommit the
         # claim's DELETE committed first, and another driver claiming in between saw the
         # point neither claimed nor done and evaluated it again.
-        with self._writing(), _write_transaction(self._connect()):
-            self._add(evaluation)
+        def write(conn: sqlite3.Connection) -> None:
+            with _write_transaction(conn):
+                self._add(evaluation)
+
+        self._write(write)
 
     def _add(self, evaluation: Evaluation) -> None:
         conn = self._connect()
@@ -452,30 +457,55 @@ class SQLiteStore(EvaluationStore):
     def set_meta(self, key: str, value: Any) -> None:
         if self.read_only:
             return  # study-level copies only (the results are written to the output folder)
+        sid, text = self._sid(), json.dumps(value, default=str)
+        self._write(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO meta (study_id, key, value) VALUES (?, ?, ?)",
+            (sid, key, text)))
+
+    def _write(self, write: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``write(connection)``, retried while another process holds the file's lock (for
+        up to :attr:`lock_timeout` seconds in all: each statement waits that long for it, and
+        a lock SQLite reports at once is tried again), inside :meth:`_writing`."""
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.01
         with self._writing():
-            self._connect().execute(
-                "INSERT OR REPLACE INTO meta (study_id, key, value) VALUES (?, ?, ?)",
-                (self._sid(), key, json.dumps(value, default=str)),
-            )
+            while True:
+                try:
+                    return write(self._connect())
+                except sqlite3.OperationalError as exc:
+                    if not _is_lock_error(exc) or time.monotonic() > deadline:
+                        raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
-        """Turn a full disk or a read-only file into a one-line error that says what is safe."""
+        """Turn a full disk, a read-only file or a lock another process keeps into a
+        one-line error that says what is safe."""
         try:
             yield
         except sqlite3.DatabaseError as exc:
             text = str(exc).lower()
             if "malformed" in text:
                 raise damaged_store_error(self.path, str(exc)) from None
-            if "full" not in text and "readonly" not in text and "read-only" not in text:
+            locked = isinstance(exc, sqlite3.OperationalError) and _is_lock_error(exc)
+            if (not locked and "full" not in text and "readonly" not in text
+                    and "read-only" not in text):
                 raise
             try:
                 n = self._connect().execute(
                     "SELECT COUNT(*) FROM evaluations WHERE study_id = ?", (self._sid(),)
                 ).fetchone()[0]
                 safe = f"{n} evaluations of this study are safely stored"
-            except sqlite3.Error:
+            except (sqlite3.Error, StoreError):  # StoreError: no study open yet
                 safe = "the evaluations stored before this one are safe"
+            if locked:
+                raise StoreError(
+                    f"cannot write to {self.path}: another program holds its lock (still "
+                    f"after {self.lock_timeout:g} s: {exc}); {safe}: wait for it to finish "
+                    "or close it (a sqlite3 shell left in a transaction, a backup tool), or "
+                    "use another store, and run again to resume"
+                ) from None
             what = ("the disk holding the store is full" if "full" in text
                     else "the store is read-only")
             raise StoreError(
@@ -486,7 +516,7 @@ class SQLiteStore(EvaluationStore):
     # -- several drivers -----------------------------------------------------------------
     def claim(self, phase: str, keys: Sequence[str], owner: str,
               limit: int | None = None) -> list[str]:
-        conn = self._connect()
+        self._connect()  # finds out whether the file is read-only
         sid = self._sid()
         if self.read_only and keys:
             raise StoreError(
@@ -494,30 +524,34 @@ class SQLiteStore(EvaluationStore):
                 f"'{self._study_name}' still need running (phase {phase}); nothing was "
                 "evaluated: make the store writable, or copy it somewhere writable and point "
                 "the study at the copy")
-        now = time.time()
-        got: list[str] = []
-        # one claimer at a time: no key claimed twice
-        with self._writing(), _write_transaction(conn):
-            for key in keys:
-                if limit is not None and len(got) >= limit:
-                    break
-                done = conn.execute(
-                    "SELECT 1 FROM evaluations WHERE study_id = ? AND phase = ? AND "
-                    "key = ? AND status != 'failed'", (sid, phase, key)).fetchone()
-                if done is not None:
-                    continue
-                held = conn.execute(
-                    "SELECT owner, heartbeat FROM claims WHERE study_id = ? AND phase = ? "
-                    "AND key = ?", (sid, phase, key)).fetchone()
-                if (held is not None and held[0] != owner
-                        and held[1] > now - self.claim_ttl
-                        and not driver_is_gone(held[0], held[1])):
-                    continue
-                conn.execute(
-                    "INSERT OR REPLACE INTO claims (study_id, phase, key, owner, heartbeat) "
-                    "VALUES (?, ?, ?, ?, ?)", (sid, phase, key, owner, now))
-                got.append(key)
-        return got
+
+        def write(conn: sqlite3.Connection) -> list[str]:
+            now = time.time()
+            got: list[str] = []
+            # one claimer at a time: no key claimed twice
+            with _write_transaction(conn):
+                for key in keys:
+                    if limit is not None and len(got) >= limit:
+                        break
+                    done = conn.execute(
+                        "SELECT 1 FROM evaluations WHERE study_id = ? AND phase = ? AND "
+                        "key = ? AND status != 'failed'", (sid, phase, key)).fetchone()
+                    if done is not None:
+                        continue
+                    held = conn.execute(
+                        "SELECT owner, heartbeat FROM claims WHERE study_id = ? AND "
+                        "phase = ? AND key = ?", (sid, phase, key)).fetchone()
+                    if (held is not None and held[0] != owner
+                            and held[1] > now - self.claim_ttl
+                            and not driver_is_gone(held[0], held[1])):
+                        continue
+                    conn.execute(
+                        "INSERT OR REPLACE INTO claims (study_id, phase, key, owner, "
+                        "heartbeat) VALUES (?, ?, ?, ?, ?)", (sid, phase, key, owner, now))
+                    got.append(key)
+            return got
+
+        return self._write(write)
 
     def renew_claims(self, owner: str) -> None:
         if self.read_only:
@@ -533,9 +567,9 @@ class SQLiteStore(EvaluationStore):
         self._check_thread()
         if self._conn is None or self._study_id is None or self.read_only:
             return
-        with self._writing():
-            self._conn.execute("DELETE FROM claims WHERE study_id = ? AND owner = ?",
-                               (self._study_id, owner))
+        sid = self._study_id
+        self._write(lambda conn: conn.execute(
+            "DELETE FROM claims WHERE study_id = ? AND owner = ?", (sid, owner)))
 
     def stored(self, phase: str, keys: Sequence[str]) -> dict[str, Evaluation]:
         conn = self._connect()
