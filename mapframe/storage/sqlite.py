@@ -373,14 +373,19 @@ class SQLiteStore(EvaluationStore):
                 study_name, json.loads(row[1]), json.loads(fp), f"the store {self.path}")
             self._study_id, self._study_name = int(row[0]), study_name
             return
-        # Insert-if-absent, then read: two processes creating the same study at once both
-        # end up with the one row (a plain INSERT would fail the UNIQUE name in one of them).
-        self._write(lambda c: c.execute(
-            "INSERT OR IGNORE INTO studies (name, fingerprint, created) VALUES (?, ?, ?)",
-            (study_name, fp, time.time())))
         row = conn.execute(
             "SELECT id, fingerprint FROM studies WHERE name = ?", (study_name,)
         ).fetchone()
+        if row is None:
+            # Insert-if-absent, then read: two processes creating the same study at once
+            # both end up with the one row (a plain INSERT would fail the UNIQUE name in one
+            # of them). Only for a new study: reopening one writes nothing (a full disk).
+            self._write(lambda c: c.execute(
+                "INSERT OR IGNORE INTO studies (name, fingerprint, created) VALUES (?, ?, ?)",
+                (study_name, fp, time.time())))
+            row = conn.execute(
+                "SELECT id, fingerprint FROM studies WHERE name = ?", (study_name,)
+            ).fetchone()
         self._check_fingerprint(
             study_name, json.loads(row[1]), json.loads(fp), f"the store {self.path}"
         )
