@@ -185,6 +185,15 @@ def _is_read_only_error(exc: sqlite3.Error) -> bool:
     return "readonly" in text or "read-only" in text
 
 
+def _cannot_write(p: Path, exc: sqlite3.OperationalError) -> bool:
+    """Whether opening the existing store ``p`` failed because it cannot be written: on a
+    read-only file system SQLite says "unable to open database file" (a WAL store needs its
+    ``-shm`` file), or the file or its folder is not writable."""
+    if "unable to open" in str(exc).lower():
+        return True
+    return not (os.access(p, os.W_OK) and os.access(p.parent, os.W_OK))
+
+
 def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
@@ -284,7 +293,7 @@ class SQLiteStore(EvaluationStore):
                     self._conn = self._set_up(p, self.lock_timeout)
                     break
                 except sqlite3.OperationalError as exc:
-                    if _is_read_only_error(exc) and p.is_file():
+                    if p.is_file() and (_is_read_only_error(exc) or _cannot_write(p, exc)):
                         # A store that can only be read still gives results when every
                         # evaluation the study needs is in it.
                         self._conn = self._set_up_read_only(p)
