@@ -397,6 +397,7 @@ class NestedMergeStudy:
         self.strategy: MergeStrategy = parts.merge_spec.strategy
         names = (list(self._spec.finetuned) if self._spec.finetuned
                  else list(spec.task_vectors.task_names))
+        _check_model_names(names)
         self.model_names = names
         self.model_tasks = _match_models(names, [t.name for t in self.tasks])
         self.pairing: PairingStrategy = get_registry().create(  # type: ignore[assignment]
@@ -617,6 +618,24 @@ class NestedMergeStudy:
                 f"{None if ev.metrics is None else ev.metrics.tolist()}: expected "
                 f"{len(self.tasks)} finite metrics ({ev.error})")
         return np.asarray(ev.metrics, dtype=float)
+
+
+def _check_model_names(names: Sequence[str]) -> None:
+    """Refuse model names that would not give every node of the merge tree its own label:
+    a name given twice, or one holding the label syntax ``(``, ``+``, ``)`` (models ``a``,
+    ``b+c``, ``a+b``, ``c`` would make two merges both labelled ``(a+b+c)``)."""
+    repeated = sorted({n for n in names if list(names).count(n) > 1})
+    if repeated:
+        raise ConfigError(
+            f"nested merging needs one model per task, each named once; repeated: "
+            f"{', '.join(repeated)}: give every fine-tuned model (task vector) its own name, "
+            "e.g. its task's name")
+    odd = [n for n in names if any(ch in n for ch in "+()")]
+    if odd:
+        raise ConfigError(
+            f"model names must not contain '+', '(' or ')', which label Nested MAP's merges "
+            f"('(a+b)'); got {', '.join(map(repr, odd))}: rename those models (and their "
+            "tasks)")
 
 
 def _match_models(model_names: Sequence[str], task_names: Sequence[str]) -> list[int]:

@@ -1,0 +1,82 @@
+"""Nested MAP faults found by the audit: model names, strategies per pair, stale pair folders."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mapframe.errors import ConfigError  # noqa: E402
+from mapframe.evaluators.base import Evaluator  # noqa: E402
+from mapframe.merging.checkpoints import TaskVectors  # noqa: E402
+from mapframe.nested import NestedMergeStudy  # noqa: E402
+from mapframe.problem import Task  # noqa: E402
+
+
+class CountingEvaluator(Evaluator):
+    """Task i scores exp(-||θ(c) − θ_i||²/2) from the merged weights; counts its rows."""
+
+    name: ClassVar[str] = "nested_faults_distance"
+    needs_merger: ClassVar[bool] = True
+
+    def __init__(self, targets: list[dict], names: list[str]) -> None:
+        self.targets, self.names, self.rows = targets, names, 0
+
+    @property
+    def tasks(self) -> list[Task]:
+        return [Task(n, "max", 0.0, 1.0) for n in self.names]
+
+    def evaluate(self, coefficients):
+        C = np.atleast_2d(coefficients)
+        out = np.empty((len(C), len(self.names)))
+        for b, c in enumerate(C):
+            self.rows += 1
+            theta = self.merger.merged_state_dict(c)
+            for i, t in enumerate(self.targets):
+                d = sum(float(torch.sum((theta[k].float() - t[k].float()) ** 2)) for k in t)
+                out[b, i] = math.exp(-d / 2.0)
+        return out
+
+
+def problem(task_names: list[str], model_names: list[str] | None = None, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    base = {"w": torch.randn(5, generator=g)}
+    fts = [{"w": base["w"] + 0.7 * torch.randn(5, generator=g)} for _ in task_names]
+    tv = TaskVectors(base, fts, model_names or task_names)
+    return tv, CountingEvaluator(fts, task_names)
+
+
+def study(tv, ev, **kw) -> NestedMergeStudy:
+    kw.setdefault("preference", [1.0] * len(ev.names))
+    kw.setdefault("pairing", "in_order")
+    return NestedMergeStudy(ev, task_vectors=tv, pair_budget=6, front_solver="grid", **kw)
+
+
+# -- fault 1: model names ----------------------------------------------------------------
+def test_duplicate_model_names_are_refused_up_front() -> None:
+    tv, ev = problem(["t0", "t1", "t2", "t3"], ["t0", "t2", "t0", "t3"])
+    with pytest.raises(ConfigError, match=r"repeated: t0: give every") as exc:
+        study(tv, ev)
+    assert "\n" not in str(exc.value) and ev.rows == 0
+
+
+def test_model_names_with_label_syntax_are_refused_up_front() -> None:
+    tv, ev = problem(["a", "b+c", "a+b", "c"])
+    with pytest.raises(ConfigError, match=r"must not contain '\+'.*'b\+c', 'a\+b'") as exc:
+        study(tv, ev)
+    assert "\n" not in str(exc.value) and ev.rows == 0
+    tv, ev = problem(["a", "(b)", "c"])
+    with pytest.raises(ConfigError, match=r"'\(b\)'"):
+        study(tv, ev)
+
+
+def test_distinct_model_names_matched_by_position_keep_every_leaf() -> None:
+    tv, ev = problem(["t0", "t1", "t2", "t3"], ["m0", "m1", "m2", "m3"])
+    res = study(tv, ev).run()
+    assert res.effective_coefficients is not None
+    assert list(res.effective_coefficients) == ["m0", "m1", "m2", "m3"]
+    assert {"m0", "m1", "m2", "m3"} <= set(res.nodes)
