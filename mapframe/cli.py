@@ -57,8 +57,10 @@ def _print_summary(result: Any, paths: dict[str, Path], out: TextIO) -> None:
     ver = s["verification"]
     if ver and ver.get("mean_abs_error"):
         errs = ", ".join(f"{k} {v:.4f}" for k, v in ver["mean_abs_error"].items())
-        out.write(f"verified {ver['n_verified']} front points; mean |predicted - real|: "
-                  f"{errs}\n")
+        # a verified point that a measurement beats leaves the front: count both
+        out.write(f"verified {ver['n_verified']} predicted points "
+                  f"({src.get('verified', 0)} remain on the front); mean |predicted - real| "
+                  f"over the {ver['n_verified']}: {errs}\n")
     if s["selected"]:
         sel = s["selected"]
         out.write(f"selected for preference {s['preference']} ({sel.get('source')} point): "
@@ -130,9 +132,7 @@ def _run_config(cfg: dict[str, Any], args: argparse.Namespace,
     output = Path(options["output"])
     _check_writable(output)  # before any evaluation, not after the whole study
     try:
-        with warnings.catch_warnings(), _terminate_as_interrupt():
-            warnings.simplefilter("always")
-            warnings.showwarning = _show_warning  # type: ignore[assignment]
+        with _one_line_warnings(), _terminate_as_interrupt():
             try:
                 result = study.run()
             finally:
@@ -145,14 +145,17 @@ def _run_config(cfg: dict[str, Any], args: argparse.Namespace,
             "again to resume\n")
         return 143 if isinstance(exc, _Terminated) else 130
     try:
-        paths = result.save(output, plot=not args.no_plot)
-    except KeyboardInterrupt:
+        # the same one-line warnings (a missing matplotlib) and SIGTERM handling as the run
+        with _one_line_warnings(), _terminate_as_interrupt():
+            paths = result.save(output, plot=not args.no_plot)
+    except (KeyboardInterrupt, _Terminated) as exc:
         where = study.storage.location or "memory (nothing kept)"
+        what = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
         sys.stderr.write(
-            f"\ninterrupted while writing the results to {output}; every evaluation is "
+            f"\n{what} while writing the results to {output}; every evaluation is "
             f"stored in {where}: run the same command again to write them (nothing is "
             "evaluated again)\n")
-        return 130
+        return 143 if isinstance(exc, _Terminated) else 130
     saved_cfg = _save_config(cfg, output, source, overrides, study.storage.location)
     if saved_cfg is not None:
         paths["config_yaml"] = saved_cfg
@@ -242,6 +245,15 @@ def _terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Every warning shown, as one line (``warning: ...``) on stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = _show_warning  # type: ignore[assignment]
+        yield
 
 
 def _show_warning(message: Any, category: Any, filename: str, lineno: int,

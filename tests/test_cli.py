@@ -318,3 +318,58 @@ def test_a_bad_budget_or_seed_flag_names_the_flag(tmp_path, capsys, args, messag
     err = capsys.readouterr().err
     assert message in err and "study." not in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_sigterm_while_writing_the_results_is_one_line_and_resumable(tmp_path, capsys,
+                                                                    monkeypatch):
+    # SIGTERM (a scheduler stopping the job) during StudyResult.save killed the process
+    # silently (rc 143, empty stderr): the handler covered only study.run().
+    import os
+    import signal
+    import time
+
+    from mapframe.results import StudyResult
+
+    def terminated(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises in the main thread before this ends
+        raise AssertionError("SIGTERM was not turned into an interruption")
+
+    monkeypatch.setattr(StudyResult, "save", terminated)
+    cfg = _config(tmp_path, output="out")
+    assert main(["run", str(cfg), "--quiet"]) == 143
+    err = capsys.readouterr().err
+    assert "terminated (SIGTERM) while writing the results" in err
+    assert "run the same command again" in err
+
+
+def test_warnings_while_writing_the_results_are_one_line(tmp_path, capsys, monkeypatch):
+    # a warning during save (matplotlib missing) came in Python's two-line format with the
+    # source line, since the one-line format was installed only around study.run()
+    import warnings
+
+    from mapframe.errors import MapframeWarning
+    from mapframe.results import StudyResult
+
+    save = StudyResult.save
+
+    def warns(self, *args, **kwargs):
+        warnings.warn("front.png not drawn: matplotlib is missing", MapframeWarning,
+                      stacklevel=2)
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(StudyResult, "save", warns)
+    cfg = _config(tmp_path, output="out")
+    assert main(["run", str(cfg), "--quiet", "--no-report"]) == 0
+    err = capsys.readouterr().err
+    assert "\nwarning: front.png not drawn: matplotlib is missing\n" in err
+    assert "MapframeWarning" not in err
+
+
+def test_the_summary_counts_verified_points_and_those_left_on_the_front(tmp_path, capsys):
+    cfg = _config(tmp_path, output="out")
+    assert main(["run", str(cfg), "--quiet", "--no-report", "--no-plot"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    on_front = summary["front_sources"].get("verified", 0)
+    assert (f"verified 3 predicted points ({on_front} remain on the front); mean "
+            "|predicted - real| over the 3:") in capsys.readouterr().out
