@@ -129,9 +129,11 @@ def bundle(data: ReportData, live: dict[str, Any] | None = None) -> dict[str, An
 
 
 def bundle_json(b: dict[str, Any]) -> str:
-    """The bundle as JSON that is safe inside a ``<script>`` element."""
-    return json.dumps(b, allow_nan=False, separators=(",", ":")).replace(
-        "</", "<\\/").replace("<!--", "<\\!--")
+    """The bundle as JSON that is safe inside a ``<script>`` element and still valid JSON:
+    ``<``, ``>`` and ``&`` are written as the JSON escapes ``\\u003c``, ``\\u003e`` and
+    ``\\u0026`` (no ``</script>`` or ``<!--`` can appear; ``JSON.parse`` reads them back)."""
+    text = json.dumps(b, allow_nan=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 @lru_cache(maxsize=1)
