@@ -73,3 +73,53 @@ def test_f2_comment_opener_in_a_task_name_renders(driver, tmp_path):
     assert "evaluations stored" in driver.find_element(By.ID, "overview").text
     labels = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#sliders label")]
     assert labels == ["acc <!-- v2 (max)", "</script>loss (max)"]
+
+
+def _slide(driver, j: int, position: int) -> None:
+    driver.execute_script("var e = document.getElementById(arguments[0]); e.value = "
+                          "String(arguments[1]); e.dispatchEvent(new Event('input'));",
+                          f"pref-{j}", position)
+
+
+def _shown(driver, n: int) -> list[str]:
+    return [driver.find_element(By.ID, f"pref-value-{j}").text for j in range(n)]
+
+
+def _selected(driver) -> int:
+    return int(driver.find_element(By.TAG_NAME, "body").get_attribute("data-selected"))
+
+
+def test_f1_sliders_and_weights_share_one_scale(driver, tmp_path):
+    """F1: on load the weights were the study's normalised preference ([0.75, 0.25]) while a
+    moved slider set its weight to position / 100: both sliders at 100 showed 0.43 / 0.57."""
+    folder = make_results(tmp_path / "f1", 2, preference=[3.0, 1.0])
+    write_report(folder)
+    saved = load_results(folder)
+    _open(driver, (folder / "report.html").as_uri())
+    positions = [int(driver.find_element(By.ID, f"pref-{j}").get_attribute("value"))
+                 for j in range(2)]
+    assert positions == [100, 33]
+    assert _shown(driver, 2) == ["0.75", "0.25"]
+    assert _selected(driver) == saved.selected
+    _slide(driver, 1, 100)
+    assert _shown(driver, 2) == ["0.50", "0.50"]
+    assert _selected(driver) == saved.select([1.0, 1.0])
+    _slide(driver, 0, 20)
+    assert _shown(driver, 2) == ["0.17", "0.83"]
+    assert _selected(driver) == saved.select([0.2, 1.0])
+
+
+def test_f1_equal_preference_then_one_slider_moved(driver, tmp_path):
+    """F1: with preference [1, 1] (stored as [0.5, 0.5]) a slider moved to 20 meant 0.2
+    against 0.5, not 0.2 against 1 as the positions say."""
+    folder = make_results(tmp_path / "f1b", 2, preference=[1.0, 1.0])
+    write_report(folder)
+    saved = load_results(folder)
+    _open(driver, (folder / "report.html").as_uri())
+    _slide(driver, 1, 20)
+    assert _shown(driver, 2) == ["0.83", "0.17"]
+    assert _selected(driver) == saved.select([1.0, 0.2])
+    for p in ([1.0, 0.0], [0.0, 1.0]):
+        _slide(driver, 0, int(100 * p[0]))
+        _slide(driver, 1, int(100 * p[1]))
+        assert _selected(driver) == saved.select(p)

@@ -264,9 +264,13 @@ function buildSliders() {
   }
   document.getElementById("preference-panel").style.display = "";
   if (pref === null || pref.length !== d.task_names.length) {
-    pref = (d.selection.preference || d.task_names.map(function () { return 1; })).slice();
+    // One scale for the weights and the sliders: a slider at position p (0-100) is weight
+    // p / 100, and the study's preference is scaled so that its largest weight is 1 (the
+    // slider at 100). Until a slider moves, the weights are the preference itself.
+    var raw = (d.selection.preference || d.task_names.map(function () { return 1; }));
+    var top = Math.max.apply(null, raw) || 1;
+    pref = raw.map(function (x) { return x / top; });
     box.innerHTML = "";
-    var top = Math.max.apply(null, pref) || 1;
     d.task_names.forEach(function (name, j) {
       var row = document.createElement("div");
       row.className = "slider";
@@ -276,11 +280,15 @@ function buildSliders() {
       var input = document.createElement("input");
       input.type = "range"; input.min = "0"; input.max = "100"; input.step = "1";
       input.id = "pref-" + j;
-      input.value = String(Math.round(100 * pref[j] / top));
+      input.value = String(Math.round(100 * pref[j]));
       var out = document.createElement("output");
       out.id = "pref-value-" + j;
       input.addEventListener("input", function () {
-        pref[j] = Number(input.value) / 100;
+        // every weight from its slider's position, so what is shown is what is selected
+        pref = pref.map(function (x, i) {
+          var s = document.getElementById("pref-" + i);
+          return s ? Number(s.value) / 100 : x;
+        });
         update();
       });
       row.appendChild(label); row.appendChild(input); row.appendChild(out);
