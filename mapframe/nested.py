@@ -21,6 +21,7 @@ under its own name, so an interrupted tournament resumes where it stopped.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -437,8 +438,9 @@ class NestedMergeStudy:
     def run(self) -> NestedResult:
         """Run the tournament (resuming from the store) and return a :class:`NestedResult`."""
         t0 = time.perf_counter()
-        tv = self._spec.build().task_vectors
+        tv = self._task_vectors()
         base = tv.pretrained_state()
+        self._check_strategy(tv)
         run = TournamentRun(base)
         nodes: list[NestedNode] = []
         n_models = tv.n_tasks
@@ -496,6 +498,27 @@ class NestedMergeStudy:
             pairing=self.pairing.name, _pretrained=base)
 
     # --------------------------------------------------------------------------------
+    def _task_vectors(self) -> TaskVectors:
+        """The fine-tuned models' task vectors, loaded once, without preparing the merge
+        strategy on all N of them: every merge of the tournament is a two-model merge, so
+        a strategy for exactly two models (``slerp``) works, and :meth:`_check_strategy`
+        runs the strategy's checks on a pair."""
+        if self._spec.task_vectors is None:
+            loader = dataclasses.replace(self._spec, strategy=get_registry().create(
+                "merge_strategy", "task_arithmetic"))  # type: ignore[arg-type]  # only counts
+            self._spec.task_vectors = loader.build().task_vectors
+        return self._spec.task_vectors
+
+    def _check_strategy(self, tv: TaskVectors) -> None:
+        """Prepare (a copy of) the merge strategy on the first two models, as every pair
+        will: a strategy that cannot merge a pair (e.g. ``tsv_m`` with a ``rank_fraction``
+        above 1/2) stops here, before anything is evaluated."""
+        from mapframe.merging.checkpoints import TaskVectors
+
+        pair = TaskVectors.from_vectors(tv.pretrained_state(), [tv.vector(0), tv.vector(1)],
+                                        self.model_names[:2])
+        copy.deepcopy(self.strategy).prepare(pair)
+
     def _stored_name(self, name: str, fingerprint: dict[str, Any]) -> str:
         """The name a pair's study (or an extra evaluation) is stored under: ``name`` (the
         merge tree's label) unless the store already holds another setup there, as it does

@@ -80,3 +80,23 @@ def test_distinct_model_names_matched_by_position_keep_every_leaf() -> None:
     assert res.effective_coefficients is not None
     assert list(res.effective_coefficients) == ["m0", "m1", "m2", "m3"]
     assert {"m0", "m1", "m2", "m3"} <= set(res.nodes)
+
+
+# -- fault 2: the merge strategy merges pairs, not all N ---------------------------------
+def test_slerp_runs_for_more_than_two_models() -> None:
+    tv, ev = problem(["t0", "t1", "t2"])
+    res = study(tv, ev, merge_strategy="slerp").run()
+    assert len(res.pairs) == 2 and sorted(res.nodes[res.root].tasks) == [0, 1, 2]
+    assert res.effective_coefficients is None  # slerp is not linear
+
+
+def test_a_strategy_that_cannot_merge_a_pair_stops_before_any_evaluation() -> None:
+    g = torch.Generator().manual_seed(1)
+    base = {"w": torch.randn(4, 4, generator=g)}
+    fts = [{"w": base["w"] + torch.randn(4, 4, generator=g)} for _ in range(3)]
+    ev = CountingEvaluator(fts, ["t0", "t1", "t2"])
+    st = study(TaskVectors(base, fts, ev.names), ev, pairing="metric_profile",
+               merge_strategy={"name": "tsv_m", "rank_fraction": 0.75})
+    with pytest.raises(ConfigError, match="rank_fraction"):
+        st.run()
+    assert ev.rows == 0
