@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec
 
 import numpy as np
 
@@ -17,6 +19,45 @@ if TYPE_CHECKING:
 
 __all__ = ["plot_front", "plot_merge_tree", "plot_nested_fronts"]
 
+_P = ParamSpec("_P")
+
+
+def _guarded(what: str) -> Callable[[Callable[_P, Path | None]], Callable[_P, Path | None]]:
+    """Draw with every text shown as written (no mathtext, no TeX: a task named
+    ``revenue $\\b$`` is a name, not a formula) and turn a drawing failure into a one-line
+    :class:`MapframeWarning` naming ``what`` was not drawn (``None`` is returned): a plot is
+    never worth the results it is saved with."""
+
+    def wrap(fn: Callable[_P, Path | None]) -> Callable[_P, Path | None]:
+        @functools.wraps(fn)
+        def draw(*args: _P.args, **kwargs: _P.kwargs) -> Path | None:
+            try:
+                import matplotlib
+
+                matplotlib.use("Agg", force=False)
+                import matplotlib.pyplot as plt
+            except ImportError:
+                return fn(*args, **kwargs)  # it warns that matplotlib is not installed
+            plain = {k: False for k in ("text.usetex", "text.parse_math")
+                     if k in matplotlib.rcParams}
+            before = set(plt.get_fignums())
+            try:
+                with matplotlib.rc_context(plain):
+                    return fn(*args, **kwargs)
+            except Exception as e:  # any drawing failure: warn, go on
+                for num in set(plt.get_fignums()) - before:  # the half-drawn figure
+                    plt.close(num)
+                first = (str(e).strip().splitlines() or [""])[0]
+                warnings.warn(f"{what} was not drawn ({type(e).__name__}: {first}); the "
+                              "results are saved without it", MapframeWarning, stacklevel=2)
+                return None
+
+        return draw
+
+    return wrap
+
+
+@_guarded("the front plot (front.png)")
 
 def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120) -> Path | None:
     """Draw the evaluated points, the predicted front, verified and measured front points
@@ -133,11 +174,12 @@ def _pyplot():  # type: ignore[no-untyped-def]
         import matplotlib.pyplot as plt
     except ImportError:
         warnings.warn("matplotlib is not installed, so no front plot was drawn; install it "
-                      "with: pip install 'mapframe[plot]'", MapframeWarning, stacklevel=3)
+                      "with: pip install 'mapframe[plot]'", MapframeWarning, stacklevel=4)
         return None
     return plt
 
 
+@_guarded("the merge tree plot (tree.png)")
 def plot_merge_tree(result: NestedResult, path: str | os.PathLike[str],
                     dpi: int = 120) -> Path | None:
     """Draw Nested MAP's merge tree: leaves (the fine-tuned models) at the bottom, one level
@@ -203,6 +245,7 @@ def plot_merge_tree(result: NestedResult, path: str | os.PathLike[str],
     return _save(plt, fig, path, dpi)
 
 
+@_guarded("the merge fronts plot (fronts.png)")
 def plot_nested_fronts(result: NestedResult, path: str | os.PathLike[str],
                        dpi: int = 120) -> Path | None:
     """One panel per merge of the tournament: the pair's evaluated points, its predicted
