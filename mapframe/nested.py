@@ -20,12 +20,14 @@ under its own name, so an interrupted tournament resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -276,15 +278,24 @@ class NestedResult:
 
     def save(self, directory: str | os.PathLike[str], plot: bool = True) -> dict[str, Path]:
         """Write ``nested.json`` (summary and tree), ``tree.png``, ``fronts.png`` and one
-        folder per pair (``pairs/<round>-<merged>/``: that pair's MAP results)."""
+        folder per pair (``pairs/round<k>-<merged>/``: that pair's MAP results).
+
+        A folder that holds an earlier save (another preference's tournament) keeps nothing
+        of it that this tree lacks: the pair folders an earlier save wrote for other merges
+        are removed (only the files a pair's save writes; a folder keeping other files stays
+        with those), and so are ``tree.png`` and ``fronts.png`` unless written again."""
         from mapframe.results import write_json
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        paths: dict[str, Path] = {"nested_json": write_json(d / "nested.json", self.summary())}
-        for p in self.pairs:
-            sub = d / "pairs" / f"round{p.round}-{_slug(p.merged)}"
-            p.result.save(sub, plot=plot)
+        for stale in ("nested.json", "tree.png", "fronts.png"):
+            with contextlib.suppress(FileNotFoundError):
+                (d / stale).unlink()
+        paths: dict[str, Path] = {}
+        folders = _pair_folders(self.pairs)
+        for p, folder in zip(self.pairs, folders):
+            p.result.save(d / "pairs" / folder, plot=plot)
+        _remove_stale_pair_folders(d / "pairs", set(folders))
         paths["pairs"] = d / "pairs"
         if plot:
             from mapframe.plotting import plot_merge_tree, plot_nested_fronts
@@ -294,11 +305,51 @@ class NestedResult:
                 out = fn(self, d / fname)
                 if out is not None:
                     paths[key] = out
+        # last: a folder holding nested.json holds the whole of one save
+        paths["nested_json"] = write_json(d / "nested.json", self.summary())
         return paths
 
 
 def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:80]
+
+
+#: The files :meth:`StudyResult.save` writes into a pair's folder.
+_PAIR_FILES = ("front.csv", "front.json", "evaluations.csv", "surrogates.json",
+               "summary.json", "front.png", "report.html")
+
+
+def _pair_folders(pairs: Sequence[PairRecord]) -> list[str]:
+    """Each pair's folder name, ``round<k>-<slug of the merge label>``; labels whose slugs
+    coincide (``(a+b_c)`` and ``(a_b+c)``, or long labels cut at 80 characters) get the
+    first 8 hex digits of their label's SHA-256 appended, so no pair overwrites another."""
+    names = [f"round{p.round}-{_slug(p.merged)}" for p in pairs]
+    return [n if names.count(n) == 1
+            else f"{n}-{hashlib.sha256(p.merged.encode()).hexdigest()[:8]}"
+            for n, p in zip(names, pairs)]
+
+
+def _remove_stale_pair_folders(pairs_dir: Path, keep: set[str]) -> None:
+    """Remove the pair folders an earlier :meth:`NestedResult.save` wrote under
+    ``pairs_dir`` that are not in ``keep``: folders named ``round<k>-...`` whose
+    ``summary.json`` is a pair study's (its study name ``<study>/(<left>+<right>)``). Only
+    the files a pair's save writes go; a folder holding others keeps them."""
+    if not pairs_dir.is_dir():
+        return
+    for sub in pairs_dir.iterdir():
+        if sub.name in keep or not sub.is_dir() or not re.match(r"round\d+-", sub.name):
+            continue
+        try:
+            study = json.loads((sub / "summary.json").read_text()).get("study")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if not isinstance(study, str) or "/(" not in study:
+            continue
+        for name in _PAIR_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                (sub / name).unlink()
+        with contextlib.suppress(OSError):
+            sub.rmdir()
 
 
 def search_task_evaluations(result: NestedResult) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import ClassVar
 
@@ -100,3 +101,32 @@ def test_a_strategy_that_cannot_merge_a_pair_stops_before_any_evaluation() -> No
     with pytest.raises(ConfigError, match="rank_fraction"):
         st.run()
     assert ev.rows == 0
+
+
+# -- fault 3: a save over an earlier one keeps nothing of its tree -----------------------
+def test_save_over_an_earlier_tournament_removes_its_pair_folders(tmp_path) -> None:
+    tv, ev = problem(["t0", "t1", "t2"])
+    study(tv, ev, study_name="first").run().save(tmp_path, plot=False)
+    first = sorted(p.name for p in (tmp_path / "pairs").iterdir())
+    assert len(first) == 2
+    (tmp_path / "tree.png").write_bytes(b"an earlier tree")
+    (tmp_path / "pairs" / first[0] / "notes.txt").write_text("mine")
+    (tmp_path / "pairs" / "round9-mine").mkdir()
+    (tmp_path / "pairs" / "round9-mine" / "summary.json").write_text('{"study": "x"}')
+    tv, ev = problem(["u0", "u1"])
+    res = study(tv, ev).run()
+    res.save(tmp_path, plot=False)
+    left = sorted(p.name for p in (tmp_path / "pairs").iterdir())
+    assert left == sorted([first[0], "round1-_u0_u1_", "round9-mine"])
+    assert [p.name for p in (tmp_path / "pairs" / first[0]).iterdir()] == ["notes.txt"]
+    assert not (tmp_path / "tree.png").exists()  # the earlier tree is not this one
+
+
+def test_merges_whose_folder_names_coincide_get_their_own_folders(tmp_path) -> None:
+    tv, ev = problem(["a", "b_c", "a_b", "c"])
+    res = study(tv, ev).run()
+    assert [p.merged for p in res.rounds[0]] == ["(a+b_c)", "(a_b+c)"]
+    res.save(tmp_path, plot=False)
+    studies = sorted(json.loads((d / "summary.json").read_text())["study"]
+                     for d in (tmp_path / "pairs").iterdir())
+    assert studies == ["nested/((a+b_c)+(a_b+c))", "nested/(a+b_c)", "nested/(a_b+c)"]
