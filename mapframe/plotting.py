@@ -7,7 +7,7 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, ParamSpec
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 import numpy as np
 
@@ -38,7 +38,7 @@ def _guarded(what: str) -> Callable[[Callable[_P, Path | None]], Callable[_P, Pa
                 import matplotlib.pyplot as plt
             except ImportError:
                 return fn(*args, **kwargs)  # it warns that matplotlib is not installed
-            plain = {k: False for k in ("text.usetex", "text.parse_math")
+            plain: dict[Any, Any] = {k: False for k in ("text.usetex", "text.parse_math")
                      if k in matplotlib.rcParams}
             before = set(plt.get_fignums())
             try:
