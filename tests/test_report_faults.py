@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import warnings
 
+import numpy as np
 import pytest
+
+from mapframe import MergeStudy
+from mapframe.report import assemble, locate
 
 pytest.importorskip("plotly")
 
-from mapframe.report.page import bundle_json  # noqa: E402
+from mapframe.report.page import bundle_json
 
 
 def test_f2_bundle_json_is_valid_json_and_safe_in_a_script():
@@ -17,3 +22,53 @@ def test_f2_bundle_json_is_valid_json_and_safe_in_a_script():
     text = bundle_json(value)
     assert json.loads(text) == value
     assert "<" not in text and ">" not in text and "&" not in text
+
+
+def _failing_verification(n_search: int):  # type: ignore[no-untyped-def]
+    from report_studies import conflicting
+
+    f = conflicting(2)
+    calls = {"n": 0}
+
+    def objective(C: np.ndarray) -> np.ndarray:
+        C = np.atleast_2d(C)
+        out = f(C)
+        calls["n"] += len(C)
+        if calls["n"] > n_search:  # every verification evaluation: NaN on the second task
+            out[:, 1] = np.nan
+        return out
+
+    return objective
+
+
+def test_f7_failed_verifications_are_not_read_as_an_interrupted_study(tmp_path):
+    """F7: the run's count added only the successful verifications to the search count,
+    so a finished study whose verifications failed was 'running or interrupted'."""
+    study = MergeStudy(objective=_failing_verification(12), task_names=["a", "b"],
+                       budget=12, seed=0, verify=3, sampler="lhs", on_error="record",
+                       storage=tmp_path / "evaluations.sqlite")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study.run().save(tmp_path, plot=False)
+    data = assemble(locate(tmp_path))
+    assert data.evaluations["phase"].count("verify") == 3
+    assert "verify" in data.evaluations["phase"] and data.front is not None
+    assert not any("running or was interrupted" in n for n in data.notes), data.notes
+
+
+def test_f7_a_store_ahead_of_the_saved_run_is_still_noted(tmp_path):
+    """The note stays for what it is for: the store holds evaluations the saved run lacks."""
+    from report_studies import conflicting
+
+    def study(budget: int) -> MergeStudy:
+        return MergeStudy(objective=conflicting(2), task_names=["a", "b"], budget=budget,
+                          seed=0, verify=2, sampler="lhs", study_name="grow",
+                          storage=tmp_path / "evaluations.sqlite")
+
+    study(10).run().save(tmp_path, plot=False)
+    assert not assemble(locate(tmp_path)).notes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study(14).run()  # more evaluations stored, the folder not saved again
+    notes = assemble(locate(tmp_path)).notes
+    assert any("running or was interrupted" in n for n in notes), notes

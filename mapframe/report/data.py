@@ -4,6 +4,7 @@ Nothing here imports plotly."""
 
 from __future__ import annotations
 
+import csv
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,6 +86,18 @@ def _diagnostics(summary: dict[str, Any], task_names: list[str]) -> list[dict[st
     return out
 
 
+def _n_run_evaluations(folder: Path, summary: dict[str, Any]) -> int:
+    """How many evaluations the finished run in ``folder`` made: every search and every
+    verification evaluation, failed ones too (the rows of its ``evaluations.csv``; without
+    one, the search evaluations and the successful verifications summary.json counts)."""
+    try:
+        with (folder / "evaluations.csv").open(newline="", encoding="utf-8") as fh:
+            return sum(1 for _ in csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return int(summary.get("n_search_evaluations", 0)) + int(
+            (summary.get("verification") or {}).get("n_verified", 0))
+
+
 def assemble(source: ReportSource) -> ReportData:
     """The report's data for ``source``: the finished study's front and summary where the
     folder has them, and every evaluation stored so far."""
@@ -126,8 +139,8 @@ def assemble(source: ReportSource) -> ReportData:
                      "preference": summary.get("preference"), "selected": saved.selected,
                      "flat_tolerance": FLAT_RANGE_TOLERANCE}
         tradeoffs = tradeoff_summary(best, front.coefficients, task_names, cnames, directions)
-        n_front_run = int(summary.get("n_search_evaluations", 0)) + int(
-            (summary.get("verification") or {}).get("n_verified", 0))
+        assert folder is not None
+        n_front_run = _n_run_evaluations(folder, summary)
         if len(table) > n_front_run and source.store is not None:
             notes.append(f"the store holds {len(table)} evaluations; the front below is "
                          f"from the last finished run ({n_front_run}): a study is running "
