@@ -54,9 +54,11 @@ class PairingStrategy(Component):
         pairs, byes = pairing.pair(nodes)   # [(i, j), ...] and the indices left alone
 
     The default :meth:`pair` is greedy on :meth:`similarity`: the most similar unpaired two
-    first; with an odd count the model least similar to the others is left over and moves to
-    the next round unchanged (a *bye*). Set ``needs_profiles = True`` to get every node's
-    metrics on all tasks in ``node.profile`` (each costs one evaluation of that model).
+    first, then the most similar two of the rest, and so on; with an odd count the model left
+    over moves to the next round unchanged (a *bye*): one whose close partners were all
+    taken, not necessarily the one least similar to the others. Set ``needs_profiles =
+    True`` to get every node's metrics on all tasks in ``node.profile`` (each costs one
+    evaluation of that model).
     """
 
     kind: ClassVar[str] = "pairing"
