@@ -72,3 +72,23 @@ def test_f7_a_store_ahead_of_the_saved_run_is_still_noted(tmp_path):
         study(14).run()  # more evaluations stored, the folder not saved again
     notes = assemble(locate(tmp_path)).notes
     assert any("running or was interrupted" in n for n in notes), notes
+
+
+def test_f8_a_study_whose_folder_holds_another_study_is_not_called_unfinished(tmp_path):
+    """F8: studies A then B saved into one folder: A's report said 'no front yet ... the
+    front appears when the study finishes' although A had finished."""
+    from report_studies import conflicting
+
+    store = tmp_path / "evaluations.sqlite"
+    for name, tasks, budget in (("A", ["a1", "a2"], 10), ("B", ["b1", "b2", "b3"], 14)):
+        MergeStudy(objective=conflicting(len(tasks)), task_names=tasks, budget=budget,
+                   seed=0, verify=2, sampler="lhs", storage=store,
+                   study_name=name).run().save(tmp_path, plot=False)
+    for source in (locate(tmp_path, "A"), locate(store, "A")):
+        data = assemble(source)
+        assert data.front is None and len(data.notes) == 1
+        note = data.notes[0]
+        assert "no front yet" not in note
+        assert f"{tmp_path} holds the results of study 'B'" in note
+        assert "front was replaced" in note
+    assert assemble(locate(tmp_path, "B")).notes == []

@@ -98,6 +98,26 @@ def _n_run_evaluations(folder: Path, summary: dict[str, Any]) -> int:
             (summary.get("verification") or {}).get("n_verified", 0))
 
 
+def _no_front_note(source: ReportSource, n_stored: int) -> str:
+    """The note of a study without a front here: not finished yet, or its results folder
+    holds another study's results (saved into it since: a folder keeps the last save)."""
+    from mapframe.report.sources import _study_in_summary
+
+    folders = [source.directory, source.candidate,
+               None if source.store is None else source.store.parent]
+    for d in folders:
+        other = None if d is None else _study_in_summary(d)
+        if other is not None and other != source.study:
+            return (f"no front for study {source.study!r} here: {d} holds the results of "
+                    f"study {other!r} (a folder keeps only the last study saved into it); "
+                    f"{n_stored} evaluations of {source.study!r} are stored. If it finished "
+                    "and was saved there, its front was replaced: run it again with its own "
+                    "output folder to write it (its evaluations are reused from the store); "
+                    "if it is still running, its front appears when it finishes")
+    return (f"no front yet: {n_stored} evaluations stored so far; the front appears when the "
+            "study finishes")
+
+
 def assemble(source: ReportSource) -> ReportData:
     """The report's data for ``source``: the finished study's front and summary where the
     folder has them, and every evaluation stored so far."""
@@ -146,8 +166,7 @@ def assemble(source: ReportSource) -> ReportData:
                          f"from the last finished run ({n_front_run}): a study is running "
                          "or was interrupted")
     else:
-        notes.append(f"no front yet: {len(table)} evaluations stored so far; the front "
-                     "appears when the study finishes")
+        notes.append(_no_front_note(source, len(table)))
     has_model = bool(saved is not None and saved.config and saved.config.get("checkpoints"))
     where = folder if folder is not None else source.directory
     directory = None if where is None else str(Path(where).absolute())
