@@ -157,6 +157,11 @@ def load_results(directory: str | os.PathLike[str]) -> SavedResults:
     if not d.is_dir():
         raise ConfigError(f"results folder not found: {d} (give the study's output folder)")
     front_path, summary_path = d / "front.json", d / "summary.json"
+    if (d / "nested.json").is_file() and not front_path.is_file():
+        raise ConfigError(
+            f"{d} holds a Nested MAP tournament (nested.json): one merged model, not a front "
+            f"to choose from; its model is {d / 'merged.safetensors'} (written with nested "
+            "export: true), or call NestedResult.export(path) in Python")
     missing = [p.name for p in (front_path, summary_path) if not p.is_file()]
     written = [name for name in _SAVED_FIRST if (d / name).is_file()]
     if not summary_path.is_file() and written:

@@ -344,6 +344,10 @@ def test_cli_runs_nested_config_and_resumes(tmp_path, capsys) -> None:
     assert "nested study 'nest'" in text and "final model:" in text
     assert main(["run", str(path), "--quiet"]) == 0
     assert "0 new this run" in capsys.readouterr().out
+    # `mapframe export` on the folder said "is not a mapframe results folder" with no fix
+    assert main(["export", str(out), "-o", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "holds a Nested MAP tournament" in err and "merged.safetensors" in err
 
 
 @pytest.mark.parametrize("change, match", [
