@@ -197,7 +197,8 @@ def test_pairing_registry_and_bad_pairing() -> None:
         study.run()
 
 
-def test_greedy_pair_leaves_the_least_similar_out() -> None:
+def test_greedy_pair_leaves_the_model_left_over_out() -> None:
+    # three models: the most similar pair merges first; the one left over gets the bye
     from mapframe.nested import CosinePairing
 
     vec = [{"w": torch.tensor(v)} for v in ([1.0, 0.0], [0.9, 0.1], [0.0, 1.0])]
