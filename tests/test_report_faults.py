@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,3 +93,58 @@ def test_f8_a_study_whose_folder_holds_another_study_is_not_called_unfinished(tm
         assert f"{tmp_path} holds the results of study 'B'" in note
         assert "front was replaced" in note
     assert assemble(locate(tmp_path, "B")).notes == []
+
+
+def checkpoint_results(folder: Path) -> Path:
+    """A task-arithmetic study over two tiny fine-tunes, saved with StudyResult.save (no
+    config.yaml, as a study run from Python writes)."""
+    torch = pytest.importorskip("torch")
+    from mapframe.evaluators import ModelEvaluator
+    from mapframe.merging import save_state_dict
+    from mapframe.problem import Task
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    base = torch.nn.Linear(3, 2)
+    pre = save_state_dict(base.state_dict(), folder / "pre.safetensors")
+    ft = {}
+    for i, name in enumerate(["a", "b"]):
+        sd = {k: v + 0.2 * (i + 1) * torch.randn_like(v) for k, v in base.state_dict().items()}
+        ft[name] = save_state_dict(sd, folder / f"{name}.safetensors")
+    x = torch.linspace(-1, 1, 3)
+
+    class Distance(ModelEvaluator):
+        name = "report-faults-distance"
+
+        @property
+        def tasks(self) -> list[Task]:
+            return [Task("a", "min", 0, np.inf), Task("b", "min", 0, np.inf)]
+
+        def build_model(self) -> torch.nn.Module:
+            return torch.nn.Linear(3, 2)
+
+        def score(self, model: torch.nn.Module) -> list[float]:
+            y = model(x)
+            return [float(((y - 0.3) ** 2).sum()), float(((y + 0.3) ** 2).sum())]
+
+    study = MergeStudy(evaluator=Distance(), checkpoints={"pretrained": pre, "finetuned": ft},
+                       budget=10, seed=0, verify=2, sampler="lhs",
+                       storage=folder / "evaluations.sqlite")
+    study.run().save(folder / "results", plot=False)
+    return folder / "results"
+
+
+def test_f4_a_checkpoint_study_saved_from_python_is_not_called_black_box(tmp_path):
+    """F4: has_model looked only at config.yaml: a task-arithmetic study saved with
+    StudyResult.save was 'a black-box objective', and its export command could not work."""
+    folder = checkpoint_results(tmp_path)
+    data = assemble(locate(folder))
+    assert data.export["has_model"] is True
+    assert data.export["command"] is None
+    assert "black-box" not in data.export["note"]
+    assert "result.export(path, index={N})" in data.export["note"]
+    from report_studies import make_results
+
+    blackbox = assemble(locate(make_results(tmp_path / "bb", 2))).export
+    assert blackbox["has_model"] is False and "black-box" in blackbox["note"]
+    assert blackbox["command"] is not None

@@ -122,3 +122,20 @@ def test_f1_equal_preference_then_one_slider_moved(driver, tmp_path):
         _slide(driver, 0, int(100 * p[0]))
         _slide(driver, 1, int(100 * p[1]))
         assert _selected(driver) == saved.select(p)
+
+
+def test_f4_checkpoint_study_without_config_shows_how_to_export(driver, tmp_path):
+    """F4: the page called a task-arithmetic study saved with StudyResult.save a black-box
+    study and printed a mapframe export command that fails ('has no config.yaml')."""
+    from test_report_faults import checkpoint_results
+
+    folder = checkpoint_results(tmp_path)
+    write_report(folder)
+    _open(driver, (folder / "report.html").as_uri())
+    assert _errors(driver) == []
+    k = _selected(driver)
+    info = driver.find_element(By.ID, "selected-info").text
+    assert "black-box" not in info
+    assert f"result.export(path, index={k})" in info
+    assert not driver.find_element(By.ID, "export-line").is_displayed()
+    assert driver.find_element(By.ID, "export-cmd").text == ""

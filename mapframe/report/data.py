@@ -98,6 +98,27 @@ def _n_run_evaluations(folder: Path, summary: dict[str, Any]) -> int:
             (summary.get("verification") or {}).get("n_verified", 0))
 
 
+def _export(saved: Any, summary: dict[str, Any], directory: str | None) -> dict[str, Any]:
+    """How the page tells to export a front point: ``command`` (``{N}`` is the point; ``None``
+    where ``mapframe export`` cannot work), ``has_model`` (the study merged checkpoints) and
+    ``note`` (shown under the selected point; ``{N}`` is the point)."""
+    command: str | None = (f"mapframe export {shlex.quote(directory or 'RESULTS_DIR')} "
+                           "--point {N} -o " + EXPORT_TARGET)
+    with_config = bool(saved is not None and saved.config and saved.config.get("checkpoints"))
+    merged = with_config or bool((summary.get("settings") or {}).get("merge"))
+    note = None
+    if not merged:
+        note = "This study used a black-box objective: there is no merged model to export."
+    elif not with_config:  # saved with StudyResult.save: no config.yaml to rebuild the merge
+        command = None
+        note = ("This study merged checkpoints, but its results folder has no config.yaml, "
+                "which mapframe export needs: export this point in Python with "
+                "result.export(path, index={N}) on the study's StudyResult, or run the study "
+                "through mapframe run (its evaluations are reused from the store) for the "
+                "command.")
+    return {"command": command, "has_model": merged, "note": note}
+
+
 def _no_front_note(source: ReportSource, n_stored: int) -> str:
     """The note of a study without a front here: not finished yet, or its results folder
     holds another study's results (saved into it since: a folder keeps the last save)."""
@@ -167,12 +188,9 @@ def assemble(source: ReportSource) -> ReportData:
                          "or was interrupted")
     else:
         notes.append(_no_front_note(source, len(table)))
-    has_model = bool(saved is not None and saved.config and saved.config.get("checkpoints"))
     where = folder if folder is not None else source.directory
     directory = None if where is None else str(Path(where).absolute())
-    export = {"command": (f"mapframe export {shlex.quote(directory or 'RESULTS_DIR')} "
-                          "--point {N} -o " + EXPORT_TARGET),
-              "has_model": has_model}
+    export = _export(saved, summary, directory)
     return ReportData(
         study=source.study, directory=directory,
         store=None if source.store is None else str(source.store),

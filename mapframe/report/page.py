@@ -194,7 +194,7 @@ _TEMPLATE = """<!DOCTYPE html>
 normalised to sum 1). The point with the best weighted score, on best-known metrics, is
 highlighted in the figures, as <code>mapframe export --preference</code> would select it.</p>
 <div id="sliders"></div><div id="selected-info"></div>
-<p>Export it: <code id="export-cmd"></code></p></section>
+<p id="export-line">Export it: <code id="export-cmd"></code></p></section>
 <div id="figures"></div>
 <div class="grid">
 <section><h2>Surrogate diagnostics</h2><div id="diagnostics"></div></section>
@@ -364,10 +364,14 @@ function update() {
     "<table class='numbers'><thead><tr><th>task</th><th>predicted</th><th>measured</th>" +
     (F.std ? "<th>predictive std</th>" : "") + "</tr></thead><tbody>" + rows +
     "</tbody></table>" +
-    (d.export.has_model ? "" : "<p class='muted'>This study used a black-box objective: " +
-     "there is no merged model to export.</p>");
+    (d.export.note ? "<p class='muted' id='export-note'>" +
+     esc(d.export.note.split("{N}").join(String(k))) + "</p>" : "");
+  // no command where mapframe export cannot work (no config.yaml): the note says how
+  var template = d.export.command;
+  document.getElementById("export-line").style.display = template ? "" : "none";
+  if (!template) { cmd.textContent = ""; highlight(k); return; }
   // the point's {N} is the last one: a folder's name may hold "{N}" too
-  var template = d.export.command, at = template.lastIndexOf("{N}");
+  var at = template.lastIndexOf("{N}");
   cmd.textContent = template.slice(0, at) + String(k) + template.slice(at + 3);
   highlight(k);
 }
