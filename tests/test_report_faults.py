@@ -148,3 +148,34 @@ def test_f4_a_checkpoint_study_saved_from_python_is_not_called_black_box(tmp_pat
     blackbox = assemble(locate(make_results(tmp_path / "bb", 2))).export
     assert blackbox["has_model"] is False and "black-box" in blackbox["note"]
     assert blackbox["command"] is not None
+
+
+def test_f9_verified_error_is_over_the_front_points_marked_verified(tmp_path):
+    """F9: the 'verified mean |pred − real|' column averaged every verification (4), while
+    docs/report.md says it is over the verified front points (3 remain on this front)."""
+    from report_studies import conflicting
+
+    f = conflicting(2)
+
+    def objective(C: np.ndarray) -> np.ndarray:
+        C = np.atleast_2d(C)
+        return f(C) + 0.05 * np.sin(23 * C[:, :1] + 17 * C[:, 1:2])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = MergeStudy(objective=objective, task_names=["a", "b"], budget=12, seed=0,
+                            verify=4, sampler="lhs").run()
+    result.save(tmp_path, plot=False)
+    v = result.front.verified
+    assert result.verification["n_verified"] == 4 and v.sum() == 3  # one left the front
+    err = np.abs(result.front.predicted[v] - result.front.real[v])
+    data = assemble(locate(tmp_path))
+    for j, d in enumerate(data.diagnostics):
+        assert d["n_verified_front"] == 3
+        assert d["verified_mean_abs_error"] == pytest.approx(err[:, j].mean())
+        assert d["verified_max_abs_error"] == pytest.approx(err[:, j].max())
+    from mapframe.report.page import bundle
+
+    panel = bundle(data)["panels"]["diagnostics"]
+    assert "<span id='n-verified-front'>3</span> front points marked verified (of 4" in panel
+    assert "mean |pred − real|, verified front points" in panel

@@ -8,7 +8,7 @@ import csv
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from mapframe.metrics import FLAT_RANGE_TOLERANCE
 from mapframe.problem import Task
 from mapframe.report.analysis import hypervolume_trace, task_vector_findings, tradeoff_summary
 from mapframe.report.sources import ReportSource, store_studies
+
+if TYPE_CHECKING:
+    from mapframe.results import Front
 
 __all__ = ["ReportData", "assemble"]
 
@@ -73,16 +76,24 @@ def _tasks_from_store(source: ReportSource) -> tuple[list[Task], int]:
     return tasks, int(fp.get("n_coefficients", len(tasks)))
 
 
-def _diagnostics(summary: dict[str, Any], task_names: list[str]) -> list[dict[str, Any]]:
+def _diagnostics(summary: dict[str, Any], task_names: list[str],
+                 front: Front | None) -> list[dict[str, Any]]:
+    """Per task: the surrogate's fit (summary.json) and the mean and max |predicted − real|
+    over the front's points marked verified (``n_verified_front`` of them; a verification
+    that a measured point beat left the front and is not counted), ``None`` where none."""
     fits = summary.get("surrogates") or {}
-    ver = summary.get("verification") or {}
+    err = np.empty((0, len(task_names)))
+    if front is not None:
+        v = front.verified
+        err = np.abs(front.predicted[v] - front.real[v]).reshape(-1, len(task_names))
     out = []
-    for name in task_names:
+    for j, name in enumerate(task_names):
         d = fits.get(name) or {}
+        e = err[np.isfinite(err[:, j]), j]
         out.append({"task": name, "model": d.get("model"), "r2": d.get("r2"),
-                    "loo_r2": d.get("loo_r2"),
-                    "verified_mean_abs_error": (ver.get("mean_abs_error") or {}).get(name),
-                    "verified_max_abs_error": (ver.get("max_abs_error") or {}).get(name)})
+                    "loo_r2": d.get("loo_r2"), "n_verified_front": int(e.size),
+                    "verified_mean_abs_error": float(e.mean()) if e.size else None,
+                    "verified_max_abs_error": float(e.max()) if e.size else None})
     return out
 
 
@@ -196,7 +207,8 @@ def assemble(source: ReportSource) -> ReportData:
         store=None if source.store is None else str(source.store),
         task_names=task_names, directions=directions, coefficient_names=cnames,
         front=front_data, selection=selection, evaluations=evaluations,
-        diagnostics=_diagnostics(summary, task_names), tradeoffs=tradeoffs,
+        diagnostics=_diagnostics(summary, task_names, None if saved is None else saved.front),
+        tradeoffs=tradeoffs,
         task_vectors=task_vector_findings(summary, task_names) if summary else
         {"zero": [], "duplicates": [], "note": "known once the study has finished"},
         export=export, notes=notes, version=version)

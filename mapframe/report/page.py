@@ -68,12 +68,18 @@ def _diagnostics(data: ReportData) -> str:
     rows = [[html.escape(d["task"]), _num(d["model"]), _num(d["r2"], 3), _num(d["loo_r2"], 3),
              _num(d["verified_mean_abs_error"]), _num(d["verified_max_abs_error"])]
             for d in data.diagnostics]
-    return _table(["task", "surrogate", "R²", "leave-one-out R²", "verified mean |pred − real|",
-                   "verified max |pred − real|"], rows, "numbers") + (
+    n_front = max((d.get("n_verified_front", 0) for d in data.diagnostics), default=0)
+    n_done = sum(p == "verify" for p in data.evaluations["phase"])
+    return _table(["task", "surrogate", "R²", "leave-one-out R²",
+                   "mean |pred − real|, verified front points",
+                   "max |pred − real|, verified front points"], rows, "numbers") + (
         "<p class='muted'>R² on the fitted evaluations, leave-one-out R² (how well each point "
-        "is predicted without it), and the error of the predictions at the verified front "
-        "points. A verified error far above what the leave-one-out R² suggests means the "
-        "front is less trustworthy than the fit looks.</p>")
+        "is predicted without it), and the error of the predictions at the "
+        f"<span id='n-verified-front'>{n_front}</span> front points marked verified (of "
+        f"{n_done} verification evaluations: a verified point that a measured point beats "
+        "leaves the front and is not counted here). A verified error far above what the "
+        "leave-one-out R² suggests means the front is less trustworthy than the fit "
+        "looks.</p>")
 
 
 def _tradeoffs(data: ReportData) -> str:
