@@ -139,3 +139,56 @@ def test_f4_checkpoint_study_without_config_shows_how_to_export(driver, tmp_path
     assert f"result.export(path, index={k})" in info
     assert not driver.find_element(By.ID, "export-line").is_displayed()
     assert driver.find_element(By.ID, "export-cmd").text == ""
+
+
+NAMES = ["<i>acc</i>", "a&b <br>x", "<b>c</b>"]
+
+
+def _hover_text(driver) -> str | None:
+    return driver.execute_script("""
+        var gd = document.getElementById('fig-front');
+        var t = gd.data.findIndex(function (d) { return d.name === 'front: predicted'; });
+        if (gd.data[t].type === 'splom') {
+          var dims = gd.data[t].dimensions;
+          Plotly.Fx.hover(gd, {xval: dims[0].values[0], yval: dims[1].values[0]}, 'xy2');
+        } else {
+          Plotly.Fx.hover(gd, [{curveNumber: t, pointNumber: 0}]);
+        }
+        var label = document.querySelector('#fig-front .hoverlayer .hovertext');
+        return label ? label.textContent : null;""")
+
+
+def test_f3_task_names_show_as_written_in_the_figures(driver, tmp_path):
+    """F3: task names went into plotly titles, labels and hover text unescaped; plotly
+    reads them as HTML, so '<i>acc</i>' showed as 'acc'."""
+    two = _named_results(tmp_path / "two", NAMES[:2])
+    _open(driver, (two / "report.html").as_uri())
+    assert _errors(driver) == []
+    titles = driver.execute_script(
+        "return ['xtitle', 'ytitle'].map(function (c) {"
+        "  var t = document.querySelector('#fig-front .' + c); return t && t.textContent; });")
+    assert titles == NAMES[:2]
+    text = _hover_text(driver)
+    assert text is not None and f"{NAMES[0]}=" in text and f"{NAMES[1]}=" in text
+    assert driver.execute_script("return document.querySelectorAll('#fig-front a').length") == 0
+
+    three = _named_results(tmp_path / "three", NAMES)
+    _open(driver, (three / "report.html").as_uri(), timeout=60)
+    assert _errors(driver) == []
+    axis_titles = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#fig-parcoords .axis-title'))"
+        ".map(function (t) { return t.textContent; });")
+    assert [f"{n} (max)" for n in NAMES] == axis_titles[:3]
+    assert [f"coef {n}" for n in NAMES] == axis_titles[3:]
+    splom = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#fig-front text[class*=\"title\"]'))"
+        ".map(function (t) { return t.textContent; });")
+    assert set(splom) == set(NAMES)
+    text = _hover_text(driver)
+    assert text is not None and f"{NAMES[2]}=" in text
+    # the preference highlight keeps the labels as built
+    _slide(driver, 0, 40)
+    labels = driver.execute_script(
+        "var gd = document.getElementById('fig-front');"
+        "return gd.data[gd.data.length - 1].dimensions.map(function (d) { return d.label; });")
+    assert labels == ["&lt;i&gt;acc&lt;/i&gt;", "a&amp;b &lt;br&gt;x", "&lt;b&gt;c&lt;/b&gt;"]

@@ -7,6 +7,7 @@ Importing this module needs plotly (``pip install 'mapframe[report]'``).
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,12 @@ class Figure:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _h(text: object) -> str:
+    """``text`` as plotly shows it: plotly reads titles, labels and hover text as HTML, so a
+    task named ``<i>acc</i>`` is escaped to show as written (quotes need no escape there)."""
+    return html.escape(str(text), quote=False)
+
+
 def _fmt(v: float | None) -> str:
     return "–" if v is None else f"{v:.4g}"
 
@@ -45,14 +52,14 @@ def _fmt(v: float | None) -> str:
 def _pairs(names: list[str], values: list[float | None] | None) -> str:
     if values is None or all(v is None for v in values):
         return "not measured"
-    return ", ".join(f"{n}={_fmt(v)}" for n, v in zip(names, values))
+    return ", ".join(f"{_h(n)}={_fmt(v)}" for n, v in zip(names, values))
 
 
 def front_hover(data: ReportData, k: int) -> str:
     """The hover text of front point ``k``: coefficients, predicted, measured (and std)."""
     f = data.front
     assert f is not None
-    lines = [f"<b>front point {k}</b> ({f['source'][k]})",
+    lines = [f"<b>front point {k}</b> ({_h(f['source'][k])})",
              "coefficients: " + _pairs(data.coefficient_names, f["coefficients"][k]),
              "predicted: " + _pairs(data.task_names, f["predicted"][k]),
              "measured: " + _pairs(data.task_names, f["real"][k])]
@@ -65,7 +72,7 @@ def evaluation_hover(data: ReportData, i: int) -> str:
     """The hover text of evaluation ``i``: coefficients and measured metrics."""
     ev = data.evaluations
     return "<br>".join([
-        f"<b>evaluation {i + 1}</b> ({ev['phase'][i]}, {ev['status'][i]})",
+        f"<b>evaluation {i + 1}</b> ({_h(ev['phase'][i])}, {_h(ev['status'][i])})",
         "coefficients: " + _pairs(data.coefficient_names, ev["coefficients"][i]),
         "predicted: not recorded for evaluations",
         "measured: " + _pairs(data.task_names, ev["metrics"][i])])
@@ -92,10 +99,10 @@ def _front_2d(data: ReportData) -> Figure:
     # One task: the metric against the first coefficient; two: the tasks against each other.
     if T == 1:
         axes = [("coef", 0), ("task", 0)]
-        labels = [data.coefficient_names[0], data.task_names[0]]
+        labels = [_h(data.coefficient_names[0]), _h(data.task_names[0])]
     else:
         axes = [("task", 0), ("task", 1)]
-        labels = data.task_names[:2]
+        labels = [_h(n) for n in data.task_names[:2]]
 
     def xy(coefs: list[Any], metrics: list[Any], rows: list[int]) -> tuple[list[Any], ...]:
         out = []
@@ -188,7 +195,7 @@ def _splom(data: ReportData) -> Figure:
     fig = go.Figure()
 
     def dims(metrics: list[Any], rows: list[int]) -> list[dict[str, Any]]:
-        return [{"label": n, "values": [metrics[i][j] for i in rows]}
+        return [{"label": _h(n), "values": [metrics[i][j] for i in rows]}
                 for j, n in enumerate(names)]
 
     common = {"showupperhalf": False, "diagonal": {"visible": False}}
@@ -210,12 +217,13 @@ def _splom(data: ReportData) -> Figure:
                                        marker={"color": color, "size": size},
                                        text=[front_hover(data, k) for k in ks],
                                        hovertemplate="%{text}<extra></extra>", **common))
-        fig.add_trace(go.Splom(dimensions=[{"label": n, "values": [None]} for n in names],
+        fig.add_trace(go.Splom(dimensions=[{"label": _h(n), "values": [None]} for n in names],
                                name="selected for the preference",
                                marker={"color": HIGHLIGHT, "symbol": "star", "size": 14,
                                        "line": {"color": "black", "width": 1}},
                                text=[""], hovertemplate="%{text}<extra></extra>", **common))
-        highlight = {"trace": len(fig.data) - 1, "kind": "splom"}
+        highlight = {"trace": len(fig.data) - 1, "kind": "splom",
+                     "labels": [_h(n) for n in names]}
     T = len(names)
     _layout(fig, dragmode="select", hovermode="closest")
     fig.update_layout(margin={"l": 70, "r": 20, "t": 20, "b": 60})
@@ -235,10 +243,11 @@ def _parcoords(data: ReportData) -> Figure:
     best = f["best_known"]
     dims = []
     for j, n in enumerate(data.task_names):
-        dims.append({"label": f"{n} ({data.directions[j]})",
+        dims.append({"label": f"{_h(n)} ({data.directions[j]})",
                      "values": [row[j] for row in best]})
     for j, n in enumerate(data.coefficient_names):
-        dims.append({"label": f"coef {n}", "values": [row[j] for row in f["coefficients"]]})
+        dims.append({"label": f"coef {_h(n)}",
+                     "values": [row[j] for row in f["coefficients"]]})
     fig = go.Figure(go.Parcoords(
         dimensions=dims, labelangle=-20 if len(dims) > 8 else 0, labelside="top",
         line={"color": [0] * len(best), "colorscale": [[0, "rgba(31,119,180,0.35)"],

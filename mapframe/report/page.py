@@ -316,8 +316,8 @@ function highlight(k) {
       Plotly.restyle(gd, {x: [[xy[0]]], y: [[xy[1]]],
                           text: [[k < 0 ? "" : B.front_hover[k]]]}, [h.trace]);
     } else if (h.kind === "splom") {
-      var dims = d.task_names.map(function (n, j) {
-        return {label: n, values: [k < 0 ? null : F.best_known[k][j]]};
+      var dims = h.labels.map(function (label, j) {  // escaped for plotly, as built
+        return {label: label, values: [k < 0 ? null : F.best_known[k][j]]};
       });
       Plotly.restyle(gd, {dimensions: [dims], text: [[k < 0 ? "" : B.front_hover[k]]]},
                      [h.trace]);
