@@ -349,6 +349,11 @@ def test_cli_runs_nested_config_and_resumes(tmp_path, capsys) -> None:
     assert main(["export", str(out), "-o", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert "holds a Nested MAP tournament" in err and "merged.safetensors" in err
+    # `mapframe report` on it reported the store's last single-point study as if it were all
+    assert main(["report", str(out)]) == 2
+    assert "holds a Nested MAP tournament" in capsys.readouterr().err
+    pair = sorted((out / "pairs").iterdir())[0]
+    assert main(["report", str(pair)]) == 0 and (pair / "report.html").is_file()
 
 
 @pytest.mark.parametrize("change, match", [
