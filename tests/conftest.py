@@ -6,6 +6,7 @@ import os
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,3 +49,28 @@ def fake_dist(tmp_path, monkeypatch, fresh_plugins):
         return root
 
     return make
+
+
+@pytest.fixture(scope="module")
+def driver() -> Any:
+    """A headless Chromium (Debian's ``chromium`` and ``chromium-driver``) for the module's
+    browser tests; skipped, with the reason, where it is missing."""
+    import shutil
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    chromedriver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    if not (Path(chromium).is_file() and Path(chromedriver).is_file()):
+        pytest.skip("headless Chromium is not installed: apt-get install chromium "
+                    "chromium-driver")
+    opts = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1300,1600",
+                "--enable-unsafe-swiftshader"):
+        opts.add_argument(arg)
+    opts.binary_location = chromium
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(options=opts, service=Service(chromedriver))
+    yield d
+    d.quit()

@@ -3,44 +3,17 @@
 from __future__ import annotations
 
 import json
-import math
-from typing import ClassVar
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
+# the real merging evaluator of test_nested (task i: exp(-||θ(c) − θ_i||²/2), rows counted)
+from test_nested import DistanceEvaluator  # noqa: E402
+
 from mapframe.errors import ConfigError  # noqa: E402
-from mapframe.evaluators.base import Evaluator  # noqa: E402
 from mapframe.merging.checkpoints import TaskVectors  # noqa: E402
 from mapframe.nested import NestedMergeStudy  # noqa: E402
-from mapframe.problem import Task  # noqa: E402
-
-
-class CountingEvaluator(Evaluator):
-    """Task i scores exp(-||θ(c) − θ_i||²/2) from the merged weights; counts its rows."""
-
-    name: ClassVar[str] = "nested_faults_distance"
-    needs_merger: ClassVar[bool] = True
-
-    def __init__(self, targets: list[dict], names: list[str]) -> None:
-        self.targets, self.names, self.rows = targets, names, 0
-
-    @property
-    def tasks(self) -> list[Task]:
-        return [Task(n, "max", 0.0, 1.0) for n in self.names]
-
-    def evaluate(self, coefficients):
-        C = np.atleast_2d(coefficients)
-        out = np.empty((len(C), len(self.names)))
-        for b, c in enumerate(C):
-            self.rows += 1
-            theta = self.merger.merged_state_dict(c)
-            for i, t in enumerate(self.targets):
-                d = sum(float(torch.sum((theta[k].float() - t[k].float()) ** 2)) for k in t)
-                out[b, i] = math.exp(-d / 2.0)
-        return out
 
 
 def problem(task_names: list[str], model_names: list[str] | None = None, seed: int = 0):
@@ -48,7 +21,7 @@ def problem(task_names: list[str], model_names: list[str] | None = None, seed: i
     base = {"w": torch.randn(5, generator=g)}
     fts = [{"w": base["w"] + 0.7 * torch.randn(5, generator=g)} for _ in task_names]
     tv = TaskVectors(base, fts, model_names or task_names)
-    return tv, CountingEvaluator(fts, task_names)
+    return tv, DistanceEvaluator(fts, task_names)
 
 
 def study(tv, ev, **kw) -> NestedMergeStudy:
@@ -62,14 +35,14 @@ def test_duplicate_model_names_are_refused_up_front() -> None:
     tv, ev = problem(["t0", "t1", "t2", "t3"], ["t0", "t2", "t0", "t3"])
     with pytest.raises(ConfigError, match=r"repeated: t0: give every") as exc:
         study(tv, ev)
-    assert "\n" not in str(exc.value) and ev.rows == 0
+    assert "\n" not in str(exc.value) and ev._calls == 0
 
 
 def test_model_names_with_label_syntax_are_refused_up_front() -> None:
     tv, ev = problem(["a", "b+c", "a+b", "c"])
     with pytest.raises(ConfigError, match=r"must not contain '\+'.*'b\+c', 'a\+b'") as exc:
         study(tv, ev)
-    assert "\n" not in str(exc.value) and ev.rows == 0
+    assert "\n" not in str(exc.value) and ev._calls == 0
     tv, ev = problem(["a", "(b)", "c"])
     with pytest.raises(ConfigError, match=r"'\(b\)'"):
         study(tv, ev)
@@ -95,12 +68,12 @@ def test_a_strategy_that_cannot_merge_a_pair_stops_before_any_evaluation() -> No
     g = torch.Generator().manual_seed(1)
     base = {"w": torch.randn(4, 4, generator=g)}
     fts = [{"w": base["w"] + torch.randn(4, 4, generator=g)} for _ in range(3)]
-    ev = CountingEvaluator(fts, ["t0", "t1", "t2"])
+    ev = DistanceEvaluator(fts, ["t0", "t1", "t2"])
     st = study(TaskVectors(base, fts, ev.names), ev, pairing="metric_profile",
                merge_strategy={"name": "tsv_m", "rank_fraction": 0.75})
     with pytest.raises(ConfigError, match="rank_fraction"):
         st.run()
-    assert ev.rows == 0
+    assert ev._calls == 0
 
 
 # -- fault 3: a save over an earlier one keeps nothing of its tree -----------------------

@@ -5,44 +5,19 @@ CI installs them (.ci/run)."""
 from __future__ import annotations
 
 import shlex
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from browser_page import open_page, severe_errors
 from report_studies import make_results, make_study
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
 
 from mapframe.report import locate, write_report
 from mapframe.results_folder import load_results
-
-pytest.importorskip("plotly")
-selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install "
-                               "-e '.[test]')")
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-
-@pytest.fixture(scope="module")
-def driver():
-    if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
-        pytest.skip("headless Chromium is not installed: apt-get install chromium "
-                    "chromium-driver")
-    opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1300,1600",
-                "--enable-unsafe-swiftshader"):
-        opts.add_argument(arg)
-    opts.binary_location = CHROMIUM
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    d = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
-    yield d
-    d.quit()
 
 
 @pytest.fixture(scope="module")
@@ -60,32 +35,18 @@ def three(tmp_path_factory) -> Path:
     return folder
 
 
-def _open(driver, url: str, renders: int = 1) -> None:
-    # leave the previous page first (a dashboard page keeps polling its server, which a
-    # finished test has closed), then drop its messages
-    driver.get("about:blank")
-    driver.get_log("browser")
-    driver.get(url)
-    WebDriverWait(driver, 30).until(
-        lambda d: (d.execute_script("return window.mapframeRendered || 0") or 0) >= renders)
-
-
-def _errors(driver) -> list[dict]:
-    return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-
-
 @pytest.mark.parametrize("which, figures", [("two", ["front", "progress"]),
                                             ("three", ["parcoords", "front", "progress"])])
 def test_figures_render_without_errors(driver, request, which, figures):
     folder = request.getfixturevalue(which)
-    _open(driver, (folder / "report.html").as_uri())
+    open_page(driver, (folder / "report.html").as_uri())
     traces = driver.execute_script(
         "return Array.from(document.querySelectorAll('.figure')).map("
         "function (d) { return [d.id, (d.data || []).length,"
         " d.querySelectorAll('.main-svg').length]; });")
     assert [t[0] for t in traces] == [f"fig-{f}" for f in figures]
     assert all(n > 0 and svg > 0 for _, n, svg in traces), traces
-    assert _errors(driver) == []
+    assert severe_errors(driver) == []
     saved = load_results(folder)
     shown = driver.find_element(By.ID, "n-evaluations").text
     n = saved.summary["n_search_evaluations"] + saved.summary["verification"]["n_verified"]
@@ -93,7 +54,7 @@ def test_figures_render_without_errors(driver, request, which, figures):
 
 
 def test_hover_shows_coefficients(driver, two):
-    _open(driver, (two / "report.html").as_uri())
+    open_page(driver, (two / "report.html").as_uri())
     saved = load_results(two)
     k = next(i for i, s in enumerate(saved.front.source) if s == "predicted")
     text = driver.execute_script("""
@@ -110,7 +71,7 @@ def test_hover_shows_coefficients(driver, two):
 
 
 def test_hover_in_the_scatter_matrix(driver, three):
-    _open(driver, (three / "report.html").as_uri())
+    open_page(driver, (three / "report.html").as_uri())
     text = driver.execute_script("""
         var gd = document.getElementById('fig-front');
         var t = gd.data.findIndex(function (d) { return d.name === 'front: predicted'; });
@@ -128,7 +89,7 @@ def test_page_selects_as_python_does(driver, two, three, tmp_path):
     assert load_results(bounded).summary["preference_bounds"]
     write_report(bounded)
     for folder in (two, three, bounded):
-        _open(driver, (folder / "report.html").as_uri())
+        open_page(driver, (folder / "report.html").as_uri())
         saved = load_results(folder)
         T = len(saved.tasks)
         rng = np.random.default_rng(0)
@@ -142,7 +103,7 @@ def test_page_selects_as_python_does(driver, two, three, tmp_path):
 
 
 def test_slider_moves_the_highlight_and_the_command(driver, two):
-    _open(driver, (two / "report.html").as_uri())
+    open_page(driver, (two / "report.html").as_uri())
     saved = load_results(two)
     assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-selected") == str(
         saved.selected)
@@ -174,7 +135,7 @@ def test_the_export_command_fills_the_point_not_a_brace_in_the_folder(driver, tm
     placeholder left in the command."""
     folder = make_results(tmp_path / "sweep-{N}", 2)
     write_report(folder)
-    _open(driver, (folder / "report.html").as_uri())
+    open_page(driver, (folder / "report.html").as_uri())
     k = load_results(folder).selected
     cmd = driver.find_element(By.ID, "export-cmd").text
     assert cmd == (f"mapframe export {shlex.quote(str(folder.absolute()))} --point {k} "
@@ -185,8 +146,8 @@ def test_page_works_offline(driver, two):
     driver.set_network_conditions(offline=True, latency=0, download_throughput=0,
                                   upload_throughput=0)
     try:
-        _open(driver, (two / "report.html").as_uri())
-        assert _errors(driver) == []
+        open_page(driver, (two / "report.html").as_uri())
+        assert severe_errors(driver) == []
         loaded = driver.execute_script(
             "return performance.getEntriesByType('resource').map(function (e) "
             "{ return e.name; });")
@@ -204,7 +165,7 @@ def test_dashboard_refreshes_when_evaluations_are_stored(driver, tmp_path):
     study.run().save(tmp_path, plot=False)
     with Dashboard(locate(tmp_path), port=0, interval=0.3) as dash:
         dash.start()
-        _open(driver, dash.url)
+        open_page(driver, dash.url)
         count = driver.find_element(By.ID, "n-evaluations").text
         # move the preference: a refresh must keep it
         driver.find_element(By.ID, "pref-1").send_keys(Keys.HOME)
@@ -222,7 +183,7 @@ def test_dashboard_refreshes_when_evaluations_are_stored(driver, tmp_path):
         assert driver.find_element(By.TAG_NAME, "body").get_attribute(
             "data-selected") == selected
         assert driver.find_element(By.ID, "pref-1").get_attribute("value") == "0"
-        assert _errors(driver) == []
+        assert severe_errors(driver) == []
         driver.get("about:blank")  # stop the page's polling before the server closes
 
 
@@ -231,8 +192,8 @@ def test_eight_tasks_render_and_select(driver, tmp_path):
     """The largest front the docs show: 8 tasks (a 7 x 7 scatter matrix, 16 parallel axes)."""
     folder = make_results(tmp_path, 8)
     write_report(folder)
-    _open(driver, (folder / "report.html").as_uri())
-    assert _errors(driver) == []
+    open_page(driver, (folder / "report.html").as_uri())
+    assert severe_errors(driver) == []
     n_axes = driver.execute_script(
         "return document.getElementById('fig-parcoords').data[0].dimensions.length")
     assert n_axes == 16

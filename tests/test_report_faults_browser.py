@@ -3,54 +3,15 @@ by selenium, as tests/test_report_browser.py). Skipped, with the reason, where m
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import pytest
+from browser_page import open_page, severe_errors
 from report_studies import conflicting, make_results
+from selenium.webdriver.common.by import By
 
 from mapframe import MergeStudy
 from mapframe.report import write_report
 from mapframe.results_folder import load_results
-
-pytest.importorskip("plotly")
-selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install "
-                               "-e '.[test]')")
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-
-@pytest.fixture(scope="module")
-def driver():
-    if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
-        pytest.skip("headless Chromium is not installed: apt-get install chromium "
-                    "chromium-driver")
-    opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1300,1600",
-                "--enable-unsafe-swiftshader"):
-        opts.add_argument(arg)
-    opts.binary_location = CHROMIUM
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    d = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
-    yield d
-    d.quit()
-
-
-def _open(driver, url: str, timeout: float = 30) -> None:
-    driver.get("about:blank")
-    driver.get_log("browser")
-    driver.get(url)
-    WebDriverWait(driver, timeout).until(
-        lambda d: (d.execute_script("return window.mapframeRendered || 0") or 0) >= 1)
-
-
-def _errors(driver) -> list[dict]:
-    return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
 def _named_results(folder: Path, names: list[str], study_name: str = "audit") -> Path:
@@ -67,8 +28,8 @@ def test_f2_comment_opener_in_a_task_name_renders(driver, tmp_path):
     """F2: '<!--' in a task or study name was written as '<\\!--', invalid JSON: blank page."""
     folder = _named_results(tmp_path / "f2", ["acc <!-- v2", "</script>loss"],
                             study_name="s <!-- x")
-    _open(driver, (folder / "report.html").as_uri())
-    assert _errors(driver) == []
+    open_page(driver, (folder / "report.html").as_uri())
+    assert severe_errors(driver) == []
     assert "evaluations stored" in driver.find_element(By.ID, "overview").text
     labels = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#sliders label")]
     assert labels == ["acc <!-- v2 (max)", "</script>loss (max)"]
@@ -94,7 +55,7 @@ def test_f1_sliders_and_weights_share_one_scale(driver, tmp_path):
     folder = make_results(tmp_path / "f1", 2, preference=[3.0, 1.0])
     write_report(folder)
     saved = load_results(folder)
-    _open(driver, (folder / "report.html").as_uri())
+    open_page(driver, (folder / "report.html").as_uri())
     positions = [int(driver.find_element(By.ID, f"pref-{j}").get_attribute("value"))
                  for j in range(2)]
     assert positions == [100, 33]
@@ -114,7 +75,7 @@ def test_f1_equal_preference_then_one_slider_moved(driver, tmp_path):
     folder = make_results(tmp_path / "f1b", 2, preference=[1.0, 1.0])
     write_report(folder)
     saved = load_results(folder)
-    _open(driver, (folder / "report.html").as_uri())
+    open_page(driver, (folder / "report.html").as_uri())
     _slide(driver, 1, 20)
     assert _shown(driver, 2) == ["0.83", "0.17"]
     assert _selected(driver) == saved.select([1.0, 0.2])
@@ -131,8 +92,8 @@ def test_f4_checkpoint_study_without_config_shows_how_to_export(driver, tmp_path
 
     folder = checkpoint_results(tmp_path)
     write_report(folder)
-    _open(driver, (folder / "report.html").as_uri())
-    assert _errors(driver) == []
+    open_page(driver, (folder / "report.html").as_uri())
+    assert severe_errors(driver) == []
     k = _selected(driver)
     info = driver.find_element(By.ID, "selected-info").text
     assert "black-box" not in info
@@ -162,8 +123,8 @@ def test_f3_task_names_show_as_written_in_the_figures(driver, tmp_path):
     """F3: task names went into plotly titles, labels and hover text unescaped; plotly
     reads them as HTML, so '<i>acc</i>' showed as 'acc'."""
     two = _named_results(tmp_path / "two", NAMES[:2])
-    _open(driver, (two / "report.html").as_uri())
-    assert _errors(driver) == []
+    open_page(driver, (two / "report.html").as_uri())
+    assert severe_errors(driver) == []
     titles = driver.execute_script(
         "return ['xtitle', 'ytitle'].map(function (c) {"
         "  var t = document.querySelector('#fig-front .' + c); return t && t.textContent; });")
@@ -173,8 +134,8 @@ def test_f3_task_names_show_as_written_in_the_figures(driver, tmp_path):
     assert driver.execute_script("return document.querySelectorAll('#fig-front a').length") == 0
 
     three = _named_results(tmp_path / "three", NAMES)
-    _open(driver, (three / "report.html").as_uri(), timeout=60)
-    assert _errors(driver) == []
+    open_page(driver, (three / "report.html").as_uri(), timeout=60)
+    assert severe_errors(driver) == []
     axis_titles = driver.execute_script(
         "return Array.from(document.querySelectorAll('#fig-parcoords .axis-title'))"
         ".map(function (t) { return t.textContent; });")
