@@ -227,10 +227,14 @@ def test_the_modes_variable_reruns_some_modes_and_keeps_the_other_rows(
 # --------------------------------------------------------------------------- peers
 
 
-#: qNParEGO optimises one qLogNEI per batch point: over 20 s here, so marked slow (the cheaper
-#: test_qnparego_runs_a_tiny_budget covers it in the fast suite).
+#: qNParEGO optimises one qLogNEI per batch point: over 20 s here, and qLogNEHVI about 50 s,
+#: so both are marked slow (the cheaper test_qnparego_runs_a_tiny_budget and the qNEHVI case,
+#: BoTorch's same loop, cover them in the fast suite).
+_SLOW_PEERS = {"BoTorch qNParEGO", "BoTorch qLogNEHVI"}
+
+
 @pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.slow)
-                                  if m == "BoTorch qNParEGO" else m for m in PEERS])
+                                  if m in _SLOW_PEERS else m for m in PEERS])
 def test_every_peer_stays_in_budget_and_stops_at_checkpoints(name: str) -> None:
     run_peer = peer(name)
     checkpoints = [5, 8]
@@ -248,6 +252,7 @@ def test_every_peer_stays_in_budget_and_stops_at_checkpoints(name: str) -> None:
     assert name in PEER_SETTINGS
 
 
+@pytest.mark.slow  # BoTorch's loop, 4 runs: about a minute
 def test_the_botorch_wrapper_optimises() -> None:
     """The wrapped loop really uses its observations: it beats random search on the toy."""
     problem = ToyProblem()

@@ -49,7 +49,7 @@ def _lines(ax: Any) -> list[Any]:
     return [ln for ln in ax.get_lines() if len(ln.get_xdata()) > 0]
 
 
-@pytest.mark.parametrize("n", [3, 5])
+@pytest.mark.parametrize("n", [3, pytest.param(5, marks=pytest.mark.slow)])  # 5: ~35 s
 def test_many_tasks_no_zigzag_legend_outside_labelled_histograms(
         n: int, tmp_path: Any, captured: dict[str, Any]) -> None:
     from mapframe.plotting import plot_front
