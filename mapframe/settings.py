@@ -72,15 +72,10 @@ def refuse_number_string(value: Any, name: str, *, who: str | None = None,
     1e-6 without a dot as text: write 1.0e-6)")`` when ``value`` is a string that reads as a
     finite number; return otherwise. A number setting never converts a string: the check
     names the cause (a quoted number, or YAML's reading of ``1e-6``) and the fix."""
-    if not isinstance(value, str):
-        return
-    try:
-        number = float(value)
-    except ValueError:
-        return
-    if math.isfinite(number):
+    hint = string_number_hint(value) if isinstance(value, str) else None
+    if hint is not None:
         raise ConfigError(f"{_prefix(who)}{name} must be {what}, got the string {value!r} "
-                          f"({_string_hint(value)})")
+                          f"({hint})")
 
 
 @overload
