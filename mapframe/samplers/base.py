@@ -138,7 +138,14 @@ def warn_without_adaptive_round(who: str, initial: int, budget: int) -> None:
 class CheckedSampler(Sampler):
     """Base of the built-in samplers: :meth:`propose` checks ``n`` with :func:`check_n` and
     returns the empty design for ``n == 0`` itself, so subclasses implement :meth:`_propose`
-    for ``n >= 1`` only."""
+    for ``n >= 1`` only; :meth:`setup` warns when an adaptive one's explicit ``initial``
+    design takes the whole budget."""
+
+    def setup(self, context: SamplerContext) -> None:
+        super().setup(context)
+        initial = getattr(self, "initial", "auto")
+        if self.adaptive and initial != "auto":
+            warn_without_adaptive_round(f"{self.name} sampler", int(initial), context.budget)
 
     def propose(
         self, n: int, space: SearchSpace, history: History, rng: np.random.Generator

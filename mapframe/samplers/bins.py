@@ -24,7 +24,7 @@ from scipy.stats import qmc
 from mapframe.errors import ConfigError, MapframeError
 from mapframe.history import History, coefficient_key
 from mapframe.problem import SearchSpace, Task
-from mapframe.samplers.base import CheckedSampler, SamplerContext, warn_without_adaptive_round
+from mapframe.samplers.base import CheckedSampler
 from mapframe.samplers.space_filling import fresh_sobol
 from mapframe.settings import int_setting, number_setting
 from mapframe.surrogates.base import Surrogate
@@ -306,12 +306,6 @@ class BinSampler(CheckedSampler):
         self.probes_per_bin = int_setting(probes_per_bin, "probes_per_bin", 1, who=_WHO)
 
     # ---- settings resolved for a problem
-
-    def setup(self, context: SamplerContext) -> None:
-        """Keep ``context``; warn when an explicit ``initial`` takes the whole budget."""
-        super().setup(context)
-        if self.initial != "auto":
-            warn_without_adaptive_round(_WHO, int(self.initial), context.budget)
 
     def resolved_angle_bins(self, n_dims: int) -> int:
         """``angle_bins`` for ``n_dims`` coefficients (``"auto"`` resolved)."""

@@ -24,7 +24,7 @@ from mapframe.hypervolume import FrontTable as _FrontTable
 from mapframe.hypervolume import _hvi_1d, _hvi_2d, hypervolume_improvement
 from mapframe.metrics import pareto_mask
 from mapframe.problem import SearchSpace
-from mapframe.samplers.base import CheckedSampler, SamplerContext, warn_without_adaptive_round
+from mapframe.samplers.base import CheckedSampler, SamplerContext
 from mapframe.samplers.space_filling import check_design, fresh_design, sobol_unit
 from mapframe.settings import int_setting
 from mapframe.surrogates.gp import (
@@ -345,12 +345,6 @@ class GPSampler(CheckedSampler):
         self.n_candidates = int_setting(n_candidates, "n_candidates", 1, who=_WHO,
                                         auto=True)
         self.nu, self.restarts, self.noise_floor = gp_fit_settings(nu, restarts, noise_floor)
-
-    def setup(self, context: SamplerContext) -> None:
-        """Keep ``context``; warn when an explicit ``initial`` takes the whole budget."""
-        super().setup(context)
-        if self.initial != "auto":
-            warn_without_adaptive_round(_WHO, int(self.initial), context.budget)
 
     # ---- rounds
     def initial_size(self, context: SamplerContext) -> int:

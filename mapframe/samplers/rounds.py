@@ -15,7 +15,7 @@ import numpy as np
 
 from mapframe.history import History
 from mapframe.problem import SearchSpace
-from mapframe.samplers.base import CheckedSampler, SamplerContext, warn_without_adaptive_round
+from mapframe.samplers.base import CheckedSampler, SamplerContext
 from mapframe.samplers.space_filling import check_design, fresh_design, fresh_sobol
 from mapframe.settings import int_setting
 from mapframe.surrogates.quadratic import _one_blas_thread
@@ -77,12 +77,6 @@ class RoundsSampler(CheckedSampler):
         self.initial = int_setting(initial, "initial", 2, who=self.who, auto=True)
         self.batch = int_setting(batch, "batch", 1, who=self.who, auto=True)
         self.design = check_design(design, self.who)
-
-    def setup(self, context: SamplerContext) -> None:
-        """Keep ``context``; warn when an explicit ``initial`` takes the whole budget."""
-        super().setup(context)
-        if self.initial != "auto":
-            warn_without_adaptive_round(self.who, int(self.initial), context.budget)
 
     def round_size(self, n_dims: int, budget: int = 0) -> int:
         """The points per adaptive round for ``n_dims`` coefficients and a search budget of
