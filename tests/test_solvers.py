@@ -337,6 +337,33 @@ def test_select_auto_chooses_by_hypervolume_for_three_and_four_objectives(
     assert NSGA3Solver().selection(n_obj) == "solver"  # a named algorithm keeps its points
 
 
+def test_pool_with_select_solver_is_refused_in_one_line() -> None:
+    for kwargs in ({"pool": 1024}, {"max_candidates": 100}):
+        with pytest.raises(ConfigError) as err:
+            AutoFrontSolver(select="solver", **kwargs)
+        message = str(err.value)
+        assert "\n" not in message
+        assert "pool and max_candidates apply only" in message and "select: hypervolume" in message
+    AutoFrontSolver(select="solver")  # the defaults are no request
+
+
+def test_pool_unused_by_select_auto_is_said_once() -> None:
+    solver = AutoFrontSolver(pool=1024)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert solver.selection(3) == "hypervolume"
+        assert not caught  # used at 3 tasks
+        assert solver.selection(6) == "solver"
+        assert solver.selection(6) == "solver"
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "pool and max_candidates go unused" in messages[0]
+    assert "at 6 task(s)" in messages[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        AutoFrontSolver().selection(6)
+    assert not caught
+
+
 def test_select_hypervolume_with_one_task_keeps_the_optimum() -> None:
     space = SearchSpace.box(3)
     one = [Task("a")]

@@ -23,6 +23,7 @@ name        how                                use when
 from __future__ import annotations
 
 import math
+import warnings
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -30,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mapframe._warning_filters import warning_filters
-from mapframe.errors import ConfigError
+from mapframe.errors import ConfigError, MapframeWarning
 from mapframe.metrics import pareto_mask, spread_subset
 from mapframe.problem import SearchSpace, Task
 from mapframe.settings import bool_setting, int_setting, number_setting
@@ -439,6 +440,28 @@ class AutoFrontSolver(_BoxSolver):
         self.select = _select_setting(select)
         self.pool = int_setting(pool, "pool", 2)
         self.max_candidates = int_setting(max_candidates, "max_candidates", 1)
+        if self.select == "solver" and self._pool_set():
+            raise ConfigError("front solver: pool and max_candidates apply only when the "
+                              "points are chosen by hypervolume; drop them or set select: "
+                              "hypervolume (or auto)")
+        self._pool_warned = False
+
+    def _pool_set(self) -> bool:
+        return self.pool != SELECT_POOL or self.max_candidates != SELECT_MAX_CANDIDATES
+
+    def selection(self, n_obj: int) -> str:
+        """As :meth:`_BoxSolver.selection`; with ``select: auto`` where that resolves to
+        ``solver``, a ``pool`` or ``max_candidates`` of the user's is said to go unused."""
+        chosen = super().selection(n_obj)
+        if chosen == "solver" and self._pool_set() and not self._pool_warned:
+            self._pool_warned = True
+            warnings.warn(MapframeWarning(
+                f"front solver: select: auto chooses the solver's own points at {n_obj} "
+                f"task(s) (hypervolume selection at "
+                f"{' and '.join(map(str, SELECT_AUTO_OBJECTIVES))}), so pool and "
+                f"max_candidates go unused; set select: hypervolume to use them"),
+                stacklevel=2)
+        return chosen
 
     def choose(self, space: SearchSpace) -> _BoxSolver:
         """The solver used for ``space``."""
