@@ -314,6 +314,11 @@ def test_rounds_and_initial_design():
     assert s.batch_size(30, full) == 3 and s.batch_size(30, full, capacity=5) == 5
     assert s.batch_size(2, full) == 2
     assert GPSampler(initial=6).batch_size(30, full) == 2
+    # batch: "auto", as the front and botorch samplers take it, is 3 at every budget
+    auto = GPSampler(initial=4, batch="auto")
+    assert auto.describe()["batch"] == "auto"
+    assert auto.batch_size(30, full) == 3 and auto.batch_size(30, full, capacity=5) == 5
+    assert auto.batch_size(2, full) == 2
 
 
 def test_sampler_settings():

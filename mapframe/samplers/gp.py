@@ -41,6 +41,8 @@ __all__ = ["GPSampler", "greedy_qehvi", "hypervolume_improvement", "scaled_front
 
 #: How the sampler's setting errors name it.
 _WHO = "gp sampler"
+#: The points per adaptive round that ``batch: "auto"`` means.
+AUTO_BATCH = 3
 
 #: Most already-chosen points handled exactly (2^q inclusion–exclusion terms) for T >= 3.
 _MAX_EXACT_PENDING = 3
@@ -312,7 +314,9 @@ class GPSampler(CheckedSampler):
        with the largest remaining posterior variance (summed over tasks) is chosen.
 
     Settings: ``initial`` (size of the space-filling design, ``"auto"`` or an integer >= 2),
-    ``design`` (``"sobol"`` or ``"lhs"``), ``batch`` (points per adaptive round),
+    ``design`` (``"sobol"`` or ``"lhs"``), ``batch`` (points per adaptive round: an integer
+    >= 1, or ``"auto"``, 3 at every budget: the ``front`` sampler's budget rule was not
+    piloted for this one),
     ``n_samples`` (posterior samples), ``n_candidates`` (Sobol' candidates), ``nu``,
     ``restarts`` and ``noise_floor`` (the GP fits, as for
     :class:`~mapframe.surrogates.gp.GPSurrogate`).
@@ -330,7 +334,7 @@ class GPSampler(CheckedSampler):
     def __init__(
         self,
         initial: int | Literal["auto"] = "auto",
-        batch: int = 3,
+        batch: int | Literal["auto"] = 3,
         n_samples: int = 128,
         n_candidates: int | Literal["auto"] = "auto",
         nu: float = 2.5,
@@ -340,7 +344,7 @@ class GPSampler(CheckedSampler):
     ) -> None:
         self.initial = int_setting(initial, "initial", 2, who=_WHO, auto=True)
         self.design = check_design(design, _WHO)
-        self.batch = int_setting(batch, "batch", 1, who=_WHO)
+        self.batch = int_setting(batch, "batch", 1, who=_WHO, auto=True)
         self.n_samples = int_setting(n_samples, "n_samples", 1, who=_WHO)
         self.n_candidates = int_setting(n_candidates, "n_candidates", 1, who=_WHO,
                                         auto=True)
@@ -362,8 +366,13 @@ class GPSampler(CheckedSampler):
             history.n_dims)
         done = history.X.shape[0]
         initial = self.initial_size(self.context_for(space, history))
-        n = initial - done if done < initial else max(self.batch, int(capacity))
+        n = initial - done if done < initial else max(self.round_size(), int(capacity))
         return max(1, min(n, int(remaining)))
+
+    def round_size(self) -> int:
+        """The points per adaptive round: ``batch``, ``"auto"`` being 3 (the default; unlike
+        the ``front`` sampler's, no budget rule was piloted for this sampler)."""
+        return AUTO_BATCH if self.batch == "auto" else int(self.batch)
 
     def _propose(
         self, n: int, space: SearchSpace, history: History, rng: np.random.Generator
