@@ -88,12 +88,12 @@ in one command, two at a time (one per core, one BLAS thread each).
 
 **Cached peer rows**: the peers' and grid search's results do not depend on mapframe's study
 code (they still run the digits example's models and merges, mapframe.examples.digits and
-mapframe.merging, and are scored with mapframe.metrics; nor are Optuna's, BoTorch's and
-torch's versions in the key below, so a change there is not noticed: rerun with
-`MAPFRAME_BENCH_NO_CACHE=1` after one), so each such job's rows are cached (under the
+mapframe.merging, and are scored with mapframe.metrics: a change there is not noticed, rerun
+with `MAPFRAME_BENCH_NO_CACHE=1` after one), so each such job's rows are cached (under the
 benchmark cache's `peer-rows/`, keyed by the job,
-the source text of `benchmarks/peers.py`, the ground truth, how hypervolume is computed and the
-overhead cap) and a rerun reads them instead of running the job. The recorded JSON marks every
+the source text of `benchmarks/peers.py`, the ground truth, how hypervolume is computed, the
+overhead cap and the installed versions of Optuna, BoTorch, gpytorch, torch, numpy and scipy)
+and a rerun reads them instead of running the job. The recorded JSON marks every
 row `"cached": true/false` with `"computed"` (when it was computed); a cached row's overheads
 are those measured when it was computed. `MAPFRAME_BENCH_NO_CACHE=1` recomputes them;
 `MAPFRAME_BENCH_PEERS_N=6,8` runs only the listed N. `MAPFRAME_BENCH_PEERS_MODES` (mapframe
@@ -803,10 +803,29 @@ def _peers_source() -> str:
     return Path(peers_module.__file__).read_text(encoding="utf-8")
 
 
+#: The libraries whose versions key the cached peer rows (the peers run them).
+PEER_LIBRARIES = ("optuna", "botorch", "gpytorch", "torch", "numpy", "scipy")
+
+
+def peer_library_versions() -> dict[str, str | None]:
+    """The installed version of each of :data:`PEER_LIBRARIES` (``None`` when absent): a
+    cached peer row computed under other versions is not reused."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for name in PEER_LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
 def rows_cache_path(job: dict[str, Any]) -> Path:
     """Where a peer or grid job's rows are cached: keyed by the job, the source of
     benchmarks/peers.py, the ground truth (tasks, size, checkpoints), how hypervolume is
-    computed, the overhead cap and :data:`PEER_ROWS_VERSION`."""
+    computed, the overhead cap, :data:`PEER_ROWS_VERSION` and the versions of
+    :data:`PEER_LIBRARIES`."""
     n = job["n"]
     problem, scorer = _setting(n)
     key = hashlib.sha256(json.dumps({
@@ -816,6 +835,7 @@ def rows_cache_path(job: dict[str, Any]) -> Path:
         "scoring": scorer.describe(),
         "overhead_cap": peer_cap(n),
         "version": PEER_ROWS_VERSION,
+        "libraries": peer_library_versions(),
     }, sort_keys=True, default=str).encode()).hexdigest()[:24]
     return CACHE / "peer-rows" / f"{job['kind']}-n{n}-{key}.json"
 

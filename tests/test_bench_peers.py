@@ -410,6 +410,15 @@ def test_peer_rows_are_cached_per_job(tmp_path: Path, monkeypatch: pytest.Monkey
     assert bench_peers.cached_rows(job) is not None
     monkeypatch.setattr(bench_peers, "PEER_OVERHEAD_CAP", 1.0)
     assert bench_peers.cached_rows(job) is None
+    monkeypatch.undo()
+    _toy_setting(monkeypatch, tmp_path)
+    assert bench_peers.cached_rows(job) is not None
+    # Another installed version of a peer library (an Optuna upgrade, say): a miss.
+    versions = bench_peers.peer_library_versions()
+    assert versions["numpy"] == np.__version__
+    monkeypatch.setattr(bench_peers, "peer_library_versions",
+                        lambda: {**versions, "optuna": "0.0.1"})
+    assert bench_peers.cached_rows(job) is None
     # mapframe's own jobs are never cached.
     assert bench_peers.cached_rows({"kind": "map", "n": 2, "budget": 9, "seed": 0,
                                     "mode": "mapframe Plain MAP", "proposal": False}) is None
