@@ -116,7 +116,18 @@ def test_data_matches_the_results_folder(three):
     assert all(d["r2"] is not None and d["verified_mean_abs_error"] is not None
                for d in data.diagnostics)
     assert data.tradeoffs["correlations"] and data.tradeoffs["degenerate"] is None
-    assert "--point {N} -o merged.safetensors" in data.export["command"]
+    # a black-box study: mapframe export refuses its folder, so no command is shown
+    assert data.export["command"] is None and "black-box" in data.export["note"]
+
+
+def test_export_command_for_a_checkpoint_study_with_its_config(tmp_path):
+    from test_report_faults import checkpoint_results
+
+    folder = checkpoint_results(tmp_path, with_config=True)
+    data = assemble(locate(folder))
+    assert data.export["has_model"] is True and data.export["note"] is None
+    assert data.export["command"] == (f"mapframe export {folder.absolute()} --point {{N}} "
+                                      "-o merged.safetensors")
 
 
 def test_report_html_is_self_contained(two):

@@ -118,8 +118,10 @@ def _export(saved: Any, summary: dict[str, Any], directory: str | None) -> dict[
     with_config = bool(saved is not None and saved.config and saved.config.get("checkpoints"))
     merged = with_config or bool((summary.get("settings") or {}).get("merge"))
     note = None
-    if not merged:
-        note = "This study used a black-box objective: there is no merged model to export."
+    if not merged:  # mapframe export refuses such a folder: no command to copy
+        command = None
+        note = ("This study used a black-box objective: there is no merged model to export; "
+                "the selected point's coefficients are above.")
     elif not with_config:  # saved with StudyResult.save: no config.yaml to rebuild the merge
         command = None
         note = ("This study merged checkpoints, but its results folder has no config.yaml, "
