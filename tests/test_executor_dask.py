@@ -108,6 +108,33 @@ def wrong_shape(C):
     return np.zeros((len(np.atleast_2d(C)), 3))
 
 
+def bug_once_another_call_runs(C):
+    """An evaluator bug (three metrics for two tasks) on the first call overall, reported once
+    another call is evaluating; every other call logs its start, finishes 1 s later and logs
+    its rows (``MAPFRAME_DASK_BUG_DIR`` holds the logs)."""
+    root = Path(os.environ["MAPFRAME_DASK_BUG_DIR"])
+    C = np.atleast_2d(C)
+    try:
+        os.close(os.open(root / "bug", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:  # not the first call
+        with open(root / "started", "a") as fh:
+            fh.write(f"{len(C)}\n")
+        time.sleep(1.0)
+        with open(root / "finished", "a") as fh:
+            fh.write(f"{len(C)}\n")
+        return quad(C)
+    deadline = time.monotonic() + 30
+    while not (root / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return np.ones((len(C), 3))
+
+
+def wrong_shape_below_half(C):
+    """``quad``, but three metrics for two tasks where the first coefficient is below 0.5."""
+    C = np.atleast_2d(C)
+    return np.ones((len(C), 3)) if (C[:, 0] < 0.5).any() else quad(C)
+
+
 def _jobs(n: int, seed: int = 0) -> list[Job]:
     C = np.random.default_rng(seed).uniform(0, 1, (n, 2))
     return [Job(str(i), C[i]) for i in range(n)]
@@ -213,7 +240,60 @@ def test_wrong_output_shape_is_an_evaluation_error_naming_the_worker(address: st
         ex.shutdown()
 
 
+def test_an_evaluator_bug_keeps_the_rows_its_batch_finished_before_it(address: str) -> None:
+    """A batch the worker evaluates in several calls (time-sized: a worker's runtime starts
+    at one point per call, the driver here at two per batch): the rows evaluated before the
+    call that broke the evaluator's contract are finished evaluations and come out before
+    the error (the whole batch was dropped)."""
+    ex = DaskExecutor(address=address)
+    ex.start(CallableEvaluator(wrong_shape_below_half, ["a", "b"]), None)
+    got: list[str] = []
+    try:
+        assert ex.capacity == 2
+        ex._timer.step = 2  # four jobs go out in two batches of two: good+bad, x+y
+        ex.submit([Job("good", np.array([0.9, 0.1])), Job("bad", np.array([0.1, 0.9])),
+                   Job("x", np.array([0.8, 0.2])), Job("y", np.array([0.7, 0.3]))])
+        with pytest.raises(EvaluationError, match=r"shape \(1, 3\).*dask-worker@tcp://"):
+            for result in ex.as_completed():
+                got.append(result.job.key)
+    finally:
+        ex.shutdown()
+    assert "good" in got and "bad" not in got and len(got) == len(set(got))
+
+
 # -- studies ---------------------------------------------------------------------------------------
+def test_after_an_evaluator_bug_the_batches_under_way_finish_and_are_kept(address, tmp_path):
+    """One call breaks the evaluator's contract while another worker evaluates another
+    batch: that batch is a finished evaluation, stored before the error stops the study (the
+    error stopped it at once: a rerun evaluated it again), and the batches queued with the
+    scheduler are not started."""
+    db = tmp_path / "s.sqlite"
+    env = {"MAPFRAME_DASK_BUG_DIR": str(tmp_path)}
+    with distributed.Client(address) as probe:
+        workers = len(probe.nthreads())
+        probe.run(lambda: os.environ.update(env))  # the workers run the objective
+        try:
+            with pytest.raises(EvaluationError,
+                               match=r"shape \(1, 3\).*dask-worker@tcp://") as info:
+                MergeStudy(objective=bug_once_another_call_runs, task_names=["a", "b"],
+                           budget=12, seed=0, sampler="sobol", storage=db,
+                           executor=DaskExecutor(address=address, batch_size=1)).run()
+        finally:
+            probe.run(lambda: [os.environ.pop(k, None) for k in env])
+    assert "\n" not in str(info.value)
+    finished = tmp_path / "finished"
+    deadline = time.monotonic() + 10  # (a study that did not wait for it: let it finish)
+    while not finished.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    evaluated = len(finished.read_text().split())
+    with sqlite3.connect(db) as con:
+        stored = con.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+    assert stored == evaluated >= 1  # every finished evaluation is stored
+    # Besides the bug and the batch under way, at most one batch per worker started before
+    # the stop reached it; the rest of the design was not evaluated.
+    assert len((tmp_path / "started").read_text().split()) <= 1 + workers
+
+
 def test_worker_killed_mid_study(tmp_path: Path, monkeypatch) -> None:
     """The executor's own local cluster: a worker SIGKILLed mid-batch is replaced, its batch
     re-run elsewhere; nothing is lost or stored twice, and no worker process outlives it."""

@@ -72,6 +72,12 @@ class DaskExecutor(Executor):
     task raised unexpectedly. ``resources`` (e.g. ``{"GPU": 1}``) are the Dask worker
     resources each evaluation holds; a local cluster gives each worker exactly that.
 
+    An evaluator bug (:class:`~mapframe.errors.EvaluationError`: the wrong shape of
+    metrics) stops the study as with the other executors: the workers are told to skip the
+    batches that have not started, the batches under way finish and their results come out
+    (the study stores them), as do the rows the failing batch finished before the bug, and
+    then the error is raised.
+
     In-memory task vectors (``task_vectors=`` rather than checkpoint paths) travel inside
     the plugin, and the scheduler keeps that copy to set up workers that join later:
     prefer checkpoint paths. Every worker keeps a full model in memory, and Dask's nanny
@@ -359,6 +365,7 @@ class DaskExecutor(Executor):
         if self._client is None:
             raise MapframeError("DaskExecutor.as_completed() called before start()")
         self._flush()
+        error: EvaluationError | None = None
         while self._futures:
             assert self._ac is not None
             fut = next(self._ac)
@@ -367,10 +374,44 @@ class DaskExecutor(Executor):
                 self._batches.pop(fut.key, None)
                 self._running.discard(fut.key)
                 self._finished.discard(fut.key)
-            yield from self._results(fut, batch)
-            self._flush()  # jobs submitted while we were iterating
+            try:
+                results, failed = self._results(fut, batch)
+            except MapframeError:
+                if error is None:
+                    raise
+                break  # the cluster went away meanwhile: the evaluator bug stopped the study
+            if failed is not None and error is None:
+                # An evaluator bug: no further batch starts, but the batches under way
+                # finish: their results are finished evaluations, and the study stores them.
+                error = failed
+                self._queue.clear()
+                self._skip_pending()
+            yield from results
+            if error is None:
+                self._flush()  # jobs submitted while we were iterating
+        if error is not None:
+            raise error
 
-    def _results(self, fut: Any, batch: list[Job]) -> list[JobResult]:
+    def _skip_pending(self) -> None:
+        """Tell every worker to skip the pending batches that have not started: one that
+        starts after this returns comes back with nothing evaluated, and one that started
+        before runs to its end (each batch looks under the worker's evaluation lock)."""
+        keys = [fut.key for fut in self._futures]
+        if not keys:
+            return
+        client = self._client
+        try:  # best effort: a batch not skipped runs, and its results are stored
+            call_with_deadline(
+                lambda: client.run(_skip_batches, self._token, keys),
+                max(10.0, self.connect_timeout), "mapframe-dask-skip")
+        except Exception as exc:
+            log.debug("could not tell the Dask workers to skip %d batch(es): %s",
+                      len(keys), _first_line(exc))
+
+    def _results(self, fut: Any, batch: list[Job]
+                 ) -> tuple[list[JobResult], EvaluationError | None]:
+        """The results of a finished batch, and the evaluator bug that stopped it (the
+        results then are those of the rows it finished before the bug)."""
         from distributed.scheduler import KilledWorker
         from distributed.utils import CancelledError
 
@@ -389,17 +430,20 @@ class DaskExecutor(Executor):
                    f"time(s), each time on another worker (Dask gives up after "
                    f"allowed-failures={exc.allowed_failures} re-runs; last worker {last}): "
                    "the evaluator probably crashes its process or runs out of memory")
-            return [JobResult(j, None, msg, 0.0, f"dask-worker@{last}") for j in batch]
+            return [JobResult(j, None, msg, 0.0, f"dask-worker@{last}") for j in batch], None
         except WorkerSetupError as exc:
             raise WorkerSetupError(_first_line(exc)) from None
         except Exception as exc:
             msg = (f"{type(exc).__name__}: {exc} (raised by the Dask task running this "
                    f"point, after {self.max_retries} retries)")
-            return [JobResult(j, None, msg, 0.0, "dask") for j in batch]
+            return [JobResult(j, None, msg, 0.0, "dask") for j in batch], None
+        if outcome == "skipped":  # not started after an evaluator bug: nothing evaluated
+            return [], None
         if outcome == "evaluation-error":
-            raise EvaluationError(value)
+            msg, done = value if isinstance(value, tuple) else (value, [])
+            return list(done), EvaluationError(msg)
         self._timer.update(value)
-        return list(value)
+        return list(value), None
 
     # -- status ---------------------------------------------------------------------------
     @property
@@ -484,16 +528,29 @@ def _run_jobs(token: str, key: str, jobs: list[Job], batch_size: int | None
         )
     runtime = plugin.runtime(worker)  # set up already, or now (raises WorkerSetupError)
     with plugin.run_lock:  # one evaluation at a time per resident model
+        if key in plugin.skip:  # the driver stopped on an evaluator bug before it started
+            return "skipped", None
         worker.log_event(token, {"started": key})
         _one_torch_thread()
+        done: list[JobResult] = []
         try:
-            return "ok", runtime.run(jobs, batch_size)
+            for part in runtime.iter_run(jobs, batch_size):
+                done += part
+            return "ok", done
         except EvaluationError as exc:
             # An evaluator bug (wrong output shape): the same on every worker, so the driver
-            # raises it rather than Dask retrying it.
-            return "evaluation-error", f"{exc} (on worker {runtime.name})"
+            # raises it rather than Dask retrying it, after storing the rows finished before.
+            return "evaluation-error", (f"{exc} (on worker {runtime.name})", done)
         finally:
             worker.log_event(token, {"finished": key})
+
+
+def _skip_batches(token: str, keys: list[str], dask_worker: Any = None) -> None:
+    """(On a worker, through ``Client.run``.) Batches ``keys`` of runtime ``token`` that have
+    not started are to come back unevaluated."""
+    plugin: Any = dask_worker.plugins.get(token) if dask_worker is not None else None
+    if plugin is not None:
+        plugin.skip.update(keys)
 
 
 def _worker_name(worker: Any) -> str:
@@ -570,6 +627,8 @@ def _runtime_plugin_class() -> type:
             self._runtime: WorkerRuntime | None = None
             self._setup_lock = threading.Lock()
             self.run_lock = threading.Lock()
+            #: Keys of batches not to start (the driver stopped on an evaluator bug).
+            self.skip: set[str] = set()
 
         def __getstate__(self) -> dict[str, Any]:
             return {"token": self.token, "payload": self.payload}
