@@ -17,6 +17,7 @@ import math
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -35,7 +36,7 @@ from mapframe.evaluators.base import Evaluator
 from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
 from mapframe.history import Evaluation, FailureReason, History, coefficient_key
 from mapframe.problem import Task
-from mapframe.storage.base import EvaluationStore, driver_id
+from mapframe.storage.base import EvaluationStore, driver_id, retire_driver
 
 __all__ = ["EvaluationCounts", "EvaluationSession", "check_metrics"]
 
@@ -106,12 +107,20 @@ class EvaluationSession:
         self._stored: dict[tuple[str, str], Evaluation] = {}
         self._started = False
         self._open = False
-        #: Who this driver is in the store's claims (host, process, random part).
+        self._new_owner()
+
+    def _new_owner(self) -> None:
+        #: Who this driver is in the store's claims (host, process, random part). Retired
+        #: when the session closes or is garbage collected: claims it could not release
+        #: (a locked store) are then taken over at once by this process's next study.
         self.owner = driver_id()
+        self._retire_owner = weakref.finalize(self, retire_driver, self.owner)
 
     # -- lifetime ---------------------------------------------------------------------------
     def open(self) -> EvaluationSession:
         """Open the store (checking the fingerprint) and read what earlier runs stored."""
+        if not self._retire_owner.alive:  # reopened after close: a live owner again
+            self._new_owner()
         self.store.open(self.study_name, self.fingerprint)
         self._open = True
         stored = self.store.load()
@@ -133,6 +142,7 @@ class EvaluationSession:
                 self._started = False
                 self.executor.shutdown()
         finally:
+            self._retire_owner()
             if self._open:
                 self._open = False
                 self.store.close()

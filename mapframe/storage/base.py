@@ -17,14 +17,18 @@ from mapframe.component import Component
 from mapframe.errors import SetupMismatchError, StoreError
 from mapframe.history import Evaluation
 
-__all__ = ["EvaluationStore", "driver_id", "driver_is_gone", "fingerprint_diff"]
+__all__ = ["EvaluationStore", "driver_id", "driver_is_gone", "fingerprint_diff",
+           "retire_driver"]
 
 
-#: The driver ids this process made (:func:`driver_id`): an owner with this host and this
-#: process's PID that is not among them, and whose claims were last renewed before this
-#: process started, belongs to an earlier process that had the same PID (a container
-#: restarted, its driver PID 1 again), which is gone.
-_OWN_DRIVERS: set[str] = set()
+#: The driver ids this process made (:func:`driver_id`), each with whether it is still live
+#: (its session is open; :func:`retire_driver` when it closes or is garbage collected): a
+#: retired one's claims are taken over at once (a study whose release of its claims failed,
+#: say on a locked store, must not hold up the next study of this process for ``claim_ttl``).
+#: An owner with this host and this process's PID that is not among them, and whose claims
+#: were last renewed before this process started, belongs to an earlier process that had
+#: the same PID (a container restarted, its driver PID 1 again), which is gone.
+_OWN_DRIVERS: dict[str, bool] = {}
 _OWN_DRIVERS_LOCK = threading.Lock()
 #: When this process started (at the latest): a claim renewed before it is not one of its own.
 _STARTED_AT = time.time()
@@ -34,14 +38,24 @@ def driver_id() -> str:
     """A new name for one driver in a store's claims: ``host:pid:random``."""
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     with _OWN_DRIVERS_LOCK:
-        _OWN_DRIVERS.add(owner)
+        _OWN_DRIVERS[owner] = True
     return owner
+
+
+def retire_driver(owner: str) -> None:
+    """Mark ``owner`` (a :func:`driver_id` of this process) as ended: whatever claims it
+    left in a store (its release failed) are taken over at once by this process's next
+    driver, as those of a driver whose process is gone."""
+    with _OWN_DRIVERS_LOCK:
+        if owner in _OWN_DRIVERS:
+            _OWN_DRIVERS[owner] = False
 
 
 def driver_is_gone(owner: str, heartbeat: float | None = None) -> bool:
     """Whether ``owner`` (a :func:`driver_id`) was a process on this host that no longer
-    runs: its claims can be taken over at once instead of after ``claim_ttl``. An owner
-    with this process's PID that this process did not make, whose claim was last renewed
+    runs, or a driver of this process whose session ended (:func:`retire_driver`): its
+    claims can be taken over at once instead of after ``claim_ttl``. An owner with this
+    process's PID that this process did not make, whose claim was last renewed
     (``heartbeat``, a ``time.time()``; ``None``: unknown) before this process started, was
     an earlier process with the same PID (a restarted container's PID 1): gone too."""
     host, _, rest = owner.partition(":")
@@ -51,8 +65,9 @@ def driver_is_gone(owner: str, heartbeat: float | None = None) -> bool:
     pid = int(pid_text)
     if pid == os.getpid():
         with _OWN_DRIVERS_LOCK:
-            if owner in _OWN_DRIVERS:
-                return False
+            live = _OWN_DRIVERS.get(owner)
+        if live is not None:
+            return not live
         return heartbeat is None or heartbeat < _STARTED_AT
     try:
         os.kill(pid, 0)

@@ -246,7 +246,8 @@ class SQLiteStore(EvaluationStore):
     read their results when they land, and the claims of a driver that stopped renewing them
     for ``claim_ttl`` seconds (killed on another host) are taken over; on the same host a
     driver whose process is gone loses its claims at once, so a study restarted after a
-    crash does not wait. The results are those of one driver.
+    crash does not wait, and so does a driver of this process whose study ended without
+    releasing them (a locked store). The results are those of one driver.
     """
 
     name: ClassVar[str] = "sqlite"
