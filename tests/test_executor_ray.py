@@ -78,6 +78,12 @@ def wrong_shape(C: np.ndarray) -> np.ndarray:
     return np.zeros((len(C), 3))
 
 
+def wrong_shape_below_half(C: np.ndarray) -> np.ndarray:
+    """``quad``, but three metrics for two tasks where the first coefficient is below 0.5."""
+    C = np.atleast_2d(C)
+    return np.ones((len(C), 3)) if (C[:, 0] < 0.5).any() else quad(C)
+
+
 class TestRayExecutor(ExecutorContract):
     def make_executor(self) -> RayExecutor:
         return RayExecutor(workers=2)
@@ -216,6 +222,30 @@ def test_wrong_output_shape_names_the_actor() -> None:
     finally:
         ex.shutdown()
         ex.shutdown()
+
+
+def test_an_evaluator_bug_keeps_the_rows_its_batch_finished_before_it() -> None:
+    """A batch the actor evaluates in several calls (time-sized: an actor's runtime starts
+    at one point per call, the driver here at two per batch): the rows evaluated before the
+    call that broke the evaluator's contract are finished evaluations and come out before
+    the error, as do the other actor's batch (the whole failing batch was dropped)."""
+    ex = RayExecutor(workers=2)
+    ex.start(CallableEvaluator(wrong_shape_below_half, ["a", "b"]), None)
+    got: list[str] = []
+    try:
+        assert ex.capacity == 2
+        ex._timer.step = 2  # four jobs go out in two batches of two: good+bad, x+y
+        ex.submit([Job("good", np.array([0.9, 0.1])), Job("bad", np.array([0.1, 0.9])),
+                   Job("x", np.array([0.8, 0.2])), Job("y", np.array([0.7, 0.3]))])
+        with pytest.raises(EvaluationError,
+                           match=r"ray actor ray-actor-\d+@.*shape \(1, 3\)") as info:
+            for result in ex.as_completed():
+                assert result.error is None
+                got.append(result.job.key)
+    finally:
+        ex.shutdown()
+    assert "\n" not in str(info.value)
+    assert sorted(got) == ["good", "x", "y"]
 
 
 def test_an_objective_that_cannot_be_serialised_is_a_one_line_error() -> None:

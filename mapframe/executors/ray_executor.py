@@ -104,6 +104,12 @@ class RayExecutor(Executor):
     Each actor has one batch in flight; queued jobs are split so that every actor is busy.
     When an actor dies, its jobs are queued again (up to ``max_retries`` re-runs each) and a
     replacement actor is started and set up, so no evaluation is lost or stored twice.
+
+    An evaluator bug (:class:`~mapframe.errors.EvaluationError`: the wrong shape of metrics)
+    stops the study: no further batch is handed out, the batches under way finish and their
+    results come out (the study stores them), as do the rows the failing batch finished
+    before the bug (an actor evaluates its batch in several calls), and then the one-line
+    error, naming the actor, is raised.
     """
 
     name: ClassVar[str] = "ray"
@@ -231,8 +237,7 @@ class RayExecutor(Executor):
             actor = self._in_flight.pop(ref)
             jobs, actor.jobs = actor.jobs or [], None
             try:
-                results = ray.get(ref)
-                self._timer.update(results)
+                outcome = ray.get(ref)
             except ray.exceptions.RayTaskError as exc:  # raised by mapframe in the actor
                 # Stop handing out work, but let the batches under way finish: their
                 # results are finished evaluations, and the study stores them.
@@ -242,6 +247,17 @@ class RayExecutor(Executor):
                 continue
             except ray.exceptions.RayError as exc:  # the actor, its node or its result is lost
                 results = self._actor_died(actor, jobs, exc)
+            else:
+                if isinstance(outcome, _EvaluatorBug):
+                    # An evaluator bug: the rows its batch finished before it are finished
+                    # evaluations (the study stores them); then as above.
+                    results = list(outcome.done)
+                    if error is None:
+                        error = EvaluationError(outcome.message)
+                        self._queue.clear()
+                else:
+                    results = outcome
+                    self._timer.update(results)
             yield from results
         if error is not None:
             raise error
@@ -392,6 +408,16 @@ class RayExecutor(Executor):
         return failed
 
 
+@dataclass
+class _EvaluatorBug:
+    """What an actor returns when the evaluator broke its contract (an
+    :class:`~mapframe.errors.EvaluationError`) partway through a batch: the error's one-line
+    message, naming the actor, and the results of the rows it finished before."""
+
+    message: str
+    done: list[JobResult]
+
+
 @dataclass(eq=False)
 class _Actor:
     """The driver's record of one actor."""
@@ -434,12 +460,17 @@ class _RayWorker:
         _torch_threads(threads, load=False)  # the evaluator's setup may have imported torch
         return name
 
-    def run(self, jobs: list[Job], batch_size: int | None) -> list[JobResult]:
+    def run(self, jobs: list[Job], batch_size: int | None) -> list[JobResult] | _EvaluatorBug:
         assert self._runtime is not None, "setup() was not called"
+        done: list[JobResult] = []
         try:
-            return self._runtime.run(jobs, batch_size)
+            for part in self._runtime.iter_run(jobs, batch_size):
+                done += part
         except EvaluationError as exc:
-            raise EvaluationError(f"ray actor {self._runtime.name}: {exc}") from None
+            # An evaluator bug (wrong output shape): the same on every actor, so the driver
+            # raises it, after storing the rows this batch finished before it.
+            return _EvaluatorBug(f"ray actor {self._runtime.name}: {exc}", done)
+        return done
 
     def close(self) -> None:
         if self._runtime is not None:
