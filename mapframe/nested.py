@@ -322,9 +322,12 @@ _PAIR_FILES = ("front.csv", "front.json", "evaluations.csv", "surrogates.json",
 def _pair_folders(pairs: Sequence[PairRecord]) -> list[str]:
     """Each pair's folder name, ``round<k>-<slug of the merge label>``; labels whose slugs
     coincide (``(a+b_c)`` and ``(a_b+c)``, or long labels cut at 80 characters) get the
-    first 8 hex digits of their label's SHA-256 appended, so no pair overwrites another."""
+    first 8 hex digits of their label's SHA-256 appended, so no pair overwrites another.
+    Slugs are compared ignoring case: on a case-insensitive file system (macOS's and
+    Windows' defaults) ``round1-_A_B_`` and ``round1-_a_b_`` are one folder."""
     names = [f"round{p.round}-{_slug(p.merged)}" for p in pairs]
-    return [n if names.count(n) == 1
+    folded = [n.casefold() for n in names]
+    return [n if folded.count(n.casefold()) == 1
             else f"{n}-{hashlib.sha256(p.merged.encode()).hexdigest()[:8]}"
             for n, p in zip(names, pairs)]
 

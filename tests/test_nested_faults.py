@@ -103,3 +103,18 @@ def test_merges_whose_folder_names_coincide_get_their_own_folders(tmp_path) -> N
     studies = sorted(json.loads((d / "summary.json").read_text())["study"]
                      for d in (tmp_path / "pairs").iterdir())
     assert studies == ["nested/((a+b_c)+(a_b+c))", "nested/(a+b_c)", "nested/(a_b+c)"]
+
+
+def test_pair_folders_differ_by_more_than_case() -> None:
+    """Model names A, B, a, b gave the folders round1-_A_B_ and round1-_a_b_: one folder on
+    a case-insensitive file system (macOS's and Windows' defaults), where the second pair's
+    results replaced the first's."""
+    from types import SimpleNamespace
+
+    from mapframe.nested import _pair_folders
+
+    pairs = [SimpleNamespace(round=1, merged="(A+B)"), SimpleNamespace(round=1, merged="(a+b)"),
+             SimpleNamespace(round=1, merged="(c+d)")]
+    names = _pair_folders(pairs)  # type: ignore[arg-type]
+    assert len({n.casefold() for n in names}) == 3
+    assert names[2] == "round1-_c_d_"  # a slug no other pair shares keeps its plain name
