@@ -12,6 +12,7 @@ is stored the moment it finishes, reused on a rerun, and checked the same way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -31,6 +32,7 @@ from mapframe.errors import (
     EvaluationError,
     MapframeWarning,
     MetricError,
+    StoreError,
 )
 from mapframe.evaluators.base import Evaluator
 from mapframe.executors.base import Executor, ExecutorStatus, Job, JobResult, MergeSpec
@@ -264,8 +266,13 @@ class EvaluationSession:
                     else:  # other drivers hold every remaining point: wait for them
                         time.sleep(delay)
                         delay = min(2 * delay, 2.0)
-            finally:
-                self.store.release_claims(self.owner)
+            except BaseException:
+                # The error that stopped the run says more than a release that fails too
+                # (a locked store): claims left behind go when this session closes.
+                with contextlib.suppress(StoreError):
+                    self.store.release_claims(self.owner)
+                raise
+            self.store.release_claims(self.owner)
         return ran
 
     def _progress(self, phase: str, done: int) -> None:
@@ -317,12 +324,20 @@ class EvaluationSession:
         # A plugin's stored-evaluation hook that raises stops the study too, but only after
         # the batch's other results are stored (they were lost with the raw exception).
         hook_error: Exception | None = None
+        # A result the store cannot take (another program holds its lock) stops the study,
+        # but only after the batch's other results are handed to it too: the SQLite store
+        # keeps them in its journal, and the last error says how many it keeps.
+        store_error: StoreError | None = None
         for res in self.executor.as_completed():
             if res.job.key not in pending:
                 continue  # a duplicate result (e.g. a retried job that also finished)
             pending.discard(res.job.key)
             ev = check_metrics(res, self.tasks, self.evaluator.name)
-            self.store.add(ev)
+            try:
+                self.store.add(ev)
+            except StoreError as exc:
+                store_error = exc
+                continue
             collected[ev.key] = ev
             self.counts.new += 1
             self.counts.by_phase[phase] = self.counts.by_phase.get(phase, 0) + 1
@@ -340,6 +355,8 @@ class EvaluationSession:
                 first_failure = ev
             if not pending and (first_failure is not None or first_out_of_range is not None):
                 break
+        if store_error is not None:
+            raise store_error
         if hook_error is not None:
             raise hook_error
         self._raise_progress_error()

@@ -108,9 +108,9 @@ def test_a_study_whose_store_gets_locked_stops_with_one_line_and_resumes(tmp_pat
 
     def study():
         return MergeStudy(objective=objective, task_names=["a", "b"], budget=10, seed=0,
-                          # claim_ttl: the failed run's claims (its release was locked
-                          # out too) belong to this live process; they expire at once
-                          storage=SQLiteStore(path, claim_ttl=0.5), study_name="s",
+                          # the failed run's claims (its release was locked out too)
+                          # are taken over at once: their session is closed
+                          storage=SQLiteStore(path, claim_ttl=3600), study_name="s",
                           sampler="sobol",
                           surrogate="quadratic")
 
@@ -123,4 +123,6 @@ def test_a_study_whose_store_gets_locked_stops_with_one_line_and_resumes(tmp_pat
     with sqlite3.connect(path) as c:
         assert c.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0] == first
     res = study().run()
-    assert res.n_reused == first  # the first batch is not evaluated again
+    # neither the first batch (stored) nor the second (kept in the journal, stored now)
+    # is evaluated again
+    assert res.n_reused == sum(calls)

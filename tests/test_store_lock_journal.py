@@ -7,6 +7,7 @@ stored by the next run)."""
 from __future__ import annotations
 
 import gc
+import json
 import sqlite3
 import types
 
@@ -15,6 +16,7 @@ import pytest
 
 from mapframe import MergeStudy
 from mapframe.errors import StoreError
+from mapframe.history import Evaluation
 from mapframe.session import EvaluationSession
 from mapframe.storage import SQLiteStore
 from mapframe.storage.base import driver_id
@@ -117,3 +119,95 @@ def test_a_reopened_session_holds_its_claims_again(tmp_path):
     assert other.claim("search", ["k1"], driver_id()) == []
     other.close()
     session.close()
+
+
+# -- fault 2: finished evaluations the locked store could not take -----------------------
+def _ev(key: str, value: float = 0.5) -> Evaluation:
+    return Evaluation(coefficients=np.array([value]), metrics=np.array([value]), status="ok",
+                      phase="search", round=0, duration=0.0, key=key)
+
+
+def _locked(path) -> sqlite3.Connection:
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+def test_a_locked_out_study_keeps_its_finished_evaluations_for_the_next_run(
+        tmp_path, short_lock):
+    path = tmp_path / "s.sqlite"
+    objective, release = _lock_on_second_batch(path)
+    with pytest.raises(StoreError) as info:
+        _study(path, objective).run()
+    release()
+    text = str(info.value)
+    calls = objective.calls  # type: ignore[attr-defined]
+    first, second = calls[0], sum(calls[1:])  # stored; finished under the lock
+    assert "\n" not in text and "holds its lock" in text
+    assert f"{first} evaluations of this study are safely stored" in text
+    assert f"{second} finished evaluations that could not be written are kept in " \
+           f"{path}.pending" in text and "the next run with this store stores them" in text
+    assert len(list((tmp_path / "s.sqlite.pending").glob("*.json"))) == second
+    res = _study(path, objective).run()
+    assert res.n_reused == first + second  # none of the finished ones is evaluated again
+    assert not (tmp_path / "s.sqlite.pending").exists()
+    with sqlite3.connect(path) as c:
+        assert c.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0] == 10
+
+
+def test_kept_evaluations_land_only_in_their_own_study(tmp_path, short_lock):
+    path = tmp_path / "s.sqlite"
+    store = SQLiteStore(path)
+    store.open("s", FP)
+    store.add(_ev("k1"))
+    other = _locked(path)
+    with pytest.raises(StoreError, match="kept in"):
+        store.add(_ev("k2"))
+    with pytest.raises(StoreError, match="kept in"):  # at once: no second wait on the lock
+        store.add(_ev("k3"))
+    other.execute("ROLLBACK")
+    other.close()
+    store.close()
+    journal = tmp_path / "s.sqlite.pending"
+    assert len(list(journal.glob("*.json"))) == 2
+    # another study of the file (another name; the same name with another setup elsewhere)
+    stranger = SQLiteStore(path)
+    stranger.open("t", FP)
+    assert stranger.load() == []
+    stranger.close()
+    elsewhere = SQLiteStore(tmp_path / "other.sqlite")
+    elsewhere.open("s", {"x": 2})
+    assert elsewhere.load() == []
+    elsewhere.close()
+    assert len(list(journal.glob("*.json"))) == 2  # left for their study
+    # a kept file of the same name but another fingerprint is never taken
+    forged = json.loads(next(journal.glob("*.json")).read_text())
+    forged.update(fingerprint=json.dumps({"x": 2}), key="k9")
+    (journal / "0-forged.json").write_text(json.dumps(forged))
+    store.open("s", FP)
+    assert [e.key for e in store.load()] == ["k1", "k2", "k3"]
+    assert [p.name for p in journal.glob("*.json")] == ["0-forged.json"]
+    store.close()
+
+
+def test_a_kept_evaluation_does_not_replace_one_stored_meanwhile(tmp_path, short_lock):
+    path = tmp_path / "s.sqlite"
+    store = SQLiteStore(path)
+    store.open("s", FP)
+    other = _locked(path)
+    with pytest.raises(StoreError, match="kept in"):
+        store.add(_ev("k1", 0.25))
+    other.execute("ROLLBACK")
+    other.close()
+    store.close()
+    # another driver of the study evaluated the point again and stored it meanwhile
+    (journal,) = (tmp_path / "s.sqlite.pending").glob("*.json")
+    record = json.loads(journal.read_text())
+    sqlite3.connect(path, isolation_level=None).execute(
+        "INSERT INTO evaluations (study_id, phase, key, coefficients, metrics, status, round, "
+        "duration, created) VALUES (1, 'search', 'k1', '[0.75]', '[0.75]', 'ok', 0, 0, 0)")
+    store.open("s", FP)
+    (ev,) = store.load()
+    assert ev.metrics is not None and ev.metrics[0] == 0.75 and record["metrics"] == "[0.25]"
+    assert not (tmp_path / "s.sqlite.pending").exists()
+    store.close()

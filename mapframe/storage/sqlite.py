@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -19,6 +21,8 @@ from mapframe.history import Evaluation, FailureReason
 from mapframe.storage.base import EvaluationStore, driver_is_gone
 
 __all__ = ["SQLiteStore"]
+
+log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
@@ -152,6 +156,21 @@ def _refuse_damaged(conn: sqlite3.Connection, p: Path) -> None:
         raise damaged_store_error(p, f"SQLite reports: {rows[0]}")
 
 
+#: The columns an evaluation's row is written with (after ``study_id``), in this order.
+_WRITE_COLUMNS = ("phase", "key", "coefficients", "metrics", "status", "error", "round",
+                  "duration", "created", "reason")
+_INSERT = (f"INSERT OR REPLACE INTO evaluations (study_id, {', '.join(_WRITE_COLUMNS)}) "
+           f"VALUES ({', '.join('?' * (1 + len(_WRITE_COLUMNS)))})")
+
+
+def _row(evaluation: Evaluation) -> tuple[Any, ...]:
+    """The values of :data:`_WRITE_COLUMNS` for ``evaluation``, written now."""
+    return (evaluation.phase, evaluation.key, _floats(evaluation.coefficients),
+            _floats(evaluation.metrics), evaluation.status, evaluation.error,
+            int(evaluation.round), float(evaluation.duration), time.time(),
+            None if evaluation.reason is None else evaluation.reason.value)
+
+
 #: The columns of an evaluation row, in the order :func:`row_evaluation` reads them.
 ROW_COLUMNS = "coefficients, metrics, status, error, phase, round, duration, key, reason"
 
@@ -248,6 +267,12 @@ class SQLiteStore(EvaluationStore):
     driver whose process is gone loses its claims at once, so a study restarted after a
     crash does not wait, and so does a driver of this process whose study ended without
     releasing them (a locked store). The results are those of one driver.
+
+    A finished evaluation that cannot be written (another program holds the lock for
+    :attr:`lock_timeout` seconds, a full disk) is kept in a journal next to the file
+    (``<path>.pending/``, one JSON file each, with its study's name and fingerprint) and the
+    study stops with a one-line error saying so; the next :meth:`open` of that study stores
+    the kept evaluations before anything is evaluated and deletes their files.
     """
 
     name: ClassVar[str] = "sqlite"
@@ -269,6 +294,13 @@ class SQLiteStore(EvaluationStore):
         self._conn_thread: int | None = None
         self._study_id: int | None = None
         self._study_name = ""
+        #: The open study's fingerprint as its row holds it: with the name, the identity of
+        #: the evaluations kept in the journal (see :meth:`_keep`).
+        self._fingerprint = ""
+        #: The write error after which :meth:`add` tries the store once without waiting
+        #: for its lock, then keeps the evaluation in the journal (waiting ``lock_timeout``
+        #: again for every result of the batch would only delay the stop).
+        self._write_failed: sqlite3.DatabaseError | None = None
         #: True when the file could only be opened for reading (its evaluations are reused;
         #: a study that needs new ones stops before evaluating with a one-line error).
         self.read_only = False
@@ -382,6 +414,7 @@ class SQLiteStore(EvaluationStore):
             self._check_fingerprint(
                 study_name, json.loads(row[1]), json.loads(fp), f"the store {self.path}")
             self._study_id, self._study_name = int(row[0]), study_name
+            self._fingerprint = row[1]
             return
         row = conn.execute(
             "SELECT id, fingerprint FROM studies WHERE name = ?", (study_name,)
@@ -400,6 +433,8 @@ class SQLiteStore(EvaluationStore):
             study_name, json.loads(row[1]), json.loads(fp), f"the store {self.path}"
         )
         self._study_id, self._study_name = int(row[0]), study_name
+        self._fingerprint, self._write_failed = row[1], None
+        self._store_kept()
 
     @property
     def location(self) -> str | None:
@@ -443,31 +478,25 @@ class SQLiteStore(EvaluationStore):
             with _write_transaction(conn):
                 self._add(evaluation)
 
-        self._write(write)
+        if self._write_failed is None:
+            self._write(write, keep=evaluation)
+            return
+        # The store could not be written moments ago: one try without waiting for the lock.
+        conn = self._connect()
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            with self._writing(evaluation):
+                write(conn)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
+        self._write_failed = None
 
     def _add(self, evaluation: Evaluation) -> None:
         conn = self._connect()
         # The claim goes with the result (a claim left by a crash in between only expires).
         conn.execute("DELETE FROM claims WHERE study_id = ? AND phase = ? AND key = ?",
                      (self._sid(), evaluation.phase, evaluation.key))
-        conn.execute(
-            "INSERT OR REPLACE INTO evaluations (study_id, phase, key, coefficients, metrics, "
-            "status, error, round, duration, created, reason) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                self._sid(),
-                evaluation.phase,
-                evaluation.key,
-                _floats(evaluation.coefficients),
-                _floats(evaluation.metrics),
-                evaluation.status,
-                evaluation.error,
-                int(evaluation.round),
-                float(evaluation.duration),
-                time.time(),
-                None if evaluation.reason is None else evaluation.reason.value,
-            ),
-        )
+        conn.execute(_INSERT, (self._sid(), *_row(evaluation)))
 
     def set_meta(self, key: str, value: Any) -> None:
         if self.read_only:
@@ -477,13 +506,15 @@ class SQLiteStore(EvaluationStore):
             "INSERT OR REPLACE INTO meta (study_id, key, value) VALUES (?, ?, ?)",
             (sid, key, text)))
 
-    def _write(self, write: Callable[[sqlite3.Connection], _T]) -> _T:
+    def _write(self, write: Callable[[sqlite3.Connection], _T],
+               keep: Evaluation | None = None) -> _T:
         """``write(connection)``, retried while another process holds the file's lock (for
         up to :attr:`lock_timeout` seconds in all: each statement waits that long for it, and
-        a lock SQLite reports at once is tried again), inside :meth:`_writing`."""
+        a lock SQLite reports at once is tried again), inside :meth:`_writing` (which keeps
+        ``keep`` in the journal when the write fails)."""
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.01
-        with self._writing():
+        with self._writing(keep):
             while True:
                 try:
                     return write(self._connect())
@@ -494,9 +525,10 @@ class SQLiteStore(EvaluationStore):
                 delay = min(delay * 2, 0.5)
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
+    def _writing(self, keep: Evaluation | None = None) -> Iterator[None]:
         """Turn a full disk, a read-only file or a lock another process keeps into a
-        one-line error that says what is safe."""
+        one-line error that says what is safe; a finished evaluation whose write failed so
+        (``keep``) is kept in the journal, for the next run to store."""
         try:
             yield
         except sqlite3.DatabaseError as exc:
@@ -507,26 +539,110 @@ class SQLiteStore(EvaluationStore):
             if (not locked and "full" not in text and "readonly" not in text
                     and "read-only" not in text):
                 raise
+            if keep is not None:
+                self._write_failed = exc
+            raise self._write_error(exc, keep) from None
+
+    def _write_error(self, exc: sqlite3.DatabaseError, keep: Evaluation | None) -> StoreError:
+        """The one-line error for a write that failed on a lock, a full disk or a read-only
+        file, after keeping ``keep`` (if any) in the journal."""
+        try:
+            n = self._connect().execute(
+                "SELECT COUNT(*) FROM evaluations WHERE study_id = ?", (self._sid(),)
+            ).fetchone()[0]
+            safe = f"{n} evaluations of this study are safely stored"
+        except (sqlite3.Error, StoreError):  # StoreError: no study open yet
+            safe = "the evaluations stored before this one are safe"
+        if keep is not None:
             try:
-                n = self._connect().execute(
-                    "SELECT COUNT(*) FROM evaluations WHERE study_id = ?", (self._sid(),)
-                ).fetchone()[0]
-                safe = f"{n} evaluations of this study are safely stored"
-            except (sqlite3.Error, StoreError):  # StoreError: no study open yet
-                safe = "the evaluations stored before this one are safe"
-            if locked:
-                raise StoreError(
-                    f"cannot write to {self.path}: another program holds its lock (still "
-                    f"after {self.lock_timeout:g} s: {exc}); {safe}: wait for it to finish "
-                    "or close it (a sqlite3 shell left in a transaction, a backup tool), or "
-                    "use another store, and run again to resume"
-                ) from None
-            what = ("the disk holding the store is full" if "full" in text
-                    else "the store is read-only")
-            raise StoreError(
-                f"cannot write to {self.path}: {what} ({exc}); {safe}: free space or make "
-                "it writable (or move the store) and run again to resume"
-            ) from None
+                self._keep(keep)
+                n_kept = sum(1 for _ in self._journal().glob("*.json"))
+                safe += (f", and {n_kept} finished evaluations that could not be written are "
+                         f"kept in {self._journal()} (the next run with this store stores "
+                         "them before evaluating anything)")
+            except OSError as why:
+                safe += f" (the one that finished now is lost: it could not be kept: {why})"
+        text = str(exc).lower()
+        if isinstance(exc, sqlite3.OperationalError) and _is_lock_error(exc):
+            return StoreError(
+                f"cannot write to {self.path}: another program holds its lock (still "
+                f"after {self.lock_timeout:g} s: {exc}); {safe}: wait for it to finish "
+                "or close it (a sqlite3 shell left in a transaction, a backup tool), or "
+                "use another store, and run again to resume")
+        what = ("the disk holding the store is full" if "full" in text
+                else "the store is read-only")
+        return StoreError(
+            f"cannot write to {self.path}: {what} ({exc}); {safe}: free space or make "
+            "it writable (or move the store) and run again to resume")
+
+    # -- the journal: finished evaluations the store could not take ------------------------
+    def _journal(self) -> Path:
+        """The folder next to the store (``<store>.pending``) that keeps finished evaluations
+        whose write failed, one JSON file each, until the next open of their study."""
+        return Path(self.path + ".pending")
+
+    def _keep(self, evaluation: Evaluation) -> None:
+        """Write ``evaluation``'s row, with its study's name and fingerprint (so that it can
+        never land in another study), to a new file of the journal, atomically: a file
+        there is whole or absent."""
+        folder = self._journal()
+        folder.mkdir(exist_ok=True)
+        record = {"study": self._study_name, "fingerprint": self._fingerprint,
+                  **dict(zip(_WRITE_COLUMNS, _row(evaluation)))}
+        path = folder / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.json"
+        tmp = path.with_suffix(".tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(record, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+
+    def _store_kept(self) -> None:
+        """On open: store the evaluations the journal keeps for this study (same name and
+        fingerprint; other studies' files are left for them), then delete their files. A
+        point stored meanwhile (other than as failed) keeps its row."""
+        folder = self._journal()
+        if not folder.is_dir():
+            return
+        mine: list[tuple[Path, tuple[Any, ...]]] = []
+        for path in sorted(folder.glob("*.json")):
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+                if (record.get("study"), record.get("fingerprint")) != (
+                        self._study_name, self._fingerprint):
+                    continue
+                row = tuple(record[c] for c in _WRITE_COLUMNS)
+                row_evaluation([record[c] for c in ROW_COLUMNS.split(", ")])  # readable?
+            except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                log.warning("left %s in the store's journal: it cannot be read (%s)", path, exc)
+                continue
+            mine.append((path, row))
+        if mine:
+            sid = self._sid()
+
+            def write(conn: sqlite3.Connection) -> None:
+                with _write_transaction(conn):
+                    for _, row in mine:
+                        phase, key = row[0], row[1]
+                        if conn.execute(
+                                "SELECT 1 FROM evaluations WHERE study_id = ? AND phase = ? "
+                                "AND key = ? AND status != 'failed'",
+                                (sid, phase, key)).fetchone() is None:
+                            conn.execute("DELETE FROM claims WHERE study_id = ? AND phase = ? "
+                                         "AND key = ?", (sid, phase, key))
+                            conn.execute(_INSERT, (sid, *row))
+
+            self._write(write)
+            for path, _ in mine:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # when empty
 
     # -- several drivers -----------------------------------------------------------------
     def claim(self, phase: str, keys: Sequence[str], owner: str,
@@ -621,4 +737,5 @@ class SQLiteStore(EvaluationStore):
     def __getstate__(self) -> dict[str, Any]:
         # Connections cannot cross processes; a copy reconnects lazily.
         return {"path": self.path, "claim_ttl": self.claim_ttl, "_conn": None,
-                "_conn_thread": None, "_study_id": None, "_study_name": "", "read_only": False}
+                "_conn_thread": None, "_study_id": None, "_study_name": "", "_fingerprint": "",
+                "_write_failed": None, "read_only": False}
