@@ -139,13 +139,22 @@ def _optional_component(v: Any) -> Any:
     return None if v is None else _component(v)
 
 
+def _home(path: str) -> str:
+    """``path`` with a leading ``~`` expanded, as a shell and the YAML config do (from
+    Python it was a folder named ``~`` in the working directory)."""
+    return os.path.expanduser(path) if path.startswith("~") else path
+
+
 def _storage(v: Any) -> Any:
     if v is None:
         return None
     if isinstance(v, os.PathLike):  # a path, never a store name: Path("memory") is a file
-        return {"name": "sqlite", "path": os.fspath(v)}
+        return {"name": "sqlite", "path": _home(os.fspath(v))}
     if isinstance(v, str):
         _refuse_a_store_name_typo(v)
+        v = _home(v)
+    if isinstance(v, Mapping) and isinstance(v.get("path"), (str, os.PathLike)):
+        v = {**v, "path": _home(os.fspath(v["path"]))}
     return _component(v)
 
 
@@ -225,10 +234,10 @@ def _optional_str(v: Any) -> str | None:
     if v is None:
         return None
     if isinstance(v, os.PathLike):
-        return os.fspath(v)
+        return _home(os.fspath(v))
     if not isinstance(v, str) or not v:
         raise _Invalid(f"{{loc}} must be a non-empty string (a path), got {v!r}")
-    return v
+    return _home(v)
 
 
 def _bool(v: Any) -> bool:
@@ -239,10 +248,10 @@ def _bool(v: Any) -> bool:
 
 def _path(v: Any) -> str:
     if isinstance(v, os.PathLike):
-        return os.fspath(v)
+        return _home(os.fspath(v))
     if not isinstance(v, str) or not v:
         raise _Invalid(f"{{loc}} must be a path string, got {v!r}")
-    return v
+    return _home(v)
 
 
 def _finetuned(v: Any) -> dict[str, str]:
@@ -253,9 +262,13 @@ def _finetuned(v: Any) -> dict[str, str]:
         if not isinstance(k, str) or not k:
             raise _Invalid(f"{{loc}} keys must be task names (strings), got {k!r}"
                            f"{unquoted_name_hint(k)}")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in k):
+            # the name goes into the mergekit YAML, the model card and safetensors metadata
+            raise _Invalid(f"{{loc}} key {k!r} holds a control character (a newline, tab, "
+                           "...); name the checkpoint without one")
         if not isinstance(p, (str, os.PathLike)) or not os.fspath(p):
             raise _Invalid(f"{{loc}}.{k} must be a path string, got {p!r}")
-        out[str(k)] = os.fspath(p)
+        out[str(k)] = _home(os.fspath(p))
     return out
 
 

@@ -54,3 +54,39 @@ def test_a_pathlike_is_always_an_sqlite_file(tmp_path, monkeypatch):
     assert isinstance(store, SQLiteStore)
     assert store.location is not None and Path(store.location).name == "memory"
     assert isinstance(study("memory").storage, MemoryStore)
+
+
+@pytest.mark.parametrize("given", ["~/s.sqlite", Path("~/s.sqlite"),
+                                   {"name": "sqlite", "path": "~/s.sqlite"}])
+def test_a_leading_tilde_is_the_home_folder_from_python_too(tmp_path, monkeypatch, given):
+    """YAML expanded ``~``; from Python ``storage="~/s.sqlite"`` made a folder named ``~``
+    in the working directory (which a later ``rm -rf ~`` would take for the home folder)."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir(), work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    store = study(given).storage
+    assert isinstance(store, SQLiteStore)
+    assert Path(store.location) == home / "s.sqlite"
+    assert not (work / "~").exists()
+
+
+def test_checkpoint_paths_with_a_tilde_and_names_with_control_characters(tmp_path,
+                                                                        monkeypatch):
+    from mapframe.spec import StudySpec
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    ev = {"name": "callable", "function": "x:y", "tasks": ["a", "b"]}
+    spec = StudySpec.build(evaluator=ev, checkpoints={"pretrained": "~/pre.safetensors",
+                                        "finetuned": {"a": "~/a.safetensors",
+                                                      "b": Path("~/b.safetensors")}})
+    assert spec.checkpoints is not None
+    assert spec.checkpoints.pretrained == str(tmp_path / "pre.safetensors")
+    assert spec.checkpoints.finetuned == {"a": str(tmp_path / "a.safetensors"),
+                                          "b": str(tmp_path / "b.safetensors")}
+    # a coefficient name goes into the mergekit YAML's header and the model card: a newline
+    # there wrote a YAML key of its own
+    with pytest.raises(ConfigError) as err:
+        StudySpec.build(evaluator=ev, checkpoints={"pretrained": "p.safetensors",
+                                     "finetuned": {"a=1\ntokenizer_source: /x\n#": "a.st"}})
+    assert "\n" not in str(err.value) and "control character" in str(err.value)
