@@ -516,3 +516,27 @@ def test_a_checkpoint_dtype_read_from_config_json_or_refused(tmp_path: Path) -> 
         mergekit_config({"name": "task_arithmetic"}, [1.0], str(folder),
                         {"t": str(folder / "pytorch_model.bin")})
     assert "\n" not in str(err.value)
+
+
+def test_odd_names_stay_inside_the_card_tables_and_the_yaml_comments() -> None:
+    """A task named ``a|b`` split its model-card row into more cells, and a name holding a
+    line break ended the mergekit header's comment: the rest was read as a YAML key."""
+    from mapframe.export.model_card import model_card
+    from mapframe.export.point import ExportPoint
+
+    point = ExportPoint(strategy={"name": "task_arithmetic"}, coefficients=[0.5, 0.25],
+                        pretrained=None, finetuned={"x|y": "", "z": ""},
+                        task_names=["acc|top1", "loss\nval"], directions=["max", "min"],
+                        predicted=[0.9, 0.1], study="s")
+    card = model_card(point)
+    metric_rows = [r for r in card.splitlines() if r.startswith("| acc")]
+    assert metric_rows == ["| acc\\|top1 | higher is better | 0.9 | – |"]
+    assert "| loss val | lower is better | 0.1 | – |" in card.splitlines()
+    assert "| `x\\|y` (x\\|y) | 0.5 |" in card.splitlines()
+    from mapframe.export.mergekit_yaml import mergekit_yaml
+
+    text = mergekit_yaml({"merge_method": "linear"},
+                         ["coefficients: a=1\ntokenizer_source: /tmp/EVIL\n#=0.5"])
+    assert yaml.safe_load(text) == {"merge_method": "linear"}
+    assert text.splitlines()[:3] == ["# coefficients: a=1", "# tokenizer_source: /tmp/EVIL",
+                                     "# #=0.5"]

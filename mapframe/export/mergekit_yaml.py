@@ -397,7 +397,9 @@ def mergekit_yaml(config: Mapping[str, Any], header: Sequence[str] = ()) -> str:
     exactly), after ``header`` lines written as ``#`` comments."""
     import yaml
 
-    lines = [f"# {h}" for h in header]
+    # a line break inside a header line (a name holding one) must not end the comment:
+    # the rest would be read as YAML (a key of its own)
+    lines = [f"# {line}" for h in header for line in str(h).splitlines() or [""]]
     body = yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=False,
                           allow_unicode=True)
     return "\n".join([*lines, body]) if lines else body

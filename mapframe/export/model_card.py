@@ -38,6 +38,13 @@ def card_metadata(point: ExportPoint, library: str | None = None) -> dict[str, o
     return meta
 
 
+def _cell(text: object) -> str:
+    """``text`` as one Markdown table cell: line breaks and other control characters as
+    spaces, ``|`` escaped (either would end the cell or the row)."""
+    flat = "".join(" " if ord(ch) < 32 or ord(ch) == 127 else ch for ch in str(text))
+    return flat.replace("|", "\\|")
+
+
 def _number(x: float | None) -> str:
     return "–" if x is None or x != x else f"{x:.6g}"
 
@@ -67,7 +74,7 @@ def model_card(point: ExportPoint, library: str | None = None,
         f"- pretrained (base) model: `{point.pretrained}`", "",
         "| fine-tuned model | coefficient |", "|---|---|",
     ]
-    out += [f"| `{path or task}` ({task}) | {c:.6g} |"
+    out += [f"| `{_cell(path or task)}` ({_cell(task)}) | {c:.6g} |"
             for (task, path), c in zip(point.finetuned.items(), point.coefficients)]
     out.append("")
     if point.preference is not None:
@@ -79,7 +86,7 @@ def model_card(point: ExportPoint, library: str | None = None,
     real: list[float | None] = (list(point.real) if point.real is not None
                                 else [None] * len(point.task_names))
     for t, d, p, r in zip(point.task_names, point.directions, point.predicted, real):
-        out.append(f"| {t} | {'higher' if d == 'max' else 'lower'} is better | "
+        out.append(f"| {_cell(t)} | {'higher' if d == 'max' else 'lower'} is better | "
                    f"{_number(p)} | {_number(r)} |")
     out.append("")
     if front_png:
