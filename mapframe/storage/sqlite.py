@@ -186,10 +186,17 @@ class UnknownReasonError(ValueError):
 def row_evaluation(row: Sequence[Any]) -> Evaluation:
     """The :class:`Evaluation` of one row of :data:`ROW_COLUMNS`; ``ValueError`` or
     ``TypeError`` for values that cannot be read (:class:`UnknownReasonError` for a reason
-    from a newer mapframe)."""
+    from a newer mapframe).
+
+    A failed or invalid row without a reason was written by a mapframe that predates the
+    column into a store a newer one had already migrated (a downgrade, or an older driver
+    beside a newer one): its reason is derived from its status and error text as the
+    migration does (:func:`_legacy_reason`), so an out-of-range row still stops a resumed
+    study."""
     coef, metrics, status, error, phase, rnd, duration, key, reason = row
     try:
-        why = None if reason is None else FailureReason(reason)
+        why = (_legacy_reason(status, error) if reason is None
+               else FailureReason(reason))
     except ValueError:
         raise UnknownReasonError(reason) from None
     return Evaluation(
