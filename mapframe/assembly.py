@@ -44,7 +44,7 @@ from mapframe.surrogates.choice import (
     up_to_quadratic_count,
 )
 
-__all__ = ["StudyParts", "assemble", "build_merge_spec", "fresh_seed"]
+__all__ = ["StudyParts", "assemble", "build_merge_spec", "fresh_seed", "saved_merge_spec"]
 
 
 @dataclass
@@ -189,6 +189,32 @@ def _search_space(spec: StudySpec, tasks: list[Task], merge_spec: MergeSpec | No
     else:
         names = [f"c{i}" for i in range(n_dims)]
     return SearchSpace.box(n_dims, spec.search_bounds, names)
+
+
+def saved_merge_spec(spec: StudySpec, allow_pickle: bool = False) -> MergeSpec | None:
+    """The merge of a saved study's ``spec`` (a results folder's ``config.yaml``), for
+    export: its checkpoints and merge strategy only, ``None`` without checkpoints.
+
+    Nothing else the spec names is built. The evaluator is built only when its registered
+    class adapts or reads checkpoints itself (``prepare_checkpoint``, ``reads_checkpoints``:
+    the vision and LLM plugins'), since the merged weights depend on it; any other evaluator
+    (``callable`` and the modules it names included) is neither built nor imported.
+    ``allow_pickle`` replaces the spec's own: a folder's config does not decide whether its
+    checkpoints may run code when unpickled."""
+    if spec.checkpoints is None:
+        return None
+    registry = get_registry()
+    strategy: MergeStrategy = registry.create(  # type: ignore[assignment]
+        "merge_strategy", spec.merge_strategy)
+    evaluator: Evaluator | None = None
+    name = spec.evaluator.get("name") if isinstance(spec.evaluator, Mapping) else spec.evaluator
+    if isinstance(name, str):
+        cls = registry.get("evaluator", name)
+        if (getattr(cls, "reads_checkpoints", False) or getattr(
+                cls, "prepare_checkpoint", None) is not Evaluator.prepare_checkpoint):
+            evaluator = registry.create("evaluator", spec.evaluator)  # type: ignore[assignment]
+    checkpoints = spec.checkpoints.model_copy(update={"allow_pickle": allow_pickle})
+    return build_merge_spec(strategy, checkpoints, None, evaluator)
 
 
 def build_merge_spec(

@@ -377,7 +377,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         hub_api()
     path = saved.export(args.out, index=index, preference=args.preference,
-                        format=args.format, max_shard_size=args.max_shard_size)
+                        format=args.format, max_shard_size=args.max_shard_size,
+                        allow_pickle=args.allow_pickle)
     if args.push_to_hub:
         from mapframe.export import push_to_hub
 
@@ -576,6 +577,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_xp.add_argument("--push-to-hub", metavar="REPO",
                       help="--format hf: upload the folder to this Hugging Face Hub "
                       "repository (needs huggingface_hub and a login)")
+    p_xp.add_argument("--allow-pickle", action="store_true",
+                      help="allow torch checkpoints that need full unpickling (it runs code "
+                      "from the file: only for a folder you trust; the folder's config.yaml "
+                      "cannot allow it)")
     p_xp.set_defaults(func=cmd_export)
 
     p_st = sub.add_parser("store", help="check or salvage an evaluation store",

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from mapframe.errors import ConfigError
+from mapframe.errors import CheckpointError, ConfigError
+from mapframe.merging.checkpoints import PickleRefusedError
 from mapframe.problem import Task
 from mapframe.results import Front, check_front_index
 
@@ -63,7 +64,7 @@ class SavedResults:
 
     def export(self, path: str | os.PathLike[str], index: int | None = None,
                preference: list[float] | None = None, format: str = "safetensors",
-               max_shard_size: str | int | None = None) -> Path:
+               max_shard_size: str | int | None = None, allow_pickle: bool = False) -> Path:
         """Save the merged model of front point ``index`` (default: the one ``preference``
         selects, else the study's own selection) to ``path``, as
         :meth:`StudyResult.export <mapframe.results.StudyResult.export>` does.
@@ -72,6 +73,13 @@ class SavedResults:
         file, or the checkpoints' own format for a path without a suffix), ``hf`` (a
         Hugging Face model folder with a model card and the front plot, shards of at most
         ``max_shard_size``, e.g. ``"5GB"``) or ``mergekit`` (a mergekit YAML).
+
+        Only the merge is rebuilt from ``config.yaml`` (checkpoints and merge strategy;
+        relative paths are the folder's): the evaluator is not built, unless its registered
+        class adapts or reads the checkpoints itself (the vision and LLM plugins'). The
+        config's ``allow_pickle`` is not honoured: torch checkpoints that need full
+        unpickling are refused unless ``allow_pickle=True`` (unpickling runs code from the
+        file: only for a folder you trust).
         """
         if index is None:
             index = self.select(preference) if preference is not None else self.selected
@@ -82,7 +90,19 @@ class SavedResults:
             raise ConfigError("this study selected no point (it had no preference): give "
                               "--point INDEX (a row of front.csv) or --preference")
         index = check_front_index(index, len(self.front), f"the front in {self.directory}")
-        spec = self._merge_spec()
+        spec = self._merge_spec(allow_pickle)
+        try:
+            return self._export(spec, path, index, chosen, format, max_shard_size)
+        except PickleRefusedError as exc:
+            raise CheckpointError(
+                f"{exc.path}: refused to unpickle this checkpoint (unpickling runs code "
+                "from the file, and a results folder's config.yaml cannot allow it): pass "
+                "--allow-pickle (allow_pickle=True in Python) only for a folder you trust, "
+                "or convert the checkpoint to safetensors") from None
+
+    def _export(self, spec: Any, path: str | os.PathLike[str], index: int,
+                chosen: list[float] | None, format: str,
+                max_shard_size: str | int | None) -> Path:
         if format != "safetensors":
             from mapframe.export import ExportPoint, export_point
             from mapframe.export.hf_folder import parse_size
@@ -99,7 +119,7 @@ class SavedResults:
         meta = self.front.export_metadata(index, str(self.summary.get("study", "")))
         return spec.build().export(path, self.front.coefficients[index], meta)
 
-    def _merge_spec(self) -> Any:
+    def _merge_spec(self, allow_pickle: bool = False) -> Any:
         if self.config is None:
             raise ConfigError(
                 f"{self.directory} has no config.yaml (results written by an older mapframe, "
@@ -110,15 +130,23 @@ class SavedResults:
             "this study has no checkpoints to merge (it used a black-box objective), so "
             "there is no model to export")
         if not any(key in self.config for key in ("checkpoints", "mergekit")):
-            # said before building the study: that imports the objective, and a black-box
-            # study's module missing from PYTHONPATH gave advice that led only here
+            # said before reading the rest of the config: a black-box study's folder has
+            # nothing to export, whatever its evaluator names
             raise no_model
-        from mapframe.config import build_study
+        from mapframe.assembly import saved_merge_spec
+        from mapframe.mergekit_config import expand_mergekit
+        from mapframe.spec import StudySpec
 
-        study, _ = build_study(self.config)
-        if getattr(study, "merge_spec", None) is None:
+        # Only the merge is built, not the study: a folder someone sent must not make export
+        # import what its evaluator names (a callable's module); relative paths are the
+        # folder's, not the current directory's.
+        source = str(self.directory / "config.yaml")
+        spec = StudySpec.from_config(expand_mergekit(self.config, self.directory, source),
+                                     base_dir=self.directory, source=source)
+        merge = saved_merge_spec(spec, allow_pickle=allow_pickle)
+        if merge is None:
             raise no_model
-        return study.merge_spec
+        return merge
 
 
 def _front_of(front_json: Any) -> tuple[list[Task], list[str], Front]:

@@ -104,11 +104,17 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return found if found is not None else _stand_in(module, name)
 
 
+def _restricted_load(file: Any, **kwargs: Any) -> Any:
+    # torch.load reads a legacy (non-zip) file's header records, and the whole of a bare
+    # pickle, with pickle_module.load: restricted too, or the file's code would run there.
+    return _RestrictedUnpickler(file, **kwargs).load()
+
+
 class _RestrictedPickle:
     """A ``pickle_module`` for ``torch.load``: torch's storage handling, our globals."""
 
     Unpickler = _RestrictedUnpickler
-    load = staticmethod(pickle.load)
+    load = staticmethod(_restricted_load)
     __name__ = "mapframe_restricted_pickle"
 
 

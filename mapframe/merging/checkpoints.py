@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CheckpointHook",
     "CheckpointLoader",
+    "PickleRefusedError",
     "TaskVectors",
     "load_state_dict",
     "save_state_dict",
@@ -46,6 +47,54 @@ _NOT_SAFETENSORS = (*_TORCH, ".gguf", ".onnx", ".h5", ".npz", ".npy", ".pkl", ".
 #: (``state_dict``), timm / DeiT / MAE (``model``), the PyTorch tutorial
 #: (``model_state_dict``), DeepSpeed (``module``).
 _WRAPPERS = ("state_dict", "model", "model_state_dict", "module")
+
+
+class PickleRefusedError(CheckpointError):
+    """A checkpoint needs full unpickling (which runs code from the file) and
+    ``allow_pickle`` was not given; ``path`` is the file."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:  # sent back from worker processes whole
+        return (type(self), (str(self), self.path))
+
+
+def _pickle_protocol(path: Path) -> int | None:
+    """The pickle protocol of a torch file (its ``data.pkl`` for a zip archive), if known."""
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "data.pkl"]
+                if not names:
+                    return None
+                with archive.open(names[0]) as fh:
+                    head = fh.read(2)
+        else:
+            with open(path, "rb") as fh:
+                head = fh.read(2)
+    except (OSError, zipfile.BadZipFile):
+        return None
+    return head[1] if len(head) == 2 and head[0] == 0x80 else None
+
+
+def _torch_load(path: Path, weights_only: bool) -> Any:
+    """``torch.load`` on the CPU. Without torch's warning about a pickle protocol other than
+    torch.save's 2 (``Detected pickle protocol 4 ...``): such a file is read, or refused,
+    either way (filtered only for such files: the filter's lock is process-wide)."""
+    import torch
+
+    if not weights_only or _pickle_protocol(path) in (None, 2):
+        return torch.load(str(path), map_location="cpu", weights_only=weights_only)
+    from mapframe._warning_filters import warning_filters
+
+    with warning_filters():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol",
+                                category=UserWarning)
+        return torch.load(str(path), map_location="cpu", weights_only=weights_only)
 
 
 def _n_tensors(obj: Any) -> int:
@@ -152,10 +201,8 @@ def load_state_dict(
             f"{p}: unknown checkpoint format {suffix!r}; use .safetensors or a torch state dict "
             f"({', '.join(_TORCH)})"
         )
-    import torch
-
     try:
-        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+        obj = _torch_load(p, weights_only=True)
     except pickle.UnpicklingError:
         # A whole pickled module (torch.save(model)): read its tensors without running code.
         from mapframe.merging._pickle_reader import read_module_tensors
@@ -169,14 +216,14 @@ def load_state_dict(
                         "code", p, len(tensors))
             return tensors
         if not allow_pickle:
-            raise CheckpointError(
+            raise PickleRefusedError(
                 f"{p}: refused to unpickle this checkpoint (it holds Python objects beyond "
                 "tensors and no module tree mapframe can read safely, and unpickling runs "
                 "code from the file); convert it to safetensors, or set allow_pickle: true "
-                "if you trust the file"
+                "if you trust the file", p
             ) from None
         try:
-            obj = torch.load(str(p), map_location="cpu", weights_only=False)
+            obj = _torch_load(p, weights_only=False)
         except Exception as exc2:
             raise CheckpointError(f"{p}: could not be unpickled ({exc2})") from None
     except (RuntimeError, OSError, EOFError) as exc:
