@@ -94,6 +94,24 @@ def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    """Copy the committed pages of the ``-wal`` file into the main file (a PASSIVE
+    checkpoint: it waits for no reader or writer, and copies what none of them still needs).
+
+    Done after every write that stores something (not after a claim's): otherwise the rows
+    lived only in the ``-wal`` file until 1 000 pages had gathered or the store was closed,
+    and the main file of a study killed meanwhile held nothing, not even the tables; copied
+    or moved alone (to read a store elsewhere), it was taken for a new store and everything
+    was evaluated again. A checkpoint that fails (a full disk) leaves the rows in the WAL,
+    where SQLite still reads them.
+    """
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    except sqlite3.Error as exc:
+        log.debug("could not checkpoint the store's WAL (%s); its rows stay in the -wal file",
+                  exc)
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring a file written by an older mapframe up to the current schema, once.
 
@@ -264,7 +282,9 @@ class SQLiteStore(EvaluationStore):
 
     The file is opened in WAL mode, so a process killed at any moment (even ``kill -9``)
     loses at most the evaluation that was running, and readers (another process plotting the
-    study, say) never block the study. One file can hold many studies, told apart by name.
+    study, say) never block the study. Every write that stores something is checkpointed into
+    the main file at once, so the main file alone (copied without its ``-wal`` file after a
+    crash) holds the study too. One file can hold many studies, told apart by name.
 
     Several drivers (processes, hosts sharing the file system) can run the same study on
     one file: each claims the points it evaluates (a row in the ``claims`` table with its
@@ -398,6 +418,7 @@ class SQLiteStore(EvaluationStore):
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
             _migrate(conn)
+            _checkpoint(conn)  # the tables in the main file too
         except BaseException:
             conn.close()
             raise
@@ -497,6 +518,7 @@ class SQLiteStore(EvaluationStore):
         finally:
             conn.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
         self._write_failed = None
+        _checkpoint(conn)
 
     def _add(self, evaluation: Evaluation) -> None:
         conn = self._connect()
@@ -514,22 +536,28 @@ class SQLiteStore(EvaluationStore):
             (sid, key, text)))
 
     def _write(self, write: Callable[[sqlite3.Connection], _T],
-               keep: Evaluation | None = None) -> _T:
+               keep: Evaluation | None = None, checkpoint: bool = True) -> _T:
         """``write(connection)``, retried while another process holds the file's lock (for
         up to :attr:`lock_timeout` seconds in all: each statement waits that long for it, and
         a lock SQLite reports at once is tried again), inside :meth:`_writing` (which keeps
-        ``keep`` in the journal when the write fails)."""
+        ``keep`` in the journal when the write fails); then, with ``checkpoint``, what it
+        wrote is copied into the main file (:func:`_checkpoint`)."""
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.01
         with self._writing(keep):
             while True:
                 try:
-                    return write(self._connect())
+                    conn = self._connect()
+                    result = write(conn)
+                    break
                 except sqlite3.OperationalError as exc:
                     if not _is_lock_error(exc) or time.monotonic() > deadline:
                         raise
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
+        if checkpoint:
+            _checkpoint(conn)
+        return result
 
     @contextlib.contextmanager
     def _writing(self, keep: Evaluation | None = None) -> Iterator[None]:
@@ -689,7 +717,7 @@ class SQLiteStore(EvaluationStore):
                     got.append(key)
             return got
 
-        return self._write(write)
+        return self._write(write, checkpoint=False)  # claims matter to running drivers only
 
     def renew_claims(self, owner: str) -> None:
         if self.read_only:
@@ -707,7 +735,8 @@ class SQLiteStore(EvaluationStore):
             return
         sid = self._study_id
         self._write(lambda conn: conn.execute(
-            "DELETE FROM claims WHERE study_id = ? AND owner = ?", (sid, owner)))
+            "DELETE FROM claims WHERE study_id = ? AND owner = ?", (sid, owner)),
+            checkpoint=False)
 
     def stored(self, phase: str, keys: Sequence[str]) -> dict[str, Evaluation]:
         conn = self._connect()
