@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import threading
@@ -86,15 +87,33 @@ def fingerprint_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     a script (``__main__:...``) were digested has no ``code`` for its objective (it is
     compared by the function's name), one stored before in-memory task vectors were
     digested no ``digest`` for them (compared by their norms).
+
+    In-memory task vectors (``merge.in_memory``) are known by the SHA-256 ``digest`` of their
+    bytes when both fingerprints carry one, and their squared norms are left out: they are
+    float sums whose last digits depend on how they were summed (torch's thread count, a
+    float32 sum in an older mapframe), so the same weights gave different norms and the
+    study was refused. Without a digest on either side the norms are compared with a
+    relative tolerance (:data:`NORM_RTOL`). Every other field is compared exactly.
     """
-    new = _without_fields_added_later(old, new)
+    old, new = _comparable(old, new)
     keys = sorted(set(old) | set(new))
     return [k for k in keys if json.dumps(old.get(k), sort_keys=True, default=str)
             != json.dumps(new.get(k), sort_keys=True, default=str)]
 
 
-def _without_fields_added_later(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``new`` without the fields (see :func:`fingerprint_diff`) that ``old`` predates."""
+#: Relative tolerance of squared norms of in-memory task vectors compared without a digest
+#: (:func:`fingerprint_diff`): a float32 sum (mapframe before the digest) and a float64 one
+#: of the same weights agree to about 1e-7; different weights practically never do.
+NORM_RTOL = 1e-6
+#: The fields of ``TaskVectors.fingerprint()`` that are float sums (see :data:`NORM_RTOL`).
+_NORM_FIELDS = ("base_sq_norm", "task_sq_norms")
+
+
+def _comparable(old: dict[str, Any],
+                new: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``old`` and ``new`` as :func:`fingerprint_diff` compares them: without the fields
+    ``old`` predates, and the in-memory task vectors' norms left out or matched within
+    tolerance."""
     evaluator, old_evaluator = new.get("evaluator"), old.get("evaluator")
     if (isinstance(old_evaluator, dict) and isinstance(evaluator, dict)
             and str(old_evaluator.get("function", "")).startswith("__main__:")
@@ -103,11 +122,39 @@ def _without_fields_added_later(old: dict[str, Any], new: dict[str, Any]) -> dic
     merge, old_merge = new.get("merge"), old.get("merge")
     if isinstance(old_merge, dict) and isinstance(merge, dict):
         weights, old_weights = merge.get("in_memory"), old_merge.get("in_memory")
-        if (isinstance(old_weights, dict) and isinstance(weights, dict)
-                and "digest" not in old_weights):
-            weights = {k: v for k, v in weights.items() if k != "digest"}
+        if isinstance(old_weights, dict) and isinstance(weights, dict):
+            old_weights, weights = _comparable_weights(old_weights, weights)
+            old = {**old, "merge": {**old_merge, "in_memory": old_weights}}
             new = {**new, "merge": {**merge, "in_memory": weights}}
-    return new
+    return old, new
+
+
+def _comparable_weights(old: dict[str, Any],
+                        new: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Two ``TaskVectors.fingerprint()`` dicts as :func:`fingerprint_diff` compares them."""
+    if "digest" in old and "digest" in new:  # the bytes decide; the norms are for people
+        return ({k: v for k, v in old.items() if k not in _NORM_FIELDS},
+                {k: v for k, v in new.items() if k not in _NORM_FIELDS})
+    old = {k: v for k, v in old.items() if k != "digest"}
+    new = {k: v for k, v in new.items() if k != "digest"}
+    for field in _NORM_FIELDS:
+        if field in old and field in new and _close(old[field], new[field]):
+            new[field] = old[field]
+    return old, new
+
+
+def _close(a: Any, b: Any) -> bool:
+    """Whether two norms (numbers, or lists of them of one length) agree within
+    :data:`NORM_RTOL`."""
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    if number(a) and number(b):
+        return math.isclose(a, b, rel_tol=NORM_RTOL)
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return all(number(x) and number(y) and math.isclose(x, y, rel_tol=NORM_RTOL)
+                   for x, y in zip(a, b))
+    return False
 
 
 #: Guards the check-and-take of a store instance's holder (see ``EvaluationStore._opening``).
