@@ -130,7 +130,8 @@ def _run_config(cfg: dict[str, Any], args: argparse.Namespace,
     study, options = build_study(cfg, **overrides)
     study.progress = progress
     output = Path(options["output"])
-    _check_writable(output)  # before any evaluation, not after the whole study
+    # before any evaluation (and before the store is made there), not after the whole study
+    _check_writable(output, _run_writes(study, output, source, bool(options["export"])))
     try:
         with _one_line_warnings(), _terminate_as_interrupt():
             try:
@@ -206,13 +207,33 @@ def _write_report(output: Path) -> Path | None:
     return None
 
 
-def _check_writable(folder: Path) -> None:
-    """A one-line error now when the results folder cannot be written."""
+def _run_writes(study: Any, output: Path, source: Path | None, export: bool) -> list[str]:
+    """The names ``mapframe run`` writes or removes in its results folder ``output``."""
+    from mapframe.nested import NESTED_FILES, NestedMergeStudy
+    from mapframe.results import SAVED_FILES
+
+    nested = isinstance(study, NestedMergeStudy)
+    names = list(NESTED_FILES if nested else SAVED_FILES)
+    if export:
+        names.append("merged.safetensors" if nested else "selected.safetensors")
+    cfg = output / "config.yaml"
+    if source is None or not (cfg.exists() and cfg.resolve() == source.resolve()):
+        names.append("config.yaml")  # _save_config leaves the study's own config alone
+    return names  # (report.html is among SAVED_FILES: a save removes an older one)
+
+
+def _check_writable(folder: Path, names: Sequence[str] = ()) -> None:
+    """A one-line error now when the results folder cannot be written, or when it holds a
+    file of the user's own among ``names`` (those the command writes or removes there) and
+    is not a mapframe results folder."""
     import tempfile
+
+    from mapframe._foreign_files import refuse_foreign_files
 
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"the results folder {folder} is a file: give --output (or "
                           "study.output) a folder")
+    refuse_foreign_files(folder, names, "give --output (or study.output) another folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".mapframe-write-test-"):
@@ -305,7 +326,10 @@ def cmd_example(args: argparse.Namespace) -> int:
     cfg_path = output / "config.yaml"
     # A bad argument (a preference of the wrong length, say) fails before anything is written.
     validated = validate_config(config, base_dir=output, source=str(cfg_path))
-    _check_writable(output)  # a file there, or no permission: one line, not a traceback
+    # a file there, no permission, or the user's own config.yaml: one line, not a traceback
+    from mapframe.results import SAVED_FILES
+
+    _check_writable(output, [*SAVED_FILES, "config.yaml"])  # all the run writes there
     cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
     sys.stderr.write(f"config written to {cfg_path} (edit it and run: mapframe run "
                      f"{cfg_path})\n")

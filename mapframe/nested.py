@@ -283,11 +283,18 @@ class NestedResult:
         A folder that holds an earlier save (another preference's tournament) keeps nothing
         of it that this tree lacks: the pair folders an earlier save wrote for other merges
         are removed (only the files a pair's save writes; a folder keeping other files stays
-        with those), and so are ``tree.png`` and ``fronts.png`` unless written again."""
+        with those), and so are ``tree.png`` and ``fronts.png`` unless written again.
+
+        A folder that is not a mapframe results folder holding a file of one of those names
+        (the user's own) is refused with a one-line error before anything is written, as by
+        :meth:`StudyResult.save <mapframe.results.StudyResult.save>`."""
+        from mapframe._foreign_files import mark_results_folder, refuse_foreign_files
         from mapframe.results import write_json
 
         d = Path(directory)
+        refuse_foreign_files(d, NESTED_FILES, "give save() another folder")
         d.mkdir(parents=True, exist_ok=True)
+        mark_results_folder(d)
         for stale in ("nested.json", "tree.png", "fronts.png"):
             with contextlib.suppress(FileNotFoundError):
                 (d / stale).unlink()
@@ -316,7 +323,10 @@ def _slug(name: str) -> str:
 
 #: The files :meth:`StudyResult.save` writes into a pair's folder.
 _PAIR_FILES = ("front.csv", "front.json", "evaluations.csv", "surrogates.json",
-               "summary.json", "front.png", "report.html")
+               "summary.json", "front.png", "report.html", ".mapframe")
+
+#: Every name :meth:`NestedResult.save` writes or removes in its folder (the marker first).
+NESTED_FILES = (".mapframe", "nested.json", "tree.png", "fronts.png")
 
 
 def _pair_folders(pairs: Sequence[PairRecord]) -> list[str]:

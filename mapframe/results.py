@@ -413,9 +413,19 @@ class StudyResult:
         study's, or this one's before new evaluations) is removed unless this save writes it
         again (``front.png`` with ``plot``; ``mapframe run`` writes ``report.html`` after
         saving unless ``--no-report``): a folder never shows one study's plot beside
-        another's results, nor ships it in an exported model card."""
+        another's results, nor ships it in an exported model card.
+
+        Those names are common ones: a folder that is not a mapframe results folder (no
+        ``.mapframe`` marker, which every save writes first, nor a ``summary.json`` with
+        mapframe's fields, ...) holding one of them (the user's own ``report.html``, say)
+        is refused with a one-line :class:`~mapframe.errors.ConfigError` before anything is
+        written or removed."""
+        from mapframe._foreign_files import mark_results_folder, refuse_foreign_files
+
         d = Path(directory)
+        refuse_foreign_files(d, SAVED_FILES, "give save() another folder")
         d.mkdir(parents=True, exist_ok=True)
+        mark_results_folder(d)
         # summary.json goes first and comes back last: a save cut short (a kill) leaves a
         # folder without one, which load_results refuses as unfinished, never new front and
         # evaluations beside an older run's summary.
@@ -449,6 +459,11 @@ class StudyResult:
             if p is not None:
                 paths["front_png"] = p
         return paths
+
+
+#: Every name :meth:`StudyResult.save` writes or removes in its folder (the marker first).
+SAVED_FILES = (".mapframe", "summary.json", "front.png", "report.html", "front.csv",
+               "front.json", "evaluations.csv", "surrogates.json")
 
 
 def write_atomically(path: Path, text: str) -> Path:

@@ -40,7 +40,8 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str] | 
                  ) -> Path:
     """Write the report of the results folder ``results`` to ``out`` (default
     ``results/report.html``) and return its path. The file is self-contained: it opens
-    offline."""
+    offline. A ``report.html`` already in ``results`` is replaced only when mapframe wrote
+    it, or ``results`` is a mapframe results folder (a one-line error otherwise)."""
     from mapframe._imports import optional_import
 
     optional_import("plotly", "report", "the report (report.html)")
@@ -52,5 +53,10 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str] | 
         raise ConfigError(f"{results} is a store without a finished study's results beside "
                           "it; give the results folder, or watch the store with: mapframe "
                           f"dashboard {results}")
+    if out is None:  # never over a report.html of the user's own (an explicit out may)
+        from mapframe._foreign_files import refuse_foreign_files
+
+        refuse_foreign_files(source.directory, [REPORT_NAME],
+                             "give the report another file (-o FILE; out= in Python)")
     target = Path(out) if out is not None else source.directory / REPORT_NAME
     return write_atomically(target, render_page(assemble(source)))
