@@ -274,7 +274,7 @@ class NestedResult:
                                                               self.final_metrics.tolist())))}
         if self.effective_coefficients is not None:
             meta["mapframe.coefficients"] = json.dumps(self.effective_coefficients)
-        return save_state_dict(self.merged_state_dict(), path, meta)
+        return save_state_dict(self.merged_state_dict(), Path(path).expanduser(), meta)
 
     def save(self, directory: str | os.PathLike[str], plot: bool = True) -> dict[str, Path]:
         """Write ``nested.json`` (summary and tree), ``tree.png``, ``fronts.png`` and one
@@ -291,7 +291,7 @@ class NestedResult:
         from mapframe._foreign_files import mark_results_folder, refuse_foreign_files
         from mapframe.results import write_json
 
-        d = Path(directory)
+        d = Path(directory).expanduser()
         refuse_foreign_files(d, NESTED_FILES, "give save() another folder")
         d.mkdir(parents=True, exist_ok=True)
         mark_results_folder(d)

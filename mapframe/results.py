@@ -422,7 +422,7 @@ class StudyResult:
         written or removed."""
         from mapframe._foreign_files import mark_results_folder, refuse_foreign_files
 
-        d = Path(directory)
+        d = Path(directory).expanduser()
         refuse_foreign_files(d, SAVED_FILES, "give save() another folder")
         d.mkdir(parents=True, exist_ok=True)
         mark_results_folder(d)

@@ -181,7 +181,7 @@ def load_results(directory: str | os.PathLike[str]) -> SavedResults:
     :meth:`StudyResult.save <mapframe.results.StudyResult.save>` plus a ``config.yaml``)."""
     import yaml
 
-    d = Path(directory)
+    d = Path(directory).expanduser()
     if not d.is_dir():
         raise ConfigError(f"results folder not found: {d} (give the study's output folder)")
     front_path, summary_path = d / "front.json", d / "summary.json"

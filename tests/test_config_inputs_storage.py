@@ -90,3 +90,22 @@ def test_checkpoint_paths_with_a_tilde_and_names_with_control_characters(tmp_pat
         StudySpec.build(evaluator=ev, checkpoints={"pretrained": "p.safetensors",
                                      "finetuned": {"a=1\ntokenizer_source: /x\n#": "a.st"}})
     assert "\n" not in str(err.value) and "control character" in str(err.value)
+
+
+def test_results_saved_and_loaded_under_a_tilde_are_in_the_home_folder(tmp_path, monkeypatch):
+    from mapframe import load_results
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir(), work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    def conflicting(C):
+        C = np.atleast_2d(C)
+        return np.stack([-((C - [0.2, 0.8]) ** 2).sum(1), -((C - [0.8, 0.2]) ** 2).sum(1)], 1)
+
+    result = MergeStudy(objective=conflicting, task_names=["a", "b"], budget=8, seed=0,
+                        sampler="sobol").run()
+    paths = result.save("~/res", plot=False)
+    assert paths["summary_json"].parent == home / "res"
+    assert not (work / "~").exists()
+    assert load_results("~/res").directory == home / "res"

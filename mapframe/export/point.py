@@ -147,7 +147,7 @@ def prepare_safetensors_path(path: str | os.PathLike[str]) -> None:
     folder must be creatable (a suffixless path is the checkpoints' loader's to decide: it
     checks the path it resolves it to, e.g. ``TaskVectors.export_merged`` the one with
     ``.safetensors`` appended)."""
-    out = Path(path)
+    out = Path(path).expanduser()
     if out.suffix:
         refuse_to_overwrite(out)
     _make_parent(out)
@@ -178,7 +178,7 @@ def export_point(point: ExportPoint, merge_spec: MergeSpec | None,
     if format not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {format!r}; use one of "
                           f"{', '.join(EXPORT_FORMATS)}")
-    out = Path(path)
+    out = Path(path).expanduser()
     if format == "hf" and out.suffix in (".safetensors", ".yaml", ".yml", ".json"):
         raise ConfigError(f"--format hf writes a model folder: give -o a folder path, not "
                           f"{out.name}")
