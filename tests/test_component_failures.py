@@ -198,7 +198,7 @@ def test_a_string_of_task_names_or_a_progress_that_is_no_callable_is_refused(kwa
     ({"name": "auto", "optimism": 1}, None,
      r"sampler auto chose 'gp' for 2 coefficients and budget 20 .* refuses a setting given "
      r"to auto: .*optimism; .*name the sampler those settings are for"),
-    ({"name": "auto", "batch": "auto"}, None, r"sampler auto chose 'gp' .*batch must be"),
+    ({"name": "auto", "batch": 0}, None, r"sampler auto chose 'gp' .*batch must be"),
     ("auto", "plateau", r"'sobol' proposes its whole design at once \(sampler auto chose "
                         r"'sobol' for 2 coefficients and budget 8 .*raise the budget to at "
                         r"least 9, or name an adaptive sampler\)"),
