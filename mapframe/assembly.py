@@ -27,6 +27,7 @@ from mapframe.problem import SearchSpace, Task, as_tasks
 from mapframe.results import check_task_columns
 from mapframe.samplers.base import Sampler
 from mapframe.samplers.choice import (
+    MAX_ADAPTIVE_DIMS,
     auto_adaptive_budget,
     auto_sampler_name,
     is_auto,
@@ -123,10 +124,15 @@ def assemble(spec: StudySpec) -> StudyParts:
             fix = ""
             if auto_note:
                 least = auto_adaptive_budget(space.n_dims)
-                fix = (f" ({auto_note}: raise the budget to at least {least}, or name an "
-                       "adaptive sampler)" if least is not None else
-                       f" ({auto_note}: install gpytorch, pip install 'mapframe[gp]', for "
-                       "Bayesian MAP, or name sampler: bins)")
+                if least is not None:
+                    fix = (f" ({auto_note}: raise the budget to at least {least}, or name an "
+                           "adaptive sampler)")
+                elif space.n_dims > MAX_ADAPTIVE_DIMS:
+                    fix = (f" ({auto_note}: auto runs Plain MAP beyond {MAX_ADAPTIVE_DIMS} "
+                           "coefficients; name an adaptive sampler, e.g. front or bins)")
+                else:
+                    fix = (f" ({auto_note}: install gpytorch, pip install 'mapframe[gp]', "
+                           "for Bayesian MAP, or name sampler: bins)")
             raise ConfigError(
                 f"stopping={stopping.name!r} needs an adaptive sampler (one that proposes in "
                 f"rounds, such as 'bins' or 'gp'); {sampler.name!r} proposes its whole design "

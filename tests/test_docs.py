@@ -120,11 +120,20 @@ def test_the_auto_table_names_the_surrogate_rule_as_coded():
     assert " or ".join(f"`{s}`" for s in GP_FINAL_SAMPLERS) + " sampler" in surrogate
     tasks = " or ".join(str(n) for n in GP_FINAL_TASKS) + " tasks"
     assert f"at {tasks}, the `gp` surrogate" in surrogate
-    from mapframe.surrogates.choice import SMALL_BUDGET_FACTOR, SMALL_BUDGET_TASKS
+    from mapframe.surrogates.choice import (
+        SMALL_BUDGET_FACTOR,
+        SMALL_BUDGET_MAX_TASKS,
+        SMALL_BUDGET_TASKS,
+    )
 
     assert SMALL_BUDGET_FACTOR == 2  # "twice the quadratic's parameter count"
-    assert (f"from {SMALL_BUDGET_TASKS} tasks on with any sampler, the `gp` surrogate when the "
-            "search budget is below twice the quadratic's parameter count") in surrogate
+    assert (f"from {SMALL_BUDGET_TASKS} to {SMALL_BUDGET_MAX_TASKS} tasks with any sampler, "
+            "the `gp` surrogate when the search budget is below twice the quadratic's "
+            "parameter count") in surrogate
+    assert f"beyond {SMALL_BUDGET_MAX_TASKS} tasks" in surrogate
+    from mapframe.samplers.choice import MAX_ADAPTIVE_DIMS
+
+    assert f"`sobol` beyond {MAX_ADAPTIVE_DIMS}" in rows["`sampler: auto`"]
     assert ("the `gp` surrogate when the search budget is at least N + 1 and at most the "
             "quadratic's (N + 1)(N + 2)/2 parameters") in surrogate
     from mapframe.surrogates.choice import BOTORCH_GP_TASKS

@@ -12,7 +12,12 @@ The rule (measured in ``docs/benchmarks.md``, head-to-head section, 2026-12-02):
   at N = 3, 13 at N = 8.
   On the peers benchmark's pilot seeds (100-105) it beat Plain MAP at the smallest budgets
   too (N = 3, B = 10: 0.682 against 0.650; N = 8, B = 20: 0.138 against 0.108; N = 4,
-  B = 10: 0.354 against 0.351).
+  B = 10: 0.354 against 0.351);
+- N > 8 (:data:`MAX_ADAPTIVE_DIMS`, the most the benchmark measured): ``sobol``. The
+  ``front`` sampler's rounds fit one GP per task and solve their front every round: at 12
+  tasks a round of 3 points took 20-25 s of its own (an instant objective, 2 cores), tens of
+  minutes for a budget of 200, with no measured gain to pay for it. Name ``front`` (or
+  ``gp``) to run Bayesian MAP there anyway.
 """
 
 from __future__ import annotations
@@ -26,13 +31,16 @@ from mapframe.history import History
 from mapframe.problem import SearchSpace
 from mapframe.samplers.base import Sampler, SamplerContext
 
-__all__ = ["AUTO", "AutoSampler", "auto_adaptive_budget", "auto_sampler_name", "is_auto",
-           "resolve_auto_sampler"]
+__all__ = ["AUTO", "MAX_ADAPTIVE_DIMS", "AutoSampler", "auto_adaptive_budget",
+           "auto_sampler_name", "is_auto", "resolve_auto_sampler"]
 
 #: The name that asks for the rule.
 AUTO = "auto"
 #: Points of one adaptive round beyond the initial design, for the rule's budget test.
 _ONE_ROUND = 3
+#: The most coefficients at which ``auto`` picks an adaptive sampler (the benchmark's
+#: largest N); beyond, Plain MAP's ``sobol``.
+MAX_ADAPTIVE_DIMS = 8
 
 
 def _has_gpytorch() -> bool:
@@ -41,7 +49,7 @@ def _has_gpytorch() -> bool:
 
 def auto_sampler_name(n_dims: int, budget: int) -> str:
     """The sampler ``auto`` stands for with ``n_dims`` coefficients and ``budget``."""
-    if not _has_gpytorch():
+    if not _has_gpytorch() or n_dims > MAX_ADAPTIVE_DIMS:
         return "sobol"
     if n_dims <= 2:
         return "gp" if budget >= 2 * (n_dims + 1) + _ONE_ROUND else "sobol"
@@ -53,8 +61,9 @@ def auto_sampler_name(n_dims: int, budget: int) -> str:
 
 def auto_adaptive_budget(n_dims: int) -> int | None:
     """The smallest budget at which ``auto`` picks an adaptive sampler for ``n_dims``
-    coefficients (``None`` without gpytorch: never)."""
-    if not _has_gpytorch():
+    coefficients (``None`` without gpytorch, or beyond :data:`MAX_ADAPTIVE_DIMS`
+    coefficients: never)."""
+    if not _has_gpytorch() or n_dims > MAX_ADAPTIVE_DIMS:
         return None
     return next(b for b in range(1, 10_000) if auto_sampler_name(n_dims, b) != "sobol")
 

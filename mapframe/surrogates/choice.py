@@ -50,7 +50,9 @@ B = 10 and +0.005 at N = 3, B = 20; proposal -0.010 at N = 3, B = 15), so the ru
 4. With the ``front`` sampler at 6 / 8 tasks, charged, seeds 100-102 (``python
 benchmarks/pilot_front.py base quadratic-always --cells 6:56,8:90 --seeds 100-102``): +0.003 /
 +0.007. At 5 and 7 tasks it is interpolated, not measured; layer-wise coefficients are unmeasured
-and keep the quadratic.
+and keep the quadratic, and so do more than 8 tasks (:data:`SMALL_BUDGET_MAX_TASKS`): there
+one exact GP per task on hundreds of evaluations cost 40 times the quadratic's fit and solve
+(N = 16, 200 Sobol' evaluations: 249 s against 6.2 s, 2 cores) with no measured gain.
 
 **Up to the quadratic's parameter count** (any number of tasks and coefficients, any
 sampler, gpytorch installed): a search budget of at least N + 1 but below (N + 1)(N + 2)/2
@@ -97,7 +99,8 @@ from mapframe.surrogates.quadratic import AutoSurrogate, n_quadratic_params
 
 __all__ = ["BOTORCH_GP_TASKS", "GP_FINAL_SAMPLERS", "GP_FINAL_TASKS", "INSTALL_GP_HINT",
            "MEAN_SAMPLER", "MEAN_SURROGATE", "MEAN_TASKS", "SMALL_BUDGET_FACTOR",
-           "SMALL_BUDGET_TASKS", "resolve_auto_surrogate", "up_to_quadratic_count"]
+           "SMALL_BUDGET_MAX_TASKS", "SMALL_BUDGET_TASKS", "resolve_auto_surrogate",
+           "up_to_quadratic_count"]
 
 #: The name that asks for the rule (the ``auto`` quadratic's registered name).
 AUTO = AutoSurrogate.name
@@ -121,8 +124,12 @@ INSTALL_GP_HINT = ("install gpytorch (pip install 'mapframe[gp]') so that surrog
 
 #: With a search budget below this many times the quadratic's parameter count ...
 SMALL_BUDGET_FACTOR = 2
-#: ... ``auto`` is the ``gp`` surrogate from this many tasks on, with any sampler.
+#: ... ``auto`` is the ``gp`` surrogate from this many tasks on, with any sampler ...
 SMALL_BUDGET_TASKS = 4
+#: ... up to this many (the most the pilots measured: beyond, one exact GP per task on
+#: hundreds of points cost 40 times the quadratic, 249 s against 6 s at 16 tasks and 200
+#: evaluations, with no measured gain).
+SMALL_BUDGET_MAX_TASKS = 8
 
 
 def up_to_quadratic_count(n_dims: int, budget: int) -> bool:
@@ -153,7 +160,7 @@ def resolve_auto_surrogate(spec: Any, sampler_name: str, n_tasks: int, *,
         return "gp"
     if budget is None or n_dims is None or not installed("gpytorch"):
         return spec
-    if (n_dims == n_tasks and n_tasks >= SMALL_BUDGET_TASKS
+    if (n_dims == n_tasks and SMALL_BUDGET_TASKS <= n_tasks <= SMALL_BUDGET_MAX_TASKS
             and budget < SMALL_BUDGET_FACTOR * n_quadratic_params(n_tasks)):
         return "gp"
     if up_to_quadratic_count(n_dims, budget):
