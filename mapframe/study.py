@@ -42,6 +42,7 @@ from mapframe.progress import check_progress
 from mapframe.results import Front, StudyResult
 from mapframe.samplers.base import Sampler, SamplerContext
 from mapframe.session import EvaluationSession
+from mapframe.solvers._common import PredictWithDerivatives
 from mapframe.solvers.base import FrontSolver
 from mapframe.spec import StudySpec
 from mapframe.stopping import RoundState, StoppingRule
@@ -54,6 +55,7 @@ from mapframe.study_checks import (
     verified_error_check,
 )
 from mapframe.surrogates.base import Surrogate, expected_errors
+from mapframe.surrogates.quadratic import quadratic_derivatives
 
 __all__ = ["POOR_FIT_R2", "MergeStudy", "ProgressEvent", "StudyRun"]
 
@@ -113,6 +115,15 @@ class StudyRun:
         """The fitted surrogates' predictions ``(M, T)`` at ``C`` ``(M, N)``."""
         C = np.atleast_2d(C)
         return np.column_stack([s.predict(C) for s in self.surrogates])
+
+    def solver_predict(self) -> Callable[[np.ndarray], np.ndarray]:
+        """:meth:`predict` for the front solver: with the surrogates' exact derivatives
+        attached where they are plain quadratics, which the Pareto polish then uses instead
+        of finite differences (:func:`~mapframe.surrogates.quadratic.quadratic_derivatives`)."""
+        derivatives = quadratic_derivatives(self.surrogates)
+        if derivatives is None:
+            return self.predict
+        return PredictWithDerivatives(self.predict, derivatives)
 
 
 class MergeStudy:
@@ -369,7 +380,8 @@ class MergeStudy:
         t = time.perf_counter()
         self._report(run, "solve", len(run.history))
         with component_failures(self.front_solver, "solve"):
-            sol = self.front_solver.solve(run.predict, self.space, self.tasks, self.seed)
+            sol = self.front_solver.solve(run.solver_predict(), self.space, self.tasks,
+                                          self.seed)
         X_front, F_front = self._check_front(run, sol)
         run.solver_diagnostics = dict(getattr(sol, "diagnostics", None) or {})
         order = np.argsort(F_front[:, 0] * -self.tasks[0].sign, kind="stable")

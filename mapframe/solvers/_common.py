@@ -12,6 +12,23 @@ from mapframe.problem import SearchSpace
 from mapframe.solvers.base import SolverResult
 
 Predict = Callable[[np.ndarray], np.ndarray]
+#: Exact derivatives of a ``predict``: ``C`` ``(M, N)`` to the Jacobians ``(M, T, N)`` and the
+#: Hessians ``(M, T, N, N)`` (or ``(T, N, N)``, the same at every point) of the predicted
+#: metrics with respect to the coefficients.
+Derivatives = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+class PredictWithDerivatives:
+    """A ``predict`` that also carries its exact derivatives (``derivatives(C)``, see
+    :data:`Derivatives`), which the Pareto polish then uses instead of finite differences
+    of ``predict`` (:func:`mapframe.solvers.polish.improve`); called, it is ``predict``."""
+
+    def __init__(self, predict: Predict, derivatives: Derivatives) -> None:
+        self.predict = predict
+        self.derivatives = derivatives
+
+    def __call__(self, C: np.ndarray) -> np.ndarray:
+        return self.predict(C)
 
 
 def _predict_checked(predict: Predict, X: np.ndarray, n_obj: int) -> np.ndarray:

@@ -22,7 +22,11 @@ found whenever that point dominates it (no task worse, one better by more than
 
 All candidates are solved together, so that every step costs one ``predict`` call: a
 projected Newton method on the box (Bertsekas, 1982), with gradients by central and
-Hessians by forward finite differences of ``predict`` (stencils kept inside the box), a
+Hessians by forward finite differences of ``predict`` (stencils kept inside the box; where
+``predict`` carries its exact derivatives, a
+:class:`~mapframe.solvers._common.PredictWithDerivatives` such as a study's quadratic
+surrogates hand the solver, those are taken at the stencils' centres instead, so a step costs
+one ``predict`` row per point rather than ``1 + 2N + N(N-1)/2``), a
 saddle-free regularisation of the Hessian for surrogates that are not concave, an Armijo
 search along the projection arc evaluated for all step lengths at once, and a decreasing
 ``mu`` (continuation) down to ``tolerance / (4 log T)``. Points still moving after
@@ -39,9 +43,10 @@ from typing import Any
 
 import numpy as np
 
+from mapframe.errors import EvaluationError
 from mapframe.metrics import pareto_mask
 from mapframe.problem import SearchSpace
-from mapframe.solvers._common import Predict, _finish, _predict_checked
+from mapframe.solvers._common import Derivatives, Predict, _finish, _predict_checked
 from mapframe.solvers.base import SolverResult
 
 __all__ = ["DEFAULT_TOLERANCE", "improve", "polish_front"]
@@ -105,6 +110,8 @@ class _Scalarised:
         self.signs, self.scale, self.n_obj = signs, scale, n_obj
         self.base = base  # (K, T) metrics of the starting points, maximisation form
         self.n_evaluations = 0
+        # Exact derivatives of predict, where it carries them (PredictWithDerivatives).
+        self.exact: Derivatives | None = getattr(predict, "derivatives", None)
 
     def _predict_gains(self, C: np.ndarray, base: np.ndarray) -> np.ndarray:
         """Normalised gains ``(M, T)`` at the box points ``C`` over the metrics ``base``."""
@@ -129,6 +136,8 @@ class _Scalarised:
         k, n = U.shape
         h = _FD_STEP
         centre = np.clip(U, h, 1.0 - h)
+        if self.exact is not None:
+            return self._exact_derivatives(centre, fresh)
         E = np.eye(n) * h
         iu, ju = np.triu_indices(n, 1)
         star = np.concatenate([centre[:, None, :], centre[:, None, :] + E,
@@ -150,6 +159,30 @@ class _Scalarised:
             off = np.swapaxes((P - gp[:, iu] - gp[:, ju] + g0[:, None, :]) / h**2, 1, 2)
             hess[:, :, iu, ju] = off
             hess[:, :, ju, iu] = off
+        return jac, hess
+
+    def _exact_derivatives(self, centre: np.ndarray,
+                           fresh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`derivatives` from ``predict``'s exact derivatives, at the same points as the
+        stencils' centres (no ``predict`` call): for quadratic surrogates the finite
+        differences are exact too, so both agree up to rounding."""
+        assert self.exact is not None
+        k, n = centre.shape
+        C = self.lower + centre * self.width
+        J, H = (np.asarray(a, dtype=float) for a in self.exact(C))
+        if J.shape != (k, self.n_obj, n) or H.shape not in (
+                (k, self.n_obj, n, n), (self.n_obj, n, n)):
+            raise EvaluationError(
+                f"predict.derivatives returned shapes {J.shape} and {H.shape} for {k} points, "
+                f"{self.n_obj} tasks and {n} coefficients; they must be {(k, self.n_obj, n)} "
+                f"and {(k, self.n_obj, n, n)} (or {(self.n_obj, n, n)})")
+        if not (np.all(np.isfinite(J)) and np.all(np.isfinite(H))):
+            raise EvaluationError("predict.derivatives returned NaN or infinite values")
+        # Chain rule to the normalised gains in unit coordinates.
+        factor = (self.signs / self.scale)[:, None]  # (T, 1)
+        jac = J * factor * self.width
+        H = H[fresh] if H.ndim == 4 else np.broadcast_to(H, (int(fresh.sum()), *H.shape))
+        hess = H * factor[:, :, None] * np.outer(self.width, self.width)
         return jac, hess
 
 
@@ -196,21 +229,23 @@ def _newton_stage(prob: _Scalarised, U: np.ndarray, G: np.ndarray, mu: float,
         wr = w + _RHO
         grad = np.einsum("kt,ktn->kn", wr, jac)
         wj = np.einsum("kt,ktn->kn", w, jac)
-        cov = np.einsum("kt,ktn,ktm->knm", w, jac, jac) - wj[:, :, None] * wj[:, None, :]
-        M = cov / mu - np.einsum("kt,ktnm->knm", wr, hess)  # minus the Hessian of phi
+        # (batched matrix products: einsum's loops over these were most of a step's time)
+        k, n = u.shape
+        cov = np.swapaxes(jac * w[:, :, None], 1, 2) @ jac - wj[:, :, None] * wj[:, None, :]
+        whess = (wr[:, None, :] @ hess.reshape(k, hess.shape[1], n * n)).reshape(k, n, n)
+        M = cov / mu - whess  # minus the Hessian of phi
         # Projected Newton: coefficients on a bound whose gradient points out stay fixed.
         fixed = ((u <= 1e-12) & (grad < 0)) | ((u >= 1.0 - 1e-12) & (grad > 0))
         free = ~fixed
         Mf = M * (free[:, :, None] & free[:, None, :])
         Mf[fixed] = 0.0
-        n = u.shape[1]
         diag = np.arange(n)
         Mf[:, diag, diag] = np.where(fixed, 1.0, Mf[:, diag, diag])
         lam, V = np.linalg.eigh(Mf)
         top = np.max(np.abs(lam), axis=1, keepdims=True)
         lam = np.maximum(np.abs(lam), 1e-10 * top + 1e-300)
         gf = np.where(free, grad, 0.0)
-        d = np.einsum("knm,km,kmj,kj->kn", V, 1.0 / lam, np.swapaxes(V, 1, 2), gf)
+        d = (V @ ((np.swapaxes(V, 1, 2) @ gf[:, :, None]) / lam[:, :, None]))[:, :, 0]
         d[fixed] = 0.0
         # Armijo search along the projection arc: the full step first, then every shorter
         # step length at once for the candidates where the full step failed.

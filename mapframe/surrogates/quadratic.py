@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import numpy as np
@@ -50,6 +50,7 @@ __all__ = [
     "check_identifiable",
     "design_rank",
     "n_quadratic_params",
+    "quadratic_derivatives",
     "quadratic_features",
 ]
 
@@ -715,3 +716,43 @@ class AutoSurrogate(_WarpSettings, Surrogate):
     def coef_(self) -> dict[str, Any]:
         """``{"A", "b", "e"}`` of the chosen model's quadratic."""
         return self.model.coef_
+
+
+def quadratic_derivatives(
+    surrogates: Sequence[Surrogate],
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
+    """The exact derivatives of fitted plain quadratics' predictions, for the front solver's
+    polish (:class:`~mapframe.solvers._common.PredictWithDerivatives`): a function of ``C``
+    ``(M, N)`` returning the Jacobians ``2 A_t c + b_t`` ``(M, T, N)`` and the Hessians
+    ``2 A_t`` ``(T, N, N)`` of the ``T`` surrogates, in their order.
+
+    ``None`` unless every surrogate is a fitted :class:`QuadraticSurrogate` (itself or an
+    :class:`AutoSurrogate`'s choice) whose prediction is the quadratic itself: a warped
+    model's link is not quadratic, and finite differences of it differ from its exact
+    derivatives by more than rounding, so the polish keeps those.
+    """
+    models: list[_QuadraticModel] = []
+    for s in surrogates:
+        if isinstance(s, AutoSurrogate):
+            if type(s).predict is not AutoSurrogate.predict or s._model is None:
+                return None
+            s = s._model
+        if not (isinstance(s, QuadraticSurrogate) and s._beta is not None
+                and type(s).predict is _QuadraticModel.predict
+                and type(s).quadratic is _QuadraticModel.quadratic
+                and type(s)._link is _QuadraticModel._link):
+            return None
+        models.append(s)
+    if not models:
+        return None
+    hess = np.stack([2.0 * m.A for m in models])  # (T, N, N), symmetric
+    b = np.stack([m.b for m in models])  # (T, N)
+    n_tasks, n = b.shape
+    # C @ W holds C @ (2 A_t) for every task t side by side.
+    W = np.ascontiguousarray(hess.transpose(1, 0, 2).reshape(n, n_tasks * n))
+
+    def derivatives(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        C = np.atleast_2d(np.asarray(C, dtype=float))
+        return (C @ W).reshape(len(C), n_tasks, n) + b, hess
+
+    return derivatives
