@@ -9,10 +9,15 @@ from typing import Any
 
 import numpy as np
 
-from mapframe.hypervolume import hypervolume_improvement
-from mapframe.metrics import flat_range, pareto_mask, select_by_preference
+from mapframe.hypervolume import (
+    MAX_TABLE_CELLS,
+    FrontTable,
+    _popcount_rows,
+    hypervolume_improvement,
+)
+from mapframe.metrics import flat_range, select_by_preference
 
-__all__ = ["hypervolume_trace", "task_vector_findings", "tradeoff_summary"]
+__all__ = ["hypervolume_trace", "search_progress", "task_vector_findings", "tradeoff_summary"]
 
 #: Reference point margin below the worst measured value (share of each task's range).
 REF_MARGIN = 0.1
@@ -25,33 +30,136 @@ def _signs(directions: Sequence[str]) -> np.ndarray:
     return np.array([1.0 if d == "max" else -1.0 for d in directions])
 
 
-def hypervolume_trace(metrics: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+def hypervolume_trace(metrics: np.ndarray, directions: Sequence[str],
+                      method: str = "auto") -> np.ndarray:
     """Hypervolume of the first ``k`` rows of ``metrics (M, T)``, for ``k = 1..M``.
 
     Each task is turned into "larger is better" and scaled to ``[0, 1]`` over all ``M``
-    rows, with the reference point :data:`REF_MARGIN` below 0; the volume grows by each
-    row's :func:`~mapframe.hypervolume.hypervolume_improvement` over the points before it.
-    Non-finite rows add nothing. The last value is the hypervolume of all the rows.
+    rows, with the reference point :data:`REF_MARGIN` below 0. Non-finite rows add nothing;
+    the trace never decreases and its last value is the hypervolume of all the rows (an
+    estimate of it for the Monte-Carlo trace).
+    ``method``: ``"exact"`` (each row adds its
+    :func:`~mapframe.hypervolume.hypervolume_improvement` over the non-dominated rows before
+    it), ``"monte-carlo"`` (see :func:`search_progress`) or ``"auto"``: exact while that is
+    cheap, else Monte-Carlo.
     """
+    return search_progress(metrics, directions, method)[0]
+
+
+def search_progress(metrics: np.ndarray, directions: Sequence[str],
+                    method: str = "auto") -> tuple[np.ndarray, str]:
+    """:func:`hypervolume_trace` and how it was computed: ``"exact"`` or ``"monte-carlo"``.
+
+    ``"auto"`` computes the exact trace while its improvement tables stay small (at most
+    :data:`EXACT_TRACE_CELLS` grid cells over all the rows, none beyond
+    :data:`~mapframe.hypervolume.MAX_TABLE_CELLS`: one or two tasks, or three or four with
+    a few hundred evaluations) and switches to the Monte-Carlo trace beyond (many tasks or
+    evaluations, where each exact step would cost seconds). The Monte-Carlo trace draws
+    :data:`TRACE_POINTS` fixed uniform points (seed 0) in the box between the reference
+    point and the best values once, and marks the points each row dominates, in order: the
+    value after row ``k`` is the share of points the first ``k`` rows dominate times the
+    box's volume (non-decreasing; the last value estimates the hypervolume of all the rows,
+    with a standard error of ``volume · sqrt(p (1 − p) / TRACE_POINTS)`` for a dominated
+    share ``p``). Its cost is ``M × TRACE_POINTS × T`` comparisons, packed in bits.
+    """
+    if method not in ("auto", "exact", "monte-carlo"):
+        raise ValueError(f"method must be 'auto', 'exact' or 'monte-carlo', got {method!r}")
     F = np.asarray(metrics, dtype=float)
     out = np.zeros(len(F))
     finite = np.all(np.isfinite(F), axis=1) if F.size else np.zeros(len(F), bool)
     if not finite.any():
-        return out
+        return out, "exact"
     G = F * _signs(directions)
     lo, hi = G[finite].min(axis=0), G[finite].max(axis=0)
     span = np.where(hi > lo, hi - lo, 1.0)
     U = (G - lo) / span
     ref = np.full(F.shape[1], -REF_MARGIN)
-    front = np.zeros((0, F.shape[1]))
+    if method != "monte-carlo":
+        budget = None if method == "exact" else EXACT_TRACE_CELLS
+        exact = _trace_exact(U, finite, ref, budget)
+        if exact is not None:
+            return exact, "exact"
+    return _trace_monte_carlo(U, finite, ref), "monte-carlo"
+
+
+#: Work (grid cells of the exact improvement tables, summed over the rows) beyond which
+#: :func:`search_progress` gives up the exact trace for the Monte-Carlo one (about 0.5 s).
+EXACT_TRACE_CELLS = 10_000_000
+#: Fixed uniform points of the Monte-Carlo trace.
+TRACE_POINTS = 1 << 15
+#: Rows compared with the points at once in the Monte-Carlo trace.
+_TRACE_CHUNK = 256
+
+
+def _trace_exact(U: np.ndarray, finite: np.ndarray, ref: np.ndarray,
+                 budget: int | None) -> np.ndarray | None:
+    """The exact trace, or ``None`` as soon as its tables are seen to pass ``budget`` cells
+    (the cells so far plus the last table's for each row left, at the share of rows that
+    joined the front so far) or one table :data:`~mapframe.hypervolume.MAX_TABLE_CELLS`
+    (where the improvement would be sampled)."""
+    M, T = U.shape
+    out = np.zeros(M)
+    front = np.zeros((0, T))
     total = 0.0
-    for i in range(len(U)):
-        if finite[i]:
-            total += float(hypervolume_improvement(U[i : i + 1], front, ref)[0])
-            front = np.concatenate([front, U[i : i + 1]])
-            front = front[pareto_mask(front, ["max"] * F.shape[1])]
+    spent = added = seen = 0
+    left = int(finite.sum())
+    for i in range(M):
+        y = U[i]
+        seen, left = seen + finite[i], left - finite[i]
+        # a row some earlier one weakly dominates adds nothing and leaves the front as it is
+        if finite[i] and not np.any(np.all(front >= y, axis=1)):
+            added += 1
+            if budget is not None:
+                cells = front.shape[0] + 1 if T <= 2 else FrontTable.cells(front, ref)
+                spent += cells
+                # the rows left, as many of them added as so far, cost at least as much
+                ahead = spent + cells * left * added / seen
+                if ahead > budget or (T > 2 and cells > MAX_TABLE_CELLS):
+                    return None
+            total += float(hypervolume_improvement(y[None], front, ref)[0])
+            front = np.concatenate([front[~np.all(front <= y, axis=1)], y[None]])
         out[i] = total
     return out
+
+
+def _trace_monte_carlo(U: np.ndarray, finite: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """The Monte-Carlo trace (see :func:`search_progress`).
+
+    Comparisons are made on ranks: ``W[p, t] <= U[i, t]`` exactly when point ``p``'s rank
+    among the points on task ``t`` is below the number of points at most ``U[i, t]``
+    (16-bit integers instead of floats). Each chunk of rows gives one bit row per row of
+    the points it dominates; a running OR over the rows (and the rows before the chunk)
+    and a popcount give the dominated count after every row.
+    """
+    M, T = U.shape
+    P = TRACE_POINTS
+    upper = np.maximum(U[finite].max(axis=0), ref + 1e-12)
+    W = ref + np.random.default_rng(0).random((P, T)) * (upper - ref)
+    order = np.argsort(W, axis=0, kind="stable")
+    itype = np.uint16 if P < 1 << 16 else np.uint32
+    rank = np.empty((T, P), dtype=itype)
+    below = np.zeros((M, T), dtype=itype)
+    for t in range(T):
+        rank[t, order[:, t]] = np.arange(P, dtype=itype)
+        below[finite, t] = np.searchsorted(W[order[:, t], t], U[finite, t], side="right")
+    covered = np.zeros((P + 63) // 64, dtype=np.uint64)
+    counts = np.zeros(M, dtype=np.int64)
+    hit = np.empty((_TRACE_CHUNK, P), dtype=bool)
+    step = np.empty((_TRACE_CHUNK, P), dtype=bool)
+    for i in range(0, M, _TRACE_CHUNK):
+        k = below[i : i + _TRACE_CHUNK]
+        n = len(k)
+        D, S = hit[:n], step[:n]
+        np.less(rank[0][None, :], k[:, 0, None], out=D)
+        for t in range(1, T):  # one task at a time: no (rows, points, T) array
+            np.less(rank[t][None, :], k[:, t, None], out=S)
+            D &= S
+        packed = np.packbits(D, axis=1)
+        packed = np.pad(packed, ((0, 0), (0, (-packed.shape[1]) % 8)))
+        words = np.bitwise_or.accumulate(packed.view(np.uint64), axis=0) | covered
+        counts[i : i + n] = _popcount_rows(words)
+        covered = words[-1]
+    return counts * (float(np.prod(upper - ref)) / P)
 
 
 def _correlation(x: np.ndarray, y: np.ndarray) -> float | None:

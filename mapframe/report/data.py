@@ -14,7 +14,7 @@ import numpy as np
 
 from mapframe.metrics import FLAT_RANGE_TOLERANCE
 from mapframe.problem import Task
-from mapframe.report.analysis import hypervolume_trace, task_vector_findings, tradeoff_summary
+from mapframe.report.analysis import search_progress, task_vector_findings, tradeoff_summary
 from mapframe.report.sources import ReportSource, store_studies
 
 if TYPE_CHECKING:
@@ -30,7 +30,11 @@ def _rows(a: np.ndarray | None) -> list[list[float | None]] | None:
     """A matrix as nested lists, NaN as ``None`` (JSON has no NaN)."""
     if a is None:
         return None
-    return [[float(v) if np.isfinite(v) else None for v in row] for row in np.asarray(a)]
+    arr = np.asarray(a, dtype=float)
+    out: list[list[float | None]] = arr.tolist()  # at C speed: 10 000 rows in milliseconds
+    for i, j in np.argwhere(~np.isfinite(arr)):
+        out[i][j] = None
+    return out
 
 
 @dataclass
@@ -45,7 +49,9 @@ class ReportData:
     ``best_known``, ``directions``, ``bounds`` (``[lower, upper]`` or ``None``), ``among``
     (the measured-points mask, or ``None``), the study's ``preference`` and ``selected``.
     ``evaluations`` lists every stored evaluation (``coefficients``, ``metrics``, ``phase``,
-    ``status``) and ``hypervolume``, the measured points' hypervolume after each one.
+    ``status``), ``hypervolume``, the measured points' hypervolume after each one, and
+    ``hypervolume_method``, how it was computed (``"exact"``, or ``"monte-carlo"`` for many
+    tasks or evaluations: see :func:`~mapframe.report.analysis.search_progress`).
     """
 
     study: str | None
@@ -172,10 +178,10 @@ def assemble(source: ReportSource) -> ReportData:
     directions: list[str] = [str(t.direction) for t in tasks]
     table = source.evaluations(cnames, task_names)
     ok = table.ok
-    hv = hypervolume_trace(np.where(ok[:, None], table.metrics, np.nan), directions)
+    hv, method = search_progress(np.where(ok[:, None], table.metrics, np.nan), directions)
     evaluations = {"coefficients": _rows(table.coefficients), "metrics": _rows(table.metrics),
                    "phase": table.phase, "status": table.status,
-                   "hypervolume": [float(v) for v in hv]}
+                   "hypervolume": [float(v) for v in hv], "hypervolume_method": method}
     front_data = selection = tradeoffs = None
     notes += [f"warning: {w}" for w in summary.get("warnings") or []]
     if saved is not None:

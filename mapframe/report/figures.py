@@ -13,6 +13,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from mapframe.report.analysis import TRACE_POINTS
 from mapframe.report.data import ReportData
 
 __all__ = ["Figure", "build_figures"]
@@ -274,10 +275,15 @@ def _progress(data: ReportData) -> Figure:
         hovertemplate="evaluation %{x} (%{text})<br>hypervolume %{y:.4f}<extra></extra>"))
     _layout(fig, xaxis_title="evaluations stored (grey: search, orange: verification)",
             yaxis_title="hypervolume (normalised)", showlegend=False)
-    return Figure("progress", "Search progress", fig, None,
-                  "Hypervolume of the measured points after each evaluation (each task scaled "
-                  "to [0, 1] over all measured points, reference point 0.1 below the worst). "
-                  "A curve that has flattened says more evaluations add little.", height=340)
+    caption = ("Hypervolume of the measured points after each evaluation (each task scaled "
+               "to [0, 1] over all measured points, reference point 0.1 below the worst). ")
+    if ev.get("hypervolume_method") == "monte-carlo":
+        caption += (f"Estimated on {TRACE_POINTS:,} fixed random points of the box between "
+                    "the reference point and the best values (too many tasks or evaluations "
+                    "for the exact volume): each evaluation adds the points it is the first "
+                    "to dominate; the values carry a sampling error of a few percent. ")
+    caption += "A curve that has flattened says more evaluations add little."
+    return Figure("progress", "Search progress", fig, None, caption, height=340)
 
 
 def build_figures(data: ReportData) -> list[Figure]:
