@@ -183,7 +183,7 @@ def _wait(procs: list[subprocess.Popen[bytes]], timeout: float = 120) -> None:
         assert p.returncode == 0, err.decode()[-2000:]
 
 
-@pytest.mark.parametrize("sampler", ["sobol", "auto"])
+@pytest.mark.parametrize("sampler", ["sobol", pytest.param("auto", marks=pytest.mark.slow)])
 def test_three_drivers_evaluate_each_point_once_with_one_killed(drivers, tmp_path, sampler):
     # sobol: one design; auto (the default; with gpytorch the gp sampler here): rounds that
     # each driver proposes from the same stored history, so they share the points too.

@@ -85,6 +85,7 @@ def run(n: int, k: int = 6, **kw):
 
 
 # -- the tournament ----------------------------------------------------------------------
+@pytest.mark.slow  # 26 s of the core suite; CI runs the slow tests too
 def test_eight_tasks_cost_k_n_log2_n_task_evaluations() -> None:
     res, *_ = run(8, k=20, pairing="in_order")
     # the paper's count: k · N · log2 N = 20 · 8 · 3 = 480
