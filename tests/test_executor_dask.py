@@ -402,6 +402,7 @@ def test_plugins_left_by_a_killed_driver_are_removed_at_start_up(address):
             live.shutdown()
 
 
+@pytest.mark.slow  # about 25 s of the core suite; CI runs the slow tests too
 def test_a_killed_driver_loses_at_most_one_short_batch_per_worker(address, tmp_path):
     """Default settings, a vectorised objective with no batch limit: each call carries a
     time-sized batch (one point at first), so a driver killed mid-study loses at most what

@@ -254,6 +254,7 @@ def test_job_whose_worker_always_dies_fails_after_its_retries():
 # --- 4. the driver killed with kill -9, then resumed -----------------------------------------
 
 
+@pytest.mark.slow  # about 25 s of the core suite; CI runs the slow tests too
 def test_an_adaptive_study_killed_mid_round_resumes_without_redoing_anything(tmp_path):
     # The default sampler (auto: the gp sampler at 2 tasks with gpytorch): killed after its
     # initial design and one round, the rerun evaluates only what was not stored and
