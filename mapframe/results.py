@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mapframe._files import give_default_mode
+from mapframe._files import write_atomically
 from mapframe.errors import ConfigError
 from mapframe.history import History
 from mapframe.problem import SearchSpace, Task
@@ -464,25 +464,6 @@ class StudyResult:
 #: Every name :meth:`StudyResult.save` writes or removes in its folder (the marker first).
 SAVED_FILES = (".mapframe", "summary.json", "front.png", "report.html", "front.csv",
                "front.json", "evaluations.csv", "surrogates.json")
-
-
-def write_atomically(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a uniquely named temporary file in the same folder
-    and an atomic rename: readers see the old or the new file, never half of one, and
-    several processes writing the same path at once each leave a whole file."""
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-        give_default_mode(tmp)  # mkstemp's 0600, not the user's usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from mapframe._files import write_atomically
 from mapframe.errors import ConfigError, StoreError
 from mapframe.history import Evaluation, FailureReason
 from mapframe.storage.base import EvaluationStore, driver_is_gone
@@ -624,18 +625,8 @@ class SQLiteStore(EvaluationStore):
         folder.mkdir(exist_ok=True)
         record = {"study": self._study_name, "fingerprint": self._fingerprint,
                   **dict(zip(_WRITE_COLUMNS, _row(evaluation)))}
-        path = folder / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.json"
-        tmp = path.with_suffix(".tmp")
-        try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(record, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        write_atomically(folder / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.json",
+                         json.dumps(record), durable=True)
 
     def _store_kept(self) -> None:
         """On open: store the evaluations the journal keeps for this study (same name and
