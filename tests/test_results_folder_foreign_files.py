@@ -159,24 +159,12 @@ def test_a_save_marks_its_folder_before_writing_results(tmp_path, monkeypatch):
     assert written[-1] == "summary.json"
 
 
-class _Killed(BaseException):
-    """Stands in for a kill -9 in the middle of StudyResult.save."""
-
-
 @pytest.mark.parametrize("killed_at", ["front.csv", "front.json", "summary.json"])
 def test_a_folder_from_a_save_cut_short(tmp_path, monkeypatch, killed_at):
+    from test_results_inputs_unfinished_save import save_cut_short
+
     out = tmp_path / "out"
-    real = results_module.write_atomically
-
-    def dying(path, text):
-        if path.name == killed_at:
-            raise _Killed()
-        return real(path, text)
-
-    monkeypatch.setattr(results_module, "write_atomically", dying)
-    with pytest.raises(_Killed):
-        _result().save(out, plot=False)  # the first save into a new folder, cut short
-    monkeypatch.undo()
+    save_cut_short(_result(), out, killed_at, monkeypatch)  # the first save into a new folder
     assert not (out / "summary.json").exists()
     _result(10).save(out, plot=False)
     assert mapframe.load_results(out).summary["n_search_evaluations"] == 10

@@ -16,6 +16,21 @@ class _Killed(BaseException):
     """Stands in for a kill -9 landing in the middle of StudyResult.save."""
 
 
+def save_cut_short(result, folder, killed_at: str, monkeypatch) -> None:
+    """``result.save(folder)`` killed as it writes ``killed_at`` (no plot)."""
+    real = results_module.write_atomically
+
+    def dying(path, text):
+        if path.name == killed_at:
+            raise _Killed()
+        return real(path, text)
+
+    monkeypatch.setattr(results_module, "write_atomically", dying)
+    with pytest.raises(_Killed):
+        result.save(folder, plot=False)
+    monkeypatch.undo()
+
+
 def _run(budget: int):
     return MergeStudy(objective=two_quadratics, task_names=["a", "b"], budget=budget, seed=0,
                       sampler="sobol", surrogate="quadratic").run()
@@ -27,17 +42,7 @@ def test_a_save_cut_short_is_refused_as_unfinished(tmp_path, monkeypatch, killed
     _run(6).save(out, plot=False)
     assert mapframe.load_results(out).summary["n_search_evaluations"] == 6
     second = _run(10)
-    real = results_module.write_atomically
-
-    def dying(path, text):
-        if path.name == killed_at:
-            raise _Killed()
-        return real(path, text)
-
-    monkeypatch.setattr(results_module, "write_atomically", dying)
-    with pytest.raises(_Killed):
-        second.save(out, plot=False)
-    monkeypatch.undo()
+    save_cut_short(second, out, killed_at, monkeypatch)
     with pytest.raises(ConfigError, match=r"unfinished.*before writing summary\.json.*run the "
                                           r"study again") as info:
         mapframe.load_results(out)
