@@ -156,3 +156,19 @@ class SlowStudy:
             env["MAPFRAME_TEST_DELAY"] = str(delay)
         return subprocess.run(self.cmd, env=env, cwd=self.dir, capture_output=True, text=True,
                               timeout=300)
+
+
+def wrong_shape_below_half(C):
+    """two_quadratics, but three metrics for two tasks where the first coefficient is below
+    0.5 (at once, unlike :func:`bug_below_half`)."""
+    C = np.atleast_2d(C)
+    return np.ones((len(C), 3)) if (C[:, 0] < 0.5).any() else two_quadratics(C)
+
+
+def good_bad_x_y_jobs() -> list:
+    """Four jobs for an executor that sends them out as two batches of two: ``good`` then
+    ``bad`` (where :func:`wrong_shape_below_half` breaks its contract), and ``x``, ``y``."""
+    from mapframe.executors.base import Job
+
+    return [Job("good", np.array([0.9, 0.1])), Job("bad", np.array([0.1, 0.9])),
+            Job("x", np.array([0.8, 0.2])), Job("y", np.array([0.7, 0.3]))]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from objectives import kill_self_once
+from objectives import good_bad_x_y_jobs, kill_self_once, wrong_shape_below_half
 
 from mapframe import EvaluationError, MapframeError, MergeStudy
 from mapframe.errors import ConfigError
@@ -129,10 +129,6 @@ def bug_once_another_call_runs(C):
     return np.ones((len(C), 3))
 
 
-def wrong_shape_below_half(C):
-    """``quad``, but three metrics for two tasks where the first coefficient is below 0.5."""
-    C = np.atleast_2d(C)
-    return np.ones((len(C), 3)) if (C[:, 0] < 0.5).any() else quad(C)
 
 
 def _jobs(n: int, seed: int = 0) -> list[Job]:
@@ -251,8 +247,7 @@ def test_an_evaluator_bug_keeps_the_rows_its_batch_finished_before_it(address: s
     try:
         assert ex.capacity == 2
         ex._timer.step = 2  # four jobs go out in two batches of two: good+bad, x+y
-        ex.submit([Job("good", np.array([0.9, 0.1])), Job("bad", np.array([0.1, 0.9])),
-                   Job("x", np.array([0.8, 0.2])), Job("y", np.array([0.7, 0.3]))])
+        ex.submit(good_bad_x_y_jobs())
         with pytest.raises(EvaluationError, match=r"shape \(1, 3\).*dask-worker@tcp://"):
             for result in ex.as_completed():
                 got.append(result.job.key)

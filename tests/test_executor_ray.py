@@ -13,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from objectives import SlowStudy, bug_below_half, kill_self_once, search_keys
+from objectives import (
+    SlowStudy,
+    bug_below_half,
+    good_bad_x_y_jobs,
+    kill_self_once,
+    search_keys,
+    wrong_shape_below_half,
+)
 
 from mapframe import MergeStudy
 from mapframe.errors import ConfigError, EvaluationError, MapframeError
@@ -78,10 +85,6 @@ def wrong_shape(C: np.ndarray) -> np.ndarray:
     return np.zeros((len(C), 3))
 
 
-def wrong_shape_below_half(C: np.ndarray) -> np.ndarray:
-    """``quad``, but three metrics for two tasks where the first coefficient is below 0.5."""
-    C = np.atleast_2d(C)
-    return np.ones((len(C), 3)) if (C[:, 0] < 0.5).any() else quad(C)
 
 
 class TestRayExecutor(ExecutorContract):
@@ -235,8 +238,7 @@ def test_an_evaluator_bug_keeps_the_rows_its_batch_finished_before_it() -> None:
     try:
         assert ex.capacity == 2
         ex._timer.step = 2  # four jobs go out in two batches of two: good+bad, x+y
-        ex.submit([Job("good", np.array([0.9, 0.1])), Job("bad", np.array([0.1, 0.9])),
-                   Job("x", np.array([0.8, 0.2])), Job("y", np.array([0.7, 0.3]))])
+        ex.submit(good_bad_x_y_jobs())
         with pytest.raises(EvaluationError,
                            match=r"ray actor ray-actor-\d+@.*shape \(1, 3\)") as info:
             for result in ex.as_completed():
