@@ -435,6 +435,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         if out.is_dir() or not out.parent.is_dir():
             raise ConfigError(f"-o {out}: give a file path in an existing folder (e.g. "
                               f"{out / 'report.html' if out.is_dir() else 'report.html'})")
+        if (out.exists() or out.is_symlink()) and not _is_mapframe_report(out):
+            raise ConfigError(f"-o {out} exists and is not a mapframe report (only a report "
+                              f"mapframe wrote is replaced): give -o another file, or remove "
+                              f"{out} first")
     try:
         path = write_report(args.results, args.out)
     except OSError as exc:
@@ -443,6 +447,17 @@ def cmd_report(args: argparse.Namespace) -> int:
                           ) from None
     sys.stdout.write(f"report written to {path} (open it in a browser; it works offline)\n")
     return 0
+
+
+def _is_mapframe_report(path: Path) -> bool:
+    """Whether the file ``path`` is a report mapframe wrote: its title starts ``mapframe
+    report`` (what every report's page has had; the test a results folder's report.html
+    passes, :func:`mapframe._foreign_files.is_own_file`)."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            return "<title>mapframe report" in fh.read(4096)
+    except OSError:
+        return False
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -628,7 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "file: it opens offline. Needs plotly (pip install "
                           "'mapframe[report]').")
     p_rp.add_argument("results", help="the study's results folder")
-    p_rp.add_argument("--out", "-o", help="where to write (default RESULTS/report.html)")
+    p_rp.add_argument("--out", "-o", help="where to write (default RESULTS/report.html); "
+                      "an existing file is replaced only when it is a mapframe report")
     p_rp.set_defaults(func=cmd_report)
 
     p_db = sub.add_parser("dashboard", help="serve the report on localhost, live while a "
