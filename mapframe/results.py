@@ -45,9 +45,24 @@ def check_front_index(index: object, size: int, where: str = "the front") -> int
     return int(index)
 
 
+#: What a spreadsheet reads as the start of a formula (``=``, ``+``, ``-``, ``@``) or
+#: strips before one (tab, carriage return, line feed): a cell starting so is run, not shown.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
 def check_task_columns(task_names: Sequence[str], coefficient_names: Sequence[str]) -> None:
     """A one-line :class:`ConfigError` when a task's name is also a column of
-    ``evaluations.csv`` (its metric column would overwrite that one)."""
+    ``evaluations.csv`` (its metric column would overwrite that one), or starts like a
+    spreadsheet formula (:data:`FORMULA_STARTS`: the name heads a column of
+    ``evaluations.csv`` as written, and a spreadsheet opening the file would run it)."""
+    formulas = [n for n in task_names if n.startswith(FORMULA_STARTS)]
+    if formulas:
+        fixed = formulas[0].lstrip("".join(FORMULA_STARTS) + " ") or "task"
+        raise ConfigError(
+            f"task name(s) {', '.join(map(repr, formulas))} start like a spreadsheet formula "
+            f"(=, +, -, @, a tab or a line break), which a spreadsheet opening the results' "
+            f"evaluations.csv would run; rename the task so that it starts otherwise (e.g. "
+            f"{fixed!r})")
     taken = set(EVALUATION_COLUMNS) | {f"c_{n}" for n in coefficient_names}
     clash = [n for n in task_names if n in taken]
     if clash:
