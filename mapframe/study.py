@@ -239,6 +239,13 @@ class MergeStudy:
         }
 
     def settings(self) -> dict[str, Any]:
+        """What ``summary.json`` records: every component's settings and the fingerprint,
+        whose evaluator entry gains the evaluator's ``max_batch_size`` (most merges per
+        call: a callable's ``batch_size``). That is no part of the fingerprint: it changes
+        how evaluations are batched, not what they measure, so a resume may change it."""
+        fingerprint = self.fingerprint()
+        fingerprint["evaluator"] = {**fingerprint["evaluator"],
+                                    "max_batch_size": self.evaluator.max_batch_size}
         return {
             "budget": self.budget,
             "seed": self.seed,
@@ -249,7 +256,7 @@ class MergeStudy:
             "stopping": self.stopping.describe() if self.stopping else None,
             "storage": self.storage.describe(),
             "verify": self.verify,
-            **self.fingerprint(),
+            **fingerprint,
         }
 
     # -- the algorithm --------------------------------------------------------------------
