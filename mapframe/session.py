@@ -161,6 +161,18 @@ class EvaluationSession:
         return self.executor.status() if self._started else None
 
     # -- evaluating -------------------------------------------------------------------------
+    def stored_earlier(self, phase: str) -> list[Evaluation]:
+        """The evaluations of ``phase`` the store held when the session opened (earlier
+        runs'; failed ones left out, they are run again)."""
+        return [e for (p, _), e in self._stored.items() if p == phase]
+
+    def n_new(self, X: np.ndarray, phase: str, history: History) -> int:
+        """How many rows of ``X`` :meth:`evaluate` would run: those neither in ``history``
+        nor stored earlier (another driver may still store some of them first)."""
+        keys = {coefficient_key(x) for x in np.atleast_2d(X)}
+        return sum(1 for k in keys if history.get(k, phase) is None
+                   and (phase, k) not in self._stored)
+
     def evaluate(self, X: np.ndarray, phase: str, round_no: int, history: History,
                  ) -> list[Job]:
         """Evaluate the rows of ``X`` (those not already in ``history``) in ``phase``:

@@ -110,6 +110,10 @@ class StudyRun:
     solver_diagnostics: dict[str, Any] = field(default_factory=dict)
     #: The front handed to the user: the solved front combined with the measured points.
     front: Front | None = None
+    #: Whether the run has begun new search evaluations (checked for unused stored ones).
+    spending: bool = False
+    #: The unused-stored warning, given before the first new search evaluation.
+    unused_warning: str | None = None
 
     def predict(self, C: np.ndarray) -> np.ndarray:
         """The fitted surrogates' predictions ``(M, T)`` at ``C`` ``(M, N)``."""
@@ -341,6 +345,7 @@ class MergeStudy:
         if run.round_no == 0 and not self.sampler.adaptive and n == self.budget:
             # A fixed design that cannot identify the surrogate would waste the budget.
             self.surrogate.check_design(X)
+        self._warn_before_spending(run, X)
         before = len(run.history)
         t_eval = time.perf_counter()
         jobs = run.session.evaluate(X, "search", run.round_no, run.history)
@@ -350,6 +355,27 @@ class MergeStudy:
             "propose_s": t_prop, "evaluate_s": time.perf_counter() - t_eval}
         run.rounds.append(record)
         return record
+
+    def _warn_before_spending(self, run: StudyRun, X: np.ndarray) -> None:
+        """Before the first round that evaluates new points: warn when the store holds
+        finished search evaluations that this run has not proposed so far, nor proposes
+        now (:func:`~mapframe.study_checks.unused_stored_check`: another seed, sampler,
+        budget or worker count; an older study resumed on today's ``sampler: auto``), so
+        the user can stop it before paying for them twice. A resumed run proposes the stored
+        points again before any new one, so later rounds need no look."""
+        if run.spending or not run.session.n_new(X, "search", run.history):
+            return
+        run.spending = True
+        if self.spec.seed is None:  # fresh points on every run by design
+            return
+        proposed = {coefficient_key(x) for x in X}
+        stored = [e for e in run.session.stored_earlier("search") if e.key not in proposed]
+        message = unused_stored_check(stored, run.history, self.study_name,
+                                      self.sampler.name, self.seed)
+        if message is not None:
+            run.unused_warning = (f"{message} (said before this run evaluated any new point: "
+                                  "stopping it now costs nothing)")
+            warnings.warn(run.unused_warning, MapframeWarning, stacklevel=5)
 
     def _fit(self, run: StudyRun) -> None:
         """5. fit one surrogate per task on the successful evaluations."""
@@ -538,7 +564,10 @@ class MergeStudy:
         # changes while it evaluates (a call counter) must not lose the finished study here.
         self.storage.open(self.study_name, run.session.fingerprint)
         try:
-            _warn(result, self._unused_stored(run))
+            if run.unused_warning is not None:  # given before the search spent anything
+                result.warnings.append(run.unused_warning)
+            else:
+                _warn(result, self._unused_stored(run))
             self.storage.set_meta("summary", result.summary())
         finally:
             self.storage.close()
