@@ -17,7 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from mapframe.errors import BudgetError, CheckpointError, ConfigError
+from mapframe.errors import (
+    BudgetError,
+    CheckpointError,
+    ComponentError,
+    ConfigError,
+    MapframeError,
+    one_line,
+)
 from mapframe.evaluators.base import Evaluator
 from mapframe.executors.base import Executor, MergeSpec
 from mapframe.merging.base import MergeStrategy
@@ -218,9 +225,34 @@ def saved_merge_spec(spec: StudySpec, allow_pickle: bool = False) -> MergeSpec |
         cls = registry.get("evaluator", name)
         if (getattr(cls, "reads_checkpoints", False) or getattr(
                 cls, "prepare_checkpoint", None) is not Evaluator.prepare_checkpoint):
-            evaluator = registry.create("evaluator", spec.evaluator)  # type: ignore[assignment]
+            settings = ({k: v for k, v in spec.evaluator.items() if k != "name"}
+                        if isinstance(spec.evaluator, Mapping) else {})
+            evaluator = _checkpoint_handler(cls, name, settings)
+            if evaluator is None:
+                evaluator = registry.create(  # type: ignore[assignment]
+                    "evaluator", spec.evaluator)
     checkpoints = spec.checkpoints.model_copy(update={"allow_pickle": allow_pickle})
     return build_merge_spec(strategy, checkpoints, None, evaluator)
+
+
+def _checkpoint_handler(cls: type, name: str, settings: dict[str, Any]) -> Evaluator | None:
+    """``cls.for_checkpoints(settings)``, its failures in one line naming the evaluator."""
+    hook = getattr(cls, "for_checkpoints", None)
+    if hook is None:
+        return None
+    try:
+        handler = hook(settings)
+    except MapframeError:
+        raise
+    except Exception as exc:  # a plugin's own bug: name it, in one line
+        raise ComponentError(
+            f"evaluator {name!r}: for_checkpoints() failed while reading the saved config's "
+            f"settings for export: {one_line(exc)}") from None
+    if handler is not None and not isinstance(handler, Evaluator):
+        raise ComponentError(
+            f"evaluator {name!r}: for_checkpoints() returned {type(handler).__name__}, not an "
+            "Evaluator (or None)")
+    return handler
 
 
 def build_merge_spec(

@@ -120,6 +120,22 @@ class Evaluator(Component):
         """
         return None
 
+    @classmethod
+    def for_checkpoints(cls, settings: Mapping[str, Any]) -> Evaluator | None:
+        """This evaluator's checkpoint handling alone (:meth:`prepare_checkpoint`,
+        :meth:`load_task_vectors`), built from a saved study's ``settings`` (its config's
+        evaluator entry without ``name``), or ``None`` to have the whole evaluator built
+        from them. Default: ``None``.
+
+        Exporting from a results folder (``mapframe export``, ``load_results(...).export``)
+        needs only this part of an evaluator that adapts or reads checkpoints, and the
+        folder may come from someone else. Override it when building the whole evaluator
+        imports or reads what its settings name (a user's module, datasets): return an
+        instance on which only the two checkpoint methods are called, built from just the
+        settings they depend on.
+        """
+        return None
+
     def setup(self, merger: Merger | None) -> None:
         """Prepare for evaluation (load data, build the resident model...). Default: keeps
         ``merger`` (checked to be there when :attr:`needs_merger`)."""

@@ -139,6 +139,20 @@ class HFEvaluator(ModelEvaluator):
 
     # -- checkpoints -------------------------------------------------------------------------
 
+    #: The settings :meth:`load_task_vectors` depends on (with the class's ``allow_heads``).
+    CHECKPOINT_SETTINGS: ClassVar[tuple[str, ...]] = ("storage", "reader", "merge_threads")
+
+    @classmethod
+    def for_checkpoints(cls, settings: Mapping[str, Any]) -> HFEvaluator:
+        """The checkpoint reader alone, for export from a results folder: built from the
+        saved ``storage``, ``reader`` and ``merge_threads`` only, so that a folder someone
+        sent neither imports a task's ``scorer`` module nor reads its data or lm-eval tasks.
+        Only :meth:`load_task_vectors` and :meth:`prepare_checkpoint` are called on it."""
+        handler = cls.__new__(cls)
+        HFEvaluator.__init__(handler, **{k: settings[k] for k in cls.CHECKPOINT_SETTINGS
+                                         if k in settings})
+        return handler
+
     def load_task_vectors(self, pretrained: str, finetuned: Mapping[str, str]
                           ) -> TaskVectors | None:
         """Open the Hugging Face checkpoints (folders, files or LoRA adapters) and check them
