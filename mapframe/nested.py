@@ -495,7 +495,10 @@ class NestedMergeStudy:
                 "pairing": self.pairing.describe(), "merge_strategy": self.strategy.describe(),
                 "sampler": desc(self.sampler), "surrogate": desc(self.surrogate),
                 "front_solver": desc(self.front_solver), "executor": desc(self.executor_spec),
-                "storage": self.storage.describe(), "evaluator": self.evaluator.describe(),
+                "storage": self.storage.describe(),
+                # as a study's summary.json: the evaluator's most merges per call beside it
+                "evaluator": {**self.evaluator.describe(),
+                              "max_batch_size": self.evaluator.max_batch_size},
                 "models": dict(zip(self.model_names,
                                    [self.tasks[i].name for i in self.model_tasks]))}
 

@@ -58,3 +58,18 @@ def test_summary_json_records_the_evaluator_batch_size(tmp_path):
     resumed = again.run()
     assert resumed.n_reused == 8 and resumed.n_evaluated == 0
     assert resumed.summary()["settings"]["evaluator"]["max_batch_size"] == 2
+
+
+def test_nested_json_records_the_evaluator_batch_size_too(tmp_path):
+    from test_nested import make_problem
+
+    from mapframe.nested import NestedMergeStudy
+
+    tv, ev, *_ = make_problem(3)
+    ev.max_batch_size = 4
+    res = NestedMergeStudy(ev, task_vectors=tv, pair_budget=6, front_solver="grid",
+                           preference=[1.0] * 3).run()
+    assert res.settings["evaluator"]["max_batch_size"] == 4
+    res.save(tmp_path / "nested")
+    saved = json.loads((tmp_path / "nested" / "nested.json").read_text())
+    assert saved["settings"]["evaluator"]["max_batch_size"] == 4
