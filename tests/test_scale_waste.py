@@ -5,10 +5,15 @@ sampled front kept from pick to pick, and a scatter matrix of a thinned search c
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 import mapframe.metrics as metrics
+import mapframe.surrogates.quadratic as quadratic
 from mapframe.metrics import dominance_matrix
+from mapframe.problem import Task
+from mapframe.surrogates.quadratic import QuadraticSurrogate
 
 
 def test_dominance_matrix_in_blocks_is_the_definition(monkeypatch):
@@ -23,3 +28,39 @@ def test_dominance_matrix_in_blocks_is_the_definition(monkeypatch):
     assert np.array_equal(D, ge & gt)
     assert D.any() and not D.all() and not D[np.arange(5), np.arange(5)].any()
     assert dominance_matrix(np.empty((0, 3)), B).shape == (0, 28)
+
+
+def _fits(X, Y, **kw):
+    out = []
+    for j in range(Y.shape[1]):
+        s = copy.deepcopy(QuadraticSurrogate(**kw)).fit(X, Y[:, j], Task(name=f"t{j}"))
+        out.append(s)
+    return out
+
+
+def test_the_surrogates_of_one_design_share_its_svd_and_fit_as_alone(monkeypatch):
+    rng = np.random.default_rng(1)
+    X = rng.random((40, 3))
+    Y = np.column_stack([1 - ((X - t) ** 2).sum(axis=1) for t in np.eye(3)])
+    Y += 0.01 * rng.standard_normal(Y.shape)
+    calls = {"n": 0}
+    real = quadratic._LeastSquares
+
+    def counted(*a, **kw):
+        calls["n"] += 1
+        return real(*a, **kw)
+
+    monkeypatch.setattr(quadratic, "_LeastSquares", counted)
+    shared = _fits(X, Y)
+    assert calls["n"] == 1  # one SVD for the three tasks
+    # the same array changed in place is another design, and so is another ridge
+    X2 = X.copy()
+    X[0, 0] = 0.5
+    moved = QuadraticSurrogate().fit(X, Y[:, 0])
+    assert calls["n"] == 2 and not np.array_equal(moved.A, shared[0].A)
+    _fits(X, Y[:, :1], ridge=0.1)
+    assert calls["n"] == 3
+    for j, s in enumerate(shared):  # each as fitted on a design of its own
+        alone = QuadraticSurrogate().fit(X2.copy(), Y[:, j], Task(name=f"t{j}"))
+        assert np.array_equal(s.A, alone.A) and np.array_equal(s.b, alone.b)
+        assert s.e == alone.e and s.diagnostics() == alone.diagnostics()
