@@ -142,28 +142,55 @@ class FrontTable:
         return np.einsum("ij,ij->i", weights, values).reshape(shape)
 
 
-def _dominated_share(Y: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """``(M, len(W))`` booleans: does row ``m`` of ``Y`` weakly dominate point ``w``?"""
-    inside = np.ones((Y.shape[0], W.shape[0]), dtype=bool)
-    for t in range(Y.shape[1]):
-        inside &= W[None, :, t] <= Y[:, t, None]
+def _dominated_share(Y: np.ndarray, Wt: np.ndarray) -> np.ndarray:
+    """``(M, P)`` booleans: does row ``m`` of ``Y`` weakly dominate point ``p``? The points
+    come transposed, ``Wt`` ``(T, P)`` C-contiguous: each objective's comparison reads one
+    contiguous row into one reused buffer (a strided column and a fresh temporary per
+    objective made a 256 x 32 768 block of 16 objectives cost 0.7 s instead of 0.1 s)."""
+    inside = np.empty((Y.shape[0], Wt.shape[1]), dtype=bool)
+    if Y.shape[1] == 0:
+        inside[:] = True
+        return inside
+    step = np.empty_like(inside)
+    np.less_equal(Wt[0][None, :], Y[:, 0, None], out=inside)
+    for t in range(1, Y.shape[1]):
+        np.less_equal(Wt[t][None, :], Y[:, t, None], out=step)
+        inside &= step
     return inside
+
+
+class _SampledFront:
+    """The Monte-Carlo improvement over ``front`` of the rows of ``Y``: fixed uniform points
+    of the box ``[ref, upper]`` (``upper`` the best of ``Y``, ``front`` and the reference)
+    and which of them ``front`` leaves free. :meth:`add` extends the front by a row of ``Y``
+    (the box stays the same) by marking only that row's points, so that a greedy choice
+    among ``Y`` does not compare the whole front with every point again at each pick."""
+
+    def __init__(self, Y: np.ndarray, front: np.ndarray, ref: np.ndarray) -> None:
+        T = ref.size
+        upper = np.max(np.concatenate([Y, front, ref[None] + 1e-12]), axis=0)
+        W = ref + np.random.default_rng(0).random((_MC_POINTS, T)) * (upper - ref)
+        self.Wt = np.ascontiguousarray(W.T)
+        self.free = np.ones(W.shape[0], dtype=bool)
+        for i in range(0, front.shape[0], _CHUNK):
+            self.free &= ~_dominated_share(front[i : i + _CHUNK], self.Wt).any(axis=0)
+        self.vol = float(np.prod(upper - ref)) / _MC_POINTS
+
+    def add(self, y: np.ndarray) -> None:
+        """The front grows by ``y`` (a row of the ``Y`` this was built with)."""
+        self.free &= ~_dominated_share(y[None], self.Wt)[0]
+
+    def improvements(self, Y: np.ndarray) -> np.ndarray:
+        W = np.ascontiguousarray(self.Wt[:, self.free])
+        out = np.empty(Y.shape[0])
+        for i in range(0, Y.shape[0], _CHUNK):
+            out[i : i + _CHUNK] = self.vol * _dominated_share(Y[i : i + _CHUNK], W).sum(axis=1)
+        return out
 
 
 def _hvi_monte_carlo(Y: np.ndarray, front: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Monte-Carlo improvements over fixed uniform points of the box ``[ref, upper]``."""
-    T = ref.size
-    upper = np.max(np.concatenate([Y, front, ref[None] + 1e-12]), axis=0)
-    W = ref + np.random.default_rng(0).random((_MC_POINTS, T)) * (upper - ref)
-    free = np.ones(W.shape[0], dtype=bool)
-    for i in range(0, front.shape[0], _CHUNK):
-        free &= ~_dominated_share(front[i : i + _CHUNK], W).any(axis=0)
-    W = W[free]
-    vol = float(np.prod(upper - ref)) / _MC_POINTS
-    out = np.empty(Y.shape[0])
-    for i in range(0, Y.shape[0], _CHUNK):
-        out[i : i + _CHUNK] = vol * _dominated_share(Y[i : i + _CHUNK], W).sum(axis=1)
-    return out
+    return _SampledFront(Y, front, ref).improvements(Y)
 
 
 def hypervolume_improvement(
@@ -229,14 +256,26 @@ def greedy_hypervolume_subset(
     ref = np.full(T, -_REF_MARGIN)
     P = Zm[pareto_mask(Zm)] if Zm.shape[0] else Zm
     chosen: list[int] = []
+    # Once the front is too large for the exact table (it only grows), the improvements
+    # are sampled on the same points at every pick: the points the front leaves free are
+    # found once and each pick marks only its own (hypervolume_improvement's numbers, from
+    # 16 tasks and 10 000 measured points 19 passes over the whole front per verification).
+    sampled: _SampledFront | None = None
     while len(chosen) < k:
-        gain = hypervolume_improvement(Z, P, ref)
+        if sampled is None and T >= 3 and FrontTable.cells(P, ref) > MAX_TABLE_CELLS:
+            sampled = _SampledFront(Z, P[np.all(ref < P, axis=1)], ref)
+        if sampled is not None:
+            gain = sampled.improvements(Z)
+        else:
+            gain = hypervolume_improvement(Z, P, ref)
         gain[chosen] = -np.inf
         i = int(np.argmax(gain))
         if not gain[i] > 1e-12:
             break
         chosen.append(i)
         P = np.vstack([P, Z[i]])
+        if sampled is not None and np.all(Z[i] > ref):
+            sampled.add(Z[i])
     if len(chosen) < k:  # nothing adds volume any more: spread the rest
         if not chosen:
             return spread_subset(F, k, directions)

@@ -9,6 +9,7 @@ import copy
 
 import numpy as np
 
+import mapframe.hypervolume as hv
 import mapframe.metrics as metrics
 import mapframe.surrogates.quadratic as quadratic
 from mapframe.metrics import dominance_matrix
@@ -64,3 +65,42 @@ def test_the_surrogates_of_one_design_share_its_svd_and_fit_as_alone(monkeypatch
         alone = QuadraticSurrogate().fit(X2.copy(), Y[:, j], Task(name=f"t{j}"))
         assert np.array_equal(s.A, alone.A) and np.array_equal(s.b, alone.b)
         assert s.e == alone.e and s.diagnostics() == alone.diagnostics()
+
+
+def _greedy_by_calls(F, k, measured):
+    """greedy_hypervolume_subset's rule with one hypervolume_improvement call per pick."""
+    G = np.asarray(F, float)
+    both = np.vstack([G, measured])
+    lo, span = both.min(axis=0), np.ptp(both, axis=0)
+    Z, Zm = (G - lo) / span, (measured - lo) / span
+    ref = np.full(G.shape[1], -hv._REF_MARGIN)
+    P = Zm[metrics.pareto_mask(Zm)]
+    chosen: list[int] = []
+    while len(chosen) < k:
+        gain = hv.hypervolume_improvement(Z, P, ref)
+        gain[chosen] = -np.inf
+        i = int(np.argmax(gain))
+        if not gain[i] > 1e-12:
+            break
+        chosen.append(i)
+        P = np.vstack([P, Z[i]])
+    return chosen
+
+
+def test_greedy_subset_on_a_sampled_front_picks_as_one_call_per_pick(monkeypatch):
+    # a front too large for the exact table from the start, and one that becomes too large
+    rng = np.random.default_rng(2)
+    F = rng.dirichlet(np.ones(4), 30)
+    measured = rng.dirichlet(np.ones(4), 60) * 0.9
+    for cells in (10, 3000):
+        monkeypatch.setattr(hv, "MAX_TABLE_CELLS", cells)
+        picked = hv.greedy_hypervolume_subset(F, 6, measured=measured, ordered=True)
+        assert picked.tolist() == _greedy_by_calls(F, 6, measured)
+        assert len(picked) == 6
+
+
+def test_dominated_share_is_the_definition():
+    rng = np.random.default_rng(3)
+    Y, W = rng.random((7, 4)), rng.random((50, 4))
+    inside = hv._dominated_share(Y, np.ascontiguousarray(W.T))
+    assert np.array_equal(inside, np.all(W[None] <= Y[:, None], axis=2))
