@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 
 import mapframe.hypervolume as hv
 import mapframe.metrics as metrics
@@ -104,3 +105,31 @@ def test_dominated_share_is_the_definition():
     Y, W = rng.random((7, 4)), rng.random((50, 4))
     inside = hv._dominated_share(Y, np.ascontiguousarray(W.T))
     assert np.array_equal(inside, np.all(W[None] <= Y[:, None], axis=2))
+
+
+def test_scatter_matrix_shows_a_thinned_search_cloud(monkeypatch):
+    pytest.importorskip("plotly")
+    import mapframe.report.figures as figures
+    from mapframe.report.data import ReportData
+
+    n, names = 50, ["a", "b", "c"]
+    rng = np.random.default_rng(4)
+    metrics_rows = rng.random((n, 3)).tolist()
+    data = ReportData(
+        study="s", directory=None, store=None, task_names=names,
+        directions=["max"] * 3, coefficient_names=names, front=None, selection=None,
+        evaluations={"coefficients": rng.random((n, 3)).tolist(), "metrics": metrics_rows,
+                     "phase": ["search"] * n, "status": ["ok"] * n,
+                     "hypervolume": [0.0] * n, "hypervolume_method": "exact"},
+        diagnostics=[], tradeoffs=None, task_vectors={"zero": [], "duplicates": [],
+                                                     "note": None}, export={})
+    whole = figures._splom(data)
+    assert len(whole.figure.data[0].dimensions[0].values) == n
+    assert "search evaluations, evenly" not in whole.caption
+    monkeypatch.setattr(figures, "SPLOM_SEARCH_POINTS", 10)
+    thin = figures._splom(data)
+    values = thin.figure.data[0].dimensions[1].values
+    rows = figures.thin(list(range(n)), 10)
+    assert len(values) == 10 and rows[0] == 0 and rows[-1] == n - 1
+    assert list(values) == [metrics_rows[i][1] for i in rows]
+    assert "Grey: 10 of the 50 search evaluations" in thin.caption
