@@ -226,6 +226,7 @@ def _design(X: np.ndarray, ridge: float
         return hit[2].copy(), hit[3].copy(), hit[4], hit[5]
     center, half = _unit_scaling(X)
     F = quadratic_features((X - center) / half)
+    F.setflags(write=False)  # shared by every task's fit: an in-place change would leak
     design = _LeastSquares(F, ridge)
     token = object()
     _DESIGNS.clear()
