@@ -40,7 +40,8 @@ def _print_summary(result: Any, paths: dict[str, Path], out: TextIO) -> None:
     out.write(f"\nstudy {s['study']!r}: {s['n_search_evaluations']} search + {n_ver} "
               "verification evaluations "
               f"({s['n_evaluated_this_run']} new this run, {s['n_reused_from_store']} reused "
-              f"from the store, {s['n_failed_or_invalid']} failed/invalid)\n")
+              f"from the store, {s['n_failed_or_invalid']} failed/invalid; seed "
+              f"{s.get('seed')})\n")
     if s.get("stopped_early"):
         out.write(f"stopped early: {s['stopped_early']}\n")
     if len(s.get("rounds") or []) > 1:
@@ -98,13 +99,16 @@ def _print_nested_summary(result: Any, paths: dict[str, Path], out: TextIO) -> N
 
 
 def _save_config(cfg: dict[str, Any], output: Path, source: Path | None,
-                 overrides: dict[str, Any], store: str | None = None) -> Path | None:
+                 overrides: dict[str, Any], store: str | None = None,
+                 seed: int | None = None) -> Path | None:
     """Write the study's config (absolute paths, with the command line's overrides) to
     ``output/config.yaml``, so that ``mapframe export`` and ``mapframe.load_results`` can
     rebuild the merge later and ``mapframe run`` of it, from any folder, resumes the same
     study: the results folder and the store the run used are written as absolute paths
     (defaults included, which are relative to the folder the run started in). Not over the
-    config the study was started from."""
+    config the study was started from. ``seed`` is the one the run used: a config's
+    ``seed: null`` is saved as the seed drawn for it, so that the saved config repeats the
+    run even without its store."""
     import yaml
 
     from mapframe.results import write_atomically
@@ -115,6 +119,8 @@ def _save_config(cfg: dict[str, Any], output: Path, source: Path | None,
     study = {**cfg.get("study", {}), **{k: v for k, v in overrides.items()
                                          if v is not None}}
     study["output"] = os.path.abspath(output)
+    if study.get("seed") is None and seed is not None:
+        study["seed"] = seed
     if study.get("storage") is None and store is not None:
         study["storage"] = store if "://" in store else os.path.abspath(store)
     return write_atomically(path, yaml.safe_dump({**cfg, "study": study}, sort_keys=False))
@@ -157,7 +163,8 @@ def _run_config(cfg: dict[str, Any], args: argparse.Namespace,
             f"stored in {where}: run the same command again to write them (nothing is "
             "evaluated again)\n")
         return 143 if isinstance(exc, _Terminated) else 130
-    saved_cfg = _save_config(cfg, output, source, overrides, study.storage.location)
+    saved_cfg = _save_config(cfg, output, source, overrides, study.storage.location,
+                             seed=getattr(result, "seed", None))
     if saved_cfg is not None:
         paths["config_yaml"] = saved_cfg
     from mapframe.nested import NestedResult

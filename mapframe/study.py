@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from mapframe._version import installed_versions
 from mapframe.assembly import StudyParts, assemble
 from mapframe.component import component_failures
 from mapframe.errors import BudgetError, ConfigError, EvaluationError, MapframeWarning, StoreError
@@ -114,6 +115,9 @@ class StudyRun:
     spending: bool = False
     #: The unused-stored warning, given before the first new search evaluation.
     unused_warning: str | None = None
+    #: Evaluations the executor runs at once, as the sampler's rounds are sized: the
+    #: study's first run's (kept in the store), so that a resumed run proposes its points.
+    capacity: int = 1
 
     def predict(self, C: np.ndarray) -> np.ndarray:
         """The fitted surrogates' predictions ``(M, T)`` at ``C`` ``(M, N)``."""
@@ -224,6 +228,8 @@ class MergeStudy:
         self.preference = parts.preference
         self.preference_bounds = parts.preference_bounds
         self.study_name = parts.spec.study_name
+        #: Evaluations at once the adaptive rounds were sized for (set when a run begins).
+        self._round_capacity: int | None = None
         check_progress(progress)
         self.progress = progress
         self._hooks = get_plugin_manager().hook
@@ -257,6 +263,10 @@ class MergeStudy:
             "surrogate": self.surrogate.describe(),
             "front_solver": self.front_solver.describe(),
             "executor": self.executor.describe(),
+            # an adaptive sampler's rounds hold at least this many points (the workers of
+            # the study's first run): part of what makes its points
+            "round_capacity": self._round_capacity,
+            "versions": installed_versions(),
             "stopping": self.stopping.describe() if self.stopping else None,
             "storage": self.storage.describe(),
             "verify": self.verify,
@@ -303,10 +313,11 @@ class MergeStudy:
     def _search(self, run: StudyRun) -> None:
         """1-4. sample -> merge -> evaluate -> store, in rounds (one for a fixed design)."""
         t = time.perf_counter()
+        self._keep_stored_constants(run)
         with component_failures(self.sampler, "setup"):
             self.sampler.setup(SamplerContext(
                 space=self.space, tasks=tuple(self.tasks), surrogate=self.surrogate,
-                budget=self.budget, seed=self.seed, capacity=self.executor.capacity))
+                budget=self.budget, seed=self.seed, capacity=run.capacity))
         self._report(run, "evaluate", len(run.history))  # the stage starts (timed from here)
         idle = 0
         while len(run.history) < self.budget:
@@ -326,11 +337,39 @@ class MergeStudy:
             run.round_no += 1
         run.timings["evaluate_s"] = time.perf_counter() - t
 
+    def _keep_stored_constants(self, run: StudyRun) -> None:
+        """The seed and round capacity of the study's first run, kept in the store, so that
+        a resumed run proposes the points it stored (nothing is evaluated twice).
+
+        ``seed=None`` takes the seed an earlier run of this study drew (from the store; a
+        finished run's summary for stores written before the seed was kept), else keeps the
+        one drawn now. An adaptive sampler's rounds hold at least one point per evaluation
+        the executor runs at once (its ``capacity``): a resumed run sizes them by the first
+        run's capacity (:meth:`_warn_before_spending` says so when its executor runs more
+        at once)."""
+        store = self.storage
+        stored_seed = store.get_meta("seed")
+        if stored_seed is None:
+            summary = store.get_meta("summary")
+            stored_seed = summary.get("seed") if isinstance(summary, Mapping) else None
+        if not isinstance(stored_seed, int) or isinstance(stored_seed, bool):
+            stored_seed = None
+        if self.spec.seed is None and stored_seed is not None:
+            self.seed = stored_seed
+        if stored_seed is None:
+            store.set_meta("seed", self.seed)
+        now = max(1, int(self.executor.capacity))
+        first = store.get_meta("round_capacity")
+        if not isinstance(first, int) or isinstance(first, bool) or first < 1:
+            store.set_meta("round_capacity", now)
+            first = now
+        run.capacity = self._round_capacity = first
+
     def _search_round(self, run: StudyRun) -> dict[str, Any]:
         """One round: the sampler proposes, the session evaluates; returns its record."""
         remaining = self.budget - len(run.history)
         with component_failures(self.sampler, "batch_size"):
-            n = self.sampler.batch_size(remaining, run.history, self.executor.capacity)
+            n = self.sampler.batch_size(remaining, run.history, run.capacity)
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
             raise EvaluationError(f"sampler {self.sampler.name!r}: batch_size() returned "
                                   f"{n!r}; it must return an integer >= 1")
@@ -366,8 +405,14 @@ class MergeStudy:
         if run.spending or not run.session.n_new(X, "search", run.history):
             return
         run.spending = True
-        if self.spec.seed is None:  # fresh points on every run by design
-            return
+        now = max(1, int(self.executor.capacity))
+        if now > run.capacity and self.sampler.adaptive:
+            warnings.warn(
+                f"study {self.study_name!r} resumes with an executor that runs {now} "
+                f"evaluations at once, but its adaptive rounds keep the size its first run "
+                f"gave them ({run.capacity} at once), so that they propose the points it "
+                "stored: some workers wait during those rounds; to fill them, run it as a new "
+                "study (another study_name)", MapframeWarning, stacklevel=5)
         proposed = {coefficient_key(x) for x in X}
         stored = [e for e in run.session.stored_earlier("search") if e.key not in proposed]
         message = unused_stored_check(stored, run.history, self.study_name,
@@ -544,10 +589,8 @@ class MergeStudy:
 
     def _unused_stored(self, run: StudyRun) -> str | None:
         """:func:`~mapframe.study_checks.unused_stored_check` on the evaluations the (open)
-        store holds for this study; none with ``seed=None``, which draws fresh points on every
-        run by design."""
-        if self.spec.seed is None:
-            return None
+        store holds for this study (a drawn seed is the stored study's, so it applies to
+        ``seed=None`` too)."""
         try:
             stored = self.storage.load()
         except StoreError:  # a check never fails a finished run

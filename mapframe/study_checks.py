@@ -161,9 +161,8 @@ def unused_stored_check(stored: Sequence[Evaluation], used: History, study_name:
     that this run never proposed, so its fit did not see them: the study was run before
     with another seed, sampler or budget, or an adaptive sampler with another number of
     workers (a store reuses a point only when it is proposed again). Nothing is lost (they
-    stay stored), but the user may have paid for them twice.
-    The study skips the check when its seed was drawn (``seed=None``: fresh points on every
-    run by design)."""
+    stay stored), but the user may have paid for them twice. A drawn seed (``seed=None``) is
+    the stored study's, so the check applies to it too."""
     unused = [e for e in stored
               if e.ok and e.phase == "search" and used.get(e.key, "search") is None]
     if not unused:

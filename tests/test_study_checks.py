@@ -157,9 +157,11 @@ def test_stored_evaluations_a_run_did_not_propose_are_reported(tmp_path) -> None
     resumed, messages = _run(_quad, budget=20, storage=db2, sampler="auto")
     assert resumed.n_reused == 6 and resumed.n_evaluated == 14
     assert any(m.startswith("14 finished search evaluations") for m in messages)
-    # seed=None draws fresh points by design: no message.
-    _, messages = run(seed=None)
-    assert not any("went unused" in m for m in messages)
+    # seed=None resumes with the seed the study first ran with (0, kept in the store): the
+    # first run's 10 points are reused, and the other runs' are reported.
+    drawn, messages = run(seed=None)
+    assert drawn.seed == 0 and drawn.n_reused == 10
+    assert any("went unused" in m and "seed 0" in m for m in messages)
 
 
 def test_a_front_study_started_on_sobol_points_is_resumed_with_design_sobol(tmp_path) -> None:
@@ -181,9 +183,10 @@ def test_a_front_study_started_on_sobol_points_is_resumed_with_design_sobol(tmp_
 
 
 def test_a_resume_with_another_worker_count_names_the_workers(tmp_path) -> None:
-    """An adaptive sampler's rounds hold at least one point per worker: resumed with more
-    workers, the stored rounds went unused and the warning named only the seed, sampler and
-    budget, all unchanged."""
+    """An adaptive sampler's rounds hold at least one point per worker: a store written
+    before the first run's round capacity was kept, resumed with more workers, leaves its
+    stored rounds unused, and the warning names the workers (it named only the seed,
+    sampler and budget, all unchanged). Since then the rounds keep the first run's size."""
     pytest.importorskip("gpytorch")
     from mapframe.executors.inprocess import InProcessExecutor
 
@@ -194,8 +197,14 @@ def test_a_resume_with_another_worker_count_names_the_workers(tmp_path) -> None:
         def capacity(self) -> int:
             return 4
 
+    import sqlite3
+
     db = str(tmp_path / "s.sqlite")
     _run(_quad, budget=16, storage=db, sampler="gp")
+    kept, messages = _run(_quad, budget=16, storage=db, sampler="gp", executor=FourWide())
+    assert kept.n_reused == 16 and not any("went unused" in m for m in messages)
+    with sqlite3.connect(db) as conn:  # as an older mapframe left it
+        conn.execute("DELETE FROM meta WHERE key = 'round_capacity'")
     resumed, messages = _run(_quad, budget=16, storage=db, sampler="gp",
                              executor=FourWide())
     assert resumed.n_reused < 16  # the rounds after the start proposed other points
