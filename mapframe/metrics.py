@@ -28,6 +28,7 @@ from mapframe.errors import ConfigError, float_array
 
 __all__ = [
     "dominance_matrix",
+    "dominated_by_any",
     "flat_range",
     "generational_distance",
     "hypervolume",
@@ -172,6 +173,22 @@ def dominance_matrix(
     b = _as_matrix(B, "B", a.shape[1])
     s = _signs(directions, a.shape[1])
     return _dominates(-a * s, -b * s)
+
+
+def dominated_by_any(
+    A: np.ndarray, B: np.ndarray, directions: Directions = None, block: int = 2048
+) -> np.ndarray:
+    """Boolean vector (len(B)): whether some row of ``A`` dominates ``B[j]``, i.e.
+    ``dominance_matrix(A, B, directions).any(axis=0)`` worked out ``block`` columns at a
+    time, so it never holds the whole ``len(A) x len(B)`` matrix."""
+    a = _as_matrix(A, "A")
+    b = _as_matrix(B, "B", a.shape[1])
+    s = _signs(directions, a.shape[1])
+    ga, gb = -a * s, -b * s
+    out = np.zeros(len(b), dtype=bool)
+    for start in range(0, len(b), max(1, int(block))):
+        out[start:start + block] = _dominates(ga, gb[start:start + block]).any(axis=0)
+    return out
 
 
 def _nondominated_2d(G: np.ndarray) -> np.ndarray:

@@ -76,6 +76,24 @@ def check_task_columns(task_names: Sequence[str], coefficient_names: Sequence[st
 SOURCES = ("predicted", "verified", "measured")
 
 
+def _equal_to_earlier(best: np.ndarray, n_old: int) -> np.ndarray:
+    """For each row from ``n_old`` on: whether a row before it (any of the first ``n_old``,
+    or an earlier one of the rest) has the same values (as ``==`` compares: ``-0.0`` equals
+    ``0.0``, a row with NaN equals none). Linear in the rows, not quadratic."""
+    normal = best + 0.0  # -0.0 -> 0.0, so that equal values have equal bytes
+    has_nan = np.asarray(np.isnan(normal).any(axis=1))
+    seen: set[bytes] = set()
+    out = np.zeros(len(best) - n_old, dtype=bool)
+    for r in range(len(best)):
+        if has_nan[r]:
+            continue
+        key = normal[r].tobytes()
+        if r >= n_old and key in seen:
+            out[r - n_old] = True
+        seen.add(key)
+    return out
+
+
 @dataclass
 class Front:
     """The handed-over Pareto front: K coefficient vectors with predicted (and real) metrics.
@@ -165,7 +183,7 @@ class Front:
         The result is sorted by the first task's best-known metric, best first.
         """
         from mapframe.history import coefficient_key
-        from mapframe.metrics import dominance_matrix
+        from mapframe.metrics import dominated_by_any
 
         C = np.asarray(coefficients, dtype=float).reshape(-1, self.coefficients.shape[1])
         P = np.asarray(predicted, dtype=float).reshape(len(C), -1)
@@ -190,7 +208,7 @@ class Front:
         best = np.where(known[:, None], all_R, all_P)
         meas = np.flatnonzero(known)
         # Dropped: whatever a measurement dominates (a row never dominates itself).
-        keep = np.asarray(~dominance_matrix(all_R[meas], best, self.directions).any(axis=0))
+        keep = ~dominated_by_any(all_R[meas], best, self.directions)
         # Measured points enter where nothing is at least as good (first of equals kept);
         # a prediction must win by more than ``margin`` to hide a measurement.
         handicap = best.copy()
@@ -198,10 +216,8 @@ class Front:
             gap = np.nan_to_num(np.asarray(margin, dtype=float).reshape(-1), nan=0.0)
             worse = np.where(np.asarray(self.directions) == "max", -1.0, 1.0)
             handicap[~known] += worse * np.maximum(gap, 0.0)
-        beats = dominance_matrix(handicap, best[n_old:], self.directions)
-        same = np.all(best[:, None, :] == best[None, n_old:, :], axis=2)
-        same[n_old:] &= ~np.tri(len(new), dtype=bool)  # an earlier new row only
-        hidden = (beats | same).any(axis=0)
+        hidden = (dominated_by_any(handicap, best[n_old:], self.directions)
+                  | _equal_to_earlier(best, n_old))
         for j, i in enumerate(new):
             if i not in forced:
                 keep[n_old + j] &= not hidden[j]
