@@ -54,10 +54,56 @@ def test_registered_like_every_builtin() -> None:
 
 
 def test_auto_is_ehvi_for_few_tasks_and_parego_for_many() -> None:
+    """... and qLogNEI for one task, where a hypervolume needs 2 objectives."""
     s = BoTorchSampler()
-    assert [s.acquisition_for(t) for t in (2, AUTO_EHVI_TASKS, AUTO_EHVI_TASKS + 1, 8)] == [
-        "qlognehvi", "qlognehvi", "qlognparego", "qlognparego"]
+    assert [s.acquisition_for(t) for t in (1, 2, AUTO_EHVI_TASKS, AUTO_EHVI_TASKS + 1, 8)] == [
+        "qlognei", "qlognehvi", "qlognehvi", "qlognparego", "qlognparego"]
     assert BoTorchSampler(acquisition="qnehvi").acquisition_for(8) == "qnehvi"
+    assert BoTorchSampler(acquisition="qlognparego").acquisition_for(1) == "qlognparego"
+
+
+def _one_task(x: np.ndarray) -> np.ndarray:
+    """One task of one coefficient, best at 0.3."""
+    return 1 - (np.atleast_2d(x)[:, :1] - 0.3) ** 2
+
+
+@pytest.mark.parametrize("acquisition", ["qlognehvi", "qnehvi"])
+def test_hypervolume_acquisition_for_one_task_is_refused_before_any_evaluation(
+        acquisition: str) -> None:
+    evaluated: list[np.ndarray] = []
+
+    def objective(x: np.ndarray) -> np.ndarray:
+        evaluated.append(x)
+        return _one_task(x)
+
+    study = MergeStudy(objective=objective, task_names=["acc"], budget=8, seed=0,
+                       sampler={"name": "botorch", "acquisition": acquisition, **CHEAP})
+    with pytest.raises(ConfigError, match=rf"acquisition {acquisition} .* needs at least 2 "
+                                          r"tasks.*use acquisition: auto") as info:
+        study.run()
+    assert "\n" not in str(info.value) and evaluated == []
+
+
+def test_single_task_study_runs_qlognei_past_the_start(monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    """One task, budget 5: a start of N + 2 = 3 Sobol' points, then a round of the 2 left,
+    chosen by qLogNEI (the default crashed there, asking qLogNEHVI for one objective)."""
+    import mapframe.samplers.botorch_sampler as module
+
+    ran: list[str] = []
+    real = module.botorch_batch
+
+    def spy(*args: Any, **kwargs: Any) -> np.ndarray:
+        ran.append(args[3])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "botorch_batch", spy)
+    res = MergeStudy(objective=_one_task, task_names=["acc"], budget=5, seed=0,
+                     sampler={"name": "botorch", **CHEAP}).run()
+    assert ran == ["qlognei"]
+    X = res.history.X
+    assert X.shape == (5, 1) and X.min() >= 0.0 and X.max() <= 1.0
+    assert len({tuple(x) for x in X}) == 5
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
@@ -140,6 +186,46 @@ def test_picks_are_botorchs_own_on_the_scaled_problem() -> None:
                                Yc * np.array([1.0, -1.0]), 3, seed)
     np.testing.assert_allclose(got, space.lower + want * (space.upper - space.lower),
                                atol=1e-9)
+
+
+def test_one_task_picks_are_botorchs_single_objective_step() -> None:
+    """One task to minimise in a box other than the unit cube: the round proposes what
+    BoTorch's single-objective step (``SingleTaskGP``, ``qLogNoisyExpectedImprovement``),
+    written out here, proposes on the unit-cube, maximised problem."""
+    from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+    from botorch.models.transforms.outcome import Standardize
+    from botorch.optim.optimize import optimize_acqf
+    from botorch.sampling import SobolQMCNormalSampler
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    space = SearchSpace(np.array([0.5]), np.array([2.0]))
+    X = space.scale(np.random.default_rng(3).random((5, 1)))
+    history = History(1, 1, [Evaluation(x, (x - 1.2) ** 2) for x in X])
+    sampler = BoTorchSampler(**CHEAP)
+    sampler.setup(SamplerContext(space=space, tasks=(Task("loss", "min", 0.0, None),),
+                                 surrogate=AutoSurrogate(), budget=10, seed=0))
+    got = np.asarray(sampler.propose(2, space, history, np.random.default_rng(7)))
+    Xc, Yc = history.canonical()
+    seed = int(np.random.default_rng(7).integers(1 << 31))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(seed)
+        Xt = torch.tensor((Xc - space.lower) / (space.upper - space.lower), dtype=torch.double)
+        model = SingleTaskGP(Xt, torch.tensor(-Yc, dtype=torch.double),
+                             outcome_transform=Standardize(m=1))
+        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+        acq = qLogNoisyExpectedImprovement(
+            model=model, X_baseline=Xt, prune_baseline=True,
+            sampler=SobolQMCNormalSampler(sample_shape=torch.Size([CHEAP["mc_samples"]]),
+                                          seed=seed))
+        cand, _ = optimize_acqf(acq, bounds=torch.tensor([[0.0], [1.0]], dtype=torch.double),
+                                q=2, num_restarts=CHEAP["num_restarts"],
+                                raw_samples=CHEAP["raw_samples"],
+                                options={"batch_limit": 5, "maxiter": 200}, sequential=True)
+    want = space.lower + cand.detach().numpy() * (space.upper - space.lower)
+    np.testing.assert_allclose(got, want, atol=1e-9)
 
 
 def test_leaves_torchs_random_state_alone() -> None:

@@ -1,5 +1,6 @@
 """BoTorch's multi-objective acquisitions as a sampler (``"botorch"``): qLogNEHVI for a few
-tasks, qLogNParEGO for many, optimised over the continuous box by ``optimize_acqf``.
+tasks, qLogNParEGO for many (qLogNEI for one), optimised over the continuous box by
+``optimize_acqf``.
 
 For users who know BoTorch's multi-objective loop and want it inside a :class:`MergeStudy`
 (store, resume, executors, verification, the handed-over front). ``sampler: auto`` does not
@@ -28,8 +29,10 @@ from mapframe.surrogates.gp import _single_threaded
 __all__ = ["ACQUISITIONS", "AUTO_EHVI_TASKS", "BoTorchSampler", "botorch_batch"]
 
 Acquisition = Literal["auto", "qlognehvi", "qnehvi", "qlognparego"]
-#: The acquisitions the sampler runs (``auto`` resolved by :meth:`BoTorchSampler.acquisition_for`).
+#: The values of ``acquisition`` (``auto`` resolved by :meth:`BoTorchSampler.acquisition_for`).
 ACQUISITIONS: tuple[str, ...] = ("auto", "qlognehvi", "qnehvi", "qlognparego")
+#: The hypervolume-improvement acquisitions: they need at least 2 tasks (objectives).
+HYPERVOLUME_ACQUISITIONS: tuple[str, ...] = ("qlognehvi", "qnehvi")
 #: ``acquisition: auto`` is qLogNEHVI up to this many tasks and qLogNParEGO beyond: the
 #: hypervolume-improvement acquisitions decompose the measured front into boxes, which grows
 #: too slow at 6-8 objectives (the peers benchmark dropped BoTorch's qNEHVI there).
@@ -66,6 +69,11 @@ class BoTorchSampler(RoundsSampler):
        ``qlognparego`` (``qLogNParEGO``): one acquisition with its own random Chebyshev
        weights per batch point, optimised one after the other by ``optimize_acqf_list``.
        ``auto``: ``qlognehvi`` up to :data:`AUTO_EHVI_TASKS` tasks, ``qlognparego`` beyond;
+       for one task ``qlognei`` (``qLogNoisyExpectedImprovement`` on that task's
+       ``SingleTaskGP``, BoTorch's single-objective step: the hypervolume acquisitions need
+       2 objectives, and qLogNParEGO's Chebyshev scalarisation of one objective is only a
+       rescaling of it), otherwise as ``qlognehvi``. Naming ``qlognehvi`` or ``qnehvi`` for
+       one task is a :class:`~mapframe.errors.ConfigError` in :meth:`setup`;
     4. candidates within 1e-3 (max-norm, unit cube) of a measured point are dropped and
        replaced by fresh Sobol' points.
 
@@ -105,10 +113,26 @@ class BoTorchSampler(RoundsSampler):
         _require_botorch()
 
     def acquisition_for(self, n_tasks: int) -> str:
-        """The acquisition run for ``n_tasks`` tasks (``auto`` resolved)."""
+        """The acquisition run for ``n_tasks`` tasks (``auto`` resolved: ``qlognei`` for one
+        task, ``qlognehvi`` up to :data:`AUTO_EHVI_TASKS`, ``qlognparego`` beyond); a
+        :class:`~mapframe.errors.ConfigError` for a hypervolume acquisition named for one
+        task."""
+        if self.acquisition in HYPERVOLUME_ACQUISITIONS and n_tasks < 2:
+            raise ConfigError(
+                f"{_WHO}: acquisition {self.acquisition} is a hypervolume improvement, which "
+                f"needs at least 2 tasks, and this study has {n_tasks}; use acquisition: auto "
+                "(qLogNEI for one task) or qlognparego")
         if self.acquisition != "auto":
             return self.acquisition
+        if n_tasks == 1:
+            return "qlognei"
         return "qlognehvi" if n_tasks <= AUTO_EHVI_TASKS else "qlognparego"
+
+    def setup(self, context: SamplerContext) -> None:
+        """Also refuses (:meth:`acquisition_for`) a hypervolume acquisition for one task,
+        before any evaluation."""
+        super().setup(context)
+        self.acquisition_for(len(context.tasks))
 
     def round_picks(
         self,
@@ -141,10 +165,12 @@ def botorch_batch(X: np.ndarray, Y: np.ndarray, q: int, acquisition: str, *,
                   mc_samples: int, num_restarts: int, raw_samples: int,
                   seed: int) -> np.ndarray:
     """``q`` points of the unit cube chosen by BoTorch's ``acquisition`` (``qlognehvi``,
-    ``qnehvi`` or ``qlognparego``) after fitting one ``SingleTaskGP`` per column of ``Y``
-    (every column maximised) on ``X`` (unit cube). Uses torch's global generator: seed it
-    (the sampler does so inside ``fork_rng``); ``seed`` seeds the QMC samplers."""
+    ``qnehvi``, ``qlognparego``, or ``qlognei`` for a single column) after fitting one
+    ``SingleTaskGP`` per column of ``Y`` (every column maximised) on ``X`` (unit cube).
+    Uses torch's global generator: seed it (the sampler does so inside ``fork_rng``);
+    ``seed`` seeds the QMC samplers."""
     import torch
+    from botorch.acquisition.logei import qLogNoisyExpectedImprovement
     from botorch.acquisition.multi_objective.logei import (
         qLogNoisyExpectedHypervolumeImprovement,
     )
@@ -159,21 +185,34 @@ def botorch_batch(X: np.ndarray, Y: np.ndarray, q: int, acquisition: str, *,
     from botorch.sampling import SobolQMCNormalSampler
     from botorch.utils.multi_objective.hypervolume import infer_reference_point
     from botorch.utils.multi_objective.pareto import is_non_dominated
-    from gpytorch.mlls import SumMarginalLogLikelihood
+    from gpytorch.mlls import ExactMarginalLogLikelihood, SumMarginalLogLikelihood
 
     Xt = torch.as_tensor(X, dtype=torch.double)
     Yt = torch.as_tensor(Y, dtype=torch.double)
     d = Xt.shape[1]
     bounds = torch.stack([torch.zeros(d, dtype=torch.double),
                           torch.ones(d, dtype=torch.double)])
-    model = ModelListGP(*[SingleTaskGP(Xt, Yt[:, j:j + 1], outcome_transform=Standardize(m=1))
-                          for j in range(Yt.shape[1])])
-    fit_gpytorch_mll(SumMarginalLogLikelihood(model.likelihood, model))
+    gps = [SingleTaskGP(Xt, Yt[:, j:j + 1], outcome_transform=Standardize(m=1))
+           for j in range(Yt.shape[1])]
+    model: Any
+    if acquisition == "qlognei":  # BoTorch's single-objective step: the task's own GP
+        if len(gps) != 1:
+            raise ValueError(f"qlognei is single-objective; Y has {len(gps)} columns")
+        model = gps[0]
+        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+    else:
+        model = ModelListGP(*gps)
+        fit_gpytorch_mll(SumMarginalLogLikelihood(model.likelihood, model))
 
     def sampler(k: int = 0) -> Any:
         return SobolQMCNormalSampler(sample_shape=torch.Size([mc_samples]), seed=seed + k)
 
-    if acquisition == "qlognparego":
+    if acquisition == "qlognei":
+        acq: Any = qLogNoisyExpectedImprovement(model=model, X_baseline=Xt,
+                                                prune_baseline=True, sampler=sampler())
+        cand, _ = optimize_acqf(acq, bounds=bounds, q=q, num_restarts=num_restarts,
+                                raw_samples=raw_samples, options=_OPTIONS, sequential=True)
+    elif acquisition == "qlognparego":
         acqs: list[Any] = [qLogNParEGO(model=model, X_baseline=Xt, prune_baseline=True,
                                        sampler=sampler(k)) for k in range(q)]
         cand, _ = optimize_acqf_list(acqs, bounds=bounds, num_restarts=num_restarts,
