@@ -15,7 +15,7 @@ pytest.importorskip("botorch")
 import torch
 
 from mapframe import MergeStudy
-from mapframe.errors import ConfigError
+from mapframe.errors import ConfigError, MapframeWarning
 from mapframe.history import Evaluation, History
 from mapframe.metrics import hypervolume, reference_point
 from mapframe.plugin import get_registry
@@ -60,6 +60,27 @@ def test_auto_is_ehvi_for_few_tasks_and_parego_for_many() -> None:
         "qlognei", "qlognehvi", "qlognehvi", "qlognparego", "qlognparego"]
     assert BoTorchSampler(acquisition="qnehvi").acquisition_for(8) == "qnehvi"
     assert BoTorchSampler(acquisition="qlognparego").acquisition_for(1) == "qlognparego"
+
+
+def _set_up(sampler: BoTorchSampler, n_tasks: int) -> None:
+    sampler.setup(SamplerContext(space=SearchSpace.box(n_tasks),
+                                 tasks=tuple(Task(f"t{j}") for j in range(n_tasks)),
+                                 surrogate=AutoSurrogate(), budget=30, seed=0))
+
+
+@pytest.mark.parametrize("acquisition", ["qlognehvi", "qnehvi"])
+def test_hypervolume_acquisition_beyond_autos_limit_warns_in_setup(acquisition: str) -> None:
+    """Beyond :data:`AUTO_EHVI_TASKS` tasks a hypervolume round is several times slower
+    than qLogNParEGO's (or does not finish): named there, ``setup`` says so (no round run)."""
+    with pytest.warns(MapframeWarning, match=rf"acquisition {acquisition} at "
+                      rf"{AUTO_EHVI_TASKS + 1} tasks .* use acquisition: auto") as got:
+        _set_up(BoTorchSampler(acquisition=acquisition), AUTO_EHVI_TASKS + 1)
+    assert len(got) == 1 and "\n" not in str(got[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _set_up(BoTorchSampler(acquisition=acquisition), AUTO_EHVI_TASKS)
+        _set_up(BoTorchSampler(), 8)
+        _set_up(BoTorchSampler(acquisition="qlognparego"), 8)
 
 
 def _one_task(x: np.ndarray) -> np.ndarray:
