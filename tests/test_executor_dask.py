@@ -462,3 +462,23 @@ def test_cluster_events_after_shutdown_change_nothing() -> None:
     ex._on_task_event(("t", {"started": "k"}))
     st = ex.status()
     assert st.workers == 0 and st.busy == 0
+
+
+def test_a_dead_worker_counts_as_retried_only_the_batch_it_was_running() -> None:
+    """The scheduler lists every task assigned to a dead worker, the ones waiting there as
+    well as the one it ran; only that one is re-run because of the death (it counted both:
+    retried=2 after one death with batches of one point)."""
+    ex = DaskExecutor(workers=2)
+    ex._client = object()  # as if started: events count
+    ex._batches.update({"running": 3, "waiting": 2})
+    ex._on_task_event(("t", {"started": "running"}))
+    ex._on_cluster_event(("all", {"action": "remove-worker", "worker": "tcp://a:1",
+                                  "processing-tasks": {"running", "waiting"}}))
+    st = ex.status()
+    assert st.retried == 3 and st.lost_workers == 1 and st.busy == 0
+    # Killed before its "started" event got out: the first batch sent of those it held.
+    ex._batches.update({"first": 1, "second": 4})
+    ex._on_cluster_event(("all", {"action": "remove-worker", "worker": "tcp://b:1",
+                                  "processing-tasks": {"second", "first"}}))
+    assert ex.status().retried == 3 + 1
+    ex._client = None

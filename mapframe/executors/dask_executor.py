@@ -484,10 +484,16 @@ class DaskExecutor(Executor):
                 self._workers_gone.add(worker)
                 if not msg.get("expected"):
                     self._lost_workers += 1
-                for key in msg.get("processing-tasks") or ():
-                    if key in self._batches:  # ours: the scheduler runs it again elsewhere
-                        self._running.discard(key)
-                        self._retried += self._batches[key]
+                # Only what it was running is re-run because it died: the other batches
+                # listed were merely assigned to it, waiting, and simply go elsewhere. A
+                # process killed at once may die before its "started" event got out: then
+                # the batch it ran is the first one sent of those it held.
+                listed = set(msg.get("processing-tasks") or ())
+                ours = [key for key in self._batches if key in listed]
+                ran = [key for key in ours if key in self._running] or ours[:1]
+                for key in ran:  # the scheduler runs it again elsewhere
+                    self._running.discard(key)
+                    self._retried += self._batches[key]
 
     def _on_task_event(self, event: Any) -> None:
         msg = event[1] if isinstance(event, tuple) and len(event) == 2 else event
