@@ -100,6 +100,12 @@ def kills_its_worker_on_third_call(C):
     return quad(C)
 
 
+def batch_size_metric(C):
+    """Both metrics are the number of rows in the call: what batch the point came in."""
+    n = len(np.atleast_2d(C))
+    return np.full((n, 2), float(n))
+
+
 def always_kills_its_worker(C):
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -357,7 +363,8 @@ def test_workers_that_keep_dying_give_failed_results() -> None:
     assert sorted(r.job.key for r in results) == ["0", "1"]
     assert all(r.metrics is None and r.error and "died, 1 time(s)" in r.error
                and "allowed-failures=0" in r.error for r in results)
-    assert st.lost_workers == 1 and st.retried == 0 and st.busy == 0 and st.queued == 0
+    # One point at a time on the one worker: each killed it once.
+    assert st.lost_workers == 2 and st.retried == 0 and st.busy == 0 and st.queued == 0
 
 
 def test_plugins_left_by_a_killed_driver_are_removed_at_start_up(address):
@@ -401,7 +408,8 @@ def test_plugins_left_by_a_killed_driver_are_removed_at_start_up(address):
 def test_a_killed_driver_loses_at_most_one_short_batch_per_worker(address, tmp_path):
     """Default settings, a vectorised objective with no batch limit: each call carries a
     time-sized batch (one point at first), so a driver killed mid-study loses at most what
-    its workers were running, not ceil(design / workers) points each."""
+    its workers were running (a few seconds of work each), not ceil(design / workers)
+    points each."""
     from objectives import SlowStudy, search_keys
 
     from mapframe.executors.worker import BATCH_TARGET_S
@@ -421,10 +429,9 @@ def test_a_killed_driver_loses_at_most_one_short_batch_per_worker(address, tmp_p
             lost = len(study.calls()) - stored
             assert stored < budget
             workers = len(probe.nthreads())
-            # The whole design was sent at once, in calls of one point (the batch timer had
-            # nothing to learn from yet): each worker lost at most the call it was running.
-            assert lost <= workers, (lost, stored)
-            assert lost * delay <= workers * (2 * BATCH_TARGET_S + delay)
+            # One batch under way per worker, sized by time (one point first, doubled while
+            # under BATCH_TARGET_S): each worker lost at most the batch it was running.
+            assert lost * delay <= workers * (2 * BATCH_TARGET_S + delay), (lost, stored)
             done = study.rerun()
             assert done.returncode == 0, done.stderr
             assert len(set(search_keys(study.db))) == budget
@@ -482,3 +489,20 @@ def test_a_dead_worker_counts_as_retried_only_the_batch_it_was_running() -> None
                                   "processing-tasks": {"second", "first"}}))
     assert ex.status().retried == 3 + 1
     ex._client = None
+
+
+def test_a_vectorised_objective_gets_batches_that_grow(address: str) -> None:
+    """Without batch_size or max_batch_size batches are sized by time: one point first, then
+    twice as many while a batch is quick. The whole queue went out at once, sized before
+    any batch had come back: 40 calls of one point."""
+    ex = DaskExecutor(address=address)
+    ex.start(CallableEvaluator(batch_size_metric, ["a", "b"]), None)
+    try:
+        ex.submit(_jobs(40))
+        results = list(ex.as_completed())
+    finally:
+        ex.shutdown()
+    assert sorted(int(r.job.key) for r in results) == list(range(40))
+    sizes = [r.metrics[0] for r in results if r.metrics is not None]
+    assert len(sizes) == 40 and min(sizes) == 1  # one point at first
+    assert max(sizes) >= 4  # then more (1, 2, 4, ... unless a call took over 2 s)

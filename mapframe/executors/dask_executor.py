@@ -61,8 +61,9 @@ class DaskExecutor(Executor):
     :meth:`start` sets the evaluator up on every worker (checkpoints loaded once per
     worker) and raises :class:`~mapframe.executors.worker.WorkerSetupError` naming the
     worker and the cause when that fails; workers that join later (a restarted one) set
-    up as they join. Queued jobs go out in batches of ``ceil(queued / workers)``, capped by
-    ``batch_size`` and the evaluator's ``max_batch_size``, so that every worker is busy.
+    up as they join. Each worker has one batch under way; the next goes out when one comes
+    back, ``ceil(queued / workers)`` jobs, capped by ``batch_size`` and the evaluator's
+    ``max_batch_size`` (without either, batches are sized by time: one point first).
 
     A worker that dies mid-batch (out of memory, a crash) is replaced by its nanny on a
     local cluster, and the scheduler re-runs the batch on another worker, up to
@@ -337,16 +338,22 @@ class DaskExecutor(Executor):
         self._queue.extend(jobs)
 
     def _flush(self) -> None:
-        """Send the queued jobs out, in batches that keep every worker busy."""
-        if not self._queue:
+        """Send queued jobs out while fewer batches than workers are under way, so that every
+        worker has one: each an even share of the queue, capped by ``batch_size``, the
+        evaluator's ``max_batch_size`` and, without either, by the batch timer, which learns
+        from each batch that comes back (sending the whole queue at once sized every batch
+        before any had come back: one point each)."""
+        free = self.capacity - len(self._futures)
+        if not self._queue or free <= 0:
             return
         distributed = _distributed()
-        jobs, self._queue = self._queue, []
-        size = batch_share(len(jobs), self.capacity, self.batch_size, self._evaluator_cap,
+        size = batch_share(len(self._queue), self.capacity, self.batch_size, self._evaluator_cap,
                            self._timer.cap(self.batch_size, self._evaluator_cap))
         new = []
-        for i in range(0, len(jobs), size):
-            batch = jobs[i:i + size]
+        for _ in range(free):
+            if not self._queue:
+                break
+            batch, self._queue = self._queue[:size], self._queue[size:]
             key = f"{self._token}-batch-{self._n_batches}"
             self._n_batches += 1
             with self._lock:
