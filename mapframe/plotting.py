@@ -21,6 +21,21 @@ __all__ = ["plot_front", "plot_merge_tree", "plot_nested_fronts"]
 
 _P = ParamSpec("_P")
 
+#: Search evaluations a scatter matrix shows at most, evenly spaced among them (front.png's
+#: and the report's): at 16 tasks and 10 000 evaluations all of them drew the same grey cloud
+#: in most of the time (and, in the report, most of the page's size).
+SPLOM_SEARCH_POINTS = 2000
+
+
+def thin(rows: list[int], most: int) -> list[int]:
+    """At most ``most`` of ``rows``, evenly spaced, the first and the last included."""
+    if len(rows) <= most:
+        return rows
+    if most <= 1:
+        return rows[:most]
+    picks = np.unique(np.round(np.linspace(0, len(rows) - 1, most)).astype(int))
+    return [rows[i] for i in picks]
+
 
 def _guarded(what: str) -> Callable[[Callable[_P, Path | None]], Callable[_P, Path | None]]:
     """Draw with every text shown as written (no mathtext, no TeX: a task named
@@ -73,6 +88,9 @@ def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120
     T = len(names)
     evals = result.history.select("search")
     Y = np.array([e.metrics for e in evals]).reshape(len(evals), T)
+    n_search = len(Y)
+    if 2 < T <= MATRIX_MAX_TASKS:  # a scatter matrix: the same cloud from an even sample
+        Y = Y[thin(list(range(n_search)), SPLOM_SEARCH_POINTS)]
     solved = result.front.sources != "measured"  # the solver's points (predicted/verified)
     F = result.front.predicted[solved]
     S = None if result.front.predicted_std is None else result.front.predicted_std[solved]
@@ -85,7 +103,9 @@ def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120
     P = result.front.predicted
 
     def panel(ax, i: int, j: int, join: bool) -> None:
-        ax.scatter(Y[:, i], Y[:, j], s=14, c="0.65", label="evaluated (search)")
+        ax.scatter(Y[:, i], Y[:, j], s=14, c="0.65", label=(
+            "evaluated (search)" if len(Y) == n_search
+            else f"evaluated (search; {len(Y)} of {n_search} shown)"))
         if join:  # a 2-D front is a curve; in projections of more tasks it is a cloud
             order = np.argsort(F[:, i])
             ax.plot(F[order, i], F[order, j], "-", c="tab:blue", lw=1, alpha=0.6)
@@ -118,7 +138,11 @@ def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120
         ax.legend(fontsize=7)
         fig.suptitle(title, fontsize=9)
         return _save(plt, fig, path, dpi)
-    if T == 2:
+    if T > MATRIX_MAX_TASKS:
+        fig, ax = plt.subplots(figsize=(min(0.9 * T + 2.5, 20), 5.4))
+        _parallel_coordinates(ax, result, Y, n_search)
+        legend_ax = ax
+    elif T == 2:
         fig, ax = plt.subplots(figsize=(5.5, 5.2))
         panel(ax, 0, 1, join=True)
         ax.set_xlabel(f"{names[0]} ({result.tasks[0].direction})")
@@ -150,6 +174,59 @@ def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120
     rows = -(-len(unique) // 3)
     bottom = (0.22 * rows + 0.12) / fig.get_figheight()  # inches of legend, as a fraction
     return _save(plt, fig, path, dpi, rect=(0.0, bottom, 1.0, 0.97))
+
+
+#: Tasks up to which front.png is a scatter matrix (T x T panels); beyond, one parallel-
+#: coordinates panel: 16 tasks made 256 panels, 30 s of matplotlib layout and drawing
+#: whatever the number of points, each panel about an inch wide.
+MATRIX_MAX_TASKS = 6
+
+#: Search evaluations drawn as grey lines in the parallel-coordinates view (evenly spaced).
+PARALLEL_SEARCH_LINES = 300
+
+
+def _parallel_coordinates(ax: Any, result: StudyResult, Y: np.ndarray, n_search: int) -> None:
+    """One vertical axis per task, each scaled to the front's range on it (up is better: a
+    task to minimise is flipped), the raw best and worst front values written at its ends;
+    every front point is a line through its best-known metrics (blue predicted, red
+    verified, green measured), the selection a thick gold line, a thinned sample of the
+    search evaluations grey lines behind them (cut off where they leave the front's range)."""
+    front = result.front
+    B = front.best_known
+    sign = np.array([1.0 if t.direction == "max" else -1.0 for t in result.tasks])
+    lo, hi = np.nanmin(B * sign, axis=0), np.nanmax(B * sign, axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    x = np.arange(len(sign))
+
+    def lines(M: np.ndarray, **style: Any) -> None:
+        if len(M):
+            drawn = ax.plot(x, ((M * sign - lo) / span).T, **style)
+            for extra in drawn[1:]:
+                extra.set_label("_nolegend_")
+
+    shown = thin(list(range(len(Y))), PARALLEL_SEARCH_LINES)
+    lines(Y[shown], c="0.75", lw=0.5, alpha=0.6,
+          label="evaluated (search)" if len(shown) == n_search
+          else f"evaluated (search; {len(shown)} of {n_search} shown)")
+    ver, meas = front.verified, front.sources == "measured"
+    lines(B[~(ver | meas)], c="tab:blue", lw=0.8, alpha=0.5, label="predicted front")
+    lines(B[ver], c="tab:red", lw=1.0, alpha=0.8, label="front, evaluated for real")
+    lines(B[meas], c="tab:green", lw=1.0, alpha=0.8, label="front, measured point")
+    if result.selected is not None:
+        where = "measured" if front.measured[result.selected] else "predicted"
+        lines(B[[result.selected]], c="gold", lw=3.0, zorder=5,
+              label=f"selected for preference ({where})")
+    for i in range(len(sign)):
+        ax.axvline(i, c="k", lw=0.6, zorder=0)
+        best, worst = hi[i] * sign[i], lo[i] * sign[i]
+        ax.text(i, 1.03, f"{best:.4g}", ha="center", va="bottom", fontsize=6)
+        ax.text(i, -0.03, f"{worst:.4g}", ha="center", va="top", fontsize=6)
+    ax.set_xticks(x, [f"{_short(t.name, 14)} ({t.direction})" for t in result.tasks],
+                  rotation=45, ha="right", fontsize=7)
+    ax.set_xlim(-0.3, len(sign) - 0.7)
+    ax.set_ylim(-0.12, 1.12)
+    ax.set_yticks([])
+    ax.set_ylabel("each task scaled to the front's range; up is better", fontsize=8)
 
 
 def _save(plt, fig, path: str | os.PathLike[str], dpi: int,  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ from mapframe import MergeStudy
 pytest.importorskip("matplotlib")
 
 
-def _study(n: int, verify: int = 3) -> Any:
+def _study(n: int, verify: int = 3, **kw: Any) -> Any:
     targets = np.full((n, n), 0.1) + 0.8 * np.eye(n)
 
     def objective(C: np.ndarray) -> np.ndarray:
@@ -23,7 +23,7 @@ def _study(n: int, verify: int = 3) -> Any:
 
     return MergeStudy(objective=objective, task_names=[f"task_{i}" for i in range(n)],
                       budget=(n + 1) * (n + 2), verify=verify, preference=[1.0] * n,
-                      seed=0).run()
+                      seed=0, **kw).run()
 
 
 @pytest.fixture
@@ -102,3 +102,33 @@ def test_two_tasks_star_at_measured_metrics_and_links(tmp_path: Any,
     for k in np.flatnonzero(result.front.verified):
         end = links[(round(float(P[k, 0]), 9), round(float(P[k, 1]), 9))]
         np.testing.assert_allclose(end, R[k, :2])
+
+
+def test_beyond_six_tasks_one_parallel_coordinates_panel(tmp_path: Any,
+                                                         captured: dict[str, Any]) -> None:
+    """At 16 tasks the scatter matrix was 256 panels and 30 s of matplotlib whatever the
+    number of points; beyond 6 tasks front.png is one panel with an axis per task."""
+    from mapframe.plotting import MATRIX_MAX_TASKS, plot_front
+
+    n = MATRIX_MAX_TASKS + 2
+    result = _study(n, verify=4, sampler="sobol", surrogate="quadratic", front_solver="nsga2")
+    assert plot_front(result, tmp_path / "front.png") is not None
+    fig = captured["fig"]
+    (ax,) = fig.get_axes()
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        f"task_{i} (max)" for i in range(n)]
+    front = result.front
+    lines = {}
+    for ln in _lines(ax):
+        lines.setdefault(ln.get_color(), []).append(np.asarray(ln.get_ydata(), dtype=float))
+    # every front point is one line through its best-known metrics, scaled to the front
+    drawn = sum(len(lines.get(c, [])) for c in ("tab:blue", "tab:red", "tab:green"))
+    assert drawn == len(front)
+    assert len(lines["tab:red"]) == int(front.verified.sum()) > 0
+    B = front.best_known
+    lo, hi = B.min(axis=0), B.max(axis=0)
+    (gold,) = lines["gold"]
+    np.testing.assert_allclose(gold, (B[result.selected] - lo) / (hi - lo))
+    assert all(((y >= -1e-9) & (y <= 1 + 1e-9)).all() for c in ("tab:blue", "tab:red")
+               for y in lines[c])
+    assert len(fig.legends) == 1 and ax.get_legend() is None

@@ -11,9 +11,9 @@ import html
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import plotly.graph_objects as go
 
+from mapframe.plotting import SPLOM_SEARCH_POINTS, thin
 from mapframe.report.analysis import TRACE_POINTS
 from mapframe.report.data import ReportData
 
@@ -78,22 +78,6 @@ def evaluation_hover(data: ReportData, i: int) -> str:
         "coefficients: " + _pairs(data.coefficient_names, ev["coefficients"][i]),
         "predicted: not recorded for evaluations",
         "measured: " + _pairs(data.task_names, ev["metrics"][i])])
-
-
-#: Search evaluations the scatter matrix shows at most (evenly spaced among them): at 16
-#: tasks and 10 000 evaluations, all of them (1.2 million points over 120 panels, with a hover
-#: text each) took most of the report's build time and its size, and drew the same cloud.
-SPLOM_SEARCH_POINTS = 2000
-
-
-def thin(rows: list[int], most: int) -> list[int]:
-    """At most ``most`` of ``rows``, evenly spaced, the first and the last included."""
-    if len(rows) <= most:
-        return rows
-    if most <= 1:
-        return rows[:most]
-    picks = np.unique(np.round(np.linspace(0, len(rows) - 1, most)).astype(int))
-    return [rows[i] for i in picks]
 
 
 def _ok_evaluations(data: ReportData, phase: str) -> list[int]:
