@@ -163,6 +163,27 @@ def test_point_that_always_kills_its_actor_fails_after_retries() -> None:
     assert st.lost_workers == 2 and st.retried == 1
 
 
+def test_batch_mates_of_a_point_that_kills_its_actor_are_re_run_alone() -> None:
+    """A dead actor's jobs are re-run each alone: only the point that kills its actor fails,
+    not the healthy points of its batch (they went back in one batch and died with it every
+    time: all four failed)."""
+    ex = RayExecutor(workers=2, batch_size=4, max_retries=1)
+    ex.start(CallableEvaluator(quad_dies_at_half, ["a", "b"]), None)
+    C = np.array([[0.1, 0.2], [0.5, 0.5], [0.3, 0.4], [0.7, 0.9],
+                  [0.2, 0.1], [0.6, 0.3], [0.8, 0.7], [0.9, 0.6]])
+    try:
+        ex.submit([Job(str(i), C[i]) for i in range(len(C))])
+        results = {r.job.key: r for r in ex.as_completed()}
+    finally:
+        ex.shutdown()
+    assert sorted(results) == [str(i) for i in range(len(C))]
+    assert [k for k, r in results.items() if r.metrics is None] == ["1"]
+    assert "re-run 1 time" in (results["1"].error or "")
+    for key, r in results.items():
+        if key != "1":
+            np.testing.assert_allclose(r.metrics, quad(C[int(key)])[0])
+
+
 def test_unreachable_address_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh process
     with socket.socket() as s:  # a port nobody listens on

@@ -24,6 +24,7 @@ from mapframe.errors import ConfigError, one_line
 
 if TYPE_CHECKING:
     from mapframe.evaluators.base import Evaluator
+    from mapframe.executors.jobqueue import JobQueue
     from mapframe.merging.base import MergeStrategy
     from mapframe.merging.checkpoints import CheckpointHook, CheckpointLoader, TaskVectors
     from mapframe.merging.merger import Merger
@@ -162,6 +163,19 @@ def call_with_deadline(fn: Callable[[], Any], seconds: float, name: str) -> tupl
     if "error" in box:
         raise box["error"]
     return True, box.get("value")
+
+
+def take_batch(queue: JobQueue, size: int) -> list[Job]:
+    """The next batch from ``queue`` for a worker: a job re-run after its worker died goes
+    alone (it may be what killed the worker: alone, it cannot take healthy batch-mates down
+    with it again), any other up to ``size`` jobs, stopping before a re-run one. For the
+    executors that re-queue a dead worker's jobs (process pool, Ray, Dask)."""
+    if queue.reruns(queue.peek()):
+        return [queue.popleft()]
+    batch: list[Job] = []
+    while queue and len(batch) < size and not queue.reruns(queue.peek()):
+        batch.append(queue.popleft())
+    return batch
 
 
 def unsendable_evaluator_error(evaluator_name: str, exc: BaseException, *, to: str,

@@ -31,6 +31,7 @@ from mapframe.executors.base import (
     Job,
     JobResult,
     MergeSpec,
+    take_batch,
     unsendable_evaluator_error,
 )
 from mapframe.executors.jobqueue import JobQueue
@@ -102,7 +103,8 @@ class RayExecutor(Executor):
     directories with ``init={"runtime_env": {"env_vars": {"PYTHONPATH": ...}}}``).
 
     Each actor has one batch in flight; queued jobs are split so that every actor is busy.
-    When an actor dies, its jobs are queued again (up to ``max_retries`` re-runs each) and a
+    When an actor dies, its jobs are queued again (up to ``max_retries`` re-runs each), each
+    to run alone, so that a point that kills its actor fails alone, not its batch-mates; a
     replacement actor is started and set up, so no evaluation is lost or stored twice.
 
     An evaluator bug (:class:`~mapframe.errors.EvaluationError`: the wrong shape of metrics)
@@ -380,7 +382,7 @@ class RayExecutor(Executor):
         for actor in idle:
             if not self._queue:
                 break
-            jobs = [self._queue.popleft() for _ in range(min(n, len(self._queue)))]
+            jobs = take_batch(self._queue, n)  # a re-run job alone
             actor.jobs = jobs
             self._in_flight[actor.handle.run.remote(jobs, self.batch_size)] = actor
 
