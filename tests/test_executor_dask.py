@@ -110,6 +110,13 @@ def always_kills_its_worker(C):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def kills_its_worker_at_half(C):
+    """``quad``, except that a row with a coefficient of exactly 0.5 kills the process."""
+    if np.any(np.atleast_2d(C) == 0.5):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return quad(C)
+
+
 def wrong_shape(C):
     return np.zeros((len(np.atleast_2d(C)), 3))
 
@@ -365,6 +372,28 @@ def test_workers_that_keep_dying_give_failed_results() -> None:
                and "allowed-failures=0" in r.error for r in results)
     # One point at a time on the one worker: each killed it once.
     assert st.lost_workers == 2 and st.retried == 0 and st.busy == 0 and st.queued == 0
+
+
+def test_batch_mates_of_a_point_that_kills_its_worker_are_re_run_alone() -> None:
+    """A batch whose worker died is sent again one point per task: only the point that kills
+    its worker fails, not the healthy points of its batch (the whole batch failed)."""
+    ex = DaskExecutor(workers=1, batch_size=4, max_retries=0)
+    ex.start(CallableEvaluator(kills_its_worker_at_half, ["a", "b"]), None)
+    C = np.array([[0.1, 0.2], [0.5, 0.5], [0.3, 0.4], [0.7, 0.9],
+                  [0.2, 0.1], [0.6, 0.3], [0.8, 0.7], [0.9, 0.6]])
+    try:
+        ex.submit([Job(str(i), C[i]) for i in range(len(C))])
+        results = {r.job.key: r for r in ex.as_completed()}
+        st = ex.status()
+    finally:
+        ex.shutdown()
+    assert sorted(results) == [str(i) for i in range(len(C))]
+    assert [k for k, r in results.items() if r.metrics is None] == ["1"]
+    assert "after the batch it came in died" in (results["1"].error or "")
+    for key, r in results.items():
+        if key != "1":
+            np.testing.assert_allclose(r.metrics, quad(C[int(key)])[0])
+    assert st.lost_workers == 2 and st.retried == 4  # its batch, then it alone
 
 
 def test_plugins_left_by_a_killed_driver_are_removed_at_start_up(address):

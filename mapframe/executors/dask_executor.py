@@ -29,8 +29,10 @@ from mapframe.executors.base import (
     JobResult,
     MergeSpec,
     call_with_deadline,
+    take_batch,
     unsendable_evaluator_error,
 )
+from mapframe.executors.jobqueue import JobQueue
 from mapframe.executors.worker import BatchTimer, WorkerRuntime, WorkerSetupError, batch_share
 
 if TYPE_CHECKING:
@@ -68,10 +70,12 @@ class DaskExecutor(Executor):
     A worker that dies mid-batch (out of memory, a crash) is replaced by its nanny on a
     local cluster, and the scheduler re-runs the batch on another worker, up to
     ``max_retries`` times (on a cluster you started, its scheduler's
-    ``distributed.scheduler.allowed-failures`` decides); a batch whose workers keep dying
-    comes back as failed results saying so. ``max_retries`` also re-runs a batch whose
-    task raised unexpectedly. ``resources`` (e.g. ``{"GPU": 1}``) are the Dask worker
-    resources each evaluation holds; a local cluster gives each worker exactly that.
+    ``distributed.scheduler.allowed-failures`` decides). A batch of several points whose
+    workers keep dying is then sent again one point per task, re-run as often, so that
+    only the point that kills its worker comes back as failed, saying so. ``max_retries``
+    also re-runs a batch whose task raised unexpectedly. ``resources`` (e.g.
+    ``{"GPU": 1}``) are the Dask worker resources each evaluation holds; a local cluster
+    gives each worker exactly that.
 
     An evaluator bug (:class:`~mapframe.errors.EvaluationError`: the wrong shape of
     metrics) stops the study as with the other executors: the workers are told to skip the
@@ -135,7 +139,7 @@ class DaskExecutor(Executor):
         self._token = ""
         self._evaluator_cap: int | None = None
         self._timer = BatchTimer()
-        self._queue: list[Job] = []
+        self._queue = JobQueue()
         self._futures: dict[Any, list[Job]] = {}  # pending future -> its batch
         self._n_batches = 0
         self._plugin_sent = False
@@ -157,6 +161,7 @@ class DaskExecutor(Executor):
         payload = _pickle_payload(evaluator, merge_spec)
         self._evaluator_cap = evaluator.max_batch_size
         self._token = f"mapframe-{uuid.uuid4().hex[:12]}"
+        self._queue.reset()
         with self._lock:
             self._workers_gone.clear()
             self._retried = self._lost_workers = 0
@@ -353,7 +358,7 @@ class DaskExecutor(Executor):
         for _ in range(free):
             if not self._queue:
                 break
-            batch, self._queue = self._queue[:size], self._queue[size:]
+            batch = take_batch(self._queue, size)  # a job re-run after a death alone
             key = f"{self._token}-batch-{self._n_batches}"
             self._n_batches += 1
             with self._lock:
@@ -373,7 +378,7 @@ class DaskExecutor(Executor):
             raise MapframeError("DaskExecutor.as_completed() called before start()")
         self._flush()
         error: EvaluationError | None = None
-        while self._futures:
+        while self._futures or (self._queue and error is None):
             assert self._ac is not None
             fut = next(self._ac)
             batch = self._futures.pop(fut)
@@ -430,11 +435,19 @@ class DaskExecutor(Executor):
                 f"{self._where()} was lost ({type(exc).__name__}: {_first_line(exc)})"
             ) from None
         except KilledWorker as exc:
+            if len(batch) > 1:
+                # Which of its points kills the worker is unknown: each goes again, alone
+                # (its last death counted as that re-run), so that only that one fails.
+                self._queue.requeue(batch, max_retries=1)
+                return [], None
             with self._lock:  # its last worker's death was counted as a re-run; it was not
                 self._retried = max(0, self._retried - len(batch))
             last = getattr(exc.last_worker, "address", "?")
+            alone = (", after the batch it came in died as often"
+                     if self._queue.reruns(batch[0]) else "")
+            self._queue.done(batch)
             msg = (f"the Dask worker evaluating this point died, {exc.allowed_failures + 1} "
-                   f"time(s), each time on another worker (Dask gives up after "
+                   f"time(s), each time on another worker{alone} (Dask gives up after "
                    f"allowed-failures={exc.allowed_failures} re-runs; last worker {last}): "
                    "the evaluator probably crashes its process or runs out of memory")
             return [JobResult(j, None, msg, 0.0, f"dask-worker@{last}") for j in batch], None
