@@ -20,7 +20,7 @@ import pytest
 from objectives import good_bad_x_y_jobs, kill_self_once, wrong_shape_below_half
 
 from mapframe import EvaluationError, MapframeError, MergeStudy
-from mapframe.errors import ConfigError
+from mapframe.errors import ClusterLostError, ConfigError
 from mapframe.evaluators.callable import CallableEvaluator
 from mapframe.executors.base import Job, MergeSpec
 from mapframe.executors.worker import WorkerSetupError
@@ -394,6 +394,55 @@ def test_batch_mates_of_a_point_that_kills_its_worker_are_re_run_alone() -> None
         if key != "1":
             np.testing.assert_allclose(r.metrics, quad(C[int(key)])[0])
     assert st.lost_workers == 2 and st.retried == 4  # its batch, then it alone
+
+
+def slow_quad(C):
+    time.sleep(0.3 * len(np.atleast_2d(C)))
+    return quad(C)
+
+
+def test_a_cluster_left_without_workers_stops_the_study_instead_of_hanging(monkeypatch):
+    """Pending batches on a scheduler that has lost every worker waited for ever (a local
+    cluster's nannies stop restarting workers that keep dying). Now, after
+    NO_WORKERS_TIMEOUT_S seconds without a worker, a one-line ClusterLostError; the results
+    that came back before it stand."""
+    import threading
+
+    from mapframe.executors import dask_executor
+
+    monkeypatch.setattr(dask_executor, "HEALTH_CHECK_S", 0.2)
+    monkeypatch.setattr(dask_executor, "NO_WORKERS_TIMEOUT_S", 1.0)
+    cl = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0", silence_logs=logging.CRITICAL,
+                                  scheduler_kwargs={"dashboard": False})
+    ex = DaskExecutor(address=cl.scheduler_address, batch_size=1)
+    got: list = []
+    raised: list[BaseException] = []
+
+    def drain() -> None:
+        try:
+            for r in ex.as_completed():
+                got.append(r)
+                if len(got) == 1:
+                    cl.scale(0)  # the only worker goes, and no other comes
+        except BaseException as exc:
+            raised.append(exc)
+
+    try:
+        ex.start(CallableEvaluator(slow_quad, ["a", "b"]), None)
+        ex.submit(_jobs(6))
+        # A thread: where the executor does not stop, the test fails instead of hanging.
+        waiter = threading.Thread(target=drain, daemon=True)
+        waiter.start()
+        waiter.join(120)
+        assert not waiter.is_alive(), "as_completed() still waiting with no worker left"
+    finally:
+        ex.shutdown()
+        cl.close()
+    assert len(raised) == 1 and isinstance(raised[0], ClusterLostError), raised
+    msg = str(raised[0])
+    assert "\n" not in msg and "no worker left" in msg and "NO_WORKERS_TIMEOUT_S = 1" in msg
+    assert 1 <= len(got) < 6 and all(r.metrics is not None for r in got)
 
 
 def test_plugins_left_by_a_killed_driver_are_removed_at_start_up(address):

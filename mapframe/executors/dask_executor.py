@@ -16,12 +16,13 @@ import math
 import os
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mapframe._imports import optional_import
-from mapframe.errors import ConfigError, EvaluationError, MapframeError
+from mapframe.errors import ClusterLostError, ConfigError, EvaluationError, MapframeError
 from mapframe.executors.base import (
     Executor,
     ExecutorStatus,
@@ -41,6 +42,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["DaskExecutor"]
+
+#: Seconds without a finished batch after which the executor asks the scheduler whether any
+#: worker is left to run the pending ones.
+HEALTH_CHECK_S = 5.0
+#: Seconds a scheduler may go without any worker, pending batches waiting, before the study
+#: stops with :class:`~mapframe.errors.ClusterLostError` (an autoscaler or a restarted
+#: ``dask worker`` may bring one back meanwhile).
+NO_WORKERS_TIMEOUT_S = 60.0
 
 _INSTALL = ("distributed", "dask", "the 'dask' executor")
 
@@ -73,9 +82,14 @@ class DaskExecutor(Executor):
     ``distributed.scheduler.allowed-failures`` decides). A batch of several points whose
     workers keep dying is then sent again one point per task, re-run as often, so that
     only the point that kills its worker comes back as failed, saying so. ``max_retries``
-    also re-runs a batch whose task raised unexpectedly. ``resources`` (e.g.
-    ``{"GPU": 1}``) are the Dask worker resources each evaluation holds; a local cluster
-    gives each worker exactly that.
+    also re-runs a batch whose task raised unexpectedly. When the scheduler has had no
+    worker for :data:`NO_WORKERS_TIMEOUT_S` seconds (checked each :data:`HEALTH_CHECK_S`
+    seconds without a finished batch), or a local cluster has none left to restart, the
+    study stops with a :class:`~mapframe.errors.ClusterLostError` (what was stored is kept)
+    instead of waiting for ever.
+
+    ``resources`` (e.g. ``{"GPU": 1}``) are the Dask worker resources each evaluation
+    holds; a local cluster gives each worker exactly that.
 
     An evaluator bug (:class:`~mapframe.errors.EvaluationError`: the wrong shape of
     metrics) stops the study as with the other executors: the workers are told to skip the
@@ -136,6 +150,7 @@ class DaskExecutor(Executor):
         self._client: Any = None
         self._cluster: Any = None  # the local cluster this executor started, if any
         self._ac: Any = None  # distributed.as_completed over the pending futures
+        self._no_workers_since: float | None = None  # first seen with no worker, since then
         self._token = ""
         self._evaluator_cap: int | None = None
         self._timer = BatchTimer()
@@ -162,6 +177,7 @@ class DaskExecutor(Executor):
         self._evaluator_cap = evaluator.max_batch_size
         self._token = f"mapframe-{uuid.uuid4().hex[:12]}"
         self._queue.reset()
+        self._no_workers_since = None
         with self._lock:
             self._workers_gone.clear()
             self._retried = self._lost_workers = 0
@@ -351,10 +367,8 @@ class DaskExecutor(Executor):
         free = self.capacity - len(self._futures)
         if not self._queue or free <= 0:
             return
-        distributed = _distributed()
         size = batch_share(len(self._queue), self.capacity, self.batch_size, self._evaluator_cap,
                            self._timer.cap(self.batch_size, self._evaluator_cap))
-        new = []
         for _ in range(free):
             if not self._queue:
                 break
@@ -367,11 +381,10 @@ class DaskExecutor(Executor):
                 _run_jobs, self._token, key, batch, self.batch_size, key=key, pure=False,
                 retries=self.max_retries, resources=self.resources)
             self._futures[fut] = batch
-            new.append(fut)
-        if self._ac is None:
-            self._ac = distributed.as_completed(new, loop=self._client.loop)
-        else:
-            self._ac.update(new)
+            if self._ac is None:
+                self._ac = _distributed().as_completed([fut], loop=self._client.loop)
+            else:
+                self._ac.add(fut)
 
     def as_completed(self) -> Iterator[JobResult]:
         if self._client is None:
@@ -379,8 +392,7 @@ class DaskExecutor(Executor):
         self._flush()
         error: EvaluationError | None = None
         while self._futures or (self._queue and error is None):
-            assert self._ac is not None
-            fut = next(self._ac)
+            fut = self._next_done()
             batch = self._futures.pop(fut)
             with self._lock:
                 self._batches.pop(fut.key, None)
@@ -403,6 +415,54 @@ class DaskExecutor(Executor):
                 self._flush()  # jobs submitted while we were iterating
         if error is not None:
             raise error
+
+    def _next_done(self) -> Any:
+        """The next pending future to finish, waited for (``next()`` on Dask's
+        ``as_completed`` waits for ever); every :data:`HEALTH_CHECK_S` seconds meanwhile,
+        :meth:`_check_workers`."""
+        ac = self._ac
+        checked = time.monotonic()
+        while not ac.has_ready():
+            if time.monotonic() - checked >= HEALTH_CHECK_S:
+                self._check_workers()
+                checked = time.monotonic()
+            with ac.thread_condition:  # notified as each future finishes
+                ac.thread_condition.wait(timeout=0.1)
+        return next(ac)
+
+    def _check_workers(self) -> None:
+        """Raise :class:`ClusterLostError` when the scheduler has had no worker for
+        :data:`NO_WORKERS_TIMEOUT_S` seconds, or at once on a local cluster with no worker
+        left to restart: the pending batches would wait for ever."""
+        client = self._client
+        try:
+            answered, nthreads = call_with_deadline(
+                client.nthreads, max(10.0, self.connect_timeout), "mapframe-dask-workers")
+        except Exception:  # a lost scheduler cancels the futures: that is reported then
+            return
+        if not answered or nthreads:
+            self._no_workers_since = None
+            return
+        now = time.monotonic()
+        if self._no_workers_since is None:
+            self._no_workers_since = now
+        waited = now - self._no_workers_since
+        # Dask closes for good a nanny whose worker is not back within
+        # distributed.deploy.lost-worker-timeout (15 s) of its death, say one still starting
+        # after a point killed the one before: then none is left to restart a worker.
+        none_left = self._cluster is not None and not self._cluster.workers
+        if not none_left and waited < NO_WORKERS_TIMEOUT_S:
+            return
+        pending = sum(len(batch) for batch in self._futures.values()) + len(self._queue)
+        why = ("every worker of the local cluster died and none was restarted (Dask stops "
+               "restarting a worker that is not back within its lost-worker-timeout, 15 s: "
+               "points that kill their worker, or workers slow to start)" if none_left else
+               f"no worker has been up for {waited:.0f} s (mapframe.executors."
+               f"dask_executor.NO_WORKERS_TIMEOUT_S = {NO_WORKERS_TIMEOUT_S:g})")
+        where = (f"the Dask scheduler at {self.address!r}" if self.address
+                 else "the local Dask cluster")
+        raise ClusterLostError(f"{where} has no worker left to run {pending} pending "
+                               f"evaluation(s): {why}")
 
     def _skip_pending(self) -> None:
         """Tell every worker to skip the pending batches that have not started: one that
