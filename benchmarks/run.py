@@ -60,6 +60,8 @@ BENCHMARKS = {
             "benchmarks.bench_llm"),
     "distributed": ("Executors: in-process vs process pool vs Ray vs Dask",
                     "benchmarks.bench_distributed"),
+    "scale": ("Scale: one 16-task study with 10 010 evaluations, phase by phase",
+              "benchmarks.bench_scale"),
     "gpu": ("GPU: the vision and LLM plugins' CUDA paths against the CPU",
             "benchmarks.bench_gpu"),
 }
