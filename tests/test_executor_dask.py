@@ -369,19 +369,27 @@ def test_workers_that_keep_dying_give_failed_results() -> None:
         ex.shutdown()
     assert sorted(r.job.key for r in results) == ["0", "1"]
     assert all(r.metrics is None and r.error and "died, 1 time(s)" in r.error
-               and "allowed-failures=0" in r.error for r in results)
+               and "re-run 0 time(s) alone, max_retries=0" in r.error for r in results)
     # One point at a time on the one worker: each killed it once.
     assert st.lost_workers == 2 and st.retried == 0 and st.busy == 0 and st.queued == 0
 
 
 def test_batch_mates_of_a_point_that_kills_its_worker_are_re_run_alone() -> None:
-    """A batch whose worker died is sent again one point per task: only the point that kills
-    its worker fails, not the healthy points of its batch (the whole batch failed)."""
-    ex = DaskExecutor(workers=1, batch_size=4, max_retries=0)
+    """The points of a batch whose worker died are re-run each alone: only the point that
+    kills its worker fails, not the healthy points of its batch (the whole batch failed),
+    and it kills max_retries + 1 workers, not twice as many (the batch re-run whole, then
+    alone). Meanwhile the local cluster does not give up on a worker that is slow to come
+    back, killed again (its nanny was closed 15 s after a death: no worker was left)."""
+    import dask.config
+
+    timeout = "distributed.deploy.lost-worker-timeout"
+    before = dask.config.get(timeout)
+    ex = DaskExecutor(workers=1, batch_size=4, max_retries=1)
     ex.start(CallableEvaluator(kills_its_worker_at_half, ["a", "b"]), None)
     C = np.array([[0.1, 0.2], [0.5, 0.5], [0.3, 0.4], [0.7, 0.9],
                   [0.2, 0.1], [0.6, 0.3], [0.8, 0.7], [0.9, 0.6]])
     try:
+        assert dask.config.get(timeout) == "1 day"
         ex.submit([Job(str(i), C[i]) for i in range(len(C))])
         results = {r.job.key: r for r in ex.as_completed()}
         st = ex.status()
@@ -389,11 +397,13 @@ def test_batch_mates_of_a_point_that_kills_its_worker_are_re_run_alone() -> None
         ex.shutdown()
     assert sorted(results) == [str(i) for i in range(len(C))]
     assert [k for k, r in results.items() if r.metrics is None] == ["1"]
-    assert "after the batch it came in died" in (results["1"].error or "")
+    assert "died, 2 time(s)" in (results["1"].error or "")
+    assert "re-run 1 time(s) alone, max_retries=1" in (results["1"].error or "")
     for key, r in results.items():
         if key != "1":
             np.testing.assert_allclose(r.metrics, quad(C[int(key)])[0])
     assert st.lost_workers == 2 and st.retried == 4  # its batch, then it alone
+    assert dask.config.get(timeout) == before
 
 
 def slow_quad(C):

@@ -58,6 +58,13 @@ def _distributed() -> Any:
     return optional_import(*_INSTALL)
 
 
+def _dask_config() -> Any:
+    _distributed()
+    import dask.config
+
+    return dask.config
+
+
 class DaskExecutor(Executor):
     """Runs evaluations on the workers of a Dask cluster, one resident model per worker.
 
@@ -77,11 +84,11 @@ class DaskExecutor(Executor):
     ``max_batch_size`` (without either, batches are sized by time: one point first).
 
     A worker that dies mid-batch (out of memory, a crash) is replaced by its nanny on a
-    local cluster, and the scheduler re-runs the batch on another worker, up to
-    ``max_retries`` times (on a cluster you started, its scheduler's
-    ``distributed.scheduler.allowed-failures`` decides). A batch of several points whose
-    workers keep dying is then sent again one point per task, re-run as often, so that
-    only the point that kills its worker comes back as failed, saying so. ``max_retries``
+    local cluster, and its batch's points are re-run, each alone on another worker, up to
+    ``max_retries`` times, so that only a point that kills its worker comes back as
+    failed, saying so, not its batch-mates. On a cluster you started, its scheduler's
+    ``distributed.scheduler.allowed-failures`` decides how often a batch is re-run whole;
+    then its points go once more, each alone. ``max_retries``
     also re-runs a batch whose task raised unexpectedly. When the scheduler has had no
     worker for :data:`NO_WORKERS_TIMEOUT_S` seconds (checked each :data:`HEALTH_CHECK_S`
     seconds without a finished batch), or a local cluster has none left to restart, the
@@ -149,6 +156,7 @@ class DaskExecutor(Executor):
 
         self._client: Any = None
         self._cluster: Any = None  # the local cluster this executor started, if any
+        self._lost_worker_timeout: Any = None  # dask.config.set while that cluster lives
         self._ac: Any = None  # distributed.as_completed over the pending futures
         self._no_workers_since: float | None = None  # first seen with no worker, since then
         self._token = ""
@@ -203,12 +211,19 @@ class DaskExecutor(Executor):
     def _connect(self, distributed: Any) -> None:
         if self.address is None:
             n = self.workers or os.cpu_count() or 1
+            # The cluster closes for good the nanny of a worker that is not back this long
+            # after its death (read at each death, so set while the cluster lives): 15 s by
+            # default, which a worker that a point kills again while its successor starts
+            # misses, and the study ran out of workers. The nannies restart them.
+            self._lost_worker_timeout = _dask_config().set(
+                {"distributed.deploy.lost-worker-timeout": "1 day"})
             try:
                 self._cluster = distributed.LocalCluster(
                     n_workers=n, threads_per_worker=1, processes=True,
-                    # no dashboard, and its HTTP server on a free port: studies may run side
-                    # by side
-                    scheduler_kwargs={"allowed_failures": self.max_retries,
+                    # The first death gives a batch up: _killed() re-runs its jobs alone. No
+                    # dashboard, and its HTTP server on a free port: studies may run side by
+                    # side.
+                    scheduler_kwargs={"allowed_failures": 0,
                                       "dashboard": False, "dashboard_address": ":0"},
                     **({"resources": self.resources} if self.resources else {}),
                 )
@@ -351,6 +366,9 @@ class DaskExecutor(Executor):
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.close()
+        if self._lost_worker_timeout is not None:  # back to what it was
+            self._lost_worker_timeout.__exit__(None, None, None)
+            self._lost_worker_timeout = None
 
     # -- evaluation -----------------------------------------------------------------------
     def submit(self, jobs: Sequence[Job]) -> None:
@@ -364,7 +382,11 @@ class DaskExecutor(Executor):
         evaluator's ``max_batch_size`` and, without either, by the batch timer, which learns
         from each batch that comes back (sending the whole queue at once sized every batch
         before any had come back: one point each)."""
-        free = self.capacity - len(self._futures)
+        with self._lock:
+            up = len(self._workers_up)
+        # One per worker up (one at least, to wait for a worker to come): a batch sent
+        # beyond would wait behind another on the same worker, and die with it.
+        free = max(1, up) - len(self._futures)
         if not self._queue or free <= 0:
             return
         size = batch_share(len(self._queue), self.capacity, self.batch_size, self._evaluator_cap,
@@ -423,6 +445,7 @@ class DaskExecutor(Executor):
         ac = self._ac
         checked = time.monotonic()
         while not ac.has_ready():
+            self._flush()  # to a worker that came up meanwhile
             if time.monotonic() - checked >= HEALTH_CHECK_S:
                 self._check_workers()
                 checked = time.monotonic()
@@ -495,22 +518,7 @@ class DaskExecutor(Executor):
                 f"{self._where()} was lost ({type(exc).__name__}: {_first_line(exc)})"
             ) from None
         except KilledWorker as exc:
-            if len(batch) > 1:
-                # Which of its points kills the worker is unknown: each goes again, alone
-                # (its last death counted as that re-run), so that only that one fails.
-                self._queue.requeue(batch, max_retries=1)
-                return [], None
-            with self._lock:  # its last worker's death was counted as a re-run; it was not
-                self._retried = max(0, self._retried - len(batch))
-            last = getattr(exc.last_worker, "address", "?")
-            alone = (", after the batch it came in died as often"
-                     if self._queue.reruns(batch[0]) else "")
-            self._queue.done(batch)
-            msg = (f"the Dask worker evaluating this point died, {exc.allowed_failures + 1} "
-                   f"time(s), each time on another worker{alone} (Dask gives up after "
-                   f"allowed-failures={exc.allowed_failures} re-runs; last worker {last}): "
-                   "the evaluator probably crashes its process or runs out of memory")
-            return [JobResult(j, None, msg, 0.0, f"dask-worker@{last}") for j in batch], None
+            return self._killed(batch, exc), None
         except WorkerSetupError as exc:
             raise WorkerSetupError(_first_line(exc)) from None
         except Exception as exc:
@@ -524,6 +532,33 @@ class DaskExecutor(Executor):
             return list(done), EvaluationError(msg)
         self._timer.update(value)
         return list(value), None
+
+    def _killed(self, batch: list[Job], exc: Any) -> list[JobResult]:
+        """The scheduler gave ``batch`` up after its workers died: queue its jobs again, each
+        to run alone (which of them kills its worker is unknown: alone, it takes none of
+        the others down with it), and return the failed results of those out of re-runs.
+        A local cluster of ours gives up at the first death (``allowed_failures=0``): each
+        job then has ``max_retries`` re-runs. A scheduler of yours re-ran the batch its
+        ``allowed-failures`` times already: each job of it goes once more, alone."""
+        own = self._cluster is not None
+        given_up = self._queue.requeue(batch, self.max_retries if own else int(len(batch) > 1))
+        with self._lock:  # the last death was counted as a re-run of the whole batch
+            self._retried = max(0, self._retried - len(given_up))
+        last = getattr(exc.last_worker, "address", "?")
+        failures = exc.allowed_failures + 1
+        failed = []
+        for job, n in given_up:
+            if own:
+                how = f"re-run {n} time(s) alone, max_retries={self.max_retries}"
+            else:
+                how = (f"Dask gives up after allowed-failures={exc.allowed_failures} re-runs"
+                       + (", then again alone" if n else ""))
+            failed.append(JobResult(job, None, (
+                f"the Dask worker evaluating this point died, {failures * (n + 1)} time(s), "
+                f"each time on another worker ({how}; last worker {last}): the evaluator "
+                "probably crashes its process or runs out of memory"), 0.0,
+                f"dask-worker@{last}"))
+        return failed
 
     # -- status ---------------------------------------------------------------------------
     @property
