@@ -128,6 +128,50 @@ def _save_config(cfg: dict[str, Any], output: Path, source: Path | None,
 
 def _run_config(cfg: dict[str, Any], args: argparse.Namespace,
                 source: Path | None = None) -> int:
+    """``mapframe run`` of ``cfg``: a Ctrl-C or SIGTERM at any moment, from building the
+    study to the last line of the summary, ends with a one-line message saying what is kept
+    and what to run (exit status 130, or 143 for SIGTERM), never a traceback."""
+    state: dict[str, Any] = {"stage": "prepare"}
+    try:
+        with _terminate_as_interrupt():
+            return _run_config_stages(cfg, args, source, state)
+    except (KeyboardInterrupt, _Terminated) as exc:
+        sys.stderr.write(_interrupted_message(exc, state))
+        return _interrupted_status(exc)
+
+
+def _interrupted_status(exc: BaseException) -> int:
+    return 143 if isinstance(exc, _Terminated) else 130
+
+
+def _interrupted_message(exc: BaseException, state: dict[str, Any]) -> str:
+    """The one line ``mapframe run`` prints when it is interrupted in ``state["stage"]``."""
+    what = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
+    study, stage = state.get("study"), state["stage"]
+    where = "memory (nothing kept)"
+    if study is not None:
+        where = study.storage.location or where
+    if stage == "prepare":
+        return (f"\n{what} before the study started; nothing was evaluated: run the same "
+                "command again to start it\n")
+    if stage == "run":
+        return (f"\n{what}; finished evaluations are stored in {where}; run the same command "
+                "again to resume\n")
+    if stage == "writing report.html":
+        return (f"\n{what} while writing report.html; the other results are written: run "
+                f"'mapframe report {state['output']}' to write it\n")
+    if stage == "save":
+        return (f"\n{what} while writing the results to {state['output']}; every evaluation "
+                f"is stored in {where}: run the same command again to write them (nothing is "
+                "evaluated again)\n")
+    return (f"\n{what} while {stage}; the results are written to {state['output']} and every "
+            f"evaluation is stored in {where}: run the same command again to finish (nothing "
+            "is evaluated again)\n")
+
+
+def _run_config_stages(cfg: dict[str, Any], args: argparse.Namespace, source: Path | None,
+                       state: dict[str, Any]) -> int:
+    """The stages of :func:`_run_config`, each named in ``state["stage"]`` as it begins."""
     from mapframe.config import build_study
 
     progress = Progress(quiet=args.quiet)
@@ -136,33 +180,20 @@ def _run_config(cfg: dict[str, Any], args: argparse.Namespace,
     study, options = build_study(cfg, **overrides)
     study.progress = progress
     output = Path(options["output"])
+    state.update(study=study, output=output)
     # before any evaluation (and before the store is made there), not after the whole study
     _check_writable(output, _run_writes(study, output, source, bool(options["export"])))
-    try:
-        with _one_line_warnings(), _terminate_as_interrupt():
-            try:
-                result = study.run()
-            finally:
-                progress.close()
-    except (KeyboardInterrupt, _Terminated) as exc:
-        where = study.storage.location or "memory (nothing kept)"
-        what = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
-        sys.stderr.write(
-            f"\n{what}; finished evaluations are stored in {where}; run the same command "
-            "again to resume\n")
-        return 143 if isinstance(exc, _Terminated) else 130
-    try:
-        # the same one-line warnings (a missing matplotlib) and SIGTERM handling as the run
-        with _one_line_warnings(), _terminate_as_interrupt():
-            paths = result.save(output, plot=not args.no_plot)
-    except (KeyboardInterrupt, _Terminated) as exc:
-        where = study.storage.location or "memory (nothing kept)"
-        what = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
-        sys.stderr.write(
-            f"\n{what} while writing the results to {output}; every evaluation is "
-            f"stored in {where}: run the same command again to write them (nothing is "
-            "evaluated again)\n")
-        return 143 if isinstance(exc, _Terminated) else 130
+    state["stage"] = "run"
+    with _one_line_warnings():
+        try:
+            result = study.run()
+        finally:
+            progress.close()
+    state["stage"] = "save"
+    # the same one-line warnings (a missing matplotlib) as the run
+    with _one_line_warnings():
+        paths = result.save(output, plot=not args.no_plot)
+    state["stage"] = "writing config.yaml"
     saved_cfg = _save_config(cfg, output, source, overrides, study.storage.location,
                              seed=getattr(result, "seed", None))
     if saved_cfg is not None:
@@ -171,9 +202,11 @@ def _run_config(cfg: dict[str, Any], args: argparse.Namespace,
 
     if isinstance(result, NestedResult):
         if options["export"]:
+            state["stage"] = "exporting the merged model"
             paths["merged_model"] = result.export(output / "merged.safetensors")
         if study.storage.location is not None:
             paths["store"] = Path(study.storage.location)
+        state["stage"] = "printing the summary"
         _print_nested_summary(result, paths, sys.stdout)
         return 0
     if options["export"] and result.merge_spec is not None:
@@ -182,21 +215,25 @@ def _run_config(cfg: dict[str, Any], args: argparse.Namespace,
             sys.stderr.write("export: no preference given, so no model was selected to "
                              "export; set study.preference\n")
         else:
+            state["stage"] = "exporting the selected model"
             # No suffix: a safetensors file by default, or the checkpoints' own format.
             paths["merged_model"] = result.export(output / "selected", index)
     if study.storage.location is not None:
         paths["store"] = Path(study.storage.location)
     if not getattr(args, "no_report", False):
+        state["stage"] = "writing report.html"
         report = _write_report(output)
         if report is not None:
             paths["report_html"] = report
+    state["stage"] = "printing the summary"
     _print_summary(result, paths, sys.stdout)
     return 0
 
 
 def _write_report(output: Path) -> Path | None:
     """Write ``output/report.html``; a one-line note instead when plotly is missing or the
-    report fails (the study's results are written already)."""
+    report fails (the study's results are written already). An interruption is
+    :func:`_run_config`'s to report."""
     from mapframe.report import plotly_available, write_report
 
     if not plotly_available():
@@ -207,10 +244,6 @@ def _write_report(output: Path) -> Path | None:
         return write_report(output)
     except (MapframeError, OSError, ValueError) as exc:
         sys.stderr.write(f"report.html not written: {exc}\n")
-    except KeyboardInterrupt:
-        sys.stderr.write(f"\ninterrupted while writing report.html; the other results are "
-                         f"written: run 'mapframe report {output}' to write it\n")
-        raise SystemExit(130) from None
     return None
 
 
@@ -256,8 +289,9 @@ class _Terminated(BaseException):
 
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
-    """While a study runs, SIGTERM (a scheduler stopping the job, ``kill``) unwinds like
-    Ctrl-C: executors shut down, the store closes, and the user is told how to resume."""
+    """While ``mapframe run`` runs (from building the study to its summary), SIGTERM (a
+    scheduler stopping the job, ``kill``) unwinds like Ctrl-C: executors shut down, the
+    store closes, and the user is told how to resume."""
     import signal
     import threading
 
@@ -688,6 +722,9 @@ def dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None)
     except MapframeError as exc:
         sys.stderr.write(f"\n{parser.prog}: error: {exc}\n")
         return 2
+    except KeyboardInterrupt:  # a command's own handler says more where it has one
+        sys.stderr.write(f"\n{parser.prog}: interrupted\n")
+        return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:

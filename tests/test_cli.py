@@ -343,6 +343,70 @@ def test_sigterm_while_writing_the_results_is_one_line_and_resumable(tmp_path, c
     assert "run the same command again" in err
 
 
+@pytest.mark.parametrize("where, how", [
+    ("mapframe.config.build_study", "SIGINT"),
+    ("mapframe.config.build_study", "SIGTERM"),
+    ("mapframe.cli._save_config", "SIGINT"),
+    ("mapframe.cli._save_config", "SIGTERM"),
+    ("mapframe.report.write_report", "SIGTERM"),
+    ("mapframe.cli._print_summary", "SIGINT"),
+])
+def test_an_interrupt_outside_the_study_and_save_is_one_line(tmp_path, capsys, monkeypatch,
+                                                             where, how):
+    # Ctrl-C while the study was built (plugins importing torch) or after the results were
+    # saved (config.yaml, the export, the summary) ended in a raw KeyboardInterrupt
+    # traceback, and SIGTERM there (report.html takes seconds on a large study) killed the
+    # process without a word: only study.run() and result.save() had handlers.
+    import importlib
+    import os
+    import signal
+    import time
+
+    module, _, name = where.rpartition(".")
+    original = getattr(importlib.import_module(module), name)
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        if calls:  # the rerun
+            return original(*args, **kwargs)
+        calls.append(1)
+        if how == "SIGINT":
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises in the main thread before this ends
+        raise AssertionError("SIGTERM was not turned into an interruption")
+
+    class Escaped(BaseException):
+        pass
+
+    def unhandled(signum, frame):  # a SIGTERM the command does not handle
+        raise Escaped
+
+    monkeypatch.setattr(importlib.import_module(module), name, interrupted)
+    cfg = _config(tmp_path, output="out")
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        rc = main(["run", str(cfg), "--quiet"])
+    except (KeyboardInterrupt, Escaped) as exc:
+        pytest.fail(f"{how} escaped mapframe run ({type(exc).__name__}): a traceback, or "
+                    "a process killed without a word")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert rc == (130 if how == "SIGINT" else 143)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("interrupted" if how == "SIGINT" else "terminated (SIGTERM)")
+    assert "run the same command again" in lines[0] or "mapframe report" in lines[0]
+    stored = search_keys(tmp_path / "out" / "evaluations.sqlite")
+    assert main(["run", str(cfg), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    if stored:  # interrupted after the study: the rerun evaluates nothing
+        assert "(0 new this run" in out
+    assert (tmp_path / "out" / "summary.json").is_file()
+
+
 def test_warnings_while_writing_the_results_are_one_line(tmp_path, capsys, monkeypatch):
     # a warning during save (matplotlib missing) came in Python's two-line format with the
     # source line, since the one-line format was installed only around study.run()
