@@ -547,3 +547,36 @@ def test_after_a_worker_error_the_batches_under_way_finish_and_are_kept(tmp_path
     with sqlite3.connect(db) as con:
         stored = con.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
     assert stored == 1  # the good point under way; nothing more was started
+
+
+# --- Ctrl-C and finished results ------------------------------------------------------------
+
+
+def test_a_ctrl_c_while_workers_start_up_does_not_kill_them(monkeypatch):
+    # A terminal's Ctrl-C goes to the whole process group. A worker ignored SIGINT only from
+    # its first line of _worker_main on; one still importing Python, numpy and mapframe
+    # (a second or more under spawn) died of it, printing a KeyboardInterrupt traceback
+    # each. Here SIGINT reaches each worker right after it is started (the old code: the
+    # start failed with a WorkerSetupError, worker died while setting up).
+    import signal
+
+    launch = ProcessExecutor._launch
+
+    def launch_then_sigint(self):
+        w = launch(self)
+        os.kill(w.process.pid, signal.SIGINT)
+        return w
+
+    monkeypatch.setattr(ProcessExecutor, "_launch", launch_then_sigint)
+    ex = ProcessExecutor(workers=2, start_method="spawn")
+    try:
+        ex.start(_two_task_evaluator(quad), None)
+        ex.submit([Job(str(i), np.full(2, 0.1 * i)) for i in range(4)])
+        results = {r.job.key: r for r in ex.as_completed()}
+        assert ex.status().lost_workers == 0
+    finally:
+        ex.shutdown()
+    assert sorted(results) == ["0", "1", "2", "3"]
+    assert all(r.error is None for r in results.values())
+    # and the driver's own SIGINT is not left blocked
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])

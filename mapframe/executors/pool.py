@@ -134,8 +134,12 @@ def _exit_with_parent(parent: int) -> None:
 
 def _worker_main(conn: Connection, index: int, threads: int) -> None:
     """A worker's life: set up once, evaluate batches until told to stop."""
-    # Ctrl-C reaches the whole process group: the driver stops its workers itself.
+    # Ctrl-C reaches the whole process group: the driver stops its workers itself. SIGINT
+    # was blocked since the driver started this process (see _sigint_blocked): a Ctrl-C
+    # while it started up is dropped here, not raised as a traceback from its imports.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _exit_with_parent(os.getppid())
     name = default_worker_name(f"process-worker-{index}")
     try:
@@ -192,6 +196,31 @@ def _worker_main(conn: Connection, index: int, threads: int) -> None:
 
 # ----------------------------------------------------------------------------------------
 # in the driver
+
+@contextlib.contextmanager
+def _sigint_blocked(start_method: str) -> Iterator[None]:
+    """SIGINT blocked in the calling thread while a worker process is started: the worker
+    inherits the blocked signal and drops it once it ignores SIGINT (:func:`_worker_main`),
+    so a Ctrl-C to the terminal's process group while it imports Python, numpy and the
+    evaluator's modules (a second or more under spawn) does not end it with a
+    KeyboardInterrupt traceback. In the driver the signal stays pending and is raised as
+    KeyboardInterrupt when it is unblocked, a moment later: no Ctrl-C is lost."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        yield
+        return
+    if start_method != "fork":
+        # Started by the first spawn/forkserver start, the resource tracker unblocks SIGINT
+        # in the caller once it runs (multiprocessing.resource_tracker.ensure_running):
+        # started now, it leaves the block below alone.
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
 
 @dataclass(eq=False)
 class _Worker:
@@ -406,7 +435,8 @@ class ProcessExecutor(Executor):
         # Not daemonic: evaluators may start processes of their own (data loaders).
         proc = ctx.Process(target=_worker_main, args=(there, index, self.threads_per_worker),
                            name=f"mapframe-process-worker-{index}", daemon=False)
-        proc.start()
+        with _sigint_blocked(self.start_method):
+            proc.start()
         there.close()  # the worker's end lives in the worker only: EOF when it dies
         w = _Worker(index, proc, here, f"process-worker-{index}@{self._host}:{proc.pid}")
         self._pool.workers[index] = w
