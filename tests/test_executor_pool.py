@@ -580,3 +580,46 @@ def test_a_ctrl_c_while_workers_start_up_does_not_kill_them(monkeypatch):
     assert all(r.error is None for r in results.values())
     # and the driver's own SIGINT is not left blocked
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+def marked_slow_quad(C):
+    """quad, after writing the file named by MARKER_ENV and a second's sleep."""
+    Path(os.environ[MARKER_ENV]).write_text("started")
+    time.sleep(1.0)
+    return quad(C)
+
+
+def test_a_ctrl_c_keeps_the_results_of_the_batches_under_way(tmp_path, monkeypatch):
+    # Interrupted while it waited for its workers, the driver stopped them: each finished
+    # its batch before it read the stop message and sent the results, which nobody read.
+    # A study interrupted so lost every evaluation its workers were finishing (a vectorised
+    # evaluator: whole batches), and its rerun evaluated them again.
+    import signal
+    import threading
+
+    from mapframe.executors import pool
+
+    monkeypatch.setattr(pool, "STOP_TIMEOUT", 120.0)  # a loaded machine finishes in time
+    marker = tmp_path / "started"
+    monkeypatch.setenv(MARKER_ENV, str(marker))
+    ex = ProcessExecutor(workers=1, batch_size=2)
+    ex.start(_two_task_evaluator(marked_slow_quad), None)
+
+    def ctrl_c_once_the_batch_runs():
+        while not marker.exists():
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)  # raised in the main thread, waiting for it
+
+    got = []
+    thread = threading.Thread(target=ctrl_c_once_the_batch_runs)
+    try:
+        ex.submit([Job(str(i), np.full(2, 0.1 * i)) for i in range(4)])
+        thread.start()
+        with pytest.raises(KeyboardInterrupt):
+            for r in ex.as_completed():
+                got.append(r)
+    finally:
+        thread.join()
+        ex.shutdown()
+    assert sorted(r.job.key for r in got) == ["0", "1"]  # the batch under way; no other
+    assert all(r.error is None for r in got)

@@ -391,9 +391,15 @@ class ProcessExecutor(Executor):
         error: MapframeError | None = None
         while ((self._queue and error is None)
                or any(w.running for w in self._pool.workers.values())):
-            if error is None:
-                self._dispatch()
-            results, failed = self._poll()
+            try:
+                if error is None:
+                    self._dispatch()
+                results, failed = self._poll()
+            except Exception:
+                raise
+            except BaseException:  # Ctrl-C (or SIGTERM) while waiting for the workers
+                yield from self._finish_under_way()
+                raise
             yield from results  # stored by the study before an error stops it
             if failed is not None and error is None:
                 # Stop handing out work, but let the batches under way finish: their
@@ -464,16 +470,36 @@ class ProcessExecutor(Executor):
             batch.append(q.popleft())
         return batch
 
-    def _poll(self) -> tuple[list[JobResult], MapframeError | None]:
-        """Wait for the next messages or deaths; handle them; return the results and the
-        first error a worker reported. Every ready worker is handled even after an error,
-        so that the results other workers delivered in the same wait are not lost."""
+    def _finish_under_way(self) -> Iterator[JobResult]:
+        """After an interruption: the results of the batches under way, as the workers
+        finish them within :data:`STOP_TIMEOUT` (what they sent before included), for the
+        study to store; then the workers still busy are terminated. A stopped worker
+        finishes its batch anyway before it reads the stop message: its results were
+        finished evaluations, and were thrown away."""
+        self._queue.clear()
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while any(w.running for w in self._pool.workers.values()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            results, _ = self._poll(timeout=left)
+            yield from results
+        for w in self._pool.workers.values():
+            if w.running:  # nothing more of it is read: shutdown need not wait for it
+                w.process.terminate()
+
+    def _poll(self, timeout: float | None = None
+              ) -> tuple[list[JobResult], MapframeError | None]:
+        """Wait (up to ``timeout`` seconds) for the next messages or deaths; handle them;
+        return the results and the first error a worker reported. Every ready worker is
+        handled even after an error, so that the results other workers delivered in the
+        same wait are not lost."""
         workers = list(self._pool.workers.values())
         handles: dict[Any, _Worker] = {}
         for w in workers:
             handles[w.conn] = w
             handles[w.process.sentinel] = w
-        ready = set(wait(list(handles)))
+        ready = set(wait(list(handles)) if timeout is None else wait(list(handles), timeout))
         results: list[JobResult] = []
         error: MapframeError | None = None
         # Messages first: a worker may have sent its results just before it died.
