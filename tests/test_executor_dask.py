@@ -89,6 +89,11 @@ def quad(C):
     return np.column_stack([a, b])
 
 
+def quad_slowly(C):
+    time.sleep(1.0)
+    return quad(C)
+
+
 def kills_its_worker_on_third_call(C):
     """``quad``, except that the third call overall kills its own process, once."""
     root = Path(os.environ["MAPFRAME_DASK_TEST_DIR"])
@@ -594,3 +599,40 @@ def test_a_vectorised_objective_gets_batches_that_grow(address: str) -> None:
     sizes = [r.metrics[0] for r in results if r.metrics is not None]
     assert len(sizes) == 40 and min(sizes) == 1  # one point at first
     assert max(sizes) >= 4  # then more (1, 2, 4, ... unless a call took over 2 s)
+
+
+def test_a_ctrl_c_keeps_the_results_of_the_batches_under_way(
+        address: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interrupted while it waits for its workers, the executor hands over the batches
+    under way as they finish (the study stores them), cancels the rest, then re-raises:
+    they were finished evaluations, thrown away and evaluated again on the rerun."""
+    ex = DaskExecutor(address=address, batch_size=2)
+    ex.start(CallableEvaluator(quad_slowly, ["a", "b"]), None)
+    C = np.random.default_rng(0).random((8, 2))
+    real = ex._next_done
+    under_way: list[str] = []
+
+    def interrupted() -> object:
+        if under_way:
+            return real()
+        deadline = time.monotonic() + 60
+        while not ex._running and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with ex._lock:
+            running = set(ex._running)
+        under_way.extend(j.key for f, batch in ex._futures.items() if f.key in running
+                         for j in batch)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ex, "_next_done", interrupted)
+    got = []
+    try:
+        ex.submit([Job(str(i), C[i]) for i in range(len(C))])
+        with pytest.raises(KeyboardInterrupt):
+            for r in ex.as_completed():
+                got.append(r)
+    finally:
+        ex.shutdown()
+    assert under_way and sorted(r.job.key for r in got) == sorted(under_way)
+    for r in got:
+        np.testing.assert_allclose(r.metrics, quad(C[int(r.job.key)])[0])

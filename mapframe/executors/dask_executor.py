@@ -46,6 +46,9 @@ __all__ = ["DaskExecutor"]
 #: Seconds without a finished batch after which the executor asks the scheduler whether any
 #: worker is left to run the pending ones.
 HEALTH_CHECK_S = 5.0
+#: Seconds an interrupted study (Ctrl-C, SIGTERM) waits for the batches under way, whose
+#: results are finished evaluations the study then stores.
+FINISH_TIMEOUT_S = 5.0
 #: Seconds a scheduler may go without any worker, pending batches waiting, before the study
 #: stops with :class:`~mapframe.errors.ClusterLostError` (an autoscaler or a restarted
 #: ``dask worker`` may bring one back meanwhile).
@@ -414,7 +417,13 @@ class DaskExecutor(Executor):
         self._flush()
         error: EvaluationError | None = None
         while self._futures or (self._queue and error is None):
-            fut = self._next_done()
+            try:
+                fut = self._next_done()
+            except Exception:
+                raise
+            except BaseException:  # Ctrl-C (or SIGTERM) while waiting for the workers
+                yield from self._finish_under_way()
+                raise
             batch = self._futures.pop(fut)
             with self._lock:
                 self._batches.pop(fut.key, None)
@@ -437,6 +446,30 @@ class DaskExecutor(Executor):
                 self._flush()  # jobs submitted while we were iterating
         if error is not None:
             raise error
+
+    def _finish_under_way(self) -> Iterator[JobResult]:
+        """After an interruption: the results of the batches under way that finish within
+        :data:`FINISH_TIMEOUT_S` (the study stores them: a worker finishes its batch anyway,
+        and they were finished evaluations thrown away); batches not started are cancelled,
+        nothing new is sent."""
+        self._queue.clear()
+        with self._lock:
+            running = set(self._running)
+        started = [f for f in self._futures if f.key in running]
+        for f in self._futures:
+            if f.key not in running:
+                f.cancel()
+        deadline = time.monotonic() + FINISH_TIMEOUT_S
+        for f in started:
+            try:
+                outcome, value = f.result(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:  # failed, lost or not back in time: nothing to keep
+                continue
+            self._futures.pop(f)
+            if outcome == "evaluation-error":
+                yield from (value[1] if isinstance(value, tuple) else [])
+            elif outcome != "skipped":
+                yield from value
 
     def _next_done(self) -> Any:
         """The next pending future to finish, waited for (``next()`` on Dask's

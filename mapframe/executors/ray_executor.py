@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 #: Seconds without a finished evaluation after which the executor checks that the cluster's
 #: head still answers (Ray aborts a driver whose head is gone about a minute later).
 HEALTH_CHECK_S = 10.0
+#: Seconds an interrupted study (Ctrl-C, SIGTERM) waits for the batches under way, whose
+#: results are finished evaluations the study then stores.
+FINISH_TIMEOUT_S = 5.0
 
 __all__ = ["RayExecutor"]
 
@@ -228,7 +231,13 @@ class RayExecutor(Executor):
                     f"ray executor: {len(self._queue)} job(s) queued but no actor is left to "
                     "run them"
                 )
-            ready, _ = ray.wait(waiting, num_returns=1, timeout=HEALTH_CHECK_S)
+            try:
+                ready, _ = ray.wait(waiting, num_returns=1, timeout=HEALTH_CHECK_S)
+            except Exception:
+                raise
+            except BaseException:  # Ctrl-C (or SIGTERM) while waiting for the actors
+                yield from self._finish_under_way()
+                raise
             if not ready:  # nothing finished for a while: is the cluster still there?
                 self._check_cluster_alive()
                 continue
@@ -263,6 +272,25 @@ class RayExecutor(Executor):
             yield from results
         if error is not None:
             raise error
+
+    def _finish_under_way(self) -> Iterator[JobResult]:
+        """After an interruption: the results of the batches under way that come back within
+        :data:`FINISH_TIMEOUT_S`, for the study to store (an actor finishes its batch
+        anyway, and those were finished evaluations thrown away); nothing new is sent."""
+        ray = self._ray
+        self._queue.clear()
+        refs = list(self._in_flight)
+        if not refs:
+            return
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=FINISH_TIMEOUT_S)
+        for ref in done:
+            actor = self._in_flight.pop(ref)
+            actor.jobs = None
+            try:
+                outcome = ray.get(ref)
+            except ray.exceptions.RayError:  # failed or lost: nothing to keep
+                continue
+            yield from (outcome.done if isinstance(outcome, _EvaluatorBug) else outcome)
 
     def _check_cluster_alive(self) -> None:
         """Raise :class:`ClusterLostError` when the cluster's head (its GCS) no longer takes
