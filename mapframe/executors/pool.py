@@ -48,6 +48,7 @@ from mapframe.executors.base import (
     Job,
     JobResult,
     MergeSpec,
+    take_batch,
     unsendable_evaluator_error,
 )
 from mapframe.executors.jobqueue import JobQueue
@@ -456,19 +457,10 @@ class ProcessExecutor(Executor):
         for w in idle:
             if not self._queue:
                 break
-            w.batch = self._take(size)
+            w.batch = take_batch(self._queue, size)
             w.running = True
             with contextlib.suppress(OSError):  # died: its sentinel fires, its batch re-queued
                 w.conn.send(("run", w.batch, self.batch_size))
-
-    def _take(self, size: int) -> list[Job]:
-        q = self._queue
-        if q.reruns(q.peek()):
-            return [q.popleft()]  # re-run alone: it may be what killed its worker
-        batch: list[Job] = []
-        while q and len(batch) < size and not q.reruns(q.peek()):
-            batch.append(q.popleft())
-        return batch
 
     def _finish_under_way(self) -> Iterator[JobResult]:
         """After an interruption: the results of the batches under way, as the workers
