@@ -56,11 +56,10 @@ def child(out: Path, budget: int) -> None:
     """Run the study, save it and write its report, printing one JSON row per phase."""
     import warnings
 
+    import mapframe
     import mapframe.study as study_module
     from mapframe import MergeStudy
     from mapframe.report import write_report
-
-    import mapframe
 
     warnings.simplefilter("ignore")
     (out / "mapframe_file.txt").write_text(str(mapframe.__file__))

@@ -17,10 +17,11 @@ import yaml
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from mapframe_llm.causal import CausalLMEvaluator  # noqa: E402
+
 from mapframe.assembly import saved_merge_spec  # noqa: E402
 from mapframe.cli import main as mapframe_main  # noqa: E402
 from mapframe.spec import StudySpec  # noqa: E402
-from mapframe_llm.causal import CausalLMEvaluator  # noqa: E402
 
 
 def _weights(folder: Path) -> dict[str, Any]:
