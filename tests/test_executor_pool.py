@@ -608,10 +608,15 @@ def test_a_ctrl_c_keeps_the_results_of_the_batches_under_way(tmp_path, monkeypat
     def ctrl_c_once_the_batch_runs():
         while not marker.exists():
             time.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGINT)  # raised in the main thread, waiting for it
+        # to the main thread, waiting for the workers (a signal to the process may land in
+        # another thread, and the main thread would see it only once its wait returns)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
     got = []
     thread = threading.Thread(target=ctrl_c_once_the_batch_runs)
+    # Ctrl-C raises KeyboardInterrupt here, whatever an earlier test in this process (Ray,
+    # Dask, a test runner's worker) made of SIGINT
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         ex.submit([Job(str(i), np.full(2, 0.1 * i)) for i in range(4)])
         thread.start()
@@ -621,5 +626,6 @@ def test_a_ctrl_c_keeps_the_results_of_the_batches_under_way(tmp_path, monkeypat
     finally:
         thread.join()
         ex.shutdown()
+        signal.signal(signal.SIGINT, previous)
     assert sorted(r.job.key for r in got) == ["0", "1"]  # the batch under way; no other
     assert all(r.error is None for r in got)
