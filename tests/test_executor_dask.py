@@ -307,6 +307,7 @@ def test_after_an_evaluator_bug_the_batches_under_way_finish_and_are_kept(addres
     assert len((tmp_path / "started").read_text().split()) <= 1 + workers
 
 
+@pytest.mark.slow  # ~10-20 s of the core suite; CI runs the slow tests too
 def test_worker_killed_mid_study(tmp_path: Path, monkeypatch) -> None:
     """The executor's own local cluster: a worker SIGKILLed mid-batch is replaced, its batch
     re-run elsewhere; nothing is lost or stored twice, and no worker process outlives it."""
@@ -362,6 +363,7 @@ def test_digits_study_matches_inprocess(address: str, tmp_path_factory) -> None:
     np.testing.assert_array_equal(local.front.real, remote.front.real)
 
 
+@pytest.mark.slow  # ~10-20 s of the core suite; CI runs the slow tests too
 def test_workers_that_keep_dying_give_failed_results() -> None:
     """With max_retries=0 the first death of a batch's worker fails its points, saying so."""
     ex = DaskExecutor(workers=1, max_retries=0)
@@ -379,6 +381,7 @@ def test_workers_that_keep_dying_give_failed_results() -> None:
     assert st.lost_workers == 2 and st.retried == 0 and st.busy == 0 and st.queued == 0
 
 
+@pytest.mark.slow  # ~10-20 s of the core suite; CI runs the slow tests too
 def test_batch_mates_of_a_point_that_kills_its_worker_are_re_run_alone() -> None:
     """The points of a batch whose worker died are re-run each alone: only the point that
     kills its worker fails, not the healthy points of its batch (the whole batch failed),

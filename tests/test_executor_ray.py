@@ -168,6 +168,7 @@ def test_point_that_always_kills_its_actor_fails_after_retries() -> None:
     assert st.lost_workers == 2 and st.retried == 1
 
 
+@pytest.mark.slow  # ~10-20 s of the core suite; CI runs the slow tests too
 def test_batch_mates_of_a_point_that_kills_its_actor_are_re_run_alone() -> None:
     """A dead actor's jobs are re-run each alone: only the point that kills its actor fails,
     not the healthy points of its batch (they went back in one batch and died with it every
@@ -398,6 +399,7 @@ def test_driver_killed_stops_its_local_ray_and_the_rerun_resumes(tmp_path):
     assert len(search_keys(study.db)) == budget
 
 
+@pytest.mark.slow  # ~10-20 s of the core suite; CI runs the slow tests too
 def test_a_killed_driver_loses_at_most_one_short_batch_per_actor(tmp_path):
     """Default settings (no batch_size), a vectorised objective with no batch limit: calls
     carry time-sized batches (1 point, then 2 while under 2 s), so killing the driver loses
