@@ -312,7 +312,13 @@ def test_worker_killed_mid_study(tmp_path: Path, monkeypatch) -> None:
     """The executor's own local cluster: a worker SIGKILLed mid-batch is replaced, its batch
     re-run elsewhere; nothing is lost or stored twice, and no worker process outlives it."""
     psutil = pytest.importorskip("psutil")
+    from multiprocessing import resource_tracker
+
     monkeypatch.setenv("MAPFRAME_DASK_TEST_DIR", str(tmp_path))
+    # multiprocessing's resource tracker, started by the first spawned process of this test
+    # process, lives as long as it does: not a worker left behind (the test failed when it
+    # was the first to spawn, e.g. run alone or first in CI's slow step)
+    resource_tracker.ensure_running()
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     ex = DaskExecutor(workers=2, batch_size=2)
     retried: list[int] = []
