@@ -157,16 +157,18 @@ def _jobs(n: int, seed: int = 0) -> list[Job]:
 # -- settings --------------------------------------------------------------------------------
 def test_parameters_are_validated_and_described() -> None:
     ex = DaskExecutor(address="tcp://h:8786", workers=3, batch_size=4, max_retries=0,
-                      resources={"GPU": 1}, connect_timeout=2)
+                      resources={"GPU": 1}, connect_timeout=2, no_workers_timeout=600)
     assert ex.describe() == {"name": "dask", "address": "tcp://h:8786", "workers": 3,
                              "batch_size": 4, "max_retries": 0, "resources": {"GPU": 1},
-                             "connect_timeout": 2.0}
+                             "connect_timeout": 2.0, "no_workers_timeout": 600.0}
+    assert DaskExecutor().no_workers_timeout == 60.0
     assert ex.capacity == 3 and ex.status().workers == 0
     assert DaskExecutor(address="tcp://h:8786").capacity == 1
     assert DaskExecutor().capacity == (os.cpu_count() or 1)
     for bad in ({"address": ""}, {"workers": 0}, {"workers": True}, {"batch_size": 1.5},
                 {"max_retries": -1}, {"resources": {"GPU": 0}}, {"resources": []},
-                {"connect_timeout": 0}):
+                {"connect_timeout": 0}, {"no_workers_timeout": 0},
+                {"no_workers_timeout": float("inf")}, {"no_workers_timeout": "60"}):
         with pytest.raises(ConfigError):
             DaskExecutor(**bad)  # type: ignore[arg-type]
 
@@ -428,18 +430,17 @@ def slow_quad(C):
 def test_a_cluster_left_without_workers_stops_the_study_instead_of_hanging(monkeypatch):
     """Pending batches on a scheduler that has lost every worker waited for ever (a local
     cluster's nannies stop restarting workers that keep dying). Now, after
-    NO_WORKERS_TIMEOUT_S seconds without a worker, a one-line ClusterLostError; the results
-    that came back before it stand."""
+    no_workers_timeout seconds without a worker, a one-line ClusterLostError naming that
+    setting; the results that came back before it stand."""
     import threading
 
     from mapframe.executors import dask_executor
 
     monkeypatch.setattr(dask_executor, "HEALTH_CHECK_S", 0.2)
-    monkeypatch.setattr(dask_executor, "NO_WORKERS_TIMEOUT_S", 1.0)
     cl = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                   dashboard_address=":0", silence_logs=logging.CRITICAL,
                                   scheduler_kwargs={"dashboard": False})
-    ex = DaskExecutor(address=cl.scheduler_address, batch_size=1)
+    ex = DaskExecutor(address=cl.scheduler_address, batch_size=1, no_workers_timeout=1)
     got: list = []
     raised: list[BaseException] = []
 
@@ -465,7 +466,7 @@ def test_a_cluster_left_without_workers_stops_the_study_instead_of_hanging(monke
         cl.close()
     assert len(raised) == 1 and isinstance(raised[0], ClusterLostError), raised
     msg = str(raised[0])
-    assert "\n" not in msg and "no worker left" in msg and "NO_WORKERS_TIMEOUT_S = 1" in msg
+    assert "\n" not in msg and "no worker left" in msg and "no_workers_timeout = 1;" in msg
     assert 1 <= len(got) < 6 and all(r.metrics is not None for r in got)
 
 

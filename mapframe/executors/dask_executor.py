@@ -49,9 +49,10 @@ HEALTH_CHECK_S = 5.0
 #: Seconds an interrupted study (Ctrl-C, SIGTERM) waits for the batches under way, whose
 #: results are finished evaluations the study then stores.
 FINISH_TIMEOUT_S = 5.0
-#: Seconds a scheduler may go without any worker, pending batches waiting, before the study
-#: stops with :class:`~mapframe.errors.ClusterLostError` (an autoscaler or a restarted
-#: ``dask worker`` may bring one back meanwhile).
+#: The default of ``no_workers_timeout``: seconds a scheduler may go without any worker,
+#: pending batches waiting, before the study stops with
+#: :class:`~mapframe.errors.ClusterLostError` (an autoscaler or a restarted ``dask worker``
+#: may bring one back meanwhile).
 NO_WORKERS_TIMEOUT_S = 60.0
 
 _INSTALL = ("distributed", "dask", "the 'dask' executor")
@@ -93,10 +94,12 @@ class DaskExecutor(Executor):
     ``distributed.scheduler.allowed-failures`` decides how often a batch is re-run whole;
     then its points go once more, each alone. ``max_retries``
     also re-runs a batch whose task raised unexpectedly. When the scheduler has had no
-    worker for :data:`NO_WORKERS_TIMEOUT_S` seconds (checked each :data:`HEALTH_CHECK_S`
+    worker for ``no_workers_timeout`` seconds (checked each :data:`HEALTH_CHECK_S`
     seconds without a finished batch), or a local cluster has none left to restart, the
     study stops with a :class:`~mapframe.errors.ClusterLostError` (what was stored is kept)
-    instead of waiting for ever.
+    instead of waiting for ever. ``no_workers_timeout`` (seconds, default
+    :data:`NO_WORKERS_TIMEOUT_S`) is that wait: raise it where workers come from a batch
+    queue (dask-jobqueue on SLURM or PBS) whose replacements may wait longer than a minute.
 
     ``resources`` (e.g. ``{"GPU": 1}``) are the Dask worker resources each evaluation
     holds; a local cluster gives each worker exactly that.
@@ -124,6 +127,7 @@ class DaskExecutor(Executor):
         max_retries: int = 2,
         resources: Mapping[str, float] | None = None,
         connect_timeout: float = 15,
+        no_workers_timeout: float = NO_WORKERS_TIMEOUT_S,
     ) -> None:
         _distributed()  # fail at configuration time, with the install hint
         if address is not None and (not isinstance(address, str) or not address.strip()):
@@ -150,12 +154,20 @@ class DaskExecutor(Executor):
             raise ConfigError(
                 f"connect_timeout must be a positive number of seconds, got {connect_timeout!r}"
             )
+        if (isinstance(no_workers_timeout, bool)
+                or not isinstance(no_workers_timeout, (int, float))
+                or not no_workers_timeout > 0 or not math.isfinite(no_workers_timeout)):
+            raise ConfigError(
+                "no_workers_timeout must be a positive number of seconds (how long a "
+                f"scheduler may have no worker), got {no_workers_timeout!r}"
+            )
         self.address = address.strip() if address is not None else None
         self.workers = workers
         self.batch_size = batch_size
         self.max_retries = max_retries
         self.resources = dict(resources) if resources is not None else None
         self.connect_timeout = float(connect_timeout)
+        self.no_workers_timeout = float(no_workers_timeout)
 
         self._client: Any = None
         self._cluster: Any = None  # the local cluster this executor started, if any
@@ -488,7 +500,7 @@ class DaskExecutor(Executor):
 
     def _check_workers(self) -> None:
         """Raise :class:`ClusterLostError` when the scheduler has had no worker for
-        :data:`NO_WORKERS_TIMEOUT_S` seconds, or at once on a local cluster with no worker
+        ``no_workers_timeout`` seconds, or at once on a local cluster with no worker
         left to restart: the pending batches would wait for ever."""
         client = self._client
         try:
@@ -507,14 +519,15 @@ class DaskExecutor(Executor):
         # distributed.deploy.lost-worker-timeout (15 s) of its death, say one still starting
         # after a point killed the one before: then none is left to restart a worker.
         none_left = self._cluster is not None and not self._cluster.workers
-        if not none_left and waited < NO_WORKERS_TIMEOUT_S:
+        if not none_left and waited < self.no_workers_timeout:
             return
         pending = sum(len(batch) for batch in self._futures.values()) + len(self._queue)
         why = ("every worker of the local cluster died and none was restarted (Dask stops "
                "restarting a worker that is not back within its lost-worker-timeout, 15 s: "
                "points that kill their worker, or workers slow to start)" if none_left else
-               f"no worker has been up for {waited:.0f} s (mapframe.executors."
-               f"dask_executor.NO_WORKERS_TIMEOUT_S = {NO_WORKERS_TIMEOUT_S:g})")
+               f"no worker has been up for {waited:.0f} s (no_workers_timeout = "
+               f"{self.no_workers_timeout:g}; raise it in the executor's settings where "
+               "workers take longer to come back)")
         where = (f"the Dask scheduler at {self.address!r}" if self.address
                  else "the local Dask cluster")
         raise ClusterLostError(f"{where} has no worker left to run {pending} pending "
@@ -664,7 +677,8 @@ class DaskExecutor(Executor):
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "address": self.address, "workers": self.workers,
                 "batch_size": self.batch_size, "max_retries": self.max_retries,
-                "resources": self.resources, "connect_timeout": self.connect_timeout}
+                "resources": self.resources, "connect_timeout": self.connect_timeout,
+                "no_workers_timeout": self.no_workers_timeout}
 
 
 # -- what runs on the workers --------------------------------------------------------------
