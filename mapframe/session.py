@@ -44,6 +44,10 @@ __all__ = ["EvaluationCounts", "EvaluationSession", "check_metrics"]
 
 log = logging.getLogger(__name__)
 
+#: The study meta key holding the digest of an importable objective's code when its
+#: evaluations were stored (see :meth:`EvaluationSession._check_code`).
+CODE_META = "evaluator_code"
+
 
 @dataclass
 class EvaluationCounts:
@@ -109,6 +113,9 @@ class EvaluationSession:
         self._stored: dict[tuple[str, str], Evaluation] = {}
         self._started = False
         self._open = False
+        #: The evaluator's code digest, to keep in the store with the first evaluation this
+        #: session stores (``None``: nothing to keep, or kept already).
+        self._code_to_record: str | None = None
         self._new_owner()
 
     def _new_owner(self) -> None:
@@ -135,7 +142,41 @@ class EvaluationSession:
                 "they may come from another function: pass study_name= a name unique to this "
                 "objective, or define the function at module level")
         self._stored = {(e.phase, e.key): e for e in stored if e.status != "failed"}
+        self._check_code()
         return self
+
+    def _check_code(self) -> None:
+        """An objective known by its importable name (``module:function``: its name, not its
+        code, is in the fingerprint, so that an edit does not orphan what is stored) has its
+        code's digest kept in the store with the evaluations stored. A resume with other
+        code warns once, before reusing them: they may measure the old function."""
+        self._code_to_record = None
+        digest_of = getattr(self.evaluator, "code_digest", None)
+        code = digest_of() if callable(digest_of) else None
+        if not isinstance(code, str):
+            return
+        kept = self.store.get_meta(CODE_META)
+        if not isinstance(kept, str) or not self._stored:
+            # none kept (a store written before the digest was), or nothing to reuse: the
+            # evaluations stored from now on are this code's
+            self._code_to_record = code if kept != code else None
+            return
+        if kept != code:
+            n = len(self._stored)
+            fn = getattr(self.evaluator, "function", self.evaluator.name)
+            warnings.warn(MapframeWarning(
+                f"the function {fn} changed since its {n} stored evaluation"
+                f"{'s' if n != 1 else ''} (study {self.study_name!r}) were made: they are "
+                "reused although its code changed; to evaluate it again, change the study's "
+                "name (study.name; study_name= in Python) or delete its store"), stacklevel=2)
+
+    def _record_code(self) -> None:
+        """Keep the evaluator's code digest in the store (after the first evaluation this
+        session stores); a store that cannot take it now loses only the warning."""
+        code, self._code_to_record = self._code_to_record, None
+        if code is not None:
+            with contextlib.suppress(StoreError):
+                self.store.set_meta(CODE_META, code)
 
     def close(self) -> None:
         """Shut the executor down (if it was started) and close the store."""
@@ -351,6 +392,8 @@ class EvaluationSession:
                 store_error = exc
                 continue
             collected[ev.key] = ev
+            if self._code_to_record is not None:
+                self._record_code()
             self.counts.new += 1
             self.counts.by_phase[phase] = self.counts.by_phase.get(phase, 0) + 1
             if not ev.ok:

@@ -10,7 +10,7 @@ import numpy as np
 
 from mapframe.errors import ConfigError
 from mapframe.evaluators.base import Evaluator
-from mapframe.evaluators.identity import callable_digest
+from mapframe.evaluators.identity import callable_digest, code_digest
 from mapframe.problem import Task, as_tasks
 from mapframe.settings import bool_setting, int_setting
 
@@ -120,6 +120,17 @@ class CallableEvaluator(Evaluator):
         """Whether stored evaluations can be matched to this function: an importable name,
         or a digest of its code and captured values (see :mod:`mapframe.evaluators.identity`)."""
         return not self.function.startswith("<") or self._digest is not None
+
+    def code_digest(self) -> str | None:
+        """A digest of an importable function's code (:func:`~mapframe.evaluators.identity.
+        code_digest`), which its study keeps in the store with the evaluations it stores: a
+        resume warns when the function changed since (its name alone is in the fingerprint,
+        so that an edit does not orphan them). ``None`` for a function identified by a
+        digest in the fingerprint already, or one whose code has no digest."""
+        if self.function.startswith(DIGESTED):
+            return None
+        fn = self._fn if self._fn is not None else resolve_callable(self.function)
+        return code_digest(fn)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -21,6 +21,10 @@ their repr: capture a tuple (or a sorted list) instead.
 A value without a stable identity (an object whose only description is its memory address
 and that cannot be pickled) makes the callable *unidentifiable*: :func:`callable_digest`
 returns ``None``, and a study refuses to reuse stored evaluations for it.
+
+A function importable by name (``module:function``) is identified by that name alone, so that
+editing it does not orphan its stored evaluations; :func:`code_digest` is what its code was
+when they were stored, so that a resume can warn when it changed since.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["callable_digest", "value_digest"]
+__all__ = ["callable_digest", "code_digest", "value_digest"]
 
 _MAX_DEPTH = 8
 
@@ -51,6 +55,58 @@ def callable_digest(fn: Callable[..., Any]) -> str | None:
     except (_Unidentifiable, RecursionError):
         return None
     return h.hexdigest()[:20]
+
+
+def code_digest(fn: Callable[..., Any]) -> str | None:
+    """A hex digest of the code of ``fn``, a function importable by name: its bytecode
+    (nested functions included; not its docstring, comments or line numbers), its default
+    arguments, and what it reads from its module: numbers, strings and tuples of them by
+    value, and the code of the module's own functions it calls (recursively). Other values it
+    reads (a model, a data set) are left out, so nothing large is hashed on every run. A
+    callable instance counts by its class's ``__call__``. ``None`` for anything else, or a
+    default argument without a stable identity."""
+    if not isinstance(fn, types.FunctionType):
+        call = type(fn).__call__ if callable(fn) else None
+        if not isinstance(call, types.FunctionType):
+            return None
+        fn = call
+    h = hashlib.sha256()
+    try:
+        _feed_function_code(h, fn, 0, set())
+    except (_Unidentifiable, RecursionError):
+        return None
+    return h.hexdigest()[:20]
+
+
+def _feed_function_code(h: Any, fn: types.FunctionType, depth: int, seen: set[int]) -> None:
+    """:func:`code_digest`'s part for one function (and the module functions it calls)."""
+    if depth > _MAX_DEPTH:
+        raise _Unidentifiable
+    _feed(h, "function", fn.__module__ or "", fn.__qualname__)
+    if id(fn) in seen:
+        return
+    seen.add(id(fn))
+    consts = fn.__code__.co_consts
+    # the docstring (None for none, on the Pythons that keep that slot) is left out
+    _feed_code(h, fn.__code__, skip_first=len(consts) > 0 and consts[0] == fn.__doc__)
+    _feed_value(h, fn.__defaults__, depth + 1, set())
+    _feed_value(h, fn.__kwdefaults__, depth + 1, set())
+    for name in _global_names(fn.__code__):
+        value = fn.__globals__.get(name)
+        if isinstance(value, types.FunctionType) and value.__module__ == fn.__module__:
+            _feed(h, "global", name)
+            _feed_function_code(h, value, depth + 1, seen)
+        elif _is_constant(value):
+            _feed(h, "global", name)
+            _feed_value(h, value, depth + 1, set())
+
+
+def _is_constant(value: Any, depth: int = 0) -> bool:
+    """A number, string, bytes or ``None``, or a (short) tuple or frozenset of such."""
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        return True
+    return (isinstance(value, (tuple, frozenset)) and depth < 3 and len(value) <= 1000
+            and all(_is_constant(v, depth + 1) for v in value))
 
 
 def _feed(h: Any, *parts: str) -> None:
@@ -109,9 +165,13 @@ def _feed_callable(h: Any, fn: Any, depth: int, seen: set[int]) -> None:
     raise _Unidentifiable
 
 
-def _feed_code(h: Any, code: types.CodeType) -> None:
+def _feed_code(h: Any, code: types.CodeType, skip_first: bool = False) -> None:
+    """A code object's bytecode, names and constants (the first one left out when
+    ``skip_first``: a function's docstring)."""
     _feed(h, "code", code.co_code.hex(), repr(code.co_names), repr(code.co_varnames))
-    for const in code.co_consts:
+    for i, const in enumerate(code.co_consts):
+        if skip_first and i == 0:
+            continue
         if isinstance(const, types.CodeType):
             _feed_code(h, const)
         else:
