@@ -223,18 +223,11 @@ PACKAGE_MODULES = ("evaluator", "vectorised", "plugin", "samplers", "surrogates"
                    "merging", "progress_log")
 # The page registers its extra components "in plugin.py like the evaluator"; here they get a
 # second entry point instead, so that plugin.py stays exactly as documented.
-EXTRAS = '''
+EXTRAS_HOOK = '''
 from mapframe.plugin import hookimpl
 
 @hookimpl
 def mapframe_register_components(registry):
-    from my_package.merging import TrimmedTaskArithmetic
-    from my_package.samplers import HaltonSampler
-    from my_package.solvers import RandomSearchSolver
-    from my_package.surrogates import LstsqQuadratic
-
-    for cls in (HaltonSampler, LstsqQuadratic, RandomSearchSolver, TrimmedTaskArithmetic):
-        registry.register(cls)
 '''
 
 
@@ -269,7 +262,11 @@ def test_plugin_example_works(fake_dist, tmp_path, monkeypatch, capsys, my_packa
     package, _, entry_points = _setup_cfg(files)
     assert package == "mapframe-myplugin" and entry_points == {"myplugin": "my_package.plugin"}
     modules = {f"my_package/{m}.py": files[f"my_package/{m}.py"] for m in PACKAGE_MODULES}
-    modules["my_package/extras.py"] = EXTRAS
+    # the registrations the page tells the reader to add to plugin.py's hook
+    added = [body for info, body in _blocks("writing-plugins.md")
+             if info == "python" and body.startswith("    from my_package.merging import")]
+    assert len(added) == 1
+    modules["my_package/extras.py"] = EXTRAS_HOOK + added[0]
     for test_file in ("tests/test_evaluator.py", "tests/test_components.py"):
         modules[test_file] = files[test_file]
     root = _install(fake_dist, tmp_path, package, {**entry_points, "extras": "my_package.extras"},
