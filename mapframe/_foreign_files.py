@@ -55,14 +55,15 @@ def _first_line(path: Path) -> str:
 
 def _config_names_folder(path: Path, folder: Path) -> bool:
     """Whether ``path`` is a config whose ``study.output`` is ``folder`` (the config
-    ``mapframe run`` writes there holds its results folder as an absolute path)."""
+    ``mapframe run`` writes there holds its results folder as ``.``, relative to the
+    config's folder; older versions wrote it as an absolute path)."""
     import yaml
 
     try:
         cfg: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
         output = cfg["study"]["output"]
-        return (isinstance(output, str) and Path(output).is_absolute()
-                and Path(output).resolve() == folder.resolve())
+        return (isinstance(output, str) and bool(output)
+                and (path.parent / output).resolve() == folder.resolve())
     except Exception:  # unreadable, not YAML, not a mapping, no study.output: not ours
         return False
 

@@ -101,14 +101,17 @@ def _print_nested_summary(result: Any, paths: dict[str, Path], out: TextIO) -> N
 def _save_config(cfg: dict[str, Any], output: Path, source: Path | None,
                  overrides: dict[str, Any], store: str | None = None,
                  seed: int | None = None) -> Path | None:
-    """Write the study's config (absolute paths, with the command line's overrides) to
+    """Write the study's config (with the command line's overrides) to
     ``output/config.yaml``, so that ``mapframe export`` and ``mapframe.load_results`` can
     rebuild the merge later and ``mapframe run`` of it, from any folder, resumes the same
-    study: the results folder and the store the run used are written as absolute paths
-    (defaults included, which are relative to the folder the run started in). Not over the
-    config the study was started from. ``seed`` is the one the run used: a config's
-    ``seed: null`` is saved as the seed drawn for it, so that the saved config repeats the
-    run even without its store."""
+    study. The results folder is written as ``output: .`` and a store inside it (the
+    default ``evaluations.sqlite``) relative to it, so that the folder still resumes its
+    study after it is moved or copied (a config's relative paths are relative to the config
+    file's folder); a store elsewhere is written as an absolute path (defaults included,
+    which are relative to the folder the run started in), as is every other path (the
+    checkpoints). Not over the config the study was started from. ``seed`` is the one the
+    run used: a config's ``seed: null`` is saved as the seed drawn for it, so that the saved
+    config repeats the run even without its store."""
     import yaml
 
     from mapframe.results import write_atomically
@@ -118,12 +121,27 @@ def _save_config(cfg: dict[str, Any], output: Path, source: Path | None,
         return None
     study = {**cfg.get("study", {}), **{k: v for k, v in overrides.items()
                                          if v is not None}}
-    study["output"] = os.path.abspath(output)
+    study["output"] = "."
     if study.get("seed") is None and seed is not None:
         study["seed"] = seed
     if study.get("storage") is None and store is not None:
         study["storage"] = store if "://" in store else os.path.abspath(store)
+    storage = study.get("storage")
+    if isinstance(storage, str) and "://" not in storage and os.path.isabs(storage):
+        study["storage"] = _inside(storage, output)
+    elif isinstance(storage, dict) and isinstance(storage.get("path"), str) and (
+            os.path.isabs(storage["path"])):
+        study["storage"] = {**storage, "path": _inside(storage["path"], output)}
     return write_atomically(path, yaml.safe_dump({**cfg, "study": study}, sort_keys=False))
+
+
+def _inside(path: str, folder: Path) -> str:
+    """``path`` relative to ``folder`` when it lies inside it (the folder's own store);
+    else ``path`` as it is (absolute)."""
+    try:
+        return Path(path).resolve().relative_to(folder.resolve()).as_posix()
+    except (ValueError, OSError):
+        return path
 
 
 def _run_config(cfg: dict[str, Any], args: argparse.Namespace,
@@ -181,6 +199,7 @@ def _run_config_stages(cfg: dict[str, Any], args: argparse.Namespace, source: Pa
     study.progress = progress
     output = Path(options["output"])
     state.update(study=study, output=output)
+    _refuse_lost_store(study, output, source)
     # before any evaluation (and before the store is made there), not after the whole study
     _check_writable(output, _run_writes(study, output, source, bool(options["export"])))
     state["stage"] = "run"
@@ -228,6 +247,91 @@ def _run_config_stages(cfg: dict[str, Any], args: argparse.Namespace, source: Pa
     state["stage"] = "printing the summary"
     _print_summary(result, paths, sys.stdout)
     return 0
+
+
+def _refuse_lost_store(study: Any, output: Path, source: Path | None) -> None:
+    """Before anything is evaluated: a one-line :class:`ConfigError` when the results folder
+    (``output``, or the results folder whose ``config.yaml`` is being run) holds results of
+    this study whose evaluations were stored, and the SQLite store this run uses holds none
+    of them (the store, or the folder with its store, was moved or deleted). Running on
+    would evaluate the whole study again into a new store and replace those results."""
+    from mapframe.nested import NestedMergeStudy
+
+    store = getattr(study, "storage", None)
+    location = getattr(store, "location", None)
+    if (isinstance(study, NestedMergeStudy) or getattr(store, "name", None) != "sqlite"
+            or not isinstance(location, str)):
+        return
+    folders = [output]
+    if source is not None and source.name == "config.yaml":
+        folders.append(source.parent)  # a results folder's own config (an older one, say)
+    for folder in dict.fromkeys(f.absolute() for f in folders):
+        earlier = _stored_results(folder, study.study_name)
+        if earlier is None:
+            continue
+        n, where = earlier
+        if _stored_count(location, study.study_name) != 0:
+            continue  # the same store, a copy, or one moved and named: it resumes
+        moved = "" if folder == output.absolute() else (
+            f" (this run writes to {output}: if the folder was moved, set its config's "
+            "study.output to '.' and study.storage to the store's place)")
+        store_now = ("that store now holds none of them" if where is not None and
+                     Path(where).absolute() == Path(location).absolute() else
+                     f"the store this run uses, {location}, holds none of them")
+        raise ConfigError(
+            f"the results folder {folder} holds {n} stored evaluations of study "
+            f"{study.study_name!r} in {where or 'its store'}, but {store_now}{moved}: if "
+            "the store was moved, point study.storage at its new place; to start the study "
+            "again, give another --output (or study.output), or delete the folder")
+
+
+def _stored_results(folder: Path, study_name: str) -> tuple[int, str | None] | None:
+    """From ``folder/summary.json``: how many evaluations a run of ``study_name`` stored
+    there (search and verification) and the path of its SQLite store; ``None`` when the
+    folder holds no such results (no summary, another study's, or nothing stored)."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("study") != study_name:
+        return None
+    verification = summary.get("verification")
+    counts = [summary.get("n_search_evaluations"),
+              verification.get("n_verified") if isinstance(verification, dict) else 0]
+    n = sum(c for c in counts if isinstance(c, int) and not isinstance(c, bool))
+    if n <= 0:
+        return None
+    settings = summary.get("settings")
+    storage = settings.get("storage") if isinstance(settings, dict) else None
+    if isinstance(storage, dict):
+        if storage.get("name") not in (None, "sqlite"):
+            return None  # in memory, or another kind of store: nothing to compare
+        storage = storage.get("path")
+    return n, storage if isinstance(storage, str) else None
+
+
+def _stored_count(path: str, study_name: str) -> int | None:
+    """How many evaluations of ``study_name`` the SQLite store at ``path`` holds (0 when
+    there is no such file), read without writing anything; ``None`` when it cannot be read
+    (the store's own open reports why)."""
+    import sqlite3
+
+    p = Path(path)
+    if not p.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"{p.absolute().as_uri()}?mode=ro", uri=True)
+    except (sqlite3.Error, ValueError):
+        return None
+    try:
+        row = conn.execute(
+            "SELECT COUNT(*) FROM evaluations e JOIN studies s ON e.study_id = s.id "
+            "WHERE s.name = ?", (study_name,)).fetchone()
+        return int(row[0])
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
 
 
 def _write_report(output: Path) -> Path | None:
