@@ -619,24 +619,6 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return serve(locate(args.path, args.study), args.host, args.port, args.interval)
 
 
-def cmd_store_check(args: argparse.Namespace) -> int:
-    from mapframe.storage.repair import check_store
-
-    report = check_store(args.path)
-    print("\n".join(report.lines()))
-    return 0 if report.ok else 1
-
-
-def cmd_store_salvage(args: argparse.Namespace) -> int:
-    from mapframe.storage.repair import salvage_store
-
-    copied = salvage_store(args.path, args.out)
-    for name, n in copied.items():
-        print(f"study {name!r}: {n} evaluations copied")
-    print(f"salvaged into {args.out}; point the study's storage at it to resume")
-    return 0
-
-
 def preference_for(text: str | None, tasks: Sequence[str]) -> list[float] | None:
     """A ``--preference p1,p2,...`` value for ``tasks`` (``None`` when not given): one
     non-negative number per task, else a one-line :class:`ConfigError`. The plugins'
@@ -767,18 +749,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "cannot allow it)")
     p_xp.set_defaults(func=cmd_export)
 
-    p_st = sub.add_parser("store", help="check or salvage an evaluation store",
-                          description="Check an SQLite evaluation store without writing to "
-                          "it, or copy every readable evaluation of a damaged one into a new "
-                          "store (same study names and fingerprints: a rerun resumes from it).")
-    st_sub = p_st.add_subparsers(dest="store_command", metavar="ACTION", required=True)
-    p_check = st_sub.add_parser("check", help="report what can be read (exit 1 if damaged)")
-    p_check.add_argument("path", help="the store (.sqlite file)")
-    p_check.set_defaults(func=cmd_store_check)
-    p_salv = st_sub.add_parser("salvage", help="copy every readable evaluation to OUT")
-    p_salv.add_argument("path", help="the damaged store")
-    p_salv.add_argument("out", help="the new store to create")
-    p_salv.set_defaults(func=cmd_store_salvage)
+    from mapframe.cli_store import add_store_parser
+
+    add_store_parser(sub)  # check, salvage, list, delete, rename, copy, export
 
     p_rp = sub.add_parser("report", help="write the interactive report.html of a results "
                           "folder", description="Write RESULTS/report.html: the front "

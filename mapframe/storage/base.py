@@ -18,8 +18,8 @@ from mapframe.component import Component
 from mapframe.errors import SetupMismatchError, StoreError
 from mapframe.history import Evaluation
 
-__all__ = ["EvaluationStore", "driver_id", "driver_is_gone", "fingerprint_diff",
-           "retire_driver"]
+__all__ = ["EvaluationStore", "driver_id", "driver_is_gone", "fingerprint_changes",
+           "fingerprint_diff", "retire_driver"]
 
 
 #: The driver ids this process made (:func:`driver_id`), each with whether it is still live
@@ -99,6 +99,50 @@ def fingerprint_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     keys = sorted(set(old) | set(new))
     return [k for k in keys if json.dumps(old.get(k), sort_keys=True, default=str)
             != json.dumps(new.get(k), sort_keys=True, default=str)]
+
+
+def fingerprint_changes(old: dict[str, Any], new: dict[str, Any],
+                        width: int = 40) -> list[str]:
+    """What differs between two study fingerprints, for people: one entry per differing
+    value, as ``path 'old' -> 'new'`` (``evaluator.function 'objs:f' -> 'objs:g'``,
+    ``tasks[1].name 'b' -> 'c'``), each value shortened to ``width`` characters; a value
+    only one side has shows ``(none)`` on the other. Compared as :func:`fingerprint_diff`
+    compares them (the same fields differ)."""
+    old, new = _comparable(old, new)
+    out: list[str] = []
+    for key in fingerprint_diff(old, new):
+        _changes(key, old.get(key, _ABSENT), new.get(key, _ABSENT), width, out)
+    return out
+
+
+#: A value one of two fingerprints does not have (:func:`fingerprint_changes`).
+_ABSENT = object()
+
+
+def _changes(path: str, a: Any, b: Any, width: int, out: list[str]) -> None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            _changes(f"{path}.{key}", a.get(key, _ABSENT), b.get(key, _ABSENT), width, out)
+        return
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            _changes(f"{path}[{i}]", x, y, width, out)
+        return
+    if _dumps(a) != _dumps(b):
+        out.append(f"{path} {_short(a, width)} -> {_short(b, width)}")
+
+
+def _dumps(value: Any) -> str:
+    return "" if value is _ABSENT else json.dumps(value, sort_keys=True, default=str)
+
+
+def _short(value: Any, width: int) -> str:
+    """``value`` on one line, at most ``width`` characters (``(none)`` when absent)."""
+    if value is _ABSENT:
+        return "(none)"
+    text = repr(value) if isinstance(value, str) else _dumps(value)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 #: Relative tolerance of squared norms of in-memory task vectors compared without a digest
@@ -327,6 +371,43 @@ class EvaluationStore(Component):
         if diff:
             raise SetupMismatchError(
                 f"{where} already holds a study named {study_name!r} with a different setup "
-                f"({', '.join(diff)} differ); use another study name or another store, or "
-                "delete the old study"
+                f"({_changed(old, new, diff)}); use another study name or another store, or "
+                f"delete the old study{self._delete_hint(study_name)}"
             )
+
+    def _delete_hint(self, study_name: str) -> str:
+        """`` ('mapframe store delete PATH NAME')`` for a store that command handles."""
+        location = self.location
+        if self.name != "sqlite" or not location:
+            return ""
+        import shlex
+
+        return (f" ('mapframe store delete {shlex.quote(location)} "
+                f"{shlex.quote(study_name)}')")
+
+
+#: The most characters of the differences :meth:`EvaluationStore._check_fingerprint` shows.
+MISMATCH_WIDTH = 240
+
+
+def _changed(old: dict[str, Any], new: dict[str, Any], fields: list[str]) -> str:
+    """The differences of a setup mismatch on one line: the differing fields, then the
+    changed values (:func:`fingerprint_changes`), as many as fit in :data:`MISMATCH_WIDTH`
+    characters, then how many more (``evaluator differ: evaluator.function 'objs:f' ->
+    'objs:g'``)."""
+    try:
+        changes = fingerprint_changes(old, new)
+    except (TypeError, ValueError, RecursionError):
+        changes = []
+    head = f"{', '.join(fields)} differ"
+    if not changes:
+        return head
+    shown: list[str] = []
+    for i, change in enumerate(changes):
+        rest = len(changes) - i - 1
+        more = f"; and {rest} more" if rest else ""
+        if shown and len("; ".join([*shown, change])) + len(more) > MISMATCH_WIDTH:
+            shown.append(f"and {len(changes) - i} more")
+            break
+        shown.append(change)
+    return f"{head}: {'; '.join(shown)}"

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import shutil
 import sqlite3
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mapframe.errors import StoreError
 from mapframe.history import Evaluation
-from mapframe.storage.sqlite import ROW_COLUMNS, SQLiteStore, row_evaluation
+from mapframe.storage.sqlite import ROW_COLUMNS, _floats, has_column, row_evaluation
 
 __all__ = ["StoreReport", "StudyReport", "check_store", "missing_bytes", "salvage_store"]
 
@@ -32,6 +35,14 @@ class StudyReport:
     name: str
     readable: int = 0
     unreadable: list[str] = field(default_factory=list)
+    #: The readable evaluations by phase and status (``{"search": {"ok": 10, "failed": 1}}``).
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def counted(self) -> str:
+        """``counts`` for people: ``search 10 ok, 1 failed; verify 2 ok``."""
+        return "; ".join(
+            f"{phase} " + ", ".join(f"{n} {status}" for status, n in by_status.items())
+            for phase, by_status in self.counts.items())
 
 
 @dataclass
@@ -56,7 +67,8 @@ class StoreReport:
         out += [f"  {p}" for p in self.problems]
         for s in self.studies:
             bad = f", {len(s.unreadable)} unreadable" if s.unreadable else ""
-            out.append(f"  study {s.name!r}: {s.readable} readable evaluations{bad}")
+            counted = f" ({s.counted()})" if s.counts else ""
+            out.append(f"  study {s.name!r}: {s.readable} readable evaluations{bad}{counted}")
             out += [f"    {u}" for u in s.unreadable[:5]]
         return out
 
@@ -89,9 +101,9 @@ def _read_only(path: str | Path) -> Iterator[tuple[sqlite3.Connection, list[str]
     cut short is read from a temporary copy padded with zeros to its recorded size (SQLite
     refuses the short file whole, though every page before the cut is intact); the rows on
     the lost pages are then unreadable, the rest readable."""
-    p = Path(path)
-    if not p.is_file():
-        raise StoreError(f"no store at {p} (check the path)")
+    from mapframe.storage.manage import _refuse_not_a_store, store_path
+
+    p = store_path(path)
     missing, expected = missing_bytes(p)
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="mapframe-salvage-") as tmp:
@@ -112,6 +124,7 @@ def _read_only(path: str | Path) -> Iterator[tuple[sqlite3.Connection, list[str]
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {p} read-only ({exc})") from None
         try:
+            _refuse_not_a_store(conn, p)
             yield conn, notes
         finally:
             conn.close()
@@ -123,26 +136,44 @@ def _studies(conn: sqlite3.Connection) -> list[tuple[int, str, str]]:
 
 
 def _evaluations(conn: sqlite3.Connection, study_id: int
-                 ) -> tuple[list[Evaluation], list[str]]:
-    """The readable evaluations of a study and a description of each unreadable row, read
-    row by row so that one damaged row or page does not hide the others."""
-    good: list[Evaluation] = []
+                 ) -> tuple[list[tuple[Evaluation, float]], list[str]]:
+    """The readable evaluations of a study, each with the time it was stored (``created``;
+    the time of reading where that cannot be read), and a description of each unreadable
+    row, read row by row so that one damaged row or page does not hide the others."""
+    good: list[tuple[Evaluation, float]] = []
     bad: list[str] = []
     try:
         seqs = [r[0] for r in conn.execute(
             "SELECT seq FROM evaluations WHERE study_id = ? ORDER BY seq", (study_id,))]
     except sqlite3.DatabaseError as exc:
         return good, [f"the evaluations table cannot be listed ({exc})"]
-    has_reason = any(r[1] == "reason" for r in conn.execute("PRAGMA table_info(evaluations)"))
+    has_reason = has_column(conn, "evaluations", "reason")
     columns = ROW_COLUMNS if has_reason else ROW_COLUMNS.replace("reason", "NULL")
     for seq in seqs:
         try:
             row = conn.execute(
-                f"SELECT {columns} FROM evaluations WHERE seq = ?", (seq,)).fetchone()
-            good.append(row_evaluation(row))
+                f"SELECT {columns}, created FROM evaluations WHERE seq = ?", (seq,)).fetchone()
+            good.append((row_evaluation(row[:-1]), _time(row[-1])))
         except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
             bad.append(f"row {seq}: {type(exc).__name__}: {str(exc)[:80]}")
     return good, bad
+
+
+def _time(value: Any) -> float:
+    """A stored time (``created``) as a float; now when it cannot be read."""
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        return time.time()
+    return t if math.isfinite(t) else time.time()
+
+
+def _counts(good: list[tuple[Evaluation, float]]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for ev, _ in good:
+        by_status = out.setdefault(ev.phase, {})
+        by_status[ev.status] = by_status.get(ev.status, 0) + 1
+    return out
 
 
 def check_store(path: str | Path) -> StoreReport:
@@ -166,41 +197,56 @@ def check_store(path: str | Path) -> StoreReport:
                 study.unreadable.append("its fingerprint is not valid JSON")
             good, bad = _evaluations(conn, sid)
             study.readable, study.unreadable = len(good), study.unreadable + bad
+            study.counts = _counts(good)
             report.studies.append(study)
         return report
 
 
 def salvage_store(path: str | Path, out: str | Path) -> dict[str, int]:
     """Copy every readable evaluation of the store at ``path`` into a new store at ``out``
-    (same study names and fingerprints); returns the count copied per study."""
+    (same study names, fingerprints and creation times; each evaluation keeps the time it
+    was stored, and readable study-level values are copied); returns the count copied per
+    study. The new store is written in one transaction: whole, or not at all."""
+    from mapframe.storage.manage import _write, insert_study
+
     target = Path(out)
     if target.exists():
         raise StoreError(f"{target} exists: salvage into a new file")
     copied: dict[str, int] = {}
+    studies: list[tuple[str, str, float, list[tuple[Any, ...]], list[tuple[Any, ...]]]] = []
     with _read_only(path) as (conn, _):
         try:
-            studies = _studies(conn)
+            rows = conn.execute(
+                "SELECT id, name, fingerprint, created FROM studies ORDER BY id").fetchall()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"the studies table of {path} cannot be read ({exc}); nothing "
                              "can be salvaged") from None
-        for sid, name, fp in studies:
+        updated = "updated" if has_column(conn, "meta", "updated") else "NULL"
+        for sid, name, fp, created in rows:
             try:
-                fingerprint = json.loads(fp)
-            except ValueError:
+                json.loads(fp)
+            except (TypeError, ValueError):
                 continue  # without its fingerprint no evaluation can be matched to a setup
             good, _ = _evaluations(conn, sid)
-            store = SQLiteStore(target)
-            store.open(name, fingerprint)
+            evaluations = [
+                (_floats(ev.coefficients), _floats(ev.metrics), ev.status, ev.error, ev.phase,
+                 ev.round, ev.duration, ev.key,
+                 None if ev.reason is None else ev.reason.value, at)
+                for ev, at in good]
+            meta: list[tuple[Any, ...]] = []
             try:
-                for ev in good:
-                    store.add(ev)
-                try:
-                    for key, value in conn.execute(
-                            "SELECT key, value FROM meta WHERE study_id = ?", (sid,)):
-                        store.set_meta(key, json.loads(value))
-                except (sqlite3.DatabaseError, ValueError):
-                    pass  # metadata (the last run's summary) is rewritten by the next run
-            finally:
-                store.close()
-            copied[name] = len(good)
+                for key, value, when in conn.execute(
+                        f"SELECT key, value, {updated} FROM meta WHERE study_id = ?", (sid,)):
+                    json.loads(value)
+                    meta.append((str(key), value, None if when is None else _time(when)))
+            except (sqlite3.DatabaseError, TypeError, ValueError):
+                pass  # metadata (the last run's summary) is rewritten by the next run
+            studies.append((str(name), str(fp), _time(created), evaluations, meta))
+            copied[str(name)] = len(good)
+
+    def write(conn: sqlite3.Connection) -> None:
+        for study in studies:
+            insert_study(conn, *study)
+
+    _write(target, write, create=True)
     return copied

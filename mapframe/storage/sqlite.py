@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS meta (
     study_id INTEGER NOT NULL REFERENCES studies(id),
     key TEXT NOT NULL,
     value TEXT NOT NULL,
+    updated REAL,
     PRIMARY KEY (study_id, key)
 );
 """
@@ -113,18 +114,29 @@ def _checkpoint(conn: sqlite3.Connection) -> None:
                   exc)
 
 
+def has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    """Whether ``table`` of the database on ``conn`` has ``column`` (older stores lack some)."""
+    return any(row[1] == column for row in conn.execute(f"PRAGMA table_info({table})"))
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring a file written by an older mapframe up to the current schema, once.
 
     Adds the ``reason`` column and fills it for the existing rows from their status and error
     text (:func:`_legacy_reason`); from then on the column is what :meth:`SQLiteStore.load`
-    reads. Runs in one write transaction, so two processes opening the same old file
-    migrate it once and a crash leaves it unmigrated, never half migrated.
+    reads. Adds the ``updated`` column of ``meta`` (when a value was written: ``mapframe store
+    list`` shows when a study's summary was stored; ``NULL`` for values written before).
+    Runs in one write transaction, so two processes opening the same old file migrate it
+    once and a crash leaves it unmigrated, never half migrated.
     """
 
     def has_reason() -> bool:
-        return any(row[1] == "reason" for row in conn.execute("PRAGMA table_info(evaluations)"))
+        return has_column(conn, "evaluations", "reason")
 
+    if not has_column(conn, "meta", "updated"):
+        with _write_transaction(conn):
+            if not has_column(conn, "meta", "updated"):
+                conn.execute("ALTER TABLE meta ADD COLUMN updated REAL")
     if has_reason():
         return
     with _write_transaction(conn):
@@ -533,8 +545,8 @@ class SQLiteStore(EvaluationStore):
             return  # study-level copies only (the results are written to the output folder)
         sid, text = self._sid(), json.dumps(value, default=str)
         self._write(lambda conn: conn.execute(
-            "INSERT OR REPLACE INTO meta (study_id, key, value) VALUES (?, ?, ?)",
-            (sid, key, text)))
+            "INSERT OR REPLACE INTO meta (study_id, key, value, updated) VALUES (?, ?, ?, ?)",
+            (sid, key, text, time.time())))
 
     def _write(self, write: Callable[[sqlite3.Connection], _T],
                keep: Evaluation | None = None, checkpoint: bool = True) -> _T:
