@@ -397,3 +397,19 @@ def test_check_counts_by_phase_and_status_and_names_what_is_not_a_store(store, t
         with pytest.raises(StoreError, match=r"another program|not an evaluation store"):
             run(path, "a", 4)
     assert not (tmp_path / "dst.sqlite").exists()
+
+
+def test_a_results_folder_points_at_the_store_its_summary_names(store, tmp_path, capsys):
+    """A results folder whose store lives elsewhere (``storage:`` in its config): the error
+    names the store its summary.json records, relative to the folder or absolute; a store
+    that is no longer there is said to be missing."""
+    folder = tmp_path / "res"
+    folder.mkdir()
+    for where, expected in ((str(store), f"its store is {store}: give that path"),
+                            ("../s.sqlite", f"its store is {folder / '..' / 's.sqlite'}"),
+                            ("gone.sqlite", "names the store .*gone.sqlite, which is not "
+                                            r"there \(moved\?\)")):
+        (folder / "summary.json").write_text(json.dumps(
+            {"settings": {"storage": {"name": "sqlite", "path": where}}}))
+        rc, _, err = cli(capsys, "list", folder)
+        assert rc == 2 and re.search(expected, err), err

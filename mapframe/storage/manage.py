@@ -162,7 +162,9 @@ def _summary_store(folder: Path) -> Path | None:
             where = json.load(fh)["settings"]["storage"]["path"]
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    return Path(where) if isinstance(where, str) and where else None
+    if not isinstance(where, str) or not where or "://" in where:
+        return None
+    return folder / where  # an absolute path stays itself
 
 
 def _refuse_not_a_store(conn: sqlite3.Connection, p: Path) -> None:
