@@ -468,6 +468,9 @@ def cmd_example(args: argparse.Namespace) -> int:
                      f"{Path(ck['pretrained']).parent}\n")
     config = digits.digits_study_config(output, tasks, checkpoints=ck,
                                         budget=args.budget, preference=args.preference)
+    # written into the folder itself: relative to it, so that the folder can be moved
+    # (the checkpoints, in the cache, stay absolute)
+    config["study"].update(output=".", storage="evaluations.sqlite")
     cfg_path = output / "config.yaml"
     # A bad argument (a preference of the wrong length, say) fails before anything is written.
     validated = validate_config(config, base_dir=output, source=str(cfg_path))

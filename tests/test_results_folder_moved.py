@@ -189,3 +189,20 @@ def test_checkpoint_paths_survive_a_move_of_the_folder_and_the_config(tmp_path, 
     assert (tmp_path / "m.safetensors").is_file()
     assert _run(tmp_path / "moved" / "config.yaml") == 0
     assert _summary(tmp_path / "moved")["n_reused_from_store"] == 6
+
+
+def test_a_moved_example_folder_resumes_its_study(tmp_path, monkeypatch):
+    """``mapframe example`` writes its own config.yaml into the folder: it too names the
+    folder and its store relative to itself (it held absolute paths, so a moved example
+    folder could not resume: the run was refused, the store being elsewhere)."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("torch")
+    monkeypatch.chdir(tmp_path)
+    assert main(["example", "--output", "ex", "--budget", "6", "--cache-dir",
+                 str(tmp_path / "cache"), "--quiet", "--no-plot", "--no-report"]) == 0
+    saved = yaml.safe_load((tmp_path / "ex" / "config.yaml").read_text())
+    assert (saved["study"]["output"], saved["study"]["storage"]) == (".", "evaluations.sqlite")
+    shutil.move(tmp_path / "ex", tmp_path / "moved")
+    assert _run(tmp_path / "moved" / "config.yaml") == 0
+    assert not (tmp_path / "ex").exists()
+    assert _summary(tmp_path / "moved")["n_evaluated_this_run"] == 0
