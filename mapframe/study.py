@@ -575,7 +575,8 @@ class MergeStudy:
         searched = [e for e in run.history if e.ok and e.phase == "search"]
         X = np.array([e.coefficients for e in searched], float).reshape(-1, self.space.n_dims)
         Y = np.array([e.metrics for e in searched], float).reshape(-1, len(self.tasks))
-        found = [verified_error_check(run.F_front, run.real, run.diagnostics, self.tasks),
+        found = [verified_error_check(run.F_front, run.real, run.diagnostics, self.tasks,
+                                      adaptive=bool(getattr(self.sampler, "adaptive", False))),
                  tradeoff_check(front.best_known, front.coefficients, Y, self.tasks),
                  interpolation_check(len(searched), self.surrogate.n_params(self.space.n_dims),
                                      self.surrogate.name,

@@ -49,10 +49,12 @@ def _fmt(values: Sequence[float] | np.ndarray) -> str:
 def verified_error_check(predicted: np.ndarray, real: np.ndarray,
                          diagnostics: Mapping[str, Mapping[str, Any]],
                          tasks: Sequence[Task],
-                         factor: float = VERIFIED_ERROR_FACTOR) -> str | None:
+                         factor: float = VERIFIED_ERROR_FACTOR,
+                         adaptive: bool = False) -> str | None:
     """Tasks whose RMS error at the verified front points exceeds ``factor`` times the
     surrogate's leave-one-out RMSE (``loo_rmse``, else in-sample ``rmse``); needs two or
-    more verified points."""
+    more verified points. ``adaptive``: the study's sampler already searches adaptively
+    (the advice then leaves out switching to one)."""
     mask = np.all(np.isfinite(real), axis=1)
     if mask.sum() < 2:
         return None
@@ -72,7 +74,8 @@ def verified_error_check(predicted: np.ndarray, real: np.ndarray,
     return (f"verification at {int(mask.sum())} front points found the surrogates far worse "
             f"than their leave-one-out error promised ({'; '.join(bad)}): the predicted "
             "front extrapolates beyond what the evaluations support; trust the measured "
-            "points, raise the budget, or search adaptively (sampler: front)")
+            "points" + (" or raise the budget" if adaptive else
+                        ", raise the budget, or search adaptively (sampler: front)"))
 
 
 def _hull_distance(X: np.ndarray, c: np.ndarray) -> float:

@@ -90,6 +90,10 @@ def test_check_functions_on_arrays() -> None:
     assert verified_error_check(P, P + 0.005, diag, tasks) is None
     msg = verified_error_check(P, P + np.array([0.1, 0.0]), diag, tasks)
     assert msg is not None and "'a'" in msg and "'b'" not in msg
+    assert msg.endswith("search adaptively (sampler: front)")
+    # a study already searching adaptively is not told to
+    msg = verified_error_check(P, P + np.array([0.1, 0.0]), diag, tasks, adaptive=True)
+    assert msg is not None and "adaptively" not in msg and msg.endswith("raise the budget")
     # One verified point says nothing.
     real = np.full_like(P, np.nan)
     real[0] = P[0] + 1
