@@ -164,11 +164,15 @@ class EvaluationSession:
         if kept != code:
             n = len(self._stored)
             fn = getattr(self.evaluator, "function", self.evaluator.name)
+            where = self.store.location
+            delete = (f"mapframe store delete {where} {self.study_name}" if where
+                      else "delete it from its store")
             warnings.warn(MapframeWarning(
                 f"the function {fn} changed since its {n} stored evaluation"
                 f"{'s' if n != 1 else ''} (study {self.study_name!r}) were made: they are "
                 "reused although its code changed; to evaluate it again, change the study's "
-                "name (study.name; study_name= in Python) or delete its store"), stacklevel=2)
+                f"name (study.name; study_name= in Python) or delete the study ({delete})"),
+                stacklevel=2)
 
     def _record_code(self) -> None:
         """Keep the evaluator's code digest in the store (after the first evaluation this

@@ -74,6 +74,7 @@ def test_a_resume_after_the_function_changed_warns_once_and_reuses(tmp_path, mod
     again, changed = _run(name, store)
     assert len(changed) == 1
     assert f"{name}:f" in changed[0] and "its 8 stored evaluations" in changed[0]
+    assert f"(mapframe store delete {store} " in changed[0]
     assert "study.name" in changed[0] and "\n" not in changed[0]
     s = again.summary()
     assert s["n_reused_from_store"] == 8 and s["n_evaluated_this_run"] == 0
