@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from mapframe.errors import ConfigError, StoreError
+from mapframe.storage.sqlite import sqlite_uri
 
 __all__ = ["EvaluationTable", "ReportSource", "locate"]
 
@@ -59,8 +60,7 @@ class EvaluationTable:
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:
     try:
-        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
-                               timeout=5)
+        return sqlite3.connect(sqlite_uri(path), uri=True, isolation_level=None, timeout=5)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the store {path} read-only ({exc})") from None
 

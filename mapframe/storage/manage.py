@@ -44,6 +44,7 @@ from mapframe.storage.sqlite import (
     damaged_store_error,
     has_column,
     row_evaluation,
+    sqlite_uri,
 )
 
 __all__ = ["StudySummary", "copy_study", "delete_study", "export_study", "list_studies",
@@ -193,7 +194,7 @@ def _reading(path: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
     # file nobody can write as it is.
     for query in ("mode=ro", "immutable=1"):
         try:
-            conn = sqlite3.connect(f"file:{p}?{query}", uri=True, isolation_level=None,
+            conn = sqlite3.connect(sqlite_uri(p, query), uri=True, isolation_level=None,
                                    timeout=SQLiteStore.lock_timeout)
             conn.execute("SELECT name FROM sqlite_master").fetchall()
             break

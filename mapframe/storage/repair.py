@@ -23,7 +23,13 @@ from typing import Any
 
 from mapframe.errors import StoreError
 from mapframe.history import Evaluation
-from mapframe.storage.sqlite import ROW_COLUMNS, _floats, has_column, row_evaluation
+from mapframe.storage.sqlite import (
+    ROW_COLUMNS,
+    _floats,
+    has_column,
+    row_evaluation,
+    sqlite_uri,
+)
 
 __all__ = ["StoreReport", "StudyReport", "check_store", "missing_bytes", "salvage_store"]
 
@@ -120,7 +126,7 @@ def _read_only(path: str | Path) -> Iterator[tuple[sqlite3.Connection, list[str]
                          "records (truncated): read from a copy padded with zeros, so rows "
                          "on the lost pages are unreadable")
         try:
-            conn = sqlite3.connect(f"file:{source}?mode=ro", uri=True, isolation_level=None)
+            conn = sqlite3.connect(sqlite_uri(source), uri=True, isolation_level=None)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {p} read-only ({exc})") from None
         try:

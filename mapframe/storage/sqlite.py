@@ -173,6 +173,14 @@ def _refuse_foreign(conn: sqlite3.Connection, p: Path) -> None:
             "store; it was left untouched: give the store another path")
 
 
+def sqlite_uri(path: Path | str, query: str = "mode=ro") -> str:
+    """The ``file:`` URI of ``path`` with ``query`` (``mode=ro``, ``immutable=1``) for
+    ``sqlite3.connect(..., uri=True)``: the path percent-encoded, so that a ``?``, ``#`` or
+    ``%`` in a folder's name is part of the path (``f"file:{path}?..."`` cut the path at the
+    first ``?`` or ``#`` and opened another file)."""
+    return f"{Path(path).absolute().as_uri()}?{query}"
+
+
 def damaged_store_error(p: Path | str, what: str) -> StoreError:
     """The one-line error for a damaged store, with the commands that recover from it."""
     return StoreError(
@@ -397,8 +405,8 @@ class SQLiteStore(EvaluationStore):
         # reads the file as it is, which is right for a file nobody can write.
         for query in ("mode=ro", "immutable=1"):
             try:
-                conn = sqlite3.connect(f"file:{p}?{query}", uri=True, isolation_level=None,
-                                       check_same_thread=False)
+                conn = sqlite3.connect(sqlite_uri(p, query), uri=True,
+                                       isolation_level=None, check_same_thread=False)
             except sqlite3.Error as exc:
                 last = exc
                 continue
