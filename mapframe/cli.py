@@ -588,7 +588,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                               f"mapframe wrote is replaced): give -o another file, or remove "
                               f"{out} first")
     try:
-        path = write_report(args.results, args.out)
+        path = write_report(args.results, args.out, args.study)
     except OSError as exc:
         raise ConfigError(f"cannot write the report ({exc.strerror or exc}: "
                           f"{exc.filename or args.out}); give -o a file in a writable folder"
@@ -757,15 +757,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_parser(sub)  # check, salvage, list, delete, rename, copy, export
 
     p_rp = sub.add_parser("report", help="write the interactive report.html of a results "
-                          "folder", description="Write RESULTS/report.html: the front "
-                          "(predicted and measured points), a preference control with the "
-                          "export command for the point it selects, search progress, "
+                          "folder or a store", description="Write RESULTS/report.html: the "
+                          "front (predicted and measured points), a preference control with "
+                          "the export command for the point it selects, search progress, "
                           "surrogate diagnostics and a trade-off summary. One self-contained "
-                          "file: it opens offline. Needs plotly (pip install "
+                          "file: it opens offline. RESULTS may be a store (.sqlite): a "
+                          "finished study's report is then written from the store alone (the "
+                          "front its last run stored). Needs plotly (pip install "
                           "'mapframe[report]').")
-    p_rp.add_argument("results", help="the study's results folder")
-    p_rp.add_argument("--out", "-o", help="where to write (default RESULTS/report.html); "
-                      "an existing file is replaced only when it is a mapframe report")
+    p_rp.add_argument("results", help="the study's results folder, or its store (.sqlite)")
+    p_rp.add_argument("--study", help="the study to report, in a store holding several "
+                      "(default: the folder's study, else the store's latest)")
+    p_rp.add_argument("--out", "-o", help="where to write (default RESULTS/report.html, "
+                      "in the study's results folder; needed for a store outside it); an "
+                      "existing file is replaced only when it is a mapframe report")
     p_rp.set_defaults(func=cmd_report)
 
     p_db = sub.add_parser("dashboard", help="serve the report on localhost, live while a "

@@ -61,6 +61,9 @@ def study_lines(s: Any) -> list[str]:
                f"seed {s.seed}" if s.seed is not None else ""]
         shown = ", ".join(g for g in got if g)
         done = f"a finished run's summary is stored{f' ({shown})' if shown else ''}"
+        done += (f"; front of {s.front_size} points stored" if s.front_size is not None
+                 else "; no front stored (the run predates stored fronts: rerun the study to "
+                      "store it)")
     else:
         done = "no finished run stored"
     lines.append(f"  {span}; {done}")

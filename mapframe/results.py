@@ -434,6 +434,15 @@ class StudyResult:
             "settings": self.settings,
         }
 
+    def front_json(self) -> dict[str, Any]:
+        """What ``front.json`` holds, which the study also stores in its store (study meta
+        ``front``, beside ``summary``) when it finishes: the tasks, the coefficient names and
+        the front's rows (:meth:`Front.rows`). :func:`mapframe.load_results` reads it back
+        from either."""
+        return {"tasks": [t.to_dict() for t in self.tasks],
+                "coefficient_names": list(self.coefficient_names),
+                "points": self.front.rows(self.coefficient_names)}
+
     def save(self, directory: str | os.PathLike[str], plot: bool = True) -> dict[str, Path]:
         """Write front.csv/json, evaluations.csv, surrogates.json, summary.json, front.png.
 
@@ -464,10 +473,8 @@ class StudyResult:
             with contextlib.suppress(FileNotFoundError):
                 (d / stale).unlink()
         paths: dict[str, Path] = {}
-        rows = self.front.rows(self.coefficient_names)
-        paths["front_csv"] = _write_csv(d / "front.csv", rows)
-        front_json = {"tasks": [t.to_dict() for t in self.tasks],
-                      "coefficient_names": self.coefficient_names, "points": rows}
+        front_json = self.front_json()
+        paths["front_csv"] = _write_csv(d / "front.csv", front_json["points"])
         paths["front_json"] = write_json(d / "front.json", front_json)
         ev_rows = []
         for ev in self.history:

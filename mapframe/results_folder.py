@@ -1,13 +1,17 @@
-"""A finished study's results folder, read back: its front, selection and merged models.
+"""A finished study's results, read back from its results folder or its store: its front,
+selection and merged models.
 
 ``mapframe run`` (and ``mapframe example``) write ``front.json``, ``summary.json`` and
-``config.yaml`` (the study's config with absolute paths) into the results folder.
-:func:`load_results` reads them back, so a front point can be selected for a new preference
-and exported as a merged model without running the study again::
+``config.yaml`` (the study's config with absolute paths) into the results folder; every
+finished study also stores its summary and front (``front.json``'s content) in its store.
+:func:`load_results` reads either back, so a front point can be selected for a new
+preference and exported as a merged model without running the study again::
 
     saved = mapframe.load_results("results/digits")
     i = saved.select([0.7, 0.3])
     saved.export("merged.safetensors", index=i)
+
+    saved = mapframe.load_results("evaluations.sqlite", study="digits")  # no folder needed
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,13 +29,20 @@ from mapframe.merging.checkpoints import PickleRefusedError
 from mapframe.problem import Task
 from mapframe.results import Front, check_front_index
 
+if TYPE_CHECKING:
+    from mapframe.storage.manage import StoredRun
+
 __all__ = ["SavedResults", "load_results"]
 
 
 @dataclass
 class SavedResults:
     """What a results folder holds: the front (with which points are measured), the tasks,
-    the summary, and the config that can rebuild the merge."""
+    the summary, and the config that can rebuild the merge.
+
+    Read from a store (``store`` is its file), ``directory`` is the store's folder and
+    ``config`` is ``None``: a store keeps no config, so :meth:`export` needs the results
+    folder (its ``config.yaml``) or the study itself."""
 
     directory: Path
     tasks: list[Task]
@@ -39,6 +50,7 @@ class SavedResults:
     front: Front
     summary: dict[str, Any]
     config: dict[str, Any] | None
+    store: Path | None = None
 
     @property
     def task_names(self) -> list[str]:
@@ -107,10 +119,12 @@ class SavedResults:
             from mapframe.export import ExportPoint, export_point
             from mapframe.export.hf_folder import parse_size
 
-            png = self.directory / "front.png"
+            # a store's folder may hold another study's plot: only a results folder's is ours
+            png = None if self.store is not None else self.directory / "front.png"
             point = ExportPoint.from_front(
                 self.front, index, spec, str(self.summary.get("study", "")),
-                self.coefficient_names, chosen, png if png.is_file() else None)
+                self.coefficient_names, chosen, png if png is not None and png.is_file()
+                else None)
             return export_point(point, spec, path, format, None if max_shard_size is None
                                 else parse_size(max_shard_size))
         from mapframe.export.point import prepare_safetensors_path
@@ -120,15 +134,24 @@ class SavedResults:
         return spec.build().export(path, self.front.coefficients[index], meta)
 
     def _merge_spec(self, allow_pickle: bool = False) -> Any:
+        no_model = ConfigError(
+            "this study has no checkpoints to merge (it used a black-box objective), so "
+            "there is no model to export")
+        if self.config is None and self.store is not None:
+            if not (self.summary.get("settings") or {}).get("merge"):
+                raise no_model
+            raise ConfigError(
+                f"these results were read from the store {self.store}, which keeps no config "
+                "to rebuild the merge from: export from the study's results folder (mapframe "
+                "export RESULTS_DIR, or load_results(RESULTS_DIR), which reads its "
+                "config.yaml), or in Python from MergeStudy(...).run() with the same config "
+                "and storage (it reuses every stored evaluation) and StudyResult.export")
         if self.config is None:
             raise ConfigError(
                 f"{self.directory} has no config.yaml (results written by an older mapframe, "
                 "or by StudyResult.save): export from the study's own result instead "
                 "(StudyResult.export), or rerun it with the same config (it resumes from the "
                 "store, nothing is evaluated again)")
-        no_model = ConfigError(
-            "this study has no checkpoints to merge (it used a black-box objective), so "
-            "there is no model to export")
         if not any(key in self.config for key in ("checkpoints", "mergekit")):
             # said before reading the rest of the config: a black-box study's folder has
             # nothing to export, whatever its evaluator names
@@ -176,12 +199,22 @@ def _front_of(front_json: Any) -> tuple[list[Task], list[str], Front]:
 _SAVED_FIRST = ("front.csv", "front.json", "evaluations.csv", "surrogates.json")
 
 
-def load_results(directory: str | os.PathLike[str]) -> SavedResults:
-    """Read a results folder written by ``mapframe run`` / ``mapframe example`` (or by
-    :meth:`StudyResult.save <mapframe.results.StudyResult.save>` plus a ``config.yaml``)."""
+def load_results(path: str | os.PathLike[str], study: str | None = None) -> SavedResults:
+    """Read a finished study's results: a results folder written by ``mapframe run`` /
+    ``mapframe example`` (or by :meth:`StudyResult.save
+    <mapframe.results.StudyResult.save>` plus a ``config.yaml``), or an SQLite store, which
+    keeps the front and summary of every study's last finished run.
+
+    ``study`` picks the study of a store (default: its only finished study; a store with
+    several needs it); for a results folder it must be the folder's study, or ``None``.
+    Read from a store, the results have no ``config`` (:class:`SavedResults`). A one-line
+    :class:`~mapframe.errors.ConfigError` naming the fix when the study has not finished,
+    or finished under a mapframe that stored no front."""
     import yaml
 
-    d = Path(directory).expanduser()
+    d = Path(path).expanduser()
+    if d.is_file():
+        return _load_from_store(d, study)
     if not d.is_dir():
         raise ConfigError(f"results folder not found: {d} (give the study's output folder)")
     front_path, summary_path = d / "front.json", d / "summary.json"
@@ -213,8 +246,38 @@ def load_results(directory: str | os.PathLike[str]) -> SavedResults:
                           "not written by mapframe's StudyResult.save, or was edited: rerun "
                           "the study (its evaluations are reused from the store) to write it "
                           "again") from None
+    if study is not None and summary.get("study") != study:
+        raise ConfigError(
+            f"{d} holds the results of study {summary.get('study')!r}, not {study!r}: give "
+            f"that study's results folder, or its store with study={study!r}, or leave "
+            "study out")
     config = None
     cfg_path = d / "config.yaml"
     if cfg_path.is_file():
         config = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
     return SavedResults(d, tasks, cnames, front, summary, config)
+
+
+def _load_from_store(store: Path, study: str | None) -> SavedResults:
+    """:func:`load_results` of the SQLite store ``store``: the front and summary its study
+    stored when it finished (:func:`~mapframe.storage.manage.read_stored_run`)."""
+    from mapframe.storage.manage import read_stored_run
+
+    return saved_from_run(store, read_stored_run(store, study))
+
+
+def saved_from_run(store: Path, run: StoredRun) -> SavedResults:
+    """The :class:`SavedResults` of a finished run read from the store ``store`` (its front
+    must be stored: :func:`~mapframe.storage.manage.read_stored_run` checks)."""
+    if run.front is None:
+        raise ConfigError(f"study {run.study!r} in {store} has no stored front; rerun the "
+                          "study (it reuses every stored evaluation) or load its results "
+                          "folder")
+    try:
+        tasks, cnames, front = _front_of(run.front)
+    except (KeyError, TypeError, ValueError) as exc:
+        what = f"no field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ConfigError(f"cannot read the front stored for study {run.study!r} in {store} "
+                          f"({type(exc).__name__}: {what}); rerun the study (it reuses every "
+                          "stored evaluation) to store it again") from None
+    return SavedResults(store.parent, tasks, cnames, front, run.summary, None, store)

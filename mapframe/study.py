@@ -601,8 +601,9 @@ class MergeStudy:
 
     def _finish(self, run: StudyRun, result: StudyResult) -> None:
         """With the store opened once more: warn about stored evaluations this run did not
-        use (the last check of step 10, which needs the store), store the summary; then
-        report and announce."""
+        use (the last check of step 10, which needs the store), store the summary and the front
+        (``front.json``'s content: :func:`mapframe.load_results` reads a finished study back
+        from its store alone); then report and announce."""
         run.timings["total_s"] = time.perf_counter() - run.t0
         # The fingerprint the run opened the store with: an evaluator whose public state
         # changes while it evaluates (a call counter) must not lose the finished study here.
@@ -613,6 +614,9 @@ class MergeStudy:
             else:
                 _warn(result, self._unused_stored(run))
             self.storage.set_meta("summary", result.summary())
+            # after the summary: a front stored before it (an older run's, the summary since
+            # rewritten by a mapframe that stores none) is known stale (load_results)
+            self.storage.set_meta("front", result.front_json())
         finally:
             self.storage.close()
         self._report(run, "done", len(run.history))

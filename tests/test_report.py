@@ -221,17 +221,26 @@ def test_a_watched_study_keeps_its_own_results_as_its_folder_changes(tmp_path):
                           sampler="sobol", storage=out / "evaluations.sqlite", study_name=name)
 
     shared = tmp_path / "shared"
-    study("A", ["a1", "a2"], shared).run().save(shared, plot=False)
+    a = study("A", ["a1", "a2"], shared).run()
+    a.save(shared, plot=False)
     src = locate(shared)
     assert assemble(src).front is not None
     study("B", ["b1", "b2"], shared, budget=12).run().save(shared, plot=False)
     after = assemble(src)  # the dashboard's next poll
     assert after.study == "A" and after.task_names == ["a1", "a2"]
-    assert after.front is None and len(after.evaluations["phase"]) == 10
+    assert len(after.evaluations["phase"]) == 10
+    # not B's front: A's own, as A stored it in the store when it finished
+    assert after.front is not None and np.allclose(after.front["coefficients"],
+                                                   a.front.coefficients)
+    assert any("stored in its store" in n for n in after.notes)
 
     running = tmp_path / "running"
     live = study("C", ["c1", "c2"], running)
     live.run()  # the store exists, the results are not written yet
+    import sqlite3  # nor its end: the finished run's summary and front taken back out
+
+    with sqlite3.connect(running / "evaluations.sqlite") as conn:
+        conn.execute("DELETE FROM meta WHERE key IN ('summary', 'front')")
     src = locate(running / "evaluations.sqlite")
     before = (src.version(), assemble(src).front)
     assert before[1] is None
@@ -310,7 +319,9 @@ def test_a_study_named_through_a_shared_folder_gets_only_its_own_results(tmp_pat
     for given in (out, db):
         data = assemble(locate(given, study="first"))
         assert data.study == "first" and data.task_names == ["acc_a", "acc_b"]
-        assert data.front is None and len(data.evaluations["phase"]) == 8
+        assert len(data.evaluations["phase"]) == 8
+        # the first study's own front (stored in the store), never the folder's second
+        assert data.front is not None and data.directory is None
     last = assemble(locate(out, study="second"))
     assert last.task_names == ["loss_x", "loss_y"] and last.front is not None
     with pytest.raises(ConfigError, match="has no study 'third'"):

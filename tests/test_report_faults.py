@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import warnings
 from pathlib import Path
 
@@ -87,11 +88,21 @@ def test_f8_a_study_whose_folder_holds_another_study_is_not_called_unfinished(tm
                    study_name=name).run().save(tmp_path, plot=False)
     for source in (locate(tmp_path, "A"), locate(store, "A")):
         data = assemble(source)
-        assert data.front is None and len(data.notes) == 1
+        # A's own front, as A stored it in the store when it finished; the note says why
+        # it is not the folder's
+        assert data.front is not None and data.task_names == ["a1", "a2"]
+        assert len(data.notes) == 1
         note = data.notes[0]
         assert "no front yet" not in note
         assert f"{tmp_path} holds the results of study 'B'" in note
-        assert "front was replaced" in note
+        assert "stored in its store" in note
+    with sqlite3.connect(store) as conn:  # a store from before stored fronts: as before
+        conn.execute("DELETE FROM meta WHERE key = 'front'")
+    conn.close()
+    for source in (locate(tmp_path, "A"), locate(store, "A")):
+        data = assemble(source)
+        assert data.front is None and len(data.notes) == 1
+        assert "front was replaced" in data.notes[0]
     assert assemble(locate(tmp_path, "B")).notes == []
 
 

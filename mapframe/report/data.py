@@ -128,6 +128,13 @@ def _export(saved: Any, summary: dict[str, Any], directory: str | None) -> dict[
         command = None
         note = ("This study used a black-box objective: there is no merged model to export; "
                 "the selected point's coefficients are above.")
+    elif saved is not None and saved.store is not None:  # read from the store: no config
+        command = None
+        note = ("This front was read from the study's store, which keeps no config to "
+                "rebuild the merge: export this point with mapframe export on the study's "
+                "results folder (--point {N}), or in Python with result.export(path, "
+                "index={N}) on the StudyResult of MergeStudy(...).run() with the same config "
+                "and storage (its evaluations are reused from the store).")
     elif not with_config:  # saved with StudyResult.save: no config.yaml to rebuild the merge
         command = None
         note = ("This study merged checkpoints, but its results folder has no config.yaml, "
@@ -138,35 +145,62 @@ def _export(saved: Any, summary: dict[str, Any], directory: str | None) -> dict[
     return {"command": command, "has_model": merged, "note": note}
 
 
-def _no_front_note(source: ReportSource, n_stored: int) -> str:
-    """The note of a study without a front here: not finished yet, or its results folder
-    holds another study's results (saved into it since: a folder keeps the last save)."""
+def _other_study_folder(source: ReportSource) -> tuple[Path, str] | None:
+    """A folder where this study's results would be that holds another study's results
+    (saved into it since: a folder keeps the last save), with that study's name."""
     from mapframe.report.sources import _study_in_summary
 
     folders = [source.directory, source.candidate,
                None if source.store is None else source.store.parent]
     for d in folders:
         other = None if d is None else _study_in_summary(d)
-        if other is not None and other != source.study:
-            return (f"no front for study {source.study!r} here: {d} holds the results of "
-                    f"study {other!r} (a folder keeps only the last study saved into it); "
-                    f"{n_stored} evaluations of {source.study!r} are stored. If it finished "
-                    "and was saved there, its front was replaced: run it again with its own "
-                    "output folder to write it (its evaluations are reused from the store); "
-                    "if it is still running, its front appears when it finishes")
+        if d is not None and other is not None and other != source.study:
+            return d, other
+    return None
+
+
+def _no_front_note(source: ReportSource, n_stored: int) -> str:
+    """The note of a study without a front here: not finished yet, or its results folder
+    holds another study's results (saved into it since: a folder keeps the last save)."""
+    found = _other_study_folder(source)
+    if found is not None:
+        d, other = found
+        return (f"no front for study {source.study!r} here: {d} holds the results of "
+                f"study {other!r} (a folder keeps only the last study saved into it); "
+                f"{n_stored} evaluations of {source.study!r} are stored. If it finished "
+                "and was saved there, its front was replaced: run it again with its own "
+                "output folder to write it (its evaluations are reused from the store); "
+                "if it is still running, its front appears when it finishes")
     return (f"no front yet: {n_stored} evaluations stored so far; the front appears when the "
             "study finishes")
+
+
+def _stored_since(source: ReportSource, finished_at: float | None) -> int:
+    """How many of the study's evaluations its store stored after ``finished_at`` (when its
+    last finished run stored its front); 0 when that time is not known."""
+    from mapframe.storage.manage import _reading
+
+    if finished_at is None or source.store is None:
+        return 0
+    with _reading(source.store) as conn:
+        row = conn.execute("SELECT COUNT(*) FROM evaluations e JOIN studies s ON "
+                           "s.id = e.study_id WHERE s.name = ? AND e.created > ?",
+                           (source.study, finished_at)).fetchone()
+    return int(row[0])
 
 
 def assemble(source: ReportSource) -> ReportData:
     """The report's data for ``source``: the finished study's front and summary where the
     folder has them, and every evaluation stored so far."""
-    from mapframe.results_folder import load_results
+    from mapframe.results_folder import load_results, saved_from_run
 
     version = source.version()  # first: a write while reading shows at the next poll
     folder = source.results_folder  # this study's finished results, wherever they are
     saved = load_results(folder) if folder is not None else None
     notes: list[str] = []
+    run = None if saved is not None else source.stored_run()
+    if run is not None and run.front is not None and source.store is not None:
+        saved = saved_from_run(source.store, run)  # no results folder: the stored front
     summary: dict[str, Any] = {}
     if saved is not None:
         tasks, cnames, summary = saved.tasks, list(saved.coefficient_names), saved.summary
@@ -199,12 +233,28 @@ def assemble(source: ReportSource) -> ReportData:
                      "preference": summary.get("preference"), "selected": saved.selected,
                      "flat_tolerance": FLAT_RANGE_TOLERANCE}
         tradeoffs = tradeoff_summary(best, front.coefficients, task_names, cnames, directions)
-        assert folder is not None
-        n_front_run = _n_run_evaluations(folder, summary)
-        if len(table) > n_front_run and source.store is not None:
-            notes.append(f"the store holds {len(table)} evaluations; the front below is "
-                         f"from the last finished run ({n_front_run}): a study is running "
-                         "or was interrupted")
+        if folder is not None:
+            n_front_run = _n_run_evaluations(folder, summary)
+            if len(table) > n_front_run and source.store is not None:
+                notes.append(f"the store holds {len(table)} evaluations; the front below is "
+                             f"from the last finished run ({n_front_run}): a study is "
+                             "running or was interrupted")
+        else:
+            found = _other_study_folder(source)
+            why = ("no results folder of it was found" if found is None else
+                   f"{found[0]} holds the results of study {found[1]!r}: a folder keeps only "
+                   "the last study saved into it")
+            notes.append(f"the front below is the one study {source.study!r} stored in its "
+                         f"store when its last run finished ({why})")
+            later = _stored_since(source, None if run is None else run.finished_at)
+            if later:
+                notes.append(f"{later} evaluations were stored after the front's run "
+                             "finished: a study is running or was interrupted")
+    elif run is not None and run.no_front is not None and _other_study_folder(source) is None:
+        notes.append(f"no front: the study's last finished run stored only its summary "
+                     f"({len(table)} evaluations stored; it predates stored fronts, or its "
+                     "front is an older run's): rerun the study (it reuses every stored "
+                     "evaluation) to store its front, or give its results folder")
     else:
         notes.append(_no_front_note(source, len(table)))
     where = folder if folder is not None else source.directory

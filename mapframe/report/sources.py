@@ -1,4 +1,6 @@
-"""Where a report's data comes from: a results folder, an evaluation store, or both.
+"""Where a report's data comes from: a results folder, an evaluation store, or both (a
+finished study's front from its results folder, else from its store, which keeps the front of
+the study's last finished run).
 
 :func:`locate` turns the path a user gives (a results folder, or an SQLite store) into a
 :class:`ReportSource`; :meth:`ReportSource.evaluations` reads the evaluations (from the store
@@ -15,11 +17,14 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mapframe.errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from mapframe.storage.manage import StoredRun
 from mapframe.storage.sqlite import sqlite_uri
 
 __all__ = ["EvaluationTable", "ReportSource", "locate"]
@@ -164,6 +169,16 @@ class ReportSource:
     def has_results(self) -> bool:
         """Whether a finished study wrote its front here (front.json and summary.json)."""
         return self.results_folder is not None
+
+    def stored_run(self) -> StoredRun | None:
+        """The study's last finished run as the store keeps it (its summary and, when that
+        run stored one, its front: ``front`` is ``None`` otherwise); ``None`` without a
+        store or before the study has finished once."""
+        from mapframe.storage.manage import stored_run
+
+        if self.store is None or self.study is None:
+            return None
+        return stored_run(self.store, self.study)
 
     def version(self) -> str:
         """A signature of every file the report reads (size and mtime); it changes when a

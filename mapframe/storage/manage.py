@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from mapframe._files import write_atomically
-from mapframe.errors import StoreError
+from mapframe.errors import ConfigError, StoreError
 from mapframe.storage.base import driver_is_gone
 from mapframe.storage.sqlite import (
     _SQLITE_MAGIC,
@@ -47,8 +47,9 @@ from mapframe.storage.sqlite import (
     sqlite_uri,
 )
 
-__all__ = ["StudySummary", "copy_study", "delete_study", "export_study", "list_studies",
-           "rename_study", "store_path", "write_csv"]
+__all__ = ["StoredRun", "StudySummary", "copy_study", "delete_study", "export_study",
+           "list_studies", "read_stored_run", "rename_study", "store_path", "stored_run",
+           "write_csv"]
 
 _T = TypeVar("_T")
 
@@ -65,7 +66,9 @@ class StudySummary:
     ``created`` are ``time.time()`` values (``None``: no evaluation yet). ``finished`` is
     whether the summary of a finished run is stored, with when it was stored
     (``finished_at``, ``None`` for a summary stored by a mapframe that did not record it) and
-    that run's ``budget`` and ``seed``. ``live_claims`` counts the points live drivers are
+    that run's ``budget`` and ``seed``; ``front_size`` the number of points of the front
+    that run stored (``None``: no front stored, the run predating stored fronts, or the
+    front stored being an older run's). ``live_claims`` counts the points live drivers are
     evaluating now (their ids in ``drivers``): ``running`` is true while there are any. A
     running study holds claims only while points are being evaluated, not while its
     surrogate is fitted between rounds."""
@@ -80,6 +83,7 @@ class StudySummary:
     finished_at: float | None = None
     budget: int | None = None
     seed: int | None = None
+    front_size: int | None = None
     live_claims: int = 0
     drivers: list[str] = field(default_factory=list)
     pending: int = 0
@@ -103,7 +107,8 @@ class StudySummary:
             "first_evaluation": iso_time(self.first_evaluation),
             "last_evaluation": iso_time(self.last_evaluation),
             "finished": self.finished, "finished_at": iso_time(self.finished_at),
-            "budget": self.budget, "seed": self.seed, "running": self.running,
+            "budget": self.budget, "seed": self.seed, "front_size": self.front_size,
+            "running": self.running,
             "live_claims": self.live_claims, "drivers": list(self.drivers),
             "pending": self.pending}
         return out
@@ -332,7 +337,6 @@ def list_studies(path: str | os.PathLike[str], claim_ttl: float = 60.0) -> list[
     when ``path`` is no mapframe store (or a results folder: it names the store inside)."""
     p = Path(path)
     with _reading(p) as conn:
-        updated = "updated" if has_column(conn, "meta", "updated") else "NULL"
         out = []
         for sid, name, fp, created in conn.execute(
                 "SELECT id, name, fingerprint, created FROM studies ORDER BY id").fetchall():
@@ -349,21 +353,141 @@ def list_studies(path: str | os.PathLike[str], claim_ttl: float = 60.0) -> list[
                 s.first_evaluation = min(x for x in (s.first_evaluation, first)
                                          if x is not None)
                 s.last_evaluation = max(x for x in (s.last_evaluation, last) if x is not None)
-            row = conn.execute(f"SELECT value, {updated} FROM meta WHERE study_id = ? AND "
-                               "key = 'summary'", (sid,)).fetchone()
-            if row is not None:
-                s.finished, s.finished_at = True, _number(row[1])
-                try:
-                    summary = json.loads(row[0])
-                    settings = summary.get("settings") or {}
+            run = _stored_run(conn, sid, str(name))
+            if run is not None:
+                s.finished, s.finished_at = True, run.finished_at
+                settings = run.summary.get("settings") or {}
+                if isinstance(settings, dict):
                     s.budget = _number(settings.get("budget"))
-                    s.seed = _number(summary.get("seed", settings.get("seed")))
-                except (ValueError, TypeError, AttributeError):
-                    pass
+                s.seed = _number(run.summary.get("seed", settings.get("seed")
+                                                 if isinstance(settings, dict) else None))
+                if run.front is not None:
+                    s.front_size = len(run.front["points"])
             s.live_claims, s.drivers = _live_claims(conn, sid, claim_ttl)
             s.pending = len(_pending(p, s.name))
             out.append(s)
     return out
+
+
+@dataclass
+class StoredRun:
+    """The last finished run of a study, as its store keeps it (study meta): ``summary``
+    (``summary.json``'s content) and ``front`` (``front.json``'s content), ``None`` with
+    ``no_front`` saying why when the store has no front of that run (``"predates"``: the
+    run was finished by a mapframe that stored none; ``"stale"``: the front stored is an
+    older run's, the summary since rewritten by such a mapframe; ``"unreadable"``).
+    ``finished_at`` is when the summary was stored (``None``: not recorded)."""
+
+    study: str
+    summary: dict[str, Any]
+    front: dict[str, Any] | None
+    finished_at: float | None = None
+    no_front: str | None = None
+
+
+def _meta_row(conn: sqlite3.Connection, sid: int, key: str) -> tuple[str, float | None] | None:
+    updated = "updated" if has_column(conn, "meta", "updated") else "NULL"
+    row = conn.execute(f"SELECT value, {updated} FROM meta WHERE study_id = ? AND key = ?",
+                       (sid, key)).fetchone()
+    return None if row is None else (str(row[0]), _number(row[1]))
+
+
+def _stored_run(conn: sqlite3.Connection, sid: int, name: str) -> StoredRun | None:
+    """The finished run stored for study ``sid`` (``None``: no summary stored, the study
+    never finished). Its front counts only when it was stored with that summary: after it
+    (the study stores the summary, then the front) and of the size the summary records."""
+    summary_row = _meta_row(conn, sid, "summary")
+    if summary_row is None:
+        return None
+    try:
+        summary = json.loads(summary_row[0])
+    except ValueError:
+        summary = None
+    if not isinstance(summary, dict):
+        summary = {}
+    run = StoredRun(name, summary, None, summary_row[1])
+    front_row = _meta_row(conn, sid, "front")
+    if front_row is None:
+        run.no_front = "predates"
+        return run
+    summary_at, front_at = summary_row[1], front_row[1]
+    try:
+        front = json.loads(front_row[0])
+        points = front["points"]
+        if not isinstance(points, list):
+            raise TypeError("points is no list")
+    except (ValueError, TypeError, KeyError):
+        run.no_front = "unreadable"
+        return run
+    size = summary.get("front_size")
+    if ((front_at is not None and (summary_at is None or summary_at > front_at))
+            or (isinstance(size, int) and size != len(points))):
+        run.no_front = "stale"
+        return run
+    run.front = front
+    return run
+
+
+def stored_run(path: str | os.PathLike[str], study: str) -> StoredRun | None:
+    """The last finished run of ``study`` in the store at ``path`` (its front ``None`` when
+    that run stored none, :attr:`StoredRun.no_front` saying why); ``None`` before the study
+    has finished once. A one-line :class:`StoreError` when the store has no such study."""
+    p = Path(path)
+    with _reading(p) as conn:
+        return _stored_run(conn, _study_id(conn, p, study), study)
+
+
+def read_stored_run(path: str | os.PathLike[str], study: str | None = None) -> StoredRun:
+    """The last finished run of ``study`` in the store at ``path`` (default: the store's
+    only finished study), with its front: what :func:`mapframe.load_results` reads from a
+    store. A one-line error naming the fix when the store holds several finished studies
+    and ``study`` is not given, when the study has not finished (interrupted, or still
+    running), or when its run stored no front (finished by a mapframe that stored only
+    the summary)."""
+    p = Path(path)
+    with _reading(p) as conn:
+        studies = [(int(sid), str(name)) for sid, name in
+                   conn.execute("SELECT id, name FROM studies ORDER BY id")]
+        runs = {name: _stored_run(conn, sid, name) for sid, name in studies}
+        counts = {name: int(conn.execute("SELECT COUNT(*) FROM evaluations WHERE "
+                                         "study_id = ?", (sid,)).fetchone()[0])
+                  for sid, name in studies}
+    where = shlex.quote(str(p))
+    if study is None:
+        finished = [name for name, run in runs.items() if run is not None]
+        if len(finished) > 1:
+            raise ConfigError(
+                f"the store {p} holds {len(finished)} finished studies "
+                f"({', '.join(map(repr, finished))}): pass study= (--study NAME) to pick one")
+        if not finished:
+            if not studies:
+                raise ConfigError(f"the store {p} holds no study: run one with "
+                                  f"storage={str(p)!r} to its end, then load it")
+            unfinished = ", ".join(f"{name!r} ({counts[name]} evaluations)"
+                                   for _, name in studies)
+            raise ConfigError(
+                f"the store {p} holds no finished run of a study (unfinished: {unfinished}): "
+                "run the study to its end (it reuses every stored evaluation), then load it "
+                "again")
+        study = finished[0]
+    if study not in runs:
+        raise _unknown(p, study, [name for _, name in studies])
+    run = runs[study]
+    if run is None:
+        raise ConfigError(
+            f"study {study!r} in {p} has no finished run ({counts[study]} evaluations stored: "
+            "it was interrupted, or is still running): run the study to its end (it reuses "
+            f"every stored evaluation), then load it again (see 'mapframe store list {where}')")
+    if run.front is None:
+        why = {"predates": "its run predates stored fronts (it was finished by a mapframe "
+                           "that stored only the summary)",
+               "stale": "the front stored is an older run's (its last run was finished by a "
+                        "mapframe that stored only the summary)",
+               "unreadable": "the front stored cannot be read"}[run.no_front or "predates"]
+        raise ConfigError(
+            f"study {study!r} in {p} has no stored front: {why}; rerun the study (it reuses "
+            "every stored evaluation, nothing is evaluated again) or load its results folder")
+    return run
 
 
 def _refuse_running(conn: sqlite3.Connection, p: Path, name: str, sid: int,
