@@ -48,20 +48,14 @@ def _guarded(what: str) -> Callable[[Callable[_P, Path | None]], Callable[_P, Pa
         def draw(*args: _P.args, **kwargs: _P.kwargs) -> Path | None:
             try:
                 import matplotlib
-
-                matplotlib.use("Agg", force=False)
-                import matplotlib.pyplot as plt
             except ImportError:
                 return fn(*args, **kwargs)  # it warns that matplotlib is not installed
             plain: dict[Any, Any] = {k: False for k in ("text.usetex", "text.parse_math")
                      if k in matplotlib.rcParams}
-            before = set(plt.get_fignums())
             try:
                 with matplotlib.rc_context(plain):
                     return fn(*args, **kwargs)
             except Exception as e:  # any drawing failure: warn, go on
-                for num in set(plt.get_fignums()) - before:  # the half-drawn figure
-                    plt.close(num)
                 first = (str(e).strip().splitlines() or [""])[0]
                 warnings.warn(f"{what} was not drawn ({type(e).__name__}: {first}); the "
                               "results are saved without it", MapframeWarning, stacklevel=2)
@@ -243,17 +237,36 @@ def _short(name: str, n: int = 34) -> str:
     return name if len(name) <= n else name[: n - 1] + "…"
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
-    try:
-        import matplotlib
+class _Figures:
+    """``pyplot.subplots`` without pyplot: each figure is a plain
+    :class:`matplotlib.figure.Figure` on an Agg canvas of its own, so that drawing
+    never selects a backend nor registers a figure with pyplot. (Until 2026-12-07 the plots
+    called ``matplotlib.use("Agg")``: in a Jupyter notebook that switched the inline backend
+    off, and the user's own ``plt.show()`` showed nothing for the rest of the session.)"""
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+    @staticmethod
+    def subplots(*args: Any, figsize: tuple[float, float] | None = None,
+                 **kwargs: Any) -> tuple[Any, Any]:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize)
+        FigureCanvasAgg(fig)  # its canvas: text is measured and the file written by Agg
+        return fig, fig.subplots(*args, **kwargs)
+
+    @staticmethod
+    def close(fig: Any) -> None:
+        """Nothing to release: pyplot never held the figure."""
+
+
+def _pyplot() -> _Figures | None:
+    try:
+        import matplotlib  # noqa: F401
     except ImportError:
         warnings.warn("matplotlib is not installed, so no front plot was drawn; install it "
                       "with: pip install 'mapframe[plot]'", MapframeWarning, stacklevel=4)
         return None
-    return plt
+    return _Figures()
 
 
 @_guarded("the merge tree plot (tree.png)")
