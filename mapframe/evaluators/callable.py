@@ -145,8 +145,12 @@ class CallableEvaluator(Evaluator):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        if ":" in self.function and not self.function.startswith("<"):
+        if ":" in self.function and not self.function.startswith(DIGESTED):
             state["_fn"] = None  # re-resolved by name in the worker
+        # A function of ``__main__`` (a script's, a notebook's) travels itself: pickle sends
+        # it by reference (a forked worker has it; a spawned one has it when __main__ is a
+        # script file), cloudpickle (Dask, Ray) by value, which its name could not do: a
+        # worker's __main__ is not the driver's.
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -157,7 +161,8 @@ class CallableEvaluator(Evaluator):
 
 def _qualname(fn: Callable[..., Any]) -> str:
     """``"module:name"`` when that name resolves back to ``fn`` itself (workers re-import it
-    by name); otherwise a ``<...>`` description, and ``fn`` travels to workers pickled.
+    by name, but for a function of ``__main__``, which travels pickled); otherwise a
+    ``<...>`` description, and ``fn`` travels to workers pickled.
 
     A ``functools.partial`` or a callable instance reports its class's module and name,
     which would resolve to the class, not to the object: so the name is checked.

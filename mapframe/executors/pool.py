@@ -154,9 +154,14 @@ def _worker_main(conn: Connection, index: int, threads: int) -> None:
     try:
         evaluator, merge_spec = pickle.loads(msg[1])
     except BaseException as exc:
+        hint = ""
+        if "__main__" in str(exc):
+            hint = ("; a function defined in a notebook or an interactive session needs "
+                    "start_method='fork' (Linux), or a module the workers can import, or "
+                    "executor 'inprocess', 'ray' or 'dask'")
         conn.send(("setup_error", f"worker {name} could not unpickle the evaluator it was "
                                   f"sent ({type(exc).__name__}: {exc}); its classes and "
-                                  "functions must be importable in a new process"))
+                                  f"functions must be importable in a new process{hint}"))
         return
     _limit_torch_threads(threads, merges=merge_spec is not None)
     runtime = WorkerRuntime(evaluator, merge_spec, name)
