@@ -25,21 +25,39 @@ returns ``None``, and a study refuses to reuse stored evaluations for it.
 A function importable by name (``module:function``) is identified by that name alone, so that
 editing it does not orphan its stored evaluations; :func:`code_digest` is what its code was
 when they were stored, so that a resume can warn when it changed since.
+
+Both count the module-level names a function *loads* (``LOAD_GLOBAL``, and ``LOAD_NAME`` in
+a class body it defines). Earlier mapframe versions counted every name of its code, attribute
+names too (``C.shape`` read the module's ``shape``, so changing an unrelated ``shape``
+changed the digest). Their digests are unchanged for a function none of whose attribute
+names is also a module-level name; for one that has such a name, :func:`legacy_digest_matches`
+tells whether a stored digest is what that earlier algorithm computed for the same function,
+so that its study still resumes.
 """
 
 from __future__ import annotations
 
+import contextvars
+import dis
 import functools
 import hashlib
 import pickle
 import sys
+import threading
 import types
+import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["callable_digest", "code_digest", "value_digest"]
+__all__ = ["callable_digest", "code_digest", "legacy_digest_matches", "value_digest"]
 
 _MAX_DEPTH = 8
+
+#: Whether the digest being computed is the earlier algorithm's (:func:`_global_names`).
+_LEGACY: contextvars.ContextVar[bool] = contextvars.ContextVar("_LEGACY", default=False)
+#: The opcodes that read a module-level name.
+_GLOBAL_LOADS = frozenset(op for op in ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS")
+                          if op in dis.opmap)
 
 
 class _Unidentifiable(Exception):
@@ -49,6 +67,13 @@ class _Unidentifiable(Exception):
 def callable_digest(fn: Callable[..., Any]) -> str | None:
     """A hex digest of what ``fn`` computes, or ``None`` when part of it has no stable
     identity."""
+    digest = _callable_digest(fn)
+    if digest is not None:
+        _remember(digest, _callable_digest, fn)
+    return digest
+
+
+def _callable_digest(fn: Callable[..., Any]) -> str | None:
     h = hashlib.sha256()
     try:
         _feed_callable(h, fn, 0, set())
@@ -65,6 +90,13 @@ def code_digest(fn: Callable[..., Any]) -> str | None:
     reads (a model, a data set) are left out, so nothing large is hashed on every run. A
     callable instance counts by its class's ``__call__``. ``None`` for anything else, or a
     default argument without a stable identity."""
+    digest = _code_digest(fn)
+    if digest is not None:
+        _remember(digest, _code_digest, fn)
+    return digest
+
+
+def _code_digest(fn: Callable[..., Any]) -> str | None:
     if not isinstance(fn, types.FunctionType):
         call = type(fn).__call__ if callable(fn) else None
         if not isinstance(call, types.FunctionType):
@@ -76,6 +108,47 @@ def code_digest(fn: Callable[..., Any]) -> str | None:
     except (_Unidentifiable, RecursionError):
         return None
     return h.hexdigest()[:20]
+
+
+#: For each digest :func:`callable_digest` or :func:`code_digest` returned in this process,
+#: the callables it was computed for (weakly) and the function that computed it: what
+#: :func:`legacy_digest_matches` digests again the earlier way.
+_ORIGINS: dict[str, list[tuple[Callable[[Any], str | None], weakref.ref[Any]]]] = {}
+_ORIGINS_LOCK = threading.Lock()
+
+
+def _remember(digest: str, algorithm: Callable[[Any], str | None], fn: Any) -> None:
+    try:
+        ref = weakref.ref(fn)
+    except TypeError:  # e.g. an instance of a class with __slots__: no legacy match
+        return
+    with _ORIGINS_LOCK:
+        live = [(a, r) for a, r in _ORIGINS.get(digest, ()) if r() is not None]
+        if not any(r() is fn and a is algorithm for a, r in live):
+            live.append((algorithm, ref))
+        _ORIGINS[digest] = live
+        for key in [k for k, v in _ORIGINS.items() if not any(r() is not None for _, r in v)]:
+            del _ORIGINS[key]
+
+
+def legacy_digest_matches(stored: Any, current: Any) -> bool:
+    """Whether ``stored``, a digest an earlier mapframe kept (in a study's fingerprint, or a
+    store's code digest), is what it computed for a callable of this process whose digest is
+    now ``current``: the earlier algorithm also counted the values of module-level names
+    that are only attribute names of the function's code (``C.shape`` read a global
+    ``shape``). Computed only when asked (it hashes those values), for a ``current`` that
+    :func:`callable_digest` or :func:`code_digest` returned."""
+    if not isinstance(stored, str) or not isinstance(current, str):
+        return False
+    if stored == current:
+        return True
+    with _ORIGINS_LOCK:
+        origins = [(a, r()) for a, r in _ORIGINS.get(current, ())]
+    token = _LEGACY.set(True)
+    try:
+        return any(fn is not None and algorithm(fn) == stored for algorithm, fn in origins)
+    finally:
+        _LEGACY.reset(token)
 
 
 def _feed_function_code(h: Any, fn: types.FunctionType, depth: int, seen: set[int]) -> None:
@@ -91,8 +164,11 @@ def _feed_function_code(h: Any, fn: types.FunctionType, depth: int, seen: set[in
     _feed_code(h, fn.__code__, skip_first=len(consts) > 0 and consts[0] == fn.__doc__)
     _feed_value(h, fn.__defaults__, depth + 1, set())
     _feed_value(h, fn.__kwdefaults__, depth + 1, set())
-    for name in _global_names(fn.__code__):
-        value = fn.__globals__.get(name)
+    loaded = set(_global_names(fn.__code__))
+    for name in _code_names(fn.__code__):
+        # a name the code only uses as an attribute (``np.load``) counts as one the module
+        # lacks, whatever the module has under it: the earlier algorithm's entry for it
+        value = fn.__globals__.get(name) if name in loaded else None
         if isinstance(value, types.FunctionType) and value.__module__ == fn.__module__:
             _feed(h, "global", name)
             _feed_function_code(h, value, depth + 1, seen)
@@ -179,10 +255,27 @@ def _feed_code(h: Any, code: types.CodeType, skip_first: bool = False) -> None:
 
 
 def _global_names(code: types.CodeType) -> list[str]:
+    """The module-level names ``code`` (and the code nested in it) loads, sorted; all the
+    names of its code (attribute names too) in the earlier algorithm (:data:`_LEGACY`)."""
+    if _LEGACY.get():
+        return _code_names(code)
+    return sorted(_loaded_names(code))
+
+
+def _loaded_names(code: types.CodeType) -> set[str]:
+    names = {i.argval for i in dis.get_instructions(code) if i.opname in _GLOBAL_LOADS}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _loaded_names(const)
+    return names
+
+
+def _code_names(code: types.CodeType) -> list[str]:
+    """All the names of ``code`` and the code nested in it (attribute names too), sorted."""
     names = list(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            names.extend(_global_names(const))
+            names.extend(_code_names(const))
     return sorted(set(names))
 
 

@@ -163,6 +163,13 @@ def _comparable(old: dict[str, Any],
             and str(old_evaluator.get("function", "")).startswith("__main__:")
             and "code" not in old_evaluator):
         new = {**new, "evaluator": {k: v for k, v in evaluator.items() if k != "code"}}
+    elif (isinstance(old_evaluator, dict) and isinstance(evaluator, dict)
+          and old_evaluator.get("code") != evaluator.get("code")):
+        from mapframe.evaluators.identity import legacy_digest_matches
+
+        if legacy_digest_matches(old_evaluator.get("code"), evaluator.get("code")):
+            # the same function's code digest as an earlier mapframe computed it
+            new = {**new, "evaluator": {**evaluator, "code": old_evaluator["code"]}}
     merge, old_merge = new.get("merge"), old.get("merge")
     if isinstance(old_merge, dict) and isinstance(merge, dict):
         weights, old_weights = merge.get("in_memory"), old_merge.get("in_memory")
