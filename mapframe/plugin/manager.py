@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 import threading
 from importlib import metadata
 from types import ModuleType
@@ -199,27 +200,75 @@ def get_registry(strict: bool = True) -> ComponentRegistry:
     return registry
 
 
-def register_plugin(plugin: Any, name: str | None = None) -> None:
+def register_plugin(plugin: Any, name: str | None = None, replace: bool = False) -> None:
     """Register a plugin object or module in code (tests, notebooks, embedding systems).
 
     The registry is rebuilt on next use, with this plugin added after the installed ones.
     Registering an object that is already registered (in code, or installed through an
-    entry point) does nothing, so a notebook cell run twice is harmless. Another object under
-    a name already taken in code raises :class:`~mapframe.errors.PluginLoadError`: give it
-    another ``name``, or unregister the first one.
+    entry point) does nothing. A *redefinition* of the plugin registered in code under that
+    name replaces it (in its place): an instance of a class defined in ``__main__`` (a
+    notebook cell or script) with the same qualified name (the cell run again), an instance
+    of a class its module redefined (``importlib.reload``), or the module of that name
+    imported again; so a notebook cell that defines a plugin class and registers an
+    instance can be run again. Another plugin under a name already taken in code raises
+    :class:`~mapframe.errors.PluginLoadError`: give it another ``name``, unregister the
+    first one, or pass ``replace=True`` to replace whatever is registered under that name.
     """
     with _lock:
-        label = name or getattr(plugin, "__name__", type(plugin).__qualname__)
-        for other, other_label in _state["extra"]:
+        label = str(name or getattr(plugin, "__name__", type(plugin).__qualname__))
+        extra: list[tuple[Any, str]] = _state["extra"]
+        for i, (other, other_label) in enumerate(extra):
             if other is plugin:
                 return
             if other_label == label:
-                raise PluginLoadError(
-                    f"another plugin is already registered in code as {label!r}; register "
-                    f"this one with another name (register_plugin(plugin, name=...)) or remove "
-                    f"the first with mapframe.plugin.unregister_plugin({label!r})")
-        _state["extra"].append((plugin, label))
+                if not (replace or _redefines(other, plugin)):
+                    raise PluginLoadError(
+                        f"another plugin ({_describe(other)}) is already registered in code "
+                        f"as {label!r}; register this one ({_describe(plugin)}) with another "
+                        f"name (register_plugin(plugin, name=...)), replace the first "
+                        f"(register_plugin(plugin, replace=True)), or remove it with "
+                        f"mapframe.plugin.unregister_plugin({label!r})")
+                extra[i] = (plugin, label)
+                break
+        else:
+            extra.append((plugin, label))
         _state["pm"] = _state["registry"] = None
+
+
+def _class_id(obj: Any) -> tuple[Any, str, str]:
+    """The class a plugin object is an instance of (a class registered as such: itself),
+    with its module and qualified name."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    return cls, getattr(cls, "__module__", ""), getattr(cls, "__qualname__", "")
+
+
+def _redefines(old: Any, new: Any) -> bool:
+    """``new`` is ``old`` defined again: the module of the same name imported anew (``new``
+    is the one ``sys.modules`` holds now, ``old`` no longer; ``importlib.reload`` keeps the
+    module object itself), an instance of a class of the same module and qualified name
+    that is either defined in ``__main__`` (a notebook cell, or a script, run again) or
+    another class object (its module reloaded); two instances of one importable class, or
+    two module objects that are not the imported module, are two plugins."""
+    if isinstance(old, ModuleType) or isinstance(new, ModuleType):
+        if not (isinstance(old, ModuleType) and isinstance(new, ModuleType)
+                and old.__name__ == new.__name__):
+            return False
+        now = sys.modules.get(new.__name__)
+        return now is new and now is not old
+    if isinstance(old, type) != isinstance(new, type):
+        return False
+    old_cls, old_mod, old_name = _class_id(old)
+    new_cls, new_mod, new_name = _class_id(new)
+    if (old_mod, old_name) != (new_mod, new_name) or "<locals>" in new_name:
+        return False
+    return new_mod == "__main__" or old_cls is not new_cls
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, ModuleType):
+        return f"module {obj.__name__}"
+    _, mod, qualname = _class_id(obj)
+    return f"class {mod}.{qualname}" if isinstance(obj, type) else f"a {mod}.{qualname}"
 
 
 def unregister_plugin(plugin: Any) -> None:

@@ -67,8 +67,16 @@ class ComponentRegistry:
             f"of {', '.join(b.__name__ for b in self._bases.values())}"
         )
 
-    def register(self, cls: type[Component]) -> type[Component]:
+    def register(self, cls: type[Component], *extra: object) -> type[Component]:
         """Register ``cls`` under ``cls.name`` in its kind; returns ``cls`` (a decorator too)."""
+        if extra:  # register("sampler", MySampler): a raw TypeError about positional counts
+            given = ", ".join(getattr(a, "__qualname__", repr(a)) for a in (cls, *extra))
+            named = [a for a in (cls, *extra) if isinstance(a, type)]
+            fix = f"registry.register({named[0].__qualname__})" if named else \
+                "registry.register(TheClass)"
+            raise ComponentError(
+                f"register() takes the component class only (its kind comes from its base "
+                f"class, its name from its `name`), got register({given}); write {fix}")
         if not isinstance(cls, type):
             raise ComponentError(
                 f"register() takes a component class, got an instance of {type(cls).__name__}"
