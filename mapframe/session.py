@@ -15,8 +15,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
+import sys
 import threading
 import time
+import types
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
@@ -111,6 +114,9 @@ class EvaluationSession:
         self._progress_error: Exception | None = None
         self.counts = EvaluationCounts()
         self._stored: dict[tuple[str, str], Evaluation] = {}
+        #: This run's evaluations with NaN/infinite metrics, per phase, not yet warned about
+        #: (one summary warning per phase: see :meth:`_warn_invalid`).
+        self._non_finite: dict[str, list[Evaluation]] = {}
         self._started = False
         self._open = False
         #: The evaluator's code digest, to keep in the store with the first evaluation this
@@ -185,7 +191,14 @@ class EvaluationSession:
                 self.store.set_meta(CODE_META, code)
 
     def close(self) -> None:
-        """Shut the executor down (if it was started) and close the store."""
+        """Warn about this run's NaN/infinite metrics not yet warned about, shut the executor
+        down (if it was started) and close the store."""
+        try:
+            self._warn_invalid()
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
         try:
             if self._started:
                 self._started = False
@@ -201,7 +214,46 @@ class EvaluationSession:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+            return
+        # the summary is still due (the evaluations are stored), but a warning turned into an
+        # error (-W error) must not hide the exception that stopped the run
+        try:
+            self._warn_invalid()
+        except Exception:
+            log.debug("the invalid-metrics warning failed while another error propagated",
+                      exc_info=True)
+        finally:
+            self._shutdown()
+
+    def _warn_invalid(self, keep: str | None = None) -> None:
+        """One :class:`~mapframe.errors.MapframeWarning` per phase whose evaluations made in
+        this run had NaN or infinite metrics (all phases but ``keep``, the one running):
+        how many of the phase's evaluations, per task, and the first one; each stays in the
+        history (``result.history.failures``) with its ``error`` and ``reason``."""
+        for phase in [p for p in self._non_finite if p != keep]:
+            bad = self._non_finite.pop(phase)
+            if not bad:
+                continue
+            made = self.counts.by_phase.get(phase, len(bad))
+            tasks = [t.name for t in self.tasks]
+            per_task: dict[str, int] = {}
+            for ev in bad:
+                for t, v in zip(tasks, np.asarray(ev.metrics, dtype=float).reshape(-1)):
+                    if not math.isfinite(v):
+                        per_task[t] = per_task.get(t, 0) + 1
+            which = ", ".join(f"{t!r} in {n}" for t, n in per_task.items())
+            first = np.round(bad[0].coefficients, 6).tolist()
+            n = len(bad)
+            left_out = _LEFT_OUT.get(phase, "left out of the results")
+            warnings.warn(MapframeWarning(
+                f"NaN or infinite metrics in {n} of {made} evaluation{'s' if made != 1 else ''}"
+                f" of the {phase} phase of study {self.study_name!r} (task {which}; the first "
+                f"at coefficients {first}): {'they are' if n != 1 else 'it is'} stored as "
+                f"invalid and {left_out}; each is in result.history.failures, with its "
+                "error"),
+                stacklevel=_outside_stacklevel())
 
     def status(self) -> ExecutorStatus | None:
         """The executor's status while it runs, else ``None``."""
@@ -225,6 +277,7 @@ class EvaluationSession:
         """Evaluate the rows of ``X`` (those not already in ``history``) in ``phase``:
         reuse stored results, run the others; everything lands in ``history`` in the order
         of ``X``. Returns the jobs that were run (not reused)."""
+        self._warn_invalid(keep=phase)  # an earlier phase ended: its summary is due
         order, reused, jobs = self._reuse_or_schedule(X, phase, round_no, history)
         collected: dict[str, Evaluation] = {}
         try:
@@ -404,6 +457,8 @@ class EvaluationSession:
             self.counts.by_phase[phase] = self.counts.by_phase.get(phase, 0) + 1
             if not ev.ok:
                 self.counts.failed += 1
+            if ev.reason is FailureReason.NON_FINITE:
+                self._non_finite.setdefault(phase, []).append(ev)
             if self.on_stored is not None and hook_error is None:
                 try:
                     self.on_stored(ev)
@@ -485,10 +540,8 @@ def check_metrics(res: JobResult, tasks: Sequence[Task], evaluator: str) -> Eval
         )
     bad = [t.name for t, v in zip(tasks, m) if not math.isfinite(v)]
     if bad:
+        # no warning per point: the session warns once per phase (see _warn_invalid)
         msg = f"NaN or infinite metric for task(s) {', '.join(bad)}"
-        warnings.warn(
-            f"{msg} at coefficients {np.round(job.coefficients, 6).tolist()}: recorded as "
-            "invalid and left out of the surrogate fit", MapframeWarning, stacklevel=4)
         return Evaluation(metrics=m, status="invalid", error=msg,
                           reason=FailureReason.NON_FINITE, **base)
     for t, v in zip(tasks, m):
@@ -499,6 +552,27 @@ def check_metrics(res: JobResult, tasks: Sequence[Task], evaluator: str) -> Eval
             return Evaluation(metrics=m, status="invalid", error=msg,
                               reason=FailureReason.OUT_OF_RANGE, **base)
     return Evaluation(metrics=m, status="ok", **base)
+
+
+#: What an evaluation with NaN/infinite metrics is left out of, per phase.
+_LEFT_OUT = {"search": "left out of the surrogate fit",
+             "verify": "left out of the verification (those front points stay unverified)"}
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _outside_stacklevel() -> int:
+    """The ``stacklevel`` that attributes a warning issued by the caller of this function to
+    the first frame outside the mapframe package (the user's code that ran the study, not a
+    line of mapframe; ``warnings.warn(skip_file_prefixes=...)`` needs Python 3.12); 2 (the
+    caller's caller) when every frame is mapframe's."""
+    frame: types.FrameType | None = sys._getframe(2)  # the caller of the warning function
+    level = 2
+    while frame is not None:
+        if not os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+            return level
+        frame = frame.f_back
+        level += 1
+    return 2
 
 
 def _raise_if_out_of_range(ev: Evaluation) -> None:
