@@ -230,6 +230,16 @@ class NestedResult:
         signs = np.array([t.sign for t in self.tasks])
         return float(np.dot(self.preference, signs * self.final_metrics))
 
+    def __repr__(self) -> str:
+        from mapframe.results import describe_tasks
+
+        metrics = ", ".join(f"{m:.4g}" for m in np.asarray(self.final_metrics)[:6])
+        more = ", …" if len(self.final_metrics) > 6 else ""
+        return (f"<NestedResult {self.study_name!r}: tasks "
+                f"{describe_tasks(self.task_names, [t.direction for t in self.tasks])}; "
+                f"{len(self.rounds)} rounds, {len(self.pairs)} merges; final score "
+                f"{self.final_score:.4g} (metrics {metrics}{more})>")
+
     def tree(self, name: str | None = None) -> dict[str, Any]:
         """The merge tree as nested dicts (leaves have no ``children``)."""
         node = self.nodes[name or self.root]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import io
 import os
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec
 
@@ -14,10 +16,14 @@ import numpy as np
 from mapframe.errors import MapframeWarning
 
 if TYPE_CHECKING:
-    from mapframe.nested import NestedResult
-    from mapframe.results import StudyResult
+    from matplotlib.figure import Figure
 
-__all__ = ["plot_front", "plot_merge_tree", "plot_nested_fronts"]
+    from mapframe.nested import NestedResult
+    from mapframe.problem import Task
+    from mapframe.results import Front, StudyResult
+    from mapframe.results_folder import SavedResults
+
+__all__ = ["front_figure", "plot_front", "plot_merge_tree", "plot_nested_fronts"]
 
 _P = ParamSpec("_P")
 
@@ -50,10 +56,8 @@ def _guarded(what: str) -> Callable[[Callable[_P, Path | None]], Callable[_P, Pa
                 import matplotlib
             except ImportError:
                 return fn(*args, **kwargs)  # it warns that matplotlib is not installed
-            plain: dict[Any, Any] = {k: False for k in ("text.usetex", "text.parse_math")
-                     if k in matplotlib.rcParams}
             try:
-                with matplotlib.rc_context(plain):
+                with matplotlib.rc_context(_plain_text(matplotlib)):
                     return fn(*args, **kwargs)
             except Exception as e:  # any drawing failure: warn, go on
                 first = (str(e).strip().splitlines() or [""])[0]
@@ -66,22 +70,86 @@ def _guarded(what: str) -> Callable[[Callable[_P, Path | None]], Callable[_P, Pa
     return wrap
 
 
-@_guarded("the front plot (front.png)")
+def _plain_text(matplotlib: Any) -> dict[Any, Any]:
+    """rcParams under which every text is drawn as written: no mathtext, no TeX (a text
+    keeps the setting it was made under, so a figure drawn later shows it the same)."""
+    return {k: False for k in ("text.usetex", "text.parse_math") if k in matplotlib.rcParams}
 
+
+@_guarded("the front plot (front.png)")
 def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120) -> Path | None:
     """Draw the evaluated points, the predicted front, verified and measured front points
-    (at their real metrics) and the selection (at its best-known metrics).
+    (at their real metrics) and the selection (at its best-known metrics): the figure of
+    :func:`front_figure`, saved as a PNG.
 
     Returns the PNG path, or ``None`` (with a warning) when matplotlib is not installed.
     """
     plt = _pyplot()
     if plt is None:
         return None
+    fig, rect = _draw_front(plt, _FrontData.of(result))
+    return _save(plt, fig, path, dpi, rect=rect)
 
+
+def front_figure(result: StudyResult | SavedResults) -> Figure:
+    """The front plot of ``result`` (a :class:`~mapframe.results.StudyResult` or what
+    :func:`mapframe.load_results` read) as a matplotlib ``Figure``: what ``front.png``
+    shows (:func:`plot_front`), for a notebook to show inline or for ``fig.savefig``.
+
+    The figure is not registered with pyplot and no backend is selected: it is shown by a
+    notebook's display (it has ``_repr_png_``), not by ``plt.show()``, and needs no
+    ``plt.close``. For saved results the grey search evaluations are read from the
+    folder's ``evaluations.csv`` (or the store); where they cannot be, the figure shows
+    the front and the selection only and its title says so. Needs matplotlib (a one-line
+    :class:`~mapframe.errors.MapframeError` with the install command otherwise)."""
+    from mapframe._imports import optional_import
+
+    matplotlib = optional_import("matplotlib", "plot", "front_figure")
+    with matplotlib.rc_context(_plain_text(matplotlib)):
+        fig, rect = _draw_front(_Figures(), _FrontData.of(result))
+        fig.tight_layout(rect=rect)
+    return fig
+
+
+@dataclass
+class _FrontData:
+    """What the front plot draws, from a study's result or from saved results."""
+
+    study_name: str
+    tasks: list[Task]
+    front: Front
+    selected: int | None
+    #: ``(M, T)`` metrics of the successful search evaluations (``None``: not known).
+    search: np.ndarray | None
+    n_evaluations: int | None
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    @classmethod
+    def of(cls, result: StudyResult | SavedResults) -> _FrontData:
+        from mapframe.results import StudyResult
+
+        if isinstance(result, StudyResult):
+            evals = result.history.select("search")
+            Y = np.array([e.metrics for e in evals], dtype=float).reshape(
+                len(evals), len(result.tasks))
+            return cls(result.study_name, result.tasks, result.front, result.selected, Y,
+                       len(result.history))
+        n = result.summary.get("n_search_evaluations")
+        return cls(str(result.summary.get("study", "")), result.tasks, result.front,
+                   result.selected, result._search_metrics(),
+                   n if isinstance(n, int) else None)
+
+
+def _draw_front(plt: _Figures, result: _FrontData) -> tuple[Any, tuple[float, float, float,
+                                                                          float] | None]:
+    """The front plot's figure (not laid out yet) and the rectangle its axes fill (``None``:
+    the whole figure), which ``tight_layout`` needs."""
     names = result.task_names
     T = len(names)
-    evals = result.history.select("search")
-    Y = np.array([e.metrics for e in evals]).reshape(len(evals), T)
+    Y = result.search if result.search is not None else np.empty((0, T))
     n_search = len(Y)
     if 2 < T <= MATRIX_MAX_TASKS:  # a scatter matrix: the same cloud from an even sample
         Y = Y[thin(list(range(n_search)), SPLOM_SEARCH_POINTS)]
@@ -97,9 +165,10 @@ def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120
     P = result.front.predicted
 
     def panel(ax, i: int, j: int, join: bool) -> None:
-        ax.scatter(Y[:, i], Y[:, j], s=14, c="0.65", label=(
-            "evaluated (search)" if len(Y) == n_search
-            else f"evaluated (search; {len(Y)} of {n_search} shown)"))
+        if n_search:
+            ax.scatter(Y[:, i], Y[:, j], s=14, c="0.65", label=(
+                "evaluated (search)" if len(Y) == n_search
+                else f"evaluated (search; {len(Y)} of {n_search} shown)"))
         if join:  # a 2-D front is a curve; in projections of more tasks it is a cloud
             order = np.argsort(F[:, i])
             ax.plot(F[order, i], F[order, j], "-", c="tab:blue", lw=1, alpha=0.6)
@@ -121,8 +190,9 @@ def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120
             ax.scatter(B[sel, i], B[sel, j], s=160, marker="*", c="gold", edgecolors="k",
                        label=f"selected for preference ({where})", zorder=5)
 
-    title = (f"{result.study_name}: amortised Pareto front ({len(B)} points, "
-             f"{len(result.history)} evaluations)")
+    evaluated = ("search evaluations not read" if result.search is None
+                 else f"{result.n_evaluations} evaluations")
+    title = f"{result.study_name}: amortised Pareto front ({len(B)} points, {evaluated})"
     if T == 1:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ax.hist(Y[:, 0], bins=20, color="0.65")
@@ -131,7 +201,7 @@ def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120
         ax.set_ylabel("evaluated points")
         ax.legend(fontsize=7)
         fig.suptitle(title, fontsize=9)
-        return _save(plt, fig, path, dpi)
+        return fig, None
     if T > MATRIX_MAX_TASKS:
         fig, ax = plt.subplots(figsize=(min(0.9 * T + 2.5, 20), 5.4))
         _parallel_coordinates(ax, result, Y, n_search)
@@ -167,7 +237,7 @@ def plot_front(result: StudyResult, path: str | os.PathLike[str], dpi: int = 120
     fig.suptitle(title, fontsize=9)
     rows = -(-len(unique) // 3)
     bottom = (0.22 * rows + 0.12) / fig.get_figheight()  # inches of legend, as a fraction
-    return _save(plt, fig, path, dpi, rect=(0.0, bottom, 1.0, 0.97))
+    return fig, (0.0, bottom, 1.0, 0.97)
 
 
 #: Tasks up to which front.png is a scatter matrix (T x T panels); beyond, one parallel-
@@ -179,7 +249,8 @@ MATRIX_MAX_TASKS = 6
 PARALLEL_SEARCH_LINES = 300
 
 
-def _parallel_coordinates(ax: Any, result: StudyResult, Y: np.ndarray, n_search: int) -> None:
+def _parallel_coordinates(ax: Any, result: _FrontData, Y: np.ndarray,
+                          n_search: int) -> None:
     """One vertical axis per task, each scaled to the front's range on it (up is better: a
     task to minimise is flipped), the raw best and worst front values written at its ends;
     every front point is a line through its best-known metrics (blue predicted, red
@@ -248,15 +319,45 @@ class _Figures:
     def subplots(*args: Any, figsize: tuple[float, float] | None = None,
                  **kwargs: Any) -> tuple[Any, Any]:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
 
-        fig = Figure(figsize=figsize)
+        fig = _figure_class()(figsize=figsize)
         FigureCanvasAgg(fig)  # its canvas: text is measured and the file written by Agg
         return fig, fig.subplots(*args, **kwargs)
 
     @staticmethod
     def close(fig: Any) -> None:
         """Nothing to release: pyplot never held the figure."""
+
+
+_INLINE_FIGURE: type[Figure] | None = None
+
+
+def _figure_class() -> type[Figure]:
+    """:class:`InlineFigure`, made on first use (matplotlib is optional)."""
+    global _INLINE_FIGURE
+    if _INLINE_FIGURE is None:
+        from matplotlib.figure import Figure
+
+        class InlineFigure(Figure):
+            """A ``Figure`` that a notebook shows by itself: IPython shows a plain ``Figure``
+            only once pyplot has set up its inline backend (before that, a figure made
+            without pyplot displays as ``<Figure size ...>``), but it calls ``_repr_png_``
+            on any object that has one."""
+
+            def _repr_png_(self) -> bytes:
+                buffer = io.BytesIO()
+                self.savefig(buffer, format="png")
+                return buffer.getvalue()
+
+        InlineFigure.__module__, InlineFigure.__qualname__ = __name__, "InlineFigure"
+        _INLINE_FIGURE = InlineFigure
+    return _INLINE_FIGURE
+
+
+def __getattr__(name: str) -> Any:
+    if name == "InlineFigure":  # what a pickled figure names
+        return _figure_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _pyplot() -> _Figures | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import html
+import importlib
 import io
 import json
 import os
@@ -16,11 +18,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mapframe._files import write_atomically
-from mapframe.errors import ConfigError
+from mapframe.errors import ConfigError, MapframeError
 from mapframe.history import History
 from mapframe.problem import SearchSpace, Task
 
 if TYPE_CHECKING:
+    import pandas
+    from matplotlib.figure import Figure
+
     from mapframe.executors.base import MergeSpec
     from mapframe.surrogates.base import Surrogate
 
@@ -277,6 +282,59 @@ class Front:
             out.append(row)
         return out
 
+    def to_pandas(self, coefficient_names: list[str] | None = None) -> pandas.DataFrame:
+        """:meth:`rows` as a :class:`pandas.DataFrame` indexed by the front's ``index``
+        (columns ``source``, ``c_<coefficient>``, ``predicted_<task>``, ``std_<task>`` when
+        the surrogates report it, ``real_<task>``: NaN where not measured). Coefficients are
+        named ``c0, c1, ...`` unless ``coefficient_names`` are given:
+        :meth:`StudyResult.front_table` and ``load_results(...).front_table()`` give the
+        study's. Needs pandas, which mapframe does not install (``pip install pandas``)."""
+        pd = _pandas("Front.to_pandas")
+        cnames = coefficient_names or [f"c{i}" for i in range(self.coefficients.shape[1])]
+        columns = ["index", "source", *(f"c_{n}" for n in cnames),
+                   *(f"predicted_{n}" for n in self.task_names),
+                   *(f"std_{n}" for n in self.task_names if self.predicted_std is not None),
+                   *(f"real_{n}" for n in self.task_names)]
+        frame = pd.DataFrame(self.rows(coefficient_names), columns=columns)
+        real = [f"real_{n}" for n in self.task_names]
+        frame[real] = frame[real].astype(float)  # None (not measured) -> NaN
+        return frame.set_index("index")
+
+    def __repr__(self) -> str:
+        n = self.coefficients.shape[1] if self.coefficients.ndim == 2 else 0
+        made = ", ".join(f"{k} {s}" for s, k in self.counts().items() if k)
+        return (f"<Front: {len(self)} points × {n} coefficients"
+                f"{f' ({made})' if made else ''}; tasks "
+                f"{describe_tasks(self.task_names, self.directions)}>")
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: this repr and the first rows of the front as a table."""
+        return html_block(repr(self)[1:-1], self._html_table())
+
+    def _html_table(self, coefficient_names: list[str] | None = None,
+                   max_rows: int = 10) -> str:
+        """The first ``max_rows`` points as an HTML table (index, source, coefficients,
+        predicted and real metrics to 4 significant digits; a last row says how many more
+        there are), every name escaped: what a notebook shows for a front."""
+        cnames = coefficient_names or [f"c{i}" for i in range(self.coefficients.shape[1])]
+        head = (["", "source"] + [f"c_{n}" for n in cnames]
+                + [f"predicted {n} ({d})" for n, d in zip(self.task_names, self.directions)]
+                + [f"real {n}" for n in self.task_names])
+        src = self.source or []
+        body = []
+        for k in range(min(len(self), max(max_rows, 0))):
+            cells = [str(k), src[k], *map(_number, self.coefficients[k]),
+                     *map(_number, self.predicted[k]), *map(_number, self.real[k])]
+            body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+                        + "</tr>")
+        more = len(self) - len(body)
+        if more > 0:
+            body.append(f'<tr><td colspan="{len(head)}">… {more} more '
+                        f'row{"s" if more != 1 else ""}</td></tr>')
+        return ('<table class="mapframe-front"><thead><tr>'
+                + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+                + "</tr></thead><tbody>" + "".join(body) + "</tbody></table>")
+
 
 @dataclass
 class StudyResult:
@@ -324,6 +382,26 @@ class StudyResult:
     @property
     def task_names(self) -> list[str]:
         return [t.name for t in self.tasks]
+
+    def __repr__(self) -> str:
+        return f"<StudyResult {result_facts(self)}>"
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the study's key facts and the front's first rows."""
+        return html_block(f"StudyResult {result_facts(self)}",
+                           self.front._html_table(self.coefficient_names))
+
+    def front_table(self) -> pandas.DataFrame:
+        """The front as a :class:`pandas.DataFrame` with the study's coefficient names
+        (:meth:`Front.to_pandas`). Needs pandas (``pip install pandas``)."""
+        return self.front.to_pandas(self.coefficient_names)
+
+    def plot(self) -> Figure:
+        """The front plot (what ``front.png`` shows: :func:`mapframe.plotting.front_figure`)
+        as a matplotlib ``Figure``, which a notebook shows inline. Needs matplotlib."""
+        from mapframe.plotting import front_figure
+
+        return front_figure(self)
 
     def predict(self, coefficients: np.ndarray | Sequence[Sequence[float]] | Sequence[float]
                 ) -> np.ndarray:
@@ -539,3 +617,61 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     return str(obj)
+
+
+def _pandas(purpose: str) -> Any:
+    """The ``pandas`` module, or a one-line :class:`MapframeError` saying how to install it
+    (pandas is no dependency of mapframe)."""
+    try:
+        return importlib.import_module("pandas")
+    except ImportError as exc:
+        raise MapframeError(f"{purpose} needs the package 'pandas', which is not importable "
+                            f"({exc}); install it with: pip install pandas") from exc
+
+
+def _short(text: str, n: int = 24) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def describe_tasks(names: Sequence[str], directions: Sequence[str], most: int = 6) -> str:
+    """``a (max), b (min)``, long names cut, at most ``most`` tasks then how many more."""
+    shown = [f"{_short(n)} ({d})" for n, d in zip(names[:most], directions[:most])]
+    if len(names) > most:
+        shown.append(f"… {len(names) - most} more")
+    return ", ".join(shown) if shown else "none"
+
+
+def _number(v: Any) -> str:
+    """A metric or coefficient to 4 significant digits; empty when not known (NaN)."""
+    v = float(v)
+    return f"{v:.4g}" if np.isfinite(v) else ""
+
+
+def result_facts(result: Any) -> str:
+    """One line of a :class:`StudyResult`'s (or a saved one's) key facts."""
+    front: Front = result.front
+    counts = front.counts()
+    name = (result.study_name if isinstance(result, StudyResult)
+            else str(result.summary.get("study", "")))
+    line = (f"{_short(name, 40)!r}: tasks "
+            f"{describe_tasks(result.task_names, front.directions)}; front {len(front)} points "
+            f"({counts['verified']} verified, {counts['measured']} measured)")
+    if isinstance(result, StudyResult):
+        line += f"; {result.n_evaluated} new evaluations, {result.n_reused} reused"
+        warned = len(result.warnings)
+    else:
+        summary = result.summary
+        line += (f"; {summary.get('n_evaluated_this_run', '?')} new evaluations, "
+                 f"{summary.get('n_reused_from_store', '?')} reused")
+        warned = len(summary.get("warnings") or [])
+    if result.selected is not None:
+        line += f"; selected {result.selected}"
+    if warned:
+        line += f"; {warned} warning{'s' if warned != 1 else ''}"
+    return line
+
+
+def html_block(header: str, table: str) -> str:
+    """A notebook's view of a result: its one-line ``header`` (escaped) above ``table``."""
+    return (f'<div class="mapframe"><p><code>{html.escape(header)}</code></p>'
+            f"{table}</div>")

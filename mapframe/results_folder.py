@@ -24,12 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mapframe.errors import CheckpointError, ConfigError
+from mapframe.errors import CheckpointError, ConfigError, MapframeError
 from mapframe.merging.checkpoints import PickleRefusedError
 from mapframe.problem import Task
-from mapframe.results import Front, check_front_index
+from mapframe.results import Front, check_front_index, html_block, result_facts
 
 if TYPE_CHECKING:
+    import pandas
+    from matplotlib.figure import Figure
+
     from mapframe.storage.manage import StoredRun
 
 __all__ = ["SavedResults", "load_results"]
@@ -55,6 +58,59 @@ class SavedResults:
     @property
     def task_names(self) -> list[str]:
         return [t.name for t in self.tasks]
+
+    def __repr__(self) -> str:
+        return f"<SavedResults {result_facts(self)}; from {self._origin()}>"
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the study's key facts, where they were read, and the front's
+        first rows."""
+        return html_block(f"SavedResults {result_facts(self)}; from {self._origin()}",
+                           self.front._html_table(self.coefficient_names))
+
+    def _origin(self) -> str:
+        return f"store {self.store}" if self.store is not None else f"folder {self.directory}"
+
+    def front_table(self) -> pandas.DataFrame:
+        """The front as a :class:`pandas.DataFrame` with the study's coefficient names
+        (:meth:`Front.to_pandas <mapframe.results.Front.to_pandas>`). Needs pandas (``pip
+        install pandas``)."""
+        return self.front.to_pandas(self.coefficient_names)
+
+    def plot(self) -> Figure:
+        """The front plot as a matplotlib ``Figure`` (:func:`mapframe.plotting.front_figure`),
+        which a notebook shows inline. Needs matplotlib.
+
+        The search evaluations drawn in grey come from the folder's ``evaluations.csv``, or
+        from the store for results read from one (every evaluation of the study stored
+        there); where neither can be read, only the front and the selection are drawn."""
+        from mapframe.plotting import front_figure
+
+        return front_figure(self)
+
+    def _search_metrics(self) -> np.ndarray | None:
+        """``(M, T)``: the metrics of the study's successful search evaluations, read from
+        the folder's ``evaluations.csv`` (or from the store), or ``None`` when they cannot
+        be read (what :meth:`plot` draws in grey)."""
+        names = self.task_names
+        try:
+            if self.store is not None:
+                from mapframe.storage.manage import export_study
+
+                rows = export_study(self.store, str(self.summary.get("study", "")))
+                keys = [n if rows and n in rows[0] else f"metric_{n}" for n in names]
+            else:
+                import csv
+
+                with open(self.directory / "evaluations.csv", encoding="utf-8",
+                          newline="") as fh:
+                    rows = list(csv.DictReader(fh))
+                keys = names
+            found = [[float(r[k]) for k in keys] for r in rows
+                     if r.get("phase") == "search" and r.get("status") == "ok"]
+        except (OSError, ValueError, TypeError, KeyError, MapframeError):
+            return None
+        return np.array(found, dtype=float).reshape(len(found), len(names))
 
     @property
     def selected(self) -> int | None:

@@ -239,6 +239,15 @@ class MergeStudy:
     def task_names(self) -> list[str]:
         return [t.name for t in self.tasks]
 
+    def __repr__(self) -> str:
+        from mapframe.results import describe_tasks
+
+        where = self.storage.location or "in memory"
+        return (f"<MergeStudy {self.study_name!r}: tasks "
+                f"{describe_tasks(self.task_names, [t.direction for t in self.tasks])}; "
+                f"budget {self.budget}; sampler {self.sampler.name}, surrogate "
+                f"{self.surrogate.name}, front solver {self.front_solver.name}; store {where}>")
+
     def fingerprint(self) -> dict[str, Any]:
         """What gives stored metrics their meaning; a resumed study must match it."""
         return {

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.figure import Figure
 
-from mapframe import MergeStudy, StudyResult
+from mapframe import MergeStudy, SavedResults, StudyResult
+from mapframe.plotting import front_figure
 
 
 def objective(C: np.ndarray) -> np.ndarray:
@@ -17,6 +19,17 @@ def use(result: StudyResult) -> None:
     best: int = result.select([0.7, 0.3])
     also: int = result.select((0.7, 0.3))
     print(predicted.shape, best, also, result.front.coefficients.shape)
+
+
+def show(result: StudyResult, saved: SavedResults) -> None:
+    """What a notebook shows (docs/embedding.md, "In a notebook")."""
+    figure: Figure = result.plot()
+    again: Figure = saved.plot()
+    same: Figure = front_figure(result)
+    page: str = result._repr_html_() + saved._repr_html_() + result.front._repr_html_()
+    table = result.front_table()
+    print(figure, again, same, len(page), len(table), len(saved.front_table()),
+          len(result.front.to_pandas(["x", "y"])))
 
 
 if __name__ == "__main__":
