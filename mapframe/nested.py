@@ -492,8 +492,7 @@ class NestedMergeStudy:
         self.search_bounds = spec.search_bounds
         self.on_error = spec.on_error
         self.study_name = spec.study_name
-        check_progress(progress)
-        self.progress = progress
+        self.progress = check_progress(progress)  # True: the default ProgressDisplay()
         self.storage: EvaluationStore = parts.storage
 
     # --------------------------------------------------------------------------------

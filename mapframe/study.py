@@ -230,8 +230,7 @@ class MergeStudy:
         self.study_name = parts.spec.study_name
         #: Evaluations at once the adaptive rounds were sized for (set when a run begins).
         self._round_capacity: int | None = None
-        check_progress(progress)
-        self.progress = progress
+        self.progress = check_progress(progress)  # True: the default ProgressDisplay()
         self._hooks = get_plugin_manager().hook
 
     # ------------------------------------------------------------------------------------

@@ -181,12 +181,13 @@ def test_a_plugin_hook_that_raises_names_its_plugin_and_loses_nothing(tmp_path, 
     ({"task_names": "accuracy"}, r"task_names must be a list of task names, got the string "
                                  r"'accuracy'; write \['accuracy'\]"),
     ({"tasks": "f1"}, "tasks must be a list of task names, got the string 'f1'"),
-    ({"task_names": ["a", "b"], "progress": True}, "progress must be a callable taking a "
-                                                   "ProgressEvent"),
+    # progress=True is the default display now (tests/test_progress_notebook.py)
+    ({"task_names": ["a", "b"], "progress": 1}, "progress must be True .*, a callable "
+                                                "taking a ProgressEvent .* got 1"),
 ])
 def test_a_string_of_task_names_or_a_progress_that_is_no_callable_is_refused(kwargs, message):
     """'accuracy' became the tasks a, c, c, u, ... ('task names must be unique'), 'f1' two
-    tasks f and 1 (blaming the objective's output shape); progress=True was accepted and
+    tasks f and 1 (blaming the objective's output shape); progress=1 was accepted and
     failed at the first event with a raw TypeError."""
     from mapframe.errors import ConfigError
 
