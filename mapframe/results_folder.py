@@ -156,7 +156,8 @@ class SavedResults:
             chosen = self.summary.get("preference")
         if index is None:
             raise ConfigError("this study selected no point (it had no preference): give "
-                              "--point INDEX (a row of front.csv) or --preference")
+                              "--point INDEX (a row of front.csv; index= in Python) or "
+                              "--preference (preference=)")
         index = check_front_index(index, len(self.front), f"the front in {self.directory}")
         spec = self._merge_spec(allow_pickle)
         try:
