@@ -428,7 +428,7 @@ class NestedMergeStudy:
         seed: int = 0,
         search_bounds: Sequence[float] = (0.0, 1.0),
         on_error: str = "raise",
-        progress: Callable[[Any], None] | None = None,
+        progress: Callable[[Any], None] | bool | None = None,
     ) -> None:
         if checkpoints is not None and not isinstance(checkpoints, Mapping):
             raise ConfigError("checkpoints must be a mapping with keys 'pretrained' (a path) "
@@ -447,7 +447,7 @@ class NestedMergeStudy:
 
     @classmethod
     def from_spec(cls, spec: StudySpec,
-                  progress: Callable[[Any], None] | None = None) -> NestedMergeStudy:
+                  progress: Callable[[Any], None] | bool | None = None) -> NestedMergeStudy:
         """The Nested MAP study a spec with a ``nested`` section describes."""
         if spec.nested is None:
             raise ConfigError("the spec has no nested section: build a MergeStudy instead")
@@ -455,7 +455,7 @@ class NestedMergeStudy:
         study._use(spec, progress)
         return study
 
-    def _use(self, spec: StudySpec, progress: Callable[[Any], None] | None) -> None:
+    def _use(self, spec: StudySpec, progress: Callable[[Any], None] | bool | None) -> None:
         assert spec.nested is not None
         if (spec.checkpoints is None) == (spec.task_vectors is None):
             raise ConfigError("give checkpoints= (pretrained + one fine-tuned model per task) "

@@ -187,7 +187,7 @@ class MergeStudy:
         preference: Sequence[float] | None = None,
         preference_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
         on_error: str = "raise",
-        progress: Callable[[ProgressEvent], None] | None = None,
+        progress: Callable[[ProgressEvent], None] | bool | None = None,
     ) -> None:
         spec = StudySpec.from_kwargs(
             objective, task_names, tasks=tasks, directions=directions,
@@ -202,13 +202,14 @@ class MergeStudy:
 
     @classmethod
     def from_spec(cls, spec: StudySpec,
-                  progress: Callable[[ProgressEvent], None] | None = None) -> MergeStudy:
+                  progress: Callable[[ProgressEvent], None] | bool | None = None
+                  ) -> MergeStudy:
         """The study a :class:`~mapframe.spec.StudySpec` describes."""
         study = cls.__new__(cls)
         study._use(assemble(spec), progress)
         return study
 
-    def _use(self, parts: StudyParts, progress: Callable[[ProgressEvent], None] | None
+    def _use(self, parts: StudyParts, progress: Callable[[ProgressEvent], None] | bool | None
              ) -> None:
         self.spec = parts.spec
         self.evaluator: Evaluator = parts.evaluator

@@ -34,5 +34,5 @@ def show(result: StudyResult, saved: SavedResults) -> None:
 
 if __name__ == "__main__":
     study = MergeStudy(objective=objective, task_names=["a", "b"], budget=20,
-                       preference=(0.5, 0.5))
+                       preference=(0.5, 0.5), progress=True)
     use(study.run())
