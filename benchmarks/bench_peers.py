@@ -1215,9 +1215,13 @@ def plot(data: dict[str, Any], out_dir: Path) -> list[Path]:
     ``images/`` folder."""
     from mapframe.plotting import _pyplot, _save
 
-    plt = _pyplot()
+    plt = _pyplot()  # figures drawn without pyplot (mapframe.plotting._Figures)
+    if plt is None:
+        return []
+    import matplotlib
+
     maps, peers, props = methods(data)
-    palette = plt.get_cmap("tab20").colors
+    palette = matplotlib.colormaps["tab20"].colors
     colour = {m: palette[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20]
               for i, m in enumerate([*maps, *peers])}
     for p in props:  # a proposal-quality row takes its mode's colour
