@@ -316,11 +316,13 @@ def _stored_count(path: str, study_name: str) -> int | None:
     (the store's own open reports why)."""
     import sqlite3
 
+    from mapframe.storage.sqlite import sqlite_uri
+
     p = Path(path)
     if not p.exists():
         return 0
     try:
-        conn = sqlite3.connect(f"{p.absolute().as_uri()}?mode=ro", uri=True)
+        conn = sqlite3.connect(sqlite_uri(p), uri=True)
     except (sqlite3.Error, ValueError):
         return None
     try:

@@ -224,17 +224,13 @@ def _study_in_summary(directory: Path) -> str | None:
 
 def _store_of_folder(directory: Path) -> Path | None:
     """The folder's store: ``evaluations.sqlite`` in it, else the one summary.json names."""
+    from mapframe.storage.manage import summary_store
+
     own = directory / STORE_NAME
     if own.is_file():
         return own
-    try:
-        summary = json.loads((directory / "summary.json").read_text(encoding="utf-8"))
-        path = summary["settings"]["storage"].get("path")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    if path and Path(path).is_file():
-        return Path(path)
-    return None
+    named = summary_store(directory)
+    return named if named is not None and named.is_file() else None
 
 
 def _named_study_of_folder(folder: Path, store: Path | None, study: str) -> ReportSource:

@@ -133,12 +133,12 @@ def store_path(path: str | os.PathLike[str]) -> Path:
     if p.is_dir():
         inner = p / RESULTS_STORE
         if not inner.is_file():
-            inner = _summary_store(p) or inner
+            inner = summary_store(p) or inner
         if inner.is_file():
             raise StoreError(
                 f"{p} is a folder (a results folder); its store is {inner}: give that "
                 "path instead")
-        named = _summary_store(p)
+        named = summary_store(p)
         if named is not None:
             raise StoreError(f"{p} is a folder (a results folder); its summary.json names the "
                              f"store {named}, which is not there (moved?): give the store's "
@@ -161,8 +161,9 @@ def store_path(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def _summary_store(folder: Path) -> Path | None:
-    """The store a results folder's ``summary.json`` names (its run's ``storage.path``)."""
+def summary_store(folder: Path) -> Path | None:
+    """The store a results folder's ``summary.json`` names (its run's ``storage.path``,
+    relative to the folder or absolute), whether or not it is there."""
     try:
         with open(folder / "summary.json", encoding="utf-8") as fh:
             where = json.load(fh)["settings"]["storage"]["path"]
@@ -565,16 +566,24 @@ def rename_study(path: str | os.PathLike[str], old: str, new: str,
     _write(p, write)
 
 
-def _copy_rows(conn: sqlite3.Connection, sid: int) -> list[tuple[Any, ...]]:
-    """The rows of a study's evaluations as stored (every column but ``seq`` and
-    ``study_id``), in the order stored; a row whose values cannot be read is a one-line
-    :class:`StoreError` (``mapframe store salvage`` copies the readable ones)."""
+def _copy_rows(conn: sqlite3.Connection, sid: int, name: str, p: Path | str,
+               before: str = "", after: str = "") -> list[tuple[Any, ...]]:
+    """The rows of study ``name``'s evaluations (id ``sid``) as stored (every column but
+    ``seq`` and ``study_id``), in the order stored; a row whose values cannot be read is a
+    one-line :class:`StoreError` pointing at ``mapframe store salvage`` (which copies the
+    readable ones), with ``before`` and ``after`` around that advice."""
     reason = "reason" if has_column(conn, "evaluations", "reason") else "NULL"
     columns = ROW_COLUMNS.replace("reason", reason)
     rows = []
     for row in conn.execute(f"SELECT {columns}, created FROM evaluations WHERE study_id = ? "
                             "ORDER BY seq", (sid,)):
-        row_evaluation(row[:-1])  # readable? (ValueError, TypeError)
+        try:
+            row_evaluation(row[:-1])  # readable?
+        except (ValueError, TypeError) as exc:
+            raise StoreError(
+                f"study {name!r} in {p} holds an evaluation that cannot be read ({exc}); "
+                f"{before}'mapframe store salvage {p} NEW.sqlite' copies every readable "
+                f"one{after}") from None
         rows.append(tuple(row))
     return rows
 
@@ -655,13 +664,7 @@ def copy_study(src: str | os.PathLike[str], dst: str | os.PathLike[str],
                 "SELECT id, name, fingerprint, created FROM studies ORDER BY id").fetchall():
             if name is not None and sname != name:
                 continue
-            try:
-                rows = _copy_rows(conn, sid)
-            except (ValueError, TypeError) as exc:
-                raise StoreError(
-                    f"study {sname!r} in {s} holds an evaluation that cannot be read ({exc}); "
-                    f"nothing was copied: 'mapframe store salvage {s} NEW.sqlite' copies "
-                    "every readable one") from None
+            rows = _copy_rows(conn, sid, sname, s, before="nothing was copied: ")
             meta = conn.execute(f"SELECT key, value, {updated} FROM meta WHERE study_id = ?",
                                 (sid,)).fetchall()
             rows = _journal_rows(s, sname, fp, rows)
@@ -711,13 +714,7 @@ def export_study(path: str | os.PathLike[str], name: str) -> list[dict[str, Any]
             tasks = [str(t["name"]) for t in json.loads(fp).get("tasks", [])]
         except (ValueError, TypeError, KeyError, AttributeError):
             tasks = []
-        try:
-            rows = _copy_rows(conn, sid)
-        except (ValueError, TypeError) as exc:
-            raise StoreError(
-                f"study {name!r} in {p} holds an evaluation that cannot be read ({exc}); "
-                f"'mapframe store salvage {p} NEW.sqlite' copies every readable one, then "
-                "export from the copy") from None
+        rows = _copy_rows(conn, sid, name, p, after=", then export from the copy")
     taken = set(EXPORT_COLUMNS) | set(EXPORT_TAIL)
     columns = [t if t not in taken and not t.startswith("c_") else f"metric_{t}"
                for t in tasks]
