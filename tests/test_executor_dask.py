@@ -646,3 +646,69 @@ def test_a_ctrl_c_keeps_the_results_of_the_batches_under_way(
     assert under_way and sorted(r.job.key for r in got) == sorted(under_way)
     for r in got:
         np.testing.assert_allclose(r.metrics, quad(C[int(r.job.key)])[0])
+
+
+def _start_unlocked() -> None:
+    """Named as distributed's ``LoopRunner._start_unlocked``: its bare ``assert`` when the
+    event loop thread does not start within 10 s on a busy machine."""
+    loop = None
+    assert loop is not None
+
+
+def test_a_client_whose_event_loop_did_not_start_is_created_again(
+        address: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """distributed waits 10 s for its client's event loop thread, then fails a bare assert
+    (met under the coverage run, every core busy): a raw AssertionError stopped the study.
+    The client is created again."""
+    real = distributed.Client
+    calls: list[object] = []
+
+    def flaky_client(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        if len(calls) == 1:
+            _start_unlocked()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(distributed, "Client", flaky_client)
+    ex = DaskExecutor(address=address)
+    with caplog.at_level(logging.WARNING, logger="mapframe"):
+        ex.start(CallableEvaluator(batch_size_metric, ["a", "b"]), None)
+    try:
+        ex.submit(_jobs(3))
+        assert sorted(int(r.job.key) for r in ex.as_completed()) == [0, 1, 2]
+    finally:
+        ex.shutdown()
+    assert len(calls) == 2
+    assert "did not start within 10 s; trying again" in caplog.text
+
+
+def test_an_event_loop_that_never_starts_is_a_one_line_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from mapframe.executors import dask_executor
+
+    tries: list[int] = []
+
+    def never() -> object:
+        tries.append(1)
+        _start_unlocked()
+        return None
+
+    with pytest.raises(MapframeError, match=r"did not start within 10 s, 3 times.*"
+                       r"executor: process") as info:
+        dask_executor._loop_started(never)
+    assert "\n" not in str(info.value) and len(tries) == dask_executor.LOOP_START_TRIES
+
+
+def test_another_assertion_error_is_not_retried() -> None:
+    from mapframe.executors import dask_executor
+
+    tries: list[int] = []
+
+    def broken() -> object:
+        tries.append(1)
+        raise AssertionError("something else")
+
+    with pytest.raises(AssertionError, match="something else"):
+        dask_executor._loop_started(broken)
+    assert tries == [1]

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mapframe._imports import optional_import
@@ -233,7 +233,7 @@ class DaskExecutor(Executor):
             self._lost_worker_timeout = _dask_config().set(
                 {"distributed.deploy.lost-worker-timeout": "1 day"})
             try:
-                self._cluster = distributed.LocalCluster(
+                self._cluster = _loop_started(lambda: distributed.LocalCluster(
                     n_workers=n, threads_per_worker=1, processes=True,
                     # The first death gives a batch up: _killed() re-runs its jobs alone. No
                     # dashboard, and its HTTP server on a free port: studies may run side by
@@ -241,7 +241,9 @@ class DaskExecutor(Executor):
                     scheduler_kwargs={"allowed_failures": 0,
                                       "dashboard": False, "dashboard_address": ":0"},
                     **({"resources": self.resources} if self.resources else {}),
-                )
+                ))
+            except MapframeError:
+                raise
             except Exception as exc:
                 cause = exc
                 while cause.__cause__ is not None or cause.__context__ is not None:
@@ -257,7 +259,9 @@ class DaskExecutor(Executor):
                     f"could not start a local Dask cluster of {n} worker(s): "
                     f"{_first_line(exc)} ({type(cause).__name__}: {_first_line(cause)}){hint}"
                 ) from None
-            self._client = distributed.Client(self._cluster, set_as_default=False)
+            cluster = self._cluster
+            self._client = _loop_started(
+                lambda: distributed.Client(cluster, set_as_default=False))
             return
         try:
             self._client = self._bounded_client(distributed)
@@ -281,8 +285,8 @@ class DaskExecutor(Executor):
         own timeout does not cover a port that accepts the connection and then says nothing
         (the dashboard's HTTP port, another program), where it waits for ever."""
         done, client = call_with_deadline(
-            lambda: distributed.Client(self.address, timeout=self.connect_timeout,
-                                       set_as_default=False),
+            lambda: _loop_started(lambda: distributed.Client(
+                self.address, timeout=self.connect_timeout, set_as_default=False)),
             self.connect_timeout + 2.0, "mapframe-dask-connect")
         if not done:
             raise MapframeError(
@@ -756,6 +760,40 @@ def _build_runtime(payload: bytes, name: str) -> WorkerRuntime:
     runtime.setup()
     _one_torch_thread()
     return runtime
+
+
+#: How often a Dask client or local cluster is created again when its event loop thread
+#: did not start (distributed waits 10 s for it, then fails an ``assert``).
+LOOP_START_TRIES = 3
+
+
+def _loop_started(create: Callable[[], Any]) -> Any:
+    """``create()`` (a ``distributed.Client`` or ``LocalCluster``), tried again when
+    distributed's event loop thread did not start in time: its ``LoopRunner`` waits 10 s
+    for it and then fails a bare ``assert loop is not None``, which a loaded machine (every
+    core busy) meets now and then. After :data:`LOOP_START_TRIES` such failures, a one-line
+    :class:`MapframeError`."""
+    for _ in range(LOOP_START_TRIES):
+        try:
+            return create()
+        except AssertionError as exc:
+            if not _from_loop_start(exc):
+                raise
+            log.warning("Dask's event loop thread did not start within 10 s; trying again")
+    raise MapframeError(
+        f"Dask's event loop thread did not start within 10 s, {LOOP_START_TRIES} times: "
+        "this machine is too busy to start a Dask client; free some cores (or use "
+        "`executor: process`) and run again")
+
+
+def _from_loop_start(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised in distributed's ``LoopRunner`` starting its loop."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_start_unlocked":
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _first_line(exc: BaseException) -> str:
