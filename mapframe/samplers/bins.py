@@ -19,7 +19,6 @@ from functools import lru_cache
 from typing import ClassVar, Literal
 
 import numpy as np
-from scipy.stats import qmc
 
 from mapframe.errors import ConfigError, MapframeError
 from mapframe.history import History, coefficient_key
@@ -114,6 +113,8 @@ def _radius_edges(n_dims: int, radius_bins: int) -> tuple[float, ...]:
         return tuple(float(v) for v in np.linspace(0.0, 1.0, radius_bins + 1))
     # Quantiles of ||u|| over a deterministic low-discrepancy sample of the cube (the volume
     # of the cube inside a ball has no simple closed form for N >= 3).
+    from scipy.stats import qmc  # scipy.stats costs ~1 s to import: only when needed
+
     engine = qmc.Sobol(d=n_dims, scramble=False)
     r = np.linalg.norm(engine.random(_EDGE_SAMPLE), axis=1)
     inner = np.quantile(r, np.arange(1, radius_bins) / radius_bins)

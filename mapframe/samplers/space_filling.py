@@ -25,10 +25,9 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Iterable
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-from scipy.stats import qmc
 
 from mapframe._warning_filters import warning_filters
 from mapframe.errors import ConfigError
@@ -36,6 +35,9 @@ from mapframe.history import History, coefficient_key
 from mapframe.problem import SearchSpace
 from mapframe.samplers.base import CheckedSampler, check_n
 from mapframe.settings import bool_setting
+
+if TYPE_CHECKING:
+    from scipy.stats import qmc
 
 __all__ = ["GridSampler", "LatinHypercubeSampler", "RandomSampler", "SobolSampler"]
 
@@ -56,6 +58,8 @@ def sobol_unit(n: int, n_dims: int, rng: np.random.Generator, scramble: bool = T
     scipy's warning that ``n`` is not a power of two is silenced on purpose (MAP budgets such
     as 30 are normal; the points are still well spread).
     """
+    from scipy.stats import qmc  # scipy.stats costs ~1 s to import: only when needed
+
     engine = qmc.Sobol(d=n_dims, scramble=scramble, **_qmc_rng(qmc.Sobol, rng))
     with warning_filters():
         warnings.filterwarnings(
@@ -103,6 +107,8 @@ def lhs_unit(n: int, n_dims: int, rng: np.random.Generator,
     """A Latin hypercube of ``n`` points in ``[0, 1]^n_dims`` drawn from ``rng``; with
     ``optimization="random-cd"`` its strata are permuted to lower the centered discrepancy
     (scipy's option; the Latin property is kept)."""
+    from scipy.stats import qmc
+
     engine = qmc.LatinHypercube(d=n_dims, optimization=optimization,
                                 **_qmc_rng(qmc.LatinHypercube, rng))
     return engine.random(n)
@@ -253,6 +259,8 @@ class GridSampler(CheckedSampler):
 
 def _spread_cells(n: int, d: int, k: int) -> np.ndarray:
     """The first ``n`` distinct cells of the ``k ** d`` grid visited by the Halton sequence."""
+    from scipy.stats import qmc
+
     engine = qmc.Halton(d=d, scramble=False)
     seen: set[bytes] = set()
     picked: list[np.ndarray] = []

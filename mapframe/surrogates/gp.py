@@ -29,7 +29,6 @@ from collections.abc import Iterator
 from typing import Any, ClassVar, cast
 
 import numpy as np
-from scipy.linalg import cho_solve, cholesky, solve_triangular
 
 from mapframe._imports import installed
 from mapframe._warning_filters import warning_filters
@@ -180,6 +179,8 @@ def _trend_kernel(A: np.ndarray, B: np.ndarray, trend_scale: float,
 
 def _cholesky(K: np.ndarray) -> np.ndarray:
     """Lower Cholesky factor of ``K``, adding growing jitter only if it is not numerically PD."""
+    from scipy.linalg import cholesky  # scipy.linalg: imported when a GP is first fitted
+
     jitter = 0.0
     scale = float(np.mean(np.diag(K))) if K.size else 1.0
     for _ in range(8):
@@ -240,6 +241,8 @@ class FittedGP:
         K = self._k(self._Z, self._Z)
         K[np.diag_indices_from(K)] += self.noise
         self._L = _cholesky(K)
+        from scipy.linalg import cho_solve
+
         self._alpha = cho_solve((self._L, True), self._t - self.constant, check_finite=False)
 
     # ---- helpers
@@ -269,6 +272,8 @@ class FittedGP:
 
     def _solve_cross(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(K(X, Z), L⁻¹ K(X, Z))`` for unit-cube points ``Z``."""
+        from scipy.linalg import solve_triangular
+
         Kxz = self._k(self._Z, Z)
         return Kxz, solve_triangular(self._L, Kxz, lower=True, check_finite=False)
 
@@ -318,6 +323,8 @@ class FittedGP:
         ``μ₋ᵢ = yᵢ − [K⁻¹(y − m)]ᵢ / [K⁻¹]ᵢᵢ`` and ``σ²₋ᵢ = 1 / [K⁻¹]ᵢᵢ`` with ``K`` including
         the noise; the variance is that of a new *observation* at ``xᵢ``.
         """
+        from scipy.linalg import cho_solve
+
         k = self._t.size
         Kinv = cho_solve((self._L, True), np.eye(k), check_finite=False)
         d = np.diag(Kinv)

@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from mapframe.errors import BudgetError, ConfigError, MapframeError
 from mapframe.problem import Task
@@ -556,6 +555,8 @@ class _WarpedQuadratic(_WarpSettings, _QuadraticModel):
         def jacobian(beta: np.ndarray) -> np.ndarray:
             J = self._link_grad(F @ beta)[:, None] * F
             return np.vstack([J, penalty]) if root else J
+
+        from scipy.optimize import least_squares  # imported when first needed
 
         res = least_squares(
             residuals, beta0, jac=jacobian, method="lm", max_nfev=self.max_nfev

@@ -25,7 +25,6 @@ import math
 from typing import Any, Literal
 
 import numpy as np
-from scipy.special import expit, logit
 
 from mapframe.errors import ConfigError
 from mapframe.problem import Task
@@ -109,6 +108,8 @@ class MetricWarp:
         """Metric values → the latent scale (clipped inside the range first)."""
         y = np.asarray(y, dtype=float)
         if self.kind == "logit":
+            from scipy.special import logit  # imported when first needed
+
             p = (y - self.lower) / (self.upper - self.lower)
             return np.asarray(logit(np.clip(p, self.eps, 1.0 - self.eps)))
         if self.kind == "softplus":
@@ -117,6 +118,8 @@ class MetricWarp:
 
     def to_metric(self, g: np.ndarray) -> np.ndarray:
         """Latent values → the metric's units (inside its range)."""
+        from scipy.special import expit
+
         g = np.asarray(g, dtype=float)
         if self.kind == "logit":
             return self.lower + (self.upper - self.lower) * expit(g)
@@ -126,6 +129,8 @@ class MetricWarp:
 
     def derivative(self, g: np.ndarray) -> np.ndarray:
         """``d metric / d g`` at the latent values ``g`` (negative for the mirrored softplus)."""
+        from scipy.special import expit
+
         g = np.asarray(g, dtype=float)
         if self.kind == "logit":
             s = expit(g)
