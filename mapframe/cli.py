@@ -303,11 +303,12 @@ def _stored_results(folder: Path, study_name: str) -> tuple[int, str | None] | N
         return None
     settings = summary.get("settings")
     storage = settings.get("storage") if isinstance(settings, dict) else None
-    if isinstance(storage, dict):
-        if storage.get("name") not in (None, "sqlite"):
-            return None  # in memory, or another kind of store: nothing to compare
-        storage = storage.get("path")
-    return n, storage if isinstance(storage, str) else None
+    if isinstance(storage, dict) and storage.get("name") not in (None, "sqlite"):
+        return None  # in memory, or another kind of store: nothing to compare
+    from mapframe.storage.manage import summary_store
+
+    where = summary_store(folder)  # a relative path is the folder's, as store list reads it
+    return n, None if where is None else str(where)
 
 
 def _stored_count(path: str, study_name: str) -> int | None:
