@@ -136,11 +136,22 @@ class EvaluationSession:
         """Open the store (checking the fingerprint) and read what earlier runs stored."""
         if not self._retire_owner.alive:  # reopened after close: a live owner again
             self._new_owner()
-        self.store.open(self.study_name, self.fingerprint)
+        try:
+            self.store.open(self.study_name, self.fingerprint)
+        except BaseException:
+            self._retire_owner()
+            raise
         self._open = True
+        try:
+            self._read_stored()
+        except BaseException:
+            self._shutdown()  # the store closed: a caller keeping the error keeps no file open
+            raise
+        return self
+
+    def _read_stored(self) -> None:
         stored = self.store.load()
         if stored and not self.evaluator.identifiable:
-            self.close()
             raise ConfigError(
                 f"the store already holds {len(stored)} evaluations of study "
                 f"{self.study_name!r}, and evaluator {self.evaluator.name!r} cannot be "
@@ -149,7 +160,6 @@ class EvaluationSession:
                 "objective, or define the function at module level")
         self._stored = {(e.phase, e.key): e for e in stored if e.status != "failed"}
         self._check_code()
-        return self
 
     def _check_code(self) -> None:
         """An objective known by its importable name (``module:function``: its name, not its

@@ -163,16 +163,19 @@ def _unknown_hooks(obj: Any) -> str | None:
     return f"defines {bad[0]}, which is not a mapframe hook{hint}"
 
 
-def _ensure() -> None:
+def _ensure() -> tuple[pluggy.PluginManager, ComponentRegistry]:
+    """The manager and the registry, built if needed, read under the lock: a
+    ``reset_plugins``/``register_plugin`` in another thread sets them back to ``None``, which
+    a read after the lock was released could see."""
     with _lock:
         if _state["pm"] is None:
             _state["pm"], _state["registry"] = _build()
+        return _state["pm"], _state["registry"]
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
     """The pluggy manager with every plugin of the ``mapframe`` group registered."""
-    _ensure()
-    return _state["pm"]
+    return _ensure()[0]
 
 
 def get_registry(strict: bool = True) -> ComponentRegistry:
@@ -182,8 +185,7 @@ def get_registry(strict: bool = True) -> ComponentRegistry:
     :class:`~mapframe.errors.PluginLoadError` naming its package; ``mapframe plugins`` uses
     ``strict=False`` to list broken plugins instead.
     """
-    _ensure()
-    registry: ComponentRegistry = _state["registry"]
+    registry = _ensure()[1]
     if strict:
         for info in registry.plugins:
             if info.error and info.package == IN_CODE:

@@ -22,24 +22,37 @@ __all__ = ["EvaluationStore", "driver_id", "driver_is_gone", "fingerprint_change
            "fingerprint_diff", "retire_driver"]
 
 
-#: The driver ids this process made (:func:`driver_id`), each with whether it is still live
-#: (its session is open; :func:`retire_driver` when it closes or is garbage collected): a
-#: retired one's claims are taken over at once (a study whose release of its claims failed,
-#: say on a locked store, must not hold up the next study of this process for ``claim_ttl``).
-#: An owner with this host and this process's PID that is not among them, and whose claims
-#: were last renewed before this process started, belongs to an earlier process that had
-#: the same PID (a container restarted, its driver PID 1 again), which is gone.
-_OWN_DRIVERS: dict[str, bool] = {}
-_OWN_DRIVERS_LOCK = threading.Lock()
+#: The driver ids this process made (:func:`driver_id`) whose session is still open
+#: (:func:`retire_driver` removes one when it closes or is garbage collected: a long-lived
+#: process runs many studies, and the set holds only the live ones). A retired driver's
+#: claims are taken over at once (a study whose release of its claims failed, say on a locked
+#: store, must not hold up the next study of this process for ``claim_ttl``): its id carries
+#: :data:`_PROCESS_TOKEN`, so it is known as this process's own. An owner with this host and
+#: this process's PID without that token, whose claims were last renewed before this process
+#: started, belongs to an earlier process that had the same PID (a container restarted, its
+#: driver PID 1 again), which is gone.
+_LIVE_DRIVERS: set[str] = set()
+_LIVE_DRIVERS_LOCK = threading.Lock()
+#: Begins the random part of every driver id this process makes (new in a forked child too:
+#: see :func:`_process_token`).
+_PROCESS_TOKEN: tuple[int, str] = (os.getpid(), uuid.uuid4().hex[:8])
 #: When this process started (at the latest): a claim renewed before it is not one of its own.
 _STARTED_AT = time.time()
 
 
+def _process_token() -> str:
+    """This process's token (a forked child, whose PID differs, draws its own)."""
+    global _PROCESS_TOKEN
+    if _PROCESS_TOKEN[0] != os.getpid():
+        _PROCESS_TOKEN = (os.getpid(), uuid.uuid4().hex[:8])
+    return _PROCESS_TOKEN[1]
+
+
 def driver_id() -> str:
-    """A new name for one driver in a store's claims: ``host:pid:random``."""
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    with _OWN_DRIVERS_LOCK:
-        _OWN_DRIVERS[owner] = True
+    """A new name for one driver in a store's claims: ``host:pid:token-random``."""
+    owner = f"{socket.gethostname()}:{os.getpid()}:{_process_token()}-{uuid.uuid4().hex[:8]}"
+    with _LIVE_DRIVERS_LOCK:
+        _LIVE_DRIVERS.add(owner)
     return owner
 
 
@@ -47,9 +60,8 @@ def retire_driver(owner: str) -> None:
     """Mark ``owner`` (a :func:`driver_id` of this process) as ended: whatever claims it
     left in a store (its release failed) are taken over at once by this process's next
     driver, as those of a driver whose process is gone."""
-    with _OWN_DRIVERS_LOCK:
-        if owner in _OWN_DRIVERS:
-            _OWN_DRIVERS[owner] = False
+    with _LIVE_DRIVERS_LOCK:
+        _LIVE_DRIVERS.discard(owner)
 
 
 def driver_is_gone(owner: str, heartbeat: float | None = None) -> bool:
@@ -60,15 +72,14 @@ def driver_is_gone(owner: str, heartbeat: float | None = None) -> bool:
     (``heartbeat``, a ``time.time()``; ``None``: unknown) before this process started, was
     an earlier process with the same PID (a restarted container's PID 1): gone too."""
     host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
+    pid_text, _, random_part = rest.partition(":")
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
     if pid == os.getpid():
-        with _OWN_DRIVERS_LOCK:
-            live = _OWN_DRIVERS.get(owner)
-        if live is not None:
-            return not live
+        if random_part.startswith(_process_token() + "-"):
+            with _LIVE_DRIVERS_LOCK:
+                return owner not in _LIVE_DRIVERS
         return heartbeat is None or heartbeat < _STARTED_AT
     try:
         os.kill(pid, 0)

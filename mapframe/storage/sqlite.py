@@ -447,7 +447,18 @@ class SQLiteStore(EvaluationStore):
 
     def open(self, study_name: str, fingerprint: dict[str, Any]) -> None:
         with self._opening(study_name):
-            self._open_study(study_name, fingerprint)
+            was_open = self._study_id is not None
+            try:
+                self._open_study(study_name, fingerprint)
+            except BaseException:
+                # a refused open (another setup, a read-only store without the study, a
+                # damaged file) keeps no connection: a caller that keeps the error (a
+                # service's job table) would keep the file and its -wal/-shm open
+                if not was_open and self._conn is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.close()
+                    self._conn = None
+                raise
 
     def _open_study(self, study_name: str, fingerprint: dict[str, Any]) -> None:
         conn = self._connect()
