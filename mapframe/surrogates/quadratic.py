@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import weakref
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -66,6 +67,12 @@ _T = TypeVar("_T")
 
 
 _blas_controller: Any = None
+#: Guards :data:`_blas_users` and :data:`_blas_limiter`: the BLAS thread count is a process
+#: setting, so concurrent studies share one limit, set by the first block to enter and put
+#: back by the last to leave.
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limiter: Any = None
 
 
 @contextlib.contextmanager
@@ -75,20 +82,37 @@ def _one_blas_thread() -> Iterator[None]:
     The matrices here are tiny (K × P with P ≤ a few dozen); threaded OpenBLAS gains nothing on
     them and, on a busy machine, its spinning threads made an 8-task fit take a second instead
     of milliseconds. threadpoolctl is optional: without it this does nothing.
+
+    Blocks in several threads at once (studies run side by side) share one limit: the first
+    sets it, the last puts the process's own count back. Each block saving and restoring it
+    (threadpoolctl's ``limit``) left BLAS on one thread for good when two overlapped (A saves
+    2, B saves 1, A restores 2, B restores 1).
     """
-    global _blas_controller
-    if _blas_controller is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:
-            _blas_controller = False
+    global _blas_controller, _blas_users, _blas_limiter
+    with _blas_lock:
+        if _blas_controller is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+            except ImportError:
+                _blas_controller = False
+            else:
+                _blas_controller = ThreadpoolController()
+        if _blas_controller is False:
+            limiting = False
         else:
-            _blas_controller = ThreadpoolController()
-    if _blas_controller is False:
+            limiting = True
+            if _blas_users == 0:
+                _blas_limiter = _blas_controller.limit(limits=1, user_api="blas")
+            _blas_users += 1
+    try:
         yield
-        return
-    with _blas_controller.limit(limits=1, user_api="blas"):
-        yield
+    finally:
+        if limiting:
+            with _blas_lock:
+                _blas_users -= 1
+                if _blas_users == 0:
+                    limiter, _blas_limiter = _blas_limiter, None
+                    limiter.restore_original_limits()
 
 
 # --------------------------------------------------------------------------- features
