@@ -114,6 +114,9 @@ class EvaluationSession:
         self._progress_error: Exception | None = None
         self.counts = EvaluationCounts()
         self._stored: dict[tuple[str, str], Evaluation] = {}
+        #: (phase, key) of the evaluations stored as failed when the session opened: run
+        #: again when proposed again (a retry, not a point the earlier runs never proposed).
+        self._failed_earlier: set[tuple[str, str]] = set()
         #: This run's evaluations with NaN/infinite metrics, per phase, not yet warned about
         #: (one summary warning per phase: see :meth:`_warn_invalid`).
         self._non_finite: dict[str, list[Evaluation]] = {}
@@ -159,6 +162,7 @@ class EvaluationSession:
                 "they may come from another function: pass study_name= a name unique to this "
                 "objective, or define the function at module level")
         self._stored = {(e.phase, e.key): e for e in stored if e.status != "failed"}
+        self._failed_earlier = {(e.phase, e.key) for e in stored if e.status == "failed"}
         self._check_code()
 
     def _check_code(self) -> None:
@@ -275,12 +279,15 @@ class EvaluationSession:
         runs'; failed ones left out, they are run again)."""
         return [e for (p, _), e in self._stored.items() if p == phase]
 
-    def n_new(self, X: np.ndarray, phase: str, history: History) -> int:
+    def n_new(self, X: np.ndarray, phase: str, history: History, retries: bool = True) -> int:
         """How many rows of ``X`` :meth:`evaluate` would run: those neither in ``history``
-        nor stored earlier (another driver may still store some of them first)."""
+        nor stored earlier (another driver may still store some of them first); without
+        ``retries``, not counting those an earlier run stored as failed (proposed before:
+        run again, not new to the study)."""
         keys = {coefficient_key(x) for x in np.atleast_2d(X)}
         return sum(1 for k in keys if history.get(k, phase) is None
-                   and (phase, k) not in self._stored)
+                   and (phase, k) not in self._stored
+                   and (retries or (phase, k) not in self._failed_earlier))
 
     def evaluate(self, X: np.ndarray, phase: str, round_no: int, history: History,
                  ) -> list[Job]:

@@ -410,8 +410,11 @@ class MergeStudy:
         now (:func:`~mapframe.study_checks.unused_stored_check`: another seed, sampler,
         budget or worker count; an older study resumed on today's ``sampler: auto``), so
         the user can stop it before paying for them twice. A resumed run proposes the stored
-        points again before any new one, so later rounds need no look."""
-        if run.spending or not run.session.n_new(X, "search", run.history):
+        points again before any new one, so later rounds need no look. A point an earlier
+        run stored as failed is proposed again in its round and run again: a retry, not yet
+        a point of this run's own (counting it said the stored points of later rounds, not
+        proposed yet, went unused)."""
+        if run.spending or not run.session.n_new(X, "search", run.history, retries=False):
             return
         run.spending = True
         now = max(1, int(self.executor.capacity))

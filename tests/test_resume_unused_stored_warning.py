@@ -63,3 +63,30 @@ def test_unused_stored_evaluations_are_reported_before_new_ones_are_made(tmp_pat
         monkeypatch.setattr(module, "auto_sampler_name", lambda n_dims, budget: "bins")
     calls, message = _until_the_warning(db, sampler="auto")
     assert calls == [] and "sampler 'bins'" in message and "'sobol' before" in message
+
+
+def _fails_right(C: np.ndarray) -> np.ndarray:
+    """Fails (every time) for a first coefficient above 0.85."""
+    C = np.atleast_2d(C)
+    if (C[:, 0] > 0.85).any():
+        raise RuntimeError("boom")
+    return np.column_stack([1 - ((C - t) ** 2).sum(1) for t in ([0.8, 0.2], [0.2, 0.8])])
+
+
+def test_a_rerun_retrying_a_failed_point_does_not_call_the_stored_points_unused(
+        tmp_path: Any) -> None:
+    """An adaptive study whose search had failed evaluations, run again: its early round
+    re-proposes the failed point, which runs again; that counted as this run's first new
+    point, before the later rounds had re-proposed their stored points, so the run warned
+    (and wrote into summary.json) that 10 stored evaluations "went unused" while it
+    reused all 15."""
+    db = str(tmp_path / "s.sqlite")
+    kw: dict[str, Any] = dict(objective=_fails_right, task_names=["a", "b"], budget=16, seed=0,
+                              storage=db, sampler={"name": "gp", "batch": 2}, on_error="record")
+    first = MergeStudy(**kw).run()
+    assert first.n_evaluated == 16 and len(first.history.failures) >= 1
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*went unused", category=MapframeWarning)
+        again = MergeStudy(**kw).run()
+    assert again.n_reused == 16 - len(first.history.failures)
+    assert not any("went unused" in w for w in again.summary()["warnings"])
