@@ -10,12 +10,14 @@ mapframe's blocks never overlap across threads (nested blocks in one thread are 
 
 from __future__ import annotations
 
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-__all__ = ["warning_filters"]
+__all__ = ["library_filters_unchanged", "warning_filters"]
 
 _LOCK = threading.RLock()
 
@@ -27,3 +29,51 @@ def warning_filters() -> Iterator[None]:
     touching another thread's."""
     with _LOCK, warnings.catch_warnings():
         yield
+
+
+class _FiltersUnchanged:
+    """Stands in for the ``warnings`` module inside a library's modules: everything as the
+    module, but ``simplefilter`` / ``filterwarnings`` / ``resetwarnings`` do nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(warnings, name)
+
+    @staticmethod
+    def simplefilter(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    @staticmethod
+    def filterwarnings(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    @staticmethod
+    def resetwarnings() -> None:
+        return None
+
+
+@contextmanager
+def library_filters_unchanged(package: str) -> Iterator[None]:
+    """While the block runs (under the lock of :func:`warning_filters`), the imported
+    modules of ``package`` that change warning filters through their module-level
+    ``warnings`` name change nothing.
+
+    For a library that calls ``warnings.simplefilter("ignore")`` outside any
+    ``catch_warnings`` (pymoo 0.6's NSGA-III normalisation): in a ``catch_warnings`` block
+    that filter still silenced, until the block's end, every warning of every thread of the
+    process (a study solving its front hid another study's warnings in a service), and the
+    block's end put back the filters as they were at its start, dropping those another
+    thread added meanwhile. The caller silences what the library meant to (numpy's floating
+    point warnings with ``np.errstate``, which is per thread)."""
+    prefix = package + "."
+    with _LOCK:
+        patched = [m for name, m in list(sys.modules.items())
+                   if (name == package or name.startswith(prefix)) and m is not None
+                   and getattr(m, "warnings", None) is warnings]
+        stand_in = _FiltersUnchanged()
+        for module in patched:
+            module.warnings = stand_in  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            for module in patched:
+                module.warnings = warnings  # type: ignore[attr-defined]

@@ -164,13 +164,29 @@ class BoTorchSampler(RoundsSampler):
         # warning_filters() first: its lock also keeps other threads' blocks from restoring
         # torch's RNG state and thread count (process-wide) under this one.
         with warning_filters(), torch.random.fork_rng(devices=[]), _single_threaded(torch):
-            warnings.simplefilter("ignore")  # BoTorch's numerical and input warnings
+            _quiet_botorch()
             torch.manual_seed(seed)
             C = botorch_batch(Xu, Y * signs, n, self.acquisition_for(len(context.tasks)),
                               mc_samples=self.mc_samples, num_restarts=self.num_restarts,
                               raw_samples=self.raw_samples, seed=seed)
         C = self.far_from_evaluated(lo + C * width, X, space)
         return np.clip(C, space.lower, space.upper)
+
+
+def _quiet_botorch() -> None:
+    """Filters for BoTorch's, GPyTorch's and linear_operator's own warnings (numerical, input
+    data, optimisation), inside a :func:`warning_filters` block. Not ``simplefilter("ignore")``:
+    warning filters are the process's, so that hid every other thread's warnings (another
+    study's) while the round's acquisition ran."""
+    from botorch.exceptions.warnings import BotorchWarning
+
+    warnings.filterwarnings("ignore", category=BotorchWarning)
+    warnings.filterwarnings("ignore", module=r"(botorch|gpytorch|linear_operator)(\..*)?$")
+    try:
+        from linear_operator.utils.warnings import NumericalWarning
+    except ImportError:  # pragma: no cover - linear_operator comes with gpytorch
+        return
+    warnings.filterwarnings("ignore", category=NumericalWarning)
 
 
 def botorch_batch(X: np.ndarray, Y: np.ndarray, q: int, acquisition: str, *,

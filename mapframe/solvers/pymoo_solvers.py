@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mapframe._warning_filters import warning_filters
+from mapframe._warning_filters import library_filters_unchanged
 from mapframe.errors import ConfigError, MapframeWarning
 from mapframe.metrics import pareto_mask, spread_subset
 from mapframe.problem import SearchSpace, Task
@@ -241,9 +241,12 @@ class _PymooSolver(_BoxSolver):
         algorithm = self._single_objective() if n_obj == 1 else self._algorithm(n_obj)
         problem = _make_problem(predict, space, directions)
         # pymoo's NSGA-III calls warnings.simplefilter("ignore") while it normalises (its
-        # get_nadir_point, pymoo 0.6), which would silence every warning of the process from
-        # then on, the study's own MapframeWarnings included: keep that filter in here.
-        with warning_filters():
+        # get_nadir_point, pymoo 0.6) to hide numpy's division warnings there: that filter
+        # would silence every warning of the process (every thread's) from then on. Its
+        # filter changes do nothing here; numpy's floating point warnings are silenced for
+        # this thread only.
+        with library_filters_unchanged("pymoo"), np.errstate(divide="ignore", invalid="ignore",
+                                                             over="ignore"):
             res = minimize(
                 problem,
                 algorithm,
