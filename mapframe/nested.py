@@ -214,6 +214,9 @@ class NestedResult:
     timings: dict[str, float]
     settings: dict[str, Any]
     pairing: str
+    #: The seed every pair used: with ``seed=None``, the one drawn for the tournament (or,
+    #: resumed, the one its store kept).
+    seed: int | None = None
     _pretrained: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
@@ -425,8 +428,8 @@ class NestedMergeStudy:
         study_name: str = "nested",
         executor: Executor | str | Mapping[str, Any] = "inprocess",
         verify: int = 1,
-        seed: int = 0,
-        search_bounds: Sequence[float] = (0.0, 1.0),
+        seed: int | None = 0,
+        search_bounds: Sequence[float] | Sequence[Sequence[float]] = (0.0, 1.0),
         on_error: str = "raise",
         progress: Callable[[Any], None] | bool | None = None,
     ) -> None:
@@ -460,6 +463,9 @@ class NestedMergeStudy:
         if (spec.checkpoints is None) == (spec.task_vectors is None):
             raise ConfigError("give checkpoints= (pretrained + one fine-tuned model per task) "
                               "or task_vectors=")
+        _refuse_per_coefficient_bounds(
+            spec.search_bounds, len(spec.checkpoints.finetuned) if spec.checkpoints is not None
+            else spec.task_vectors.n_tasks)
         parts = assemble(spec)
         self.spec = spec
         self.evaluator: Evaluator = parts.evaluator
@@ -541,9 +547,17 @@ class NestedMergeStudy:
                             node.profile = self._evaluate_model(run, node, "profile")
                 pairs, byes = self.pairing.pair(nodes)
             _check_pairs(pairs, byes, len(nodes), self.pairing.name)
-            records, merged = [], []
+            records: list[PairRecord] = []
+            merged: list[NestedNode] = []
             for i, j in pairs:
-                rec, node = self._merge_pair(run, r, nodes[i], nodes[j])
+                first = r == 1 and not records
+                # seed=None: the first pair draws the tournament's seed (or, resumed, reads
+                # the one its stored study kept) and every later pair uses it
+                rec, node = self._merge_pair(
+                    run, r, nodes[i], nodes[j],
+                    None if first and self.spec.seed is None else self.seed)
+                if first:
+                    self.seed = rec.result.seed
                 records.append(rec)
                 merged.append(node)
                 all_nodes[node.name] = node
@@ -571,7 +585,7 @@ class NestedMergeStudy:
             nodes=all_nodes, root=root.name, final_metrics=final,
             effective_coefficients=eff_coef, evaluations=evaluations,
             timings={"total_s": time.perf_counter() - t0}, settings=self.settings(),
-            pairing=self.pairing.name, _pretrained=base)
+            pairing=self.pairing.name, seed=self.seed, _pretrained=base)
 
     # --------------------------------------------------------------------------------
     def _task_vectors(self) -> TaskVectors:
@@ -614,9 +628,11 @@ class NestedMergeStudy:
     def _component(self, spec: Any) -> Any:
         return copy.deepcopy(spec) if isinstance(spec, Component) else spec
 
-    def _merge_pair(self, run: TournamentRun, r: int, a: NestedNode, b: NestedNode
-                    ) -> tuple[PairRecord, NestedNode]:
-        """One pair's MAP study, its preference choice, and the merged model as a node."""
+    def _merge_pair(self, run: TournamentRun, r: int, a: NestedNode, b: NestedNode,
+                    seed: int | None) -> tuple[PairRecord, NestedNode]:
+        """One pair's MAP study, its preference choice, and the merged model as a node.
+        ``seed=None`` (the first pair of a ``seed=None`` tournament): the pair's study takes
+        the seed its stored study kept, else draws one and stores it, as any study does."""
         from mapframe.merging.checkpoints import TaskVectors
         from mapframe.merging.merger import Merger
         from mapframe.study import MergeStudy
@@ -638,7 +654,7 @@ class NestedMergeStudy:
         study = MergeStudy(
             evaluator=evaluator, task_vectors=pair_tv,
             merge_strategy=copy.deepcopy(self.strategy), budget=self.pair_budget,
-            seed=self.seed, search_bounds=self.search_bounds,
+            seed=seed, search_bounds=self.search_bounds,
             sampler=self._component(self.sampler), surrogate=self._component(self.surrogate),
             front_solver=self._component(self.front_solver), storage=self.storage,
             study_name=f"{self.study_name}/{merged_name}",
@@ -717,6 +733,29 @@ class NestedMergeStudy:
                 f"{None if ev.metrics is None else ev.metrics.tolist()}: expected "
                 f"{len(self.tasks)} finite metrics ({ev.error})")
         return np.asarray(ev.metrics, dtype=float)
+
+
+def _refuse_per_coefficient_bounds(bounds: Any, n_models: int) -> None:
+    """Refuse one ``[low, high]`` per coefficient for a tournament of more than two models:
+    a pair after the first round merges merged models, whose coefficients scale no single
+    task's vector (a leaf's share is the product of the coefficients on its path, and not
+    even that for a nonlinear strategy), so per-task bounds have no box to map to; and
+    giving every pair the first two rows would be a silent wrong answer. With two models
+    the one pair merges the two fine-tuned models, and the rows bound their coefficients
+    exactly as for a MergeStudy."""
+    try:
+        arr = np.asarray(bounds, dtype=float)
+    except (TypeError, ValueError):
+        return  # not a box of numbers: the study's own check says so
+    if arr.ndim != 2 or n_models == 2 or arr.size == 0:
+        return
+    hull = [float(arr[:, 0].min()), float(arr[:, 1].max())] if arr.shape[1:] == (2,) else [
+        0.0, 1.0]
+    raise ConfigError(
+        f"search_bounds for nested merging is one [low, high] for both coefficients of "
+        f"every pair, not one per coefficient (after the first round a pair merges merged "
+        f"models, whose coefficients are no single task's); got {arr.tolist()}: write one "
+        f"[low, high], e.g. search_bounds: {hull}")
 
 
 def _check_model_names(names: Sequence[str]) -> None:

@@ -387,8 +387,6 @@ class StudySpec(BaseModel):
             raise _Invalid(
                 f"verify must be an integer >= 1 for nested merging (the chosen point of "
                 f"every pair is evaluated for real), got {self.verify!r}")
-        if self.seed is None:
-            raise _Invalid("seed must be an integer for nested merging, got None")
         return self
 
     # -- construction -----------------------------------------------------------------------
