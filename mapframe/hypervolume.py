@@ -33,6 +33,8 @@ __all__ = ["FrontTable", "greedy_hypervolume_subset", "hypervolume_improvement",
 MAX_TABLE_CELLS = 1 << 22
 #: Candidates handled at once in the vectorised improvement computations.
 _CHUNK = 256
+#: Corner weights (rows × 2^T) a :class:`FrontTable` interpolates at once.
+_TABLE_CORNERS = 1 << 16
 #: Uniform points of the Monte-Carlo estimate (beyond the exact table's size).
 _MC_POINTS = 1 << 15
 #: Reference point margin of :func:`greedy_hypervolume_subset` (share of the range).
@@ -115,6 +117,11 @@ class FrontTable:
         self.G = G
         self._flat = G.reshape(-1)
         self._strides = np.array([int(np.prod(G.shape[t + 1 :])) for t in range(T)])
+        #: Flat offsets of a cell's 2^T corners from its lower corner (product order).
+        offsets = np.zeros(1, dtype=np.int64)
+        for t in range(T):
+            offsets = np.concatenate([offsets, offsets + self._strides[t]])
+        self._offsets = offsets
 
     @staticmethod
     def cells(front: np.ndarray, ref: np.ndarray) -> int:
@@ -124,22 +131,32 @@ class FrontTable:
         return math.prod(len(np.unique(keep[:, t])) + 2 for t in range(ref.size))
 
     def __call__(self, Z: np.ndarray) -> np.ndarray:
-        """``G`` at each row of ``Z (..., T)``."""
+        """``G`` at each row of ``Z (..., T)``.
+
+        Rows are interpolated in blocks of about :data:`_TABLE_CORNERS` corners, whose
+        weights and values stay in cache (over all rows at once, those arrays were most of a
+        ``gp`` sampler round's time); every row's arithmetic is the same as over all of them."""
         shape = Z.shape[:-1]
         Z = Z.reshape(-1, Z.shape[-1])
+        out = np.empty(Z.shape[0])
+        step = max(1, _TABLE_CORNERS // self._offsets.size)
+        for i in range(0, Z.shape[0], step):
+            out[i : i + step] = self._interpolate(Z[i : i + step])
+        return out.reshape(shape)
+
+    def _interpolate(self, Z: np.ndarray) -> np.ndarray:
+        """``G`` at each row of ``Z (M, T)``: multilinear interpolation of the node values,
+        the corners in ``itertools.product`` order (an earlier axis varies slower)."""
         base = np.zeros(Z.shape[0], dtype=np.int64)
         weights = np.ones((Z.shape[0], 1))
-        offsets = np.zeros(1, dtype=np.int64)
         for t, nodes in enumerate(self.nodes):
             z = np.clip(Z[:, t], nodes[0], nodes[-1])
             j = np.clip(np.searchsorted(nodes, z, side="right") - 1, 0, len(nodes) - 2)
             frac = ((z - nodes[j]) / (nodes[j + 1] - nodes[j]))[:, None]
             base += j * self._strides[t]
-            # corners in itertools.product order: this axis varies slower than the later ones
             weights = np.concatenate([weights * (1.0 - frac), weights * frac], axis=1)
-            offsets = np.concatenate([offsets, offsets + self._strides[t]])
-        values = self._flat[base[:, None] + offsets[None, :]]
-        return np.einsum("ij,ij->i", weights, values).reshape(shape)
+        values = self._flat[base[:, None] + self._offsets[None, :]]
+        return np.einsum("ij,ij->i", weights, values)
 
 
 def _dominated_share(Y: np.ndarray, Wt: np.ndarray) -> np.ndarray:

@@ -55,8 +55,10 @@ _STARTS = ((1.0, 1e-3), (4.0, 1e-2), (0.25, 1e-4), (2.0, 1e-1), (0.5, 1e-5), (8.
 _MAX_ITER = 100
 #: Lower bound on every lengthscale (unit-cube inputs), as in BoTorch.
 _MIN_LENGTHSCALE = 2.5e-2
-#: Rows of the first argument handled at once when building kernel matrices.
-_CHUNK_ELEMS = 1 << 21
+#: Differences (rows of the first argument × rows of the second × inputs) formed at once when
+#: building kernel matrices: a block of this size stays in a core's cache, where one of 2^21
+#: (16 MB) made the differences cost half again as much.
+_CHUNK_ELEMS = 1 << 15
 
 
 def _require_gpytorch(what: str) -> None:
@@ -141,14 +143,29 @@ def check_trend(trend: Any) -> str:
 
 # --------------------------------------------------------------------------- kernel
 def _matern(r: np.ndarray, nu: float) -> np.ndarray:
-    """The unit-variance Matérn correlation at scaled distances ``r`` (gpytorch's form)."""
+    """The unit-variance Matérn correlation at scaled distances ``r`` (gpytorch's form).
+
+    Computed in place: ``r`` is overwritten and returned (the same operations, in the same
+    order, as the expression ``(1 + s + s²/3) · exp(-s)``, so the values are identical to it;
+    the temporaries of that expression were a third of a GP prediction's time)."""
     if nu == 0.5:
-        return np.exp(-r)
+        return np.exp(np.negative(r, out=r), out=r)
     if nu == 1.5:
-        s = math.sqrt(3.0) * r
-        return (1.0 + s) * np.exp(-s)
-    s = math.sqrt(5.0) * r
-    return (1.0 + s + s * s / 3.0) * np.exp(-s)
+        s = np.multiply(r, math.sqrt(3.0), out=r)
+        e = np.negative(s)
+        np.exp(e, out=e)
+        s += 1.0
+        s *= e
+        return s
+    s = np.multiply(r, math.sqrt(5.0), out=r)
+    e = np.negative(s)
+    np.exp(e, out=e)
+    q = np.multiply(s, s)
+    q /= 3.0
+    s += 1.0
+    s += q
+    s *= e
+    return s
 
 
 def _kernel(A: np.ndarray, B: np.ndarray, lengthscale: np.ndarray, outputscale: float,
@@ -156,7 +173,9 @@ def _kernel(A: np.ndarray, B: np.ndarray, lengthscale: np.ndarray, outputscale: 
     """``outputscale · Matern(|(a - b) / lengthscale|)`` for all rows ``a`` of A, ``b`` of B.
 
     Differences are formed directly (not through ``|a|² + |b|² − 2ab``), so distances between
-    equal points are exactly zero; rows of ``A`` are processed in chunks to bound memory.
+    equal points are exactly zero; rows of ``A`` are processed in chunks of about
+    ``_CHUNK_ELEMS`` differences (small enough to stay in cache) and every step after the
+    differences works in place on the output's rows.
     """
     A = A / lengthscale
     B = B / lengthscale
@@ -164,9 +183,11 @@ def _kernel(A: np.ndarray, B: np.ndarray, lengthscale: np.ndarray, outputscale: 
     step = max(1, _CHUNK_ELEMS // max(1, B.shape[0] * A.shape[1]))
     for i in range(0, A.shape[0], step):
         diff = A[i : i + step, None, :] - B[None, :, :]
-        r = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
-        out[i : i + step] = _matern(r, nu)
-    return outputscale * out
+        rows = out[i : i + step]
+        np.sqrt(np.einsum("ijk,ijk->ij", diff, diff), out=rows)
+        _matern(rows, nu)
+    out *= outputscale
+    return out
 
 
 def _trend_kernel(A: np.ndarray, B: np.ndarray, trend_scale: float,
