@@ -448,8 +448,6 @@ def example_folder(tasks: Sequence[str], all_tasks: Sequence[str]) -> str:
 
 
 def cmd_example(args: argparse.Namespace) -> int:
-    import yaml
-
     from mapframe.config import validate_config
     from mapframe.examples import digits
 
@@ -481,11 +479,16 @@ def cmd_example(args: argparse.Namespace) -> int:
     from mapframe.results import SAVED_FILES
 
     _check_writable(output, [*SAVED_FILES, "config.yaml"])  # all the run writes there
-    cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    sys.stderr.write(f"config written to {cfg_path} (edit it and run: mapframe run "
-                     f"{cfg_path})\n")
     args.budget = None  # already in the config
-    return _run_config(validated, args, source=cfg_path)
+    # The folder's config.yaml is written by the run once its results are saved, as for
+    # `mapframe run`: written now, a run the store refuses (another setup under the study's
+    # name) would leave it describing other checkpoints than the folder's front.json, and
+    # `mapframe export` would merge those.
+    status = _run_config(validated, args, source=None)
+    if status == 0:
+        sys.stderr.write(f"config written to {cfg_path} (edit it and run: mapframe run "
+                         f"{cfg_path})\n")
+    return status
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:

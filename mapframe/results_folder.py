@@ -144,7 +144,10 @@ class SavedResults:
 
         Only the merge is rebuilt from ``config.yaml`` (checkpoints and merge strategy;
         relative paths are the folder's): the evaluator is not built, unless its registered
-        class adapts or reads the checkpoints itself (the vision and LLM plugins'). The
+        class adapts or reads the checkpoints itself (the vision and LLM plugins'). A config
+        that would merge another model than the front's (other checkpoints or another order
+        of them, another merge strategy, checkpoint files changed since the run, as
+        ``summary.json`` recorded them) is a one-line :class:`ConfigError`. The
         config's ``allow_pickle`` is not honoured: torch checkpoints that need full
         unpickling are refused unless ``allow_pickle=True`` (unpickling runs code from the
         file: only for a folder you trust).
@@ -226,7 +229,79 @@ class SavedResults:
         merge = saved_merge_spec(spec, allow_pickle=allow_pickle)
         if merge is None:
             raise no_model
+        self._check_merge_is_the_fronts(merge)
         return merge
+
+    def _check_merge_is_the_fronts(self, merge: Any) -> None:
+        """A one-line :class:`ConfigError` when the merge ``config.yaml`` rebuilds is not the
+        one whose front ``front.json`` holds: other fine-tuned checkpoints (names or their
+        order: the coefficients are applied by position), another merge strategy or other
+        settings of it, or checkpoint files that changed since the study ran (their size and
+        modification time, or their SHA-256 with ``checkpoints.fingerprint: hash``, as the
+        run's ``summary.json`` recorded them). Paths are not compared: a folder moved with
+        its checkpoints (relative paths in its config) still exports."""
+        fix = ("restore the study's config.yaml (and checkpoints), or rerun the study to "
+               "write its results again")
+        where = self.directory / "config.yaml"
+        names = list(merge.finetuned)  # a config's merge is of checkpoint files
+        if names != list(self.coefficient_names):
+            raise ConfigError(
+                f"{where} does not match the front in {self.directory / 'front.json'}: it "
+                f"merges the checkpoints {', '.join(names) or '(none)'}, the front's "
+                f"coefficients are {', '.join(self.coefficient_names)} (config.yaml was "
+                f"edited or overwritten after the study wrote its results): {fix}")
+        recorded = (self.summary.get("settings") or {}).get("merge")
+        if not isinstance(recorded, dict):
+            return  # results of an older mapframe: only the names can be checked
+        current = merge.describe()
+        old_strategy, new_strategy = recorded.get("strategy"), current.get("strategy")
+        if isinstance(old_strategy, dict) and isinstance(new_strategy, dict):
+            changed = sorted(k for k in set(old_strategy) & set(new_strategy)
+                             if _json(old_strategy[k]) != _json(new_strategy[k]))
+            if changed:
+                raise ConfigError(
+                    f"{where} does not match the front in {self.directory / 'front.json'}: "
+                    f"its merge strategy is {_json(new_strategy)}, the study ran "
+                    f"{_json(old_strategy)} (config.yaml was edited or overwritten after "
+                    f"the study wrote its results): {fix}")
+        files = [("pretrained", recorded.get("pretrained"), current.get("pretrained"))]
+        old_ft, new_ft = recorded.get("finetuned"), current.get("finetuned")
+        if isinstance(old_ft, dict) and isinstance(new_ft, dict):
+            files += [(f"fine-tuned {name!r}", old_ft.get(name), new_ft.get(name))
+                      for name in names]
+        for what, old, new in files:
+            field = _changed_checkpoint(old, new)
+            if field is not None and isinstance(old, dict) and isinstance(new, dict):
+                raise ConfigError(
+                    f"the {what} checkpoint {new.get('path')} that {where} names is not "
+                    f"the file the study merged ({old.get('path')}; its {field} differs "
+                    "from the one summary.json recorded), so the exported model would not "
+                    f"be the front's: {fix} (a copy of the same weights passes when copied "
+                    "with its modification time, e.g. cp -p)")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+#: What identifies a checkpoint file in a study's fingerprint (``MergeSpec.describe``): its
+#: SHA-256 (``fingerprint: hash``), size and modification time, or a folder's digest of its
+#: files' sizes and times. Not its path, which a moved folder changes.
+_CHECKPOINT_IDENTITY = ("sha256", "size", "mtime_ns", "files", "digest")
+
+
+def _changed_checkpoint(old: Any, new: Any) -> str | None:
+    """The first field of :data:`_CHECKPOINT_IDENTITY` that both descriptions of a
+    checkpoint have and that differs (``None`` when none does, or one is missing)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return None
+    for field in _CHECKPOINT_IDENTITY:
+        if (old.get(field) is not None and new.get(field) is not None
+                and _json(old[field]) != _json(new[field])):
+            return {"sha256": "SHA-256", "mtime_ns": "modification time",
+                    "files": "number of files", "digest": "files' sizes and times"
+                    }.get(field, field)
+    return None
 
 
 def _front_of(front_json: Any) -> tuple[list[Task], list[str], Front]:

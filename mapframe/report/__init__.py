@@ -42,7 +42,9 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str] | 
     path. The file is self-contained: it opens offline.
 
     ``results`` may be a store: the report of its study ``study`` (default: the study of
-    the results folder the store is in, else the store's latest) is written from the store
+    the results folder the store is in, else the store's latest; a Nested MAP tournament's
+    final-model or profile evaluation, which has no front, is a one-line error listing the
+    tournament's pair studies to give instead) is written from the store
     alone when no results folder of it is found, its front being the one the study stored
     when its last run finished. ``out`` defaults to ``report.html`` in the study's results
     folder; a store outside it needs ``out``. A ``report.html`` already in the folder is

@@ -239,10 +239,12 @@ def _named_study_of_folder(folder: Path, store: Path | None, study: str) -> Repo
     (a folder shared by several studies holds the last one's)."""
     own = _study_in_summary(folder) == study
     if store is not None:
-        studies = [name for name, _ in store_studies(store)]
+        in_store = store_studies(store)
+        studies = [name for name, _ in in_store]
         if study not in studies:
             raise ConfigError(f"the store {store} of {folder} has no study {study!r} (it has: "
                               f"{', '.join(studies) or 'none yet'})")
+        refuse_nested_model_study(store, study, in_store)
     elif not own:
         raise ConfigError(f"{folder} holds the results of study "
                           f"{_study_in_summary(folder)!r}, not {study!r}, and no store; give "
@@ -250,11 +252,91 @@ def _named_study_of_folder(folder: Path, store: Path | None, study: str) -> Repo
     return ReportSource(folder if own else None, store, study)
 
 
+#: The evaluator of a Nested MAP tournament's pair studies (``mapframe.nested``).
+_PAIR_EVALUATOR = "nested_pair"
+#: A Nested MAP tournament's studies that evaluate one model on all tasks, no MAP:
+#: ``<tournament>/<purpose>/<model>[@<digest>]``.
+_MODEL_PURPOSES = {"final": "the evaluation of the final merged model",
+                   "profile": "a model's profile evaluation (metric_profile pairing)"}
+#: How many pair studies a refusal lists before pointing at ``mapframe store list``.
+_LISTED_PAIRS = 8
+
+
+def _undigested(name: str) -> str:
+    """A study name without the ``@<12 hex digits>`` Nested MAP adds for another setup."""
+    head, at, tail = name.rpartition("@")
+    if at and len(tail) == 12 and all(ch in "0123456789abcdef" for ch in tail):
+        return head
+    return name
+
+
+def _pair_tournament(name: str) -> str | None:
+    """The tournament of the pair study ``name`` (``<tournament>/(<a>+<b>)[@<digest>]``):
+    ``name`` up to the ``/`` before the balanced merge label it ends with."""
+    label = _undigested(name)
+    if not label.endswith(")"):
+        return None
+    depth = 0
+    for i in range(len(label) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(label[i], 0)
+        if depth == 0:
+            return label[:i - 1] if i > 0 and label[i - 1] == "/" else None
+    return None
+
+
+def nested_model_study(studies: list[tuple[str, dict[str, Any]]], study: str
+                       ) -> tuple[str, str, list[str]] | None:
+    """When ``study`` is one of a Nested MAP tournament's single-model evaluations (its
+    final model, or a profile): ``(tournament, what it is, the tournament's pair studies in
+    the order stored)``; ``None`` for any other study. ``studies`` are the store's
+    (:func:`store_studies`). A pair study is an ordinary MAP study with a front: its report
+    is the report of that merge."""
+    pairs = [(name, _pair_tournament(name)) for name, fp in studies
+             if isinstance(fp.get("evaluator"), dict)
+             and fp["evaluator"].get("name") == _PAIR_EVALUATOR]
+    base = _undigested(study)
+    for purpose, what in _MODEL_PURPOSES.items():
+        marker = f"/{purpose}/"
+        at = base.find(marker)
+        while at > 0:
+            tournament = base[:at]
+            of_it = [name for name, t in pairs if t == tournament]
+            if of_it:
+                return tournament, what, of_it
+            at = base.find(marker, at + 1)
+    return None
+
+
+def refuse_nested_model_study(store: Path, study: str,
+                              studies: list[tuple[str, dict[str, Any]]] | None = None
+                              ) -> None:
+    """A one-line :class:`ConfigError` when ``study`` of ``store`` is a Nested MAP
+    tournament's single-model evaluation (:func:`nested_model_study`), which has no front
+    to report: it lists the tournament's pair studies to give ``--study`` instead."""
+    import shlex
+
+    found = nested_model_study(store_studies(store) if studies is None else studies, study)
+    if found is None:
+        return
+    tournament, what, pairs = found
+    listed = ", ".join(shlex.quote(name) for name in pairs[:_LISTED_PAIRS])
+    more = (f" and {len(pairs) - _LISTED_PAIRS} more (mapframe store list "
+            f"{shlex.quote(str(store))})" if len(pairs) > _LISTED_PAIRS else "")
+    raise ConfigError(
+        f"study {study!r} in {store} is {what} of the Nested MAP tournament "
+        f"{tournament!r}: one model, no front to report; a report shows one merge of the "
+        f"tournament: give --study one of its pair studies, {listed}{more} (the whole "
+        "tournament is nested.json, tree.png and fronts.png in its results folder)")
+
+
 def locate(path: str | os.PathLike[str], study: str | None = None) -> ReportSource:
     """The report source of ``path``: a results folder (its store found beside it or through
     summary.json) or an SQLite store (its results folder: the store's own folder when a
     study wrote its results there). ``study`` picks a study in a store holding several
-    (default: the folder's study, else the store's latest)."""
+    (default: the folder's study, else the store's latest). A Nested MAP tournament's
+    folder, or a study of its store that evaluates one model (its final model, a profile:
+    the latest of a finished tournament's store), is a one-line :class:`ConfigError` saying
+    which pair studies (or folders under ``pairs/``) to give instead."""
     p = Path(path)
     if p.is_dir():
         if study is None and (p / "nested.json").is_file() and not (p / "summary.json").is_file():
@@ -267,8 +349,10 @@ def locate(path: str | os.PathLike[str], study: str | None = None) -> ReportSour
             return _named_study_of_folder(p, store, study)
         study = _study_in_summary(p)
         if study is None and store is not None:  # a study still running: the store's latest
-            names = [name for name, _ in store_studies(store)]
-            study = names[-1] if names else None
+            in_store = store_studies(store)
+            study = in_store[-1][0] if in_store else None
+            if study is not None:
+                refuse_nested_model_study(store, study, in_store)
         src = ReportSource(p, store, study)
         if not src.has_results and (store is None or study is None):
             raise ConfigError(
@@ -279,7 +363,8 @@ def locate(path: str | os.PathLike[str], study: str | None = None) -> ReportSour
         if not _is_store(p):
             raise ConfigError(f"{p} is neither a results folder nor an SQLite evaluation "
                               "store; give the study's results folder or its .sqlite store")
-        studies = [name for name, _ in store_studies(p)]
+        in_store = store_studies(p)
+        studies = [name for name, _ in in_store]
         folder = p.parent if (p.parent / "summary.json").is_file() else None
         if study is None:
             study = (_study_in_summary(folder) if folder is not None else None)
@@ -293,5 +378,7 @@ def locate(path: str | os.PathLike[str], study: str | None = None) -> ReportSour
         if study is None:
             raise ConfigError(f"the store {p} holds no study yet; start the study, then "
                               "give its store again")
+        # a Nested MAP store's latest study is its final model's single evaluation
+        refuse_nested_model_study(p, study, in_store)
         return ReportSource(folder, p, study, candidate=p.parent)
     raise ConfigError(f"{p} does not exist; give a results folder or an evaluation store")
