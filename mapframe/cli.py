@@ -81,7 +81,8 @@ def _print_nested_summary(result: Any, paths: dict[str, Path], out: TextIO) -> N
               f"({ev['search_model_evaluations']} merged models), "
               f"{ev['verify_model_evaluations']} verification and "
               f"{ev['extra_model_evaluations']} other model evaluations "
-              f"({ev['new_this_run']} new this run, {ev['reused_from_store']} reused)\n")
+              f"({ev['new_this_run']} new this run, {ev['reused_from_store']} reused"
+              f"{'' if result.seed is None else f'; seed {result.seed}'})\n")
     for r, recs in enumerate(result.rounds, 1):
         for p in recs:
             real = p.score("real")

@@ -139,5 +139,6 @@ def test_yaml_seed_null_runs_saves_its_seed_and_resumes(tmp_path, capsys) -> Non
     assert yaml.safe_load((out / "config.yaml").read_text())["study"]["seed"] == seed
     capsys.readouterr()
     assert main(["run", str(path), "--quiet"]) == 0
-    assert "(0 new this run" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "(0 new this run" in printed and f"; seed {seed})" in printed
     assert json.loads((out / "nested.json").read_text())["settings"]["seed"] == seed
