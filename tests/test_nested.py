@@ -352,8 +352,9 @@ def test_cli_runs_nested_config_and_resumes(tmp_path, capsys) -> None:
     assert "holds a Nested MAP tournament" in err and "merged.safetensors" in err
     # `mapframe report` on it reported the store's last single-point study as if it were all
     assert main(["report", str(out)]) == 2
-    assert "holds a Nested MAP tournament" in capsys.readouterr().err
+    err = capsys.readouterr().err
     pair = sorted((out / "pairs").iterdir())[0]
+    assert "holds a Nested MAP tournament" in err and str(pair) in err  # the folders to give
     assert main(["report", str(pair)]) == 0 and (pair / "report.html").is_file()
 
 

@@ -340,10 +340,14 @@ def locate(path: str | os.PathLike[str], study: str | None = None) -> ReportSour
     p = Path(path)
     if p.is_dir():
         if study is None and (p / "nested.json").is_file() and not (p / "summary.json").is_file():
+            pairs = sorted(q for q in (p / "pairs").glob("*") if (q / "summary.json").is_file())
+            shown = ", ".join(str(q) for q in pairs[:4]) + (
+                f" and {len(pairs) - 4} more" if len(pairs) > 4 else "")
             raise ConfigError(
                 f"{p} holds a Nested MAP tournament (nested.json): its tree and fronts are "
                 "tree.png and fronts.png there; for one merge's report give its folder under "
-                "pairs/, or the store with --study '<study>/(<a>+<b>)'")
+                f"pairs/ ({shown or 'none written yet'}), or the store with "
+                "--study '<study>/(<a>+<b>)'")
         store = _store_of_folder(p)
         if study is not None:  # a study named: the folder's results only if they are its
             return _named_study_of_folder(p, store, study)
