@@ -712,3 +712,22 @@ def test_another_assertion_error_is_not_retried() -> None:
     with pytest.raises(AssertionError, match="something else"):
         dask_executor._loop_started(broken)
     assert tries == [1]
+
+
+def test_overlapping_local_clusters_share_the_lost_worker_timeout() -> None:
+    """Each local cluster raised Dask's process-wide lost-worker-timeout and its shutdown put
+    back the value it found: two studies overlapping in threads restored each other's
+    values in the wrong order (15 s under the running study, then "1 day" for good)."""
+    import dask.config
+
+    from mapframe.executors import dask_executor
+
+    key = "distributed.deploy.lost-worker-timeout"
+    before = dask.config.get(key)
+    dask_executor._hold_lost_worker_timeout()  # study A's cluster
+    dask_executor._hold_lost_worker_timeout()  # study B's, while A runs
+    assert dask.config.get(key) == "1 day"
+    dask_executor._release_lost_worker_timeout()  # A ends
+    assert dask.config.get(key) == "1 day"  # B's cluster keeps it
+    dask_executor._release_lost_worker_timeout()  # B ends
+    assert dask.config.get(key) == before

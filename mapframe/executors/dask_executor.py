@@ -171,7 +171,7 @@ class DaskExecutor(Executor):
 
         self._client: Any = None
         self._cluster: Any = None  # the local cluster this executor started, if any
-        self._lost_worker_timeout: Any = None  # dask.config.set while that cluster lives
+        self._holds_lost_worker_timeout = False  # _hold_lost_worker_timeout() while it lives
         self._ac: Any = None  # distributed.as_completed over the pending futures
         self._no_workers_since: float | None = None  # first seen with no worker, since then
         self._token = ""
@@ -230,8 +230,8 @@ class DaskExecutor(Executor):
             # after its death (read at each death, so set while the cluster lives): 15 s by
             # default, which a worker that a point kills again while its successor starts
             # misses, and the study ran out of workers. The nannies restart them.
-            self._lost_worker_timeout = _dask_config().set(
-                {"distributed.deploy.lost-worker-timeout": "1 day"})
+            _hold_lost_worker_timeout()
+            self._holds_lost_worker_timeout = True
             try:
                 self._cluster = _loop_started(lambda: distributed.LocalCluster(
                     n_workers=n, threads_per_worker=1, processes=True,
@@ -385,9 +385,9 @@ class DaskExecutor(Executor):
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.close()
-        if self._lost_worker_timeout is not None:  # back to what it was
-            self._lost_worker_timeout.__exit__(None, None, None)
-            self._lost_worker_timeout = None
+        if self._holds_lost_worker_timeout:  # back to what it was, with the last cluster
+            self._holds_lost_worker_timeout = False
+            _release_lost_worker_timeout()
 
     # -- evaluation -----------------------------------------------------------------------
     def submit(self, jobs: Sequence[Job]) -> None:
@@ -760,6 +760,36 @@ def _build_runtime(payload: bytes, name: str) -> WorkerRuntime:
     runtime.setup()
     _one_torch_thread()
     return runtime
+
+
+#: Guards the count of local clusters that need ``lost-worker-timeout`` raised: a process
+#: setting of Dask's, so studies side by side share one change, made by the first cluster
+#: and put back by the last (each saving and restoring it put the other's value back in
+#: the wrong order: 15 s under a running study, then "1 day" for good).
+_LOST_WORKER_LOCK = threading.Lock()
+_lost_worker_users = 0
+_lost_worker_setting: Any = None
+
+
+def _hold_lost_worker_timeout() -> None:
+    """Raise ``distributed.deploy.lost-worker-timeout`` to a day while a local cluster of
+    ours lives (see :meth:`DaskExecutor._connect`)."""
+    global _lost_worker_users, _lost_worker_setting
+    with _LOST_WORKER_LOCK:
+        if _lost_worker_users == 0:
+            _lost_worker_setting = _dask_config().set(
+                {"distributed.deploy.lost-worker-timeout": "1 day"})
+        _lost_worker_users += 1
+
+
+def _release_lost_worker_timeout() -> None:
+    """One local cluster fewer: the last one puts the setting back as it was."""
+    global _lost_worker_users, _lost_worker_setting
+    with _LOST_WORKER_LOCK:
+        _lost_worker_users -= 1
+        if _lost_worker_users == 0 and _lost_worker_setting is not None:
+            setting, _lost_worker_setting = _lost_worker_setting, None
+            setting.__exit__(None, None, None)
 
 
 #: How often a Dask client or local cluster is created again when its event loop thread
