@@ -3,7 +3,9 @@
 - :func:`parse_address` and :func:`resolve_auto`: what an ``address`` setting names;
 - :func:`probe`: a reachability check with a gRPC (HTTP/2) handshake, so that a wrong address
   fails within seconds rather than after ``ray.init``'s minutes of retries;
-- :func:`connect`: ``ray.init`` with those checks, and the watchdog that stops a local
+- :func:`connect` and :func:`release`: ``ray.init`` with those checks, shared by the
+  concurrent studies of a process (the last one shuts Ray down and puts back the environment
+  variables and signal handlers ``ray.init`` changed), and the watchdog that stops a local
   instance if the driver is killed;
 - :func:`gpus_per_actor`, :func:`actors_to_fill` and :func:`check_fits`: GPU detection and
   how many actors the cluster's resources hold.
@@ -13,12 +15,16 @@ Ray is never imported here; the caller passes the ``ray`` module in.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from mapframe.errors import ConfigError, MapframeError, MapframeWarning
@@ -27,6 +33,7 @@ from mapframe.executors.ray_errors import first_line
 
 __all__ = [
     "HOW_TO_FIX",
+    "Lease",
     "Target",
     "actors_to_fill",
     "check_fits",
@@ -34,8 +41,10 @@ __all__ = [
     "gpus_per_actor",
     "parse_address",
     "probe",
+    "release",
     "resolve_auto",
     "start_reaper",
+    "users",
 ]
 
 #: ``(kind, host, port)``; kind is ``local``, ``auto``, ``gcs`` or ``client``.
@@ -139,25 +148,189 @@ def probe(host: str, port: int, address: str | None, timeout: float) -> None:
         )
 
 
+@dataclass(eq=False)
+class Lease:
+    """One executor's use of the Ray connection mapframe initialised in this process (a local
+    instance or a cluster connection). Give it back with :func:`release`."""
+
+    owner: _Owned
+    released: bool = False
+
+
+@dataclass(eq=False)
+class _Owned:
+    """The Ray connection mapframe initialised in this process, and how many executors use
+    it: the last :func:`release` shuts it down and puts back what ``ray.init`` changed."""
+
+    target: Target
+    address: str | None
+    init: dict[str, Any]
+    users: int = 0
+    reaper: subprocess.Popen[bytes] | None = None
+    env: dict[str, str | None] = field(default_factory=dict)  # key -> value before ray.init
+    env_set: dict[str, str] = field(default_factory=dict)  # key -> value ray.init gave it
+    handlers: dict[int, Any] = field(default_factory=dict)  # signal -> handler before
+    handlers_set: dict[int, Any] = field(default_factory=dict)  # signal -> Ray's handler
+
+
+#: Serialises :func:`connect` and :func:`release` across the threads of this process (two
+#: studies run concurrently by a service), so that one Ray instance is started, shared and
+#: shut down once, by the last study using it.
+_LOCK = threading.RLock()
+_owned: _Owned | None = None
+#: Environment variables as they were before mapframe first imported Ray (``import ray``
+#: sets ``RAY_CLIENT_MODE=0``); put back with the rest when mapframe's Ray is shut down.
+_before_import: dict[str, str | None] = {}
+_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGINT", None))
+                 if s is not None)
+
+
 def connect(ray: Any, target: Target, address: str | None, init: Mapping[str, Any],
-            timeout: float) -> tuple[bool, subprocess.Popen[bytes] | None]:
+            timeout: float) -> Lease | None:
     """Initialise Ray for the executor, unless this process already has.
 
-    Returns whether it started Ray (so that the executor shuts it down) and the watchdog
-    started beside a local instance (:func:`start_reaper`). Call it from the executor's
-    ``start`` (its warning points at ``start``'s caller).
+    Returns a :class:`Lease` when the connection is mapframe's (started by this call, or by
+    another executor of this process still running: concurrent studies share it), to be
+    given back with :func:`release`; ``None`` when the user initialised Ray themselves (not
+    ours to shut down). Call it from the executor's ``start`` (its warning points at
+    ``start``'s caller).
     """
-    if ray.is_initialized():
-        ignored = [f"{k}=" for k, v in (("address", target[0] not in ("local", "auto")),
-                                         ("init", bool(init))) if v]
-        if ignored:
-            warnings.warn(
-                "Ray is already initialised in this process: the ray executor uses that "
-                f"connection and ignores {' and '.join(ignored)} (call ray.shutdown() "
-                "first to use them)", MapframeWarning, stacklevel=3)
-        return False, None
-    kind, host, port = target
-    kwargs: dict[str, Any] = dict(init)
+    global _owned
+    with _LOCK:
+        owned = _owned
+        if owned is not None and not ray.is_initialized():
+            _forget(owned)  # shut down behind mapframe's back (ray.shutdown()): start afresh
+            owned = None
+        if owned is not None:
+            _check_shareable(owned, target, address, init)
+            owned.users += 1
+            return Lease(owned)
+        if ray.is_initialized():
+            ignored = [f"{k}=" for k, v in (("address", target[0] not in ("local", "auto")),
+                                             ("init", bool(init))) if v]
+            if ignored:
+                warnings.warn(
+                    "Ray is already initialised in this process: the ray executor uses that "
+                    f"connection and ignores {' and '.join(ignored)} (call ray.shutdown() "
+                    "first to use them)", MapframeWarning, stacklevel=3)
+            return None
+        owned = _Owned(target, address, dict(init))
+        _init(ray, owned, timeout)
+        owned.users = 1
+        _owned = owned
+        return Lease(owned)
+
+
+def release(ray: Any, lease: Lease) -> None:
+    """Give back an executor's use of mapframe's Ray connection; the last user shuts it down,
+    stops its watchdog and puts back the environment variables and signal handlers
+    ``ray.init`` changed."""
+    global _owned
+    with _LOCK:
+        owned = lease.owner
+        if lease.released or owned.users <= 0:
+            return  # given back already
+        lease.released = True
+        owned.users -= 1
+        if owned.users:
+            return
+        try:
+            if _owned is owned:
+                ray.shutdown()
+        finally:
+            _forget(owned)
+
+
+def users() -> int:
+    """How many executors of this process use mapframe's Ray connection (0: none open)."""
+    with _LOCK:
+        return _owned.users if _owned is not None else 0
+
+
+def _check_shareable(owned: _Owned, target: Target, address: str | None,
+                     init: Mapping[str, Any]) -> None:
+    same_place = (target == owned.target and (target[0] != "auto" or address == owned.address))
+    if same_place and (not init or dict(init) == owned.init):
+        return
+    where = ("a local Ray instance" if owned.target[0] == "local"
+             else f"the Ray cluster at {owned.address!r}")
+    raise ConfigError(
+        f"another ray study of this process runs on {where} that mapframe started with "
+        f"init={owned.init!r}; concurrent ray studies of one process share it: give them the "
+        f"same address and init (or no init), not address={address!r}, init={dict(init)!r}")
+
+
+def _forget(owned: _Owned) -> None:
+    """Stop the watchdog and put back what ``ray.init`` changed (after Ray is shut down)."""
+    global _owned
+    if _owned is owned:
+        _owned = None
+    owned.users = 0
+    reaper, owned.reaper = owned.reaper, None
+    if reaper is not None:  # Ray stopped cleanly: the watchdog has nothing to do
+        with contextlib.suppress(OSError):
+            reaper.kill()
+        reaper.wait()
+    _restore(owned)
+
+
+def before_import() -> None:
+    """Call before mapframe imports Ray: notes the environment variables ``import ray``
+    sets, so that the last study on mapframe's Ray puts them back."""
+    if "ray" not in sys.modules:
+        _before_import.setdefault("RAY_CLIENT_MODE", os.environ.get("RAY_CLIENT_MODE"))
+
+
+def _snapshot(owned: _Owned) -> None:
+    owned.env = {k: os.environ.get(k) for k in os.environ}
+    for key, value in _before_import.items():  # ``import ray`` set it, not the program
+        if value is None and os.environ.get(key) == "0":
+            owned.env.pop(key, None)
+    if threading.current_thread() is threading.main_thread():
+        owned.handlers = {s: signal.getsignal(s) for s in _SIGNALS}
+
+
+def _note_changes(owned: _Owned) -> None:
+    """What ``ray.init`` changed: environment variables and (main thread) signal handlers."""
+    before, owned.env = owned.env, {}
+    for key, value in os.environ.items():
+        if before.get(key) != value:
+            owned.env[key], owned.env_set[key] = before.get(key), value
+    for key in before:
+        if key not in os.environ:
+            owned.env[key] = before[key]
+    handlers, owned.handlers = owned.handlers, {}
+    for sig, handler in handlers.items():
+        now = signal.getsignal(sig)
+        if now is not handler:
+            owned.handlers[sig], owned.handlers_set[sig] = handler, now
+
+
+def _restore(owned: _Owned) -> None:
+    """Put back the environment variables and signal handlers that ``ray.init`` changed and
+    nobody changed since (a later change is the program's own)."""
+    env, owned.env = owned.env, {}
+    for key, value in env.items():
+        if key in owned.env_set and os.environ.get(key) != owned.env_set[key]:
+            continue
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    handlers, owned.handlers = owned.handlers, {}
+    if threading.current_thread() is threading.main_thread():
+        for sig, handler in handlers.items():
+            if signal.getsignal(sig) is owned.handlers_set.get(sig) and handler is not None:
+                with contextlib.suppress(ValueError, TypeError, OSError):
+                    signal.signal(sig, handler)
+
+
+def _init(ray: Any, owned: _Owned, timeout: float) -> None:
+    """``ray.init`` for ``owned``; an error or an interrupt (Ctrl-C) while it starts a local
+    instance shuts that partial instance down (its processes included) before it goes on."""
+    kind, host, port = owned.target
+    address = owned.address
+    kwargs: dict[str, Any] = dict(owned.init)
     if kind == "local":
         kwargs = {"include_dashboard": False, **kwargs}
     else:
@@ -167,26 +340,83 @@ def connect(ray: Any, target: Target, address: str | None, init: Mapping[str, An
                 host, port = resolved
         if host is not None and port is not None:
             probe(host, port, address, timeout)
+    children = _children()
+    _snapshot(owned)
     try:
+        try:
+            if kind == "local":
+                ray.init(address="local", **kwargs)
+            else:
+                _bounded_init(ray, address, kwargs, timeout)
+        finally:
+            _note_changes(owned)
         if kind == "local":
-            ray.init(address="local", **kwargs)
-        else:
-            _bounded_init(ray, address, kwargs, timeout)
-    except ConnectionError as exc:
-        token = ("" if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else
-                 "; a cluster started by `ray start` with token authentication (the default "
-                 "of recent Ray, which then logs InvalidAuthToken) admits this driver only "
-                 "with RAY_AUTH_MODE=token in its environment (the token comes from "
-                 "~/.ray/auth_token or RAY_AUTH_TOKEN)")
-        raise MapframeError(
-            f"cannot connect to the Ray cluster at {address!r}: {first_line(exc)}; "
-            f"{HOW_TO_FIX}; if the cluster is up, check that this machine may join it "
-            "(the same Ray and Python versions, and the cluster's authentication token "
-            f"where it uses one){token}"
-        ) from None
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"ray.init rejected init={dict(init)!r}: {exc}") from None
-    return True, (start_reaper(ray) if kind == "local" else None)
+            owned.reaper = start_reaper(ray)
+    except BaseException as exc:
+        _abandon(ray, owned, children)
+        if isinstance(exc, ConnectionError):
+            token = ("" if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else
+                     "; a cluster started by `ray start` with token authentication (the "
+                     "default of recent Ray, which then logs InvalidAuthToken) admits this "
+                     "driver only with RAY_AUTH_MODE=token in its environment (the token "
+                     "comes from ~/.ray/auth_token or RAY_AUTH_TOKEN)")
+            raise MapframeError(
+                f"cannot connect to the Ray cluster at {address!r}: {first_line(exc)}; "
+                f"{HOW_TO_FIX}; if the cluster is up, check that this machine may join it "
+                "(the same Ray and Python versions, and the cluster's authentication token "
+                f"where it uses one){token}"
+            ) from None
+        if isinstance(exc, (TypeError, ValueError)):
+            raise ConfigError(f"ray.init rejected init={owned.init!r}: {exc}") from None
+        raise
+
+
+def _abandon(ray: Any, owned: _Owned, children: set[int]) -> None:
+    """After a failed or interrupted ``ray.init``: shut down what it started (``ray.shutdown``
+    stops the processes Ray registered; those it had started but not yet registered are
+    killed here), stop the watchdog and put back what it changed."""
+    with contextlib.suppress(Exception):
+        ray.shutdown()
+    for pid in _children() - children:
+        if _is_ray_process(pid):
+            _kill_tree(pid)
+    _forget(owned)
+
+
+def _children() -> set[int]:
+    """Pids of this process's children (Linux; empty elsewhere)."""
+    pids: set[int] = set()
+    with contextlib.suppress(OSError):
+        for task in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/children") as fh:
+                pids.update(int(p) for p in fh.read().split())
+    return pids
+
+
+def _is_ray_process(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmdline = fh.read().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return b"ray" in cmdline and b"mapframe.executors._reaper" not in cmdline
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and its descendants (Ray's workers are its raylet's children)."""
+    tree, seen = [pid], set()
+    while tree:
+        p = tree.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        with contextlib.suppress(OSError), open(f"/proc/{p}/task/{p}/children") as fh:
+            tree.extend(int(c) for c in fh.read().split())
+    for p in seen:
+        with contextlib.suppress(OSError):
+            os.kill(p, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        os.waitpid(pid, 0)
 
 
 def _bounded_init(ray: Any, address: str | None, kwargs: Mapping[str, Any],

@@ -17,7 +17,6 @@ import dataclasses
 import math
 import os
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,11 +35,14 @@ from mapframe.executors.base import (
 )
 from mapframe.executors.jobqueue import JobQueue
 from mapframe.executors.ray_cluster import (
+    Lease,
     actors_to_fill,
+    before_import,
     check_fits,
     connect,
     gpus_per_actor,
     parse_address,
+    release,
 )
 from mapframe.executors.ray_errors import cause, first_line, remote_error, summary, where
 from mapframe.executors.worker import BatchTimer, WorkerRuntime, WorkerSetupError, batch_share
@@ -61,6 +63,7 @@ _PURPOSE = "the 'ray' executor"
 
 
 def _import_ray() -> Any:
+    before_import()
     return optional_import("ray", "ray", _PURPOSE)
 
 
@@ -75,7 +78,9 @@ class RayExecutor(Executor):
             ``"ray://host:port"`` (Ray Client, 10001 by default): an existing cluster.
             Unreachable addresses fail within ``connect_timeout`` seconds. When this process
             has already initialised Ray, that connection is used whatever ``address`` says
-            (with a warning when it names a cluster).
+            (with a warning when it names a cluster). Concurrent studies of one process
+            share the instance (or connection) mapframe started: the last one to end shuts
+            it down; one with another ``address`` or ``init`` is a ``ConfigError``.
         workers: number of actors; default: as many as the cluster holds (its CPUs //
             ``num_cpus``, and its GPUs // ``num_gpus`` when actors take GPUs).
         num_cpus: CPUs each actor reserves; torch in the actor uses ``int(num_cpus)`` threads.
@@ -88,8 +93,9 @@ class RayExecutor(Executor):
             ``SIGKILL``, the out-of-memory killer, a lost node); after that it comes back as
             a failed result naming the actor.
         init: extra keyword arguments for ``ray.init`` when this executor initialises Ray
-            (``num_cpus``, ``runtime_env``, ``namespace``, ...); ignored when Ray is already
-            initialised in this process.
+            (``num_cpus``, ``runtime_env``, ``namespace``, ...); ignored when the program
+            initialised Ray itself; a concurrent study on the instance mapframe started must
+            give the same ``init`` (or none).
         connect_timeout: seconds to wait for a cluster address to answer.
         wait_for_resources: on an existing cluster too small for ``workers`` actors, wait
             for it to grow (an autoscaler); by default the actors that fit start, with a
@@ -160,8 +166,7 @@ class RayExecutor(Executor):
 
         self._ray: Any = None
         self._remote_cls: Any = None
-        self._started_ray = False
-        self._reaper: subprocess.Popen[bytes] | None = None
+        self._lease: Lease | None = None  # a use of the Ray connection mapframe started
         self._evaluator_name = ""
         self._max_batch: int | None = None
         self._timer = BatchTimer()
@@ -180,10 +185,9 @@ class RayExecutor(Executor):
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, evaluator: Evaluator, merge_spec: MergeSpec | None) -> None:
         ray = _import_ray()
-        started, reaper = connect(ray, self._target, self.address, self.init,
-                                  self.connect_timeout)
-        if started:  # else this process had initialised Ray: it is not ours to shut down
-            self._started_ray, self._reaper = True, reaper
+        # None when this process had initialised Ray itself: not ours to shut down.
+        self._lease = connect(ray, self._target, self.address, self.init,
+                              self.connect_timeout)
         self._ray = ray
         self._next_index = 1
         self._queue.reset()
@@ -194,7 +198,7 @@ class RayExecutor(Executor):
             self._n_actors = self.workers or actors_to_fill(self._resources, self.num_cpus, gpus)
             self._n_actors = check_fits(
                 self._resources, self._n_actors, self.num_cpus, gpus,
-                own_local=self._started_ray and self._target[0] == "local",
+                own_local=self._lease is not None and self._lease.owner.target[0] == "local",
                 wait=self.wait_for_resources)
             if merge_spec is not None and merge_spec.pretrained is not None:
                 # Checkpoint paths are what travels; each actor loads them itself.
@@ -344,13 +348,10 @@ class RayExecutor(Executor):
                 for a in actors:
                     _kill(ray, a.handle)
         finally:
-            if self._started_ray:
-                self._started_ray = False
-                ray.shutdown()
-            reaper, self._reaper = self._reaper, None
-            if reaper is not None:  # Ray stopped cleanly: the watchdog has nothing to do
-                reaper.kill()
-                reaper.wait()
+            # The last study using mapframe's Ray connection shuts it down (and its watchdog).
+            lease, self._lease = self._lease, None
+            if lease is not None:
+                release(ray, lease)
 
     def describe(self) -> dict[str, Any]:
         return {
