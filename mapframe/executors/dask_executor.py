@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mapframe._imports import optional_import
+from mapframe._shared_setting import SharedSetting
 from mapframe.errors import ClusterLostError, ConfigError, EvaluationError, MapframeError
 from mapframe.executors.base import (
     Executor,
@@ -762,34 +763,18 @@ def _build_runtime(payload: bytes, name: str) -> WorkerRuntime:
     return runtime
 
 
-#: Guards the count of local clusters that need ``lost-worker-timeout`` raised: a process
-#: setting of Dask's, so studies side by side share one change, made by the first cluster
-#: and put back by the last (each saving and restoring it put the other's value back in
-#: the wrong order: 15 s under a running study, then "1 day" for good).
-_LOST_WORKER_LOCK = threading.Lock()
-_lost_worker_users = 0
-_lost_worker_setting: Any = None
+def _raise_lost_worker_timeout() -> Callable[[], object]:
+    """Raise ``distributed.deploy.lost-worker-timeout`` to a day (see
+    :meth:`DaskExecutor._connect`); returns what puts it back."""
+    setting = _dask_config().set({"distributed.deploy.lost-worker-timeout": "1 day"})
+    return lambda: setting.__exit__(None, None, None)
 
 
-def _hold_lost_worker_timeout() -> None:
-    """Raise ``distributed.deploy.lost-worker-timeout`` to a day while a local cluster of
-    ours lives (see :meth:`DaskExecutor._connect`)."""
-    global _lost_worker_users, _lost_worker_setting
-    with _LOST_WORKER_LOCK:
-        if _lost_worker_users == 0:
-            _lost_worker_setting = _dask_config().set(
-                {"distributed.deploy.lost-worker-timeout": "1 day"})
-        _lost_worker_users += 1
-
-
-def _release_lost_worker_timeout() -> None:
-    """One local cluster fewer: the last one puts the setting back as it was."""
-    global _lost_worker_users, _lost_worker_setting
-    with _LOST_WORKER_LOCK:
-        _lost_worker_users -= 1
-        if _lost_worker_users == 0 and _lost_worker_setting is not None:
-            setting, _lost_worker_setting = _lost_worker_setting, None
-            setting.__exit__(None, None, None)
+#: A process setting of Dask's, raised while a local cluster of ours lives: studies side by
+#: side share one change, made by the first cluster and put back by the last.
+_LOST_WORKER_TIMEOUT = SharedSetting(_raise_lost_worker_timeout)
+_hold_lost_worker_timeout = _LOST_WORKER_TIMEOUT.hold
+_release_lost_worker_timeout = _LOST_WORKER_TIMEOUT.release
 
 
 #: How often a Dask client or local cluster is created again when its event loop thread

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
 import weakref
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +30,7 @@ from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import numpy as np
 
+from mapframe._shared_setting import SharedSetting
 from mapframe.errors import BudgetError, ConfigError, MapframeError
 from mapframe.problem import Task
 from mapframe.settings import number_setting, refuse_number_string
@@ -67,12 +67,26 @@ _T = TypeVar("_T")
 
 
 _blas_controller: Any = None
-#: Guards :data:`_blas_users` and :data:`_blas_limiter`: the BLAS thread count is a process
-#: setting, so concurrent studies share one limit, set by the first block to enter and put
-#: back by the last to leave.
-_blas_lock = threading.Lock()
-_blas_users = 0
-_blas_limiter: Any = None
+
+
+def _limit_blas() -> Callable[[], object]:
+    """Limit BLAS to one thread (threadpoolctl; nothing without it); returns what puts the
+    process's own count back. Runs under :data:`_ONE_BLAS_THREAD`'s lock."""
+    global _blas_controller
+    if _blas_controller is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _blas_controller = False
+        else:
+            _blas_controller = ThreadpoolController()
+    if _blas_controller is False:
+        return lambda: None
+    return _blas_controller.limit(limits=1, user_api="blas").restore_original_limits
+
+
+#: The BLAS thread count is a process setting: concurrent studies share one limit.
+_ONE_BLAS_THREAD = SharedSetting(_limit_blas)
 
 
 @contextlib.contextmanager
@@ -88,31 +102,8 @@ def _one_blas_thread() -> Iterator[None]:
     (threadpoolctl's ``limit``) left BLAS on one thread for good when two overlapped (A saves
     2, B saves 1, A restores 2, B restores 1).
     """
-    global _blas_controller, _blas_users, _blas_limiter
-    with _blas_lock:
-        if _blas_controller is None:
-            try:
-                from threadpoolctl import ThreadpoolController
-            except ImportError:
-                _blas_controller = False
-            else:
-                _blas_controller = ThreadpoolController()
-        if _blas_controller is False:
-            limiting = False
-        else:
-            limiting = True
-            if _blas_users == 0:
-                _blas_limiter = _blas_controller.limit(limits=1, user_api="blas")
-            _blas_users += 1
-    try:
+    with _ONE_BLAS_THREAD.held():
         yield
-    finally:
-        if limiting:
-            with _blas_lock:
-                _blas_users -= 1
-                if _blas_users == 0:
-                    limiter, _blas_limiter = _blas_limiter, None
-                    limiter.restore_original_limits()
 
 
 # --------------------------------------------------------------------------- features
