@@ -518,7 +518,17 @@ class NestedMergeStudy:
                                    [self.tasks[i].name for i in self.model_tasks]))}
 
     def run(self) -> NestedResult:
-        """Run the tournament (resuming from the store) and return a :class:`NestedResult`."""
+        """Run the tournament (resuming from the store) and return a :class:`NestedResult`.
+
+        The pairs' studies run one after the other on one executor setting, whose slow
+        start (a local Ray instance or Dask cluster, worker processes) is paid once:
+        :meth:`Executor.keep_alive <mapframe.executors.base.Executor.keep_alive>`."""
+        executor: Executor = get_registry().create(  # type: ignore[assignment]
+            "executor", self._component(self.executor_spec))
+        with executor.keep_alive():
+            return self._run()
+
+    def _run(self) -> NestedResult:
         t0 = time.perf_counter()
         tv = self._task_vectors()
         base = tv.pretrained_state()

@@ -4,6 +4,7 @@ evaluator output)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -731,3 +732,102 @@ def test_overlapping_local_clusters_share_the_lost_worker_timeout() -> None:
     assert dask.config.get(key) == "1 day"  # B's cluster keeps it
     dask_executor._release_lost_worker_timeout()  # B ends
     assert dask.config.get(key) == before
+
+
+# -- keep_alive(): one local cluster for studies in a row (Nested MAP's pairs) --------------
+def pid_metric(C):
+    """The worker's process id, and the first coefficient."""
+    C = np.atleast_2d(C)
+    return np.column_stack([np.full(len(C), float(os.getpid())), C[:, 0]])
+
+
+def pid_metric_doubled(C):
+    """Another evaluator: the worker's process id, and twice the first coefficient."""
+    out = pid_metric(C)
+    out[:, 1] *= 2
+    return out
+
+
+def _one_local_study(fn, workers: int = 1):
+    """Four points on a local cluster: (worker pids, second metrics by key, the cluster)."""
+    ex = DaskExecutor(workers=workers)
+    ex.start(CallableEvaluator(fn, ["pid", "x"]), None)
+    cluster = ex._cluster
+    try:
+        ex.submit(_jobs(4))
+        results = list(ex.as_completed())
+    finally:
+        ex.shutdown()
+    return ({int(r.metrics[0]) for r in results},
+            {r.job.key: float(r.metrics[1]) for r in results}, cluster)
+
+
+def _mapframe_plugins(cluster) -> list[str]:
+    from mapframe.executors.dask_executor import _PLUGIN_PREFIX
+
+    return [p for p in cluster.scheduler.worker_plugins if p.startswith(_PLUGIN_PREFIX)]
+
+
+def test_keep_alive_runs_studies_in_a_row_on_one_local_cluster() -> None:
+    """Each study started (and closed) a local cluster of its own: Nested MAP on a local
+    Dask cluster paid its start-up once per pair (a 4-model tournament 22.9 s against 11.2 s
+    with one cluster). Inside keep_alive() the next study starts on the cluster the last
+    one left, without the last one's evaluator, and the block's end closes it."""
+    import dask.config
+
+    from mapframe.executors import dask_executor
+
+    key = "distributed.deploy.lost-worker-timeout"
+    before = dask.config.get(key)
+    with DaskExecutor(workers=1).keep_alive():
+        pids1, x1, c1 = _one_local_study(pid_metric)
+        assert c1.status.name == "running"  # kept for the next study ...
+        assert _mapframe_plugins(c1) == []  # ... without this study's evaluator on it
+        assert dask.config.get(key) == "1 day"  # the kept cluster still needs its timeout
+        pids2, x2, c2 = _one_local_study(pid_metric_doubled)
+        assert c2 is c1 and pids2 == pids1  # the same cluster, the same worker process
+        assert x2 == {k: 2 * v for k, v in x1.items()}  # the second study's own evaluator
+    assert c1.status.name == "closed"
+    assert dask.config.get(key) == before
+    assert not dask_executor._KEPT._idle and not dask_executor._KEPT._holds
+
+
+def test_without_keep_alive_a_study_s_local_cluster_closes_with_it() -> None:
+    from mapframe.executors import dask_executor
+
+    _, _, cluster = _one_local_study(pid_metric)
+    assert cluster.status.name == "closed" and not dask_executor._KEPT._idle
+    # Connecting to a scheduler of one's own: nothing of mapframe's to keep.
+    assert isinstance(DaskExecutor(address="tcp://127.0.0.1:1").keep_alive(),
+                      type(contextlib.nullcontext()))
+
+
+@pytest.mark.slow  # three local clusters (~15 s)
+def test_a_kept_cluster_serves_only_executors_set_up_alike_and_a_closed_one_is_replaced(
+) -> None:
+    with DaskExecutor(workers=1).keep_alive():
+        _, _, c1 = _one_local_study(pid_metric)
+        _, _, c2 = _one_local_study(pid_metric, workers=2)  # another key: its own cluster
+        assert c2 is not c1 and c2.status.name == "closed"  # not kept: no block holds it
+        c1.close()  # gone while kept (its workers lost)
+        _, _, c3 = _one_local_study(pid_metric)
+        assert c3 is not c1 and c3.status.name == "running"
+    assert c3.status.name == "closed"
+
+
+@pytest.mark.slow  # a Nested MAP tournament on local Dask clusters (~15 s)
+def test_nested_map_starts_one_local_cluster_for_all_its_pairs(monkeypatch) -> None:
+    from test_nested import run as run_nested
+
+    started = []
+    real = distributed.LocalCluster
+
+    def counting(*args, **kwargs):
+        started.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(distributed, "LocalCluster", counting)
+    res, *_ = run_nested(3, k=4, executor={"name": "dask", "workers": 1})
+    inproc, *_ = run_nested(3, k=4)
+    assert len(started) == 1  # two pairs and the final model's evaluation: one cluster
+    np.testing.assert_allclose(res.final_metrics, inproc.final_metrics)

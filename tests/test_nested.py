@@ -368,3 +368,33 @@ def test_bad_nested_yaml(tmp_path, capsys, change, match) -> None:
     path = _digits_config(tmp_path, **change)
     assert main(["run", str(path), "--quiet"]) == 2
     assert match in capsys.readouterr().err
+
+
+def test_the_tournament_runs_inside_one_executor_keep_alive_block(monkeypatch) -> None:
+    """Every pair's study starts its executor afresh; the tournament holds one keep_alive()
+    block around them all, so that a local Ray instance, Dask cluster or worker processes
+    start once (tests/test_executor_dask.py counts the clusters)."""
+    import contextlib
+
+    from mapframe.executors.inprocess import InProcessExecutor
+
+    blocks = []
+    started = []
+
+    @contextlib.contextmanager
+    def keep_alive(self):
+        blocks.append("enter")
+        yield
+        blocks.append("exit")
+
+    real_start = InProcessExecutor.start
+
+    def start(self, evaluator, merge_spec):
+        started.append(list(blocks))
+        return real_start(self, evaluator, merge_spec)
+
+    monkeypatch.setattr(InProcessExecutor, "keep_alive", keep_alive)
+    monkeypatch.setattr(InProcessExecutor, "start", start)
+    run(3, k=4)
+    assert blocks == ["enter", "exit"]
+    assert len(started) == 3 and all(s == ["enter"] for s in started)  # 2 pairs + final

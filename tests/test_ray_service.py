@@ -258,3 +258,62 @@ def test_ctrl_c_while_ray_starts_leaves_no_ray_process(tmp_path: Path) -> None:
     assert "NOT INTERRUPTED" not in done.stdout, "the interrupt came after ray.init"
     assert "INIT False USERS 0" in done.stdout, done.stdout
     assert "CHILDREN []" in done.stdout, done.stdout + done.stderr[-3000:]
+
+
+# -- keep_alive(): one Ray instance for studies in a row (Nested MAP's pairs) --------------
+def test_a_keep_alive_block_keeps_mapframe_s_ray_up_between_studies() -> None:
+    ray = FakeRay()
+    with ray_cluster.kept():
+        a = ray_cluster.connect(ray, LOCAL, None, {}, 5)
+        assert a is not None
+        ray_cluster.release(ray, a)
+        assert ray.up and ray.shutdowns == 0 and ray_cluster.users() == 0  # kept, unused
+        b = ray_cluster.connect(ray, LOCAL, None, {}, 5)  # the next study: no new instance
+        assert b is not None and len(ray.inits) == 1 and ray_cluster.users() == 1
+        ray_cluster.release(ray, b)
+        assert ray.up
+    assert not ray.up and ray.shutdowns == 1  # the block's end shuts it down
+    assert os.environ.get("PYTHONBREAKPOINT") is None  # and puts back what ray.init changed
+
+
+def test_nested_keep_alive_blocks_and_a_study_still_running_at_the_block_s_end() -> None:
+    ray = FakeRay()
+    with ray_cluster.kept():
+        with ray_cluster.kept():
+            a = ray_cluster.connect(ray, LOCAL, None, {}, 5)
+            assert a is not None
+        assert ray.up  # the outer block still holds it
+    assert ray.up and ray.shutdowns == 0  # a study still uses it: its release shuts it down
+    ray_cluster.release(ray, a)
+    assert not ray.up and ray.shutdowns == 1
+    assert ray_cluster._holds == 0
+
+
+def test_a_kept_instance_set_up_otherwise_is_replaced_not_refused() -> None:
+    ray = FakeRay()
+    with ray_cluster.kept():
+        a = ray_cluster.connect(ray, LOCAL, None, {"num_cpus": 2}, 5)
+        assert a is not None
+        ray_cluster.release(ray, a)
+        # Nobody uses the kept instance: a study with another init gets its own, no error.
+        b = ray_cluster.connect(ray, LOCAL, None, {"num_cpus": 4}, 5)
+        assert b is not None and ray.shutdowns == 1 and len(ray.inits) == 2
+        assert ray.inits[-1].get("num_cpus") == 4
+        # ... but one that would share it while it is used is still refused.
+        with pytest.raises(ConfigError, match="share it"):
+            ray_cluster.connect(ray, LOCAL, None, {"num_cpus": 2}, 5)
+        ray_cluster.release(ray, b)
+    assert not ray.up and ray.shutdowns == 2
+
+
+def test_ray_shut_down_by_the_program_inside_a_block_is_started_afresh() -> None:
+    ray = FakeRay()
+    with ray_cluster.kept():
+        a = ray_cluster.connect(ray, LOCAL, None, {}, 5)
+        assert a is not None
+        ray_cluster.release(ray, a)
+        ray.shutdown()  # behind mapframe's back
+        b = ray_cluster.connect(ray, LOCAL, None, {}, 5)
+        assert b is not None and len(ray.inits) == 2 and ray.up
+        ray_cluster.release(ray, b)
+    assert not ray.up

@@ -8,6 +8,7 @@ same evaluator in workers behind the same interface.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -268,3 +269,21 @@ class Executor(Component):
 
     def shutdown(self) -> None:
         """Stop workers and release resources. Default: no-op."""
+
+    def keep_alive(self) -> contextlib.AbstractContextManager[None]:
+        """Keep what :meth:`start` brings up the slow way (a local Ray instance, a local Dask
+        cluster, worker processes) running after :meth:`shutdown` while the ``with`` block
+        lasts, for the next executor configured like this one to start on: a caller that
+        runs several studies in a row with one executor setting (Nested MAP runs one study
+        per pair) pays the start-up once. What each study set up on it (its evaluator and
+        model on every worker) is still dropped at its shutdown; the block's end stops what
+        was kept. Blocks may nest and overlap (the last to end stops it). Default: nothing
+        to keep (:func:`contextlib.nullcontext`).
+
+        ::
+
+            with DaskExecutor(workers=4).keep_alive():
+                for config in configs:      # one local cluster for all these studies
+                    MergeStudy(..., executor={"name": "dask", "workers": 4}).run()
+        """
+        return contextlib.nullcontext()

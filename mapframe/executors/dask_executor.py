@@ -227,6 +227,12 @@ class DaskExecutor(Executor):
     def _connect(self, distributed: Any) -> None:
         if self.address is None:
             n = self.workers or os.cpu_count() or 1
+            kept = _KEPT.take(self._kept_key())
+            if kept is not None:  # left up by a keep_alive() block, with its timeout hold
+                self._cluster, self._holds_lost_worker_timeout = kept, True
+                self._client = _loop_started(
+                    lambda: distributed.Client(kept, set_as_default=False))
+                return
             # The cluster closes for good the nanny of a worker that is not back this long
             # after its death (read at each death, so set while the cluster lives): 15 s by
             # default, which a worker that a point kills again while its successor starts
@@ -370,25 +376,50 @@ class DaskExecutor(Executor):
             self._running.clear()
             self._finished.clear()
             self._workers_up.clear()
+        # A local cluster a keep_alive() block keeps outlives us, as a shared one does.
+        keep = (cluster is not None and not futures and _KEPT.held(self._kept_key())
+                and _running(cluster))  # not with batches still running on it
+        dropped = True
         if client is not None:
             for call in (
                 lambda: client.cancel(futures) if futures else None,
                 lambda: client.unsubscribe_topic("all"),
                 lambda: client.unsubscribe_topic(self._token),
-                # A shared cluster outlives us: drop the resident models (evaluator.close()).
-                lambda: (client.unregister_worker_plugin(self._token)
-                         if cluster is None and self._plugin_sent else None),
-                client.close,
             ):
                 with contextlib.suppress(Exception):  # best effort: the cluster may be gone
                     call()
+            if (cluster is None or keep) and self._plugin_sent:
+                # A cluster that outlives us: drop the resident models (evaluator.close()).
+                try:
+                    client.unregister_worker_plugin(self._token)
+                except Exception:
+                    dropped = False
+            with contextlib.suppress(Exception):
+                client.close()
         self._plugin_sent = False
         if cluster is not None:
-            with contextlib.suppress(Exception):
-                cluster.close()
+            if keep and dropped and _KEPT.park(self._kept_key(), cluster):
+                self._holds_lost_worker_timeout = False  # the kept cluster holds it now
+            else:
+                _close_cluster(cluster)
         if self._holds_lost_worker_timeout:  # back to what it was, with the last cluster
             self._holds_lost_worker_timeout = False
             _release_lost_worker_timeout()
+
+    def keep_alive(self) -> contextlib.AbstractContextManager[None]:
+        """Keep the local cluster this executor starts (``address=None``: a few seconds to
+        start its worker processes) up between studies while the block lasts, for the next
+        local-cluster executor with the same ``workers`` and ``resources``; each study's
+        evaluator and model are still dropped from the workers at its end. With an
+        ``address`` there is nothing to keep (the cluster is not mapframe's)."""
+        if self.address is not None:
+            return contextlib.nullcontext()
+        return _KEPT.hold(self._kept_key())
+
+    def _kept_key(self) -> tuple[Any, ...]:
+        """What makes two local clusters interchangeable."""
+        return (self.workers or os.cpu_count() or 1,
+                tuple(sorted((self.resources or {}).items())))
 
     # -- evaluation -----------------------------------------------------------------------
     def submit(self, jobs: Sequence[Job]) -> None:
@@ -775,6 +806,72 @@ def _raise_lost_worker_timeout() -> Callable[[], object]:
 _LOST_WORKER_TIMEOUT = SharedSetting(_raise_lost_worker_timeout)
 _hold_lost_worker_timeout = _LOST_WORKER_TIMEOUT.hold
 _release_lost_worker_timeout = _LOST_WORKER_TIMEOUT.release
+
+
+def _running(cluster: Any) -> bool:
+    """Whether a local cluster is still up (not closed, not closing)."""
+    return getattr(getattr(cluster, "status", None), "name", "") == "running"
+
+
+def _close_cluster(cluster: Any) -> None:
+    with contextlib.suppress(Exception):  # best effort: it may be gone
+        cluster.close()
+
+
+class _KeptClusters:
+    """Local clusters left up by :meth:`DaskExecutor.keep_alive` blocks, idle between
+    studies, per key (:meth:`DaskExecutor._kept_key`). Each kept cluster holds its share of
+    the lost-worker timeout (:data:`_LOST_WORKER_TIMEOUT`) until it is closed. Thread-safe:
+    a kept cluster goes to exactly one executor."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holds: dict[tuple[Any, ...], int] = {}
+        self._idle: dict[tuple[Any, ...], list[Any]] = {}
+
+    def held(self, key: tuple[Any, ...]) -> bool:
+        with self._lock:
+            return self._holds.get(key, 0) > 0
+
+    @contextlib.contextmanager
+    def hold(self, key: tuple[Any, ...]) -> Iterator[None]:
+        with self._lock:
+            self._holds[key] = self._holds.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holds[key] -= 1
+                closing = [] if self._holds[key] else self._idle.pop(key, [])
+                if not self._holds[key]:
+                    del self._holds[key]
+            for cluster in closing:
+                _close_cluster(cluster)
+                _release_lost_worker_timeout()
+
+    def take(self, key: tuple[Any, ...]) -> Any:
+        """An idle kept cluster for ``key`` that is still up (None: start one)."""
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                if not idle:
+                    return None
+                cluster = idle.pop()
+            if _running(cluster):
+                return cluster
+            _close_cluster(cluster)  # closed meanwhile (its workers gone): not to be kept
+            _release_lost_worker_timeout()
+
+    def park(self, key: tuple[Any, ...], cluster: Any) -> bool:
+        """Keep ``cluster`` for the next study while a block holds ``key``."""
+        with self._lock:
+            if not self._holds.get(key):
+                return False
+            self._idle.setdefault(key, []).append(cluster)
+            return True
+
+
+_KEPT = _KeptClusters()
 
 
 #: How often a Dask client or local cluster is created again when its event loop thread

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,7 @@ __all__ = [
     "check_fits",
     "connect",
     "gpus_per_actor",
+    "kept",
     "parse_address",
     "probe",
     "release",
@@ -171,6 +172,7 @@ class _Owned:
     env_set: dict[str, str] = field(default_factory=dict)  # key -> value ray.init gave it
     handlers: dict[int, Any] = field(default_factory=dict)  # signal -> handler before
     handlers_set: dict[int, Any] = field(default_factory=dict)  # signal -> Ray's handler
+    ray: Any = None  # the module that initialised it (shuts it down at a kept() block's end)
 
 
 #: Serialises :func:`connect` and :func:`release` across the threads of this process (two
@@ -178,6 +180,9 @@ class _Owned:
 #: shut down once, by the last study using it.
 _LOCK = threading.RLock()
 _owned: _Owned | None = None
+#: Open :func:`kept` blocks: while any is open, the last :func:`release` leaves mapframe's
+#: Ray connection up (no user) for the next executor to :func:`connect` to.
+_holds = 0
 #: Environment variables as they were before mapframe first imported Ray (``import ray``
 #: sets ``RAY_CLIENT_MODE=0``); put back with the rest when mapframe's Ray is shut down.
 _before_import: dict[str, str | None] = {}
@@ -201,6 +206,10 @@ def connect(ray: Any, target: Target, address: str | None, init: Mapping[str, An
         if owned is not None and not ray.is_initialized():
             _forget(owned)  # shut down behind mapframe's back (ray.shutdown()): start afresh
             owned = None
+        if owned is not None and owned.users == 0 and not _shareable(owned, target, address,
+                                                                      init):
+            _shut_down(ray, owned)  # kept by a keep_alive() block, but set up otherwise
+            owned = None
         if owned is not None:
             _check_shareable(owned, target, address, init)
             owned.users += 1
@@ -214,7 +223,7 @@ def connect(ray: Any, target: Target, address: str | None, init: Mapping[str, An
                     f"connection and ignores {' and '.join(ignored)} (call ray.shutdown() "
                     "first to use them)", MapframeWarning, stacklevel=3)
             return None
-        owned = _Owned(target, address, dict(init))
+        owned = _Owned(target, address, dict(init), ray=ray)
         _init(ray, owned, timeout)
         owned.users = 1
         _owned = owned
@@ -232,13 +241,37 @@ def release(ray: Any, lease: Lease) -> None:
             return  # given back already
         lease.released = True
         owned.users -= 1
-        if owned.users:
+        if owned.users or (_holds and _owned is owned):
             return
-        try:
-            if _owned is owned:
-                ray.shutdown()
-        finally:
-            _forget(owned)
+        _shut_down(ray, owned)
+
+
+@contextlib.contextmanager
+def kept() -> Iterator[None]:
+    """While the block lasts, mapframe's Ray connection (a local instance, or a cluster
+    connection it initialised) stays up when its last executor releases it, for the next
+    executor that connects alike (:meth:`RayExecutor.keep_alive
+    <mapframe.executors.ray_executor.RayExecutor.keep_alive>`); the last block to end shuts
+    it down unless an executor still uses it (then that executor's release does)."""
+    global _holds
+    with _LOCK:
+        _holds += 1
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _holds -= 1
+            owned = _owned
+            if not _holds and owned is not None and owned.users == 0:
+                _shut_down(owned.ray, owned)
+
+
+def _shut_down(ray: Any, owned: _Owned) -> None:
+    try:
+        if _owned is owned:
+            ray.shutdown()
+    finally:
+        _forget(owned)
 
 
 def users() -> int:
@@ -247,10 +280,15 @@ def users() -> int:
         return _owned.users if _owned is not None else 0
 
 
+def _shareable(owned: _Owned, target: Target, address: str | None,
+               init: Mapping[str, Any]) -> bool:
+    same_place = (target == owned.target and (target[0] != "auto" or address == owned.address))
+    return same_place and (not init or dict(init) == owned.init)
+
+
 def _check_shareable(owned: _Owned, target: Target, address: str | None,
                      init: Mapping[str, Any]) -> None:
-    same_place = (target == owned.target and (target[0] != "auto" or address == owned.address))
-    if same_place and (not init or dict(init) == owned.init):
+    if _shareable(owned, target, address, init):
         return
     where = ("a local Ray instance" if owned.target[0] == "local"
              else f"the Ray cluster at {owned.address!r}")

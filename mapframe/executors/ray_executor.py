@@ -41,6 +41,7 @@ from mapframe.executors.ray_cluster import (
     check_fits,
     connect,
     gpus_per_actor,
+    kept,
     parse_address,
     release,
 )
@@ -352,6 +353,14 @@ class RayExecutor(Executor):
             lease, self._lease = self._lease, None
             if lease is not None:
                 release(ray, lease)
+
+    def keep_alive(self) -> contextlib.AbstractContextManager[None]:
+        """Keep the Ray connection mapframe starts (a local instance: about 5-10 s to
+        start) up between studies while the block lasts; each study's actors are still
+        removed at its end. A later study set up otherwise (another ``address`` or
+        ``init``) shuts the kept one down and starts its own. Ray initialised by the program
+        itself is never mapframe's to keep or stop."""
+        return kept()
 
     def describe(self) -> dict[str, Any]:
         return {
