@@ -6,29 +6,60 @@ two threads (studies run concurrently) put back each other's filters: one's filt
 ``ignore`` among them, stayed for the rest of the process and silenced later studies'
 warnings. :func:`warning_filters` takes a process-wide re-entrant lock around the block, so
 mapframe's blocks never overlap across threads (nested blocks in one thread are fine).
+
+A block's end takes out exactly the filters the block added (:meth:`Filters.ignore`), not
+the whole list as it was at the block's start, which also dropped the filters another
+thread (the program's own, not mapframe's) added while the block ran.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
-__all__ = ["library_filters_unchanged", "warning_filters"]
+__all__ = ["Filters", "library_filters_unchanged", "warning_filters"]
 
 _LOCK = threading.RLock()
 
 
-@contextmanager
-def warning_filters() -> Iterator[None]:
-    """``warnings.catch_warnings()``, taken under the lock that every mapframe block changing
-    warning filters takes: change filters inside it, and they are put back on exit without
-    touching another thread's."""
-    with _LOCK, warnings.catch_warnings():
-        yield
+class Filters:
+    """The warning filters one :func:`warning_filters` block added, taken out at its end."""
+
+    def __init__(self) -> None:
+        self._added: list[tuple[Any, ...]] = []
+
+    def ignore(self, message: str = "", category: type[Warning] = Warning,
+               module: str = "") -> None:
+        """``warnings.filterwarnings("ignore", ...)`` until the block ends."""
+        before = list(warnings.filters)
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+        item = warnings.filters[0]
+        if item not in before:  # one the process already had stays after the block
+            self._added.append(item)
+
+    def _remove(self) -> None:
+        for item in reversed(self._added):
+            with contextlib.suppress(ValueError):  # taken out meanwhile (resetwarnings())
+                cast(list, warnings.filters).remove(item)
+        self._added.clear()
+        warnings._filters_mutated()  # type: ignore[attr-defined]  # drop cached decisions
+
+
+@contextlib.contextmanager
+def warning_filters() -> Iterator[Filters]:
+    """A block, taken under the lock that every mapframe block changing warning filters
+    takes, whose :meth:`Filters.ignore` filters hold until its end: then exactly those are
+    taken out, and the filters another thread added meanwhile stay."""
+    with _LOCK:
+        filters = Filters()
+        try:
+            yield filters
+        finally:
+            filters._remove()
 
 
 class _FiltersUnchanged:
@@ -51,7 +82,7 @@ class _FiltersUnchanged:
         return None
 
 
-@contextmanager
+@contextlib.contextmanager
 def library_filters_unchanged(package: str) -> Iterator[None]:
     """While the block runs (under the lock of :func:`warning_filters`), the imported
     modules of ``package`` that change warning filters through their module-level

@@ -108,3 +108,49 @@ def test_every_block_that_changes_warning_filters_takes_the_lock():
     assert not offenders, (
         f"{offenders} change warning filters without mapframe._warning_filters."
         "warning_filters() (overlapping blocks in threads leak filters)")
+
+
+def test_a_filter_another_thread_adds_during_a_block_outlives_the_block():
+    """A block's end put back the whole filter list as it was at its start: a filter the
+    program added in another thread while a study fitted a GP or drew Sobol' points (the
+    audit's F3b) was dropped. Now the block takes out only what it added."""
+    from mapframe._warning_filters import warning_filters
+
+    before = list(warnings.filters)
+    added = threading.Event()
+
+    def program() -> None:  # not mapframe: no lock
+        warnings.filterwarnings("error", message="the program's own filter")
+        added.set()
+
+    try:
+        with warning_filters() as filters:
+            filters.ignore(message="mapframe's block filter", category=UserWarning)
+            t = threading.Thread(target=program)
+            t.start()
+            assert added.wait(5)
+            t.join(5)
+        messages = [f[1].pattern for f in warnings.filters if f[1] is not None]
+        assert "the program's own filter" in messages
+        assert "mapframe's block filter" not in messages
+    finally:
+        warnings.filters[:] = before
+        warnings._filters_mutated()
+
+
+def test_a_block_leaves_a_filter_the_process_already_had():
+    from mapframe._warning_filters import warning_filters
+
+    before = list(warnings.filters)
+    try:
+        warnings.filterwarnings("ignore", message="already there", category=UserWarning)
+        with warning_filters() as filters:
+            filters.ignore(message="already there", category=UserWarning)
+        assert any(f[1] is not None and f[1].pattern == "already there"
+                   for f in warnings.filters)
+        with warnings.catch_warnings(record=True) as got:
+            warnings.warn("already there, still ignored", UserWarning)
+        assert not got
+    finally:
+        warnings.filters[:] = before
+        warnings._filters_mutated()

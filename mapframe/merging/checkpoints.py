@@ -91,9 +91,8 @@ def _torch_load(path: Path, weights_only: bool) -> Any:
         return torch.load(str(path), map_location="cpu", weights_only=weights_only)
     from mapframe._warning_filters import warning_filters
 
-    with warning_filters():
-        warnings.filterwarnings("ignore", message="Detected pickle protocol",
-                                category=UserWarning)
+    with warning_filters() as filters:
+        filters.ignore(message="Detected pickle protocol", category=UserWarning)
         return torch.load(str(path), map_location="cpu", weights_only=weights_only)
 
 

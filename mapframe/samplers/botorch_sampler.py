@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from mapframe._imports import installed
-from mapframe._warning_filters import warning_filters
+from mapframe._warning_filters import Filters, warning_filters
 from mapframe.errors import ConfigError, MapframeWarning
 from mapframe.problem import SearchSpace
 from mapframe.samplers.base import SamplerContext
@@ -163,8 +163,9 @@ class BoTorchSampler(RoundsSampler):
         Xu = (X - lo) / width
         # warning_filters() first: its lock also keeps other threads' blocks from restoring
         # torch's RNG state and thread count (process-wide) under this one.
-        with warning_filters(), torch.random.fork_rng(devices=[]), _single_threaded(torch):
-            _quiet_botorch()
+        with warning_filters() as filters, torch.random.fork_rng(devices=[]), \
+                _single_threaded(torch):
+            _quiet_botorch(filters)
             torch.manual_seed(seed)
             C = botorch_batch(Xu, Y * signs, n, self.acquisition_for(len(context.tasks)),
                               mc_samples=self.mc_samples, num_restarts=self.num_restarts,
@@ -173,20 +174,20 @@ class BoTorchSampler(RoundsSampler):
         return np.clip(C, space.lower, space.upper)
 
 
-def _quiet_botorch() -> None:
+def _quiet_botorch(filters: Filters) -> None:
     """Filters for BoTorch's, GPyTorch's and linear_operator's own warnings (numerical, input
     data, optimisation), inside a :func:`warning_filters` block. Not ``simplefilter("ignore")``:
     warning filters are the process's, so that hid every other thread's warnings (another
     study's) while the round's acquisition ran."""
     from botorch.exceptions.warnings import BotorchWarning
 
-    warnings.filterwarnings("ignore", category=BotorchWarning)
-    warnings.filterwarnings("ignore", module=r"(botorch|gpytorch|linear_operator)(\..*)?$")
+    filters.ignore(category=BotorchWarning)
+    filters.ignore(module=r"(botorch|gpytorch|linear_operator)(\..*)?$")
     try:
         from linear_operator.utils.warnings import NumericalWarning
     except ImportError:  # pragma: no cover - linear_operator comes with gpytorch
         return
-    warnings.filterwarnings("ignore", category=NumericalWarning)
+    filters.ignore(category=NumericalWarning)
 
 
 def botorch_batch(X: np.ndarray, Y: np.ndarray, q: int, acquisition: str, *,

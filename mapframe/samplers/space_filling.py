@@ -23,7 +23,6 @@ A quadratic surrogate needs at least three distinct values per coordinate (with 
 from __future__ import annotations
 
 import inspect
-import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -61,10 +60,8 @@ def sobol_unit(n: int, n_dims: int, rng: np.random.Generator, scramble: bool = T
     from scipy.stats import qmc  # scipy.stats costs ~1 s to import: only when needed
 
     engine = qmc.Sobol(d=n_dims, scramble=scramble, **_qmc_rng(qmc.Sobol, rng))
-    with warning_filters():
-        warnings.filterwarnings(
-            "ignore", message="The balance properties of Sobol", category=UserWarning
-        )
+    with warning_filters() as filters:
+        filters.ignore(message="The balance properties of Sobol", category=UserWarning)
         return engine.random(n)
 
 

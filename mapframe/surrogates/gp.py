@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import warnings
 from collections.abc import Iterator
 from typing import Any, ClassVar, cast
 
@@ -69,11 +68,10 @@ def _require_gpytorch(what: str) -> None:
 
 def _import_torch(what: str) -> tuple[Any, Any]:
     try:
-        with warning_filters():
+        with warning_filters() as filters:
             # linear_operator decorates helpers with torch.jit.script at import time, which
             # recent torch deprecates; that is gpytorch's business, not the user's.
-            warnings.filterwarnings("ignore", category=DeprecationWarning,
-                                    message=r".*torch\.jit\.script.*")
+            filters.ignore(category=DeprecationWarning, message=r".*torch\.jit\.script.*")
             import gpytorch
             import torch
     except ImportError:
@@ -536,10 +534,11 @@ def fit_gp(
     best: tuple[float, dict[str, Any]] | None = None
     # warning_filters() first: its lock also keeps another thread's fit from restoring torch's
     # thread count (a process-wide setting) under this one.
-    with warning_filters(), _single_threaded(torch), gpytorch.settings.fast_computations(
-        log_prob=False, covar_root_decomposition=False, solves=False
-    ), gpytorch.settings.max_cholesky_size(1 << 30):
-        warnings.filterwarnings("ignore", module=r"gpytorch\..*|linear_operator\..*")
+    with warning_filters() as filters, _single_threaded(torch), \
+            gpytorch.settings.fast_computations(
+                log_prob=False, covar_root_decomposition=False, solves=False), \
+            gpytorch.settings.max_cholesky_size(1 << 30):
+        filters.ignore(module=r"gpytorch\..*|linear_operator\..*")
         for factor, noise0 in _STARTS[:restarts]:
             got = _optimise(gpytorch, torch, Z, t, nu=nu, noise_floor=noise_floor,
                             lengthscale0=factor * mode, noise0=noise0, trend=trend)
