@@ -13,7 +13,10 @@ machine may be shared. Since the second pass of 2026-12-07, `import mapframe` le
 until it is needed, so the current run's search phase includes importing `scipy.stats` for
 the Sobol' sampler (about 0.8 s, paid before at import, outside every phase); the combine
 phase keeps only the non-dominated measured points before checking what they dominate
-(10.3 s to 1.2 s).
+(10.3 s to 1.2 s). Since the third pass, report.html embeds the evaluations only through its
+figures, not their raw values a second time (14.0 MB to 7.8 MB; plotly.js is 4.8 MB of it);
+that run's CPU seconds were measured while the machine's 2 cores were shared with other
+work (the base's too: compare the two columns, not with earlier runs).
 """
 
 from __future__ import annotations
