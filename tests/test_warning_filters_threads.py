@@ -149,7 +149,7 @@ def test_a_block_leaves_a_filter_the_process_already_had():
         assert any(f[1] is not None and f[1].pattern == "already there"
                    for f in warnings.filters)
         with warnings.catch_warnings(record=True) as got:
-            warnings.warn("already there, still ignored", UserWarning)
+            warnings.warn("already there, still ignored", UserWarning, stacklevel=2)
         assert not got
     finally:
         warnings.filters[:] = before
