@@ -32,6 +32,16 @@ def show(result: StudyResult, saved: SavedResults) -> None:
           len(result.front.to_pandas(["x", "y"])))
 
 
+def in_a_row(configs: list[dict[str, int]]) -> list[StudyResult]:
+    """Studies one after the other on one local cluster (docs/distributed.md, "Several
+    studies in a row")."""
+    from mapframe.executors.dask_executor import DaskExecutor
+
+    with DaskExecutor(workers=2).keep_alive():
+        return [MergeStudy(objective=objective, task_names=["a", "b"], budget=c["budget"],
+                           executor={"name": "dask", "workers": 2}).run() for c in configs]
+
+
 if __name__ == "__main__":
     study = MergeStudy(objective=objective, task_names=["a", "b"], budget=20,
                        preference=(0.5, 0.5), progress=True)
