@@ -279,6 +279,14 @@ class DaskExecutor(Executor):
                 f"{self.address!r} is a Dask worker's address, not the scheduler's; give the "
                 "scheduler's address (`dask scheduler` prints it, port 8786 by default)"
             ) from None
+        except MemoryError:
+            # Another protocol's reply (an HTTP server's "HTTP/1.0 400 ..."): Dask reads its
+            # first bytes as the length of a frame, exabytes, and fails to allocate it.
+            raise MapframeError(
+                f"no Dask scheduler answered at {self.address!r}: something there replied in "
+                "another protocol (an HTTP server? the dashboard's port is 8787 by default, the "
+                "scheduler listens on 8786); give the scheduler's address"
+            ) from None
         except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
             raise MapframeError(
                 f"cannot reach the Dask scheduler at {self.address!r} within "
