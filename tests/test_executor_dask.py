@@ -350,6 +350,7 @@ def test_worker_killed_mid_study(tmp_path: Path, monkeypatch) -> None:
     assert not alive, f"worker processes left behind: {alive}"
 
 
+@pytest.mark.slow  # ~10 s: the executor contract tests cover the path in the core suite
 def test_digits_study_matches_inprocess(address: str, tmp_path_factory) -> None:
     """The built-in digits example gives bit-identical histories and fronts on both."""
     pytest.importorskip("sklearn")

@@ -153,6 +153,7 @@ def digits_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return digits.prepare_checkpoints(tmp_path_factory.mktemp("digits-cache"), ["rot90", "flip"])
 
 
+@pytest.mark.slow  # ~17 s: the executor contract tests cover the path in the core suite
 def test_digits_study_gives_the_same_results_as_in_process(digits_checkpoints):
     import torch
 

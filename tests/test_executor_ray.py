@@ -97,10 +97,10 @@ class TestRayExecutor(ExecutorContract):
         return RayExecutor(workers=2)
 
 
-#: The loss run (about 20 s of the one worker that runs every Ray test) is slow: the
-#: accuracy run covers the same path in the core suite.
-@pytest.mark.parametrize("metric", ["accuracy",
-                                    pytest.param("loss", marks=pytest.mark.slow)])
+#: Slow (about 20 s each of the one worker that runs every Ray test): the executor
+#: contract tests cover the Ray path in the core suite; CI runs the slow tests too.
+@pytest.mark.slow
+@pytest.mark.parametrize("metric", ["accuracy", "loss"])
 def test_digits_study_matches_inprocess(tmp_path_factory: pytest.TempPathFactory,
                                         metric: str) -> None:
     """The built-in digits example gives bit-identical histories and fronts on both, although
