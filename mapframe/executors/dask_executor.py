@@ -897,13 +897,36 @@ def _loop_started(create: Callable[[], Any]) -> Any:
         try:
             return create()
         except AssertionError as exc:
+            _close_failed_clients(exc)
             if not _from_loop_start(exc):
                 raise
             log.warning("Dask's event loop thread did not start within 10 s; trying again")
+        except BaseException as exc:
+            _close_failed_clients(exc)
+            raise
     raise MapframeError(
         f"Dask's event loop thread did not start within 10 s, {LOOP_START_TRIES} times: "
         "this machine is too busy to start a Dask client; free some cores (or use "
         "`executor: process`) and run again")
+
+
+def _close_failed_clients(exc: BaseException) -> None:
+    """Close the ``distributed.Client`` whose construction raised ``exc`` (found in its
+    traceback), here and now. Left to the garbage collector, its ``__del__`` closes it
+    wherever the collector happens to run: inside another client's start, which holds
+    distributed's process-wide ``LoopRunner`` lock that closing takes again, the process
+    deadlocks (seen in the test suite after a failed connection)."""
+    client_type: Any = getattr(sys.modules.get("distributed"), "Client", None)
+    if not isinstance(client_type, type):  # not imported, or replaced (a test's stand-in)
+        return
+    tb = exc.__traceback__
+    while tb is not None:
+        obj = tb.tb_frame.f_locals.get("self")
+        client: Any = obj if isinstance(obj, client_type) else None
+        if client is not None and client.status not in ("closed", "newly-created"):
+            with contextlib.suppress(BaseException):  # best effort: it is half built
+                client.close(timeout=5)
+        tb = tb.tb_next
 
 
 def _from_loop_start(exc: BaseException) -> bool:
